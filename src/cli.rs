@@ -1,0 +1,105 @@
+//! Command-line syntax (clap derive only). Values are validated and merged
+//! with the environment and the config file in `settings`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "migsnap",
+    version,
+    about = "Django + PostgreSQL test databases in a fraction of a second",
+    long_about = "migsnap hashes your migration files into a key, keeps a template database and a \
+                  compressed dump per key, and clones the template instead of running migrate.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Django project root (where manage.py and the config file are)
+    #[arg(short = 'C', long, global = true, value_name = "DIR")]
+    pub project_dir: Option<PathBuf>,
+    /// PostgreSQL server URL [env: MIGSNAP_SERVER_URL] (default: the embedded server)
+    #[arg(long, global = true, value_name = "URL")]
+    pub server_url: Option<String>,
+    /// Snapshot cache directory [env: MIGSNAP_CACHE_DIR]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Python interpreter that runs manage.py [env: MIGSNAP_PYTHON]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+    /// Django settings module [default: config, DJANGO_SETTINGS_MODULE, manage.py's]
+    #[arg(long, global = true, value_name = "MODULE")]
+    pub settings: Option<String>,
+    /// Only print errors and warnings on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Also show Django's own output while it runs
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create (or replace) a test database in the fully migrated state
+    Prepare(PrepareArgs),
+    /// Print the migration-set key (no server needed; use it as a CI cache key)
+    Key(KeyArgs),
+    /// Manage the embedded PostgreSQL server
+    Server {
+        #[command(subcommand)]
+        action: ServerAction,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    /// Name of the database to create
+    #[arg(short, long, value_name = "NAME")]
+    pub database: String,
+    /// Replace the database even if its name does not look like a test database
+    #[arg(long)]
+    pub force: bool,
+    /// Ignore templates and cached dumps: migrate from empty and re-snapshot
+    #[arg(long)]
+    pub rebuild: bool,
+    /// Print the result as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// Print the key, file counts and key inputs as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// List every hashed file on stderr
+    #[arg(long)]
+    pub list: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerAction {
+    /// Initialise (if needed) and start the embedded server
+    Start(ServerArgs),
+    /// Stop the embedded server
+    Stop(ServerArgs),
+    /// Say whether the embedded server is running
+    Status(ServerArgs),
+    /// Print a postgres:// URL for the embedded server (starting it if needed)
+    Url(ServerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,43 @@
+//! `migsnap key`: the migration-set key, computed from files only.
+
+use crate::cli::KeyArgs;
+use crate::error::{exit, Result};
+use crate::fingerprint;
+use crate::settings::Settings;
+
+#[derive(serde::Serialize)]
+struct KeyOutput<'a> {
+    key: &'a str,
+    short: &'a str,
+    format: &'static str,
+    migrations: usize,
+    key_inputs: Vec<&'a str>,
+}
+
+pub fn run(settings: &Settings, args: &KeyArgs) -> Result<u8> {
+    let fp = fingerprint::compute(settings)?;
+    if args.list {
+        for path in fp.migrations.keys().chain(fp.key_inputs.keys()) {
+            eprintln!("{path}");
+        }
+    }
+    if fp.migrations.is_empty() && !settings.quiet {
+        eprintln!(
+            "warning: no migration files match {:?} under {}",
+            settings.migrations,
+            settings.project_dir.display()
+        );
+    }
+    if args.json {
+        super::print_json(&KeyOutput {
+            key: &fp.key,
+            short: fp.short(),
+            format: fingerprint::KEY_FORMAT,
+            migrations: fp.migrations.len(),
+            key_inputs: fp.key_inputs.keys().map(String::as_str).collect(),
+        })?;
+    } else {
+        super::print_stdout(&format!("{}\n", fp.key));
+    }
+    Ok(exit::OK)
+}

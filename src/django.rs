@@ -1,0 +1,273 @@
+//! Run the project's Django (its own interpreter, its own manage.py) through
+//! a small shim, pointed at a database migsnap chose, and follow its progress.
+//!
+//! The shim is embedded in the binary (`django/shim.py`) and passed with
+//! `python -c`, so nothing is installed into the user's environment.
+
+use crate::error::{Error, Kind, Result};
+use crate::pg::ConnInfo;
+use crate::settings::Settings;
+use crate::ui::{self, Ui};
+use serde::Deserialize;
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+const SHIM: &str = include_str!("django/shim.py");
+/// Lines of Django's output kept for the error report.
+const STDERR_TAIL: usize = 60;
+/// How many of the slowest migrations to list after a run.
+const SLOWEST: usize = 5;
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum Event {
+    Ready { settings: String, django: String },
+    Plan { migrations: Vec<String> },
+    Start { migration: String },
+    Done { migration: String, seconds: f64 },
+    Error { r#type: String, message: String },
+    Finished,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Applied {
+    pub name: String,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Default)]
+pub struct MigrateReport {
+    pub applied: Vec<Applied>,
+}
+
+/// Why migrate failed; `history` errors mean the starting database does not
+/// fit these migrations (an incremental build should fall back to cold).
+#[derive(Debug)]
+pub struct MigrateFailure {
+    pub history: bool,
+    pub error: Error,
+}
+
+impl From<Error> for MigrateFailure {
+    fn from(error: Error) -> Self {
+        MigrateFailure {
+            history: false,
+            error,
+        }
+    }
+}
+
+/// `manage.py migrate` into `db`, with progress on stderr.
+pub async fn migrate(
+    settings: &Settings,
+    conn: &ConnInfo,
+    db: &str,
+    ui: &Ui,
+) -> Result<MigrateReport, MigrateFailure> {
+    let manage = &settings.manage_py;
+    if !manage.is_file() {
+        return Err(Error::usage(format!("no manage.py at `{}`", manage.display()))
+            .hint("run migsnap from the Django project root, pass `-C DIR`, or set `manage-py` in [tool.migsnap]")
+            .into());
+    }
+    let mut cmd = Command::new(&settings.python);
+    cmd.arg("-c")
+        .arg(SHIM)
+        .arg(manage)
+        .current_dir(manage.parent().unwrap_or(&settings.project_dir))
+        .env("MIGSNAP_MODE", "migrate")
+        .env("MIGSNAP_DB_NAME", db)
+        .env("MIGSNAP_DB_HOST", &conn.host)
+        .env("MIGSNAP_DB_PORT", conn.port.to_string())
+        .env("MIGSNAP_DB_USER", &conn.user)
+        .env(
+            "MIGSNAP_DB_PASSWORD",
+            conn.password.as_deref().unwrap_or(""),
+        )
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(module) = &settings.django_settings {
+        cmd.env(crate::env::DJANGO_SETTINGS_MODULE, module);
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::usage(format!("cannot run the Python interpreter `{}`", settings.python.display()))
+            .source(e)
+            .hint("set MIGSNAP_PYTHON (or --python, or `python` in [tool.migsnap]) to the project's interpreter, e.g. .venv/bin/python")
+    })?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::internal("no stdout from python"))?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| Error::internal("no stderr from python"))?;
+    let mut events = BufReader::new(stdout).lines();
+    let mut output = BufReader::new(stderr).lines();
+
+    let started = Instant::now();
+    let mut progress = Progress::default();
+    let mut tail: VecDeque<String> = VecDeque::new();
+    let mut failure: Option<(String, String)> = None;
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    let (mut events_open, mut output_open) = (true, true);
+
+    while events_open || output_open {
+        tokio::select! {
+            line = events.next_line(), if events_open => match line {
+                Ok(Some(line)) => match serde_json::from_str::<Event>(&line) {
+                    Ok(ev) => {
+                        if let Event::Error { r#type, message } = &ev {
+                            failure = Some((r#type.clone(), message.clone()));
+                        }
+                        progress.on_event(ev, ui);
+                    }
+                    // A stray print to the saved stdout: treat as output.
+                    Err(_) => push_tail(&mut tail, line),
+                },
+                _ => events_open = false,
+            },
+            line = output.next_line(), if output_open => match line {
+                Ok(Some(line)) => {
+                    if settings.verbose && !ui.quiet {
+                        ui.clear_progress();
+                        eprintln!("{line}");
+                    }
+                    push_tail(&mut tail, line);
+                }
+                _ => output_open = false,
+            },
+            _ = ticker.tick() => progress.redraw(ui),
+        }
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| Error::internal("python did not finish").source(e))?;
+    ui.clear_progress();
+
+    if !status.success() || failure.is_some() {
+        let (kind, message) =
+            failure.unwrap_or_else(|| ("exit".into(), format!("python exited with {status}")));
+        let history = matches!(
+            kind.as_str(),
+            "InconsistentMigrationHistory" | "NodeNotFoundError"
+        );
+        let shown: Vec<String> = tail.into_iter().collect();
+        let error = Error::new(Kind::Django, format!("migrate failed: {kind}: {message}"))
+            .detail(format!("--- Django output (last {} lines) ---\n{}", shown.len(), shown.join("\n")))
+            .hint(match kind.as_str() {
+                "ModuleNotFoundError" | "ImproperlyConfigured" => {
+                    "check the settings module (--settings / DJANGO_SETTINGS_MODULE) and the interpreter (MIGSNAP_PYTHON)"
+                }
+                _ => "fix the migration or settings named above; no snapshot was saved",
+            });
+        return Err(MigrateFailure { history, error });
+    }
+    let report = MigrateReport {
+        applied: progress.applied,
+    };
+    if !report.applied.is_empty() {
+        ui.info(format!(
+            "applied {} migration(s) in {}",
+            report.applied.len(),
+            ui::duration(started.elapsed())
+        ));
+        let mut slow = report.applied.clone();
+        slow.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        let list: Vec<String> = slow
+            .iter()
+            .take(SLOWEST)
+            .map(|a| {
+                format!(
+                    "{} {}",
+                    a.name,
+                    ui::duration(Duration::from_secs_f64(a.seconds))
+                )
+            })
+            .collect();
+        ui.info(format!("slowest: {}", list.join(", ")));
+    }
+    Ok(report)
+}
+
+fn push_tail(tail: &mut VecDeque<String>, line: String) {
+    if tail.len() == STDERR_TAIL {
+        tail.pop_front();
+    }
+    tail.push_back(line);
+}
+
+/// Migrations applied of total, the current one, elapsed: redrawn in place
+/// on a terminal; elsewhere one line per migration, plus a "still running"
+/// line every 10 s so a slow migration never looks like a hang.
+#[derive(Default)]
+struct Progress {
+    total: usize,
+    current: Option<(String, Instant)>,
+    applied: Vec<Applied>,
+    last_plain: Option<Instant>,
+}
+
+impl Progress {
+    fn on_event(&mut self, ev: Event, ui: &Ui) {
+        match ev {
+            Event::Ready { settings, django } => {
+                ui.info(format!("running migrate with Django {django} ({settings})"))
+            }
+            Event::Plan { migrations } => {
+                self.total = migrations.len();
+                if self.total == 0 {
+                    ui.info("no migrations to apply");
+                }
+            }
+            Event::Start { migration } => {
+                if !ui.tty {
+                    ui.info(format!(
+                        "[{}/{}] applying {migration}",
+                        self.applied.len() + 1,
+                        self.total
+                    ));
+                    self.last_plain = Some(Instant::now());
+                }
+                self.current = Some((migration, Instant::now()));
+                self.redraw(ui);
+            }
+            Event::Done { migration, seconds } => {
+                self.current = None;
+                self.applied.push(Applied {
+                    name: migration,
+                    seconds,
+                });
+            }
+            Event::Error { .. } | Event::Finished => self.current = None,
+        }
+    }
+
+    fn redraw(&mut self, ui: &Ui) {
+        let Some((name, since)) = &self.current else {
+            return;
+        };
+        let elapsed = since.elapsed();
+        if ui.tty {
+            ui.progress(&format!(
+                "[{}/{}] applying {name} ({})",
+                self.applied.len() + 1,
+                self.total,
+                ui::duration(elapsed)
+            ));
+        } else if self
+            .last_plain
+            .is_some_and(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            ui.info(format!("still applying {name} ({})", ui::duration(elapsed)));
+            self.last_plain = Some(Instant::now());
+        }
+    }
+}

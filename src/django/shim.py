@@ -1,0 +1,121 @@
+"""migsnap's Django shim: run migrate against the database migsnap chose.
+
+Run as `python -c <this> /path/to/manage.py`. It runs the project's own
+manage.py (so whatever it does first -- setting DJANGO_SETTINGS_MODULE,
+loading .env, tweaking sys.path -- still happens), but replaces
+execute_from_command_line so that, once the settings are importable, the
+`default` database is pointed at MIGSNAP_DB_* before Django opens any
+connection, and migrate runs with a progress callback.
+
+Protocol: one JSON object per line on the *original* stdout; everything
+Django or a migration prints goes to stderr instead.
+"""
+import json
+import os
+import runpy
+import sys
+import time
+import traceback
+
+MANAGE_PY = sys.argv[1]
+_events = os.fdopen(os.dup(1), "w", buffering=1)
+os.dup2(2, 1)  # from here on, fd 1 (print, Django's stdout) is stderr
+
+
+def emit(event, **fields):
+    fields["event"] = event
+    _events.write(json.dumps(fields) + "\n")
+    _events.flush()
+
+
+def label(migration):
+    return "%s.%s" % (migration.app_label, migration.name)
+
+
+def point_default_database_at_target():
+    from django.conf import settings
+
+    databases = settings.DATABASES  # imports the settings module
+    if "default" not in databases:
+        raise RuntimeError("settings.DATABASES has no 'default' alias")
+    db = databases["default"]
+    db["NAME"] = os.environ["MIGSNAP_DB_NAME"]
+    db["HOST"] = os.environ["MIGSNAP_DB_HOST"]
+    db["PORT"] = os.environ["MIGSNAP_DB_PORT"]
+    db["USER"] = os.environ["MIGSNAP_DB_USER"]
+    db["PASSWORD"] = os.environ.get("MIGSNAP_DB_PASSWORD", "")
+    options = db.setdefault("OPTIONS", {})
+    # A service or passfile would override the host/user we just set.
+    for key in ("service", "passfile"):
+        options.pop(key, None)
+    return settings
+
+
+def migrate():
+    from django.core.management import call_command
+    from django.core.management.commands import migrate as migrate_command
+    from django.db import connections
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connections["default"])
+    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    emit("plan", migrations=[label(m) for m, _backwards in plan])
+
+    original = migrate_command.Command.migration_progress_callback
+    started = {}
+
+    def progress(self, action, migration=None, fake=False):
+        if action == "apply_start":
+            started[label(migration)] = time.perf_counter()
+            emit("start", migration=label(migration))
+        elif action == "apply_success":
+            name = label(migration)
+            emit("done", migration=name, seconds=time.perf_counter() - started.pop(name, time.perf_counter()))
+        return original(self, action, migration, fake)
+
+    migrate_command.Command.migration_progress_callback = progress
+    call_command("migrate", interactive=False, verbosity=1)
+
+
+def run(argv=None):
+    global _called
+    _called = True
+    settings = point_default_database_at_target()
+    import django
+
+    django.setup()
+    emit("ready", settings=settings.SETTINGS_MODULE, django=django.get_version())
+    mode = os.environ.get("MIGSNAP_MODE", "migrate")
+    if mode == "migrate":
+        migrate()
+    else:
+        raise RuntimeError("unknown MIGSNAP_MODE %r" % mode)
+    emit("finished")
+
+
+_called = False
+
+
+def main():
+    import django.core.management as management
+
+    management.execute_from_command_line = run
+    sys.argv = [MANAGE_PY, "migrate"]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(MANAGE_PY)))
+    try:
+        runpy.run_path(MANAGE_PY, run_name="__main__")
+        if not _called:
+            raise RuntimeError(
+                "%s did not call django.core.management.execute_from_command_line" % MANAGE_PY
+            )
+    except SystemExit as e:
+        if e.code not in (0, None):
+            emit("error", type="SystemExit", message="exited with status %s" % e.code)
+            raise
+    except BaseException as e:  # report everything, including KeyboardInterrupt
+        traceback.print_exc()
+        emit("error", type=type(e).__name__, message=str(e).strip().splitlines()[0] if str(e).strip() else "")
+        sys.exit(1)
+
+
+main()

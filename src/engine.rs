@@ -1,0 +1,376 @@
+//! The snapshot engine: make sure a template database for the current key
+//! exists on the server, building it the cheapest way available.
+//!
+//! Order of preference once the template is missing: restore the cached dump
+//! for the key; else start from the best ancestor snapshot (all of its
+//! migration files unchanged) and let `migrate` apply only the new ones;
+//! else migrate from empty. A newly built database is dumped to the cache
+//! and then promoted to the template in one transaction.
+//!
+//! Building happens under two locks, always taken in this order: a file lock
+//! per key in the cache dir, then a PostgreSQL advisory lock per key. Both
+//! die with the process, so a crash never wedges a later run, and anything a
+//! crashed run left behind (temp files, the build database) is removed by
+//! the next run while it holds the locks.
+
+use crate::django::{self, Applied, MigrateFailure};
+use crate::embedded::Embedded;
+use crate::error::{Error, Result};
+use crate::fingerprint::Fingerprint;
+use crate::pg::admin::{self, Admin};
+use crate::pg::{dump, restore, ConnInfo};
+use crate::settings::{CloneStrategy, ServerChoice, Settings};
+use crate::store::{self, BuildInfo, Manifest, Store};
+use crate::ui::{self, Ui};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Template,
+    Cache,
+    Incremental,
+    Cold,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Template => "template",
+            Source::Cache => "cache",
+            Source::Incremental => "incremental",
+            Source::Cold => "cold",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub template: String,
+    pub source: Source,
+    pub base_key: Option<String>,
+    pub applied: Vec<Applied>,
+}
+
+/// Connect to the configured server; the embedded one is started on demand.
+pub async fn connect(settings: &Settings, ui: &Ui) -> Result<Admin> {
+    match &settings.server {
+        ServerChoice::Url(url) => Admin::connect(&ConnInfo::from_url(url)?).await,
+        ServerChoice::Embedded(dir) => {
+            let server = Embedded::new(dir);
+            let info = server.conn_info();
+            if server.probably_running() {
+                if let Ok(admin) = Admin::connect(&info).await {
+                    return Ok(admin);
+                }
+            }
+            let (s, u) = (server.clone(), *ui);
+            tokio::task::spawn_blocking(move || s.start(&u))
+                .await
+                .map_err(|e| Error::internal("starting the server failed").source(e))??;
+            Admin::connect(&info).await
+        }
+    }
+}
+
+/// Build (or find, after waiting for another builder) the template for
+/// `fp`. `rebuild` skips templates and caches and migrates from empty.
+pub async fn build(
+    admin: &Admin,
+    settings: &Settings,
+    fp: &Fingerprint,
+    ui: &Ui,
+    rebuild: bool,
+) -> Result<Snapshot> {
+    let store = Store::new(settings.ensure_cache_dir()?);
+    let key = fp.key.as_str();
+    let short = fp.short();
+    let _file_lock = store.lock(key, || {
+        ui.info(format!(
+            "waiting for another migsnap building snapshot {short} (cache lock)…"
+        ))
+    })?;
+    admin
+        .lock_key(key, || {
+            ui.info(format!(
+                "waiting for another migsnap building snapshot {short} on the server…"
+            ))
+        })
+        .await?;
+    let result = build_locked(admin, settings, fp, &store, ui, rebuild).await;
+    // Best effort: closing the connection releases it anyway.
+    let _ = admin.unlock_key(key).await;
+    result
+}
+
+async fn build_locked(
+    admin: &Admin,
+    settings: &Settings,
+    fp: &Fingerprint,
+    store: &Store,
+    ui: &Ui,
+    rebuild: bool,
+) -> Result<Snapshot> {
+    let key = fp.key.as_str();
+    let template = admin::template_name(key);
+    if let Some(existing) = admin.database(&template).await? {
+        if existing.is_template_for(key) && !rebuild {
+            // Another process finished it while we waited for the lock.
+            return Ok(Snapshot {
+                template,
+                source: Source::Template,
+                base_key: None,
+                applied: vec![],
+            });
+        }
+        if !existing.made_by_migsnap() {
+            return Err(Error::usage(format!(
+                "database `{template}` exists but was not created by migsnap; refusing to replace it"
+            ))
+            .hint(format!("rename or drop `{template}` yourself")));
+        }
+        if !rebuild {
+            ui.warn(format!(
+                "template `{template}` does not match key {}; rebuilding it",
+                fp.short()
+            ));
+        }
+        admin.drop(&existing).await?;
+    }
+    store.clean_temp(key);
+    let build = admin::build_name(key);
+    if let Some(leftover) = admin.database(&build).await? {
+        ui.info(format!("removing `{build}` left by an interrupted run"));
+        admin.drop(&leftover).await?;
+    }
+
+    if !rebuild {
+        if usable_snapshot(store, key, admin.version_num, ui).is_some() {
+            let t = Instant::now();
+            ui.info(format!("restoring cached snapshot {}", fp.short()));
+            admin.create(&build, None, CloneStrategy::Default).await?;
+            restore_or_drop(admin, &build, &store.dump_path(key)).await?;
+            admin.promote(&build, key).await?;
+            ui.info(format!("restored in {}", ui::duration(t.elapsed())));
+            return Ok(Snapshot {
+                template,
+                source: Source::Cache,
+                base_key: None,
+                applied: vec![],
+            });
+        }
+        if let Some(base) = store.best_ancestor(fp, admin.version_num) {
+            match incremental(admin, settings, fp, store, &base, &build, ui).await {
+                Ok(snapshot) => return Ok(snapshot),
+                Err(f) if f.history => {
+                    ui.warn(format!(
+                        "Django refused to build on snapshot {} ({}); migrating from empty instead",
+                        crate::fingerprint::short_key(&base.key),
+                        f.error.message
+                    ));
+                    drop_build(admin, &build).await?;
+                }
+                Err(f) => {
+                    let _ = drop_build(admin, &build).await;
+                    return Err(f.error);
+                }
+            }
+        }
+    }
+
+    let t = Instant::now();
+    ui.info(format!(
+        "no snapshot for key {}: migrating from an empty database",
+        fp.short()
+    ));
+    admin.create(&build, None, CloneStrategy::Default).await?;
+    let report = match django::migrate(settings, &admin.conn, &build, ui).await {
+        Ok(r) => r,
+        Err(f) => {
+            let _ = drop_build(admin, &build).await;
+            return Err(f.error);
+        }
+    };
+    finish(
+        admin,
+        fp,
+        store,
+        &build,
+        BuildInfo {
+            source: "cold".into(),
+            base_key: None,
+            seconds: 0.0,
+        },
+        t,
+        ui,
+    )
+    .await?;
+    Ok(Snapshot {
+        template,
+        source: Source::Cold,
+        base_key: None,
+        applied: report.applied,
+    })
+}
+
+/// The cached snapshot for `key` if its manifest and dump check out and the
+/// server is not older than the one it came from. Damaged ones are removed.
+fn usable_snapshot(store: &Store, key: &str, server_version_num: u32, ui: &Ui) -> Option<Manifest> {
+    let m = match store.load(key) {
+        Ok(Some(m)) => m,
+        Ok(None) => return None,
+        Err(why) => {
+            ui.warn(format!("{why}; discarding it"));
+            store.discard(key);
+            return None;
+        }
+    };
+    if m.server_major() > server_version_num / 10000 {
+        ui.warn(format!(
+            "cached snapshot {} comes from PostgreSQL {}, newer than this server ({}); not using it",
+            crate::fingerprint::short_key(key),
+            m.server_major(),
+            server_version_num / 10000
+        ));
+        return None;
+    }
+    if let Err(why) = store.verify(&m) {
+        ui.warn(format!("{why}; discarding it"));
+        store.discard(key);
+        return None;
+    }
+    Some(m)
+}
+
+async fn incremental(
+    admin: &Admin,
+    settings: &Settings,
+    fp: &Fingerprint,
+    store: &Store,
+    base: &Manifest,
+    build: &str,
+    ui: &Ui,
+) -> Result<Snapshot, MigrateFailure> {
+    let t = Instant::now();
+    let base_short = crate::fingerprint::short_key(&base.key);
+    ui.info(format!(
+        "building on snapshot {base_short}: {} of {} migration files unchanged",
+        base.migrations.len(),
+        fp.migrations.len()
+    ));
+    // The ancestor's template, if still on the server, is the fastest start.
+    let base_template = admin::template_name(&base.key);
+    match admin.database(&base_template).await? {
+        Some(info) if info.is_template_for(&base.key) => {
+            admin
+                .create(build, Some(&base_template), CloneStrategy::Default)
+                .await?;
+        }
+        _ => {
+            let Some(m) = usable_snapshot(store, &base.key, admin.version_num, ui) else {
+                return Err(MigrateFailure {
+                    history: true,
+                    error: Error::internal(format!("snapshot {base_short} is unusable")),
+                });
+            };
+            admin.create(build, None, CloneStrategy::Default).await?;
+            restore_or_drop(admin, build, &store.dump_path(&m.key)).await?;
+        }
+    }
+    let report = django::migrate(settings, &admin.conn, build, ui).await?;
+    let info = BuildInfo {
+        source: "incremental".into(),
+        base_key: Some(base.key.clone()),
+        seconds: 0.0,
+    };
+    finish(admin, fp, store, build, info, t, ui).await?;
+    Ok(Snapshot {
+        template: admin::template_name(&fp.key),
+        source: Source::Incremental,
+        base_key: Some(base.key.clone()),
+        applied: report.applied,
+    })
+}
+
+async fn restore_or_drop(admin: &Admin, build: &str, dump: &std::path::Path) -> Result<()> {
+    if let Err(e) = restore::restore(&admin.conn, build, dump).await {
+        let _ = drop_build(admin, build).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+async fn drop_build(admin: &Admin, build: &str) -> Result<()> {
+    match admin.database(build).await? {
+        Some(info) => admin.drop(&info).await,
+        None => Ok(()),
+    }
+}
+
+/// Dump the finished build database into the cache (dump, then manifest),
+/// then promote it to the template.
+async fn finish(
+    admin: &Admin,
+    fp: &Fingerprint,
+    store: &Store,
+    build: &str,
+    mut info: BuildInfo,
+    started: Instant,
+    ui: &Ui,
+) -> Result<()> {
+    let applied = applied_rows(&admin.conn, build).await?;
+    let t = Instant::now();
+    let (conn, db, major, st, key) = (
+        admin.conn.clone(),
+        build.to_string(),
+        admin.major(),
+        store.clone(),
+        fp.key.clone(),
+    );
+    let dump =
+        tokio::task::spawn_blocking(move || dump::dump_to_store(&conn, &db, major, &st, &key))
+            .await
+            .map_err(|e| Error::internal("the dump thread failed").source(e))??;
+    info.seconds = started.elapsed().as_secs_f64();
+    let manifest = Manifest {
+        format: store::MANIFEST_FORMAT,
+        key: fp.key.clone(),
+        created_unix: store::now_unix(),
+        migsnap_version: env!("CARGO_PKG_VERSION").to_string(),
+        server_version_num: admin.version_num,
+        dump,
+        migrations: fp.migrations.clone(),
+        key_inputs: fp.key_inputs.clone(),
+        applied,
+        build: info,
+    };
+    store.write_manifest(&manifest)?;
+    ui.info(format!(
+        "saved snapshot {} ({} KiB) in {}",
+        fp.short(),
+        manifest.dump.size / 1024,
+        ui::duration(t.elapsed())
+    ));
+    admin.promote(build, &fp.key).await
+}
+
+/// django_migrations as "app.name" in the order they were applied.
+async fn applied_rows(conn: &ConnInfo, db: &str) -> Result<Vec<String>> {
+    let client = conn.connect(db).await?;
+    let rows = client
+        .query(
+            "SELECT app || '.' || name FROM django_migrations ORDER BY id",
+            &[],
+        )
+        .await;
+    Ok(match rows {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => vec![],
+        Err(e) => {
+            return Err(crate::pg::db_error(
+                format!("cannot read django_migrations in `{db}`"),
+                e,
+            ))
+        }
+    })
+}

@@ -1,0 +1,28 @@
+//! Every environment variable migsnap reads, in one place, so the README's
+//! table and the code cannot drift apart.
+
+/// Server to use instead of the embedded one (any libpq-style postgres:// URL).
+pub const SERVER_URL: &str = "MIGSNAP_SERVER_URL";
+/// Where snapshots (dumps + manifests) live.
+pub const CACHE_DIR: &str = "MIGSNAP_CACHE_DIR";
+/// Interpreter that runs manage.py.
+pub const PYTHON: &str = "MIGSNAP_PYTHON";
+/// Data directory of the embedded server (default: under the cache dir, or
+/// under the system temp dir when running as root).
+pub const SERVER_DIR: &str = "MIGSNAP_SERVER_DIR";
+/// Directory holding pg_dump, initdb, pg_ctl; searched before PATH.
+pub const PG_BINDIR: &str = "MIGSNAP_PG_BINDIR";
+/// Django's own settings variable; used when no settings module is configured.
+pub const DJANGO_SETTINGS_MODULE: &str = "DJANGO_SETTINGS_MODULE";
+/// Set by `activate`; its interpreter is preferred over `python3`.
+pub const VIRTUAL_ENV: &str = "VIRTUAL_ENV";
+/// https://no-color.org: any non-empty value turns colour off.
+pub const NO_COLOR: &str = "NO_COLOR";
+/// Which unprivileged user runs the embedded server when migsnap runs as root.
+pub const SERVER_USER: &str = "MIGSNAP_SERVER_USER";
+
+/// Read a variable, treating an empty value like an unset one (CI systems
+/// often export empty strings for "not configured").
+pub fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}

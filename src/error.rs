@@ -1,0 +1,149 @@
+//! The one error type commands return, and how it maps to exit codes.
+//!
+//! Each module has its own error enum with the context in its fields; this
+//! type wraps them so `main` can print `error: …`, the `Caused by:` chain and a
+//! `hint: …`, and pick a documented exit code.
+
+use std::fmt;
+
+/// Documented exit codes (README, "Exit codes").
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// `check` found something.
+    pub const FINDINGS: u8 = 1;
+    /// Bad input, bad configuration, or a refused (unsafe) request.
+    pub const USAGE: u8 = 2;
+    /// A bug or an unexpected failure inside migsnap.
+    pub const INTERNAL: u8 = 3;
+    /// Django failed: migrate raised, the settings could not load, …
+    pub const DJANGO: u8 = 4;
+    /// The PostgreSQL server failed: unreachable, authentication, privileges.
+    pub const SERVER: u8 = 5;
+}
+
+/// What kind of failure this is, which decides the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Usage,
+    Internal,
+    Django,
+    Server,
+}
+
+impl Kind {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Kind::Usage => exit::USAGE,
+            Kind::Internal => exit::INTERNAL,
+            Kind::Django => exit::DJANGO,
+            Kind::Server => exit::SERVER,
+        }
+    }
+}
+
+/// A user-facing error: a one-line message, optional causes, optional hint.
+#[derive(Debug)]
+pub struct Error {
+    pub kind: Kind,
+    pub message: String,
+    pub hint: Option<String>,
+    /// Extra text shown after the message (e.g. Django's traceback).
+    pub detail: Option<String>,
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            hint: None,
+            detail: None,
+            source: None,
+        }
+    }
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(Kind::Usage, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(Kind::Internal, message)
+    }
+    pub fn server(message: impl Into<String>) -> Self {
+        Self::new(Kind::Server, message)
+    }
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+    pub fn source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+    pub fn exit_code(&self) -> u8 {
+        self.kind.exit_code()
+    }
+
+    /// The full report for stderr: message, causes, detail, hint.
+    pub fn report(&self) -> String {
+        use std::fmt::Write;
+        let mut out = format!("error: {}\n", self.message);
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = match &self.source {
+            Some(s) => Some(s.as_ref()),
+            None => None,
+        };
+        let mut last = String::new();
+        while let Some(c) = cause {
+            let text = c.to_string();
+            // tokio-postgres repeats its source inside Display ("db error: ERROR: x");
+            // skip a cause that says nothing new.
+            if !text.is_empty() && text != last && !self.message.contains(&text) {
+                let _ = writeln!(out, "  Caused by: {text}");
+            }
+            last = text;
+            cause = c.source();
+        }
+        if let Some(d) = &self.detail {
+            let d = d.trim_end();
+            if !d.is_empty() {
+                let _ = writeln!(out, "{d}");
+            }
+        }
+        if let Some(h) = &self.hint {
+            let _ = writeln!(out, "hint: {h}");
+        }
+        out
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.source {
+            Some(s) => Some(s.as_ref()),
+            None => None,
+        }
+    }
+}
+
+/// Attach context to foreign errors: `fs::read(p).context_io(...)`.
+pub trait Context<T> {
+    fn with_kind(self, kind: Kind, message: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: std::error::Error + Send + Sync + 'static> Context<T> for std::result::Result<T, E> {
+    fn with_kind(self, kind: Kind, message: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::new(kind, message()).source(e))
+    }
+}

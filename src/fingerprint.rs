@@ -1,0 +1,233 @@
+//! Find the migration files and key inputs of a project and hash them into
+//! the snapshot key: a pure function of files (no server, no Python), so CI
+//! can compute its cache key before anything is running.
+//!
+//! The key is sha256 over a versioned, length-delimited serialisation of
+//! (relative path, content hash) pairs in byte order, so adding, removing,
+//! renaming or editing any migration changes it, and bumping
+//! `KEY_FORMAT` invalidates every old snapshot at once.
+
+use crate::error::{Context, Error, Kind, Result};
+use crate::settings::Settings;
+use globset::{GlobSet, GlobSetBuilder};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Bump when the key serialisation or the snapshot contents change meaning.
+pub const KEY_FORMAT: &str = "migsnap-key-v1";
+
+/// Directories that never hold the project's own migrations.
+const SKIP_DIRS: &[&str] = &[
+    "node_modules",
+    "site-packages",
+    "__pycache__",
+    ".git",
+    ".tox",
+    ".nox",
+];
+
+#[derive(Debug, Clone)]
+pub struct Fingerprint {
+    /// 64 hex chars.
+    pub key: String,
+    /// Relative path (with `/`) -> sha256 hex of the normalised content.
+    pub migrations: BTreeMap<String, String>,
+    pub key_inputs: BTreeMap<String, String>,
+}
+
+impl Fingerprint {
+    /// First 16 hex chars: the template database suffix.
+    pub fn short(&self) -> &str {
+        short_key(&self.key)
+    }
+}
+
+pub fn short_key(key: &str) -> &str {
+    &key[..16.min(key.len())]
+}
+
+/// (relative path, content hash)
+type HashedFile = (String, String);
+
+pub fn compute(settings: &Settings) -> Result<Fingerprint> {
+    let migrations = globset(&settings.migrations, "migrations")?;
+    let exclude = globset(&settings.exclude, "exclude")?;
+    let inputs = globset(&settings.key_inputs, "key-inputs")?;
+    let root = settings.project_dir.as_path();
+
+    let found: Mutex<(Vec<HashedFile>, Vec<HashedFile>)> = Mutex::default();
+    let failure: Mutex<Option<Error>> = Mutex::default();
+
+    // `ignore` gives us .gitignore handling and a parallel walker; hidden
+    // directories (.venv, .git, .tox) are skipped by its defaults.
+    let walker = ignore::WalkBuilder::new(root)
+        .require_git(false)
+        .follow_links(false)
+        .filter_entry(|e| {
+            let is_dir = e.file_type().is_some_and(|t| t.is_dir());
+            !(is_dir
+                && (e
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| SKIP_DIRS.contains(&n))
+                    || e.path().join("pyvenv.cfg").exists()))
+        })
+        .build_parallel();
+    walker.run(|| {
+        Box::new(|entry| {
+            let Ok(entry) = entry else {
+                return ignore::WalkState::Continue;
+            };
+            if !entry.file_type().is_some_and(|t| t.is_file()) {
+                return ignore::WalkState::Continue;
+            }
+            let Some(rel) = relative(root, entry.path()) else {
+                return ignore::WalkState::Continue;
+            };
+            let is_migration = migrations.is_match(&rel)
+                && !rel.ends_with("/__init__.py")
+                && rel != "__init__.py"
+                && !exclude.is_match(&rel);
+            let is_input = !is_migration && inputs.is_match(&rel);
+            if !is_migration && !is_input {
+                return ignore::WalkState::Continue;
+            }
+            match hash_file(entry.path()) {
+                Ok(h) => {
+                    let mut f = found.lock().unwrap_or_else(|p| p.into_inner());
+                    if is_migration {
+                        f.0.push((rel, h))
+                    } else {
+                        f.1.push((rel, h))
+                    }
+                    ignore::WalkState::Continue
+                }
+                Err(e) => {
+                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    ignore::WalkState::Quit
+                }
+            }
+        })
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let (m, i) = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    let migrations: BTreeMap<_, _> = m.into_iter().collect();
+    let key_inputs: BTreeMap<_, _> = i.into_iter().collect();
+    let key = key_of(&settings.key_salt, &migrations, &key_inputs);
+    Ok(Fingerprint {
+        key,
+        migrations,
+        key_inputs,
+    })
+}
+
+/// The key over already-hashed files. Each field is length-prefixed so no
+/// two different file sets serialise to the same bytes.
+pub fn key_of(
+    salt: &str,
+    migrations: &BTreeMap<String, String>,
+    inputs: &BTreeMap<String, String>,
+) -> String {
+    let mut h = Sha256::new();
+    let mut field = |tag: &[u8], s: &str| {
+        h.update(tag);
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    field(b"F", KEY_FORMAT);
+    field(b"S", salt);
+    for (path, hash) in migrations {
+        field(b"M", path);
+        field(b"H", hash);
+    }
+    for (path, hash) in inputs {
+        field(b"I", path);
+        field(b"H", hash);
+    }
+    hex(&h.finalize())
+}
+
+/// sha256 of the content with CRLF folded to LF, so a Windows checkout with
+/// autocrlf shares snapshots with Linux CI.
+pub fn hash_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path)
+        .with_kind(Kind::Usage, || format!("cannot read `{}`", path.display()))?;
+    Ok(hash_normalized(&bytes))
+}
+
+pub fn hash_normalized(bytes: &[u8]) -> String {
+    let mut h = Sha256::new();
+    let mut rest = bytes;
+    while let Some(pos) = find_crlf(rest) {
+        h.update(&rest[..pos]);
+        rest = &rest[pos + 1..]; // drop the \r, keep the \n
+    }
+    h.update(rest);
+    hex(&h.finalize())
+}
+
+fn find_crlf(b: &[u8]) -> Option<usize> {
+    b.windows(2).position(|w| w == b"\r\n")
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn relative(root: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
+    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+    Some(parts?.join("/"))
+}
+
+fn globset(patterns: &[String], what: &str) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let glob = globset::GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| {
+                Error::usage(format!("invalid glob `{p}` in `{what}`"))
+                    .source(e)
+                    .hint("globs are relative to the project dir, e.g. `**/migrations/*.py`")
+            })?;
+        b.add(glob);
+    }
+    b.build()
+        .with_kind(Kind::Usage, || format!("invalid globs in `{what}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crlf_and_lf_hash_the_same_but_lone_cr_differs() {
+        assert_eq!(hash_normalized(b"a\r\nb\r\n"), hash_normalized(b"a\nb\n"));
+        assert_ne!(hash_normalized(b"a\rb"), hash_normalized(b"ab"));
+        assert_ne!(hash_normalized(b"a\nb"), hash_normalized(b"a\n b"));
+    }
+
+    #[test]
+    fn key_depends_on_path_content_salt_and_kind() {
+        let m = |p: &str, h: &str| BTreeMap::from([(p.to_string(), h.to_string())]);
+        let none = BTreeMap::new();
+        let base = key_of("", &m("a/migrations/0001.py", "x"), &none);
+        assert_ne!(base, key_of("", &m("a/migrations/0002.py", "x"), &none));
+        assert_ne!(base, key_of("", &m("a/migrations/0001.py", "y"), &none));
+        assert_ne!(base, key_of("salt", &m("a/migrations/0001.py", "x"), &none));
+        assert_ne!(base, key_of("", &none, &m("a/migrations/0001.py", "x")));
+        assert_eq!(base, key_of("", &m("a/migrations/0001.py", "x"), &none));
+        assert_eq!(base.len(), 64);
+    }
+}

@@ -1,0 +1,324 @@
+//! Database-level operations on the admin connection: inspect, create,
+//! clone, drop, and promote a build database to a template.
+//!
+//! Naming is the ownership rule: migsnap creates `migsnap_<16 hex>`
+//! templates and `migsnap_build_<16 hex>` scratch databases, and marks clones
+//! with a comment. It drops only those, or a target the user named that
+//! looks like a test database (see `target_check`).
+
+use super::{db_error, quote_ident, quote_literal, ConnInfo};
+use crate::error::{Error, Result};
+use crate::settings::CloneStrategy;
+use tokio_postgres::Client;
+
+pub const TEMPLATE_PREFIX: &str = "migsnap_";
+pub const BUILD_PREFIX: &str = "migsnap_build_";
+const TEMPLATE_COMMENT: &str = "migsnap template v1 key=";
+pub const CLONE_COMMENT: &str = "migsnap clone of ";
+/// PostgreSQL truncates identifiers at NAMEDATALEN-1 bytes.
+pub const MAX_NAME_BYTES: usize = 63;
+
+pub fn template_name(key: &str) -> String {
+    format!("{TEMPLATE_PREFIX}{}", crate::fingerprint::short_key(key))
+}
+
+pub fn build_name(key: &str) -> String {
+    format!("{BUILD_PREFIX}{}", crate::fingerprint::short_key(key))
+}
+
+pub fn template_comment(key: &str) -> String {
+    format!("{TEMPLATE_COMMENT}{key}")
+}
+
+#[derive(Debug, Clone)]
+pub struct DbInfo {
+    pub name: String,
+    pub is_template: bool,
+    pub allow_conn: bool,
+    pub comment: String,
+}
+
+impl DbInfo {
+    /// A finished template for exactly this key. The rename that creates the
+    /// name is the last step of a transaction that also sets the comment and
+    /// the template flags, so all three agree or the name does not exist.
+    pub fn is_template_for(&self, key: &str) -> bool {
+        self.is_template && !self.allow_conn && self.comment == template_comment(key)
+    }
+    pub fn made_by_migsnap(&self) -> bool {
+        self.comment.starts_with("migsnap ")
+    }
+}
+
+pub struct Admin {
+    pub client: Client,
+    pub conn: ConnInfo,
+    pub version_num: u32,
+}
+
+impl Admin {
+    pub async fn connect(conn: &ConnInfo) -> Result<Admin> {
+        let client = conn.connect(&conn.admin_db).await?;
+        let row = client
+            .query_one("SELECT current_setting('server_version_num')::int4", &[])
+            .await
+            .map_err(|e| db_error("cannot read the server version", e))?;
+        let version_num: i32 = row.get(0);
+        Ok(Admin {
+            client,
+            conn: conn.clone(),
+            version_num: version_num.max(0) as u32,
+        })
+    }
+
+    pub fn major(&self) -> u32 {
+        self.version_num / 10000
+    }
+
+    /// Look up several databases in one round trip.
+    pub async fn databases(&self, names: &[&str]) -> Result<Vec<DbInfo>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT datname, datistemplate, datallowconn, \
+                        coalesce(shobj_description(oid, 'pg_database'), '') \
+                 FROM pg_database WHERE datname = ANY($1)",
+                &[&names],
+            )
+            .await
+            .map_err(|e| db_error("cannot list databases", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| DbInfo {
+                name: r.get(0),
+                is_template: r.get(1),
+                allow_conn: r.get(2),
+                comment: r.get(3),
+            })
+            .collect())
+    }
+
+    pub async fn database(&self, name: &str) -> Result<Option<DbInfo>> {
+        Ok(self.databases(&[name]).await?.into_iter().next())
+    }
+
+    /// Every database whose name starts with `prefix`.
+    pub async fn databases_like(&self, prefix: &str) -> Result<Vec<DbInfo>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT datname, datistemplate, datallowconn, \
+                        coalesce(shobj_description(oid, 'pg_database'), '') \
+                 FROM pg_database WHERE starts_with(datname, $1) ORDER BY datname",
+                &[&prefix],
+            )
+            .await
+            .map_err(|e| db_error("cannot list databases", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| DbInfo {
+                name: r.get(0),
+                is_template: r.get(1),
+                allow_conn: r.get(2),
+                comment: r.get(3),
+            })
+            .collect())
+    }
+
+    pub async fn create(
+        &self,
+        name: &str,
+        template: Option<&str>,
+        strategy: CloneStrategy,
+    ) -> Result<()> {
+        let mut sql = format!("CREATE DATABASE {}", quote_ident(name));
+        if let Some(t) = template {
+            sql.push_str(" TEMPLATE ");
+            sql.push_str(&quote_ident(t));
+            // STRATEGY exists from PostgreSQL 15 on.
+            if self.major() >= 15 {
+                match strategy {
+                    CloneStrategy::Default => {}
+                    CloneStrategy::WalLog => sql.push_str(" STRATEGY = WAL_LOG"),
+                    CloneStrategy::FileCopy => sql.push_str(" STRATEGY = FILE_COPY"),
+                }
+            }
+        }
+        self.client.batch_execute(&sql).await.map_err(|e| {
+            let what = match template {
+                Some(t) => format!("cannot create database `{name}` from template `{t}`"),
+                None => format!("cannot create database `{name}`"),
+            };
+            db_error(what, e)
+        })
+    }
+
+    pub async fn comment(&self, name: &str, text: &str) -> Result<()> {
+        let sql = format!(
+            "COMMENT ON DATABASE {} IS {}",
+            quote_ident(name),
+            quote_literal(text)
+        );
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| db_error(format!("cannot comment on database `{name}`"), e))
+    }
+
+    /// Drop a database migsnap may drop (callers check ownership first).
+    /// Templates must be unflagged before PostgreSQL lets them go.
+    pub async fn drop(&self, info: &DbInfo) -> Result<()> {
+        let q = quote_ident(&info.name);
+        let mut sql = String::new();
+        if info.is_template {
+            sql.push_str(&format!("ALTER DATABASE {q} IS_TEMPLATE false; "));
+        }
+        sql.push_str(&format!("DROP DATABASE IF EXISTS {q}"));
+        self.client.batch_execute(&sql).await.map_err(|e| {
+            let in_use = e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE);
+            let err = db_error(format!("cannot drop database `{}`", info.name), e);
+            if in_use {
+                err.hint(format!(
+                    "another session is connected to `{}`: close it (or stop the test run using it) and retry",
+                    info.name
+                ))
+            } else {
+                err
+            }
+        })
+    }
+
+    /// Turn the finished build database into the template for `key`, in
+    /// one transaction: comment, template flags, and the rename that makes
+    /// the name visible. Readers never see a half-made template.
+    pub async fn promote(&self, build: &str, key: &str) -> Result<()> {
+        let b = quote_ident(build);
+        let t = quote_ident(&template_name(key));
+        let sql = format!(
+            "BEGIN; \
+             COMMENT ON DATABASE {b} IS {c}; \
+             ALTER DATABASE {b} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false; \
+             ALTER DATABASE {b} RENAME TO {t}; \
+             COMMIT",
+            c = quote_literal(&template_comment(key))
+        );
+        let res = self.client.batch_execute(&sql).await;
+        if res.is_err() {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        res.map_err(|e| db_error(format!("cannot turn `{build}` into a template"), e))
+    }
+
+    /// Session-level advisory lock for building `key`. Released when the
+    /// admin connection closes, so a killed process never leaves it held.
+    pub async fn lock_key(&self, key: &str, on_wait: impl FnOnce()) -> Result<()> {
+        let id = lock_id(key);
+        let got: bool = self
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&id])
+            .await
+            .map_err(|e| db_error("cannot take the build lock", e))?
+            .get(0);
+        if !got {
+            on_wait();
+            self.client
+                .execute("SELECT pg_advisory_lock($1)", &[&id])
+                .await
+                .map_err(|e| db_error("cannot take the build lock", e))?;
+        }
+        Ok(())
+    }
+
+    pub async fn unlock_key(&self, key: &str) -> Result<()> {
+        self.client
+            .execute("SELECT pg_advisory_unlock($1)", &[&lock_id(key)])
+            .await
+            .map_err(|e| db_error("cannot release the build lock", e))?;
+        Ok(())
+    }
+}
+
+/// The first 64 bits of the key, as the advisory lock id.
+fn lock_id(key: &str) -> i64 {
+    u64::from_str_radix(crate::fingerprint::short_key(key), 16).unwrap_or(0) as i64
+}
+
+/// Whether `prepare` may (re)create `name`, given what exists now.
+pub fn target_check(
+    name: &str,
+    existing: Option<&DbInfo>,
+    admin_db: &str,
+    force: bool,
+) -> Result<()> {
+    validate_name(name)?;
+    let reserved = ["postgres", "template0", "template1"];
+    if reserved.contains(&name) || name == admin_db || name.starts_with(TEMPLATE_PREFIX) {
+        return Err(Error::usage(format!(
+            "refusing to use `{name}` as the test database: it is a system or migsnap-internal database"
+        ))
+        .hint("pick a name such as `test_myapp`"));
+    }
+    let Some(info) = existing else { return Ok(()) };
+    if info.comment.starts_with(CLONE_COMMENT) || name.starts_with("test_") || force {
+        return Ok(());
+    }
+    Err(Error::usage(format!(
+        "refusing to replace database `{name}`: it exists, was not created by migsnap and its name does not start with `test_`"
+    ))
+    .hint("use a `test_` name, or pass --force if this database may really be dropped"))
+}
+
+pub fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::usage("the database name is empty").hint("pass --database test_myapp"));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(Error::usage(format!(
+            "database name `{name}` is {} bytes long; PostgreSQL allows at most {MAX_NAME_BYTES}",
+            name.len()
+        ))
+        .hint("use a shorter name"));
+    }
+    if name.contains('\0') {
+        return Err(Error::usage("the database name contains a NUL byte").hint("use a plain name"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db(name: &str, comment: &str) -> DbInfo {
+        DbInfo {
+            name: name.into(),
+            is_template: false,
+            allow_conn: true,
+            comment: comment.into(),
+        }
+    }
+
+    #[test]
+    fn only_test_names_or_migsnap_clones_are_replaced() {
+        assert!(target_check("test_app", Some(&db("test_app", "")), "postgres", false).is_ok());
+        assert!(target_check(
+            "ci_app",
+            Some(&db("ci_app", "migsnap clone of ab")),
+            "postgres",
+            false
+        )
+        .is_ok());
+        assert!(target_check("ci_app", None, "postgres", false).is_ok());
+        let refused =
+            target_check("prod", Some(&db("prod", "")), "postgres", false).expect_err("refused");
+        assert!(refused.message.contains("refusing"));
+        assert!(target_check("prod", Some(&db("prod", "")), "postgres", true).is_ok());
+        for reserved in ["postgres", "template1", "migsnap_0123456789abcdef", "admin"] {
+            assert!(
+                target_check(reserved, None, "admin", true).is_err(),
+                "{reserved}"
+            );
+        }
+        assert!(target_check(&"x".repeat(64), None, "postgres", false).is_err());
+    }
+}

@@ -1,0 +1,228 @@
+//! Talking to PostgreSQL: connection parameters, admin operations on
+//! databases, pg_dump to the cache and restore from it.
+
+pub mod admin;
+pub mod dump;
+pub mod dump_reader;
+pub mod restore;
+pub mod tools;
+
+use crate::error::{Error, Kind, Result};
+use std::time::Duration;
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+/// Where and as whom to connect; the database varies per call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Host name, IP, or (starting with `/`) a Unix socket directory.
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    /// Database used for administration (CREATE/DROP DATABASE).
+    pub admin_db: String,
+}
+
+impl ConnInfo {
+    pub fn from_url(url: &str) -> Result<ConnInfo> {
+        let bad = |why: &str| {
+            Error::usage(format!("invalid server URL: {why}"))
+                .hint("use a libpq URL such as `postgres://user:password@localhost:5432/postgres`")
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(bad("it must start with postgres:// or postgresql://"));
+        }
+        let cfg: tokio_postgres::Config = url.parse().map_err(|e| bad(&format!("{e}")))?;
+        if cfg.get_ssl_mode() == SslMode::Require {
+            return Err(Error::usage("sslmode=require is not supported yet")
+                .hint("test servers are usually local: use sslmode=disable or prefer"));
+        }
+        let host = match cfg.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.to_string_lossy().into_owned(),
+            None => "localhost".to_string(),
+        };
+        let user = match cfg.get_user() {
+            Some(u) => u.to_string(),
+            None => current_user(),
+        };
+        let password = cfg
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned());
+        Ok(ConnInfo {
+            host,
+            port: cfg.get_ports().first().copied().unwrap_or(5432),
+            admin_db: cfg.get_dbname().unwrap_or("postgres").to_string(),
+            user,
+            password,
+        })
+    }
+
+    pub fn config(&self, dbname: &str) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(dbname)
+            .application_name("migsnap")
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(p) = &self.password {
+            c.password(p);
+        }
+        c
+    }
+
+    pub async fn connect(&self, dbname: &str) -> Result<Client> {
+        let (client, conn) = self
+            .config(dbname)
+            .connect(NoTls)
+            .await
+            .map_err(|e| self.connect_error(dbname, e))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    fn connect_error(&self, dbname: &str, e: tokio_postgres::Error) -> Error {
+        let at = self.display_host();
+        let code = e.code().cloned();
+        let err = Error::server(format!(
+            "cannot connect to PostgreSQL at {at} (database `{dbname}`, user `{}`)",
+            self.user
+        ));
+        let hint = match code {
+            Some(c) if c == SqlState::INVALID_PASSWORD => {
+                "the password was refused: fix it in MIGSNAP_SERVER_URL / --server-url".to_string()
+            }
+            Some(c) if c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
+                format!("role `{}` may not log in: check the user in the server URL", self.user)
+            }
+            Some(c) if c == SqlState::INVALID_CATALOG_NAME => format!(
+                "database `{dbname}` does not exist: put an existing database (e.g. postgres) in the URL path"
+            ),
+            _ => "is the server running? Check MIGSNAP_SERVER_URL, or unset it to use the embedded server".to_string(),
+        };
+        err.source(e).hint(hint)
+    }
+
+    pub fn display_host(&self) -> String {
+        if self.host.starts_with('/') {
+            format!("socket {}/.s.PGSQL.{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// A URL that libpq, psycopg and tokio-postgres all accept.
+    pub fn url(&self, dbname: &str) -> String {
+        let auth = match &self.password {
+            Some(p) => format!("{}:{}@", pct(&self.user), pct(p)),
+            None => format!("{}@", pct(&self.user)),
+        };
+        if self.host.starts_with('/') {
+            format!(
+                "postgresql://{auth}/{}?host={}&port={}",
+                pct(dbname),
+                pct(&self.host),
+                self.port
+            )
+        } else {
+            let host = if self.host.contains(':') {
+                format!("[{}]", self.host)
+            } else {
+                self.host.clone()
+            };
+            format!("postgresql://{auth}{host}:{}/{}", self.port, pct(dbname))
+        }
+    }
+
+    /// libpq environment for child processes (pg_dump, psql, Django).
+    pub fn libpq_env(&self, dbname: &str) -> Vec<(&'static str, String)> {
+        let mut v = vec![
+            ("PGHOST", self.host.clone()),
+            ("PGPORT", self.port.to_string()),
+            ("PGUSER", self.user.clone()),
+            ("PGDATABASE", dbname.to_string()),
+        ];
+        if let Some(p) = &self.password {
+            v.push(("PGPASSWORD", p.clone()));
+        }
+        v
+    }
+}
+
+fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "postgres".to_string())
+}
+
+/// Percent-encode everything but unreserved characters (RFC 3986).
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `"name"` with embedded quotes doubled: the only safe way to put a
+/// database name into SQL that does not take parameters (CREATE DATABASE).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'text'` for statements that take no parameters (COMMENT ON).
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Turn a server error into a user-facing one, with a hint where the cause
+/// is a known misconfiguration.
+pub fn db_error(what: impl Into<String>, e: tokio_postgres::Error) -> Error {
+    let code = e.code().cloned();
+    let mut err = Error::new(Kind::Server, what).source(e);
+    if let Some(c) = code {
+        if c == SqlState::INSUFFICIENT_PRIVILEGE {
+            err = err.hint("the server role needs the CREATEDB privilege: `ALTER ROLE … CREATEDB`");
+        } else if c == SqlState::OBJECT_IN_USE {
+            err = err
+                .hint("close the other sessions using it (psql, a running test, an IDE) and retry");
+        }
+    }
+    err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_round_trips_through_tokio_postgres() {
+        for host in ["/tmp/some dir", "localhost", "::1"] {
+            let info = ConnInfo {
+                host: host.into(),
+                port: 5433,
+                user: "u s".into(),
+                password: Some("p@ss:/w".into()),
+                admin_db: "postgres".into(),
+            };
+            let parsed = ConnInfo::from_url(&info.url("postgres")).expect("parses");
+            assert_eq!(parsed, info, "{}", info.url("postgres"));
+        }
+    }
+
+    #[test]
+    fn identifiers_and_literals_are_quoted() {
+        assert_eq!(quote_ident(r#"a"b"#), r#""a""b""#);
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+}

@@ -1,0 +1,256 @@
+//! Resolve flags, environment and the config file into validated `Settings`.
+//!
+//! Precedence is always: command-line flag, then environment variable, then
+//! `[tool.migsnap]` in pyproject.toml (or a top-level `migsnap.toml`), then a
+//! default. Unknown config keys are an error: a typo must not silently fall
+//! back to a default.
+
+use crate::cli::GlobalArgs;
+use crate::env;
+use crate::error::{Context, Error, Kind, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// `[tool.migsnap]` / migsnap.toml, exactly as written by the user.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub python: Option<PathBuf>,
+    pub settings: Option<String>,
+    pub manage_py: Option<PathBuf>,
+    pub migrations: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+    pub key_inputs: Option<Vec<String>>,
+    pub key_salt: Option<String>,
+    pub server_url: Option<String>,
+    pub cache_dir: Option<PathBuf>,
+    pub server_dir: Option<PathBuf>,
+    pub clone_strategy: Option<CloneStrategy>,
+}
+
+/// How `CREATE DATABASE … TEMPLATE` copies files (PostgreSQL 15+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloneStrategy {
+    /// Let the server decide (WAL_LOG on 15+).
+    #[default]
+    Default,
+    WalLog,
+    FileCopy,
+}
+
+pub const DEFAULT_MIGRATIONS: &[&str] = &["**/migrations/*.py"];
+pub const DEFAULT_KEY_INPUTS: &[&str] = &[
+    "requirements*.txt",
+    "poetry.lock",
+    "uv.lock",
+    "Pipfile.lock",
+    "pdm.lock",
+];
+
+/// Where the database server is.
+#[derive(Debug, Clone)]
+pub enum ServerChoice {
+    /// A user-supplied URL.
+    Url(String),
+    /// migsnap's private cluster in this directory.
+    Embedded(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub project_dir: PathBuf,
+    /// Which config file was read, if any (for messages).
+    pub config_file: Option<PathBuf>,
+    pub migrations: Vec<String>,
+    pub exclude: Vec<String>,
+    pub key_inputs: Vec<String>,
+    pub key_salt: String,
+    pub cache_dir: PathBuf,
+    pub server: ServerChoice,
+    pub python: PathBuf,
+    /// Explicit settings module (flag, config or env); None = manage.py's default.
+    pub django_settings: Option<String>,
+    pub manage_py: PathBuf,
+    pub clone_strategy: CloneStrategy,
+    pub quiet: bool,
+    pub verbose: bool,
+}
+
+impl Settings {
+    pub fn resolve(args: &GlobalArgs) -> Result<Settings> {
+        let cwd = std::env::current_dir()
+            .with_kind(Kind::Usage, || "cannot read the current directory".into())?;
+        let project_dir = match &args.project_dir {
+            Some(p) => cwd.join(p),
+            None => cwd,
+        };
+        if !project_dir.is_dir() {
+            return Err(Error::usage(format!(
+                "project directory `{}` does not exist",
+                project_dir.display()
+            ))
+            .hint("run migsnap from your Django project root or pass `-C DIR`"));
+        }
+        let project_dir = project_dir.canonicalize().with_kind(Kind::Usage, || {
+            format!("cannot resolve `{}`", project_dir.display())
+        })?;
+        let (file, config_file) = load_config(&project_dir)?;
+        let rel = |p: &Path| project_dir.join(p);
+
+        let cache_dir = match args
+            .cache_dir
+            .clone()
+            .or_else(|| env::var(env::CACHE_DIR).map(PathBuf::from))
+            .or_else(|| file.cache_dir.as_deref().map(rel))
+        {
+            Some(dir) => explicit_cache_dir(&project_dir.join(dir))?,
+            None => default_cache_dir()?,
+        };
+
+        let server = match args
+            .server_url
+            .clone()
+            .or_else(|| env::var(env::SERVER_URL))
+            .or_else(|| file.server_url.clone())
+        {
+            Some(url) => ServerChoice::Url(url),
+            None => ServerChoice::Embedded(
+                env::var(env::SERVER_DIR)
+                    .map(PathBuf::from)
+                    .or_else(|| file.server_dir.as_deref().map(rel))
+                    .unwrap_or_else(|| crate::embedded::default_server_dir(&cache_dir)),
+            ),
+        };
+
+        let python = args
+            .python
+            .clone()
+            .or_else(|| env::var(env::PYTHON).map(PathBuf::from))
+            .or_else(|| file.python.as_deref().map(rel))
+            .unwrap_or_else(|| default_python(&project_dir));
+
+        let django_settings = args
+            .settings
+            .clone()
+            .or_else(|| file.settings.clone())
+            .or_else(|| env::var(env::DJANGO_SETTINGS_MODULE));
+
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Ok(Settings {
+            manage_py: rel(file.manage_py.as_deref().unwrap_or(Path::new("manage.py"))),
+            migrations: file.migrations.unwrap_or_else(|| owned(DEFAULT_MIGRATIONS)),
+            exclude: file.exclude.unwrap_or_default(),
+            key_inputs: file.key_inputs.unwrap_or_else(|| owned(DEFAULT_KEY_INPUTS)),
+            key_salt: file.key_salt.unwrap_or_default(),
+            clone_strategy: file.clone_strategy.unwrap_or_default(),
+            project_dir,
+            config_file,
+            cache_dir,
+            server,
+            python,
+            django_settings,
+            quiet: args.quiet,
+            verbose: args.verbose,
+        })
+    }
+
+    /// The cache dir, created on first use.
+    pub fn ensure_cache_dir(&self) -> Result<&Path> {
+        std::fs::create_dir_all(&self.cache_dir).with_kind(Kind::Usage, || {
+            format!(
+                "cannot create the cache directory `{}`",
+                self.cache_dir.display()
+            )
+        })?;
+        Ok(&self.cache_dir)
+    }
+}
+
+/// Read migsnap.toml, else `[tool.migsnap]` from pyproject.toml.
+fn load_config(project_dir: &Path) -> Result<(FileConfig, Option<PathBuf>)> {
+    let own = project_dir.join("migsnap.toml");
+    if own.is_file() {
+        let text = read_text(&own)?;
+        let cfg = toml::from_str::<FileConfig>(&text).map_err(|e| config_error(&own, e))?;
+        return Ok((cfg, Some(own)));
+    }
+    let pyproject = project_dir.join("pyproject.toml");
+    if pyproject.is_file() {
+        let text = read_text(&pyproject)?;
+        let doc: toml::Table = toml::from_str(&text).map_err(|e| config_error(&pyproject, e))?;
+        if let Some(section) = doc.get("tool").and_then(|t| t.get("migsnap")) {
+            let cfg = section
+                .clone()
+                .try_into::<FileConfig>()
+                .map_err(|e| config_error(&pyproject, e))?;
+            return Ok((cfg, Some(pyproject)));
+        }
+    }
+    Ok((FileConfig::default(), None))
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .with_kind(Kind::Usage, || format!("cannot read `{}`", path.display()))
+}
+
+fn config_error(path: &Path, e: toml::de::Error) -> Error {
+    // toml's message spans several lines (it quotes the source); keep the gist
+    // on the first line and the excerpt as detail.
+    let text = e.message().to_string();
+    let section = if path.ends_with("pyproject.toml") {
+        " in [tool.migsnap]"
+    } else {
+        ""
+    };
+    Error::usage(format!(
+        "invalid config `{}`{section}: {text}",
+        path.display()
+    ))
+    .hint("see the README's configuration reference for the accepted keys")
+}
+
+/// An explicitly configured cache dir may be created, but not its parents: a
+/// typo in the path should not grow a directory tree somewhere unexpected.
+fn explicit_cache_dir(dir: &Path) -> Result<PathBuf> {
+    if !dir.is_dir() {
+        let parent_ok = dir.parent().is_some_and(|p| p.is_dir());
+        if !parent_ok {
+            return Err(Error::usage(format!(
+                "cache directory `{}` does not exist and neither does its parent",
+                dir.display()
+            ))
+            .hint(format!(
+                "create it first (`mkdir -p {}`) or fix the path",
+                dir.display()
+            )));
+        }
+    }
+    Ok(dir.to_path_buf())
+}
+
+fn default_cache_dir() -> Result<PathBuf> {
+    directories::ProjectDirs::from("", "", "migsnap")
+        .map(|d| d.cache_dir().to_path_buf())
+        .ok_or_else(|| {
+            Error::usage("cannot find a cache directory for this user (no home directory)")
+                .hint("set MIGSNAP_CACHE_DIR or pass --cache-dir")
+        })
+}
+
+/// MIGSNAP_PYTHON and config are handled by the caller; then an active
+/// virtualenv, the project's `.venv`, and finally `python3` on PATH.
+fn default_python(project_dir: &Path) -> PathBuf {
+    if let Some(venv) = env::var(env::VIRTUAL_ENV) {
+        let p = Path::new(&venv).join("bin/python");
+        if p.exists() {
+            return p;
+        }
+    }
+    let local = project_dir.join(".venv/bin/python");
+    if local.exists() {
+        return local;
+    }
+    PathBuf::from("python3")
+}

@@ -1,0 +1,269 @@
+//! The snapshot cache directory: `<key>.sql.zst` dumps, `<key>.json`
+//! manifests, `<key>.lock` files.
+//!
+//! Atomicity: a dump is written to a temp file in the same directory, fsynced
+//! and renamed into place; only then is the manifest written the same way.
+//! The manifest holds the dump's sha256 and size, so a snapshot is trusted
+//! only if a manifest exists *and* the dump matches it. A crash at any moment
+//! leaves either no manifest (ignored, cleaned later) or a complete pair.
+
+use crate::error::{Context, Error, Kind, Result};
+use crate::fingerprint::{self, Fingerprint};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Bump when the manifest's meaning changes; older manifests are ignored.
+pub const MANIFEST_FORMAT: u32 = 1;
+const TMP_PREFIX: &str = ".tmp-";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub key: String,
+    pub created_unix: u64,
+    pub migsnap_version: String,
+    /// `server_version_num` of the server the dump came from (e.g. 150018).
+    pub server_version_num: u32,
+    pub dump: DumpInfo,
+    /// Relative path -> sha256 of every migration file in the snapshot.
+    pub migrations: BTreeMap<String, String>,
+    pub key_inputs: BTreeMap<String, String>,
+    /// Rows of django_migrations, as "app.name", in id order.
+    pub applied: Vec<String>,
+    pub build: BuildInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DumpInfo {
+    pub file: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildInfo {
+    /// `cold` or `incremental`.
+    pub source: String,
+    pub base_key: Option<String>,
+    pub seconds: f64,
+}
+
+impl Manifest {
+    pub fn server_major(&self) -> u32 {
+        self.server_version_num / 10000
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn dump_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.sql.zst"))
+    }
+
+    pub fn manifest_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.json"))
+    }
+
+    /// Exclusive per-key lock, held while a snapshot is built or written.
+    /// The OS drops it when the process dies, so a crash never wedges it.
+    pub fn lock(&self, key: &str, on_wait: impl FnOnce()) -> Result<File> {
+        let path = self.dir.join(format!("{key}.lock"));
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_kind(Kind::Usage, || {
+                format!("cannot create lock file `{}`", path.display())
+            })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                on_wait();
+                file.lock().with_kind(Kind::Internal, || {
+                    format!("cannot lock `{}`", path.display())
+                })?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::internal(format!("cannot lock `{}`", path.display())).source(e))
+            }
+        }
+        Ok(file)
+    }
+
+    /// The manifest for `key`, if present and readable. A damaged one is
+    /// reported through `Err` so the caller can warn and discard it.
+    pub fn load(&self, key: &str) -> Result<Option<Manifest>, String> {
+        let path = self.manifest_path(key);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read `{}`: {e}", path.display())),
+        };
+        let m: Manifest = serde_json::from_slice(&text)
+            .map_err(|e| format!("manifest `{}` is damaged ({e})", path.display()))?;
+        if m.format != MANIFEST_FORMAT || m.key != key {
+            return Err(format!(
+                "manifest `{}` is for another key or format",
+                path.display()
+            ));
+        }
+        Ok(Some(m))
+    }
+
+    /// Every readable manifest (damaged ones are skipped: `load` reports them
+    /// when their key is asked for).
+    pub fn manifests(&self) -> Vec<Manifest> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        rd.filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let key = name.strip_suffix(".json")?;
+            (key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| self.load(key).ok().flatten())
+                .flatten()
+        })
+        .collect()
+    }
+
+    /// Check the dump against its manifest (size, sha256) before anyone
+    /// restores it. Reads the file once; the page cache makes the restore's
+    /// second read cheap.
+    pub fn verify(&self, m: &Manifest) -> Result<(), String> {
+        let path = self.dump_path(&m.key);
+        let mut f =
+            File::open(&path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            h.update(&buf[..n]);
+        }
+        let sum = fingerprint::hex(&h.finalize());
+        if size != m.dump.size || sum != m.dump.sha256 {
+            return Err(format!(
+                "dump `{}` does not match its manifest (size {size} vs {}, checksum differs: {})",
+                path.display(),
+                m.dump.size,
+                sum != m.dump.sha256
+            ));
+        }
+        Ok(())
+    }
+
+    /// Remove a snapshot whose files cannot be trusted (manifest first, so a
+    /// crash halfway leaves an orphan dump, never a manifest without dump).
+    pub fn discard(&self, key: &str) {
+        let _ = std::fs::remove_file(self.manifest_path(key));
+        let _ = std::fs::remove_file(self.dump_path(key));
+    }
+
+    /// A temp file in the cache dir that `persist` renames into place.
+    pub fn temp_file(&self, key: &str) -> Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix(&format!("{TMP_PREFIX}{key}."))
+            .tempfile_in(&self.dir)
+            .map_err(|e| cache_write_error(&self.dir, e))
+    }
+
+    /// fsync + rename + fsync the directory: after this returns the file is
+    /// in place for good; before it, it is not there at all.
+    pub fn persist(&self, tmp: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| cache_write_error(&self.dir, e))?;
+        tmp.persist(dest)
+            .map_err(|e| cache_write_error(&self.dir, e.error))?;
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    pub fn write_manifest(&self, m: &Manifest) -> Result<()> {
+        let mut tmp = self.temp_file(&m.key)?;
+        let json = serde_json::to_vec_pretty(m)
+            .with_kind(Kind::Internal, || "cannot serialise the manifest".into())?;
+        tmp.write_all(&json)
+            .map_err(|e| cache_write_error(&self.dir, e))?;
+        self.persist(tmp, &self.manifest_path(&m.key))
+    }
+
+    /// Temp files left by a process that died, for this key. Only called
+    /// under the key's lock, so no live writer owns them.
+    pub fn clean_temp(&self, key: &str) {
+        let prefix = format!("{TMP_PREFIX}{key}.");
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                if e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(&prefix))
+                {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    /// The cached snapshot to build on when there is none for `fp`: the one
+    /// with the most migration files, all of which are still present with the
+    /// same content (ties: the newest). Snapshots from a newer server major
+    /// version are skipped (a dump never goes into an older server).
+    pub fn best_ancestor(&self, fp: &Fingerprint, server_version_num: u32) -> Option<Manifest> {
+        self.manifests()
+            .into_iter()
+            .filter(|m| m.key != fp.key && m.server_major() <= server_version_num / 10000)
+            .filter(|m| {
+                m.migrations
+                    .iter()
+                    .all(|(path, hash)| fp.migrations.get(path) == Some(hash))
+            })
+            .max_by_key(|m| (m.migrations.len(), m.created_unix))
+    }
+}
+
+pub fn cache_write_error(dir: &Path, e: std::io::Error) -> Error {
+    let hint = match e.raw_os_error() {
+        Some(28) => "the disk holding the cache dir is full: free space or run `migsnap gc`",
+        Some(30) | Some(13) => {
+            "the cache dir is read-only: point MIGSNAP_CACHE_DIR at a writable directory"
+        }
+        _ => "check that the cache dir is writable (MIGSNAP_CACHE_DIR / --cache-dir)",
+    };
+    Error::usage(format!("cannot write to the cache dir `{}`", dir.display()))
+        .source(e)
+        .hint(hint)
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
