@@ -1,19 +1,22 @@
 //! Splits pg_dump plain-SQL output into statements, COPY data and psql meta-commands.
 //!
 //! Why a hand-written reader: dumps can be many gigabytes, so it streams over a
-//! [`BufRead`] line by line and keeps memory bounded by the largest single
-//! statement or line instead of the file; and since migsnap restores without
-//! psql, it has to recognise what psql itself would handle: `COPY ... FROM stdin`
-//! data blocks (sent with the copy protocol) and backslash meta-commands such as
-//! `\restrict`, `\unrestrict` and `\connect`, which the server does not understand.
+//! [`BufRead`] in windows of whole lines and keeps memory bounded by the largest
+//! single statement or line instead of the file; and since migsnap restores
+//! without psql, it has to recognise what psql itself would handle: `COPY ...
+//! FROM stdin` data blocks (sent with the copy protocol) and backslash
+//! meta-commands such as `\restrict`, `\unrestrict` and `\connect`, which the
+//! server does not understand.
 //!
 //! Assumes `standard_conforming_strings = on` (pg_dump always sets it), so a
 //! backslash is only an escape character inside `E'...'` strings.
 
-use std::io::BufRead;
+use std::io::{BufRead, ErrorKind};
 
 /// COPY data is handed out in chunks of about this many bytes.
 const COPY_CHUNK: usize = 256 * 1024;
+/// Bytes read per window (then extended to the end of the line).
+const WINDOW: usize = 64 * 1024;
 /// A buffer that grew beyond this for one huge statement or line is released
 /// afterwards so the footprint goes back down.
 const KEEP_CAPACITY: usize = 1024 * 1024;
@@ -51,12 +54,13 @@ pub enum DumpError {
     /// The dump ends inside a string, identifier, comment or COPY block.
     #[error("the dump ends inside {what} that starts at line {line}")]
     Truncated { what: &'static str, line: u64 },
-    /// SQL text (outside COPY data) is not valid UTF-8.
+    /// A statement or meta-command is not valid UTF-8 (COPY data and the
+    /// comments between statements are not checked).
     #[error("the dump is not UTF-8 text near line {line}")]
     NotUtf8 { line: u64 },
 }
 
-/// Lexer state inside SQL text; carried from one line to the next.
+/// Lexer state inside SQL text; carried from one window to the next.
 #[derive(Debug, Clone, Copy)]
 enum Lex {
     /// Plain SQL text (or whitespace between statements).
@@ -78,8 +82,10 @@ enum Mode {
     Copy {
         start: u64,
     },
-    /// The `\.` line was read after a `CopyData` item; `CopyEnd` is next.
-    CopyEnd,
+    /// The `\.` line (at `line`) was read after a `CopyData` item; `CopyEnd` is next.
+    CopyEnd {
+        line: u64,
+    },
     /// End of input or an error: only `None` from now on.
     Done,
 }
@@ -96,41 +102,80 @@ const SPECIAL: [bool; 256] = {
     table
 };
 
+/// Line numbers inside the window, counted lazily.
+#[derive(Debug, Clone, Copy)]
+struct LineCounter {
+    /// Line number of the window's first byte.
+    base: u64,
+    /// `line` is the line number at window offset `pos`.
+    pos: usize,
+    line: u64,
+}
+
+impl LineCounter {
+    fn new(base: u64) -> Self {
+        LineCounter {
+            base,
+            pos: 0,
+            line: base,
+        }
+    }
+
+    /// Line number of offset `i` in `window`.
+    fn at(&mut self, window: &[u8], i: usize) -> u64 {
+        let i = i.min(window.len());
+        if i < self.pos {
+            *self = LineCounter::new(self.base);
+        }
+        self.line += count_byte(&window[self.pos..i], b'\n');
+        self.pos = i;
+        self.line
+    }
+}
+
 /// Streaming splitter over a pg_dump plain-format dump; see [`Item`].
 pub struct DumpReader<R: BufRead> {
     reader: R,
-    /// The current SQL line (including its `\n`), scanned from `pos`.
-    line_buf: Vec<u8>,
+    /// Whole lines read from `reader` (ends in `\n` except at end of input), scanned from `pos`.
+    window: Vec<u8>,
     pos: usize,
-    /// Line number of `line_buf`.
-    buf_line: u64,
-    /// Line number of the next line the reader will return.
-    next_line: u64,
-    /// Text of the statement being collected (from previous lines).
+    lines: LineCounter,
+    window_size: usize,
+    /// Text of the statement being collected, from earlier windows.
     stmt: Vec<u8>,
     /// Whether a statement has started (non-space, non-comment text seen).
     in_stmt: bool,
     stmt_line: u64,
+    /// Where the item last returned starts.
+    item_line: u64,
     lex: Lex,
     /// Closing delimiter of the current dollar quote, e.g. `$fn$`.
     tag: Vec<u8>,
+    /// SQL after `FROM stdin;` on the COPY line; psql runs it after the data.
+    after_copy: Vec<u8>,
     mode: Mode,
 }
 
 impl<R: BufRead> DumpReader<R> {
     /// Reads the dump from `reader` (for a compressed dump, wrap the decoder in a `BufReader`).
     pub fn new(reader: R) -> Self {
+        Self::with_window(reader, WINDOW)
+    }
+
+    fn with_window(reader: R, window_size: usize) -> Self {
         DumpReader {
             reader,
-            line_buf: Vec::new(),
+            window: Vec::new(),
             pos: 0,
-            buf_line: 1,
-            next_line: 1,
+            lines: LineCounter::new(1),
+            window_size: window_size.max(1),
             stmt: Vec::new(),
             in_stmt: false,
             stmt_line: 1,
+            item_line: 1,
             lex: Lex::Normal,
             tag: Vec::new(),
+            after_copy: Vec::new(),
             mode: Mode::Sql,
         }
     }
@@ -139,8 +184,9 @@ impl<R: BufRead> DumpReader<R> {
     pub fn next_item(&mut self) -> Result<Option<Item>, DumpError> {
         let result = match self.mode {
             Mode::Done => return Ok(None),
-            Mode::CopyEnd => {
+            Mode::CopyEnd { line } => {
                 self.mode = Mode::Sql;
+                self.item_line = line;
                 return Ok(Some(Item::CopyEnd));
             }
             Mode::Copy { start } => self.copy_data(start),
@@ -152,117 +198,165 @@ impl<R: BufRead> DumpReader<R> {
         result
     }
 
-    /// 1-based line number of the current position (for error messages).
-    pub fn line(&self) -> u64 {
-        let copying = matches!(self.mode, Mode::Copy { .. } | Mode::CopyEnd);
-        if self.pos < self.line_buf.len() && !copying {
-            self.buf_line
-        } else {
-            self.next_line
-        }
+    /// 1-based line where the item last returned by `next_item` starts
+    /// (after leading whitespace/comments; for `CopyData`, its first line;
+    /// for `CopyEnd`, the `\.` line). Use it to point at a failed statement.
+    pub fn item_line(&self) -> u64 {
+        self.item_line
     }
 
-    /// Collects COPY data lines up to the `\.` line, at most about one chunk at a time.
+    /// 1-based line number of the current position (for error messages).
+    ///
+    /// Between items this is where the previous item ended (often the line
+    /// of its `;`), not where the next one starts; see [`Self::item_line`].
+    pub fn line(&self) -> u64 {
+        let mut lines = self.lines;
+        lines.at(&self.window, self.pos)
+    }
+
+    /// Replaces the consumed window with the next lines; `false` at end of input.
+    fn refill(&mut self) -> Result<bool, DumpError> {
+        let next_line = self.lines.at(&self.window, self.window.len());
+        self.lines = LineCounter::new(next_line);
+        self.pos = 0;
+        if self.window.capacity() > KEEP_CAPACITY {
+            self.window = Vec::new();
+        } else {
+            self.window.clear();
+        }
+        while self.window.len() < self.window_size {
+            let available = match self.reader.fill_buf() {
+                Ok(available) => available,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if available.is_empty() {
+                break;
+            }
+            let take = available.len().min(self.window_size - self.window.len());
+            self.window.extend_from_slice(&available[..take]);
+            self.reader.consume(take);
+        }
+        if self.window.last().is_some_and(|&b| b != b'\n') {
+            self.reader.read_until(b'\n', &mut self.window)?;
+        }
+        Ok(!self.window.is_empty())
+    }
+
+    /// Collects COPY data lines up to the `\.` line, about one chunk at a time.
     fn copy_data(&mut self, start: u64) -> Result<Option<Item>, DumpError> {
-        let mut chunk = Vec::with_capacity(COPY_CHUNK + 8 * 1024);
+        let mut chunk = Vec::new();
         loop {
-            let before = chunk.len();
-            let read = self.reader.read_until(b'\n', &mut chunk)?;
-            let line = chunk.get(before..).unwrap_or_default();
-            let terminator = matches!(line, b"\\.\n" | b"\\.\r\n" | b"\\." | b"\\.\r");
-            if !terminator && line.last() != Some(&b'\n') {
+            if self.pos >= self.window.len() && !self.refill()? {
                 return Err(DumpError::Truncated {
                     what: "COPY data",
                     line: start,
                 });
             }
-            if read > 0 && line.last() == Some(&b'\n') {
-                self.next_line += 1;
+            // `pos` is always at the start of a line here.
+            if chunk.is_empty() {
+                self.item_line = self.lines.at(&self.window, self.pos);
             }
-            if terminator {
-                chunk.truncate(before);
-                if chunk.is_empty() {
+            let data = &self.window[self.pos..];
+            if let Some((line_start, line_end)) = find_copy_terminator(data) {
+                let end_line = self.lines.at(&self.window, self.pos + line_start);
+                let item = if line_start == 0 && chunk.is_empty() {
                     self.mode = Mode::Sql;
-                    return Ok(Some(Item::CopyEnd));
-                }
-                self.mode = Mode::CopyEnd;
-                return Ok(Some(Item::CopyData(chunk)));
+                    self.item_line = end_line;
+                    Item::CopyEnd
+                } else {
+                    if chunk.is_empty() {
+                        chunk = data[..line_start].to_vec();
+                    } else {
+                        chunk.extend_from_slice(&data[..line_start]);
+                    }
+                    self.mode = Mode::CopyEnd { line: end_line };
+                    Item::CopyData(chunk)
+                };
+                self.pos += line_end;
+                self.resume_after_copy();
+                return Ok(Some(item));
             }
+            if data.last() != Some(&b'\n') {
+                return Err(DumpError::Truncated {
+                    what: "COPY data",
+                    line: start,
+                });
+            }
+            if chunk.is_empty() {
+                chunk.reserve(COPY_CHUNK + 2 * self.window_size);
+            }
+            chunk.extend_from_slice(data);
+            self.pos = self.window.len();
             if chunk.len() >= COPY_CHUNK {
                 return Ok(Some(Item::CopyData(chunk)));
             }
         }
     }
 
+    /// Puts SQL that followed `FROM stdin;` on the COPY line back in front of the window.
+    fn resume_after_copy(&mut self) {
+        if self.after_copy.is_empty() {
+            return;
+        }
+        // Rare (pg_dump never does this): line numbers of that text are off by
+        // the number of data lines.
+        let resume_line = self.lines.at(&self.window, self.pos);
+        let mut spliced = std::mem::take(&mut self.after_copy);
+        spliced.extend_from_slice(&self.window[self.pos..]);
+        self.window = spliced;
+        self.pos = 0;
+        self.lines = LineCounter::new(resume_line.saturating_sub(1));
+    }
+
     fn sql_item(&mut self) -> Result<Option<Item>, DumpError> {
         loop {
-            if self.pos >= self.line_buf.len() && !self.read_line()? {
+            if self.pos >= self.window.len() && !self.refill()? {
                 return self.sql_eof();
             }
-            if let Some(item) = self.scan_line()? {
+            if let Some(item) = self.scan()? {
                 return Ok(Some(item));
             }
         }
     }
 
-    /// Reads the next line into `line_buf`; `false` at end of input.
-    fn read_line(&mut self) -> Result<bool, DumpError> {
-        if self.line_buf.capacity() > KEEP_CAPACITY {
-            self.line_buf = Vec::new();
-        } else {
-            self.line_buf.clear();
-        }
-        self.pos = 0;
-        self.buf_line = self.next_line;
-        if self.reader.read_until(b'\n', &mut self.line_buf)? == 0 {
-            return Ok(false);
-        }
-        if self.line_buf.last() == Some(&b'\n') {
-            self.next_line += 1;
-        }
-        if std::str::from_utf8(&self.line_buf).is_err() {
-            return Err(DumpError::NotUtf8 {
-                line: self.buf_line,
-            });
-        }
-        Ok(true)
-    }
-
-    /// Scans `line_buf` from `pos`. Returns an item if one ends on this line
-    /// (leaving `pos` just after it), otherwise consumes the whole line.
-    fn scan_line(&mut self) -> Result<Option<Item>, DumpError> {
-        let buf = &self.line_buf[..];
+    /// Scans the window from `pos`. Returns an item if one ends in this window
+    /// (leaving `pos` just after it), otherwise consumes the whole window.
+    fn scan(&mut self) -> Result<Option<Item>, DumpError> {
+        let buf = &self.window[..];
         let end = buf.len();
         let mut i = self.pos;
-        // Start of this line's part of the current statement (valid while `in_stmt`).
+        // Start of this window's part of the current statement (valid while `in_stmt`).
         let mut seg = i;
         while i < end {
             match self.lex {
                 Lex::Normal if !self.in_stmt => match buf[i] {
                     b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | b';' => i += 1,
-                    b'-' if buf.get(i + 1) == Some(&b'-') => i = end,
+                    b'-' if buf.get(i + 1) == Some(&b'-') => i = line_end(buf, i),
                     b'/' if buf.get(i + 1) == Some(&b'*') => {
                         self.lex = Lex::Block {
                             depth: 1,
-                            start: self.buf_line,
+                            start: self.lines.at(buf, i),
                         };
                         i += 2;
                     }
                     b'\\' => {
-                        let text = buf.get(i + 1..).unwrap_or_default();
+                        let next = line_end(buf, i);
+                        let text = &buf[i + 1..next];
                         let text = text.strip_suffix(b"\n").unwrap_or(text);
                         let text = text.strip_suffix(b"\r").unwrap_or(text);
-                        let command = std::str::from_utf8(text)
-                            .map_err(|_| DumpError::NotUtf8 {
-                                line: self.buf_line,
-                            })?
-                            .to_owned();
-                        self.pos = end;
+                        let Ok(command) = std::str::from_utf8(text) else {
+                            let line = self.lines.at(buf, i);
+                            return Err(DumpError::NotUtf8 { line });
+                        };
+                        let command = command.to_owned();
+                        self.pos = next;
+                        self.item_line = self.lines.at(buf, i);
                         return Ok(Some(Item::MetaCommand(command)));
                     }
                     _ => {
                         self.in_stmt = true;
-                        self.stmt_line = self.buf_line;
+                        self.stmt_line = self.lines.at(buf, i);
                         seg = i;
                     }
                 },
@@ -275,11 +369,7 @@ impl<R: BufRead> DumpReader<R> {
                     i += offset;
                     let next = buf.get(i + 1).copied();
                     match buf[i] {
-                        b';' => {
-                            self.stmt.extend_from_slice(&buf[seg..=i]);
-                            self.pos = i + 1;
-                            return self.finish_statement().map(Some);
-                        }
+                        b';' => return self.finish_statement(seg, i + 1).map(Some),
                         b'\'' => {
                             // E'...' (not the tail of an identifier such as `name'...'`).
                             let escapes = i >= 1
@@ -287,13 +377,13 @@ impl<R: BufRead> DumpReader<R> {
                                 && (i < 2 || !is_ident_byte(buf[i - 2]));
                             self.lex = Lex::Quote {
                                 escapes,
-                                start: self.buf_line,
+                                start: self.lines.at(buf, i),
                             };
                             i += 1;
                         }
                         b'"' => {
                             self.lex = Lex::Ident {
-                                start: self.buf_line,
+                                start: self.lines.at(buf, i),
                             };
                             i += 1;
                         }
@@ -305,18 +395,18 @@ impl<R: BufRead> DumpReader<R> {
                                     self.tag.clear();
                                     self.tag.extend_from_slice(&buf[i..i + len]);
                                     self.lex = Lex::Dollar {
-                                        start: self.buf_line,
+                                        start: self.lines.at(buf, i),
                                     };
                                     i += len;
                                 }
                                 _ => i += 1,
                             }
                         }
-                        b'-' if next == Some(b'-') => i = end,
+                        b'-' if next == Some(b'-') => i = line_end(buf, i),
                         b'/' if next == Some(b'*') => {
                             self.lex = Lex::Block {
                                 depth: 1,
-                                start: self.buf_line,
+                                start: self.lines.at(buf, i),
                             };
                             i += 2;
                         }
@@ -327,7 +417,7 @@ impl<R: BufRead> DumpReader<R> {
                     let found = if escapes {
                         buf[i..].iter().position(|&b| b == b'\'' || b == b'\\')
                     } else {
-                        buf[i..].iter().position(|&b| b == b'\'')
+                        find_byte(&buf[i..], b'\'')
                     };
                     let Some(offset) = found else {
                         i = end;
@@ -344,7 +434,7 @@ impl<R: BufRead> DumpReader<R> {
                     }
                 }
                 Lex::Ident { .. } => {
-                    let Some(offset) = buf[i..].iter().position(|&b| b == b'"') else {
+                    let Some(offset) = find_byte(&buf[i..], b'"') else {
                         i = end;
                         continue;
                     };
@@ -360,7 +450,7 @@ impl<R: BufRead> DumpReader<R> {
                     let tag = &self.tag[..];
                     let mut at = i;
                     loop {
-                        let Some(offset) = buf[at..].iter().position(|&b| b == b'$') else {
+                        let Some(offset) = find_byte(&buf[at..], b'$') else {
                             i = end;
                             break;
                         };
@@ -409,37 +499,44 @@ impl<R: BufRead> DumpReader<R> {
         Ok(None)
     }
 
-    /// Turns the collected text (ending in `;`) into an item.
-    fn finish_statement(&mut self) -> Result<Item, DumpError> {
-        let text = self.take_statement()?;
+    /// The statement ends at window offset `end` (just after its `;`); its
+    /// text is `stmt` followed by `window[seg..end]`.
+    fn finish_statement(&mut self, seg: usize, end: usize) -> Result<Item, DumpError> {
+        let tail = &self.window[seg..end];
+        let text = if self.stmt.is_empty() {
+            statement_text(tail, self.stmt_line)?
+        } else {
+            self.stmt.extend_from_slice(tail);
+            let text = statement_text(&self.stmt, self.stmt_line)?;
+            self.clear_stmt();
+            text
+        };
+        self.in_stmt = false;
+        self.pos = end;
+        self.item_line = self.stmt_line;
         if !is_copy_from_stdin(&text) {
             return Ok(Item::Statement(text));
         }
-        // Data starts on the next line (as in psql); the rest of this line, if
-        // not blank, is SQL that runs after the COPY.
-        let rest = self.line_buf.get(self.pos..).unwrap_or_default();
-        if rest.iter().all(u8::is_ascii_whitespace) {
-            self.pos = self.line_buf.len();
+        // Data starts on the next line (as in psql); the rest of this line,
+        // unless blank, is SQL that runs after the COPY.
+        let next = line_end(&self.window, end);
+        let rest = &self.window[end..next];
+        if !rest.iter().all(u8::is_ascii_whitespace) {
+            self.after_copy = rest.to_vec();
         }
+        self.pos = next;
         self.mode = Mode::Copy {
-            start: self.next_line,
+            start: self.lines.at(&self.window, next),
         };
         Ok(Item::CopyStart(text))
     }
 
-    fn take_statement(&mut self) -> Result<String, DumpError> {
-        let text = std::str::from_utf8(&self.stmt)
-            .map_err(|_| DumpError::NotUtf8 {
-                line: self.stmt_line,
-            })?
-            .to_owned();
-        self.in_stmt = false;
+    fn clear_stmt(&mut self) {
         if self.stmt.capacity() > KEEP_CAPACITY {
             self.stmt = Vec::new();
         } else {
             self.stmt.clear();
         }
-        Ok(text)
     }
 
     /// End of input in SQL mode: flush an unterminated statement or report what is open.
@@ -447,14 +544,17 @@ impl<R: BufRead> DumpReader<R> {
         let (what, line) = match self.lex {
             Lex::Normal if !self.in_stmt => return Ok(None),
             Lex::Normal => {
-                let mut text = self.take_statement()?;
+                self.in_stmt = false;
+                let mut text = statement_text(&self.stmt, self.stmt_line)?;
+                self.clear_stmt();
                 text.truncate(text.trim_end().len());
                 if is_copy_from_stdin(&text) {
                     return Err(DumpError::Truncated {
                         what: "COPY data",
-                        line: self.next_line,
+                        line: self.line(),
                     });
                 }
+                self.item_line = self.stmt_line;
                 return Ok(Some(Item::Statement(text)));
             }
             Lex::Quote { start, .. } => ("a quoted string", start),
@@ -475,6 +575,87 @@ impl<R: BufRead> Iterator for DumpReader<R> {
 }
 
 impl<R: BufRead> std::iter::FusedIterator for DumpReader<R> {}
+
+/// Offset just past the `\n` that ends the line containing offset `i` (or the end of `buf`).
+fn line_end(buf: &[u8], i: usize) -> usize {
+    buf.get(i..)
+        .and_then(|rest| find_byte(rest, b'\n'))
+        .map_or(buf.len(), |offset| i + offset + 1)
+}
+
+/// `bytes` as a `String`, or `NotUtf8` with the line of the first bad byte.
+fn statement_text(bytes: &[u8], first_line: u64) -> Result<String, DumpError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok(text.to_owned()),
+        Err(e) => {
+            let before = &bytes[..e.valid_up_to()];
+            Err(DumpError::NotUtf8 {
+                line: first_line + count_byte(before, b'\n'),
+            })
+        }
+    }
+}
+
+/// Finds the `\.` line in COPY data that starts at a line start: its start and end offsets.
+fn find_copy_terminator(data: &[u8]) -> Option<(usize, usize)> {
+    let mut from = 0;
+    loop {
+        let at = from + find_byte(data.get(from..)?, b'\\')?;
+        if (at == 0 || data[at - 1] == b'\n') && data.get(at + 1) == Some(&b'.') {
+            let after = &data[at + 2..];
+            let len = match after {
+                [b'\n', ..] | [b'\r'] => Some(1),
+                [b'\r', b'\n', ..] => Some(2),
+                [] => Some(0),
+                _ => None,
+            };
+            if let Some(len) = len {
+                return Some((at, at + 2 + len));
+            }
+        }
+        from = at + 1;
+    }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// The high bit of each byte of `word` that equals `byte` (exact, word-at-a-time).
+fn byte_matches(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(byte));
+    !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
+/// Offset of the first `byte` in `haystack`, eight bytes at a time.
+fn find_byte(haystack: &[u8], byte: u8) -> Option<usize> {
+    let mut words = haystack.chunks_exact(8);
+    let mut offset = 0;
+    for word in &mut words {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let matches = byte_matches(u64::from_le_bytes(word), byte);
+        if matches != 0 {
+            return Some(offset + (matches.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    let rest = haystack.get(offset..)?;
+    rest.iter().position(|&b| b == byte).map(|p| offset + p)
+}
+
+/// How many times `byte` occurs in `haystack`.
+fn count_byte(haystack: &[u8], byte: u8) -> u64 {
+    let mut words = haystack.chunks_exact(8);
+    let mut count = 0;
+    for word in &mut words {
+        if let Ok(word) = <[u8; 8]>::try_from(word) {
+            count += u64::from(byte_matches(u64::from_le_bytes(word), byte).count_ones());
+        }
+    }
+    let rest = words.remainder().iter().filter(|&&b| b == byte).count();
+    count + rest as u64
+}
 
 /// Bytes that can continue an identifier (PostgreSQL treats all non-ASCII bytes as letters).
 fn is_ident_byte(b: u8) -> bool {
@@ -528,8 +709,34 @@ mod tests {
     use proptest::sample::select;
     use std::io::BufReader;
 
+    /// Splits `input`, checking that tiny windows (every construct crossing a
+    /// window boundary) give the same result as the default one.
     fn items(input: &[u8]) -> Result<Vec<Item>, DumpError> {
-        DumpReader::new(input).collect()
+        let result: Result<Vec<Item>, DumpError> = DumpReader::new(input).collect();
+        for window in [1, 2, 3, 7] {
+            let small: Result<Vec<Item>, DumpError> =
+                DumpReader::with_window(input, window).collect();
+            match (&result, small) {
+                (Ok(expected), Ok(got)) => assert_eq!(merged(got), merged(expected.clone())),
+                (Err(expected), Err(got)) => {
+                    assert_eq!(format!("{got:?}"), format!("{expected:?}"));
+                }
+                (expected, got) => panic!("window {window}: {got:?} but {expected:?}"),
+            }
+        }
+        result
+    }
+
+    /// Joins consecutive `CopyData` items (chunking depends on the window size).
+    fn merged(items: Vec<Item>) -> Vec<Item> {
+        let mut out: Vec<Item> = Vec::new();
+        for item in items {
+            match (out.last_mut(), item) {
+                (Some(Item::CopyData(prev)), Item::CopyData(more)) => prev.extend_from_slice(&more),
+                (_, item) => out.push(item),
+            }
+        }
+        out
     }
 
     fn ok_items(input: &str) -> Vec<Item> {
@@ -849,8 +1056,8 @@ mod tests {
                 panic!("expected data, got {item:?}");
             };
             assert!(chunk.ends_with(b"\n"));
-            assert!(chunk.len() < COPY_CHUNK + long.len());
-            assert!(chunk.len() <= COPY_CHUNK + line.len() || chunk.contains(&b'y'));
+            assert!(chunk.len() <= COPY_CHUNK + WINDOW + long.len());
+            assert!(chunk.len() <= COPY_CHUNK + WINDOW + line.len() || chunk.contains(&b'y'));
             data.extend_from_slice(chunk);
         }
         assert!(items.len() > 4);
@@ -895,6 +1102,40 @@ mod tests {
         assert!(reader.next_item().is_err());
         assert!(matches!(reader.next_item(), Ok(None)));
         assert!(reader.next().is_none());
+    }
+
+    #[test]
+    fn word_at_a_time_helpers() {
+        let hay: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
+        for needle in 0..=255u8 {
+            for start in 0..20 {
+                let slice = &hay[start..];
+                assert_eq!(
+                    find_byte(slice, needle),
+                    slice.iter().position(|&b| b == needle)
+                );
+                assert_eq!(
+                    count_byte(slice, needle),
+                    slice.iter().filter(|&&b| b == needle).count() as u64
+                );
+            }
+        }
+        assert_eq!(find_byte(b"", b'x'), None);
+        assert_eq!(find_byte(b"aaaaaaaaaaax", b'x'), Some(11));
+    }
+
+    #[test]
+    fn item_lines() {
+        let input = "\\restrict k\n--\n-- c\n--\n\nSET a = 1; SET b = 2;\n\nCREATE TABLE t (\n a int\n);\nCOPY t FROM stdin;\n1\n2\n\\.\nCOPY t FROM stdin;\n\\.\nSELECT 1";
+        for window in [1, 5, WINDOW] {
+            let mut reader = DumpReader::with_window(input.as_bytes(), window);
+            let mut lines = Vec::new();
+            while let Some(item) = reader.next_item().expect("ok") {
+                lines.push((reader.item_line(), item));
+            }
+            let got: Vec<u64> = lines.iter().map(|(line, _)| *line).collect();
+            assert_eq!(got, [1, 6, 6, 8, 11, 12, 14, 15, 16, 17], "{lines:?}");
+        }
     }
 
     #[test]
@@ -1291,8 +1532,10 @@ CREATE INDEX blog_post_title_trgm ON public.blog_post USING gin (title public.gi
                 0..600,
             ),
             capacity in 1usize..64,
+            window in 1usize..40,
         ) {
-            let mut reader = DumpReader::new(BufReader::with_capacity(capacity, &input[..]));
+            let reader = BufReader::with_capacity(capacity, &input[..]);
+            let mut reader = DumpReader::with_window(reader, window);
             let mut steps = 0;
             while let Ok(Some(_)) = reader.next_item() {
                 steps += 1;
@@ -1306,11 +1549,14 @@ CREATE INDEX blog_post_title_trgm ON public.blog_post USING gin (title public.gi
             items in proptest::collection::vec((separator(), gen_item()), 0..12),
             trailer in separator(),
             capacity in 1usize..256,
+            window in 1usize..40,
         ) {
             let (mut input, expected) = build(&items);
             input.extend_from_slice(trailer.as_bytes());
             let got = collect_out(DumpReader::new(BufReader::with_capacity(capacity, &input[..])));
-            prop_assert_eq!(got, expected);
+            prop_assert_eq!(&got, &expected);
+            let got = collect_out(DumpReader::with_window(&input[..], window));
+            prop_assert_eq!(&got, &expected);
         }
     }
 }

@@ -116,8 +116,8 @@ fn read_batches(path: &PathBuf, tx: &mpsc::Sender<Result<Msg>>) -> Result<()> {
     };
 
     loop {
-        let line = reader.line();
         let item = reader.next_item().map_err(|e| bad(path, e))?;
+        let line = reader.item_line();
         let flush = matches!(item, None | Some(Item::CopyStart(_)))
             || batch.len() >= BATCH_BYTES
             || count >= BATCH_STATEMENTS;

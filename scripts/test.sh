@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: creates the Python venv, makes
+# sure PostgreSQL is installed, starts a private test server (through
+# migsnap's own embedded-server code), runs lints and `cargo test`, then
+# stops and removes the server. Extra arguments go to `cargo test`.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$root"
+
+scripts/venv.sh
+ensure_postgres
+export MIGSNAP_TEST_PYTHON="$root/.venv/bin/python"
+export MIGSNAP_TEST_SERVER_DIR="${MIGSNAP_TEST_SERVER_DIR:-${TMPDIR:-/tmp}/migsnap-test-server-$$}"
+
+if [ -z "${MIGSNAP_SKIP_LINT:-}" ]; then
+  cargo fmt --all -- --check
+  cargo clippy --all-targets --quiet -- -D warnings
+fi
+
+cargo build --quiet
+cleanup() {
+  MIGSNAP_SERVER_DIR="$MIGSNAP_TEST_SERVER_DIR" target/debug/migsnap server stop -q >/dev/null 2>&1 || true
+  rm -rf "$MIGSNAP_TEST_SERVER_DIR"
+}
+trap cleanup EXIT
+cargo test "$@"

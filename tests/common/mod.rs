@@ -1,0 +1,372 @@
+//! Test harness: a real PostgreSQL server and a real Django, shared by all
+//! tests of a run but with no shared state.
+//!
+//! The server is migsnap's own embedded server (started through the binary,
+//! so that path is exercised too) in `MIGSNAP_TEST_SERVER_DIR`, or any
+//! server given as `MIGSNAP_TEST_SERVER_URL`. Each test gets a copy of the
+//! example project, its own cache dir and a unique key salt, so template
+//! names never collide between tests running in parallel. Databases a test
+//! made are dropped when it passes and kept (and printed) when it fails.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_migsnap"))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The project's venv interpreter (created by scripts/venv.sh).
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("MIGSNAP_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "no Python venv at {}: run the suite with scripts/test.sh (it creates .venv)",
+        p.display()
+    );
+    p
+}
+
+pub fn server_dir() -> PathBuf {
+    std::env::var_os("MIGSNAP_TEST_SERVER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("migsnap-test-server"))
+}
+
+/// URL of the shared test server, started once per process (the start is
+/// idempotent and locked, so parallel test binaries share one server).
+pub fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("MIGSNAP_TEST_SERVER_URL") {
+            return url;
+        }
+        let out = Command::new(bin())
+            .args(["server", "start", "--json"])
+            .env("MIGSNAP_SERVER_DIR", server_dir())
+            .env_remove("MIGSNAP_SERVER_URL")
+            .output()
+            .expect("run migsnap server start");
+        assert!(
+            out.status.success(),
+            "server start failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("server start --json");
+        v["url"].as_str().expect("url").to_string()
+    })
+}
+
+/// psql against the test server, failing the test on error.
+pub fn psql(db: &str, sql: &str) -> String {
+    let out = psql_output(db, sql);
+    assert!(
+        out.status.success(),
+        "psql {db}: {sql}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn psql_output(db: &str, sql: &str) -> Output {
+    Command::new("psql")
+        .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(db_url(db))
+        .args(["-c", sql])
+        .output()
+        .expect("run psql")
+}
+
+/// The server URL with its database replaced.
+pub fn db_url(db: &str) -> String {
+    let url = server_url();
+    let (head, query) = url
+        .split_once('?')
+        .map(|(h, q)| (h, Some(q)))
+        .unwrap_or((url, None));
+    let base = head.rsplit_once('/').map(|(b, _)| b).unwrap_or(head);
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+pub fn database_exists(db: &str) -> bool {
+    psql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'"),
+    ) == "1"
+}
+
+/// pg_dump --schema-only, minus the lines that differ between any two dumps
+/// (pg_dump >= 15.14 writes a random \restrict key).
+pub fn schema(db: &str) -> String {
+    let out = Command::new("pg_dump")
+        .args(["--schema-only", "--no-owner", "--no-privileges", "-d"])
+        .arg(db_url(db))
+        .output()
+        .expect("run pg_dump");
+    assert!(
+        out.status.success(),
+        "pg_dump {db}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split('\n')
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every row of every table in `public`, order-independent, without the
+/// columns that legitimately differ between equivalent builds (serial ids
+/// and the applied timestamp).
+pub fn data(db: &str) -> String {
+    let tables = psql(
+        db,
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+    );
+    tables
+        .lines()
+        .map(|t| {
+            let rows = psql(
+                db,
+                &format!(
+                    "SELECT coalesce(jsonb_agg(j ORDER BY j::text), '[]') FROM \
+                     (SELECT to_jsonb(x) - 'id' - 'applied' - 'content_type_id' AS j FROM public.\"{t}\" x) s"
+                ),
+            );
+            format!("{t}: {rows}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn django_migrations(db: &str) -> Vec<String> {
+    psql(
+        db,
+        "SELECT app || '.' || name FROM django_migrations ORDER BY app, name",
+    )
+    .lines()
+    .map(String::from)
+    .collect()
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A private copy of a Django project with its own cache dir and key salt.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub cache: tempfile::TempDir,
+    pub name: String,
+    created: Mutex<Vec<String>>,
+}
+
+impl Project {
+    /// Copy of tests/example, salted with the test's name.
+    pub fn example(test: &str) -> Project {
+        Self::copy_of(&repo().join("tests/example"), test)
+    }
+
+    pub fn copy_of(src: &Path, test: &str) -> Project {
+        let dir = tempfile::Builder::new()
+            .prefix("migsnap-proj-")
+            .tempdir()
+            .expect("tempdir");
+        copy_dir(src, dir.path());
+        let name = format!(
+            "{test}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        std::fs::write(
+            dir.path().join("migsnap.toml"),
+            format!("key-salt = \"{name}\"\n"),
+        )
+        .expect("write config");
+        let cache = tempfile::Builder::new()
+            .prefix("migsnap-cache-")
+            .tempdir()
+            .expect("tempdir");
+        Project {
+            dir,
+            cache,
+            name,
+            created: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A database name unique to this test, remembered for cleanup.
+    pub fn db(&self, suffix: &str) -> String {
+        let n = format!("test_{}_{suffix}", self.name);
+        assert!(n.len() <= 63, "test database name too long: {n}");
+        self.track(&n);
+        n
+    }
+
+    pub fn track(&self, db: &str) {
+        self.created.lock().expect("lock").push(db.to_string());
+    }
+
+    /// `migsnap ARGS` in the project, against the test server.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .current_dir(self.path())
+            .env("MIGSNAP_SERVER_URL", server_url())
+            .env("MIGSNAP_CACHE_DIR", self.cache.path())
+            .env("MIGSNAP_PYTHON", python())
+            .env_remove("DJANGO_SETTINGS_MODULE")
+            .env_remove("VIRTUAL_ENV");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run migsnap")
+    }
+
+    /// `prepare --json`, asserting success; returns the JSON result.
+    pub fn prepare(&self, db: &str) -> Value {
+        self.track(db);
+        let out = self.run(&["prepare", "--database", db, "--json"]);
+        assert!(
+            out.status.success(),
+            "prepare {db} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("prepare --json prints JSON");
+        self.track(&template_of(&v));
+        v
+    }
+
+    pub fn key(&self) -> String {
+        let out = self.run(&["key"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Plain `manage.py migrate` into a fresh database: the reference result.
+    pub fn plain_migrate(&self, db: &str) {
+        self.track(db);
+        psql("postgres", &format!("DROP DATABASE IF EXISTS \"{db}\""));
+        psql("postgres", &format!("CREATE DATABASE \"{db}\""));
+        let out = Command::new(python())
+            .args(["manage.py", "migrate", "--noinput", "-v", "0"])
+            .current_dir(self.path())
+            .envs(libpq_env(db))
+            .output()
+            .expect("run manage.py migrate");
+        assert!(
+            out.status.success(),
+            "plain migrate failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let dbs = self.created.lock().map(|v| v.clone()).unwrap_or_default();
+        if std::thread::panicking() {
+            eprintln!(
+                "test failed: kept databases {dbs:?} on {} and project {}",
+                server_url(),
+                self.dir.path().display()
+            );
+            let _ = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir")).keep();
+            return;
+        }
+        for db in dbs {
+            let _ = psql_output(
+                "postgres",
+                &format!("UPDATE pg_database SET datistemplate = false WHERE datname = '{db}'"),
+            );
+            let _ = psql_output("postgres", &format!("DROP DATABASE IF EXISTS \"{db}\""));
+        }
+    }
+}
+
+pub fn template_of(prepare: &Value) -> String {
+    format!("migsnap_{}", &prepare["key"].as_str().expect("key")[..16])
+}
+
+/// PGHOST & co. for the test server and `db` (the example settings read them).
+pub fn libpq_env(db: &str) -> Vec<(String, String)> {
+    let (host, port, user) = split_url(server_url());
+    vec![
+        ("PGHOST".into(), host),
+        ("PGPORT".into(), port),
+        ("PGUSER".into(), user),
+        ("PGDATABASE".into(), db.into()),
+    ]
+}
+
+/// host, port, user from the URLs this harness deals with: the embedded
+/// server's `postgresql://user@/db?host=…&port=…` or `postgresql://user[:pw]@host:port/db`.
+fn split_url(url: &str) -> (String, String, String) {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (auth, hostpart) = main.split_once('@').unwrap_or(("", main));
+    let user = auth.split(':').next().unwrap_or("").to_string();
+    let hostport = hostpart.split('/').next().unwrap_or("");
+    let (mut host, mut port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.to_string()),
+        None => (hostport.to_string(), "5432".to_string()),
+    };
+    for kv in query.split('&') {
+        if let Some((k, v)) = kv.split_once('=') {
+            let v = v.replace("%2F", "/");
+            match k {
+                "host" => host = v,
+                "port" => port = v,
+                _ => {}
+            }
+        }
+    }
+    (host, port, user)
+}
+
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("mkdir");
+    for e in std::fs::read_dir(src).expect("read_dir") {
+        let e = e.expect("entry");
+        let name = e.file_name();
+        if name == "__pycache__" {
+            continue;
+        }
+        let to = dst.join(&name);
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), to).expect("copy");
+        }
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -1,0 +1,371 @@
+//! `migsnap prepare` against a real server and a real Django: every source
+//! path, and each result compared with what a plain `manage.py migrate`
+//! produces (schema dump, django_migrations, table contents).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const NEW_MIGRATION: &str = r#"from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("catalog", "0004_product_is_active")]
+    operations = [
+        migrations.AddField("product", "note", models.TextField(blank=True, default="")),
+        migrations.RunSQL(
+            "CREATE INDEX catalog_product_note_idx ON catalog_product (note)",
+            "DROP INDEX catalog_product_note_idx",
+        ),
+    ]
+"#;
+
+fn assert_same_as_plain_migrate(p: &Project, db: &str, reference: &str) {
+    p.plain_migrate(reference);
+    assert_eq!(
+        schema(db),
+        schema(reference),
+        "schema of {db} differs from a plain migrate"
+    );
+    assert_eq!(django_migrations(db), django_migrations(reference));
+    assert_eq!(
+        data(db),
+        data(reference),
+        "rows of {db} differ from a plain migrate"
+    );
+}
+
+fn applied(v: &Value) -> Vec<String> {
+    v["applied"]
+        .as_array()
+        .expect("applied")
+        .iter()
+        .map(|a| a.as_str().expect("str").to_string())
+        .collect()
+}
+
+#[test]
+fn every_source_path_gives_the_plain_migrate_result() {
+    let p = Project::example("paths");
+    let db = p.db("a");
+
+    // 1. cold: nothing anywhere.
+    let cold = p.prepare(&db);
+    assert_eq!(cold["source"], "cold");
+    assert_eq!(cold["base_key"], Value::Null);
+    assert_eq!(cold["database"], db.as_str());
+    assert_eq!(cold["dbname"], db.as_str());
+    assert!(cold["elapsed_ms"].as_u64().is_some());
+    let key = cold["key"].as_str().expect("key").to_string();
+    assert_eq!(key, p.key(), "prepare and key agree");
+    let cold_applied = applied(&cold);
+    assert!(cold_applied.contains(&"catalog.0002_trigram_name_index".to_string()));
+    assert_eq!(
+        cold_applied.len(),
+        django_migrations(&db).len(),
+        "every applied migration is reported"
+    );
+    assert!(p.cache.path().join(format!("{key}.sql.zst")).is_file());
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(p.cache.path().join(format!("{key}.json"))).expect("manifest"),
+    )
+    .expect("manifest is JSON");
+    assert_eq!(manifest["migrations"].as_object().expect("files").len(), 10);
+    assert!(manifest["server_version_num"].as_u64().expect("version") >= 100000);
+    assert_same_as_plain_migrate(&p, &db, &p.db("ref1"));
+    // The RunSQL / RunPython indexes are there (what --nomigrations would miss).
+    let indexes = psql(
+        &db,
+        "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'",
+    );
+    for ix in [
+        "catalog_product_name_trgm",
+        "orders_order_open_created_idx",
+        "audit_auditevent_payload_gin",
+    ] {
+        assert!(indexes.lines().any(|l| l == ix), "{ix} missing");
+    }
+
+    // 2. template: the same key again.
+    psql(&db, "CREATE TABLE scribble (x int)"); // a test run dirtied it
+    let warm = p.prepare(&db);
+    assert_eq!(warm["source"], "template");
+    assert_eq!(warm["key"], key.as_str());
+    assert!(applied(&warm).is_empty());
+    assert_eq!(
+        psql(
+            &db,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'scribble'"
+        ),
+        "0",
+        "the database was replaced"
+    );
+
+    // 3. cache: a fresh server (template gone), only the cache dir carried over.
+    let template = template_of(&cold);
+    psql(
+        "postgres",
+        &format!("ALTER DATABASE \"{template}\" IS_TEMPLATE false"),
+    );
+    psql("postgres", &format!("DROP DATABASE \"{template}\""));
+    let cached = p.prepare(&db);
+    assert_eq!(cached["source"], "cache");
+    assert!(applied(&cached).is_empty());
+    assert!(
+        database_exists(&template),
+        "the template is rebuilt from the dump"
+    );
+    assert_same_as_plain_migrate(&p, &db, &p.db("ref2"));
+
+    // 4. incremental: one new migration on top.
+    p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);
+    let inc = p.prepare(&db);
+    assert_eq!(inc["source"], "incremental");
+    assert_eq!(inc["base_key"], key.as_str());
+    assert_eq!(applied(&inc), vec!["catalog.0005_product_note".to_string()]);
+    assert_ne!(inc["key"], key.as_str());
+    assert_same_as_plain_migrate(&p, &db, &p.db("ref3"));
+
+    // 5. an old migration edited: no snapshot has all its files unchanged.
+    let path = p
+        .path()
+        .join("catalog/migrations/0003_default_categories.py");
+    let text = std::fs::read_to_string(&path)
+        .expect("read")
+        .replace("\"garden\"", "\"gardening\"");
+    assert!(
+        text.contains("gardening"),
+        "fixture changed: edit another string"
+    );
+    std::fs::write(&path, text).expect("write");
+    let edited = p.prepare(&db);
+    assert_eq!(edited["source"], "cold");
+    assert_eq!(edited["base_key"], Value::Null);
+    assert_eq!(
+        psql(
+            &db,
+            "SELECT count(*) FROM catalog_category WHERE slug = 'gardening' OR name = 'gardening'"
+        ),
+        "1"
+    );
+    assert_same_as_plain_migrate(&p, &db, &p.db("ref4"));
+}
+
+#[test]
+fn incremental_falls_back_to_cold_when_history_is_inconsistent() {
+    let p = Project::example("history");
+    // Leave catalog's first migration out of the key, as a third-party app's
+    // migrations in site-packages are: it can change under a snapshot.
+    let config = p.path().join("migsnap.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("exclude = [\"catalog/migrations/0001_initial.py\"]\n");
+    std::fs::write(&config, text).expect("config");
+    let db = p.db("a");
+    let first = p.prepare(&db);
+    assert_eq!(first["source"], "cold");
+
+    // An "upgrade" inserts a migration that the applied 0001 now depends on.
+    p.write(
+        "catalog/migrations/0000_first.py",
+        "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n    dependencies = []\n    operations = []\n",
+    );
+    let dep = p.path().join("catalog/migrations/0001_initial.py");
+    let text = std::fs::read_to_string(&dep).expect("read");
+    let patched = text.replacen(
+        "dependencies = [",
+        "dependencies = [(\"catalog\", \"0000_first\"), ",
+        1,
+    );
+    assert_ne!(
+        text, patched,
+        "fixture changed: 0001_initial has no dependencies list"
+    );
+    std::fs::write(&dep, patched).expect("write");
+
+    let out = p.run(&["prepare", "--database", &db, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    p.track(&template_of(&v));
+    let err = stderr(&out);
+    assert!(
+        err.contains("building on snapshot"),
+        "the incremental path was tried: {err}"
+    );
+    assert!(
+        err.contains("InconsistentMigrationHistory"),
+        "the fallback says why: {err}"
+    );
+    assert_eq!(v["source"], "cold");
+    assert!(django_migrations(&db).contains(&"catalog.0000_first".to_string()));
+}
+
+#[test]
+fn key_is_a_pure_function_of_the_migration_files() {
+    let a = Project::example("key_a");
+    let run = |p: &Project, args: &[&str]| {
+        // An unreachable server proves `key` never connects.
+        let out = p
+            .cmd(args)
+            .env("MIGSNAP_SERVER_URL", "postgres://nobody@127.0.0.1:1/x")
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let k = run(&a, &["key"]);
+    assert_eq!(k.len(), 64);
+    assert_eq!(k, run(&a, &["key"]), "stable");
+
+    // Same files, same salt, another directory: same key.
+    let b = Project::example("key_b");
+    std::fs::copy(a.path().join("migsnap.toml"), b.path().join("migsnap.toml"))
+        .expect("copy config");
+    assert_eq!(run(&b, &["key"]), k);
+
+    // Things that must not change it: __init__.py, non-migration files,
+    // ignored and virtualenv directories, CRLF line endings.
+    a.write("catalog/migrations/__init__.py", "# touched\n");
+    a.write("catalog/views.py", "x = 1\n");
+    a.write(".gitignore", "build/\n");
+    a.write("build/old/migrations/0001_x.py", "junk\n");
+    a.write("venv/pyvenv.cfg", "home = /usr\n");
+    a.write("venv/lib/site/migrations/0001_x.py", "junk\n");
+    let f = a.path().join("orders/migrations/0001_initial.py");
+    let text = std::fs::read_to_string(&f).expect("read");
+    std::fs::write(&f, text.replace('\n', "\r\n")).expect("write");
+    assert_eq!(run(&a, &["key"]), k, "ignored inputs changed the key");
+
+    // Things that must: a migration's content, a new migration, a lock file.
+    std::fs::write(&f, text.replace("models", "models ")).expect("write");
+    let edited = run(&a, &["key"]);
+    assert_ne!(edited, k);
+    std::fs::write(&f, &text).expect("write");
+    assert_eq!(run(&a, &["key"]), k);
+    a.write("orders/migrations/0005_new.py", "# new\n");
+    let added = run(&a, &["key"]);
+    assert_ne!(added, k);
+    a.write("requirements.txt", "Django==5.2.8\n");
+    let with_lock = run(&a, &["key"]);
+    assert_ne!(with_lock, added);
+
+    let json: Value = serde_json::from_str(&run(&a, &["key", "--json"])).expect("json");
+    assert_eq!(json["key"], with_lock.as_str());
+    assert_eq!(json["migrations"], 11);
+    assert_eq!(json["key_inputs"], serde_json::json!(["requirements.txt"]));
+}
+
+#[test]
+fn refuses_to_replace_a_database_that_is_not_a_test_database() {
+    let p = Project::example("refuse");
+    let precious = format!("precious_{}", p.name);
+    p.track(&precious);
+    psql("postgres", &format!("CREATE DATABASE \"{precious}\""));
+    psql(
+        &precious,
+        "CREATE TABLE keep (x int); INSERT INTO keep VALUES (42)",
+    );
+
+    let out = p.run(&["prepare", "--database", &precious]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("refusing to replace database"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        psql(&precious, "SELECT x FROM keep"),
+        "42",
+        "nothing was dropped"
+    );
+
+    for reserved in ["postgres", "template1"] {
+        let out = p.run(&["prepare", "--database", reserved, "--force"]);
+        assert_eq!(out.status.code(), Some(2), "{reserved}: {}", stderr(&out));
+    }
+
+    // --force is the documented way through; the result is a clone.
+    let v: Value = {
+        let out = p.run(&["prepare", "--database", &precious, "--force", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    p.track(&template_of(&v));
+    assert_eq!(
+        psql(
+            &precious,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'keep'"
+        ),
+        "0"
+    );
+    // Once migsnap made it, it may replace it again without --force.
+    let again = p.prepare(&precious);
+    assert_eq!(again["source"], "template");
+}
+
+#[test]
+fn failing_migration_saves_no_snapshot_and_leaves_nothing_behind() {
+    let p = Project::example("failing");
+    p.write(
+        "orders/migrations/0005_broken.py",
+        "from django.db import migrations\n\nclass Migration(migrations.Migration):\n    dependencies = [(\"orders\", \"0004_lower_status_index\")]\n    operations = [migrations.RunSQL(\"SELECT * FROM no_such_table\")]\n",
+    );
+    let db = p.db("a");
+    let out = p.run(&["prepare", "--database", &db]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("migrate failed"), "{err}");
+    assert!(
+        err.contains("no_such_table"),
+        "Django's error is shown: {err}"
+    );
+    assert!(!err.contains("panicked"));
+    let leftovers: Vec<_> = std::fs::read_dir(p.cache.path())
+        .expect("cache")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert!(leftovers.is_empty(), "no snapshot files: {leftovers:?}");
+    let key = p.key();
+    assert!(!database_exists(&format!("migsnap_{}", &key[..16])));
+    assert!(!database_exists(&format!("migsnap_build_{}", &key[..16])));
+    assert!(!database_exists(&db));
+
+    // A syntax error: Django's own message, same exit code.
+    p.write("orders/migrations/0005_broken.py", "this is not python(\n");
+    let out = p.run(&["prepare", "--database", &db]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(stderr(&out).contains("SyntaxError"), "{}", stderr(&out));
+}
+
+#[test]
+fn concurrent_prepares_build_the_snapshot_once() {
+    let p = Project::example("concurrent");
+    let dbs: Vec<String> = (0..4).map(|i| p.db(&format!("w{i}"))).collect();
+    let children: Vec<_> = dbs
+        .iter()
+        .map(|db| {
+            p.cmd(&["prepare", "--database", db, "--json"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let results: Vec<Value> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().expect("wait");
+            assert!(out.status.success(), "{}", stderr(&out));
+            serde_json::from_slice(&out.stdout).expect("json")
+        })
+        .collect();
+    p.track(&template_of(&results[0]));
+    let cold = results.iter().filter(|v| v["source"] == "cold").count();
+    assert_eq!(cold, 1, "exactly one process ran migrate: {results:?}");
+    let reference = schema(&dbs[0]);
+    for db in &dbs[1..] {
+        assert_eq!(schema(db), reference, "{db} differs");
+        assert_eq!(django_migrations(db), django_migrations(&dbs[0]));
+    }
+}
