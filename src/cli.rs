@@ -52,6 +52,8 @@ pub enum Command {
     Prepare(PrepareArgs),
     /// Print the migration-set key (no server needed; use it as a CI cache key)
     Key(KeyArgs),
+    /// Compare indexes made by migrations with Django's model state
+    Check(CheckArgs),
     /// Manage the embedded PostgreSQL server
     Server {
         #[command(subcommand)]
@@ -73,6 +75,35 @@ pub struct PrepareArgs {
     /// Print the result as one JSON object on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+    pub format: CheckFormat,
+    /// Same as --format json
+    #[arg(long)]
+    pub json: bool,
+    /// Accept the findings listed in FILE; fail only on new ones
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Write the current findings to FILE as a baseline and exit 0
+    #[arg(long, value_name = "FILE", conflicts_with = "baseline")]
+    pub write_baseline: Option<PathBuf>,
+    /// Recompute both catalogs instead of using the cached ones
+    #[arg(long)]
+    pub refresh: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    /// Human-readable report
+    Text,
+    /// One JSON document (documented in the README)
+    Json,
+    /// GitHub Actions annotations on the migration file and line
+    Github,
 }
 
 #[derive(Debug, Args)]

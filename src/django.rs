@@ -29,7 +29,26 @@ enum Event {
     Start { migration: String },
     Done { migration: String, seconds: f64 },
     Error { r#type: String, message: String },
+    Created { models: usize },
+    MigrationFiles { files: Vec<MigrationFile> },
     Finished,
+}
+
+/// A migration module Django loaded (the project's and third-party ones).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct MigrationFile {
+    pub app: String,
+    pub name: String,
+    pub path: Option<std::path::PathBuf>,
+}
+
+/// What the shim can be asked to do.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// `manage.py migrate`.
+    Migrate,
+    /// Create the schema the migration state declares (no migrations run).
+    ModelState,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -41,6 +60,7 @@ pub struct Applied {
 #[derive(Debug, Default)]
 pub struct MigrateReport {
     pub applied: Vec<Applied>,
+    pub migration_files: Vec<MigrationFile>,
 }
 
 /// Why migrate failed; `history` errors mean the starting database does not
@@ -67,6 +87,17 @@ pub async fn migrate(
     db: &str,
     ui: &Ui,
 ) -> Result<MigrateReport, MigrateFailure> {
+    run_shim(settings, conn, db, Mode::Migrate, ui).await
+}
+
+/// Run the shim in `mode` against `db`.
+pub async fn run_shim(
+    settings: &Settings,
+    conn: &ConnInfo,
+    db: &str,
+    mode: Mode,
+    ui: &Ui,
+) -> Result<MigrateReport, MigrateFailure> {
     let manage = &settings.manage_py;
     if !manage.is_file() {
         return Err(Error::usage(format!("no manage.py at `{}`", manage.display()))
@@ -78,7 +109,13 @@ pub async fn migrate(
         .arg(SHIM)
         .arg(manage)
         .current_dir(manage.parent().unwrap_or(&settings.project_dir))
-        .env("MIGSNAP_MODE", "migrate")
+        .env(
+            "MIGSNAP_MODE",
+            match mode {
+                Mode::Migrate => "migrate",
+                Mode::ModelState => "state",
+            },
+        )
         .env("MIGSNAP_DB_NAME", db)
         .env("MIGSNAP_DB_HOST", &conn.host)
         .env("MIGSNAP_DB_PORT", conn.port.to_string())
@@ -115,6 +152,7 @@ pub async fn migrate(
     let mut progress = Progress::default();
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut failure: Option<(String, String)> = None;
+    let mut migration_files = Vec::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let (mut events_open, mut output_open) = (true, true);
 
@@ -123,8 +161,10 @@ pub async fn migrate(
             line = events.next_line(), if events_open => match line {
                 Ok(Some(line)) => match serde_json::from_str::<Event>(&line) {
                     Ok(ev) => {
-                        if let Event::Error { r#type, message } = &ev {
-                            failure = Some((r#type.clone(), message.clone()));
+                        match &ev {
+                            Event::Error { r#type, message } => failure = Some((r#type.clone(), message.clone())),
+                            Event::MigrationFiles { files } => migration_files = files.clone(),
+                            _ => {}
                         }
                         progress.on_event(ev, ui);
                     }
@@ -160,7 +200,11 @@ pub async fn migrate(
             "InconsistentMigrationHistory" | "NodeNotFoundError"
         );
         let shown: Vec<String> = tail.into_iter().collect();
-        let error = Error::new(Kind::Django, format!("migrate failed: {kind}: {message}"))
+        let what = match mode {
+            Mode::Migrate => "migrate",
+            Mode::ModelState => "building the model-state database",
+        };
+        let error = Error::new(Kind::Django, format!("{what} failed: {kind}: {message}"))
             .detail(format!("--- Django output (last {} lines) ---\n{}", shown.len(), shown.join("\n")))
             .hint(match kind.as_str() {
                 "ModuleNotFoundError" | "ImproperlyConfigured" => {
@@ -172,6 +216,7 @@ pub async fn migrate(
     }
     let report = MigrateReport {
         applied: progress.applied,
+        migration_files,
     };
     if !report.applied.is_empty() {
         ui.info(format!(
@@ -219,7 +264,7 @@ impl Progress {
     fn on_event(&mut self, ev: Event, ui: &Ui) {
         match ev {
             Event::Ready { settings, django } => {
-                ui.info(format!("running migrate with Django {django} ({settings})"))
+                ui.info(format!("running Django {django} ({settings})"))
             }
             Event::Plan { migrations } => {
                 self.total = migrations.len();
@@ -246,7 +291,12 @@ impl Progress {
                     seconds,
                 });
             }
-            Event::Error { .. } | Event::Finished => self.current = None,
+            Event::Created { models } => ui.info(format!(
+                "created {models} model tables from the migration state"
+            )),
+            Event::Error { .. } | Event::Finished | Event::MigrationFiles { .. } => {
+                self.current = None
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 //! re-snapshots. `main.rs` only parses arguments and maps errors to exit
 //! codes; everything else lives here.
 
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod django;

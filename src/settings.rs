@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub cache_dir: Option<PathBuf>,
     pub server_dir: Option<PathBuf>,
     pub clone_strategy: Option<CloneStrategy>,
+    /// Finding kinds that make `check` exit 1.
+    pub check_fail_on: Option<Vec<crate::check::FindingKind>>,
 }
 
 /// How `CREATE DATABASE … TEMPLATE` copies files (PostgreSQL 15+).
@@ -73,6 +75,7 @@ pub struct Settings {
     pub django_settings: Option<String>,
     pub manage_py: PathBuf,
     pub clone_strategy: CloneStrategy,
+    pub check_fail_on: Vec<crate::check::FindingKind>,
     pub quiet: bool,
     pub verbose: bool,
 }
@@ -144,6 +147,9 @@ impl Settings {
             key_inputs: file.key_inputs.unwrap_or_else(|| owned(DEFAULT_KEY_INPUTS)),
             key_salt: file.key_salt.unwrap_or_default(),
             clone_strategy: file.clone_strategy.unwrap_or_default(),
+            check_fail_on: file
+                .check_fail_on
+                .unwrap_or_else(crate::commands::default_fail_on),
             project_dir,
             config_file,
             cache_dir,

@@ -1,5 +1,6 @@
 //! One module per subcommand; `run` dispatches and owns the runtime.
 
+mod check;
 mod key;
 mod prepare;
 mod server;
@@ -42,6 +43,7 @@ async fn dispatch(command: &Command, settings: &Settings, ui: &Ui) -> Result<u8>
         Command::Prepare(args) => prepare::run(settings, args, ui).await,
         Command::Server { action } => server::run(settings, action, ui).await,
         Command::Key(args) => key::run(settings, args),
+        Command::Check(args) => check::run(settings, args, ui).await,
     }
 }
 
@@ -51,6 +53,8 @@ pub fn print_stdout(text: &str) {
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
 }
+
+pub use check::default_fail_on;
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)

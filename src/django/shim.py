@@ -77,6 +77,37 @@ def migrate():
     call_command("migrate", interactive=False, verbosity=1)
 
 
+def build_model_state():
+    """Create every table and index the migration state declares, the way
+    --nomigrations would from models, but from the state the migration
+    files build (what Django's autodetector compares against), so the result
+    depends on the migration files only. Apps without migrations use their
+    real models, as migrate's syncdb step does."""
+    from django.apps import apps as global_apps
+    from django.db import connections
+    from django.db.migrations.loader import MigrationLoader
+
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    models = list(loader.project_state().apps.get_models())
+    for config in global_apps.get_app_configs():
+        if config.label not in loader.migrated_apps:
+            models.extend(config.get_models())
+    created = 0
+    with connections["default"].schema_editor() as editor:
+        for model in models:
+            opts = model._meta
+            if not opts.managed or opts.proxy or opts.swapped:
+                continue
+            editor.create_model(model)
+            created += 1
+    emit("created", models=created)
+    files = []
+    for (app, name), migration in sorted(loader.disk_migrations.items()):
+        module = sys.modules.get(type(migration).__module__)
+        files.append({"app": app, "name": name, "path": getattr(module, "__file__", None)})
+    emit("migration_files", files=files)
+
+
 def run(argv=None):
     global _called
     _called = True
@@ -88,6 +119,8 @@ def run(argv=None):
     mode = os.environ.get("MIGSNAP_MODE", "migrate")
     if mode == "migrate":
         migrate()
+    elif mode == "state":
+        build_model_state()
     else:
         raise RuntimeError("unknown MIGSNAP_MODE %r" % mode)
     emit("finished")

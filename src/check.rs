@@ -1,0 +1,586 @@
+//! Compare the indexes of the migrated database with those Django's model
+//! state declares, and attribute each difference to the migration file and
+//! line that made it.
+//!
+//! Why: `--nomigrations` (and any "syncdb" test database) builds the schema
+//! from model state, so indexes created by RunSQL, RunPython or
+//! `database_operations` silently do not exist there, and state-only
+//! `AddIndex` operations claim indexes the real database lacks.
+//!
+//! The comparison and the attribution are pure functions of two catalogs and
+//! the migration sources, so they are unit-tested here without a server.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use tokio_postgres::Client;
+
+/// Bump when the cached catalogs change meaning.
+pub const CACHE_FORMAT: u32 = 1;
+
+/// One index (or the index behind a unique/exclusion/primary-key constraint).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexInfo {
+    pub schema: String,
+    pub table: String,
+    pub name: String,
+    /// `pg_get_indexdef`, as PostgreSQL prints it.
+    pub definition: String,
+    pub valid: bool,
+    /// `p`, `u` or `x` when a constraint owns the index.
+    pub constraint: Option<String>,
+}
+
+impl IndexInfo {
+    /// The definition with the index name taken out, so two indexes that
+    /// differ only by name compare equal.
+    pub fn shape(&self) -> String {
+        without_name(&self.definition)
+    }
+}
+
+/// `CREATE [UNIQUE] INDEX name ON …` -> `CREATE [UNIQUE] INDEX ON …`.
+pub fn without_name(def: &str) -> String {
+    for prefix in ["CREATE UNIQUE INDEX ", "CREATE INDEX "] {
+        if let Some(rest) = def.strip_prefix(prefix) {
+            let after = if let Some(quoted) = rest.strip_prefix('"') {
+                // A quoted name ends at a lone `"` (`""` is an escaped quote).
+                let bytes = quoted.as_bytes();
+                let mut i = 0;
+                while i < bytes.len() {
+                    if bytes[i] == b'"' {
+                        if bytes.get(i + 1) == Some(&b'"') {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                &quoted[(i + 1).min(quoted.len())..]
+            } else {
+                rest.find(' ').map(|i| &rest[i..]).unwrap_or("")
+            };
+            return format!("{}{}", prefix.trim_end(), after);
+        }
+    }
+    def.to_string()
+}
+
+/// What a database looks like for the purpose of the check.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Catalog {
+    pub indexes: Vec<IndexInfo>,
+    /// `schema.table` of every user table.
+    pub tables: BTreeSet<String>,
+    pub extensions: Vec<String>,
+}
+
+/// Read the catalog of the database `client` is connected to: all user
+/// schemas, leaving out django_migrations and objects owned by extensions.
+pub async fn read_catalog(client: &Client) -> Result<Catalog, tokio_postgres::Error> {
+    const NOT_SYSTEM: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
+         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname, t.relname, i.relname, pg_get_indexdef(x.indexrelid), x.indisvalid, \
+                        (SELECT c.contype::text FROM pg_constraint c \
+                          WHERE c.conindid = x.indexrelid AND c.contype IN ('p', 'u', 'x') LIMIT 1) \
+                 FROM pg_index x \
+                 JOIN pg_class i ON i.oid = x.indexrelid \
+                 JOIN pg_class t ON t.oid = x.indrelid \
+                 JOIN pg_namespace n ON n.oid = t.relnamespace \
+                 WHERE {NOT_SYSTEM} AND t.relname <> 'django_migrations' AND t.relkind IN ('r', 'p', 'm') \
+                   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                                   AND d.objid = t.oid AND d.deptype = 'e') \
+                 ORDER BY 1, 2, 3"
+            ),
+            &[],
+        )
+        .await?;
+    let indexes = rows
+        .iter()
+        .map(|r| IndexInfo {
+            schema: r.get(0),
+            table: r.get(1),
+            name: r.get(2),
+            definition: r.get(3),
+            valid: r.get(4),
+            constraint: r.get(5),
+        })
+        .collect();
+    let tables = client
+        .query(
+            &format!(
+                "SELECT n.nspname || '.' || t.relname FROM pg_class t \
+                 JOIN pg_namespace n ON n.oid = t.relnamespace \
+                 WHERE {NOT_SYSTEM} AND t.relkind IN ('r', 'p', 'm') AND t.relname <> 'django_migrations'"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let extensions = client
+        .query(
+            "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(Catalog {
+        indexes,
+        tables,
+        extensions,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    /// Created by migrations (RunSQL, RunPython, database_operations) but not
+    /// declared by the model state.
+    OnlyInMigrations,
+    /// Declared by the model state, absent after migrating.
+    OnlyInModelState,
+    /// Both sides have it, under different names (a legacy name, usually).
+    SameDefinitionOtherName,
+    /// Same name on both sides, different definition.
+    DifferentDefinition,
+    /// `indisvalid = false` after migrating (a failed CONCURRENTLY build).
+    InvalidIndex,
+}
+
+impl FindingKind {
+    pub const ALL: [FindingKind; 5] = [
+        FindingKind::OnlyInMigrations,
+        FindingKind::OnlyInModelState,
+        FindingKind::SameDefinitionOtherName,
+        FindingKind::DifferentDefinition,
+        FindingKind::InvalidIndex,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::OnlyInMigrations => "only-in-migrations",
+            FindingKind::OnlyInModelState => "only-in-model-state",
+            FindingKind::SameDefinitionOtherName => "same-definition-other-name",
+            FindingKind::DifferentDefinition => "different-definition",
+            FindingKind::InvalidIndex => "invalid-index",
+        }
+    }
+
+    /// Kinds that fail the run unless configured otherwise.
+    pub fn fails_by_default(self) -> bool {
+        self != FindingKind::SameDefinitionOtherName
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationRef {
+    pub app: String,
+    pub name: String,
+    /// Relative to the project dir when inside it, else absolute.
+    pub path: String,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub schema: String,
+    pub table: String,
+    pub index: String,
+    pub definition: String,
+    /// The model-state side's name (same-definition-other-name) or
+    /// definition (different-definition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_state_index: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_state_definition: Option<String>,
+    /// False for tables that only the migrated database has (unmanaged
+    /// models, models removed from state only): a useful filter.
+    pub table_in_model_state: bool,
+    pub migration: Option<MigrationRef>,
+    /// Whether this finding fails the run (after config and baseline).
+    pub fails: bool,
+}
+
+/// Compare the migrated catalog with the model-state catalog.
+pub fn compare(migrated: &Catalog, state: &Catalog) -> Vec<Finding> {
+    type TableKey = (String, String);
+    let group = |c: &Catalog| {
+        let mut m: BTreeMap<TableKey, Vec<IndexInfo>> = BTreeMap::new();
+        for i in &c.indexes {
+            m.entry((i.schema.clone(), i.table.clone()))
+                .or_default()
+                .push(i.clone());
+        }
+        m
+    };
+    let (mg, sg) = (group(migrated), group(state));
+    let tables: BTreeSet<&TableKey> = mg.keys().chain(sg.keys()).collect();
+    let empty = Vec::new();
+    let mut out = Vec::new();
+    for key in tables {
+        let m = mg.get(key).unwrap_or(&empty);
+        let s = sg.get(key).unwrap_or(&empty);
+        let in_state = state.tables.contains(&format!("{}.{}", key.0, key.1));
+        let finding = |kind, i: &IndexInfo| Finding {
+            kind,
+            schema: i.schema.clone(),
+            table: i.table.clone(),
+            index: i.name.clone(),
+            definition: i.definition.clone(),
+            model_state_index: None,
+            model_state_definition: None,
+            table_in_model_state: in_state,
+            migration: None,
+            fails: false,
+        };
+        let s_by_name: BTreeMap<&str, &IndexInfo> =
+            s.iter().map(|i| (i.name.as_str(), i)).collect();
+        let m_names: BTreeSet<&str> = m.iter().map(|i| i.name.as_str()).collect();
+        let mut s_unmatched: Vec<&IndexInfo> = s
+            .iter()
+            .filter(|i| !m_names.contains(i.name.as_str()))
+            .collect();
+        for mi in m {
+            if !mi.valid {
+                out.push(finding(FindingKind::InvalidIndex, mi));
+            }
+            if let Some(si) = s_by_name.get(mi.name.as_str()) {
+                if mi.shape() != si.shape() || mi.constraint != si.constraint {
+                    let mut f = finding(FindingKind::DifferentDefinition, mi);
+                    f.model_state_definition = Some(si.definition.clone());
+                    out.push(f);
+                }
+                continue;
+            }
+            let twin = s_unmatched
+                .iter()
+                .position(|si| si.shape() == mi.shape() && si.constraint == mi.constraint);
+            match twin {
+                Some(pos) => {
+                    let si = s_unmatched.remove(pos);
+                    let mut f = finding(FindingKind::SameDefinitionOtherName, mi);
+                    f.model_state_index = Some(si.name.clone());
+                    out.push(f);
+                }
+                None => out.push(finding(FindingKind::OnlyInMigrations, mi)),
+            }
+        }
+        for si in s_unmatched {
+            out.push(finding(FindingKind::OnlyInModelState, si));
+        }
+    }
+    out.sort_by(|a, b| {
+        (&a.schema, &a.table, &a.index, a.kind).cmp(&(&b.schema, &b.table, &b.index, b.kind))
+    });
+    out
+}
+
+/// A migration file's text, for attribution.
+#[derive(Debug, Clone)]
+pub struct MigrationSource {
+    pub app: String,
+    pub name: String,
+    pub path: String,
+    pub text: String,
+}
+
+/// The migration and line of the operation that mentions `index`: for an
+/// index the database has, the operation that creates it; for one it lacks,
+/// preferably the operation that dropped it, else the one that declares it.
+pub fn attribute(
+    index: &str,
+    kind: FindingKind,
+    sources: &[MigrationSource],
+) -> Option<MigrationRef> {
+    let mut best: Option<(u8, usize, &MigrationSource, usize)> = None;
+    for (order, src) in sources.iter().enumerate() {
+        let lines: Vec<&str> = src.text.split('\n').collect();
+        for (n, line) in lines.iter().enumerate() {
+            if !mentions(line, index) {
+                continue;
+            }
+            let score = mention_score(line, kind);
+            if best.is_none_or(|(s, o, _, _)| (score, order) > (s, o)) {
+                best = Some((score, order, src, n));
+            }
+        }
+    }
+    let (_, _, src, n) = best?;
+    let lines: Vec<&str> = src.text.split('\n').collect();
+    Some(MigrationRef {
+        app: src.app.clone(),
+        name: src.name.clone(),
+        path: src.path.clone(),
+        line: operation_line(&lines, n) + 1,
+    })
+}
+
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// `name` occurs in `line` as a whole identifier.
+fn mentions(line: &str, name: &str) -> bool {
+    let bytes = line.as_bytes();
+    let mut from = 0;
+    while let Some(pos) = line[from..].find(name) {
+        let start = from + pos;
+        let end = start + name.len();
+        let before = start == 0 || !is_ident_byte(bytes[start - 1]);
+        let after = end == bytes.len() || !is_ident_byte(bytes[end]);
+        if before && after {
+            return true;
+        }
+        from = start + 1;
+    }
+    false
+}
+
+fn mention_score(line: &str, kind: FindingKind) -> u8 {
+    let upper = line.to_ascii_uppercase();
+    let drops = upper.contains("DROP ")
+        || line.contains("RemoveIndex")
+        || line.contains("RemoveConstraint");
+    let creates = upper.contains("CREATE ")
+        || upper.contains("ADD CONSTRAINT")
+        || upper.contains("RENAME")
+        || line.contains("name=")
+        || line.contains("AddIndex")
+        || line.contains("AddConstraint");
+    match (kind, drops, creates) {
+        (FindingKind::OnlyInModelState, true, _) => 3,
+        (_, false, true) => 2,
+        (_, true, _) => 0,
+        _ => 1,
+    }
+}
+
+/// Walk back from a mention to the line that starts its operation
+/// (`migrations.RunSQL(`, `AddIndex(`, …), stopping at a function or class
+/// boundary. A mention inside a function (RunPython's code) is attributed
+/// to the RunPython operation that calls that function.
+fn operation_line(lines: &[&str], mention: usize) -> usize {
+    const OPS: &[&str] = &[
+        "RunSQL(",
+        "RunPython(",
+        "AddIndex(",
+        "RemoveIndex(",
+        "RenameIndex(",
+        "AddConstraint(",
+        "RemoveConstraint(",
+        "CreateModel(",
+        "AddField(",
+        "AlterField(",
+        "AlterUniqueTogether(",
+        "AlterIndexTogether(",
+    ];
+    for i in (0..=mention).rev() {
+        let line = lines[i];
+        if OPS.iter().any(|op| line.contains(op)) {
+            return i;
+        }
+        let trimmed = line.trim_start();
+        if let Some(def) = trimmed.strip_prefix("def ") {
+            let func = def.split('(').next().unwrap_or("").trim();
+            let caller = lines.iter().position(|l| {
+                l.contains("RunPython(") && (mentions(l, func) || next_mentions(lines, l, func))
+            });
+            return caller.unwrap_or(mention);
+        }
+        if trimmed.starts_with("class ") {
+            break;
+        }
+    }
+    mention
+}
+
+/// `migrations.RunPython(\n    forwards, …)`: the function is on the next line.
+fn next_mentions(lines: &[&str], line: &str, func: &str) -> bool {
+    lines
+        .iter()
+        .position(|l| std::ptr::eq(*l, line))
+        .and_then(|i| lines.get(i + 1))
+        .is_some_and(|l| mentions(l, func))
+}
+
+/// A file of accepted findings: `--write-baseline` writes it, `--baseline`
+/// suppresses exactly what it lists.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Baseline {
+    pub findings: Vec<BaselineEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BaselineEntry {
+    pub kind: FindingKind,
+    pub schema: String,
+    pub table: String,
+    pub index: String,
+}
+
+impl BaselineEntry {
+    pub fn of(f: &Finding) -> BaselineEntry {
+        BaselineEntry {
+            kind: f.kind,
+            schema: f.schema.clone(),
+            table: f.table.clone(),
+            index: f.index.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ix(table: &str, name: &str, cols: &str) -> IndexInfo {
+        IndexInfo {
+            schema: "public".into(),
+            table: table.into(),
+            name: name.into(),
+            definition: format!("CREATE INDEX {name} ON public.{table} USING btree ({cols})"),
+            valid: true,
+            constraint: None,
+        }
+    }
+
+    fn catalog(indexes: Vec<IndexInfo>) -> Catalog {
+        let tables = indexes
+            .iter()
+            .map(|i| format!("{}.{}", i.schema, i.table))
+            .collect();
+        Catalog {
+            indexes,
+            tables,
+            extensions: vec![],
+        }
+    }
+
+    #[test]
+    fn name_is_removed_from_definitions() {
+        assert_eq!(
+            without_name("CREATE INDEX a_b ON public.t USING btree (x)"),
+            "CREATE INDEX ON public.t USING btree (x)"
+        );
+        assert_eq!(
+            without_name(r#"CREATE UNIQUE INDEX "we""ird name" ON public.t USING btree (x)"#),
+            "CREATE UNIQUE INDEX ON public.t USING btree (x)"
+        );
+    }
+
+    #[test]
+    fn compare_classifies_every_difference() {
+        let both = ix("t", "t_pk", "id");
+        let mut invalid = ix("t", "t_bad", "z");
+        invalid.valid = false;
+        let migrated = catalog(vec![
+            both.clone(),
+            ix("t", "t_runsql", "a"),
+            ix("t", "t_legacy_name", "b"),
+            ix("t", "t_changed", "c"),
+            invalid.clone(),
+        ]);
+        let mut state = catalog(vec![
+            both,
+            ix("t", "t_state_only", "d"),
+            ix("t", "t_new_name", "b"),
+            ix("t", "t_changed", "c, d"),
+        ]);
+        state.indexes.push(IndexInfo {
+            valid: true,
+            ..invalid
+        });
+        let got: Vec<(FindingKind, String)> = compare(&migrated, &state)
+            .into_iter()
+            .map(|f| (f.kind, f.index))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (FindingKind::InvalidIndex, "t_bad".to_string()),
+                (FindingKind::DifferentDefinition, "t_changed".to_string()),
+                (
+                    FindingKind::SameDefinitionOtherName,
+                    "t_legacy_name".to_string()
+                ),
+                (FindingKind::OnlyInMigrations, "t_runsql".to_string()),
+                (FindingKind::OnlyInModelState, "t_state_only".to_string()),
+            ]
+        );
+        let other = compare(&migrated, &state)
+            .into_iter()
+            .find(|f| f.kind == FindingKind::SameDefinitionOtherName);
+        assert_eq!(
+            other.and_then(|f| f.model_state_index).as_deref(),
+            Some("t_new_name")
+        );
+    }
+
+    #[test]
+    fn unique_constraint_versus_plain_unique_index_differs() {
+        let mut a = ix("t", "t_u", "a");
+        a.definition = a.definition.replace("CREATE INDEX", "CREATE UNIQUE INDEX");
+        let mut b = a.clone();
+        b.constraint = Some("u".into());
+        let f = compare(&catalog(vec![a]), &catalog(vec![b]));
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].kind, FindingKind::DifferentDefinition);
+    }
+
+    #[test]
+    fn tables_missing_from_model_state_are_flagged() {
+        let f = compare(
+            &catalog(vec![ix("legacy", "legacy_x", "a")]),
+            &Catalog::default(),
+        );
+        assert_eq!(f[0].kind, FindingKind::OnlyInMigrations);
+        assert!(!f[0].table_in_model_state);
+    }
+
+    fn src(name: &str, text: &str) -> MigrationSource {
+        MigrationSource {
+            app: "app".into(),
+            name: name.into(),
+            path: format!("app/migrations/{name}.py"),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn attribution_finds_the_operation_line() {
+        let runsql = src(
+            "0002_x",
+            "from django.db import migrations\n\nclass Migration(migrations.Migration):\n    operations = [\n        migrations.RunSQL(\n            \"CREATE INDEX ix_a \"\n            \"ON t (a)\",\n            \"DROP INDEX ix_a\",\n        ),\n    ]\n",
+        );
+        let runpython = src(
+            "0003_y",
+            "def fwd(apps, schema_editor):\n    schema_editor.execute(\"CREATE INDEX ix_b ON t (b)\")\n\n\nclass Migration(migrations.Migration):\n    operations = [\n        migrations.RunPython(\n            fwd, migrations.RunPython.noop),\n    ]\n",
+        );
+        let dropper = src("0004_z", "class Migration:\n    operations = [\n        migrations.RunSQL(\"DROP INDEX ix_c\"),\n    ]\n");
+        let declarer = src("0001_w", "class Migration:\n    operations = [\n        migrations.AddIndex(\n            \"m\", models.Index(fields=[\"c\"], name=\"ix_c\")),\n    ]\n");
+        let all = [declarer, runsql, runpython, dropper];
+        let a = attribute("ix_a", FindingKind::OnlyInMigrations, &all).expect("ix_a");
+        assert_eq!((a.name.as_str(), a.line), ("0002_x", 5));
+        let b = attribute("ix_b", FindingKind::OnlyInMigrations, &all).expect("ix_b");
+        assert_eq!((b.name.as_str(), b.line), ("0003_y", 7));
+        let c = attribute("ix_c", FindingKind::OnlyInModelState, &all).expect("ix_c");
+        assert_eq!(
+            (c.name.as_str(), c.line),
+            ("0004_z", 3),
+            "the drop explains why it is missing"
+        );
+        assert!(
+            attribute("ix_a_longer", FindingKind::OnlyInMigrations, &all).is_none(),
+            "whole identifiers only"
+        );
+        assert!(attribute("nowhere", FindingKind::OnlyInMigrations, &all).is_none());
+    }
+}
