@@ -71,8 +71,8 @@ pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Ui) -> Result<u8> {
     let mut findings = check::compare(&cache.migrated, &cache.model_state);
     let sources = migration_sources(settings, &fp, &cache.migration_files);
     let fail_on: BTreeSet<FindingKind> = settings.check_fail_on.iter().copied().collect();
+    check::attribute_all(&mut findings, &sources);
     for f in &mut findings {
-        f.migration = check::attribute(&f.index, f.kind, &sources);
         f.fails = fail_on.contains(&f.kind);
     }
 
