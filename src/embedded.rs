@@ -1,7 +1,7 @@
 //! The private PostgreSQL cluster migsnap uses when no server URL is given.
 //!
 //! It lives in one directory (data dir, log, Unix socket), listens on no TCP
-//! port, runs with durability off (fsync, synchronous_commit,
+//! port unless `server-port` asks for 127.0.0.1, runs with durability off (fsync, synchronous_commit,
 //! full_page_writes: test data is disposable, the snapshots are in the cache
 //! dir), is started on first use and left running for the next call.
 //! initdb and postgres refuse to run as root, so as root the cluster runs as
@@ -19,7 +19,7 @@ use std::process::{Command, Output};
 
 /// Port number in the socket's file name; with no TCP listener, clusters in
 /// different directories never collide on it.
-pub const PORT: u16 = 5432;
+pub const DEFAULT_PORT: u16 = 5432;
 pub const SUPERUSER: &str = "postgres";
 /// Unix socket paths are limited to 107 bytes on Linux.
 const MAX_SOCKET_PATH: usize = 100;
@@ -36,6 +36,9 @@ pub fn default_server_dir(cache_dir: &Path) -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct Embedded {
     pub dir: PathBuf,
+    /// Also listen on 127.0.0.1 at this port (`server-port`); None = Unix
+    /// socket only.
+    pub tcp_port: Option<u16>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -44,14 +47,25 @@ pub struct Status {
     pub initialized: bool,
     pub dir: PathBuf,
     pub url: String,
+    /// postgres:// URL over TCP, when `server-port` is set.
+    pub tcp_url: Option<String>,
     pub log: PathBuf,
 }
 
 impl Embedded {
-    pub fn new(dir: &Path) -> Embedded {
+    pub fn new(dir: &Path, tcp_port: Option<u16>) -> Embedded {
         Embedded {
             dir: dir.to_path_buf(),
+            tcp_port,
         }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.tcp_port.unwrap_or(DEFAULT_PORT)
+    }
+
+    fn socket_file(&self) -> PathBuf {
+        self.socket_dir().join(format!(".s.PGSQL.{}", self.port()))
     }
 
     fn data(&self) -> PathBuf {
@@ -65,7 +79,7 @@ impl Embedded {
     /// The socket lives in the server dir unless that path is too long for
     /// a Unix socket; then in a short, deterministic temp dir.
     pub fn socket_dir(&self) -> PathBuf {
-        let own = self.dir.join(format!(".s.PGSQL.{PORT}"));
+        let own = self.dir.join(format!(".s.PGSQL.{}", self.port()));
         if own.as_os_str().len() <= MAX_SOCKET_PATH {
             return self.dir.clone();
         }
@@ -76,7 +90,7 @@ impl Embedded {
     pub fn conn_info(&self) -> ConnInfo {
         ConnInfo {
             host: self.socket_dir().to_string_lossy().into_owned(),
-            port: PORT,
+            port: self.port(),
             user: SUPERUSER.to_string(),
             password: None,
             admin_db: "postgres".to_string(),
@@ -86,7 +100,7 @@ impl Embedded {
     /// Cheap check for the warm path: the socket file exists. A stale socket
     /// is handled by the caller retrying after `start` when connecting fails.
     pub fn probably_running(&self) -> bool {
-        self.socket_dir().join(format!(".s.PGSQL.{PORT}")).exists()
+        self.socket_file().exists()
     }
 
     pub fn status(&self) -> Status {
@@ -97,6 +111,14 @@ impl Embedded {
             initialized,
             dir: self.dir.clone(),
             url: self.conn_info().url("postgres"),
+            tcp_url: self.tcp_port.map(|port| {
+                ConnInfo {
+                    host: "127.0.0.1".into(),
+                    port,
+                    ..self.conn_info()
+                }
+                .url("postgres")
+            }),
             log: self.log(),
         }
     }
@@ -144,6 +166,15 @@ impl Embedded {
             self.init(ui)?;
         }
         if self.pg_ctl_status()? {
+            if !self.socket_file().exists() {
+                return Err(Error::usage(format!(
+                    "the embedded server in {} is running with another port",
+                    self.dir.display()
+                ))
+                .hint(
+                    "run `migsnap server stop`, then retry: it restarts with the current settings",
+                ));
+            }
             return Ok(());
         }
         let socket_dir = self.socket_dir();
@@ -155,9 +186,17 @@ impl Embedded {
             self.dir.display()
         ));
         let pg_ctl = tools::find("pg_ctl", None)?;
+        // Port and listener are start options, not config, so changing
+        // `server-port` needs only a restart.
+        let listen = if self.tcp_port.is_some() {
+            "127.0.0.1"
+        } else {
+            ""
+        };
+        let options = format!("-c port={} -c listen_addresses='{listen}'", self.port());
         let out = self.run_as_server(
             pg_ctl,
-            &["start", "-w", "-t", "60", "-D"],
+            &["start", "-w", "-t", "60", "-o", &options, "-D"],
             &[
                 self.data().as_os_str(),
                 "-l".as_ref(),
@@ -219,9 +258,7 @@ impl Embedded {
         let socket = self.socket_dir();
         let conf = format!(
             "\n# Added by migsnap: a disposable test server, tuned for speed.\n\
-             listen_addresses = ''\n\
              unix_socket_directories = '{}'\n\
-             port = {PORT}\n\
              fsync = off\n\
              synchronous_commit = off\n\
              full_page_writes = off\n\
@@ -262,6 +299,9 @@ impl Embedded {
 
     /// Create `dir` (mode 0700) owned by the user the server runs as.
     fn ensure_dir(&self, dir: &Path) -> Result<()> {
+        if let Some(user) = server_user()? {
+            check_reachable(dir, &user)?;
+        }
         std::fs::create_dir_all(dir)
             .with_kind(Kind::Usage, || format!("cannot create `{}`", dir.display()))?;
         if let Some(user) = server_user()? {
@@ -297,6 +337,32 @@ impl Embedded {
             format!("cannot run `{}`", program.display())
         })
     }
+}
+
+/// As root, the server user must be able to traverse every ancestor of the
+/// server dir (root's home usually is not): say so plainly instead of
+/// letting initdb fail with a permission error.
+fn check_reachable(dir: &Path, user: &nix::unistd::User) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for ancestor in dir.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(ancestor) else {
+            continue;
+        };
+        let others_x = meta.mode() & 0o001 != 0;
+        let group_x = meta.mode() & 0o010 != 0 && meta.gid() == user.gid.as_raw();
+        if !(others_x || group_x || meta.uid() == user.uid.as_raw()) {
+            return Err(Error::usage(format!(
+                "the embedded server runs as `{}`, which cannot reach `{}`: `{}` is closed to it",
+                user.name,
+                dir.display(),
+                ancestor.display()
+            ))
+            .hint(
+                "set MIGSNAP_SERVER_DIR to a directory under /tmp, or `chmod o+x` that directory",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// As root: the unprivileged user that runs the server. Otherwise None.

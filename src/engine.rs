@@ -14,7 +14,6 @@
 //! the next run while it holds the locks.
 
 use crate::django::{self, Applied, MigrateFailure};
-use crate::embedded::Embedded;
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::pg::admin::{self, Admin};
@@ -56,8 +55,7 @@ pub struct Snapshot {
 pub async fn connect(settings: &Settings, ui: &Ui) -> Result<Admin> {
     match &settings.server {
         ServerChoice::Url(url) => Admin::connect(&ConnInfo::from_url(url)?).await,
-        ServerChoice::Embedded(dir) => {
-            let server = Embedded::new(dir);
+        ServerChoice::Embedded(server) => {
             let info = server.conn_info();
             if server.probably_running() {
                 if let Ok(admin) = Admin::connect(&info).await {

@@ -10,6 +10,8 @@ pub const PYTHON: &str = "MIGSNAP_PYTHON";
 /// Data directory of the embedded server (default: under the cache dir, or
 /// under the system temp dir when running as root).
 pub const SERVER_DIR: &str = "MIGSNAP_SERVER_DIR";
+/// Let the embedded server also listen on 127.0.0.1 at this TCP port.
+pub const SERVER_PORT: &str = "MIGSNAP_SERVER_PORT";
 /// Directory holding pg_dump, initdb, pg_ctl; searched before PATH.
 pub const PG_BINDIR: &str = "MIGSNAP_PG_BINDIR";
 /// Django's own settings variable; used when no settings module is configured.

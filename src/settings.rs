@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub server_url: Option<String>,
     pub cache_dir: Option<PathBuf>,
     pub server_dir: Option<PathBuf>,
+    /// Let the embedded server also listen on 127.0.0.1 at this port.
+    pub server_port: Option<u16>,
     pub clone_strategy: Option<CloneStrategy>,
     /// Finding kinds that make `check` exit 1.
     pub check_fail_on: Option<Vec<crate::check::FindingKind>>,
@@ -55,8 +57,8 @@ pub const DEFAULT_KEY_INPUTS: &[&str] = &[
 pub enum ServerChoice {
     /// A user-supplied URL.
     Url(String),
-    /// migsnap's private cluster in this directory.
-    Embedded(PathBuf),
+    /// migsnap's private cluster.
+    Embedded(crate::embedded::Embedded),
 }
 
 #[derive(Debug, Clone)]
@@ -118,12 +120,23 @@ impl Settings {
             .or_else(|| file.server_url.clone())
         {
             Some(url) => ServerChoice::Url(url),
-            None => ServerChoice::Embedded(
-                env::var(env::SERVER_DIR)
+            None => {
+                let dir = env::var(env::SERVER_DIR)
                     .map(PathBuf::from)
                     .or_else(|| file.server_dir.as_deref().map(rel))
-                    .unwrap_or_else(|| crate::embedded::default_server_dir(&cache_dir)),
-            ),
+                    .unwrap_or_else(|| crate::embedded::default_server_dir(&cache_dir));
+                let port = match env::var(env::SERVER_PORT) {
+                    Some(p) => Some(p.parse::<u16>().map_err(|_| {
+                        Error::usage(format!(
+                            "{} must be a port number, not `{p}`",
+                            env::SERVER_PORT
+                        ))
+                        .hint("e.g. MIGSNAP_SERVER_PORT=54329, or unset it for Unix-socket only")
+                    })?),
+                    None => file.server_port,
+                };
+                ServerChoice::Embedded(crate::embedded::Embedded::new(&dir, port))
+            }
         };
 
         let python = args

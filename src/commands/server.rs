@@ -1,13 +1,12 @@
 //! `migsnap server start|stop|status|url`: the embedded PostgreSQL server.
 
 use crate::cli::ServerAction;
-use crate::embedded::Embedded;
 use crate::error::{exit, Error, Result};
 use crate::settings::{ServerChoice, Settings};
 use crate::ui::Ui;
 
 pub async fn run(settings: &Settings, action: &ServerAction, ui: &Ui) -> Result<u8> {
-    let ServerChoice::Embedded(dir) = &settings.server else {
+    let ServerChoice::Embedded(server) = &settings.server else {
         return Err(Error::usage(
             "`migsnap server` manages the embedded server, but a server URL is configured",
         )
@@ -15,7 +14,7 @@ pub async fn run(settings: &Settings, action: &ServerAction, ui: &Ui) -> Result<
             "unset MIGSNAP_SERVER_URL (or server-url in the config) to use the embedded server",
         ));
     };
-    let server = Embedded::new(dir);
+    let server = server.clone();
     let blocking = |f: Box<dyn FnOnce() -> Result<()> + Send>| async move {
         tokio::task::spawn_blocking(f)
             .await
