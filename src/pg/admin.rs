@@ -30,6 +30,9 @@ pub fn template_comment(key: &str) -> String {
     format!("{TEMPLATE_COMMENT}{key}")
 }
 
+const DB_INFO_COLUMNS: &str =
+    "datname, datistemplate, datallowconn, coalesce(shobj_description(oid, 'pg_database'), '')";
+
 #[derive(Debug, Clone)]
 pub struct DbInfo {
     pub name: String,
@@ -39,6 +42,16 @@ pub struct DbInfo {
 }
 
 impl DbInfo {
+    /// From a row of `DB_INFO_COLUMNS`.
+    fn from_row(r: &tokio_postgres::Row) -> DbInfo {
+        DbInfo {
+            name: r.get(0),
+            is_template: r.get(1),
+            allow_conn: r.get(2),
+            comment: r.get(3),
+        }
+    }
+
     /// A finished template for exactly this key. The rename that creates the
     /// name is the last step of a transaction that also sets the comment and
     /// the template flags, so all three agree or the name does not exist.
@@ -80,22 +93,12 @@ impl Admin {
         let rows = self
             .client
             .query(
-                "SELECT datname, datistemplate, datallowconn, \
-                        coalesce(shobj_description(oid, 'pg_database'), '') \
-                 FROM pg_database WHERE datname = ANY($1)",
+                &format!("SELECT {DB_INFO_COLUMNS} FROM pg_database WHERE datname = ANY($1)"),
                 &[&names],
             )
             .await
             .map_err(|e| db_error("cannot list databases", e))?;
-        Ok(rows
-            .iter()
-            .map(|r| DbInfo {
-                name: r.get(0),
-                is_template: r.get(1),
-                allow_conn: r.get(2),
-                comment: r.get(3),
-            })
-            .collect())
+        Ok(rows.iter().map(DbInfo::from_row).collect())
     }
 
     pub async fn database(&self, name: &str) -> Result<Option<DbInfo>> {
@@ -107,22 +110,15 @@ impl Admin {
         let rows = self
             .client
             .query(
-                "SELECT datname, datistemplate, datallowconn, \
-                        coalesce(shobj_description(oid, 'pg_database'), '') \
-                 FROM pg_database WHERE starts_with(datname, $1) ORDER BY datname",
+                &format!(
+                    "SELECT {DB_INFO_COLUMNS} FROM pg_database \
+                     WHERE starts_with(datname, $1) ORDER BY datname"
+                ),
                 &[&prefix],
             )
             .await
             .map_err(|e| db_error("cannot list databases", e))?;
-        Ok(rows
-            .iter()
-            .map(|r| DbInfo {
-                name: r.get(0),
-                is_template: r.get(1),
-                allow_conn: r.get(2),
-                comment: r.get(3),
-            })
-            .collect())
+        Ok(rows.iter().map(DbInfo::from_row).collect())
     }
 
     pub async fn create(
