@@ -302,3 +302,88 @@ fn generated_project_reports_every_runsql_index_and_nothing_else() {
         .collect();
     assert_eq!(got, expected);
 }
+
+const TRICKY: &str = r#"from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("catalog", "0004_product_is_active"), ("orders", "0004_lower_status_index")]
+    operations = [
+        # Built CONCURRENTLY-style as a plain unique index, then adopted.
+        migrations.RunSQL("CREATE UNIQUE INDEX catalog_product_name_tmp ON catalog_product (name)"),
+        migrations.RunSQL(
+            "ALTER TABLE catalog_product ADD CONSTRAINT catalog_product_name_uniq UNIQUE USING INDEX catalog_product_name_tmp"
+        ),
+        # Created under one name, renamed later.
+        migrations.RunSQL("CREATE INDEX orders_order_old_idx ON orders_order (product_id, status)"),
+        migrations.RunSQL("ALTER INDEX orders_order_old_idx RENAME TO orders_order_product_status_idx"),
+        # A table Django's state never knew (a managed=False model's table).
+        migrations.RunSQL(
+            "CREATE TABLE legacy_report (id int PRIMARY KEY, day date); "
+            "CREATE INDEX legacy_report_day_idx ON legacy_report (day)"
+        ),
+        # An index Django also declares, under a legacy name.
+        migrations.RunSQL(
+            "ALTER INDEX catalog_product_cat_price_idx RENAME TO catalog_product_legacy_cp",
+            "ALTER INDEX catalog_product_legacy_cp RENAME TO catalog_product_cat_price_idx",
+        ),
+    ]
+"#;
+
+#[test]
+fn reports_stay_precise_on_adopted_renamed_legacy_and_unmanaged() {
+    let p = Project::example("check_tricky");
+    let rel = "catalog/migrations/0005_tricky.py";
+    p.write(rel, TRICKY);
+    track_check_dbs(&p);
+    let (code, v) = check_json(&p, &[]);
+    assert_eq!(code, Some(1), "{v}");
+    let find = |index: &str| {
+        v["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .find(|f| f["index"] == index)
+            .unwrap_or_else(|| panic!("no finding for {index}: {v}"))
+            .clone()
+    };
+    let adopted = find("catalog_product_name_uniq");
+    assert_eq!(adopted["kind"], "only-in-migrations");
+    assert_eq!(
+        adopted["migration"]["line"],
+        line_of(&p, rel, "ADD CONSTRAINT") - 1,
+        "the RunSQL that adopts it"
+    );
+
+    let renamed = find("orders_order_product_status_idx");
+    assert_eq!(renamed["kind"], "only-in-migrations");
+    assert_eq!(
+        renamed["migration"]["line"],
+        line_of(&p, rel, "RENAME TO orders_order_product_status_idx")
+    );
+
+    let legacy_table = find("legacy_report_day_idx");
+    assert_eq!(legacy_table["kind"], "only-in-migrations");
+    assert_eq!(legacy_table["table_in_model_state"], false);
+    assert_eq!(find("legacy_report_pkey")["table_in_model_state"], false);
+
+    let legacy_name = find("catalog_product_legacy_cp");
+    assert_eq!(legacy_name["kind"], "same-definition-other-name");
+    assert_eq!(
+        legacy_name["model_state_index"],
+        "catalog_product_cat_price_idx"
+    );
+    assert_eq!(legacy_name["fails"], false, "informational by default");
+
+    // The temporary name is gone everywhere: never reported.
+    assert!(v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .all(|f| f["index"] != "catalog_product_name_tmp"));
+    assert!(v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .all(|f| f["index"] != "orders_order_old_idx"));
+}
