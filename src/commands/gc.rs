@@ -12,7 +12,7 @@
 use crate::cli::GcArgs;
 use crate::error::{exit, Result};
 use crate::fingerprint::{self, short_key};
-use crate::pg::admin::{self, Admin, Owned, TEMPLATE_PREFIX};
+use crate::pg::admin::{self, Admin, DbInfo, Owned, TEMPLATE_PREFIX};
 use crate::settings::Settings;
 use crate::store::{Manifest, Store};
 use crate::ui::{self, Ui};
@@ -76,24 +76,29 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
     let fp = fingerprint::compute(settings)?;
     let store = Store::new(settings.ensure_cache_dir()?);
     let admin = crate::engine::connect(settings, ui).await?;
-    let mut out = GcOutput {
-        dry_run: args.dry_run,
-        current_key: fp.key.clone(),
-        ..GcOutput::default()
-    };
-
     let (keep, remove) = select(store.manifests(), &fp.key, args.keep, args.max_size);
-    out.kept = keep.iter().map(|m| m.key.clone()).collect();
+    let mut gc = Gc {
+        admin: &admin,
+        store: &store,
+        ui,
+        dry_run: args.dry_run,
+        out: GcOutput {
+            dry_run: args.dry_run,
+            current_key: fp.key.clone(),
+            kept: keep.iter().map(|m| m.key.clone()).collect(),
+            ..GcOutput::default()
+        },
+    };
     for m in remove {
-        remove_snapshot(&admin, &store, &m, args.dry_run, &mut out).await?;
+        gc.remove_snapshot(&m).await?;
     }
-    sweep_builds(&admin, args.dry_run, &mut out).await?;
-    sweep_files(&store, args.dry_run, &mut out)?;
+    gc.sweep_builds().await?;
+    gc.sweep_files()?;
 
     if args.json {
-        super::print_json(&out)?;
+        super::print_json(&gc.out)?;
     } else {
-        super::print_stdout(&render(&out));
+        super::print_stdout(&render(&gc.out));
     }
     Ok(exit::OK)
 }
@@ -131,137 +136,145 @@ fn select(
     (kept, removed)
 }
 
-async fn remove_snapshot(
-    admin: &Admin,
-    store: &Store,
-    m: &Manifest,
+/// One gc pass: what it works on, and what it has done so far.
+struct Gc<'a> {
+    admin: &'a Admin,
+    store: &'a Store,
+    ui: &'a Ui,
     dry_run: bool,
-    out: &mut GcOutput,
-) -> Result<()> {
-    let item = Item {
-        kind: Kind::Snapshot,
-        name: m.key.clone(),
-        size: Some(m.dump.size),
-    };
-    // Held until the end of this function: no prepare can start building or
-    // restoring this key while its files and template go.
-    let Some(_lock) = store.try_lock(&m.key)? else {
-        out.skipped.push(Skipped {
-            item,
-            reason: IN_USE,
-        });
-        return Ok(());
-    };
-    if !dry_run {
-        store.remove(&m.key)?;
-    }
-    out.freed_bytes += m.dump.size;
-    out.removed.push(item);
-
-    let template = admin::template_name(&m.key);
-    let Some(info) = admin.database(&template).await? else {
-        return Ok(());
-    };
-    if info.template_key() != Some(m.key.as_str()) {
-        // Same 16-hex prefix, another key (or unfinished): not ours to judge.
-        return Ok(());
-    }
-    let item = Item {
-        kind: Kind::Template,
-        name: template,
-        size: None,
-    };
-    if !admin.try_lock_key(&m.key).await? {
-        out.skipped.push(Skipped {
-            item,
-            reason: IN_USE,
-        });
-        return Ok(());
-    }
-    let dropped = if dry_run {
-        Ok(())
-    } else {
-        admin.drop(&info).await
-    };
-    let _ = admin.unlock_key(&m.key).await;
-    dropped?;
-    out.removed.push(item);
-    Ok(())
+    out: GcOutput,
 }
 
-/// Build databases whose build lock is free were left by a killed run.
-async fn sweep_builds(admin: &Admin, dry_run: bool, out: &mut GcOutput) -> Result<()> {
-    for info in admin.databases_like(TEMPLATE_PREFIX).await? {
-        let Some(Owned::Build(short)) = admin::owned(&info.name) else {
-            continue;
-        };
+impl Gc<'_> {
+    fn skip(&mut self, item: Item, reason: &'static str) {
+        self.out.skipped.push(Skipped { item, reason });
+    }
+
+    async fn remove_snapshot(&mut self, m: &Manifest) -> Result<()> {
         let item = Item {
-            kind: Kind::BuildDatabase,
-            name: info.name.clone(),
+            kind: Kind::Snapshot,
+            name: m.key.clone(),
+            size: Some(m.dump.size),
+        };
+        // Held until the end of this function: no prepare can start building
+        // or restoring this key while its files and template go.
+        let Some(_lock) = self.store.try_lock(&m.key)? else {
+            self.skip(item, IN_USE);
+            return Ok(());
+        };
+        if !self.dry_run {
+            self.store.remove(&m.key)?;
+        }
+        self.out.freed_bytes += m.dump.size;
+        self.out.removed.push(item);
+
+        let template = admin::template_name(&m.key);
+        let Some(info) = self.admin.database(&template).await? else {
+            return Ok(());
+        };
+        if info.template_key() != Some(m.key.as_str()) {
+            // Same 16-hex prefix, another key (or unfinished): not ours.
+            return Ok(());
+        }
+        let item = Item {
+            kind: Kind::Template,
+            name: template,
             size: None,
         };
-        if !admin.try_lock_key(short).await? {
-            out.skipped.push(Skipped {
-                item,
-                reason: "being built",
-            });
-            continue;
+        self.drop_unlocked(&info, &m.key, item, IN_USE).await
+    }
+
+    /// Build databases whose build lock is free were left by a killed run.
+    async fn sweep_builds(&mut self) -> Result<()> {
+        for info in self.admin.databases_like(TEMPLATE_PREFIX).await? {
+            let Some(Owned::Build(short)) = admin::owned(&info.name) else {
+                continue;
+            };
+            let item = Item {
+                kind: Kind::BuildDatabase,
+                name: info.name.clone(),
+                size: None,
+            };
+            self.drop_unlocked(&info, short, item, "being built")
+                .await?;
         }
-        let dropped = if dry_run {
+        Ok(())
+    }
+
+    /// Drop a migsnap database if the build lock for `key` is free, holding
+    /// it meanwhile. A held lock or a failed drop (a session still
+    /// connected, say) is reported as skipped: one busy database must not
+    /// stop the sweep.
+    async fn drop_unlocked(
+        &mut self,
+        info: &DbInfo,
+        key: &str,
+        item: Item,
+        busy: &'static str,
+    ) -> Result<()> {
+        if !self.admin.try_lock_key(key).await? {
+            self.skip(item, busy);
+            return Ok(());
+        }
+        let dropped = if self.dry_run {
             Ok(())
         } else {
-            admin.drop(&info).await
+            self.admin.drop(info).await
         };
-        let _ = admin.unlock_key(short).await;
-        dropped?;
-        out.removed.push(item);
-    }
-    Ok(())
-}
-
-/// Temp files of dead writers, and dumps whose manifest never got written.
-fn sweep_files(store: &Store, dry_run: bool, out: &mut GcOutput) -> Result<()> {
-    let now = SystemTime::now();
-    let stale = store.temp_files(None).into_iter().filter(|(path, _)| {
-        std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| now.duration_since(t).ok())
-            .is_some_and(|age| age >= STALE_TEMP)
-    });
-    let orphans = store
-        .orphan_dumps()
-        .into_iter()
-        .map(|key| (store.dump_path(&key), key));
-    let files: Vec<_> = stale
-        .map(|f| (Kind::TempFile, f))
-        .chain(orphans.map(|f| (Kind::OrphanDump, f)))
-        .collect();
-    for (kind, (path, key)) in files {
-        let size = std::fs::metadata(&path).map(|m| m.len()).ok();
-        let item = Item {
-            kind,
-            name: path.display().to_string(),
-            size,
-        };
-        let Some(_lock) = store.try_lock(&key)? else {
-            out.skipped.push(Skipped {
-                item,
-                reason: IN_USE,
-            });
-            continue;
-        };
-        if !dry_run {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(crate::store::cache_write_error(store.dir(), e)),
+        let _ = self.admin.unlock_key(key).await;
+        match dropped {
+            Ok(()) => self.out.removed.push(item),
+            Err(e) => {
+                self.ui.warn(e.message);
+                self.skip(item, "drop failed");
             }
         }
-        out.freed_bytes += size.unwrap_or(0);
-        out.removed.push(item);
+        Ok(())
     }
-    Ok(())
+
+    /// Temp files of dead writers, and dumps whose manifest never got written.
+    fn sweep_files(&mut self) -> Result<()> {
+        let now = SystemTime::now();
+        let stale = self.store.temp_files(None).into_iter().filter(|(path, _)| {
+            std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age >= STALE_TEMP)
+        });
+        let orphans = self
+            .store
+            .orphan_dumps()
+            .into_iter()
+            .map(|key| (self.store.dump_path(&key), key));
+        let files: Vec<_> = stale
+            .map(|f| (Kind::TempFile, f))
+            .chain(orphans.map(|f| (Kind::OrphanDump, f)))
+            .collect();
+        for (kind, (path, key)) in files {
+            let size = std::fs::metadata(&path).map(|m| m.len()).ok();
+            let item = Item {
+                kind,
+                name: path.display().to_string(),
+                size,
+            };
+            // Writers hold the key's lock: a locked key's files are live.
+            let Some(_lock) = self.store.try_lock(&key)? else {
+                self.skip(item, IN_USE);
+                continue;
+            };
+            if !self.dry_run {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(crate::store::cache_write_error(self.store.dir(), e)),
+                }
+            }
+            self.out.freed_bytes += size.unwrap_or(0);
+            self.out.removed.push(item);
+        }
+        Ok(())
+    }
 }
 
 fn render(out: &GcOutput) -> String {
