@@ -189,3 +189,27 @@ fn plugin_reports_a_missing_binary_clearly() {
     let text = report(&out);
     assert!(text.contains("MIGSNAP_BIN=/nonexistent/migsnap"), "{text}");
 }
+
+#[test]
+fn test_name_from_the_settings_is_respected() {
+    let p = suite_project("pytest_name");
+    let name = format!("custom_{}", p.name);
+    p.track(&name);
+    p.write(
+        "suite_settings.py",
+        &format!(
+            "from exampleproj.settings import *  # noqa: F403\n\n\
+             DATABASES[\"default\"][\"TEST\"] = {{\"NAME\": \"{name}\"}}  # noqa: F405\n"
+        ),
+    );
+    p.write(
+        "pyproject.toml",
+        "[tool.pytest.ini_options]\nDJANGO_SETTINGS_MODULE = \"suite_settings\"\n",
+    );
+    // Enabled by the flag this time; no xdist workers.
+    let (out, records) = pytest(&p, &["--migsnap"]);
+    assert!(out.status.success(), "{}", report(&out));
+    assert_eq!(databases(&records), vec![name.clone()]);
+    assert_eq!(records[0]["applied"], serde_json::json!([]));
+    assert!(!database_exists(&name), "dropped at the end of the session");
+}

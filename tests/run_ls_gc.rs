@@ -73,6 +73,7 @@ fn run_prepares_then_runs_the_command_with_the_connection() {
 
     // DATABASE_URL works on its own, and the exit code comes through.
     let script = "test \"$PGDATABASE\" = \"$1\" || exit 90; \
+                  unset PGHOST PGPORT PGUSER PGDATABASE; \
                   psql -X -At \"$DATABASE_URL\" -c \"SELECT count(*) FROM pg_indexes WHERE indexname = 'catalog_product_name_trgm'\"; \
                   exit 7";
     let out = p
