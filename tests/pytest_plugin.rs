@@ -101,7 +101,16 @@ fn xdist_workers_get_their_own_clones_and_nothing_migrates() {
             "{r}"
         );
     }
-    assert!(database_exists(&template), "the snapshot was built once");
+    let sources: Vec<&str> = records
+        .iter()
+        .map(|r| r["source"].as_str().expect("source"))
+        .collect();
+    assert_eq!(
+        sources.iter().filter(|s| **s == "cold").count(),
+        1,
+        "one worker built the snapshot, the other cloned it: {sources:?}"
+    );
+    assert!(database_exists(&template));
     for db in &workers {
         assert!(
             !database_exists(db),
@@ -113,6 +122,10 @@ fn xdist_workers_get_their_own_clones_and_nothing_migrates() {
     let (out, records) = pytest(&p, &["-n", "2", "--dist", "each", "--reuse-db"]);
     assert!(out.status.success(), "{}", report(&out));
     assert_eq!(databases(&records), workers);
+    assert!(
+        records.iter().all(|r| r["source"] == "template"),
+        "{records:?}"
+    );
     for db in &workers {
         assert!(database_exists(db), "{db} is kept with --reuse-db");
     }
@@ -129,6 +142,11 @@ fn xdist_workers_get_their_own_clones_and_nothing_migrates() {
     let (out, records) = pytest(&p, &["-n", "2", "--dist", "each", "--create-db"]);
     assert!(out.status.success(), "{}", report(&out));
     assert_eq!(databases(&records), workers);
+    // The workers clone what the controller rebuilt; none rebuilds again.
+    assert!(
+        records.iter().all(|r| r["source"] == "template"),
+        "{records:?}"
+    );
     let after = oid(&template);
     assert!(
         !after.is_empty() && after != before,

@@ -19,6 +19,17 @@ CLONE_COMMENT = "migsnap clone of "
 #: Set by the xdist controller when it already rebuilt the snapshot.
 WORKER_REBUILT = "migsnap_rebuilt"
 
+_rebuilt_key = pytest.StashKey[bool]()
+_result_key = pytest.StashKey[Dict[str, Any]]()
+
+
+@pytest.fixture(scope="session")
+def migsnap_prepared(django_db_setup: None, request: pytest.FixtureRequest) -> Optional[Dict[str, Any]]:
+    """`migsnap prepare --json`'s result for this session's (or worker's)
+    database: `dbname`, `source` (template, cache, incremental, cold),
+    `applied`, `key`… None when no test needed the default database."""
+    return request.config.stash.get(_result_key, None)
+
 
 @pytest.fixture(scope="session")
 def django_db_setup(
@@ -109,6 +120,7 @@ def _prepare_default(config: pytest.Config, *, rebuild: bool, serialize: bool) -
         result = prepare(name, rebuild=rebuild, cwd=config.rootpath)
     except MigsnapError as e:
         pytest.fail(str(e), pytrace=False)
+    config.stash[_result_key] = result
     _point_default_at(result)
     if serialize:
         connection._test_serialized_contents = connection.creation.serialize_db_to_string()
@@ -183,9 +195,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     with config.stash[blocking_manager_key].unblock():
         _drop_clone(name)
     config.stash[_rebuilt_key] = True
-
-
-_rebuilt_key = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl(optionalhook=True)

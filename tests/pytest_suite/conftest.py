@@ -37,8 +37,11 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def record_worker(django_db_setup, django_db_blocker, worker_id):
+def record_worker(django_db_setup, django_db_blocker, worker_id, request):
     """After the session's tests, while the database still exists."""
+    # The plugin's own fixture, present when the plugin is enabled.
+    enabled = request.config.pluginmanager.hasplugin("migsnap.fixtures")
+    prepared = request.getfixturevalue("migsnap_prepared") if enabled else None
     yield
     from django.db import connection
 
@@ -54,6 +57,7 @@ def record_worker(django_db_setup, django_db_blocker, worker_id):
             comment = cursor.fetchone()[0]
     record = {
         "worker": worker_id,
+        "source": prepared and prepared["source"],
         "database": connection.settings_dict["NAME"],
         "comment": comment,
         "applied": APPLIED,
