@@ -50,6 +50,12 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Create (or replace) a test database in the fully migrated state
     Prepare(PrepareArgs),
+    /// Prepare the database, then run a command with PGHOST, PGDATABASE, DATABASE_URL & co. set
+    Run(RunArgs),
+    /// List cached snapshots and the templates on the server
+    Ls(LsArgs),
+    /// Remove old snapshots, their templates, and leftovers of interrupted runs
+    Gc(GcArgs),
     /// Print the migration-set key (no server needed; use it as a CI cache key)
     Key(KeyArgs),
     /// Compare indexes made by migrations with Django's model state
@@ -61,8 +67,9 @@ pub enum Command {
     },
 }
 
+/// What to prepare; shared by `prepare` and `run`.
 #[derive(Debug, Args)]
-pub struct PrepareArgs {
+pub struct TargetArgs {
     /// Name of the database to create
     #[arg(short, long, value_name = "NAME")]
     pub database: String,
@@ -72,7 +79,45 @@ pub struct PrepareArgs {
     /// Ignore templates and cached dumps: migrate from empty and re-snapshot
     #[arg(long)]
     pub rebuild: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Print the result as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The command and its arguments, after `--` (so its options stay its own)
+    #[arg(required = true, last = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print snapshots and templates as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Keep this many of the newest snapshots (the current key's is always kept)
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub keep: usize,
+    /// Then remove the oldest kept snapshots until the cache holds at most SIZE (e.g. 500M, 2G)
+    #[arg(long, value_name = "SIZE", value_parser = crate::ui::parse_size)]
+    pub max_size: Option<u64>,
+    /// Say what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print what was (or would be) removed as one JSON object
     #[arg(long)]
     pub json: bool,
 }

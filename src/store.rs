@@ -85,6 +85,32 @@ impl Store {
     /// Exclusive per-key lock, held while a snapshot is built or written.
     /// The OS drops it when the process dies, so a crash never wedges it.
     pub fn lock(&self, key: &str, on_wait: impl FnOnce()) -> Result<File> {
+        let (file, path) = self.lock_file(key)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                on_wait();
+                file.lock().with_kind(Kind::Internal, || {
+                    format!("cannot lock `{}`", path.display())
+                })?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_error(&path, e)),
+        }
+        Ok(file)
+    }
+
+    /// The per-key lock if nobody holds it, else `None` (gc skips keys that
+    /// a running `prepare` is working on).
+    pub fn try_lock(&self, key: &str) -> Result<Option<File>> {
+        let (file, path) = self.lock_file(key)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(lock_error(&path, e)),
+        }
+    }
+
+    fn lock_file(&self, key: &str) -> Result<(File, PathBuf)> {
         let path = self.dir.join(format!("{key}.lock"));
         let file = File::options()
             .create(true)
@@ -94,19 +120,7 @@ impl Store {
             .with_kind(Kind::Usage, || {
                 format!("cannot create lock file `{}`", path.display())
             })?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                on_wait();
-                file.lock().with_kind(Kind::Internal, || {
-                    format!("cannot lock `{}`", path.display())
-                })?;
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::internal(format!("cannot lock `{}`", path.display())).source(e))
-            }
-        }
-        Ok(file)
+        Ok((file, path))
     }
 
     /// The manifest for `key`, if present and readable. A damaged one is
@@ -129,18 +143,35 @@ impl Store {
         Ok(Some(m))
     }
 
-    /// Every readable manifest (damaged ones are skipped: `load` reports them
-    /// when their key is asked for).
+    /// Every readable manifest, newest first (damaged ones are skipped:
+    /// `load` reports them when their key is asked for).
     pub fn manifests(&self) -> Vec<Manifest> {
+        let mut all: Vec<Manifest> = self
+            .keys_with_suffix(".json")
+            .iter()
+            .filter_map(|key| self.load(key).ok().flatten())
+            .collect();
+        all.sort_by_key(|m| std::cmp::Reverse(m.created_unix));
+        all
+    }
+
+    /// Keys that have a dump but no manifest: a crash between the two
+    /// renames, or a damaged manifest. Nothing will ever use them.
+    pub fn orphan_dumps(&self) -> Vec<String> {
+        self.keys_with_suffix(".sql.zst")
+            .into_iter()
+            .filter(|key| !matches!(self.load(key), Ok(Some(_))))
+            .collect()
+    }
+
+    fn keys_with_suffix(&self, suffix: &str) -> Vec<String> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
         rd.filter_map(|e| {
             let name = e.ok()?.file_name().into_string().ok()?;
-            let key = name.strip_suffix(".json")?;
-            (key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()))
-                .then(|| self.load(key).ok().flatten())
-                .flatten()
+            let key = name.strip_suffix(suffix)?;
+            (key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())).then(|| key.to_string())
         })
         .collect()
     }
@@ -218,17 +249,39 @@ impl Store {
     /// Temp files left by a process that died, for this key. Only called
     /// under the key's lock, so no live writer owns them.
     pub fn clean_temp(&self, key: &str) {
-        let prefix = format!("{TMP_PREFIX}{key}.");
-        if let Ok(rd) = std::fs::read_dir(&self.dir) {
-            for e in rd.flatten() {
-                if e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with(&prefix))
-                {
-                    let _ = std::fs::remove_file(e.path());
-                }
+        for (path, _) in self.temp_files(Some(key)) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Temp files in the cache dir (for one key, or all), with the key each
+    /// belongs to.
+    pub fn temp_files(&self, key: Option<&str>) -> Vec<(PathBuf, String)> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let rest = name.strip_prefix(TMP_PREFIX)?;
+                let (owner, _) = rest.split_once('.')?;
+                key.is_none_or(|k| k == owner)
+                    .then(|| (e.path(), owner.to_string()))
+            })
+            .collect()
+    }
+
+    /// Remove a snapshot on purpose (gc). Manifest first, like `discard`;
+    /// unlike it, failures are reported.
+    pub fn remove(&self, key: &str) -> Result<()> {
+        for path in [self.manifest_path(key), self.dump_path(key)] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(cache_write_error(&self.dir, e)),
             }
         }
+        Ok(())
     }
 
     /// The cached snapshot to build on when there is none for `fp`: the one
@@ -246,6 +299,10 @@ impl Store {
             })
             .max_by_key(|m| (m.migrations.len(), m.created_unix))
     }
+}
+
+fn lock_error(path: &Path, e: std::io::Error) -> Error {
+    Error::internal(format!("cannot lock `{}`", path.display())).source(e)
 }
 
 pub fn cache_write_error(dir: &Path, e: std::io::Error) -> Error {

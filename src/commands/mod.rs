@@ -1,12 +1,15 @@
 //! One module per subcommand; `run` dispatches and owns the runtime.
 
 mod check;
+mod gc;
 mod key;
+mod ls;
 mod prepare;
+mod run;
 mod server;
 
 use crate::cli::{Cli, Command};
-use crate::error::{exit, Error, Result};
+use crate::error::{Error, Result};
 use crate::settings::Settings;
 use crate::ui::Ui;
 use std::io::Write;
@@ -23,24 +26,41 @@ pub fn run(cli: Cli) -> Result<u8> {
         .enable_all()
         .build()
         .map_err(|e| Error::internal("cannot start the async runtime").source(e))?;
-    runtime.block_on(async {
-        // Ctrl-C drops the command's future: the Python child is killed
-        // (kill_on_drop), connections close (releasing advisory locks), and
-        // the next run removes the half-built database under its lock.
-        tokio::select! {
-            res = dispatch(&cli.command, &settings, &ui) => res,
-            _ = tokio::signal::ctrl_c() => {
-                ui.clear_progress();
-                Err(Error::usage("interrupted").hint("nothing was saved; run the command again"))
-                    .map(|()| exit::OK)
-            }
+    if let Command::Run(args) = &cli.command {
+        let prepared = runtime.block_on(interruptible(
+            prepare::prepare(&settings, &args.target, &ui),
+            &ui,
+        ))?;
+        // Nothing async may outlive the exec; dropping the runtime closes
+        // every connection first.
+        drop(runtime);
+        return Err(run::exec(&prepared, args, &ui));
+    }
+    runtime.block_on(interruptible(dispatch(&cli.command, &settings, &ui), &ui))
+}
+
+/// Race `work` against Ctrl-C. Ctrl-C drops the command's future: the Python
+/// child is killed (kill_on_drop), connections close (releasing advisory
+/// locks), and the next run removes the half-built database under its lock.
+async fn interruptible<T>(
+    work: impl std::future::Future<Output = Result<T>>,
+    ui: &Ui,
+) -> Result<T> {
+    tokio::select! {
+        res = work => res,
+        _ = tokio::signal::ctrl_c() => {
+            ui.clear_progress();
+            Err(Error::usage("interrupted").hint("nothing was saved; run the command again"))
         }
-    })
+    }
 }
 
 async fn dispatch(command: &Command, settings: &Settings, ui: &Ui) -> Result<u8> {
     match command {
         Command::Prepare(args) => prepare::run(settings, args, ui).await,
+        Command::Ls(args) => ls::run(settings, args, ui).await,
+        Command::Gc(args) => gc::run(settings, args, ui).await,
+        Command::Run(_) => Err(Error::internal("`run` is handled before dispatch")),
         Command::Server { action } => server::run(settings, action, ui).await,
         Command::Key(args) => key::run(settings, args),
         Command::Check(args) => check::run(settings, args, ui).await,

@@ -3,14 +3,46 @@
 //! Warm path: one hash of the files, one query, one CREATE DATABASE …
 //! TEMPLATE (plus a DROP when the name exists). Nothing else, and no Python.
 
-use crate::cli::PrepareArgs;
+use crate::cli::{PrepareArgs, TargetArgs};
+use crate::django::Applied;
 use crate::engine::{self, Snapshot, Source};
 use crate::error::{exit, Result};
 use crate::fingerprint;
 use crate::pg::admin::{self, CLONE_COMMENT};
+use crate::pg::ConnInfo;
 use crate::settings::Settings;
 use crate::ui::{self, Ui};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// A database that is ready, and how it got there. `run` and `prepare` both
+/// start from this.
+#[derive(Debug)]
+pub struct Prepared {
+    pub database: String,
+    pub key: String,
+    pub source: Source,
+    pub base_key: Option<String>,
+    pub applied: Vec<Applied>,
+    pub elapsed: Duration,
+    /// How to reach the server (the database is `database`).
+    pub conn: ConnInfo,
+}
+
+impl Prepared {
+    /// `test_app ready from template in 85ms`, for humans.
+    pub fn summary(&self) -> String {
+        let applied = match self.applied.len() {
+            0 => String::new(),
+            n => format!(", {n} migration(s) applied"),
+        };
+        format!(
+            "{} ready from {}{applied} in {}",
+            self.database,
+            self.source.as_str(),
+            ui::duration(self.elapsed)
+        )
+    }
+}
 
 #[derive(serde::Serialize)]
 struct PrepareOutput<'a> {
@@ -29,6 +61,31 @@ struct PrepareOutput<'a> {
 }
 
 pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8> {
+    let p = prepare(settings, &args.target, ui).await?;
+    if args.json {
+        super::print_json(&PrepareOutput {
+            database: &p.database,
+            key: &p.key,
+            source: p.source,
+            base_key: p.base_key.as_deref(),
+            applied: p.applied.iter().map(|a| a.name.as_str()).collect(),
+            elapsed_ms: p.elapsed.as_millis() as u64,
+            host: &p.conn.host,
+            port: p.conn.port,
+            user: &p.conn.user,
+            password: p.conn.password.as_deref(),
+            dbname: &p.database,
+            url: p.conn.url(&p.database),
+        })?;
+    } else {
+        super::print_stdout(&format!("{}\n{}\n", p.summary(), p.conn.url(&p.database)));
+    }
+    Ok(exit::OK)
+}
+
+/// Make `args.database` a fresh clone of the template for the current key,
+/// building the template first if needed.
+pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<Prepared> {
     let started = Instant::now();
     let target = args.database.as_str();
     admin::validate_name(target)?;
@@ -71,34 +128,13 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8>
         .comment(target, &format!("{CLONE_COMMENT}{}", fp.short()))
         .await?;
 
-    let elapsed = started.elapsed();
-    let conn = &admin.conn;
-    if args.json {
-        super::print_json(&PrepareOutput {
-            database: target,
-            key: &fp.key,
-            source: snapshot.source,
-            base_key: snapshot.base_key.as_deref(),
-            applied: snapshot.applied.iter().map(|a| a.name.as_str()).collect(),
-            elapsed_ms: elapsed.as_millis() as u64,
-            host: &conn.host,
-            port: conn.port,
-            user: &conn.user,
-            password: conn.password.as_deref(),
-            dbname: target,
-            url: conn.url(target),
-        })?;
-    } else {
-        let applied = match snapshot.applied.len() {
-            0 => String::new(),
-            n => format!(", {n} migration(s) applied"),
-        };
-        super::print_stdout(&format!(
-            "{target} ready from {}{applied} in {}\n{}\n",
-            snapshot.source.as_str(),
-            ui::duration(elapsed),
-            conn.url(target)
-        ));
-    }
-    Ok(exit::OK)
+    Ok(Prepared {
+        database: target.to_string(),
+        key: fp.key,
+        source: snapshot.source,
+        base_key: snapshot.base_key,
+        applied: snapshot.applied,
+        elapsed: started.elapsed(),
+        conn: admin.conn.clone(),
+    })
 }

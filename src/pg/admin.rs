@@ -26,6 +26,25 @@ pub fn build_name(key: &str) -> String {
     format!("{BUILD_PREFIX}{}", crate::fingerprint::short_key(key))
 }
 
+/// What a `migsnap_…` database is, judging by its name alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owned<'a> {
+    /// `migsnap_<16 hex>`: the template for the key starting with that hex.
+    Template(&'a str),
+    /// `migsnap_build_<16 hex>`: a snapshot being built (or left by a crash).
+    Build(&'a str),
+}
+
+/// Classify a database name; `None` for anything migsnap did not name.
+pub fn owned(name: &str) -> Option<Owned<'_>> {
+    let hex16 = |s: &str| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some(short) = name.strip_prefix(BUILD_PREFIX) {
+        return hex16(short).then_some(Owned::Build(short));
+    }
+    let short = name.strip_prefix(TEMPLATE_PREFIX)?;
+    hex16(short).then_some(Owned::Template(short))
+}
+
 pub fn template_comment(key: &str) -> String {
     format!("{TEMPLATE_COMMENT}{key}")
 }
@@ -57,6 +76,12 @@ impl DbInfo {
     /// the template flags, so all three agree or the name does not exist.
     pub fn is_template_for(&self, key: &str) -> bool {
         self.is_template && !self.allow_conn && self.comment == template_comment(key)
+    }
+    /// The full key a finished template was made for (from its comment).
+    pub fn template_key(&self) -> Option<&str> {
+        self.comment
+            .strip_prefix(TEMPLATE_COMMENT)
+            .filter(|_| self.is_template)
     }
     pub fn made_by_migsnap(&self) -> bool {
         self.comment.starts_with("migsnap ")
@@ -165,11 +190,15 @@ impl Admin {
     /// Templates must be unflagged before PostgreSQL lets them go.
     pub async fn drop(&self, info: &DbInfo) -> Result<()> {
         let q = quote_ident(&info.name);
-        let mut sql = String::new();
+        // Two round trips: several statements in one simple query form an
+        // implicit transaction, and DROP DATABASE refuses to run in one.
         if info.is_template {
-            sql.push_str(&format!("ALTER DATABASE {q} IS_TEMPLATE false; "));
+            self.client
+                .batch_execute(&format!("ALTER DATABASE {q} IS_TEMPLATE false"))
+                .await
+                .map_err(|e| db_error(format!("cannot drop database `{}`", info.name), e))?;
         }
-        sql.push_str(&format!("DROP DATABASE IF EXISTS {q}"));
+        let sql = format!("DROP DATABASE IF EXISTS {q}");
         self.client.batch_execute(&sql).await.map_err(|e| {
             let in_use = e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE);
             let err = db_error(format!("cannot drop database `{}`", info.name), e);
@@ -208,21 +237,26 @@ impl Admin {
     /// Session-level advisory lock for building `key`. Released when the
     /// admin connection closes, so a killed process never leaves it held.
     pub async fn lock_key(&self, key: &str, on_wait: impl FnOnce()) -> Result<()> {
-        let id = lock_id(key);
-        let got: bool = self
-            .client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&id])
-            .await
-            .map_err(|e| db_error("cannot take the build lock", e))?
-            .get(0);
-        if !got {
+        if !self.try_lock_key(key).await? {
             on_wait();
             self.client
-                .execute("SELECT pg_advisory_lock($1)", &[&id])
+                .execute("SELECT pg_advisory_lock($1)", &[&lock_id(key)])
                 .await
                 .map_err(|e| db_error("cannot take the build lock", e))?;
         }
         Ok(())
+    }
+
+    /// The build lock for `key` if nobody holds it. `key` may be the full key
+    /// or its 16-hex short form (as in a build database's name): the lock id
+    /// only uses the short form.
+    pub async fn try_lock_key(&self, key: &str) -> Result<bool> {
+        Ok(self
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_id(key)])
+            .await
+            .map_err(|e| db_error("cannot take the build lock", e))?
+            .get(0))
     }
 
     pub async fn unlock_key(&self, key: &str) -> Result<()> {
@@ -292,6 +326,20 @@ mod tests {
             allow_conn: true,
             comment: comment.into(),
         }
+    }
+
+    #[test]
+    fn names_tell_templates_from_builds() {
+        assert_eq!(
+            owned("migsnap_0123456789abcdef"),
+            Some(Owned::Template("0123456789abcdef"))
+        );
+        assert_eq!(
+            owned("migsnap_build_0123456789abcdef"),
+            Some(Owned::Build("0123456789abcdef"))
+        );
+        assert_eq!(owned("migsnap_other"), None);
+        assert_eq!(owned("test_app"), None);
     }
 
     #[test]

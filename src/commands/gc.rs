@@ -1,0 +1,372 @@
+//! `migsnap gc`: bound the cache dir and the server's templates, and sweep
+//! what interrupted runs left behind.
+//!
+//! Never removes what a concurrent `prepare` needs: a snapshot goes only
+//! after gc got its per-key cache lock (non-blocking; a locked key is
+//! skipped), its template only under the per-key advisory lock, a build
+//! database only when its build lock is free. The snapshot for the current
+//! migration files is always kept. Templates whose key this cache dir does
+//! not know are left alone: on a shared server they may belong to another
+//! project or another cache dir.
+
+use crate::cli::GcArgs;
+use crate::error::{exit, Result};
+use crate::fingerprint::{self, short_key};
+use crate::pg::admin::{self, Admin, DbInfo, Owned, TEMPLATE_PREFIX};
+use crate::settings::Settings;
+use crate::store::{Manifest, Store};
+use crate::ui::{self, Ui};
+use std::time::{Duration, SystemTime};
+
+/// A temp file untouched for this long belongs to a dead process (writers
+/// hold the key's lock too, which gc checks as well).
+const STALE_TEMP: Duration = Duration::from_secs(10 * 60);
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Snapshot,
+    Template,
+    BuildDatabase,
+    TempFile,
+    OrphanDump,
+}
+
+impl Kind {
+    fn label(&self) -> &'static str {
+        match self {
+            Kind::Snapshot => "snapshot",
+            Kind::Template => "template",
+            Kind::BuildDatabase => "build database",
+            Kind::TempFile => "temp file",
+            Kind::OrphanDump => "dump without manifest",
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Item {
+    kind: Kind,
+    /// Key for snapshots, database name, or file path.
+    name: String,
+    size: Option<u64>,
+}
+
+#[derive(serde::Serialize)]
+struct Skipped {
+    #[serde(flatten)]
+    item: Item,
+    reason: &'static str,
+}
+
+#[derive(serde::Serialize, Default)]
+struct GcOutput {
+    dry_run: bool,
+    current_key: String,
+    /// Keys of the snapshots left in the cache, newest first.
+    kept: Vec<String>,
+    removed: Vec<Item>,
+    skipped: Vec<Skipped>,
+    freed_bytes: u64,
+}
+
+const IN_USE: &str = "in use by another migsnap";
+
+pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
+    let fp = fingerprint::compute(settings)?;
+    let store = Store::new(settings.ensure_cache_dir()?);
+    let admin = crate::engine::connect(settings, ui).await?;
+    let (keep, remove) = select(store.manifests(), &fp.key, args.keep, args.max_size);
+    let mut gc = Gc {
+        admin: &admin,
+        store: &store,
+        ui,
+        dry_run: args.dry_run,
+        out: GcOutput {
+            dry_run: args.dry_run,
+            current_key: fp.key.clone(),
+            kept: keep.iter().map(|m| m.key.clone()).collect(),
+            ..GcOutput::default()
+        },
+    };
+    for m in remove {
+        gc.remove_snapshot(&m).await?;
+    }
+    gc.sweep_builds().await?;
+    gc.sweep_files()?;
+
+    if args.json {
+        super::print_json(&gc.out)?;
+    } else {
+        super::print_stdout(&render(&gc.out));
+    }
+    Ok(exit::OK)
+}
+
+/// Split snapshots (newest first) into kept and removed: the `keep` newest,
+/// trimmed from the oldest end until their total fits `max_size`, plus the
+/// current key's whatever its age and size.
+fn select(
+    all: Vec<Manifest>,
+    current: &str,
+    keep: usize,
+    max_size: Option<u64>,
+) -> (Vec<Manifest>, Vec<Manifest>) {
+    let mut total: u64 = all
+        .iter()
+        .filter(|m| m.key == current)
+        .map(|m| m.dump.size)
+        .sum();
+    let (mut kept, mut removed) = (Vec::new(), Vec::new());
+    for (i, m) in all.into_iter().enumerate() {
+        if m.key == current {
+            kept.push(m);
+            continue;
+        }
+        let fits = max_size.is_none_or(|max| total + m.dump.size <= max);
+        // Once one goes, every older one goes too: the limits trim the
+        // oldest end, they do not pick an arbitrary subset that fits.
+        if i < keep && fits && removed.is_empty() {
+            total += m.dump.size;
+            kept.push(m);
+        } else {
+            removed.push(m);
+        }
+    }
+    (kept, removed)
+}
+
+/// One gc pass: what it works on, and what it has done so far.
+struct Gc<'a> {
+    admin: &'a Admin,
+    store: &'a Store,
+    ui: &'a Ui,
+    dry_run: bool,
+    out: GcOutput,
+}
+
+impl Gc<'_> {
+    fn skip(&mut self, item: Item, reason: &'static str) {
+        self.out.skipped.push(Skipped { item, reason });
+    }
+
+    async fn remove_snapshot(&mut self, m: &Manifest) -> Result<()> {
+        let item = Item {
+            kind: Kind::Snapshot,
+            name: m.key.clone(),
+            size: Some(m.dump.size),
+        };
+        // Held until the end of this function: no prepare can start building
+        // or restoring this key while its files and template go.
+        let Some(_lock) = self.store.try_lock(&m.key)? else {
+            self.skip(item, IN_USE);
+            return Ok(());
+        };
+        if !self.dry_run {
+            self.store.remove(&m.key)?;
+        }
+        self.out.freed_bytes += m.dump.size;
+        self.out.removed.push(item);
+
+        let template = admin::template_name(&m.key);
+        let Some(info) = self.admin.database(&template).await? else {
+            return Ok(());
+        };
+        if info.template_key() != Some(m.key.as_str()) {
+            // Same 16-hex prefix, another key (or unfinished): not ours.
+            return Ok(());
+        }
+        let item = Item {
+            kind: Kind::Template,
+            name: template,
+            size: None,
+        };
+        self.drop_unlocked(&info, &m.key, item, IN_USE).await
+    }
+
+    /// Build databases whose build lock is free were left by a killed run.
+    async fn sweep_builds(&mut self) -> Result<()> {
+        for info in self.admin.databases_like(TEMPLATE_PREFIX).await? {
+            let Some(Owned::Build(short)) = admin::owned(&info.name) else {
+                continue;
+            };
+            let item = Item {
+                kind: Kind::BuildDatabase,
+                name: info.name.clone(),
+                size: None,
+            };
+            self.drop_unlocked(&info, short, item, "being built")
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Drop a migsnap database if the build lock for `key` is free, holding
+    /// it meanwhile. A held lock or a failed drop (a session still
+    /// connected, say) is reported as skipped: one busy database must not
+    /// stop the sweep.
+    async fn drop_unlocked(
+        &mut self,
+        info: &DbInfo,
+        key: &str,
+        item: Item,
+        busy: &'static str,
+    ) -> Result<()> {
+        if !self.admin.try_lock_key(key).await? {
+            self.skip(item, busy);
+            return Ok(());
+        }
+        let dropped = if self.dry_run {
+            Ok(())
+        } else {
+            self.admin.drop(info).await
+        };
+        let _ = self.admin.unlock_key(key).await;
+        match dropped {
+            Ok(()) => self.out.removed.push(item),
+            Err(e) => {
+                self.ui.warn(e.message);
+                self.skip(item, "drop failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Temp files of dead writers, and dumps whose manifest never got written.
+    fn sweep_files(&mut self) -> Result<()> {
+        let now = SystemTime::now();
+        let stale = self.store.temp_files(None).into_iter().filter(|(path, _)| {
+            std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age >= STALE_TEMP)
+        });
+        let orphans = self
+            .store
+            .orphan_dumps()
+            .into_iter()
+            .map(|key| (self.store.dump_path(&key), key));
+        let files: Vec<_> = stale
+            .map(|f| (Kind::TempFile, f))
+            .chain(orphans.map(|f| (Kind::OrphanDump, f)))
+            .collect();
+        for (kind, (path, key)) in files {
+            let size = std::fs::metadata(&path).map(|m| m.len()).ok();
+            let item = Item {
+                kind,
+                name: path.display().to_string(),
+                size,
+            };
+            // Writers hold the key's lock: a locked key's files are live.
+            let Some(_lock) = self.store.try_lock(&key)? else {
+                self.skip(item, IN_USE);
+                continue;
+            };
+            if !self.dry_run {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(crate::store::cache_write_error(self.store.dir(), e)),
+                }
+            }
+            self.out.freed_bytes += size.unwrap_or(0);
+            self.out.removed.push(item);
+        }
+        Ok(())
+    }
+}
+
+fn render(out: &GcOutput) -> String {
+    let verb = if out.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    let mut text = String::new();
+    for i in &out.removed {
+        let name = match i.kind {
+            Kind::Snapshot => short_key(&i.name).to_string(),
+            _ => i.name.clone(),
+        };
+        let size = i
+            .size
+            .map(|s| format!(" ({})", ui::size(s)))
+            .unwrap_or_default();
+        text.push_str(&format!("{verb} {} {name}{size}\n", i.kind.label()));
+    }
+    for s in &out.skipped {
+        text.push_str(&format!(
+            "skipped {} {}: {}\n",
+            s.item.kind.label(),
+            s.item.name,
+            s.reason
+        ));
+    }
+    text.push_str(&format!(
+        "{} {}; kept {} snapshot(s)\n",
+        if out.dry_run { "would free" } else { "freed" },
+        ui::size(out.freed_bytes),
+        out.kept.len()
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{BuildInfo, DumpInfo, MANIFEST_FORMAT};
+
+    fn snap(key: &str, created: u64, size: u64) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            key: key.into(),
+            created_unix: created,
+            migsnap_version: String::new(),
+            server_version_num: 150000,
+            dump: DumpInfo {
+                file: String::new(),
+                sha256: String::new(),
+                size,
+            },
+            migrations: Default::default(),
+            key_inputs: Default::default(),
+            applied: vec![],
+            build: BuildInfo {
+                source: "cold".into(),
+                base_key: None,
+                seconds: 0.0,
+            },
+        }
+    }
+
+    fn keys(v: &[Manifest]) -> Vec<&str> {
+        v.iter().map(|m| m.key.as_str()).collect()
+    }
+
+    #[test]
+    fn keeps_the_newest_and_always_the_current() {
+        // Newest first, as Store::manifests returns them.
+        let all = || {
+            vec![
+                snap("d", 4, 10),
+                snap("c", 3, 10),
+                snap("b", 2, 10),
+                snap("a", 1, 10),
+            ]
+        };
+        let (kept, removed) = select(all(), "a", 2, None);
+        assert_eq!(keys(&kept), ["d", "c", "a"]);
+        assert_eq!(keys(&removed), ["b"]);
+        let (kept, removed) = select(all(), "d", 0, None);
+        assert_eq!(keys(&kept), ["d"]);
+        assert_eq!(keys(&removed), ["c", "b", "a"]);
+        // 25 bytes: current (10) + one more; the oldest go first.
+        let (kept, removed) = select(all(), "a", 10, Some(25));
+        assert_eq!(keys(&kept), ["d", "a"]);
+        assert_eq!(keys(&removed), ["c", "b"]);
+        // The current one stays even when it alone is over the limit.
+        let (kept, _) = select(all(), "b", 10, Some(1));
+        assert_eq!(keys(&kept), ["b"]);
+    }
+}

@@ -1,0 +1,169 @@
+//! `migsnap ls`: what the cache dir and the server hold, and which snapshot
+//! the current migration files would use.
+
+use crate::cli::LsArgs;
+use crate::error::{exit, Result};
+use crate::fingerprint::{self, short_key};
+use crate::pg::admin::{self, Owned, TEMPLATE_PREFIX};
+use crate::settings::Settings;
+use crate::store::{self, Store};
+use crate::ui::{self, Ui};
+use std::collections::BTreeSet;
+
+#[derive(serde::Serialize)]
+struct LsOutput {
+    current_key: String,
+    cache_dir: String,
+    snapshots: Vec<SnapshotRow>,
+    /// `None` when the server could not be reached (the cache is still listed).
+    templates: Option<Vec<TemplateRow>>,
+}
+
+#[derive(serde::Serialize)]
+struct SnapshotRow {
+    key: String,
+    size: u64,
+    created_unix: u64,
+    age_seconds: u64,
+    /// Migration files hashed into the key.
+    migrations: usize,
+    /// `cold` or `incremental`.
+    source: String,
+    base_key: Option<String>,
+    current: bool,
+    /// A template for this key is on the server.
+    template: bool,
+}
+
+#[derive(serde::Serialize)]
+struct TemplateRow {
+    name: String,
+    /// From the template's comment; `None` if it is not a finished template.
+    key: Option<String>,
+    /// This cache dir has the snapshot for the key.
+    cached: bool,
+    current: bool,
+}
+
+pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
+    let fp = fingerprint::compute(settings)?;
+    let store = Store::new(&settings.cache_dir);
+    let manifests = store.manifests();
+    let cached: BTreeSet<&str> = manifests.iter().map(|m| m.key.as_str()).collect();
+
+    // The cache is worth listing even when the server is down.
+    let templates = match list_templates(settings, ui).await {
+        Ok(dbs) => Some(
+            dbs.into_iter()
+                .map(|(name, key)| TemplateRow {
+                    cached: key.as_deref().is_some_and(|k| cached.contains(k)),
+                    current: key.as_deref() == Some(fp.key.as_str()),
+                    name,
+                    key,
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Err(e) => {
+            ui.warn(format!("{}; listing the cache only", e.message));
+            None
+        }
+    };
+    let on_server = |key: &str| {
+        templates
+            .iter()
+            .flatten()
+            .any(|t| t.key.as_deref() == Some(key))
+    };
+    let now = store::now_unix();
+    let snapshots: Vec<SnapshotRow> = manifests
+        .iter()
+        .map(|m| SnapshotRow {
+            key: m.key.clone(),
+            size: m.dump.size,
+            created_unix: m.created_unix,
+            age_seconds: now.saturating_sub(m.created_unix),
+            migrations: m.migrations.len(),
+            source: m.build.source.clone(),
+            base_key: m.build.base_key.clone(),
+            current: m.key == fp.key,
+            template: on_server(&m.key),
+        })
+        .collect();
+    let out = LsOutput {
+        current_key: fp.key.clone(),
+        cache_dir: settings.cache_dir.display().to_string(),
+        snapshots,
+        templates,
+    };
+    if args.json {
+        super::print_json(&out)?;
+    } else {
+        super::print_stdout(&render(&out));
+    }
+    Ok(exit::OK)
+}
+
+/// Templates on the server as (name, key from the comment).
+async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Vec<(String, Option<String>)>> {
+    let admin = crate::engine::connect(settings, ui).await?;
+    Ok(admin
+        .databases_like(TEMPLATE_PREFIX)
+        .await?
+        .into_iter()
+        .filter(|d| matches!(admin::owned(&d.name), Some(Owned::Template(_))))
+        .map(|d| {
+            let key = d.template_key().map(String::from);
+            (d.name, key)
+        })
+        .collect())
+}
+
+fn render(out: &LsOutput) -> String {
+    let mut text = format!(
+        "snapshots in {} (current key {}):\n",
+        out.cache_dir,
+        short_key(&out.current_key)
+    );
+    if out.snapshots.is_empty() {
+        text.push_str("  (none)\n");
+    }
+    for s in &out.snapshots {
+        let base = match &s.base_key {
+            Some(b) => format!(" on {}", short_key(b)),
+            None => String::new(),
+        };
+        text.push_str(&format!(
+            "  {}{}  {:>10}  {:>8} ago  {:>4} migrations  {}{base}{}\n",
+            short_key(&s.key),
+            if s.current { "*" } else { " " },
+            ui::size(s.size),
+            ui::age(s.age_seconds),
+            s.migrations,
+            s.source,
+            if s.template { "  [template]" } else { "" },
+        ));
+    }
+    match &out.templates {
+        None => text.push_str("templates: (server unreachable)\n"),
+        Some(ts) => {
+            text.push_str("templates on the server:\n");
+            if ts.is_empty() {
+                text.push_str("  (none)\n");
+            }
+            for t in ts {
+                let state = match (&t.key, t.cached) {
+                    (None, _) => "unfinished",
+                    (Some(_), true) => "cached",
+                    (Some(_), false) => "not in this cache",
+                };
+                text.push_str(&format!(
+                    "  {}{}  {state}\n",
+                    t.name,
+                    if t.current { "*" } else { " " }
+                ));
+            }
+        }
+    }
+    text.push_str("* = current key\n");
+    text
+}

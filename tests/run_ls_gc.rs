@@ -1,0 +1,295 @@
+//! `migsnap run`, `ls` and `gc` against a real server and a real Django.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Output;
+
+fn migration(app: &str, dep: &str, name: &str) -> String {
+    format!(
+        "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    \
+         dependencies = [(\"{app}\", \"{dep}\")]\n    operations = [\n        \
+         migrations.AddField(\"product\", \"{name}\", models.TextField(default=\"\")),\n    ]\n"
+    )
+}
+
+fn json(out: &Output) -> Value {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_slice(&out.stdout).expect("json on stdout")
+}
+
+/// Three snapshots of one project: cold, then two incremental ones.
+fn three_snapshots(p: &Project, db: &str) -> Vec<String> {
+    let mut keys = vec![];
+    keys.push(p.prepare(db)["key"].as_str().expect("key").to_string());
+    p.write(
+        "catalog/migrations/0005_a.py",
+        &migration("catalog", "0004_product_is_active", "a"),
+    );
+    keys.push(p.prepare(db)["key"].as_str().expect("key").to_string());
+    p.write(
+        "catalog/migrations/0006_b.py",
+        &migration("catalog", "0005_a", "b"),
+    );
+    keys.push(p.prepare(db)["key"].as_str().expect("key").to_string());
+    keys
+}
+
+fn template(key: &str) -> String {
+    format!("migsnap_{}", &key[..16])
+}
+
+#[test]
+fn run_prepares_then_runs_the_command_with_the_connection() {
+    let p = Project::example("run");
+    let db = p.db("a");
+    let python = python();
+    let python = python.to_str().expect("utf-8 path");
+
+    // Django itself, pointed at the database through PG* only: nothing
+    // left to migrate.
+    let out = p
+        .cmd(&[
+            "run",
+            "--database",
+            &db,
+            "--",
+            python,
+            "manage.py",
+            "migrate",
+            "--check",
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{db} ready from cold")),
+        "{}",
+        stderr(&out)
+    );
+    let key = p.key();
+    p.track(&template(&key));
+
+    // DATABASE_URL works on its own, and the exit code comes through.
+    let script = "test \"$PGDATABASE\" = \"$1\" || exit 90; \
+                  unset PGHOST PGPORT PGUSER PGDATABASE; \
+                  psql -X -At \"$DATABASE_URL\" -c \"SELECT count(*) FROM pg_indexes WHERE indexname = 'catalog_product_name_trgm'\"; \
+                  exit 7";
+    let out = p
+        .cmd(&[
+            "run",
+            "-q",
+            "--database",
+            &db,
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            &db,
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+
+    // --rebuild and the prepare options are shared.
+    let out = p
+        .cmd(&["run", "--rebuild", "--database", &db, "--", "true"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("ready from cold"), "{}", stderr(&out));
+
+    // A command that does not exist: a clear error, exit code 2.
+    let out = p
+        .cmd(&["run", "--database", &db, "--", "/nonexistent/cmd"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot run `/nonexistent/cmd`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("hint:"));
+}
+
+#[test]
+fn ls_lists_snapshots_and_templates_and_marks_the_current_key() {
+    let p = Project::example("ls");
+    let db = p.db("a");
+    let keys = three_snapshots(&p, &db);
+    for k in &keys {
+        p.track(&template(k));
+    }
+    let v = json(&p.run(&["ls", "--json"]));
+    assert_eq!(v["current_key"], keys[2].as_str());
+    let snaps = v["snapshots"].as_array().expect("snapshots");
+    let listed: Vec<&str> = snaps
+        .iter()
+        .map(|s| s["key"].as_str().expect("key"))
+        .collect();
+    // Newest first. Same-second builds may tie; compare as sets, then the
+    // current one's details.
+    let mut sorted = listed.clone();
+    sorted.sort();
+    let mut want: Vec<&str> = keys.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(sorted, want);
+    for s in snaps {
+        let k = s["key"].as_str().expect("key");
+        assert_eq!(s["current"], k == keys[2]);
+        assert_eq!(s["template"], true, "{s}");
+        assert!(s["size"].as_u64().expect("size") > 0);
+    }
+    let current = snaps
+        .iter()
+        .find(|s| s["current"] == true)
+        .expect("current");
+    assert_eq!(current["source"], "incremental");
+    assert_eq!(current["base_key"], keys[1].as_str());
+    assert_eq!(current["migrations"], 12);
+
+    // Templates are listed by the server, whatever this cache knows; ours
+    // are recognised by their key.
+    let templates = v["templates"].as_array().expect("templates");
+    for (i, k) in keys.iter().enumerate() {
+        let t = templates
+            .iter()
+            .find(|t| t["key"] == k.as_str())
+            .unwrap_or_else(|| panic!("template for {k} listed: {templates:?}"));
+        assert_eq!(t["name"], template(k).as_str());
+        assert_eq!(t["cached"], true);
+        assert_eq!(t["current"], i == 2);
+    }
+
+    let text = String::from_utf8_lossy(&p.run(&["ls"]).stdout).into_owned();
+    assert!(text.contains(&format!("{}*", &keys[2][..16])), "{text}");
+    assert!(text.contains(&template(&keys[0])), "{text}");
+}
+
+#[test]
+fn gc_removes_old_snapshots_and_leftovers_but_nothing_in_use() {
+    let p = Project::example("gc");
+    let db = p.db("a");
+    let keys = three_snapshots(&p, &db);
+    for k in &keys {
+        p.track(&template(k));
+    }
+    let cache = p.cache.path();
+    let files = |k: &str| {
+        [format!("{k}.json"), format!("{k}.sql.zst")]
+            .iter()
+            .all(|f| cache.join(f).is_file())
+    };
+
+    // Leftovers of killed runs: an old temp file, a build database nobody
+    // holds the lock for. And what a live run owns: a fresh temp file, and
+    // a build database whose build lock is held.
+    let stale = cache.join(format!(".tmp-{}.dead", keys[0]));
+    let fresh = cache.join(format!(".tmp-{}.live", keys[1]));
+    std::fs::write(&stale, "x").expect("write");
+    std::fs::write(&fresh, "x").expect("write");
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "1 hour ago"])
+        .arg(&stale)
+        .status()
+        .expect("touch");
+    assert!(touched.success());
+    let dead_build = format!("migsnap_build_{}", &keys[0][..16]);
+    let live_build = format!("migsnap_build_{}", &keys[1][..16]);
+    for b in [&dead_build, &live_build] {
+        p.track(b);
+        psql("postgres", &format!("CREATE DATABASE \"{b}\""));
+    }
+    let lock_id = u64::from_str_radix(&keys[1][..16], 16).expect("hex") as i64;
+    // A psql session holding the build lock, as a building prepare would;
+    // closing its stdin ends the session and releases the lock.
+    let mut holder = std::process::Command::new("psql")
+        .args(["-X", "-q", "-d"])
+        .arg(db_url("postgres"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    {
+        use std::io::Write;
+        let stdin = holder.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "SELECT pg_advisory_lock({lock_id});").expect("write");
+        stdin.flush().expect("flush");
+    }
+    // Wait until the holder has the lock (a failed try in this short
+    // session releases nothing the holder needs).
+    while psql(
+        "postgres",
+        &format!("SELECT pg_try_advisory_lock({lock_id})"),
+    ) == "t"
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // 1. Dry run: reports, touches nothing.
+    let v = json(&p.run(&["gc", "--keep", "0", "--dry-run", "--json"]));
+    assert_eq!(v["dry_run"], true);
+    let removed = |v: &Value, kind: &str| -> Vec<String> {
+        v["removed"]
+            .as_array()
+            .expect("removed")
+            .iter()
+            .filter(|i| i["kind"] == kind)
+            .map(|i| i["name"].as_str().expect("name").to_string())
+            .collect()
+    };
+    let mut snaps = removed(&v, "snapshot");
+    snaps.sort();
+    let mut want = vec![keys[0].clone(), keys[1].clone()];
+    want.sort();
+    assert_eq!(snaps, want);
+    assert!(keys
+        .iter()
+        .all(|k| files(k) && database_exists(&template(k))));
+    assert!(stale.exists() && database_exists(&dead_build));
+
+    // 2. For real, while a prepare holds the cache lock of the middle key.
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(cache.join(format!("{}.lock", keys[1])))
+        .expect("lock file");
+    lock.try_lock().expect("lock");
+    let v = json(&p.run(&["gc", "--keep", "0", "--json"]));
+    assert_eq!(removed(&v, "snapshot"), vec![keys[0].clone()]);
+    assert_eq!(removed(&v, "template"), vec![template(&keys[0])]);
+    assert_eq!(removed(&v, "build_database"), vec![dead_build.clone()]);
+    assert_eq!(removed(&v, "temp_file"), vec![stale.display().to_string()]);
+    let skipped: Vec<&str> = v["skipped"]
+        .as_array()
+        .expect("skipped")
+        .iter()
+        .map(|s| s["name"].as_str().expect("name"))
+        .collect();
+    assert!(skipped.contains(&keys[1].as_str()), "{v}");
+    assert!(skipped.contains(&live_build.as_str()), "{v}");
+    assert!(!files(&keys[0]) && !database_exists(&template(&keys[0])));
+    assert!(files(&keys[1]) && database_exists(&template(&keys[1])));
+    assert!(files(&keys[2]) && database_exists(&template(&keys[2])));
+    assert!(!stale.exists() && fresh.exists());
+    assert!(!database_exists(&dead_build) && database_exists(&live_build));
+    drop(lock);
+    drop(holder.stdin.take());
+    assert!(holder.wait().expect("psql").success());
+
+    // 3. A size limit below the current snapshot: everything else goes, the
+    // current key's snapshot stays.
+    let v = json(&p.run(&["gc", "--max-size", "1K", "--json"]));
+    assert_eq!(removed(&v, "snapshot"), vec![keys[1].clone()]);
+    assert_eq!(v["kept"], serde_json::json!([keys[2]]));
+    assert!(files(&keys[2]));
+    assert_eq!(p.prepare(&db)["source"], "template");
+
+    let out = p.run(&["gc", "--max-size", "lots"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
