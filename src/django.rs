@@ -145,25 +145,31 @@ pub async fn run_shim(
         .stderr
         .take()
         .ok_or_else(|| Error::internal("no stderr from python"))?;
-    let mut events = BufReader::new(stdout).lines();
-    let mut output = BufReader::new(stderr).lines();
+    // Read raw lines and decode lossily: a migration printing invalid UTF-8
+    // must not stop us draining its pipe (Python would block on a full pipe
+    // and both sides would wait forever).
+    let mut events = BufReader::new(stdout);
+    let mut output = BufReader::new(stderr);
+    let (mut ev_buf, mut out_buf) = (Vec::new(), Vec::new());
 
     let started = Instant::now();
     let mut progress = Progress::default();
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut failure: Option<(String, String)> = None;
     let mut migration_files = Vec::new();
+    let mut finished = false;
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let (mut events_open, mut output_open) = (true, true);
 
     while events_open || output_open {
         tokio::select! {
-            line = events.next_line(), if events_open => match line {
-                Ok(Some(line)) => match serde_json::from_str::<Event>(&line) {
+            line = read_line(&mut events, &mut ev_buf), if events_open => match line {
+                Some(line) => match serde_json::from_str::<Event>(&line) {
                     Ok(ev) => {
                         match &ev {
                             Event::Error { r#type, message } => failure = Some((r#type.clone(), message.clone())),
                             Event::MigrationFiles { files } => migration_files = files.clone(),
+                            Event::Finished => finished = true,
                             _ => {}
                         }
                         progress.on_event(ev, ui);
@@ -171,17 +177,17 @@ pub async fn run_shim(
                     // A stray print to the saved stdout: treat as output.
                     Err(_) => push_tail(&mut tail, line),
                 },
-                _ => events_open = false,
+                None => events_open = false,
             },
-            line = output.next_line(), if output_open => match line {
-                Ok(Some(line)) => {
+            line = read_line(&mut output, &mut out_buf), if output_open => match line {
+                Some(line) => {
                     if settings.verbose && !ui.quiet {
                         ui.clear_progress();
                         eprintln!("{line}");
                     }
                     push_tail(&mut tail, line);
                 }
-                _ => output_open = false,
+                None => output_open = false,
             },
             _ = ticker.tick() => progress.redraw(ui),
         }
@@ -192,9 +198,17 @@ pub async fn run_shim(
         .map_err(|e| Error::internal("python did not finish").source(e))?;
     ui.clear_progress();
 
-    if !status.success() || failure.is_some() {
-        let (kind, message) =
-            failure.unwrap_or_else(|| ("exit".into(), format!("python exited with {status}")));
+    // Success means the shim said it finished: a manage.py that exits 0
+    // early (sys.exit inside it) must not pass for a migrated database.
+    if !status.success() || failure.is_some() || !finished {
+        let (kind, message) = failure.unwrap_or_else(|| {
+            let how = if status.success() {
+                "before migrating"
+            } else {
+                "with an error"
+            };
+            ("exit".into(), format!("python exited {how} ({status})"))
+        });
         let history = matches!(
             kind.as_str(),
             "InconsistentMigrationHistory" | "NodeNotFoundError"
@@ -209,6 +223,9 @@ pub async fn run_shim(
             .hint(match kind.as_str() {
                 "ModuleNotFoundError" | "ImproperlyConfigured" => {
                     "check the settings module (--settings / DJANGO_SETTINGS_MODULE) and the interpreter (MIGSNAP_PYTHON)"
+                }
+                "Configuration" => {
+                    "point DATABASES['default'] at PostgreSQL (the settings module migsnap uses may be set with --settings)"
                 }
                 _ => "fix the migration or settings named above; no snapshot was saved",
             });
@@ -240,6 +257,24 @@ pub async fn run_shim(
         ui.info(format!("slowest: {}", list.join(", ")));
     }
     Ok(report)
+}
+
+/// One line (without its newline), decoded lossily; None at end of stream
+/// or on a read error. Cancel-safe inside `select!`: `read_until` keeps a
+/// partial line in `buf`, so `buf` is cleared only once a line is complete.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> Option<String> {
+    let res = r.read_until(b'\n', buf).await;
+    if buf.is_empty() || res.is_err() {
+        return None;
+    }
+    let mut line = std::mem::take(buf);
+    while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        line.pop();
+    }
+    Some(String::from_utf8_lossy(&line).into_owned())
 }
 
 fn push_tail(tail: &mut VecDeque<String>, line: String) {

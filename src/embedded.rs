@@ -72,6 +72,11 @@ impl Embedded {
         self.dir.join("data")
     }
 
+    /// The superuser's password, for TCP connections (0600, server user).
+    fn password_file(&self) -> PathBuf {
+        self.dir.join("password")
+    }
+
     fn log(&self) -> PathBuf {
         self.dir.join("server.log")
     }
@@ -115,6 +120,7 @@ impl Embedded {
                 ConnInfo {
                     host: "127.0.0.1".into(),
                     port,
+                    password: std::fs::read_to_string(self.password_file()).ok(),
                     ..self.conn_info()
                 }
                 .url("postgres")
@@ -236,11 +242,32 @@ impl Embedded {
             std::fs::remove_dir_all(&tmp)
                 .with_kind(Kind::Usage, || format!("cannot remove `{}`", tmp.display()))?;
         }
+        // The socket lives in a directory only the server user (and root) can
+        // enter, so it may trust; TCP, when `server-port` turns it on, is
+        // reachable by every local user and needs the generated password.
+        let pwfile = self.password_file();
+        let password = random_hex(16)?;
+        std::fs::write(&pwfile, &password).with_kind(Kind::Internal, || {
+            format!("cannot write `{}`", pwfile.display())
+        })?;
+        std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600))
+            .with_kind(Kind::Internal, || {
+                format!("cannot protect `{}`", pwfile.display())
+            })?;
+        if let Some(user) = server_user()? {
+            std::os::unix::fs::chown(&pwfile, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+                .with_kind(Kind::Internal, || {
+                    format!("cannot hand `{}` to `{}`", pwfile.display(), user.name)
+                })?;
+        }
+        let pwfile_arg = format!("--pwfile={}", pwfile.display());
         let initdb = tools::find("initdb", None)?;
         let out = self.run_as_server(
             initdb,
             &[
-                "--auth=trust",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                &pwfile_arg,
                 "--username",
                 SUPERUSER,
                 "--encoding=UTF8",
@@ -363,6 +390,15 @@ fn check_reachable(dir: &Path, user: &nix::unistd::User) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .with_kind(Kind::Internal, || "cannot read /dev/urandom".into())?;
+    Ok(crate::fingerprint::hex(&buf))
 }
 
 /// As root: the unprivileged user that runs the server. Otherwise None.

@@ -83,11 +83,13 @@ pub async fn build(
     let store = Store::new(settings.ensure_cache_dir()?);
     let key = fp.key.as_str();
     let short = fp.short();
-    let _file_lock = store.lock(key, || {
-        ui.info(format!(
-            "waiting for another migsnap building snapshot {short} (cache lock)…"
-        ))
-    })?;
+    let _file_lock = store
+        .lock(key, || {
+            ui.info(format!(
+                "waiting for another migsnap building snapshot {short} (cache lock)…"
+            ))
+        })
+        .await?;
     admin
         .lock_key(key, || {
             ui.info(format!(
@@ -143,7 +145,7 @@ async fn build_locked(
     }
 
     if !rebuild {
-        if usable_snapshot(store, key, admin.version_num, ui).is_some() {
+        if usable_snapshot(store, key, admin.version_num, true, ui).is_some() {
             let t = Instant::now();
             ui.info(format!("restoring cached snapshot {}", fp.short()));
             admin.create(&build, None, CloneStrategy::Default).await?;
@@ -162,7 +164,7 @@ async fn build_locked(
                 Ok(snapshot) => return Ok(snapshot),
                 Err(f) if f.history => {
                     ui.warn(format!(
-                        "Django refused to build on snapshot {} ({}); migrating from empty instead",
+                        "cannot build on snapshot {} ({}); migrating from empty instead",
                         crate::fingerprint::short_key(&base.key),
                         f.error.message
                     ));
@@ -213,15 +215,30 @@ async fn build_locked(
 
 /// The cached snapshot for `key` if its manifest and dump check out and the
 /// server is not older than the one it came from. Damaged ones are removed.
-fn usable_snapshot(store: &Store, key: &str, server_version_num: u32, ui: &Ui) -> Option<Manifest> {
+///
+/// `ours`: the caller holds this key's lock. Only then are damaged files
+/// removed; another key's files (an ancestor) are just skipped, since its own
+/// builder may be rewriting them right now.
+fn usable_snapshot(
+    store: &Store,
+    key: &str,
+    server_version_num: u32,
+    ours: bool,
+    ui: &Ui,
+) -> Option<Manifest> {
+    let reject = |why: String| {
+        if ours {
+            ui.warn(format!("{why}; discarding it"));
+            store.discard(key);
+        } else {
+            ui.warn(format!("{why}; not building on it"));
+        }
+        None
+    };
     let m = match store.load(key) {
         Ok(Some(m)) => m,
         Ok(None) => return None,
-        Err(why) => {
-            ui.warn(format!("{why}; discarding it"));
-            store.discard(key);
-            return None;
-        }
+        Err(why) => return reject(why),
     };
     if m.server_major() > server_version_num / 10000 {
         ui.warn(format!(
@@ -233,9 +250,7 @@ fn usable_snapshot(store: &Store, key: &str, server_version_num: u32, ui: &Ui) -
         return None;
     }
     if let Err(why) = store.verify(&m) {
-        ui.warn(format!("{why}; discarding it"));
-        store.discard(key);
-        return None;
+        return reject(why);
     }
     Some(m)
 }
@@ -265,7 +280,7 @@ async fn incremental(
                 .await?;
         }
         _ => {
-            let Some(m) = usable_snapshot(store, &base.key, admin.version_num, ui) else {
+            let Some(m) = usable_snapshot(store, &base.key, admin.version_num, false, ui) else {
                 return Err(MigrateFailure {
                     history: true,
                     error: Error::internal(format!("snapshot {base_short} is unusable")),
@@ -339,6 +354,7 @@ async fn finish(
         dump,
         migrations: fp.migrations.clone(),
         key_inputs: fp.key_inputs.clone(),
+        salt_sha256: fp.salt_sha256.clone(),
         applied,
         build: info,
     };

@@ -35,6 +35,9 @@ pub struct Fingerprint {
     /// Relative path (with `/`) -> sha256 hex of the normalised content.
     pub migrations: BTreeMap<String, String>,
     pub key_inputs: BTreeMap<String, String>,
+    /// sha256 of the key salt: snapshots only build on snapshots with the
+    /// same salt (changing it invalidates every snapshot).
+    pub salt_sha256: String,
 }
 
 impl Fingerprint {
@@ -122,6 +125,7 @@ pub fn compute(settings: &Settings) -> Result<Fingerprint> {
         key,
         migrations,
         key_inputs,
+        salt_sha256: hash_normalized(settings.key_salt.as_bytes()),
     })
 }
 

@@ -17,7 +17,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Bump when the manifest's meaning changes; older manifests are ignored.
-pub const MANIFEST_FORMAT: u32 = 1;
+pub const MANIFEST_FORMAT: u32 = 2;
 const TMP_PREFIX: &str = ".tmp-";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +32,8 @@ pub struct Manifest {
     /// Relative path -> sha256 of every migration file in the snapshot.
     pub migrations: BTreeMap<String, String>,
     pub key_inputs: BTreeMap<String, String>,
+    /// sha256 of the key salt the snapshot was built with.
+    pub salt_sha256: String,
     /// Rows of django_migrations, as "app.name", in id order.
     pub applied: Vec<String>,
     pub build: BuildInfo,
@@ -84,19 +86,24 @@ impl Store {
 
     /// Exclusive per-key lock, held while a snapshot is built or written.
     /// The OS drops it when the process dies, so a crash never wedges it.
-    pub fn lock(&self, key: &str, on_wait: impl FnOnce()) -> Result<File> {
+    ///
+    /// Waiting polls instead of blocking in flock(2), so the runtime stays
+    /// free and Ctrl-C still interrupts a waiter.
+    pub async fn lock(&self, key: &str, on_wait: impl FnOnce()) -> Result<File> {
         let (file, path) = self.lock_file(key)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                on_wait();
-                file.lock().with_kind(Kind::Internal, || {
-                    format!("cannot lock `{}`", path.display())
-                })?;
+        let mut on_wait = Some(on_wait);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if let Some(f) = on_wait.take() {
+                        f();
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(lock_error(&path, e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(lock_error(&path, e)),
         }
-        Ok(file)
     }
 
     /// The per-key lock if nobody holds it, else `None` (gc skips keys that
@@ -286,12 +293,16 @@ impl Store {
 
     /// The cached snapshot to build on when there is none for `fp`: the one
     /// with the most migration files, all of which are still present with the
-    /// same content (ties: the newest). Snapshots from a newer server major
+    /// same content (ties: the newest). Key inputs (lock files) may differ:
+    /// `migrate` then applies whatever new third-party migrations they bring. Snapshots from a newer server major
     /// version are skipped (a dump never goes into an older server).
     pub fn best_ancestor(&self, fp: &Fingerprint, server_version_num: u32) -> Option<Manifest> {
         self.manifests()
             .into_iter()
             .filter(|m| m.key != fp.key && m.server_major() <= server_version_num / 10000)
+            // Same salt (a new salt invalidates everything), and at least one
+            // migration in common: an empty snapshot is nobody's ancestor.
+            .filter(|m| m.salt_sha256 == fp.salt_sha256 && !m.migrations.is_empty())
             .filter(|m| {
                 m.migrations
                     .iter()

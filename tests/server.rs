@@ -79,11 +79,19 @@ fn embedded_server_is_socket_only_unless_a_port_is_asked_for() {
     let port = free_port();
     let tcp = server(&srv, Some(port), &["start"]);
     let tcp_url = tcp["tcp_url"].as_str().expect("tcp_url");
-    assert_eq!(
-        tcp_url,
-        format!("postgresql://postgres@127.0.0.1:{port}/postgres")
+    assert!(
+        tcp_url.starts_with("postgresql://postgres:")
+            && tcp_url.ends_with(&format!("@127.0.0.1:{port}/postgres")),
+        "{tcp_url}"
     );
     assert_eq!(sql(tcp_url, "SELECT 42").as_deref(), Some("42"));
+    // TCP is reachable by every local user: it must not trust them.
+    let no_password = format!("postgresql://postgres@127.0.0.1:{port}/postgres");
+    assert_eq!(
+        sql(&no_password, "SELECT 42"),
+        None,
+        "TCP without the password is refused"
+    );
     assert_eq!(
         sql(tcp["url"].as_str().expect("url"), "SHOW listen_addresses").as_deref(),
         Some("127.0.0.1")

@@ -63,6 +63,9 @@ pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Ui) -> Result<u8> {
             let c = build_cache(settings, &fp, ui).await?;
             let bytes = serde_json::to_vec_pretty(&c)
                 .with_kind(Kind::Internal, || "cannot serialise the check cache".into())?;
+            // Under the key's lock: a concurrent build cleans this key's
+            // temp files while it holds that lock.
+            let _lock = store.lock(&fp.key, || {}).await?;
             write_atomic(&store, &fp.key, &cache_path, &bytes)?;
             c
         }

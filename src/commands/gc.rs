@@ -331,6 +331,7 @@ mod tests {
             },
             migrations: Default::default(),
             key_inputs: Default::default(),
+            salt_sha256: String::new(),
             applied: vec![],
             build: BuildInfo {
                 source: "cold".into(),

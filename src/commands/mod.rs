@@ -36,7 +36,11 @@ pub fn run(cli: Cli) -> Result<u8> {
         drop(runtime);
         return Err(run::exec(&prepared, args, &ui));
     }
-    runtime.block_on(interruptible(dispatch(&cli.command, &settings, &ui), &ui))
+    let result = runtime.block_on(interruptible(dispatch(&cli.command, &settings, &ui), &ui));
+    // Do not wait for blocking tasks (a server start waiting on its lock)
+    // after an interrupt: the process is exiting anyway.
+    runtime.shutdown_background();
+    result
 }
 
 /// Race `work` against Ctrl-C. Ctrl-C drops the command's future: the Python

@@ -32,23 +32,55 @@ def label(migration):
     return "%s.%s" % (migration.app_label, migration.name)
 
 
+class MigsnapError(Exception):
+    """A problem migsnap explains itself (reported without a traceback)."""
+
+
 def point_default_database_at_target():
     from django.conf import settings
 
     databases = settings.DATABASES  # imports the settings module
     if "default" not in databases:
-        raise RuntimeError("settings.DATABASES has no 'default' alias")
-    db = databases["default"]
-    db["NAME"] = os.environ["MIGSNAP_DB_NAME"]
-    db["HOST"] = os.environ["MIGSNAP_DB_HOST"]
-    db["PORT"] = os.environ["MIGSNAP_DB_PORT"]
-    db["USER"] = os.environ["MIGSNAP_DB_USER"]
-    db["PASSWORD"] = os.environ.get("MIGSNAP_DB_PASSWORD", "")
-    options = db.setdefault("OPTIONS", {})
-    # A service or passfile would override the host/user we just set.
-    for key in ("service", "passfile"):
-        options.pop(key, None)
+        raise MigsnapError("settings.DATABASES has no 'default' alias")
+    original = dict(databases["default"])
+    target = {
+        "NAME": os.environ["MIGSNAP_DB_NAME"],
+        "HOST": os.environ["MIGSNAP_DB_HOST"],
+        "PORT": os.environ["MIGSNAP_DB_PORT"],
+        "USER": os.environ["MIGSNAP_DB_USER"],
+        "PASSWORD": os.environ.get("MIGSNAP_DB_PASSWORD", ""),
+    }
+    same = lambda db: all(db.get(k) == original.get(k) for k in ("NAME", "HOST", "PORT"))
+    # Aliases that are the default database under another name (a replica
+    # entry, a router's read alias) follow it; any other alias is a different
+    # database and is left as the settings say, as a plain migrate would.
+    for alias, db in databases.items():
+        if alias != "default" and not same(db):
+            continue
+        db.update(target)
+        options = db.setdefault("OPTIONS", {})
+        # A service or passfile would override the host/user we just set, and
+        # sslmode cannot work over a Unix socket.
+        for key in ("service", "passfile"):
+            options.pop(key, None)
+        if target["HOST"].startswith("/"):
+            options.pop("sslmode", None)
+    # A connection that manage.py opened early would still point elsewhere.
+    from django.db import connections
+
+    connections.close_all()
     return settings
+
+
+def require_postgresql():
+    from django.db import connections
+
+    vendor = connections["default"].vendor
+    if vendor != "postgresql":
+        raise MigsnapError(
+            "DATABASES['default'] uses the %s backend (%s); migsnap needs PostgreSQL"
+            % (vendor, connections["default"].settings_dict.get("ENGINE"))
+        )
 
 
 def migrate():
@@ -115,6 +147,7 @@ def run(argv=None):
     import django
 
     django.setup()
+    require_postgresql()
     emit("ready", settings=settings.SETTINGS_MODULE, django=django.get_version())
     mode = os.environ.get("MIGSNAP_MODE", "migrate")
     if mode == "migrate":
@@ -138,13 +171,16 @@ def main():
     try:
         runpy.run_path(MANAGE_PY, run_name="__main__")
         if not _called:
-            raise RuntimeError(
+            raise MigsnapError(
                 "%s did not call django.core.management.execute_from_command_line" % MANAGE_PY
             )
     except SystemExit as e:
         if e.code not in (0, None):
             emit("error", type="SystemExit", message="exited with status %s" % e.code)
             raise
+    except MigsnapError as e:
+        emit("error", type="Configuration", message=str(e))
+        sys.exit(1)
     except BaseException as e:  # report everything, including KeyboardInterrupt
         traceback.print_exc()
         emit("error", type=type(e).__name__, message=str(e).strip().splitlines()[0] if str(e).strip() else "")
