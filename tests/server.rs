@@ -33,7 +33,7 @@ fn free_port() -> u16 {
 
 fn sql(url: &str, q: &str) -> Option<String> {
     let out = Command::new("psql")
-        .args(["-X", "-At", "-d", url, "-c", q])
+        .args(["-X", "-w", "-At", "-d", url, "-c", q])
         .output()
         .expect("psql");
     out.status
