@@ -245,6 +245,7 @@ impl Progress {
                     name: migration,
                     seconds,
                 });
+                crate::failpoint::point("migrate.applied");
             }
             Event::Error { .. } | Event::Finished => self.current = None,
         }

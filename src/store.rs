@@ -8,6 +8,7 @@
 //! leaves either no manifest (ignored, cleaned later) or a complete pair.
 
 use crate::error::{Context, Error, Kind, Result};
+use crate::failpoint;
 use crate::fingerprint::{self, Fingerprint};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -84,29 +85,39 @@ impl Store {
 
     /// Exclusive per-key lock, held while a snapshot is built or written.
     /// The OS drops it when the process dies, so a crash never wedges it.
-    pub fn lock(&self, key: &str, on_wait: impl FnOnce()) -> Result<File> {
+    /// Waiting polls instead of blocking in flock(2), so that the runtime
+    /// stays free to notice Ctrl-C while another process builds.
+    pub async fn lock(&self, key: &str, on_wait: impl FnOnce()) -> Result<File> {
+        if let Some(file) = self.try_lock(key)? {
+            return Ok(file);
+        }
+        on_wait();
+        let mut pause = std::time::Duration::from_millis(20);
+        loop {
+            tokio::time::sleep(pause).await;
+            if let Some(file) = self.try_lock(key)? {
+                return Ok(file);
+            }
+            pause = (pause * 2).min(std::time::Duration::from_millis(250));
+        }
+    }
+
+    /// The per-key lock if nobody holds it now, else None.
+    pub fn try_lock(&self, key: &str) -> Result<Option<File>> {
         let path = self.dir.join(format!("{key}.lock"));
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .with_kind(Kind::Usage, || {
-                format!("cannot create lock file `{}`", path.display())
-            })?;
+            .map_err(|e| cache_write_error(&self.dir, e))?;
         match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                on_wait();
-                file.lock().with_kind(Kind::Internal, || {
-                    format!("cannot lock `{}`", path.display())
-                })?;
-            }
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Error::internal(format!("cannot lock `{}`", path.display())).source(e))
+                Err(Error::internal(format!("cannot lock `{}`", path.display())).source(e))
             }
         }
-        Ok(file)
     }
 
     /// The manifest for `key`, if present and readable. A damaged one is
@@ -145,34 +156,40 @@ impl Store {
         .collect()
     }
 
-    /// Check the dump against its manifest (size, sha256) before anyone
-    /// restores it. Reads the file once; the page cache makes the restore's
-    /// second read cheap.
+    /// Check the dump against its manifest before anyone restores it: size
+    /// and sha256 of the file, and a full zstd decode, which checks every
+    /// frame's content checksum (the dump is written with one). A single
+    /// read; the page cache makes the restore's second read cheap.
     pub fn verify(&self, m: &Manifest) -> Result<(), String> {
         let path = self.dump_path(&m.key);
-        let mut f =
+        let file =
             File::open(&path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = f
-                .read(&mut buf)
-                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            size += n as u64;
-            h.update(&buf[..n]);
-        }
-        let sum = fingerprint::hex(&h.finalize());
+        let mut hashing = HashingReader {
+            inner: file,
+            hash: Sha256::new(),
+            size: 0,
+        };
+        let decoded = zstd::Decoder::new(&mut hashing)
+            .and_then(|mut d| std::io::copy(&mut d, &mut std::io::sink()));
+        // Hash whatever the decoder left unread, so a valid frame followed by
+        // junk still fails the size and checksum comparison.
+        std::io::copy(&mut hashing, &mut std::io::sink())
+            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        let HashingReader { hash, size, .. } = hashing;
+        let sum = fingerprint::hex(&hash.finalize());
         if size != m.dump.size || sum != m.dump.sha256 {
             return Err(format!(
-                "dump `{}` does not match its manifest (size {size} vs {}, checksum differs: {})",
+                "dump `{}` does not match its manifest ({})",
                 path.display(),
-                m.dump.size,
-                sum != m.dump.sha256
+                if size != m.dump.size {
+                    format!("{size} bytes instead of {}", m.dump.size)
+                } else {
+                    "checksum differs".to_string()
+                }
             ));
+        }
+        if let Err(e) = decoded {
+            return Err(format!("dump `{}` is not valid zstd ({e})", path.display()));
         }
         Ok(())
     }
@@ -212,7 +229,10 @@ impl Store {
             .with_kind(Kind::Internal, || "cannot serialise the manifest".into())?;
         tmp.write_all(&json)
             .map_err(|e| cache_write_error(&self.dir, e))?;
-        self.persist(tmp, &self.manifest_path(&m.key))
+        failpoint::point("manifest.written");
+        self.persist(tmp, &self.manifest_path(&m.key))?;
+        failpoint::point("manifest.renamed");
+        Ok(())
     }
 
     /// Temp files left by a process that died, for this key. Only called
@@ -245,6 +265,22 @@ impl Store {
                     .all(|(path, hash)| fp.migrations.get(path) == Some(hash))
             })
             .max_by_key(|m| (m.migrations.len(), m.created_unix))
+    }
+}
+
+/// Hashes and counts the bytes read through it.
+struct HashingReader<R> {
+    inner: R,
+    hash: Sha256,
+    size: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
     }
 }
 

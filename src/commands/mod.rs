@@ -5,7 +5,7 @@ mod prepare;
 mod server;
 
 use crate::cli::{Cli, Command};
-use crate::error::{exit, Error, Result};
+use crate::error::{exit, Error, Kind as ErrorKind, Result};
 use crate::settings::Settings;
 use crate::ui::Ui;
 use std::io::Write;
@@ -24,14 +24,23 @@ pub fn run(cli: Cli) -> Result<u8> {
         .map_err(|e| Error::internal("cannot start the async runtime").source(e))?;
     runtime.block_on(async {
         // Ctrl-C drops the command's future: the Python child is killed
-        // (kill_on_drop), connections close (releasing advisory locks), and
-        // the next run removes the half-built database under its lock.
+        // (kill_on_drop) and connections close (releasing advisory locks).
+        // Then the unfinished build database is dropped, under both locks
+        // taken again (else the next run removes it under its own).
         tokio::select! {
             res = dispatch(&cli.command, &settings, &ui) => res,
             _ = tokio::signal::ctrl_c() => {
                 ui.clear_progress();
-                Err(Error::usage("interrupted").hint("nothing was saved; run the command again"))
-                    .map(|()| exit::OK)
+                // Bounded: a second Ctrl-C is swallowed by the handler, so
+                // a hung server must not keep us here.
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    crate::engine::clean_up_interrupted(&ui),
+                )
+                .await;
+                Err(Error::new(ErrorKind::Interrupted, "interrupted")
+                    .hint("nothing was saved; run the command again"))
+                .map(|()| exit::OK)
             }
         }
     })

@@ -63,13 +63,16 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8>
     if let Some(info) = &existing {
         admin::target_check(target, Some(info), &admin.conn.admin_db, args.force)?;
         admin.drop(info).await?;
+        crate::failpoint::point("target.dropped");
     }
     admin
         .create(target, Some(&snapshot.template), settings.clone_strategy)
         .await?;
+    crate::failpoint::point("clone.created");
     admin
         .comment(target, &format!("{CLONE_COMMENT}{}", fp.short()))
         .await?;
+    crate::failpoint::point("clone.commented");
 
     let elapsed = started.elapsed();
     let conn = &admin.conn;

@@ -7,6 +7,7 @@
 
 use super::{tools, ConnInfo};
 use crate::error::{Context, Error, Kind, Result};
+use crate::failpoint;
 use crate::fingerprint::hex;
 use crate::store::{cache_write_error, DumpInfo, Store};
 use sha2::{Digest, Sha256};
@@ -68,7 +69,7 @@ pub fn dump_to_store(
             .stdout
             .take()
             .ok_or_else(|| Error::internal("pg_dump has no stdout"))?;
-        std::io::copy(&mut stdout, &mut enc).and_then(|_| enc.finish().map(|_| ()))
+        copy_chunks(&mut stdout, &mut enc).and_then(|_| enc.finish().map(|_| ()))
     };
     let status = child
         .wait()
@@ -91,12 +92,30 @@ pub fn dump_to_store(
         hash,
         size,
     } = hashing;
+    failpoint::point("dump.written");
     store.persist(tmp, &store.dump_path(key))?;
+    failpoint::point("dump.renamed");
     Ok(DumpInfo {
         file: format!("{key}.sql.zst"),
         sha256: hex(&hash.finalize()),
         size,
     })
+}
+
+/// `io::copy` with a crash point after every chunk, so the crash tests can
+/// stop the process with the temp file part-written.
+fn copy_chunks(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        failpoint::point("dump.chunk");
+    }
 }
 
 struct HashingWriter<W> {
