@@ -169,11 +169,15 @@ impl Admin {
     /// Templates must be unflagged before PostgreSQL lets them go.
     pub async fn drop(&self, info: &DbInfo) -> Result<()> {
         let q = quote_ident(&info.name);
-        let mut sql = String::new();
+        // Two round trips: in one simple-query message the statements would
+        // share an implicit transaction, which DROP DATABASE refuses.
         if info.is_template {
-            sql.push_str(&format!("ALTER DATABASE {q} IS_TEMPLATE false; "));
+            self.client
+                .batch_execute(&format!("ALTER DATABASE {q} IS_TEMPLATE false"))
+                .await
+                .map_err(|e| db_error(format!("cannot unflag template `{}`", info.name), e))?;
         }
-        sql.push_str(&format!("DROP DATABASE IF EXISTS {q}"));
+        let sql = format!("DROP DATABASE IF EXISTS {q}");
         self.client.batch_execute(&sql).await.map_err(|e| {
             let in_use = e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE);
             let err = db_error(format!("cannot drop database `{}`", info.name), e);
