@@ -272,7 +272,10 @@ fn ctrl_c_during_migrate_stops_cleanly_and_saves_nothing() {
 /// Damage the cache files of a built snapshot in each way below, then
 /// `prepare` with the template gone: it must warn, discard, rebuild from
 /// empty and give the reference result.
-fn damaged_cache_is_rebuilt(test: &str, cases: &[(&str, &dyn Fn(&std::path::Path, &str))]) {
+/// A way to damage the snapshot of `key` in the cache dir.
+type Damage<'a> = &'a dyn Fn(&std::path::Path, &str);
+
+fn damaged_cache_is_rebuilt(test: &str, cases: &[(&str, Damage)]) {
     let p = Project::example(test);
     let reference = Reference::of(&p);
     let db = p.db("t");
