@@ -60,6 +60,16 @@ impl From<Error> for MigrateFailure {
     }
 }
 
+/// The project's manage.py exists (else a usage error saying where we looked).
+pub fn check_manage_py(settings: &Settings) -> Result<()> {
+    let manage = &settings.manage_py;
+    if !manage.is_file() {
+        return Err(Error::usage(format!("no manage.py at `{}`", manage.display()))
+            .hint("run migsnap from the Django project root, pass `-C DIR`, or set `manage-py` in [tool.migsnap]"));
+    }
+    Ok(())
+}
+
 /// `manage.py migrate` into `db`, with progress on stderr.
 pub async fn migrate(
     settings: &Settings,
@@ -67,12 +77,8 @@ pub async fn migrate(
     db: &str,
     ui: &Ui,
 ) -> Result<MigrateReport, MigrateFailure> {
+    check_manage_py(settings)?;
     let manage = &settings.manage_py;
-    if !manage.is_file() {
-        return Err(Error::usage(format!("no manage.py at `{}`", manage.display()))
-            .hint("run migsnap from the Django project root, pass `-C DIR`, or set `manage-py` in [tool.migsnap]")
-            .into());
-    }
     let mut cmd = Command::new(&settings.python);
     cmd.arg("-c")
         .arg(SHIM)

@@ -83,6 +83,8 @@ pub async fn build(
     ui: &Ui,
     rebuild: bool,
 ) -> Result<Snapshot> {
+    // Before any lock or wait: a build needs manage.py, so say now if it is missing.
+    django::check_manage_py(settings)?;
     let store = Store::new(settings.ensure_cache_dir()?);
     let key = fp.key.as_str();
     let short = fp.short();

@@ -285,9 +285,13 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 pub fn cache_write_error(dir: &Path, e: std::io::Error) -> Error {
-    let hint = match e.raw_os_error() {
-        Some(28) => "the disk holding the cache dir is full: free space or run `migsnap gc`",
-        Some(30) | Some(13) => {
+    // By kind, not errno: tempfile wraps the OS error with the path.
+    use std::io::ErrorKind as K;
+    let hint = match e.kind() {
+        K::StorageFull | K::QuotaExceeded => {
+            "the disk holding the cache dir is full: free space (old snapshots in it may be deleted)"
+        }
+        K::ReadOnlyFilesystem | K::PermissionDenied => {
             "the cache dir is read-only: point MIGSNAP_CACHE_DIR at a writable directory"
         }
         _ => "check that the cache dir is writable (MIGSNAP_CACHE_DIR / --cache-dir)",

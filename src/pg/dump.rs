@@ -75,6 +75,9 @@ pub fn dump_to_store(
         .wait()
         .with_kind(Kind::Internal, || "pg_dump did not finish".into())?;
     let stderr = err_thread.join().unwrap_or_default();
+    // A failed write (full or read-only cache dir) comes first: pg_dump then
+    // dies of the closed pipe, and its error would hide the real cause.
+    copied.map_err(|e| cache_write_error(store.dir(), e))?;
     if !status.success() {
         let first = stderr.lines().next().unwrap_or("").to_string();
         let mut err =
@@ -86,7 +89,6 @@ pub fn dump_to_store(
         }
         return Err(err);
     }
-    copied.map_err(|e| cache_write_error(store.dir(), e))?;
     let HashingWriter {
         inner: tmp,
         hash,
