@@ -218,6 +218,14 @@ class Migration(migrations.Migration):
     ]
 "#;
 
+fn sigint(child: &std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+}
+
 #[test]
 fn ctrl_c_during_migrate_stops_cleanly_and_saves_nothing() {
     let p = Project::example("sigint");
@@ -245,11 +253,32 @@ fn ctrl_c_during_migrate_stops_cleanly_and_saves_nothing() {
         }
     }
     assert!(database_exists(&build_name(&key)), "the build is under way");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("SIGINT");
+
+    // A second run waits for the first; Ctrl-C ends the wait at once and
+    // touches nothing, since the build belongs to the first run.
+    let waiter_db = p.db("w");
+    let mut waiter = p
+        .cmd(&["prepare", "--database", &waiter_db])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut waiter_err = BufReader::new(waiter.stderr.take().expect("stderr"));
+    let mut waiter_seen = String::new();
+    while !waiter_seen.contains("waiting for another migsnap") {
+        let n = waiter_err.read_line(&mut waiter_seen).expect("read stderr");
+        assert!(n > 0, "the second run did not wait:\n{waiter_seen}");
+    }
+    sigint(&waiter);
+    std::io::Read::read_to_string(&mut waiter_err, &mut waiter_seen).expect("read");
+    let status = waiter.wait().expect("wait");
+    assert_eq!(status.code(), Some(130), "{waiter_seen}");
+    assert!(
+        database_exists(&build_name(&key)),
+        "the first run's build is untouched"
+    );
+
+    sigint(&child);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest).expect("read stderr");
     let status = child.wait().expect("wait");
