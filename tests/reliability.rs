@@ -202,6 +202,76 @@ fn killed_while_restoring_or_cloning_the_next_run_starts_over() {
     );
 }
 
+const NEW_MIGRATION: &str = r#"from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("catalog", "0004_product_is_active")]
+    operations = [
+        migrations.AddField("product", "note", models.TextField(blank=True, default="")),
+        migrations.RunSQL(
+            "CREATE INDEX catalog_product_note_idx ON catalog_product (note)",
+            "DROP INDEX catalog_product_note_idx",
+        ),
+    ]
+"#;
+
+#[test]
+fn killed_during_an_incremental_build_the_next_run_starts_over() {
+    let p = Project::example("crash_incremental");
+    let db = p.db("t");
+    let base = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);
+    let reference = Reference::of(&p);
+    let key = p.key();
+    p.track(&template_name(&key));
+    p.track(&build_name(&key));
+    let points = [
+        ("build.created", "incremental"),
+        ("migrate.applied:1", "incremental"),
+        ("dump.written", "incremental"),
+        ("manifest.renamed", "cache"),
+        // Last: with the base template gone, the base dump is restored first.
+        ("restore.copy:3", "incremental"),
+    ];
+    for (point, then) in points {
+        drop_template(&key);
+        for f in [format!("{key}.json"), format!("{key}.sql.zst")] {
+            let _ = std::fs::remove_file(p.cache.path().join(f));
+        }
+        if point.starts_with("restore.") {
+            drop_template(&base);
+        }
+        let out = p
+            .cmd(&["prepare", "--database", &db, "--json"])
+            .env("MIGSNAP_CRASH_AT", point)
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "{point}: the crash point was not reached ({}):\n{}",
+            out.status,
+            stderr(&out)
+        );
+        let again = p.prepare(&db);
+        assert_eq!(again["source"], then, "{point}");
+        if then == "incremental" {
+            assert_eq!(again["base_key"], base.as_str(), "{point}");
+        }
+        reference.check(&db, point);
+        let mut want = vec![
+            format!("{base}.json"),
+            format!("{base}.sql.zst"),
+            format!("{key}.json"),
+            format!("{key}.sql.zst"),
+        ];
+        want.sort();
+        assert_eq!(cache_files(&p), want, "{point}");
+        assert!(!database_exists(&build_name(&key)), "{point}");
+    }
+}
+
 /// Runs a migration that sleeps only when the session has
 /// `migsnap.test_slow=on` (set through PGOPTIONS), so the same key is slow
 /// once and fast afterwards.
