@@ -11,7 +11,8 @@
 //! per key in the cache dir, then a PostgreSQL advisory lock per key. Both
 //! die with the process, so a crash never wedges a later run, and anything a
 //! crashed run left behind (temp files, the build database) is removed by
-//! the next run while it holds the locks.
+//! the next run while it holds the locks. After Ctrl-C the interrupted run
+//! removes them itself (`clean_up_interrupted`).
 
 use crate::django::{self, Applied, MigrateFailure};
 use crate::embedded::Embedded;

@@ -531,6 +531,15 @@ fn a_template_that_does_not_match_its_key_is_never_cloned() {
     assert!(err.contains("was not created by migsnap"), "{err}");
     assert!(err.contains("hint:"), "{err}");
     assert_eq!(psql(&t, "SELECT x FROM precious"), "7");
+
+    // --rebuild replaces a sound template (unflagging it first).
+    psql("postgres", &format!("DROP DATABASE \"{t}\""));
+    assert_eq!(p.prepare(&db)["source"], "cache");
+    let out = p.run(&["prepare", "--database", &db, "--rebuild", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["source"], "cold");
+    reference.check(&db, "after --rebuild");
 }
 
 /// Content that trips naive SQL splitters and COPY handling, in a RunSQL
