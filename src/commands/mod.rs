@@ -5,7 +5,7 @@ mod prepare;
 mod server;
 
 use crate::cli::{Cli, Command};
-use crate::error::{exit, Error, Kind as ErrorKind, Result};
+use crate::error::{exit, Error, Kind, Result};
 use crate::settings::Settings;
 use crate::ui::Ui;
 use std::io::Write;
@@ -38,7 +38,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                     crate::engine::clean_up_interrupted(&ui),
                 )
                 .await;
-                Err(Error::new(ErrorKind::Interrupted, "interrupted")
+                Err(Error::new(Kind::Interrupted, "interrupted")
                     .hint("nothing was saved; run the command again"))
                 .map(|()| exit::OK)
             }
