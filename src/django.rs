@@ -80,6 +80,16 @@ impl From<Error> for MigrateFailure {
     }
 }
 
+/// The project's manage.py exists (else a usage error saying where we looked).
+pub fn check_manage_py(settings: &Settings) -> Result<()> {
+    let manage = &settings.manage_py;
+    if !manage.is_file() {
+        return Err(Error::usage(format!("no manage.py at `{}`", manage.display()))
+            .hint("run migsnap from the Django project root, pass `-C DIR`, or set `manage-py` in [tool.migsnap]"));
+    }
+    Ok(())
+}
+
 /// `manage.py migrate` into `db`, with progress on stderr.
 pub async fn migrate(
     settings: &Settings,
@@ -98,12 +108,8 @@ pub async fn run_shim(
     mode: Mode,
     ui: &Ui,
 ) -> Result<MigrateReport, MigrateFailure> {
+    check_manage_py(settings)?;
     let manage = &settings.manage_py;
-    if !manage.is_file() {
-        return Err(Error::usage(format!("no manage.py at `{}`", manage.display()))
-            .hint("run migsnap from the Django project root, pass `-C DIR`, or set `manage-py` in [tool.migsnap]")
-            .into());
-    }
     let mut cmd = Command::new(&settings.python);
     cmd.arg("-c")
         .arg(SHIM)
@@ -325,6 +331,7 @@ impl Progress {
                     name: migration,
                     seconds,
                 });
+                crate::failpoint::point("migrate.applied");
             }
             Event::Created { models } => ui.info(format!(
                 "created {models} model tables from the migration state"

@@ -11,10 +11,12 @@
 //! per key in the cache dir, then a PostgreSQL advisory lock per key. Both
 //! die with the process, so a crash never wedges a later run, and anything a
 //! crashed run left behind (temp files, the build database) is removed by
-//! the next run while it holds the locks.
+//! the next run while it holds the locks. After Ctrl-C the interrupted run
+//! removes them itself (`clean_up_interrupted`).
 
 use crate::django::{self, Applied, MigrateFailure};
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::fingerprint::Fingerprint;
 use crate::pg::admin::{self, Admin};
 use crate::pg::{dump, restore, ConnInfo};
@@ -80,6 +82,8 @@ pub async fn build(
     ui: &Ui,
     rebuild: bool,
 ) -> Result<Snapshot> {
+    // Before any lock or wait: a build needs manage.py, so say now if it is missing.
+    django::check_manage_py(settings)?;
     let store = Store::new(settings.ensure_cache_dir()?);
     let key = fp.key.as_str();
     let short = fp.short();
@@ -97,10 +101,59 @@ pub async fn build(
             ))
         })
         .await?;
+    failpoint::point("build.locked");
+    set_in_flight(Some(InFlight {
+        conn: admin.conn.clone(),
+        cache_dir: store.dir().to_path_buf(),
+        key: key.to_string(),
+    }));
     let result = build_locked(admin, settings, fp, &store, ui, rebuild).await;
+    // Not reached when Ctrl-C drops this future: `clean_up_interrupted`
+    // then finds the entry and removes what the build left.
+    set_in_flight(None);
     // Best effort: closing the connection releases it anyway.
     let _ = admin.unlock_key(key).await;
     result
+}
+
+/// The build this process is running, if any: what an interrupted run
+/// must clean up.
+struct InFlight {
+    conn: ConnInfo,
+    cache_dir: std::path::PathBuf,
+    key: String,
+}
+
+static IN_FLIGHT: std::sync::Mutex<Option<InFlight>> = std::sync::Mutex::new(None);
+
+fn set_in_flight(v: Option<InFlight>) {
+    *IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner()) = v;
+}
+
+/// After Ctrl-C dropped a build (killing Django or abandoning a restore),
+/// drop its `migsnap_build_*` database and temp files now rather than on the
+/// next run. The build's own locks went with the dropped future, so both are
+/// taken again first; if another process got either one in between, that
+/// process owns the leftovers and removes them itself.
+pub async fn clean_up_interrupted(ui: &Ui) {
+    let taken = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let Some(f) = taken else { return };
+    let store = Store::new(&f.cache_dir);
+    let Ok(Some(_file_lock)) = store.try_lock(&f.key) else {
+        return;
+    };
+    let Ok(admin) = Admin::connect(&f.conn).await else {
+        return;
+    };
+    if !matches!(admin.try_lock_key(&f.key).await, Ok(true)) {
+        return;
+    }
+    let build = admin::build_name(&f.key);
+    match admin.drop_build(&build).await {
+        Ok(()) => ui.info(format!("removed the unfinished build database `{build}`")),
+        Err(e) => ui.warn(format!("{e}; the next run removes it")),
+    }
+    store.clean_temp(&f.key);
 }
 
 async fn build_locked(
@@ -139,9 +192,9 @@ async fn build_locked(
     }
     store.clean_temp(key);
     let build = admin::build_name(key);
-    if let Some(leftover) = admin.database(&build).await? {
+    if admin.database(&build).await?.is_some() {
         ui.info(format!("removing `{build}` left by an interrupted run"));
-        admin.drop(&leftover).await?;
+        admin.drop_build(&build).await?;
     }
 
     if !rebuild {
@@ -149,8 +202,9 @@ async fn build_locked(
             let t = Instant::now();
             ui.info(format!("restoring cached snapshot {}", fp.short()));
             admin.create(&build, None, CloneStrategy::Default).await?;
+            failpoint::point("build.created");
             restore_or_drop(admin, &build, &store.dump_path(key)).await?;
-            admin.promote(&build, key).await?;
+            promote(admin, &build, key).await?;
             ui.info(format!("restored in {}", ui::duration(t.elapsed())));
             return Ok(Snapshot {
                 template,
@@ -184,6 +238,7 @@ async fn build_locked(
         fp.short()
     ));
     admin.create(&build, None, CloneStrategy::Default).await?;
+    failpoint::point("build.created");
     let report = match django::migrate(settings, &admin.conn, &build, ui).await {
         Ok(r) => r,
         Err(f) => {
@@ -191,7 +246,7 @@ async fn build_locked(
             return Err(f.error);
         }
     };
-    finish(
+    finish_or_drop(
         admin,
         fp,
         store,
@@ -278,6 +333,7 @@ async fn incremental(
             admin
                 .create(build, Some(&base_template), CloneStrategy::Default)
                 .await?;
+            failpoint::point("build.created");
         }
         _ => {
             let Some(m) = usable_snapshot(store, &base.key, admin.version_num, false, ui) else {
@@ -287,6 +343,7 @@ async fn incremental(
                 });
             };
             admin.create(build, None, CloneStrategy::Default).await?;
+            failpoint::point("build.created");
             restore_or_drop(admin, build, &store.dump_path(&m.key)).await?;
         }
     }
@@ -296,7 +353,7 @@ async fn incremental(
         base_key: Some(base.key.clone()),
         seconds: 0.0,
     };
-    finish(admin, fp, store, build, info, t, ui).await?;
+    finish_or_drop(admin, fp, store, build, info, t, ui).await?;
     Ok(Snapshot {
         template: admin::template_name(&fp.key),
         source: Source::Incremental,
@@ -314,10 +371,33 @@ async fn restore_or_drop(admin: &Admin, build: &str, dump: &std::path::Path) -> 
 }
 
 async fn drop_build(admin: &Admin, build: &str) -> Result<()> {
-    match admin.database(build).await? {
-        Some(info) => admin.drop(&info).await,
-        None => Ok(()),
+    admin.drop_build(build).await
+}
+
+/// The promotion, between two crash points.
+async fn promote(admin: &Admin, build: &str, key: &str) -> Result<()> {
+    failpoint::point("promote.before");
+    admin.promote(build, key).await?;
+    failpoint::point("promote.after");
+    Ok(())
+}
+
+/// `finish`, dropping the build database when it fails (a full or
+/// read-only cache dir, pg_dump failing): nothing half-made stays behind.
+async fn finish_or_drop(
+    admin: &Admin,
+    fp: &Fingerprint,
+    store: &Store,
+    build: &str,
+    info: BuildInfo,
+    started: Instant,
+    ui: &Ui,
+) -> Result<()> {
+    let result = finish(admin, fp, store, build, info, started, ui).await;
+    if result.is_err() {
+        let _ = drop_build(admin, build).await;
     }
+    result
 }
 
 /// Dump the finished build database into the cache (dump, then manifest),
@@ -365,7 +445,7 @@ async fn finish(
         manifest.dump.size / 1024,
         ui::duration(t.elapsed())
     ));
-    admin.promote(build, &fp.key).await
+    promote(admin, build, &fp.key).await
 }
 
 /// django_migrations as "app.name" in the order they were applied.

@@ -22,6 +22,11 @@ pub const VIRTUAL_ENV: &str = "VIRTUAL_ENV";
 pub const NO_COLOR: &str = "NO_COLOR";
 /// Which unprivileged user runs the embedded server when migsnap runs as root.
 pub const SERVER_USER: &str = "MIGSNAP_SERVER_USER";
+/// Test-only: `<point>[:<n>]` kills migsnap with SIGKILL the n-th time (default:
+/// the first) it reaches the named crash point (see `failpoint`). The crash
+/// tests use it to prove that a run killed anywhere leaves nothing a later
+/// run would trust.
+pub const CRASH_AT: &str = "MIGSNAP_CRASH_AT";
 
 /// Read a variable, treating an empty value like an unset one (CI systems
 /// often export empty strings for "not configured").

@@ -20,6 +20,8 @@ pub mod exit {
     pub const DJANGO: u8 = 4;
     /// The PostgreSQL server failed: unreachable, authentication, privileges.
     pub const SERVER: u8 = 5;
+    /// Stopped by Ctrl-C (SIGINT): 128 + 2, as shells report it.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// What kind of failure this is, which decides the exit code.
@@ -29,6 +31,7 @@ pub enum Kind {
     Internal,
     Django,
     Server,
+    Interrupted,
 }
 
 impl Kind {
@@ -38,6 +41,7 @@ impl Kind {
             Kind::Internal => exit::INTERNAL,
             Kind::Django => exit::DJANGO,
             Kind::Server => exit::SERVER,
+            Kind::Interrupted => exit::INTERRUPTED,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod embedded;
 pub mod engine;
 pub mod env;
 pub mod error;
+pub mod failpoint;
 pub mod fingerprint;
 pub mod pg;
 pub mod settings;

@@ -8,6 +8,7 @@
 //! leaves either no manifest (ignored, cleaned later) or a complete pair.
 
 use crate::error::{Context, Error, Kind, Result};
+use crate::failpoint;
 use crate::fingerprint::{self, Fingerprint};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -86,48 +87,39 @@ impl Store {
 
     /// Exclusive per-key lock, held while a snapshot is built or written.
     /// The OS drops it when the process dies, so a crash never wedges it.
-    ///
-    /// Waiting polls instead of blocking in flock(2), so the runtime stays
-    /// free and Ctrl-C still interrupts a waiter.
+    /// Waiting polls instead of blocking in flock(2), so that the runtime
+    /// stays free to notice Ctrl-C while another process builds.
     pub async fn lock(&self, key: &str, on_wait: impl FnOnce()) -> Result<File> {
-        let (file, path) = self.lock_file(key)?;
-        let mut on_wait = Some(on_wait);
+        if let Some(file) = self.try_lock(key)? {
+            return Ok(file);
+        }
+        on_wait();
+        let mut pause = std::time::Duration::from_millis(20);
         loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(file),
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    if let Some(f) = on_wait.take() {
-                        f();
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(lock_error(&path, e)),
+            tokio::time::sleep(pause).await;
+            if let Some(file) = self.try_lock(key)? {
+                return Ok(file);
             }
+            pause = (pause * 2).min(std::time::Duration::from_millis(250));
         }
     }
 
-    /// The per-key lock if nobody holds it, else `None` (gc skips keys that
-    /// a running `prepare` is working on).
+    /// The per-key lock if nobody holds it now, else None.
     pub fn try_lock(&self, key: &str) -> Result<Option<File>> {
-        let (file, path) = self.lock_file(key)?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(file)),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(lock_error(&path, e)),
-        }
-    }
-
-    fn lock_file(&self, key: &str) -> Result<(File, PathBuf)> {
         let path = self.dir.join(format!("{key}.lock"));
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .with_kind(Kind::Usage, || {
-                format!("cannot create lock file `{}`", path.display())
-            })?;
-        Ok((file, path))
+            .map_err(|e| cache_write_error(&self.dir, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(Error::internal(format!("cannot lock `{}`", path.display())).source(e))
+            }
+        }
     }
 
     /// The manifest for `key`, if present and readable. A damaged one is
@@ -183,34 +175,40 @@ impl Store {
         .collect()
     }
 
-    /// Check the dump against its manifest (size, sha256) before anyone
-    /// restores it. Reads the file once; the page cache makes the restore's
-    /// second read cheap.
+    /// Check the dump against its manifest before anyone restores it: size
+    /// and sha256 of the file, and a full zstd decode, which checks every
+    /// frame's content checksum (the dump is written with one). A single
+    /// read; the page cache makes the restore's second read cheap.
     pub fn verify(&self, m: &Manifest) -> Result<(), String> {
         let path = self.dump_path(&m.key);
-        let mut f =
+        let file =
             File::open(&path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = f
-                .read(&mut buf)
-                .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            size += n as u64;
-            h.update(&buf[..n]);
-        }
-        let sum = fingerprint::hex(&h.finalize());
+        let mut hashing = HashingReader {
+            inner: file,
+            hash: Sha256::new(),
+            size: 0,
+        };
+        let decoded = zstd::Decoder::new(&mut hashing)
+            .and_then(|mut d| std::io::copy(&mut d, &mut std::io::sink()));
+        // Hash whatever the decoder left unread, so a valid frame followed by
+        // junk still fails the size and checksum comparison.
+        std::io::copy(&mut hashing, &mut std::io::sink())
+            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        let HashingReader { hash, size, .. } = hashing;
+        let sum = fingerprint::hex(&hash.finalize());
         if size != m.dump.size || sum != m.dump.sha256 {
             return Err(format!(
-                "dump `{}` does not match its manifest (size {size} vs {}, checksum differs: {})",
+                "dump `{}` does not match its manifest ({})",
                 path.display(),
-                m.dump.size,
-                sum != m.dump.sha256
+                if size != m.dump.size {
+                    format!("{size} bytes instead of {}", m.dump.size)
+                } else {
+                    "checksum differs".to_string()
+                }
             ));
+        }
+        if let Err(e) = decoded {
+            return Err(format!("dump `{}` is not valid zstd ({e})", path.display()));
         }
         Ok(())
     }
@@ -250,7 +248,10 @@ impl Store {
             .with_kind(Kind::Internal, || "cannot serialise the manifest".into())?;
         tmp.write_all(&json)
             .map_err(|e| cache_write_error(&self.dir, e))?;
-        self.persist(tmp, &self.manifest_path(&m.key))
+        failpoint::point("manifest.written");
+        self.persist(tmp, &self.manifest_path(&m.key))?;
+        failpoint::point("manifest.renamed");
+        Ok(())
     }
 
     /// Temp files left by a process that died, for this key. Only called
@@ -312,14 +313,30 @@ impl Store {
     }
 }
 
-fn lock_error(path: &Path, e: std::io::Error) -> Error {
-    Error::internal(format!("cannot lock `{}`", path.display())).source(e)
+/// Hashes and counts the bytes read through it.
+struct HashingReader<R> {
+    inner: R,
+    hash: Sha256,
+    size: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
 }
 
 pub fn cache_write_error(dir: &Path, e: std::io::Error) -> Error {
-    let hint = match e.raw_os_error() {
-        Some(28) => "the disk holding the cache dir is full: free space or run `migsnap gc`",
-        Some(30) | Some(13) => {
+    // By kind, not errno: tempfile wraps the OS error with the path.
+    use std::io::ErrorKind as K;
+    let hint = match e.kind() {
+        K::StorageFull | K::QuotaExceeded => {
+            "the disk holding the cache dir is full: free space (old snapshots in it may be deleted)"
+        }
+        K::ReadOnlyFilesystem | K::PermissionDenied => {
             "the cache dir is read-only: point MIGSNAP_CACHE_DIR at a writable directory"
         }
         _ => "check that the cache dir is writable (MIGSNAP_CACHE_DIR / --cache-dir)",

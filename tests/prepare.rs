@@ -340,8 +340,10 @@ fn failing_migration_saves_no_snapshot_and_leaves_nothing_behind() {
 
 #[test]
 fn concurrent_prepares_build_the_snapshot_once() {
+    // Sixteen runs started together on an empty cache and a server without
+    // the template, each for its own database.
     let p = Project::example("concurrent");
-    let dbs: Vec<String> = (0..4).map(|i| p.db(&format!("w{i}"))).collect();
+    let dbs: Vec<String> = (0..16).map(|i| p.db(&format!("w{i}"))).collect();
     let children: Vec<_> = dbs
         .iter()
         .map(|db| {
@@ -352,20 +354,47 @@ fn concurrent_prepares_build_the_snapshot_once() {
                 .expect("spawn")
         })
         .collect();
-    let results: Vec<Value> = children
+    let outputs: Vec<_> = children
         .into_iter()
-        .map(|c| {
-            let out = c.wait_with_output().expect("wait");
-            assert!(out.status.success(), "{}", stderr(&out));
-            serde_json::from_slice(&out.stdout).expect("json")
-        })
+        .map(|c| c.wait_with_output().expect("wait"))
+        .collect();
+    for out in &outputs {
+        assert!(out.status.success(), "{}", stderr(out));
+    }
+    let results: Vec<Value> = outputs
+        .iter()
+        .map(|o| serde_json::from_slice(&o.stdout).expect("json"))
         .collect();
     p.track(&template_of(&results[0]));
     let cold = results.iter().filter(|v| v["source"] == "cold").count();
-    assert_eq!(cold, 1, "exactly one process ran migrate: {results:?}");
+    assert_eq!(
+        cold, 1,
+        "exactly one process built the snapshot: {results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|v| v["source"] == "cold" || v["source"] == "template"),
+        "the others cloned the template: {results:?}"
+    );
+    let stderrs: Vec<String> = outputs.iter().map(stderr).collect();
+    let migrate_runs = stderrs
+        .iter()
+        .filter(|e| e.contains("running migrate with Django"))
+        .count();
+    assert_eq!(migrate_runs, 1, "Django ran once: {stderrs:#?}");
+    // Whoever arrived while the build ran says that it waits, and for what.
+    assert!(
+        stderrs.iter().any(|e| e.contains(&format!(
+            "waiting for another migsnap building snapshot {}",
+            &results[0]["key"].as_str().expect("key")[..16]
+        ))),
+        "no process said it was waiting: {stderrs:#?}"
+    );
     let reference = schema(&dbs[0]);
+    let migrations = django_migrations(&dbs[0]);
     for db in &dbs[1..] {
         assert_eq!(schema(db), reference, "{db} differs");
-        assert_eq!(django_migrations(db), django_migrations(&dbs[0]));
+        assert_eq!(django_migrations(db), migrations);
     }
 }

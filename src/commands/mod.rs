@@ -9,7 +9,7 @@ mod run;
 mod server;
 
 use crate::cli::{Cli, Command};
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::settings::Settings;
 use crate::ui::Ui;
 use std::io::Write;
@@ -54,7 +54,16 @@ async fn interruptible<T>(
         res = work => res,
         _ = tokio::signal::ctrl_c() => {
             ui.clear_progress();
-            Err(Error::usage("interrupted").hint("nothing was saved; run the command again"))
+            // Drop the unfinished build database now, under both locks
+            // taken again (else the next run removes it under its own).
+            // Bounded: a second Ctrl-C is swallowed by the handler, so a hung
+            // server must not keep us here.
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                crate::engine::clean_up_interrupted(ui),
+            )
+            .await;
+            Err(Error::new(Kind::Interrupted, "interrupted").hint("nothing was saved; run the command again"))
         }
     }
 }

@@ -120,13 +120,16 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
     if let Some(info) = &existing {
         admin::target_check(target, Some(info), &admin.conn.admin_db, args.force)?;
         admin.drop(info).await?;
+        crate::failpoint::point("target.dropped");
     }
     admin
         .create(target, Some(&snapshot.template), settings.clone_strategy)
         .await?;
+    crate::failpoint::point("clone.created");
     admin
         .comment(target, &format!("{CLONE_COMMENT}{}", fp.short()))
         .await?;
+    crate::failpoint::point("clone.commented");
 
     Ok(Prepared {
         database: target.to_string(),

@@ -196,7 +196,7 @@ impl Admin {
             self.client
                 .batch_execute(&format!("ALTER DATABASE {q} IS_TEMPLATE false"))
                 .await
-                .map_err(|e| db_error(format!("cannot drop database `{}`", info.name), e))?;
+                .map_err(|e| db_error(format!("cannot unflag template `{}`", info.name), e))?;
         }
         let sql = format!("DROP DATABASE IF EXISTS {q}");
         self.client.batch_execute(&sql).await.map_err(|e| {
@@ -211,6 +211,38 @@ impl Admin {
                 err
             }
         })
+    }
+
+    /// Drop a `migsnap_build_*` database even if sessions are still connected
+    /// to it. Only called under both build locks, so any such session
+    /// belongs to a run that died (a Django or pg_dump child orphaned by a
+    /// SIGKILL), never to a live build.
+    pub async fn drop_build(&self, name: &str) -> Result<()> {
+        if !name.starts_with(BUILD_PREFIX) {
+            return Err(Error::internal(format!(
+                "refusing to force-drop `{name}`: not a build database"
+            )));
+        }
+        let q = quote_ident(name);
+        let sql = if self.major() >= 13 {
+            format!("DROP DATABASE IF EXISTS {q} WITH (FORCE)")
+        } else {
+            // Before 13 there is no FORCE: end the sessions first (new ones
+            // cannot appear, nobody else builds under our locks).
+            self.client
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[&name],
+                )
+                .await
+                .map_err(|e| db_error(format!("cannot end the sessions on `{name}`"), e))?;
+            format!("DROP DATABASE IF EXISTS {q}")
+        };
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| db_error(format!("cannot drop database `{name}`"), e))
     }
 
     /// Turn the finished build database into the template for `key`, in

@@ -7,6 +7,7 @@
 
 use super::{tools, ConnInfo};
 use crate::error::{Context, Error, Kind, Result};
+use crate::failpoint;
 use crate::fingerprint::hex;
 use crate::store::{cache_write_error, DumpInfo, Store};
 use sha2::{Digest, Sha256};
@@ -68,12 +69,15 @@ pub fn dump_to_store(
             .stdout
             .take()
             .ok_or_else(|| Error::internal("pg_dump has no stdout"))?;
-        std::io::copy(&mut stdout, &mut enc).and_then(|_| enc.finish().map(|_| ()))
+        copy_chunks(&mut stdout, &mut enc).and_then(|_| enc.finish().map(|_| ()))
     };
     let status = child
         .wait()
         .with_kind(Kind::Internal, || "pg_dump did not finish".into())?;
     let stderr = err_thread.join().unwrap_or_default();
+    // A failed write (full or read-only cache dir) comes first: pg_dump then
+    // dies of the closed pipe, and its error would hide the real cause.
+    copied.map_err(|e| cache_write_error(store.dir(), e))?;
     if !status.success() {
         let first = stderr.lines().next().unwrap_or("").to_string();
         let mut err =
@@ -85,18 +89,35 @@ pub fn dump_to_store(
         }
         return Err(err);
     }
-    copied.map_err(|e| cache_write_error(store.dir(), e))?;
     let HashingWriter {
         inner: tmp,
         hash,
         size,
     } = hashing;
+    failpoint::point("dump.written");
     store.persist(tmp, &store.dump_path(key))?;
+    failpoint::point("dump.renamed");
     Ok(DumpInfo {
         file: format!("{key}.sql.zst"),
         sha256: hex(&hash.finalize()),
         size,
     })
+}
+
+/// `io::copy` with a crash point after every chunk, so the crash tests can
+/// stop the process with the temp file part-written.
+fn copy_chunks(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        failpoint::point("dump.chunk");
+    }
 }
 
 struct HashingWriter<W> {

@@ -11,6 +11,7 @@
 use super::dump_reader::{DumpReader, Item};
 use super::ConnInfo;
 use crate::error::{Error, Kind, Result};
+use crate::failpoint;
 use bytes::Bytes;
 use futures_util::SinkExt;
 use std::io::BufReader;
@@ -48,7 +49,8 @@ pub async fn restore(conn: &ConnInfo, db: &str, dump: &Path) -> Result<()> {
             Msg::Sql { text, line } => client
                 .batch_execute(&text)
                 .await
-                .map_err(|e| restore_error(db, line, e))?,
+                .map_err(|e| restore_error(db, line, e))
+                .map(|()| failpoint::point("restore.batch"))?,
             Msg::CopyStart { stmt, line } => {
                 copy_line = line;
                 let s = client
@@ -64,6 +66,7 @@ pub async fn restore(conn: &ConnInfo, db: &str, dump: &Path) -> Result<()> {
                 s.send(data)
                     .await
                     .map_err(|e| restore_error(db, copy_line, e))?;
+                failpoint::point("restore.copy_data");
             }
             Msg::CopyEnd => {
                 let mut s = sink
@@ -73,6 +76,7 @@ pub async fn restore(conn: &ConnInfo, db: &str, dump: &Path) -> Result<()> {
                     .finish()
                     .await
                     .map_err(|e| restore_error(db, copy_line, e))?;
+                failpoint::point("restore.copy");
             }
         }
     }

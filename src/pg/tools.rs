@@ -58,19 +58,25 @@ pub fn find(name: &str, min_major: Option<u32>) -> Result<PathBuf> {
         .into_iter()
         .filter_map(|p| version_major(&p).map(|v| (p, v)))
         .collect();
-    if let Some((p, _)) = with_versions.iter().find(|(_, v)| *v == min) {
+    choose(name, &with_versions, min)
+}
+
+/// Among programs found (in search order) with their major versions, the
+/// one to use for a server of major version `min`.
+fn choose(name: &str, found: &[(PathBuf, u32)], min: u32) -> Result<PathBuf> {
+    if let Some((p, _)) = found.iter().find(|(_, v)| *v == min) {
         return Ok(p.clone());
     }
-    if let Some((p, _)) = with_versions
+    if let Some((p, _)) = found
         .iter()
         .filter(|(_, v)| *v > min)
         .min_by_key(|(_, v)| *v)
     {
         return Ok(p.clone());
     }
-    match with_versions.first() {
+    match found.iter().max_by_key(|(_, v)| *v) {
         Some((p, v)) => Err(Error::usage(format!(
-            "`{}` is PostgreSQL {v} but the server is {min}: pg_dump cannot dump a newer server",
+            "the newest {name} found, `{}`, is PostgreSQL {v} but the server is {min}: {name} cannot handle a newer server",
             p.display()
         ))
         .hint(format!(
@@ -83,4 +89,40 @@ pub fn find(name: &str, min_major: Option<u32>) -> Result<PathBuf> {
 fn missing(name: &str) -> Error {
     Error::usage(format!("cannot find the PostgreSQL program `{name}`"))
         .hint("install PostgreSQL (e.g. `apt-get install postgresql`) or set MIGSNAP_PG_BINDIR to its bin directory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // An end-to-end test would have to hide /usr/lib/postgresql/*/bin from
+    // the search, so the choice itself is tested here.
+    #[test]
+    fn pg_dump_must_be_at_least_the_server_version() {
+        let found = vec![
+            (PathBuf::from("/a/pg_dump"), 17),
+            (PathBuf::from("/b/pg_dump"), 15),
+            (PathBuf::from("/c/pg_dump"), 16),
+        ];
+        let pick = |min| choose("pg_dump", &found, min).map_err(|e| e.message);
+        assert_eq!(
+            pick(15),
+            Ok(PathBuf::from("/b/pg_dump")),
+            "exact major first"
+        );
+        assert_eq!(
+            pick(14),
+            Ok(PathBuf::from("/b/pg_dump")),
+            "else the oldest newer"
+        );
+        let err = choose("pg_dump", &found, 18).expect_err("all too old");
+        assert_eq!(err.kind, crate::error::Kind::Usage);
+        assert!(
+            err.message.contains("PostgreSQL 17 but the server is 18"),
+            "{}",
+            err.message
+        );
+        assert!(err.hint.is_some_and(|h| h.contains("MIGSNAP_PG_BINDIR")));
+        assert!(choose("pg_dump", &[], 15).is_err());
+    }
 }

@@ -1,0 +1,68 @@
+//! Deterministic crash points, for the tests that kill migsnap mid-build.
+//!
+//! `MIGSNAP_CRASH_AT=<point>[:<n>]` makes the n-th call (default: the first)
+//! of `point("<point>")` kill the process with SIGKILL, the one signal no
+//! cleanup code can intercept: exactly what a power cut, an OOM kill or a CI
+//! timeout does. The variable is read once; when it is unset (always, outside
+//! the tests) a crash point costs one atomic load.
+//!
+//! The points, in the order a cold build reaches them:
+//!
+//! | point | where |
+//! |---|---|
+//! | `build.locked` | both build locks held, nothing touched yet |
+//! | `build.created` | the `migsnap_build_*` database was just created |
+//! | `migrate.applied` | Django reported the n-th migration applied |
+//! | `restore.batch` | the n-th batch of dump statements ran |
+//! | `restore.copy_data` | the n-th chunk of COPY data was sent |
+//! | `restore.copy` | the n-th COPY finished |
+//! | `dump.chunk` | the n-th chunk of pg_dump output went into the temp file |
+//! | `dump.written` | the dump's temp file is complete, not yet renamed |
+//! | `dump.renamed` | the dump is in place, its manifest is not |
+//! | `manifest.written` | the manifest's temp file is complete, not yet renamed |
+//! | `manifest.renamed` | the manifest is in place, the template is not |
+//! | `promote.before` / `promote.after` | around the transaction that makes the template |
+//! | `target.dropped` | the old target database was dropped |
+//! | `clone.created` | the target was cloned, not yet marked as migsnap's |
+//! | `clone.commented` | the target is complete, nothing printed yet |
+
+use crate::env;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+struct Target {
+    point: String,
+    nth: u32,
+    seen: AtomicU32,
+}
+
+fn target() -> Option<&'static Target> {
+    static TARGET: OnceLock<Option<Target>> = OnceLock::new();
+    TARGET
+        .get_or_init(|| {
+            let spec = env::var(env::CRASH_AT)?;
+            let (point, nth) = match spec.rsplit_once(':') {
+                Some((p, n)) if n.parse::<u32>().is_ok() => (p.to_string(), n.parse().unwrap_or(1)),
+                _ => (spec, 1),
+            };
+            Some(Target {
+                point,
+                nth,
+                seen: AtomicU32::new(0),
+            })
+        })
+        .as_ref()
+}
+
+/// A place where the crash tests may kill the process.
+pub fn point(name: &str) {
+    let Some(t) = target() else { return };
+    if t.point == name && t.seen.fetch_add(1, Ordering::SeqCst) + 1 == t.nth {
+        eprintln!(
+            "migsnap: crash point `{name}` reached ({}): killing myself",
+            t.nth
+        );
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
+        std::process::abort();
+    }
+}

@@ -1,0 +1,444 @@
+//! Bad input: each mistake gets one `error:` line saying what is wrong, a
+//! `hint:` saying how to fix it, the documented exit code, no panic, nothing
+//! on stdout, and nothing of the user's dropped. (The README's "When things
+//! go wrong" table lists the same cases.)
+
+mod common;
+
+use common::*;
+use std::process::{Output, Stdio};
+
+/// Asserts the failure contract; returns stderr for further checks.
+fn fails(out: &Output, code: i32, says: &str) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "wrong exit code:\n{err}");
+    let first = err
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no `error:` line:\n{err}"));
+    assert!(
+        first.contains(says),
+        "expected `{says}` in `{first}`:\n{err}"
+    );
+    assert!(
+        err.lines().any(|l| l.starts_with("hint: ")),
+        "no hint:\n{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "stdout is for results only");
+    err
+}
+
+#[test]
+fn project_dir_and_manage_py() {
+    let p = Project::example("badproj");
+    let db = p.db("a");
+    fails(
+        &p.run(&["-C", "no/such/dir", "prepare", "--database", &db]),
+        2,
+        "project directory",
+    );
+    std::fs::remove_file(p.path().join("manage.py")).expect("rm");
+    let err = fails(&p.run(&["prepare", "--database", &db]), 2, "no manage.py");
+    assert!(err.contains("-C DIR"), "{err}");
+}
+
+#[test]
+fn configuration_mistakes() {
+    let p = Project::example("badconf");
+    let db = p.db("a");
+    // A misspelt key is an error, never silently a default.
+    let config = p.path().join("migsnap.toml");
+    let good = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, format!("{good}cache_dir = \"x\"\n")).expect("write");
+    let err = fails(
+        &p.run(&["prepare", "--database", &db]),
+        2,
+        "unknown field `cache_dir`",
+    );
+    assert!(
+        err.contains("`cache-dir`"),
+        "the right spelling is listed: {err}"
+    );
+    std::fs::write(&config, &good).expect("write");
+    p.write("pyproject.toml", "[tool.migsnap]\npyhton = \"x\"\n");
+    std::fs::remove_file(&config).expect("rm");
+    fails(
+        &p.run(&["prepare", "--database", &db]),
+        2,
+        "unknown field `pyhton`",
+    );
+    std::fs::remove_file(p.path().join("pyproject.toml")).expect("rm");
+    std::fs::write(&config, &good).expect("write");
+
+    let err = fails(
+        &p.cmd(&["prepare", "--database", &db])
+            .env("MIGSNAP_CACHE_DIR", "/no/such/parent/cache")
+            .output()
+            .expect("run"),
+        2,
+        "does not exist",
+    );
+    assert!(err.contains("mkdir -p"), "{err}");
+    fails(
+        &p.cmd(&["prepare", "--database", &db])
+            .env("MIGSNAP_SERVER_URL", "mysql://localhost/x")
+            .output()
+            .expect("run"),
+        2,
+        "invalid server URL",
+    );
+}
+
+#[test]
+fn django_mistakes() {
+    let p = Project::example("baddjango");
+    let db = p.db("a");
+    let err = fails(
+        &p.run(&[
+            "--settings",
+            "nosuch.settings",
+            "prepare",
+            "--database",
+            &db,
+        ]),
+        4,
+        "ModuleNotFoundError",
+    );
+    assert!(err.contains("nosuch"), "{err}");
+    assert!(err.contains("settings module"), "{err}");
+    fails(
+        &p.run(&["--python", "/no/such/python", "prepare", "--database", &db]),
+        2,
+        "cannot run the Python interpreter",
+    );
+    assert!(!database_exists(&db));
+}
+
+#[test]
+fn server_mistakes() {
+    let p = Project::example("badserver");
+    let db = p.db("a");
+    let unreachable = p
+        .cmd(&["prepare", "--database", &db])
+        .env(
+            "MIGSNAP_SERVER_URL",
+            "postgres://nobody@127.0.0.1:1/postgres",
+        )
+        .output()
+        .expect("run");
+    let err = fails(
+        &unreachable,
+        5,
+        "cannot connect to PostgreSQL at 127.0.0.1:1",
+    );
+    assert!(err.contains("is the server running"), "{err}");
+
+    // The test server trusts local connections, so a wrong password cannot
+    // be provoked here; a role that does not exist goes through the same
+    // authentication error path.
+    let role = format!("nosuch_{}", p.name);
+    let out = p
+        .cmd(&["prepare", "--database", &db])
+        .env("MIGSNAP_SERVER_URL", with_user(server_url(), &role))
+        .output()
+        .expect("run");
+    let err = fails(&out, 5, "cannot connect to PostgreSQL");
+    assert!(
+        err.contains(&format!("role \"{role}\" does not exist")),
+        "{err}"
+    );
+
+    // A role without CREATEDB can connect but not build.
+    let weak = format!("weak_{}", p.name);
+    psql(
+        "postgres",
+        &format!("CREATE ROLE \"{weak}\" LOGIN NOCREATEDB"),
+    );
+    let out = p
+        .cmd(&["prepare", "--database", &db])
+        .env("MIGSNAP_SERVER_URL", with_user(server_url(), &weak))
+        .output()
+        .expect("run");
+    psql("postgres", &format!("DROP ROLE \"{weak}\""));
+    let err = fails(&out, 5, "cannot create database");
+    assert!(err.contains("CREATEDB"), "{err}");
+}
+
+/// The test server's URL with another user name.
+fn with_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("url");
+    let rest = rest.split_once('@').map(|(_, r)| r).unwrap_or(rest);
+    format!("{scheme}://{user}@{rest}")
+}
+
+#[test]
+fn database_names() {
+    let p = Project::example("names");
+    // Quotes, spaces and non-ASCII are fine: always quoted as identifiers.
+    let odd = format!("test_{}_it's \"odd\" ü", p.name);
+    let v = p.prepare(&odd);
+    assert_eq!(v["database"], odd.as_str());
+    assert!(v["url"].as_str().expect("url").contains("%22odd%22"), "{v}");
+    let quoted = format!("\"{}\"", odd.replace('"', "\"\""));
+    assert_eq!(
+        psql(
+            "postgres",
+            &format!(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database \
+                 WHERE datname = $n${odd}$n$"
+            )
+        ),
+        format!(
+            "migsnap clone of {}",
+            &v["key"].as_str().expect("key")[..16]
+        ),
+    );
+    psql("postgres", &format!("DROP DATABASE {quoted}"));
+    // Over PostgreSQL's 63 bytes: refused before anything happens.
+    let long = format!("test_{}", "x".repeat(59));
+    fails(
+        &p.run(&["prepare", "--database", &long]),
+        2,
+        "64 bytes long",
+    );
+    // Reserved and migsnap-internal names.
+    for name in ["postgres", "template0", &common::template_of(&v)] {
+        fails(
+            &p.run(&["prepare", "--database", name, "--force"]),
+            2,
+            "refusing to use",
+        );
+    }
+}
+
+#[test]
+fn a_target_in_use_is_not_dropped() {
+    let p = Project::example("inuse");
+    let db = p.db("a");
+    p.prepare(&db);
+    psql(&db, "CREATE TABLE work_in_progress (x int)");
+    // Another session (a test run, psql, an IDE) holds the database open.
+    let mut session = std::process::Command::new("psql")
+        .args(["-X", "-q", "-d"])
+        .arg(db_url(&db))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("psql");
+    wait_until(|| {
+        psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"),
+        ) != "0"
+    });
+    let out = p.run(&["prepare", "--database", &db]);
+    drop(session.stdin.take());
+    let _ = session.wait();
+    let err = fails(&out, 5, &format!("cannot drop database `{db}`"));
+    assert!(err.contains("another session is connected"), "{err}");
+    assert_eq!(
+        psql(
+            &db,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'work_in_progress'"
+        ),
+        "1",
+        "nothing was dropped"
+    );
+}
+
+/// Poll a condition about the outside world (a session appearing); bounded
+/// so a broken setup fails instead of hanging.
+fn wait_until(cond: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("condition never became true");
+}
+
+/// A small tmpfs mounted over a fresh directory; unmounted on drop. None
+/// when mounting is not possible (not root, no CAP_SYS_ADMIN).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(options: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn read_only_or_full_cache_dir() {
+    let p = Project::example("cachefs");
+    let db = p.db("a");
+    let Some(ro) = Tmpfs::mount("size=64k,ro") else {
+        eprintln!("skipped: cannot mount a tmpfs (needs root)");
+        return;
+    };
+    let out = p
+        .cmd(&["prepare", "--database", &db])
+        .env("MIGSNAP_CACHE_DIR", ro.0.path())
+        .output()
+        .expect("run");
+    let err = fails(&out, 2, "cannot write to the cache dir");
+    assert!(err.contains("read-only"), "{err}");
+    drop(ro);
+
+    let full = Tmpfs::mount("size=64k").expect("mount");
+    // Fill it up, leaving room for the lock file (an inode, no data).
+    let filler = std::fs::File::create(full.0.path().join("filler")).expect("create");
+    let _ = std::io::Write::write_all(&mut &filler, &vec![0u8; 128 * 1024]);
+    drop(filler);
+    let out = p
+        .cmd(&["prepare", "--database", &db])
+        .env("MIGSNAP_CACHE_DIR", full.0.path())
+        .output()
+        .expect("run");
+    let err = fails(&out, 2, "cannot write to the cache dir");
+    assert!(err.contains("full"), "{err}");
+    let key = p.key();
+    assert!(
+        !database_exists(&format!("migsnap_build_{}", &key[..16])),
+        "the build database was dropped"
+    );
+    assert!(!database_exists(&format!("migsnap_{}", &key[..16])));
+    assert!(!database_exists(&db));
+    let mut left: Vec<String> = std::fs::read_dir(full.0.path())
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "filler" && !n.ends_with(".lock"))
+        .collect();
+    left.sort();
+    assert!(left.is_empty(), "no temp files left: {left:?}");
+}
+
+/// A throwaway cluster that checks passwords (the shared test server trusts
+/// local connections), run as the `postgres` user; stopped on drop.
+struct PasswordCluster {
+    dir: tempfile::TempDir,
+}
+
+impl PasswordCluster {
+    const PORT: &str = "5499";
+
+    fn start() -> Option<PasswordCluster> {
+        let user = nix::unistd::User::from_name("postgres").ok()??;
+        if !nix::unistd::geteuid().is_root() {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("pw"), "right-password\n").expect("pwfile");
+        for p in [dir.path().to_path_buf(), dir.path().join("pw")] {
+            std::os::unix::fs::chown(&p, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+                .expect("chown");
+        }
+        let as_postgres = |args: &[&str]| {
+            let status = std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .stdout(Stdio::null())
+                .status()
+                .expect("runuser");
+            assert!(status.success(), "{args:?}");
+        };
+        let d = dir.path().to_str().expect("utf-8 path");
+        as_postgres(&[
+            "initdb",
+            "--no-sync",
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            &format!("--pwfile={d}/pw"),
+            "-D",
+            &format!("{d}/data"),
+        ]);
+        as_postgres(&[
+            "pg_ctl",
+            "start",
+            "-w",
+            "-D",
+            &format!("{d}/data"),
+            "-l",
+            &format!("{d}/log"),
+            "-o",
+            &format!(
+                "-c listen_addresses='' -c unix_socket_directories='{d}' -c port={}",
+                Self::PORT
+            ),
+        ]);
+        Some(PasswordCluster { dir })
+    }
+
+    fn url(&self, password: &str) -> String {
+        format!(
+            "postgresql://postgres:{password}@/postgres?host={}&port={}",
+            self.dir.path().display(),
+            Self::PORT
+        )
+    }
+}
+
+impl Drop for PasswordCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                "pg_ctl",
+                "stop",
+                "-m",
+                "immediate",
+                "-D",
+            ])
+            .arg(self.dir.path().join("data"))
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn wrong_password() {
+    let Some(cluster) = PasswordCluster::start() else {
+        eprintln!("skipped: needs root and a `postgres` user to run a second cluster");
+        return;
+    };
+    let p = Project::example("password");
+    let out = p
+        .cmd(&["prepare", "--database", "test_never_made"])
+        .env("MIGSNAP_SERVER_URL", cluster.url("wrong-password"))
+        .output()
+        .expect("run");
+    let err = fails(&out, 5, "cannot connect to PostgreSQL");
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(err.contains("hint: the password was refused"), "{err}");
+    // The same cluster with the right password is usable: the test above
+    // failed for the password, not for the setup.
+    let ok = std::process::Command::new("psql")
+        .args(["-X", "-At", "-c", "SELECT 1", "-d"])
+        .arg(cluster.url("right-password"))
+        .output()
+        .expect("psql");
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "1");
+}
