@@ -77,6 +77,16 @@ impl Embedded {
         self.dir.join("password")
     }
 
+    /// The cluster's major version (data/PG_VERSION), so pg_ctl comes from
+    /// the same installation when several are present.
+    fn cluster_major(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data().join("PG_VERSION"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     fn log(&self) -> PathBuf {
         self.dir.join("server.log")
     }
@@ -131,7 +141,7 @@ impl Embedded {
 
     fn pg_ctl_status(&self) -> Result<bool> {
         let out = self.run_as_server(
-            tools::find("pg_ctl", None)?,
+            tools::find("pg_ctl", self.cluster_major())?,
             &["status", "-D"],
             &[self.data().as_os_str()],
         )?;
@@ -191,7 +201,7 @@ impl Embedded {
             "starting the embedded PostgreSQL server in {}",
             self.dir.display()
         ));
-        let pg_ctl = tools::find("pg_ctl", None)?;
+        let pg_ctl = tools::find("pg_ctl", self.cluster_major())?;
         // Port and listener are start options, not config, so changing
         // `server-port` needs only a restart.
         let listen = if self.tcp_port.is_some() {
@@ -313,7 +323,7 @@ impl Embedded {
             return Ok(false);
         }
         let out = self.run_as_server(
-            tools::find("pg_ctl", None)?,
+            tools::find("pg_ctl", self.cluster_major())?,
             &["stop", "-m", "fast", "-w", "-D"],
             &[self.data().as_os_str()],
         )?;

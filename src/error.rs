@@ -107,7 +107,10 @@ impl Error {
             let text = c.to_string();
             // tokio-postgres repeats its source inside Display ("db error: ERROR: x");
             // skip a cause that says nothing new.
-            if !text.is_empty() && text != last && !self.message.contains(&text) {
+            // tokio-postgres says just "db error" and puts the server's
+            // message in its source: skip the empty step.
+            let says_nothing = text.is_empty() || text == "db error";
+            if !says_nothing && text != last && !self.message.contains(&text) {
                 let _ = writeln!(out, "  Caused by: {text}");
             }
             last = text;

@@ -122,9 +122,34 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
         admin.drop(info).await?;
         crate::failpoint::point("target.dropped");
     }
-    admin
+    let cloned = admin
         .create(target, Some(&snapshot.template), settings.clone_strategy)
-        .await?;
+        .await;
+    let snapshot = match cloned {
+        Ok(()) => snapshot,
+        Err(e) => {
+            // The warm path looks without a lock: a concurrent `--rebuild`
+            // or `gc` may have dropped the template since. Then build it
+            // again (under the locks) and clone once more; any other failure
+            // is the error to report.
+            let still_there = admin
+                .database(&snapshot.template)
+                .await?
+                .is_some_and(|d| d.is_template_for(&fp.key));
+            if still_there {
+                return Err(e);
+            }
+            ui.warn(format!(
+                "template `{}` disappeared before it could be cloned; rebuilding it",
+                snapshot.template
+            ));
+            let rebuilt = engine::build(&admin, settings, &fp, ui, false).await?;
+            admin
+                .create(target, Some(&rebuilt.template), settings.clone_strategy)
+                .await?;
+            rebuilt
+        }
+    };
     crate::failpoint::point("clone.created");
     admin
         .comment(target, &format!("{CLONE_COMMENT}{}", fp.short()))
