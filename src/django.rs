@@ -224,11 +224,21 @@ pub async fn run_shim(
             Mode::Migrate => "migrate",
             Mode::ModelState => "building the model-state database",
         };
+        let detail = match shown.len() {
+            0 => String::new(),
+            n => format!(
+                "--- Django output (last {n} lines) ---\n{}",
+                shown.join("\n")
+            ),
+        };
         let error = Error::new(Kind::Django, format!("{what} failed: {kind}: {message}"))
-            .detail(format!("--- Django output (last {} lines) ---\n{}", shown.len(), shown.join("\n")))
+            .detail(detail)
             .hint(match kind.as_str() {
                 "ModuleNotFoundError" | "ImproperlyConfigured" => {
                     "check the settings module (--settings / DJANGO_SETTINGS_MODULE) and the interpreter (MIGSNAP_PYTHON)"
+                }
+                "Configuration" if message.contains("cannot import Django") => {
+                    "set MIGSNAP_PYTHON (or --python, or `python` in [tool.migsnap]) to the project's interpreter, e.g. .venv/bin/python"
                 }
                 "Configuration" => {
                     "point DATABASES['default'] at PostgreSQL (the settings module migsnap uses may be set with --settings)"

@@ -115,6 +115,35 @@ fn django_mistakes() {
         2,
         "cannot run the Python interpreter",
     );
+    // An interpreter that runs but has no Django (the machine's python3
+    // instead of the project's venv): a fresh, empty venv stands in for it.
+    let bare = tempfile::tempdir().expect("tempdir");
+    let made = std::process::Command::new(python())
+        .args(["-m", "venv", "--without-pip"])
+        .arg(bare.path())
+        .status()
+        .expect("make an empty venv");
+    assert!(made.success());
+    let bare_python = bare.path().join("bin/python");
+    let err = fails(
+        &p.run(&[
+            "--python",
+            bare_python.to_str().expect("utf8"),
+            "prepare",
+            "--database",
+            &db,
+        ]),
+        4,
+        "cannot import Django",
+    );
+    assert!(
+        err.contains("MIGSNAP_PYTHON"),
+        "the hint names the setting: {err}"
+    );
+    assert!(
+        !err.contains("Django output"),
+        "no empty output block: {err}"
+    );
     assert!(!database_exists(&db));
 }
 

@@ -163,12 +163,16 @@ _called = False
 
 
 def main():
-    import django.core.management as management
-
-    management.execute_from_command_line = run
-    sys.argv = [MANAGE_PY, "migrate"]
-    sys.path.insert(0, os.path.dirname(os.path.abspath(MANAGE_PY)))
     try:
+        try:
+            import django.core.management as management
+        except ImportError as e:
+            raise MigsnapError(
+                "the interpreter %s cannot import Django (%s)" % (sys.executable, e)
+            )
+        management.execute_from_command_line = run
+        sys.argv = [MANAGE_PY, "migrate"]
+        sys.path.insert(0, os.path.dirname(os.path.abspath(MANAGE_PY)))
         runpy.run_path(MANAGE_PY, run_name="__main__")
         if not _called:
             raise MigsnapError(
