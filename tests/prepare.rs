@@ -7,20 +7,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-const NEW_MIGRATION: &str = r#"from django.db import migrations, models
-
-
-class Migration(migrations.Migration):
-    dependencies = [("catalog", "0004_product_is_active")]
-    operations = [
-        migrations.AddField("product", "note", models.TextField(blank=True, default="")),
-        migrations.RunSQL(
-            "CREATE INDEX catalog_product_note_idx ON catalog_product (note)",
-            "DROP INDEX catalog_product_note_idx",
-        ),
-    ]
-"#;
-
 fn assert_same_as_plain_migrate(p: &Project, db: &str, reference: &str) {
     p.plain_migrate(reference);
     assert_eq!(

@@ -24,29 +24,36 @@ fn suite_project(test: &str) -> Project {
 /// `python -m pytest ARGS` in the project, with the plugin loaded from the
 /// source tree and the freshly built binary; returns the output and the
 /// worker records (worker id -> record).
+/// `python -m pytest` in the project with the plugin from the source tree,
+/// the given migsnap binary, and this test's server, cache and database name.
+fn pytest_cmd(p: &Project, migsnap: &Path) -> Command {
+    let mut c = Command::new(python());
+    c.args([
+        "-m",
+        "pytest",
+        "-p",
+        "migsnap.pytest_plugin",
+        "-p",
+        "no:cacheprovider",
+    ])
+    .current_dir(p.path())
+    .env("PYTHONPATH", repo().join("python"))
+    .env("MIGSNAP_BIN", migsnap)
+    .env("MIGSNAP_SERVER_URL", server_url())
+    .env("MIGSNAP_CACHE_DIR", p.cache.path())
+    // The example settings take NAME from PGDATABASE: test_<this> is
+    // then unique to this test.
+    .envs(libpq_env(&p.name))
+    .env_remove("DJANGO_SETTINGS_MODULE")
+    .env_remove("MIGSNAP_PYTHON");
+    c
+}
+
 fn pytest(p: &Project, args: &[&str]) -> (Output, Vec<Value>) {
     let records = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(python())
-        .args([
-            "-m",
-            "pytest",
-            "-p",
-            "migsnap.pytest_plugin",
-            "-p",
-            "no:cacheprovider",
-        ])
+    let out = pytest_cmd(p, &bin())
         .args(args)
-        .current_dir(p.path())
-        .env("PYTHONPATH", repo().join("python"))
-        .env("MIGSNAP_BIN", bin())
-        .env("MIGSNAP_SERVER_URL", server_url())
-        .env("MIGSNAP_CACHE_DIR", p.cache.path())
-        // The example settings take NAME from PGDATABASE: test_<this> is
-        // then unique to this test.
-        .envs(libpq_env(&p.name))
         .env("MIGSNAP_SUITE_RECORDS", records.path())
-        .env_remove("DJANGO_SETTINGS_MODULE")
-        .env_remove("MIGSNAP_PYTHON")
         .output()
         .expect("run pytest");
     let mut found: Vec<Value> = std::fs::read_dir(records.path())
@@ -184,23 +191,8 @@ fn the_migration_counter_catches_a_plain_pytest_django_run() {
 fn plugin_reports_a_missing_binary_clearly() {
     let p = suite_project("pytest_nobin");
     let missing = Path::new("/nonexistent/migsnap");
-    let out = Command::new(python())
-        .args([
-            "-m",
-            "pytest",
-            "-p",
-            "migsnap.pytest_plugin",
-            "-p",
-            "no:cacheprovider",
-        ])
+    let out = pytest_cmd(&p, missing)
         .args(["-k", "data_migration"])
-        .current_dir(p.path())
-        .env("PYTHONPATH", repo().join("python"))
-        .env("MIGSNAP_BIN", missing)
-        .env("MIGSNAP_SERVER_URL", server_url())
-        .env("MIGSNAP_CACHE_DIR", p.cache.path())
-        .envs(libpq_env(&p.name))
-        .env_remove("DJANGO_SETTINGS_MODULE")
         .output()
         .expect("run pytest");
     assert!(!out.status.success(), "{}", report(&out));

@@ -202,20 +202,6 @@ fn killed_while_restoring_or_cloning_the_next_run_starts_over() {
     );
 }
 
-const NEW_MIGRATION: &str = r#"from django.db import migrations, models
-
-
-class Migration(migrations.Migration):
-    dependencies = [("catalog", "0004_product_is_active")]
-    operations = [
-        migrations.AddField("product", "note", models.TextField(blank=True, default="")),
-        migrations.RunSQL(
-            "CREATE INDEX catalog_product_note_idx ON catalog_product (note)",
-            "DROP INDEX catalog_product_note_idx",
-        ),
-    ]
-"#;
-
 #[test]
 fn killed_during_an_incremental_build_the_next_run_starts_over() {
     let p = Project::example("crash_incremental");

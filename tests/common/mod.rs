@@ -161,6 +161,22 @@ pub fn django_migrations(db: &str) -> Vec<String> {
     .collect()
 }
 
+/// A migration to add on top of the example project: one field and one
+/// RunSQL index, so incremental builds have schema and index work to do.
+pub const NEW_MIGRATION: &str = r#"from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("catalog", "0004_product_is_active")]
+    operations = [
+        migrations.AddField("product", "note", models.TextField(blank=True, default="")),
+        migrations.RunSQL(
+            "CREATE INDEX catalog_product_note_idx ON catalog_product (note)",
+            "DROP INDEX catalog_product_note_idx",
+        ),
+    ]
+"#;
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A private copy of a Django project with its own cache dir and key salt.
