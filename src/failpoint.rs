@@ -23,8 +23,8 @@
 //! | `manifest.renamed` | the manifest is in place, the template is not |
 //! | `promote.before` / `promote.after` | around the transaction that makes the template |
 //! | `target.dropped` | the old target database was dropped |
-//! | `clone.created` | the target was cloned, not yet marked as migsnap's |
-//! | `clone.commented` | the target is complete, nothing printed yet |
+//! | `clone.created` | the template was cloned under the scratch name, not yet renamed to the target |
+//! | `clone.commented` | the target is marked and in place, nothing printed yet |
 
 use crate::env;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -597,3 +597,41 @@ fn awkward_content_survives_the_dump_and_migsnaps_own_restore() {
         "semi;colon 'quoted' $notdollar$ \\. end;!"
     );
 }
+
+#[test]
+fn killed_between_clone_and_rename_the_target_needs_no_force() {
+    let p = Project::example("crash_clone");
+    // Not a test_ name: only migsnap's mark allows replacing it without --force.
+    let db = format!("ci_{}", p.name);
+    p.track(&db);
+    let scratch = migsnap::pg::admin::clone_scratch_name(&db);
+    p.track(&scratch);
+    p.prepare(&db);
+
+    let out = p
+        .cmd(&["prepare", "--database", &db])
+        .env("MIGSNAP_CRASH_AT", "clone.created")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+    assert!(
+        database_exists(&scratch),
+        "the killed run left its scratch clone"
+    );
+    assert!(
+        !database_exists(&db),
+        "the old target was dropped before the clone"
+    );
+
+    // No --force: nothing unmarked ever carried the target's name.
+    let again = p.prepare(&db);
+    assert_eq!(again["source"], "template");
+    assert!(
+        !database_exists(&scratch),
+        "the leftover scratch clone was removed"
+    );
+    assert_eq!(
+        psql("postgres", &format!("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{db}'")),
+        format!("migsnap clone of {}", &again["key"].as_str().expect("key")[..16])
+    );
+}

@@ -93,7 +93,12 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
     let admin = engine::connect(settings, ui).await?;
     let template = admin::template_name(&fp.key);
 
-    let found = admin.databases(&[&template, target]).await?;
+    let scratch = admin::clone_scratch_name(target);
+    let found = admin.databases(&[&template, target, &scratch]).await?;
+    if let Some(leftover) = found.iter().find(|d| d.name == scratch) {
+        // A run killed between clone and rename left it: ours by name.
+        admin.drop(leftover).await?;
+    }
     let existing = found.iter().find(|d| d.name == target);
     admin::target_check(target, existing, &admin.conn.admin_db, args.force)?;
     let ready = found
@@ -123,7 +128,7 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
         crate::failpoint::point("target.dropped");
     }
     let cloned = admin
-        .create(target, Some(&snapshot.template), settings.clone_strategy)
+        .create(&scratch, Some(&snapshot.template), settings.clone_strategy)
         .await;
     let snapshot = match cloned {
         Ok(()) => snapshot,
@@ -145,14 +150,14 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
             ));
             let rebuilt = engine::build(&admin, settings, &fp, ui, false).await?;
             admin
-                .create(target, Some(&rebuilt.template), settings.clone_strategy)
+                .create(&scratch, Some(&rebuilt.template), settings.clone_strategy)
                 .await?;
             rebuilt
         }
     };
     crate::failpoint::point("clone.created");
     admin
-        .comment(target, &format!("{CLONE_COMMENT}{}", fp.short()))
+        .finish_clone(&scratch, target, &format!("{CLONE_COMMENT}{}", fp.short()))
         .await?;
     crate::failpoint::point("clone.commented");
 

@@ -45,6 +45,14 @@ pub fn owned(name: &str) -> Option<Owned<'_>> {
     hex16(short).then_some(Owned::Template(short))
 }
 
+/// Where `prepare` clones before renaming to the target: derived from the
+/// target's name, so a run killed half-way leaves a database the next
+/// `prepare` of the same target finds and removes.
+pub fn clone_scratch_name(target: &str) -> String {
+    let tag = crate::fingerprint::hash_normalized(target.as_bytes());
+    format!("{TEMPLATE_PREFIX}clone_{}", &tag[..16])
+}
+
 pub fn template_comment(key: &str) -> String {
     format!("{TEMPLATE_COMMENT}{key}")
 }
@@ -264,6 +272,23 @@ impl Admin {
             let _ = self.client.batch_execute("ROLLBACK").await;
         }
         res.map_err(|e| db_error(format!("cannot turn `{build}` into a template"), e))
+    }
+
+    /// Mark the scratch clone as migsnap's and give it the target's name in
+    /// one transaction: the target never exists without the mark, so a
+    /// killed run can never leave a database that later needs `--force`.
+    pub async fn finish_clone(&self, scratch: &str, target: &str, comment: &str) -> Result<()> {
+        let s = quote_ident(scratch);
+        let sql = format!(
+            "BEGIN; COMMENT ON DATABASE {s} IS {c}; ALTER DATABASE {s} RENAME TO {t}; COMMIT",
+            c = quote_literal(comment),
+            t = quote_ident(target)
+        );
+        let res = self.client.batch_execute(&sql).await;
+        if res.is_err() {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        res.map_err(|e| db_error(format!("cannot rename the new clone to `{target}`"), e))
     }
 
     /// Session-level advisory lock for building `key`. Released when the
