@@ -105,6 +105,12 @@ fn read_batches(path: &PathBuf, tx: &mpsc::Sender<Result<Msg>>) -> Result<()> {
     let mut batch = String::new();
     let mut count = 0;
     let mut batch_line = 1;
+    // A COPY is held back until its first row: pg_dump writes a COPY block
+    // for every table, and in a migrated schema most are empty. Sending
+    // those would cost three round trips each (prepare, copy-in, finish) for
+    // nothing, which over a slow link is most of the restore. Skipping them
+    // is safe because triggers and rules are created after the data.
+    let mut pending_copy: Option<(String, u64)> = None;
     // Returns false when the receiver is gone (the async side failed).
     let send = |m: Msg| tx.blocking_send(Ok(m)).is_ok();
     let bad = |path: &PathBuf, e: super::dump_reader::DumpError| {
@@ -141,8 +147,19 @@ fn read_batches(path: &PathBuf, tx: &mpsc::Sender<Result<Msg>>) -> Result<()> {
                 count += 1;
                 true
             }
-            Item::CopyStart(stmt) => send(Msg::CopyStart { stmt, line }),
-            Item::CopyData(d) => send(Msg::CopyData(Bytes::from(d))),
+            Item::CopyStart(stmt) => {
+                pending_copy = Some((stmt, line));
+                true
+            }
+            Item::CopyData(d) => {
+                let started = match pending_copy.take() {
+                    Some((stmt, line)) => send(Msg::CopyStart { stmt, line }),
+                    None => true,
+                };
+                started && send(Msg::CopyData(Bytes::from(d)))
+            }
+            // An empty COPY block: nothing was sent for it.
+            Item::CopyEnd if pending_copy.take().is_some() => true,
             Item::CopyEnd => send(Msg::CopyEnd),
             Item::MetaCommand(cmd) => {
                 // pg_dump >= 15.14 brackets the script with \restrict/\unrestrict
