@@ -65,7 +65,11 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8>
         admin.drop(info).await?;
     }
     admin
-        .create(target, Some(&snapshot.template), settings.clone_strategy)
+        .create(
+            target,
+            Some(&snapshot.template),
+            settings.effective_clone_strategy(),
+        )
         .await?;
     admin
         .comment(target, &format!("{CLONE_COMMENT}{}", fp.short()))
