@@ -23,6 +23,9 @@
 # Benchmarks are not tests: nothing here fails on a slow number, only on a
 # wrong one (a prepare that did not take the path the case is about).
 set -euo pipefail
+# The whole script is one compound command, so bash parses all of it before
+# running any: editing the file while a long bench runs cannot derail it.
+{
 source "$(dirname "$0")/lib.sh"
 cd "$root"
 
@@ -214,6 +217,7 @@ fmt_ms() {
     else printf "%.0f s", t / 1000 }'
 }
 fmt_kib() { [ -n "$1" ] && awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }' || echo "–"; }
+fmt_bytes() { awk -v b="$1" 'BEGIN { if (b < 1048576) printf "%.0f KiB", b / 1024; else if (b < 1073741824) printf "%.1f MiB", b / 1048576; else printf "%.2f GiB", b / 1073741824 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print ""; else printf "%.2f", a / b }'; }
 
 template_of() { echo "migsnap_${1:0:16}"; }
@@ -324,6 +328,9 @@ for _ in $(seq "$runs"); do
   measure psql_restore restore_psql bench_psql
   drop_db bench_psql; sql 'CREATE DATABASE bench_psql'
   measure psql1_restore restore_psql bench_psql -1
+  # Like for like with migsnap, whose figure includes creating its database.
+  drop_db bench_psql
+  measure psql1_createdb bash -c 'psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE bench_psql" && restore_psql bench_psql -1'
   drop_db "$template"; drop_db test_bench
   measure migsnap_cache "$bin" -C "$proj" prepare --database test_bench --json
   expect_source cache
@@ -493,7 +500,7 @@ report() {
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); command: \`scripts/bench.sh $bench_args\`"
   echo "- machine: ${nproc_} CPUs (${cpu}), ${mem} RAM; load average at the end: ${load}"
   echo "- PostgreSQL ${server_version} ($( [ -z "${MIGSNAP_SERVER_URL:-}" ] && echo "migsnap's embedded server: fsync off, Unix socket" || echo "server from MIGSNAP_SERVER_URL")); Django $("$python" -c 'import django; print(django.get_version())'); $("$bin" --version)"
-  echo "- project: ${n_migrations} migrations (\`gen_project.py ${gen_args[*]}\`), ${n_relations} relations in public; template $(fmt_kib $(( template_bytes / 1024 ))) on disk; dump $(fmt_kib $(( dump_bytes / 1024 ))) zstd, $(fmt_kib $(( sql_bytes / 1024 ))) SQL, ${n_statements} statements, ${n_copies} COPY blocks"
+  echo "- project: ${n_migrations} migrations (\`gen_project.py ${gen_args[*]}\`), ${n_relations} relations in public; template $(fmt_bytes "$template_bytes") on disk; dump $(fmt_bytes "$dump_bytes") zstd, $(fmt_bytes "$sql_bytes") SQL, ${n_statements} statements, ${n_copies} COPY blocks"
   echo "- embedded server dir: ${MIGSNAP_SERVER_DIR:-–} ($(stat -f -c %T "${MIGSNAP_SERVER_DIR:-$work}" 2>/dev/null || echo '?')); migsnap clone strategy: ${strategy}"
   echo "- runs: ${runs} per case (migrate cold and incremental: ${cold_runs}; latency: ${lat_runs:-0}; large dump: ${bulk_runs:-0}); times are wall clock per command, including process start; the psql restores exclude creating their empty database, migsnap's cache case includes creating one, promoting it to the template and cloning the target; peak RSS is GNU time's max RSS (for cold/incremental that is Django's Python, a child process)"
   echo
@@ -504,6 +511,7 @@ report() {
   row createdb_raw "raw \`CREATE DATABASE … TEMPLATE\` via psql (floor)"
   row psql_restore "\`zstdcat dump | psql\` into an empty database"
   row psql1_restore "\`zstdcat dump | psql -1\`"
+  row psql1_createdb "\`CREATE DATABASE\` + \`zstdcat dump | psql -1\`"
   row key "\`migsnap key\` (${n_migrations} files)" "$(rss_note key)"
   [ -n "${key_n:-}" ] && row key_big "\`migsnap key\` (${key_n} files)" "$(rss_note key_big)"
   row migsnap_cold "migsnap prepare: cold (migrate + dump + template)" "$(rss_note migsnap_cold)"
@@ -524,19 +532,19 @@ report() {
   echo
   if [ -n "$rtt_note" ]; then echo "Latency: a userspace proxy (scripts/delay_proxy.py) delays each direction by $(awk -v r="$rtt_ms" 'BEGIN { print r / 2 }') ms; ${rtt_note}."; echo; fi
   if [ -n "${bulk_sql:-}" ]; then
-    echo "Large dump: ${rows} rows; $(fmt_kib $(( bulk_sql / 1024 ))) of SQL, $(fmt_kib $(( bulk_zst / 1024 ))) compressed."
+    echo "Large dump: one table of ${rows} rows; $(fmt_bytes "$bulk_sql") of SQL, $(fmt_bytes "$bulk_zst") compressed. migsnap's peak RSS restoring it vs the ${n_migrations}-migration dump: $(rss_note bulk_cache) vs $(rss_note migsnap_cache)."
     echo
   fi
 
   if [ ${#clone_sizes[@]} -gt 0 ]; then
     echo "Clone cost by strategy (raw \`CREATE DATABASE … TEMPLATE … STRATEGY\` via psql, medians; the large-dump row: ${bulk_runs:-$runs} runs):"
     echo
-    echo "| template | size | relations | WAL_LOG | FILE_COPY |"
+    echo "| template | size | relations (pg_class) | WAL_LOG | FILE_COPY |"
     echo "|---|---|---|---|---|"
     local e label bytes rels
     for e in "${clone_sizes[@]}"; do
       IFS='|' read -r label bytes rels <<<"$e"
-      printf '| %s | %s | %s | %s | %s |\n' "$label" "$(fmt_kib $(( bytes / 1024 )))" "$rels" \
+      printf '| %s | %s | %s | %s | %s |\n' "$label" "$(fmt_bytes "$bytes")" "$rels" \
         "$(fmt_ms "$(m "clone_${label}_WAL_LOG")")" "$(fmt_ms "$(m "clone_${label}_FILE_COPY")")"
     done
     echo
@@ -554,6 +562,8 @@ report() {
   local best; best=$(awk -v a="$(m psql_restore)" -v b="$(m psql1_restore)" 'BEGIN { print (a < b ? a : b) }')
   r=$(ratio "$best" "$(m migsnap_cache)")
   echo "| cache faster than the faster of psql / psql -1 | ${r}× faster | $(verdict "$r" ">" 1) |"
+  r=$(ratio "$(m psql1_createdb)" "$(m migsnap_cache)")
+  echo "| (like for like: cache vs CREATE DATABASE + psql -1) | ${r}× faster | $(verdict "$r" ">" 1) |"
   if [ -s "$res/migsnap_cache_rtt.ms" ]; then
     r=$(ratio "$(m psql_restore_rtt)" "$(m migsnap_cache_rtt)")
     echo "| over ${rtt_ms} ms RTT, cache ≥ 5 × faster than psql | ${r}× | $(verdict "$r" ">=" 5) |"
@@ -573,3 +583,5 @@ report() {
 bench_args="--migrations $migrations --runs $runs --cold-runs $cold_runs --bulk-mb $bulk_mb --key-files $key_files --rtt-ms $rtt_ms"
 [ -n "$quick" ] && bench_args="--quick"
 if [ -n "$out" ]; then report | tee "$out"; else report; fi
+exit
+}
