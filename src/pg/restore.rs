@@ -181,3 +181,48 @@ fn read_batches(path: &PathBuf, tx: &mpsc::Sender<Result<Msg>>) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the reader thread sends for `sql`, as short strings.
+    fn messages(sql: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("dump.sql.zst");
+        let compressed = zstd::encode_all(sql.as_bytes(), 3).expect("compress");
+        std::fs::write(&path, compressed).expect("write dump");
+        let (tx, mut rx) = mpsc::channel(1024);
+        read_batches(&path, &tx).expect("read");
+        drop(tx);
+        let mut out = vec![];
+        while let Ok(msg) = rx.try_recv() {
+            out.push(match msg.expect("message") {
+                Msg::Sql { text, .. } => format!("sql {}", text.trim_end()),
+                Msg::CopyStart { stmt, .. } => format!("copy {stmt}"),
+                Msg::CopyData(d) => format!("data {}", String::from_utf8_lossy(&d).trim_end()),
+                Msg::CopyEnd => "end".to_string(),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn empty_copy_blocks_are_not_sent() {
+        let sql = "CREATE TABLE a (x int);\nCREATE TABLE b (x int);\n\
+                   COPY public.a (x) FROM stdin;\n\\.\n\
+                   COPY public.b (x) FROM stdin;\n1\n2\n\\.\n\
+                   COPY public.c (x) FROM stdin;\n\\.\n\
+                   CREATE INDEX i ON b (x);\n";
+        assert_eq!(
+            messages(sql),
+            [
+                "sql CREATE TABLE a (x int);\nCREATE TABLE b (x int);",
+                "copy COPY public.b (x) FROM stdin;",
+                "data 1\n2",
+                "end",
+                "sql CREATE INDEX i ON b (x);",
+            ]
+        );
+    }
+}
