@@ -30,6 +30,12 @@ source "$(dirname "$0")/lib.sh"
 cd "$root"
 
 migrations=1000 runs=5 cold_runs='' bulk_mb=1024 key_files=10000 rtt_ms=2 quick='' out='' keep='' server_dir='' server_dir_made=''
+# --quick sets small defaults first, so explicit options still win.
+for arg in "$@"; do
+  if [ "$arg" = --quick ]; then
+    quick=1 migrations=100 runs=2 cold_runs=1 bulk_mb=16 key_files=2000
+  fi
+done
 while [ $# -gt 0 ]; do
   case "$1" in
     --migrations) migrations=$2; shift 2 ;;
@@ -46,9 +52,6 @@ while [ $# -gt 0 ]; do
     *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-if [ -n "$quick" ]; then
-  migrations=100 runs=2 cold_runs=1 bulk_mb=16 key_files=2000
-fi
 cold_runs=${cold_runs:-$(( runs < 3 ? runs : 3 ))}
 case "$migrations" in
   1000) gen_args=(--size 1000) ;;
@@ -501,7 +504,11 @@ report() {
   echo "- machine: ${nproc_} CPUs (${cpu}), ${mem} RAM; load average at the end: ${load}"
   echo "- PostgreSQL ${server_version} ($( [ -z "${MIGSNAP_SERVER_URL:-}" ] && echo "migsnap's embedded server: fsync off, Unix socket" || echo "server from MIGSNAP_SERVER_URL")); Django $("$python" -c 'import django; print(django.get_version())'); $("$bin" --version)"
   echo "- project: ${n_migrations} migrations (\`gen_project.py ${gen_args[*]}\`), ${n_relations} relations in public; template $(fmt_bytes "$template_bytes") on disk; dump $(fmt_bytes "$dump_bytes") zstd, $(fmt_bytes "$sql_bytes") SQL, ${n_statements} statements, ${n_copies} COPY blocks"
-  echo "- embedded server dir: ${MIGSNAP_SERVER_DIR:-–} ($(stat -f -c %T "${MIGSNAP_SERVER_DIR:-$work}" 2>/dev/null || echo '?')); migsnap clone strategy: ${strategy}"
+  if [ -z "${MIGSNAP_SERVER_URL:-}" ]; then
+    echo "- embedded server dir: ${MIGSNAP_SERVER_DIR} ($(stat -f -c %T "$MIGSNAP_SERVER_DIR" 2>/dev/null || echo '?')); migsnap clone strategy: ${strategy}"
+  else
+    echo "- migsnap clone strategy: ${strategy}"
+  fi
   echo "- runs: ${runs} per case (migrate cold and incremental: ${cold_runs}; latency: ${lat_runs:-0}; large dump: ${bulk_runs:-0}); times are wall clock per command, including process start; the psql restores exclude creating their empty database, migsnap's cache case includes creating one, promoting it to the template and cloning the target; peak RSS is GNU time's max RSS (for cold/incremental that is Django's Python, a child process)"
   echo
   echo "| case | median | min | max | runs | peak RSS |"
@@ -580,8 +587,7 @@ report() {
   done
   echo "| peak memory < 64 MiB (key, warm, cache, xdist, large restore) | $(fmt_kib "$peak") | $(verdict "$peak" "<" 65536) |"
 }
-bench_args="--migrations $migrations --runs $runs --cold-runs $cold_runs --bulk-mb $bulk_mb --key-files $key_files --rtt-ms $rtt_ms"
-[ -n "$quick" ] && bench_args="--quick"
+bench_args="--migrations $migrations --runs $runs --cold-runs $cold_runs --bulk-mb $bulk_mb --key-files $key_files --rtt-ms $rtt_ms${server_dir:+ --server-dir $server_dir}"
 if [ -n "$out" ]; then report | tee "$out"; else report; fi
 exit
 }
