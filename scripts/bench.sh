@@ -516,9 +516,9 @@ report() {
   row migrate_cold "\`manage.py migrate\`, empty database (cold)"
   row migrate_noop "\`manage.py migrate\`, nothing to do"
   row createdb_raw "raw \`CREATE DATABASE … TEMPLATE\` via psql (floor)"
-  row psql_restore "\`zstdcat dump | psql\` into an empty database"
-  row psql1_restore "\`zstdcat dump | psql -1\`"
-  row psql1_createdb "\`CREATE DATABASE\` + \`zstdcat dump | psql -1\`"
+  row psql_restore "\`zstdcat dump \\| psql\` into an empty database"
+  row psql1_restore "\`zstdcat dump \\| psql -1\`"
+  row psql1_createdb "\`CREATE DATABASE\` + \`zstdcat dump \\| psql -1\`"
   row key "\`migsnap key\` (${n_migrations} files)" "$(rss_note key)"
   [ -n "${key_n:-}" ] && row key_big "\`migsnap key\` (${key_n} files)" "$(rss_note key_big)"
   row migsnap_cold "migsnap prepare: cold (migrate + dump + template)" "$(rss_note migsnap_cold)"
@@ -528,13 +528,13 @@ report() {
   row xdist8 "migsnap prepare × 8 in parallel (wall, all 8)" "$(rss_note xdist8)"
   row xdist8_alt "… the same with \`clone-strategy = \"$alt_strategy\"\`" "$(rss_note xdist8_alt)"
   if [ -s "$res/psql_restore_rtt.ms" ]; then
-    row psql_restore_rtt "\`zstdcat dump | psql\`, +${rtt_ms} ms RTT"
+    row psql_restore_rtt "\`zstdcat dump \\| psql\`, +${rtt_ms} ms RTT"
     row migsnap_cache_rtt "migsnap prepare: cache, +${rtt_ms} ms RTT" "$(rss_note migsnap_cache_rtt)"
   fi
   if [ -s "$res/bulk_cache.ms" ]; then
     row bulk_cold "large dump: migsnap prepare cold" "$(rss_note bulk_cold)"
     row bulk_cache "large dump: migsnap prepare cache" "$(rss_note bulk_cache)"
-    row bulk_psql "large dump: \`zstdcat dump | psql\`"
+    row bulk_psql "large dump: \`zstdcat dump \\| psql\`"
   fi
   echo
   if [ -n "$rtt_note" ]; then echo "Latency: a userspace proxy (scripts/delay_proxy.py) delays each direction by $(awk -v r="$rtt_ms" 'BEGIN { print r / 2 }') ms; ${rtt_note}."; echo; fi
