@@ -29,11 +29,11 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$root"
 
-migrations=1000 runs=5 cold_runs='' bulk_mb=1024 key_files=10000 rtt_ms=2 quick='' out='' keep='' server_dir='' server_dir_made=''
+migrations=1000 runs=5 cold_runs='' bulk_mb=1024 key_files=10000 rtt_ms=2 quick='' out='' keep='' server_dir='' server_dir_made='' wide_tables=1000
 # --quick sets small defaults first, so explicit options still win.
 for arg in "$@"; do
   if [ "$arg" = --quick ]; then
-    quick=1 migrations=100 runs=2 cold_runs=1 bulk_mb=16 key_files=2000
+    quick=1 migrations=100 runs=2 cold_runs=1 bulk_mb=16 key_files=2000 wide_tables=200
   fi
 done
 while [ $# -gt 0 ]; do
@@ -101,7 +101,7 @@ cleanup() {
   elif [ -n "${admin_db:-}" ]; then
     # Someone else's server: drop exactly the databases this run made.
     local db
-    for db in $made bench_migrated bench_raw bench_psql bench_clone bench_empty test_bench \
+    for db in $made bench_migrated bench_raw bench_psql bench_clone bench_empty bench_wide test_bench \
       test_bench_inc test_bulk test_bench_gw{0..7}; do
       drop_db "$db" >/dev/null 2>&1 || true
     done
@@ -419,6 +419,16 @@ if [ "${server_version%%.*}" -ge 15 ] 2>/dev/null; then
   drop_db bench_empty; sql 'CREATE DATABASE bench_empty'
   clone_cost empty bench_empty
   clone_cost schema "$template"
+  # A wide schema without data: what a clone costs per relation.
+  drop_db bench_wide; sql 'CREATE DATABASE bench_wide'
+  for chunk in $(seq 0 200 $(( wide_tables - 1 ))); do  # 200 per transaction: lock table
+    psql -X -q -v ON_ERROR_STOP=1 -d bench_wide -c "DO \$\$ BEGIN FOR i IN $(( chunk + 1 ))..$(( chunk + 200 < wide_tables ? chunk + 200 : wide_tables )) LOOP
+      EXECUTE format('CREATE TABLE t%s (id bigint PRIMARY KEY, name text NOT NULL, created timestamptz)', i);
+      EXECUTE format('CREATE INDEX ON t%s (created)', i);
+    END LOOP; END \$\$"
+  done
+  clone_cost wide bench_wide $(( runs < 3 ? runs : 3 ))
+  drop_db bench_wide
   log "case: 8 × prepare in parallel with clone-strategy = $alt_strategy"
   write_config "$proj" "$alt_strategy"
   for _ in $(seq "$runs"); do xdist xdist8_alt; done
@@ -544,14 +554,22 @@ report() {
   fi
 
   if [ ${#clone_sizes[@]} -gt 0 ]; then
-    echo "Clone cost by strategy (raw \`CREATE DATABASE … TEMPLATE … STRATEGY\` via psql, medians; the large-dump row: ${bulk_runs:-$runs} runs):"
+    echo "Clone cost by strategy (raw \`CREATE DATABASE … TEMPLATE … STRATEGY\` via psql, medians of ${runs} runs; wide and large dump: $(( runs < 3 ? runs : 3 )) and ${bulk_runs:-0}):"
     echo
     echo "| template | size | relations (pg_class) | WAL_LOG | FILE_COPY |"
     echo "|---|---|---|---|---|"
     local e label bytes rels
+    local name
     for e in "${clone_sizes[@]}"; do
       IFS='|' read -r label bytes rels <<<"$e"
-      printf '| %s | %s | %s | %s | %s |\n' "$label" "$(fmt_bytes "$bytes")" "$rels" \
+      case $label in
+        empty) name="empty database" ;;
+        schema) name="the ${n_migrations}-migration template" ;;
+        wide) name="${wide_tables} tables with 2 indexes each, no rows" ;;
+        bulk) name="the large-dump template (1 big table)" ;;
+        *) name=$label ;;
+      esac
+      printf '| %s | %s | %s | %s | %s |\n' "$name" "$(fmt_bytes "$bytes")" "$rels" \
         "$(fmt_ms "$(m "clone_${label}_WAL_LOG")")" "$(fmt_ms "$(m "clone_${label}_FILE_COPY")")"
     done
     echo
