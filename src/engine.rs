@@ -331,7 +331,11 @@ async fn incremental(
     match admin.database(&base_template).await? {
         Some(info) if info.is_template_for(&base.key) => {
             admin
-                .create(build, Some(&base_template), CloneStrategy::Default)
+                .create(
+                    build,
+                    Some(&base_template),
+                    settings.effective_clone_strategy(),
+                )
                 .await?;
             failpoint::point("build.created");
         }

@@ -128,7 +128,11 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
         crate::failpoint::point("target.dropped");
     }
     let cloned = admin
-        .create(&scratch, Some(&snapshot.template), settings.clone_strategy)
+        .create(
+            &scratch,
+            Some(&snapshot.template),
+            settings.effective_clone_strategy(),
+        )
         .await;
     let snapshot = match cloned {
         Ok(()) => snapshot,
@@ -150,7 +154,11 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
             ));
             let rebuilt = engine::build(&admin, settings, &fp, ui, false).await?;
             admin
-                .create(&scratch, Some(&rebuilt.template), settings.clone_strategy)
+                .create(
+                    &scratch,
+                    Some(&rebuilt.template),
+                    settings.effective_clone_strategy(),
+                )
                 .await?;
             rebuilt
         }
