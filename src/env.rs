@@ -27,6 +27,10 @@ pub const SERVER_USER: &str = "MIGSNAP_SERVER_USER";
 /// tests use it to prove that a run killed anywhere leaves nothing a later
 /// run would trust.
 pub const CRASH_AT: &str = "MIGSNAP_CRASH_AT";
+/// Test hook: `<point>:<file>` makes the process wait at that point until
+/// `<file>` exists (at most 60 s), so a test can change the world in between
+/// (e.g. drop the template between the warm path's look and its clone).
+pub const PAUSE_AT: &str = "MIGSNAP_PAUSE_AT";
 
 /// Read a variable, treating an empty value like an unset one (CI systems
 /// often export empty strings for "not configured").

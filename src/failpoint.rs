@@ -23,6 +23,7 @@
 //! | `manifest.renamed` | the manifest is in place, the template is not |
 //! | `promote.before` / `promote.after` | around the transaction that makes the template |
 //! | `target.dropped` | the old target database was dropped |
+//! | `clone.before` | about to clone the template (the warm path looked without a lock) |
 //! | `clone.created` | the template was cloned under the scratch name, not yet renamed to the target |
 //! | `clone.commented` | the target is marked and in place, nothing printed yet |
 
@@ -54,8 +55,9 @@ fn target() -> Option<&'static Target> {
         .as_ref()
 }
 
-/// A place where the crash tests may kill the process.
+/// A place where the crash tests may kill (or pause) the process.
 pub fn point(name: &str) {
+    pause(name);
     let Some(t) = target() else { return };
     if t.point == name && t.seen.fetch_add(1, Ordering::SeqCst) + 1 == t.nth {
         eprintln!(
@@ -64,5 +66,27 @@ pub fn point(name: &str) {
         );
         let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
         std::process::abort();
+    }
+}
+
+/// `MIGSNAP_PAUSE_AT=<point>:<file>`: wait at `point` until `file` exists.
+fn pause(name: &str) {
+    static PAUSE: OnceLock<Option<(String, std::path::PathBuf)>> = OnceLock::new();
+    let spec = PAUSE.get_or_init(|| {
+        let spec = env::var(env::PAUSE_AT)?;
+        let (point, file) = spec.split_once(':')?;
+        Some((point.to_string(), file.into()))
+    });
+    let Some((point, file)) = spec else { return };
+    if point != name {
+        return;
+    }
+    eprintln!(
+        "migsnap: paused at `{name}` until {} exists",
+        file.display()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !file.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

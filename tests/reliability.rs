@@ -635,3 +635,43 @@ fn killed_between_clone_and_rename_the_target_needs_no_force() {
         format!("migsnap clone of {}", &again["key"].as_str().expect("key")[..16])
     );
 }
+
+#[test]
+fn a_template_dropped_between_look_and_clone_is_rebuilt() {
+    // The warm path looks for the template without a lock, so a concurrent
+    // --rebuild or gc may drop it before the clone. Pause prepare exactly
+    // there, drop the template, let it go on: it must rebuild and succeed.
+    let p = Project::example("vanish");
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    let go = p.cache.path().join("go");
+    let child = p
+        .cmd(&["prepare", "--database", &db, "--json"])
+        .env("MIGSNAP_PAUSE_AT", format!("clone.before:{}", go.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // The paused run has dropped the old target already; wait for that.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while database_exists(&db) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !database_exists(&db),
+        "the paused run never reached the clone"
+    );
+    drop_template(&key);
+    std::fs::write(&go, "").expect("release the pause");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("disappeared before it could be cloned"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["source"], "cache", "rebuilt from the cached dump: {v}");
+    assert!(database_exists(&template_name(&key)));
+    Reference::of(&p).check(&db, "after the vanished template");
+}

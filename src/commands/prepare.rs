@@ -127,6 +127,7 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
         admin.drop(info).await?;
         crate::failpoint::point("target.dropped");
     }
+    crate::failpoint::point("clone.before");
     let cloned = admin
         .create(
             &scratch,
