@@ -65,9 +65,7 @@ pub async fn connect(settings: &Settings, ui: &Ui) -> Result<Admin> {
                 }
             }
             let (s, u) = (server.clone(), *ui);
-            tokio::task::spawn_blocking(move || s.start(&u))
-                .await
-                .map_err(|e| Error::internal("starting the server failed").source(e))??;
+            crate::error::blocking("starting the server", move || s.start(&u)).await??;
             Admin::connect(&info).await
         }
     }
@@ -424,10 +422,10 @@ async fn finish(
         store.clone(),
         fp.key.clone(),
     );
-    let dump =
-        tokio::task::spawn_blocking(move || dump::dump_to_store(&conn, &db, major, &st, &key))
-            .await
-            .map_err(|e| Error::internal("the dump thread failed").source(e))??;
+    let dump = crate::error::blocking("the dump", move || {
+        dump::dump_to_store(&conn, &db, major, &st, &key)
+    })
+    .await??;
     info.seconds = started.elapsed().as_secs_f64();
     let manifest = Manifest {
         format: store::MANIFEST_FORMAT,

@@ -154,3 +154,14 @@ impl<T, E: std::error::Error + Send + Sync + 'static> Context<T> for std::result
         self.map_err(|e| Error::new(kind, message()).source(e))
     }
 }
+
+/// Run blocking work (subprocesses, file locks) off the async runtime; a
+/// panicked task becomes an internal error naming `what`.
+pub async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("{what} failed")).source(e))
+}

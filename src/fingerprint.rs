@@ -164,10 +164,6 @@ pub fn key_of(
 
 /// sha256 of the content with CRLF folded to LF, so a Windows checkout with
 /// autocrlf shares snapshots with Linux CI.
-pub fn hash_file(path: &Path) -> Result<String> {
-    hash_file_with(path, &mut Vec::new())
-}
-
 fn hash_file_with(path: &Path, buf: &mut Vec<u8>) -> Result<String> {
     use std::io::Read;
     buf.clear();

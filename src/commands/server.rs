@@ -1,7 +1,7 @@
 //! `migsnap server start|stop|status|url`: the embedded PostgreSQL server.
 
 use crate::cli::ServerAction;
-use crate::error::{exit, Error, Result};
+use crate::error::{blocking, exit, Error, Result};
 use crate::settings::{ServerChoice, Settings};
 use crate::ui::Ui;
 
@@ -15,11 +15,6 @@ pub async fn run(settings: &Settings, action: &ServerAction, ui: &Ui) -> Result<
         ));
     };
     let server = server.clone();
-    let blocking = |f: Box<dyn FnOnce() -> Result<()> + Send>| async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| Error::internal("server task failed").source(e))?
-    };
     let json = match action {
         ServerAction::Start(a)
         | ServerAction::Stop(a)
@@ -29,13 +24,11 @@ pub async fn run(settings: &Settings, action: &ServerAction, ui: &Ui) -> Result<
     match action {
         ServerAction::Start(_) | ServerAction::Url(_) => {
             let (s, u) = (server.clone(), *ui);
-            blocking(Box::new(move || s.start(&u))).await?;
+            blocking("starting the server", move || s.start(&u)).await??;
         }
         ServerAction::Stop(_) => {
             let s = server.clone();
-            let stopped = tokio::task::spawn_blocking(move || s.stop())
-                .await
-                .map_err(|e| Error::internal("server task failed").source(e))??;
+            let stopped = blocking("stopping the server", move || s.stop()).await??;
             ui.info(if stopped {
                 "stopped the embedded server"
             } else {
@@ -44,9 +37,7 @@ pub async fn run(settings: &Settings, action: &ServerAction, ui: &Ui) -> Result<
         }
         ServerAction::Status(_) => {}
     }
-    let status = tokio::task::spawn_blocking(move || server.status())
-        .await
-        .map_err(|e| Error::internal("server task failed").source(e))?;
+    let status = blocking("reading the server status", move || server.status()).await?;
     if json {
         super::print_json(&status)?;
     } else if matches!(action, ServerAction::Status(_)) {
