@@ -201,7 +201,7 @@ async fn build_locked(
             ui.info(format!("restoring cached snapshot {}", fp.short()));
             admin.create(&build, None, CloneStrategy::Default).await?;
             failpoint::point("build.created");
-            restore_or_drop(admin, &build, &store.dump_path(key)).await?;
+            restore_or_drop(admin, settings, &build, &store.dump_path(key)).await?;
             promote(admin, &build, key).await?;
             ui.info(format!("restored in {}", ui::duration(t.elapsed())));
             return Ok(Snapshot {
@@ -346,7 +346,7 @@ async fn incremental(
             };
             admin.create(build, None, CloneStrategy::Default).await?;
             failpoint::point("build.created");
-            restore_or_drop(admin, build, &store.dump_path(&m.key)).await?;
+            restore_or_drop(admin, settings, build, &store.dump_path(&m.key)).await?;
         }
     }
     let report = django::migrate(settings, &admin.conn, build, ui).await?;
@@ -364,8 +364,13 @@ async fn incremental(
     })
 }
 
-async fn restore_or_drop(admin: &Admin, build: &str, dump: &std::path::Path) -> Result<()> {
-    if let Err(e) = restore::restore(&admin.conn, build, dump).await {
+async fn restore_or_drop(
+    admin: &Admin,
+    settings: &Settings,
+    build: &str,
+    dump: &std::path::Path,
+) -> Result<()> {
+    if let Err(e) = restore::restore(&admin.conn, build, dump, settings.restore_jobs).await {
         let _ = drop_build(admin, build).await;
         return Err(e);
     }

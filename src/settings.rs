@@ -28,6 +28,8 @@ pub struct FileConfig {
     /// Let the embedded server also listen on 127.0.0.1 at this port.
     pub server_port: Option<u16>,
     pub clone_strategy: Option<CloneStrategy>,
+    /// Connections a cache restore uses (1 = one, in dump order).
+    pub restore_jobs: Option<usize>,
     /// Finding kinds that make `check` exit 1.
     pub check_fail_on: Option<Vec<crate::check::FindingKind>>,
 }
@@ -78,6 +80,7 @@ pub struct Settings {
     pub django_settings: Option<String>,
     pub manage_py: PathBuf,
     pub clone_strategy: CloneStrategy,
+    pub restore_jobs: usize,
     pub check_fail_on: Vec<crate::check::FindingKind>,
     pub quiet: bool,
     pub verbose: bool,
@@ -147,6 +150,21 @@ impl Settings {
             .or_else(|| file.python.as_deref().map(rel))
             .unwrap_or_else(|| default_python(&project_dir));
 
+        let restore_jobs = match file.restore_jobs {
+            None => crate::pg::restore::DEFAULT_JOBS,
+            Some(n @ 1..=crate::pg::restore::MAX_JOBS) => n,
+            Some(n) => {
+                return Err(
+                    Error::usage(format!("restore-jobs = {n} is out of range")).hint(format!(
+                        "use 1 (one connection) to {} in {}",
+                        crate::pg::restore::MAX_JOBS,
+                        config_file
+                            .as_deref()
+                            .map_or("the config".into(), |p| p.display().to_string())
+                    )),
+                )
+            }
+        };
         let django_settings = args
             .settings
             .clone()
@@ -161,6 +179,7 @@ impl Settings {
             key_inputs: file.key_inputs.unwrap_or_else(|| owned(DEFAULT_KEY_INPUTS)),
             key_salt: file.key_salt.unwrap_or_default(),
             clone_strategy: file.clone_strategy.unwrap_or_default(),
+            restore_jobs,
             check_fail_on: file
                 .check_fail_on
                 .unwrap_or_else(crate::commands::default_fail_on),

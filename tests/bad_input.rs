@@ -63,6 +63,13 @@ fn configuration_mistakes() {
         err.contains("`cache-dir`"),
         "the right spelling is listed: {err}"
     );
+    std::fs::write(&config, format!("{good}restore-jobs = 0\n")).expect("write");
+    let err = fails(
+        &p.run(&["prepare", "--database", &db]),
+        2,
+        "restore-jobs = 0 is out of range",
+    );
+    assert!(err.contains("use 1 (one connection) to 16"), "{err}");
     std::fs::write(&config, &good).expect("write");
     p.write("pyproject.toml", "[tool.migsnap]\npyhton = \"x\"\n");
     std::fs::remove_file(&config).expect("rm");

@@ -103,6 +103,18 @@ fn every_source_path_gives_the_plain_migrate_result() {
         "the template is rebuilt from the dump"
     );
     assert_same_as_plain_migrate(&p, &db, &p.db("ref2"));
+    // The same on one connection, strictly in dump order (restore-jobs = 1).
+    let config = p.path().join("migsnap.toml");
+    let salted = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, format!("{salted}restore-jobs = 1\n")).expect("write");
+    psql(
+        "postgres",
+        &format!("ALTER DATABASE \"{template}\" IS_TEMPLATE false"),
+    );
+    psql("postgres", &format!("DROP DATABASE \"{template}\""));
+    assert_eq!(p.prepare(&db)["source"], "cache");
+    assert_same_as_plain_migrate(&p, &db, &p.db("ref2s"));
+    std::fs::write(&config, salted).expect("write");
 
     // 4. incremental: one new migration on top.
     p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);

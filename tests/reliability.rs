@@ -93,6 +93,9 @@ enum Start {
 /// and have removed the build database and temp files the crash left.
 fn crash_at_each(test: &str, points: &[(&str, Start, &str)]) {
     let p = Project::example(test);
+    // Two tables with rows enough for COPY (small blocks are restored as
+    // INSERTs inside statement batches), so the COPY points are reached.
+    p.write("orders/migrations/0005_bulk_rows.py", BULK_MIGRATION);
     let reference = Reference::of(&p);
     let db = p.db("t");
     let key = p.key();
@@ -141,6 +144,23 @@ fn crash_at_each(test: &str, points: &[(&str, Start, &str)]) {
     }
 }
 
+/// Rows enough that pg_dump's COPY blocks for these two tables exceed what
+/// the restorer sends as INSERTs (~800 KiB each).
+const BULK_MIGRATION: &str = r#"from django.db import migrations
+
+SQL = """
+CREATE TABLE bulk_a (id int PRIMARY KEY, t text);
+CREATE TABLE bulk_b (id int PRIMARY KEY, t text);
+INSERT INTO bulk_a SELECT i, 'row ' || i || ' of the first bulk table' FROM generate_series(1, 20000) i;
+INSERT INTO bulk_b SELECT i, 'row ' || i || ' of the second bulk table' FROM generate_series(1, 20000) i;
+"""
+
+
+class Migration(migrations.Migration):
+    dependencies = [("orders", "0004_lower_status_index")]
+    operations = [migrations.RunSQL(SQL, "DROP TABLE bulk_a, bulk_b")]
+"#;
+
 #[test]
 fn killed_during_migrate_the_next_run_starts_over() {
     crash_at_each(
@@ -183,16 +203,14 @@ fn killed_while_restoring_or_cloning_the_next_run_starts_over() {
             ("build.created", Start::Cache, "cache"),
             ("restore.batch:1", Start::Cache, "cache"),
             ("restore.batch:2", Start::Cache, "cache"),
-            // The example's dump has 4 COPY blocks with rows (empty ones
-            // are skipped, not sent): a point in and after each of them.
+            ("restore.batch:4", Start::Cache, "cache"),
+            // BULK_MIGRATION's two big COPY blocks (about 4 chunks each, on
+            // the two connections): points in and after each of them.
             ("restore.copy_data:1", Start::Cache, "cache"),
-            ("restore.copy_data:2", Start::Cache, "cache"),
             ("restore.copy_data:3", Start::Cache, "cache"),
-            ("restore.copy_data:4", Start::Cache, "cache"),
+            ("restore.copy_data:6", Start::Cache, "cache"),
             ("restore.copy:1", Start::Cache, "cache"),
             ("restore.copy:2", Start::Cache, "cache"),
-            ("restore.copy:3", Start::Cache, "cache"),
-            ("restore.copy:4", Start::Cache, "cache"),
             ("promote.before", Start::Cache, "cache"),
             ("promote.after", Start::Cache, "template"),
             ("target.dropped", Start::Template, "template"),
@@ -218,7 +236,7 @@ fn killed_during_an_incremental_build_the_next_run_starts_over() {
         ("dump.written", "incremental"),
         ("manifest.renamed", "cache"),
         // Last: with the base template gone, the base dump is restored first.
-        ("restore.copy:3", "incremental"),
+        ("restore.batch:2", "incremental"),
     ];
     for (point, then) in points {
         drop_template(&key);
@@ -561,12 +579,18 @@ INSERT INTO awkward (j, jb, u, ip, net, mac, iv, n, arr, tarr, b, ts, d, tm, f, 
 INSERT INTO awkward (t, b) SELECT repeat(E'x\t;\\.\n', 700000), decode(repeat('00ff5c0a', 300000), 'hex');
 INSERT INTO awkward (t) SELECT string_agg(md5(i::text), ';') FROM generate_series(1, 60000) i;
 CREATE VIEW awkward_view AS SELECT id, awkward_fn(t) AS v FROM awkward WHERE t <> ';';
+-- The same awkward values in a table small enough that migsnap restores it
+-- with an INSERT instead of COPY; plus identity and generated columns.
+CREATE TABLE awkward_small AS SELECT * FROM awkward WHERE length(t) < 1000 OR t IS NULL;
+ALTER TABLE awkward_small ADD COLUMN g int GENERATED ALWAYS AS IDENTITY;
+ALTER TABLE awkward_small ADD COLUMN gs text GENERATED ALWAYS AS (upper(t)) STORED;
+INSERT INTO awkward_small (t, ch) VALUES (E'\\x41\\101 \\u0041 \\v', E'\x0b\x01\x7f');
 '''
 
 
 class Migration(migrations.Migration):
     dependencies = [("orders", "0004_lower_status_index")]
-    operations = [migrations.RunSQL(SQL, "DROP TABLE awkward CASCADE; DROP FUNCTION awkward_fn(text)")]
+    operations = [migrations.RunSQL(SQL, "DROP TABLE awkward, awkward_small CASCADE; DROP FUNCTION awkward_fn(text)")]
 "#;
 
 #[test]

@@ -1,0 +1,646 @@
+//! The reading side of a restore: decompress the dump, split it
+//! (`dump_reader`), and decide what each connection ("lane") runs, in
+//! batches.
+//!
+//! Most of a schema-only restore is the server executing DDL, one statement
+//! after another. Two stretches of pg_dump's output are made of statements
+//! that each touch a single table and depend on nothing but what came
+//! before them: the data (COPY blocks, `setval`), and the indexes and
+//! PRIMARY KEY / UNIQUE / EXCLUDE constraints that open the post-data
+//! section. Those are spread over the lanes, every statement of one table
+//! to the same lane, so no two lanes ever lock the same table and a lane's
+//! batch can stay one transaction. Everything else (CREATE TABLE, foreign
+//! keys, which lock two tables, triggers, comments, anything not
+//! recognised) runs on lane 0 in dump order, and every change between such
+//! stretches waits for all lanes to finish first (`Msg::Sync`). Session
+//! settings (`SET …`, `set_config`) go to every lane before its next
+//! statement, so each lane runs with what the dump set up.
+
+use super::copy_rows;
+use crate::error::{Error, Kind, Result};
+use crate::pg::dump_reader::{DumpError, DumpReader, Item};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::io::BufReader;
+use std::path::Path;
+use tokio::sync::mpsc;
+
+/// A batch is sent when it reaches either bound. The statement bound keeps
+/// each implicit transaction's lock count well under the default lock table
+/// (64 x max_connections), which a 2,000-table schema would otherwise exceed.
+const BATCH_BYTES: usize = 512 * 1024;
+const BATCH_STATEMENTS: usize = 200;
+/// COPY blocks up to this size are sent as one INSERT inside a batch (see
+/// `copy_rows`): the 1,000-migration project's django_migrations is 70 KiB.
+const INSERT_MAX_BYTES: usize = 128 * 1024;
+
+/// What the async side does, in order.
+#[derive(Debug)]
+pub enum Msg {
+    /// Statements to run on `lane` in one round trip (one implicit transaction).
+    Sql {
+        lane: usize,
+        text: String,
+        line: u64,
+    },
+    CopyStart {
+        lane: usize,
+        stmt: String,
+        line: u64,
+    },
+    CopyData {
+        lane: usize,
+        data: Bytes,
+    },
+    CopyEnd {
+        lane: usize,
+    },
+    /// Wait until every lane has finished all it was sent.
+    Sync,
+}
+
+/// Read `path` and send what `jobs` lanes should run through `tx`.
+/// Returns early (Ok) when the receiver is gone: the async side failed.
+pub fn read(path: &Path, jobs: usize, tx: &mpsc::Sender<Result<Msg>>) -> Result<()> {
+    let file = std::fs::File::open(path).map_err(|e| {
+        Error::new(
+            Kind::Usage,
+            format!("cannot open dump `{}`", path.display()),
+        )
+        .source(e)
+    })?;
+    let decoder = zstd::Decoder::new(file).map_err(|e| {
+        Error::internal(format!("cannot decompress `{}`", path.display())).source(e)
+    })?;
+    let mut reader = DumpReader::new(BufReader::with_capacity(1 << 20, decoder));
+    let bad = |e: DumpError| {
+        Error::new(
+            Kind::Usage,
+            format!("dump `{}` is unreadable", path.display()),
+        )
+        .source(e)
+    };
+    let mut split = Splitter::new(jobs, |m| tx.blocking_send(Ok(m)).is_ok());
+    loop {
+        let item = reader.next_item().map_err(bad)?;
+        let line = reader.item_line();
+        let open = match item {
+            None => {
+                split.finish();
+                return Ok(());
+            }
+            Some(Item::Statement(s)) => split.statement(s, line),
+            Some(Item::CopyStart(stmt)) => split.copy_start(stmt, line),
+            Some(Item::CopyData(d)) => split.copy_data(d),
+            Some(Item::CopyEnd) => split.copy_end(),
+            Some(Item::MetaCommand(cmd)) => {
+                // pg_dump >= 15.14 brackets the script with \restrict/\unrestrict
+                // (a psql-only guard); \connect only appears with --create, and
+                // we always restore into the database we chose.
+                let name = cmd.split_whitespace().next().unwrap_or("");
+                if !matches!(name, "restrict" | "unrestrict" | "connect" | "c") {
+                    return Err(Error::usage(format!(
+                        "dump `{}` uses the psql meta-command `\\{name}` (line {line}), which migsnap cannot run",
+                        path.display()
+                    ))
+                    .hint("restore it with psql, or re-create the snapshot with `migsnap prepare --rebuild`"));
+                }
+                true
+            }
+        };
+        if !open {
+            return Ok(());
+        }
+    }
+}
+
+/// Which statements may run side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    /// On lane 0, in order.
+    Serial,
+    /// COPY blocks and sequence values, one table each.
+    Data,
+    /// Indexes and index-backed constraints, one table each.
+    Indexes,
+}
+
+struct Lane {
+    batch: String,
+    count: usize,
+    line: u64,
+    /// `Splitter::settings_version` this lane has been sent.
+    settings_version: u64,
+}
+
+/// A COPY block being read: held back until it is known to be small enough
+/// for an INSERT (or empty: then nothing is sent at all).
+struct PendingCopy {
+    lane: usize,
+    stmt: String,
+    line: u64,
+    held: Vec<u8>,
+    streaming: bool,
+}
+
+struct Splitter<F: FnMut(Msg) -> bool> {
+    emit: F,
+    /// False once `emit` reported the receiver gone.
+    open: bool,
+    group: Group,
+    lanes: Vec<Lane>,
+    /// Which lane owns each table in the current group.
+    owner: HashMap<String, usize>,
+    next_lane: usize,
+    /// Session settings so far, by name, in first-seen order.
+    settings: Vec<(String, String)>,
+    settings_version: u64,
+    copy: Option<PendingCopy>,
+}
+
+impl<F: FnMut(Msg) -> bool> Splitter<F> {
+    fn new(jobs: usize, emit: F) -> Self {
+        Splitter {
+            emit,
+            open: true,
+            group: Group::Serial,
+            lanes: (0..jobs.max(1))
+                .map(|_| Lane {
+                    batch: String::new(),
+                    count: 0,
+                    line: 0,
+                    settings_version: 0,
+                })
+                .collect(),
+            owner: HashMap::new(),
+            next_lane: 0,
+            settings: vec![],
+            settings_version: 0,
+            copy: None,
+        }
+    }
+
+    fn send(&mut self, m: Msg) {
+        if self.open {
+            self.open = (self.emit)(m);
+        }
+    }
+
+    fn statement(&mut self, s: String, line: u64) -> bool {
+        let (group, table) = classify(&s);
+        if let Some(name) = setting_name(&s) {
+            match self.settings.iter_mut().find(|(n, _)| *n == name) {
+                Some(entry) => entry.1 = s.clone(),
+                None => self.settings.push((name, s.clone())),
+            }
+            self.settings_version += 1;
+            // Lane 0 runs every serial statement, settings included, in order.
+            self.lanes[0].settings_version = self.settings_version;
+        }
+        let lane = self.lane_for(group, table);
+        self.push(lane, &s, line);
+        self.open
+    }
+
+    fn copy_start(&mut self, stmt: String, line: u64) -> bool {
+        let table = copy_table(&stmt).map(str::to_string);
+        let group = if table.is_some() {
+            Group::Data
+        } else {
+            Group::Serial
+        };
+        let lane = self.lane_for(group, table);
+        self.copy = Some(PendingCopy {
+            lane,
+            stmt,
+            line,
+            held: vec![],
+            streaming: false,
+        });
+        self.open
+    }
+
+    fn copy_data(&mut self, data: Vec<u8>) -> bool {
+        let Some(mut c) = self.copy.take() else {
+            return self.open;
+        };
+        if c.streaming {
+            self.send(Msg::CopyData {
+                lane: c.lane,
+                data: Bytes::from(data),
+            });
+        } else if c.held.len() + data.len() <= INSERT_MAX_BYTES {
+            c.held.extend_from_slice(&data);
+        } else {
+            self.start_copy(&mut c);
+            let held = std::mem::take(&mut c.held);
+            if !held.is_empty() {
+                self.send(Msg::CopyData {
+                    lane: c.lane,
+                    data: Bytes::from(held),
+                });
+            }
+            self.send(Msg::CopyData {
+                lane: c.lane,
+                data: Bytes::from(data),
+            });
+        }
+        self.copy = Some(c);
+        self.open
+    }
+
+    fn copy_end(&mut self) -> bool {
+        let Some(mut c) = self.copy.take() else {
+            return self.open;
+        };
+        if c.streaming {
+            self.send(Msg::CopyEnd { lane: c.lane });
+        } else if !c.held.is_empty() {
+            // Skipping empty blocks is safe because triggers and rules are
+            // created after the data.
+            match copy_rows::to_insert(&c.stmt, &c.held) {
+                Some(insert) => self.push(c.lane, &insert, c.line),
+                None => {
+                    self.start_copy(&mut c);
+                    let held = std::mem::take(&mut c.held);
+                    self.send(Msg::CopyData {
+                        lane: c.lane,
+                        data: Bytes::from(held),
+                    });
+                    self.send(Msg::CopyEnd { lane: c.lane });
+                }
+            }
+        }
+        self.open
+    }
+
+    fn finish(&mut self) {
+        for lane in 0..self.lanes.len() {
+            self.flush(lane);
+        }
+    }
+
+    /// Send what `c`'s lane has batched, then the COPY itself.
+    fn start_copy(&mut self, c: &mut PendingCopy) {
+        self.catch_up_settings(c.lane);
+        self.flush(c.lane);
+        c.streaming = true;
+        self.send(Msg::CopyStart {
+            lane: c.lane,
+            stmt: c.stmt.clone(),
+            line: c.line,
+        });
+    }
+
+    /// The lane for a statement of `group` on `table`, switching groups
+    /// (flush everything, then a sync) when it changes.
+    fn lane_for(&mut self, group: Group, table: Option<String>) -> usize {
+        let parallel = self.lanes.len() > 1;
+        if group != self.group {
+            if parallel {
+                for lane in 0..self.lanes.len() {
+                    self.flush(lane);
+                }
+                self.send(Msg::Sync);
+            }
+            self.group = group;
+            self.owner.clear();
+            self.next_lane = 0;
+        }
+        match (group, table) {
+            (Group::Serial, _) | (_, None) => 0,
+            (_, Some(_)) if !parallel => 0,
+            (_, Some(t)) => {
+                let n = self.lanes.len();
+                *self.owner.entry(t).or_insert_with(|| {
+                    self.next_lane += 1;
+                    (self.next_lane - 1) % n
+                })
+            }
+        }
+    }
+
+    fn catch_up_settings(&mut self, lane: usize) {
+        if self.lanes[lane].settings_version == self.settings_version {
+            return;
+        }
+        let l = &mut self.lanes[lane];
+        for (_, stmt) in &self.settings {
+            l.batch.push_str(stmt);
+            l.batch.push('\n');
+            l.count += 1;
+        }
+        l.settings_version = self.settings_version;
+    }
+
+    fn push(&mut self, lane: usize, s: &str, line: u64) {
+        self.catch_up_settings(lane);
+        let l = &mut self.lanes[lane];
+        if l.batch.is_empty() {
+            l.line = line;
+        }
+        l.batch.push_str(s);
+        l.batch.push('\n');
+        l.count += 1;
+        if l.batch.len() >= BATCH_BYTES || l.count >= BATCH_STATEMENTS {
+            self.flush(lane);
+        }
+    }
+
+    fn flush(&mut self, lane: usize) {
+        let l = &mut self.lanes[lane];
+        if l.batch.is_empty() {
+            return;
+        }
+        let text = std::mem::take(&mut l.batch);
+        l.count = 0;
+        let line = l.line;
+        self.send(Msg::Sql { lane, text, line });
+    }
+}
+
+/// The group of a statement and, for the parallel groups, the table it
+/// touches. Only the exact shapes pg_dump writes are recognised; anything
+/// else is `Serial`, which is always safe.
+fn classify(s: &str) -> (Group, Option<String>) {
+    let index = s
+        .strip_prefix("CREATE INDEX ")
+        .or_else(|| s.strip_prefix("CREATE UNIQUE INDEX "))
+        .and_then(|rest| {
+            let rest = rest[name_len(rest)?..].strip_prefix(" ON ")?;
+            let rest = rest.strip_prefix("ONLY ").unwrap_or(rest);
+            Some(rest[..name_len(rest)?].to_string())
+        });
+    if let Some(table) = index {
+        return (Group::Indexes, Some(table));
+    }
+    // ALTER TABLE ONLY t ADD CONSTRAINT c PRIMARY KEY | UNIQUE | EXCLUDE:
+    // ONLY, so that it never recurses into partitions (other tables).
+    let constraint = s.strip_prefix("ALTER TABLE ONLY ").and_then(|rest| {
+        let table = &rest[..name_len(rest)?];
+        let after = rest[table.len()..]
+            .trim_start()
+            .strip_prefix("ADD CONSTRAINT ")?;
+        let kind = after[name_len(after)?..].trim_start();
+        ["PRIMARY KEY ", "UNIQUE ", "EXCLUDE "]
+            .iter()
+            .any(|k| kind.starts_with(k))
+            .then(|| table.to_string())
+    });
+    if let Some(table) = constraint {
+        return (Group::Indexes, Some(table));
+    }
+    // SELECT pg_catalog.setval('seq', n, b): one sequence each.
+    if let Some(rest) = s.strip_prefix("SELECT pg_catalog.setval(") {
+        if let Some(end) = rest.find(',') {
+            return (Group::Data, Some(rest[..end].to_string()));
+        }
+    }
+    (Group::Serial, None)
+}
+
+/// The table of `COPY t (a, b) FROM stdin;`.
+fn copy_table(stmt: &str) -> Option<&str> {
+    let rest = stmt.strip_prefix("COPY ")?;
+    Some(&rest[..name_len(rest)?])
+}
+
+/// The name a session setting statement sets (`SET x = …`, `SET x TO …`,
+/// `SELECT pg_catalog.set_config('x', …)`), or None for other statements.
+fn setting_name(s: &str) -> Option<String> {
+    if let Some(rest) = s.strip_prefix("SET ") {
+        let name: String = rest
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '=')
+            .collect();
+        return Some(name.to_ascii_lowercase());
+    }
+    let rest = s.strip_prefix("SELECT pg_catalog.set_config('")?;
+    Some(rest[..rest.find('\'')?].to_ascii_lowercase())
+}
+
+/// Length in bytes of the (possibly schema-qualified) name that starts `s`:
+/// `"public"."t"`, `public.t`, `"a""b"`; None if `s` does not start with one.
+fn name_len(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    loop {
+        if b.get(i) == Some(&b'"') {
+            i += 1;
+            loop {
+                match b.get(i)? {
+                    b'"' if b.get(i + 1) == Some(&b'"') => i += 2,
+                    b'"' => break,
+                    _ => i += 1,
+                }
+            }
+            i += 1;
+        } else {
+            let start = i;
+            while b.get(i).is_some_and(|c| {
+                c.is_ascii_alphanumeric() || *c == b'_' || *c == b'$' || *c >= 0x80
+            }) {
+                i += 1;
+            }
+            if i == start {
+                return None;
+            }
+        }
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+        } else {
+            return Some(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the splitter sends for `sql` with `jobs` lanes, as short strings.
+    pub(super) fn messages(sql: &str, jobs: usize) -> Vec<String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("dump.sql.zst");
+        let compressed = zstd::encode_all(sql.as_bytes(), 3).expect("compress");
+        std::fs::write(&path, compressed).expect("write dump");
+        let (tx, mut rx) = mpsc::channel(1024);
+        read(&path, jobs, &tx).expect("read");
+        drop(tx);
+        let mut out = vec![];
+        while let Ok(msg) = rx.try_recv() {
+            out.push(match msg.expect("message") {
+                Msg::Sql { lane, text, .. } => format!("{lane}: {}", text.trim_end()),
+                Msg::CopyStart { lane, stmt, .. } => format!("{lane}: copy {stmt}"),
+                Msg::CopyData { lane, data } => {
+                    format!("{lane}: data {}", String::from_utf8_lossy(&data).len())
+                }
+                Msg::CopyEnd { lane } => format!("{lane}: end"),
+                Msg::Sync => "sync".to_string(),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn names_are_measured_with_quotes_and_schemas() {
+        assert_eq!(name_len(r#""public"."t x" rest"#), Some(14));
+        assert_eq!(name_len(r#""a""b".c("#), Some(8));
+        assert_eq!(name_len("public.t_1$ ON"), Some(11));
+        assert_eq!(name_len(" t"), None);
+        assert_eq!(name_len(r#""unterminated"#), None);
+    }
+
+    #[test]
+    fn statements_are_classified_by_the_table_they_touch() {
+        let idx = |s: &str| classify(s);
+        assert_eq!(
+            idx(r#"CREATE INDEX "i" ON "public"."t" USING "btree" ("a");"#),
+            (Group::Indexes, Some(r#""public"."t""#.into()))
+        );
+        assert_eq!(
+            idx("CREATE UNIQUE INDEX i ON ONLY public.p USING btree (a);"),
+            (Group::Indexes, Some("public.p".into()))
+        );
+        assert_eq!(
+            idx("ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (id);"),
+            (Group::Indexes, Some("public.t".into()))
+        );
+        assert_eq!(
+            idx("ALTER TABLE ONLY public.t\n    ADD CONSTRAINT u UNIQUE (a, b);"),
+            (Group::Indexes, Some("public.t".into()))
+        );
+        // Two tables, or possibly several (no ONLY): serial.
+        for serial in [
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES public.u(id);",
+            "ALTER TABLE public.p\n    ADD CONSTRAINT p_pkey PRIMARY KEY (id);",
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT c CHECK ((a > 0)) NOT VALID;",
+            "ALTER INDEX public.p_pkey ATTACH PARTITION public.c_pkey;",
+            "CREATE TABLE public.t (a integer);",
+            "COMMENT ON INDEX public.i IS 'x';",
+        ] {
+            assert_eq!(idx(serial), (Group::Serial, None), "{serial}");
+        }
+        assert_eq!(
+            idx("SELECT pg_catalog.setval('public.t_id_seq', 3, true);"),
+            (Group::Data, Some("'public.t_id_seq'".into()))
+        );
+        assert_eq!(
+            setting_name("SET search_path = x;").as_deref(),
+            Some("search_path")
+        );
+        assert_eq!(
+            setting_name("SELECT pg_catalog.set_config('search_path', '', false);").as_deref(),
+            Some("search_path")
+        );
+        assert_eq!(setting_name("SELECT 1;"), None);
+    }
+
+    const DUMP: &str = "SET statement_timeout = 0;\n\
+        SELECT pg_catalog.set_config('search_path', '', false);\n\
+        CREATE TABLE public.a (x integer);\n\
+        CREATE TABLE public.b (x integer);\n\
+        CREATE TABLE public.c (x integer);\n\
+        COPY public.a (x) FROM stdin;\n\\.\n\
+        COPY public.b (x) FROM stdin;\n1\n2\n\\.\n\
+        COPY public.c (x) FROM stdin;\n\\N\n\\.\n\
+        SELECT pg_catalog.setval('public.s', 1, false);\n\
+        ALTER TABLE ONLY public.a\n    ADD CONSTRAINT a_pkey PRIMARY KEY (x);\n\
+        CREATE INDEX ai ON public.a USING btree (x);\n\
+        CREATE INDEX bi ON public.b USING btree (x);\n\
+        ALTER TABLE ONLY public.b\n    ADD CONSTRAINT f FOREIGN KEY (x) REFERENCES public.a(x);\n";
+
+    /// `messages`, with each batch reduced to the first two words of each
+    /// statement (and INSERTs to their table).
+    fn heads(sql: &str, jobs: usize) -> Vec<String> {
+        messages(sql, jobs)
+            .into_iter()
+            .map(|m| {
+                let Some((lane, text)) = m.split_once(": ") else {
+                    return m;
+                };
+                let statements: Vec<String> = text
+                    .split(";\n")
+                    .map(|st| {
+                        let words: Vec<&str> = st.split_whitespace().take(3).collect();
+                        match words.as_slice() {
+                            ["INSERT", "INTO", t] => format!("INSERT {t}"),
+                            ["SELECT", f, ..] => f.split('(').next().unwrap_or(f).to_string(),
+                            [a, b, ..] => format!("{a} {b}"),
+                            _ => st.to_string(),
+                        }
+                    })
+                    .collect();
+                format!("{lane}: {}", statements.join(", "))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_lane_keeps_dump_order_and_sends_small_copies_as_inserts() {
+        assert_eq!(
+            heads(DUMP, 1),
+            [
+                "0: SET statement_timeout, pg_catalog.set_config, CREATE TABLE, CREATE TABLE, \
+              CREATE TABLE, INSERT public.b, INSERT public.c, pg_catalog.setval, ALTER TABLE, \
+              CREATE INDEX, CREATE INDEX, ALTER TABLE"
+            ]
+        );
+        let text = &messages(DUMP, 1)[0];
+        assert!(
+            text.contains(
+                "INSERT INTO public.b (x) OVERRIDING SYSTEM VALUE VALUES\n(E'1'),\n(E'2');"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn two_lanes_split_data_and_indexes_by_table_and_sync_around_them() {
+        assert_eq!(
+            heads(DUMP, 2),
+            [
+                "0: SET statement_timeout, pg_catalog.set_config, CREATE TABLE, CREATE TABLE, CREATE TABLE",
+                "sync",
+                // a is empty (lane 0, nothing sent); b goes to lane 1, which
+                // first gets the session settings; c to lane 0.
+                "0: INSERT public.c",
+                "1: SET statement_timeout, pg_catalog.set_config, INSERT public.b, pg_catalog.setval",
+                "sync",
+                "0: ALTER TABLE, CREATE INDEX",
+                "1: CREATE INDEX",
+                "sync",
+                // The foreign key locks two tables: serial, on lane 0.
+                "0: ALTER TABLE",
+            ]
+        );
+    }
+
+    #[test]
+    fn big_copies_stream_on_the_lane_that_owns_the_table() {
+        let rows: String = (0..30_000).map(|i| format!("{i}\tsome text\n")).collect();
+        let sql = format!(
+            "CREATE TABLE public.a (x integer, y text);\n\
+             COPY public.a (x, y) FROM stdin;\n{rows}\\.\n\
+             CREATE INDEX ai ON public.a USING btree (x);\n"
+        );
+        let got = messages(&sql, 2);
+        assert_eq!(got[0], "0: CREATE TABLE public.a (x integer, y text);");
+        assert_eq!(got[1], "sync");
+        assert_eq!(got[2], "0: copy COPY public.a (x, y) FROM stdin;");
+        let data: usize = got
+            .iter()
+            .filter_map(|m| m.strip_prefix("0: data "))
+            .map(|n| n.parse::<usize>().expect("length"))
+            .sum();
+        assert_eq!(data, rows.len());
+        assert_eq!(
+            got[got.len() - 3..],
+            [
+                "0: end",
+                "sync",
+                "0: CREATE INDEX ai ON public.a USING btree (x);"
+            ]
+        );
+    }
+}
