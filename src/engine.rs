@@ -201,15 +201,16 @@ async fn build_locked(
             ui.info(format!("restoring cached snapshot {}", fp.short()));
             admin.create(&build, None, CloneStrategy::Default).await?;
             failpoint::point("build.created");
-            restore_or_drop(admin, settings, &build, &store.dump_path(key)).await?;
-            promote(admin, &build, key).await?;
-            ui.info(format!("restored in {}", ui::duration(t.elapsed())));
-            return Ok(Snapshot {
-                template,
-                source: Source::Cache,
-                base_key: None,
-                applied: vec![],
-            });
+            if restore_or_drop(admin, settings, store, key, &build, true, ui).await? {
+                promote(admin, &build, key).await?;
+                ui.info(format!("restored in {}", ui::duration(t.elapsed())));
+                return Ok(Snapshot {
+                    template,
+                    source: Source::Cache,
+                    base_key: None,
+                    applied: vec![],
+                });
+            }
         }
         if let Some(base) = store.best_ancestor(fp, admin.version_num) {
             match incremental(admin, settings, fp, store, &base, &build, ui).await {
@@ -280,12 +281,7 @@ fn usable_snapshot(
     ui: &Ui,
 ) -> Option<Manifest> {
     let reject = |why: String| {
-        if ours {
-            ui.warn(format!("{why}; discarding it"));
-            store.discard(key);
-        } else {
-            ui.warn(format!("{why}; not building on it"));
-        }
+        reject_snapshot(store, key, ours, why, ui);
         None
     };
     let m = match store.load(key) {
@@ -306,6 +302,17 @@ fn usable_snapshot(
         return reject(why);
     }
     Some(m)
+}
+
+/// Say why a cached snapshot is unusable; discard it if the caller holds its
+/// lock (`ours`), else just do not build on it (its builder may be at work).
+fn reject_snapshot(store: &Store, key: &str, ours: bool, why: String, ui: &Ui) {
+    if ours {
+        ui.warn(format!("{why}; discarding it"));
+        store.discard(key);
+    } else {
+        ui.warn(format!("{why}; not building on it"));
+    }
 }
 
 async fn incremental(
@@ -346,7 +353,12 @@ async fn incremental(
             };
             admin.create(build, None, CloneStrategy::Default).await?;
             failpoint::point("build.created");
-            restore_or_drop(admin, settings, build, &store.dump_path(&m.key)).await?;
+            if !restore_or_drop(admin, settings, store, &m.key, build, false, ui).await? {
+                return Err(MigrateFailure {
+                    history: true,
+                    error: Error::internal(format!("snapshot {base_short} is damaged")),
+                });
+            }
         }
     }
     let report = django::migrate(settings, &admin.conn, build, ui).await?;
@@ -364,17 +376,39 @@ async fn incremental(
     })
 }
 
+/// Restore the cached dump of `key` into `build`; on failure the build is
+/// dropped. Ok(false): the dump turned out damaged while it was decoded,
+/// and is discarded as `usable_snapshot` would have (see `reject_snapshot`).
 async fn restore_or_drop(
     admin: &Admin,
     settings: &Settings,
+    store: &Store,
+    key: &str,
     build: &str,
-    dump: &std::path::Path,
-) -> Result<()> {
-    if let Err(e) = restore::restore(&admin.conn, build, dump, settings.restore_jobs).await {
-        let _ = drop_build(admin, build).await;
-        return Err(e);
+    ours: bool,
+    ui: &Ui,
+) -> Result<bool> {
+    let dump = store.dump_path(key);
+    match restore::restore(&admin.conn, build, &dump, settings.restore_jobs).await {
+        Ok(()) => Ok(true),
+        Err(failure) => {
+            let _ = drop_build(admin, build).await;
+            match failure {
+                restore::Failure::Other(e) => Err(e),
+                restore::Failure::Damaged(e) => {
+                    // The whole chain: the last cause is zstd's own words.
+                    let mut why = e.to_string();
+                    let mut cause = std::error::Error::source(&e);
+                    while let Some(c) = cause {
+                        why.push_str(&format!(": {c}"));
+                        cause = c.source();
+                    }
+                    reject_snapshot(store, key, ours, why, ui);
+                    Ok(false)
+                }
+            }
+        }
     }
-    Ok(())
 }
 
 async fn drop_build(admin: &Admin, build: &str) -> Result<()> {

@@ -176,22 +176,20 @@ impl Store {
     }
 
     /// Check the dump against its manifest before anyone restores it: size
-    /// and sha256 of the file, and a full zstd decode, which checks every
-    /// frame's content checksum (the dump is written with one). A single
-    /// read; the page cache makes the restore's second read cheap.
+    /// and sha256 of the compressed file. Decoding is left to the restore,
+    /// which checks every zstd frame's content checksum (the dump is written
+    /// with one) as it streams and reports a failure as a damaged dump:
+    /// decoding here too cost a second full decompression, ~1 s per GiB of
+    /// SQL, before the restore could start.
     pub fn verify(&self, m: &Manifest) -> Result<(), String> {
         let path = self.dump_path(&m.key);
         let file =
             File::open(&path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
         let mut hashing = HashingReader {
-            inner: file,
+            inner: std::io::BufReader::with_capacity(1 << 20, file),
             hash: Sha256::new(),
             size: 0,
         };
-        let decoded = zstd::Decoder::new(&mut hashing)
-            .and_then(|mut d| std::io::copy(&mut d, &mut std::io::sink()));
-        // Hash whatever the decoder left unread, so a valid frame followed by
-        // junk still fails the size and checksum comparison.
         std::io::copy(&mut hashing, &mut std::io::sink())
             .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
         let HashingReader { hash, size, .. } = hashing;
@@ -206,9 +204,6 @@ impl Store {
                     "checksum differs".to_string()
                 }
             ));
-        }
-        if let Err(e) = decoded {
-            return Err(format!("dump `{}` is not valid zstd ({e})", path.display()));
         }
         Ok(())
     }

@@ -437,7 +437,8 @@ fn damaged_dumps_are_discarded_and_rebuilt() {
                 std::fs::remove_file(dump(d, k)).expect("rm")
             }),
             // Damage the manifest cannot see, because it was updated to
-            // match: the zstd frame checksum catches it before any restore.
+            // match: the zstd frame checksum catches it during the restore,
+            // before anything is promoted.
             ("bit-flipped dump with a matching manifest", &|d, k| {
                 let mut b = std::fs::read(dump(d, k)).expect("read");
                 let i = b.len() / 2;

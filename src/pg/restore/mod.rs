@@ -32,6 +32,22 @@ use tokio_postgres::Client;
 pub const DEFAULT_JOBS: usize = 2;
 pub const MAX_JOBS: usize = 16;
 
+/// Why a restore failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The file is not a readable dump (a zstd frame fails its checksum, the
+    /// text is cut short): the snapshot is damaged and is to be discarded.
+    Damaged(Error),
+    /// Anything else: the server refused a statement, a connection dropped.
+    Other(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
 /// What one lane runs, in order.
 enum Work {
     Sql {
@@ -49,10 +65,15 @@ enum Work {
 }
 
 /// Restore `dump` into the (empty) database `db` over `jobs` connections.
-pub async fn restore(conn: &ConnInfo, db: &str, dump: &Path, jobs: usize) -> Result<()> {
+pub async fn restore(
+    conn: &ConnInfo,
+    db: &str,
+    dump: &Path,
+    jobs: usize,
+) -> std::result::Result<(), Failure> {
     let jobs = jobs.clamp(1, MAX_JOBS);
     let clients = futures_util::future::try_join_all((0..jobs).map(|_| conn.connect(db))).await?;
-    let (tx, mut rx) = mpsc::channel::<Result<Msg>>(16);
+    let (tx, mut rx) = mpsc::channel::<std::result::Result<Msg, Failure>>(16);
     let path = dump.to_path_buf();
     let reader = tokio::task::spawn_blocking(move || {
         if let Err(e) = split::read(&path, jobs, &tx) {
@@ -93,18 +114,19 @@ pub async fn restore(conn: &ConnInfo, db: &str, dump: &Path, jobs: usize) -> Res
         .await
         .map_err(|e| Error::internal("the dump reader thread failed").source(e))?;
     match (dispatched, lane_error) {
-        (_, Some(e)) | (Err(Some(e)), None) => Err(e),
-        (Err(None), None) => Err(Error::internal("a restore connection ended early")),
+        (Err(Some(f)), _) => Err(f),
+        (_, Some(e)) => Err(Failure::Other(e)),
+        (Err(None), None) => Err(Error::internal("a restore connection ended early").into()),
         (Ok(()), None) => Ok(()),
     }
 }
 
 /// Forward the reader's messages to the lanes. `Err(None)`: a lane is gone
-/// (its own error says why); `Err(Some(e))`: the dump could not be read.
+/// (its own error says why); `Err(Some(f))`: the dump could not be read.
 async fn dispatch(
-    rx: &mut mpsc::Receiver<Result<Msg>>,
+    rx: &mut mpsc::Receiver<std::result::Result<Msg, Failure>>,
     lanes: &[mpsc::Sender<Work>],
-) -> std::result::Result<(), Option<Error>> {
+) -> std::result::Result<(), Option<Failure>> {
     while let Some(msg) = rx.recv().await {
         let (lane, work) = match msg.map_err(Some)? {
             Msg::Sql { lane, text, line } => (lane, Work::Sql { text, line }),

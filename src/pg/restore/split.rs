@@ -16,8 +16,8 @@
 //! settings (`SET …`, `set_config`) go to every lane before its next
 //! statement, so each lane runs with what the dump set up.
 
-use super::copy_rows;
-use crate::error::{Error, Kind, Result};
+use super::{copy_rows, Failure};
+use crate::error::{Error, Kind};
 use crate::pg::dump_reader::{DumpError, DumpReader, Item};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -61,24 +61,36 @@ pub enum Msg {
 
 /// Read `path` and send what `jobs` lanes should run through `tx`.
 /// Returns early (Ok) when the receiver is gone: the async side failed.
-pub fn read(path: &Path, jobs: usize, tx: &mpsc::Sender<Result<Msg>>) -> Result<()> {
+///
+/// The dump is decompressed once, here: its sha256 was checked against the
+/// manifest before the restore, and the zstd frame checksums are checked as
+/// it streams, so a dump that fails to decode is `Failure::Damaged`.
+pub fn read(
+    path: &Path,
+    jobs: usize,
+    tx: &mpsc::Sender<Result<Msg, Failure>>,
+) -> Result<(), Failure> {
     let file = std::fs::File::open(path).map_err(|e| {
-        Error::new(
-            Kind::Usage,
-            format!("cannot open dump `{}`", path.display()),
+        Failure::Other(
+            Error::new(
+                Kind::Usage,
+                format!("cannot open dump `{}`", path.display()),
+            )
+            .source(e),
         )
-        .source(e)
     })?;
     let decoder = zstd::Decoder::new(file).map_err(|e| {
-        Error::internal(format!("cannot decompress `{}`", path.display())).source(e)
+        Failure::Other(Error::internal(format!("cannot decompress `{}`", path.display())).source(e))
     })?;
     let mut reader = DumpReader::new(BufReader::with_capacity(1 << 20, decoder));
     let bad = |e: DumpError| {
-        Error::new(
-            Kind::Usage,
-            format!("dump `{}` is unreadable", path.display()),
+        Failure::Damaged(
+            Error::new(
+                Kind::Usage,
+                format!("dump `{}` is unreadable", path.display()),
+            )
+            .source(e),
         )
-        .source(e)
     };
     let mut split = Splitter::new(jobs, |m| tx.blocking_send(Ok(m)).is_ok());
     loop {
@@ -99,11 +111,10 @@ pub fn read(path: &Path, jobs: usize, tx: &mpsc::Sender<Result<Msg>>) -> Result<
                 // we always restore into the database we chose.
                 let name = cmd.split_whitespace().next().unwrap_or("");
                 if !matches!(name, "restrict" | "unrestrict" | "connect" | "c") {
-                    return Err(Error::usage(format!(
+                    return Err(Failure::Damaged(Error::usage(format!(
                         "dump `{}` uses the psql meta-command `\\{name}` (line {line}), which migsnap cannot run",
                         path.display()
-                    ))
-                    .hint("restore it with psql, or re-create the snapshot with `migsnap prepare --rebuild`"));
+                    ))));
                 }
                 true
             }
@@ -465,7 +476,9 @@ mod tests {
         let compressed = zstd::encode_all(sql.as_bytes(), 3).expect("compress");
         std::fs::write(&path, compressed).expect("write dump");
         let (tx, mut rx) = mpsc::channel(1024);
-        read(&path, jobs, &tx).expect("read");
+        if read(&path, jobs, &tx).is_err() {
+            panic!("the test dump is unreadable");
+        }
         drop(tx);
         let mut out = vec![];
         while let Ok(msg) = rx.try_recv() {
