@@ -3,18 +3,24 @@
 //! batches.
 //!
 //! Most of a schema-only restore is the server executing DDL, one statement
-//! after another. Two stretches of pg_dump's output are made of statements
+//! after another. Three stretches of pg_dump's output are made of statements
 //! that each touch a single table and depend on nothing but what came
-//! before them: the data (COPY blocks, `setval`), and the indexes and
-//! PRIMARY KEY / UNIQUE / EXCLUDE constraints that open the post-data
-//! section. Those are spread over the lanes, every statement of one table
-//! to the same lane, so no two lanes ever lock the same table and a lane's
-//! batch can stay one transaction. Everything else (CREATE TABLE, foreign
-//! keys, which lock two tables, triggers, comments, anything not
-//! recognised) runs on lane 0 in dump order, and every change between such
-//! stretches waits for all lanes to finish first (`Msg::Sync`). Session
-//! settings (`SET …`, `set_config`) go to every lane before its next
-//! statement, so each lane runs with what the dump set up.
+//! before them: the data (COPY blocks, `setval`), then, opening the
+//! post-data section, the PRIMARY KEY / UNIQUE / EXCLUDE constraints and the
+//! plain indexes. Those are spread over the lanes, and a lane's batch stays
+//! one transaction, so two lanes must never wait for each other's locks:
+//! constraints take an ACCESS EXCLUSIVE lock, so every constraint of a table
+//! goes to the lane that got the table's first one (the least loaded lane
+//! then). Indexes do the same, although their SHARE locks would allow
+//! otherwise: each index invalidates its table's cache entry in every
+//! other session, and measured, indexes of one table on two lanes took
+//! half as long again. Data (ROW EXCLUSIVE locks) goes block by block to
+//! the least loaded lane. Everything else (CREATE TABLE, foreign keys,
+//! which lock two tables, triggers, comments, anything not recognised)
+//! runs on lane 0 in dump order, and every change between such stretches
+//! waits for all lanes to finish first (`Msg::Sync`). Session settings
+//! (`SET …`, `set_config`) go to every lane before its next statement, so
+//! each lane runs with what the dump set up.
 
 use super::{copy_rows, Failure};
 use crate::error::{Error, Kind};
@@ -132,7 +138,9 @@ enum Group {
     Serial,
     /// COPY blocks and sequence values, one table each.
     Data,
-    /// Indexes and index-backed constraints, one table each.
+    /// Index-backed constraints, one table each, all of a table on one lane.
+    Constraints,
+    /// CREATE INDEX, one table each, all of a table on one lane.
     Indexes,
 }
 
@@ -142,6 +150,8 @@ struct Lane {
     line: u64,
     /// `Splitter::settings_version` this lane has been sent.
     settings_version: u64,
+    /// Bytes sent to this lane in the current group.
+    load: usize,
 }
 
 /// A COPY block being read: held back until it is known to be small enough
@@ -162,7 +172,6 @@ struct Splitter<F: FnMut(Msg) -> bool> {
     lanes: Vec<Lane>,
     /// Which lane owns each table in the current group.
     owner: HashMap<String, usize>,
-    next_lane: usize,
     /// Session settings so far, by name, in first-seen order.
     settings: Vec<(String, String)>,
     settings_version: u64,
@@ -181,10 +190,10 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
                     count: 0,
                     line: 0,
                     settings_version: 0,
+                    load: 0,
                 })
                 .collect(),
             owner: HashMap::new(),
-            next_lane: 0,
             settings: vec![],
             settings_version: 0,
             copy: None,
@@ -236,6 +245,7 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
             return self.open;
         };
         if c.streaming {
+            self.lanes[c.lane].load += data.len();
             self.send(Msg::CopyData {
                 lane: c.lane,
                 data: Bytes::from(data),
@@ -245,6 +255,7 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
         } else {
             self.start_copy(&mut c);
             let held = std::mem::take(&mut c.held);
+            self.lanes[c.lane].load += held.len() + data.len();
             if !held.is_empty() {
                 self.send(Msg::CopyData {
                     lane: c.lane,
@@ -316,19 +327,28 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
             }
             self.group = group;
             self.owner.clear();
-            self.next_lane = 0;
+            for l in &mut self.lanes {
+                l.load = 0;
+            }
         }
         match (group, table) {
             (Group::Serial, _) | (_, None) => 0,
             (_, Some(_)) if !parallel => 0,
-            (_, Some(t)) => {
-                let n = self.lanes.len();
-                *self.owner.entry(t).or_insert_with(|| {
-                    self.next_lane += 1;
-                    (self.next_lane - 1) % n
-                })
-            }
+            (Group::Data, Some(_)) => self.least_loaded(),
+            (Group::Constraints | Group::Indexes, Some(t)) => match self.owner.get(&t) {
+                Some(&lane) => lane,
+                None => {
+                    let lane = self.least_loaded();
+                    self.owner.insert(t, lane);
+                    lane
+                }
+            },
         }
+    }
+
+    fn least_loaded(&self) -> usize {
+        let least = self.lanes.iter().map(|l| l.load).min().unwrap_or(0);
+        self.lanes.iter().position(|l| l.load == least).unwrap_or(0)
     }
 
     fn catch_up_settings(&mut self, lane: usize) {
@@ -353,6 +373,7 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
         l.batch.push_str(s);
         l.batch.push('\n');
         l.count += 1;
+        l.load += s.len();
         if l.batch.len() >= BATCH_BYTES || l.count >= BATCH_STATEMENTS {
             self.flush(lane);
         }
@@ -399,7 +420,7 @@ fn classify(s: &str) -> (Group, Option<String>) {
             .then(|| table.to_string())
     });
     if let Some(table) = constraint {
-        return (Group::Indexes, Some(table));
+        return (Group::Constraints, Some(table));
     }
     // SELECT pg_catalog.setval('seq', n, b): one sequence each.
     if let Some(rest) = s.strip_prefix("SELECT pg_catalog.setval(") {
@@ -517,11 +538,11 @@ mod tests {
         );
         assert_eq!(
             idx("ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (id);"),
-            (Group::Indexes, Some("public.t".into()))
+            (Group::Constraints, Some("public.t".into()))
         );
         assert_eq!(
             idx("ALTER TABLE ONLY public.t\n    ADD CONSTRAINT u UNIQUE (a, b);"),
-            (Group::Indexes, Some("public.t".into()))
+            (Group::Constraints, Some("public.t".into()))
         );
         // Two tables, or possibly several (no ONLY): serial.
         for serial in [
@@ -609,18 +630,22 @@ mod tests {
     }
 
     #[test]
-    fn two_lanes_split_data_and_indexes_by_table_and_sync_around_them() {
+    fn two_lanes_share_data_and_indexes_and_sync_between_stretches() {
         assert_eq!(
             heads(DUMP, 2),
             [
                 "0: SET statement_timeout, pg_catalog.set_config, CREATE TABLE, CREATE TABLE, CREATE TABLE",
                 "sync",
-                // a is empty (lane 0, nothing sent); b goes to lane 1, which
-                // first gets the session settings; c to lane 0.
-                "0: INSERT public.c",
-                "1: SET statement_timeout, pg_catalog.set_config, INSERT public.b, pg_catalog.setval",
+                // Each block goes to the least loaded lane: a is empty (nothing
+                // sent), so b goes to lane 0 too; c and the setval to lane 1,
+                // which first gets the session settings.
+                "0: INSERT public.b",
+                "1: SET statement_timeout, pg_catalog.set_config, INSERT public.c, pg_catalog.setval",
                 "sync",
-                "0: ALTER TABLE, CREATE INDEX",
+                "0: ALTER TABLE",
+                "sync",
+                // a's index goes where a's constraint went; b's to the other lane.
+                "0: CREATE INDEX",
                 "1: CREATE INDEX",
                 "sync",
                 // The foreign key locks two tables: serial, on lane 0.
@@ -630,7 +655,38 @@ mod tests {
     }
 
     #[test]
-    fn big_copies_stream_on_the_lane_that_owns_the_table() {
+    fn constraints_of_one_table_stay_on_one_lane() {
+        let pk = |t: &str, c: &str| {
+            format!("ALTER TABLE ONLY public.{t}\n    ADD CONSTRAINT {c} UNIQUE (x);\n")
+        };
+        let sql = [
+            pk("a", "a1"),
+            pk("b", "b1"),
+            pk("a", "a2"),
+            pk("c", "c1"),
+            pk("b", "b2"),
+        ]
+        .concat();
+        let lanes: Vec<String> = messages(&sql, 2)
+            .iter()
+            .map(|m| {
+                let Some((lane, text)) = m.split_once(": ") else {
+                    return m.clone();
+                };
+                let names: Vec<&str> = text
+                    .split("ADD CONSTRAINT ")
+                    .skip(1)
+                    .filter_map(|rest| rest.split(' ').next())
+                    .collect();
+                format!("{lane}: {}", names.join(" "))
+            })
+            .collect();
+        // c goes to the lane with fewer bytes so far.
+        assert_eq!(lanes, ["sync", "0: a1 a2", "1: b1 c1 b2"]);
+    }
+
+    #[test]
+    fn big_copies_stay_copy_and_stream_in_chunks() {
         let rows: String = (0..30_000).map(|i| format!("{i}\tsome text\n")).collect();
         let sql = format!(
             "CREATE TABLE public.a (x integer, y text);\n\
