@@ -34,8 +34,8 @@ trap cleanup EXIT
 cd "$work/project"
 
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
-if [ -t 2 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
-step() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain" >&2; }
+if [ -t 2 ]; then bold=$'\033[1m' reset=$'\033[0m'; else bold='' reset=''; fi
+step() { printf '\n%s== %s%s\n' "$bold" "$*" "$reset" >&2; }
 
 step "start the embedded server"
 "$bin" server start
