@@ -451,8 +451,49 @@ fn damaged_dumps_are_discarded_and_rebuilt() {
                 m["dump"]["size"] = b.len().into();
                 std::fs::write(&mpath, serde_json::to_vec(&m).expect("json")).expect("write");
             }),
+            // Worse: the damage decodes into SQL the server rejects, and zstd
+            // only notices at the frame's end, after that SQL ran. It must
+            // still count as damage (discard and rebuild), not as a server
+            // error that stops the run.
+            ("garbage SQL before a bad frame checksum", &|d, k| {
+                let sql = zstd::decode_all(&std::fs::read(dump(d, k)).expect("read")[..])
+                    .expect("decode");
+                let mut text = b"SELECT no_such_function_damaged_dump();\n".to_vec();
+                // Enough after it that the reader is still busy, far from the
+                // checksum, when the server rejects the first batch.
+                text.extend_from_slice(&b"SELECT 1;\n".repeat(100_000));
+                text.extend_from_slice(&sql);
+                let b = zstd_frame_with_bad_checksum(&text);
+                std::fs::write(dump(d, k), &b).expect("write");
+                let mpath = d.join(format!("{k}.json"));
+                let mut m: Value =
+                    serde_json::from_slice(&std::fs::read(&mpath).expect("read")).expect("json");
+                m["dump"]["sha256"] = sha256_hex(&b).into();
+                m["dump"]["size"] = b.len().into();
+                std::fs::write(&mpath, serde_json::to_vec(&m).expect("json")).expect("write");
+            }),
         ],
     );
+}
+
+/// A zstd frame holding `content` in raw (stored) blocks, with a content
+/// checksum that is wrong: a decoder hands out all of `content` and only
+/// then reports the damage.
+fn zstd_frame_with_bad_checksum(content: &[u8]) -> Vec<u8> {
+    const MAX_BLOCK: usize = 128 * 1024;
+    // Magic; descriptor: checksum flag, no content size, not single-segment;
+    // window descriptor 2^(10 + 7) = 128 KiB.
+    let mut out = vec![0x28, 0xb5, 0x2f, 0xfd, 0x04, 7 << 3];
+    let chunks: Vec<&[u8]> = content.chunks(MAX_BLOCK).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = u32::from(i + 1 == chunks.len());
+        // Block header: last-block bit, type 0 (raw), size.
+        let header = last | ((chunk.len() as u32) << 3);
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        out.extend_from_slice(chunk);
+    }
+    out.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    out
 }
 
 #[test]

@@ -101,17 +101,23 @@ fn decode_field(raw: &[u8], out: &mut Vec<u8>) -> Option<()> {
     while i < raw.len() {
         let b = raw[i];
         i += 1;
+        if b == b'\r' {
+            // pg_dump writes a carriage return as `\r`; a raw one is something
+            // COPY reads as a line end or rejects.
+            return None;
+        }
         if b != b'\\' {
             out.push(b);
             continue;
         }
-        let Some(&c) = raw.get(i) else {
-            // A lone backslash at the end: COPY keeps it as is.
-            out.push(b'\\');
-            break;
-        };
+        // A backslash before the tab or newline that ends the field: COPY
+        // takes the delimiter as data and joins fields or lines, which the
+        // split on tabs and newlines here cannot follow. pg_dump never
+        // writes it; leave such a block to COPY.
+        let c = *raw.get(i)?;
         i += 1;
         let byte = match c {
+            b'\r' => return None,
             b'b' => 0x08,
             b'f' => 0x0c,
             b'n' => b'\n',
@@ -176,6 +182,9 @@ mod tests {
         assert_eq!(ok(r"\u\q\'"), b"uq'");
         assert_eq!(ok(r"\xg"), b"xg");
         assert_eq!(decoded(r"\000"), None);
+        assert_eq!(decoded("a\\"), None, "backslash before the delimiter");
+        assert_eq!(decoded("a\rb"), None, "raw carriage return");
+        assert_eq!(decoded("a\\\rb"), None, "escaped raw carriage return");
         assert_eq!(decoded(r"\x0"), None);
     }
 

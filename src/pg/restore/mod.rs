@@ -127,6 +127,30 @@ async fn dispatch(
     rx: &mut mpsc::Receiver<std::result::Result<Msg, Failure>>,
     lanes: &[mpsc::Sender<Work>],
 ) -> std::result::Result<(), Option<Failure>> {
+    match forward(rx, lanes).await {
+        Err(None) => {
+            // A lane failed. zstd checks a frame's checksum at the frame's
+            // end, so a dump damaged in a way sha256 did not catch (a manifest
+            // rewritten to match) runs garbage SQL first and only then fails
+            // to decode: read on to the end so that damage is reported as
+            // such, and the snapshot discarded, rather than as the server's
+            // complaint about the garbage. Costs the rest of the decode, on a
+            // path that is an error anyway.
+            while let Some(msg) = rx.recv().await {
+                if let Err(f) = msg {
+                    return Err(Some(f));
+                }
+            }
+            Err(None)
+        }
+        other => other,
+    }
+}
+
+async fn forward(
+    rx: &mut mpsc::Receiver<std::result::Result<Msg, Failure>>,
+    lanes: &[mpsc::Sender<Work>],
+) -> std::result::Result<(), Option<Failure>> {
     while let Some(msg) = rx.recv().await {
         let (lane, work) = match msg.map_err(Some)? {
             Msg::Sql { lane, text, line } => (lane, Work::Sql { text, line }),

@@ -153,6 +153,9 @@ struct Lane {
     settings_version: u64,
     /// Bytes sent to this lane in the current group.
     load: usize,
+    /// The batch ends with session settings: the next other statement
+    /// starts a new message (see `push`).
+    settings_tail: bool,
 }
 
 /// A COPY block being read: held back until it is known to be small enough
@@ -176,6 +179,9 @@ struct Splitter<F: FnMut(Msg) -> bool> {
     /// Session settings so far, by name, in first-seen order.
     settings: Vec<(String, String)>,
     settings_version: u64,
+    /// `client_encoding` is UTF8 (or SQL_ASCII, or unset): only then are COPY
+    /// blocks turned into INSERTs, whose text is handled as UTF-8 here.
+    utf8_client: bool,
     copy: Option<PendingCopy>,
 }
 
@@ -192,11 +198,13 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
                     line: 0,
                     settings_version: 0,
                     load: 0,
+                    settings_tail: false,
                 })
                 .collect(),
             owner: HashMap::new(),
             settings: vec![],
             settings_version: 0,
+            utf8_client: true,
             copy: None,
         }
     }
@@ -209,7 +217,11 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
 
     fn statement(&mut self, s: String, line: u64) -> bool {
         let (group, table) = classify(&s);
-        if let Some(name) = setting_name(&s) {
+        let setting = setting_name(&s);
+        if let Some(name) = setting.clone() {
+            if name == "client_encoding" {
+                self.utf8_client = is_utf8_encoding(&s);
+            }
             match self.settings.iter_mut().find(|(n, _)| *n == name) {
                 Some(entry) => entry.1 = s.clone(),
                 None => self.settings.push((name, s.clone())),
@@ -219,7 +231,7 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
             self.lanes[0].settings_version = self.settings_version;
         }
         let lane = self.lane_for(group, table);
-        self.push(lane, &s, line);
+        self.push(lane, &s, line, setting.is_some());
         self.open
     }
 
@@ -281,8 +293,13 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
         } else if !c.held.is_empty() {
             // Skipping empty blocks is safe because triggers and rules are
             // created after the data.
-            match copy_rows::to_insert(&c.stmt, &c.held) {
-                Some(insert) => self.push(c.lane, &insert, c.line),
+            let insert = if self.utf8_client {
+                copy_rows::to_insert(&c.stmt, &c.held)
+            } else {
+                None
+            };
+            match insert {
+                Some(insert) => self.push(c.lane, &insert, c.line, false),
                 None => {
                     self.start_copy(&mut c);
                     let held = std::mem::take(&mut c.held);
@@ -305,7 +322,7 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
 
     /// Send what `c`'s lane has batched, then the COPY itself.
     fn start_copy(&mut self, c: &mut PendingCopy) {
-        self.catch_up_settings(c.lane);
+        self.catch_up_settings(c.lane, c.line);
         self.flush(c.lane);
         c.streaming = true;
         self.send(Msg::CopyStart {
@@ -352,21 +369,36 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
         self.lanes.iter().position(|l| l.load == least).unwrap_or(0)
     }
 
-    fn catch_up_settings(&mut self, lane: usize) {
+    /// Give `lane` the session settings it has not had yet (at the end of
+    /// its batch; `push` then starts a new message for what follows).
+    fn catch_up_settings(&mut self, lane: usize, line: u64) {
         if self.lanes[lane].settings_version == self.settings_version {
             return;
         }
         let l = &mut self.lanes[lane];
+        if l.batch.is_empty() {
+            l.line = line;
+        }
         for (_, stmt) in &self.settings {
             l.batch.push_str(stmt);
             l.batch.push('\n');
             l.count += 1;
         }
+        l.settings_tail = true;
         l.settings_version = self.settings_version;
     }
 
-    fn push(&mut self, lane: usize, s: &str, line: u64) {
-        self.catch_up_settings(lane);
+    /// Add a statement to `lane`'s batch. A statement never shares a message
+    /// with a session setting before it: the server converts a whole message
+    /// from `client_encoding` and tokenises it under
+    /// `standard_conforming_strings` as they are when the message arrives, so
+    /// a `SET` in the same message would come too late for the rest (psql
+    /// sends statements one by one and never meets this).
+    fn push(&mut self, lane: usize, s: &str, line: u64, setting: bool) {
+        self.catch_up_settings(lane, line);
+        if !setting && self.lanes[lane].settings_tail {
+            self.flush(lane);
+        }
         let l = &mut self.lanes[lane];
         if l.batch.is_empty() {
             l.line = line;
@@ -375,6 +407,7 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
         l.batch.push('\n');
         l.count += 1;
         l.load += s.len();
+        l.settings_tail = setting;
         if l.batch.len() >= BATCH_BYTES || l.count >= BATCH_STATEMENTS {
             self.flush(lane);
         }
@@ -387,6 +420,7 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
         }
         let text = std::mem::take(&mut l.batch);
         l.count = 0;
+        l.settings_tail = false;
         let line = l.line;
         self.send(Msg::Sql { lane, text, line });
     }
@@ -450,6 +484,21 @@ fn setting_name(s: &str) -> Option<String> {
     }
     let rest = s.strip_prefix("SELECT pg_catalog.set_config('")?;
     Some(rest[..rest.find('\'')?].to_ascii_lowercase())
+}
+
+/// Whether `SET client_encoding = …` names an encoding whose bytes can be
+/// carried in the UTF-8 text of an INSERT unchanged.
+fn is_utf8_encoding(set: &str) -> bool {
+    let value = set
+        .split_once('=')
+        .or_else(|| set.split_once(" TO "))
+        .map_or("", |(_, v)| v);
+    let name: String = value
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    matches!(name.as_str(), "UTF8" | "UNICODE" | "SQLASCII")
 }
 
 /// Length in bytes of the (possibly schema-qualified) name that starts `s`:
@@ -616,12 +665,12 @@ mod tests {
         assert_eq!(
             heads(DUMP, 1),
             [
-                "0: SET statement_timeout, pg_catalog.set_config, CREATE TABLE, CREATE TABLE, \
-              CREATE TABLE, INSERT public.b, INSERT public.c, pg_catalog.setval, ALTER TABLE, \
-              CREATE INDEX, CREATE INDEX, ALTER TABLE"
+                "0: SET statement_timeout, pg_catalog.set_config",
+                "0: CREATE TABLE, CREATE TABLE, CREATE TABLE, INSERT public.b, INSERT public.c, \
+                 pg_catalog.setval, ALTER TABLE, CREATE INDEX, CREATE INDEX, ALTER TABLE"
             ]
         );
-        let text = &messages(DUMP, 1)[0];
+        let text = &messages(DUMP, 1)[1];
         assert!(
             text.contains(
                 "INSERT INTO public.b (x) OVERRIDING SYSTEM VALUE VALUES\n(E'1'),\n(E'2');"
@@ -635,13 +684,15 @@ mod tests {
         assert_eq!(
             heads(DUMP, 2),
             [
-                "0: SET statement_timeout, pg_catalog.set_config, CREATE TABLE, CREATE TABLE, CREATE TABLE",
+                "0: SET statement_timeout, pg_catalog.set_config",
+                "0: CREATE TABLE, CREATE TABLE, CREATE TABLE",
                 "sync",
                 // Each block goes to the least loaded lane: a is empty (nothing
                 // sent), so b goes to lane 0 too; c and the setval to lane 1,
-                // which first gets the session settings.
+                // which first gets the session settings, in a message of their own.
+                "1: SET statement_timeout, pg_catalog.set_config",
                 "0: INSERT public.b",
-                "1: SET statement_timeout, pg_catalog.set_config, INSERT public.c, pg_catalog.setval",
+                "1: INSERT public.c, pg_catalog.setval",
                 "sync",
                 "0: ALTER TABLE",
                 "sync",
@@ -653,6 +704,61 @@ mod tests {
                 "0: ALTER TABLE",
             ]
         );
+    }
+
+    #[test]
+    fn no_statement_shares_a_message_with_a_setting_before_it() {
+        // The server reads a whole message under the client_encoding and
+        // standard_conforming_strings it has when the message arrives.
+        let sql = "SET client_encoding = 'UTF8';\nCREATE TABLE public.a (x text);\n\
+                   CREATE TABLE public.b (x text);\n\
+                   COPY public.a (x) FROM stdin;\ncaf\u{e9}\n\\.\n\
+                   SET standard_conforming_strings = off;\n\
+                   COPY public.b (x) FROM stdin;\nx\n\\.\n\
+                   CREATE INDEX i ON public.a USING btree (regexp_replace(x, '\\s', ''));\n";
+        for jobs in [1, 2] {
+            let got = messages(sql, jobs);
+            assert!(got.len() >= 3, "{got:?}");
+            for m in got {
+                let text = m.split_once(": ").map_or(m.as_str(), |(_, t)| t);
+                let is_setting: Vec<bool> = text
+                    .split_inclusive(";\n")
+                    .map(|st| setting_name(st).is_some())
+                    .collect();
+                // Settings may only come last in a message.
+                let first_setting = is_setting.iter().position(|&b| b);
+                if let Some(i) = first_setting {
+                    assert!(is_setting[i..].iter().all(|&b| b), "jobs {jobs}: {m:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn copies_stay_copy_unless_the_client_encoding_is_utf8() {
+        let sql = |enc: &str| {
+            format!(
+                "SET client_encoding = '{enc}';\nCREATE TABLE public.a (x text);\n\
+                 COPY public.a (x) FROM stdin;\nabc\n\\.\n"
+            )
+        };
+        assert!(messages(&sql("UTF8"), 1)
+            .iter()
+            .any(|m| m.contains("INSERT INTO")));
+        for enc in ["LATIN1", "EUC_JP"] {
+            let got = messages(&sql(enc), 1);
+            assert!(
+                got.iter().all(|m| !m.contains("INSERT INTO")),
+                "{enc}: {got:?}"
+            );
+            assert!(
+                got.iter().any(|m| m.starts_with("0: copy COPY public.a")),
+                "{enc}"
+            );
+        }
+        assert!(is_utf8_encoding("SET client_encoding = 'utf-8';"));
+        assert!(is_utf8_encoding("SET client_encoding TO 'SQL_ASCII';"));
+        assert!(!is_utf8_encoding("SET client_encoding = 'WIN1252';"));
     }
 
     #[test]
