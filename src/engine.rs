@@ -20,7 +20,7 @@ use crate::failpoint;
 use crate::fingerprint::Fingerprint;
 use crate::pg::admin::{self, Admin};
 use crate::pg::{dump, restore, ConnInfo};
-use crate::settings::{CloneStrategy, ServerChoice, Settings};
+use crate::settings::{ServerChoice, Settings};
 use crate::store::{self, BuildInfo, Manifest, Store};
 use crate::ui::{self, Ui};
 use std::time::Instant;
@@ -199,7 +199,9 @@ async fn build_locked(
         if usable_snapshot(store, key, admin.version_num, true, ui).is_some() {
             let t = Instant::now();
             ui.info(format!("restoring cached snapshot {}", fp.short()));
-            admin.create(&build, None, CloneStrategy::Default).await?;
+            admin
+                .create(&build, None, settings.effective_clone_strategy())
+                .await?;
             failpoint::point("build.created");
             if restore_or_drop(admin, settings, store, key, &build, true, ui).await? {
                 promote(admin, &build, key).await?;
@@ -236,7 +238,9 @@ async fn build_locked(
         "no snapshot for key {}: migrating from an empty database",
         fp.short()
     ));
-    admin.create(&build, None, CloneStrategy::Default).await?;
+    admin
+        .create(&build, None, settings.effective_clone_strategy())
+        .await?;
     failpoint::point("build.created");
     let report = match django::migrate(settings, &admin.conn, &build, ui).await {
         Ok(r) => r,
@@ -351,7 +355,9 @@ async fn incremental(
                     error: Error::internal(format!("snapshot {base_short} is unusable")),
                 });
             };
-            admin.create(build, None, CloneStrategy::Default).await?;
+            admin
+                .create(build, None, settings.effective_clone_strategy())
+                .await?;
             failpoint::point("build.created");
             if !restore_or_drop(admin, settings, store, &m.key, build, false, ui).await? {
                 return Err(MigrateFailure {

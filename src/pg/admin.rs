@@ -164,13 +164,14 @@ impl Admin {
         if let Some(t) = template {
             sql.push_str(" TEMPLATE ");
             sql.push_str(&quote_ident(t));
-            // STRATEGY exists from PostgreSQL 15 on.
-            if self.major() >= 15 {
-                match strategy {
-                    CloneStrategy::Default => {}
-                    CloneStrategy::WalLog => sql.push_str(" STRATEGY = WAL_LOG"),
-                    CloneStrategy::FileCopy => sql.push_str(" STRATEGY = FILE_COPY"),
-                }
+        }
+        // STRATEGY exists from PostgreSQL 15 on; without a TEMPLATE it
+        // applies to the copy of template1.
+        if self.major() >= 15 {
+            match strategy {
+                CloneStrategy::Default => {}
+                CloneStrategy::WalLog => sql.push_str(" STRATEGY = WAL_LOG"),
+                CloneStrategy::FileCopy => sql.push_str(" STRATEGY = FILE_COPY"),
             }
         }
         self.client.batch_execute(&sql).await.map_err(|e| {
