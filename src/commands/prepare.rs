@@ -89,8 +89,17 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
     let started = Instant::now();
     let target = args.database.as_str();
     admin::validate_name(target)?;
-    let fp = fingerprint::compute(settings)?;
-    let admin = engine::connect(settings, ui).await?;
+    // Hash while connecting: the two do not depend on each other, and over
+    // a network link the connection (TCP, authentication, the version
+    // query) costs several round trips. The key's errors come first, as
+    // they would without the server.
+    let owned = settings.clone();
+    let hashing = crate::error::blocking("hashing the migrations", move || {
+        fingerprint::compute(&owned)
+    });
+    let (fp, admin) = tokio::join!(hashing, engine::connect(settings, ui));
+    let fp = fp??;
+    let admin = admin?;
     let template = admin::template_name(&fp.key);
 
     let scratch = admin::clone_scratch_name(target);
