@@ -443,13 +443,7 @@ fn damaged_dumps_are_discarded_and_rebuilt() {
                 let mut b = std::fs::read(dump(d, k)).expect("read");
                 let i = b.len() / 2;
                 b[i] ^= 0x01;
-                std::fs::write(dump(d, k), &b).expect("write");
-                let mpath = d.join(format!("{k}.json"));
-                let mut m: Value =
-                    serde_json::from_slice(&std::fs::read(&mpath).expect("read")).expect("json");
-                m["dump"]["sha256"] = sha256_hex(&b).into();
-                m["dump"]["size"] = b.len().into();
-                std::fs::write(&mpath, serde_json::to_vec(&m).expect("json")).expect("write");
+                replace_dump_keeping_manifest_in_step(d, k, &b);
             }),
             // Worse: the damage decodes into SQL the server rejects, and zstd
             // only notices at the frame's end, after that SQL ran. It must
@@ -464,16 +458,21 @@ fn damaged_dumps_are_discarded_and_rebuilt() {
                 text.extend_from_slice(&b"SELECT 1;\n".repeat(100_000));
                 text.extend_from_slice(&sql);
                 let b = zstd_frame_with_bad_checksum(&text);
-                std::fs::write(dump(d, k), &b).expect("write");
-                let mpath = d.join(format!("{k}.json"));
-                let mut m: Value =
-                    serde_json::from_slice(&std::fs::read(&mpath).expect("read")).expect("json");
-                m["dump"]["sha256"] = sha256_hex(&b).into();
-                m["dump"]["size"] = b.len().into();
-                std::fs::write(&mpath, serde_json::to_vec(&m).expect("json")).expect("write");
+                replace_dump_keeping_manifest_in_step(d, k, &b);
             }),
         ],
     );
+}
+
+/// Write `bytes` as the dump of `key` and update its manifest's sha256 and
+/// size to match, as someone (or something) rewriting both would.
+fn replace_dump_keeping_manifest_in_step(dir: &std::path::Path, key: &str, bytes: &[u8]) {
+    std::fs::write(dir.join(format!("{key}.sql.zst")), bytes).expect("write");
+    let mpath = dir.join(format!("{key}.json"));
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).expect("read")).expect("json");
+    m["dump"]["sha256"] = sha256_hex(bytes).into();
+    m["dump"]["size"] = bytes.len().into();
+    std::fs::write(&mpath, serde_json::to_vec(&m).expect("json")).expect("write");
 }
 
 /// A zstd frame holding `content` in raw (stored) blocks, with a content
