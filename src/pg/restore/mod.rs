@@ -25,10 +25,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
-/// Connections a restore uses unless `restore-jobs` says otherwise. Two
-/// took the 1,000-migration project's restore from ~180 ms to ~130 ms on a
-/// 2-core machine (BENCHMARKS.md); the parallel stretches of a dump are
-/// short, so more lanes mostly add connections.
+/// Connections a restore uses unless `restore-jobs` says otherwise. On a
+/// 2-core machine two took the 1,000-migration project's restore from
+/// ~188 ms to ~165 ms (server log, 5 runs each), three gave ~172 ms: the
+/// parallel stretches of a dump are short, so more lanes mostly add
+/// connections (BENCHMARKS.md).
 pub const DEFAULT_JOBS: usize = 2;
 pub const MAX_JOBS: usize = 16;
 
