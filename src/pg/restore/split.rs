@@ -218,13 +218,13 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
     fn statement(&mut self, s: String, line: u64) -> bool {
         let (group, table) = classify(&s);
         let setting = setting_name(&s);
-        if let Some(name) = setting.clone() {
+        if let Some(name) = &setting {
             if name == "client_encoding" {
                 self.utf8_client = is_utf8_encoding(&s);
             }
-            match self.settings.iter_mut().find(|(n, _)| *n == name) {
+            match self.settings.iter_mut().find(|(n, _)| n == name) {
                 Some(entry) => entry.1 = s.clone(),
-                None => self.settings.push((name, s.clone())),
+                None => self.settings.push((name.clone(), s.clone())),
             }
             self.settings_version += 1;
             // Lane 0 runs every serial statement, settings included, in order.
@@ -257,28 +257,13 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
         let Some(mut c) = self.copy.take() else {
             return self.open;
         };
-        if c.streaming {
-            self.lanes[c.lane].load += data.len();
-            self.send(Msg::CopyData {
-                lane: c.lane,
-                data: Bytes::from(data),
-            });
-        } else if c.held.len() + data.len() <= INSERT_MAX_BYTES {
+        if !c.streaming && c.held.len() + data.len() <= INSERT_MAX_BYTES {
             c.held.extend_from_slice(&data);
         } else {
-            self.start_copy(&mut c);
-            let held = std::mem::take(&mut c.held);
-            self.lanes[c.lane].load += held.len() + data.len();
-            if !held.is_empty() {
-                self.send(Msg::CopyData {
-                    lane: c.lane,
-                    data: Bytes::from(held),
-                });
+            if !c.streaming {
+                self.start_copy(&mut c);
             }
-            self.send(Msg::CopyData {
-                lane: c.lane,
-                data: Bytes::from(data),
-            });
+            self.copy_data_to(c.lane, data);
         }
         self.copy = Some(c);
         self.open
@@ -302,11 +287,6 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
                 Some(insert) => self.push(c.lane, &insert, c.line, false),
                 None => {
                     self.start_copy(&mut c);
-                    let held = std::mem::take(&mut c.held);
-                    self.send(Msg::CopyData {
-                        lane: c.lane,
-                        data: Bytes::from(held),
-                    });
                     self.send(Msg::CopyEnd { lane: c.lane });
                 }
             }
@@ -320,7 +300,8 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
         }
     }
 
-    /// Send what `c`'s lane has batched, then the COPY itself.
+    /// Turn `c` into a streamed COPY: send what its lane has batched, the
+    /// COPY statement, then the data held back so far.
     fn start_copy(&mut self, c: &mut PendingCopy) {
         self.catch_up_settings(c.lane, c.line);
         self.flush(c.lane);
@@ -329,6 +310,18 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
             lane: c.lane,
             stmt: c.stmt.clone(),
             line: c.line,
+        });
+        let held = std::mem::take(&mut c.held);
+        if !held.is_empty() {
+            self.copy_data_to(c.lane, held);
+        }
+    }
+
+    fn copy_data_to(&mut self, lane: usize, data: Vec<u8>) {
+        self.lanes[lane].load += data.len();
+        self.send(Msg::CopyData {
+            lane,
+            data: Bytes::from(data),
         });
     }
 
