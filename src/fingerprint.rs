@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// Bump when the key serialisation or the snapshot contents change meaning.
-pub const KEY_FORMAT: &str = "migsnap-key-v1";
+pub const KEY_FORMAT: &str = "migsnap-key-v2";
 
 /// Directories that never hold the project's own migrations.
 const SKIP_DIRS: &[&str] = &[
@@ -54,9 +54,30 @@ pub fn short_key(key: &str) -> &str {
 /// (relative path, content hash)
 type HashedFile = (String, String);
 
+/// Which project-relative paths are migration files the key hashes.
+pub struct MigrationGlobs {
+    migrations: GlobSet,
+    exclude: GlobSet,
+}
+
+impl MigrationGlobs {
+    pub fn new(settings: &Settings) -> Result<MigrationGlobs> {
+        Ok(MigrationGlobs {
+            migrations: globset(&settings.migrations, "migrations")?,
+            exclude: globset(&settings.exclude, "exclude")?,
+        })
+    }
+
+    pub fn is_match(&self, rel: &str) -> bool {
+        self.migrations.is_match(rel)
+            && !rel.ends_with("/__init__.py")
+            && rel != "__init__.py"
+            && !self.exclude.is_match(rel)
+    }
+}
+
 pub fn compute(settings: &Settings) -> Result<Fingerprint> {
-    let migrations = globset(&settings.migrations, "migrations")?;
-    let exclude = globset(&settings.exclude, "exclude")?;
+    let migrations = MigrationGlobs::new(settings)?;
     let inputs = globset(&settings.key_inputs, "key-inputs")?;
     let root = settings.project_dir.as_path();
 
@@ -65,9 +86,11 @@ pub fn compute(settings: &Settings) -> Result<Fingerprint> {
 
     // `ignore` gives us .gitignore handling and a parallel walker; hidden
     // directories (.venv, .git, .tox) are skipped by its defaults.
+    // Links are followed: a migration file (or package) linked in from
+    // elsewhere is read by Django all the same. The walker detects loops.
     let walker = ignore::WalkBuilder::new(root)
         .require_git(false)
-        .follow_links(false)
+        .follow_links(true)
         .filter_entry(|e| {
             let is_dir = e.file_type().is_some_and(|t| t.is_dir());
             !(is_dir
@@ -79,15 +102,19 @@ pub fn compute(settings: &Settings) -> Result<Fingerprint> {
         })
         .build_parallel();
     {
-        let (migrations, exclude, inputs, found, failure) =
-            (&migrations, &exclude, &inputs, &found, &failure);
+        let (migrations, inputs, found, failure) = (&migrations, &inputs, &found, &failure);
         walker.run(|| {
             // One buffer per walker thread: reading into it skips the statx and
             // the allocation std::fs::read makes for every one of 10,000 files.
             let mut buf = Vec::with_capacity(64 * 1024);
             Box::new(move |entry| {
-                let Ok(entry) = entry else {
-                    return ignore::WalkState::Continue;
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(e) if is_loop(&e) => return ignore::WalkState::Continue,
+                    Err(e) => {
+                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(walk_error(e));
+                        return ignore::WalkState::Quit;
+                    }
                 };
                 if !entry.file_type().is_some_and(|t| t.is_file()) {
                     return ignore::WalkState::Continue;
@@ -95,10 +122,7 @@ pub fn compute(settings: &Settings) -> Result<Fingerprint> {
                 let Some(rel) = relative(root, entry.path()) else {
                     return ignore::WalkState::Continue;
                 };
-                let is_migration = migrations.is_match(&rel)
-                    && !rel.ends_with("/__init__.py")
-                    && rel != "__init__.py"
-                    && !exclude.is_match(&rel);
+                let is_migration = migrations.is_match(&rel);
                 let is_input = !is_migration && inputs.is_match(&rel);
                 if !is_migration && !is_input {
                     return ignore::WalkState::Continue;
@@ -127,7 +151,12 @@ pub fn compute(settings: &Settings) -> Result<Fingerprint> {
     let (m, i) = found.into_inner().unwrap_or_else(|p| p.into_inner());
     let migrations: BTreeMap<_, _> = m.into_iter().collect();
     let key_inputs: BTreeMap<_, _> = i.into_iter().collect();
-    let key = key_of(&settings.key_salt, &migrations, &key_inputs);
+    let key = key_of(
+        &settings.key_salt,
+        settings.django_settings.as_deref(),
+        &migrations,
+        &key_inputs,
+    );
     Ok(Fingerprint {
         key,
         migrations,
@@ -140,6 +169,7 @@ pub fn compute(settings: &Settings) -> Result<Fingerprint> {
 /// two different file sets serialise to the same bytes.
 pub fn key_of(
     salt: &str,
+    settings_module: Option<&str>,
     migrations: &BTreeMap<String, String>,
     inputs: &BTreeMap<String, String>,
 ) -> String {
@@ -151,6 +181,11 @@ pub fn key_of(
     };
     field(b"F", KEY_FORMAT);
     field(b"S", salt);
+    // The settings module decides INSTALLED_APPS: two of them over the same
+    // files are two snapshots, not one rebuilt at every switch.
+    if let Some(module) = settings_module {
+        field(b"D", module);
+    }
     for (path, hash) in migrations {
         field(b"M", path);
         field(b"H", hash);
@@ -201,6 +236,30 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// A symlink loop: the walker noticed and stopped there, nothing to hash.
+fn is_loop(e: &ignore::Error) -> bool {
+    match e {
+        ignore::Error::Loop { .. } => true,
+        ignore::Error::WithPath { err, .. }
+        | ignore::Error::WithDepth { err, .. }
+        | ignore::Error::WithLineNumber { err, .. } => is_loop(err),
+        ignore::Error::Partial(errs) => errs.iter().all(is_loop),
+        _ => false,
+    }
+}
+
+/// An unreadable directory would hide its migrations from the key: an
+/// error, like an unreadable file, never a silent skip.
+fn walk_error(e: ignore::Error) -> Error {
+    let path = match &e {
+        ignore::Error::WithPath { path, .. } => format!("`{}`", path.display()),
+        _ => "a directory".to_string(),
+    };
+    Error::usage(format!("cannot read {path} while looking for migrations"))
+        .source(e)
+        .hint("make it readable by this user, or leave it out with `exclude` in [tool.migsnap]")
+}
+
 fn relative(root: &Path, path: &Path) -> Option<String> {
     let rel = path.strip_prefix(root).ok()?;
     let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
@@ -245,12 +304,31 @@ mod tests {
     fn key_depends_on_path_content_salt_and_kind() {
         let m = |p: &str, h: &str| BTreeMap::from([(p.to_string(), h.to_string())]);
         let none = BTreeMap::new();
-        let base = key_of("", &m("a/migrations/0001.py", "x"), &none);
-        assert_ne!(base, key_of("", &m("a/migrations/0002.py", "x"), &none));
-        assert_ne!(base, key_of("", &m("a/migrations/0001.py", "y"), &none));
-        assert_ne!(base, key_of("salt", &m("a/migrations/0001.py", "x"), &none));
-        assert_ne!(base, key_of("", &none, &m("a/migrations/0001.py", "x")));
-        assert_eq!(base, key_of("", &m("a/migrations/0001.py", "x"), &none));
+        let base = key_of("", None, &m("a/migrations/0001.py", "x"), &none);
+        assert_ne!(
+            base,
+            key_of("", None, &m("a/migrations/0002.py", "x"), &none)
+        );
+        assert_ne!(
+            base,
+            key_of("", None, &m("a/migrations/0001.py", "y"), &none)
+        );
+        assert_ne!(
+            base,
+            key_of("salt", None, &m("a/migrations/0001.py", "x"), &none)
+        );
+        assert_ne!(
+            base,
+            key_of("", None, &none, &m("a/migrations/0001.py", "x"))
+        );
+        assert_ne!(
+            base,
+            key_of("", Some("s.test"), &m("a/migrations/0001.py", "x"), &none)
+        );
+        assert_eq!(
+            base,
+            key_of("", None, &m("a/migrations/0001.py", "x"), &none)
+        );
         assert_eq!(base.len(), 64);
     }
 }

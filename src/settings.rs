@@ -47,10 +47,21 @@ pub enum CloneStrategy {
 }
 
 pub const DEFAULT_MIGRATIONS: &[&str] = &["**/migrations/*.py"];
+/// Where projects declare their dependencies: a changed dependency may bring
+/// new or changed third-party migrations (which the snapshot also records
+/// and checks file by file; these make `migsnap key`, the CI cache key,
+/// follow them too).
 pub const DEFAULT_KEY_INPUTS: &[&str] = &[
+    "pyproject.toml",
+    "setup.cfg",
+    "setup.py",
     "requirements*.txt",
+    "requirements*.in",
+    "requirements/**/*.txt",
+    "requirements/**/*.in",
     "poetry.lock",
     "uv.lock",
+    "Pipfile",
     "Pipfile.lock",
     "pdm.lock",
 ];
