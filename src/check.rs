@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio_postgres::Client;
 
 /// Bump when the cached catalogs change meaning.
-pub const CACHE_FORMAT: u32 = 1;
+pub const CACHE_FORMAT: u32 = 2;
 
 /// One index (or the index behind a unique/exclusion/primary-key constraint).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //! The shim is embedded in the binary (`django/shim.py`) and passed with
 //! `python -c`, so nothing is installed into the user's environment.
 
+use crate::depends::ShimInputs;
 use crate::error::{Error, Kind, Result};
 use crate::pg::ConnInfo;
 use crate::settings::Settings;
@@ -30,7 +31,7 @@ enum Event {
     Done { migration: String, seconds: f64 },
     Error { r#type: String, message: String },
     Created { models: usize },
-    MigrationFiles { files: Vec<MigrationFile> },
+    Inputs(Box<ShimInputs>),
     Finished,
 }
 
@@ -57,11 +58,33 @@ pub struct Applied {
     pub seconds: f64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MigrateReport {
     pub applied: Vec<Applied>,
-    pub migration_files: Vec<MigrationFile>,
+    /// What Django read: every migration it loaded, the settings files, its
+    /// version (see `depends`).
+    pub inputs: ShimInputs,
 }
+
+impl MigrateReport {
+    /// The migration modules Django loaded (the project's and third-party ones).
+    pub fn migration_files(&self) -> Vec<MigrationFile> {
+        self.inputs
+            .migrations
+            .iter()
+            .map(|m| MigrationFile {
+                app: m.app.clone(),
+                name: m.name.clone(),
+                path: m.path.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Decides, once Django has loaded the migrations, whether the build may go
+/// on (an incremental build checks that its base still fits): `Err(why)`
+/// stops Django and fails the build as a history failure.
+pub type InputsCheck<'a> = &'a (dyn Fn(&ShimInputs) -> std::result::Result<(), String> + Sync);
 
 /// Why migrate failed; `history` errors mean the starting database does not
 /// fit these migrations (an incremental build should fall back to cold).
@@ -96,8 +119,9 @@ pub async fn migrate(
     conn: &ConnInfo,
     db: &str,
     ui: &Ui,
+    check: Option<InputsCheck<'_>>,
 ) -> Result<MigrateReport, MigrateFailure> {
-    run_shim(settings, conn, db, Mode::Migrate, ui).await
+    run_shim_checked(settings, conn, db, Mode::Migrate, ui, check).await
 }
 
 /// Run the shim in `mode` against `db`.
@@ -107,6 +131,17 @@ pub async fn run_shim(
     db: &str,
     mode: Mode,
     ui: &Ui,
+) -> Result<MigrateReport, MigrateFailure> {
+    run_shim_checked(settings, conn, db, mode, ui, None).await
+}
+
+async fn run_shim_checked(
+    settings: &Settings,
+    conn: &ConnInfo,
+    db: &str,
+    mode: Mode,
+    ui: &Ui,
+    check: Option<InputsCheck<'_>>,
 ) -> Result<MigrateReport, MigrateFailure> {
     check_manage_py(settings)?;
     let manage = &settings.manage_py;
@@ -162,7 +197,8 @@ pub async fn run_shim(
     let mut progress = Progress::default();
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut failure: Option<(String, String)> = None;
-    let mut migration_files = Vec::new();
+    let mut inputs: Option<ShimInputs> = None;
+    let mut refused: Option<String> = None;
     let mut finished = false;
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let (mut events_open, mut output_open) = (true, true);
@@ -174,7 +210,14 @@ pub async fn run_shim(
                     Ok(ev) => {
                         match &ev {
                             Event::Error { r#type, message } => failure = Some((r#type.clone(), message.clone())),
-                            Event::MigrationFiles { files } => migration_files = files.clone(),
+                            Event::Inputs(seen) => {
+                                if let Some(Err(why)) = check.map(|c| c(seen)) {
+                                    // Whatever Django did so far goes with the build database.
+                                    let _ = child.start_kill();
+                                    refused = Some(why);
+                                }
+                                inputs = Some((**seen).clone());
+                            }
                             Event::Finished => finished = true,
                             _ => {}
                         }
@@ -203,10 +246,18 @@ pub async fn run_shim(
         .await
         .map_err(|e| Error::internal("python did not finish").source(e))?;
     ui.clear_progress();
+    if let Some(why) = refused {
+        return Err(MigrateFailure {
+            history: true,
+            error: Error::new(Kind::Django, why),
+        });
+    }
 
-    // Success means the shim said it finished: a manage.py that exits 0
-    // early (sys.exit inside it) must not pass for a migrated database.
-    if !status.success() || failure.is_some() || !finished {
+    // Success means the shim said it finished (having reported what it
+    // read): a manage.py that exits 0 early (sys.exit inside it) must not
+    // pass for a migrated database.
+    let succeeded = status.success() && failure.is_none() && finished;
+    let Some(inputs) = inputs.filter(|_| succeeded) else {
         let (kind, message) = failure.unwrap_or_else(|| {
             let how = if status.success() {
                 "before migrating"
@@ -246,10 +297,10 @@ pub async fn run_shim(
                 _ => "fix the migration or settings named above; no snapshot was saved",
             });
         return Err(MigrateFailure { history, error });
-    }
+    };
     let report = MigrateReport {
         applied: progress.applied,
-        migration_files,
+        inputs,
     };
     if !report.applied.is_empty() {
         ui.info(format!(
@@ -346,9 +397,7 @@ impl Progress {
             Event::Created { models } => ui.info(format!(
                 "created {models} model tables from the migration state"
             )),
-            Event::Error { .. } | Event::Finished | Event::MigrationFiles { .. } => {
-                self.current = None
-            }
+            Event::Error { .. } | Event::Finished | Event::Inputs(_) => self.current = None,
         }
     }
 

@@ -14,10 +14,11 @@
 //! the next run while it holds the locks. After Ctrl-C the interrupted run
 //! removes them itself (`clean_up_interrupted`).
 
+use crate::depends::Depends;
 use crate::django::{self, Applied, MigrateFailure};
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{self, Fingerprint, MigrationGlobs};
 use crate::pg::admin::{self, Admin};
 use crate::pg::{dump, restore, ConnInfo};
 use crate::settings::{ServerChoice, Settings};
@@ -51,6 +52,17 @@ pub struct Snapshot {
     pub source: Source,
     pub base_key: Option<String>,
     pub applied: Vec<Applied>,
+}
+
+/// The digest of the inputs the cached snapshot for `fp` was built from, if
+/// its manifest exists and everything it recorded beyond the key still holds
+/// (`Depends::verify`): the identity its template must carry to be served.
+/// This is the warm path's whole check: one small file read, a few hundred
+/// hashes at most, no Python, no server.
+pub fn current_inputs(store: &Store, fp: &Fingerprint, settings: &Settings) -> Option<String> {
+    let m = store.load(&fp.key).ok()??;
+    m.depends.verify(&settings.project_dir).ok()?;
+    Some(m.depends.digest())
 }
 
 /// Connect to the configured server; the embedded one is started on demand.
@@ -164,30 +176,53 @@ async fn build_locked(
 ) -> Result<Snapshot> {
     let key = fp.key.as_str();
     let template = admin::template_name(key);
-    if let Some(existing) = admin.database(&template).await? {
-        if existing.is_template_for(key) && !rebuild {
-            // Another process finished it while we waited for the lock.
-            return Ok(Snapshot {
-                template,
-                source: Source::Template,
-                base_key: None,
-                applied: vec![],
-            });
+    // The key's own snapshot, if what it recorded beyond the key still holds.
+    let holds = match store.load(key) {
+        Ok(Some(m)) => match m.depends.verify(&settings.project_dir) {
+            Ok(()) => Some(m.depends.digest()),
+            Err(changed) => {
+                ui.info(format!(
+                    "snapshot {} no longer matches the project ({changed}); building on it",
+                    fp.short()
+                ));
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(why) => {
+            reject_snapshot(store, key, true, why, ui);
+            None
         }
+    };
+    // An old template stays until its replacement is complete (dumped and
+    // ready to promote): a failed or interrupted rebuild leaves it in place.
+    let old = admin.database(&template).await?;
+    if let Some(existing) = &old {
         if !existing.made_by_migsnap() {
             return Err(Error::usage(format!(
                 "database `{template}` exists but was not created by migsnap; refusing to replace it"
             ))
             .hint(format!("rename or drop `{template}` yourself")));
         }
-        if !rebuild {
-            ui.warn(format!(
-                "template `{template}` does not match key {}; rebuilding it",
-                fp.short()
-            ));
+        if let Some(inputs) = holds.as_deref() {
+            if existing.is_template_for(key, inputs) && !rebuild {
+                // Another process finished it while we waited for the lock.
+                return Ok(Snapshot {
+                    template,
+                    source: Source::Template,
+                    base_key: None,
+                    applied: vec![],
+                });
+            }
+            if !rebuild {
+                ui.warn(format!(
+                    "template `{template}` does not match key {}; rebuilding it",
+                    fp.short()
+                ));
+            }
         }
-        admin.drop(&existing).await?;
     }
+    let old = old.as_ref();
     store.clean_temp(key);
     let build = admin::build_name(key);
     if admin.database(&build).await?.is_some() {
@@ -196,7 +231,10 @@ async fn build_locked(
     }
 
     if !rebuild {
-        if usable_snapshot(store, key, admin.version_num, true, ui).is_some() {
+        let cached = holds
+            .as_ref()
+            .and_then(|_| usable_snapshot(store, key, admin.version_num, true, ui));
+        if let Some(m) = cached {
             let t = Instant::now();
             ui.info(format!("restoring cached snapshot {}", fp.short()));
             admin
@@ -204,7 +242,7 @@ async fn build_locked(
                 .await?;
             failpoint::point("build.created");
             if restore_or_drop(admin, settings, store, key, &build, true, ui).await? {
-                promote(admin, &build, key).await?;
+                promote(admin, &build, key, &m.depends.digest(), old).await?;
                 ui.info(format!("restored in {}", ui::duration(t.elapsed())));
                 return Ok(Snapshot {
                     template,
@@ -215,12 +253,12 @@ async fn build_locked(
             }
         }
         if let Some(base) = store.best_ancestor(fp, admin.version_num) {
-            match incremental(admin, settings, fp, store, &base, &build, ui).await {
+            match incremental(admin, settings, fp, store, &base, &build, old, ui).await {
                 Ok(snapshot) => return Ok(snapshot),
                 Err(f) if f.history => {
                     ui.warn(format!(
                         "cannot build on snapshot {} ({}); migrating from empty instead",
-                        crate::fingerprint::short_key(&base.key),
+                        fingerprint::short_key(&base.key),
                         f.error.message
                     ));
                     drop_build(admin, &build).await?;
@@ -242,27 +280,25 @@ async fn build_locked(
         .create(&build, None, settings.effective_clone_strategy())
         .await?;
     failpoint::point("build.created");
-    let report = match django::migrate(settings, &admin.conn, &build, ui).await {
+    let report = match django::migrate(settings, &admin.conn, &build, ui, None).await {
         Ok(r) => r,
         Err(f) => {
             let _ = drop_build(admin, &build).await;
             return Err(f.error);
         }
     };
-    finish_or_drop(
-        admin,
-        fp,
-        store,
-        &build,
-        BuildInfo {
+    let built = Built {
+        build: &build,
+        report: &report,
+        info: BuildInfo {
             source: "cold".into(),
             base_key: None,
             seconds: 0.0,
         },
-        t,
-        ui,
-    )
-    .await?;
+        started: t,
+        replacing: old,
+    };
+    finish_or_drop(admin, settings, fp, store, built, ui).await?;
     Ok(Snapshot {
         template,
         source: Source::Cold,
@@ -296,7 +332,7 @@ fn usable_snapshot(
     if m.server_major() > server_version_num / 10000 {
         ui.warn(format!(
             "cached snapshot {} comes from PostgreSQL {}, newer than this server ({}); not using it",
-            crate::fingerprint::short_key(key),
+            fingerprint::short_key(key),
             m.server_major(),
             server_version_num / 10000
         ));
@@ -319,6 +355,7 @@ fn reject_snapshot(store: &Store, key: &str, ours: bool, why: String, ui: &Ui) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn incremental(
     admin: &Admin,
     settings: &Settings,
@@ -326,10 +363,11 @@ async fn incremental(
     store: &Store,
     base: &Manifest,
     build: &str,
+    replacing: Option<&admin::DbInfo>,
     ui: &Ui,
 ) -> Result<Snapshot, MigrateFailure> {
     let t = Instant::now();
-    let base_short = crate::fingerprint::short_key(&base.key);
+    let base_short = fingerprint::short_key(&base.key);
     ui.info(format!(
         "building on snapshot {base_short}: {} of {} migration files unchanged",
         base.migrations.len(),
@@ -338,7 +376,7 @@ async fn incremental(
     // The ancestor's template, if still on the server, is the fastest start.
     let base_template = admin::template_name(&base.key);
     match admin.database(&base_template).await? {
-        Some(info) if info.is_template_for(&base.key) => {
+        Some(info) if info.is_template_for(&base.key, &base.depends.digest()) => {
             admin
                 .create(
                     build,
@@ -367,13 +405,24 @@ async fn incremental(
             }
         }
     }
-    let report = django::migrate(settings, &admin.conn, build, ui).await?;
-    let info = BuildInfo {
-        source: "incremental".into(),
-        base_key: Some(base.key.clone()),
-        seconds: 0.0,
+    // Django decides, once it has loaded the migrations, whether the base
+    // still fits: same Django, no app removed, everything it applied unchanged.
+    let fits = |now: &crate::depends::ShimInputs| {
+        Depends::compatible(&base.depends, &base.applied, now).map_err(|c| c.to_string())
     };
-    finish_or_drop(admin, fp, store, build, info, t, ui).await?;
+    let report = django::migrate(settings, &admin.conn, build, ui, Some(&fits)).await?;
+    let built = Built {
+        build,
+        report: &report,
+        info: BuildInfo {
+            source: "incremental".into(),
+            base_key: Some(base.key.clone()),
+            seconds: 0.0,
+        },
+        started: t,
+        replacing,
+    };
+    finish_or_drop(admin, settings, fp, store, built, ui).await?;
     Ok(Snapshot {
         template: admin::template_name(&fp.key),
         source: Source::Incremental,
@@ -421,43 +470,74 @@ async fn drop_build(admin: &Admin, build: &str) -> Result<()> {
     admin.drop_build(build).await
 }
 
-/// The promotion, between two crash points.
-async fn promote(admin: &Admin, build: &str, key: &str) -> Result<()> {
+/// The promotion, between two crash points. The template it replaces (a
+/// stale one, or the old one under `--rebuild`) goes only now, once the new
+/// one is complete: DROP DATABASE cannot share the promotion's transaction,
+/// and a crash in between leaves the dump and manifest, which the next run
+/// restores.
+async fn promote(
+    admin: &Admin,
+    build: &str,
+    key: &str,
+    inputs: &str,
+    replacing: Option<&admin::DbInfo>,
+) -> Result<()> {
     failpoint::point("promote.before");
-    admin.promote(build, key).await?;
+    if let Some(old) = replacing {
+        admin.drop(old).await?;
+    }
+    admin.promote(build, key, inputs).await?;
     failpoint::point("promote.after");
     Ok(())
 }
 
-/// `finish`, dropping the build database when it fails (a full or
-/// read-only cache dir, pg_dump failing): nothing half-made stays behind.
-async fn finish_or_drop(
-    admin: &Admin,
-    fp: &Fingerprint,
-    store: &Store,
-    build: &str,
+/// A build database Django has just migrated, and how it came about.
+struct Built<'a> {
+    build: &'a str,
+    report: &'a django::MigrateReport,
     info: BuildInfo,
     started: Instant,
+    replacing: Option<&'a admin::DbInfo>,
+}
+
+/// `finish`, dropping the build database when it fails (a full or
+/// read-only cache dir, pg_dump failing, files changed during the build):
+/// nothing half-made stays behind.
+async fn finish_or_drop(
+    admin: &Admin,
+    settings: &Settings,
+    fp: &Fingerprint,
+    store: &Store,
+    built: Built<'_>,
     ui: &Ui,
 ) -> Result<()> {
-    let result = finish(admin, fp, store, build, info, started, ui).await;
+    let build = built.build;
+    let result = finish(admin, settings, fp, store, built, ui).await;
     if result.is_err() {
         let _ = drop_build(admin, build).await;
     }
     result
 }
 
-/// Dump the finished build database into the cache (dump, then manifest),
-/// then promote it to the template.
+/// Record what the build read, make sure none of it changed while Django
+/// ran, dump the build database into the cache (dump, then manifest), then
+/// promote it to the template.
 async fn finish(
     admin: &Admin,
+    settings: &Settings,
     fp: &Fingerprint,
     store: &Store,
-    build: &str,
-    mut info: BuildInfo,
-    started: Instant,
+    built: Built<'_>,
     ui: &Ui,
 ) -> Result<()> {
+    let Built {
+        build,
+        report,
+        mut info,
+        started,
+        replacing,
+    } = built;
+    let depends = settled_inputs(settings, fp, report, ui).await?;
     let applied = applied_rows(&admin.conn, build).await?;
     let t = Instant::now();
     let (conn, db, major, st, key) = (
@@ -472,6 +552,7 @@ async fn finish(
     })
     .await??;
     info.seconds = started.elapsed().as_secs_f64();
+    let inputs = depends.digest();
     let manifest = Manifest {
         format: store::MANIFEST_FORMAT,
         key: fp.key.clone(),
@@ -484,6 +565,7 @@ async fn finish(
         salt_sha256: fp.salt_sha256.clone(),
         applied,
         build: info,
+        depends,
     };
     store.write_manifest(&manifest)?;
     ui.info(format!(
@@ -492,7 +574,54 @@ async fn finish(
         manifest.dump.size / 1024,
         ui::duration(t.elapsed())
     ));
-    promote(admin, build, &fp.key).await
+    promote(admin, build, &fp.key, &inputs, replacing).await
+}
+
+/// What the build depended on beyond the key, once it is certain that
+/// nothing changed while Django ran: the key's files are hashed again, and
+/// so is everything Django reported reading. A `git checkout` during the
+/// build makes this an error, and nothing is saved.
+async fn settled_inputs(
+    settings: &Settings,
+    fp: &Fingerprint,
+    report: &django::MigrateReport,
+    ui: &Ui,
+) -> Result<Depends> {
+    let changed = |what: String| {
+        Error::usage(format!(
+            "{what} while migrate ran; nothing was saved, since the database may not match the files"
+        ))
+        .hint("run the command again once the checkout is settled")
+    };
+    let globs = MigrationGlobs::new(settings)?;
+    let recorded = Depends::record(&settings.project_dir, fp, &report.inputs, |rel| {
+        globs.is_match(rel)
+    })
+    .map_err(|c| changed(c.0))?;
+    for dir in &recorded.unkeyed_dirs {
+        ui.warn(format!(
+            "migrations in `{dir}` are not covered by the `migrations` globs: migsnap records and checks them, but `migsnap key` (a CI cache key) does not see them; add `{dir}/*.py` to `migrations` in [tool.migsnap]"
+        ));
+    }
+    let (owned, depends) = (settings.clone(), recorded.depends);
+    let (again, depends) = crate::error::blocking("hashing the migrations", move || {
+        let again = fingerprint::compute(&owned);
+        let holds = depends.verify(&owned.project_dir);
+        (again.map(|fp| (fp, holds)), depends)
+    })
+    .await?;
+    let (again, holds) = again?;
+    if again.key != fp.key {
+        let what = fp
+            .migrations
+            .iter()
+            .find(|(path, hash)| again.migrations.get(*path) != Some(hash))
+            .map(|(path, _)| format!("`{path}` changed"))
+            .unwrap_or_else(|| "the migration files changed".to_string());
+        return Err(changed(what));
+    }
+    holds.map_err(|c| changed(c.0))?;
+    Ok(depends)
 }
 
 /// django_migrations as "app.name" in the order they were applied.

@@ -10,6 +10,7 @@
 pub mod check;
 pub mod cli;
 pub mod commands;
+pub mod depends;
 pub mod django;
 pub mod embedded;
 pub mod engine;

@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Bump when the manifest's meaning changes; older manifests are ignored.
-pub const MANIFEST_FORMAT: u32 = 2;
+pub const MANIFEST_FORMAT: u32 = 3;
 const TMP_PREFIX: &str = ".tmp-";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +38,9 @@ pub struct Manifest {
     /// Rows of django_migrations, as "app.name", in id order.
     pub applied: Vec<String>,
     pub build: BuildInfo,
+    /// What the build read beyond the key (see `depends`): the snapshot is
+    /// served only while these still hold.
+    pub depends: crate::depends::Depends,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,15 +290,20 @@ impl Store {
         Ok(())
     }
 
-    /// The cached snapshot to build on when there is none for `fp`: the one
-    /// with the most migration files, all of which are still present with the
-    /// same content (ties: the newest). Key inputs (lock files) may differ:
-    /// `migrate` then applies whatever new third-party migrations they bring. Snapshots from a newer server major
-    /// version are skipped (a dump never goes into an older server).
+    /// The cached snapshot to build on when there is none for `fp` that still
+    /// holds: the one with the most migration files, all of which are still
+    /// present with the same content (ties: the newest). That includes the
+    /// key's own snapshot when only inputs outside the key changed (a new
+    /// third-party migration, an edited settings file). Key inputs (lock
+    /// files) may differ: `migrate` then applies whatever new third-party
+    /// migrations they bring, once Django has confirmed that everything the
+    /// base applied is still there unchanged (`Depends::compatible`).
+    /// Snapshots from a newer server major version are skipped (a dump never
+    /// goes into an older server).
     pub fn best_ancestor(&self, fp: &Fingerprint, server_version_num: u32) -> Option<Manifest> {
         self.manifests()
             .into_iter()
-            .filter(|m| m.key != fp.key && m.server_major() <= server_version_num / 10000)
+            .filter(|m| m.server_major() <= server_version_num / 10000)
             // Same salt (a new salt invalidates everything), and at least one
             // migration in common: an empty snapshot is nobody's ancestor.
             .filter(|m| m.salt_sha256 == fp.salt_sha256 && !m.migrations.is_empty())

@@ -90,7 +90,15 @@ fn xdist_workers_get_their_own_clones_and_nothing_migrates() {
         p.track(db);
     }
     p.track(&base);
-    let template = format!("migsnap_{}", &p.key()[..16]);
+    // pytest-django exports the ini's settings module, and the settings
+    // module is part of the key.
+    let out = p
+        .cmd(&["key"])
+        .env("DJANGO_SETTINGS_MODULE", "exampleproj.settings")
+        .output()
+        .expect("key");
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let template = format!("migsnap_{}", &key[..16]);
     p.track(&template);
 
     // 1. Enabled by the ini option; two workers, each running every test.
@@ -222,4 +230,61 @@ fn test_name_from_the_settings_is_respected() {
     assert_eq!(databases(&records), vec![name.clone()]);
     assert_eq!(records[0]["applied"], serde_json::json!([]));
     assert!(!database_exists(&name), "dropped at the end of the session");
+}
+
+#[test]
+fn a_database_django_would_still_migrate_is_rebuilt_not_tested_on() {
+    // INSTALLED_APPS read from the environment: no file migsnap can check
+    // changes when it does, so only Django, in the pytest process, sees it.
+    let p = suite_project("pytest_verify");
+    let db = format!("test_{}", p.name);
+    p.track(&db);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(p.path().join("exampleproj/settings.py"))
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(
+                b"\nif os.environ.get(\"WITH_SITES\"):\n    INSTALLED_APPS += [\"django.contrib.sites\"]\n",
+            )
+        })
+        .expect("append");
+    let (out, _) = pytest(&p, &["-k", "data_migration"]);
+    assert!(out.status.success(), "{}", report(&out));
+
+    // Opted out (pyproject.toml is a key input: the ini option comes from
+    // the command line here), the stale clone is used as it is.
+    let records = tempfile::tempdir().expect("tmp");
+    let out = pytest_cmd(&p, &bin())
+        .args([
+            "-k",
+            "data_migration",
+            "--reuse-db",
+            "-o",
+            "migsnap_verify=false",
+        ])
+        .env("WITH_SITES", "1")
+        .env("MIGSNAP_SUITE_RECORDS", records.path())
+        .output()
+        .expect("run pytest");
+    assert!(out.status.success(), "{}", report(&out));
+    assert_eq!(
+        psql(&db, "SELECT to_regclass('django_site') IS NULL"),
+        "t",
+        "control: without the check the tests ran on the old schema"
+    );
+
+    let out = pytest_cmd(&p, &bin())
+        .args(["-k", "data_migration", "--reuse-db"])
+        .env("WITH_SITES", "1")
+        .env("MIGSNAP_SUITE_RECORDS", records.path())
+        .output()
+        .expect("run pytest");
+    let text = report(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("sites.0001_initial") && text.contains("rebuilding the snapshot"),
+        "{text}"
+    );
+    assert_eq!(psql(&db, "SELECT count(*) FROM django_site"), "1");
 }

@@ -12,35 +12,6 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 
-/// What a plain migrate gives, to compare every later result with.
-struct Reference {
-    schema: String,
-    migrations: Vec<String>,
-    data: String,
-}
-
-impl Reference {
-    fn of(p: &Project) -> Reference {
-        let db = p.db("ref");
-        p.plain_migrate(&db);
-        Reference {
-            schema: schema(&db),
-            migrations: django_migrations(&db),
-            data: data(&db),
-        }
-    }
-
-    fn check(&self, db: &str, context: &str) {
-        assert_eq!(schema(db), self.schema, "{context}: schema differs");
-        assert_eq!(
-            django_migrations(db),
-            self.migrations,
-            "{context}: django_migrations differs"
-        );
-        assert_eq!(data(db), self.data, "{context}: rows differ");
-    }
-}
-
 fn template_name(key: &str) -> String {
     format!("migsnap_{}", &key[..16])
 }

@@ -26,6 +26,9 @@ use std::path::Path;
 struct CheckCache {
     format: u32,
     key: String,
+    /// Digest of the inputs the key's snapshot was built from (`depends`):
+    /// the catalogs hold only while those do.
+    inputs: String,
     server_version_num: u32,
     migrated: Catalog,
     model_state: Catalog,
@@ -52,10 +55,9 @@ pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Ui) -> Result<u8> {
     let fp = fingerprint::compute(settings)?;
     let store = Store::new(settings.ensure_cache_dir()?);
     let cache_path = store.dir().join(format!("{}.check.json", fp.key));
-    let cached = if args.refresh {
-        None
-    } else {
-        load_cache(&cache_path, &fp.key, ui)
+    let cached = match engine::current_inputs(&store, &fp, settings) {
+        Some(inputs) if !args.refresh => load_cache(&cache_path, &fp.key, &inputs, ui),
+        _ => None,
     };
     let cache = match cached {
         Some(c) => c,
@@ -128,10 +130,13 @@ pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Ui) -> Result<u8> {
     })
 }
 
-fn load_cache(path: &Path, key: &str, ui: &Ui) -> Option<CheckCache> {
+fn load_cache(path: &Path, key: &str, inputs: &str, ui: &Ui) -> Option<CheckCache> {
     let bytes = std::fs::read(path).ok()?;
     match serde_json::from_slice::<CheckCache>(&bytes) {
-        Ok(c) if c.format == check::CACHE_FORMAT && c.key == key => Some(c),
+        Ok(c) if c.format == check::CACHE_FORMAT && c.key == key => {
+            // Built from other inputs (an app added since): recompute.
+            (c.inputs == inputs).then_some(c)
+        }
         _ => {
             ui.warn(format!("ignoring damaged check cache `{}`", path.display()));
             None
@@ -145,20 +150,27 @@ fn load_cache(path: &Path, key: &str, ui: &Ui) -> Option<CheckCache> {
 async fn build_cache(settings: &Settings, fp: &Fingerprint, ui: &Ui) -> Result<CheckCache> {
     let admin = engine::connect(settings, ui).await?;
     let template = admin::template_name(&fp.key);
-    let ready = admin
-        .database(&template)
-        .await?
-        .is_some_and(|d| d.is_template_for(&fp.key));
+    let store = Store::new(settings.ensure_cache_dir()?);
+    let inputs = engine::current_inputs(&store, fp, settings);
+    let ready = admin.database(&template).await?.is_some_and(|d| {
+        inputs
+            .as_deref()
+            .is_some_and(|i| d.is_template_for(&fp.key, i))
+    });
     if !ready {
         engine::build(&admin, settings, fp, ui, false).await?;
     }
+    let inputs = engine::current_inputs(&store, fp, settings).ok_or_else(|| {
+        Error::usage("the project's files changed while the snapshot was built")
+            .hint("run `migsnap check` again once they are settled")
+    })?;
     // The key's lock keeps two checks from fighting over the scratch names.
     admin
         .lock_key(&fp.key, || {
             ui.info("waiting for another migsnap working on this key…")
         })
         .await?;
-    let result = build_cache_locked(&admin, settings, fp, &template, ui).await;
+    let result = build_cache_locked(&admin, settings, fp, &template, inputs, ui).await;
     let _ = admin.unlock_key(&fp.key).await;
     result
 }
@@ -168,6 +180,7 @@ async fn build_cache_locked(
     settings: &Settings,
     fp: &Fingerprint,
     template: &str,
+    inputs: String,
     ui: &Ui,
 ) -> Result<CheckCache> {
     let short = fp.short();
@@ -196,6 +209,7 @@ async fn build_cache_locked(
     Ok(CheckCache {
         format: check::CACHE_FORMAT,
         key: fp.key.clone(),
+        inputs,
         server_version_num: admin.version_num,
         migrated,
         model_state,
@@ -244,7 +258,7 @@ async fn build_state(
     let report = django::run_shim(settings, &admin.conn, db, Mode::ModelState, ui)
         .await
         .map_err(|f| f.error)?;
-    Ok((read(admin, db).await?, report.migration_files))
+    Ok((read(admin, db).await?, report.migration_files()))
 }
 
 async fn drop_named(admin: &Admin, db: &str) -> Result<()> {

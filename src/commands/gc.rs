@@ -338,6 +338,7 @@ mod tests {
                 base_key: None,
                 seconds: 0.0,
             },
+            depends: Default::default(),
         }
     }
 

@@ -11,6 +11,7 @@ use crate::fingerprint;
 use crate::pg::admin::{self, CLONE_COMMENT};
 use crate::pg::ConnInfo;
 use crate::settings::Settings;
+use crate::store::Store;
 use crate::ui::{self, Ui};
 use std::time::{Duration, Instant};
 
@@ -93,14 +94,23 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
     // a network link the connection (TCP, authentication, the version
     // query) costs several round trips. The key's errors come first, as
     // they would without the server.
-    let owned = settings.clone();
+    let store = Store::new(settings.ensure_cache_dir()?);
+    let (owned, st) = (settings.clone(), store.clone());
     let hashing = crate::error::blocking("hashing the migrations", move || {
-        fingerprint::compute(&owned)
+        let fp = fingerprint::compute(&owned)?;
+        let inputs = engine::current_inputs(&st, &fp, &owned);
+        Ok::<_, crate::error::Error>((fp, inputs))
     });
-    let (fp, admin) = tokio::join!(hashing, engine::connect(settings, ui));
-    let fp = fp??;
+    let (hashed, admin) = tokio::join!(hashing, engine::connect(settings, ui));
+    let (fp, inputs) = hashed??;
     let admin = admin?;
     let template = admin::template_name(&fp.key);
+    let is_ours = |d: &admin::DbInfo| {
+        d.name == template
+            && inputs
+                .as_deref()
+                .is_some_and(|i| d.is_template_for(&fp.key, i))
+    };
 
     let scratch = admin::clone_scratch_name(target);
     let found = admin.databases(&[&template, target, &scratch]).await?;
@@ -110,9 +120,7 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
     }
     let existing = found.iter().find(|d| d.name == target);
     admin::target_check(target, existing, &admin.conn.admin_db, args.force)?;
-    let ready = found
-        .iter()
-        .any(|d| d.name == template && d.is_template_for(&fp.key));
+    let ready = found.iter().any(is_ours);
 
     let snapshot = if ready && !args.rebuild {
         Snapshot {
@@ -151,10 +159,13 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
             // or `gc` may have dropped the template since. Then build it
             // again (under the locks) and clone once more; any other failure
             // is the error to report.
-            let still_there = admin
-                .database(&snapshot.template)
-                .await?
-                .is_some_and(|d| d.is_template_for(&fp.key));
+            // After a build, the manifest names the inputs anew.
+            let inputs = engine::current_inputs(&store, &fp, settings);
+            let still_there = admin.database(&snapshot.template).await?.is_some_and(|d| {
+                inputs
+                    .as_deref()
+                    .is_some_and(|i| d.is_template_for(&fp.key, i))
+            });
             if still_there {
                 return Err(e);
             }

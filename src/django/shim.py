@@ -10,6 +10,7 @@ connection, and migrate runs with a progress callback.
 Protocol: one JSON object per line on the *original* stdout; everything
 Django or a migration prints goes to stderr instead.
 """
+import hashlib
 import json
 import os
 import runpy
@@ -18,6 +19,9 @@ import time
 import traceback
 
 MANAGE_PY = sys.argv[1]
+PROJECT_DIR = os.path.dirname(os.path.abspath(MANAGE_PY))
+#: Modules imported while the settings module loaded (see `settings_files`).
+_settings_modules = set()
 _events = os.fdopen(os.dup(1), "w", buffering=1)
 os.dup2(2, 1)  # from here on, fd 1 (print, Django's stdout) is stderr
 
@@ -39,7 +43,9 @@ class MigsnapError(Exception):
 def point_default_database_at_target():
     from django.conf import settings
 
+    before = set(sys.modules)
     databases = settings.DATABASES  # imports the settings module
+    _settings_modules.update(set(sys.modules) - before)
     if "default" not in databases:
         raise MigsnapError("settings.DATABASES has no 'default' alias")
     original = dict(databases["default"])
@@ -83,6 +89,77 @@ def require_postgresql():
         )
 
 
+def sha256_of(path):
+    """sha256 of the file with CRLF read as LF: the same normalisation as
+    migsnap's key (fingerprint.rs), so both sides compare."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read().replace(b"\r\n", b"\n")).hexdigest()
+    except OSError:
+        return None
+
+
+def settings_files():
+    """manage.py, and the project's own modules imported while the settings
+    loaded (the settings module, a settings package's parts, local config
+    modules): what decides INSTALLED_APPS and MIGRATION_MODULES."""
+    from django.conf import settings
+
+    paths = {os.path.abspath(MANAGE_PY)}
+    # Also the settings module and its siblings by name, in case manage.py
+    # imported them before the shim could watch.
+    module = settings.SETTINGS_MODULE or ""
+    package = module.rpartition(".")[0]
+    # A settings package (`mysite.settings.test` beside `.base`) counts whole.
+    siblings = package + "." if package.rpartition(".")[2] == "settings" else None
+    related = {
+        n
+        for n in sys.modules
+        if n == module or n.startswith(module + ".") or (siblings and n.startswith(siblings))
+    }
+    for name in _settings_modules | related:
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if not path:
+            continue
+        path = os.path.abspath(path)
+        if path.startswith(PROJECT_DIR + os.sep) and "site-packages" not in path:
+            paths.add(path)
+    return sorted(paths)
+
+
+def report_inputs(loader):
+    """Everything the build depends on, hashed as Django read it: every
+    migration the loader found (third-party ones too), the directories they
+    came from, the settings files and Django itself."""
+    import django
+    from django.apps import apps
+    from django.conf import settings
+
+    migrations = []
+    for (app, name), migration in sorted(loader.disk_migrations.items()):
+        path = getattr(sys.modules.get(type(migration).__module__), "__file__", None)
+        migrations.append(
+            {"app": app, "name": name, "path": path, "sha256": sha256_of(path) if path else None}
+        )
+    dirs = set()
+    for config in apps.get_app_configs():
+        module_name, _explicit = loader.migrations_module(config.label)
+        module = sys.modules.get(module_name) if module_name else None
+        for path in getattr(module, "__path__", None) or []:
+            dirs.add(os.path.abspath(path))
+    files = settings_files() + [os.path.abspath(django.__file__)]
+    emit(
+        "inputs",
+        django=django.get_version(),
+        settings_module=settings.SETTINGS_MODULE,
+        installed_apps=[c.name for c in apps.get_app_configs()],
+        migration_modules={k: v for k, v in getattr(settings, "MIGRATION_MODULES", {}).items()},
+        migrations=migrations,
+        migration_dirs=sorted(dirs),
+        files=[{"path": p, "sha256": sha256_of(p)} for p in files],
+    )
+
+
 def migrate():
     from django.core.management import call_command
     from django.core.management.commands import migrate as migrate_command
@@ -90,6 +167,7 @@ def migrate():
     from django.db.migrations.executor import MigrationExecutor
 
     executor = MigrationExecutor(connections["default"])
+    report_inputs(executor.loader)
     plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
     emit("plan", migrations=[label(m) for m, _backwards in plan])
 
@@ -120,6 +198,7 @@ def build_model_state():
     from django.db.migrations.loader import MigrationLoader
 
     loader = MigrationLoader(None, ignore_no_migrations=True)
+    report_inputs(loader)
     models = list(loader.project_state().apps.get_models())
     for config in global_apps.get_app_configs():
         if config.label not in loader.migrated_apps:
@@ -133,11 +212,6 @@ def build_model_state():
             editor.create_model(model)
             created += 1
     emit("created", models=created)
-    files = []
-    for (app, name), migration in sorted(loader.disk_migrations.items()):
-        module = sys.modules.get(type(migration).__module__)
-        files.append({"app": app, "name": name, "path": getattr(module, "__file__", None)})
-    emit("migration_files", files=files)
 
 
 def run(argv=None):

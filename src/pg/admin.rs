@@ -13,7 +13,10 @@ use tokio_postgres::Client;
 
 pub const TEMPLATE_PREFIX: &str = "migsnap_";
 pub const BUILD_PREFIX: &str = "migsnap_build_";
-const TEMPLATE_COMMENT: &str = "migsnap template v1 key=";
+/// v2: the comment also names the digest of the inputs the template was
+/// built from (`depends`); v1 templates match no key and are rebuilt.
+const TEMPLATE_COMMENT: &str = "migsnap template v2 key=";
+const INPUTS_MARK: &str = " inputs=";
 pub const CLONE_COMMENT: &str = "migsnap clone of ";
 /// PostgreSQL truncates identifiers at NAMEDATALEN-1 bytes.
 pub const MAX_NAME_BYTES: usize = 63;
@@ -53,8 +56,8 @@ pub fn clone_scratch_name(target: &str) -> String {
     format!("{TEMPLATE_PREFIX}clone_{}", &tag[..16])
 }
 
-pub fn template_comment(key: &str) -> String {
-    format!("{TEMPLATE_COMMENT}{key}")
+pub fn template_comment(key: &str, inputs: &str) -> String {
+    format!("{TEMPLATE_COMMENT}{key}{INPUTS_MARK}{inputs}")
 }
 
 const DB_INFO_COLUMNS: &str =
@@ -79,17 +82,20 @@ impl DbInfo {
         }
     }
 
-    /// A finished template for exactly this key. The rename that creates the
-    /// name is the last step of a transaction that also sets the comment and
-    /// the template flags, so all three agree or the name does not exist.
-    pub fn is_template_for(&self, key: &str) -> bool {
-        self.is_template && !self.allow_conn && self.comment == template_comment(key)
+    /// A finished template for exactly this key, built from exactly these
+    /// inputs (the digest of its recorded `Depends`). The rename that creates
+    /// the name is the last step of a transaction that also sets the comment
+    /// and the template flags, so all three agree or the name does not exist.
+    pub fn is_template_for(&self, key: &str, inputs: &str) -> bool {
+        self.is_template && !self.allow_conn && self.comment == template_comment(key, inputs)
     }
     /// The full key a finished template was made for (from its comment).
     pub fn template_key(&self) -> Option<&str> {
-        self.comment
+        let rest = self
+            .comment
             .strip_prefix(TEMPLATE_COMMENT)
-            .filter(|_| self.is_template)
+            .filter(|_| self.is_template)?;
+        Some(rest.split_once(INPUTS_MARK).map_or(rest, |(key, _)| key))
     }
     pub fn made_by_migsnap(&self) -> bool {
         self.comment.starts_with("migsnap ")
@@ -257,7 +263,7 @@ impl Admin {
     /// Turn the finished build database into the template for `key`, in
     /// one transaction: comment, template flags, and the rename that makes
     /// the name visible. Readers never see a half-made template.
-    pub async fn promote(&self, build: &str, key: &str) -> Result<()> {
+    pub async fn promote(&self, build: &str, key: &str, inputs: &str) -> Result<()> {
         self.wait_for_sessions_to_end(build).await?;
         let b = quote_ident(build);
         let t = quote_ident(&template_name(key));
@@ -267,7 +273,7 @@ impl Admin {
              ALTER DATABASE {b} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false; \
              ALTER DATABASE {b} RENAME TO {t}; \
              COMMIT",
-            c = quote_literal(&template_comment(key))
+            c = quote_literal(&template_comment(key, inputs))
         );
         let res = self.client.batch_execute(&sql).await;
         if res.is_err() {

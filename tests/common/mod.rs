@@ -161,6 +161,35 @@ pub fn django_migrations(db: &str) -> Vec<String> {
     .collect()
 }
 
+/// What a plain `migrate` builds for a project: what every snapshot must equal.
+pub struct Reference {
+    schema: String,
+    migrations: Vec<String>,
+    data: String,
+}
+
+impl Reference {
+    pub fn of(p: &Project) -> Reference {
+        let db = p.db("ref");
+        p.plain_migrate(&db);
+        Reference {
+            schema: schema(&db),
+            migrations: django_migrations(&db),
+            data: data(&db),
+        }
+    }
+
+    pub fn check(&self, db: &str, context: &str) {
+        assert_eq!(schema(db), self.schema, "{context}: schema differs");
+        assert_eq!(
+            django_migrations(db),
+            self.migrations,
+            "{context}: django_migrations differs"
+        );
+        assert_eq!(data(db), self.data, "{context}: rows differ");
+    }
+}
+
 /// A migration to add on top of the example project: one field and one
 /// RunSQL index, so incremental builds have schema and index work to do.
 pub const NEW_MIGRATION: &str = r#"from django.db import migrations, models

@@ -1,0 +1,362 @@
+//! What a snapshot depends on beyond its key: the inputs Django actually read
+//! while building it, recorded so that the warm path can tell, without
+//! Python, whether a plain `migrate` would still build the same database.
+//!
+//! The key covers the migration files the `migrations` globs find and the
+//! key-input files. Django reads more: migrations in site-packages or in
+//! packages that `MIGRATION_MODULES` moves out of `*/migrations/`, the
+//! settings module (which decides `INSTALLED_APPS`), `manage.py`, Django
+//! itself. The shim reports all of them with their sha256 as it loads them;
+//! the snapshot records those that the key does not cover (`Depends`), plus
+//! the listing of every migration package outside the key (so that a new
+//! file there counts too). A snapshot is served only while every recorded
+//! file hashes the same and every listing is the same; the digest of the
+//! record is part of the template's identity (its comment), so a template
+//! built from other inputs is never mistaken for ours.
+//!
+//! The same record makes incremental builds safe: a snapshot is built on
+//! only if Django is the same version, no app it had was removed, and every
+//! migration it applied is still loaded from identical content (`compatible`).
+
+use crate::fingerprint::{hash_normalized, hex, Fingerprint};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// One file the shim read, with the sha256 of its normalised content.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HashedPath {
+    pub path: PathBuf,
+    pub sha256: Option<String>,
+}
+
+/// A migration module Django's loader found.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LoadedMigration {
+    pub app: String,
+    pub name: String,
+    pub path: Option<PathBuf>,
+    pub sha256: Option<String>,
+}
+
+/// What the shim saw, as it reports it (the `inputs` event).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ShimInputs {
+    pub django: String,
+    pub settings_module: String,
+    pub installed_apps: Vec<String>,
+    pub migration_modules: BTreeMap<String, Option<String>>,
+    pub migrations: Vec<LoadedMigration>,
+    /// Directories of every app's migrations package.
+    pub migration_dirs: Vec<PathBuf>,
+    /// manage.py, the settings module and the project modules it imported,
+    /// and Django's own `__init__.py` (which holds its version).
+    pub files: Vec<HashedPath>,
+}
+
+/// The record kept in the manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Depends {
+    pub django: String,
+    pub settings_module: String,
+    pub installed_apps: Vec<String>,
+    pub migration_modules: BTreeMap<String, Option<String>>,
+    /// `app.name` -> sha256 of every migration Django loaded (project and
+    /// third-party): what an incremental build checks the base against.
+    pub migrations: BTreeMap<String, String>,
+    /// Files outside the key -> sha256. Paths inside the project are
+    /// relative to it (so a checkout elsewhere shares snapshots), others
+    /// absolute.
+    pub files: BTreeMap<String, String>,
+    /// Migration packages whose new files the key would not see -> the
+    /// module names in them, sorted.
+    pub dirs: BTreeMap<String, Vec<String>>,
+}
+
+/// Why recorded inputs no longer hold (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed(pub String);
+
+impl std::fmt::Display for Changed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The project-relative form of a path inside the project, else the absolute one.
+fn display(project_dir: &Path, path: &Path) -> String {
+    match path.strip_prefix(project_dir) {
+        Ok(rel) => rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/"),
+        Err(_) => path.to_string_lossy().into_owned(),
+    }
+}
+
+fn resolve(project_dir: &Path, shown: &str) -> PathBuf {
+    let p = Path::new(shown);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        project_dir.join(p)
+    }
+}
+
+/// A recorded build's inputs, and the migration packages inside the project
+/// that the `migrations` globs miss (to suggest a glob for them).
+pub struct Recorded {
+    pub depends: Depends,
+    pub unkeyed_dirs: Vec<String>,
+}
+
+impl Depends {
+    /// Turn what the shim reported into the record, given the key the build
+    /// started from. `covered(rel)`: whether a project-relative path is a
+    /// migration file the key's globs take. A migration the key hashed that
+    /// Django read with other content changed while the build ran.
+    pub fn record(
+        project_dir: &Path,
+        fp: &Fingerprint,
+        inputs: &ShimInputs,
+        covered: impl Fn(&str) -> bool,
+    ) -> Result<Recorded, Changed> {
+        let mut d = Depends {
+            django: inputs.django.clone(),
+            settings_module: inputs.settings_module.clone(),
+            installed_apps: inputs.installed_apps.clone(),
+            migration_modules: inputs.migration_modules.clone(),
+            ..Depends::default()
+        };
+        for m in &inputs.migrations {
+            let (Some(path), Some(sha)) = (&m.path, &m.sha256) else {
+                continue;
+            };
+            d.migrations
+                .insert(format!("{}.{}", m.app, m.name), sha.clone());
+            let shown = display(project_dir, path);
+            match fp.migrations.get(&shown) {
+                Some(keyed) if keyed == sha => {}
+                Some(_) => {
+                    return Err(Changed(format!(
+                        "`{shown}` changed while Django was loading it"
+                    )))
+                }
+                None => {
+                    d.files.insert(shown, sha.clone());
+                }
+            }
+        }
+        for f in &inputs.files {
+            if let Some(sha) = &f.sha256 {
+                d.files.insert(display(project_dir, &f.path), sha.clone());
+            }
+        }
+        let mut unkeyed_dirs = Vec::new();
+        for dir in &inputs.migration_dirs {
+            let shown = display(project_dir, dir);
+            let inside = !Path::new(&shown).is_absolute();
+            if inside && covered(&format!("{shown}/0001_probe.py")) {
+                continue;
+            }
+            if inside {
+                unkeyed_dirs.push(shown.clone());
+            }
+            d.dirs.insert(shown, list_modules(dir));
+        }
+        Ok(Recorded {
+            depends: d,
+            unkeyed_dirs,
+        })
+    }
+
+    /// sha256 of the record: part of the template's identity.
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        hex(&Sha256::digest(&bytes))
+    }
+
+    /// Whether every recorded file and listing is as it was. This is the
+    /// warm path's check: a few hundred small files at most (the project's
+    /// own migrations are in the key), no Python.
+    pub fn verify(&self, project_dir: &Path) -> Result<(), Changed> {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        for (shown, sha) in &self.files {
+            let path = resolve(project_dir, shown);
+            buf.clear();
+            let read = std::fs::File::open(&path).and_then(|mut f| {
+                use std::io::Read;
+                f.read_to_end(&mut buf)
+            });
+            match read {
+                Ok(_) if hash_normalized(&buf) == *sha => {}
+                Ok(_) => return Err(Changed(format!("`{shown}` changed"))),
+                Err(_) => return Err(Changed(format!("`{shown}` is gone"))),
+            }
+        }
+        for (shown, names) in &self.dirs {
+            if list_modules(&resolve(project_dir, shown)) != *names {
+                return Err(Changed(format!("the migrations in `{shown}` changed")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a database built from `base` (with `base_applied` rows in
+    /// django_migrations), plus `migrate`, is what a plain `migrate` would
+    /// build from `now`: same Django, no app removed, and every migration the
+    /// base applied still loaded, from identical content.
+    pub fn compatible(
+        base: &Depends,
+        base_applied: &[String],
+        now: &ShimInputs,
+    ) -> Result<(), Changed> {
+        if base.settings_module != now.settings_module {
+            return Err(Changed(format!(
+                "it was built with settings `{}`, this run uses `{}`",
+                base.settings_module, now.settings_module
+            )));
+        }
+        if base.django != now.django {
+            return Err(Changed(format!(
+                "it was built with Django {}, this is Django {}",
+                base.django, now.django
+            )));
+        }
+        let apps: BTreeSet<&String> = now.installed_apps.iter().collect();
+        if let Some(gone) = base.installed_apps.iter().find(|a| !apps.contains(a)) {
+            return Err(Changed(format!("app `{gone}` is no longer installed")));
+        }
+        let loaded: BTreeMap<String, &str> = now
+            .migrations
+            .iter()
+            .filter_map(|m| Some((format!("{}.{}", m.app, m.name), m.sha256.as_deref()?)))
+            .collect();
+        for name in base_applied {
+            match (base.migrations.get(name), loaded.get(name)) {
+                (Some(was), Some(is)) if was == is => {}
+                (_, None) => {
+                    return Err(Changed(format!(
+                        "migration {name} is applied there but no longer exists"
+                    )))
+                }
+                _ => return Err(Changed(format!("migration {name} changed since"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Module names in a migrations package, as Django's loader finds them
+/// (pkgutil: `.py` files and packages; names starting with `_` or `~`
+/// skipped), sorted. An unreadable or missing directory lists as empty.
+pub fn list_modules(dir: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            if name.starts_with('_') || name.starts_with('~') {
+                return None;
+            }
+            if let Some(stem) = name.strip_suffix(".py") {
+                return Some(stem.to_string());
+            }
+            let is_package = e.path().join("__init__.py").is_file();
+            is_package.then_some(name)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(django: &str, apps: &[&str], migrations: &[(&str, &str)]) -> ShimInputs {
+        ShimInputs {
+            django: django.into(),
+            settings_module: "s".into(),
+            installed_apps: apps.iter().map(|s| s.to_string()).collect(),
+            migration_modules: BTreeMap::new(),
+            migrations: migrations
+                .iter()
+                .map(|(label, sha)| {
+                    let (app, name) = label.split_once('.').expect("app.name");
+                    LoadedMigration {
+                        app: app.into(),
+                        name: name.into(),
+                        path: Some(PathBuf::from(format!("/x/{app}/{name}.py"))),
+                        sha256: Some(sha.to_string()),
+                    }
+                })
+                .collect(),
+            migration_dirs: vec![],
+            files: vec![],
+        }
+    }
+
+    #[test]
+    fn a_base_is_compatible_only_if_nothing_it_applied_changed() {
+        let base = Depends {
+            django: "5.2".into(),
+            settings_module: "s".into(),
+            installed_apps: vec!["a".into(), "b".into()],
+            migrations: BTreeMap::from([
+                ("a.0001".to_string(), "h1".to_string()),
+                ("b.0001".to_string(), "h2".to_string()),
+            ]),
+            ..Depends::default()
+        };
+        let applied = vec!["a.0001".to_string(), "b.0001".to_string()];
+        let ok = inputs(
+            "5.2",
+            &["a", "b", "c"],
+            &[("a.0001", "h1"), ("b.0001", "h2"), ("a.0002", "h3")],
+        );
+        assert_eq!(Depends::compatible(&base, &applied, &ok), Ok(()));
+        let newer = inputs("6.0", &["a", "b"], &[("a.0001", "h1"), ("b.0001", "h2")]);
+        assert!(Depends::compatible(&base, &applied, &newer).is_err());
+        let removed = inputs("5.2", &["a"], &[("a.0001", "h1"), ("b.0001", "h2")]);
+        assert!(Depends::compatible(&base, &applied, &removed).is_err());
+        let edited = inputs("5.2", &["a", "b"], &[("a.0001", "hX"), ("b.0001", "h2")]);
+        assert!(Depends::compatible(&base, &applied, &edited).is_err());
+        let squashed = inputs("5.2", &["a", "b"], &[("a.0001", "h1")]);
+        assert!(Depends::compatible(&base, &applied, &squashed).is_err());
+    }
+
+    #[test]
+    fn the_digest_changes_with_any_recorded_input() {
+        let a = Depends {
+            files: BTreeMap::from([("s.py".to_string(), "h".to_string())]),
+            ..Depends::default()
+        };
+        let mut b = a.clone();
+        assert_eq!(a.digest(), b.digest());
+        b.installed_apps.push("x".into());
+        assert_ne!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn listing_follows_pkgutil() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in [
+            "0001_initial.py",
+            "__init__.py",
+            "_private.py",
+            "~x.py",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(f), "").expect("write");
+        }
+        std::fs::create_dir(dir.path().join("pkg")).expect("mkdir");
+        std::fs::write(dir.path().join("pkg/__init__.py"), "").expect("write");
+        std::fs::create_dir(dir.path().join("__pycache__")).expect("mkdir");
+        assert_eq!(list_modules(dir.path()), vec!["0001_initial", "pkg"]);
+    }
+}

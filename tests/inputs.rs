@@ -1,0 +1,353 @@
+//! Stale snapshots: a snapshot is served only while everything its build
+//! read still holds, including what the key's globs do not cover (migrations
+//! moved by MIGRATION_MODULES, apps outside the project, settings, links),
+//! and nothing is saved when files change while Django runs. Every test
+//! compares the result with a plain `migrate` of the project as it is now.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+
+const SETTINGS: &str = "exampleproj/settings.py";
+
+fn append(p: &Project, rel: &str, text: &str) {
+    let path = p.path().join(rel);
+    let mut s = std::fs::read_to_string(&path).expect("read");
+    s.push_str(text);
+    std::fs::write(path, s).expect("write");
+}
+
+/// `prepare --json` of `db`, asserting success; returns (result, stderr).
+fn prepare(p: &Project, db: &str, args: &[&str]) -> (Value, String) {
+    let mut all = vec!["prepare", "--database", db, "--json"];
+    all.extend_from_slice(args);
+    let out = p.run(&all);
+    let err = stderr(&out);
+    assert!(out.status.success(), "prepare failed:\n{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    p.track(&template_of(&v));
+    (v, err)
+}
+
+fn index_migration(app: &str, dep: &str, index: &str) -> String {
+    format!(
+        "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n    \
+         dependencies = [(\"{app}\", \"{dep}\")]\n    operations = [\n        \
+         migrations.RunSQL(\"CREATE INDEX {index} ON audit_auditevent (id)\", \"DROP INDEX {index}\"),\n    ]\n"
+    )
+}
+
+#[test]
+fn migrations_moved_by_migration_modules_are_recorded_and_checked() {
+    let p = Project::example("modules");
+    std::fs::rename(
+        p.path().join("audit/migrations"),
+        p.path().join("audit/db_migrations"),
+    )
+    .expect("move");
+    append(
+        &p,
+        SETTINGS,
+        "\nMIGRATION_MODULES = {\"audit\": \"audit.db_migrations\"}\n",
+    );
+    let db = p.db("a");
+    let (first, err) = prepare(&p, &db, &[]);
+    assert_eq!(first["source"], "cold");
+    assert!(
+        err.contains("add `audit/db_migrations/*.py` to `migrations`"),
+        "the warning names the glob to add: {err}"
+    );
+    let key = p.key();
+
+    // A new migration there: the key cannot see it, the snapshot's record does.
+    p.write(
+        "audit/db_migrations/0003_extra.py",
+        &index_migration("audit", "0002_payload_gin_index", "audit_extra_idx"),
+    );
+    assert_eq!(p.key(), key, "outside the globs, as the warning said");
+    let (v, _) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "incremental", "built on the old snapshot");
+    assert_eq!(v["applied"], serde_json::json!(["audit.0003_extra"]));
+    Reference::of(&p).check(&db, "after adding a migration outside the globs");
+
+    // Editing that applied migration: the old snapshot no longer fits.
+    p.write(
+        "audit/db_migrations/0003_extra.py",
+        &index_migration("audit", "0002_payload_gin_index", "audit_other_idx"),
+    );
+    let (v, err) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "cold", "{err}");
+    assert!(err.contains("migration audit.0003_extra changed"), "{err}");
+    Reference::of(&p).check(&db, "after editing a migration outside the globs");
+
+    // And unchanged, the snapshot is served again.
+    let (v, _) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "template");
+}
+
+#[test]
+fn an_app_enabled_or_removed_in_settings_is_never_served_from_an_old_snapshot() {
+    let p = Project::example("apps");
+    let db = p.db("a");
+    let original = std::fs::read_to_string(p.path().join(SETTINGS)).expect("read");
+    prepare(&p, &db, &[]);
+
+    append(
+        &p,
+        SETTINGS,
+        "\nINSTALLED_APPS += [\"django.contrib.sites\"]\n",
+    );
+    let (v, _) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "incremental");
+    assert_eq!(
+        psql(&db, "SELECT domain FROM django_site"),
+        "example.com",
+        "the sites app's table and its post_migrate row are there"
+    );
+    Reference::of(&p).check(&db, "after enabling an app");
+
+    // Removed again: building on the snapshot that has it would keep its table.
+    std::fs::write(p.path().join(SETTINGS), original).expect("write");
+    let (v, err) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "cold", "{err}");
+    assert!(
+        err.contains("app `django.contrib.sites` is no longer installed"),
+        "{err}"
+    );
+    Reference::of(&p).check(&db, "after removing an app");
+}
+
+#[test]
+fn another_settings_module_is_another_snapshot() {
+    let p = Project::example("settings_module");
+    p.write(
+        "exampleproj/settings_sites.py",
+        "from .settings import *  # noqa\n\nINSTALLED_APPS = INSTALLED_APPS + [\"django.contrib.sites\"]\n",
+    );
+    let (a, b) = (p.db("a"), p.db("b"));
+    let (plain, _) = prepare(&p, &a, &[]);
+    let (sites, _) = prepare(&p, &b, &["--settings", "exampleproj.settings_sites"]);
+    assert_ne!(plain["key"], sites["key"]);
+    assert!(psql(&b, "SELECT count(*) FROM django_site") == "1");
+    assert!(!psql(&a, "SELECT to_regclass('django_site') IS NULL").contains('f'));
+    // Switching back and forth serves each from its own template.
+    let (again, _) = prepare(&p, &a, &[]);
+    assert_eq!(again["source"], "template");
+    let (again, _) = prepare(&p, &b, &["--settings", "exampleproj.settings_sites"]);
+    assert_eq!(again["source"], "template");
+}
+
+#[test]
+fn two_projects_with_the_same_files_on_one_server_keep_their_own_schema() {
+    let a = Project::example("twins");
+    let b = Project::copy_of(a.path(), "twins_b");
+    // Same salt, so the same key: only the settings differ.
+    std::fs::copy(a.path().join("migsnap.toml"), b.path().join("migsnap.toml")).expect("copy");
+    append(
+        &b,
+        SETTINGS,
+        "\nINSTALLED_APPS += [\"django.contrib.sites\"]\n",
+    );
+    assert_eq!(a.key(), b.key());
+    let (da, db) = (a.db("a"), b.db("b"));
+    prepare(&a, &da, &[]);
+    prepare(&b, &db, &[]);
+    let (v, _) = prepare(&a, &da, &[]);
+    assert_ne!(v["source"], "template", "b's template is not a's");
+    Reference::of(&a).check(&da, "project a after b");
+    Reference::of(&b).check(&db, "project b");
+}
+
+#[test]
+fn an_app_outside_the_project_is_checked_file_by_file() {
+    let p = Project::example("external");
+    let ext = tempfile::tempdir().expect("tempdir");
+    let app = ext.path().join("extapp");
+    std::fs::create_dir_all(app.join("migrations")).expect("mkdir");
+    std::fs::write(app.join("__init__.py"), "").expect("write");
+    std::fs::write(app.join("migrations/__init__.py"), "").expect("write");
+    let initial = |field: &str| {
+        format!(
+            "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    \
+             initial = True\n    dependencies = []\n    operations = [\n        \
+             migrations.CreateModel(\"Thing\", [(\"id\", models.AutoField(primary_key=True)), (\"{field}\", models.TextField())]),\n    ]\n"
+        )
+    };
+    std::fs::write(app.join("migrations/0001_initial.py"), initial("name")).expect("write");
+    append(
+        &p,
+        SETTINGS,
+        &format!(
+            "\nimport sys\nsys.path.insert(0, {:?})\nINSTALLED_APPS += [\"extapp\"]\n",
+            ext.path().display().to_string()
+        ),
+    );
+    let db = p.db("a");
+    prepare(&p, &db, &[]);
+    let key = p.key();
+
+    // An "upgrade" of the package edits its migration in place.
+    std::fs::write(app.join("migrations/0001_initial.py"), initial("title")).expect("write");
+    assert_eq!(p.key(), key);
+    let (v, err) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "cold", "{err}");
+    Reference::of(&p).check(&db, "after an external migration changed");
+    assert_eq!(
+        psql(&db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'extapp_thing' ORDER BY 1"),
+        "id\ntitle"
+    );
+
+    // A new one there is applied on top.
+    std::fs::write(
+        app.join("migrations/0002_more.py"),
+        "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    \
+         dependencies = [(\"extapp\", \"0001_initial\")]\n    operations = [migrations.AddField(\"thing\", \"more\", models.IntegerField(default=0))]\n",
+    )
+    .expect("write");
+    let (v, _) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "incremental");
+    Reference::of(&p).check(&db, "after an external migration was added");
+}
+
+#[test]
+fn linked_migration_files_are_hashed_and_link_loops_do_not_hang() {
+    let p = Project::example("links");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let rel = "catalog/migrations/0004_product_is_active.py";
+    let target = outside.path().join("0004.py");
+    std::fs::rename(p.path().join(rel), &target).expect("move");
+    std::os::unix::fs::symlink(&target, p.path().join(rel)).expect("link");
+    let key = p.key();
+
+    let text = std::fs::read_to_string(&target).expect("read");
+    std::fs::write(&target, format!("{text}\n# edited\n")).expect("write");
+    let edited = p.key();
+    assert_ne!(edited, key, "the link's target is hashed");
+
+    // A link back to an ancestor is a loop: detected, skipped, same key.
+    std::os::unix::fs::symlink("..", p.path().join("catalog/loop")).expect("link");
+    assert_eq!(p.key(), edited);
+    let out = p.run(&["key", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["migrations"], 10, "{v}");
+}
+
+#[test]
+fn an_unreadable_directory_is_an_error_not_a_smaller_key() {
+    let p = Project::example("unreadable");
+    std::fs::create_dir(p.path().join("catalog/locked")).expect("mkdir");
+    p.write("catalog/locked/migrations/0001_x.py", "");
+    let open = |path: &Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let locked = p.path().join("catalog/locked");
+    open(&locked, 0o000);
+    let mut cmd = p.cmd(&["key"]);
+    if nix_is_root() {
+        // Root reads everything: run as an unprivileged user instead, who
+        // can read the project but not the locked directory.
+        for dir in [p.path().parent().expect("parent"), p.path()] {
+            open(dir, 0o755);
+        }
+        let mut runuser = std::process::Command::new("runuser");
+        runuser
+            .args(["-u", "nobody", "--"])
+            .arg(bin())
+            .args(["key"])
+            .current_dir(p.path())
+            .env("MIGSNAP_CACHE_DIR", "/tmp");
+        cmd = runuser;
+    }
+    let out = cmd.output().expect("run");
+    open(&locked, 0o755);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot read") && err.contains("catalog/locked"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+}
+
+fn nix_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+#[test]
+fn files_that_change_while_migrate_runs_are_not_saved() {
+    let p = Project::example("racing");
+    // A migration that edits another migration file while Django runs, as a
+    // `git checkout` during the build would; once only (a marker file).
+    let marker = p.path().join("touch-once");
+    std::fs::write(&marker, "").expect("write");
+    p.write(
+        "catalog/migrations/0005_touch.py",
+        &format!(
+            "import os\nfrom django.db import migrations\n\nMARKER = {m:?}\nVICTIM = {v:?}\n\n\n\
+             def touch(apps, schema_editor):\n    if os.path.exists(MARKER):\n        os.remove(MARKER)\n        \
+             with open(VICTIM, \"a\") as f:\n            f.write(\"# changed during the build\\n\")\n\n\n\
+             class Migration(migrations.Migration):\n    dependencies = [(\"catalog\", \"0004_product_is_active\")]\n    \
+             operations = [migrations.RunPython(touch, migrations.RunPython.noop)]\n",
+            m = marker.display().to_string(),
+            v = p
+                .path()
+                .join("orders/migrations/0004_lower_status_index.py")
+                .display()
+                .to_string()
+        ),
+    );
+    let db = p.db("a");
+    let out = p.run(&["prepare", "--database", &db, "--json"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("orders/migrations/0004_lower_status_index.py` changed while migrate ran"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was saved"), "{err}");
+    let saved: Vec<_> = std::fs::read_dir(p.cache.path())
+        .expect("cache dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .collect();
+    assert!(saved.is_empty(), "no manifest was written: {saved:?}");
+    assert!(!database_exists(&db));
+
+    // Settled, the next run builds and saves.
+    let (v, _) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "cold");
+    Reference::of(&p).check(&db, "after the files settled");
+}
+
+#[test]
+fn the_key_follows_every_common_way_to_declare_dependencies() {
+    let p = Project::example("dependency_files");
+    let mut last = p.key();
+    for (rel, text) in [
+        (
+            "pyproject.toml",
+            "[project]\nname = \"x\"\ndependencies = [\"django-foo==1\"]\n",
+        ),
+        ("setup.cfg", "[options]\ninstall_requires = django-foo==1\n"),
+        ("requirements.txt", "django-foo==1\n"),
+        ("requirements-dev.in", "django-foo\n"),
+        ("requirements/base.txt", "django-foo==1\n"),
+        ("requirements/prod/extra.in", "django-foo\n"),
+        ("poetry.lock", "x"),
+        ("uv.lock", "x"),
+        ("Pipfile.lock", "{}"),
+        ("pdm.lock", "x"),
+    ] {
+        p.write(rel, text);
+        let now = p.key();
+        assert_ne!(now, last, "`{rel}` is a key input");
+        last = now;
+    }
+}
