@@ -6,6 +6,7 @@ rather than once per worker.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any, Dict, Generator, Optional
 
@@ -120,13 +121,71 @@ def _prepare_default(config: pytest.Config, *, rebuild: bool, serialize: bool) -
         result = prepare(name, rebuild=rebuild, cwd=config.rootpath)
     except MigsnapError as e:
         pytest.fail(str(e), pytrace=False)
-    config.stash[_result_key] = result
     _point_default_at(result)
+    if config.getini("migsnap_verify"):
+        mismatch = _migrations_mismatch()
+        if mismatch:
+            # Something the snapshot cannot see changed what Django loads
+            # (an environment variable in the settings, say): never run the
+            # tests on that schema.
+            _warn(config, "migsnap: %s; rebuilding the snapshot" % mismatch)
+            connection.close()  # the target is replaced: nothing may hold it open
+            try:
+                result = prepare(name, rebuild=True, cwd=config.rootpath)
+            except MigsnapError as e:
+                pytest.fail(str(e), pytrace=False)
+            _point_default_at(result)
+            mismatch = _migrations_mismatch()
+            if mismatch:
+                pytest.fail(
+                    "migsnap: the prepared database `%s` does not match Django's migrations "
+                    "even after a rebuild: %s" % (name, mismatch),
+                    pytrace=False,
+                )
+    config.stash[_result_key] = result
     if serialize:
         connection._test_serialized_contents = connection.creation.serialize_db_to_string()
     call_command("createcachetable", database="default")
     connection.ensure_connection()
     return result["dbname"]
+
+
+def _migrations_mismatch() -> Optional[str]:
+    """How the prepared database's django_migrations differs from what
+    Django's loader finds now (None if it does not): a migration Django would
+    still apply, or a row for one it no longer knows. This is what `migrate`
+    itself would notice, checked from the pytest process, which has the
+    settings and apps loaded already."""
+    from django.db import connections
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connections["default"])
+    loader = executor.loader
+    plan = executor.migration_plan(loader.graph.leaf_nodes())
+    if plan:
+        names = ["%s.%s" % (m.app_label, m.name) for m, _backwards in plan]
+        more = " and %d more" % (len(names) - 3) if len(names) > 3 else ""
+        return "migrations %s%s are not applied in it" % (", ".join(names[:3]), more)
+    known = set(loader.disk_migrations)
+    for migration in loader.disk_migrations.values():
+        known.update(migration.replaces)
+    unknown = sorted(set(loader.applied_migrations) - known)
+    if unknown:
+        return "it has migration %s.%s, which Django no longer knows" % unknown[0]
+    return None
+
+
+def _warn(config: pytest.Config, message: str) -> None:
+    """A line on the terminal, past pytest's output capture (which would
+    otherwise swallow it during fixture setup); stderr without a terminal
+    reporter."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capman = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capman is None:
+        sys.stderr.write(message + "\n")
+        return
+    with capman.global_and_fixture_disabled():
+        reporter.write_line(message, yellow=True)
 
 
 def _point_default_at(result: Dict[str, Any]) -> None:

@@ -37,6 +37,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="create the test database from a migsnap snapshot instead of running migrate",
     )
+    parser.addini(
+        "migsnap_verify",
+        type="bool",
+        default=True,
+        help="compare the migrations Django knows with the prepared database's "
+        "django_migrations, and rebuild the snapshot on a mismatch (default: true)",
+    )
 
 
 def enabled(config: pytest.Config) -> bool:
