@@ -22,9 +22,9 @@
 //! | `manifest.written` | the manifest's temp file is complete, not yet renamed |
 //! | `manifest.renamed` | the manifest is in place, the template is not |
 //! | `promote.before` / `promote.after` | around the transaction that makes the template |
-//! | `target.dropped` | the old target database was dropped |
 //! | `clone.before` | about to clone the template (the warm path looked without a lock) |
-//! | `clone.created` | the template was cloned under the scratch name, not yet renamed to the target |
+//! | `clone.created` | the template was cloned under the scratch name; the old target is still there |
+//! | `target.dropped` | the old target database was dropped, the clone not yet renamed to it |
 //! | `clone.commented` | the target is marked and in place, nothing printed yet |
 
 use crate::env;

@@ -401,3 +401,27 @@ fn concurrent_prepares_build_the_snapshot_once() {
         assert_eq!(django_migrations(db), migrations);
     }
 }
+
+#[test]
+fn concurrent_prepares_of_one_target_take_turns_and_leave_nothing_behind() {
+    let p = Project::example("one_target");
+    let db = p.db("t");
+    p.prepare(&db);
+    let scratch = migsnap::pg::admin::clone_scratch_name(&db);
+    p.track(&scratch);
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            p.cmd(&["prepare", "--database", &db, "--json"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert!(!database_exists(&scratch), "no scratch clone is left");
+    Reference::of(&p).check(&db, "after eight prepares of one target");
+}

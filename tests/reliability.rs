@@ -643,20 +643,25 @@ fn killed_between_clone_and_rename_the_target_needs_no_force() {
     let scratch = migsnap::pg::admin::clone_scratch_name(&db);
     p.track(&scratch);
     p.prepare(&db);
+    psql(
+        &db,
+        "CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)",
+    );
 
-    let out = p
-        .cmd(&["prepare", "--database", &db])
-        .env("MIGSNAP_CRASH_AT", "clone.created")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+    // Killed before and after the clone: the old target is still there,
+    // untouched (it goes only once its replacement exists).
+    for point in ["clone.before", "clone.created"] {
+        let out = p
+            .cmd(&["prepare", "--database", &db])
+            .env("MIGSNAP_CRASH_AT", point)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+        assert_eq!(psql(&db, "SELECT x FROM kept"), "42", "killed at {point}");
+    }
     assert!(
         database_exists(&scratch),
         "the killed run left its scratch clone"
-    );
-    assert!(
-        !database_exists(&db),
-        "the old target was dropped before the clone"
     );
 
     // No --force: nothing unmarked ever carried the target's name.
@@ -681,27 +686,34 @@ fn a_template_dropped_between_look_and_clone_is_rebuilt() {
     let db = p.db("t");
     let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
     let go = p.cache.path().join("go");
-    let child = p
+    let mut child = p
         .cmd(&["prepare", "--database", &db, "--json"])
         .env("MIGSNAP_PAUSE_AT", format!("clone.before:{}", go.display()))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    // The paused run has dropped the old target already; wait for that.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while database_exists(&db) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    // Wait until the run says it paused there.
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut err = String::new();
+    while !err.contains("paused at `clone.before`") {
+        let mut line = String::new();
+        if lines.read_line(&mut line).expect("read") == 0 {
+            panic!("the paused run never reached the clone: {err}");
+        }
+        err.push_str(&line);
     }
     assert!(
-        !database_exists(&db),
-        "the paused run never reached the clone"
+        database_exists(&db),
+        "the old target stays until the clone is made"
     );
     drop_template(&key);
     std::fs::write(&go, "").expect("release the pause");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut lines, &mut rest).expect("read");
+    err.push_str(&rest);
     let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
     assert!(
         err.contains("disappeared before it could be cloned"),
         "{err}"

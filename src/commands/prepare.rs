@@ -113,7 +113,22 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
     };
 
     let scratch = admin::clone_scratch_name(target);
-    let found = admin.databases(&[&template, target, &scratch]).await?;
+    // One prepare per target at a time: two would fight over the scratch
+    // clone and the rename (a unique violation, a leftover clone). The
+    // lock comes in the same round trip as the look-up, and dies with the
+    // connection.
+    let names = [template.as_str(), target, scratch.as_str()];
+    let (locked, found) = tokio::join!(admin.try_lock_target(target), admin.databases(&names));
+    let found = if locked? {
+        found?
+    } else {
+        admin
+            .lock_target(target, || {
+                ui.info(format!("waiting for another migsnap preparing `{target}`…"))
+            })
+            .await?;
+        admin.databases(&names).await?
+    };
     if let Some(leftover) = found.iter().find(|d| d.name == scratch) {
         // A run killed between clone and rename left it: ours by name.
         admin.drop(leftover).await?;
@@ -122,7 +137,7 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
     admin::target_check(target, existing, &admin.conn.admin_db, args.force)?;
     let ready = found.iter().any(is_ours);
 
-    let snapshot = if ready && !args.rebuild {
+    let mut snapshot = if ready && !args.rebuild {
         Snapshot {
             template,
             source: Source::Template,
@@ -133,6 +148,46 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
         engine::build(&admin, settings, &fp, ui, args.rebuild).await?
     };
 
+    // Clone first, under the scratch name: the old target goes only once
+    // its replacement exists, so a failed clone leaves it as it was.
+    crate::failpoint::point("clone.before");
+    let cloned = admin
+        .create(
+            &scratch,
+            Some(&snapshot.template),
+            settings.effective_clone_strategy(),
+        )
+        .await;
+    if let Err(e) = cloned {
+        // The warm path looks without a lock: a concurrent `--rebuild`
+        // or `gc` may have dropped the template since. Then build it
+        // again (under the locks) and clone once more; any other failure
+        // is the error to report.
+        // After a build, the manifest names the inputs anew.
+        let inputs = engine::current_inputs(&store, &fp, settings);
+        let still_there = admin.database(&snapshot.template).await?.is_some_and(|d| {
+            inputs
+                .as_deref()
+                .is_some_and(|i| d.is_template_for(&fp.key, i))
+        });
+        if still_there {
+            return Err(e);
+        }
+        ui.warn(format!(
+            "template `{}` disappeared before it could be cloned; rebuilding it",
+            snapshot.template
+        ));
+        let rebuilt = engine::build(&admin, settings, &fp, ui, false).await?;
+        admin
+            .create(
+                &scratch,
+                Some(&rebuilt.template),
+                settings.effective_clone_strategy(),
+            )
+            .await?;
+        snapshot = rebuilt;
+    }
+    crate::failpoint::point("clone.created");
     // The target may have appeared while we built; look again before dropping.
     let existing = if snapshot.source == Source::Template && ready {
         existing.cloned()
@@ -144,47 +199,6 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
         admin.drop(info).await?;
         crate::failpoint::point("target.dropped");
     }
-    crate::failpoint::point("clone.before");
-    let cloned = admin
-        .create(
-            &scratch,
-            Some(&snapshot.template),
-            settings.effective_clone_strategy(),
-        )
-        .await;
-    let snapshot = match cloned {
-        Ok(()) => snapshot,
-        Err(e) => {
-            // The warm path looks without a lock: a concurrent `--rebuild`
-            // or `gc` may have dropped the template since. Then build it
-            // again (under the locks) and clone once more; any other failure
-            // is the error to report.
-            // After a build, the manifest names the inputs anew.
-            let inputs = engine::current_inputs(&store, &fp, settings);
-            let still_there = admin.database(&snapshot.template).await?.is_some_and(|d| {
-                inputs
-                    .as_deref()
-                    .is_some_and(|i| d.is_template_for(&fp.key, i))
-            });
-            if still_there {
-                return Err(e);
-            }
-            ui.warn(format!(
-                "template `{}` disappeared before it could be cloned; rebuilding it",
-                snapshot.template
-            ));
-            let rebuilt = engine::build(&admin, settings, &fp, ui, false).await?;
-            admin
-                .create(
-                    &scratch,
-                    Some(&rebuilt.template),
-                    settings.effective_clone_strategy(),
-                )
-                .await?;
-            rebuilt
-        }
-    };
-    crate::failpoint::point("clone.created");
     admin
         .finish_clone(&scratch, target, &format!("{CLONE_COMMENT}{}", fp.short()))
         .await?;

@@ -353,6 +353,35 @@ impl Admin {
             .get(0))
     }
 
+    /// The session lock that serialises `prepare` runs for one target name,
+    /// if nobody holds it now.
+    pub async fn try_lock_target(&self, target: &str) -> Result<bool> {
+        Ok(self
+            .client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, $2)",
+                &[&TARGET_LOCK_CLASS, &target_lock_id(target)],
+            )
+            .await
+            .map_err(|e| db_error("cannot take the target lock", e))?
+            .get(0))
+    }
+
+    /// Wait for the target lock (see `try_lock_target`).
+    pub async fn lock_target(&self, target: &str, on_wait: impl FnOnce()) -> Result<()> {
+        if !self.try_lock_target(target).await? {
+            on_wait();
+            self.client
+                .execute(
+                    "SELECT pg_advisory_lock($1, $2)",
+                    &[&TARGET_LOCK_CLASS, &target_lock_id(target)],
+                )
+                .await
+                .map_err(|e| db_error("cannot take the target lock", e))?;
+        }
+        Ok(())
+    }
+
     pub async fn unlock_key(&self, key: &str) -> Result<()> {
         self.client
             .execute("SELECT pg_advisory_unlock($1)", &[&lock_id(key)])
@@ -360,6 +389,16 @@ impl Admin {
             .map_err(|e| db_error("cannot release the build lock", e))?;
         Ok(())
     }
+}
+
+/// Advisory locks on targets use the two-int4 form, a lock space apart from
+/// the keys' bigint one; this first half says "a prepare target".
+const TARGET_LOCK_CLASS: i32 = 0x6d73_6e70; // "msnp"
+
+/// The advisory lock id of a target database name.
+fn target_lock_id(target: &str) -> i32 {
+    let tag = crate::fingerprint::hash_normalized(target.as_bytes());
+    u32::from_str_radix(&tag[..8], 16).unwrap_or(0) as i32
 }
 
 /// The first 64 bits of the key, as the advisory lock id.
