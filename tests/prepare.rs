@@ -425,3 +425,22 @@ fn concurrent_prepares_of_one_target_take_turns_and_leave_nothing_behind() {
     assert!(!database_exists(&scratch), "no scratch clone is left");
     Reference::of(&p).check(&db, "after eight prepares of one target");
 }
+
+#[test]
+fn a_failed_rebuild_keeps_the_old_template() {
+    let p = Project::example("rebuild_fails");
+    let db = p.db("t");
+    let first = p.prepare(&db);
+    let out = p
+        .cmd(&["prepare", "--database", &db, "--rebuild"])
+        .env("MIGSNAP_PYTHON", "/nonexistent/python")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        database_exists(&template_of(&first)),
+        "the old template is dropped only once its replacement is complete"
+    );
+    let again = p.prepare(&db);
+    assert_eq!(again["source"], "template");
+}
