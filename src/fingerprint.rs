@@ -204,7 +204,11 @@ fn hash_file_with(path: &Path, buf: &mut Vec<u8>) -> Result<String> {
     buf.clear();
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(buf))
-        .with_kind(Kind::Usage, || format!("cannot read `{}`", path.display()))?;
+        .map_err(|e| {
+            Error::usage(format!("cannot read `{}`", path.display()))
+                .source(e)
+                .hint("make it readable by this user, or leave it out with `exclude` in [tool.migsnap]")
+        })?;
     Ok(hash_normalized(buf))
 }
 
