@@ -55,16 +55,14 @@ pub struct ShimInputs {
     pub files: Vec<HashedPath>,
 }
 
-/// The record kept in the manifest.
+/// What the warm path checks and the template's identity covers: every
+/// input of the build that the key does not.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Depends {
+pub struct Checked {
     pub django: String,
     pub settings_module: String,
     pub installed_apps: Vec<String>,
     pub migration_modules: BTreeMap<String, Option<String>>,
-    /// `app.name` -> sha256 of every migration Django loaded (project and
-    /// third-party): what an incremental build checks the base against.
-    pub migrations: BTreeMap<String, String>,
     /// Files outside the key -> sha256. Paths inside the project are
     /// relative to it (so a checkout elsewhere shares snapshots), others
     /// absolute.
@@ -72,6 +70,18 @@ pub struct Depends {
     /// Migration packages whose new files the key would not see -> the
     /// module names in them, sorted.
     pub dirs: BTreeMap<String, Vec<String>>,
+}
+
+/// The record kept in the manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Depends {
+    pub checked: Checked,
+    /// `app.name` -> sha256 of every migration Django loaded (project and
+    /// third-party): what an incremental build checks the base against.
+    /// Not part of the identity: the key and `checked.files` already cover
+    /// every one of those files, and `checked` the settings that map names
+    /// to files.
+    pub migrations: BTreeMap<String, String>,
 }
 
 /// Why recorded inputs no longer hold (for messages).
@@ -124,10 +134,13 @@ impl Depends {
         covered: impl Fn(&str) -> bool,
     ) -> Result<Recorded, Changed> {
         let mut d = Depends {
-            django: inputs.django.clone(),
-            settings_module: inputs.settings_module.clone(),
-            installed_apps: inputs.installed_apps.clone(),
-            migration_modules: inputs.migration_modules.clone(),
+            checked: Checked {
+                django: inputs.django.clone(),
+                settings_module: inputs.settings_module.clone(),
+                installed_apps: inputs.installed_apps.clone(),
+                migration_modules: inputs.migration_modules.clone(),
+                ..Checked::default()
+            },
             ..Depends::default()
         };
         for m in &inputs.migrations {
@@ -145,13 +158,15 @@ impl Depends {
                     )))
                 }
                 None => {
-                    d.files.insert(shown, sha.clone());
+                    d.checked.files.insert(shown, sha.clone());
                 }
             }
         }
         for f in &inputs.files {
             if let Some(sha) = &f.sha256 {
-                d.files.insert(display(project_dir, &f.path), sha.clone());
+                d.checked
+                    .files
+                    .insert(display(project_dir, &f.path), sha.clone());
             }
         }
         let mut unkeyed_dirs = Vec::new();
@@ -164,7 +179,7 @@ impl Depends {
             if inside {
                 unkeyed_dirs.push(shown.clone());
             }
-            d.dirs.insert(shown, list_modules(dir));
+            d.checked.dirs.insert(shown, list_modules(dir));
         }
         Ok(Recorded {
             depends: d,
@@ -172,6 +187,63 @@ impl Depends {
         })
     }
 
+    /// The template's identity beyond the key (see `Checked::digest`).
+    pub fn digest(&self) -> String {
+        self.checked.digest()
+    }
+
+    /// See `Checked::verify`.
+    pub fn verify(&self, project_dir: &Path) -> Result<(), Changed> {
+        self.checked.verify(project_dir)
+    }
+
+    /// Whether a database built from `base` (with `base_applied` rows in
+    /// django_migrations), plus `migrate`, is what a plain `migrate` would
+    /// build from `now`: same Django, no app removed, and every migration the
+    /// base applied still loaded, from identical content.
+    pub fn compatible(
+        base: &Depends,
+        base_applied: &[String],
+        now: &ShimInputs,
+    ) -> Result<(), Changed> {
+        let was = &base.checked;
+        if was.settings_module != now.settings_module {
+            return Err(Changed(format!(
+                "it was built with settings `{}`, this run uses `{}`",
+                was.settings_module, now.settings_module
+            )));
+        }
+        if was.django != now.django {
+            return Err(Changed(format!(
+                "it was built with Django {}, this is Django {}",
+                was.django, now.django
+            )));
+        }
+        let apps: BTreeSet<&String> = now.installed_apps.iter().collect();
+        if let Some(gone) = was.installed_apps.iter().find(|a| !apps.contains(a)) {
+            return Err(Changed(format!("app `{gone}` is no longer installed")));
+        }
+        let loaded: BTreeMap<String, &str> = now
+            .migrations
+            .iter()
+            .filter_map(|m| Some((format!("{}.{}", m.app, m.name), m.sha256.as_deref()?)))
+            .collect();
+        for name in base_applied {
+            match (base.migrations.get(name), loaded.get(name)) {
+                (Some(was), Some(is)) if was == is => {}
+                (_, None) => {
+                    return Err(Changed(format!(
+                        "migration {name} is applied there but no longer exists"
+                    )))
+                }
+                _ => return Err(Changed(format!("migration {name} changed since"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Checked {
     /// sha256 of the record: part of the template's identity.
     pub fn digest(&self) -> String {
         let bytes = serde_json::to_vec(self).unwrap_or_default();
@@ -179,8 +251,8 @@ impl Depends {
     }
 
     /// Whether every recorded file and listing is as it was. This is the
-    /// warm path's check: a few hundred small files at most (the project's
-    /// own migrations are in the key), no Python.
+    /// warm path's check: a few dozen small files (the project's own
+    /// migrations are in the key), no Python.
     pub fn verify(&self, project_dir: &Path) -> Result<(), Changed> {
         let mut buf = Vec::with_capacity(64 * 1024);
         for (shown, sha) in &self.files {
@@ -199,50 +271,6 @@ impl Depends {
         for (shown, names) in &self.dirs {
             if list_modules(&resolve(project_dir, shown)) != *names {
                 return Err(Changed(format!("the migrations in `{shown}` changed")));
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether a database built from `base` (with `base_applied` rows in
-    /// django_migrations), plus `migrate`, is what a plain `migrate` would
-    /// build from `now`: same Django, no app removed, and every migration the
-    /// base applied still loaded, from identical content.
-    pub fn compatible(
-        base: &Depends,
-        base_applied: &[String],
-        now: &ShimInputs,
-    ) -> Result<(), Changed> {
-        if base.settings_module != now.settings_module {
-            return Err(Changed(format!(
-                "it was built with settings `{}`, this run uses `{}`",
-                base.settings_module, now.settings_module
-            )));
-        }
-        if base.django != now.django {
-            return Err(Changed(format!(
-                "it was built with Django {}, this is Django {}",
-                base.django, now.django
-            )));
-        }
-        let apps: BTreeSet<&String> = now.installed_apps.iter().collect();
-        if let Some(gone) = base.installed_apps.iter().find(|a| !apps.contains(a)) {
-            return Err(Changed(format!("app `{gone}` is no longer installed")));
-        }
-        let loaded: BTreeMap<String, &str> = now
-            .migrations
-            .iter()
-            .filter_map(|m| Some((format!("{}.{}", m.app, m.name), m.sha256.as_deref()?)))
-            .collect();
-        for name in base_applied {
-            match (base.migrations.get(name), loaded.get(name)) {
-                (Some(was), Some(is)) if was == is => {}
-                (_, None) => {
-                    return Err(Changed(format!(
-                        "migration {name} is applied there but no longer exists"
-                    )))
-                }
-                _ => return Err(Changed(format!("migration {name} changed since"))),
             }
         }
         Ok(())
@@ -304,14 +332,16 @@ mod tests {
     #[test]
     fn a_base_is_compatible_only_if_nothing_it_applied_changed() {
         let base = Depends {
-            django: "5.2".into(),
-            settings_module: "s".into(),
-            installed_apps: vec!["a".into(), "b".into()],
+            checked: Checked {
+                django: "5.2".into(),
+                settings_module: "s".into(),
+                installed_apps: vec!["a".into(), "b".into()],
+                ..Checked::default()
+            },
             migrations: BTreeMap::from([
                 ("a.0001".to_string(), "h1".to_string()),
                 ("b.0001".to_string(), "h2".to_string()),
             ]),
-            ..Depends::default()
         };
         let applied = vec!["a.0001".to_string(), "b.0001".to_string()];
         let ok = inputs(
@@ -332,9 +362,9 @@ mod tests {
 
     #[test]
     fn the_digest_changes_with_any_recorded_input() {
-        let a = Depends {
+        let a = Checked {
             files: BTreeMap::from([("s.py".to_string(), "h".to_string())]),
-            ..Depends::default()
+            ..Checked::default()
         };
         let mut b = a.clone();
         assert_eq!(a.digest(), b.digest());

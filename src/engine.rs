@@ -60,9 +60,9 @@ pub struct Snapshot {
 /// This is the warm path's whole check: one small file read, a few hundred
 /// hashes at most, no Python, no server.
 pub fn current_inputs(store: &Store, fp: &Fingerprint, settings: &Settings) -> Option<String> {
-    let m = store.load(&fp.key).ok()??;
-    m.depends.verify(&settings.project_dir).ok()?;
-    Some(m.depends.digest())
+    let checked = store.load_checked(&fp.key)?;
+    checked.verify(&settings.project_dir).ok()?;
+    Some(checked.digest())
 }
 
 /// Connect to the configured server; the embedded one is started on demand.
