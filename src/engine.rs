@@ -12,7 +12,7 @@
 //! die with the process, so a crash never wedges a later run, and anything a
 //! crashed run left behind (temp files, the build database) is removed by
 //! the next run while it holds the locks. After Ctrl-C the interrupted run
-//! removes them itself (`clean_up_interrupted`).
+//! removes them itself, still under its locks (`Unfinished`).
 
 use crate::depends::Depends;
 use crate::django::{self, Applied, MigrateFailure};
@@ -112,58 +112,73 @@ pub async fn build(
         })
         .await?;
     failpoint::point("build.locked");
-    set_in_flight(Some(InFlight {
+    // Declared after the locks, so it runs (on Ctrl-C) while they are held.
+    let mut unfinished = Unfinished {
         conn: admin.conn.clone(),
-        cache_dir: store.dir().to_path_buf(),
+        store: store.clone(),
         key: key.to_string(),
-    }));
+        ui: *ui,
+        armed: true,
+    };
     let result = build_locked(admin, settings, fp, &store, ui, rebuild).await;
-    // Not reached when Ctrl-C drops this future: `clean_up_interrupted`
-    // then finds the entry and removes what the build left.
-    set_in_flight(None);
+    // build_locked removes what a failed build left; only a dropped future
+    // (Ctrl-C) leaves the guard armed.
+    unfinished.armed = false;
     // Best effort: closing the connection releases it anyway.
     let _ = admin.unlock_key(key).await;
     result
 }
 
-/// The build this process is running, if any: what an interrupted run
-/// must clean up.
-struct InFlight {
+/// An interrupted build's leftovers. When Ctrl-C drops the build's future
+/// (which kills Django through kill_on_drop and abandons a restore), this
+/// guard, dropped with it while both of the build's locks are still held,
+/// removes the `migsnap_build_*` database and the temp files at once rather
+/// than leaving them to the next run. Drop cannot await, so it does the work
+/// on a thread of its own, bounded in time: a hung server must not keep an
+/// interrupted run from exiting.
+struct Unfinished {
     conn: ConnInfo,
-    cache_dir: std::path::PathBuf,
+    store: Store,
     key: String,
+    ui: Ui,
+    armed: bool,
 }
 
-static IN_FLIGHT: std::sync::Mutex<Option<InFlight>> = std::sync::Mutex::new(None);
-
-fn set_in_flight(v: Option<InFlight>) {
-    *IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner()) = v;
-}
-
-/// After Ctrl-C dropped a build (killing Django or abandoning a restore),
-/// drop its `migsnap_build_*` database and temp files now rather than on the
-/// next run. The build's own locks went with the dropped future, so both are
-/// taken again first; if another process got either one in between, that
-/// process owns the leftovers and removes them itself.
-pub async fn clean_up_interrupted(ui: &Ui) {
-    let taken = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let Some(f) = taken else { return };
-    let store = Store::new(&f.cache_dir);
-    let Ok(Some(_file_lock)) = store.try_lock(&f.key) else {
-        return;
-    };
-    let Ok(admin) = Admin::connect(&f.conn).await else {
-        return;
-    };
-    if !matches!(admin.try_lock_key(&f.key).await, Ok(true)) {
-        return;
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.ui.clear_progress();
+        let (conn, build) = (self.conn.clone(), admin::build_name(&self.key));
+        let name = build.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::internal("cannot start a runtime").source(e))?;
+            runtime.block_on(async {
+                let work = async {
+                    let admin = Admin::connect(&conn).await?;
+                    admin.drop_build(&name).await
+                };
+                tokio::time::timeout(std::time::Duration::from_secs(10), work)
+                    .await
+                    .map_err(|_| Error::server("the server did not answer in 10 s"))?
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => self
+                .ui
+                .info(format!("removed the unfinished build database `{build}`")),
+            Ok(Err(e)) => self.ui.warn(format!("{e}; the next run removes it")),
+            Err(_) => self.ui.warn(format!(
+                "could not remove `{build}`; the next run removes it"
+            )),
+        }
+        self.store.clean_temp(&self.key);
     }
-    let build = admin::build_name(&f.key);
-    match admin.drop_build(&build).await {
-        Ok(()) => ui.info(format!("removed the unfinished build database `{build}`")),
-        Err(e) => ui.warn(format!("{e}; the next run removes it")),
-    }
-    store.clean_temp(&f.key);
 }
 
 async fn build_locked(

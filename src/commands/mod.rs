@@ -44,8 +44,9 @@ pub fn run(cli: Cli) -> Result<u8> {
 }
 
 /// Race `work` against Ctrl-C. Ctrl-C drops the command's future: the Python
-/// child is killed (kill_on_drop), connections close (releasing advisory
-/// locks), and the next run removes the half-built database under its lock.
+/// child is killed (kill_on_drop), a build in progress removes its database
+/// as its guard is dropped (see `engine`), and connections close, releasing
+/// the advisory locks.
 async fn interruptible<T>(
     work: impl std::future::Future<Output = Result<T>>,
     ui: &Ui,
@@ -54,15 +55,6 @@ async fn interruptible<T>(
         res = work => res,
         _ = tokio::signal::ctrl_c() => {
             ui.clear_progress();
-            // Drop the unfinished build database now, under both locks
-            // taken again (else the next run removes it under its own).
-            // Bounded: a second Ctrl-C is swallowed by the handler, so a hung
-            // server must not keep us here.
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                crate::engine::clean_up_interrupted(ui),
-            )
-            .await;
             Err(Error::new(Kind::Interrupted, "interrupted").hint("nothing was saved; run the command again"))
         }
     }
