@@ -15,12 +15,14 @@ export MIGSNAP_TEST_SERVER_DIR="${MIGSNAP_TEST_SERVER_DIR:-${TMPDIR:-/tmp}/migsn
 if [ -z "${MIGSNAP_SKIP_LINT:-}" ]; then
   cargo fmt --all -- --check
   cargo clippy --all-targets --quiet -- -D warnings
+  cargo clippy --all-targets --quiet --features failpoints -- -D warnings
 fi
 
-cargo build --quiet
+# The suite kills and pauses migsnap at its test points: build them in.
+cargo build --quiet --features failpoints
 cleanup() {
   MIGSNAP_SERVER_DIR="$MIGSNAP_TEST_SERVER_DIR" target/debug/migsnap server stop -q >/dev/null 2>&1 || true
   rm -rf "$MIGSNAP_TEST_SERVER_DIR"
 }
 trap cleanup EXIT
-cargo test "$@"
+cargo test --features failpoints "$@"

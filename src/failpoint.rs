@@ -26,67 +26,90 @@
 //! | `clone.created` | the template was cloned under the scratch name; the old target is still there |
 //! | `target.dropped` | the old target database was dropped, the clone not yet renamed to it |
 //! | `clone.commented` | the target is marked and in place, nothing printed yet |
+//!
+//! All of it exists only with the `failpoints` cargo feature, which the test
+//! suite enables (scripts/test.sh): the release binary has no crash or pause
+//! points, and `point` compiles to nothing.
 
-use crate::env;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
+#[cfg(feature = "failpoints")]
+mod enabled {
+    use crate::env;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::OnceLock;
 
-struct Target {
-    point: String,
-    nth: u32,
-    seen: AtomicU32,
-}
+    struct Target {
+        point: String,
+        nth: u32,
+        seen: AtomicU32,
+    }
 
-fn target() -> Option<&'static Target> {
-    static TARGET: OnceLock<Option<Target>> = OnceLock::new();
-    TARGET
-        .get_or_init(|| {
-            let spec = env::var(env::CRASH_AT)?;
-            let (point, nth) = match spec.rsplit_once(':') {
-                Some((p, n)) if n.parse::<u32>().is_ok() => (p.to_string(), n.parse().unwrap_or(1)),
-                _ => (spec, 1),
-            };
-            Some(Target {
-                point,
-                nth,
-                seen: AtomicU32::new(0),
+    fn target() -> Option<&'static Target> {
+        static TARGET: OnceLock<Option<Target>> = OnceLock::new();
+        TARGET
+            .get_or_init(|| {
+                let spec = env::var(env::CRASH_AT)?;
+                let (point, nth) = match spec.rsplit_once(':') {
+                    Some((p, n)) if n.parse::<u32>().is_ok() => {
+                        (p.to_string(), n.parse().unwrap_or(1))
+                    }
+                    _ => (spec, 1),
+                };
+                Some(Target {
+                    point,
+                    nth,
+                    seen: AtomicU32::new(0),
+                })
             })
-        })
-        .as_ref()
-}
+            .as_ref()
+    }
 
-/// A place where the crash tests may kill (or pause) the process.
-pub fn point(name: &str) {
-    pause(name);
-    let Some(t) = target() else { return };
-    if t.point == name && t.seen.fetch_add(1, Ordering::SeqCst) + 1 == t.nth {
+    /// A place where the crash tests may kill the process.
+    pub fn point(name: &str) {
+        let Some(t) = target() else { return };
+        if t.point == name && t.seen.fetch_add(1, Ordering::SeqCst) + 1 == t.nth {
+            eprintln!(
+                "migsnap: crash point `{name}` reached ({}): killing myself",
+                t.nth
+            );
+            let _ =
+                nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
+            std::process::abort();
+        }
+    }
+
+    /// `MIGSNAP_PAUSE_AT=<point>:<file>`: wait at `point` until `file`
+    /// exists (at most 60 s), without blocking the runtime.
+    pub async fn pause(name: &str) {
+        static PAUSE: OnceLock<Option<(String, std::path::PathBuf)>> = OnceLock::new();
+        let spec = PAUSE.get_or_init(|| {
+            let spec = env::var(env::PAUSE_AT)?;
+            let (point, file) = spec.split_once(':')?;
+            Some((point.to_string(), file.into()))
+        });
+        let Some((point, file)) = spec else { return };
+        if point != name {
+            return;
+        }
         eprintln!(
-            "migsnap: crash point `{name}` reached ({}): killing myself",
-            t.nth
+            "migsnap: paused at `{name}` until {} exists",
+            file.display()
         );
-        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
-        std::process::abort();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !file.exists() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }
 
-/// `MIGSNAP_PAUSE_AT=<point>:<file>`: wait at `point` until `file` exists.
-fn pause(name: &str) {
-    static PAUSE: OnceLock<Option<(String, std::path::PathBuf)>> = OnceLock::new();
-    let spec = PAUSE.get_or_init(|| {
-        let spec = env::var(env::PAUSE_AT)?;
-        let (point, file) = spec.split_once(':')?;
-        Some((point.to_string(), file.into()))
-    });
-    let Some((point, file)) = spec else { return };
-    if point != name {
-        return;
-    }
-    eprintln!(
-        "migsnap: paused at `{name}` until {} exists",
-        file.display()
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !file.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
+#[cfg(feature = "failpoints")]
+pub use enabled::{pause, point};
+
+/// Without the `failpoints` feature: nothing.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn point(_name: &str) {}
+
+/// Without the `failpoints` feature: nothing.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub async fn pause(_name: &str) {}

@@ -63,6 +63,7 @@ enum Start {
 /// again: it must succeed from `then`, match the plain-migrate reference,
 /// and have removed the build database and temp files the crash left.
 fn crash_at_each(test: &str, points: &[(&str, Start, &str)]) {
+    require_failpoints();
     let p = Project::example(test);
     // Two tables with rows enough for COPY (small blocks are restored as
     // INSERTs inside statement batches), so the COPY points are reached.
@@ -193,6 +194,7 @@ fn killed_while_restoring_or_cloning_the_next_run_starts_over() {
 
 #[test]
 fn killed_during_an_incremental_build_the_next_run_starts_over() {
+    require_failpoints();
     let p = Project::example("crash_incremental");
     let db = p.db("t");
     let base = p.prepare(&db)["key"].as_str().expect("key").to_string();
@@ -636,6 +638,7 @@ fn awkward_content_survives_the_dump_and_migsnaps_own_restore() {
 
 #[test]
 fn killed_between_clone_and_rename_the_target_needs_no_force() {
+    require_failpoints();
     let p = Project::example("crash_clone");
     // Not a test_ name: only migsnap's mark allows replacing it without --force.
     let db = format!("ci_{}", p.name);
@@ -679,6 +682,7 @@ fn killed_between_clone_and_rename_the_target_needs_no_force() {
 
 #[test]
 fn a_template_dropped_between_look_and_clone_is_rebuilt() {
+    require_failpoints();
     // The warm path looks for the template without a lock, so a concurrent
     // --rebuild or gc may drop it before the clone. Pause prepare exactly
     // there, drop the template, let it go on: it must rebuild and succeed.

@@ -150,6 +150,7 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
 
     // Clone first, under the scratch name: the old target goes only once
     // its replacement exists, so a failed clone leaves it as it was.
+    crate::failpoint::pause("clone.before").await;
     crate::failpoint::point("clone.before");
     let cloned = admin
         .create(

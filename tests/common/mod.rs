@@ -161,6 +161,16 @@ pub fn django_migrations(db: &str) -> Vec<String> {
     .collect()
 }
 
+/// The crash and pause tests need migsnap built with its test points; a
+/// plain `cargo test` would otherwise see runs that never crash.
+#[allow(clippy::assertions_on_constants)] // constant per build, on purpose
+pub fn require_failpoints() {
+    assert!(
+        cfg!(feature = "failpoints"),
+        "this test needs migsnap's crash points: run `cargo test --features failpoints` (scripts/test.sh does)"
+    );
+}
+
 /// What a plain `migrate` builds for a project: what every snapshot must equal.
 pub struct Reference {
     schema: String,
