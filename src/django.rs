@@ -135,6 +135,10 @@ pub async fn run_shim(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // No inherited PG* (PGOPTIONS, PGSERVICE… would steer psycopg), and
+    // the PG* a settings module may read name the database being built.
+    crate::pg::scrub_pg_env(cmd.as_std_mut());
+    cmd.envs(conn.child_env(db));
     if let Some(module) = &settings.django_settings {
         cmd.env(crate::env::DJANGO_SETTINGS_MODULE, module);
     }

@@ -459,6 +459,7 @@ async fn finish(
     ui: &Ui,
 ) -> Result<()> {
     let applied = applied_rows(&admin.conn, build).await?;
+    let identity = dump::identity(&admin.conn, build).await?;
     let t = Instant::now();
     let (conn, db, major, st, key) = (
         admin.conn.clone(),
@@ -468,7 +469,7 @@ async fn finish(
         fp.key.clone(),
     );
     let dump = crate::error::blocking("the dump", move || {
-        dump::dump_to_store(&conn, &db, major, &st, &key)
+        dump::dump_to_store(&conn, &db, major, &st, &key, &identity)
     })
     .await??;
     info.seconds = started.elapsed().as_secs_f64();
