@@ -29,7 +29,7 @@ fn check_json(p: &Project, extra: &[&str]) -> (Option<i32>, Value) {
 
 fn track_check_dbs(p: &Project) {
     let key = p.key();
-    p.track(&format!("migsnap_{}", &key[..16]));
+    p.track(&template_name(&key));
 }
 
 #[test]

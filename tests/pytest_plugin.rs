@@ -90,7 +90,7 @@ fn xdist_workers_get_their_own_clones_and_nothing_migrates() {
         p.track(db);
     }
     p.track(&base);
-    let template = format!("migsnap_{}", &p.key()[..16]);
+    let template = template_name(&p.key());
     p.track(&template);
 
     // 1. Enabled by the ini option; two workers, each running every test.

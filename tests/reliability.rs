@@ -41,14 +41,6 @@ impl Reference {
     }
 }
 
-fn template_name(key: &str) -> String {
-    format!("migsnap_{}", &key[..16])
-}
-
-fn build_name(key: &str) -> String {
-    format!("migsnap_build_{}", &key[..16])
-}
-
 fn drop_template(key: &str) {
     let t = template_name(key);
     psql(

@@ -11,6 +11,7 @@ use crate::django::{self, MigrationFile, Mode};
 use crate::engine;
 use crate::error::{exit, Context, Error, Kind, Result};
 use crate::fingerprint::{self, Fingerprint};
+use crate::names::DbName;
 use crate::pg::admin::{self, Admin};
 use crate::pg::{db_error, quote_ident};
 use crate::settings::{CloneStrategy, Settings};
@@ -170,9 +171,8 @@ async fn build_cache_locked(
     template: &str,
     ui: &Ui,
 ) -> Result<CheckCache> {
-    let short = fp.short();
-    let migrated_db = format!("{}check_{short}", admin::TEMPLATE_PREFIX);
-    let state_db = format!("{}state_{short}", admin::TEMPLATE_PREFIX);
+    let migrated_db = DbName::check(&fp.key).to_string();
+    let state_db = DbName::state(&fp.key).to_string();
     for leftover in admin.databases(&[&migrated_db, &state_db]).await? {
         admin.drop(&leftover).await?;
     }

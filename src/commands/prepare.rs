@@ -103,6 +103,13 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
     let template = admin::template_name(&fp.key);
 
     let scratch = admin::clone_scratch_name(target);
+    // Held until this connection closes: gc drops a scratch clone only when
+    // this lock is free, and two runs for one target take turns.
+    admin
+        .lock_key(crate::names::DbName::clone_for(target).hex(), || {
+            ui.info(format!("waiting for another migsnap preparing `{target}`…"))
+        })
+        .await?;
     let found = admin.databases(&[&template, target, &scratch]).await?;
     if let Some(leftover) = found.iter().find(|d| d.name == scratch) {
         // A run killed between clone and rename left it: ours by name.
