@@ -574,16 +574,16 @@ pub fn check_existing_dir(dir: &Path, owner: nix::unistd::Uid) -> Result<()> {
         Some("is a symbolic link".to_string())
     } else if !meta.is_dir() {
         Some("is not a directory".to_string())
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "can be written by other users (mode {:o})",
+            meta.mode() & 0o7777
+        ))
     } else if meta.uid() != owner.as_raw() {
         Some(format!(
             "belongs to {}, not {}",
             name(meta.uid()),
             name(owner.as_raw())
-        ))
-    } else if meta.mode() & 0o022 != 0 {
-        Some(format!(
-            "can be written by other users (mode {:o})",
-            meta.mode() & 0o7777
         ))
     } else {
         None
