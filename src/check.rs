@@ -75,6 +75,110 @@ pub struct Catalog {
     pub extensions: Vec<String>,
 }
 
+/// User schemas: not the system's, not an extension's.
+const USER_NAMESPACE: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND n.nspname NOT LIKE 'pg\\_%'";
+
+/// `AND` the object `oid` of catalog `class` is no extension's member.
+fn not_in_extension(class: &str, oid: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM pg_depend dep WHERE dep.classid = '{class}'::regclass \
+         AND dep.objid = {oid} AND dep.deptype = 'e')"
+    )
+}
+
+/// Statements that recreate what models may reference but only migrations
+/// create (CreateCollation, a RunSQL enum or text search configuration):
+/// schemas, collations, enum types, text search dictionaries and
+/// configurations, domains, in that order. The model-state database needs
+/// them before Django creates the models, as it needs the extensions.
+/// The server builds each statement with `format('%I', …)` / `%L`, so every
+/// name and value is quoted by PostgreSQL itself.
+pub async fn model_prerequisites(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
+    let ns = USER_NAMESPACE;
+    let queries = [
+        format!(
+            "SELECT format('CREATE SCHEMA IF NOT EXISTS %I', n.nspname) FROM pg_namespace n \
+             WHERE {ns} AND n.nspname <> 'public' AND {} ORDER BY 1",
+            not_in_extension("pg_namespace", "n.oid")
+        ),
+        // colllocale is PostgreSQL 17's name for 15 and 16's colliculocale.
+        format!(
+            "SELECT format('CREATE COLLATION IF NOT EXISTS %I.%I (%s)', n.nspname, c.collname, \
+               CASE c.collprovider \
+                 WHEN 'i' THEN format('provider = icu, locale = %L, deterministic = %s', \
+                   coalesce(j->>'colllocale', j->>'colliculocale'), \
+                   CASE WHEN c.collisdeterministic THEN 'true' ELSE 'false' END) \
+                   || CASE WHEN j->>'collicurules' IS NULL THEN '' \
+                      ELSE format(', rules = %L', j->>'collicurules') END \
+                 WHEN 'b' THEN format('provider = builtin, locale = %L', j->>'colllocale') \
+                 ELSE format('provider = libc, lc_collate = %L, lc_ctype = %L', \
+                   c.collcollate, c.collctype) \
+               END) \
+             FROM pg_collation c CROSS JOIN LATERAL to_jsonb(c) j \
+             JOIN pg_namespace n ON n.oid = c.collnamespace \
+             WHERE {ns} AND {} ORDER BY 1",
+            not_in_extension("pg_collation", "c.oid")
+        ),
+        format!(
+            "SELECT format('CREATE TYPE %I.%I AS ENUM (%s)', n.nspname, t.typname, \
+               (SELECT string_agg(format('%L', e.enumlabel), ', ' ORDER BY e.enumsortorder) \
+                FROM pg_enum e WHERE e.enumtypid = t.oid)) \
+             FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+             WHERE t.typtype = 'e' AND {ns} AND {} ORDER BY 1",
+            not_in_extension("pg_type", "t.oid")
+        ),
+        format!(
+            "SELECT format('CREATE TEXT SEARCH DICTIONARY %I.%I (TEMPLATE = %I.%I%s)', \
+               n.nspname, d.dictname, tn.nspname, tt.tmplname, \
+               coalesce(', ' || d.dictinitoption, '')) \
+             FROM pg_ts_dict d JOIN pg_namespace n ON n.oid = d.dictnamespace \
+             JOIN pg_ts_template tt ON tt.oid = d.dicttemplate \
+             JOIN pg_namespace tn ON tn.oid = tt.tmplnamespace \
+             WHERE {ns} AND {} ORDER BY 1",
+            not_in_extension("pg_ts_dict", "d.oid")
+        ),
+        format!(
+            "SELECT format('CREATE TEXT SEARCH CONFIGURATION %I.%I (PARSER = %I.%I)', \
+               n.nspname, c.cfgname, pn.nspname, p.prsname) \
+             || coalesce((SELECT string_agg(format('; ALTER TEXT SEARCH CONFIGURATION %I.%I \
+                  ADD MAPPING FOR %s WITH %s', n.nspname, c.cfgname, tt.alias, m.dicts), '' \
+                  ORDER BY tt.tokid) \
+                FROM (SELECT maptokentype, \
+                        string_agg(mapdict::regdictionary::text, ', ' ORDER BY mapseqno) dicts \
+                      FROM pg_ts_config_map WHERE mapcfg = c.oid GROUP BY 1) m \
+                JOIN ts_token_type(c.cfgparser) tt ON tt.tokid = m.maptokentype), '') \
+             FROM pg_ts_config c JOIN pg_namespace n ON n.oid = c.cfgnamespace \
+             JOIN pg_ts_parser p ON p.oid = c.cfgparser \
+             JOIN pg_namespace pn ON pn.oid = p.prsnamespace \
+             WHERE {ns} AND {} ORDER BY 1",
+            not_in_extension("pg_ts_config", "c.oid")
+        ),
+        format!(
+            "SELECT format('CREATE DOMAIN %I.%I AS %s', n.nspname, t.typname, \
+               format_type(t.typbasetype, t.typtypmod)) \
+             || CASE WHEN t.typcollation <> 0 AND t.typcollation <> \
+                  (SELECT b.typcollation FROM pg_type b WHERE b.oid = t.typbasetype) \
+                THEN ' COLLATE ' || t.typcollation::regcollation::text ELSE '' END \
+             || coalesce(' DEFAULT ' || t.typdefault, '') \
+             || CASE WHEN t.typnotnull THEN ' NOT NULL' ELSE '' END \
+             || coalesce((SELECT string_agg(format(' CONSTRAINT %I %s', k.conname, \
+                  pg_get_constraintdef(k.oid)), '' ORDER BY k.conname) \
+                FROM pg_constraint k WHERE k.contypid = t.oid), '') \
+             FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+             WHERE t.typtype = 'd' AND {ns} AND {} ORDER BY t.oid",
+            not_in_extension("pg_type", "t.oid")
+        ),
+    ];
+    let mut statements = Vec::new();
+    for q in &queries {
+        for row in client.query(q.as_str(), &[]).await? {
+            statements.push(row.get(0));
+        }
+    }
+    Ok(statements)
+}
+
 /// Read the catalog of the database `client` is connected to: all user
 /// schemas, leaving out django_migrations and objects owned by extensions.
 pub async fn read_catalog(client: &Client) -> Result<Catalog, tokio_postgres::Error> {

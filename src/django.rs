@@ -170,6 +170,10 @@ async fn run_shim_checked(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // No inherited PG* (PGOPTIONS, PGSERVICE… would steer psycopg), and
+    // the PG* a settings module may read name the database being built.
+    crate::pg::scrub_pg_env(cmd.as_std_mut());
+    cmd.envs(conn.child_env(db));
     if let Some(module) = &settings.django_settings {
         cmd.env(crate::env::DJANGO_SETTINGS_MODULE, module);
     }
@@ -282,6 +286,12 @@ async fn run_shim_checked(
                 shown.join("\n")
             ),
         };
+        if server_died(&kind, &message) {
+            let error = Error::server(format!("{what} failed: the PostgreSQL server ended the connection: {kind}: {message}"))
+                .detail(detail)
+                .hint("the server crashed, restarted or was stopped (not a fault of the migration): check its log, then retry; no snapshot was saved");
+            return Err(MigrateFailure { history, error });
+        }
         let error = Error::new(Kind::Django, format!("{what} failed: {kind}: {message}"))
             .detail(detail)
             .hint(match kind.as_str() {
@@ -324,6 +334,26 @@ async fn run_shim_checked(
         ui.info(format!("slowest: {}", list.join(", ")));
     }
     Ok(report)
+}
+
+/// Whether the shim's error (Python exception type, first line of its
+/// message) is the server going away rather than the migration failing:
+/// libpq's words for a lost connection, as psycopg 2 and 3 pass them on.
+fn server_died(kind: &str, message: &str) -> bool {
+    const LOST: &[&str] = &[
+        "could not connect to server",
+        "server closed the connection unexpectedly",
+        "terminating connection",
+        "the database system is shutting down",
+        "the database system is in recovery mode",
+        "the database system is starting up",
+        "connection already closed",
+        "consuming input failed",
+        "no connection to the server",
+        "connection to server",
+    ];
+    matches!(kind, "OperationalError" | "InterfaceError")
+        && LOST.iter().any(|words| message.contains(words))
 }
 
 /// One line (without its newline), decoded lossily; None at end of stream
@@ -419,6 +449,40 @@ impl Progress {
         {
             ui.info(format!("still applying {name} ({})", ui::duration(elapsed)));
             self.last_plain = Some(Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_server_is_told_from_a_failing_migration() {
+        for (kind, message) in [
+            (
+                "OperationalError",
+                "terminating connection due to administrator command",
+            ),
+            (
+                "OperationalError",
+                "server closed the connection unexpectedly",
+            ),
+            ("InterfaceError", "connection already closed"),
+            (
+                "OperationalError",
+                "consuming input failed: server closed the connection unexpectedly",
+            ),
+            ("OperationalError", "the database system is shutting down"),
+        ] {
+            assert!(server_died(kind, message), "{kind}: {message}");
+        }
+        for (kind, message) in [
+            ("ProgrammingError", "relation \"x\" does not exist"),
+            ("OperationalError", "could not obtain lock on row"),
+            ("ValueError", "terminating connection"),
+        ] {
+            assert!(!server_died(kind, message), "{kind}: {message}");
         }
     }
 }

@@ -7,15 +7,29 @@
 //! initdb and postgres refuse to run as root, so as root the cluster runs as
 //! an unprivileged user (`postgres`, or MIGSNAP_SERVER_USER) and lives under
 //! the system temp dir, because root's home is not reachable by that user.
+//!
+//! Everything it keeps on disk is private, because as root a shared temp
+//! dir is hostile ground (issue #10): any local user can compute the server
+//! dir's path and plant a symlink or a directory of their own there first.
+//! So the server dir (and the socket dir) are created with one `mkdir`, mode
+//! 0700, and an existing one is used only if it is a real directory, owned by
+//! the user the server runs as, that no one else can write to; migsnap never
+//! chowns or chmods a directory it did not create. Locks live in a per-user
+//! directory only we can write (`runtime_dir`), are opened without following
+//! links, and a wait for one ends after `MIGSNAP_SERVER_LOCK_TIMEOUT` seconds
+//! with the holder's pid.
 
 use crate::env;
 use crate::error::{Context, Error, Kind, Result};
 use crate::pg::{tools, ConnInfo};
 use crate::ui::Ui;
-use std::os::unix::fs::PermissionsExt;
+use nix::libc;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// Port number in the socket's file name; with no TCP listener, clusters in
 /// different directories never collide on it.
@@ -23,14 +37,30 @@ pub const DEFAULT_PORT: u16 = 5432;
 pub const SUPERUSER: &str = "postgres";
 /// Unix socket paths are limited to 107 bytes on Linux.
 const MAX_SOCKET_PATH: usize = 100;
+/// How long `start` waits for another migsnap starting the same server
+/// (initdb plus a start take seconds; pg_ctl itself gives up after 60 s).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn default_server_dir(cache_dir: &Path) -> PathBuf {
     if nix::unistd::geteuid().is_root() {
-        let tag = crate::fingerprint::hash_normalized(cache_dir.as_os_str().as_encoded_bytes());
-        std::env::temp_dir().join(format!("migsnap-server-{}", &tag[..12]))
+        runtime_dir().join(format!("server-{}", tag(cache_dir)))
     } else {
         cache_dir.join("server")
     }
+}
+
+/// `<temp dir>/migsnap-<uid>`: this user's private directory for locks, the
+/// socket dir when the server dir's path is too long for a socket, and (as
+/// root) the default server dirs. Mode 0700; 0711 as root, so that the
+/// server user can reach the server dirs inside but not list or write it.
+pub fn runtime_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("migsnap-{}", nix::unistd::geteuid()))
+}
+
+/// 12 hex of the path: a short, stable file name for it.
+fn tag(path: &Path) -> String {
+    let hash = crate::fingerprint::hash_normalized(path.as_os_str().as_encoded_bytes());
+    hash[..12].to_string()
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +80,8 @@ pub struct Status {
     /// postgres:// URL over TCP, when `server-port` is set.
     pub tcp_url: Option<String>,
     pub log: PathBuf,
+    /// The lock `start` takes (in `runtime_dir`).
+    pub lock: PathBuf,
 }
 
 impl Embedded {
@@ -92,14 +124,19 @@ impl Embedded {
     }
 
     /// The socket lives in the server dir unless that path is too long for
-    /// a Unix socket; then in a short, deterministic temp dir.
+    /// a Unix socket; then in a short, deterministic dir in `runtime_dir`.
     pub fn socket_dir(&self) -> PathBuf {
         let own = self.dir.join(format!(".s.PGSQL.{}", self.port()));
         if own.as_os_str().len() <= MAX_SOCKET_PATH {
             return self.dir.clone();
         }
-        let tag = crate::fingerprint::hash_normalized(self.dir.as_os_str().as_encoded_bytes());
-        PathBuf::from("/tmp").join(format!("migsnap-sock-{}", &tag[..12]))
+        runtime_dir().join(format!("sock-{}", tag(&self.dir)))
+    }
+
+    /// The lock `start` takes: in `runtime_dir`, which only we can write,
+    /// never beside the server dir (in /tmp anyone could create or lock it).
+    pub fn lock_path(&self) -> PathBuf {
+        runtime_dir().join(format!("server-{}.lock", tag(&self.dir)))
     }
 
     pub fn conn_info(&self) -> ConnInfo {
@@ -112,10 +149,18 @@ impl Embedded {
         }
     }
 
-    /// Cheap check for the warm path: the socket file exists. A stale socket
-    /// is handled by the caller retrying after `start` when connecting fails.
+    /// Cheap check for the warm path: the server and socket dirs are ours
+    /// (a planted directory could hold a fake server's socket) and the
+    /// socket file exists. A stale socket is handled by the caller retrying
+    /// after `start` when connecting fails; a foreign dir makes `start` say
+    /// why it refuses.
     pub fn probably_running(&self) -> bool {
-        self.socket_file().exists()
+        let owner = match server_user() {
+            Ok(user) => user.map_or(nix::unistd::geteuid(), |u| u.uid),
+            Err(_) => return false,
+        };
+        let trusted = |dir: &Path| check_existing_dir(dir, owner).is_ok();
+        trusted(&self.dir) && trusted(&self.socket_dir()) && self.socket_file().exists()
     }
 
     pub fn status(&self) -> Status {
@@ -130,12 +175,13 @@ impl Embedded {
                 ConnInfo {
                     host: "127.0.0.1".into(),
                     port,
-                    password: std::fs::read_to_string(self.password_file()).ok(),
+                    password: read_nofollow(&self.password_file()).ok(),
                     ..self.conn_info()
                 }
                 .url("postgres")
             }),
             log: self.log(),
+            lock: self.lock_path(),
         }
     }
 
@@ -149,40 +195,33 @@ impl Embedded {
     }
 
     /// Initialise the cluster if needed and start it if it is not running.
-    /// Serialised with a lock file beside the directory, so sixteen
-    /// `prepare` runs arriving together start it once.
+    /// Serialised with a lock file in `runtime_dir`, so sixteen `prepare`
+    /// runs arriving together start it once.
     pub fn start(&self, ui: &Ui) -> Result<()> {
+        let _lock = self.lock(ui)?;
+        let user = server_user()?;
+        if let Some(user) = &user {
+            check_reachable(&self.dir, user)?;
+        }
         let parent = self.dir.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(parent).with_kind(Kind::Usage, || {
             format!("cannot create `{}`", parent.display())
         })?;
-        let lock_path = parent.join(format!(
-            ".{}.lock",
-            self.dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("server")
-        ));
-        let lock = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_kind(Kind::Usage, || {
-                format!("cannot create `{}`", lock_path.display())
-            })?;
-        if lock.try_lock().is_err() {
-            ui.info("waiting for another migsnap starting the embedded server…");
-            lock.lock()
-                .with_kind(Kind::Internal, || "cannot lock the server dir".into())?;
+        private_dir(&self.dir, 0o700, user.as_ref())?;
+        let socket_dir = self.socket_dir();
+        if socket_dir != self.dir {
+            private_dir(&socket_dir, 0o700, user.as_ref())?;
         }
-
-        self.ensure_dir(&self.dir)?;
         if !self.data().join("PG_VERSION").is_file() {
             self.init(ui)?;
         }
         if self.pg_ctl_status()? {
-            if !self.socket_file().exists() {
+            if self.clear_dead_postmaster()? {
+                ui.warn(format!(
+                    "the embedded server in {} was killed; restarting it",
+                    self.dir.display()
+                ));
+            } else if !self.socket_file().exists() {
                 return Err(Error::usage(format!(
                     "the embedded server in {} is running with another port",
                     self.dir.display()
@@ -190,12 +229,9 @@ impl Embedded {
                 .hint(
                     "run `migsnap server stop`, then retry: it restarts with the current settings",
                 ));
+            } else {
+                return Ok(());
             }
-            return Ok(());
-        }
-        let socket_dir = self.socket_dir();
-        if socket_dir != self.dir {
-            self.ensure_dir(&socket_dir)?;
         }
         ui.info(format!(
             "starting the embedded PostgreSQL server in {}",
@@ -220,7 +256,7 @@ impl Embedded {
             ],
         )?;
         if !out.status.success() {
-            let log = std::fs::read_to_string(self.log()).unwrap_or_default();
+            let log = read_nofollow(&self.log()).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
             return Err(
                 Error::server("the embedded PostgreSQL server did not start")
@@ -255,21 +291,31 @@ impl Embedded {
         // The socket lives in a directory only the server user (and root) can
         // enter, so it may trust; TCP, when `server-port` turns it on, is
         // reachable by every local user and needs the generated password.
+        // A new file (O_EXCL, no links followed), so whatever stood at the
+        // path before cannot receive the password or an ownership change.
         let pwfile = self.password_file();
         let password = random_hex(16)?;
-        std::fs::write(&pwfile, &password).with_kind(Kind::Internal, || {
-            format!("cannot write `{}`", pwfile.display())
-        })?;
-        std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600))
+        remove_if_present(&pwfile)?;
+        let mut file = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&pwfile)
             .with_kind(Kind::Internal, || {
-                format!("cannot protect `{}`", pwfile.display())
+                format!("cannot create `{}`", pwfile.display())
             })?;
         if let Some(user) = server_user()? {
-            std::os::unix::fs::chown(&pwfile, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+            std::os::unix::fs::fchown(&file, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
                 .with_kind(Kind::Internal, || {
                     format!("cannot hand `{}` to `{}`", pwfile.display(), user.name)
                 })?;
         }
+        file.write_all(password.as_bytes())
+            .with_kind(Kind::Internal, || {
+                format!("cannot write `{}`", pwfile.display())
+            })?;
+        drop(file);
         let pwfile_arg = format!("--pwfile={}", pwfile.display());
         let initdb = tools::find("initdb", None)?;
         let out = self.run_as_server(
@@ -288,9 +334,11 @@ impl Embedded {
             &[tmp.as_os_str()],
         )?;
         if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            let hint = initdb_hint(&stderr, &self.dir);
             return Err(Error::server("initdb failed for the embedded server")
-                .detail(String::from_utf8_lossy(&out.stderr).into_owned())
-                .hint("set MIGSNAP_SERVER_URL to use an existing server instead"));
+                .detail(stderr)
+                .hint(hint));
         }
         let socket = self.socket_dir();
         let conf = format!(
@@ -305,20 +353,29 @@ impl Embedded {
              log_min_messages = warning\n",
             socket.to_string_lossy().replace('\'', "''")
         );
+        // initdb made this file as the server user: append without
+        // following a link, as root must not write through one.
         let conf_path = tmp.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf_path).with_kind(Kind::Internal, || {
-            format!("cannot read `{}`", conf_path.display())
-        })?;
-        text.push_str(&conf);
-        std::fs::write(&conf_path, text).with_kind(Kind::Internal, || {
-            format!("cannot write `{}`", conf_path.display())
-        })?;
+        std::fs::File::options()
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&conf_path)
+            .and_then(|mut f| f.write_all(conf.as_bytes()))
+            .with_kind(Kind::Internal, || {
+                format!("cannot write `{}`", conf_path.display())
+            })?;
         std::fs::rename(&tmp, self.data()).with_kind(Kind::Internal, || {
             format!("cannot move `{}` into place", tmp.display())
         })
     }
 
     pub fn stop(&self) -> Result<bool> {
+        if !self.dir.exists() {
+            return Ok(false);
+        }
+        // pg_ctl signals the pid a postmaster.pid names: only trust ours.
+        let owner = server_user()?.map_or(nix::unistd::geteuid(), |u| u.uid);
+        check_existing_dir(&self.dir, owner)?;
         if !self.data().join("PG_VERSION").is_file() || !self.pg_ctl_status()? {
             return Ok(false);
         }
@@ -334,23 +391,88 @@ impl Embedded {
         Ok(true)
     }
 
-    /// Create `dir` (mode 0700) owned by the user the server runs as.
-    fn ensure_dir(&self, dir: &Path) -> Result<()> {
-        if let Some(user) = server_user()? {
-            check_reachable(dir, &user)?;
+    /// Take the start lock, waiting at most MIGSNAP_SERVER_LOCK_TIMEOUT
+    /// seconds. The holder writes its pid into the file, so a wait that
+    /// times out can say who holds it.
+    fn lock(&self, ui: &Ui) -> Result<std::fs::File> {
+        let runtime = runtime_dir();
+        let mode = if nix::unistd::geteuid().is_root() {
+            0o711
+        } else {
+            0o700
+        };
+        private_dir(&runtime, mode, None)?;
+        let path = self.lock_path();
+        let mut file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| {
+                Error::usage(format!("cannot open the lock file `{}`", path.display()))
+                    .source(e)
+                    .hint(format!(
+                        "`{}` must be a plain file of yours (not a link): remove it and retry",
+                        path.display()
+                    ))
+            })?;
+        if file.try_lock().is_err() {
+            let timeout = lock_timeout()?;
+            ui.info(format!(
+                "waiting for another migsnap starting the embedded server{}…",
+                holder(&path)
+            ));
+            let deadline = Instant::now() + timeout;
+            while file.try_lock().is_err() {
+                if Instant::now() >= deadline {
+                    return Err(Error::server(format!(
+                        "gave up after {} s waiting for the lock `{}`{}",
+                        timeout.as_secs(),
+                        path.display(),
+                        holder(&path)
+                    ))
+                    .hint(format!(
+                        "another migsnap is starting the embedded server in {}; if that process is stuck, stop it and retry (the wait is set by {})",
+                        self.dir.display(),
+                        env::SERVER_LOCK_TIMEOUT
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
-        std::fs::create_dir_all(dir)
-            .with_kind(Kind::Usage, || format!("cannot create `{}`", dir.display()))?;
-        if let Some(user) = server_user()? {
-            std::os::unix::fs::chown(dir, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
-                .with_kind(Kind::Internal, || {
-                    format!("cannot hand `{}` to user `{}`", dir.display(), user.name)
-                })?;
+        // Best effort: the pid only makes a later timeout message clearer.
+        let _ = file
+            .set_len(0)
+            .and_then(|_| file.write_all(std::process::id().to_string().as_bytes()));
+        Ok(file)
+    }
+
+    /// A postmaster that was SIGKILLed but not yet reaped (a zombie, whose
+    /// pid still answers `kill -0`) makes pg_ctl report the server running
+    /// and postgres refuse to start. If that is what postmaster.pid names,
+    /// remove its lock files so the server starts afresh. Returns whether
+    /// it did.
+    fn clear_dead_postmaster(&self) -> Result<bool> {
+        let pidfile = self.data().join("postmaster.pid");
+        let Some(pid) = read_nofollow(&pidfile)
+            .ok()
+            .and_then(|t| t.split('\n').next()?.trim().parse::<i32>().ok())
+        else {
+            return Ok(false);
+        };
+        if process_alive(pid) {
+            return Ok(false);
         }
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_kind(Kind::Internal, || {
-                format!("cannot set permissions on `{}`", dir.display())
-            })
+        let socket_lock = self
+            .socket_dir()
+            .join(format!(".s.PGSQL.{}.lock", self.port()));
+        for file in [pidfile, socket_lock, self.socket_file()] {
+            remove_if_present(&file)?;
+        }
+        Ok(true)
     }
 
     fn run_as_server(
@@ -364,6 +486,9 @@ impl Embedded {
             .args(more)
             .current_dir(&self.dir)
             .env("LC_ALL", "C");
+        // initdb and pg_ctl read PGDATA, PGPORT, PGOPTIONS…: only our
+        // arguments may decide what they do.
+        crate::pg::scrub_pg_env(&mut cmd);
         if let Some(user) = server_user()? {
             cmd.uid(user.uid.as_raw())
                 .gid(user.gid.as_raw())
@@ -380,7 +505,6 @@ impl Embedded {
 /// server dir (root's home usually is not): say so plainly instead of
 /// letting initdb fail with a permission error.
 fn check_reachable(dir: &Path, user: &nix::unistd::User) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
     for ancestor in dir.ancestors().skip(1) {
         let Ok(meta) = std::fs::metadata(ancestor) else {
             continue;
@@ -402,8 +526,150 @@ fn check_reachable(dir: &Path, user: &nix::unistd::User) -> Result<()> {
     Ok(())
 }
 
+/// Make `dir` a private directory: create it with one `mkdir` (so a link
+/// or directory planted at the path is never followed or adopted), set
+/// `mode` on it and, as root, hand it to the server `user`. If it exists
+/// already, use it only if `check_existing_dir` accepts it; a directory
+/// migsnap did not create is never chowned or chmodded.
+fn private_dir(dir: &Path, mode: u32, user: Option<&nix::unistd::User>) -> Result<()> {
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let owner = user.map_or(nix::unistd::geteuid(), |u| u.uid);
+            return check_existing_dir(dir, owner);
+        }
+        Err(e) => return Err(Error::usage(format!("cannot create `{}`", dir.display())).source(e)),
+    }
+    // Through a handle on the directory just made, never the path again.
+    let fix = || -> std::io::Result<()> {
+        let handle = std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+            .open(dir)?;
+        // The umask may have taken bits `mode` asks for (0711's x for others).
+        handle.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        if let Some(u) = user {
+            std::os::unix::fs::fchown(&handle, Some(u.uid.as_raw()), Some(u.gid.as_raw()))?;
+        }
+        Ok(())
+    };
+    fix().with_kind(Kind::Internal, || {
+        format!("cannot set up the new directory `{}`", dir.display())
+    })
+}
+
+/// An existing directory migsnap keeps private files in must be a real
+/// directory (not a link), owned by `owner`, that no other user can write.
+pub fn check_existing_dir(dir: &Path, owner: nix::unistd::Uid) -> Result<()> {
+    let meta = std::fs::symlink_metadata(dir).with_kind(Kind::Usage, || {
+        format!("cannot inspect `{}`", dir.display())
+    })?;
+    let name = |uid: u32| {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map_or(format!("uid {uid}"), |u| format!("`{}`", u.name))
+    };
+    let problem = if meta.file_type().is_symlink() {
+        Some("is a symbolic link".to_string())
+    } else if !meta.is_dir() {
+        Some("is not a directory".to_string())
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "can be written by other users (mode {:o})",
+            meta.mode() & 0o7777
+        ))
+    } else if meta.uid() != owner.as_raw() {
+        Some(format!(
+            "belongs to {}, not {}",
+            name(meta.uid()),
+            name(owner.as_raw())
+        ))
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(why) => Err(Error::usage(format!(
+            "refusing to use `{}` for the embedded server: it {why}",
+            dir.display()
+        ))
+        .hint(format!(
+            "migsnap keeps the server in a directory it creates itself (mode 0700): remove `{}` if it is not yours to keep, or point {} at a path that does not exist yet",
+            dir.display(),
+            env::SERVER_DIR
+        ))),
+    }
+}
+
+/// Read a file without following a link at its last component.
+fn read_nofollow(path: &Path) -> std::io::Result<String> {
+    let mut text = String::new();
+    std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// Unlink `path` (a link itself, never its target) if it exists.
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::internal(format!("cannot remove `{}`", path.display())).source(e)),
+    }
+}
+
+/// Whether `pid` is a live process: not gone, and not a zombie (killed but
+/// not reaped yet, which `kill -0` still finds).
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and
+        // may itself contain spaces or parentheses.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok(),
+    }
+}
+
+/// ` (held by pid N)` from a lock file's contents, when it names one.
+fn holder(lock: &Path) -> String {
+    read_nofollow(lock)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .map_or(String::new(), |pid| format!(" (held by pid {pid})"))
+}
+
+fn lock_timeout() -> Result<Duration> {
+    match env::var(env::SERVER_LOCK_TIMEOUT) {
+        None => Ok(DEFAULT_LOCK_TIMEOUT),
+        Some(v) => v.parse::<u64>().map(Duration::from_secs).map_err(|_| {
+            Error::usage(format!(
+                "{} must be a number of seconds, not `{v}`",
+                env::SERVER_LOCK_TIMEOUT
+            ))
+            .hint(format!("e.g. {}=300", env::SERVER_LOCK_TIMEOUT))
+        }),
+    }
+}
+
+/// The hint for a failed initdb: a full disk says so in its stderr.
+fn initdb_hint(stderr: &str, dir: &Path) -> String {
+    if stderr.contains("No space left on device") {
+        format!(
+            "the disk holding `{}` is full: free some space, or set MIGSNAP_SERVER_DIR to a directory on another disk",
+            dir.display()
+        )
+    } else {
+        "set MIGSNAP_SERVER_URL to use an existing server instead".to_string()
+    }
+}
+
 fn random_hex(bytes: usize) -> Result<String> {
-    use std::io::Read;
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
@@ -423,5 +689,34 @@ fn server_user() -> Result<Option<nix::unistd::User>> {
             "running as root, but there is no unprivileged user `{name}` to run the embedded PostgreSQL server"
         ))
         .hint("create one (`useradd --system postgres`), set MIGSNAP_SERVER_USER, or run migsnap as a normal user")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_gets_a_disk_hint() {
+        let dir = Path::new("/tmp/s");
+        let full = "initdb: error: could not create directory \"/tmp/s/data.tmp/base\": No space left on device\n";
+        assert!(initdb_hint(full, dir).contains("disk holding `/tmp/s` is full"));
+        let other = "initdb: error: invalid locale settings\n";
+        assert!(initdb_hint(other, dir).contains("MIGSNAP_SERVER_URL"));
+    }
+
+    #[test]
+    fn zombies_and_missing_processes_are_not_alive() {
+        assert!(process_alive(std::process::id() as i32));
+        let mut child = Command::new("true").spawn().expect("spawn true");
+        let pid = child.id() as i32;
+        // Exited, not reaped yet: a zombie.
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!process_alive(pid), "a zombie is not alive");
+        child.wait().expect("reap");
+        assert!(!process_alive(pid), "a reaped process is not alive");
     }
 }

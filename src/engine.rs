@@ -554,6 +554,7 @@ async fn finish(
     } = built;
     let depends = settled_inputs(settings, fp, report, ui).await?;
     let applied = applied_rows(&admin.conn, build).await?;
+    let identity = dump::identity(&admin.conn, build).await?;
     let t = Instant::now();
     let (conn, db, major, st, key) = (
         admin.conn.clone(),
@@ -563,7 +564,7 @@ async fn finish(
         fp.key.clone(),
     );
     let dump = crate::error::blocking("the dump", move || {
-        dump::dump_to_store(&conn, &db, major, &st, &key)
+        dump::dump_to_store(&conn, &db, major, &st, &key, &identity)
     })
     .await??;
     info.seconds = started.elapsed().as_secs_f64();

@@ -22,6 +22,9 @@ pub const VIRTUAL_ENV: &str = "VIRTUAL_ENV";
 pub const NO_COLOR: &str = "NO_COLOR";
 /// Which unprivileged user runs the embedded server when migsnap runs as root.
 pub const SERVER_USER: &str = "MIGSNAP_SERVER_USER";
+/// Seconds `start` waits for another migsnap starting the same embedded
+/// server before it gives up, naming the lock's holder (default 120).
+pub const SERVER_LOCK_TIMEOUT: &str = "MIGSNAP_SERVER_LOCK_TIMEOUT";
 /// Test-only: `<point>[:<n>]` kills migsnap with SIGKILL the n-th time (default:
 /// the first) it reaches the named crash point (see `failpoint`). The crash
 /// tests use it to prove that a run killed anywhere leaves nothing a later

@@ -18,6 +18,7 @@ pub mod env;
 pub mod error;
 pub mod failpoint;
 pub mod fingerprint;
+pub mod names;
 pub mod pg;
 pub mod settings;
 pub mod store;

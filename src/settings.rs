@@ -219,6 +219,29 @@ impl Settings {
         }
     }
 
+    /// What can be checked cheaply before any server is started, so that a
+    /// mistake never leaves an embedded server running behind an error:
+    /// the cache dir is writable, and the PostgreSQL programs are there.
+    /// Only needed when the embedded server would be started; a running
+    /// one (or a server URL) costs nothing to reach and report from.
+    pub fn check_before_starting_a_server(&self) -> Result<()> {
+        let ServerChoice::Embedded(server) = &self.server else {
+            return Ok(());
+        };
+        if server.probably_running() {
+            return Ok(());
+        }
+        let dir = self.ensure_cache_dir()?;
+        tempfile::Builder::new()
+            .prefix(".migsnap-probe-")
+            .tempfile_in(dir)
+            .map_err(|e| crate::store::cache_write_error(dir, e))?;
+        for program in ["pg_dump", "initdb", "pg_ctl"] {
+            crate::pg::tools::find(program, None)?;
+        }
+        Ok(())
+    }
+
     /// The cache dir, created on first use.
     pub fn ensure_cache_dir(&self) -> Result<&Path> {
         std::fs::create_dir_all(&self.cache_dir).with_kind(Kind::Usage, || {

@@ -354,10 +354,10 @@ fn read_only_or_full_cache_dir() {
     assert!(err.contains("full"), "{err}");
     let key = p.key();
     assert!(
-        !database_exists(&format!("migsnap_build_{}", &key[..16])),
+        !database_exists(&build_name(&key)),
         "the build database was dropped"
     );
-    assert!(!database_exists(&format!("migsnap_{}", &key[..16])));
+    assert!(!database_exists(&template_name(&key)));
     assert!(!database_exists(&db));
     let mut left: Vec<String> = std::fs::read_dir(full.0.path())
         .expect("ls")

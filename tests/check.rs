@@ -29,7 +29,7 @@ fn check_json(p: &Project, extra: &[&str]) -> (Option<i32>, Value) {
 
 fn track_check_dbs(p: &Project) {
     let key = p.key();
-    p.track(&format!("migsnap_{}", &key[..16]));
+    p.track(&template_name(&key));
 }
 
 #[test]
@@ -386,4 +386,51 @@ fn reports_stay_precise_on_adopted_renamed_legacy_and_unmanaged() {
         .expect("findings")
         .iter()
         .all(|f| f["index"] != "orders_order_old_idx"));
+}
+
+/// A migration that creates a collation (CreateCollation, for natural
+/// sorting) and a field using it: the model-state database must get the
+/// collation before Django creates the models, else building it fails with
+/// `collation "natural_sort" … does not exist`. The findings stay exactly
+/// the example's: the new field's index is declared on both sides.
+#[test]
+fn a_collation_made_by_a_migration_reaches_the_model_state() {
+    let p = Project::example("check_collation");
+    track_check_dbs(&p);
+    let (code, plain) = check_json(&p, &[]);
+    assert_eq!(code, Some(1), "{plain}");
+    p.write(
+        "catalog/migrations/0005_natural_sort.py",
+        r#"from django.contrib.postgres.operations import CreateCollation
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("catalog", "0004_product_is_active")]
+    operations = [
+        CreateCollation("natural_sort", provider="icu", locale="und-u-kn-true"),
+        migrations.AddField(
+            "product",
+            "natural_code",
+            models.CharField(max_length=40, default="", db_collation="natural_sort"),
+        ),
+        migrations.AddIndex(
+            "product", models.Index(fields=["natural_code"], name="catalog_product_natcode_idx")
+        ),
+    ]
+"#,
+    );
+    track_check_dbs(&p);
+    let out = p.run(&["check", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let names = |v: &Value| -> BTreeSet<(String, String)> {
+        v["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .map(|f| (f["kind"].to_string(), f["index"].to_string()))
+            .collect()
+    };
+    assert_eq!(names(&v), names(&plain), "the same findings as before");
 }

@@ -327,8 +327,8 @@ fn failing_migration_saves_no_snapshot_and_leaves_nothing_behind() {
         .collect();
     assert!(leftovers.is_empty(), "no snapshot files: {leftovers:?}");
     let key = p.key();
-    assert!(!database_exists(&format!("migsnap_{}", &key[..16])));
-    assert!(!database_exists(&format!("migsnap_build_{}", &key[..16])));
+    assert!(!database_exists(&template_name(&key)));
+    assert!(!database_exists(&build_name(&key)));
     assert!(!database_exists(&db));
 
     // A syntax error: Django's own message, same exit code.

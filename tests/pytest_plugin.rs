@@ -97,8 +97,7 @@ fn xdist_workers_get_their_own_clones_and_nothing_migrates() {
         .env("DJANGO_SETTINGS_MODULE", "exampleproj.settings")
         .output()
         .expect("key");
-    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let template = format!("migsnap_{}", &key[..16]);
+    let template = template_name(String::from_utf8_lossy(&out.stdout).trim());
     p.track(&template);
 
     // 1. Enabled by the ini option; two workers, each running every test.

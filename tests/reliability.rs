@@ -12,14 +12,6 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 
-fn template_name(key: &str) -> String {
-    format!("migsnap_{}", &key[..16])
-}
-
-fn build_name(key: &str) -> String {
-    format!("migsnap_build_{}", &key[..16])
-}
-
 fn drop_template(key: &str) {
     let t = template_name(key);
     psql(

@@ -37,7 +37,7 @@ fn three_snapshots(p: &Project, db: &str) -> Vec<String> {
 }
 
 fn template(key: &str) -> String {
-    format!("migsnap_{}", &key[..16])
+    template_name(key)
 }
 
 #[test]
@@ -198,8 +198,8 @@ fn gc_removes_old_snapshots_and_leftovers_but_nothing_in_use() {
         .status()
         .expect("touch");
     assert!(touched.success());
-    let dead_build = format!("migsnap_build_{}", &keys[0][..16]);
-    let live_build = format!("migsnap_build_{}", &keys[1][..16]);
+    let dead_build = build_name(&keys[0]);
+    let live_build = build_name(&keys[1]);
     for b in [&dead_build, &live_build] {
         p.track(b);
         psql("postgres", &format!("CREATE DATABASE \"{b}\""));
@@ -292,4 +292,73 @@ fn gc_removes_old_snapshots_and_leftovers_but_nothing_in_use() {
 
     let out = p.run(&["gc", "--max-size", "lots"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// A psql session holding advisory lock `id`, as a live migsnap would;
+/// killing it ends the session and releases the lock.
+fn hold_lock(id: i64) -> std::process::Child {
+    let mut holder = std::process::Command::new("psql")
+        .args(["-X", "-q", "-d"])
+        .arg(db_url("postgres"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    {
+        use std::io::Write;
+        let stdin = holder.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "SELECT pg_advisory_lock({id});").expect("write");
+        stdin.flush().expect("flush");
+    }
+    while psql("postgres", &format!("SELECT pg_try_advisory_lock({id})")) == "t" {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    holder
+}
+
+/// gc sweeps leftovers of every scratch shape migsnap creates (the clone
+/// `prepare` renames into place, `check`'s two databases), not only builds,
+/// and leaves alone the ones whose lock a live migsnap holds.
+#[test]
+fn gc_sweeps_every_scratch_shape_but_not_live_ones() {
+    use migsnap::names::DbName;
+    let p = Project::example("gcshapes");
+    p.prepare(&p.db("a"));
+    // Keys of their own, so no other test's lock or database is involved.
+    let fake =
+        |tag: &str| migsnap::fingerprint::hash_normalized(format!("{}{tag}", p.name).as_bytes());
+    let dead = [
+        DbName::clone_for(&format!("{}_gone", p.name)),
+        DbName::check(&fake("check")),
+        DbName::state(&fake("state")),
+    ];
+    let live = DbName::clone_for(&format!("{}_live", p.name));
+    for name in dead.iter().chain([&live]) {
+        let n = name.to_string();
+        p.track(&n);
+        psql("postgres", &format!("CREATE DATABASE \"{n}\""));
+    }
+    let id = u64::from_str_radix(live.hex(), 16).expect("hex") as i64;
+    let mut holder = hold_lock(id);
+
+    let v = json(&p.run(&["gc", "--json"]));
+    let names = |list: &str| -> Vec<String> {
+        v[list]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|i| i["kind"] == "scratch_database")
+            .map(|i| i["name"].as_str().expect("name").to_string())
+            .collect()
+    };
+    let removed = names("removed");
+    for name in &dead {
+        let n = name.to_string();
+        assert!(removed.contains(&n), "{n} swept: {v}");
+        assert!(!database_exists(&n), "{n} is gone");
+    }
+    assert!(names("skipped").contains(&live.to_string()), "{v}");
+    assert!(database_exists(&live.to_string()), "a live clone stays");
+    let _ = holder.kill();
+    let _ = holder.wait();
 }

@@ -11,6 +11,7 @@ use crate::django::{self, MigrationFile, Mode};
 use crate::engine;
 use crate::error::{exit, Context, Error, Kind, Result};
 use crate::fingerprint::{self, Fingerprint};
+use crate::names::DbName;
 use crate::pg::admin::{self, Admin};
 use crate::pg::{db_error, quote_ident};
 use crate::settings::{CloneStrategy, Settings};
@@ -183,9 +184,8 @@ async fn build_cache_locked(
     inputs: String,
     ui: &Ui,
 ) -> Result<CheckCache> {
-    let short = fp.short();
-    let migrated_db = format!("{}check_{short}", admin::TEMPLATE_PREFIX);
-    let state_db = format!("{}state_{short}", admin::TEMPLATE_PREFIX);
+    let migrated_db = DbName::check(&fp.key).to_string();
+    let state_db = DbName::state(&fp.key).to_string();
     for leftover in admin.databases(&[&migrated_db, &state_db]).await? {
         admin.drop(&leftover).await?;
     }
@@ -195,14 +195,24 @@ async fn build_cache_locked(
         .create(&migrated_db, Some(template), CloneStrategy::Default)
         .await?;
     let migrated = read(admin, &migrated_db).await;
+    let prerequisites = prerequisites(admin, &migrated_db).await;
     drop_named(admin, &migrated_db).await?;
     let migrated = migrated?;
+    let prerequisites = prerequisites?;
 
     ui.info("building a database from Django's model state");
     admin
         .create(&state_db, None, CloneStrategy::Default)
         .await?;
-    let state = build_state(admin, settings, &state_db, &migrated.extensions, ui).await;
+    let state = build_state(
+        admin,
+        settings,
+        &state_db,
+        &migrated.extensions,
+        &prerequisites,
+        ui,
+    )
+    .await;
     drop_named(admin, &state_db).await?;
     let (model_state, files) = state?;
 
@@ -234,11 +244,21 @@ async fn read(admin: &Admin, db: &str) -> Result<Catalog> {
         .map_err(|e| db_error(format!("cannot read the catalog of `{db}`"), e))
 }
 
+/// What the model-state database needs besides extensions (collations,
+/// types…), as statements read from the migrated database.
+async fn prerequisites(admin: &Admin, db: &str) -> Result<Vec<String>> {
+    let client = admin.conn.connect(db).await?;
+    check::model_prerequisites(&client)
+        .await
+        .map_err(|e| db_error(format!("cannot read the collations and types of `{db}`"), e))
+}
+
 async fn build_state(
     admin: &Admin,
     settings: &Settings,
     db: &str,
     extensions: &[String],
+    prerequisites: &[String],
     ui: &Ui,
 ) -> Result<(Catalog, Vec<MigrationFile>)> {
     // Models alone cannot create extensions, but their indexes may need
@@ -253,6 +273,14 @@ async fn build_state(
                 ))
                 .await
                 .map_err(|e| db_error(format!("cannot create extension `{ext}` in `{db}`"), e))?;
+        }
+        // Likewise collations (CreateCollation), enums, domains and text
+        // search configurations that fields and indexes may name.
+        for sql in prerequisites {
+            client
+                .batch_execute(sql)
+                .await
+                .map_err(|e| db_error(format!("cannot recreate `{sql}` in `{db}`"), e))?;
         }
     }
     let report = django::run_shim(settings, &admin.conn, db, Mode::ModelState, ui)

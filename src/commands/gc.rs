@@ -4,7 +4,8 @@
 //! Never removes what a concurrent `prepare` needs: a snapshot goes only
 //! after gc got its per-key cache lock (non-blocking; a locked key is
 //! skipped), its template only under the per-key advisory lock, a build
-//! database only when its build lock is free. The snapshot for the current
+//! or scratch database (every shape in `crate::names`) only when the
+//! advisory lock its user holds is free. The snapshot for the current
 //! migration files is always kept. Templates whose key this cache dir does
 //! not know are left alone: on a shared server they may belong to another
 //! project or another cache dir.
@@ -12,7 +13,8 @@
 use crate::cli::GcArgs;
 use crate::error::{exit, Result};
 use crate::fingerprint::{self, short_key};
-use crate::pg::admin::{self, Admin, DbInfo, Owned, TEMPLATE_PREFIX};
+use crate::names::DbName;
+use crate::pg::admin::{self, Admin, DbInfo, TEMPLATE_PREFIX};
 use crate::settings::Settings;
 use crate::store::{Manifest, Store};
 use crate::ui::{self, Ui};
@@ -28,6 +30,7 @@ enum Kind {
     Snapshot,
     Template,
     BuildDatabase,
+    ScratchDatabase,
     TempFile,
     OrphanDump,
 }
@@ -38,6 +41,7 @@ impl Kind {
             Kind::Snapshot => "snapshot",
             Kind::Template => "template",
             Kind::BuildDatabase => "build database",
+            Kind::ScratchDatabase => "scratch database",
             Kind::TempFile => "temp file",
             Kind::OrphanDump => "dump without manifest",
         }
@@ -184,19 +188,28 @@ impl Gc<'_> {
         self.drop_unlocked(&info, &m.key, item, IN_USE).await
     }
 
-    /// Build databases whose build lock is free were left by a killed run.
+    /// Build and scratch databases whose lock is free were left by a
+    /// killed run. A build holds its key's lock, `check` holds it around
+    /// its check and state databases, and `prepare` holds the lock named by
+    /// its clone's hex from before creating the clone until the rename.
     async fn sweep_builds(&mut self) -> Result<()> {
         for info in self.admin.databases_like(TEMPLATE_PREFIX).await? {
-            let Some(Owned::Build(short)) = admin::owned(&info.name) else {
+            let Some(name) = DbName::parse(&info.name) else {
                 continue;
             };
+            let (kind, busy) = match name {
+                DbName::Template(_) => continue,
+                DbName::Build(_) => (Kind::BuildDatabase, "being built"),
+                DbName::Clone(_) | DbName::Check(_) | DbName::State(_) => {
+                    (Kind::ScratchDatabase, IN_USE)
+                }
+            };
             let item = Item {
-                kind: Kind::BuildDatabase,
+                kind,
                 name: info.name.clone(),
                 size: None,
             };
-            self.drop_unlocked(&info, short, item, "being built")
-                .await?;
+            self.drop_unlocked(&info, name.hex(), item, busy).await?;
         }
         Ok(())
     }

@@ -4,7 +4,8 @@
 use crate::cli::LsArgs;
 use crate::error::{exit, Result};
 use crate::fingerprint::{self, short_key};
-use crate::pg::admin::{self, Owned, TEMPLATE_PREFIX};
+use crate::names::DbName;
+use crate::pg::admin::TEMPLATE_PREFIX;
 use crate::settings::Settings;
 use crate::store::{self, Store};
 use crate::ui::{self, Ui};
@@ -110,7 +111,7 @@ async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Vec<(String, Opt
         .databases_like(TEMPLATE_PREFIX)
         .await?
         .into_iter()
-        .filter(|d| matches!(admin::owned(&d.name), Some(Owned::Template(_))))
+        .filter(|d| matches!(DbName::parse(&d.name), Some(DbName::Template(_))))
         .map(|d| {
             let key = d.template_key().map(String::from);
             (d.name, key)

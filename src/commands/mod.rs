@@ -22,6 +22,12 @@ pub fn run(cli: Cli) -> Result<u8> {
     if let Command::Key(args) = &cli.command {
         return key::run(&settings, args);
     }
+    if matches!(
+        cli.command,
+        Command::Prepare(_) | Command::Run(_) | Command::Check(_) | Command::Gc(_)
+    ) {
+        settings.check_before_starting_a_server()?;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

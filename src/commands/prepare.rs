@@ -114,16 +114,17 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
 
     let scratch = admin::clone_scratch_name(target);
     // One prepare per target at a time: two would fight over the scratch
-    // clone and the rename (a unique violation, a leftover clone). The
-    // lock comes in the same round trip as the look-up, and dies with the
-    // connection.
+    // clone and the rename. Held until this connection closes; gc drops a
+    // scratch clone only when this lock is free. Taken in the same round
+    // trip as the look-up.
+    let lock = crate::names::DbName::clone_for(target);
     let names = [template.as_str(), target, scratch.as_str()];
-    let (locked, found) = tokio::join!(admin.try_lock_target(target), admin.databases(&names));
+    let (locked, found) = tokio::join!(admin.try_lock_key(lock.hex()), admin.databases(&names));
     let found = if locked? {
         found?
     } else {
         admin
-            .lock_target(target, || {
+            .lock_key(lock.hex(), || {
                 ui.info(format!("waiting for another migsnap preparing `{target}`…"))
             })
             .await?;

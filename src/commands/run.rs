@@ -22,7 +22,11 @@ pub fn exec(prepared: &Prepared, args: &RunArgs, ui: &Ui) -> Error {
         return Error::usage("no command given").hint("migsnap run --database test_app -- pytest");
     };
     let mut cmd = Command::new(program);
-    cmd.args(rest)
+    // Every inherited PG* goes first: a stale PGSERVICE, PGHOSTADDR or
+    // PGOPTIONS would otherwise send CMD somewhere else than the database
+    // just prepared.
+    crate::pg::scrub_pg_env(&mut cmd)
+        .args(rest)
         .envs(prepared.conn.libpq_env(&prepared.database))
         .env(DATABASE_URL, prepared.conn.url(&prepared.database));
     let e = cmd.exec();

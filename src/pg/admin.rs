@@ -1,18 +1,18 @@
 //! Database-level operations on the admin connection: inspect, create,
 //! clone, drop, and promote a build database to a template.
 //!
-//! Naming is the ownership rule: migsnap creates `migsnap_<16 hex>`
-//! templates and `migsnap_build_<16 hex>` scratch databases, and marks clones
-//! with a comment. It drops only those, or a target the user named that
-//! looks like a test database (see `target_check`).
+//! Naming is the ownership rule (the shapes are in `crate::names`): migsnap
+//! drops only databases it named, and marks clones with a comment. Beyond
+//! those it drops only a target the user named that looks like a test
+//! database (see `target_check`).
 
 use super::{db_error, quote_ident, quote_literal, ConnInfo};
 use crate::error::{Error, Result};
+use crate::names::DbName;
 use crate::settings::CloneStrategy;
 use tokio_postgres::Client;
 
-pub const TEMPLATE_PREFIX: &str = "migsnap_";
-pub const BUILD_PREFIX: &str = "migsnap_build_";
+pub use crate::names::PREFIX as TEMPLATE_PREFIX;
 /// v2: the comment also names the digest of the inputs the template was
 /// built from (`depends`); v1 templates match no key and are rebuilt.
 const TEMPLATE_COMMENT: &str = "migsnap template v2 key=";
@@ -22,38 +22,16 @@ pub const CLONE_COMMENT: &str = "migsnap clone of ";
 pub const MAX_NAME_BYTES: usize = 63;
 
 pub fn template_name(key: &str) -> String {
-    format!("{TEMPLATE_PREFIX}{}", crate::fingerprint::short_key(key))
+    DbName::template(key).to_string()
 }
 
 pub fn build_name(key: &str) -> String {
-    format!("{BUILD_PREFIX}{}", crate::fingerprint::short_key(key))
+    DbName::build(key).to_string()
 }
 
-/// What a `migsnap_…` database is, judging by its name alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owned<'a> {
-    /// `migsnap_<16 hex>`: the template for the key starting with that hex.
-    Template(&'a str),
-    /// `migsnap_build_<16 hex>`: a snapshot being built (or left by a crash).
-    Build(&'a str),
-}
-
-/// Classify a database name; `None` for anything migsnap did not name.
-pub fn owned(name: &str) -> Option<Owned<'_>> {
-    let hex16 = |s: &str| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if let Some(short) = name.strip_prefix(BUILD_PREFIX) {
-        return hex16(short).then_some(Owned::Build(short));
-    }
-    let short = name.strip_prefix(TEMPLATE_PREFIX)?;
-    hex16(short).then_some(Owned::Template(short))
-}
-
-/// Where `prepare` clones before renaming to the target: derived from the
-/// target's name, so a run killed half-way leaves a database the next
-/// `prepare` of the same target finds and removes.
+/// Where `prepare` clones before renaming to the target (`DbName::Clone`).
 pub fn clone_scratch_name(target: &str) -> String {
-    let tag = crate::fingerprint::hash_normalized(target.as_bytes());
-    format!("{TEMPLATE_PREFIX}clone_{}", &tag[..16])
+    DbName::clone_for(target).to_string()
 }
 
 pub fn template_comment(key: &str, inputs: &str) -> String {
@@ -233,7 +211,7 @@ impl Admin {
     /// belongs to a run that died (a Django or pg_dump child orphaned by a
     /// SIGKILL), never to a live build.
     pub async fn drop_build(&self, name: &str) -> Result<()> {
-        if !name.starts_with(BUILD_PREFIX) {
+        if !matches!(DbName::parse(name), Some(DbName::Build(_))) {
             return Err(Error::internal(format!(
                 "refusing to force-drop `{name}`: not a build database"
             )));
@@ -353,35 +331,6 @@ impl Admin {
             .get(0))
     }
 
-    /// The session lock that serialises `prepare` runs for one target name,
-    /// if nobody holds it now.
-    pub async fn try_lock_target(&self, target: &str) -> Result<bool> {
-        Ok(self
-            .client
-            .query_one(
-                "SELECT pg_try_advisory_lock($1, $2)",
-                &[&TARGET_LOCK_CLASS, &target_lock_id(target)],
-            )
-            .await
-            .map_err(|e| db_error("cannot take the target lock", e))?
-            .get(0))
-    }
-
-    /// Wait for the target lock (see `try_lock_target`).
-    pub async fn lock_target(&self, target: &str, on_wait: impl FnOnce()) -> Result<()> {
-        if !self.try_lock_target(target).await? {
-            on_wait();
-            self.client
-                .execute(
-                    "SELECT pg_advisory_lock($1, $2)",
-                    &[&TARGET_LOCK_CLASS, &target_lock_id(target)],
-                )
-                .await
-                .map_err(|e| db_error("cannot take the target lock", e))?;
-        }
-        Ok(())
-    }
-
     pub async fn unlock_key(&self, key: &str) -> Result<()> {
         self.client
             .execute("SELECT pg_advisory_unlock($1)", &[&lock_id(key)])
@@ -389,16 +338,6 @@ impl Admin {
             .map_err(|e| db_error("cannot release the build lock", e))?;
         Ok(())
     }
-}
-
-/// Advisory locks on targets use the two-int4 form, a lock space apart from
-/// the keys' bigint one; this first half says "a prepare target".
-const TARGET_LOCK_CLASS: i32 = 0x6d73_6e70; // "msnp"
-
-/// The advisory lock id of a target database name.
-fn target_lock_id(target: &str) -> i32 {
-    let tag = crate::fingerprint::hash_normalized(target.as_bytes());
-    u32::from_str_radix(&tag[..8], 16).unwrap_or(0) as i32
 }
 
 /// The first 64 bits of the key, as the advisory lock id.
@@ -459,20 +398,6 @@ mod tests {
             allow_conn: true,
             comment: comment.into(),
         }
-    }
-
-    #[test]
-    fn names_tell_templates_from_builds() {
-        assert_eq!(
-            owned("migsnap_0123456789abcdef"),
-            Some(Owned::Template("0123456789abcdef"))
-        );
-        assert_eq!(
-            owned("migsnap_build_0123456789abcdef"),
-            Some(Owned::Build("0123456789abcdef"))
-        );
-        assert_eq!(owned("migsnap_other"), None);
-        assert_eq!(owned("test_app"), None);
     }
 
     #[test]

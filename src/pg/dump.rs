@@ -4,8 +4,14 @@
 //! without owners or privileges (so it restores under any role). It streams
 //! pg_dump's stdout through zstd into a temp file while hashing the
 //! compressed bytes for the manifest; memory stays flat whatever the size.
+//!
+//! Before the dump is kept, it must prove to be of the build database: its
+//! `django_migrations` rows, timestamps included, must be exactly the ones
+//! read from the build database just before (`Identity`). A dump of any
+//! other database (issue #10: an inherited PGSERVICE redirected pg_dump)
+//! is thrown away with an error instead of becoming the snapshot.
 
-use super::{tools, ConnInfo};
+use super::{db_error, tools, ConnInfo};
 use crate::error::{Context, Error, Kind, Result};
 use crate::failpoint;
 use crate::fingerprint::hex;
@@ -26,16 +32,23 @@ pub fn dump_to_store(
     server_major: u32,
     store: &Store,
     key: &str,
+    expected: &Identity,
 ) -> Result<DumpInfo> {
     let pg_dump = tools::find("pg_dump", Some(server_major))?;
-    let mut child = Command::new(&pg_dump)
+    let mut cmd = Command::new(&pg_dump);
+    // A complete connection on the command line and no inherited PG*: a
+    // stale PGSERVICE or PGOPTIONS once dumped another database (issue #10).
+    let mut child = super::scrub_pg_env(&mut cmd)
         .args([
             "--format=plain",
             "--no-owner",
             "--no-privileges",
             "--quote-all-identifiers",
         ])
-        .envs(conn.libpq_env(db))
+        .arg(format!("--dbname={}", conn.conninfo(db)))
+        .envs(conn.child_env(db))
+        // Timestamps in the dump then read as `identity` reads them.
+        .env("PGTZ", "UTC")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -60,6 +73,7 @@ pub fn dump_to_store(
         hash: Sha256::new(),
         size: 0,
     };
+    let mut tap = MigrationsTap::default();
     let copied = {
         let mut enc = zstd::Encoder::new(&mut hashing, ZSTD_LEVEL)
             .map_err(|e| cache_write_error(store.dir(), e))?;
@@ -69,7 +83,7 @@ pub fn dump_to_store(
             .stdout
             .take()
             .ok_or_else(|| Error::internal("pg_dump has no stdout"))?;
-        copy_chunks(&mut stdout, &mut enc).and_then(|_| enc.finish().map(|_| ()))
+        copy_chunks(&mut stdout, &mut enc, &mut tap).and_then(|_| enc.finish().map(|_| ()))
     };
     let status = child
         .wait()
@@ -94,6 +108,8 @@ pub fn dump_to_store(
         hash,
         size,
     } = hashing;
+    // The temp file is deleted when dropped: a foreign dump is never kept.
+    expected.check(db, &tap.finish())?;
     failpoint::point("dump.written");
     store.persist(tmp, &store.dump_path(key))?;
     failpoint::point("dump.renamed");
@@ -106,7 +122,11 @@ pub fn dump_to_store(
 
 /// `io::copy` with a crash point after every chunk, so the crash tests can
 /// stop the process with the temp file part-written.
-fn copy_chunks(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()> {
+fn copy_chunks(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    tap: &mut MigrationsTap,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {
@@ -116,6 +136,7 @@ fn copy_chunks(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()>
             Err(e) => return Err(e),
         };
         to.write_all(&buf[..n])?;
+        tap.feed(&buf[..n]);
         failpoint::point("dump.chunk");
     }
 }
@@ -135,5 +156,271 @@ impl<W: Write> Write for HashingWriter<W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// One `django_migrations` row as text: id, app, name, applied (in UTC).
+type Row = [String; 4];
+
+/// The build database's `django_migrations`, read just before the dump.
+/// Its `applied` timestamps (microseconds, set as each migration ran) make
+/// it practically unique to this build: a copy of the same project's
+/// history elsewhere has other ones.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Identity {
+    rows: Vec<Row>,
+}
+
+/// Read `db`'s identity. Text forms are the ones pg_dump writes: ISO dates,
+/// UTC (pg_dump runs with PGTZ=UTC).
+pub async fn identity(conn: &ConnInfo, db: &str) -> Result<Identity> {
+    let client = conn.connect(db).await?;
+    client
+        .batch_execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO'")
+        .await
+        .map_err(|e| db_error(format!("cannot read django_migrations in `{db}`"), e))?;
+    let rows = client
+        .query(
+            // Ordered by the column: `id` alone would be the text output.
+            "SELECT id::text, app, name, applied::text FROM django_migrations m ORDER BY m.id",
+            &[],
+        )
+        .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => vec![],
+        Err(e) => {
+            return Err(db_error(
+                format!("cannot read django_migrations in `{db}`"),
+                e,
+            ))
+        }
+    };
+    Ok(Identity {
+        rows: rows
+            .iter()
+            .map(|r| [r.get(0), r.get(1), r.get(2), r.get(3)])
+            .collect(),
+    })
+}
+
+impl Identity {
+    /// Whether one of the dump's `django_migrations` tables holds exactly
+    /// our rows.
+    fn check(&self, db: &str, found: &[Vec<Row>]) -> Result<()> {
+        let matches = if self.rows.is_empty() {
+            found.iter().all(|rows| rows.is_empty())
+        } else {
+            found.contains(&self.rows)
+        };
+        if matches {
+            return Ok(());
+        }
+        let seen = match found.first() {
+            None => "no django_migrations table".to_string(),
+            Some(rows) => format!("{} django_migrations row(s) of other origin", rows.len()),
+        };
+        Err(Error::server(format!(
+            "the dump is not of the build database `{db}`: it has {seen}, the build database has {} row(s); nothing was saved",
+            self.rows.len()
+        ))
+        .hint("pg_dump reached another database: check for a connection pooler or proxy in front of the server that routes by something other than the database name"))
+    }
+}
+
+/// Longest line kept while looking for COPY headers; longer ones cannot be
+/// the `django_migrations` header or one of its rows.
+const TAP_LINE_CAP: usize = 64 * 1024;
+
+/// Watches the plain dump go by and keeps the rows of every COPY block into
+/// a table named `django_migrations`. Only line starts are looked at in
+/// other tables' data, so it costs a scan for newlines.
+#[derive(Default)]
+struct MigrationsTap {
+    line: Vec<u8>,
+    too_long: bool,
+    state: TapState,
+    found: Vec<Vec<Row>>,
+}
+
+#[derive(Default)]
+enum TapState {
+    #[default]
+    Outside,
+    /// In another table's data: only the `\.` terminator matters.
+    OtherCopy,
+    /// Positions of id, app, name, applied in the COPY column list.
+    Migrations { columns: [usize; 4], rows: Vec<Row> },
+}
+
+impl MigrationsTap {
+    fn feed(&mut self, mut chunk: &[u8]) {
+        while let Some(i) = memchr::memchr(b'\n', chunk) {
+            self.push(&chunk[..i]);
+            self.end_line();
+            chunk = &chunk[i + 1..];
+        }
+        self.push(chunk);
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        // In other data only the first bytes can be `\.`.
+        let cap = match self.state {
+            TapState::OtherCopy => 2,
+            _ => TAP_LINE_CAP,
+        };
+        let room = cap.saturating_sub(self.line.len());
+        if bytes.len() > room {
+            self.too_long = true;
+        }
+        self.line.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn end_line(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        let too_long = std::mem::replace(&mut self.too_long, false);
+        let state = std::mem::take(&mut self.state);
+        self.state = match state {
+            TapState::Outside if too_long || !line.starts_with(b"COPY ") => TapState::Outside,
+            TapState::Outside => match migrations_columns(&String::from_utf8_lossy(&line)) {
+                Some(Some(columns)) => TapState::Migrations {
+                    columns,
+                    rows: vec![],
+                },
+                Some(None) => TapState::OtherCopy,
+                None => TapState::Outside,
+            },
+            TapState::OtherCopy if line == b"\\." && !too_long => TapState::Outside,
+            TapState::OtherCopy => TapState::OtherCopy,
+            TapState::Migrations { rows, .. } if line == b"\\." => {
+                self.found.push(rows);
+                TapState::Outside
+            }
+            TapState::Migrations { columns, mut rows } => {
+                let fields: Vec<String> = String::from_utf8_lossy(&line)
+                    .split('\t')
+                    .map(unescape_copy)
+                    .collect();
+                let field = |i: usize| fields.get(i).cloned().unwrap_or_default();
+                rows.push(columns.map(field));
+                TapState::Migrations { columns, rows }
+            }
+        };
+    }
+
+    /// The `django_migrations` blocks seen, rows in id order.
+    fn finish(mut self) -> Vec<Vec<Row>> {
+        for rows in &mut self.found {
+            rows.sort_by_key(|r| r[0].parse::<i64>().unwrap_or(i64::MAX));
+        }
+        self.found
+    }
+}
+
+/// For a `COPY … FROM stdin;` line: Some(Some(columns)) for a
+/// `django_migrations` table with the columns we compare, Some(None) for any
+/// other table, None for a line that is no COPY header.
+fn migrations_columns(line: &str) -> Option<Option<[usize; 4]>> {
+    let head = line.strip_prefix("COPY ")?.strip_suffix(" FROM stdin;")?;
+    let (table, columns) = head.split_once(" (")?;
+    let columns = columns.strip_suffix(')')?;
+    let table = table.rsplit('.').next().unwrap_or(table).trim_matches('"');
+    if table != "django_migrations" {
+        return Some(None);
+    }
+    let names: Vec<&str> = columns.split(", ").map(|c| c.trim_matches('"')).collect();
+    let at = |name: &str| names.iter().position(|n| *n == name);
+    Some(Some([at("id")?, at("app")?, at("name")?, at("applied")?]))
+}
+
+/// A field of COPY's text format, unescaped.
+fn unescape_copy(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('v') => out.push('\u{b}'),
+            Some(d @ '0'..='7') => {
+                let mut v = d.to_digit(8).unwrap_or(0);
+                for _ in 0..2 {
+                    match chars.peek().and_then(|c| c.to_digit(8)) {
+                        Some(n) => {
+                            v = v * 8 + n;
+                            chars.next();
+                        }
+                        None => break,
+                    }
+                }
+                out.push(char::from_u32(v).unwrap_or('\u{fffd}'));
+            }
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, app: &str, name: &str, at: &str) -> Row {
+        [id.into(), app.into(), name.into(), at.into()]
+    }
+
+    #[test]
+    fn the_tap_finds_django_migrations_rows_in_any_chunking() {
+        let dump = "SET x = 1;\n\
+            COPY \"public\".\"other\" (\"id\", \"t\") FROM stdin;\n\
+            COPY \"public\".\"django_migrations\" (\"id\", \"app\", \"name\", \"applied\") FROM stdin;\n\
+            \\.\n\
+            COPY \"public\".\"django_migrations\" (\"app\", \"id\", \"name\", \"applied\") FROM stdin;\n\
+            b\\\\x\t2\t0002\t2024-01-01 00:00:01+00\n\
+            a\t1\t0001_initial\t2024-01-01 00:00:00.5+00\n\
+            \\.\n\
+            CREATE INDEX i ON t (c);\n";
+        for size in [1, 3, 7, dump.len()] {
+            let mut tap = MigrationsTap::default();
+            for chunk in dump.as_bytes().chunks(size) {
+                tap.feed(chunk);
+            }
+            // The first "header" is a row of `other` and is skipped.
+            assert_eq!(
+                tap.finish(),
+                vec![vec![
+                    row("1", "a", "0001_initial", "2024-01-01 00:00:00.5+00"),
+                    row("2", "b\\x", "0002", "2024-01-01 00:00:01+00"),
+                ]],
+                "chunks of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_dump_of_another_database_is_refused() {
+        let ours = Identity {
+            rows: vec![row("1", "a", "0001", "2024-01-01 00:00:00.1+00")],
+        };
+        assert!(ours.check("b", std::slice::from_ref(&ours.rows)).is_ok());
+        let foreign = vec![row("1", "a", "0001", "2023-05-05 10:00:00.2+00")];
+        let err = ours.check("b", &[foreign]).expect_err("other timestamps");
+        assert_eq!(err.kind, crate::error::Kind::Server);
+        assert!(err.message.contains("not of the build database `b`"));
+        assert!(ours.check("b", &[]).is_err(), "no table at all");
+        assert!(Identity::default().check("b", &[vec![]]).is_ok());
+    }
+
+    #[test]
+    fn copy_text_is_unescaped() {
+        assert_eq!(unescape_copy(r"a\tb\\c\101\n"), "a\tb\\cA\n");
     }
 }

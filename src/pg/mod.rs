@@ -139,7 +139,9 @@ impl ConnInfo {
         }
     }
 
-    /// libpq environment for child processes (pg_dump, psql, Django).
+    /// libpq environment for child processes (pg_dump, psql, Django). Use
+    /// it after `scrub_pg_env`: alone it would leave a stale PGSERVICE or
+    /// PGOPTIONS of the user's free to redirect the child.
     pub fn libpq_env(&self, dbname: &str) -> Vec<(&'static str, String)> {
         let mut v = vec![
             ("PGHOST", self.host.clone()),
@@ -152,6 +154,52 @@ impl ConnInfo {
         }
         v
     }
+}
+
+impl ConnInfo {
+    /// The full environment for a child that connects (pg_dump, Django),
+    /// after `scrub_pg_env`: the connection, and no service or password
+    /// file but ours (none).
+    pub fn child_env(&self, dbname: &str) -> Vec<(&'static str, String)> {
+        let mut v = self.libpq_env(dbname);
+        for name in ["PGSERVICEFILE", "PGSYSCONFDIR", "PGPASSFILE"] {
+            v.push((name, NOWHERE.to_string()));
+        }
+        v
+    }
+
+    /// A complete libpq connection string for `dbname` (`--dbname=…`), so
+    /// nothing is left for the environment to fill in. The password stays
+    /// out of it (and out of `ps`): `child_env` carries it.
+    pub fn conninfo(&self, dbname: &str) -> String {
+        let q = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+        format!(
+            "host={} port={} user={} dbname={}",
+            q(&self.host),
+            self.port,
+            q(&self.user),
+            q(dbname)
+        )
+    }
+}
+
+/// A path that cannot exist (`/dev/null` is no directory): libpq reading a
+/// service or password file from here finds nothing, silently.
+pub const NOWHERE: &str = "/dev/null/migsnap-none";
+
+/// Remove every `PG*` variable from a child's environment. libpq reads
+/// dozens of them (PGSERVICE, PGSERVICEFILE, PGHOSTADDR, PGOPTIONS,
+/// PGSSLMODE, PGPASSFILE, PGTARGETSESSIONATTRS, …), and initdb and pg_ctl
+/// more (PGDATA, PGCTLTIMEOUT): inherited, one of them made pg_dump dump
+/// another database into the cache (issue #10). Callers then set exactly
+/// what they mean, e.g. `ConnInfo::libpq_env`.
+pub fn scrub_pg_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    for (name, _) in std::env::vars_os() {
+        if name.as_encoded_bytes().starts_with(b"PG") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
 }
 
 fn current_user() -> String {
@@ -218,6 +266,21 @@ mod tests {
             let parsed = ConnInfo::from_url(&info.url("postgres")).expect("parses");
             assert_eq!(parsed, info, "{}", info.url("postgres"));
         }
+    }
+
+    #[test]
+    fn conninfo_quotes_every_value() {
+        let info = ConnInfo {
+            host: "/tmp/it's here".into(),
+            port: 5433,
+            user: r"a\b".into(),
+            password: None,
+            admin_db: "postgres".into(),
+        };
+        assert_eq!(
+            info.conninfo("db x"),
+            r"host='/tmp/it\'s here' port=5433 user='a\\b' dbname='db x'"
+        );
     }
 
     #[test]

@@ -366,7 +366,17 @@ impl Drop for Project {
 }
 
 pub fn template_of(prepare: &Value) -> String {
-    format!("migsnap_{}", &prepare["key"].as_str().expect("key")[..16])
+    template_name(prepare["key"].as_str().expect("key"))
+}
+
+/// migsnap's own name shapes (`migsnap::names`), so the tests cannot drift
+/// from them.
+pub fn template_name(key: &str) -> String {
+    migsnap::names::DbName::template(key).to_string()
+}
+
+pub fn build_name(key: &str) -> String {
+    migsnap::names::DbName::build(key).to_string()
 }
 
 /// PGHOST & co. for the test server and `db` (the example settings read them).

@@ -1,0 +1,155 @@
+//! Every database name shape migsnap creates, parsed and displayed here.
+//!
+//! Naming is the ownership rule: migsnap drops only databases whose names
+//! it made (plus a target the user named, see `pg::admin::target_check`),
+//! so prepare, check, gc and ls must all agree on the shapes. Each carries
+//! 16 hex digits: of the key for templates, builds and `check`'s scratch
+//! databases; of the target's name for the scratch clone `prepare` renames
+//! into place. Those 16 hex are also the advisory lock id a live migsnap
+//! holds while it uses the database, which is how gc tells a leftover from
+//! a database in use.
+
+use std::fmt;
+
+pub const PREFIX: &str = "migsnap_";
+
+/// A database migsnap made, by the shape of its name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DbName {
+    /// `migsnap_<16 hex>`: the template for the key starting with that hex.
+    Template(String),
+    /// `migsnap_build_<16 hex>`: a snapshot being built (or left by a crash).
+    Build(String),
+    /// `migsnap_clone_<16 hex of the target name>`: `prepare`'s clone before
+    /// it is renamed to the target.
+    Clone(String),
+    /// `migsnap_check_<16 hex>`: `check`'s copy of the migrated template.
+    Check(String),
+    /// `migsnap_state_<16 hex>`: `check`'s database built from model state.
+    State(String),
+}
+
+type Make = fn(String) -> DbName;
+
+/// (kind prefix after `migsnap_`, constructor): the shapes with a kind word.
+const KINDS: [(&str, Make); 4] = [
+    ("build_", DbName::Build),
+    ("clone_", DbName::Clone),
+    ("check_", DbName::Check),
+    ("state_", DbName::State),
+];
+
+fn hex16(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl DbName {
+    pub fn template(key: &str) -> DbName {
+        DbName::Template(short(key))
+    }
+    pub fn build(key: &str) -> DbName {
+        DbName::Build(short(key))
+    }
+    /// Derived from the target's name, so a run killed half-way leaves a
+    /// database the next `prepare` of the same target finds and removes.
+    pub fn clone_for(target: &str) -> DbName {
+        let tag = crate::fingerprint::hash_normalized(target.as_bytes());
+        DbName::Clone(tag[..16].to_string())
+    }
+    pub fn check(key: &str) -> DbName {
+        DbName::Check(short(key))
+    }
+    pub fn state(key: &str) -> DbName {
+        DbName::State(short(key))
+    }
+
+    /// Which shape `name` has; None for anything migsnap did not name.
+    pub fn parse(name: &str) -> Option<DbName> {
+        let rest = name.strip_prefix(PREFIX)?;
+        if hex16(rest) {
+            return Some(DbName::Template(rest.to_string()));
+        }
+        KINDS.iter().find_map(|(kind, make)| {
+            let hex = rest.strip_prefix(kind)?;
+            hex16(hex).then(|| make(hex.to_string()))
+        })
+    }
+
+    /// The 16 hex in the name: also the advisory lock id of its user.
+    pub fn hex(&self) -> &str {
+        match self {
+            DbName::Template(h)
+            | DbName::Build(h)
+            | DbName::Clone(h)
+            | DbName::Check(h)
+            | DbName::State(h) => h,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            DbName::Template(_) => "",
+            DbName::Build(_) => "build_",
+            DbName::Clone(_) => "clone_",
+            DbName::Check(_) => "check_",
+            DbName::State(_) => "state_",
+        }
+    }
+}
+
+impl fmt::Display for DbName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{PREFIX}{}{}", self.kind(), self.hex())
+    }
+}
+
+fn short(key: &str) -> String {
+    crate::fingerprint::short_key(key).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn every_shape_parses_back() {
+        let key = "0123456789abcdef".repeat(4);
+        let all = [
+            DbName::template(&key),
+            DbName::build(&key),
+            DbName::clone_for("test_app"),
+            DbName::check(&key),
+            DbName::state(&key),
+        ];
+        let shown: Vec<String> = all.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            shown[..2],
+            ["migsnap_0123456789abcdef", "migsnap_build_0123456789abcdef"]
+        );
+        assert!(shown[2].starts_with("migsnap_clone_") && shown[2].len() == 30);
+        assert_eq!(shown[3], "migsnap_check_0123456789abcdef");
+        assert_eq!(shown[4], "migsnap_state_0123456789abcdef");
+        for (name, text) in all.iter().zip(&shown) {
+            assert_eq!(DbName::parse(text).as_ref(), Some(name));
+        }
+        for foreign in [
+            "migsnap_other",
+            "test_app",
+            "migsnap_build_0123",
+            "migsnap_0123456789abcdefa",
+            "migsnap_fork_0123456789abcdef",
+        ] {
+            assert_eq!(DbName::parse(foreign), None, "{foreign}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parse_and_display_round_trip(name in "migsnap_((build|clone|check|state|x)_)?[0-9a-f]{14,17}") {
+            if let Some(parsed) = DbName::parse(&name) {
+                prop_assert_eq!(parsed.to_string(), name);
+            }
+        }
+    }
+}
