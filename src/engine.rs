@@ -553,8 +553,8 @@ async fn finish(
         replacing,
     } = built;
     let depends = settled_inputs(settings, fp, report, ui).await?;
-    let applied = applied_rows(&admin.conn, build).await?;
     let identity = dump::identity(&admin.conn, build).await?;
+    let applied = identity.applied();
     let t = Instant::now();
     let (conn, db, major, st, key) = (
         admin.conn.clone(),
@@ -638,25 +638,4 @@ async fn settled_inputs(
     }
     holds.map_err(|c| changed(c.0))?;
     Ok(depends)
-}
-
-/// django_migrations as "app.name" in the order they were applied.
-async fn applied_rows(conn: &ConnInfo, db: &str) -> Result<Vec<String>> {
-    let client = conn.connect(db).await?;
-    let rows = client
-        .query(
-            "SELECT app || '.' || name FROM django_migrations ORDER BY id",
-            &[],
-        )
-        .await;
-    Ok(match rows {
-        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => vec![],
-        Err(e) => {
-            return Err(crate::pg::db_error(
-                format!("cannot read django_migrations in `{db}`"),
-                e,
-            ))
-        }
-    })
 }

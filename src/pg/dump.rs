@@ -205,6 +205,14 @@ pub async fn identity(conn: &ConnInfo, db: &str) -> Result<Identity> {
 }
 
 impl Identity {
+    /// The rows as `app.name`, in the order they were applied.
+    pub fn applied(&self) -> Vec<String> {
+        self.rows
+            .iter()
+            .map(|[_, app, name, _]| format!("{app}.{name}"))
+            .collect()
+    }
+
     /// Whether one of the dump's `django_migrations` tables holds exactly
     /// our rows.
     fn check(&self, db: &str, found: &[Vec<Row>]) -> Result<()> {
