@@ -401,7 +401,7 @@ async fn restore_or_drop(
             let _ = drop_build(admin, build).await;
             match failure {
                 restore::Failure::Other(e) => Err(e),
-                restore::Failure::Damaged(e) => {
+                restore::Failure::Damaged(e) | restore::Failure::Refused(e) => {
                     // The whole chain: the last cause is zstd's own words.
                     let mut why = e.to_string();
                     let mut cause = std::error::Error::source(&e);
