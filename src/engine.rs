@@ -82,7 +82,7 @@ pub async fn build(
 ) -> Result<Snapshot> {
     // Before any lock or wait: a build needs manage.py, so say now if it is missing.
     django::check_manage_py(settings)?;
-    let store = Store::new(settings.ensure_cache_dir()?);
+    let store = Store::new(settings.ensure_cache_dir()?).with_secret(settings.cache_secret.clone());
     let key = fp.key.as_str();
     let short = fp.short();
     let _file_lock = store
