@@ -94,7 +94,7 @@ pub async fn build(
 ) -> Result<Snapshot> {
     // Before any lock or wait: a build needs manage.py, so say now if it is missing.
     django::check_manage_py(settings)?;
-    let store = Store::new(settings.ensure_cache_dir()?);
+    let store = Store::new(settings.ensure_cache_dir()?).with_secret(settings.cache_secret.clone());
     let key = fp.key.as_str();
     let short = fp.short();
     let _file_lock = store
@@ -465,7 +465,7 @@ async fn restore_or_drop(
             let _ = drop_build(admin, build).await;
             match failure {
                 restore::Failure::Other(e) => Err(e),
-                restore::Failure::Damaged(e) => {
+                restore::Failure::Damaged(e) | restore::Failure::Refused(e) => {
                     // The whole chain: the last cause is zstd's own words.
                     let mut why = e.to_string();
                     let mut cause = std::error::Error::source(&e);

@@ -5,6 +5,9 @@
 pub const SERVER_URL: &str = "MIGSNAP_SERVER_URL";
 /// Where snapshots (dumps + manifests) live.
 pub const CACHE_DIR: &str = "MIGSNAP_CACHE_DIR";
+/// Secret that signs cached snapshots (HMAC-SHA256); when set, unsigned or
+/// badly signed snapshots are refused. Overrides `cache-secret-file`.
+pub const CACHE_SECRET: &str = "MIGSNAP_CACHE_SECRET";
 /// Interpreter that runs manage.py.
 pub const PYTHON: &str = "MIGSNAP_PYTHON";
 /// Data directory of the embedded server (default: under the cache dir, or

@@ -24,6 +24,8 @@ pub struct FileConfig {
     pub key_salt: Option<String>,
     pub server_url: Option<String>,
     pub cache_dir: Option<PathBuf>,
+    /// File holding the secret that signs cached snapshots.
+    pub cache_secret_file: Option<PathBuf>,
     pub server_dir: Option<PathBuf>,
     /// Let the embedded server also listen on 127.0.0.1 at this port.
     pub server_port: Option<u16>,
@@ -85,6 +87,9 @@ pub struct Settings {
     pub key_inputs: Vec<String>,
     pub key_salt: String,
     pub cache_dir: PathBuf,
+    /// Signs new snapshots; unsigned ones are refused (`MIGSNAP_CACHE_SECRET`
+    /// or `cache-secret-file`).
+    pub cache_secret: Option<crate::store::CacheSecret>,
     pub server: ServerChoice,
     pub python: PathBuf,
     /// Explicit settings module (flag, config or env); None = manage.py's default.
@@ -126,6 +131,14 @@ impl Settings {
         {
             Some(dir) => explicit_cache_dir(&project_dir.join(dir))?,
             None => default_cache_dir()?,
+        };
+
+        let cache_secret = match env::var(env::CACHE_SECRET) {
+            Some(s) => crate::store::CacheSecret::new(s.into_bytes()),
+            None => match &file.cache_secret_file {
+                Some(f) => Some(read_secret_file(&rel(f))?),
+                None => None,
+            },
         };
 
         let server = match args
@@ -197,6 +210,7 @@ impl Settings {
             project_dir,
             config_file,
             cache_dir,
+            cache_secret,
             server,
             python,
             django_settings,
@@ -242,14 +256,21 @@ impl Settings {
         Ok(())
     }
 
-    /// The cache dir, created on first use.
+    /// The cache dir, created on first use (0700: only we may write the
+    /// SQL it holds), and refused when others could write to it.
     pub fn ensure_cache_dir(&self) -> Result<&Path> {
-        std::fs::create_dir_all(&self.cache_dir).with_kind(Kind::Usage, || {
-            format!(
-                "cannot create the cache directory `{}`",
-                self.cache_dir.display()
-            )
-        })?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.cache_dir)
+            .with_kind(Kind::Usage, || {
+                format!(
+                    "cannot create the cache directory `{}`",
+                    self.cache_dir.display()
+                )
+            })?;
+        crate::store::check_cache_dir(&self.cache_dir)?;
         Ok(&self.cache_dir)
     }
 }
@@ -275,6 +296,48 @@ fn load_config(project_dir: &Path) -> Result<(FileConfig, Option<PathBuf>)> {
         }
     }
     Ok((FileConfig::default(), None))
+}
+
+/// The secret in `cache-secret-file`: it must exist, be readable, be closed
+/// to group and others (like an ssh key), and not be empty. Trailing
+/// whitespace (the newline of `echo … > file`) is not part of it.
+fn read_secret_file(path: &Path) -> Result<crate::store::CacheSecret> {
+    use std::os::unix::fs::PermissionsExt;
+    let hint = |e: Error| {
+        e.hint(format!(
+            "write a random secret to it with `head -c 32 /dev/urandom | base64 > {0} && chmod 600 {0}`, or set MIGSNAP_CACHE_SECRET",
+            path.display()
+        ))
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        hint(
+            Error::usage(format!(
+                "cannot read the cache secret file `{}`",
+                path.display()
+            ))
+            .source(e),
+        )
+    })?;
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0);
+    if mode & 0o077 != 0 {
+        return Err(Error::usage(format!(
+            "the cache secret file `{}` has mode {mode:04o}: group or others have access to it",
+            path.display()
+        ))
+        .hint(format!("`chmod 600 {}`", path.display())));
+    }
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    crate::store::CacheSecret::new(bytes[..end].to_vec()).ok_or_else(|| {
+        hint(Error::usage(format!(
+            "the cache secret file `{}` is empty",
+            path.display()
+        )))
+    })
 }
 
 fn read_text(path: &Path) -> Result<String> {

@@ -6,6 +6,11 @@
 //! The manifest holds the dump's sha256 and size, so a snapshot is trusted
 //! only if a manifest exists *and* the dump matches it. A crash at any moment
 //! leaves either no manifest (ignored, cleaned later) or a complete pair.
+//!
+//! Trust (issue #10): the dir must be ours and closed to others
+//! (`check_cache_dir`), files in it are opened without following symlinks,
+//! and with a cache secret every manifest carries a `<key>.sig` HMAC that
+//! is checked before the snapshot is used.
 
 use crate::depends::Checked;
 use crate::error::{Context, Error, Kind, Result};
@@ -16,6 +21,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Bump when the manifest's meaning changes; older manifests are ignored.
@@ -79,13 +85,23 @@ impl Manifest {
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    /// Sign new manifests and refuse unsigned or badly signed ones.
+    secret: Option<CacheSecret>,
 }
 
 impl Store {
     pub fn new(dir: &Path) -> Store {
         Store {
             dir: dir.to_path_buf(),
+            secret: None,
         }
+    }
+
+    /// With a secret, manifests are signed when written and their
+    /// signatures checked when loaded.
+    pub fn with_secret(mut self, secret: Option<CacheSecret>) -> Store {
+        self.secret = secret;
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -126,6 +142,7 @@ impl Store {
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| cache_write_error(&self.dir, e))?;
         match file.try_lock() {
@@ -140,7 +157,7 @@ impl Store {
     /// The manifest for `key`, if present and readable. A damaged one is
     /// reported through `Err` so the caller can warn and discard it.
     pub fn load(&self, key: &str) -> Result<Option<Manifest>, String> {
-        self.load_as::<Manifest>(key)
+        self.load_as::<Manifest>(key, true)
     }
 
     /// Only what the warm path needs from the manifest for `key`: what its
@@ -163,21 +180,29 @@ impl Store {
                 (self.format, &self.key)
             }
         }
-        Some(self.load_as::<Warm>(key).ok()??.depends.checked)
+        // No signature check: nothing here is restored, and a forged record
+        // cannot make a template be served, since the template's comment
+        // must carry the digest of a record that still holds.
+        Some(self.load_as::<Warm>(key, false).ok()??.depends.checked)
     }
 
     /// Read and parse the manifest for `key` as `T`, which must be of this
-    /// format and name `key`.
+    /// format and name `key`; `signed`: check its signature when a cache
+    /// secret is set.
     fn load_as<T: serde::de::DeserializeOwned + Named>(
         &self,
         key: &str,
+        signed: bool,
     ) -> Result<Option<T>, String> {
         let path = self.manifest_path(key);
-        let text = match std::fs::read(&path) {
+        let text = match read_no_follow(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read `{}`: {e}", path.display())),
         };
+        if let (Some(secret), true) = (&self.secret, signed) {
+            self.check_signature(secret, key, &text)?;
+        }
         let m: T = serde_json::from_slice(&text)
             .map_err(|e| format!("manifest `{}` is damaged ({e})", path.display()))?;
         if m.names() != (MANIFEST_FORMAT, key) {
@@ -231,7 +256,7 @@ impl Store {
     pub fn verify(&self, m: &Manifest) -> Result<(), String> {
         let path = self.dump_path(&m.key);
         let file =
-            File::open(&path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
+            open_no_follow(&path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
         let mut hashing = HashingReader {
             inner: std::io::BufReader::with_capacity(1 << 20, file),
             hash: Sha256::new(),
@@ -260,6 +285,7 @@ impl Store {
     pub fn discard(&self, key: &str) {
         let _ = std::fs::remove_file(self.manifest_path(key));
         let _ = std::fs::remove_file(self.dump_path(key));
+        let _ = std::fs::remove_file(self.sig_path(key));
     }
 
     /// A temp file in the cache dir that `persist` renames into place.
@@ -291,8 +317,18 @@ impl Store {
         tmp.write_all(&json)
             .map_err(|e| cache_write_error(&self.dir, e))?;
         failpoint::point("manifest.written");
+        // A signature of the manifest this one replaces must not outlive it.
+        match std::fs::remove_file(self.sig_path(&m.key)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(cache_write_error(&self.dir, e))
+            }
+            _ => {}
+        }
         self.persist(tmp, &self.manifest_path(&m.key))?;
         failpoint::point("manifest.renamed");
+        if let Some(secret) = &self.secret {
+            self.write_signature(secret, &m.key, &json)?;
+        }
         Ok(())
     }
 
@@ -324,7 +360,11 @@ impl Store {
     /// Remove a snapshot on purpose (gc). Manifest first, like `discard`;
     /// unlike it, failures are reported.
     pub fn remove(&self, key: &str) -> Result<()> {
-        for path in [self.manifest_path(key), self.dump_path(key)] {
+        for path in [
+            self.manifest_path(key),
+            self.dump_path(key),
+            self.sig_path(key),
+        ] {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -398,4 +438,147 @@ pub fn now_unix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+// ---- trust (issue #10) ----
+
+/// The HMAC-SHA256 key that signs snapshots (`MIGSNAP_CACHE_SECRET` or
+/// `cache-secret-file`). Never printed.
+#[derive(Clone)]
+pub struct CacheSecret(Vec<u8>);
+
+impl std::fmt::Debug for CacheSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheSecret(…)")
+    }
+}
+
+impl CacheSecret {
+    /// None for an empty secret (the caller says why that is an error).
+    pub fn new(bytes: Vec<u8>) -> Option<CacheSecret> {
+        (!bytes.is_empty()).then_some(CacheSecret(bytes))
+    }
+
+    /// The signature of the manifest `bytes` of `key`. The key is bound in
+    /// too (it is also inside the manifest), behind a versioned domain tag so
+    /// that a change of what is signed invalidates old signatures.
+    fn mac(&self, key: &str, manifest: &[u8]) -> Hmac<Sha256> {
+        // HMAC takes a key of any length.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        mac.update(b"migsnap-snapshot-sig-v1\0");
+        mac.update(key.as_bytes());
+        mac.update(b"\0");
+        mac.update(manifest);
+        mac
+    }
+}
+
+use hmac::{Hmac, Mac};
+
+impl Store {
+    /// `<key>.sig`: hex HMAC-SHA256 over the manifest's exact bytes, which
+    /// hold the dump's sha256 and size, so it covers the dump too.
+    pub fn sig_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.sig"))
+    }
+
+    fn write_signature(&self, secret: &CacheSecret, key: &str, manifest: &[u8]) -> Result<()> {
+        let sig = fingerprint::hex(&secret.mac(key, manifest).finalize().into_bytes());
+        let mut tmp = self.temp_file(key)?;
+        tmp.write_all(format!("{sig}\n").as_bytes())
+            .map_err(|e| cache_write_error(&self.dir, e))?;
+        self.persist(tmp, &self.sig_path(key))
+    }
+
+    /// Whether `<key>.sig` is the secret's signature of `manifest`,
+    /// compared in constant time (`verify_slice`).
+    fn check_signature(
+        &self,
+        secret: &CacheSecret,
+        key: &str,
+        manifest: &[u8],
+    ) -> Result<(), String> {
+        let path = self.sig_path(key);
+        let short = crate::fingerprint::short_key(key);
+        let text = match read_no_follow(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "refused snapshot {short}: it is not signed, and a cache secret is set"
+                ))
+            }
+            Err(e) => return Err(format!("cannot read `{}`: {e}", path.display())),
+        };
+        let sig = std::str::from_utf8(&text)
+            .ok()
+            .and_then(|t| unhex(t.trim()))
+            .unwrap_or_default();
+        secret.mac(key, manifest).verify_slice(&sig).map_err(|_| {
+            format!(
+                "refused snapshot {short}: its signature `{}` does not match the cache secret",
+                path.display()
+            )
+        })
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Open a file in the cache dir for reading without following a symlink
+/// in its last component: the dir is ours, but a link planted in it could
+/// point anywhere.
+pub fn open_no_follow(path: &Path) -> std::io::Result<File> {
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    open_no_follow(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Refuse a cache dir that someone else could write to: its snapshots run
+/// as SQL with the connecting role's rights. Like ssh with `~/.ssh`, the
+/// dir must be owned by the user running migsnap and not writable by group
+/// or others.
+pub fn check_cache_dir(dir: &Path) -> Result<()> {
+    let meta = std::fs::metadata(dir).map_err(|e| {
+        Error::usage(format!("cannot read the cache dir `{}`", dir.display())).source(e)
+    })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(Error::usage(format!(
+            "refusing the cache dir `{}`: it is owned by uid {}, not by you (uid {me})",
+            dir.display(),
+            meta.uid()
+        ))
+        .hint(format!(
+            "whoever can write the cache dir decides what SQL migsnap runs: use a cache dir of your own (MIGSNAP_CACHE_DIR / --cache-dir), or `chown {me} {}`",
+            dir.display()
+        )));
+    }
+    if mode & 0o022 != 0 {
+        return Err(Error::usage(format!(
+            "refusing the cache dir `{}`: its mode {mode:04o} lets group or others write to it",
+            dir.display()
+        ))
+        .hint(format!(
+            "whoever can write the cache dir decides what SQL migsnap runs: `chmod go-w {}`, or choose another cache dir",
+            dir.display()
+        )));
+    }
+    Ok(())
 }

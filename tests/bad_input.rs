@@ -303,10 +303,18 @@ fn wait_until(cond: impl Fn() -> bool) {
 struct Tmpfs(tempfile::TempDir);
 
 impl Tmpfs {
+    /// A tmpfs root is mode 1777 unless told otherwise, and migsnap refuses
+    /// a cache dir others can write to: mount it 0700.
     fn mount(options: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().expect("tempdir");
         let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("{options},mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .stderr(Stdio::null())
             .status()

@@ -12,15 +12,6 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 
-fn drop_template(key: &str) {
-    let t = template_name(key);
-    psql(
-        "postgres",
-        &format!("UPDATE pg_database SET datistemplate = false WHERE datname = '{t}'"),
-    );
-    psql("postgres", &format!("DROP DATABASE IF EXISTS \"{t}\""));
-}
-
 /// Names in the cache dir, sorted, without lock files.
 fn cache_files(p: &Project) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(p.cache.path())
@@ -373,14 +364,6 @@ fn rewrite(path: std::path::PathBuf, f: impl FnOnce(Vec<u8>) -> Vec<u8>) {
     std::fs::write(&path, f(bytes)).expect("write");
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[test]
 fn damaged_dumps_are_discarded_and_rebuilt() {
     let dump = |dir: &std::path::Path, key: &str| dir.join(format!("{key}.sql.zst"));
@@ -427,17 +410,6 @@ fn damaged_dumps_are_discarded_and_rebuilt() {
             }),
         ],
     );
-}
-
-/// Write `bytes` as the dump of `key` and update its manifest's sha256 and
-/// size to match, as someone (or something) rewriting both would.
-fn replace_dump_keeping_manifest_in_step(dir: &std::path::Path, key: &str, bytes: &[u8]) {
-    std::fs::write(dir.join(format!("{key}.sql.zst")), bytes).expect("write");
-    let mpath = dir.join(format!("{key}.json"));
-    let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).expect("read")).expect("json");
-    m["dump"]["sha256"] = sha256_hex(bytes).into();
-    m["dump"]["size"] = bytes.len().into();
-    std::fs::write(&mpath, serde_json::to_vec(&m).expect("json")).expect("write");
 }
 
 /// A zstd frame holding `content` in raw (stored) blocks, with a content

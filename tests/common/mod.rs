@@ -435,3 +435,33 @@ pub fn copy_dir(src: &Path, dst: &Path) {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Drop the template of `key` (the cached dump stays): the next `prepare`
+/// restores from the cache.
+pub fn drop_template(key: &str) {
+    let t = format!("migsnap_{}", &key[..16]);
+    psql(
+        "postgres",
+        &format!("UPDATE pg_database SET datistemplate = false WHERE datname = '{t}'"),
+    );
+    psql("postgres", &format!("DROP DATABASE IF EXISTS \"{t}\""));
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Write `bytes` as the dump of `key` and update its manifest's sha256 and
+/// size to match, as someone (or something) rewriting both would.
+pub fn replace_dump_keeping_manifest_in_step(dir: &Path, key: &str, bytes: &[u8]) {
+    std::fs::write(dir.join(format!("{key}.sql.zst")), bytes).expect("write");
+    let mpath = dir.join(format!("{key}.json"));
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).expect("read")).expect("json");
+    m["dump"]["sha256"] = sha256_hex(bytes).into();
+    m["dump"]["size"] = bytes.len().into();
+    std::fs::write(&mpath, serde_json::to_vec(&m).expect("json")).expect("write");
+}

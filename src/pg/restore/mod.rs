@@ -11,6 +11,7 @@
 //! connections ("lanes"), which is what makes it fast on a local server,
 //! where the time is the server executing DDL.
 
+mod allow;
 mod copy_rows;
 mod split;
 
@@ -39,6 +40,10 @@ pub enum Failure {
     /// The file is not a readable dump (a zstd frame fails its checksum, the
     /// text is cut short): the snapshot is damaged and is to be discarded.
     Damaged(Error),
+    /// The dump holds something pg_dump never writes for one database
+    /// (`allow`): planted, so discarded like a damaged one. Found before
+    /// its first statement runs.
+    Refused(Error),
     /// Anything else: the server refused a statement, a connection dropped.
     Other(Error),
 }
@@ -73,14 +78,16 @@ pub async fn restore(
     jobs: usize,
 ) -> std::result::Result<(), Failure> {
     let jobs = jobs.clamp(1, MAX_JOBS);
-    let clients = futures_util::future::try_join_all((0..jobs).map(|_| conn.connect(db))).await?;
     let (tx, mut rx) = mpsc::channel::<std::result::Result<Msg, Failure>>(16);
     let path = dump.to_path_buf();
+    // Started first: its allow-list pass over the whole dump overlaps with
+    // opening the connections.
     let reader = tokio::task::spawn_blocking(move || {
         if let Err(e) = split::read(&path, jobs, &tx) {
             let _ = tx.blocking_send(Err(e));
         }
     });
+    let clients = futures_util::future::try_join_all((0..jobs).map(|_| conn.connect(db))).await?;
     // A JoinSet aborts its tasks when dropped, so a cancelled restore
     // (Ctrl-C) closes every connection at once.
     let mut lanes = JoinSet::new();

@@ -23,12 +23,12 @@
 //! (`SET …`, `set_config`) go to every lane before its next statement, so
 //! each lane runs with what the dump set up.
 
-use super::{copy_rows, Failure};
+use super::{allow, copy_rows, Failure};
 use crate::error::{Error, Kind};
 use crate::pg::dump_reader::{DumpError, DumpReader, Item};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::io::BufReader;
+use std::io::{BufReader, Seek, SeekFrom};
 use std::path::Path;
 use tokio::sync::mpsc;
 
@@ -69,7 +69,12 @@ pub enum Msg {
 /// Read `path` and send what `jobs` lanes should run through `tx`.
 /// Returns early (Ok) when the receiver is gone: the async side failed.
 ///
-/// The dump is decompressed once, here: its sha256 was checked against the
+/// The dump is read twice from one open file: first checked whole against
+/// the allow-list (`allow`), sending nothing, so that a refused dump runs
+/// not even its harmless first statements; then split and sent. Holding
+/// the file open keeps a dump swapped in between the two passes out.
+///
+/// Each pass decompresses: the dump's sha256 was checked against the
 /// manifest before the restore, and the zstd frame checksums are checked as
 /// it streams, so a dump that fails to decode is `Failure::Damaged`.
 pub fn read(
@@ -77,7 +82,7 @@ pub fn read(
     jobs: usize,
     tx: &mpsc::Sender<Result<Msg, Failure>>,
 ) -> Result<(), Failure> {
-    let file = std::fs::File::open(path).map_err(|e| {
+    let mut file = crate::store::open_no_follow(path).map_err(|e| {
         Failure::Other(
             Error::new(
                 Kind::Usage,
@@ -86,10 +91,6 @@ pub fn read(
             .source(e),
         )
     })?;
-    let decoder = zstd::Decoder::new(file).map_err(|e| {
-        Failure::Other(Error::internal(format!("cannot decompress `{}`", path.display())).source(e))
-    })?;
-    let mut reader = DumpReader::new(BufReader::with_capacity(1 << 20, decoder));
     let bad = |e: DumpError| {
         Failure::Damaged(
             Error::new(
@@ -99,6 +100,11 @@ pub fn read(
             .source(e),
         )
     };
+    check(path, &mut dump_reader(path, &file)?, || tx.is_closed())?;
+    file.seek(SeekFrom::Start(0)).map_err(|e| {
+        Failure::Other(Error::internal(format!("cannot reread `{}`", path.display())).source(e))
+    })?;
+    let mut reader = dump_reader(path, &file)?;
     let mut split = Splitter::new(jobs, |m| tx.blocking_send(Ok(m)).is_ok());
     loop {
         let item = reader.next_item().map_err(bad)?;
@@ -112,24 +118,90 @@ pub fn read(
             Some(Item::CopyStart(stmt)) => split.copy_start(stmt, line),
             Some(Item::CopyData(d)) => split.copy_data(d),
             Some(Item::CopyEnd) => split.copy_end(),
-            Some(Item::MetaCommand(cmd)) => {
-                // pg_dump >= 15.14 brackets the script with \restrict/\unrestrict
-                // (a psql-only guard); \connect only appears with --create, and
-                // we always restore into the database we chose.
-                let name = cmd.split_whitespace().next().unwrap_or("");
-                if !matches!(name, "restrict" | "unrestrict" | "connect" | "c") {
-                    return Err(Failure::Damaged(Error::usage(format!(
-                        "dump `{}` uses the psql meta-command `\\{name}` (line {line}), which migsnap cannot run",
-                        path.display()
-                    ))));
-                }
-                true
-            }
+            // `check` let only \restrict / \unrestrict through: a
+            // psql-only guard with nothing for the server to do.
+            Some(Item::MetaCommand(_)) => true,
         };
         if !open {
             return Ok(());
         }
     }
+}
+
+/// A splitter over the decompressed dump in `file` (read from where its
+/// offset is; the caller rewinds it between passes).
+fn dump_reader<'f>(
+    path: &Path,
+    file: &'f std::fs::File,
+) -> Result<DumpReader<BufReader<zstd::Decoder<'static, BufReader<&'f std::fs::File>>>>, Failure> {
+    let decoder = zstd::Decoder::new(file).map_err(|e| {
+        Failure::Other(Error::internal(format!("cannot decompress `{}`", path.display())).source(e))
+    })?;
+    Ok(DumpReader::new(BufReader::with_capacity(1 << 20, decoder)))
+}
+
+/// The first pass: every statement, COPY header and meta-command of the
+/// dump against the allow-list; COPY data is skipped unread. `Refused`
+/// names the first offender and its line. `gone`: the restore was
+/// abandoned, stop early.
+fn check<R: std::io::BufRead>(
+    path: &Path,
+    reader: &mut DumpReader<R>,
+    gone: impl Fn() -> bool,
+) -> Result<(), Failure> {
+    let mut body = allow::AtomicBody::default();
+    let mut seen = 0u32;
+    loop {
+        let item = reader.next_item().map_err(|e| {
+            Failure::Damaged(
+                Error::new(
+                    Kind::Usage,
+                    format!("dump `{}` is unreadable", path.display()),
+                )
+                .source(e),
+            )
+        })?;
+        let (verdict, text) = match &item {
+            None => return Ok(()),
+            Some(Item::Statement(s)) if body.continues(s) => continue,
+            Some(Item::Statement(s)) => {
+                let verdict = allow::statement(s);
+                if verdict.is_ok() {
+                    body.opens(s);
+                }
+                (verdict, s.as_str())
+            }
+            Some(Item::CopyStart(s)) => (allow::copy_from_stdin(s), s.as_str()),
+            Some(Item::MetaCommand(m)) => (allow::meta_command(m), m.as_str()),
+            Some(Item::CopyData(_) | Item::CopyEnd) => (Ok(()), ""),
+        };
+        if let Err(why) = verdict {
+            let shown = match &item {
+                Some(Item::MetaCommand(m)) => format!("\\{m}"),
+                _ => text.to_string(),
+            };
+            return Err(Failure::Refused(Error::usage(format!(
+                "refused dump `{}`: line {} has `{}` ({why}), which pg_dump of one database never writes",
+                path.display(),
+                reader.item_line(),
+                excerpt(&shown),
+            ))));
+        }
+        seen = seen.wrapping_add(1);
+        if seen.is_multiple_of(4096) && gone() {
+            return Ok(());
+        }
+    }
+}
+
+/// The first line of `text`, at most 80 characters, for a one-line message.
+fn excerpt(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("").trim_end();
+    let mut out: String = line.chars().take(80).collect();
+    if out.len() < text.trim_end().len() {
+        out.push('…');
+    }
+    out
 }
 
 /// Which statements may run side by side.
@@ -706,7 +778,7 @@ mod tests {
         let sql = "SET client_encoding = 'UTF8';\nCREATE TABLE public.a (x text);\n\
                    CREATE TABLE public.b (x text);\n\
                    COPY public.a (x) FROM stdin;\ncaf\u{e9}\n\\.\n\
-                   SET standard_conforming_strings = off;\n\
+                   SET lock_timeout = 0;\n\
                    COPY public.b (x) FROM stdin;\nx\n\\.\n\
                    CREATE INDEX i ON public.a USING btree (regexp_replace(x, '\\s', ''));\n";
         for jobs in [1, 2] {
