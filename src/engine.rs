@@ -256,7 +256,7 @@ async fn build_locked(
                 .create(&build, None, settings.effective_clone_strategy())
                 .await?;
             failpoint::point("build.created");
-            if restore_or_drop(admin, settings, store, key, &build, true, ui).await? {
+            if restore_or_drop(admin, settings, store, &m, &build, true, ui).await? {
                 promote(admin, &build, key, &m.depends.digest(), old).await?;
                 ui.info(format!("restored in {}", ui::duration(t.elapsed())));
                 return Ok(Snapshot {
@@ -322,8 +322,9 @@ async fn build_locked(
     })
 }
 
-/// The cached snapshot for `key` if its manifest and dump check out and the
-/// server is not older than the one it came from. Damaged ones are removed.
+/// The cached snapshot for `key` if its manifest checks out and the server is
+/// not older than the one it came from (the dump itself is checked as it is
+/// restored). Damaged manifests are removed.
 ///
 /// `ours`: the caller holds this key's lock. Only then are damaged files
 /// removed; another key's files (an ancestor) are just skipped, since its own
@@ -352,9 +353,6 @@ fn usable_snapshot(
             server_version_num / 10000
         ));
         return None;
-    }
-    if let Err(why) = store.verify(&m) {
-        return reject(why);
     }
     Some(m)
 }
@@ -412,7 +410,7 @@ async fn incremental(
                 .create(build, None, settings.effective_clone_strategy())
                 .await?;
             failpoint::point("build.created");
-            if !restore_or_drop(admin, settings, store, &m.key, build, false, ui).await? {
+            if !restore_or_drop(admin, settings, store, &m, build, false, ui).await? {
                 return Err(MigrateFailure {
                     history: true,
                     error: Error::internal(format!("snapshot {base_short} is damaged")),
@@ -446,20 +444,27 @@ async fn incremental(
     })
 }
 
-/// Restore the cached dump of `key` into `build`; on failure the build is
-/// dropped. Ok(false): the dump turned out damaged while it was decoded,
-/// and is discarded as `usable_snapshot` would have (see `reject_snapshot`).
+/// Restore the cached dump of `m` into `build`; on failure the build is
+/// dropped. Ok(false): the dump turned out not to be what its manifest
+/// says, or damaged, or refused: it is discarded (see `reject_snapshot`).
+/// The restore checks the dump's sha256 and size in the same read that
+/// checks its statements, before any of it runs.
 async fn restore_or_drop(
     admin: &Admin,
     settings: &Settings,
     store: &Store,
-    key: &str,
+    m: &Manifest,
     build: &str,
     ours: bool,
     ui: &Ui,
 ) -> Result<bool> {
+    let key = m.key.as_str();
     let dump = store.dump_path(key);
-    match restore::restore(&admin.conn, build, &dump, settings.restore_jobs).await {
+    let expected = restore::Expected {
+        sha256: m.dump.sha256.clone(),
+        size: m.dump.size,
+    };
+    match restore::restore(&admin.conn, build, &dump, expected, settings.restore_jobs).await {
         Ok(()) => Ok(true),
         Err(failure) => {
             let _ = drop_build(admin, build).await;

@@ -17,7 +17,7 @@ use crate::error::{Context, Error, Kind, Result};
 use crate::failpoint;
 use crate::fingerprint::{self, Fingerprint};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -247,39 +247,6 @@ impl Store {
         .collect()
     }
 
-    /// Check the dump against its manifest before anyone restores it: size
-    /// and sha256 of the compressed file. Decoding is left to the restore,
-    /// which checks every zstd frame's content checksum (the dump is written
-    /// with one) as it streams and reports a failure as a damaged dump:
-    /// decoding here too cost a second full decompression, ~1 s per GiB of
-    /// SQL, before the restore could start.
-    pub fn verify(&self, m: &Manifest) -> Result<(), String> {
-        let path = self.dump_path(&m.key);
-        let file =
-            open_no_follow(&path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
-        let mut hashing = HashingReader {
-            inner: std::io::BufReader::with_capacity(1 << 20, file),
-            hash: Sha256::new(),
-            size: 0,
-        };
-        std::io::copy(&mut hashing, &mut std::io::sink())
-            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-        let HashingReader { hash, size, .. } = hashing;
-        let sum = fingerprint::hex(&hash.finalize());
-        if size != m.dump.size || sum != m.dump.sha256 {
-            return Err(format!(
-                "dump `{}` does not match its manifest ({})",
-                path.display(),
-                if size != m.dump.size {
-                    format!("{size} bytes instead of {}", m.dump.size)
-                } else {
-                    "checksum differs".to_string()
-                }
-            ));
-        }
-        Ok(())
-    }
-
     /// Remove a snapshot whose files cannot be trusted (manifest first, so a
     /// crash halfway leaves an orphan dump, never a manifest without dump).
     pub fn discard(&self, key: &str) {
@@ -397,22 +364,6 @@ impl Store {
                     .all(|(path, hash)| fp.migrations.get(path) == Some(hash))
             })
             .max_by_key(|m| (m.migrations.len(), m.created_unix))
-    }
-}
-
-/// Hashes and counts the bytes read through it.
-struct HashingReader<R> {
-    inner: R,
-    hash: Sha256,
-    size: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
     }
 }
 

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use bytes::Bytes;
 use futures_util::SinkExt;
+pub use split::Expected;
 use split::Msg;
 use std::path::Path;
 use tokio::sync::{mpsc, oneshot};
@@ -75,6 +76,7 @@ pub async fn restore(
     conn: &ConnInfo,
     db: &str,
     dump: &Path,
+    expected: Expected,
     jobs: usize,
 ) -> std::result::Result<(), Failure> {
     let jobs = jobs.clamp(1, MAX_JOBS);
@@ -83,7 +85,7 @@ pub async fn restore(
     // Started first: its allow-list pass over the whole dump overlaps with
     // opening the connections.
     let reader = tokio::task::spawn_blocking(move || {
-        if let Err(e) = split::read(&path, jobs, &tx) {
+        if let Err(e) = split::read(&path, &expected, jobs, &tx) {
             let _ = tx.blocking_send(Err(e));
         }
     });

@@ -27,9 +27,12 @@ use super::{allow, copy_rows, Failure};
 use crate::error::{Error, Kind};
 use crate::pg::dump_reader::{DumpError, DumpReader, Item};
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::{BufReader, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::rc::Rc;
 use tokio::sync::mpsc;
 
 /// A batch is sent when it reaches either bound. The statement bound keeps
@@ -79,11 +82,14 @@ pub enum Msg {
 /// it streams, so a dump that fails to decode is `Failure::Damaged`.
 pub fn read(
     path: &Path,
+    expected: &Expected,
     jobs: usize,
     tx: &mpsc::Sender<Result<Msg, Failure>>,
 ) -> Result<(), Failure> {
+    // A dump that is missing (or a link, refused by O_NOFOLLOW) leaves
+    // the snapshot unusable, like a damaged one: discarded and rebuilt.
     let mut file = crate::store::open_no_follow(path).map_err(|e| {
-        Failure::Other(
+        Failure::Damaged(
             Error::new(
                 Kind::Usage,
                 format!("cannot open dump `{}`", path.display()),
@@ -100,10 +106,38 @@ pub fn read(
             .source(e),
         )
     };
-    check(path, &mut dump_reader(path, &file)?, || tx.is_closed())?;
-    file.seek(SeekFrom::Start(0)).map_err(|e| {
+    // The check pass also hashes the very bytes it reads, so that what is
+    // checked, what the manifest vouches for and what runs are one file:
+    // nothing can be swapped in between (the second pass rereads this open
+    // file, not the path).
+    let seen = Rc::new(RefCell::new((Sha256::new(), 0u64)));
+    let tee = || Tee {
+        file: &file,
+        seen: Rc::clone(&seen),
+    };
+    check(path, &mut dump_reader(path, tee())?, || tx.is_closed())?;
+    let reread = |e: std::io::Error| {
         Failure::Other(Error::internal(format!("cannot reread `{}`", path.display())).source(e))
-    })?;
+    };
+    // Whatever the decoder left unread (trailing bytes) counts too.
+    std::io::copy(&mut tee(), &mut std::io::sink()).map_err(reread)?;
+    let (hash, size) = seen.take();
+    let sum = crate::fingerprint::hex(&hash.finalize());
+    if (sum.as_str(), size) != (expected.sha256.as_str(), expected.size) {
+        return Err(Failure::Damaged(Error::new(
+            Kind::Usage,
+            format!(
+                "dump `{}` does not match its manifest ({})",
+                path.display(),
+                if size != expected.size {
+                    format!("{size} bytes instead of {}", expected.size)
+                } else {
+                    "checksum differs".to_string()
+                }
+            ),
+        )));
+    }
+    file.seek(SeekFrom::Start(0)).map_err(reread)?;
     let mut reader = dump_reader(path, &file)?;
     let mut split = Splitter::new(jobs, |m| tx.blocking_send(Ok(m)).is_ok());
     loop {
@@ -128,12 +162,34 @@ pub fn read(
     }
 }
 
-/// A splitter over the decompressed dump in `file` (read from where its
-/// offset is; the caller rewinds it between passes).
-fn dump_reader<'f>(
-    path: &Path,
+/// The sha256 and size a dump must have: its manifest's word for it.
+pub struct Expected {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Reads the dump file and hashes what it hands out.
+struct Tee<'f> {
     file: &'f std::fs::File,
-) -> Result<DumpReader<BufReader<zstd::Decoder<'static, BufReader<&'f std::fs::File>>>>, Failure> {
+    seen: Rc<RefCell<(Sha256, u64)>>,
+}
+
+impl Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        let mut seen = self.seen.borrow_mut();
+        seen.0.update(&buf[..n]);
+        seen.1 += n as u64;
+        Ok(n)
+    }
+}
+
+/// A splitter over the decompressed dump read from `file` (from where its
+/// offset is; the caller rewinds it between passes).
+fn dump_reader<R: Read>(
+    path: &Path,
+    file: R,
+) -> Result<DumpReader<BufReader<zstd::Decoder<'static, BufReader<R>>>>, Failure> {
     let decoder = zstd::Decoder::new(file).map_err(|e| {
         Failure::Other(Error::internal(format!("cannot decompress `{}`", path.display())).source(e))
     })?;
@@ -610,9 +666,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("dump.sql.zst");
         let compressed = zstd::encode_all(sql.as_bytes(), 3).expect("compress");
-        std::fs::write(&path, compressed).expect("write dump");
+        std::fs::write(&path, &compressed).expect("write dump");
+        let expected = Expected {
+            sha256: crate::fingerprint::hex(&Sha256::digest(&compressed)),
+            size: compressed.len() as u64,
+        };
         let (tx, mut rx) = mpsc::channel(1024);
-        if read(&path, jobs, &tx).is_err() {
+        if read(&path, &expected, jobs, &tx).is_err() {
             panic!("the test dump is unreadable");
         }
         drop(tx);
