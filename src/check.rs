@@ -561,6 +561,13 @@ impl BaselineEntry {
     }
 }
 
+pub fn default_fail_on() -> Vec<FindingKind> {
+    FindingKind::ALL
+        .into_iter()
+        .filter(|k| k.fails_by_default())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,22 @@ pub struct GlobalArgs {
     pub verbose: bool,
 }
 
+impl GlobalArgs {
+    /// The flags that settings resolution takes over the environment and
+    /// the config file.
+    pub fn overrides(&self) -> migsnap::settings::Overrides {
+        migsnap::settings::Overrides {
+            project_dir: self.project_dir.clone(),
+            server_url: self.server_url.clone(),
+            cache_dir: self.cache_dir.clone(),
+            python: self.python.clone(),
+            settings: self.settings.clone(),
+            quiet: self.quiet,
+            verbose: self.verbose,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create (or replace) a test database in the fully migrated state
@@ -112,7 +128,7 @@ pub struct GcArgs {
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub keep: usize,
     /// Then remove the oldest kept snapshots until the cache holds at most SIZE (e.g. 500M, 2G)
-    #[arg(long, value_name = "SIZE", value_parser = crate::ui::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = migsnap::ui::parse_size)]
     pub max_size: Option<u64>,
     /// Say what would be removed, remove nothing
     #[arg(long)]

@@ -18,7 +18,8 @@
 //! only if Django is the same version, no app it had was removed, and every
 //! migration it applied is still loaded from identical content (`compatible`).
 
-use crate::fingerprint::{hash_normalized, hex, Fingerprint};
+use crate::fingerprint::Fingerprint;
+use crate::hash::{hash_normalized, hex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};

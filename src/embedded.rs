@@ -59,7 +59,7 @@ pub fn runtime_dir() -> PathBuf {
 
 /// 12 hex of the path: a short, stable file name for it.
 fn tag(path: &Path) -> String {
-    let hash = crate::fingerprint::hash_normalized(path.as_os_str().as_encoded_bytes());
+    let hash = crate::hash::hash_normalized(path.as_os_str().as_encoded_bytes());
     hash[..12].to_string()
 }
 
@@ -674,7 +674,7 @@ fn random_hex(bytes: usize) -> Result<String> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
         .with_kind(Kind::Internal, || "cannot read /dev/urandom".into())?;
-    Ok(crate::fingerprint::hex(&buf))
+    Ok(crate::hash::hex(&buf))
 }
 
 /// As root: the unprivileged user that runs the server. Otherwise None.

@@ -24,6 +24,7 @@ use crate::pg::{dump, restore, ConnInfo};
 use crate::settings::{ServerChoice, Settings};
 use crate::store::{self, BuildInfo, Manifest, Store};
 use crate::ui::{self, Ui};
+use std::path::Path;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -59,9 +60,9 @@ pub struct Snapshot {
 /// (`Depends::verify`): the identity its template must carry to be served.
 /// This is the warm path's whole check: one small file read, a few hundred
 /// hashes at most, no Python, no server.
-pub fn current_inputs(store: &Store, fp: &Fingerprint, settings: &Settings) -> Option<String> {
+pub fn current_inputs(store: &Store, fp: &Fingerprint, project_dir: &Path) -> Option<String> {
     let checked = store.load_checked(&fp.key)?;
-    checked.verify(&settings.project_dir).ok()?;
+    checked.verify(project_dir).ok()?;
     Some(checked.digest())
 }
 
@@ -273,7 +274,7 @@ async fn build_locked(
                 Err(f) if f.history => {
                     ui.warn(format!(
                         "cannot build on snapshot {} ({}); migrating from empty instead",
-                        fingerprint::short_key(&base.key),
+                        crate::hash::short_key(&base.key),
                         f.error.message
                     ));
                     drop_build(admin, &build).await?;
@@ -348,7 +349,7 @@ fn usable_snapshot(
     if m.server_major() > server_version_num / 10000 {
         ui.warn(format!(
             "cached snapshot {} comes from PostgreSQL {}, newer than this server ({}); not using it",
-            fingerprint::short_key(key),
+            crate::hash::short_key(key),
             m.server_major(),
             server_version_num / 10000
         ));
@@ -380,7 +381,7 @@ async fn incremental(
     ui: &Ui,
 ) -> Result<Snapshot, MigrateFailure> {
     let t = Instant::now();
-    let base_short = fingerprint::short_key(&base.key);
+    let base_short = crate::hash::short_key(&base.key);
     ui.info(format!(
         "building on snapshot {base_short}: {} of {} migration files unchanged",
         base.migrations.len(),
@@ -569,7 +570,18 @@ async fn finish(
         fp.key.clone(),
     );
     let dump = crate::error::blocking("the dump", move || {
-        dump::dump_to_store(&conn, &db, major, &st, &key, &identity)
+        let tmp = st.temp_file(&key)?;
+        let dir = st.dir().to_path_buf();
+        let write_error = |e| store::cache_write_error(&dir, e);
+        let (tmp, dumped) = dump::dump(&conn, &db, major, tmp, &identity, write_error)?;
+        failpoint::point("dump.written");
+        st.persist(tmp, &st.dump_path(&key))?;
+        failpoint::point("dump.renamed");
+        Ok::<_, Error>(store::DumpInfo {
+            file: format!("{key}.sql.zst"),
+            sha256: dumped.sha256,
+            size: dumped.size,
+        })
     })
     .await??;
     info.seconds = started.elapsed().as_secs_f64();
@@ -614,7 +626,7 @@ async fn settled_inputs(
         ))
         .hint("run the command again once the checkout is settled")
     };
-    let globs = MigrationGlobs::new(settings)?;
+    let globs = MigrationGlobs::new(&settings.key)?;
     let recorded = Depends::record(&settings.project_dir, fp, &report.inputs, |rel| {
         globs.is_match(rel)
     })
@@ -624,10 +636,10 @@ async fn settled_inputs(
             "migrations in `{dir}` are not covered by the `migrations` globs: migsnap records and checks them, but `migsnap key` (a CI cache key) does not see them; add `{dir}/*.py` to `migrations` in [tool.migsnap]"
         ));
     }
-    let (owned, depends) = (settings.clone(), recorded.depends);
+    let (spec, depends) = (settings.key.clone(), recorded.depends);
     let (again, depends) = crate::error::blocking("hashing the migrations", move || {
-        let again = fingerprint::compute(&owned);
-        let holds = depends.verify(&owned.project_dir);
+        let again = fingerprint::compute(&spec);
+        let holds = depends.verify(&spec.root);
         (again.map(|fp| (fp, holds)), depends)
     })
     .await?;

@@ -8,11 +8,11 @@
 //! `KEY_FORMAT` invalidates every old snapshot at once.
 
 use crate::error::{Context, Error, Kind, Result};
-use crate::settings::Settings;
+use crate::hash::{hash_normalized, hex, short_key};
 use globset::{GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// Bump when the key serialisation or the snapshot contents change meaning.
@@ -47,12 +47,22 @@ impl Fingerprint {
     }
 }
 
-pub fn short_key(key: &str) -> &str {
-    &key[..16.min(key.len())]
-}
-
 /// (relative path, content hash)
 type HashedFile = (String, String);
+
+/// What the key is computed from: the project dir and which files count.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    pub root: PathBuf,
+    /// Globs of migration files, relative to `root`.
+    pub migrations: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Globs of key-input files (lock files, dependency lists).
+    pub inputs: Vec<String>,
+    pub salt: String,
+    /// The settings module, when one is given explicitly.
+    pub settings_module: Option<String>,
+}
 
 /// Which project-relative paths are migration files the key hashes.
 pub struct MigrationGlobs {
@@ -61,10 +71,10 @@ pub struct MigrationGlobs {
 }
 
 impl MigrationGlobs {
-    pub fn new(settings: &Settings) -> Result<MigrationGlobs> {
+    pub fn new(spec: &KeySpec) -> Result<MigrationGlobs> {
         Ok(MigrationGlobs {
-            migrations: globset(&settings.migrations, "migrations")?,
-            exclude: globset(&settings.exclude, "exclude")?,
+            migrations: globset(&spec.migrations, "migrations")?,
+            exclude: globset(&spec.exclude, "exclude")?,
         })
     }
 
@@ -76,10 +86,10 @@ impl MigrationGlobs {
     }
 }
 
-pub fn compute(settings: &Settings) -> Result<Fingerprint> {
-    let migrations = MigrationGlobs::new(settings)?;
-    let inputs = globset(&settings.key_inputs, "key-inputs")?;
-    let root = settings.project_dir.as_path();
+pub fn compute(spec: &KeySpec) -> Result<Fingerprint> {
+    let migrations = MigrationGlobs::new(spec)?;
+    let inputs = globset(&spec.inputs, "key-inputs")?;
+    let root = spec.root.as_path();
 
     let found: Mutex<(Vec<HashedFile>, Vec<HashedFile>)> = Mutex::default();
     let failure: Mutex<Option<Error>> = Mutex::default();
@@ -152,8 +162,8 @@ pub fn compute(settings: &Settings) -> Result<Fingerprint> {
     let migrations: BTreeMap<_, _> = m.into_iter().collect();
     let key_inputs: BTreeMap<_, _> = i.into_iter().collect();
     let key = key_of(
-        &settings.key_salt,
-        settings.django_settings.as_deref(),
+        &spec.salt,
+        spec.settings_module.as_deref(),
         &migrations,
         &key_inputs,
     );
@@ -161,7 +171,7 @@ pub fn compute(settings: &Settings) -> Result<Fingerprint> {
         key,
         migrations,
         key_inputs,
-        salt_sha256: hash_normalized(settings.key_salt.as_bytes()),
+        salt_sha256: hash_normalized(spec.salt.as_bytes()),
     })
 }
 
@@ -210,34 +220,6 @@ fn hash_file_with(path: &Path, buf: &mut Vec<u8>) -> Result<String> {
                 .hint("make it readable by this user, or leave it out with `exclude` in [tool.migsnap]")
         })?;
     Ok(hash_normalized(buf))
-}
-
-pub fn hash_normalized(bytes: &[u8]) -> String {
-    let mut h = Sha256::new();
-    let mut rest = bytes;
-    while let Some(pos) = find_crlf(rest) {
-        h.update(&rest[..pos]);
-        rest = &rest[pos + 1..]; // drop the \r, keep the \n
-    }
-    h.update(rest);
-    hex(&h.finalize())
-}
-
-/// SIMD search: hashing 10,000 migration files for `key` is CPU-bound, and
-/// a byte-by-byte scan for CRLF cost about as much as sha256 itself.
-fn find_crlf(b: &[u8]) -> Option<usize> {
-    memchr::memmem::find(b, b"\r\n")
-}
-
-/// Lowercase hex; a table lookup, since `write!` per byte showed up in profiles of `key`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
 }
 
 /// A symlink loop: the walker noticed and stopped there, nothing to hash.
@@ -290,19 +272,6 @@ fn globset(patterns: &[String], what: &str) -> Result<GlobSet> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn crlf_and_lf_hash_the_same_but_lone_cr_differs() {
-        assert_eq!(hash_normalized(b"a\r\nb\r\n"), hash_normalized(b"a\nb\n"));
-        assert_ne!(hash_normalized(b"a\rb"), hash_normalized(b"ab"));
-        assert_ne!(hash_normalized(b"a\nb"), hash_normalized(b"a\n b"));
-    }
-
-    #[test]
-    fn hex_is_lowercase_and_zero_padded() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
-        assert_eq!(hex(&[]), "");
-    }
 
     #[test]
     fn key_depends_on_path_content_salt_and_kind() {

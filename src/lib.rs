@@ -4,12 +4,18 @@
 //! the server holds a template database and the cache dir a compressed dump
 //! (`store`). `prepare` clones the template, or restores the dump, or builds
 //! on an older snapshot, or migrates from empty (`engine`, `django`), then
-//! re-snapshots. `main.rs` only parses arguments and maps errors to exit
-//! codes; everything else lives here.
+//! re-snapshots. What a build read beyond the key is recorded and checked
+//! on every warm run (`depends`).
+//!
+//! The binary (`main.rs`, with `cli` and `commands` beside it) parses
+//! arguments, resolves settings, calls into this library and renders the
+//! results; the library never sees the command line. The module graph has
+//! no cycles and keeps its layers apart (`tests/architecture.rs` checks
+//! both): `hash`, `files`, `env` and `error` are leaves; the key
+//! (`fingerprint`, `depends`) and the cache dir (`store`) know no server;
+//! `pg` knows neither Django nor the store nor the settings.
 
 pub mod check;
-pub mod cli;
-pub mod commands;
 pub mod depends;
 pub mod django;
 pub mod embedded;
@@ -17,7 +23,9 @@ pub mod engine;
 pub mod env;
 pub mod error;
 pub mod failpoint;
+pub mod files;
 pub mod fingerprint;
+pub mod hash;
 pub mod names;
 pub mod pg;
 pub mod settings;

@@ -1,11 +1,14 @@
 //! The `migsnap` binary: parse, run, map the outcome to an exit code.
 
+mod cli;
+mod commands;
+
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = migsnap::cli::Cli::parse();
-    match migsnap::commands::run(cli) {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprint!("{}", e.report());

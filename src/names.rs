@@ -53,7 +53,7 @@ impl DbName {
     /// Derived from the target's name, so a run killed half-way leaves a
     /// database the next `prepare` of the same target finds and removes.
     pub fn clone_for(target: &str) -> DbName {
-        let tag = crate::fingerprint::hash_normalized(target.as_bytes());
+        let tag = crate::hash::hash_normalized(target.as_bytes());
         DbName::Clone(tag[..16].to_string())
     }
     pub fn check(key: &str) -> DbName {
@@ -104,7 +104,7 @@ impl fmt::Display for DbName {
 }
 
 fn short(key: &str) -> String {
-    crate::fingerprint::short_key(key).to_string()
+    crate::hash::short_key(key).to_string()
 }
 
 #[cfg(test)]

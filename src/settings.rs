@@ -5,9 +5,9 @@
 //! default. Unknown config keys are an error: a typo must not silently fall
 //! back to a default.
 
-use crate::cli::GlobalArgs;
 use crate::env;
 use crate::error::{Context, Error, Kind, Result};
+pub use crate::pg::admin::CloneStrategy;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -36,18 +36,6 @@ pub struct FileConfig {
     pub check_fail_on: Option<Vec<crate::check::FindingKind>>,
 }
 
-/// How `CREATE DATABASE … TEMPLATE` copies files (PostgreSQL 15+).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum CloneStrategy {
-    /// FILE_COPY on the embedded server, the server's own default (WAL_LOG
-    /// on 15+) elsewhere; see `Settings::effective_clone_strategy`.
-    #[default]
-    Default,
-    WalLog,
-    FileCopy,
-}
-
 pub const DEFAULT_MIGRATIONS: &[&str] = &["**/migrations/*.py"];
 /// Where projects declare their dependencies: a changed dependency may bring
 /// new or changed third-party migrations (which the snapshot also records
@@ -68,6 +56,19 @@ pub const DEFAULT_KEY_INPUTS: &[&str] = &[
     "pdm.lock",
 ];
 
+/// What the command line says, over the environment and the config file
+/// (the binary fills it from its flags; the library knows no CLI).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub project_dir: Option<PathBuf>,
+    pub server_url: Option<String>,
+    pub cache_dir: Option<PathBuf>,
+    pub python: Option<PathBuf>,
+    pub settings: Option<String>,
+    pub quiet: bool,
+    pub verbose: bool,
+}
+
 /// Where the database server is.
 #[derive(Debug, Clone)]
 pub enum ServerChoice {
@@ -82,10 +83,8 @@ pub struct Settings {
     pub project_dir: PathBuf,
     /// Which config file was read, if any (for messages).
     pub config_file: Option<PathBuf>,
-    pub migrations: Vec<String>,
-    pub exclude: Vec<String>,
-    pub key_inputs: Vec<String>,
-    pub key_salt: String,
+    /// What the key is computed from.
+    pub key: crate::fingerprint::KeySpec,
     pub cache_dir: PathBuf,
     /// Signs new snapshots; unsigned ones are refused (`MIGSNAP_CACHE_SECRET`
     /// or `cache-secret-file`).
@@ -103,7 +102,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn resolve(args: &GlobalArgs) -> Result<Settings> {
+    pub fn resolve(args: &Overrides) -> Result<Settings> {
         let cwd = std::env::current_dir()
             .with_kind(Kind::Usage, || "cannot read the current directory".into())?;
         let project_dir = match &args.project_dir {
@@ -198,15 +197,19 @@ impl Settings {
         let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         Ok(Settings {
             manage_py: rel(file.manage_py.as_deref().unwrap_or(Path::new("manage.py"))),
-            migrations: file.migrations.unwrap_or_else(|| owned(DEFAULT_MIGRATIONS)),
-            exclude: file.exclude.unwrap_or_default(),
-            key_inputs: file.key_inputs.unwrap_or_else(|| owned(DEFAULT_KEY_INPUTS)),
-            key_salt: file.key_salt.unwrap_or_default(),
+            key: crate::fingerprint::KeySpec {
+                root: project_dir.clone(),
+                migrations: file.migrations.unwrap_or_else(|| owned(DEFAULT_MIGRATIONS)),
+                exclude: file.exclude.unwrap_or_default(),
+                inputs: file.key_inputs.unwrap_or_else(|| owned(DEFAULT_KEY_INPUTS)),
+                salt: file.key_salt.unwrap_or_default(),
+                settings_module: django_settings.clone(),
+            },
             clone_strategy: file.clone_strategy.unwrap_or_default(),
             restore_jobs,
             check_fail_on: file
                 .check_fail_on
-                .unwrap_or_else(crate::commands::default_fail_on),
+                .unwrap_or_else(crate::check::default_fail_on),
             project_dir,
             config_file,
             cache_dir,

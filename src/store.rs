@@ -15,12 +15,13 @@
 use crate::depends::Checked;
 use crate::error::{Context, Error, Kind, Result};
 use crate::failpoint;
-use crate::fingerprint::{self, Fingerprint};
+use crate::files::read_no_follow;
+use crate::fingerprint::Fingerprint;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -435,7 +436,7 @@ impl Store {
     }
 
     fn write_signature(&self, secret: &CacheSecret, key: &str, manifest: &[u8]) -> Result<()> {
-        let sig = fingerprint::hex(&secret.mac(key, manifest).finalize().into_bytes());
+        let sig = crate::hash::hex(&secret.mac(key, manifest).finalize().into_bytes());
         let mut tmp = self.temp_file(key)?;
         tmp.write_all(format!("{sig}\n").as_bytes())
             .map_err(|e| cache_write_error(&self.dir, e))?;
@@ -451,7 +452,7 @@ impl Store {
         manifest: &[u8],
     ) -> Result<(), String> {
         let path = self.sig_path(key);
-        let short = crate::fingerprint::short_key(key);
+        let short = crate::hash::short_key(key);
         let text = match read_no_follow(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -482,22 +483,6 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
-}
-
-/// Open a file in the cache dir for reading without following a symlink
-/// in its last component: the dir is ours, but a link planted in it could
-/// point anywhere.
-pub fn open_no_follow(path: &Path) -> std::io::Result<File> {
-    File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-}
-
-fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    open_no_follow(path)?.read_to_end(&mut bytes)?;
-    Ok(bytes)
 }
 
 /// Refuse a cache dir that someone else could write to: its snapshots run

@@ -5,18 +5,20 @@
 //! file, hashes the migration files and connects to nothing: no server, no
 //! Python.
 
-use crate::check::{self, Baseline, BaselineEntry, Catalog, Finding, FindingKind, MigrationSource};
 use crate::cli::{CheckArgs, CheckFormat};
-use crate::django::{self, MigrationFile, Mode};
-use crate::engine;
-use crate::error::{exit, Context, Error, Kind, Result};
-use crate::fingerprint::{self, Fingerprint};
-use crate::names::DbName;
-use crate::pg::admin::{self, Admin};
-use crate::pg::{db_error, quote_ident};
-use crate::settings::{CloneStrategy, Settings};
-use crate::store::Store;
-use crate::ui::Ui;
+use migsnap::check::{
+    self, Baseline, BaselineEntry, Catalog, Finding, FindingKind, MigrationSource,
+};
+use migsnap::django::{self, MigrationFile, Mode};
+use migsnap::engine;
+use migsnap::error::{exit, Context, Error, Kind, Result};
+use migsnap::fingerprint::{self, Fingerprint};
+use migsnap::names::DbName;
+use migsnap::pg::admin::{self, Admin};
+use migsnap::pg::{db_error, quote_ident};
+use migsnap::settings::{CloneStrategy, Settings};
+use migsnap::store::Store;
+use migsnap::ui::Ui;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -53,10 +55,10 @@ struct Summary {
 }
 
 pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Ui) -> Result<u8> {
-    let fp = fingerprint::compute(settings)?;
+    let fp = fingerprint::compute(&settings.key)?;
     let store = Store::new(settings.ensure_cache_dir()?);
     let cache_path = store.dir().join(format!("{}.check.json", fp.key));
-    let cached = match engine::current_inputs(&store, &fp, settings) {
+    let cached = match engine::current_inputs(&store, &fp, &settings.project_dir) {
         Some(inputs) if !args.refresh => load_cache(&cache_path, &fp.key, &inputs, ui),
         _ => None,
     };
@@ -152,7 +154,7 @@ async fn build_cache(settings: &Settings, fp: &Fingerprint, ui: &Ui) -> Result<C
     let admin = engine::connect(settings, ui).await?;
     let template = admin::template_name(&fp.key);
     let store = Store::new(settings.ensure_cache_dir()?);
-    let inputs = engine::current_inputs(&store, fp, settings);
+    let inputs = engine::current_inputs(&store, fp, &settings.project_dir);
     let ready = admin.database(&template).await?.is_some_and(|d| {
         inputs
             .as_deref()
@@ -161,7 +163,7 @@ async fn build_cache(settings: &Settings, fp: &Fingerprint, ui: &Ui) -> Result<C
     if !ready {
         engine::build(&admin, settings, fp, ui, false).await?;
     }
-    let inputs = engine::current_inputs(&store, fp, settings).ok_or_else(|| {
+    let inputs = engine::current_inputs(&store, fp, &settings.project_dir).ok_or_else(|| {
         Error::usage("the project's files changed while the snapshot was built")
             .hint("run `migsnap check` again once they are settled")
     })?;
@@ -357,7 +359,7 @@ fn read_baseline(path: &Path) -> Result<BTreeSet<BaselineEntry>> {
 fn write_atomic(store: &Store, key: &str, dest: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = store.temp_file(key)?;
     tmp.write_all(bytes)
-        .map_err(|e| crate::store::cache_write_error(store.dir(), e))?;
+        .map_err(|e| migsnap::store::cache_write_error(store.dir(), e))?;
     store.persist(tmp, dest)
 }
 
@@ -454,11 +456,4 @@ fn github(findings: &[Finding]) -> String {
         ));
     }
     out
-}
-
-pub fn default_fail_on() -> Vec<FindingKind> {
-    FindingKind::ALL
-        .into_iter()
-        .filter(|k| k.fails_by_default())
-        .collect()
 }

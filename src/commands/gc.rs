@@ -4,20 +4,21 @@
 //! Never removes what a concurrent `prepare` needs: a snapshot goes only
 //! after gc got its per-key cache lock (non-blocking; a locked key is
 //! skipped), its template only under the per-key advisory lock, a build
-//! or scratch database (every shape in `crate::names`) only when the
+//! or scratch database (every shape in `migsnap::names`) only when the
 //! advisory lock its user holds is free. The snapshot for the current
 //! migration files is always kept. Templates whose key this cache dir does
 //! not know are left alone: on a shared server they may belong to another
 //! project or another cache dir.
 
 use crate::cli::GcArgs;
-use crate::error::{exit, Result};
-use crate::fingerprint::{self, short_key};
-use crate::names::DbName;
-use crate::pg::admin::{self, Admin, DbInfo, TEMPLATE_PREFIX};
-use crate::settings::Settings;
-use crate::store::{Manifest, Store};
-use crate::ui::{self, Ui};
+use migsnap::error::{exit, Result};
+use migsnap::fingerprint;
+use migsnap::hash::short_key;
+use migsnap::names::DbName;
+use migsnap::pg::admin::{self, Admin, DbInfo, TEMPLATE_PREFIX};
+use migsnap::settings::Settings;
+use migsnap::store::{Manifest, Store};
+use migsnap::ui::{self, Ui};
 use std::time::{Duration, SystemTime};
 
 /// A temp file untouched for this long belongs to a dead process (writers
@@ -77,9 +78,9 @@ struct GcOutput {
 const IN_USE: &str = "in use by another migsnap";
 
 pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
-    let fp = fingerprint::compute(settings)?;
+    let fp = fingerprint::compute(&settings.key)?;
     let store = Store::new(settings.ensure_cache_dir()?);
-    let admin = crate::engine::connect(settings, ui).await?;
+    let admin = migsnap::engine::connect(settings, ui).await?;
     let (keep, remove) = select(store.manifests(), &fp.key, args.keep, args.max_size);
     let mut gc = Gc {
         admin: &admin,
@@ -280,7 +281,7 @@ impl Gc<'_> {
                 match std::fs::remove_file(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(crate::store::cache_write_error(self.store.dir(), e)),
+                    Err(e) => return Err(migsnap::store::cache_write_error(self.store.dir(), e)),
                 }
             }
             self.out.freed_bytes += size.unwrap_or(0);
@@ -328,7 +329,7 @@ fn render(out: &GcOutput) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{BuildInfo, DumpInfo, MANIFEST_FORMAT};
+    use migsnap::store::{BuildInfo, DumpInfo, MANIFEST_FORMAT};
 
     fn snap(key: &str, created: u64, size: u64) -> Manifest {
         Manifest {

@@ -1,9 +1,9 @@
 //! `migsnap key`: the migration-set key, computed from files only.
 
 use crate::cli::KeyArgs;
-use crate::error::{exit, Result};
-use crate::fingerprint;
-use crate::settings::Settings;
+use migsnap::error::{exit, Result};
+use migsnap::fingerprint;
+use migsnap::settings::Settings;
 
 #[derive(serde::Serialize)]
 struct KeyOutput<'a> {
@@ -15,7 +15,7 @@ struct KeyOutput<'a> {
 }
 
 pub fn run(settings: &Settings, args: &KeyArgs) -> Result<u8> {
-    let fp = fingerprint::compute(settings)?;
+    let fp = fingerprint::compute(&settings.key)?;
     if args.list {
         for path in fp.migrations.keys().chain(fp.key_inputs.keys()) {
             eprintln!("{path}");
@@ -24,7 +24,7 @@ pub fn run(settings: &Settings, args: &KeyArgs) -> Result<u8> {
     if fp.migrations.is_empty() && !settings.quiet {
         eprintln!(
             "warning: no migration files match {:?} under {}",
-            settings.migrations,
+            settings.key.migrations,
             settings.project_dir.display()
         );
     }

@@ -2,13 +2,14 @@
 //! the current migration files would use.
 
 use crate::cli::LsArgs;
-use crate::error::{exit, Result};
-use crate::fingerprint::{self, short_key};
-use crate::names::DbName;
-use crate::pg::admin::TEMPLATE_PREFIX;
-use crate::settings::Settings;
-use crate::store::{self, Store};
-use crate::ui::{self, Ui};
+use migsnap::error::{exit, Result};
+use migsnap::fingerprint;
+use migsnap::hash::short_key;
+use migsnap::names::DbName;
+use migsnap::pg::admin::TEMPLATE_PREFIX;
+use migsnap::settings::Settings;
+use migsnap::store::{self, Store};
+use migsnap::ui::{self, Ui};
 use std::collections::BTreeSet;
 
 #[derive(serde::Serialize)]
@@ -47,7 +48,7 @@ struct TemplateRow {
 }
 
 pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
-    let fp = fingerprint::compute(settings)?;
+    let fp = fingerprint::compute(&settings.key)?;
     let store = Store::new(&settings.cache_dir);
     let manifests = store.manifests();
     let cached: BTreeSet<&str> = manifests.iter().map(|m| m.key.as_str()).collect();
@@ -106,7 +107,7 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
 
 /// Templates on the server as (name, key from the comment).
 async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Vec<(String, Option<String>)>> {
-    let admin = crate::engine::connect(settings, ui).await?;
+    let admin = migsnap::engine::connect(settings, ui).await?;
     Ok(admin
         .databases_like(TEMPLATE_PREFIX)
         .await?

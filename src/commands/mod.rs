@@ -9,14 +9,14 @@ mod run;
 mod server;
 
 use crate::cli::{Cli, Command};
-use crate::error::{Error, Kind, Result};
-use crate::settings::Settings;
-use crate::ui::Ui;
+use migsnap::error::{Error, Kind, Result};
+use migsnap::settings::Settings;
+use migsnap::ui::Ui;
 use std::io::Write;
 
 /// Run the parsed command line; returns the exit code on success.
 pub fn run(cli: Cli) -> Result<u8> {
-    let settings = Settings::resolve(&cli.global)?;
+    let settings = Settings::resolve(&cli.global.overrides())?;
     let ui = Ui::new(settings.quiet);
     // `key` needs no runtime at all: keep it a pure, instant function of files.
     if let Command::Key(args) = &cli.command {
@@ -84,8 +84,6 @@ pub fn print_stdout(text: &str) {
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
 }
-
-pub use check::default_fail_on;
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)

@@ -4,15 +4,15 @@
 //! TEMPLATE (plus a DROP when the name exists). Nothing else, and no Python.
 
 use crate::cli::{PrepareArgs, TargetArgs};
-use crate::django::Applied;
-use crate::engine::{self, Snapshot, Source};
-use crate::error::{exit, Result};
-use crate::fingerprint;
-use crate::pg::admin::{self, CLONE_COMMENT};
-use crate::pg::ConnInfo;
-use crate::settings::Settings;
-use crate::store::Store;
-use crate::ui::{self, Ui};
+use migsnap::django::Applied;
+use migsnap::engine::{self, Snapshot, Source};
+use migsnap::error::{exit, Result};
+use migsnap::fingerprint;
+use migsnap::pg::admin::{self, CLONE_COMMENT};
+use migsnap::pg::ConnInfo;
+use migsnap::settings::Settings;
+use migsnap::store::Store;
+use migsnap::ui::{self, Ui};
 use std::time::{Duration, Instant};
 
 /// A database that is ready, and how it got there. `run` and `prepare` both
@@ -95,11 +95,11 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
     // query) costs several round trips. The key's errors come first, as
     // they would without the server.
     let store = Store::new(settings.ensure_cache_dir()?);
-    let (owned, st) = (settings.clone(), store.clone());
-    let hashing = crate::error::blocking("hashing the migrations", move || {
-        let fp = fingerprint::compute(&owned)?;
-        let inputs = engine::current_inputs(&st, &fp, &owned);
-        Ok::<_, crate::error::Error>((fp, inputs))
+    let (spec, st) = (settings.key.clone(), store.clone());
+    let hashing = migsnap::error::blocking("hashing the migrations", move || {
+        let fp = fingerprint::compute(&spec)?;
+        let inputs = engine::current_inputs(&st, &fp, &spec.root);
+        Ok::<_, migsnap::error::Error>((fp, inputs))
     });
     let (hashed, admin) = tokio::join!(hashing, engine::connect(settings, ui));
     let (fp, inputs) = hashed??;
@@ -117,7 +117,7 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
     // clone and the rename. Held until this connection closes; gc drops a
     // scratch clone only when this lock is free. Taken in the same round
     // trip as the look-up.
-    let lock = crate::names::DbName::clone_for(target);
+    let lock = migsnap::names::DbName::clone_for(target);
     let names = [template.as_str(), target, scratch.as_str()];
     let (locked, found) = tokio::join!(admin.try_lock_key(lock.hex()), admin.databases(&names));
     let found = if locked? {
@@ -151,8 +151,8 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
 
     // Clone first, under the scratch name: the old target goes only once
     // its replacement exists, so a failed clone leaves it as it was.
-    crate::failpoint::pause("clone.before").await;
-    crate::failpoint::point("clone.before");
+    migsnap::failpoint::pause("clone.before").await;
+    migsnap::failpoint::point("clone.before");
     let cloned = admin
         .create(
             &scratch,
@@ -166,7 +166,7 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
         // again (under the locks) and clone once more; any other failure
         // is the error to report.
         // After a build, the manifest names the inputs anew.
-        let inputs = engine::current_inputs(&store, &fp, settings);
+        let inputs = engine::current_inputs(&store, &fp, &settings.project_dir);
         let still_there = admin.database(&snapshot.template).await?.is_some_and(|d| {
             inputs
                 .as_deref()
@@ -189,7 +189,7 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
             .await?;
         snapshot = rebuilt;
     }
-    crate::failpoint::point("clone.created");
+    migsnap::failpoint::point("clone.created");
     // The target may have appeared while we built; look again before dropping.
     let existing = if snapshot.source == Source::Template && ready {
         existing.cloned()
@@ -199,12 +199,12 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
     if let Some(info) = &existing {
         admin::target_check(target, Some(info), &admin.conn.admin_db, args.force)?;
         admin.drop(info).await?;
-        crate::failpoint::point("target.dropped");
+        migsnap::failpoint::point("target.dropped");
     }
     admin
         .finish_clone(&scratch, target, &format!("{CLONE_COMMENT}{}", fp.short()))
         .await?;
-    crate::failpoint::point("clone.commented");
+    migsnap::failpoint::point("clone.commented");
 
     Ok(Prepared {
         database: target.to_string(),

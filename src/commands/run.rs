@@ -7,8 +7,8 @@
 
 use super::prepare::Prepared;
 use crate::cli::RunArgs;
-use crate::error::Error;
-use crate::ui::Ui;
+use migsnap::error::Error;
+use migsnap::ui::Ui;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -25,7 +25,7 @@ pub fn exec(prepared: &Prepared, args: &RunArgs, ui: &Ui) -> Error {
     // Every inherited PG* goes first: a stale PGSERVICE, PGHOSTADDR or
     // PGOPTIONS would otherwise send CMD somewhere else than the database
     // just prepared.
-    crate::pg::scrub_pg_env(&mut cmd)
+    migsnap::pg::scrub_pg_env(&mut cmd)
         .args(rest)
         .envs(prepared.conn.libpq_env(&prepared.database))
         .env(DATABASE_URL, prepared.conn.url(&prepared.database));

@@ -1,9 +1,9 @@
 //! `migsnap server start|stop|status|url`: the embedded PostgreSQL server.
 
 use crate::cli::ServerAction;
-use crate::error::{blocking, exit, Error, Result};
-use crate::settings::{ServerChoice, Settings};
-use crate::ui::Ui;
+use migsnap::error::{blocking, exit, Error, Result};
+use migsnap::settings::{ServerChoice, Settings};
+use migsnap::ui::Ui;
 
 pub async fn run(settings: &Settings, action: &ServerAction, ui: &Ui) -> Result<u8> {
     let ServerChoice::Embedded(server) = &settings.server else {

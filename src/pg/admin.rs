@@ -9,7 +9,6 @@
 use super::{db_error, quote_ident, quote_literal, ConnInfo};
 use crate::error::{Error, Result};
 use crate::names::DbName;
-use crate::settings::CloneStrategy;
 use tokio_postgres::Client;
 
 pub use crate::names::PREFIX as TEMPLATE_PREFIX;
@@ -36,6 +35,18 @@ pub fn clone_scratch_name(target: &str) -> String {
 
 pub fn template_comment(key: &str, inputs: &str) -> String {
     format!("{TEMPLATE_COMMENT}{key}{INPUTS_MARK}{inputs}")
+}
+
+/// How `CREATE DATABASE … TEMPLATE` copies files (PostgreSQL 15+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloneStrategy {
+    /// FILE_COPY on the embedded server, the server's own default (WAL_LOG
+    /// on 15+) elsewhere; see `Settings::effective_clone_strategy`.
+    #[default]
+    Default,
+    WalLog,
+    FileCopy,
 }
 
 const DB_INFO_COLUMNS: &str =
@@ -342,7 +353,7 @@ impl Admin {
 
 /// The first 64 bits of the key, as the advisory lock id.
 fn lock_id(key: &str) -> i64 {
-    u64::from_str_radix(crate::fingerprint::short_key(key), 16).unwrap_or(0) as i64
+    u64::from_str_radix(crate::hash::short_key(key), 16).unwrap_or(0) as i64
 }
 
 /// Whether `prepare` may (re)create `name`, given what exists now.

@@ -14,8 +14,7 @@
 use super::{db_error, tools, ConnInfo};
 use crate::error::{Context, Error, Kind, Result};
 use crate::failpoint;
-use crate::fingerprint::hex;
-use crate::store::{cache_write_error, DumpInfo, Store};
+use crate::hash::hex;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -24,16 +23,25 @@ use std::process::{Command, Stdio};
 /// times the speed; dumps are written once and read many times either way.
 const ZSTD_LEVEL: i32 = 3;
 
-/// Dump `db` and move it into place as `<key>.sql.zst`. Blocking: call it
+/// What a dump wrote: the sha256 and size of the compressed bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dumped {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Dump `db`, zstd-compressed, into `out`, and give `out` back once the dump
+/// has proved to be of `db` (`expected`). `write_error` turns a failed write
+/// into the caller's error (it knows where `out` lives). Blocking: call it
 /// from `spawn_blocking`.
-pub fn dump_to_store(
+pub fn dump<W: Write>(
     conn: &ConnInfo,
     db: &str,
     server_major: u32,
-    store: &Store,
-    key: &str,
+    out: W,
     expected: &Identity,
-) -> Result<DumpInfo> {
+    write_error: impl Fn(std::io::Error) -> Error,
+) -> Result<(W, Dumped)> {
     let pg_dump = tools::find("pg_dump", Some(server_major))?;
     let mut cmd = Command::new(&pg_dump);
     // A complete connection on the command line and no inherited PG*: a
@@ -67,18 +75,15 @@ pub fn dump_to_store(
         s
     });
 
-    let tmp = store.temp_file(key)?;
     let mut hashing = HashingWriter {
-        inner: tmp,
+        inner: out,
         hash: Sha256::new(),
         size: 0,
     };
     let mut tap = MigrationsTap::default();
     let copied = {
-        let mut enc = zstd::Encoder::new(&mut hashing, ZSTD_LEVEL)
-            .map_err(|e| cache_write_error(store.dir(), e))?;
-        enc.include_checksum(true)
-            .map_err(|e| cache_write_error(store.dir(), e))?;
+        let mut enc = zstd::Encoder::new(&mut hashing, ZSTD_LEVEL).map_err(&write_error)?;
+        enc.include_checksum(true).map_err(&write_error)?;
         let mut stdout = child
             .stdout
             .take()
@@ -91,7 +96,7 @@ pub fn dump_to_store(
     let stderr = err_thread.join().unwrap_or_default();
     // A failed write (full or read-only cache dir) comes first: pg_dump then
     // dies of the closed pipe, and its error would hide the real cause.
-    copied.map_err(|e| cache_write_error(store.dir(), e))?;
+    copied.map_err(&write_error)?;
     if !status.success() {
         let first = stderr.lines().next().unwrap_or("").to_string();
         let mut err =
@@ -104,20 +109,20 @@ pub fn dump_to_store(
         return Err(err);
     }
     let HashingWriter {
-        inner: tmp,
+        inner: out,
         hash,
         size,
     } = hashing;
-    // The temp file is deleted when dropped: a foreign dump is never kept.
+    // On a mismatch `out` is dropped: a temp file goes with it, and a
+    // foreign dump is never kept.
     expected.check(db, &tap.finish())?;
-    failpoint::point("dump.written");
-    store.persist(tmp, &store.dump_path(key))?;
-    failpoint::point("dump.renamed");
-    Ok(DumpInfo {
-        file: format!("{key}.sql.zst"),
-        sha256: hex(&hash.finalize()),
-        size,
-    })
+    Ok((
+        out,
+        Dumped {
+            sha256: hex(&hash.finalize()),
+            size,
+        },
+    ))
 }
 
 /// `io::copy` with a crash point after every chunk, so the crash tests can

@@ -88,7 +88,7 @@ pub fn read(
 ) -> Result<(), Failure> {
     // A dump that is missing (or a link, refused by O_NOFOLLOW) leaves
     // the snapshot unusable, like a damaged one: discarded and rebuilt.
-    let mut file = crate::store::open_no_follow(path).map_err(|e| {
+    let mut file = crate::files::open_no_follow(path).map_err(|e| {
         Failure::Damaged(
             Error::new(
                 Kind::Usage,
@@ -122,7 +122,7 @@ pub fn read(
     // Whatever the decoder left unread (trailing bytes) counts too.
     std::io::copy(&mut tee(), &mut std::io::sink()).map_err(reread)?;
     let (hash, size) = seen.take();
-    let sum = crate::fingerprint::hex(&hash.finalize());
+    let sum = crate::hash::hex(&hash.finalize());
     if (sum.as_str(), size) != (expected.sha256.as_str(), expected.size) {
         return Err(Failure::Damaged(Error::new(
             Kind::Usage,
@@ -668,7 +668,7 @@ mod tests {
         let compressed = zstd::encode_all(sql.as_bytes(), 3).expect("compress");
         std::fs::write(&path, &compressed).expect("write dump");
         let expected = Expected {
-            sha256: crate::fingerprint::hex(&Sha256::digest(&compressed)),
+            sha256: crate::hash::hex(&Sha256::digest(&compressed)),
             size: compressed.len() as u64,
         };
         let (tx, mut rx) = mpsc::channel(1024);

@@ -1,0 +1,59 @@
+//! The hashing every layer shares: sha256 of normalised text, lowercase hex,
+//! and the short form of a key. A leaf module, so that the key, the store,
+//! the server code and the names can all use it without depending on each
+//! other.
+
+use sha2::{Digest, Sha256};
+
+/// sha256 of the content with CRLF folded to LF, so a Windows checkout with
+/// autocrlf shares snapshots with Linux CI.
+pub fn hash_normalized(bytes: &[u8]) -> String {
+    let mut h = Sha256::new();
+    let mut rest = bytes;
+    while let Some(pos) = find_crlf(rest) {
+        h.update(&rest[..pos]);
+        rest = &rest[pos + 1..]; // drop the \r, keep the \n
+    }
+    h.update(rest);
+    hex(&h.finalize())
+}
+
+/// SIMD search: hashing 10,000 migration files for `key` is CPU-bound, and
+/// a byte-by-byte scan for CRLF cost about as much as sha256 itself.
+fn find_crlf(b: &[u8]) -> Option<usize> {
+    memchr::memmem::find(b, b"\r\n")
+}
+
+/// Lowercase hex; a table lookup, since `write!` per byte showed up in profiles of `key`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+/// First 16 hex chars of a key: the suffix of the databases made for it.
+pub fn short_key(key: &str) -> &str {
+    &key[..16.min(key.len())]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crlf_and_lf_hash_the_same_but_lone_cr_differs() {
+        assert_eq!(hash_normalized(b"a\r\nb\r\n"), hash_normalized(b"a\nb\n"));
+        assert_ne!(hash_normalized(b"a\rb"), hash_normalized(b"ab"));
+        assert_ne!(hash_normalized(b"a\nb"), hash_normalized(b"a\n b"));
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_zero_padded() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
+        assert_eq!(hex(&[]), "");
+    }
+}

@@ -1,0 +1,154 @@
+//! The module graph of the library, read from its `crate::` paths: no
+//! cycles, and the arrows that keep the layers apart. The rule, written down:
+//!
+//! - `hash`, `files`, `env`, `error` are leaves;
+//! - the key (`fingerprint`, `depends`) and the cache dir (`store`) know no
+//!   server, no Django and no settings;
+//! - `pg` (connection, admin, dump, restore) knows no Django, no store, no
+//!   settings and no engine;
+//! - the CLI (`src/cli.rs`, `src/commands/`) lives in the binary, so no
+//!   library module can reach it (the compiler enforces that one).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Top-level library module -> the top-level modules it names.
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    for file in files {
+        let rel = file.strip_prefix(&src).expect("under src");
+        let first = rel
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .expect("utf-8 path");
+        let module = first.trim_end_matches(".rs").to_string();
+        if matches!(module.as_str(), "lib" | "main" | "cli" | "commands") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("read source");
+        // Unit tests may reach anywhere.
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        let deps = edges.entry(module.clone()).or_default();
+        for (i, _) in code.match_indices("crate::") {
+            let name: String = code[i + "crate::".len()..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && name != module {
+                deps.insert(name);
+            }
+        }
+    }
+    edges
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            collect(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// A cycle through `start`, if any, as the path that closes it.
+fn cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        stack: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(pos) = stack.iter().position(|n| n == node) {
+            let mut path = stack[pos..].to_vec();
+            path.push(node.to_string());
+            return Some(path);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        stack.push(node.to_string());
+        for next in edges.get(node).into_iter().flatten() {
+            if let Some(c) = visit(next, edges, stack, done) {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        done.insert(node.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    edges
+        .keys()
+        .find_map(|n| visit(n, edges, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn the_library_module_graph_has_no_cycle() {
+    let edges = graph();
+    assert!(
+        edges.contains_key("engine"),
+        "the walk found the modules: {edges:?}"
+    );
+    if let Some(path) = cycle(&edges) {
+        panic!("import cycle: {}", path.join(" -> "));
+    }
+}
+
+#[test]
+fn the_layers_keep_their_arrows() {
+    let edges = graph();
+    let forbidden: &[(&str, &[&str])] = &[
+        ("hash", &["*"]),
+        ("files", &["*"]),
+        ("error", &["*"]),
+        (
+            "fingerprint",
+            &["pg", "embedded", "django", "engine", "settings", "store"],
+        ),
+        (
+            "depends",
+            &["pg", "embedded", "django", "engine", "settings", "store"],
+        ),
+        ("store", &["pg", "embedded", "django", "engine", "settings"]),
+        (
+            "names",
+            &["pg", "embedded", "django", "engine", "settings", "store"],
+        ),
+        (
+            "pg",
+            &[
+                "django", "store", "settings", "engine", "embedded", "depends",
+            ],
+        ),
+    ];
+    let mut broken = Vec::new();
+    for (module, banned) in forbidden {
+        for dep in edges.get(*module).into_iter().flatten() {
+            if banned.contains(&"*") || banned.contains(&dep.as_str()) {
+                broken.push(format!("{module} -> {dep}"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "forbidden arrows: {broken:?}");
+}
+
+#[test]
+fn the_checker_sees_a_cycle_when_there_is_one() {
+    // The rule above must be able to fail.
+    let edges: BTreeMap<String, BTreeSet<String>> =
+        [("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"])]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+            .collect();
+    assert_eq!(
+        cycle(&edges),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+}
