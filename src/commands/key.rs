@@ -4,6 +4,7 @@ use crate::cli::KeyArgs;
 use migsnap::error::{exit, Result};
 use migsnap::fingerprint;
 use migsnap::settings::Settings;
+use migsnap::ui::Ui;
 
 #[derive(serde::Serialize)]
 struct KeyOutput<'a> {
@@ -14,19 +15,19 @@ struct KeyOutput<'a> {
     key_inputs: Vec<&'a str>,
 }
 
-pub fn run(settings: &Settings, args: &KeyArgs) -> Result<u8> {
+pub fn run(settings: &Settings, args: &KeyArgs, ui: &Ui) -> Result<u8> {
     let fp = fingerprint::compute(&settings.key)?;
     if args.list {
         for path in fp.migrations.keys().chain(fp.key_inputs.keys()) {
             eprintln!("{path}");
         }
     }
-    if fp.migrations.is_empty() && !settings.quiet {
-        eprintln!(
-            "warning: no migration files match {:?} under {}",
+    if fp.migrations.is_empty() {
+        ui.warn(format!(
+            "no migration files match {:?} under {}",
             settings.key.migrations,
             settings.project_dir.display()
-        );
+        ));
     }
     if args.json {
         super::print_json(&KeyOutput {

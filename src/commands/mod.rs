@@ -18,35 +18,32 @@ use std::io::Write;
 pub fn run(cli: Cli) -> Result<u8> {
     let settings = Settings::resolve(&cli.global.overrides())?;
     let ui = Ui::new(settings.quiet);
-    // `key` needs no runtime at all: keep it a pure, instant function of files.
-    if let Command::Key(args) = &cli.command {
-        return key::run(&settings, args);
-    }
     if matches!(
         cli.command,
         Command::Prepare(_) | Command::Run(_) | Command::Check(_) | Command::Gc(_)
     ) {
         settings.check_before_starting_a_server()?;
     }
+    // A current-thread runtime starts no thread: `key` pays nothing for it.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::internal("cannot start the async runtime").source(e))?;
-    if let Command::Run(args) = &cli.command {
-        let prepared = runtime.block_on(interruptible(
-            prepare::prepare(&settings, &args.target, &ui),
-            &ui,
-        ))?;
-        // Nothing async may outlive the exec; dropping the runtime closes
-        // every connection first.
-        drop(runtime);
-        return Err(run::exec(&prepared, args, &ui));
-    }
-    let result = runtime.block_on(interruptible(dispatch(&cli.command, &settings, &ui), &ui));
-    // Do not wait for blocking tasks (a server start waiting on its lock)
-    // after an interrupt: the process is exiting anyway.
+    let outcome = runtime.block_on(interruptible(dispatch(&cli.command, &settings, &ui), &ui));
+    // Nothing async may outlive an exec, and after an interrupt nothing is
+    // worth waiting for (a server start blocked on its lock): dropping the
+    // runtime closes every connection.
     runtime.shutdown_background();
-    result
+    match outcome? {
+        Outcome::Exit(code) => Ok(code),
+        Outcome::Exec(prepared, args) => Err(run::exec(&prepared, args, &ui)),
+    }
+}
+
+/// How a command ends: an exit code, or (`run`) replacing the process.
+enum Outcome<'a> {
+    Exit(u8),
+    Exec(Box<prepare::Prepared>, &'a crate::cli::RunArgs),
 }
 
 /// Race `work` against Ctrl-C. Ctrl-C drops the command's future: the Python
@@ -66,16 +63,20 @@ async fn interruptible<T>(
     }
 }
 
-async fn dispatch(command: &Command, settings: &Settings, ui: &Ui) -> Result<u8> {
-    match command {
-        Command::Prepare(args) => prepare::run(settings, args, ui).await,
-        Command::Ls(args) => ls::run(settings, args, ui).await,
-        Command::Gc(args) => gc::run(settings, args, ui).await,
-        Command::Run(_) => Err(Error::internal("`run` is handled before dispatch")),
-        Command::Server { action } => server::run(settings, action, ui).await,
-        Command::Key(args) => key::run(settings, args),
-        Command::Check(args) => check::run(settings, args, ui).await,
-    }
+async fn dispatch<'a>(command: &'a Command, settings: &Settings, ui: &Ui) -> Result<Outcome<'a>> {
+    let code = match command {
+        Command::Run(args) => {
+            let prepared = prepare::prepare(settings, &args.target, ui).await?;
+            return Ok(Outcome::Exec(Box::new(prepared), args));
+        }
+        Command::Prepare(args) => prepare::run(settings, args, ui).await?,
+        Command::Ls(args) => ls::run(settings, args, ui).await?,
+        Command::Gc(args) => gc::run(settings, args, ui).await?,
+        Command::Server { action } => server::run(settings, action, ui).await?,
+        Command::Key(args) => key::run(settings, args, ui)?,
+        Command::Check(args) => check::run(settings, args, ui).await?,
+    };
+    Ok(Outcome::Exit(code))
 }
 
 /// Write to stdout; a closed pipe (`migsnap key | head -c1`) is not an error.

@@ -79,7 +79,10 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8>
             url: p.conn.url(&p.database),
         })?;
     } else {
-        super::print_stdout(&format!("{}\n{}\n", p.summary(), p.conn.url(&p.database)));
+        // stdout is data: the URL, for `psql "$(migsnap prepare …)"`; the
+        // summary is a message.
+        ui.info(p.summary());
+        super::print_stdout(&format!("{}\n", p.conn.url(&p.database)));
     }
     Ok(exit::OK)
 }
