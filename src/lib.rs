@@ -28,6 +28,7 @@ pub mod fingerprint;
 pub mod hash;
 pub mod names;
 pub mod pg;
+pub mod prepare;
 pub mod settings;
 pub mod store;
 pub mod ui;

@@ -1,49 +1,12 @@
-//! `migsnap prepare`: put a fully migrated database under the given name.
-//!
-//! Warm path: one hash of the files, one query, one CREATE DATABASE …
-//! TEMPLATE (plus a DROP when the name exists). Nothing else, and no Python.
+//! `migsnap prepare`: render what `migsnap::prepare` made.
 
 use crate::cli::{PrepareArgs, TargetArgs};
-use migsnap::django::Applied;
-use migsnap::engine::{self, Snapshot, Source};
+use migsnap::engine::Source;
 use migsnap::error::{exit, Result};
-use migsnap::fingerprint;
-use migsnap::pg::admin::{self, CLONE_COMMENT};
-use migsnap::pg::ConnInfo;
+pub use migsnap::prepare::Prepared;
+use migsnap::prepare::Target;
 use migsnap::settings::Settings;
-use migsnap::store::Store;
-use migsnap::ui::{self, Ui};
-use std::time::{Duration, Instant};
-
-/// A database that is ready, and how it got there. `run` and `prepare` both
-/// start from this.
-#[derive(Debug)]
-pub struct Prepared {
-    pub database: String,
-    pub key: String,
-    pub source: Source,
-    pub base_key: Option<String>,
-    pub applied: Vec<Applied>,
-    pub elapsed: Duration,
-    /// How to reach the server (the database is `database`).
-    pub conn: ConnInfo,
-}
-
-impl Prepared {
-    /// `test_app ready from template in 85ms`, for humans.
-    pub fn summary(&self) -> String {
-        let applied = match self.applied.len() {
-            0 => String::new(),
-            n => format!(", {n} migration(s) applied"),
-        };
-        format!(
-            "{} ready from {}{applied} in {}",
-            self.database,
-            self.source.as_str(),
-            ui::duration(self.elapsed)
-        )
-    }
-}
+use migsnap::ui::Ui;
 
 #[derive(serde::Serialize)]
 struct PrepareOutput<'a> {
@@ -87,135 +50,12 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8>
     Ok(exit::OK)
 }
 
-/// Make `args.database` a fresh clone of the template for the current key,
-/// building the template first if needed.
+/// The library's use case, with the target the command line names.
 pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<Prepared> {
-    let started = Instant::now();
-    let target = args.database.as_str();
-    admin::validate_name(target)?;
-    // Hash while connecting: the two do not depend on each other, and over
-    // a network link the connection (TCP, authentication, the version
-    // query) costs several round trips. The key's errors come first, as
-    // they would without the server.
-    let store = Store::new(settings.ensure_cache_dir()?);
-    let (spec, st) = (settings.key.clone(), store.clone());
-    let hashing = migsnap::error::blocking("hashing the migrations", move || {
-        let fp = fingerprint::compute(&spec)?;
-        let inputs = engine::current_inputs(&st, &fp, &spec.root);
-        Ok::<_, migsnap::error::Error>((fp, inputs))
-    });
-    let (hashed, admin) = tokio::join!(hashing, engine::connect(settings, ui));
-    let (fp, inputs) = hashed??;
-    let admin = admin?;
-    let template = admin::template_name(&fp.key);
-    let is_ours = |d: &admin::DbInfo| {
-        d.name == template
-            && inputs
-                .as_deref()
-                .is_some_and(|i| d.is_template_for(&fp.key, i))
+    let target = Target {
+        database: args.database.clone(),
+        force: args.force,
+        rebuild: args.rebuild,
     };
-
-    let scratch = admin::clone_scratch_name(target);
-    // One prepare per target at a time: two would fight over the scratch
-    // clone and the rename. Held until this connection closes; gc drops a
-    // scratch clone only when this lock is free. Taken in the same round
-    // trip as the look-up.
-    let lock = migsnap::names::DbName::clone_for(target);
-    let names = [template.as_str(), target, scratch.as_str()];
-    let (locked, found) = tokio::join!(admin.try_lock_key(lock.hex()), admin.databases(&names));
-    let found = if locked? {
-        found?
-    } else {
-        admin
-            .lock_key(lock.hex(), || {
-                ui.info(format!("waiting for another migsnap preparing `{target}`…"))
-            })
-            .await?;
-        admin.databases(&names).await?
-    };
-    if let Some(leftover) = found.iter().find(|d| d.name == scratch) {
-        // A run killed between clone and rename left it: ours by name.
-        admin.drop(leftover).await?;
-    }
-    let existing = found.iter().find(|d| d.name == target);
-    admin::target_check(target, existing, &admin.conn.admin_db, args.force)?;
-    let ready = found.iter().any(is_ours);
-
-    let mut snapshot = if ready && !args.rebuild {
-        Snapshot {
-            template,
-            source: Source::Template,
-            base_key: None,
-            applied: vec![],
-        }
-    } else {
-        engine::build(&admin, settings, &fp, ui, args.rebuild).await?
-    };
-
-    // Clone first, under the scratch name: the old target goes only once
-    // its replacement exists, so a failed clone leaves it as it was.
-    migsnap::failpoint::pause("clone.before").await;
-    migsnap::failpoint::point("clone.before");
-    let cloned = admin
-        .create(
-            &scratch,
-            Some(&snapshot.template),
-            settings.effective_clone_strategy(),
-        )
-        .await;
-    if let Err(e) = cloned {
-        // The warm path looks without a lock: a concurrent `--rebuild`
-        // or `gc` may have dropped the template since. Then build it
-        // again (under the locks) and clone once more; any other failure
-        // is the error to report.
-        // After a build, the manifest names the inputs anew.
-        let inputs = engine::current_inputs(&store, &fp, &settings.project_dir);
-        let still_there = admin.database(&snapshot.template).await?.is_some_and(|d| {
-            inputs
-                .as_deref()
-                .is_some_and(|i| d.is_template_for(&fp.key, i))
-        });
-        if still_there {
-            return Err(e);
-        }
-        ui.warn(format!(
-            "template `{}` disappeared before it could be cloned; rebuilding it",
-            snapshot.template
-        ));
-        let rebuilt = engine::build(&admin, settings, &fp, ui, false).await?;
-        admin
-            .create(
-                &scratch,
-                Some(&rebuilt.template),
-                settings.effective_clone_strategy(),
-            )
-            .await?;
-        snapshot = rebuilt;
-    }
-    migsnap::failpoint::point("clone.created");
-    // The target may have appeared while we built; look again before dropping.
-    let existing = if snapshot.source == Source::Template && ready {
-        existing.cloned()
-    } else {
-        admin.database(target).await?
-    };
-    if let Some(info) = &existing {
-        admin::target_check(target, Some(info), &admin.conn.admin_db, args.force)?;
-        admin.drop(info).await?;
-        migsnap::failpoint::point("target.dropped");
-    }
-    admin
-        .finish_clone(&scratch, target, &format!("{CLONE_COMMENT}{}", fp.short()))
-        .await?;
-    migsnap::failpoint::point("clone.commented");
-
-    Ok(Prepared {
-        database: target.to_string(),
-        key: fp.key,
-        source: snapshot.source,
-        base_key: snapshot.base_key,
-        applied: snapshot.applied,
-        elapsed: started.elapsed(),
-        conn: admin.conn.clone(),
-    })
+    migsnap::prepare::prepare(settings, &target, ui).await
 }
