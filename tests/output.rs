@@ -1,0 +1,96 @@
+//! What people read, pinned: `check`'s text and GitHub formats, `ls`, `gc`,
+//! and the error report, from the real binary against the example project.
+//! Keys, sizes, ages, timings and temp paths are filtered; everything else
+//! must match the committed snapshot (tests/snapshots/), so a change of
+//! wording shows up in review. `INSTA_UPDATE=always` rewrites them.
+
+mod common;
+
+use common::*;
+
+/// Filters for what differs between runs: temp dirs, keys and their short
+/// forms, sizes, ages and durations.
+fn settings(p: &Project) -> insta::Settings {
+    let mut s = insta::Settings::clone_current();
+    s.add_filter(&regex_escape(&p.path().display().to_string()), "[PROJECT]");
+    s.add_filter(
+        &regex_escape(&p.cache.path().display().to_string()),
+        "[CACHE]",
+    );
+    s.add_filter(r"\b[0-9a-f]{64}\b", "[KEY]");
+    s.add_filter(r"migsnap_([a-z]+_)?[0-9a-f]{16}", "migsnap_$1[SHORT]");
+    s.add_filter(r"\b[0-9a-f]{16}\b", "[SHORT]");
+    s.add_filter(r"\b\d+(\.\d+)? ?(B|KiB|MiB|GiB)\b", "[SIZE]");
+    s.add_filter(r"\b\d+(\.\d+)?(ms|s|m|h|d)\b", "[TIME]");
+    s.add_filter(&regex_escape(&p.name), "[NAME]");
+    s
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '_' || c == '/' || c == '-' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn check_reports_in_text_and_for_github() {
+    let p = Project::example("out_check");
+    p.track(&template_name(&p.key()));
+    let text = p.run(&["check"]);
+    assert_eq!(text.status.code(), Some(1), "{}", stderr(&text));
+    let github = p.run(&["check", "--format", "github"]);
+    assert_eq!(github.status.code(), Some(1), "{}", stderr(&github));
+    settings(&p).bind(|| {
+        insta::assert_snapshot!("check_text", stdout(&text));
+        insta::assert_snapshot!("check_github", stdout(&github));
+    });
+}
+
+#[test]
+fn ls_and_gc_render_what_there_is() {
+    let p = Project::example("out_ls_gc");
+    let db = p.db("t");
+    p.prepare(&db);
+    let ls = p.run(&["ls"]);
+    assert!(ls.status.success(), "{}", stderr(&ls));
+    let gc = p.run(&["gc", "--keep", "0", "--dry-run"]);
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    // The shared test server holds other tests' templates: keep the lines
+    // about this project's own snapshot, and the totals.
+    let short = &p.key()[..16];
+    let own = |s: String| {
+        s.lines()
+            .filter(|l| l.contains(short) || !l.contains("migsnap_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    settings(&p).bind(|| {
+        insta::assert_snapshot!("ls", own(stdout(&ls)));
+        insta::assert_snapshot!("gc_dry_run", own(stdout(&gc)));
+    });
+}
+
+#[test]
+fn errors_say_what_and_how_to_fix_it() {
+    let p = Project::example("out_errors");
+    std::fs::remove_file(p.path().join("manage.py")).expect("rm");
+    let no_manage = p.run(&["prepare", "--database", "test_x"]);
+    assert_eq!(no_manage.status.code(), Some(2));
+    std::fs::write(p.path().join("migsnap.toml"), "cache_dir = \"x\"\n").expect("write");
+    let bad_config = p.run(&["key"]);
+    assert_eq!(bad_config.status.code(), Some(2));
+    settings(&p).bind(|| {
+        insta::assert_snapshot!("error_no_manage_py", stderr(&no_manage));
+        insta::assert_snapshot!("error_unknown_config_key", stderr(&bad_config));
+    });
+}
