@@ -206,7 +206,7 @@ async fn build_locked(
         },
         Ok(None) => None,
         Err(why) => {
-            reject_snapshot(store, key, true, why, ui);
+            reject_snapshot(store, key, true, &why, ui);
             None
         }
     };
@@ -337,8 +337,8 @@ fn usable_snapshot(
     ours: bool,
     ui: &Ui,
 ) -> Option<Manifest> {
-    let reject = |why: String| {
-        reject_snapshot(store, key, ours, why, ui);
+    let reject = |why: store::ManifestError| {
+        reject_snapshot(store, key, ours, &why, ui);
         None
     };
     let m = match store.load(key) {
@@ -360,13 +360,32 @@ fn usable_snapshot(
 
 /// Say why a cached snapshot is unusable; discard it if the caller holds its
 /// lock (`ours`), else just do not build on it (its builder may be at work).
-fn reject_snapshot(store: &Store, key: &str, ours: bool, why: String, ui: &Ui) {
+fn reject_snapshot(
+    store: &Store,
+    key: &str,
+    ours: bool,
+    why: &(dyn std::error::Error + 'static),
+    ui: &Ui,
+) {
+    let why = error_chain(why);
     if ours {
         ui.warn(format!("{why}; discarding it"));
         store.discard(key);
     } else {
         ui.warn(format!("{why}; not building on it"));
     }
+}
+
+/// An error and its causes on one line (the last cause is usually the
+/// system's or the library's own words).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut why = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        why.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    why
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -472,14 +491,7 @@ async fn restore_or_drop(
             match failure {
                 restore::Failure::Other(e) => Err(e),
                 restore::Failure::Damaged(e) | restore::Failure::Refused(e) => {
-                    // The whole chain: the last cause is zstd's own words.
-                    let mut why = e.to_string();
-                    let mut cause = std::error::Error::source(&e);
-                    while let Some(c) = cause {
-                        why.push_str(&format!(": {c}"));
-                        cause = c.source();
-                    }
-                    reject_snapshot(store, key, ours, why, ui);
+                    reject_snapshot(store, key, ours, &e, ui);
                     Ok(false)
                 }
             }

@@ -66,6 +66,30 @@ pub struct BuildInfo {
     pub seconds: f64,
 }
 
+/// Why a snapshot's manifest cannot be trusted: reported with a warning,
+/// and the snapshot discarded (by whoever holds its lock) and rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read `{}`", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("manifest `{}` is damaged", path.display())]
+    Damaged {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("manifest `{}` is for another key or format", path.display())]
+    Foreign { path: PathBuf },
+    #[error("refused snapshot {short}: it is not signed, and a cache secret is set")]
+    Unsigned { short: String },
+    #[error("refused snapshot {short}: its signature `{}` does not match the cache secret", path.display())]
+    BadSignature { short: String, path: PathBuf },
+}
+
 /// What every view of a manifest has: its format and key.
 trait Named {
     fn names(&self) -> (u32, &str);
@@ -157,7 +181,7 @@ impl Store {
 
     /// The manifest for `key`, if present and readable. A damaged one is
     /// reported through `Err` so the caller can warn and discard it.
-    pub fn load(&self, key: &str) -> Result<Option<Manifest>, String> {
+    pub fn load(&self, key: &str) -> Result<Option<Manifest>, ManifestError> {
         self.load_as::<Manifest>(key, true)
     }
 
@@ -194,23 +218,22 @@ impl Store {
         &self,
         key: &str,
         signed: bool,
-    ) -> Result<Option<T>, String> {
+    ) -> Result<Option<T>, ManifestError> {
         let path = self.manifest_path(key);
         let text = match read_no_follow(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read `{}`: {e}", path.display())),
+            Err(source) => return Err(ManifestError::Unreadable { path, source }),
         };
         if let (Some(secret), true) = (&self.secret, signed) {
             self.check_signature(secret, key, &text)?;
         }
-        let m: T = serde_json::from_slice(&text)
-            .map_err(|e| format!("manifest `{}` is damaged ({e})", path.display()))?;
+        let m: T = serde_json::from_slice(&text).map_err(|source| ManifestError::Damaged {
+            path: path.clone(),
+            source,
+        })?;
         if m.names() != (MANIFEST_FORMAT, key) {
-            return Err(format!(
-                "manifest `{}` is for another key or format",
-                path.display()
-            ));
+            return Err(ManifestError::Foreign { path });
         }
         Ok(Some(m))
     }
@@ -450,28 +473,24 @@ impl Store {
         secret: &CacheSecret,
         key: &str,
         manifest: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<(), ManifestError> {
         let path = self.sig_path(key);
-        let short = crate::hash::short_key(key);
+        let short = crate::hash::short_key(key).to_string();
         let text = match read_no_follow(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(format!(
-                    "refused snapshot {short}: it is not signed, and a cache secret is set"
-                ))
+                return Err(ManifestError::Unsigned { short })
             }
-            Err(e) => return Err(format!("cannot read `{}`: {e}", path.display())),
+            Err(source) => return Err(ManifestError::Unreadable { path, source }),
         };
         let sig = std::str::from_utf8(&text)
             .ok()
             .and_then(|t| unhex(t.trim()))
             .unwrap_or_default();
-        secret.mac(key, manifest).verify_slice(&sig).map_err(|_| {
-            format!(
-                "refused snapshot {short}: its signature `{}` does not match the cache secret",
-                path.display()
-            )
-        })
+        secret
+            .mac(key, manifest)
+            .verify_slice(&sig)
+            .map_err(|_| ManifestError::BadSignature { short, path })
     }
 }
 
