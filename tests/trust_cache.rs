@@ -137,6 +137,18 @@ fn planted_commands_reaching_outside_the_database_are_refused() {
             format!("\\! touch {}", shell.display()),
             Box::new(|| shell.exists()),
         ),
+        (
+            // Found by an adversarial review: rows into a system catalog
+            // made a superuser with no statement the allow-list refused.
+            "COPY into pg_catalog.pg_authid",
+            format!(
+                "COPY \"pg_catalog\".\"pg_authid\" (\"oid\", \"rolname\", \"rolsuper\", \"rolinherit\", \
+                 \"rolcreaterole\", \"rolcreatedb\", \"rolcanlogin\", \"rolreplication\", \"rolbypassrls\", \
+                 \"rolconnlimit\", \"rolpassword\", \"rolvaliduntil\") FROM stdin;\n\
+                 99999\t{role}_copied\tt\tt\tt\tt\tt\tt\tt\t-1\t\\N\t\\N\n\\."
+            ),
+            Box::new(|| role_exists(&format!("{role}_copied"))),
+        ),
     ];
     refused_dumps_are_rebuilt("refuse_outside", &cases);
     psql("postgres", &format!("DROP DATABASE IF EXISTS \"{victim}\""));

@@ -149,7 +149,24 @@ pub fn statement(text: &str) -> Result<(), Why> {
 pub fn copy_from_stdin(text: &str) -> Result<(), Why> {
     const WHY: Why = "COPY other than `COPY table (columns) FROM stdin`";
     let mut t = Tokens::new(text);
-    if t.next_word().as_deref() != Some("copy") || !t.qualified_name() {
+    if t.next_word().as_deref() != Some("copy") {
+        return Err(WHY);
+    }
+    // Rows go into the dump's own tables, never into a system catalog: a
+    // row in pg_catalog.pg_authid is a superuser for the whole server. An
+    // unqualified `pg_…` name resolves to pg_catalog first, whatever the
+    // search_path says.
+    let first = match t.next() {
+        Some(Tok::Word(name) | Tok::Ident(name)) => name,
+        _ => return Err(WHY),
+    };
+    let save = t.i;
+    let qualified = t.next() == Some(Tok::Op("."));
+    t.i = save;
+    if is_system_schema(first) {
+        return Err("COPY into a system catalog");
+    }
+    if qualified && !(t.next() == Some(Tok::Op(".")) && t.qualified_name()) {
         return Err(WHY);
     }
     let mut next = t.next();
@@ -173,6 +190,13 @@ pub fn copy_from_stdin(text: &str) -> Result<(), Why> {
     } else {
         Err(WHY)
     }
+}
+
+/// `pg_catalog`, `information_schema`, `pg_toast` and any other `pg_*`
+/// schema: PostgreSQL's own, which a dump of one database never writes to.
+fn is_system_schema(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "information_schema" || name.starts_with("pg_")
 }
 
 /// Check a psql meta-command (without its backslash): only `\restrict KEY`
@@ -950,9 +974,22 @@ mod tests {
             "COPY t (a) TO PROGRAM 'x' ; COPY t FROM stdin;",
             "COPY t (evil()) FROM stdin;",
             "COPY t FROM stdin; SELECT 1;",
+            // System catalogs: a row in pg_authid is a superuser.
+            "COPY \"pg_catalog\".\"pg_authid\" (\"oid\", \"rolname\") FROM stdin;",
+            "COPY pg_catalog.pg_authid FROM stdin;",
+            "COPY \"pg_authid\" FROM stdin;",
+            "COPY \"PG_CATALOG\".x FROM stdin;",
+            "COPY information_schema.sql_features FROM stdin;",
+            "COPY pg_toast.t FROM stdin;",
         ] {
             assert!(copy_from_stdin(bad).is_err(), "{bad}");
         }
+        // A table of the project's own may be called pg_something when it is
+        // qualified by its schema.
+        assert_eq!(
+            copy_from_stdin("COPY \"public\".\"pg_x\" FROM stdin;"),
+            Ok(())
+        );
     }
 
     #[test]
