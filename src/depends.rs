@@ -54,6 +54,10 @@ pub struct ShimInputs {
     /// manage.py, the settings module and the project modules it imported,
     /// and Django's own `__init__.py` (which holds its version).
     pub files: Vec<HashedPath>,
+    /// The project's own modules that migrations import (a custom field, a
+    /// RunPython helper), and what those import.
+    #[serde(default)]
+    pub migration_code: Vec<HashedPath>,
 }
 
 /// What the warm path checks and the template's identity covers: every
@@ -71,6 +75,10 @@ pub struct Checked {
     /// Migration packages whose new files the key would not see -> the
     /// module names in them, sorted.
     pub dirs: BTreeMap<String, Vec<String>>,
+    /// Code that migrations import -> sha256: when it changes, what the
+    /// applied migrations built may change too, so no build goes on from
+    /// a snapshot made with other code.
+    pub code: BTreeMap<String, String>,
 }
 
 /// The record kept in the manifest.
@@ -170,6 +178,13 @@ impl Depends {
                     .insert(display(project_dir, &f.path), sha.clone());
             }
         }
+        for f in &inputs.migration_code {
+            if let Some(sha) = &f.sha256 {
+                d.checked
+                    .code
+                    .insert(display(project_dir, &f.path), sha.clone());
+            }
+        }
         let mut unkeyed_dirs = Vec::new();
         for dir in &inputs.migration_dirs {
             let shown = display(project_dir, dir);
@@ -206,8 +221,28 @@ impl Depends {
         base: &Depends,
         base_applied: &[String],
         now: &ShimInputs,
+        project_dir: &Path,
     ) -> Result<(), Changed> {
         let was = &base.checked;
+        // Code the base's migrations ran (a field class, a helper): changed,
+        // and the applied migrations would build something else now.
+        let code_now: BTreeMap<String, Option<&str>> = now
+            .migration_code
+            .iter()
+            .map(|f| (display(project_dir, &f.path), f.sha256.as_deref()))
+            .collect();
+        for (shown, sha) in &was.code {
+            let same = match code_now.get(shown) {
+                Some(now) => *now == Some(sha.as_str()),
+                None => std::fs::read(resolve(project_dir, shown))
+                    .is_ok_and(|bytes| hash_normalized(&bytes) == *sha),
+            };
+            if !same {
+                return Err(Changed(format!(
+                    "`{shown}`, which its migrations import, changed"
+                )));
+            }
+        }
         if was.settings_module != now.settings_module {
             return Err(Changed(format!(
                 "it was built with settings `{}`, this run uses `{}`",
@@ -256,7 +291,7 @@ impl Checked {
     /// migrations are in the key), no Python.
     pub fn verify(&self, project_dir: &Path) -> Result<(), Changed> {
         let mut buf = Vec::with_capacity(64 * 1024);
-        for (shown, sha) in &self.files {
+        for (shown, sha) in self.files.iter().chain(&self.code) {
             let path = resolve(project_dir, shown);
             buf.clear();
             let read = std::fs::File::open(&path).and_then(|mut f| {
@@ -327,6 +362,7 @@ mod tests {
                 .collect(),
             migration_dirs: vec![],
             files: vec![],
+            migration_code: vec![],
         }
     }
 
@@ -350,15 +386,18 @@ mod tests {
             &["a", "b", "c"],
             &[("a.0001", "h1"), ("b.0001", "h2"), ("a.0002", "h3")],
         );
-        assert_eq!(Depends::compatible(&base, &applied, &ok), Ok(()));
+        assert_eq!(
+            Depends::compatible(&base, &applied, &ok, Path::new("/x")),
+            Ok(())
+        );
         let newer = inputs("6.0", &["a", "b"], &[("a.0001", "h1"), ("b.0001", "h2")]);
-        assert!(Depends::compatible(&base, &applied, &newer).is_err());
+        assert!(Depends::compatible(&base, &applied, &newer, Path::new("/x")).is_err());
         let removed = inputs("5.2", &["a"], &[("a.0001", "h1"), ("b.0001", "h2")]);
-        assert!(Depends::compatible(&base, &applied, &removed).is_err());
+        assert!(Depends::compatible(&base, &applied, &removed, Path::new("/x")).is_err());
         let edited = inputs("5.2", &["a", "b"], &[("a.0001", "hX"), ("b.0001", "h2")]);
-        assert!(Depends::compatible(&base, &applied, &edited).is_err());
+        assert!(Depends::compatible(&base, &applied, &edited, Path::new("/x")).is_err());
         let squashed = inputs("5.2", &["a", "b"], &[("a.0001", "h1")]);
-        assert!(Depends::compatible(&base, &applied, &squashed).is_err());
+        assert!(Depends::compatible(&base, &applied, &squashed, Path::new("/x")).is_err());
     }
 
     #[test]

@@ -441,7 +441,8 @@ async fn incremental(
     // Django decides, once it has loaded the migrations, whether the base
     // still fits: same Django, no app removed, everything it applied unchanged.
     let fits = |now: &crate::depends::ShimInputs| {
-        Depends::compatible(&base.depends, &base.applied, now).map_err(|c| c.to_string())
+        Depends::compatible(&base.depends, &base.applied, now, &settings.project_dir)
+            .map_err(|c| c.to_string())
     };
     let report = django::migrate(settings, &admin.conn, build, ui, Some(&fits)).await?;
     let built = Built {
@@ -573,6 +574,18 @@ async fn finish(
     let depends = settled_inputs(settings, fp, report, ui).await?;
     let identity = dump::identity(&admin.conn, build).await?;
     let applied = identity.applied();
+    // Everything Django said it applied must be recorded in the build
+    // database; else it migrated some other database.
+    if let Some(missing) = report.applied.iter().find(|a| !applied.contains(&a.name)) {
+        return Err(Error::new(
+            crate::error::Kind::Django,
+            format!(
+                "Django reported applying {} but `{build}` does not record it; nothing was saved",
+                missing.name
+            ),
+        )
+        .hint("the settings must not point DATABASES['default'] elsewhere (OPTIONS, routers)"));
+    }
     let t = Instant::now();
     let (conn, db, major, st, key) = (
         admin.conn.clone(),

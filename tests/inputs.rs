@@ -351,3 +351,101 @@ fn the_key_follows_every_common_way_to_declare_dependencies() {
         last = now;
     }
 }
+
+#[test]
+fn settings_read_before_migsnap_looks_and_from_outside_the_project_are_recorded() {
+    let p = Project::example("settings_reach");
+    // manage.py touches the settings before handing over to Django, and the
+    // settings take their app list from a module outside the project.
+    let shared = tempfile::tempdir().expect("tempdir");
+    std::fs::write(shared.path().join("common_apps.py"), "EXTRA_APPS = []\n").expect("write");
+    let manage = std::fs::read_to_string(p.path().join("manage.py")).expect("read");
+    let touched = manage.replacen(
+        "    execute_from_command_line(sys.argv)",
+        "    from django.conf import settings\n    settings.DEBUG\n    execute_from_command_line(sys.argv)",
+        1,
+    );
+    assert_ne!(manage, touched, "fixture changed: manage.py");
+    std::fs::write(p.path().join("manage.py"), touched).expect("write");
+    append(
+        &p,
+        SETTINGS,
+        &format!(
+            "\nimport sys\nsys.path.insert(0, {:?})\nfrom common_apps import EXTRA_APPS\nINSTALLED_APPS += EXTRA_APPS\n",
+            shared.path().display().to_string()
+        ),
+    );
+    let db = p.db("a");
+    prepare(&p, &db, &[]);
+    std::fs::write(
+        shared.path().join("common_apps.py"),
+        "EXTRA_APPS = [\"django.contrib.sites\"]\n",
+    )
+    .expect("write");
+    let (v, _) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "incremental");
+    assert_eq!(psql(&db, "SELECT count(*) FROM django_site"), "1");
+    Reference::of(&p).check(&db, "after the shared settings module changed");
+}
+
+#[test]
+fn project_code_that_migrations_import_is_recorded() {
+    let p = Project::example("migration_imports");
+    let field = |n: u32| {
+        format!(
+            "from django.db import models\n\n\nclass Code(models.CharField):\n    \
+             def __init__(self, *args, **kwargs):\n        kwargs[\"max_length\"] = {n}\n        \
+             super().__init__(*args, **kwargs)\n\n    def deconstruct(self):\n        \
+             name, path, args, kwargs = super().deconstruct()\n        kwargs.pop(\"max_length\", None)\n        \
+             return name, path, args, kwargs\n"
+        )
+    };
+    p.write("catalog/fields.py", &field(10));
+    p.write("catalog/seed.py", "NAMES = [\"alpha\"]\n");
+    p.write(
+        "catalog/migrations/0005_code.py",
+        "from django.db import migrations\n\nimport catalog.fields\nfrom catalog import seed\n\n\n\
+         def fill(apps, schema_editor):\n    Category = apps.get_model(\"catalog\", \"Category\")\n    \
+         for name in seed.NAMES:\n        Category.objects.create(name=name, slug=name)\n\n\n\
+         class Migration(migrations.Migration):\n    dependencies = [(\"catalog\", \"0004_product_is_active\")]\n    \
+         operations = [\n        migrations.AddField(\"product\", \"code\", catalog.fields.Code(default=\"\")),\n        \
+         migrations.RunPython(fill, migrations.RunPython.noop),\n    ]\n",
+    );
+    let db = p.db("a");
+    prepare(&p, &db, &[]);
+    Reference::of(&p).check(&db, "with the custom field");
+
+    // The field class and the helper change; no migration file does.
+    p.write("catalog/fields.py", &field(40));
+    p.write("catalog/seed.py", "NAMES = [\"alpha\", \"beta\"]\n");
+    let (v, err) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "cold", "{err}");
+    assert!(err.contains("which its migrations import, changed"), "{err}");
+    Reference::of(&p).check(&db, "after the field class and the helper changed");
+    assert_eq!(
+        psql(&db, "SELECT character_maximum_length FROM information_schema.columns WHERE table_name = 'catalog_product' AND column_name = 'code'"),
+        "40"
+    );
+}
+
+#[test]
+fn options_that_point_django_elsewhere_cannot_divert_the_build() {
+    let p = Project::example("options_elsewhere");
+    let reference = Reference::of(&p);
+    let other = p.db("other");
+    psql("postgres", &format!("CREATE DATABASE \"{other}\""));
+    append(
+        &p,
+        SETTINGS,
+        &format!("\nDATABASES[\"default\"][\"OPTIONS\"] = {{\"dbname\": {other:?}}}\n"),
+    );
+    let db = p.db("a");
+    let (v, _) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "cold");
+    reference.check(&db, "with OPTIONS naming another database");
+    assert_eq!(
+        psql(&other, "SELECT to_regclass('django_migrations') IS NULL"),
+        "t",
+        "nothing migrated the other database"
+    );
+}

@@ -20,7 +20,10 @@ import traceback
 
 MANAGE_PY = sys.argv[1]
 PROJECT_DIR = os.path.dirname(os.path.abspath(MANAGE_PY))
-#: Modules imported while the settings module loaded (see `settings_files`).
+#: Modules loaded before manage.py ran (the interpreter's own).
+_modules_at_start = set(sys.modules)
+#: Modules manage.py and the settings imported, up to the moment the settings
+#: were loaded (see `settings_files`): whatever decides INSTALLED_APPS.
 _settings_modules = set()
 _events = os.fdopen(os.dup(1), "w", buffering=1)
 os.dup2(2, 1)  # from here on, fd 1 (print, Django's stdout) is stderr
@@ -40,12 +43,45 @@ class MigsnapError(Exception):
     """A problem migsnap explains itself (reported without a traceback)."""
 
 
+#: libpq connection parameters that choose the server, database or role.
+LIBPQ_TARGET_KEYS = (
+    "service",
+    "passfile",
+    "dbname",
+    "host",
+    "hostaddr",
+    "port",
+    "user",
+    "password",
+    "target_session_attrs",
+    "load_balance_hosts",
+)
+
+
+def require_target_database():
+    """The connection Django opened is the database migsnap chose, on its
+    server: whatever the settings did, migrate must not run elsewhere."""
+    from django.db import connections
+
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT current_database(), current_setting('port')")
+        name, port = cursor.fetchone()
+    want = (os.environ["MIGSNAP_DB_NAME"], os.environ["MIGSNAP_DB_PORT"])
+    if (name, str(port)) != want:
+        raise MigsnapError(
+            "the settings connect Django to database %r (port %s), not to migsnap's %r "
+            "(port %s); remove what overrides DATABASES['default'] (OPTIONS, a router) "
+            "for migsnap's runs" % (name, port, want[0], want[1])
+        )
+
+
 def point_default_database_at_target():
     from django.conf import settings
 
-    before = set(sys.modules)
     databases = settings.DATABASES  # imports the settings module
-    _settings_modules.update(set(sys.modules) - before)
+    # From the shim's start, not from here: manage.py may have loaded the
+    # settings (and what they import) already.
+    _settings_modules.update(set(sys.modules) - _modules_at_start)
     if "default" not in databases:
         raise MigsnapError("settings.DATABASES has no 'default' alias")
     original = dict(databases["default"])
@@ -65,9 +101,11 @@ def point_default_database_at_target():
             continue
         db.update(target)
         options = db.setdefault("OPTIONS", {})
-        # A service or passfile would override the host/user we just set, and
-        # sslmode cannot work over a Unix socket.
-        for key in ("service", "passfile"):
+        # Django passes OPTIONS to libpq after NAME/HOST/…, so any of these
+        # would send migrate somewhere else than the database migsnap chose
+        # (a service, a passfile, an explicit dbname or host); and sslmode
+        # cannot work over a Unix socket.
+        for key in LIBPQ_TARGET_KEYS:
             options.pop(key, None)
         if target["HOST"].startswith("/"):
             options.pop("sslmode", None)
@@ -99,15 +137,30 @@ def sha256_of(path):
         return None
 
 
+def _installed_code_dirs():
+    """Where the interpreter's own library and installed packages live:
+    those change only with the interpreter or a dependency (key inputs)."""
+    import sysconfig
+
+    dirs = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            dirs.add(os.path.abspath(path) + os.sep)
+    return tuple(dirs)
+
+
 def settings_files():
-    """manage.py, and the project's own modules imported while the settings
-    loaded (the settings module, a settings package's parts, local config
-    modules): what decides INSTALLED_APPS and MIGRATION_MODULES."""
+    """manage.py, and every module manage.py and the settings imported
+    until the settings were loaded (the settings module, a settings
+    package's parts, local config modules, a shared settings module on
+    sys.path outside the project): what decides INSTALLED_APPS. The
+    interpreter's library and installed packages are left out."""
     from django.conf import settings
 
     paths = {os.path.abspath(MANAGE_PY)}
-    # Also the settings module and its siblings by name, in case manage.py
-    # imported them before the shim could watch.
+    # Also the settings module and its siblings by name, in case they were
+    # imported before the shim started watching.
     module = settings.SETTINGS_MODULE or ""
     package = module.rpartition(".")[0]
     # A settings package (`mysite.settings.test` beside `.base`) counts whole.
@@ -117,14 +170,79 @@ def settings_files():
         for n in sys.modules
         if n == module or n.startswith(module + ".") or (siblings and n.startswith(siblings))
     }
+    installed = _installed_code_dirs()
     for name in _settings_modules | related:
         path = getattr(sys.modules.get(name), "__file__", None)
-        if not path:
+        if not path or not os.path.isfile(path):
             continue
         path = os.path.abspath(path)
-        if path.startswith(PROJECT_DIR + os.sep) and "site-packages" not in path:
-            paths.add(path)
+        if path.startswith(installed) or "site-packages" in path or "dist-packages" in path:
+            continue
+        paths.add(path)
     return sorted(paths)
+
+
+def migration_imports(migration_paths):
+    """The project's own modules that migrations import (a custom field
+    class, a RunPython helper, constants), and what those import in turn:
+    `migrate` runs their code, so their content is part of what it builds.
+    Read from the import statements of each file (the modules themselves are
+    already loaded); installed packages and the migrations themselves are
+    left out."""
+    import ast
+
+    installed = _installed_code_dirs()
+    migration_paths = [os.path.abspath(p) for p in migration_paths]
+    skip = set(migration_paths)
+    found, todo, seen = set(), list(migration_paths), set()
+    # Which package each loaded file belongs to, for its relative imports.
+    packages = {}
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file:
+            packages[os.path.abspath(file)] = getattr(module, "__package__", None) or ""
+
+    def local_file(name):
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if not path or not os.path.isfile(path):
+            return None
+        path = os.path.abspath(path)
+        if path.startswith(installed) or "site-packages" in path or "dist-packages" in path:
+            return None
+        return path
+
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            with open(path, "rb") as f:
+                tree = ast.parse(f.read(), path)
+        except (OSError, SyntaxError, ValueError):
+            continue
+        package = packages.get(path, "")
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".") if package else []
+                    parts = parts[: len(parts) - (node.level - 1)] if node.level > 1 else parts
+                    base = ".".join(p for p in parts + ([base] if base else []) if p)
+                names = [base] + ["%s.%s" % (base, a.name) for a in node.names]
+            for name in names:
+                # `a.b.c` also runs `a` and `a.b`.
+                pieces = name.split(".")
+                for i in range(1, len(pieces) + 1):
+                    file = local_file(".".join(pieces[:i]))
+                    if file and file not in skip:
+                        found.add(file)
+                        todo.append(file)
+    return sorted(found)
 
 
 def report_inputs(loader):
@@ -147,7 +265,9 @@ def report_inputs(loader):
         module = sys.modules.get(module_name) if module_name else None
         for path in getattr(module, "__path__", None) or []:
             dirs.add(os.path.abspath(path))
-    files = settings_files() + [os.path.abspath(django.__file__)]
+    loaded = [m["path"] for m in migrations if m["path"]]
+    code = migration_imports(loaded)
+    files = sorted(set(settings_files() + [os.path.abspath(django.__file__)]) - set(code))
     emit(
         "inputs",
         django=django.get_version(),
@@ -157,6 +277,7 @@ def report_inputs(loader):
         migrations=migrations,
         migration_dirs=sorted(dirs),
         files=[{"path": p, "sha256": sha256_of(p)} for p in files],
+        migration_code=[{"path": p, "sha256": sha256_of(p)} for p in code],
     )
 
 
@@ -222,6 +343,7 @@ def run(argv=None):
 
     django.setup()
     require_postgresql()
+    require_target_database()
     emit("ready", settings=settings.SETTINGS_MODULE, django=django.get_version())
     mode = os.environ.get("MIGSNAP_MODE", "migrate")
     if mode == "migrate":
