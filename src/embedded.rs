@@ -401,7 +401,14 @@ impl Embedded {
         } else {
             0o700
         };
-        private_dir(&runtime, mode, None)?;
+        // Another local user can create this name first in a shared temp
+        // dir; migsnap never uses it then, and only TMPDIR moves it.
+        private_dir(&runtime, mode, None).map_err(|e| {
+            e.hint(format!(
+                "`{}` holds migsnap's locks: remove it if it is yours, or set TMPDIR to a directory only you can write (e.g. `mkdir -m 700 ~/.tmp && export TMPDIR=~/.tmp`)",
+                runtime.display()
+            ))
+        })?;
         let path = self.lock_path();
         let mut file = std::fs::File::options()
             .read(true)

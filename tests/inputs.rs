@@ -420,7 +420,10 @@ fn project_code_that_migrations_import_is_recorded() {
     p.write("catalog/seed.py", "NAMES = [\"alpha\", \"beta\"]\n");
     let (v, err) = prepare(&p, &db, &[]);
     assert_eq!(v["source"], "cold", "{err}");
-    assert!(err.contains("which its migrations import, changed"), "{err}");
+    assert!(
+        err.contains("which its migrations import, changed"),
+        "{err}"
+    );
     Reference::of(&p).check(&db, "after the field class and the helper changed");
     assert_eq!(
         psql(&db, "SELECT character_maximum_length FROM information_schema.columns WHERE table_name = 'catalog_product' AND column_name = 'code'"),

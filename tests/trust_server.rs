@@ -195,8 +195,11 @@ fn the_lock_cannot_be_planted_or_held_forever() {
     let out = embedded(&p, tmp2.path(), &["server", "start"])
         .output()
         .expect("run");
-    refused(&out, 2, "is a symbolic link");
+    let err = refused(&out, 2, "is a symbolic link");
     assert_eq!(looks(v2.path()), before);
+    // Another user made it first: the way out is another TMPDIR, and the
+    // hint says so (a different server dir would not help).
+    assert!(err.contains("set TMPDIR"), "{err}");
 }
 
 #[test]
