@@ -93,8 +93,11 @@ pub async fn build(
     ui: &Ui,
     rebuild: bool,
 ) -> Result<Snapshot> {
-    // Before any lock or wait: a build needs manage.py, so say now if it is missing.
+    // Before any lock or wait, and long before migrate: a build needs
+    // manage.py, and a pg_dump that can dump this server, so say now if
+    // either is missing (a few stats and one `pg_dump --version`).
     django::check_manage_py(settings)?;
+    crate::pg::tools::find("pg_dump", Some(admin.major()))?;
     let store = Store::new(settings.ensure_cache_dir()?).with_secret(settings.cache_secret.clone());
     let key = fp.key.as_str();
     let short = fp.short();
