@@ -232,21 +232,22 @@ fn killed_during_an_incremental_build_the_next_run_starts_over() {
     }
 }
 
-/// Runs a migration that sleeps only when the session has
-/// `migsnap.test_slow=on` (set through PGOPTIONS), so the same key is slow
-/// once and fast afterwards.
-const SLOW_MIGRATION: &str = r#"from django.db import migrations
-
-
-class Migration(migrations.Migration):
-    dependencies = [("orders", "0004_lower_status_index")]
-    operations = [
-        migrations.RunSQL(
-            "SELECT pg_sleep(CASE WHEN current_setting('migsnap.test_slow', true) = 'on' THEN 120 ELSE 0 END)",
-            migrations.RunSQL.noop,
-        ),
-    ]
-"#;
+/// A migration that waits (up to 120 s) while `slow-marker` exists in the
+/// project dir, so the same key is slow once and fast once the test removes
+/// the marker. (A PGOPTIONS setting used to do this; migsnap no longer passes
+/// PG* variables to Django.)
+fn slow_migration(p: &Project) -> String {
+    let marker = p.path().join("slow-marker");
+    std::fs::write(&marker, "").expect("write marker");
+    format!(
+        "import os\nimport time\n\nfrom django.db import migrations\n\nMARKER = {:?}\n\n\n\
+         def wait(apps, schema_editor):\n    deadline = time.time() + 120\n    \
+         while os.path.exists(MARKER) and time.time() < deadline:\n        time.sleep(0.05)\n\n\n\
+         class Migration(migrations.Migration):\n    dependencies = [(\"orders\", \"0004_lower_status_index\")]\n    \
+         operations = [migrations.RunPython(wait, migrations.RunPython.noop)]\n",
+        marker.display().to_string()
+    )
+}
 
 fn sigint(child: &std::process::Child) {
     nix::sys::signal::kill(
@@ -259,14 +260,13 @@ fn sigint(child: &std::process::Child) {
 #[test]
 fn ctrl_c_during_migrate_stops_cleanly_and_saves_nothing() {
     let p = Project::example("sigint");
-    p.write("orders/migrations/0005_slow.py", SLOW_MIGRATION);
+    p.write("orders/migrations/0005_slow.py", &slow_migration(&p));
     let db = p.db("t");
     let key = p.key();
     p.track(&template_name(&key));
     p.track(&build_name(&key));
     let mut child = p
         .cmd(&["prepare", "--database", &db])
-        .env("PGOPTIONS", "-c migsnap.test_slow=on")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -323,6 +323,7 @@ fn ctrl_c_during_migrate_stops_cleanly_and_saves_nothing() {
     assert!(!database_exists(&db));
     assert!(cache_files(&p).is_empty(), "{:?}", cache_files(&p));
 
+    std::fs::remove_file(p.path().join("slow-marker")).expect("fast from now on");
     let v = p.prepare(&db);
     assert_eq!(v["source"], "cold");
     assert!(django_migrations(&db).contains(&"orders.0005_slow".to_string()));
@@ -690,4 +691,45 @@ fn a_template_dropped_between_look_and_clone_is_rebuilt() {
     assert_eq!(v["source"], "cache", "rebuilt from the cached dump: {v}");
     assert!(database_exists(&template_name(&key)));
     Reference::of(&p).check(&db, "after the vanished template");
+}
+
+#[test]
+fn django_stops_when_migsnap_is_killed_during_migrate() {
+    let p = Project::example("orphan");
+    p.write("orders/migrations/0005_slow.py", &slow_migration(&p));
+    let db = p.db("t");
+    let key = p.key();
+    p.track(&template_name(&key));
+    p.track(&build_name(&key));
+    let mut child = p
+        .cmd(&["prepare", "--database", &db])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    while !seen.contains("applying orders.0005_slow") {
+        let n = err.read_line(&mut seen).expect("read stderr");
+        assert!(n > 0, "prepare ended before the slow migration:\n{seen}");
+    }
+    let manage = p.path().join("manage.py").display().to_string();
+    let running = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &manage])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    assert!(running(), "the shim runs while migrate does");
+    child.kill().expect("SIGKILL migsnap");
+    let _ = child.wait();
+    // Without its parent, the shim stops instead of migrating on.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!running(), "the orphaned shim is still running");
+    std::fs::remove_file(p.path().join("slow-marker")).expect("fast from now on");
+    let v = p.prepare(&db);
+    assert_eq!(v["source"], "cold");
 }

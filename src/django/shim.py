@@ -358,7 +358,26 @@ def run(argv=None):
 _called = False
 
 
+def exit_with_parent():
+    """If migsnap dies (kill -9), stop too: an orphaned migrate would keep
+    writing into a build database nobody will use (the next run drops it
+    anyway). Polls the parent pid; a daemon thread, so it never keeps the
+    interpreter alive."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="migsnap-parent-watch", daemon=True).start()
+
+
 def main():
+    exit_with_parent()
     try:
         try:
             import django.core.management as management
