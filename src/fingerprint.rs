@@ -35,6 +35,9 @@ pub struct Fingerprint {
     /// Relative path (with `/`) -> sha256 hex of the normalised content.
     pub migrations: BTreeMap<String, String>,
     pub key_inputs: BTreeMap<String, String>,
+    /// The migration packages' `__init__.py` (present) and sourceless `.pyc`
+    /// migrations: what else decides which migrations Django loads.
+    pub packages: BTreeMap<String, String>,
     /// sha256 of the key salt: snapshots only build on snapshots with the
     /// same salt (changing it invalidates every snapshot).
     pub salt_sha256: String,
@@ -84,6 +87,17 @@ impl MigrationGlobs {
             && rel != "__init__.py"
             && !self.exclude.is_match(rel)
     }
+
+    /// What else in a migrations package decides what Django loads: that
+    /// its `__init__.py` exists (without it, the app counts as unmigrated)
+    /// and a sourceless `.pyc` migration (Django loads those too).
+    fn is_package_part(&self, rel: &str) -> bool {
+        if let Some(dir) = rel.strip_suffix("/__init__.py") {
+            return self.is_match(&format!("{dir}/0001_probe.py"));
+        }
+        rel.strip_suffix(".pyc")
+            .is_some_and(|stem| self.is_match(&format!("{stem}.py")))
+    }
 }
 
 pub fn compute(spec: &KeySpec) -> Result<Fingerprint> {
@@ -91,7 +105,7 @@ pub fn compute(spec: &KeySpec) -> Result<Fingerprint> {
     let inputs = globset(&spec.inputs, "key-inputs")?;
     let root = spec.root.as_path();
 
-    let found: Mutex<(Vec<HashedFile>, Vec<HashedFile>)> = Mutex::default();
+    let found: Mutex<(Vec<HashedFile>, Vec<HashedFile>, Vec<HashedFile>)> = Mutex::default();
     let failure: Mutex<Option<Error>> = Mutex::default();
 
     // `ignore` gives us .gitignore handling and a parallel walker; hidden
@@ -134,16 +148,26 @@ pub fn compute(spec: &KeySpec) -> Result<Fingerprint> {
                 };
                 let is_migration = migrations.is_match(&rel);
                 let is_input = !is_migration && inputs.is_match(&rel);
-                if !is_migration && !is_input {
+                let is_part = !is_migration && !is_input && migrations.is_package_part(&rel);
+                if !is_migration && !is_input && !is_part {
                     return ignore::WalkState::Continue;
                 }
-                match hash_file_with(entry.path(), &mut buf) {
+                // A migrations package's __init__.py counts by its presence
+                // only: what is in it does not change what Django loads.
+                let hashed = if is_part && rel.ends_with("/__init__.py") {
+                    Ok("present".to_string())
+                } else {
+                    hash_file_with(entry.path(), &mut buf)
+                };
+                match hashed {
                     Ok(h) => {
                         let mut f = found.lock().unwrap_or_else(|p| p.into_inner());
                         if is_migration {
                             f.0.push((rel, h))
-                        } else {
+                        } else if is_input {
                             f.1.push((rel, h))
+                        } else {
+                            f.2.push((rel, h))
                         }
                         ignore::WalkState::Continue
                     }
@@ -158,19 +182,22 @@ pub fn compute(spec: &KeySpec) -> Result<Fingerprint> {
     if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    let (m, i) = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    let (m, i, parts) = found.into_inner().unwrap_or_else(|p| p.into_inner());
     let migrations: BTreeMap<_, _> = m.into_iter().collect();
     let key_inputs: BTreeMap<_, _> = i.into_iter().collect();
+    let packages: BTreeMap<_, _> = parts.into_iter().collect();
     let key = key_of(
         &spec.salt,
         spec.settings_module.as_deref(),
         &migrations,
         &key_inputs,
+        &packages,
     );
     Ok(Fingerprint {
         key,
         migrations,
         key_inputs,
+        packages,
         salt_sha256: hash_normalized(spec.salt.as_bytes()),
     })
 }
@@ -182,6 +209,7 @@ pub fn key_of(
     settings_module: Option<&str>,
     migrations: &BTreeMap<String, String>,
     inputs: &BTreeMap<String, String>,
+    packages: &BTreeMap<String, String>,
 ) -> String {
     let mut h = Sha256::new();
     let mut field = |tag: &[u8], s: &str| {
@@ -202,6 +230,10 @@ pub fn key_of(
     }
     for (path, hash) in inputs {
         field(b"I", path);
+        field(b"H", hash);
+    }
+    for (path, hash) in packages {
+        field(b"P", path);
         field(b"H", hash);
     }
     hex(&h.finalize())
@@ -277,30 +309,47 @@ mod tests {
     fn key_depends_on_path_content_salt_and_kind() {
         let m = |p: &str, h: &str| BTreeMap::from([(p.to_string(), h.to_string())]);
         let none = BTreeMap::new();
-        let base = key_of("", None, &m("a/migrations/0001.py", "x"), &none);
+        let base = key_of("", None, &m("a/migrations/0001.py", "x"), &none, &none);
         assert_ne!(
             base,
-            key_of("", None, &m("a/migrations/0002.py", "x"), &none)
+            key_of("", None, &m("a/migrations/0002.py", "x"), &none, &none)
         );
         assert_ne!(
             base,
-            key_of("", None, &m("a/migrations/0001.py", "y"), &none)
+            key_of("", None, &m("a/migrations/0001.py", "y"), &none, &none)
         );
         assert_ne!(
             base,
-            key_of("salt", None, &m("a/migrations/0001.py", "x"), &none)
+            key_of("salt", None, &m("a/migrations/0001.py", "x"), &none, &none)
         );
         assert_ne!(
             base,
-            key_of("", None, &none, &m("a/migrations/0001.py", "x"))
+            key_of("", None, &none, &m("a/migrations/0001.py", "x"), &none)
         );
         assert_ne!(
             base,
-            key_of("", Some("s.test"), &m("a/migrations/0001.py", "x"), &none)
+            key_of(
+                "",
+                Some("s.test"),
+                &m("a/migrations/0001.py", "x"),
+                &none,
+                &none
+            )
         );
         assert_eq!(
             base,
-            key_of("", None, &m("a/migrations/0001.py", "x"), &none)
+            key_of("", None, &m("a/migrations/0001.py", "x"), &none, &none)
+        );
+        // A migrations package without __init__.py is loaded differently.
+        assert_ne!(
+            base,
+            key_of(
+                "",
+                None,
+                &m("a/migrations/0001.py", "x"),
+                &none,
+                &m("a/migrations/__init__.py", "present")
+            )
         );
         assert_eq!(base.len(), 64);
     }

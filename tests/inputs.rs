@@ -452,3 +452,22 @@ fn options_that_point_django_elsewhere_cannot_divert_the_build() {
         "nothing migrated the other database"
     );
 }
+
+#[test]
+fn a_migrations_package_init_and_sourceless_migrations_are_in_the_key() {
+    let p = Project::example("package_parts");
+    let base = p.key();
+    // A sourceless migration module: Django loads it.
+    p.write(
+        "catalog/migrations/0009_compiled.pyc",
+        "not really bytecode",
+    );
+    let with_pyc = p.key();
+    assert_ne!(with_pyc, base, "a .pyc migration is in the key");
+    std::fs::remove_file(p.path().join("catalog/migrations/0009_compiled.pyc")).expect("rm");
+    assert_eq!(p.key(), base);
+    // Without __init__.py the package is a namespace package and Django
+    // treats the app as unmigrated.
+    std::fs::remove_file(p.path().join("audit/migrations/__init__.py")).expect("rm");
+    assert_ne!(p.key(), base, "the package's __init__.py is in the key");
+}
