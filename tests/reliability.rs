@@ -249,6 +249,41 @@ fn slow_migration(p: &Project) -> String {
     )
 }
 
+/// Add the slow migration; returns the key it makes (its template and
+/// build database are tracked for cleanup).
+fn add_slow_migration(p: &Project) -> String {
+    p.write("orders/migrations/0005_slow.py", &slow_migration(p));
+    let key = p.key();
+    p.track(&template_name(&key));
+    p.track(&build_name(&key));
+    key
+}
+
+/// `prepare` of `db`, returned once it is applying the slow migration,
+/// with its stderr reader and what it printed so far.
+fn start_slow_build(
+    p: &Project,
+    db: &str,
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStderr>,
+    String,
+) {
+    let mut child = p
+        .cmd(&["prepare", "--database", db])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    while !seen.contains("applying orders.0005_slow") {
+        let n = err.read_line(&mut seen).expect("read stderr");
+        assert!(n > 0, "prepare ended before the slow migration:\n{seen}");
+    }
+    (child, err, seen)
+}
+
 fn sigint(child: &std::process::Child) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -260,28 +295,8 @@ fn sigint(child: &std::process::Child) {
 #[test]
 fn ctrl_c_during_migrate_stops_cleanly_and_saves_nothing() {
     let p = Project::example("sigint");
-    p.write("orders/migrations/0005_slow.py", &slow_migration(&p));
-    let db = p.db("t");
-    let key = p.key();
-    p.track(&template_name(&key));
-    p.track(&build_name(&key));
-    let mut child = p
-        .cmd(&["prepare", "--database", &db])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        let n = err.read_line(&mut line).expect("read stderr");
-        assert!(n > 0, "prepare ended before the slow migration:\n{seen}");
-        seen.push_str(&line);
-        if line.contains("applying orders.0005_slow") {
-            break;
-        }
-    }
+    let (db, key) = (p.db("t"), add_slow_migration(&p));
+    let (mut child, mut err, mut seen) = start_slow_build(&p, &db);
     assert!(database_exists(&build_name(&key)), "the build is under way");
 
     // A second run waits for the first; Ctrl-C ends the wait at once and
@@ -696,23 +711,9 @@ fn a_template_dropped_between_look_and_clone_is_rebuilt() {
 #[test]
 fn django_stops_when_migsnap_is_killed_during_migrate() {
     let p = Project::example("orphan");
-    p.write("orders/migrations/0005_slow.py", &slow_migration(&p));
     let db = p.db("t");
-    let key = p.key();
-    p.track(&template_name(&key));
-    p.track(&build_name(&key));
-    let mut child = p
-        .cmd(&["prepare", "--database", &db])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut seen = String::new();
-    while !seen.contains("applying orders.0005_slow") {
-        let n = err.read_line(&mut seen).expect("read stderr");
-        assert!(n > 0, "prepare ended before the slow migration:\n{seen}");
-    }
+    add_slow_migration(&p);
+    let (mut child, _err, _seen) = start_slow_build(&p, &db);
     let manage = p.path().join("manage.py").display().to_string();
     let running = || {
         std::process::Command::new("pgrep")
