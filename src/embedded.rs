@@ -294,7 +294,7 @@ impl Embedded {
         // A new file (O_EXCL, no links followed), so whatever stood at the
         // path before cannot receive the password or an ownership change.
         let pwfile = self.password_file();
-        let password = random_hex(16)?;
+        let password = crate::hash::random_hex(16)?;
         remove_if_present(&pwfile)?;
         let mut file = std::fs::File::options()
             .write(true)
@@ -674,14 +674,6 @@ fn initdb_hint(stderr: &str, dir: &Path) -> String {
     } else {
         "set MIGSNAP_SERVER_URL to use an existing server instead".to_string()
     }
-}
-
-fn random_hex(bytes: usize) -> Result<String> {
-    let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .with_kind(Kind::Internal, || "cannot read /dev/urandom".into())?;
-    Ok(crate::hash::hex(&buf))
 }
 
 /// As root: the unprivileged user that runs the server. Otherwise None.

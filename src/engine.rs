@@ -488,10 +488,32 @@ async fn restore_or_drop(
         sha256: m.dump.sha256.clone(),
         size: m.dump.size,
     };
-    match restore::restore(&admin.conn, build, &dump, expected, settings.restore_jobs).await {
+    let role = match admin.restore_role(build).await {
+        Ok(role) => role,
+        Err(e) => {
+            let _ = drop_build(admin, build).await;
+            return Err(e);
+        }
+    };
+    let runners = restore::Runners {
+        lanes: role.as_ref().unwrap_or(&admin.conn),
+        privileged: &admin.conn,
+    };
+    let restored = restore::restore(runners, build, &dump, expected, settings.restore_jobs).await;
+    let restored = match (restored, &role) {
+        (Ok(()), Some(_)) => admin
+            .end_restore_role(build)
+            .await
+            .map_err(restore::Failure::Other),
+        (r, _) => r,
+    };
+    match restored {
         Ok(()) => Ok(true),
         Err(failure) => {
             let _ = drop_build(admin, build).await;
+            if role.is_some() {
+                let _ = admin.end_restore_role(build).await;
+            }
             match failure {
                 restore::Failure::Other(e) => Err(e),
                 restore::Failure::Damaged(e) | restore::Failure::Refused(e) => {

@@ -40,6 +40,17 @@ pub fn short_key(key: &str) -> &str {
     &key[..16.min(key.len())]
 }
 
+/// `bytes` random bytes from the kernel, in hex (passwords migsnap makes).
+pub fn random_hex(bytes: usize) -> crate::error::Result<String> {
+    use crate::error::{Context, Kind};
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .with_kind(Kind::Internal, || "cannot read /dev/urandom".into())?;
+    Ok(hex(&buf))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! The module graph of the library, read from its `crate::` paths: no
 //! cycles, and the arrows that keep the layers apart. The rule, written down:
 //!
-//! - `hash`, `files`, `env`, `error` are leaves;
+//! - `hash`, `files`, `env`, `error` are leaves (they may use `error`);
 //! - the key (`fingerprint`, `depends`) and the cache dir (`store`) know no
 //!   server, no Django and no settings;
 //! - `pg` (connection, admin, dump, restore) knows no Django, no store, no
@@ -131,7 +131,8 @@ fn the_layers_keep_their_arrows() {
     let mut broken = Vec::new();
     for (module, banned) in forbidden {
         for dep in edges.get(*module).into_iter().flatten() {
-            if banned.contains(&"*") || banned.contains(&dep.as_str()) {
+            // A leaf ("*") may still use `error`, itself a leaf.
+            if (banned.contains(&"*") && dep != "error") || banned.contains(&dep.as_str()) {
                 broken.push(format!("{module} -> {dep}"));
             }
         }

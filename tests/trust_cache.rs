@@ -455,3 +455,56 @@ fn symlinks_planted_in_the_cache_dir_are_not_followed() {
     reference.check(&db, "after a planted symlink");
     assert!(copy.exists(), "the link's target is left alone");
 }
+
+#[test]
+fn planted_code_runs_without_the_superusers_rights() {
+    // Found by an adversarial review: every statement here is one pg_dump
+    // writes, yet REFRESH runs the function, which ran as the superuser.
+    // The restore now runs as a role that owns the build database and
+    // nothing else, so the function is denied and the dump discarded.
+    let p = Project::example("planted_fn");
+    let reference = Reference::of(&p);
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    drop_template(&key);
+    let role = format!("planted_fn_{}", std::process::id());
+    plant(
+        p.cache.path(),
+        &key,
+        &format!(
+            "CREATE FUNCTION public.evil() RETURNS boolean LANGUAGE plpgsql AS \
+             $f$BEGIN EXECUTE 'CREATE ROLE {role} SUPERUSER LOGIN'; RETURN true; END$f$;\n\
+             CREATE MATERIALIZED VIEW public.mv AS SELECT public.evil() AS x WITH NO DATA;\n\
+             REFRESH MATERIALIZED VIEW public.mv;\n"
+        ),
+    );
+    let out = p.run(&["prepare", "--database", &db, "--json"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["source"], "cold", "{err}");
+    assert!(
+        err.contains("must be superuser") && err.contains("discarding it"),
+        "the denial is reported and the dump discarded: {err}"
+    );
+    assert!(!role_exists(&role), "the planted function ran as superuser");
+    reference.check(&db, "after a planted function was denied");
+    assert!(
+        !role_exists(&format!("migsnap_restore_{}", &key[..16])),
+        "the restore role is gone"
+    );
+    // An honest dump restores through the same role, and what it made
+    // belongs to the connecting role again, as after a plain migrate.
+    drop_template(&key);
+    let again = p.prepare(&db);
+    assert_eq!(again["source"], "cache");
+    reference.check(&db, "restored as the restore role");
+    assert_eq!(
+        psql(
+            &db,
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)"
+        ),
+        "0"
+    );
+}

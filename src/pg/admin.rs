@@ -342,6 +342,76 @@ impl Admin {
             .get(0))
     }
 
+    /// A login role that owns `build` and nothing else, for restoring a
+    /// cached dump into it: whatever the dump's functions do while it is
+    /// restored (an index expression, a materialized view) runs with that
+    /// role's rights, not the superuser's. None when this connection is not
+    /// a superuser's (then there is no more to drop to) or cannot make roles.
+    /// Its name comes from the build's, so a run killed mid-restore leaves
+    /// one the next build of the key replaces.
+    pub async fn restore_role(&self, build: &str) -> Result<Option<ConnInfo>> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await
+            .map_err(|e| db_error("cannot read the connecting role", e))?;
+        if !row.get::<_, bool>(0) {
+            return Ok(None);
+        }
+        let role = restore_role_name(build);
+        let password = crate::hash::random_hex(24)?;
+        let (r, b) = (quote_ident(&role), quote_ident(build));
+        // A leftover of a killed run owns nothing any more: its build
+        // database was dropped before this one was made.
+        let sql = format!(
+            "DROP ROLE IF EXISTS {r}; \
+             CREATE ROLE {r} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
+               NOBYPASSRLS PASSWORD {p}; \
+             ALTER DATABASE {b} OWNER TO {r}",
+            p = quote_literal(&password)
+        );
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| db_error(format!("cannot make the restore role for `{build}`"), e))?;
+        Ok(Some(ConnInfo {
+            user: role,
+            password: Some(password),
+            ..self.conn.clone()
+        }))
+    }
+
+    /// Give everything the restore role made in `build` (and `build`
+    /// itself) back to this connection's role, as a plain migrate would have
+    /// left it, and drop the role.
+    pub async fn end_restore_role(&self, build: &str) -> Result<()> {
+        let role = restore_role_name(build);
+        let r = quote_ident(&role);
+        let what = || format!("cannot hand `{build}` back from its restore role");
+        if self.database(build).await?.is_some() {
+            let client = self.conn.connect(build).await?;
+            client
+                .batch_execute(&format!("REASSIGN OWNED BY {r} TO CURRENT_USER"))
+                .await
+                .map_err(|e| db_error(what(), e))?;
+            drop(client);
+            self.client
+                .batch_execute(&format!(
+                    "ALTER DATABASE {} OWNER TO CURRENT_USER",
+                    quote_ident(build)
+                ))
+                .await
+                .map_err(|e| db_error(what(), e))?;
+        }
+        self.client
+            .batch_execute(&format!("DROP ROLE IF EXISTS {r}"))
+            .await
+            .map_err(|e| db_error(what(), e))
+    }
+
     pub async fn unlock_key(&self, key: &str) -> Result<()> {
         self.client
             .execute("SELECT pg_advisory_unlock($1)", &[&lock_id(key)])
@@ -349,6 +419,12 @@ impl Admin {
             .map_err(|e| db_error("cannot release the build lock", e))?;
         Ok(())
     }
+}
+
+/// `migsnap_restore_<16 hex>`, from the build database's name.
+fn restore_role_name(build: &str) -> String {
+    let hex = build.rsplit('_').next().unwrap_or(build);
+    format!("{TEMPLATE_PREFIX}restore_{hex}")
 }
 
 /// The first 64 bits of the key, as the advisory lock id.

@@ -16,7 +16,7 @@ mod copy_rows;
 mod split;
 
 use super::ConnInfo;
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::failpoint;
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -73,7 +73,7 @@ enum Work {
 
 /// Restore `dump` into the (empty) database `db` over `jobs` connections.
 pub async fn restore(
-    conn: &ConnInfo,
+    runners: Runners<'_>,
     db: &str,
     dump: &Path,
     expected: Expected,
@@ -89,7 +89,10 @@ pub async fn restore(
             let _ = tx.blocking_send(Err(e));
         }
     });
-    let clients = futures_util::future::try_join_all((0..jobs).map(|_| conn.connect(db))).await?;
+    let (clients, privileged) = tokio::try_join!(
+        futures_util::future::try_join_all((0..jobs).map(|_| runners.lanes.connect(db))),
+        runners.privileged.connect(db)
+    )?;
     // A JoinSet aborts its tasks when dropped, so a cancelled restore
     // (Ctrl-C) closes every connection at once.
     let mut lanes = JoinSet::new();
@@ -99,7 +102,7 @@ pub async fn restore(
         senders.push(ltx);
         lanes.spawn(run_lane(client, db.to_string(), lrx));
     }
-    let dispatched = dispatch(&mut rx, &senders).await;
+    let dispatched = dispatch(&mut rx, &senders, &privileged, db).await;
     drop(senders);
     // The reader stops at its next send once the receiver is gone.
     drop(rx);
@@ -116,7 +119,7 @@ pub async fn restore(
             }
             Err(e) if e.is_cancelled() => {}
             Err(e) => {
-                lane_error.get_or_insert(Error::internal("a restore task failed").source(e));
+                lane_error.get_or_insert(Error::internal("a restore task failed").source(e).into());
             }
         }
     }
@@ -125,7 +128,17 @@ pub async fn restore(
         .map_err(|e| Error::internal("the dump reader thread failed").source(e))?;
     match (dispatched, lane_error) {
         (Err(Some(f)), _) => Err(f),
-        (_, Some(e)) => Err(Failure::Other(e)),
+        // The lanes run as a role that owns the build database and nothing
+        // else: what it may not do, pg_dump's output of one database never
+        // needs (a planted function reaching for the server, say).
+        (
+            _,
+            Some(LaneError {
+                error,
+                denied: true,
+            }),
+        ) if runners.restricted() => Err(Failure::Refused(error)),
+        (_, Some(LaneError { error, .. })) => Err(Failure::Other(error)),
         (Err(None), None) => Err(Error::internal("a restore connection ended early").into()),
         (Ok(()), None) => Ok(()),
     }
@@ -136,8 +149,10 @@ pub async fn restore(
 async fn dispatch(
     rx: &mut mpsc::Receiver<std::result::Result<Msg, Failure>>,
     lanes: &[mpsc::Sender<Work>],
+    privileged: &Client,
+    db: &str,
 ) -> std::result::Result<(), Option<Failure>> {
-    match forward(rx, lanes).await {
+    match forward(rx, lanes, privileged, db).await {
         Err(None) => {
             // A lane failed. zstd checks a frame's checksum at the frame's
             // end, so a dump damaged in a way sha256 did not catch (a manifest
@@ -160,6 +175,8 @@ async fn dispatch(
 async fn forward(
     rx: &mut mpsc::Receiver<std::result::Result<Msg, Failure>>,
     lanes: &[mpsc::Sender<Work>],
+    privileged: &Client,
+    db: &str,
 ) -> std::result::Result<(), Option<Failure>> {
     while let Some(msg) = rx.recv().await {
         let (lane, work) = match msg.map_err(Some)? {
@@ -179,6 +196,14 @@ async fn forward(
                 }
                 continue;
             }
+            // Every lane is idle (a Sync came just before): run it here.
+            Msg::Privileged { text, line } => {
+                privileged
+                    .batch_execute(&text)
+                    .await
+                    .map_err(|e| Some(Failure::Other(restore_error(db, line, e))))?;
+                continue;
+            }
         };
         let lane = lanes.get(lane).ok_or(None)?;
         lane.send(work).await.map_err(|_| None)?;
@@ -186,8 +211,54 @@ async fn forward(
     Ok(())
 }
 
+/// Who runs a restore.
+#[derive(Debug, Clone, Copy)]
+pub struct Runners<'a> {
+    /// What the lanes connect as: a role that owns the build database and
+    /// nothing else when the caller could make one (see
+    /// `Admin::restore_role`), else the caller's own.
+    pub lanes: &'a ConnInfo,
+    /// The caller's own connection, for the statements only a superuser may
+    /// run (`CREATE EXTENSION`, `COMMENT ON EXTENSION`).
+    pub privileged: &'a ConnInfo,
+}
+
+impl Runners<'_> {
+    fn restricted(&self) -> bool {
+        self.lanes.user != self.privileged.user
+    }
+}
+
+/// A lane's failure; `denied`: the server refused it for lack of privilege.
+struct LaneError {
+    error: Error,
+    denied: bool,
+}
+
+impl From<Error> for LaneError {
+    fn from(error: Error) -> Self {
+        LaneError {
+            error,
+            denied: false,
+        }
+    }
+}
+
+/// A statement's failure, remembering whether it was a permission denial.
+fn lane_error(db: &str, line: u64, e: tokio_postgres::Error) -> LaneError {
+    let denied = e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE);
+    LaneError {
+        error: restore_error(db, line, e),
+        denied,
+    }
+}
+
 /// One connection running its share of the dump, in order.
-async fn run_lane(client: Client, db: String, mut rx: mpsc::Receiver<Work>) -> Result<()> {
+async fn run_lane(
+    client: Client,
+    db: String,
+    mut rx: mpsc::Receiver<Work>,
+) -> std::result::Result<(), LaneError> {
     let mut sink = None;
     let mut copy_line = 0;
     while let Some(work) = rx.recv().await {
@@ -196,7 +267,7 @@ async fn run_lane(client: Client, db: String, mut rx: mpsc::Receiver<Work>) -> R
                 client
                     .batch_execute(&text)
                     .await
-                    .map_err(|e| restore_error(&db, line, e))?;
+                    .map_err(|e| lane_error(&db, line, e))?;
                 failpoint::point("restore.batch");
             }
             Work::CopyStart { stmt, line } => {
@@ -204,26 +275,26 @@ async fn run_lane(client: Client, db: String, mut rx: mpsc::Receiver<Work>) -> R
                 let s = client
                     .copy_in::<_, Bytes>(stmt.as_str())
                     .await
-                    .map_err(|e| restore_error(&db, line, e))?;
+                    .map_err(|e| lane_error(&db, line, e))?;
                 sink = Some(Box::pin(s));
             }
             Work::CopyData(data) => {
                 let s = sink
                     .as_mut()
-                    .ok_or_else(|| Error::internal("COPY data outside a COPY"))?;
+                    .ok_or_else(|| LaneError::from(Error::internal("COPY data outside a COPY")))?;
                 s.send(data)
                     .await
-                    .map_err(|e| restore_error(&db, copy_line, e))?;
+                    .map_err(|e| lane_error(&db, copy_line, e))?;
                 failpoint::point("restore.copy_data");
             }
             Work::CopyEnd => {
                 let mut s = sink
                     .take()
-                    .ok_or_else(|| Error::internal("COPY end outside a COPY"))?;
+                    .ok_or_else(|| LaneError::from(Error::internal("COPY end outside a COPY")))?;
                 s.as_mut()
                     .finish()
                     .await
-                    .map_err(|e| restore_error(&db, copy_line, e))?;
+                    .map_err(|e| lane_error(&db, copy_line, e))?;
                 failpoint::point("restore.copy");
             }
             Work::Sync(done) => {

@@ -67,6 +67,13 @@ pub enum Msg {
     },
     /// Wait until every lane has finished all it was sent.
     Sync,
+    /// A statement only the server's superuser may run (creating or
+    /// commenting an extension), sent once every lane is idle; the restore
+    /// runs it on its own, privileged connection (see `restore`).
+    Privileged {
+        text: String,
+        line: u64,
+    },
 }
 
 /// Read `path` and send what `jobs` lanes should run through `tx`.
@@ -344,6 +351,14 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
     }
 
     fn statement(&mut self, s: String, line: u64) -> bool {
+        if is_extension_statement(&s) {
+            for lane in 0..self.lanes.len() {
+                self.flush(lane);
+            }
+            self.send(Msg::Sync);
+            self.send(Msg::Privileged { text: s, line });
+            return self.open;
+        }
         let (group, table) = classify(&s);
         let setting = setting_name(&s);
         if let Some(name) = &setting {
@@ -547,6 +562,18 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
     }
 }
 
+/// `CREATE EXTENSION` and `COMMENT ON EXTENSION`: an untrusted extension
+/// (PostGIS) needs a superuser to create, and only its owner may comment on
+/// it. Their text is pg_dump's fixed shape (checked by `allow`), and what
+/// they run is the server's own installed extension script.
+fn is_extension_statement(s: &str) -> bool {
+    let upper = |p: &str| {
+        s.get(..p.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(p))
+    };
+    upper("CREATE EXTENSION ") || upper("COMMENT ON EXTENSION ")
+}
+
 /// The group of a statement and, for the parallel groups, the table it
 /// touches. Only the exact shapes pg_dump writes are recognised; anything
 /// else is `Serial`, which is always safe.
@@ -686,6 +713,7 @@ mod tests {
                 }
                 Msg::CopyEnd { lane } => format!("{lane}: end"),
                 Msg::Sync => "sync".to_string(),
+                Msg::Privileged { text, .. } => format!("privileged: {}", text.trim_end()),
             });
         }
         out
