@@ -93,11 +93,8 @@ pub async fn build(
     ui: &Ui,
     rebuild: bool,
 ) -> Result<Snapshot> {
-    // Before any lock or wait, and long before migrate: a build needs
-    // manage.py, and a pg_dump that can dump this server, so say now if
-    // either is missing (a few stats and one `pg_dump --version`).
+    // Before any lock or wait: a build needs manage.py, so say now if it is missing.
     django::check_manage_py(settings)?;
-    crate::pg::tools::find("pg_dump", Some(admin.major()))?;
     let store = Store::new(settings.ensure_cache_dir()?).with_secret(settings.cache_secret.clone());
     let key = fp.key.as_str();
     let short = fp.short();
@@ -299,7 +296,7 @@ async fn build_locked(
         .create(&build, None, settings.effective_clone_strategy())
         .await?;
     failpoint::point("build.created");
-    let report = match django::migrate(settings, &admin.conn, &build, ui, None).await {
+    let report = match migrate_checked(settings, admin, &build, ui, None).await {
         Ok(r) => r,
         Err(f) => {
             let _ = drop_build(admin, &build).await;
@@ -447,7 +444,7 @@ async fn incremental(
         Depends::compatible(&base.depends, &base.applied, now, &settings.project_dir)
             .map_err(|c| c.to_string())
     };
-    let report = django::migrate(settings, &admin.conn, build, ui, Some(&fits)).await?;
+    let report = migrate_checked(settings, admin, build, ui, Some(&fits)).await?;
     let built = Built {
         build,
         report: &report,
@@ -527,6 +524,20 @@ async fn restore_or_drop(
 
 async fn drop_build(admin: &Admin, build: &str) -> Result<()> {
     admin.drop_build(build).await
+}
+
+/// `migrate` into `build`, once it is sure the result can be saved: a pg_dump
+/// fit for this server must exist (a few stats and `pg_dump --version`;
+/// only builds that migrate need it, so the cache path does not pay).
+async fn migrate_checked(
+    settings: &Settings,
+    admin: &Admin,
+    build: &str,
+    ui: &Ui,
+    check: Option<django::InputsCheck<'_>>,
+) -> Result<django::MigrateReport, MigrateFailure> {
+    crate::pg::tools::find("pg_dump", Some(admin.major()))?;
+    django::migrate(settings, &admin.conn, build, ui, check).await
 }
 
 /// The promotion, between two crash points. The template it replaces (a
