@@ -205,30 +205,8 @@ fn gc_removes_old_snapshots_and_leftovers_but_nothing_in_use() {
         psql("postgres", &format!("CREATE DATABASE \"{b}\""));
     }
     let lock_id = u64::from_str_radix(&keys[1][..16], 16).expect("hex") as i64;
-    // A psql session holding the build lock, as a building prepare would;
-    // closing its stdin ends the session and releases the lock.
-    let mut holder = std::process::Command::new("psql")
-        .args(["-X", "-q", "-d"])
-        .arg(db_url("postgres"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("psql");
-    {
-        use std::io::Write;
-        let stdin = holder.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "SELECT pg_advisory_lock({lock_id});").expect("write");
-        stdin.flush().expect("flush");
-    }
-    // Wait until the holder has the lock (a failed try in this short
-    // session releases nothing the holder needs).
-    while psql(
-        "postgres",
-        &format!("SELECT pg_try_advisory_lock({lock_id})"),
-    ) == "t"
-    {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    // A psql session holding the build lock, as a building prepare would.
+    let mut holder = hold_lock(lock_id);
 
     // 1. Dry run: reports, touches nothing.
     let v = json(&p.run(&["gc", "--keep", "0", "--dry-run", "--json"]));
