@@ -339,3 +339,38 @@ fn gc_sweeps_every_scratch_shape_but_not_live_ones() {
     let _ = holder.kill();
     let _ = holder.wait();
 }
+
+/// A restore killed mid-way leaves its login role (`migsnap_restore_<hex>`);
+/// gc drops it once no live migsnap holds that key's lock.
+#[test]
+fn gc_drops_restore_roles_a_killed_restore_left() {
+    let p = Project::example("gcroles");
+    p.prepare(&p.db("a"));
+    let hex = |tag: &str| {
+        migsnap::hash::hash_normalized(format!("{}{tag}", p.name).as_bytes())[..16].to_string()
+    };
+    let (dead, live) = (
+        format!("migsnap_restore_{}", hex("dead")),
+        format!("migsnap_restore_{}", hex("live")),
+    );
+    for role in [&dead, &live] {
+        psql("postgres", &format!("CREATE ROLE \"{role}\" LOGIN"));
+    }
+    let id = u64::from_str_radix(&hex("live"), 16).expect("hex") as i64;
+    let mut holder = hold_lock(id);
+    let v = json(&p.run(&["gc", "--json"]));
+    let role_exists = |r: &str| {
+        psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{r}'"),
+        ) == "1"
+    };
+    assert!(!role_exists(&dead), "the leftover role is dropped: {v}");
+    assert!(
+        role_exists(&live),
+        "a role whose restore is live stays: {v}"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    psql("postgres", &format!("DROP ROLE \"{live}\""));
+}

@@ -32,6 +32,7 @@ enum Kind {
     Template,
     BuildDatabase,
     ScratchDatabase,
+    RestoreRole,
     TempFile,
     OrphanDump,
 }
@@ -43,6 +44,7 @@ impl Kind {
             Kind::Template => "template",
             Kind::BuildDatabase => "build database",
             Kind::ScratchDatabase => "scratch database",
+            Kind::RestoreRole => "restore role",
             Kind::TempFile => "temp file",
             Kind::OrphanDump => "dump without manifest",
         }
@@ -98,6 +100,7 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
         gc.remove_snapshot(&m).await?;
     }
     gc.sweep_builds().await?;
+    gc.sweep_restore_roles().await?;
     gc.sweep_files()?;
 
     if args.json {
@@ -211,6 +214,38 @@ impl Gc<'_> {
                 size: None,
             };
             self.drop_unlocked(&info, name.hex(), item, busy).await?;
+        }
+        Ok(())
+    }
+
+    /// Restore roles a killed restore left (`migsnap_restore_<hex>`): a live
+    /// restore holds its key's build lock, so a role whose lock is free is
+    /// a leftover. Its build database went first (above); a role that still
+    /// owns something is reported as skipped.
+    async fn sweep_restore_roles(&mut self) -> Result<()> {
+        for (role, hex) in self.admin.restore_roles().await? {
+            let item = Item {
+                kind: Kind::RestoreRole,
+                name: role.clone(),
+                size: None,
+            };
+            if !self.admin.try_lock_key(&hex).await? {
+                self.skip(item, "restoring");
+                continue;
+            }
+            let dropped = if self.dry_run {
+                Ok(())
+            } else {
+                self.admin.drop_role(&role).await
+            };
+            let _ = self.admin.unlock_key(&hex).await;
+            match dropped {
+                Ok(()) => self.out.removed.push(item),
+                Err(e) => {
+                    self.ui.warn(e.message);
+                    self.skip(item, "drop failed");
+                }
+            }
         }
         Ok(())
     }

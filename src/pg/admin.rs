@@ -406,10 +406,37 @@ impl Admin {
                 .await
                 .map_err(|e| db_error(what(), e))?;
         }
-        self.client
-            .batch_execute(&format!("DROP ROLE IF EXISTS {r}"))
+        self.drop_role(&role).await
+    }
+
+    /// Every restore role on the server, with the 16 hex of its key.
+    pub async fn restore_roles(&self) -> Result<Vec<(String, String)>> {
+        let prefix = RESTORE_ROLE_PREFIX;
+        let rows = self
+            .client
+            .query(
+                "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)",
+                &[&prefix],
+            )
             .await
-            .map_err(|e| db_error(what(), e))
+            .map_err(|e| db_error("cannot list roles", e))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let name: String = r.get(0);
+                let hex = name.strip_prefix(prefix)?.to_string();
+                let valid = hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+                valid.then_some((name, hex))
+            })
+            .collect())
+    }
+
+    /// Drop a role migsnap made (a restore role a killed run left).
+    pub async fn drop_role(&self, role: &str) -> Result<()> {
+        self.client
+            .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(role)))
+            .await
+            .map_err(|e| db_error(format!("cannot drop role `{role}`"), e))
     }
 
     pub async fn unlock_key(&self, key: &str) -> Result<()> {
@@ -421,10 +448,12 @@ impl Admin {
     }
 }
 
+const RESTORE_ROLE_PREFIX: &str = "migsnap_restore_";
+
 /// `migsnap_restore_<16 hex>`, from the build database's name.
 fn restore_role_name(build: &str) -> String {
     let hex = build.rsplit('_').next().unwrap_or(build);
-    format!("{TEMPLATE_PREFIX}restore_{hex}")
+    format!("{RESTORE_ROLE_PREFIX}{hex}")
 }
 
 /// The first 64 bits of the key, as the advisory lock id.
