@@ -234,8 +234,8 @@ impl Depends {
         for (shown, sha) in &was.code {
             let same = match code_now.get(shown) {
                 Some(now) => *now == Some(sha.as_str()),
-                None => std::fs::read(resolve(project_dir, shown))
-                    .is_ok_and(|bytes| hash_normalized(&bytes) == *sha),
+                None => hash_regular_file(&resolve(project_dir, shown), &mut Vec::new())
+                    .is_some_and(|now| now == *sha),
             };
             if !same {
                 return Err(Changed(format!(
@@ -292,16 +292,10 @@ impl Checked {
     pub fn verify(&self, project_dir: &Path) -> Result<(), Changed> {
         let mut buf = Vec::with_capacity(64 * 1024);
         for (shown, sha) in self.files.iter().chain(&self.code) {
-            let path = resolve(project_dir, shown);
-            buf.clear();
-            let read = std::fs::File::open(&path).and_then(|mut f| {
-                use std::io::Read;
-                f.read_to_end(&mut buf)
-            });
-            match read {
-                Ok(_) if hash_normalized(&buf) == *sha => {}
-                Ok(_) => return Err(Changed(format!("`{shown}` changed"))),
-                Err(_) => return Err(Changed(format!("`{shown}` is gone"))),
+            match hash_regular_file(&resolve(project_dir, shown), &mut buf) {
+                Some(now) if now == *sha => {}
+                Some(_) => return Err(Changed(format!("`{shown}` changed"))),
+                None => return Err(Changed(format!("`{shown}` is gone"))),
             }
         }
         for (shown, names) in &self.dirs {
@@ -311,6 +305,20 @@ impl Checked {
         }
         Ok(())
     }
+}
+
+/// The normalised sha256 of `path` if it is a regular file, read into `buf`.
+/// The record comes from the cache dir, so a path in it may name anything:
+/// a FIFO or `/dev/zero` must read as "gone", not hang or fill memory.
+fn hash_regular_file(path: &Path, buf: &mut Vec<u8>) -> Option<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    buf.clear();
+    file.read_to_end(buf).ok()?;
+    Some(hash_normalized(buf))
 }
 
 /// Module names in a migrations package, as Django's loader finds them
@@ -410,6 +418,20 @@ mod tests {
         assert_eq!(a.digest(), b.digest());
         b.installed_apps.push("x".into());
         assert_ne!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn only_regular_files_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let record = |path: &str| Checked {
+            files: BTreeMap::from([(path.to_string(), hash_normalized(b""))]),
+            ..Checked::default()
+        };
+        std::fs::write(dir.path().join("empty.py"), "").expect("write");
+        assert_eq!(record("empty.py").verify(dir.path()), Ok(()));
+        // /dev/null reads as empty, but it is no file of the project's.
+        assert!(record("/dev/null").verify(dir.path()).is_err());
+        assert!(record("/dev/zero").verify(dir.path()).is_err());
     }
 
     #[test]
