@@ -193,9 +193,9 @@ async fn build_locked(
     let key = fp.key.as_str();
     let template = admin::template_name(key);
     // The key's own snapshot, if what it recorded beyond the key still holds.
-    let holds = match store.load(key) {
+    let own = match store.load(key) {
         Ok(Some(m)) => match m.depends.verify(&settings.project_dir) {
-            Ok(()) => Some(m.depends.digest()),
+            Ok(()) => Some(m),
             Err(changed) => {
                 ui.info(format!(
                     "snapshot {} no longer matches the project ({changed}); building on it",
@@ -210,6 +210,7 @@ async fn build_locked(
             None
         }
     };
+    let holds = own.as_ref().map(|m| m.depends.digest());
     // An old template stays until its replacement is complete (dumped and
     // ready to promote): a failed or interrupted rebuild leaves it in place.
     let old = admin.database(&template).await?;
@@ -247,10 +248,7 @@ async fn build_locked(
     }
 
     if !rebuild {
-        let cached = holds
-            .as_ref()
-            .and_then(|_| usable_snapshot(store, key, admin.version_num, true, ui));
-        if let Some(m) = cached {
+        if let Some(m) = own.filter(|m| fits_server(m, admin.version_num, ui)) {
             let t = Instant::now();
             ui.info(format!("restoring cached snapshot {}", fp.short()));
             admin
@@ -323,22 +321,18 @@ async fn build_locked(
     })
 }
 
-/// The cached snapshot for `key` if its manifest checks out and the server is
-/// not older than the one it came from (the dump itself is checked as it is
-/// restored). Damaged manifests are removed.
-///
-/// `ours`: the caller holds this key's lock. Only then are damaged files
-/// removed; another key's files (an ancestor) are just skipped, since its own
-/// builder may be rewriting them right now.
-fn usable_snapshot(
+/// An ancestor's cached snapshot (`key` is not ours), if its manifest
+/// checks out and the server is not older than the one it came from (the
+/// dump itself is checked as it is restored). A damaged one is only skipped:
+/// its own builder may be rewriting it right now.
+fn ancestor_snapshot(
     store: &Store,
     key: &str,
     server_version_num: u32,
-    ours: bool,
     ui: &Ui,
 ) -> Option<Manifest> {
     let reject = |why: store::ManifestError| {
-        reject_snapshot(store, key, ours, &why, ui);
+        reject_snapshot(store, key, false, &why, ui);
         None
     };
     let m = match store.load(key) {
@@ -346,16 +340,21 @@ fn usable_snapshot(
         Ok(None) => return None,
         Err(why) => return reject(why),
     };
-    if m.server_major() > server_version_num / 10000 {
+    fits_server(&m, server_version_num, ui).then_some(m)
+}
+
+/// A dump never goes into an older server major version than it came from.
+fn fits_server(m: &Manifest, server_version_num: u32, ui: &Ui) -> bool {
+    let fits = m.server_major() <= server_version_num / 10000;
+    if !fits {
         ui.warn(format!(
             "cached snapshot {} comes from PostgreSQL {}, newer than this server ({}); not using it",
-            crate::hash::short_key(key),
+            crate::hash::short_key(&m.key),
             m.server_major(),
             server_version_num / 10000
         ));
-        return None;
     }
-    Some(m)
+    fits
 }
 
 /// Say why a cached snapshot is unusable; discard it if the caller holds its
@@ -420,7 +419,7 @@ async fn incremental(
             failpoint::point("build.created");
         }
         _ => {
-            let Some(m) = usable_snapshot(store, &base.key, admin.version_num, false, ui) else {
+            let Some(m) = ancestor_snapshot(store, &base.key, admin.version_num, ui) else {
                 return Err(MigrateFailure {
                     history: true,
                     error: Error::internal(format!("snapshot {base_short} is unusable")),
