@@ -298,6 +298,9 @@ async fn run_shim_checked(
                 "ModuleNotFoundError" | "ImproperlyConfigured" => {
                     "check the settings module (--settings / DJANGO_SETTINGS_MODULE) and the interpreter (MIGSNAP_PYTHON)"
                 }
+                "Configuration" if message.contains("not to migsnap's") => {
+                    "the settings point DATABASES['default'] elsewhere for migsnap's run too: drop `dbname`, `host` or a `service` from OPTIONS, or a router, when DATABASES is being built for tests"
+                }
                 "Configuration" if message.contains("cannot import Django") => {
                     "set MIGSNAP_PYTHON (or --python, or `python` in [tool.migsnap]) to the project's interpreter, e.g. .venv/bin/python"
                 }

@@ -89,10 +89,21 @@ pub async fn restore(
             let _ = tx.blocking_send(Err(e));
         }
     });
-    let (clients, privileged) = tokio::try_join!(
-        futures_util::future::try_join_all((0..jobs).map(|_| runners.lanes.connect(db))),
-        runners.privileged.connect(db)
-    )?;
+    let lanes_connect =
+        futures_util::future::try_join_all((0..jobs).map(|_| runners.lanes.connect(db)));
+    let lanes_connect = async {
+        lanes_connect.await.map_err(|e| {
+            if runners.restricted() {
+                e.hint(format!(
+                    "the restore logs in as the role `{}`, made for it, with a password over the same host and port: let such a role connect (pg_hba.conf), or connect migsnap as a role that is not a superuser",
+                    runners.lanes.user
+                ))
+            } else {
+                e
+            }
+        })
+    };
+    let (clients, privileged) = tokio::try_join!(lanes_connect, runners.privileged.connect(db))?;
     // A JoinSet aborts its tasks when dropped, so a cancelled restore
     // (Ctrl-C) closes every connection at once.
     let mut lanes = JoinSet::new();
