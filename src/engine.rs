@@ -19,6 +19,7 @@ use crate::django::{self, Applied, MigrateFailure};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::fingerprint::{self, Fingerprint, MigrationGlobs};
+use crate::key::Key;
 use crate::pg::admin::{self, Admin};
 use crate::pg::{dump, restore, ConnInfo};
 use crate::settings::{ServerChoice, Settings};
@@ -51,7 +52,7 @@ impl Source {
 pub struct Snapshot {
     pub template: String,
     pub source: Source,
-    pub base_key: Option<String>,
+    pub base_key: Option<Key>,
     pub applied: Vec<Applied>,
 }
 
@@ -96,7 +97,7 @@ pub async fn build(
     // Before any lock or wait: a build needs manage.py, so say now if it is missing.
     django::check_manage_py(settings)?;
     let store = Store::new(settings.ensure_cache_dir()?).with_secret(settings.cache_secret.clone());
-    let key = fp.key.as_str();
+    let key = &fp.key;
     let short = fp.short();
     let _file_lock = store
         .lock(key, || {
@@ -106,7 +107,7 @@ pub async fn build(
         })
         .await?;
     admin
-        .lock_key(key, || {
+        .lock_key(key.lock_id(), || {
             ui.info(format!(
                 "waiting for another migsnap building snapshot {short} on the server…"
             ))
@@ -117,7 +118,7 @@ pub async fn build(
     let mut unfinished = Unfinished {
         conn: admin.conn.clone(),
         store: store.clone(),
-        key: key.to_string(),
+        key: key.clone(),
         ui: *ui,
         armed: true,
     };
@@ -126,7 +127,7 @@ pub async fn build(
     // (Ctrl-C) leaves the guard armed.
     unfinished.armed = false;
     // Best effort: closing the connection releases it anyway.
-    let _ = admin.unlock_key(key).await;
+    let _ = admin.unlock_key(key.lock_id()).await;
     result
 }
 
@@ -140,7 +141,7 @@ pub async fn build(
 struct Unfinished {
     conn: ConnInfo,
     store: Store,
-    key: String,
+    key: Key,
     ui: Ui,
     armed: bool,
 }
@@ -190,7 +191,7 @@ async fn build_locked(
     ui: &Ui,
     rebuild: bool,
 ) -> Result<Snapshot> {
-    let key = fp.key.as_str();
+    let key = &fp.key;
     let template = admin::template_name(key);
     // The key's own snapshot, if what it recorded beyond the key still holds.
     let own = match store.load(key) {
@@ -272,7 +273,7 @@ async fn build_locked(
                 Err(f) if f.history => {
                     ui.warn(format!(
                         "cannot build on snapshot {} ({}); migrating from empty instead",
-                        crate::hash::short_key(&base.key),
+                        base.key.short(),
                         f.error.message
                     ));
                     drop_build(admin, &build).await?;
@@ -327,7 +328,7 @@ async fn build_locked(
 /// its own builder may be rewriting it right now.
 fn ancestor_snapshot(
     store: &Store,
-    key: &str,
+    key: &Key,
     server_version_num: u32,
     ui: &Ui,
 ) -> Option<Manifest> {
@@ -349,7 +350,7 @@ fn fits_server(m: &Manifest, server_version_num: u32, ui: &Ui) -> bool {
     if !fits {
         ui.warn(format!(
             "cached snapshot {} comes from PostgreSQL {}, newer than this server ({}); not using it",
-            crate::hash::short_key(&m.key),
+            m.key.short(),
             m.server_major(),
             server_version_num / 10000
         ));
@@ -361,7 +362,7 @@ fn fits_server(m: &Manifest, server_version_num: u32, ui: &Ui) -> bool {
 /// lock (`ours`), else just do not build on it (its builder may be at work).
 fn reject_snapshot(
     store: &Store,
-    key: &str,
+    key: &Key,
     ours: bool,
     why: &(dyn std::error::Error + 'static),
     ui: &Ui,
@@ -399,7 +400,7 @@ async fn incremental(
     ui: &Ui,
 ) -> Result<Snapshot, MigrateFailure> {
     let t = Instant::now();
-    let base_short = crate::hash::short_key(&base.key);
+    let base_short = base.key.short();
     ui.info(format!(
         "building on snapshot {base_short}: {} of {} migration files unchanged",
         base.migrations.len(),
@@ -478,7 +479,7 @@ async fn restore_or_drop(
     ours: bool,
     ui: &Ui,
 ) -> Result<bool> {
-    let key = m.key.as_str();
+    let key = &m.key;
     let dump = store.dump_path(key);
     let expected = restore::Expected {
         sha256: m.dump.sha256.clone(),
@@ -547,7 +548,7 @@ async fn migrate_checked(
 async fn promote(
     admin: &Admin,
     build: &str,
-    key: &str,
+    key: &Key,
     inputs: &str,
     replacing: Option<&admin::DbInfo>,
 ) -> Result<()> {

@@ -26,6 +26,7 @@ pub mod failpoint;
 pub mod files;
 pub mod fingerprint;
 pub mod hash;
+pub mod key;
 pub mod names;
 pub mod pg;
 pub mod prepare;

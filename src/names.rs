@@ -9,6 +9,7 @@
 //! holds while it uses the database, which is how gc tells a leftover from
 //! a database in use.
 
+use crate::key::{is_hex16, Key, LockId};
 use std::fmt;
 
 pub const PREFIX: &str = "migsnap_";
@@ -39,16 +40,12 @@ const KINDS: [(&str, Make); 4] = [
     ("state_", DbName::State),
 ];
 
-fn hex16(s: &str) -> bool {
-    s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 impl DbName {
-    pub fn template(key: &str) -> DbName {
-        DbName::Template(short(key))
+    pub fn template(key: &Key) -> DbName {
+        DbName::Template(key.short().to_string())
     }
-    pub fn build(key: &str) -> DbName {
-        DbName::Build(short(key))
+    pub fn build(key: &Key) -> DbName {
+        DbName::Build(key.short().to_string())
     }
     /// Derived from the target's name, so a run killed half-way leaves a
     /// database the next `prepare` of the same target finds and removes.
@@ -56,22 +53,22 @@ impl DbName {
         let tag = crate::hash::hash_normalized(target.as_bytes());
         DbName::Clone(tag[..16].to_string())
     }
-    pub fn check(key: &str) -> DbName {
-        DbName::Check(short(key))
+    pub fn check(key: &Key) -> DbName {
+        DbName::Check(key.short().to_string())
     }
-    pub fn state(key: &str) -> DbName {
-        DbName::State(short(key))
+    pub fn state(key: &Key) -> DbName {
+        DbName::State(key.short().to_string())
     }
 
     /// Which shape `name` has; None for anything migsnap did not name.
     pub fn parse(name: &str) -> Option<DbName> {
         let rest = name.strip_prefix(PREFIX)?;
-        if hex16(rest) {
+        if is_hex16(rest) {
             return Some(DbName::Template(rest.to_string()));
         }
         KINDS.iter().find_map(|(kind, make)| {
             let hex = rest.strip_prefix(kind)?;
-            hex16(hex).then(|| make(hex.to_string()))
+            is_hex16(hex).then(|| make(hex.to_string()))
         })
     }
 
@@ -84,6 +81,11 @@ impl DbName {
             | DbName::Check(h)
             | DbName::State(h) => h,
         }
+    }
+
+    /// The advisory lock a live migsnap holds while it uses this database.
+    pub fn lock_id(&self) -> LockId {
+        LockId::from_hex16(self.hex())
     }
 
     fn kind(&self) -> &'static str {
@@ -103,10 +105,6 @@ impl fmt::Display for DbName {
     }
 }
 
-fn short(key: &str) -> String {
-    crate::hash::short_key(key).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,7 +112,7 @@ mod tests {
 
     #[test]
     fn every_shape_parses_back() {
-        let key = "0123456789abcdef".repeat(4);
+        let key = Key::parse(&"0123456789abcdef".repeat(4)).expect("key");
         let all = [
             DbName::template(&key),
             DbName::build(&key),

@@ -9,6 +9,7 @@ use crate::django::Applied;
 use crate::engine::{self, Snapshot, Source};
 use crate::error::Result;
 use crate::fingerprint;
+use crate::key::Key;
 use crate::pg::admin::{self, CLONE_COMMENT};
 use crate::pg::ConnInfo;
 use crate::settings::Settings;
@@ -31,9 +32,9 @@ pub struct Target {
 #[derive(Debug)]
 pub struct Prepared {
     pub database: String,
-    pub key: String,
+    pub key: Key,
     pub source: Source,
-    pub base_key: Option<String>,
+    pub base_key: Option<Key>,
     pub applied: Vec<Applied>,
     pub elapsed: Duration,
     /// How to reach the server (the database is `database`).
@@ -91,12 +92,12 @@ pub async fn prepare(settings: &Settings, args: &Target, ui: &Ui) -> Result<Prep
     // trip as the look-up.
     let lock = crate::names::DbName::clone_for(target);
     let names = [template.as_str(), target, scratch.as_str()];
-    let (locked, found) = tokio::join!(admin.try_lock_key(lock.hex()), admin.databases(&names));
+    let (locked, found) = tokio::join!(admin.try_lock_key(lock.lock_id()), admin.databases(&names));
     let found = if locked? {
         found?
     } else {
         admin
-            .lock_key(lock.hex(), || {
+            .lock_key(lock.lock_id(), || {
                 ui.info(format!("waiting for another migsnap preparing `{target}`…"))
             })
             .await?;

@@ -17,6 +17,7 @@ use crate::error::{Context, Error, Kind, Result};
 use crate::failpoint;
 use crate::files::read_no_follow;
 use crate::fingerprint::Fingerprint;
+use crate::key::Key;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::collections::BTreeMap;
@@ -32,7 +33,7 @@ const TMP_PREFIX: &str = ".tmp-";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
-    pub key: String,
+    pub key: Key,
     pub created_unix: u64,
     pub migsnap_version: String,
     /// `server_version_num` of the server the dump came from (e.g. 150018).
@@ -62,7 +63,7 @@ pub struct DumpInfo {
 pub struct BuildInfo {
     /// `cold` or `incremental`.
     pub source: String,
-    pub base_key: Option<String>,
+    pub base_key: Option<Key>,
     pub seconds: f64,
 }
 
@@ -92,11 +93,11 @@ pub enum ManifestError {
 
 /// What every view of a manifest has: its format and key.
 trait Named {
-    fn names(&self) -> (u32, &str);
+    fn names(&self) -> (u32, &Key);
 }
 
 impl Named for Manifest {
-    fn names(&self) -> (u32, &str) {
+    fn names(&self) -> (u32, &Key) {
         (self.format, &self.key)
     }
 }
@@ -133,11 +134,11 @@ impl Store {
         &self.dir
     }
 
-    pub fn dump_path(&self, key: &str) -> PathBuf {
+    pub fn dump_path(&self, key: &Key) -> PathBuf {
         self.dir.join(format!("{key}.sql.zst"))
     }
 
-    pub fn manifest_path(&self, key: &str) -> PathBuf {
+    pub fn manifest_path(&self, key: &Key) -> PathBuf {
         self.dir.join(format!("{key}.json"))
     }
 
@@ -145,7 +146,7 @@ impl Store {
     /// The OS drops it when the process dies, so a crash never wedges it.
     /// Waiting polls instead of blocking in flock(2), so that the runtime
     /// stays free to notice Ctrl-C while another process builds.
-    pub async fn lock(&self, key: &str, on_wait: impl FnOnce()) -> Result<File> {
+    pub async fn lock(&self, key: &Key, on_wait: impl FnOnce()) -> Result<File> {
         if let Some(file) = self.try_lock(key)? {
             return Ok(file);
         }
@@ -161,7 +162,7 @@ impl Store {
     }
 
     /// The per-key lock if nobody holds it now, else None.
-    pub fn try_lock(&self, key: &str) -> Result<Option<File>> {
+    pub fn try_lock(&self, key: &Key) -> Result<Option<File>> {
         let path = self.dir.join(format!("{key}.lock"));
         let file = File::options()
             .create(true)
@@ -181,7 +182,7 @@ impl Store {
 
     /// The manifest for `key`, if present and readable. A damaged one is
     /// reported through `Err` so the caller can warn and discard it.
-    pub fn load(&self, key: &str) -> Result<Option<Manifest>, ManifestError> {
+    pub fn load(&self, key: &Key) -> Result<Option<Manifest>, ManifestError> {
         self.load_as::<Manifest>(key, true)
     }
 
@@ -189,11 +190,11 @@ impl Store {
     /// build read beyond the key. The rest (a thousand migrations' hashes,
     /// the applied rows) is skipped by the parser, not built: a fraction of
     /// what `load` costs.
-    pub fn load_checked(&self, key: &str) -> Option<Checked> {
+    pub fn load_checked(&self, key: &Key) -> Option<Checked> {
         #[derive(Deserialize)]
         struct Warm {
             format: u32,
-            key: String,
+            key: Key,
             depends: WarmDepends,
         }
         #[derive(Deserialize)]
@@ -201,7 +202,7 @@ impl Store {
             checked: Checked,
         }
         impl Named for Warm {
-            fn names(&self) -> (u32, &str) {
+            fn names(&self) -> (u32, &Key) {
                 (self.format, &self.key)
             }
         }
@@ -216,7 +217,7 @@ impl Store {
     /// secret is set.
     fn load_as<T: serde::de::DeserializeOwned + Named>(
         &self,
-        key: &str,
+        key: &Key,
         signed: bool,
     ) -> Result<Option<T>, ManifestError> {
         let path = self.manifest_path(key);
@@ -252,35 +253,34 @@ impl Store {
 
     /// Keys that have a dump but no manifest: a crash between the two
     /// renames, or a damaged manifest. Nothing will ever use them.
-    pub fn orphan_dumps(&self) -> Vec<String> {
+    pub fn orphan_dumps(&self) -> Vec<Key> {
         self.keys_with_suffix(".sql.zst")
             .into_iter()
             .filter(|key| !matches!(self.load(key), Ok(Some(_))))
             .collect()
     }
 
-    fn keys_with_suffix(&self, suffix: &str) -> Vec<String> {
+    fn keys_with_suffix(&self, suffix: &str) -> Vec<Key> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
         rd.filter_map(|e| {
             let name = e.ok()?.file_name().into_string().ok()?;
-            let key = name.strip_suffix(suffix)?;
-            (key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit())).then(|| key.to_string())
+            Key::parse(name.strip_suffix(suffix)?).ok()
         })
         .collect()
     }
 
     /// Remove a snapshot whose files cannot be trusted (manifest first, so a
     /// crash halfway leaves an orphan dump, never a manifest without dump).
-    pub fn discard(&self, key: &str) {
+    pub fn discard(&self, key: &Key) {
         let _ = std::fs::remove_file(self.manifest_path(key));
         let _ = std::fs::remove_file(self.dump_path(key));
         let _ = std::fs::remove_file(self.sig_path(key));
     }
 
     /// A temp file in the cache dir that `persist` renames into place.
-    pub fn temp_file(&self, key: &str) -> Result<tempfile::NamedTempFile> {
+    pub fn temp_file(&self, key: &Key) -> Result<tempfile::NamedTempFile> {
         tempfile::Builder::new()
             .prefix(&format!("{TMP_PREFIX}{key}."))
             .tempfile_in(&self.dir)
@@ -325,7 +325,7 @@ impl Store {
 
     /// Temp files left by a process that died, for this key. Only called
     /// under the key's lock, so no live writer owns them.
-    pub fn clean_temp(&self, key: &str) {
+    pub fn clean_temp(&self, key: &Key) {
         for (path, _) in self.temp_files(Some(key)) {
             let _ = std::fs::remove_file(path);
         }
@@ -333,7 +333,7 @@ impl Store {
 
     /// Temp files in the cache dir (for one key, or all), with the key each
     /// belongs to.
-    pub fn temp_files(&self, key: Option<&str>) -> Vec<(PathBuf, String)> {
+    pub fn temp_files(&self, key: Option<&Key>) -> Vec<(PathBuf, Key)> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -341,16 +341,15 @@ impl Store {
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
                 let rest = name.strip_prefix(TMP_PREFIX)?;
-                let (owner, _) = rest.split_once('.')?;
-                key.is_none_or(|k| k == owner)
-                    .then(|| (e.path(), owner.to_string()))
+                let owner = Key::parse(rest.split_once('.')?.0).ok()?;
+                key.is_none_or(|k| k == &owner).then(|| (e.path(), owner))
             })
             .collect()
     }
 
     /// Remove a snapshot on purpose (gc). Manifest first, like `discard`;
     /// unlike it, failures are reported.
-    pub fn remove(&self, key: &str) -> Result<()> {
+    pub fn remove(&self, key: &Key) -> Result<()> {
         for path in [
             self.manifest_path(key),
             self.dump_path(key),
@@ -437,12 +436,12 @@ impl CacheSecret {
     /// The signature of the manifest `bytes` of `key`. The key is bound in
     /// too (it is also inside the manifest), behind a versioned domain tag so
     /// that a change of what is signed invalidates old signatures.
-    fn mac(&self, key: &str, manifest: &[u8]) -> Hmac<Sha256> {
+    fn mac(&self, key: &Key, manifest: &[u8]) -> Hmac<Sha256> {
         // HMAC takes a key of any length.
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
             .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
         mac.update(b"migsnap-snapshot-sig-v1\0");
-        mac.update(key.as_bytes());
+        mac.update(key.as_str().as_bytes());
         mac.update(b"\0");
         mac.update(manifest);
         mac
@@ -454,11 +453,11 @@ use hmac::{Hmac, Mac};
 impl Store {
     /// `<key>.sig`: hex HMAC-SHA256 over the manifest's exact bytes, which
     /// hold the dump's sha256 and size, so it covers the dump too.
-    pub fn sig_path(&self, key: &str) -> PathBuf {
+    pub fn sig_path(&self, key: &Key) -> PathBuf {
         self.dir.join(format!("{key}.sig"))
     }
 
-    fn write_signature(&self, secret: &CacheSecret, key: &str, manifest: &[u8]) -> Result<()> {
+    fn write_signature(&self, secret: &CacheSecret, key: &Key, manifest: &[u8]) -> Result<()> {
         let sig = crate::hash::hex(&secret.mac(key, manifest).finalize().into_bytes());
         let mut tmp = self.temp_file(key)?;
         tmp.write_all(format!("{sig}\n").as_bytes())
@@ -471,11 +470,11 @@ impl Store {
     fn check_signature(
         &self,
         secret: &CacheSecret,
-        key: &str,
+        key: &Key,
         manifest: &[u8],
     ) -> Result<(), ManifestError> {
         let path = self.sig_path(key);
-        let short = crate::hash::short_key(key).to_string();
+        let short = key.short().to_string();
         let text = match read_no_follow(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -13,6 +13,7 @@ use migsnap::django::{self, MigrationFile, Mode};
 use migsnap::engine;
 use migsnap::error::{exit, Context, Error, Kind, Result};
 use migsnap::fingerprint::{self, Fingerprint};
+use migsnap::key::Key;
 use migsnap::names::DbName;
 use migsnap::pg::admin::{self, Admin};
 use migsnap::pg::{db_error, quote_ident};
@@ -28,7 +29,7 @@ use std::path::Path;
 #[derive(Debug, Serialize, Deserialize)]
 struct CheckCache {
     format: u32,
-    key: String,
+    key: Key,
     /// Digest of the inputs the key's snapshot was built from (`depends`):
     /// the catalogs hold only while those do.
     inputs: String,
@@ -42,7 +43,7 @@ struct CheckCache {
 
 #[derive(Serialize)]
 struct Report<'a> {
-    key: &'a str,
+    key: &'a Key,
     findings: &'a [Finding],
     summary: Summary,
 }
@@ -133,10 +134,10 @@ pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Ui) -> Result<u8> {
     })
 }
 
-fn load_cache(path: &Path, key: &str, inputs: &str, ui: &Ui) -> Option<CheckCache> {
+fn load_cache(path: &Path, key: &Key, inputs: &str, ui: &Ui) -> Option<CheckCache> {
     let bytes = std::fs::read(path).ok()?;
     match serde_json::from_slice::<CheckCache>(&bytes) {
-        Ok(c) if c.format == check::CACHE_FORMAT && c.key == key => {
+        Ok(c) if c.format == check::CACHE_FORMAT && &c.key == key => {
             // Built from other inputs (an app added since): recompute.
             (c.inputs == inputs).then_some(c)
         }
@@ -169,12 +170,12 @@ async fn build_cache(settings: &Settings, fp: &Fingerprint, ui: &Ui) -> Result<C
     })?;
     // The key's lock keeps two checks from fighting over the scratch names.
     admin
-        .lock_key(&fp.key, || {
+        .lock_key(fp.key.lock_id(), || {
             ui.info("waiting for another migsnap working on this key…")
         })
         .await?;
     let result = build_cache_locked(&admin, settings, fp, &template, inputs, ui).await;
-    let _ = admin.unlock_key(&fp.key).await;
+    let _ = admin.unlock_key(fp.key.lock_id()).await;
     result
 }
 
@@ -356,7 +357,7 @@ fn read_baseline(path: &Path) -> Result<BTreeSet<BaselineEntry>> {
     Ok(b.findings.into_iter().collect())
 }
 
-fn write_atomic(store: &Store, key: &str, dest: &Path, bytes: &[u8]) -> Result<()> {
+fn write_atomic(store: &Store, key: &Key, dest: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = store.temp_file(key)?;
     tmp.write_all(bytes)
         .map_err(|e| migsnap::store::cache_write_error(store.dir(), e))?;

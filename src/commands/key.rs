@@ -8,7 +8,7 @@ use migsnap::ui::Ui;
 
 #[derive(serde::Serialize)]
 struct KeyOutput<'a> {
-    key: &'a str,
+    key: &'a migsnap::key::Key,
     short: &'a str,
     format: &'static str,
     migrations: usize,

@@ -4,7 +4,7 @@
 use crate::cli::LsArgs;
 use migsnap::error::{exit, Result};
 use migsnap::fingerprint;
-use migsnap::hash::short_key;
+use migsnap::key::Key;
 use migsnap::names::DbName;
 use migsnap::pg::admin::TEMPLATE_PREFIX;
 use migsnap::settings::Settings;
@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 #[derive(serde::Serialize)]
 struct LsOutput {
-    current_key: String,
+    current_key: Key,
     cache_dir: String,
     snapshots: Vec<SnapshotRow>,
     /// `None` when the server could not be reached (the cache is still listed).
@@ -23,7 +23,7 @@ struct LsOutput {
 
 #[derive(serde::Serialize)]
 struct SnapshotRow {
-    key: String,
+    key: Key,
     size: u64,
     created_unix: u64,
     age_seconds: u64,
@@ -31,7 +31,7 @@ struct SnapshotRow {
     migrations: usize,
     /// `cold` or `incremental`.
     source: String,
-    base_key: Option<String>,
+    base_key: Option<Key>,
     current: bool,
     /// A template for this key is on the server.
     template: bool,
@@ -41,7 +41,7 @@ struct SnapshotRow {
 struct TemplateRow {
     name: String,
     /// From the template's comment; `None` if it is not a finished template.
-    key: Option<String>,
+    key: Option<Key>,
     /// This cache dir has the snapshot for the key.
     cached: bool,
     current: bool,
@@ -51,15 +51,15 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
     let fp = fingerprint::compute(&settings.key)?;
     let store = Store::new(&settings.cache_dir);
     let manifests = store.manifests();
-    let cached: BTreeSet<&str> = manifests.iter().map(|m| m.key.as_str()).collect();
+    let cached: BTreeSet<&Key> = manifests.iter().map(|m| &m.key).collect();
 
     // The cache is worth listing even when the server is down.
     let templates = match list_templates(settings, ui).await {
         Ok(dbs) => Some(
             dbs.into_iter()
                 .map(|(name, key)| TemplateRow {
-                    cached: key.as_deref().is_some_and(|k| cached.contains(k)),
-                    current: key.as_deref() == Some(fp.key.as_str()),
+                    cached: key.as_ref().is_some_and(|k| cached.contains(k)),
+                    current: key.as_ref() == Some(&fp.key),
                     name,
                     key,
                 })
@@ -70,11 +70,11 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
             None
         }
     };
-    let on_server = |key: &str| {
+    let on_server = |key: &Key| {
         templates
             .iter()
             .flatten()
-            .any(|t| t.key.as_deref() == Some(key))
+            .any(|t| t.key.as_ref() == Some(key))
     };
     let now = store::now_unix();
     let snapshots: Vec<SnapshotRow> = manifests
@@ -106,7 +106,7 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
 }
 
 /// Templates on the server as (name, key from the comment).
-async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Vec<(String, Option<String>)>> {
+async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Vec<(String, Option<Key>)>> {
     let admin = migsnap::engine::connect(settings, ui).await?;
     Ok(admin
         .databases_like(TEMPLATE_PREFIX)
@@ -114,7 +114,7 @@ async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Vec<(String, Opt
         .into_iter()
         .filter(|d| matches!(DbName::parse(&d.name), Some(DbName::Template(_))))
         .map(|d| {
-            let key = d.template_key().map(String::from);
+            let key = d.template_key();
             (d.name, key)
         })
         .collect())
@@ -124,19 +124,19 @@ fn render(out: &LsOutput) -> String {
     let mut text = format!(
         "snapshots in {} (current key {}):\n",
         out.cache_dir,
-        short_key(&out.current_key)
+        out.current_key.short()
     );
     if out.snapshots.is_empty() {
         text.push_str("  (none)\n");
     }
     for s in &out.snapshots {
         let base = match &s.base_key {
-            Some(b) => format!(" on {}", short_key(b)),
+            Some(b) => format!(" on {}", b.short()),
             None => String::new(),
         };
         text.push_str(&format!(
             "  {}{}  {:>10}  {:>8} ago  {:>4} migrations  {}{base}{}\n",
-            short_key(&s.key),
+            s.key.short(),
             if s.current { "*" } else { " " },
             ui::size(s.size),
             ui::age(s.age_seconds),

@@ -3,6 +3,7 @@
 use crate::cli::{PrepareArgs, TargetArgs};
 use migsnap::engine::Source;
 use migsnap::error::{exit, Result};
+use migsnap::key::Key;
 pub use migsnap::prepare::Prepared;
 use migsnap::prepare::Target;
 use migsnap::settings::Settings;
@@ -11,9 +12,9 @@ use migsnap::ui::Ui;
 #[derive(serde::Serialize)]
 struct PrepareOutput<'a> {
     database: &'a str,
-    key: &'a str,
+    key: &'a Key,
     source: Source,
-    base_key: Option<&'a str>,
+    base_key: Option<&'a Key>,
     applied: Vec<&'a str>,
     elapsed_ms: u64,
     host: &'a str,
@@ -31,7 +32,7 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8>
             database: &p.database,
             key: &p.key,
             source: p.source,
-            base_key: p.base_key.as_deref(),
+            base_key: p.base_key.as_ref(),
             applied: p.applied.iter().map(|a| a.name.as_str()).collect(),
             elapsed_ms: p.elapsed.as_millis() as u64,
             host: &p.conn.host,

@@ -8,6 +8,7 @@
 
 use super::{db_error, quote_ident, quote_literal, ConnInfo};
 use crate::error::{Error, Result};
+use crate::key::{Key, LockId};
 use crate::names::DbName;
 use tokio_postgres::Client;
 
@@ -20,11 +21,11 @@ pub const CLONE_COMMENT: &str = "migsnap clone of ";
 /// PostgreSQL truncates identifiers at NAMEDATALEN-1 bytes.
 pub const MAX_NAME_BYTES: usize = 63;
 
-pub fn template_name(key: &str) -> String {
+pub fn template_name(key: &Key) -> String {
     DbName::template(key).to_string()
 }
 
-pub fn build_name(key: &str) -> String {
+pub fn build_name(key: &Key) -> String {
     DbName::build(key).to_string()
 }
 
@@ -33,7 +34,7 @@ pub fn clone_scratch_name(target: &str) -> String {
     DbName::clone_for(target).to_string()
 }
 
-pub fn template_comment(key: &str, inputs: &str) -> String {
+pub fn template_comment(key: &Key, inputs: &str) -> String {
     format!("{TEMPLATE_COMMENT}{key}{INPUTS_MARK}{inputs}")
 }
 
@@ -75,16 +76,16 @@ impl DbInfo {
     /// inputs (the digest of its recorded `Depends`). The rename that creates
     /// the name is the last step of a transaction that also sets the comment
     /// and the template flags, so all three agree or the name does not exist.
-    pub fn is_template_for(&self, key: &str, inputs: &str) -> bool {
+    pub fn is_template_for(&self, key: &Key, inputs: &str) -> bool {
         self.is_template && !self.allow_conn && self.comment == template_comment(key, inputs)
     }
     /// The full key a finished template was made for (from its comment).
-    pub fn template_key(&self) -> Option<&str> {
+    pub fn template_key(&self) -> Option<Key> {
         let rest = self
             .comment
             .strip_prefix(TEMPLATE_COMMENT)
             .filter(|_| self.is_template)?;
-        Some(rest.split_once(INPUTS_MARK).map_or(rest, |(key, _)| key))
+        Key::parse(rest.split_once(INPUTS_MARK).map_or(rest, |(key, _)| key)).ok()
     }
     pub fn made_by_migsnap(&self) -> bool {
         self.comment.starts_with("migsnap ")
@@ -252,7 +253,7 @@ impl Admin {
     /// Turn the finished build database into the template for `key`, in
     /// one transaction: comment, template flags, and the rename that makes
     /// the name visible. Readers never see a half-made template.
-    pub async fn promote(&self, build: &str, key: &str, inputs: &str) -> Result<()> {
+    pub async fn promote(&self, build: &str, key: &Key, inputs: &str) -> Result<()> {
         self.wait_for_sessions_to_end(build).await?;
         let b = quote_ident(build);
         let t = quote_ident(&template_name(key));
@@ -319,24 +320,23 @@ impl Admin {
 
     /// Session-level advisory lock for building `key`. Released when the
     /// admin connection closes, so a killed process never leaves it held.
-    pub async fn lock_key(&self, key: &str, on_wait: impl FnOnce()) -> Result<()> {
-        if !self.try_lock_key(key).await? {
+    pub async fn lock_key(&self, id: LockId, on_wait: impl FnOnce()) -> Result<()> {
+        if !self.try_lock_key(id).await? {
             on_wait();
             self.client
-                .execute("SELECT pg_advisory_lock($1)", &[&lock_id(key)])
+                .execute("SELECT pg_advisory_lock($1)", &[&id.0])
                 .await
                 .map_err(|e| db_error("cannot take the build lock", e))?;
         }
         Ok(())
     }
 
-    /// The build lock for `key` if nobody holds it. `key` may be the full key
-    /// or its 16-hex short form (as in a build database's name): the lock id
-    /// only uses the short form.
-    pub async fn try_lock_key(&self, key: &str) -> Result<bool> {
+    /// The build lock `id` (`Key::lock_id`, `DbName::lock_id`) if nobody
+    /// holds it.
+    pub async fn try_lock_key(&self, id: LockId) -> Result<bool> {
         Ok(self
             .client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_id(key)])
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&id.0])
             .await
             .map_err(|e| db_error("cannot take the build lock", e))?
             .get(0))
@@ -409,8 +409,8 @@ impl Admin {
         self.drop_role(&role).await
     }
 
-    /// Every restore role on the server, with the 16 hex of its key.
-    pub async fn restore_roles(&self) -> Result<Vec<(String, String)>> {
+    /// Every restore role on the server, with the lock its build holds.
+    pub async fn restore_roles(&self) -> Result<Vec<(String, LockId)>> {
         let prefix = RESTORE_ROLE_PREFIX;
         let rows = self
             .client
@@ -424,9 +424,9 @@ impl Admin {
             .iter()
             .filter_map(|r| {
                 let name: String = r.get(0);
-                let hex = name.strip_prefix(prefix)?.to_string();
-                let valid = hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit());
-                valid.then_some((name, hex))
+                let hex = name.strip_prefix(prefix)?;
+                let id = crate::key::is_hex16(hex).then(|| LockId::from_hex16(hex))?;
+                Some((name, id))
             })
             .collect())
     }
@@ -439,9 +439,9 @@ impl Admin {
             .map_err(|e| db_error(format!("cannot drop role `{role}`"), e))
     }
 
-    pub async fn unlock_key(&self, key: &str) -> Result<()> {
+    pub async fn unlock_key(&self, id: LockId) -> Result<()> {
         self.client
-            .execute("SELECT pg_advisory_unlock($1)", &[&lock_id(key)])
+            .execute("SELECT pg_advisory_unlock($1)", &[&id.0])
             .await
             .map_err(|e| db_error("cannot release the build lock", e))?;
         Ok(())
@@ -454,11 +454,6 @@ const RESTORE_ROLE_PREFIX: &str = "migsnap_restore_";
 fn restore_role_name(build: &str) -> String {
     let hex = build.rsplit('_').next().unwrap_or(build);
     format!("{RESTORE_ROLE_PREFIX}{hex}")
-}
-
-/// The first 64 bits of the key, as the advisory lock id.
-fn lock_id(key: &str) -> i64 {
-    u64::from_str_radix(crate::hash::short_key(key), 16).unwrap_or(0) as i64
 }
 
 /// Whether `prepare` may (re)create `name`, given what exists now.

@@ -372,11 +372,16 @@ pub fn template_of(prepare: &Value) -> String {
 /// migsnap's own name shapes (`migsnap::names`), so the tests cannot drift
 /// from them.
 pub fn template_name(key: &str) -> String {
-    migsnap::names::DbName::template(key).to_string()
+    migsnap::names::DbName::template(&parse_key(key)).to_string()
 }
 
 pub fn build_name(key: &str) -> String {
-    migsnap::names::DbName::build(key).to_string()
+    migsnap::names::DbName::build(&parse_key(key)).to_string()
+}
+
+/// A key migsnap printed; panics (failing the test) on anything else.
+pub fn parse_key(key: &str) -> migsnap::key::Key {
+    migsnap::key::Key::parse(key).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// PGHOST & co. for the test server and `db` (the example settings read them).
