@@ -49,8 +49,8 @@ pub struct GlobalArgs {
 impl GlobalArgs {
     /// The flags that settings resolution takes over the environment and
     /// the config file.
-    pub fn overrides(&self) -> migsnap::settings::Overrides {
-        migsnap::settings::Overrides {
+    pub fn overrides(&self) -> crate::settings::Overrides {
+        crate::settings::Overrides {
             project_dir: self.project_dir.clone(),
             server_url: self.server_url.clone(),
             cache_dir: self.cache_dir.clone(),

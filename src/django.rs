@@ -4,10 +4,10 @@
 //! The shim is embedded in the binary (`django/shim.py`) and passed with
 //! `python -c`, so nothing is installed into the user's environment.
 
+use crate::context::DjangoRunner;
 use crate::depends::ShimInputs;
 use crate::error::{Error, Kind, Result};
 use crate::pg::ConnInfo;
-use crate::settings::Settings;
 use crate::ui::{self, Ui};
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -104,8 +104,8 @@ impl From<Error> for MigrateFailure {
 }
 
 /// The project's manage.py exists (else a usage error saying where we looked).
-pub fn check_manage_py(settings: &Settings) -> Result<()> {
-    let manage = &settings.manage_py;
+pub fn check_manage_py(django: &DjangoRunner) -> Result<()> {
+    let manage = &django.manage_py;
     if !manage.is_file() {
         return Err(Error::usage(format!("no manage.py at `{}`", manage.display()))
             .hint("run migsnap from the Django project root, pass `-C DIR`, or set `manage-py` in [tool.migsnap]"));
@@ -115,41 +115,41 @@ pub fn check_manage_py(settings: &Settings) -> Result<()> {
 
 /// `manage.py migrate` into `db`, with progress on stderr.
 pub async fn migrate(
-    settings: &Settings,
+    django: &DjangoRunner,
     conn: &ConnInfo,
     db: &str,
     ui: &Ui,
     check: Option<InputsCheck<'_>>,
 ) -> Result<MigrateReport, MigrateFailure> {
-    run_shim_checked(settings, conn, db, Mode::Migrate, ui, check).await
+    run_shim_checked(django, conn, db, Mode::Migrate, ui, check).await
 }
 
 /// Run the shim in `mode` against `db`.
 pub async fn run_shim(
-    settings: &Settings,
+    django: &DjangoRunner,
     conn: &ConnInfo,
     db: &str,
     mode: Mode,
     ui: &Ui,
 ) -> Result<MigrateReport, MigrateFailure> {
-    run_shim_checked(settings, conn, db, mode, ui, None).await
+    run_shim_checked(django, conn, db, mode, ui, None).await
 }
 
 async fn run_shim_checked(
-    settings: &Settings,
+    django: &DjangoRunner,
     conn: &ConnInfo,
     db: &str,
     mode: Mode,
     ui: &Ui,
     check: Option<InputsCheck<'_>>,
 ) -> Result<MigrateReport, MigrateFailure> {
-    check_manage_py(settings)?;
-    let manage = &settings.manage_py;
-    let mut cmd = Command::new(&settings.python);
+    check_manage_py(django)?;
+    let manage = &django.manage_py;
+    let mut cmd = Command::new(&django.python);
     cmd.arg("-c")
         .arg(SHIM)
         .arg(manage)
-        .current_dir(manage.parent().unwrap_or(&settings.project_dir))
+        .current_dir(manage.parent().unwrap_or(&django.project_dir))
         .env(
             "MIGSNAP_MODE",
             match mode {
@@ -174,11 +174,11 @@ async fn run_shim_checked(
     // the PG* a settings module may read name the database being built.
     crate::pg::scrub_pg_env(cmd.as_std_mut());
     cmd.envs(conn.child_env(db));
-    if let Some(module) = &settings.django_settings {
+    if let Some(module) = &django.settings_module {
         cmd.env(crate::env::DJANGO_SETTINGS_MODULE, module);
     }
     let mut child = cmd.spawn().map_err(|e| {
-        Error::usage(format!("cannot run the Python interpreter `{}`", settings.python.display()))
+        Error::usage(format!("cannot run the Python interpreter `{}`", django.python.display()))
             .source(e)
             .hint("set MIGSNAP_PYTHON (or --python, or `python` in [tool.migsnap]) to the project's interpreter, e.g. .venv/bin/python")
     })?;
@@ -234,7 +234,7 @@ async fn run_shim_checked(
             },
             line = read_line(&mut output, &mut out_buf), if output_open => match line {
                 Some(line) => {
-                    if settings.verbose && !ui.quiet {
+                    if django.echo_output && !ui.quiet {
                         ui.clear_progress();
                         eprintln!("{line}");
                     }

@@ -14,6 +14,7 @@
 //! the next run while it holds the locks. After Ctrl-C the interrupted run
 //! removes them itself, still under its locks (`Unfinished`).
 
+use crate::context::{Ctx, ServerChoice};
 use crate::depends::Depends;
 use crate::django::{self, Applied, MigrateFailure};
 use crate::error::{Error, Result};
@@ -22,7 +23,6 @@ use crate::fingerprint::{self, Fingerprint, MigrationGlobs};
 use crate::key::Key;
 use crate::pg::admin::{self, Admin};
 use crate::pg::{dump, restore, ConnInfo};
-use crate::settings::{ServerChoice, Settings};
 use crate::store::{self, BuildInfo, Manifest, Store};
 use crate::ui::{self, Ui};
 use std::path::Path;
@@ -68,8 +68,8 @@ pub fn current_inputs(store: &Store, fp: &Fingerprint, project_dir: &Path) -> Op
 }
 
 /// Connect to the configured server; the embedded one is started on demand.
-pub async fn connect(settings: &Settings, ui: &Ui) -> Result<Admin> {
-    match &settings.server {
+pub async fn connect(ctx: &Ctx, ui: &Ui) -> Result<Admin> {
+    match &ctx.server {
         ServerChoice::Url(url) => Admin::connect(&ConnInfo::from_url(url)?).await,
         ServerChoice::Embedded(server) => {
             let info = server.conn_info();
@@ -89,14 +89,14 @@ pub async fn connect(settings: &Settings, ui: &Ui) -> Result<Admin> {
 /// `fp`. `rebuild` skips templates and caches and migrates from empty.
 pub async fn build(
     admin: &Admin,
-    settings: &Settings,
+    ctx: &Ctx,
     fp: &Fingerprint,
     ui: &Ui,
     rebuild: bool,
 ) -> Result<Snapshot> {
     // Before any lock or wait: a build needs manage.py, so say now if it is missing.
-    django::check_manage_py(settings)?;
-    let store = Store::new(settings.ensure_cache_dir()?).with_secret(settings.cache_secret.clone());
+    django::check_manage_py(&ctx.django)?;
+    let store = ctx.store()?;
     let key = &fp.key;
     let short = fp.short();
     let _file_lock = store
@@ -122,7 +122,7 @@ pub async fn build(
         ui: *ui,
         armed: true,
     };
-    let result = build_locked(admin, settings, fp, &store, ui, rebuild).await;
+    let result = build_locked(admin, ctx, fp, &store, ui, rebuild).await;
     // build_locked removes what a failed build left; only a dropped future
     // (Ctrl-C) leaves the guard armed.
     unfinished.armed = false;
@@ -185,7 +185,7 @@ impl Drop for Unfinished {
 
 async fn build_locked(
     admin: &Admin,
-    settings: &Settings,
+    ctx: &Ctx,
     fp: &Fingerprint,
     store: &Store,
     ui: &Ui,
@@ -195,7 +195,7 @@ async fn build_locked(
     let template = admin::template_name(key);
     // The key's own snapshot, if what it recorded beyond the key still holds.
     let own = match store.load(key) {
-        Ok(Some(m)) => match m.depends.verify(&settings.project_dir) {
+        Ok(Some(m)) => match m.depends.verify(ctx.project_dir()) {
             Ok(()) => Some(m),
             Err(changed) => {
                 ui.info(format!(
@@ -252,11 +252,9 @@ async fn build_locked(
         if let Some(m) = own.filter(|m| fits_server(m, admin.version_num, ui)) {
             let t = Instant::now();
             ui.info(format!("restoring cached snapshot {}", fp.short()));
-            admin
-                .create(&build, None, settings.effective_clone_strategy())
-                .await?;
+            admin.create(&build, None, ctx.clone_strategy()).await?;
             failpoint::point("build.created");
-            if restore_or_drop(admin, settings, store, &m, &build, true, ui).await? {
+            if restore_or_drop(admin, ctx, store, &m, &build, true, ui).await? {
                 promote(admin, &build, key, &m.depends.digest(), old).await?;
                 ui.info(format!("restored in {}", ui::duration(t.elapsed())));
                 return Ok(Snapshot {
@@ -268,7 +266,7 @@ async fn build_locked(
             }
         }
         if let Some(base) = store.best_ancestor(fp, admin.version_num) {
-            match incremental(admin, settings, fp, store, &base, &build, old, ui).await {
+            match incremental(admin, ctx, fp, store, &base, &build, old, ui).await {
                 Ok(snapshot) => return Ok(snapshot),
                 Err(f) if f.history => {
                     ui.warn(format!(
@@ -291,11 +289,9 @@ async fn build_locked(
         "no snapshot for key {}: migrating from an empty database",
         fp.short()
     ));
-    admin
-        .create(&build, None, settings.effective_clone_strategy())
-        .await?;
+    admin.create(&build, None, ctx.clone_strategy()).await?;
     failpoint::point("build.created");
-    let report = match migrate_checked(settings, admin, &build, ui, None).await {
+    let report = match migrate_checked(ctx, admin, &build, ui, None).await {
         Ok(r) => r,
         Err(f) => {
             let _ = drop_build(admin, &build).await;
@@ -313,7 +309,7 @@ async fn build_locked(
         started: t,
         replacing: old,
     };
-    finish_or_drop(admin, settings, fp, store, built, ui).await?;
+    finish_or_drop(admin, ctx, fp, store, built, ui).await?;
     Ok(Snapshot {
         template,
         source: Source::Cold,
@@ -391,7 +387,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[allow(clippy::too_many_arguments)]
 async fn incremental(
     admin: &Admin,
-    settings: &Settings,
+    ctx: &Ctx,
     fp: &Fingerprint,
     store: &Store,
     base: &Manifest,
@@ -411,11 +407,7 @@ async fn incremental(
     match admin.database(&base_template).await? {
         Some(info) if info.is_template_for(&base.key, &base.depends.digest()) => {
             admin
-                .create(
-                    build,
-                    Some(&base_template),
-                    settings.effective_clone_strategy(),
-                )
+                .create(build, Some(&base_template), ctx.clone_strategy())
                 .await?;
             failpoint::point("build.created");
         }
@@ -426,11 +418,9 @@ async fn incremental(
                     error: Error::internal(format!("snapshot {base_short} is unusable")),
                 });
             };
-            admin
-                .create(build, None, settings.effective_clone_strategy())
-                .await?;
+            admin.create(build, None, ctx.clone_strategy()).await?;
             failpoint::point("build.created");
-            if !restore_or_drop(admin, settings, store, &m, build, false, ui).await? {
+            if !restore_or_drop(admin, ctx, store, &m, build, false, ui).await? {
                 return Err(MigrateFailure {
                     history: true,
                     error: Error::internal(format!("snapshot {base_short} is damaged")),
@@ -441,10 +431,10 @@ async fn incremental(
     // Django decides, once it has loaded the migrations, whether the base
     // still fits: same Django, no app removed, everything it applied unchanged.
     let fits = |now: &crate::depends::ShimInputs| {
-        Depends::compatible(&base.depends, &base.applied, now, &settings.project_dir)
+        Depends::compatible(&base.depends, &base.applied, now, ctx.project_dir())
             .map_err(|c| c.to_string())
     };
-    let report = migrate_checked(settings, admin, build, ui, Some(&fits)).await?;
+    let report = migrate_checked(ctx, admin, build, ui, Some(&fits)).await?;
     let built = Built {
         build,
         report: &report,
@@ -456,7 +446,7 @@ async fn incremental(
         started: t,
         replacing,
     };
-    finish_or_drop(admin, settings, fp, store, built, ui).await?;
+    finish_or_drop(admin, ctx, fp, store, built, ui).await?;
     Ok(Snapshot {
         template: admin::template_name(&fp.key),
         source: Source::Incremental,
@@ -472,7 +462,7 @@ async fn incremental(
 /// checks its statements, before any of it runs.
 async fn restore_or_drop(
     admin: &Admin,
-    settings: &Settings,
+    ctx: &Ctx,
     store: &Store,
     m: &Manifest,
     build: &str,
@@ -496,7 +486,7 @@ async fn restore_or_drop(
         lanes: role.as_ref().unwrap_or(&admin.conn),
         privileged: &admin.conn,
     };
-    let restored = restore::restore(runners, build, &dump, expected, settings.restore_jobs).await;
+    let restored = restore::restore(runners, build, &dump, expected, ctx.build.restore_jobs).await;
     let restored = match (restored, &role) {
         (Ok(()), Some(_)) => admin
             .end_restore_role(build)
@@ -530,14 +520,14 @@ async fn drop_build(admin: &Admin, build: &str) -> Result<()> {
 /// fit for this server must exist (a few stats and `pg_dump --version`;
 /// only builds that migrate need it, so the cache path does not pay).
 async fn migrate_checked(
-    settings: &Settings,
+    ctx: &Ctx,
     admin: &Admin,
     build: &str,
     ui: &Ui,
     check: Option<django::InputsCheck<'_>>,
 ) -> Result<django::MigrateReport, MigrateFailure> {
     crate::pg::tools::find("pg_dump", Some(admin.major()))?;
-    django::migrate(settings, &admin.conn, build, ui, check).await
+    django::migrate(&ctx.django, &admin.conn, build, ui, check).await
 }
 
 /// The promotion, between two crash points. The template it replaces (a
@@ -575,14 +565,14 @@ struct Built<'a> {
 /// nothing half-made stays behind.
 async fn finish_or_drop(
     admin: &Admin,
-    settings: &Settings,
+    ctx: &Ctx,
     fp: &Fingerprint,
     store: &Store,
     built: Built<'_>,
     ui: &Ui,
 ) -> Result<()> {
     let build = built.build;
-    let result = finish(admin, settings, fp, store, built, ui).await;
+    let result = finish(admin, ctx, fp, store, built, ui).await;
     if result.is_err() {
         let _ = drop_build(admin, build).await;
     }
@@ -594,7 +584,7 @@ async fn finish_or_drop(
 /// promote it to the template.
 async fn finish(
     admin: &Admin,
-    settings: &Settings,
+    ctx: &Ctx,
     fp: &Fingerprint,
     store: &Store,
     built: Built<'_>,
@@ -607,7 +597,7 @@ async fn finish(
         started,
         replacing,
     } = built;
-    let depends = settled_inputs(settings, fp, report, ui).await?;
+    let depends = settled_inputs(ctx, fp, report, ui).await?;
     let identity = dump::identity(&admin.conn, build).await?;
     let applied = identity.applied();
     // Everything Django said it applied must be recorded in the build
@@ -676,7 +666,7 @@ async fn finish(
 /// so is everything Django reported reading. A `git checkout` during the
 /// build makes this an error, and nothing is saved.
 async fn settled_inputs(
-    settings: &Settings,
+    ctx: &Ctx,
     fp: &Fingerprint,
     report: &django::MigrateReport,
     ui: &Ui,
@@ -687,8 +677,8 @@ async fn settled_inputs(
         ))
         .hint("run the command again once the checkout is settled")
     };
-    let globs = MigrationGlobs::new(&settings.key)?;
-    let recorded = Depends::record(&settings.project_dir, fp, &report.inputs, |rel| {
+    let globs = MigrationGlobs::new(&ctx.key)?;
+    let recorded = Depends::record(ctx.project_dir(), fp, &report.inputs, |rel| {
         globs.is_match(rel)
     })
     .map_err(|c| changed(c.0))?;
@@ -697,7 +687,7 @@ async fn settled_inputs(
             "migrations in `{dir}` are not covered by the `migrations` globs: migsnap records and checks them, but `migsnap key` (a CI cache key) does not see them; add `{dir}/*.py` to `migrations` in [tool.migsnap]"
         ));
     }
-    let (spec, depends) = (settings.key.clone(), recorded.depends);
+    let (spec, depends) = (ctx.key.clone(), recorded.depends);
     let (again, depends) = crate::error::blocking("hashing the migrations", move || {
         let again = fingerprint::compute(&spec);
         let holds = depends.verify(&spec.root);

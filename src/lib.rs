@@ -16,6 +16,7 @@
 //! `pg` knows neither Django nor the store nor the settings.
 
 pub mod check;
+pub mod context;
 pub mod depends;
 pub mod django;
 pub mod embedded;
@@ -30,6 +31,5 @@ pub mod key;
 pub mod names;
 pub mod pg;
 pub mod prepare;
-pub mod settings;
 pub mod store;
 pub mod ui;

@@ -5,6 +5,7 @@
 //! recorded beyond them (`depends`), one query, one CREATE DATABASE …
 //! TEMPLATE (plus a DROP when the name exists). Nothing else, and no Python.
 
+use crate::context::Ctx;
 use crate::django::Applied;
 use crate::engine::{self, Snapshot, Source};
 use crate::error::Result;
@@ -12,8 +13,6 @@ use crate::fingerprint;
 use crate::key::Key;
 use crate::pg::admin::{self, CLONE_COMMENT};
 use crate::pg::ConnInfo;
-use crate::settings::Settings;
-use crate::store::Store;
 use crate::ui::{self, Ui};
 use std::time::{Duration, Instant};
 
@@ -59,7 +58,7 @@ impl Prepared {
 
 /// Make `args.database` a fresh clone of the template for the current key,
 /// building the template first if needed.
-pub async fn prepare(settings: &Settings, args: &Target, ui: &Ui) -> Result<Prepared> {
+pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
     let started = Instant::now();
     let target = args.database.as_str();
     admin::validate_name(target)?;
@@ -67,14 +66,14 @@ pub async fn prepare(settings: &Settings, args: &Target, ui: &Ui) -> Result<Prep
     // a network link the connection (TCP, authentication, the version
     // query) costs several round trips. The key's errors come first, as
     // they would without the server.
-    let store = Store::new(settings.ensure_cache_dir()?);
-    let (spec, st) = (settings.key.clone(), store.clone());
+    let store = ctx.store()?;
+    let (spec, st) = (ctx.key.clone(), store.clone());
     let hashing = crate::error::blocking("hashing the migrations", move || {
         let fp = fingerprint::compute(&spec)?;
         let inputs = engine::current_inputs(&st, &fp, &spec.root);
         Ok::<_, crate::error::Error>((fp, inputs))
     });
-    let (hashed, admin) = tokio::join!(hashing, engine::connect(settings, ui));
+    let (hashed, admin) = tokio::join!(hashing, engine::connect(ctx, ui));
     let (fp, inputs) = hashed??;
     let admin = admin?;
     let template = admin::template_name(&fp.key);
@@ -119,7 +118,7 @@ pub async fn prepare(settings: &Settings, args: &Target, ui: &Ui) -> Result<Prep
             applied: vec![],
         }
     } else {
-        engine::build(&admin, settings, &fp, ui, args.rebuild).await?
+        engine::build(&admin, ctx, &fp, ui, args.rebuild).await?
     };
 
     // Clone first, under the scratch name: the old target goes only once
@@ -127,11 +126,7 @@ pub async fn prepare(settings: &Settings, args: &Target, ui: &Ui) -> Result<Prep
     crate::failpoint::pause("clone.before").await;
     crate::failpoint::point("clone.before");
     let cloned = admin
-        .create(
-            &scratch,
-            Some(&snapshot.template),
-            settings.effective_clone_strategy(),
-        )
+        .create(&scratch, Some(&snapshot.template), ctx.clone_strategy())
         .await;
     if let Err(e) = cloned {
         // The warm path looks without a lock: a concurrent `--rebuild`
@@ -139,7 +134,7 @@ pub async fn prepare(settings: &Settings, args: &Target, ui: &Ui) -> Result<Prep
         // again (under the locks) and clone once more; any other failure
         // is the error to report.
         // After a build, the manifest names the inputs anew.
-        let inputs = engine::current_inputs(&store, &fp, &settings.project_dir);
+        let inputs = engine::current_inputs(&store, &fp, ctx.project_dir());
         let still_there = admin.database(&snapshot.template).await?.is_some_and(|d| {
             inputs
                 .as_deref()
@@ -152,13 +147,9 @@ pub async fn prepare(settings: &Settings, args: &Target, ui: &Ui) -> Result<Prep
             "template `{}` disappeared before it could be cloned; rebuilding it",
             snapshot.template
         ));
-        let rebuilt = engine::build(&admin, settings, &fp, ui, false).await?;
+        let rebuilt = engine::build(&admin, ctx, &fp, ui, false).await?;
         admin
-            .create(
-                &scratch,
-                Some(&rebuilt.template),
-                settings.effective_clone_strategy(),
-            )
+            .create(&scratch, Some(&rebuilt.template), ctx.clone_strategy())
             .await?;
         snapshot = rebuilt;
     }

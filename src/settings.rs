@@ -1,13 +1,15 @@
-//! Resolve flags, environment and the config file into validated `Settings`.
+//! Resolve flags, environment and the config file into validated `Settings`:
+//! the library's `Ctx` plus what only the binary uses. The library never
+//! sees where a value came from.
 //!
 //! Precedence is always: command-line flag, then environment variable, then
 //! `[tool.migsnap]` in pyproject.toml (or a top-level `migsnap.toml`), then a
 //! default. Unknown config keys are an error: a typo must not silently fall
 //! back to a default.
 
-use crate::env;
-use crate::error::{Context, Error, Kind, Result};
-pub use crate::pg::admin::CloneStrategy;
+use migsnap::context::{BuildOptions, CacheDir, CloneStrategy, Ctx, DjangoRunner, ServerChoice};
+use migsnap::env;
+use migsnap::error::{Context, Error, Kind, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -33,7 +35,7 @@ pub struct FileConfig {
     /// Connections a cache restore uses (1 = one, in dump order).
     pub restore_jobs: Option<usize>,
     /// Finding kinds that make `check` exit 1.
-    pub check_fail_on: Option<Vec<crate::check::FindingKind>>,
+    pub check_fail_on: Option<Vec<migsnap::check::FindingKind>>,
 }
 
 pub const DEFAULT_MIGRATIONS: &[&str] = &["**/migrations/*.py"];
@@ -69,36 +71,12 @@ pub struct Overrides {
     pub verbose: bool,
 }
 
-/// Where the database server is.
-#[derive(Debug, Clone)]
-pub enum ServerChoice {
-    /// A user-supplied URL.
-    Url(String),
-    /// migsnap's private cluster.
-    Embedded(crate::embedded::Embedded),
-}
-
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub project_dir: PathBuf,
-    /// Which config file was read, if any (for messages).
-    pub config_file: Option<PathBuf>,
-    /// What the key is computed from.
-    pub key: crate::fingerprint::KeySpec,
-    pub cache_dir: PathBuf,
-    /// Signs new snapshots; unsigned ones are refused (`MIGSNAP_CACHE_SECRET`
-    /// or `cache-secret-file`).
-    pub cache_secret: Option<crate::store::CacheSecret>,
-    pub server: ServerChoice,
-    pub python: PathBuf,
-    /// Explicit settings module (flag, config or env); None = manage.py's default.
-    pub django_settings: Option<String>,
-    pub manage_py: PathBuf,
-    pub clone_strategy: CloneStrategy,
-    pub restore_jobs: usize,
-    pub check_fail_on: Vec<crate::check::FindingKind>,
+    /// What the use cases take.
+    pub ctx: Ctx,
+    pub check_fail_on: Vec<migsnap::check::FindingKind>,
     pub quiet: bool,
-    pub verbose: bool,
 }
 
 impl Settings {
@@ -133,7 +111,7 @@ impl Settings {
         };
 
         let cache_secret = match env::var(env::CACHE_SECRET) {
-            Some(s) => crate::store::CacheSecret::new(s.into_bytes()),
+            Some(s) => migsnap::store::CacheSecret::new(s.into_bytes()),
             None => match &file.cache_secret_file {
                 Some(f) => Some(read_secret_file(&rel(f))?),
                 None => None,
@@ -151,7 +129,7 @@ impl Settings {
                 let dir = env::var(env::SERVER_DIR)
                     .map(PathBuf::from)
                     .or_else(|| file.server_dir.as_deref().map(rel))
-                    .unwrap_or_else(|| crate::embedded::default_server_dir(&cache_dir));
+                    .unwrap_or_else(|| migsnap::embedded::default_server_dir(&cache_dir));
                 let port = match env::var(env::SERVER_PORT) {
                     Some(p) => Some(p.parse::<u16>().map_err(|_| {
                         Error::usage(format!(
@@ -162,7 +140,7 @@ impl Settings {
                     })?),
                     None => file.server_port,
                 };
-                ServerChoice::Embedded(crate::embedded::Embedded::new(&dir, port))
+                ServerChoice::Embedded(migsnap::embedded::Embedded::new(&dir, port))
             }
         };
 
@@ -174,13 +152,13 @@ impl Settings {
             .unwrap_or_else(|| default_python(&project_dir));
 
         let restore_jobs = match file.restore_jobs {
-            None => crate::pg::restore::DEFAULT_JOBS,
-            Some(n @ 1..=crate::pg::restore::MAX_JOBS) => n,
+            None => migsnap::pg::restore::DEFAULT_JOBS,
+            Some(n @ 1..=migsnap::pg::restore::MAX_JOBS) => n,
             Some(n) => {
                 return Err(
                     Error::usage(format!("restore-jobs = {n} is out of range")).hint(format!(
                         "use 1 (one connection) to {} in {}",
-                        crate::pg::restore::MAX_JOBS,
+                        migsnap::pg::restore::MAX_JOBS,
                         config_file
                             .as_deref()
                             .map_or("the config".into(), |p| p.display().to_string())
@@ -195,86 +173,39 @@ impl Settings {
             .or_else(|| env::var(env::DJANGO_SETTINGS_MODULE));
 
         let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        Ok(Settings {
-            manage_py: rel(file.manage_py.as_deref().unwrap_or(Path::new("manage.py"))),
-            key: crate::fingerprint::KeySpec {
-                root: project_dir.clone(),
+        let ctx = Ctx {
+            django: DjangoRunner {
+                python,
+                manage_py: rel(file.manage_py.as_deref().unwrap_or(Path::new("manage.py"))),
+                settings_module: django_settings.clone(),
+                project_dir: project_dir.clone(),
+                echo_output: args.verbose,
+            },
+            key: migsnap::fingerprint::KeySpec {
+                root: project_dir,
                 migrations: file.migrations.unwrap_or_else(|| owned(DEFAULT_MIGRATIONS)),
                 exclude: file.exclude.unwrap_or_default(),
                 inputs: file.key_inputs.unwrap_or_else(|| owned(DEFAULT_KEY_INPUTS)),
                 salt: file.key_salt.unwrap_or_default(),
-                settings_module: django_settings.clone(),
+                settings_module: django_settings,
             },
-            clone_strategy: file.clone_strategy.unwrap_or_default(),
-            restore_jobs,
+            server,
+            cache: CacheDir {
+                dir: cache_dir,
+                secret: cache_secret,
+            },
+            build: BuildOptions {
+                clone_strategy: file.clone_strategy.unwrap_or_default(),
+                restore_jobs,
+            },
+        };
+        Ok(Settings {
+            ctx,
             check_fail_on: file
                 .check_fail_on
-                .unwrap_or_else(crate::check::default_fail_on),
-            project_dir,
-            config_file,
-            cache_dir,
-            cache_secret,
-            server,
-            python,
-            django_settings,
+                .unwrap_or_else(migsnap::check::default_fail_on),
             quiet: args.quiet,
-            verbose: args.verbose,
         })
-    }
-
-    /// The strategy clones use. `default` means FILE_COPY on the embedded
-    /// server: it runs with fsync off and serves nobody else, so the two
-    /// checkpoints FILE_COPY forces are nearly free, and copying files beats
-    /// WAL-logging every page (8 parallel clones of the 1,000-migration
-    /// template: ~1.5x faster; see BENCHMARKS.md). On a server the user
-    /// provides, those checkpoints would hit every other session, so the
-    /// server's default stands unless the user asks.
-    pub fn effective_clone_strategy(&self) -> CloneStrategy {
-        match (self.clone_strategy, &self.server) {
-            (CloneStrategy::Default, ServerChoice::Embedded(_)) => CloneStrategy::FileCopy,
-            (strategy, _) => strategy,
-        }
-    }
-
-    /// What can be checked cheaply before any server is started, so that a
-    /// mistake never leaves an embedded server running behind an error:
-    /// the cache dir is writable, and the PostgreSQL programs are there.
-    /// Only needed when the embedded server would be started; a running
-    /// one (or a server URL) costs nothing to reach and report from.
-    pub fn check_before_starting_a_server(&self) -> Result<()> {
-        let ServerChoice::Embedded(server) = &self.server else {
-            return Ok(());
-        };
-        if server.probably_running() {
-            return Ok(());
-        }
-        let dir = self.ensure_cache_dir()?;
-        tempfile::Builder::new()
-            .prefix(".migsnap-probe-")
-            .tempfile_in(dir)
-            .map_err(|e| crate::store::cache_write_error(dir, e))?;
-        for program in ["pg_dump", "initdb", "pg_ctl"] {
-            crate::pg::tools::find(program, None)?;
-        }
-        Ok(())
-    }
-
-    /// The cache dir, created on first use (0700: only we may write the
-    /// SQL it holds), and refused when others could write to it.
-    pub fn ensure_cache_dir(&self) -> Result<&Path> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.cache_dir)
-            .with_kind(Kind::Usage, || {
-                format!(
-                    "cannot create the cache directory `{}`",
-                    self.cache_dir.display()
-                )
-            })?;
-        crate::store::check_cache_dir(&self.cache_dir)?;
-        Ok(&self.cache_dir)
     }
 }
 
@@ -304,7 +235,7 @@ fn load_config(project_dir: &Path) -> Result<(FileConfig, Option<PathBuf>)> {
 /// The secret in `cache-secret-file`: it must exist, be readable, be closed
 /// to group and others (like an ssh key), and not be empty. Trailing
 /// whitespace (the newline of `echo … > file`) is not part of it.
-fn read_secret_file(path: &Path) -> Result<crate::store::CacheSecret> {
+fn read_secret_file(path: &Path) -> Result<migsnap::store::CacheSecret> {
     use std::os::unix::fs::PermissionsExt;
     let hint = |e: Error| {
         e.hint(format!(
@@ -335,7 +266,7 @@ fn read_secret_file(path: &Path) -> Result<crate::store::CacheSecret> {
         .iter()
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(0, |i| i + 1);
-    crate::store::CacheSecret::new(bytes[..end].to_vec()).ok_or_else(|| {
+    migsnap::store::CacheSecret::new(bytes[..end].to_vec()).ok_or_else(|| {
         hint(Error::usage(format!(
             "the cache secret file `{}` is empty",
             path.display()

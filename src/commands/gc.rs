@@ -11,12 +11,12 @@
 //! project or another cache dir.
 
 use crate::cli::GcArgs;
+use crate::settings::Settings;
 use migsnap::error::{exit, Result};
 use migsnap::fingerprint;
 use migsnap::key::{Key, LockId, SHORT_LEN};
 use migsnap::names::DbName;
 use migsnap::pg::admin::{self, Admin, DbInfo, TEMPLATE_PREFIX};
-use migsnap::settings::Settings;
 use migsnap::store::{Manifest, Store};
 use migsnap::ui::{self, Ui};
 use std::time::{Duration, SystemTime};
@@ -80,9 +80,9 @@ struct GcOutput {
 const IN_USE: &str = "in use by another migsnap";
 
 pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
-    let fp = fingerprint::compute(&settings.key)?;
-    let store = Store::new(settings.ensure_cache_dir()?);
-    let admin = migsnap::engine::connect(settings, ui).await?;
+    let fp = fingerprint::compute(&settings.ctx.key)?;
+    let store = settings.ctx.store()?;
+    let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
     let (keep, remove) = select(store.manifests(), &fp.key, args.keep, args.max_size);
     let mut gc = Gc {
         admin: &admin,

@@ -2,12 +2,12 @@
 //! the current migration files would use.
 
 use crate::cli::LsArgs;
+use crate::settings::Settings;
 use migsnap::error::{exit, Result};
 use migsnap::fingerprint;
 use migsnap::key::Key;
 use migsnap::names::DbName;
 use migsnap::pg::admin::TEMPLATE_PREFIX;
-use migsnap::settings::Settings;
 use migsnap::store::{self, Store};
 use migsnap::ui::{self, Ui};
 use std::collections::BTreeSet;
@@ -48,8 +48,8 @@ struct TemplateRow {
 }
 
 pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
-    let fp = fingerprint::compute(&settings.key)?;
-    let store = Store::new(&settings.cache_dir);
+    let fp = fingerprint::compute(&settings.ctx.key)?;
+    let store = Store::new(&settings.ctx.cache.dir);
     let manifests = store.manifests();
     let cached: BTreeSet<&Key> = manifests.iter().map(|m| &m.key).collect();
 
@@ -93,7 +93,7 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
         .collect();
     let out = LsOutput {
         current_key: fp.key.clone(),
-        cache_dir: settings.cache_dir.display().to_string(),
+        cache_dir: settings.ctx.cache.dir.display().to_string(),
         snapshots,
         templates,
     };
@@ -107,7 +107,7 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
 
 /// Templates on the server as (name, key from the comment).
 async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Vec<(String, Option<Key>)>> {
-    let admin = migsnap::engine::connect(settings, ui).await?;
+    let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
     Ok(admin
         .databases_like(TEMPLATE_PREFIX)
         .await?

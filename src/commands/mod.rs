@@ -9,8 +9,8 @@ mod run;
 mod server;
 
 use crate::cli::{Cli, Command};
+use crate::settings::Settings;
 use migsnap::error::{Error, Kind, Result};
-use migsnap::settings::Settings;
 use migsnap::ui::Ui;
 use std::io::Write;
 
@@ -22,7 +22,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         cli.command,
         Command::Prepare(_) | Command::Run(_) | Command::Check(_) | Command::Gc(_)
     ) {
-        settings.check_before_starting_a_server()?;
+        settings.ctx.check_before_starting_a_server()?;
     }
     // A current-thread runtime starts no thread: `key` pays nothing for it.
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,12 +1,12 @@
 //! `migsnap prepare`: render what `migsnap::prepare` made.
 
 use crate::cli::{PrepareArgs, TargetArgs};
+use crate::settings::Settings;
 use migsnap::engine::Source;
 use migsnap::error::{exit, Result};
 use migsnap::key::Key;
 pub use migsnap::prepare::Prepared;
 use migsnap::prepare::Target;
-use migsnap::settings::Settings;
 use migsnap::ui::Ui;
 
 #[derive(serde::Serialize)]
@@ -58,5 +58,5 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
         force: args.force,
         rebuild: args.rebuild,
     };
-    migsnap::prepare::prepare(settings, &target, ui).await
+    migsnap::prepare::prepare(&settings.ctx, &target, ui).await
 }
