@@ -268,7 +268,7 @@ async fn build_locked(
         if let Some(base) = store.best_ancestor(fp, admin.version_num) {
             match incremental(admin, ctx, fp, store, &base, &build, old, ui).await {
                 Ok(snapshot) => return Ok(snapshot),
-                Err(f) if f.history => {
+                Err(f) if f.history() => {
                     ui.warn(format!(
                         "cannot build on snapshot {} ({}); migrating from empty instead",
                         base.key.short(),
@@ -414,7 +414,7 @@ async fn incremental(
         _ => {
             let Some(m) = ancestor_snapshot(store, &base.key, admin.version_num, ui) else {
                 return Err(MigrateFailure {
-                    history: true,
+                    kind: django::Failure::History,
                     error: Error::internal(format!("snapshot {base_short} is unusable")),
                 });
             };
@@ -422,7 +422,7 @@ async fn incremental(
             failpoint::point("build.created");
             if !restore_or_drop(admin, ctx, store, &m, build, false, ui).await? {
                 return Err(MigrateFailure {
-                    history: true,
+                    kind: django::Failure::History,
                     error: Error::internal(format!("snapshot {base_short} is damaged")),
                 });
             }
