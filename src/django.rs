@@ -131,17 +131,33 @@ pub enum Failure {
     Exit,
 }
 
-impl Failure {
-    fn hint(self) -> &'static str {
-        match self {
-            Failure::Settings => "check the settings module (--settings / DJANGO_SETTINGS_MODULE) and the interpreter (MIGSNAP_PYTHON)",
-            Failure::Elsewhere => "the settings point DATABASES['default'] elsewhere for migsnap's run too: drop `dbname`, `host` or a `service` from OPTIONS, or a router, when DATABASES is being built for tests",
-            Failure::Interpreter => "set MIGSNAP_PYTHON (or --python, or `python` in [tool.migsnap]) to the project's interpreter, e.g. .venv/bin/python",
-            Failure::Configuration => "point DATABASES['default'] at PostgreSQL (the settings module migsnap uses may be set with --settings)",
-            Failure::Server => "the server crashed, restarted or was stopped (not a fault of the migration): check its log, then retry; no snapshot was saved",
-            Failure::History | Failure::Migration | Failure::Exit => {
-                "fix the migration or settings named above; no snapshot was saved"
-            }
+/// A failed Django run as data: the error's source, so the command layer
+/// can pick the hint from `kind` (`commands::hints`).
+#[derive(Debug, thiserror::Error)]
+pub struct DjangoError {
+    /// `migrate`, or building the model-state database.
+    pub what: &'static str,
+    pub kind: Failure,
+    /// The Python exception's class name.
+    pub exception: String,
+    /// Its message's first line.
+    pub message: String,
+}
+
+impl std::fmt::Display for DjangoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let DjangoError {
+            what,
+            exception,
+            message,
+            ..
+        } = self;
+        match self.kind {
+            Failure::Server => write!(
+                f,
+                "{what} failed: the PostgreSQL server ended the connection: {exception}: {message}"
+            ),
+            _ => write!(f, "{what} failed: {exception}: {message}"),
         }
     }
 }
@@ -352,18 +368,21 @@ async fn run_shim_checked(
                 shown.join("\n")
             ),
         };
-        let error = match kind {
-            Failure::Server => Error::server(format!(
-                "{what} failed: the PostgreSQL server ended the connection: {exception}: {message}"
-            )),
-            _ => Error::new(
-                Kind::Django,
-                format!("{what} failed: {exception}: {message}"),
-            ),
+        let failed = DjangoError {
+            what,
+            kind,
+            exception,
+            message,
+        };
+        let exit_kind = match kind {
+            Failure::Server => Kind::Server,
+            _ => Kind::Django,
         };
         return Err(MigrateFailure {
             kind,
-            error: error.detail(detail).hint(kind.hint()),
+            error: Error::new(exit_kind, failed.to_string())
+                .detail(detail)
+                .source(failed),
         });
     };
     let report = MigrateReport {

@@ -259,7 +259,11 @@ fn refuses_to_replace_a_database_that_is_not_a_test_database() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("refusing to replace database"), "{err}");
-    assert!(err.contains("hint:"), "{err}");
+    // The hint names the way through, from the CLI and from pytest.
+    assert!(
+        err.contains("hint:") && err.contains("--force") && err.contains("--migsnap-force"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(
         psql(&precious, "SELECT x FROM keep"),

@@ -2,6 +2,7 @@
 
 mod check;
 mod gc;
+mod hints;
 mod key;
 mod ls;
 mod prepare;
@@ -16,6 +17,10 @@ use std::io::Write;
 
 /// Run the parsed command line; returns the exit code on success.
 pub fn run(cli: Cli) -> Result<u8> {
+    run_command(cli).map_err(hints::add)
+}
+
+fn run_command(cli: Cli) -> Result<u8> {
     let settings = Settings::resolve(&cli.global.overrides())?;
     let ui = Ui::new(settings.quiet);
     if matches!(

@@ -456,44 +456,61 @@ fn restore_role_name(build: &str) -> String {
     format!("{RESTORE_ROLE_PREFIX}{hex}")
 }
 
+/// A name `prepare` will not use as its target, as data: the command
+/// layer says how to fix each (`commands::hints`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadTarget {
+    #[error("the database name is empty")]
+    Empty,
+    #[error(
+        "database name `{name}` is {len} bytes long; PostgreSQL allows at most {MAX_NAME_BYTES}"
+    )]
+    TooLong { name: String, len: usize },
+    #[error("the database name contains a NUL byte")]
+    Nul,
+    #[error("refusing to use `{name}` as the test database: it is a system or migsnap-internal database")]
+    Reserved { name: String },
+    #[error("refusing to replace database `{name}`: it exists, was not created by migsnap and its name does not start with `test_`")]
+    NotOurs { name: String },
+}
+
+impl From<BadTarget> for Error {
+    fn from(bad: BadTarget) -> Error {
+        Error::usage(bad.to_string()).source(bad)
+    }
+}
+
 /// Whether `prepare` may (re)create `name`, given what exists now.
 pub fn target_check(
     name: &str,
     existing: Option<&DbInfo>,
     admin_db: &str,
     force: bool,
-) -> Result<()> {
+) -> std::result::Result<(), BadTarget> {
     validate_name(name)?;
     let reserved = ["postgres", "template0", "template1"];
     if reserved.contains(&name) || name == admin_db || name.starts_with(TEMPLATE_PREFIX) {
-        return Err(Error::usage(format!(
-            "refusing to use `{name}` as the test database: it is a system or migsnap-internal database"
-        ))
-        .hint("pick a name such as `test_myapp`"));
+        return Err(BadTarget::Reserved { name: name.into() });
     }
     let Some(info) = existing else { return Ok(()) };
     if info.comment.starts_with(CLONE_COMMENT) || name.starts_with("test_") || force {
         return Ok(());
     }
-    Err(Error::usage(format!(
-        "refusing to replace database `{name}`: it exists, was not created by migsnap and its name does not start with `test_`"
-    ))
-    .hint("use a `test_` name, or pass --force if this database may really be dropped"))
+    Err(BadTarget::NotOurs { name: name.into() })
 }
 
-pub fn validate_name(name: &str) -> Result<()> {
+pub fn validate_name(name: &str) -> std::result::Result<(), BadTarget> {
     if name.is_empty() {
-        return Err(Error::usage("the database name is empty").hint("pass --database test_myapp"));
+        return Err(BadTarget::Empty);
     }
     if name.len() > MAX_NAME_BYTES {
-        return Err(Error::usage(format!(
-            "database name `{name}` is {} bytes long; PostgreSQL allows at most {MAX_NAME_BYTES}",
-            name.len()
-        ))
-        .hint("use a shorter name"));
+        return Err(BadTarget::TooLong {
+            name: name.into(),
+            len: name.len(),
+        });
     }
     if name.contains('\0') {
-        return Err(Error::usage("the database name contains a NUL byte").hint("use a plain name"));
+        return Err(BadTarget::Nul);
     }
     Ok(())
 }
@@ -524,7 +541,12 @@ mod tests {
         assert!(target_check("ci_app", None, "postgres", false).is_ok());
         let refused =
             target_check("prod", Some(&db("prod", "")), "postgres", false).expect_err("refused");
-        assert!(refused.message.contains("refusing"));
+        assert_eq!(
+            refused,
+            BadTarget::NotOurs {
+                name: "prod".into()
+            }
+        );
         assert!(target_check("prod", Some(&db("prod", "")), "postgres", true).is_ok());
         for reserved in ["postgres", "template1", "migsnap_0123456789abcdef", "admin"] {
             assert!(
