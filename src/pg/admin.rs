@@ -51,7 +51,8 @@ pub enum CloneStrategy {
 }
 
 const DB_INFO_COLUMNS: &str =
-    "datname, datistemplate, datallowconn, coalesce(shobj_description(oid, 'pg_database'), ''), oid";
+    "datname, datistemplate, datallowconn, coalesce(shobj_description(oid, 'pg_database'), ''), oid, \
+     datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user)";
 
 #[derive(Debug, Clone)]
 pub struct DbInfo {
@@ -62,6 +63,8 @@ pub struct DbInfo {
     /// Tells two databases apart that had the same name at different times
     /// (a template rebuilt under its key gets a new one).
     pub oid: u32,
+    /// Owned by the role migsnap connects as (everything migsnap creates is).
+    pub owned: bool,
 }
 
 impl DbInfo {
@@ -73,6 +76,7 @@ impl DbInfo {
             allow_conn: r.get(2),
             comment: r.get(3),
             oid: r.get(4),
+            owned: r.get(5),
         }
     }
 
@@ -578,6 +582,7 @@ mod tests {
             allow_conn: true,
             comment: comment.into(),
             oid: 1,
+            owned: true,
         }
     }
 
