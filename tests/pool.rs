@@ -222,3 +222,24 @@ fn a_member_another_role_owns_is_never_handed_out() {
     let _ = psql_output("postgres", &format!("DROP DATABASE IF EXISTS {planted}"));
     let _ = psql_output("postgres", &format!("DROP ROLE IF EXISTS {role}"));
 }
+
+/// The same for the template: one with the right name, flags and comment
+/// but another owner is not cloned; the snapshot is made again.
+#[test]
+fn a_template_another_role_owns_is_never_cloned() {
+    let p = Project::example("tpl_foreign");
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    let role = format!("tpl_foreign_{}", std::process::id());
+    psql("postgres", &format!("CREATE ROLE {role}"));
+    let template = template_name(&key);
+    psql(
+        "postgres",
+        &format!("ALTER DATABASE \"{template}\" OWNER TO {role}"),
+    );
+    let v = p.prepare(&db);
+    assert_ne!(v["source"], "template", "the foreign template was cloned");
+    Reference::of(&p).check(&db, "next to a foreign template");
+    let _ = psql_output("postgres", &format!("REASSIGN OWNED BY {role} TO postgres"));
+    let _ = psql_output("postgres", &format!("DROP ROLE IF EXISTS {role}"));
+}

@@ -84,8 +84,14 @@ impl DbInfo {
     /// inputs (the digest of its recorded `Depends`). The rename that creates
     /// the name is the last step of a transaction that also sets the comment
     /// and the template flags, so all three agree or the name does not exist.
+    /// It must also belong to the role migsnap connects as, as everything
+    /// migsnap makes does: on a shared server another role with CREATEDB
+    /// could otherwise plant a template under the name with a copied comment.
     pub fn is_template_for(&self, key: &Key, inputs: &str) -> bool {
-        self.is_template && !self.allow_conn && self.comment == template_comment(key, inputs)
+        self.is_template
+            && !self.allow_conn
+            && self.owned
+            && self.comment == template_comment(key, inputs)
     }
     /// The full key a finished template was made for (from its comment).
     pub fn template_key(&self) -> Option<Key> {
