@@ -193,12 +193,24 @@ pub struct KeyArgs {
 pub enum ServerAction {
     /// Initialise (if needed) and start the embedded server
     Start(ServerArgs),
-    /// Stop the embedded server
-    Stop(ServerArgs),
+    /// Stop the embedded server (or, with --all, every one `server ls` lists)
+    Stop(StopArgs),
     /// Say whether the embedded server is running
     Status(ServerArgs),
     /// Print a postgres:// URL for the embedded server (starting it if needed)
     Url(ServerArgs),
+    /// List the embedded servers of this user on this machine (one per cache dir)
+    Ls(ServerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Stop every embedded server `migsnap server ls` lists
+    #[arg(long)]
+    pub all: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
