@@ -168,6 +168,27 @@ fn ls_lists_snapshots_and_templates_and_marks_the_current_key() {
     let text = String::from_utf8_lossy(&p.run(&["ls"]).stdout).into_owned();
     assert!(text.contains(&format!("{}*", &keys[2][..16])), "{text}");
     assert!(text.contains(&template(&keys[0])), "{text}");
+
+    // A database named like a template that migsnap did not make (no
+    // comment of ours) is not migsnap's: not listed, not "unfinished".
+    let foreign = "migsnap_0000000000000000";
+    if !database_exists(foreign) {
+        p.track(foreign);
+        psql("postgres", &format!("CREATE DATABASE \"{foreign}\""));
+    }
+    let v = json(&p.run(&["ls", "--json"]));
+    let names: Vec<&str> = v["templates"]
+        .as_array()
+        .expect("templates")
+        .iter()
+        .map(|t| t["name"].as_str().expect("name"))
+        .collect();
+    assert!(!names.contains(&foreign), "{names:?}");
+    let text = String::from_utf8_lossy(&p.run(&["ls"]).stdout).into_owned();
+    assert!(
+        !text.contains(foreign) && !text.contains("unfinished"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -230,6 +251,19 @@ fn gc_removes_old_snapshots_and_leftovers_but_nothing_in_use() {
         .all(|k| files(k) && database_exists(&template(k))));
     assert!(stale.exists() && database_exists(&dead_build));
 
+    // `check`'s catalogs of the oldest key go with its snapshot; those of
+    // a key with no snapshot, and a lock file nothing uses, go too.
+    let gone = "e".repeat(64);
+    let leftovers = [
+        cache.join(format!("{}.check.json", keys[0])),
+        cache.join(format!("{gone}.check.json")),
+        cache.join(format!("{gone}.lock")),
+    ];
+    for f in &leftovers[..2] {
+        std::fs::write(f, "{}").expect("write");
+    }
+    std::fs::write(&leftovers[2], "").expect("write");
+
     // 2. For real, while a prepare holds the cache lock of the middle key.
     let lock = std::fs::File::options()
         .create(true)
@@ -256,6 +290,17 @@ fn gc_removes_old_snapshots_and_leftovers_but_nothing_in_use() {
     assert!(files(&keys[2]) && database_exists(&template(&keys[2])));
     assert!(!stale.exists() && fresh.exists());
     assert!(!database_exists(&dead_build) && database_exists(&live_build));
+    assert!(
+        !cache.join(format!("{}.lock", keys[0])).exists(),
+        "the removed snapshot's lock file goes with it"
+    );
+    assert!(
+        cache.join(format!("{}.lock", keys[1])).exists(),
+        "held: kept"
+    );
+    for f in &leftovers {
+        assert!(!f.exists(), "{} left behind", f.display());
+    }
     drop(lock);
     drop(holder.stdin.take());
     assert!(holder.wait().expect("psql").success());

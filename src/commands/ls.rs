@@ -143,6 +143,9 @@ async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Listed> {
     let mut pool = Vec::new();
     for d in admin.databases_like(TEMPLATE_PREFIX).await? {
         match DbName::parse(&d.name) {
+            // A database named like ours that migsnap did not make (no
+            // comment of ours) is someone else's: not listed, not "unfinished".
+            Some(DbName::Template(_)) if !d.made_by_migsnap() => {}
             Some(DbName::Template(_)) => {
                 let key = d.template_key();
                 templates.push((d.name, key));
