@@ -132,6 +132,9 @@ pub struct LsArgs {
     /// Print snapshots and templates as one JSON object
     #[arg(long)]
     pub json: bool,
+    /// List the snapshots of every project in the cache dir, not only this one's
+    #[arg(long)]
+    pub all_projects: bool,
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +151,9 @@ pub struct GcArgs {
     /// Print what was (or would be) removed as one JSON object
     #[arg(long)]
     pub json: bool,
+    /// Act on the snapshots of every project in the cache dir, not only this one's
+    #[arg(long)]
+    pub all_projects: bool,
 }
 
 #[derive(Debug, Args)]

@@ -50,6 +50,11 @@ pub struct Manifest {
     /// What the build read beyond the key (see `depends`): the snapshot is
     /// served only while these still hold.
     pub depends: crate::depends::Depends,
+    /// The project dir that built it (canonical), so that `ls` and `gc` in
+    /// a cache dir several projects share act on their own snapshots.
+    /// `None` in manifests written before it was recorded: no one's.
+    #[serde(default)]
+    pub project_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -293,6 +298,20 @@ impl Store {
             .collect();
         all.sort_by_key(|m| std::cmp::Reverse(m.created_unix));
         all
+    }
+
+    /// `manifests()` split into this project's (built in `project`, or
+    /// for the `current` key, which any checkout may share) and the
+    /// others'; `all` takes every one as this project's.
+    pub fn project_manifests(
+        &self,
+        project: &Path,
+        current: &Key,
+        all: bool,
+    ) -> (Vec<Manifest>, Vec<Manifest>) {
+        self.manifests()
+            .into_iter()
+            .partition(|m| all || &m.key == current || m.project_dir.as_deref() == Some(project))
     }
 
     /// Keys that have a dump but no manifest: a crash between the two

@@ -81,6 +81,9 @@ struct GcOutput {
     removed: Vec<Item>,
     skipped: Vec<Skipped>,
     freed_bytes: u64,
+    /// Snapshots of other projects (or of no recorded project) in the
+    /// cache dir, left alone without `--all-projects`.
+    other_projects: usize,
 }
 
 const IN_USE: &str = "in use by another migsnap";
@@ -89,7 +92,9 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
     let fp = fingerprint::compute(&settings.ctx.key)?;
     let store = settings.ctx.store()?;
     let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
-    let (keep, remove) = select(store.manifests(), &fp.key, args.keep, args.max_size);
+    let (ours, other_projects) =
+        store.project_manifests(settings.ctx.project_dir(), &fp.key, args.all_projects);
+    let (keep, remove) = select(ours, &fp.key, args.keep, args.max_size);
     let mut gc = Gc {
         admin: &admin,
         store: &store,
@@ -103,6 +108,7 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
             removed: Vec::new(),
             skipped: Vec::new(),
             freed_bytes: 0,
+            other_projects: other_projects.len(),
         },
     };
     for m in remove {
@@ -435,6 +441,12 @@ fn render(out: &GcOutput) -> String {
         ui::size(out.freed_bytes),
         out.kept.len()
     ));
+    if out.other_projects > 0 {
+        text.push_str(&format!(
+            "left {} snapshot(s) of other projects alone (--all-projects includes them)\n",
+            out.other_projects
+        ));
+    }
     text
 }
 
@@ -465,6 +477,7 @@ mod tests {
                 seconds: 0.0,
             },
             depends: Default::default(),
+            project_dir: None,
         }
     }
 
