@@ -332,6 +332,28 @@ impl Drop for Tmpfs {
 }
 
 #[test]
+fn an_unusable_cache_dir_is_reported_before_anything_runs() {
+    let p = Project::example("cachefile");
+    let db = p.db("a");
+    let file = p.cache.path().join("not-a-dir");
+    std::fs::write(&file, "").expect("write");
+    for cmd in ["prepare", "run"] {
+        let mut args = vec![cmd, "--database", &db];
+        if cmd == "run" {
+            args.extend(["--", "true"]);
+        }
+        // Before Django: its interpreter does not exist.
+        let out = p
+            .cmd(&args)
+            .env("MIGSNAP_CACHE_DIR", &file)
+            .env("MIGSNAP_PYTHON", "/no/such/python")
+            .output()
+            .expect("run");
+        fails(&out, 2, "cannot create the cache directory");
+    }
+}
+
+#[test]
 fn read_only_or_full_cache_dir() {
     let p = Project::example("cachefs");
     let db = p.db("a");
@@ -339,9 +361,12 @@ fn read_only_or_full_cache_dir() {
         eprintln!("skipped: cannot mount a tmpfs (needs root)");
         return;
     };
+    // Checked first: before Django runs (with an interpreter that does
+    // not exist, that would be the error).
     let out = p
         .cmd(&["prepare", "--database", &db])
         .env("MIGSNAP_CACHE_DIR", ro.0.path())
+        .env("MIGSNAP_PYTHON", "/no/such/python")
         .output()
         .expect("run");
     let err = fails(&out, 2, "cannot write to the cache dir");
