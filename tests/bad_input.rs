@@ -502,6 +502,22 @@ fn wrong_password() {
     let err = fails(&out, 5, "cannot connect to PostgreSQL");
     assert!(err.contains("password authentication failed"), "{err}");
     assert!(err.contains("hint: the password was refused"), "{err}");
+    // A URL with no password: the server is running, so asking whether it
+    // is would send the user the wrong way.
+    let out = p
+        .cmd(&["prepare", "--database", "test_never_made"])
+        .env(
+            "MIGSNAP_SERVER_URL",
+            cluster.url("").replace("postgres:@", "postgres@"),
+        )
+        .output()
+        .expect("run");
+    let err = fails(&out, 5, "cannot connect to PostgreSQL");
+    assert!(
+        err.contains("hint: the server wants a password for `postgres` and the URL has none"),
+        "{err}"
+    );
+    assert!(!err.contains("is the server running"), "{err}");
     // The same cluster with the right password is usable: the test above
     // failed for the password, not for the setup.
     let ok = std::process::Command::new("psql")
