@@ -57,12 +57,29 @@ fn configuration_mistakes() {
     let err = fails(
         &p.run(&["prepare", "--database", &db]),
         2,
-        "unknown field `cache_dir`",
+        "unknown key `cache_dir`",
     );
     assert!(
-        err.contains("`cache-dir`"),
-        "the right spelling is listed: {err}"
+        err.contains("hint: did you mean `cache-dir`?"),
+        "the right spelling is suggested: {err}"
     );
+    // Where, as file:line:col, and the type in words, not Rust's.
+    let lines = good.lines().count();
+    std::fs::write(&config, format!("{good}server-port = \"abc\"\n")).expect("write");
+    let err = fails(
+        &p.run(&["prepare", "--database", &db]),
+        2,
+        &format!("migsnap.toml:{}:15`", lines + 1),
+    );
+    assert!(err.contains("expected a port number"), "{err}");
+    assert!(!err.contains("u16"), "{err}");
+    std::fs::write(&config, format!("{good}key-salt = \"unclosed\n")).expect("write");
+    let err = fails(
+        &p.run(&["prepare", "--database", &db]),
+        2,
+        &format!("migsnap.toml:{}:", lines + 1),
+    );
+    assert!(err.contains("not valid TOML"), "{err}");
     std::fs::write(&config, format!("{good}restore-jobs = 0\n")).expect("write");
     let err = fails(
         &p.run(&["prepare", "--database", &db]),
@@ -73,11 +90,12 @@ fn configuration_mistakes() {
     std::fs::write(&config, &good).expect("write");
     p.write("pyproject.toml", "[tool.migsnap]\npyhton = \"x\"\n");
     std::fs::remove_file(&config).expect("rm");
-    fails(
+    let err = fails(
         &p.run(&["prepare", "--database", &db]),
         2,
-        "unknown field `pyhton`",
+        "pyproject.toml:2:1` in [tool.migsnap]: unknown key `pyhton`",
     );
+    assert!(err.contains("did you mean `python`?"), "{err}");
     std::fs::remove_file(p.path().join("pyproject.toml")).expect("rm");
     std::fs::write(&config, &good).expect("write");
 
