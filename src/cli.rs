@@ -46,6 +46,40 @@ pub struct GlobalArgs {
     pub verbose: bool,
 }
 
+impl Cli {
+    /// Parse the command line; clap reports a mistake and exits 2. A
+    /// command given to `run` without `--` gets a hint to add it.
+    pub fn parse_args() -> Cli {
+        use clap::error::{ContextKind, ErrorKind};
+        let e = match Cli::try_parse() {
+            Ok(cli) => return cli,
+            Err(e) => e,
+        };
+        let in_run = e
+            .get(ContextKind::Usage)
+            .is_some_and(|u| u.to_string().contains("migsnap run "));
+        // The first word clap did not take (a misspelt `--flag` is not a command).
+        let invalid = e
+            .get(ContextKind::InvalidArg)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let hint = match e.kind() {
+            ErrorKind::UnknownArgument if in_run && !invalid.starts_with('-') => Some(format!(
+                "put `--` before the command, so that it and its options are not migsnap's: `migsnap run --database NAME -- {invalid} …`"
+            )),
+            ErrorKind::MissingRequiredArgument if in_run && invalid.contains("<CMD>") => Some(
+                "name the command to run after `--`: `migsnap run --database NAME -- CMD ARGS…`"
+                    .to_string(),
+            ),
+            _ => None,
+        };
+        let Some(hint) = hint else { e.exit() };
+        let _ = e.print();
+        eprintln!("hint: {hint}");
+        std::process::exit(e.exit_code());
+    }
+}
+
 impl GlobalArgs {
     /// The flags that settings resolution takes over the environment and
     /// the config file.

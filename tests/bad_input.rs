@@ -594,3 +594,19 @@ class Migration(migrations.Migration):
     assert!(!err.contains("check the settings module"), "{err}");
     assert!(!err.contains("server ended the connection"), "{err}");
 }
+
+#[test]
+fn run_without_double_dash_is_told_to_add_it() {
+    let p = Project::example("nodashes");
+    let err = fails(
+        &p.run(&["run", "--database", "test_x", "psql", "-c", "SELECT 1"]),
+        2,
+        "unexpected argument 'psql'",
+    );
+    assert!(
+        err.contains("hint: put `--` before the command") && err.contains("-- psql …"),
+        "{err}"
+    );
+    let err = fails(&p.run(&["run", "--database", "test_x"]), 2, "required");
+    assert!(err.contains("after `--`"), "{err}");
+}
