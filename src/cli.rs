@@ -227,6 +227,9 @@ pub struct KeyArgs {
     /// List every hashed file on stderr
     #[arg(long)]
     pub list: bool,
+    /// Print a key even where there is no manage.py and no migration file
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 #[derive(Debug, Subcommand)]

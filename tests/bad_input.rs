@@ -610,3 +610,26 @@ fn run_without_double_dash_is_told_to_add_it() {
     let err = fails(&p.run(&["run", "--database", "test_x"]), 2, "required");
     assert!(err.contains("after `--`"), "{err}");
 }
+
+#[test]
+fn key_outside_a_django_project_is_an_error_unless_allowed() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let key = |extra: &[&str]| {
+        std::process::Command::new(bin())
+            .arg("key")
+            .args(extra)
+            .current_dir(empty.path())
+            .env("MIGSNAP_CACHE_DIR", cache.path())
+            .output()
+            .expect("run")
+    };
+    let err = fails(&key(&[]), 2, "is not a Django project");
+    assert!(
+        err.contains("-C DIR") && err.contains("--allow-empty"),
+        "{err}"
+    );
+    let out = key(&["--allow-empty"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim().len(), 64);
+}
