@@ -35,7 +35,7 @@ pub struct GlobalArgs {
     /// Python interpreter that runs manage.py [env: MIGSNAP_PYTHON]
     #[arg(long, global = true, value_name = "PATH")]
     pub python: Option<PathBuf>,
-    /// Django settings module [default: config, DJANGO_SETTINGS_MODULE, manage.py's]
+    /// Django settings module to migrate with, e.g. mysite.settings.test (part of the key; default: `settings` in the config, else $DJANGO_SETTINGS_MODULE, else whatever manage.py sets)
     #[arg(long, global = true, value_name = "MODULE")]
     pub settings: Option<String>,
     /// Only print errors and warnings on stderr
@@ -51,9 +51,14 @@ impl Cli {
     /// command given to `run` without `--` gets a hint to add it.
     pub fn parse_args() -> Cli {
         use clap::error::{ContextKind, ErrorKind};
-        let e = match Cli::try_parse() {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = hide_ignored(Cli::command());
+        let e = match command
+            .try_get_matches_from_mut(std::env::args_os())
+            .and_then(|m| Cli::from_arg_matches(&m))
+        {
             Ok(cli) => return cli,
-            Err(e) => e,
+            Err(e) => e.format(&mut command),
         };
         let in_run = e
             .get(ContextKind::Usage)
@@ -77,6 +82,50 @@ impl Cli {
         let _ = e.print();
         eprintln!("hint: {hint}");
         std::process::exit(e.exit_code());
+    }
+}
+
+/// Global options each command ignores (by field name). They stay
+/// accepted, so `migsnap -C DIR --python P key` works in scripts that pass
+/// the same options to every command, but a command's `--help` lists only
+/// the ones that change what it does.
+const IGNORED: &[(&[&str], &[&str])] = &[
+    (&["key"], &["server_url", "cache_dir", "python", "verbose"]),
+    (&["ls"], &["python", "verbose"]),
+    (&["gc"], &["python", "verbose"]),
+    (&["server"], &["python", "settings", "verbose"]),
+    (&["server", "start"], &["python", "settings", "verbose"]),
+    (&["server", "stop"], &["python", "settings", "verbose"]),
+    (&["server", "status"], &["python", "settings", "verbose"]),
+    (&["server", "url"], &["python", "settings", "verbose"]),
+    (&["server", "ls"], &["python", "settings", "verbose"]),
+];
+
+/// `command` with `IGNORED` hidden from each command's help.
+fn hide_ignored(mut command: clap::Command) -> clap::Command {
+    // Global options reach the subcommands when the command is built.
+    command.build();
+    for (path, ids) in IGNORED {
+        // `mut_args` keeps the order the built command indexes them by
+        // (`mut_arg` moves the arg to the end).
+        command = mut_path(command, path, &|c| {
+            c.mut_args(|a| {
+                let hide = a.is_hide_set() || ids.contains(&a.get_id().as_str());
+                a.hide(hide)
+            })
+        });
+    }
+    command
+}
+
+fn mut_path(
+    command: clap::Command,
+    path: &[&str],
+    f: &dyn Fn(clap::Command) -> clap::Command,
+) -> clap::Command {
+    match path {
+        [] => f(command),
+        [first, rest @ ..] => command.mut_subcommand(*first, |c| mut_path(c, rest, f)),
     }
 }
 

@@ -633,3 +633,52 @@ fn key_outside_a_django_project_is_an_error_unless_allowed() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim().len(), 64);
 }
+
+#[test]
+fn help_lists_only_the_global_options_a_command_uses() {
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .arg("--help")
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let key = help(&["key"]);
+    for ignored in ["--python", "--server-url", "--verbose", "--cache-dir"] {
+        assert!(!key.contains(ignored), "key --help lists {ignored}:\n{key}");
+    }
+    assert!(
+        key.contains("--settings") && key.contains("--project-dir"),
+        "{key}"
+    );
+    let stop = help(&["server", "stop"]);
+    assert!(
+        !stop.contains("--python") && !stop.contains("--settings"),
+        "{stop}"
+    );
+    let prepare = help(&["prepare"]);
+    for used in [
+        "--python",
+        "--server-url",
+        "--verbose",
+        "--settings",
+        "--cache-dir",
+    ] {
+        assert!(
+            prepare.contains(used),
+            "prepare --help lacks {used}:\n{prepare}"
+        );
+    }
+    // Hidden, still accepted, before or after the command: scripts pass
+    // the same options to every command.
+    let p = Project::example("globalopts");
+    for args in [
+        vec!["-C", ".", "--python", "x", "key"],
+        vec!["key", "-C", ".", "--python", "x"],
+    ] {
+        let out = p.run(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+}
