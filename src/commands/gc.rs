@@ -382,7 +382,7 @@ impl Gc<'_> {
     }
 
     /// Empty `<key>.lock` files of keys with nothing left in the cache
-    /// (left by gc before 0.2, or by a failed build). Not reported: they
+    /// (left by earlier versions of gc, or by a failed build). Not reported: they
     /// hold no data. Removed only while held, like `remove_snapshot` does.
     fn sweep_locks(&mut self) -> Result<()> {
         if self.dry_run {

@@ -77,7 +77,7 @@ pub async fn run(settings: &Settings, action: &ServerAction, ui: &Ui) -> Result<
 
 /// `server ls`, and with `stop` `server stop --all`: the default server
 /// dirs, this project's configured one, and `<cache dir>/server` where
-/// versions before 0.2 put it.
+/// earlier versions put it.
 async fn list(settings: &Settings, stop: bool, json: bool, ui: &Ui) -> Result<u8> {
     let current = match &settings.ctx.server {
         ServerChoice::Embedded(s) => Some(s.dir.clone()),
