@@ -184,17 +184,24 @@ impl Reference {
         if let Some(r) = made.lock().unwrap_or_else(|e| e.into_inner()).get(&digest) {
             return r.clone();
         }
-        let db = p.db("ref");
-        p.plain_migrate(&db);
-        let r = std::sync::Arc::new(Reference {
-            schema: schema(&db),
-            migrations: django_migrations(&db),
-            data: data(&db),
-        });
+        let r = std::sync::Arc::new(Reference::fresh(p));
         made.lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(digest, r.clone());
         r
+    }
+
+    /// The same, never taken from (or kept in) the cache: for a project
+    /// that loads migrations from outside its directory, which the cache's
+    /// digest cannot see.
+    pub fn fresh(p: &Project) -> Reference {
+        let db = p.db("ref");
+        p.plain_migrate(&db);
+        Reference {
+            schema: schema(&db),
+            migrations: django_migrations(&db),
+            data: data(&db),
+        }
     }
 
     pub fn check(&self, db: &str, context: &str) {
