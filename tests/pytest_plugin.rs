@@ -21,6 +21,27 @@ fn suite_project(test: &str) -> Project {
     p
 }
 
+/// A suite project whose settings name the test database `custom_<name>`
+/// (`TEST["NAME"]`, without the `test_` prefix), with `ini` added to its
+/// pytest section.
+fn custom_name_project(test: &str, ini: &str) -> (Project, String) {
+    let p = suite_project(test);
+    let name = format!("custom_{}", p.name);
+    p.track(&name);
+    p.write(
+        "suite_settings.py",
+        &format!(
+            "from exampleproj.settings import *  # noqa: F403\n\n\
+             DATABASES[\"default\"][\"TEST\"] = {{\"NAME\": \"{name}\"}}  # noqa: F405\n"
+        ),
+    );
+    p.write(
+        "pyproject.toml",
+        &format!("[tool.pytest.ini_options]\nDJANGO_SETTINGS_MODULE = \"suite_settings\"\n{ini}"),
+    );
+    (p, name)
+}
+
 /// The key of the suite project as the plugin's runs see it.
 fn suite_key(p: &Project) -> String {
     p.key_with_settings("exampleproj.settings")
@@ -219,20 +240,7 @@ fn plugin_reports_a_missing_binary_clearly() {
 
 #[test]
 fn test_name_from_the_settings_is_respected() {
-    let p = suite_project("pytest_name");
-    let name = format!("custom_{}", p.name);
-    p.track(&name);
-    p.write(
-        "suite_settings.py",
-        &format!(
-            "from exampleproj.settings import *  # noqa: F403\n\n\
-             DATABASES[\"default\"][\"TEST\"] = {{\"NAME\": \"{name}\"}}  # noqa: F405\n"
-        ),
-    );
-    p.write(
-        "pyproject.toml",
-        "[tool.pytest.ini_options]\nDJANGO_SETTINGS_MODULE = \"suite_settings\"\n",
-    );
+    let (p, name) = custom_name_project("pytest_name", "");
     // Enabled by the flag this time; no xdist workers.
     let (out, records) = pytest(&p, &["--migsnap"]);
     assert!(out.status.success(), "{}", report(&out));
@@ -438,20 +446,7 @@ fn a_failed_prepare_is_reported_in_full_once_not_for_every_test() {
 
 #[test]
 fn an_existing_database_without_the_test_prefix_is_replaced_with_migsnap_force() {
-    let p = suite_project("pytest_force");
-    let name = format!("custom_{}", p.name);
-    p.track(&name);
-    p.write(
-        "suite_settings.py",
-        &format!(
-            "from exampleproj.settings import *  # noqa: F403\n\n\
-             DATABASES[\"default\"][\"TEST\"] = {{\"NAME\": \"{name}\"}}  # noqa: F405\n"
-        ),
-    );
-    p.write(
-        "pyproject.toml",
-        "[tool.pytest.ini_options]\nDJANGO_SETTINGS_MODULE = \"suite_settings\"\nmigsnap = true\n",
-    );
+    let (p, name) = custom_name_project("pytest_force", "migsnap = true\n");
     // Left by a plain pytest-django run, say: not a migsnap clone, no test_ prefix.
     let leftover = || psql("postgres", &format!("CREATE DATABASE \"{name}\""));
     leftover();
