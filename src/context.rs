@@ -56,11 +56,20 @@ pub struct Ctx {
     pub server: ServerChoice,
     pub cache: CacheDir,
     pub build: BuildOptions,
+    /// Ready clones to keep for the current key (`pool`); 0: none.
+    pub pool: usize,
 }
 
 impl Ctx {
     pub fn project_dir(&self) -> &Path {
         &self.key.root
+    }
+
+    /// 16 hex naming this project (its directory) in what it leaves on a
+    /// shared server, such as its pool members.
+    pub fn project_tag(&self) -> String {
+        let path = self.project_dir().as_os_str().as_encoded_bytes();
+        crate::hash::hash_normalized(path)[..16].to_string()
     }
 
     /// The strategy clones use. `default` means FILE_COPY on the embedded

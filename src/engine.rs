@@ -31,6 +31,8 @@ use std::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
+    /// A ready clone from the pool, handed out by rename.
+    Pool,
     Template,
     Cache,
     Incremental,
@@ -40,6 +42,7 @@ pub enum Source {
 impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
+            Source::Pool => "pool",
             Source::Template => "template",
             Source::Cache => "cache",
             Source::Incremental => "incremental",

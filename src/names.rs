@@ -28,16 +28,25 @@ pub enum DbName {
     Check(String),
     /// `migsnap_state_<16 hex>`: `check`'s database built from model state.
     State(String),
+    /// `migsnap_trash_<16 random hex>`: a target `prepare` replaced, renamed
+    /// aside in the same transaction that put its replacement in place, and
+    /// dropped afterwards, off the critical path (`maintain`, `gc`).
+    Trash(String),
+    /// `migsnap_pool_<16 random hex>`: a ready clone of a template, waiting
+    /// to be handed out by rename (its comment names the key and inputs).
+    Pool(String),
 }
 
 type Make = fn(String) -> DbName;
 
 /// (kind prefix after `migsnap_`, constructor): the shapes with a kind word.
-const KINDS: [(&str, Make); 4] = [
+const KINDS: [(&str, Make); 6] = [
     ("build_", DbName::Build),
     ("clone_", DbName::Clone),
     ("check_", DbName::Check),
     ("state_", DbName::State),
+    ("trash_", DbName::Trash),
+    ("pool_", DbName::Pool),
 ];
 
 impl DbName {
@@ -59,6 +68,14 @@ impl DbName {
     pub fn state(key: &Key) -> DbName {
         DbName::State(key.short().to_string())
     }
+    /// A fresh trash name: random, so two replaced targets never collide.
+    pub fn trash() -> crate::error::Result<DbName> {
+        Ok(DbName::Trash(crate::hash::random_hex(8)?))
+    }
+    /// A fresh pool member name.
+    pub fn pool() -> crate::error::Result<DbName> {
+        Ok(DbName::Pool(crate::hash::random_hex(8)?))
+    }
 
     /// Which shape `name` has; None for anything migsnap did not name.
     pub fn parse(name: &str) -> Option<DbName> {
@@ -79,7 +96,9 @@ impl DbName {
             | DbName::Build(h)
             | DbName::Clone(h)
             | DbName::Check(h)
-            | DbName::State(h) => h,
+            | DbName::State(h)
+            | DbName::Trash(h)
+            | DbName::Pool(h) => h,
         }
     }
 
@@ -95,6 +114,8 @@ impl DbName {
             DbName::Clone(_) => "clone_",
             DbName::Check(_) => "check_",
             DbName::State(_) => "state_",
+            DbName::Trash(_) => "trash_",
+            DbName::Pool(_) => "pool_",
         }
     }
 }
@@ -119,6 +140,8 @@ mod tests {
             DbName::clone_for("test_app"),
             DbName::check(&key),
             DbName::state(&key),
+            DbName::trash().expect("random"),
+            DbName::pool().expect("random"),
         ];
         let shown: Vec<String> = all.iter().map(|n| n.to_string()).collect();
         assert_eq!(
@@ -128,6 +151,8 @@ mod tests {
         assert!(shown[2].starts_with("migsnap_clone_") && shown[2].len() == 30);
         assert_eq!(shown[3], "migsnap_check_0123456789abcdef");
         assert_eq!(shown[4], "migsnap_state_0123456789abcdef");
+        assert!(shown[5].starts_with("migsnap_trash_") && shown[5].len() == 30);
+        assert!(shown[6].starts_with("migsnap_pool_") && shown[6].len() == 29);
         for (name, text) in all.iter().zip(&shown) {
             assert_eq!(DbName::parse(text).as_ref(), Some(name));
         }
@@ -144,7 +169,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn parse_and_display_round_trip(name in "migsnap_((build|clone|check|state|x)_)?[0-9a-f]{14,17}") {
+        fn parse_and_display_round_trip(name in "migsnap_((build|clone|check|state|trash|pool|x)_)?[0-9a-f]{14,17}") {
             if let Some(parsed) = DbName::parse(&name) {
                 prop_assert_eq!(parsed.to_string(), name);
             }

@@ -11,8 +11,10 @@ use crate::engine::{self, Snapshot, Source};
 use crate::error::Result;
 use crate::fingerprint;
 use crate::key::Key;
+use crate::names::DbName;
 use crate::pg::admin::{self, CLONE_COMMENT};
 use crate::pg::ConnInfo;
+use crate::pool;
 use crate::ui::{self, Ui};
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,9 @@ pub struct Prepared {
     pub elapsed: Duration,
     /// How to reach the server (the database is `database`).
     pub conn: ConnInfo,
+    /// Work left for `pool::maintain`, off the critical path: the replaced
+    /// target renamed aside, or a pool below its size.
+    pub maintenance: bool,
 }
 
 impl Prepared {
@@ -91,7 +96,12 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
     // trip as the look-up.
     let lock = crate::names::DbName::clone_for(target);
     let names = [template.as_str(), target, scratch.as_str()];
-    let (locked, found) = tokio::join!(admin.try_lock_key(lock.lock_id()), admin.databases(&names));
+    let (locked, found, listed) = tokio::join!(
+        admin.try_lock_key(lock.lock_id()),
+        admin.databases(&names),
+        pool::list(&admin)
+    );
+    let (members, trash) = listed?;
     let found = if locked? {
         found?
     } else {
@@ -109,6 +119,34 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
     let existing = found.iter().find(|d| d.name == target);
     admin::target_check(target, existing, &admin.conn.admin_db, args.force)?;
     let ready = found.iter().any(is_ours);
+    let clone_comment = format!("{CLONE_COMMENT}{}", fp.short());
+
+    // A ready clone from the pool, by rename: the same few milliseconds at
+    // any schema size.
+    if let (Some(t), Some(i), false) = (found.iter().find(|d| is_ours(d)), &inputs, args.rebuild) {
+        let available = pool::ready_members(&members, &fp.key, i, t, &ctx.project_tag());
+        for m in available {
+            let aside = existing.map(|_| DbName::trash()).transpose()?;
+            let aside_name = aside.as_ref().map(DbName::to_string);
+            if admin
+                .swap_in(&m.name, target, &clone_comment, aside_name.as_deref())
+                .await?
+            {
+                crate::failpoint::point("clone.commented");
+                return Ok(Prepared {
+                    database: target.to_string(),
+                    key: fp.key,
+                    source: Source::Pool,
+                    base_key: None,
+                    applied: vec![],
+                    elapsed: started.elapsed(),
+                    conn: admin.conn.clone(),
+                    // One member fewer: refill (and drop what went aside).
+                    maintenance: true,
+                });
+            }
+        }
+    }
 
     let mut snapshot = if ready && !args.rebuild {
         Snapshot {
@@ -154,20 +192,28 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
         snapshot = rebuilt;
     }
     crate::failpoint::point("clone.created");
-    // The target may have appeared while we built; look again before dropping.
+    // The target may have appeared while we built; look again before
+    // setting it aside.
     let existing = if snapshot.source == Source::Template && ready {
         existing.cloned()
     } else {
         admin.database(target).await?
     };
-    if let Some(info) = &existing {
-        admin::target_check(target, Some(info), &admin.conn.admin_db, args.force)?;
-        admin.drop(info).await?;
-        crate::failpoint::point("target.dropped");
-    }
-    admin
-        .finish_clone(&scratch, target, &format!("{CLONE_COMMENT}{}", fp.short()))
+    let aside = match &existing {
+        Some(info) => {
+            admin::target_check(target, Some(info), &admin.conn.admin_db, args.force)?;
+            Some(DbName::trash()?.to_string())
+        }
+        None => None,
+    };
+    let swapped = admin
+        .swap_in(&scratch, target, &clone_comment, aside.as_deref())
         .await?;
+    if !swapped {
+        return Err(crate::error::Error::internal(format!(
+            "the new clone `{scratch}` vanished before it was put in place"
+        )));
+    }
     crate::failpoint::point("clone.commented");
 
     Ok(Prepared {
@@ -178,5 +224,6 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
         applied: snapshot.applied,
         elapsed: started.elapsed(),
         conn: admin.conn.clone(),
+        maintenance: aside.is_some() || !trash.is_empty() || ctx.pool > 0,
     })
 }

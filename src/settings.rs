@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub clone_strategy: Option<CloneStrategy>,
     /// Connections a cache restore uses (1 = one, in dump order).
     pub restore_jobs: Option<usize>,
+    /// Ready clones to keep for the current key (handed out by rename).
+    pub pool: Option<usize>,
     /// Finding kinds that make `check` exit 1.
     pub check_fail_on: Option<Vec<migsnap::check::FindingKind>>,
 }
@@ -172,6 +174,28 @@ impl Settings {
             .or_else(|| file.settings.clone())
             .or_else(|| env::var(env::DJANGO_SETTINGS_MODULE));
 
+        let pool = match env::var(env::POOL) {
+            Some(p) => p
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= MAX_POOL)
+                .ok_or_else(|| {
+                    Error::usage(format!(
+                        "{} must be a number from 0 to {MAX_POOL}, not `{p}`",
+                        env::POOL
+                    ))
+                    .hint("e.g. MIGSNAP_POOL=4 (one per pytest-xdist worker), or 0 for no pool")
+                })?,
+            None => match file.pool {
+                Some(n) if n > MAX_POOL => {
+                    return Err(Error::usage(format!("pool = {n} is out of range"))
+                        .hint(format!("use 0 (no pool) to {MAX_POOL}")))
+                }
+                Some(n) => n,
+                // What the last pytest run asked for (its worker count).
+                None => read_pool_hint(&cache_dir),
+            },
+        };
         let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let ctx = Ctx {
             django: DjangoRunner {
@@ -198,6 +222,7 @@ impl Settings {
                 clone_strategy: file.clone_strategy.unwrap_or_default(),
                 restore_jobs,
             },
+            pool,
         };
         Ok(Settings {
             ctx,
@@ -207,6 +232,20 @@ impl Settings {
             quiet: args.quiet,
         })
     }
+}
+
+/// The most clones a pool may hold: each is a full copy of the template.
+pub const MAX_POOL: usize = 64;
+/// Where `prepare --pool-default N` (the pytest plugin, with its worker
+/// count) records the pool size for runs that configure none.
+pub const POOL_HINT_FILE: &str = "pool-size";
+
+fn read_pool_hint(cache_dir: &Path) -> usize {
+    migsnap::files::read_no_follow(&cache_dir.join(POOL_HINT_FILE))
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|t| t.trim().parse::<usize>().ok())
+        .map_or(0, |n| n.min(MAX_POOL))
 }
 
 /// Read migsnap.toml, else `[tool.migsnap]` from pyproject.toml.

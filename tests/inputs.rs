@@ -193,7 +193,7 @@ fn an_app_outside_the_project_is_checked_file_by_file() {
     assert_eq!(p.key(), key);
     let (v, err) = prepare(&p, &db, &[]);
     assert_eq!(v["source"], "cold", "{err}");
-    Reference::fresh(&p).check(&db, "after an external migration changed");
+    Reference::of(&p).check(&db, "after an external migration changed");
     assert_eq!(
         psql(&db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'extapp_thing' ORDER BY 1"),
         "id\ntitle"
@@ -208,7 +208,7 @@ fn an_app_outside_the_project_is_checked_file_by_file() {
     .expect("write");
     let (v, _) = prepare(&p, &db, &[]);
     assert_eq!(v["source"], "incremental");
-    Reference::fresh(&p).check(&db, "after an external migration was added");
+    Reference::of(&p).check(&db, "after an external migration was added");
 }
 
 #[test]

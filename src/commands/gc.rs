@@ -32,6 +32,8 @@ enum Kind {
     Template,
     BuildDatabase,
     ScratchDatabase,
+    ReplacedDatabase,
+    PoolMember,
     RestoreRole,
     TempFile,
     OrphanDump,
@@ -44,6 +46,8 @@ impl Kind {
             Kind::Template => "template",
             Kind::BuildDatabase => "build database",
             Kind::ScratchDatabase => "scratch database",
+            Kind::ReplacedDatabase => "replaced database",
+            Kind::PoolMember => "pool member",
             Kind::RestoreRole => "restore role",
             Kind::TempFile => "temp file",
             Kind::OrphanDump => "dump without manifest",
@@ -89,6 +93,7 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
         store: &store,
         ui,
         dry_run: args.dry_run,
+        pool: settings.ctx.pool,
         out: GcOutput {
             dry_run: args.dry_run,
             current_key: fp.key.clone(),
@@ -152,6 +157,8 @@ struct Gc<'a> {
     store: &'a Store,
     ui: &'a Ui,
     dry_run: bool,
+    /// The pool size in force: with none, every pool member goes.
+    pool: usize,
     out: GcOutput,
 }
 
@@ -209,6 +216,24 @@ impl Gc<'_> {
                 DbName::Build(_) => (Kind::BuildDatabase, "being built"),
                 DbName::Clone(_) | DbName::Check(_) | DbName::State(_) => {
                     (Kind::ScratchDatabase, IN_USE)
+                }
+                // A target `prepare` set aside: nobody may use it any more.
+                DbName::Trash(_) => (Kind::ReplacedDatabase, IN_USE),
+                // The current key's pool stays while there is to be one
+                // (`maintain` sizes it); an orphaned member goes; other
+                // keys' pools are their projects' to keep.
+                DbName::Pool(_) => {
+                    let current =
+                        migsnap::pool::member_key(&info).as_ref() == Some(&self.out.current_key);
+                    let stale = if current {
+                        self.pool == 0
+                    } else {
+                        migsnap::pool::orphaned(self.admin, &info).await?
+                    };
+                    if !stale {
+                        continue;
+                    }
+                    (Kind::PoolMember, "being made")
                 }
             };
             let item = Item {

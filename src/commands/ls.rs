@@ -7,7 +7,7 @@ use migsnap::error::{exit, Result};
 use migsnap::fingerprint;
 use migsnap::key::Key;
 use migsnap::names::DbName;
-use migsnap::pg::admin::TEMPLATE_PREFIX;
+use migsnap::pg::admin::{DbInfo, TEMPLATE_PREFIX};
 use migsnap::store::{self, Store};
 use migsnap::ui::{self, Ui};
 use std::collections::BTreeSet;
@@ -19,6 +19,18 @@ struct LsOutput {
     snapshots: Vec<SnapshotRow>,
     /// `None` when the server could not be reached (the cache is still listed).
     templates: Option<Vec<TemplateRow>>,
+    /// Ready clones (`None`: server unreachable); `pool_size` is the size
+    /// `maintain` keeps for the current key.
+    pool: Option<Vec<PoolRow>>,
+    pool_size: usize,
+}
+
+#[derive(serde::Serialize)]
+struct PoolRow {
+    name: String,
+    /// The key it was cloned for; `None` while it is being made.
+    key: Option<Key>,
+    current: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -54,20 +66,35 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
     let cached: BTreeSet<&Key> = manifests.iter().map(|m| &m.key).collect();
 
     // The cache is worth listing even when the server is down.
-    let templates = match list_templates(settings, ui).await {
-        Ok(dbs) => Some(
-            dbs.into_iter()
-                .map(|(name, key)| TemplateRow {
-                    cached: key.as_ref().is_some_and(|k| cached.contains(k)),
-                    current: key.as_ref() == Some(&fp.key),
-                    name,
-                    key,
-                })
-                .collect::<Vec<_>>(),
+    let (templates, pool) = match list_templates(settings, ui).await {
+        Ok((dbs, members)) => (
+            Some(
+                dbs.into_iter()
+                    .map(|(name, key)| TemplateRow {
+                        cached: key.as_ref().is_some_and(|k| cached.contains(k)),
+                        current: key.as_ref() == Some(&fp.key),
+                        name,
+                        key,
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            Some(
+                members
+                    .into_iter()
+                    .map(|m| {
+                        let key = migsnap::pool::member_key(&m);
+                        PoolRow {
+                            current: key.as_ref() == Some(&fp.key),
+                            name: m.name,
+                            key,
+                        }
+                    })
+                    .collect(),
+            ),
         ),
         Err(e) => {
             ui.warn(format!("{}; listing the cache only", e.message));
-            None
+            (None, None)
         }
     };
     let on_server = |key: &Key| {
@@ -96,6 +123,8 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
         cache_dir: settings.ctx.cache.dir.display().to_string(),
         snapshots,
         templates,
+        pool,
+        pool_size: settings.ctx.pool,
     };
     if args.json {
         super::print_json(&out)?;
@@ -105,19 +134,24 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
     Ok(exit::OK)
 }
 
-/// Templates on the server as (name, key from the comment).
-async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Vec<(String, Option<Key>)>> {
+/// Templates on the server as (name, key from the comment), and the pool.
+type Listed = (Vec<(String, Option<Key>)>, Vec<DbInfo>);
+
+async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Listed> {
     let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
-    Ok(admin
-        .databases_like(TEMPLATE_PREFIX)
-        .await?
-        .into_iter()
-        .filter(|d| matches!(DbName::parse(&d.name), Some(DbName::Template(_))))
-        .map(|d| {
-            let key = d.template_key();
-            (d.name, key)
-        })
-        .collect())
+    let mut templates = Vec::new();
+    let mut pool = Vec::new();
+    for d in admin.databases_like(TEMPLATE_PREFIX).await? {
+        match DbName::parse(&d.name) {
+            Some(DbName::Template(_)) => {
+                let key = d.template_key();
+                templates.push((d.name, key));
+            }
+            Some(DbName::Pool(_)) => pool.push(d),
+            _ => {}
+        }
+    }
+    Ok((templates, pool))
 }
 
 fn render(out: &LsOutput) -> String {
@@ -164,6 +198,18 @@ fn render(out: &LsOutput) -> String {
                     if t.current { "*" } else { " " }
                 ));
             }
+        }
+    }
+    if let Some(members) = &out.pool {
+        let ready = members.iter().filter(|m| m.current).count();
+        // Other keys' members belong to other checkouts or projects on the
+        // same server (the JSON lists them); say nothing when there is no
+        // pool here.
+        if ready > 0 || out.pool_size > 0 {
+            text.push_str(&format!(
+                "pool: {ready} of {} ready for the current key\n",
+                out.pool_size
+            ));
         }
     }
     text.push_str("* = current key\n");

@@ -5,6 +5,7 @@ mod gc;
 mod hints;
 mod key;
 mod ls;
+mod maintain;
 mod prepare;
 mod run;
 mod server;
@@ -72,8 +73,12 @@ async fn dispatch<'a>(command: &'a Command, settings: &Settings, ui: &Ui) -> Res
     let code = match command {
         Command::Run(args) => {
             let prepared = prepare::prepare(settings, &args.target, ui).await?;
+            if prepared.maintenance {
+                maintain::spawn(settings, ui);
+            }
             return Ok(Outcome::Exec(Box::new(prepared), args));
         }
+        Command::Maintain(args) => maintain::run(settings, args, ui).await?,
         Command::Prepare(args) => prepare::run(settings, args, ui).await?,
         Command::Ls(args) => ls::run(settings, args, ui).await?,
         Command::Gc(args) => gc::run(settings, args, ui).await?,

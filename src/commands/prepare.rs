@@ -26,7 +26,11 @@ struct PrepareOutput<'a> {
 }
 
 pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8> {
-    let p = prepare(settings, &args.target, ui).await?;
+    let mut p = prepare(settings, &args.target, ui).await?;
+    if let Some(n) = args.pool_default {
+        super::maintain::remember_pool_size(settings, usize::from(n), ui);
+        p.maintenance |= n > 0;
+    }
     if args.json {
         super::print_json(&PrepareOutput {
             database: &p.database,
@@ -47,6 +51,10 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8>
         // summary is a message.
         ui.info(p.summary());
         super::print_stdout(&format!("{}\n", p.conn.url(&p.database)));
+    }
+    // After the answer is out: whoever waits for it does not wait for this.
+    if p.maintenance {
+        super::maintain::spawn(settings, ui);
     }
     Ok(exit::OK)
 }

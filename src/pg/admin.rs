@@ -51,7 +51,8 @@ pub enum CloneStrategy {
 }
 
 const DB_INFO_COLUMNS: &str =
-    "datname, datistemplate, datallowconn, coalesce(shobj_description(oid, 'pg_database'), '')";
+    "datname, datistemplate, datallowconn, coalesce(shobj_description(oid, 'pg_database'), ''), oid, \
+     datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user)";
 
 #[derive(Debug, Clone)]
 pub struct DbInfo {
@@ -59,6 +60,11 @@ pub struct DbInfo {
     pub is_template: bool,
     pub allow_conn: bool,
     pub comment: String,
+    /// Tells two databases apart that had the same name at different times
+    /// (a template rebuilt under its key gets a new one).
+    pub oid: u32,
+    /// Owned by the role migsnap connects as (everything migsnap creates is).
+    pub owned: bool,
 }
 
 impl DbInfo {
@@ -69,6 +75,8 @@ impl DbInfo {
             is_template: r.get(1),
             allow_conn: r.get(2),
             comment: r.get(3),
+            oid: r.get(4),
+            owned: r.get(5),
         }
     }
 
@@ -76,8 +84,14 @@ impl DbInfo {
     /// inputs (the digest of its recorded `Depends`). The rename that creates
     /// the name is the last step of a transaction that also sets the comment
     /// and the template flags, so all three agree or the name does not exist.
+    /// It must also belong to the role migsnap connects as, as everything
+    /// migsnap makes does: on a shared server another role with CREATEDB
+    /// could otherwise plant a template under the name with a copied comment.
     pub fn is_template_for(&self, key: &Key, inputs: &str) -> bool {
-        self.is_template && !self.allow_conn && self.comment == template_comment(key, inputs)
+        self.is_template
+            && !self.allow_conn
+            && self.owned
+            && self.comment == template_comment(key, inputs)
     }
     /// The full key a finished template was made for (from its comment).
     pub fn template_key(&self) -> Option<Key> {
@@ -156,6 +170,18 @@ impl Admin {
         template: Option<&str>,
         strategy: CloneStrategy,
     ) -> Result<()> {
+        self.create_with(name, template, strategy, true).await
+    }
+
+    /// `create`, optionally closed to connections (a pool member: nobody
+    /// may use it before it is handed out).
+    pub async fn create_with(
+        &self,
+        name: &str,
+        template: Option<&str>,
+        strategy: CloneStrategy,
+        allow_connections: bool,
+    ) -> Result<()> {
         let mut sql = format!("CREATE DATABASE {}", quote_ident(name));
         if let Some(t) = template {
             sql.push_str(" TEMPLATE ");
@@ -169,6 +195,9 @@ impl Admin {
                 CloneStrategy::WalLog => sql.push_str(" STRATEGY = WAL_LOG"),
                 CloneStrategy::FileCopy => sql.push_str(" STRATEGY = FILE_COPY"),
             }
+        }
+        if !allow_connections {
+            sql.push_str(" ALLOW_CONNECTIONS false");
         }
         self.client.batch_execute(&sql).await.map_err(|e| {
             let what = match template {
@@ -301,21 +330,54 @@ impl Admin {
         }
     }
 
-    /// Mark the scratch clone as migsnap's and give it the target's name in
-    /// one transaction: the target never exists without the mark, so a
-    /// killed run can never leave a database that later needs `--force`.
-    pub async fn finish_clone(&self, scratch: &str, target: &str, comment: &str) -> Result<()> {
-        let s = quote_ident(scratch);
+    /// Put a ready clone (`new`: prepare's scratch clone or a pool member)
+    /// in place as `target`, in one transaction: mark it as migsnap's, let
+    /// it be connected to, rename the old target (if any) aside to `aside`,
+    /// and give the clone the target's name. Either all of it happens or
+    /// none: the target never exists without the mark, never goes missing,
+    /// and no DROP (which forces a checkpoint of the whole cluster) is on
+    /// the critical path; the caller drops `aside` afterwards.
+    /// Ok(false): `new` does not exist (a pool member another run took).
+    pub async fn swap_in(
+        &self,
+        new: &str,
+        target: &str,
+        comment: &str,
+        aside: Option<&str>,
+    ) -> Result<bool> {
+        let (n, t) = (quote_ident(new), quote_ident(target));
+        let set_aside = aside
+            .map(|a| format!("ALTER DATABASE {t} RENAME TO {}; ", quote_ident(a)))
+            .unwrap_or_default();
         let sql = format!(
-            "BEGIN; COMMENT ON DATABASE {s} IS {c}; ALTER DATABASE {s} RENAME TO {t}; COMMIT",
+            "BEGIN; {set_aside}COMMENT ON DATABASE {n} IS {c}; \
+             ALTER DATABASE {n} ALLOW_CONNECTIONS true; ALTER DATABASE {n} RENAME TO {t}; COMMIT",
             c = quote_literal(comment),
-            t = quote_ident(target)
         );
         let res = self.client.batch_execute(&sql).await;
         if res.is_err() {
             let _ = self.client.batch_execute("ROLLBACK").await;
         }
-        res.map_err(|e| db_error(format!("cannot rename the new clone to `{target}`"), e))
+        if let Err(e) = &res {
+            if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) {
+                return Ok(false);
+            }
+        }
+        res.map(|()| true).map_err(|e| {
+            let in_use = e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE);
+            let what = match aside {
+                Some(_) => format!("cannot replace database `{target}`"),
+                None => format!("cannot rename the new clone to `{target}`"),
+            };
+            let err = db_error(what, e);
+            if in_use {
+                err.hint(format!(
+                    "another session is connected to `{target}`: close it (or stop the test run using it) and retry"
+                ))
+            } else {
+                err
+            }
+        })
     }
 
     /// Session-level advisory lock for building `key`. Released when the
@@ -525,6 +587,8 @@ mod tests {
             is_template: false,
             allow_conn: true,
             comment: comment.into(),
+            oid: 1,
+            owned: true,
         }
     }
 
