@@ -439,6 +439,17 @@ impl Admin {
             .batch_execute(&sql)
             .await
             .map_err(|e| db_error(format!("cannot make the restore role for `{build}`"), e))?;
+        if self.major() < 15 {
+            // Before 15 the public schema belongs to the bootstrap
+            // superuser, not to the database's owner, and a pg_dump of such
+            // a server comments on it: the restore role must own it too.
+            // `end_restore_role` gives it back.
+            let client = self.conn.connect(build).await?;
+            client
+                .batch_execute(&format!("ALTER SCHEMA public OWNER TO {r}"))
+                .await
+                .map_err(|e| db_error(format!("cannot make the restore role for `{build}`"), e))?;
+        }
         Ok(Some(ConnInfo {
             user: role,
             password: Some(password),
@@ -459,6 +470,17 @@ impl Admin {
                 .batch_execute(&format!("REASSIGN OWNED BY {r} TO CURRENT_USER"))
                 .await
                 .map_err(|e| db_error(what(), e))?;
+            if self.major() < 15 {
+                // As initdb left it (and a plain migrate keeps it): the
+                // bootstrap superuser's.
+                client
+                    .batch_execute(
+                        "DO $$ BEGIN EXECUTE format('ALTER SCHEMA public OWNER TO %I', \
+                         (SELECT rolname FROM pg_roles WHERE oid = 10)); END $$",
+                    )
+                    .await
+                    .map_err(|e| db_error(what(), e))?;
+            }
             drop(client);
             self.client
                 .batch_execute(&format!(
