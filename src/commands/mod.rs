@@ -28,7 +28,7 @@ fn run_command(cli: Cli) -> Result<u8> {
         cli.command,
         Command::Prepare(_) | Command::Run(_) | Command::Check(_) | Command::Gc(_)
     ) {
-        settings.ctx.check_before_starting_a_server()?;
+        settings.ctx.check_before_starting()?;
     }
     // A current-thread runtime starts no thread: `key` pays nothing for it.
     let runtime = tokio::runtime::Builder::new_current_thread()
