@@ -437,6 +437,7 @@ fn gc_drops_restore_roles_a_killed_restore_left() {
 
 #[test]
 fn ls_and_gc_act_on_the_current_project_in_a_shared_cache_dir() {
+    let _turn = gc_turn();
     let a = Project::example("proj_a");
     let b = Project::example("proj_b");
     // Both use a's cache dir, as two projects on one machine share the
