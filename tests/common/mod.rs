@@ -358,7 +358,19 @@ impl Project {
     }
 
     pub fn key(&self) -> String {
-        let out = self.run(&["key"]);
+        Self::key_output(self.cmd(&["key"]))
+    }
+
+    /// The key as a run with `DJANGO_SETTINGS_MODULE=module` sees it (the
+    /// settings module is part of the key; pytest-django exports the ini's).
+    pub fn key_with_settings(&self, module: &str) -> String {
+        let mut c = self.cmd(&["key"]);
+        c.env("DJANGO_SETTINGS_MODULE", module);
+        Self::key_output(c)
+    }
+
+    fn key_output(mut c: Command) -> String {
+        let out = c.output().expect("run migsnap key");
         assert!(
             out.status.success(),
             "{}",
