@@ -38,6 +38,19 @@ pub const CRASH_AT: &str = "MIGSNAP_CRASH_AT";
 /// (e.g. drop the template between the warm path's look and its clone).
 pub const PAUSE_AT: &str = "MIGSNAP_PAUSE_AT";
 
+/// The snapshot store's backend reads its own standard variables, those
+/// that start with this: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`,
+/// … (every name object_store's S3 configuration knows).
+pub const BACKEND_PREFIX: &str = "AWS_";
+
+/// The backend's variables (`BACKEND_PREFIX`), for `remote::Options`.
+pub fn backend_vars() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(name, _)| name.starts_with(BACKEND_PREFIX))
+        .collect()
+}
+
 /// Read a variable, treating an empty value like an unset one (CI systems
 /// often export empty strings for "not configured").
 pub fn var(name: &str) -> Option<String> {

@@ -20,6 +20,10 @@ pub mod exit {
     pub const DJANGO: u8 = 4;
     /// The PostgreSQL server failed: unreachable, authentication, privileges.
     pub const SERVER: u8 = 5;
+    /// The snapshot store failed a command that needs it (`push`, `pull`,
+    /// `ls --remote`, `gc --remote`): unreachable, denied, damaged.
+    /// `prepare` never fails for it: it warns and builds locally.
+    pub const REMOTE: u8 = 6;
     /// Stopped by Ctrl-C (SIGINT): 128 + 2, as shells report it.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -31,6 +35,7 @@ pub enum Kind {
     Internal,
     Django,
     Server,
+    Remote,
     Interrupted,
 }
 
@@ -41,6 +46,7 @@ impl Kind {
             Kind::Internal => exit::INTERNAL,
             Kind::Django => exit::DJANGO,
             Kind::Server => exit::SERVER,
+            Kind::Remote => exit::REMOTE,
             Kind::Interrupted => exit::INTERRUPTED,
         }
     }

@@ -26,6 +26,7 @@
 //! | `clone.created` | the template was cloned under the scratch name; the old target is still there |
 //! | `target.dropped` | the old target database was dropped, the clone not yet renamed to it |
 //! | `clone.commented` | the target is marked and in place, nothing printed yet |
+//! | `remote.before_manifest` | a push uploaded the dump (and signature), not the manifest that commits them |
 //!
 //! All of it exists only with the `failpoints` cargo feature, which the test
 //! suite enables (scripts/test.sh): the release binary has no crash or pause

@@ -29,6 +29,7 @@ pub mod hash;
 pub mod names;
 pub mod pg;
 pub mod prepare;
+pub mod remote;
 pub mod settings;
 pub mod store;
 pub mod ui;
