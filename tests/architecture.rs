@@ -6,6 +6,10 @@
 //!   server, no Django and no settings;
 //! - `pg` (connection, admin, dump, restore) knows no Django, no store, no
 //!   settings and no engine;
+//! - the snapshot store (`remote`) builds on the cache dir (`store`) and the
+//!   leaves only: it knows no server, no Django, no settings, no engine, and
+//!   prints nothing (its callers decide what to say); the cache dir does not
+//!   know it;
 //! - the CLI (`src/cli.rs`, `src/commands/`) lives in the binary, so no
 //!   library module can reach it (the compiler enforces that one).
 
@@ -116,7 +120,25 @@ fn the_layers_keep_their_arrows() {
             "depends",
             &["pg", "embedded", "django", "engine", "settings", "store"],
         ),
-        ("store", &["pg", "embedded", "django", "engine", "settings"]),
+        (
+            "store",
+            &["pg", "embedded", "django", "engine", "settings", "remote"],
+        ),
+        (
+            "remote",
+            &[
+                "pg",
+                "embedded",
+                "django",
+                "engine",
+                "settings",
+                "prepare",
+                "check",
+                "ui",
+                "depends",
+                "fingerprint",
+            ],
+        ),
         (
             "names",
             &["pg", "embedded", "django", "engine", "settings", "store"],
