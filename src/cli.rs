@@ -49,8 +49,8 @@ pub struct GlobalArgs {
 impl GlobalArgs {
     /// The flags that settings resolution takes over the environment and
     /// the config file.
-    pub fn overrides(&self) -> migsnap::settings::Overrides {
-        migsnap::settings::Overrides {
+    pub fn overrides(&self) -> crate::settings::Overrides {
+        crate::settings::Overrides {
             project_dir: self.project_dir.clone(),
             server_url: self.server_url.clone(),
             cache_dir: self.cache_dir.clone(),
@@ -76,6 +76,8 @@ pub enum Command {
     Key(KeyArgs),
     /// Compare indexes made by migrations with Django's model state
     Check(CheckArgs),
+    /// Drop replaced targets and refill the clone pool (prepare starts it in the background)
+    Maintain(MaintainArgs),
     /// Manage the embedded PostgreSQL server
     Server {
         #[command(subcommand)]
@@ -102,6 +104,16 @@ pub struct PrepareArgs {
     #[command(flatten)]
     pub target: TargetArgs,
     /// Print the result as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Remember N as the pool size for runs that configure none (the pytest plugin passes its worker count)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub pool_default: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    /// Print what was done as one JSON object
     #[arg(long)]
     pub json: bool,
 }

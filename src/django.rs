@@ -4,10 +4,10 @@
 //! The shim is embedded in the binary (`django/shim.py`) and passed with
 //! `python -c`, so nothing is installed into the user's environment.
 
+use crate::context::DjangoRunner;
 use crate::depends::ShimInputs;
 use crate::error::{Error, Kind, Result};
 use crate::pg::ConnInfo;
-use crate::settings::Settings;
 use crate::ui::{self, Ui};
 use serde::Deserialize;
 use std::collections::VecDeque;
@@ -25,12 +25,29 @@ const SLOWEST: usize = 5;
 #[derive(Debug, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 enum Event {
-    Ready { settings: String, django: String },
-    Plan { migrations: Vec<String> },
-    Start { migration: String },
-    Done { migration: String, seconds: f64 },
-    Error { r#type: String, message: String },
-    Created { models: usize },
+    Ready {
+        settings: String,
+        django: String,
+    },
+    Plan {
+        migrations: Vec<String>,
+    },
+    Start {
+        migration: String,
+    },
+    Done {
+        migration: String,
+        seconds: f64,
+    },
+    Error {
+        r#type: String,
+        message: String,
+        #[serde(default)]
+        category: Failure,
+    },
+    Created {
+        models: usize,
+    },
     Inputs(Box<ShimInputs>),
     Finished,
 }
@@ -86,26 +103,92 @@ impl MigrateReport {
 /// stops Django and fails the build as a history failure.
 pub type InputsCheck<'a> = &'a (dyn Fn(&ShimInputs) -> std::result::Result<(), String> + Sync);
 
-/// Why migrate failed; `history` errors mean the starting database does not
-/// fit these migrations (an incremental build should fall back to cold).
+/// What kind of failure the shim reported. Decided in Python, with
+/// `isinstance` and the connection's state (shim.py, `category_of`), never
+/// by matching message text here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// The starting database does not fit these migrations
+    /// (InconsistentMigrationHistory, NodeNotFoundError, or a base the
+    /// build's inputs check refused): an incremental build goes cold.
+    History,
+    /// The connection to PostgreSQL was lost or refused mid-run.
+    Server,
+    /// Raised before Django was set up: the settings or what they import.
+    Settings,
+    /// A migration raised (the default for anything unclassified).
+    #[default]
+    Migration,
+    /// The settings send DATABASES['default'] somewhere other than the
+    /// database migsnap chose.
+    Elsewhere,
+    /// The interpreter cannot import Django.
+    Interpreter,
+    /// DATABASES is unusable for migsnap (not PostgreSQL, no default alias).
+    Configuration,
+    /// manage.py exited before (or instead of) migrating.
+    Exit,
+}
+
+/// A failed Django run as data: the error's source, so the command layer
+/// can pick the hint from `kind` (`commands::hints`).
+#[derive(Debug, thiserror::Error)]
+pub struct DjangoError {
+    /// `migrate`, or building the model-state database.
+    pub what: &'static str,
+    pub kind: Failure,
+    /// The Python exception's class name.
+    pub exception: String,
+    /// Its message's first line.
+    pub message: String,
+}
+
+impl std::fmt::Display for DjangoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let DjangoError {
+            what,
+            exception,
+            message,
+            ..
+        } = self;
+        match self.kind {
+            Failure::Server => write!(
+                f,
+                "{what} failed: the PostgreSQL server ended the connection: {exception}: {message}"
+            ),
+            _ => write!(f, "{what} failed: {exception}: {message}"),
+        }
+    }
+}
+
+/// Why migrate failed: the kind (which decides whether an incremental
+/// build falls back to cold) and the report for the user.
 #[derive(Debug)]
 pub struct MigrateFailure {
-    pub history: bool,
+    pub kind: Failure,
     pub error: Error,
+}
+
+impl MigrateFailure {
+    /// The starting database does not fit these migrations.
+    pub fn history(&self) -> bool {
+        self.kind == Failure::History
+    }
 }
 
 impl From<Error> for MigrateFailure {
     fn from(error: Error) -> Self {
         MigrateFailure {
-            history: false,
+            kind: Failure::Migration,
             error,
         }
     }
 }
 
 /// The project's manage.py exists (else a usage error saying where we looked).
-pub fn check_manage_py(settings: &Settings) -> Result<()> {
-    let manage = &settings.manage_py;
+pub fn check_manage_py(django: &DjangoRunner) -> Result<()> {
+    let manage = &django.manage_py;
     if !manage.is_file() {
         return Err(Error::usage(format!("no manage.py at `{}`", manage.display()))
             .hint("run migsnap from the Django project root, pass `-C DIR`, or set `manage-py` in [tool.migsnap]"));
@@ -115,41 +198,41 @@ pub fn check_manage_py(settings: &Settings) -> Result<()> {
 
 /// `manage.py migrate` into `db`, with progress on stderr.
 pub async fn migrate(
-    settings: &Settings,
+    django: &DjangoRunner,
     conn: &ConnInfo,
     db: &str,
     ui: &Ui,
     check: Option<InputsCheck<'_>>,
 ) -> Result<MigrateReport, MigrateFailure> {
-    run_shim_checked(settings, conn, db, Mode::Migrate, ui, check).await
+    run_shim_checked(django, conn, db, Mode::Migrate, ui, check).await
 }
 
 /// Run the shim in `mode` against `db`.
 pub async fn run_shim(
-    settings: &Settings,
+    django: &DjangoRunner,
     conn: &ConnInfo,
     db: &str,
     mode: Mode,
     ui: &Ui,
 ) -> Result<MigrateReport, MigrateFailure> {
-    run_shim_checked(settings, conn, db, mode, ui, None).await
+    run_shim_checked(django, conn, db, mode, ui, None).await
 }
 
 async fn run_shim_checked(
-    settings: &Settings,
+    django: &DjangoRunner,
     conn: &ConnInfo,
     db: &str,
     mode: Mode,
     ui: &Ui,
     check: Option<InputsCheck<'_>>,
 ) -> Result<MigrateReport, MigrateFailure> {
-    check_manage_py(settings)?;
-    let manage = &settings.manage_py;
-    let mut cmd = Command::new(&settings.python);
+    check_manage_py(django)?;
+    let manage = &django.manage_py;
+    let mut cmd = Command::new(&django.python);
     cmd.arg("-c")
         .arg(SHIM)
         .arg(manage)
-        .current_dir(manage.parent().unwrap_or(&settings.project_dir))
+        .current_dir(manage.parent().unwrap_or(&django.project_dir))
         .env(
             "MIGSNAP_MODE",
             match mode {
@@ -174,11 +257,11 @@ async fn run_shim_checked(
     // the PG* a settings module may read name the database being built.
     crate::pg::scrub_pg_env(cmd.as_std_mut());
     cmd.envs(conn.child_env(db));
-    if let Some(module) = &settings.django_settings {
+    if let Some(module) = &django.settings_module {
         cmd.env(crate::env::DJANGO_SETTINGS_MODULE, module);
     }
     let mut child = cmd.spawn().map_err(|e| {
-        Error::usage(format!("cannot run the Python interpreter `{}`", settings.python.display()))
+        Error::usage(format!("cannot run the Python interpreter `{}`", django.python.display()))
             .source(e)
             .hint("set MIGSNAP_PYTHON (or --python, or `python` in [tool.migsnap]) to the project's interpreter, e.g. .venv/bin/python")
     })?;
@@ -200,7 +283,7 @@ async fn run_shim_checked(
     let started = Instant::now();
     let mut progress = Progress::default();
     let mut tail: VecDeque<String> = VecDeque::new();
-    let mut failure: Option<(String, String)> = None;
+    let mut failure: Option<(String, String, Failure)> = None;
     let mut inputs: Option<ShimInputs> = None;
     let mut refused: Option<String> = None;
     let mut finished = false;
@@ -213,7 +296,9 @@ async fn run_shim_checked(
                 Some(line) => match serde_json::from_str::<Event>(&line) {
                     Ok(ev) => {
                         match &ev {
-                            Event::Error { r#type, message } => failure = Some((r#type.clone(), message.clone())),
+                            Event::Error { r#type, message, category } => {
+                                failure = Some((r#type.clone(), message.clone(), *category))
+                            }
                             Event::Inputs(seen) => {
                                 if let Some(Err(why)) = check.map(|c| c(seen)) {
                                     // Whatever Django did so far goes with the build database.
@@ -234,7 +319,7 @@ async fn run_shim_checked(
             },
             line = read_line(&mut output, &mut out_buf), if output_open => match line {
                 Some(line) => {
-                    if settings.verbose && !ui.quiet {
+                    if django.echo_output && !ui.quiet {
                         ui.clear_progress();
                         eprintln!("{line}");
                     }
@@ -252,7 +337,7 @@ async fn run_shim_checked(
     ui.clear_progress();
     if let Some(why) = refused {
         return Err(MigrateFailure {
-            history: true,
+            kind: Failure::History,
             error: Error::new(Kind::Django, why),
         });
     }
@@ -262,18 +347,15 @@ async fn run_shim_checked(
     // pass for a migrated database.
     let succeeded = status.success() && failure.is_none() && finished;
     let Some(inputs) = inputs.filter(|_| succeeded) else {
-        let (kind, message) = failure.unwrap_or_else(|| {
+        let (exception, message, kind) = failure.unwrap_or_else(|| {
             let how = if status.success() {
                 "before migrating"
             } else {
                 "with an error"
             };
-            ("exit".into(), format!("python exited {how} ({status})"))
+            let message = format!("python exited {how} ({status})");
+            ("exit".into(), message, Failure::Exit)
         });
-        let history = matches!(
-            kind.as_str(),
-            "InconsistentMigrationHistory" | "NodeNotFoundError"
-        );
         let shown: Vec<String> = tail.into_iter().collect();
         let what = match mode {
             Mode::Migrate => "migrate",
@@ -286,30 +368,22 @@ async fn run_shim_checked(
                 shown.join("\n")
             ),
         };
-        if server_died(&kind, &message) {
-            let error = Error::server(format!("{what} failed: the PostgreSQL server ended the connection: {kind}: {message}"))
+        let failed = DjangoError {
+            what,
+            kind,
+            exception,
+            message,
+        };
+        let exit_kind = match kind {
+            Failure::Server => Kind::Server,
+            _ => Kind::Django,
+        };
+        return Err(MigrateFailure {
+            kind,
+            error: Error::new(exit_kind, failed.to_string())
                 .detail(detail)
-                .hint("the server crashed, restarted or was stopped (not a fault of the migration): check its log, then retry; no snapshot was saved");
-            return Err(MigrateFailure { history, error });
-        }
-        let error = Error::new(Kind::Django, format!("{what} failed: {kind}: {message}"))
-            .detail(detail)
-            .hint(match kind.as_str() {
-                "ModuleNotFoundError" | "ImproperlyConfigured" => {
-                    "check the settings module (--settings / DJANGO_SETTINGS_MODULE) and the interpreter (MIGSNAP_PYTHON)"
-                }
-                "Configuration" if message.contains("not to migsnap's") => {
-                    "the settings point DATABASES['default'] elsewhere for migsnap's run too: drop `dbname`, `host` or a `service` from OPTIONS, or a router, when DATABASES is being built for tests"
-                }
-                "Configuration" if message.contains("cannot import Django") => {
-                    "set MIGSNAP_PYTHON (or --python, or `python` in [tool.migsnap]) to the project's interpreter, e.g. .venv/bin/python"
-                }
-                "Configuration" => {
-                    "point DATABASES['default'] at PostgreSQL (the settings module migsnap uses may be set with --settings)"
-                }
-                _ => "fix the migration or settings named above; no snapshot was saved",
-            });
-        return Err(MigrateFailure { history, error });
+                .source(failed),
+        });
     };
     let report = MigrateReport {
         applied: progress.applied,
@@ -337,26 +411,6 @@ async fn run_shim_checked(
         ui.info(format!("slowest: {}", list.join(", ")));
     }
     Ok(report)
-}
-
-/// Whether the shim's error (Python exception type, first line of its
-/// message) is the server going away rather than the migration failing:
-/// libpq's words for a lost connection, as psycopg 2 and 3 pass them on.
-fn server_died(kind: &str, message: &str) -> bool {
-    const LOST: &[&str] = &[
-        "could not connect to server",
-        "server closed the connection unexpectedly",
-        "terminating connection",
-        "the database system is shutting down",
-        "the database system is in recovery mode",
-        "the database system is starting up",
-        "connection already closed",
-        "consuming input failed",
-        "no connection to the server",
-        "connection to server",
-    ];
-    matches!(kind, "OperationalError" | "InterfaceError")
-        && LOST.iter().any(|words| message.contains(words))
 }
 
 /// One line (without its newline), decoded lossily; None at end of stream
@@ -461,31 +515,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lost_server_is_told_from_a_failing_migration() {
-        for (kind, message) in [
-            (
-                "OperationalError",
-                "terminating connection due to administrator command",
+    fn the_failure_kind_comes_from_the_shim_as_data() {
+        let parse = |line: &str| match serde_json::from_str::<Event>(line) {
+            Ok(Event::Error { category, .. }) => category,
+            other => panic!("{other:?}"),
+        };
+        let line = |category: &str| {
+            format!(
+                r#"{{"event": "error", "type": "OperationalError", "message": "x", "category": "{category}"}}"#
+            )
+        };
+        assert_eq!(parse(&line("server")), Failure::Server);
+        assert_eq!(parse(&line("history")), Failure::History);
+        assert_eq!(parse(&line("elsewhere")), Failure::Elsewhere);
+        // The same exception text, another kind: nothing is read from it.
+        assert_eq!(parse(&line("migration")), Failure::Migration);
+        // An older shim's line without a category is a migration failure.
+        assert_eq!(
+            parse(
+                r#"{"event": "error", "type": "ValueError", "message": "terminating connection"}"#
             ),
-            (
-                "OperationalError",
-                "server closed the connection unexpectedly",
-            ),
-            ("InterfaceError", "connection already closed"),
-            (
-                "OperationalError",
-                "consuming input failed: server closed the connection unexpectedly",
-            ),
-            ("OperationalError", "the database system is shutting down"),
-        ] {
-            assert!(server_died(kind, message), "{kind}: {message}");
-        }
-        for (kind, message) in [
-            ("ProgrammingError", "relation \"x\" does not exist"),
-            ("OperationalError", "could not obtain lock on row"),
-            ("ValueError", "terminating connection"),
-        ] {
-            assert!(!server_died(kind, message), "{kind}: {message}");
-        }
+            Failure::Migration
+        );
     }
 }

@@ -14,14 +14,15 @@
 //! the next run while it holds the locks. After Ctrl-C the interrupted run
 //! removes them itself, still under its locks (`Unfinished`).
 
+use crate::context::{Ctx, ServerChoice};
 use crate::depends::Depends;
 use crate::django::{self, Applied, MigrateFailure};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::fingerprint::{self, Fingerprint, MigrationGlobs};
+use crate::key::Key;
 use crate::pg::admin::{self, Admin};
 use crate::pg::{dump, restore, ConnInfo};
-use crate::settings::{ServerChoice, Settings};
 use crate::store::{self, BuildInfo, Manifest, Store};
 use crate::ui::{self, Ui};
 use std::path::Path;
@@ -30,6 +31,8 @@ use std::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
+    /// A ready clone from the pool, handed out by rename.
+    Pool,
     Template,
     Cache,
     Incremental,
@@ -39,6 +42,7 @@ pub enum Source {
 impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
+            Source::Pool => "pool",
             Source::Template => "template",
             Source::Cache => "cache",
             Source::Incremental => "incremental",
@@ -51,7 +55,7 @@ impl Source {
 pub struct Snapshot {
     pub template: String,
     pub source: Source,
-    pub base_key: Option<String>,
+    pub base_key: Option<Key>,
     pub applied: Vec<Applied>,
 }
 
@@ -67,8 +71,8 @@ pub fn current_inputs(store: &Store, fp: &Fingerprint, project_dir: &Path) -> Op
 }
 
 /// Connect to the configured server; the embedded one is started on demand.
-pub async fn connect(settings: &Settings, ui: &Ui) -> Result<Admin> {
-    match &settings.server {
+pub async fn connect(ctx: &Ctx, ui: &Ui) -> Result<Admin> {
+    match &ctx.server {
         ServerChoice::Url(url) => Admin::connect(&ConnInfo::from_url(url)?).await,
         ServerChoice::Embedded(server) => {
             let info = server.conn_info();
@@ -88,15 +92,15 @@ pub async fn connect(settings: &Settings, ui: &Ui) -> Result<Admin> {
 /// `fp`. `rebuild` skips templates and caches and migrates from empty.
 pub async fn build(
     admin: &Admin,
-    settings: &Settings,
+    ctx: &Ctx,
     fp: &Fingerprint,
     ui: &Ui,
     rebuild: bool,
 ) -> Result<Snapshot> {
     // Before any lock or wait: a build needs manage.py, so say now if it is missing.
-    django::check_manage_py(settings)?;
-    let store = Store::new(settings.ensure_cache_dir()?).with_secret(settings.cache_secret.clone());
-    let key = fp.key.as_str();
+    django::check_manage_py(&ctx.django)?;
+    let store = ctx.store()?;
+    let key = &fp.key;
     let short = fp.short();
     let _file_lock = store
         .lock(key, || {
@@ -106,7 +110,7 @@ pub async fn build(
         })
         .await?;
     admin
-        .lock_key(key, || {
+        .lock_key(key.lock_id(), || {
             ui.info(format!(
                 "waiting for another migsnap building snapshot {short} on the server…"
             ))
@@ -117,16 +121,16 @@ pub async fn build(
     let mut unfinished = Unfinished {
         conn: admin.conn.clone(),
         store: store.clone(),
-        key: key.to_string(),
+        key: key.clone(),
         ui: *ui,
         armed: true,
     };
-    let result = build_locked(admin, settings, fp, &store, ui, rebuild).await;
+    let result = build_locked(admin, ctx, fp, &store, ui, rebuild).await;
     // build_locked removes what a failed build left; only a dropped future
     // (Ctrl-C) leaves the guard armed.
     unfinished.armed = false;
     // Best effort: closing the connection releases it anyway.
-    let _ = admin.unlock_key(key).await;
+    let _ = admin.unlock_key(key.lock_id()).await;
     result
 }
 
@@ -140,7 +144,7 @@ pub async fn build(
 struct Unfinished {
     conn: ConnInfo,
     store: Store,
-    key: String,
+    key: Key,
     ui: Ui,
     armed: bool,
 }
@@ -184,17 +188,17 @@ impl Drop for Unfinished {
 
 async fn build_locked(
     admin: &Admin,
-    settings: &Settings,
+    ctx: &Ctx,
     fp: &Fingerprint,
     store: &Store,
     ui: &Ui,
     rebuild: bool,
 ) -> Result<Snapshot> {
-    let key = fp.key.as_str();
+    let key = &fp.key;
     let template = admin::template_name(key);
     // The key's own snapshot, if what it recorded beyond the key still holds.
     let own = match store.load(key) {
-        Ok(Some(m)) => match m.depends.verify(&settings.project_dir) {
+        Ok(Some(m)) => match m.depends.verify(ctx.project_dir()) {
             Ok(()) => Some(m),
             Err(changed) => {
                 ui.info(format!(
@@ -251,11 +255,9 @@ async fn build_locked(
         if let Some(m) = own.filter(|m| fits_server(m, admin.version_num, ui)) {
             let t = Instant::now();
             ui.info(format!("restoring cached snapshot {}", fp.short()));
-            admin
-                .create(&build, None, settings.effective_clone_strategy())
-                .await?;
+            admin.create(&build, None, ctx.clone_strategy()).await?;
             failpoint::point("build.created");
-            if restore_or_drop(admin, settings, store, &m, &build, true, ui).await? {
+            if restore_or_drop(admin, ctx, store, &m, &build, true, ui).await? {
                 promote(admin, &build, key, &m.depends.digest(), old).await?;
                 ui.info(format!("restored in {}", ui::duration(t.elapsed())));
                 return Ok(Snapshot {
@@ -267,12 +269,12 @@ async fn build_locked(
             }
         }
         if let Some(base) = store.best_ancestor(fp, admin.version_num) {
-            match incremental(admin, settings, fp, store, &base, &build, old, ui).await {
+            match incremental(admin, ctx, fp, store, &base, &build, old, ui).await {
                 Ok(snapshot) => return Ok(snapshot),
-                Err(f) if f.history => {
+                Err(f) if f.history() => {
                     ui.warn(format!(
                         "cannot build on snapshot {} ({}); migrating from empty instead",
-                        crate::hash::short_key(&base.key),
+                        base.key.short(),
                         f.error.message
                     ));
                     drop_build(admin, &build).await?;
@@ -290,11 +292,9 @@ async fn build_locked(
         "no snapshot for key {}: migrating from an empty database",
         fp.short()
     ));
-    admin
-        .create(&build, None, settings.effective_clone_strategy())
-        .await?;
+    admin.create(&build, None, ctx.clone_strategy()).await?;
     failpoint::point("build.created");
-    let report = match migrate_checked(settings, admin, &build, ui, None).await {
+    let report = match migrate_checked(ctx, admin, &build, ui, None).await {
         Ok(r) => r,
         Err(f) => {
             let _ = drop_build(admin, &build).await;
@@ -312,7 +312,7 @@ async fn build_locked(
         started: t,
         replacing: old,
     };
-    finish_or_drop(admin, settings, fp, store, built, ui).await?;
+    finish_or_drop(admin, ctx, fp, store, built, ui).await?;
     Ok(Snapshot {
         template,
         source: Source::Cold,
@@ -327,7 +327,7 @@ async fn build_locked(
 /// its own builder may be rewriting it right now.
 fn ancestor_snapshot(
     store: &Store,
-    key: &str,
+    key: &Key,
     server_version_num: u32,
     ui: &Ui,
 ) -> Option<Manifest> {
@@ -349,7 +349,7 @@ fn fits_server(m: &Manifest, server_version_num: u32, ui: &Ui) -> bool {
     if !fits {
         ui.warn(format!(
             "cached snapshot {} comes from PostgreSQL {}, newer than this server ({}); not using it",
-            crate::hash::short_key(&m.key),
+            m.key.short(),
             m.server_major(),
             server_version_num / 10000
         ));
@@ -361,7 +361,7 @@ fn fits_server(m: &Manifest, server_version_num: u32, ui: &Ui) -> bool {
 /// lock (`ours`), else just do not build on it (its builder may be at work).
 fn reject_snapshot(
     store: &Store,
-    key: &str,
+    key: &Key,
     ours: bool,
     why: &(dyn std::error::Error + 'static),
     ui: &Ui,
@@ -390,7 +390,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[allow(clippy::too_many_arguments)]
 async fn incremental(
     admin: &Admin,
-    settings: &Settings,
+    ctx: &Ctx,
     fp: &Fingerprint,
     store: &Store,
     base: &Manifest,
@@ -399,7 +399,7 @@ async fn incremental(
     ui: &Ui,
 ) -> Result<Snapshot, MigrateFailure> {
     let t = Instant::now();
-    let base_short = crate::hash::short_key(&base.key);
+    let base_short = base.key.short();
     ui.info(format!(
         "building on snapshot {base_short}: {} of {} migration files unchanged",
         base.migrations.len(),
@@ -410,28 +410,22 @@ async fn incremental(
     match admin.database(&base_template).await? {
         Some(info) if info.is_template_for(&base.key, &base.depends.digest()) => {
             admin
-                .create(
-                    build,
-                    Some(&base_template),
-                    settings.effective_clone_strategy(),
-                )
+                .create(build, Some(&base_template), ctx.clone_strategy())
                 .await?;
             failpoint::point("build.created");
         }
         _ => {
             let Some(m) = ancestor_snapshot(store, &base.key, admin.version_num, ui) else {
                 return Err(MigrateFailure {
-                    history: true,
+                    kind: django::Failure::History,
                     error: Error::internal(format!("snapshot {base_short} is unusable")),
                 });
             };
-            admin
-                .create(build, None, settings.effective_clone_strategy())
-                .await?;
+            admin.create(build, None, ctx.clone_strategy()).await?;
             failpoint::point("build.created");
-            if !restore_or_drop(admin, settings, store, &m, build, false, ui).await? {
+            if !restore_or_drop(admin, ctx, store, &m, build, false, ui).await? {
                 return Err(MigrateFailure {
-                    history: true,
+                    kind: django::Failure::History,
                     error: Error::internal(format!("snapshot {base_short} is damaged")),
                 });
             }
@@ -440,10 +434,10 @@ async fn incremental(
     // Django decides, once it has loaded the migrations, whether the base
     // still fits: same Django, no app removed, everything it applied unchanged.
     let fits = |now: &crate::depends::ShimInputs| {
-        Depends::compatible(&base.depends, &base.applied, now, &settings.project_dir)
+        Depends::compatible(&base.depends, &base.applied, now, ctx.project_dir())
             .map_err(|c| c.to_string())
     };
-    let report = migrate_checked(settings, admin, build, ui, Some(&fits)).await?;
+    let report = migrate_checked(ctx, admin, build, ui, Some(&fits)).await?;
     let built = Built {
         build,
         report: &report,
@@ -455,7 +449,7 @@ async fn incremental(
         started: t,
         replacing,
     };
-    finish_or_drop(admin, settings, fp, store, built, ui).await?;
+    finish_or_drop(admin, ctx, fp, store, built, ui).await?;
     Ok(Snapshot {
         template: admin::template_name(&fp.key),
         source: Source::Incremental,
@@ -471,14 +465,14 @@ async fn incremental(
 /// checks its statements, before any of it runs.
 async fn restore_or_drop(
     admin: &Admin,
-    settings: &Settings,
+    ctx: &Ctx,
     store: &Store,
     m: &Manifest,
     build: &str,
     ours: bool,
     ui: &Ui,
 ) -> Result<bool> {
-    let key = m.key.as_str();
+    let key = &m.key;
     let dump = store.dump_path(key);
     let expected = restore::Expected {
         sha256: m.dump.sha256.clone(),
@@ -495,7 +489,7 @@ async fn restore_or_drop(
         lanes: role.as_ref().unwrap_or(&admin.conn),
         privileged: &admin.conn,
     };
-    let restored = restore::restore(runners, build, &dump, expected, settings.restore_jobs).await;
+    let restored = restore::restore(runners, build, &dump, expected, ctx.build.restore_jobs).await;
     let restored = match (restored, &role) {
         (Ok(()), Some(_)) => admin
             .end_restore_role(build)
@@ -529,14 +523,14 @@ async fn drop_build(admin: &Admin, build: &str) -> Result<()> {
 /// fit for this server must exist (a few stats and `pg_dump --version`;
 /// only builds that migrate need it, so the cache path does not pay).
 async fn migrate_checked(
-    settings: &Settings,
+    ctx: &Ctx,
     admin: &Admin,
     build: &str,
     ui: &Ui,
     check: Option<django::InputsCheck<'_>>,
 ) -> Result<django::MigrateReport, MigrateFailure> {
     crate::pg::tools::find("pg_dump", Some(admin.major()))?;
-    django::migrate(settings, &admin.conn, build, ui, check).await
+    django::migrate(&ctx.django, &admin.conn, build, ui, check).await
 }
 
 /// The promotion, between two crash points. The template it replaces (a
@@ -547,7 +541,7 @@ async fn migrate_checked(
 async fn promote(
     admin: &Admin,
     build: &str,
-    key: &str,
+    key: &Key,
     inputs: &str,
     replacing: Option<&admin::DbInfo>,
 ) -> Result<()> {
@@ -574,14 +568,14 @@ struct Built<'a> {
 /// nothing half-made stays behind.
 async fn finish_or_drop(
     admin: &Admin,
-    settings: &Settings,
+    ctx: &Ctx,
     fp: &Fingerprint,
     store: &Store,
     built: Built<'_>,
     ui: &Ui,
 ) -> Result<()> {
     let build = built.build;
-    let result = finish(admin, settings, fp, store, built, ui).await;
+    let result = finish(admin, ctx, fp, store, built, ui).await;
     if result.is_err() {
         let _ = drop_build(admin, build).await;
     }
@@ -593,7 +587,7 @@ async fn finish_or_drop(
 /// promote it to the template.
 async fn finish(
     admin: &Admin,
-    settings: &Settings,
+    ctx: &Ctx,
     fp: &Fingerprint,
     store: &Store,
     built: Built<'_>,
@@ -606,7 +600,7 @@ async fn finish(
         started,
         replacing,
     } = built;
-    let depends = settled_inputs(settings, fp, report, ui).await?;
+    let depends = settled_inputs(ctx, fp, report, ui).await?;
     let identity = dump::identity(&admin.conn, build).await?;
     let applied = identity.applied();
     // Everything Django said it applied must be recorded in the build
@@ -675,7 +669,7 @@ async fn finish(
 /// so is everything Django reported reading. A `git checkout` during the
 /// build makes this an error, and nothing is saved.
 async fn settled_inputs(
-    settings: &Settings,
+    ctx: &Ctx,
     fp: &Fingerprint,
     report: &django::MigrateReport,
     ui: &Ui,
@@ -686,8 +680,8 @@ async fn settled_inputs(
         ))
         .hint("run the command again once the checkout is settled")
     };
-    let globs = MigrationGlobs::new(&settings.key)?;
-    let recorded = Depends::record(&settings.project_dir, fp, &report.inputs, |rel| {
+    let globs = MigrationGlobs::new(&ctx.key)?;
+    let recorded = Depends::record(ctx.project_dir(), fp, &report.inputs, |rel| {
         globs.is_match(rel)
     })
     .map_err(|c| changed(c.0))?;
@@ -696,7 +690,7 @@ async fn settled_inputs(
             "migrations in `{dir}` are not covered by the `migrations` globs: migsnap records and checks them, but `migsnap key` (a CI cache key) does not see them; add `{dir}/*.py` to `migrations` in [tool.migsnap]"
         ));
     }
-    let (spec, depends) = (settings.key.clone(), recorded.depends);
+    let (spec, depends) = (ctx.key.clone(), recorded.depends);
     let (again, depends) = crate::error::blocking("hashing the migrations", move || {
         let again = fingerprint::compute(&spec);
         let holds = depends.verify(&spec.root);

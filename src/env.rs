@@ -15,6 +15,8 @@ pub const PYTHON: &str = "MIGSNAP_PYTHON";
 pub const SERVER_DIR: &str = "MIGSNAP_SERVER_DIR";
 /// Let the embedded server also listen on 127.0.0.1 at this TCP port.
 pub const SERVER_PORT: &str = "MIGSNAP_SERVER_PORT";
+/// Ready clones to keep for the current key (overrides `pool` in the config).
+pub const POOL: &str = "MIGSNAP_POOL";
 /// Directory holding pg_dump, initdb, pg_ctl; searched before PATH.
 pub const PG_BINDIR: &str = "MIGSNAP_PG_BINDIR";
 /// Django's own settings variable; used when no settings module is configured.

@@ -24,8 +24,7 @@
 //! | `promote.before` / `promote.after` | around the transaction that makes the template |
 //! | `clone.before` | about to clone the template (the warm path looked without a lock) |
 //! | `clone.created` | the template was cloned under the scratch name; the old target is still there |
-//! | `target.dropped` | the old target database was dropped, the clone not yet renamed to it |
-//! | `clone.commented` | the target is marked and in place, nothing printed yet |
+//! | `clone.commented` | the clone is marked and in place as the target (the old one renamed aside in the same transaction), nothing printed yet |
 //! | `remote.before_manifest` | a push uploaded the dump (and signature), not the manifest that commits them |
 //!
 //! All of it exists only with the `failpoints` cargo feature, which the test

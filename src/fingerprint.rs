@@ -8,7 +8,8 @@
 //! `KEY_FORMAT` invalidates every old snapshot at once.
 
 use crate::error::{Context, Error, Kind, Result};
-use crate::hash::{hash_normalized, hex, short_key};
+use crate::hash::hash_normalized;
+use crate::key::Key;
 use globset::{GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -30,8 +31,7 @@ const SKIP_DIRS: &[&str] = &[
 
 #[derive(Debug, Clone)]
 pub struct Fingerprint {
-    /// 64 hex chars.
-    pub key: String,
+    pub key: Key,
     /// Relative path (with `/`) -> sha256 hex of the normalised content.
     pub migrations: BTreeMap<String, String>,
     pub key_inputs: BTreeMap<String, String>,
@@ -46,7 +46,7 @@ pub struct Fingerprint {
 impl Fingerprint {
     /// First 16 hex chars: the template database suffix.
     pub fn short(&self) -> &str {
-        short_key(&self.key)
+        self.key.short()
     }
 }
 
@@ -210,7 +210,7 @@ pub fn key_of(
     migrations: &BTreeMap<String, String>,
     inputs: &BTreeMap<String, String>,
     packages: &BTreeMap<String, String>,
-) -> String {
+) -> Key {
     let mut h = Sha256::new();
     let mut field = |tag: &[u8], s: &str| {
         h.update(tag);
@@ -236,7 +236,7 @@ pub fn key_of(
         field(b"P", path);
         field(b"H", hash);
     }
-    hex(&h.finalize())
+    Key::from_digest(&h.finalize().into())
 }
 
 /// sha256 of the content with CRLF folded to LF, so a Windows checkout with
@@ -351,6 +351,6 @@ mod tests {
                 &m("a/migrations/__init__.py", "present")
             )
         );
-        assert_eq!(base.len(), 64);
+        assert_eq!(base.as_str().len(), 64);
     }
 }

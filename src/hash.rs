@@ -1,5 +1,5 @@
-//! The hashing every layer shares: sha256 of normalised text, lowercase hex,
-//! and the short form of a key. A leaf module, so that the key, the store,
+//! The hashing every layer shares: sha256 of normalised text and lowercase
+//! hex. A leaf module, so that the key, the store,
 //! the server code and the names can all use it without depending on each
 //! other.
 
@@ -38,11 +38,6 @@ pub fn hex(bytes: &[u8]) -> String {
         s.push(DIGITS[usize::from(b & 0xf)] as char);
     }
     s
-}
-
-/// First 16 hex chars of a key: the suffix of the databases made for it.
-pub fn short_key(key: &str) -> &str {
-    &key[..16.min(key.len())]
 }
 
 /// `bytes` random bytes from the kernel, in hex (passwords migsnap makes).

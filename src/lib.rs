@@ -16,6 +16,7 @@
 //! `pg` knows neither Django nor the store nor the settings.
 
 pub mod check;
+pub mod context;
 pub mod depends;
 pub mod django;
 pub mod embedded;
@@ -26,10 +27,11 @@ pub mod failpoint;
 pub mod files;
 pub mod fingerprint;
 pub mod hash;
+pub mod key;
 pub mod names;
 pub mod pg;
+pub mod pool;
 pub mod prepare;
 pub mod remote;
-pub mod settings;
 pub mod store;
 pub mod ui;

@@ -9,6 +9,7 @@
 //! holds while it uses the database, which is how gc tells a leftover from
 //! a database in use.
 
+use crate::key::{is_hex16, Key, LockId};
 use std::fmt;
 
 pub const PREFIX: &str = "migsnap_";
@@ -27,28 +28,33 @@ pub enum DbName {
     Check(String),
     /// `migsnap_state_<16 hex>`: `check`'s database built from model state.
     State(String),
+    /// `migsnap_trash_<16 random hex>`: a target `prepare` replaced, renamed
+    /// aside in the same transaction that put its replacement in place, and
+    /// dropped afterwards, off the critical path (`maintain`, `gc`).
+    Trash(String),
+    /// `migsnap_pool_<16 random hex>`: a ready clone of a template, waiting
+    /// to be handed out by rename (its comment names the key and inputs).
+    Pool(String),
 }
 
 type Make = fn(String) -> DbName;
 
 /// (kind prefix after `migsnap_`, constructor): the shapes with a kind word.
-const KINDS: [(&str, Make); 4] = [
+const KINDS: [(&str, Make); 6] = [
     ("build_", DbName::Build),
     ("clone_", DbName::Clone),
     ("check_", DbName::Check),
     ("state_", DbName::State),
+    ("trash_", DbName::Trash),
+    ("pool_", DbName::Pool),
 ];
 
-fn hex16(s: &str) -> bool {
-    s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 impl DbName {
-    pub fn template(key: &str) -> DbName {
-        DbName::Template(short(key))
+    pub fn template(key: &Key) -> DbName {
+        DbName::Template(key.short().to_string())
     }
-    pub fn build(key: &str) -> DbName {
-        DbName::Build(short(key))
+    pub fn build(key: &Key) -> DbName {
+        DbName::Build(key.short().to_string())
     }
     /// Derived from the target's name, so a run killed half-way leaves a
     /// database the next `prepare` of the same target finds and removes.
@@ -56,22 +62,30 @@ impl DbName {
         let tag = crate::hash::hash_normalized(target.as_bytes());
         DbName::Clone(tag[..16].to_string())
     }
-    pub fn check(key: &str) -> DbName {
-        DbName::Check(short(key))
+    pub fn check(key: &Key) -> DbName {
+        DbName::Check(key.short().to_string())
     }
-    pub fn state(key: &str) -> DbName {
-        DbName::State(short(key))
+    pub fn state(key: &Key) -> DbName {
+        DbName::State(key.short().to_string())
+    }
+    /// A fresh trash name: random, so two replaced targets never collide.
+    pub fn trash() -> crate::error::Result<DbName> {
+        Ok(DbName::Trash(crate::hash::random_hex(8)?))
+    }
+    /// A fresh pool member name.
+    pub fn pool() -> crate::error::Result<DbName> {
+        Ok(DbName::Pool(crate::hash::random_hex(8)?))
     }
 
     /// Which shape `name` has; None for anything migsnap did not name.
     pub fn parse(name: &str) -> Option<DbName> {
         let rest = name.strip_prefix(PREFIX)?;
-        if hex16(rest) {
+        if is_hex16(rest) {
             return Some(DbName::Template(rest.to_string()));
         }
         KINDS.iter().find_map(|(kind, make)| {
             let hex = rest.strip_prefix(kind)?;
-            hex16(hex).then(|| make(hex.to_string()))
+            is_hex16(hex).then(|| make(hex.to_string()))
         })
     }
 
@@ -82,8 +96,15 @@ impl DbName {
             | DbName::Build(h)
             | DbName::Clone(h)
             | DbName::Check(h)
-            | DbName::State(h) => h,
+            | DbName::State(h)
+            | DbName::Trash(h)
+            | DbName::Pool(h) => h,
         }
+    }
+
+    /// The advisory lock a live migsnap holds while it uses this database.
+    pub fn lock_id(&self) -> LockId {
+        LockId::from_hex16(self.hex())
     }
 
     fn kind(&self) -> &'static str {
@@ -93,6 +114,8 @@ impl DbName {
             DbName::Clone(_) => "clone_",
             DbName::Check(_) => "check_",
             DbName::State(_) => "state_",
+            DbName::Trash(_) => "trash_",
+            DbName::Pool(_) => "pool_",
         }
     }
 }
@@ -103,10 +126,6 @@ impl fmt::Display for DbName {
     }
 }
 
-fn short(key: &str) -> String {
-    crate::hash::short_key(key).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,13 +133,15 @@ mod tests {
 
     #[test]
     fn every_shape_parses_back() {
-        let key = "0123456789abcdef".repeat(4);
+        let key = Key::parse(&"0123456789abcdef".repeat(4)).expect("key");
         let all = [
             DbName::template(&key),
             DbName::build(&key),
             DbName::clone_for("test_app"),
             DbName::check(&key),
             DbName::state(&key),
+            DbName::trash().expect("random"),
+            DbName::pool().expect("random"),
         ];
         let shown: Vec<String> = all.iter().map(|n| n.to_string()).collect();
         assert_eq!(
@@ -130,6 +151,8 @@ mod tests {
         assert!(shown[2].starts_with("migsnap_clone_") && shown[2].len() == 30);
         assert_eq!(shown[3], "migsnap_check_0123456789abcdef");
         assert_eq!(shown[4], "migsnap_state_0123456789abcdef");
+        assert!(shown[5].starts_with("migsnap_trash_") && shown[5].len() == 30);
+        assert!(shown[6].starts_with("migsnap_pool_") && shown[6].len() == 29);
         for (name, text) in all.iter().zip(&shown) {
             assert_eq!(DbName::parse(text).as_ref(), Some(name));
         }
@@ -146,7 +169,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn parse_and_display_round_trip(name in "migsnap_((build|clone|check|state|x)_)?[0-9a-f]{14,17}") {
+        fn parse_and_display_round_trip(name in "migsnap_((build|clone|check|state|trash|pool|x)_)?[0-9a-f]{14,17}") {
             if let Some(parsed) = DbName::parse(&name) {
                 prop_assert_eq!(parsed.to_string(), name);
             }

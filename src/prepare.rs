@@ -5,14 +5,16 @@
 //! recorded beyond them (`depends`), one query, one CREATE DATABASE …
 //! TEMPLATE (plus a DROP when the name exists). Nothing else, and no Python.
 
+use crate::context::Ctx;
 use crate::django::Applied;
 use crate::engine::{self, Snapshot, Source};
 use crate::error::Result;
 use crate::fingerprint;
+use crate::key::Key;
+use crate::names::DbName;
 use crate::pg::admin::{self, CLONE_COMMENT};
 use crate::pg::ConnInfo;
-use crate::settings::Settings;
-use crate::store::Store;
+use crate::pool;
 use crate::ui::{self, Ui};
 use std::time::{Duration, Instant};
 
@@ -31,13 +33,16 @@ pub struct Target {
 #[derive(Debug)]
 pub struct Prepared {
     pub database: String,
-    pub key: String,
+    pub key: Key,
     pub source: Source,
-    pub base_key: Option<String>,
+    pub base_key: Option<Key>,
     pub applied: Vec<Applied>,
     pub elapsed: Duration,
     /// How to reach the server (the database is `database`).
     pub conn: ConnInfo,
+    /// Work left for `pool::maintain`, off the critical path: the replaced
+    /// target renamed aside, or a pool below its size.
+    pub maintenance: bool,
 }
 
 impl Prepared {
@@ -58,7 +63,7 @@ impl Prepared {
 
 /// Make `args.database` a fresh clone of the template for the current key,
 /// building the template first if needed.
-pub async fn prepare(settings: &Settings, args: &Target, ui: &Ui) -> Result<Prepared> {
+pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
     let started = Instant::now();
     let target = args.database.as_str();
     admin::validate_name(target)?;
@@ -66,14 +71,14 @@ pub async fn prepare(settings: &Settings, args: &Target, ui: &Ui) -> Result<Prep
     // a network link the connection (TCP, authentication, the version
     // query) costs several round trips. The key's errors come first, as
     // they would without the server.
-    let store = Store::new(settings.ensure_cache_dir()?);
-    let (spec, st) = (settings.key.clone(), store.clone());
+    let store = ctx.store()?;
+    let (spec, st) = (ctx.key.clone(), store.clone());
     let hashing = crate::error::blocking("hashing the migrations", move || {
         let fp = fingerprint::compute(&spec)?;
         let inputs = engine::current_inputs(&st, &fp, &spec.root);
         Ok::<_, crate::error::Error>((fp, inputs))
     });
-    let (hashed, admin) = tokio::join!(hashing, engine::connect(settings, ui));
+    let (hashed, admin) = tokio::join!(hashing, engine::connect(ctx, ui));
     let (fp, inputs) = hashed??;
     let admin = admin?;
     let template = admin::template_name(&fp.key);
@@ -91,12 +96,17 @@ pub async fn prepare(settings: &Settings, args: &Target, ui: &Ui) -> Result<Prep
     // trip as the look-up.
     let lock = crate::names::DbName::clone_for(target);
     let names = [template.as_str(), target, scratch.as_str()];
-    let (locked, found) = tokio::join!(admin.try_lock_key(lock.hex()), admin.databases(&names));
+    let (locked, found, listed) = tokio::join!(
+        admin.try_lock_key(lock.lock_id()),
+        admin.databases(&names),
+        pool::list(&admin)
+    );
+    let (members, trash) = listed?;
     let found = if locked? {
         found?
     } else {
         admin
-            .lock_key(lock.hex(), || {
+            .lock_key(lock.lock_id(), || {
                 ui.info(format!("waiting for another migsnap preparing `{target}`…"))
             })
             .await?;
@@ -109,6 +119,34 @@ pub async fn prepare(settings: &Settings, args: &Target, ui: &Ui) -> Result<Prep
     let existing = found.iter().find(|d| d.name == target);
     admin::target_check(target, existing, &admin.conn.admin_db, args.force)?;
     let ready = found.iter().any(is_ours);
+    let clone_comment = format!("{CLONE_COMMENT}{}", fp.short());
+
+    // A ready clone from the pool, by rename: the same few milliseconds at
+    // any schema size.
+    if let (Some(t), Some(i), false) = (found.iter().find(|d| is_ours(d)), &inputs, args.rebuild) {
+        let available = pool::ready_members(&members, &fp.key, i, t, &ctx.project_tag());
+        for m in available {
+            let aside = existing.map(|_| DbName::trash()).transpose()?;
+            let aside_name = aside.as_ref().map(DbName::to_string);
+            if admin
+                .swap_in(&m.name, target, &clone_comment, aside_name.as_deref())
+                .await?
+            {
+                crate::failpoint::point("clone.commented");
+                return Ok(Prepared {
+                    database: target.to_string(),
+                    key: fp.key,
+                    source: Source::Pool,
+                    base_key: None,
+                    applied: vec![],
+                    elapsed: started.elapsed(),
+                    conn: admin.conn.clone(),
+                    // One member fewer: refill (and drop what went aside).
+                    maintenance: true,
+                });
+            }
+        }
+    }
 
     let mut snapshot = if ready && !args.rebuild {
         Snapshot {
@@ -118,7 +156,7 @@ pub async fn prepare(settings: &Settings, args: &Target, ui: &Ui) -> Result<Prep
             applied: vec![],
         }
     } else {
-        engine::build(&admin, settings, &fp, ui, args.rebuild).await?
+        engine::build(&admin, ctx, &fp, ui, args.rebuild).await?
     };
 
     // Clone first, under the scratch name: the old target goes only once
@@ -126,11 +164,7 @@ pub async fn prepare(settings: &Settings, args: &Target, ui: &Ui) -> Result<Prep
     crate::failpoint::pause("clone.before").await;
     crate::failpoint::point("clone.before");
     let cloned = admin
-        .create(
-            &scratch,
-            Some(&snapshot.template),
-            settings.effective_clone_strategy(),
-        )
+        .create(&scratch, Some(&snapshot.template), ctx.clone_strategy())
         .await;
     if let Err(e) = cloned {
         // The warm path looks without a lock: a concurrent `--rebuild`
@@ -138,7 +172,7 @@ pub async fn prepare(settings: &Settings, args: &Target, ui: &Ui) -> Result<Prep
         // again (under the locks) and clone once more; any other failure
         // is the error to report.
         // After a build, the manifest names the inputs anew.
-        let inputs = engine::current_inputs(&store, &fp, &settings.project_dir);
+        let inputs = engine::current_inputs(&store, &fp, ctx.project_dir());
         let still_there = admin.database(&snapshot.template).await?.is_some_and(|d| {
             inputs
                 .as_deref()
@@ -151,31 +185,35 @@ pub async fn prepare(settings: &Settings, args: &Target, ui: &Ui) -> Result<Prep
             "template `{}` disappeared before it could be cloned; rebuilding it",
             snapshot.template
         ));
-        let rebuilt = engine::build(&admin, settings, &fp, ui, false).await?;
+        let rebuilt = engine::build(&admin, ctx, &fp, ui, false).await?;
         admin
-            .create(
-                &scratch,
-                Some(&rebuilt.template),
-                settings.effective_clone_strategy(),
-            )
+            .create(&scratch, Some(&rebuilt.template), ctx.clone_strategy())
             .await?;
         snapshot = rebuilt;
     }
     crate::failpoint::point("clone.created");
-    // The target may have appeared while we built; look again before dropping.
+    // The target may have appeared while we built; look again before
+    // setting it aside.
     let existing = if snapshot.source == Source::Template && ready {
         existing.cloned()
     } else {
         admin.database(target).await?
     };
-    if let Some(info) = &existing {
-        admin::target_check(target, Some(info), &admin.conn.admin_db, args.force)?;
-        admin.drop(info).await?;
-        crate::failpoint::point("target.dropped");
-    }
-    admin
-        .finish_clone(&scratch, target, &format!("{CLONE_COMMENT}{}", fp.short()))
+    let aside = match &existing {
+        Some(info) => {
+            admin::target_check(target, Some(info), &admin.conn.admin_db, args.force)?;
+            Some(DbName::trash()?.to_string())
+        }
+        None => None,
+    };
+    let swapped = admin
+        .swap_in(&scratch, target, &clone_comment, aside.as_deref())
         .await?;
+    if !swapped {
+        return Err(crate::error::Error::internal(format!(
+            "the new clone `{scratch}` vanished before it was put in place"
+        )));
+    }
     crate::failpoint::point("clone.commented");
 
     Ok(Prepared {
@@ -186,5 +224,6 @@ pub async fn prepare(settings: &Settings, args: &Target, ui: &Ui) -> Result<Prep
         applied: snapshot.applied,
         elapsed: started.elapsed(),
         conn: admin.conn.clone(),
+        maintenance: aside.is_some() || !trash.is_empty() || ctx.pool > 0,
     })
 }

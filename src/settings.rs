@@ -1,13 +1,15 @@
-//! Resolve flags, environment and the config file into validated `Settings`.
+//! Resolve flags, environment and the config file into validated `Settings`:
+//! the library's `Ctx` plus what only the binary uses. The library never
+//! sees where a value came from.
 //!
 //! Precedence is always: command-line flag, then environment variable, then
 //! `[tool.migsnap]` in pyproject.toml (or a top-level `migsnap.toml`), then a
 //! default. Unknown config keys are an error: a typo must not silently fall
 //! back to a default.
 
-use crate::env;
-use crate::error::{Context, Error, Kind, Result};
-pub use crate::pg::admin::CloneStrategy;
+use migsnap::context::{BuildOptions, CacheDir, CloneStrategy, Ctx, DjangoRunner, ServerChoice};
+use migsnap::env;
+use migsnap::error::{Context, Error, Kind, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -32,8 +34,10 @@ pub struct FileConfig {
     pub clone_strategy: Option<CloneStrategy>,
     /// Connections a cache restore uses (1 = one, in dump order).
     pub restore_jobs: Option<usize>,
+    /// Ready clones to keep for the current key (handed out by rename).
+    pub pool: Option<usize>,
     /// Finding kinds that make `check` exit 1.
-    pub check_fail_on: Option<Vec<crate::check::FindingKind>>,
+    pub check_fail_on: Option<Vec<migsnap::check::FindingKind>>,
 }
 
 pub const DEFAULT_MIGRATIONS: &[&str] = &["**/migrations/*.py"];
@@ -69,36 +73,12 @@ pub struct Overrides {
     pub verbose: bool,
 }
 
-/// Where the database server is.
-#[derive(Debug, Clone)]
-pub enum ServerChoice {
-    /// A user-supplied URL.
-    Url(String),
-    /// migsnap's private cluster.
-    Embedded(crate::embedded::Embedded),
-}
-
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub project_dir: PathBuf,
-    /// Which config file was read, if any (for messages).
-    pub config_file: Option<PathBuf>,
-    /// What the key is computed from.
-    pub key: crate::fingerprint::KeySpec,
-    pub cache_dir: PathBuf,
-    /// Signs new snapshots; unsigned ones are refused (`MIGSNAP_CACHE_SECRET`
-    /// or `cache-secret-file`).
-    pub cache_secret: Option<crate::store::CacheSecret>,
-    pub server: ServerChoice,
-    pub python: PathBuf,
-    /// Explicit settings module (flag, config or env); None = manage.py's default.
-    pub django_settings: Option<String>,
-    pub manage_py: PathBuf,
-    pub clone_strategy: CloneStrategy,
-    pub restore_jobs: usize,
-    pub check_fail_on: Vec<crate::check::FindingKind>,
+    /// What the use cases take.
+    pub ctx: Ctx,
+    pub check_fail_on: Vec<migsnap::check::FindingKind>,
     pub quiet: bool,
-    pub verbose: bool,
 }
 
 impl Settings {
@@ -133,7 +113,7 @@ impl Settings {
         };
 
         let cache_secret = match env::var(env::CACHE_SECRET) {
-            Some(s) => crate::store::CacheSecret::new(s.into_bytes()),
+            Some(s) => migsnap::store::CacheSecret::new(s.into_bytes()),
             None => match &file.cache_secret_file {
                 Some(f) => Some(read_secret_file(&rel(f))?),
                 None => None,
@@ -151,7 +131,7 @@ impl Settings {
                 let dir = env::var(env::SERVER_DIR)
                     .map(PathBuf::from)
                     .or_else(|| file.server_dir.as_deref().map(rel))
-                    .unwrap_or_else(|| crate::embedded::default_server_dir(&cache_dir));
+                    .unwrap_or_else(|| migsnap::embedded::default_server_dir(&cache_dir));
                 let port = match env::var(env::SERVER_PORT) {
                     Some(p) => Some(p.parse::<u16>().map_err(|_| {
                         Error::usage(format!(
@@ -162,7 +142,7 @@ impl Settings {
                     })?),
                     None => file.server_port,
                 };
-                ServerChoice::Embedded(crate::embedded::Embedded::new(&dir, port))
+                ServerChoice::Embedded(migsnap::embedded::Embedded::new(&dir, port))
             }
         };
 
@@ -174,13 +154,13 @@ impl Settings {
             .unwrap_or_else(|| default_python(&project_dir));
 
         let restore_jobs = match file.restore_jobs {
-            None => crate::pg::restore::DEFAULT_JOBS,
-            Some(n @ 1..=crate::pg::restore::MAX_JOBS) => n,
+            None => migsnap::pg::restore::DEFAULT_JOBS,
+            Some(n @ 1..=migsnap::pg::restore::MAX_JOBS) => n,
             Some(n) => {
                 return Err(
                     Error::usage(format!("restore-jobs = {n} is out of range")).hint(format!(
                         "use 1 (one connection) to {} in {}",
-                        crate::pg::restore::MAX_JOBS,
+                        migsnap::pg::restore::MAX_JOBS,
                         config_file
                             .as_deref()
                             .map_or("the config".into(), |p| p.display().to_string())
@@ -194,88 +174,78 @@ impl Settings {
             .or_else(|| file.settings.clone())
             .or_else(|| env::var(env::DJANGO_SETTINGS_MODULE));
 
+        let pool = match env::var(env::POOL) {
+            Some(p) => p
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= MAX_POOL)
+                .ok_or_else(|| {
+                    Error::usage(format!(
+                        "{} must be a number from 0 to {MAX_POOL}, not `{p}`",
+                        env::POOL
+                    ))
+                    .hint("e.g. MIGSNAP_POOL=4 (one per pytest-xdist worker), or 0 for no pool")
+                })?,
+            None => match file.pool {
+                Some(n) if n > MAX_POOL => {
+                    return Err(Error::usage(format!("pool = {n} is out of range"))
+                        .hint(format!("use 0 (no pool) to {MAX_POOL}")))
+                }
+                Some(n) => n,
+                // What the last pytest run asked for (its worker count).
+                None => read_pool_hint(&cache_dir),
+            },
+        };
         let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        Ok(Settings {
-            manage_py: rel(file.manage_py.as_deref().unwrap_or(Path::new("manage.py"))),
-            key: crate::fingerprint::KeySpec {
-                root: project_dir.clone(),
+        let ctx = Ctx {
+            django: DjangoRunner {
+                python,
+                manage_py: rel(file.manage_py.as_deref().unwrap_or(Path::new("manage.py"))),
+                settings_module: django_settings.clone(),
+                project_dir: project_dir.clone(),
+                echo_output: args.verbose,
+            },
+            key: migsnap::fingerprint::KeySpec {
+                root: project_dir,
                 migrations: file.migrations.unwrap_or_else(|| owned(DEFAULT_MIGRATIONS)),
                 exclude: file.exclude.unwrap_or_default(),
                 inputs: file.key_inputs.unwrap_or_else(|| owned(DEFAULT_KEY_INPUTS)),
                 salt: file.key_salt.unwrap_or_default(),
-                settings_module: django_settings.clone(),
+                settings_module: django_settings,
             },
-            clone_strategy: file.clone_strategy.unwrap_or_default(),
-            restore_jobs,
+            server,
+            cache: CacheDir {
+                dir: cache_dir,
+                secret: cache_secret,
+            },
+            build: BuildOptions {
+                clone_strategy: file.clone_strategy.unwrap_or_default(),
+                restore_jobs,
+            },
+            pool,
+        };
+        Ok(Settings {
+            ctx,
             check_fail_on: file
                 .check_fail_on
-                .unwrap_or_else(crate::check::default_fail_on),
-            project_dir,
-            config_file,
-            cache_dir,
-            cache_secret,
-            server,
-            python,
-            django_settings,
+                .unwrap_or_else(migsnap::check::default_fail_on),
             quiet: args.quiet,
-            verbose: args.verbose,
         })
     }
+}
 
-    /// The strategy clones use. `default` means FILE_COPY on the embedded
-    /// server: it runs with fsync off and serves nobody else, so the two
-    /// checkpoints FILE_COPY forces are nearly free, and copying files beats
-    /// WAL-logging every page (8 parallel clones of the 1,000-migration
-    /// template: ~1.5x faster; see BENCHMARKS.md). On a server the user
-    /// provides, those checkpoints would hit every other session, so the
-    /// server's default stands unless the user asks.
-    pub fn effective_clone_strategy(&self) -> CloneStrategy {
-        match (self.clone_strategy, &self.server) {
-            (CloneStrategy::Default, ServerChoice::Embedded(_)) => CloneStrategy::FileCopy,
-            (strategy, _) => strategy,
-        }
-    }
+/// The most clones a pool may hold: each is a full copy of the template.
+pub const MAX_POOL: usize = 64;
+/// Where `prepare --pool-default N` (the pytest plugin, with its worker
+/// count) records the pool size for runs that configure none.
+pub const POOL_HINT_FILE: &str = "pool-size";
 
-    /// What can be checked cheaply before any server is started, so that a
-    /// mistake never leaves an embedded server running behind an error:
-    /// the cache dir is writable, and the PostgreSQL programs are there.
-    /// Only needed when the embedded server would be started; a running
-    /// one (or a server URL) costs nothing to reach and report from.
-    pub fn check_before_starting_a_server(&self) -> Result<()> {
-        let ServerChoice::Embedded(server) = &self.server else {
-            return Ok(());
-        };
-        if server.probably_running() {
-            return Ok(());
-        }
-        let dir = self.ensure_cache_dir()?;
-        tempfile::Builder::new()
-            .prefix(".migsnap-probe-")
-            .tempfile_in(dir)
-            .map_err(|e| crate::store::cache_write_error(dir, e))?;
-        for program in ["pg_dump", "initdb", "pg_ctl"] {
-            crate::pg::tools::find(program, None)?;
-        }
-        Ok(())
-    }
-
-    /// The cache dir, created on first use (0700: only we may write the
-    /// SQL it holds), and refused when others could write to it.
-    pub fn ensure_cache_dir(&self) -> Result<&Path> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.cache_dir)
-            .with_kind(Kind::Usage, || {
-                format!(
-                    "cannot create the cache directory `{}`",
-                    self.cache_dir.display()
-                )
-            })?;
-        crate::store::check_cache_dir(&self.cache_dir)?;
-        Ok(&self.cache_dir)
-    }
+fn read_pool_hint(cache_dir: &Path) -> usize {
+    migsnap::files::read_no_follow(&cache_dir.join(POOL_HINT_FILE))
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|t| t.trim().parse::<usize>().ok())
+        .map_or(0, |n| n.min(MAX_POOL))
 }
 
 /// Read migsnap.toml, else `[tool.migsnap]` from pyproject.toml.
@@ -304,7 +274,7 @@ fn load_config(project_dir: &Path) -> Result<(FileConfig, Option<PathBuf>)> {
 /// The secret in `cache-secret-file`: it must exist, be readable, be closed
 /// to group and others (like an ssh key), and not be empty. Trailing
 /// whitespace (the newline of `echo … > file`) is not part of it.
-fn read_secret_file(path: &Path) -> Result<crate::store::CacheSecret> {
+fn read_secret_file(path: &Path) -> Result<migsnap::store::CacheSecret> {
     use std::os::unix::fs::PermissionsExt;
     let hint = |e: Error| {
         e.hint(format!(
@@ -335,7 +305,7 @@ fn read_secret_file(path: &Path) -> Result<crate::store::CacheSecret> {
         .iter()
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(0, |i| i + 1);
-    crate::store::CacheSecret::new(bytes[..end].to_vec()).ok_or_else(|| {
+    migsnap::store::CacheSecret::new(bytes[..end].to_vec()).ok_or_else(|| {
         hint(Error::usage(format!(
             "the cache secret file `{}` is empty",
             path.display()

@@ -17,6 +17,7 @@ use crate::error::{Context, Error, Kind, Result};
 use crate::failpoint;
 use crate::files::read_no_follow;
 use crate::fingerprint::Fingerprint;
+use crate::key::Key;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::collections::BTreeMap;
@@ -32,7 +33,7 @@ const TMP_PREFIX: &str = ".tmp-";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
-    pub key: String,
+    pub key: Key,
     pub created_unix: u64,
     pub migsnap_version: String,
     /// `server_version_num` of the server the dump came from (e.g. 150018).
@@ -62,7 +63,7 @@ pub struct DumpInfo {
 pub struct BuildInfo {
     /// `cold` or `incremental`.
     pub source: String,
-    pub base_key: Option<String>,
+    pub base_key: Option<Key>,
     pub seconds: f64,
 }
 
@@ -92,11 +93,11 @@ pub enum ManifestError {
 
 /// What every view of a manifest has: its format and key.
 trait Named {
-    fn names(&self) -> (u32, &str);
+    fn names(&self) -> (u32, &Key);
 }
 
 impl Named for Manifest {
-    fn names(&self) -> (u32, &str) {
+    fn names(&self) -> (u32, &Key) {
         (self.format, &self.key)
     }
 }
@@ -133,11 +134,11 @@ impl Store {
         &self.dir
     }
 
-    pub fn dump_path(&self, key: &str) -> PathBuf {
+    pub fn dump_path(&self, key: &Key) -> PathBuf {
         self.dir.join(format!("{key}.sql.zst"))
     }
 
-    pub fn manifest_path(&self, key: &str) -> PathBuf {
+    pub fn manifest_path(&self, key: &Key) -> PathBuf {
         self.dir.join(format!("{key}.json"))
     }
 
@@ -145,7 +146,7 @@ impl Store {
     /// The OS drops it when the process dies, so a crash never wedges it.
     /// Waiting polls instead of blocking in flock(2), so that the runtime
     /// stays free to notice Ctrl-C while another process builds.
-    pub async fn lock(&self, key: &str, on_wait: impl FnOnce()) -> Result<File> {
+    pub async fn lock(&self, key: &Key, on_wait: impl FnOnce()) -> Result<File> {
         if let Some(file) = self.try_lock(key)? {
             return Ok(file);
         }
@@ -161,7 +162,7 @@ impl Store {
     }
 
     /// The per-key lock if nobody holds it now, else None.
-    pub fn try_lock(&self, key: &str) -> Result<Option<File>> {
+    pub fn try_lock(&self, key: &Key) -> Result<Option<File>> {
         let path = self.dir.join(format!("{key}.lock"));
         let file = File::options()
             .create(true)
@@ -181,7 +182,7 @@ impl Store {
 
     /// The manifest for `key`, if present and readable. A damaged one is
     /// reported through `Err` so the caller can warn and discard it.
-    pub fn load(&self, key: &str) -> Result<Option<Manifest>, ManifestError> {
+    pub fn load(&self, key: &Key) -> Result<Option<Manifest>, ManifestError> {
         self.load_as::<Manifest>(key, true)
     }
 
@@ -189,11 +190,11 @@ impl Store {
     /// build read beyond the key. The rest (a thousand migrations' hashes,
     /// the applied rows) is skipped by the parser, not built: a fraction of
     /// what `load` costs.
-    pub fn load_checked(&self, key: &str) -> Option<Checked> {
+    pub fn load_checked(&self, key: &Key) -> Option<Checked> {
         #[derive(Deserialize)]
         struct Warm {
             format: u32,
-            key: String,
+            key: Key,
             depends: WarmDepends,
         }
         #[derive(Deserialize)]
@@ -201,7 +202,7 @@ impl Store {
             checked: Checked,
         }
         impl Named for Warm {
-            fn names(&self) -> (u32, &str) {
+            fn names(&self) -> (u32, &Key) {
                 (self.format, &self.key)
             }
         }
@@ -216,7 +217,7 @@ impl Store {
     /// secret is set.
     fn load_as<T: serde::de::DeserializeOwned + Named>(
         &self,
-        key: &str,
+        key: &Key,
         signed: bool,
     ) -> Result<Option<T>, ManifestError> {
         Ok(self.load_bytes_as(key, signed)?.map(|(m, _)| m))
@@ -225,13 +226,13 @@ impl Store {
     /// The manifest for `key` as `load` checks it, with its exact bytes
     /// (what `push` uploads, so that the store holds what the cache dir
     /// holds and the signature carries over).
-    pub fn load_with_bytes(&self, key: &str) -> Result<Option<(Manifest, Vec<u8>)>, ManifestError> {
+    pub fn load_with_bytes(&self, key: &Key) -> Result<Option<(Manifest, Vec<u8>)>, ManifestError> {
         self.load_bytes_as(key, true)
     }
 
     fn load_bytes_as<T: serde::de::DeserializeOwned + Named>(
         &self,
-        key: &str,
+        key: &Key,
         signed: bool,
     ) -> Result<Option<(T, Vec<u8>)>, ManifestError> {
         let path = self.manifest_path(key);
@@ -268,35 +269,34 @@ impl Store {
 
     /// Keys that have a dump but no manifest: a crash between the two
     /// renames, or a damaged manifest. Nothing will ever use them.
-    pub fn orphan_dumps(&self) -> Vec<String> {
+    pub fn orphan_dumps(&self) -> Vec<Key> {
         self.keys_with_suffix(".sql.zst")
             .into_iter()
             .filter(|key| !matches!(self.load(key), Ok(Some(_))))
             .collect()
     }
 
-    fn keys_with_suffix(&self, suffix: &str) -> Vec<String> {
+    fn keys_with_suffix(&self, suffix: &str) -> Vec<Key> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
         rd.filter_map(|e| {
             let name = e.ok()?.file_name().into_string().ok()?;
-            let key = name.strip_suffix(suffix)?;
-            is_key(key).then(|| key.to_string())
+            Key::parse(name.strip_suffix(suffix)?).ok()
         })
         .collect()
     }
 
     /// Remove a snapshot whose files cannot be trusted (manifest first, so a
     /// crash halfway leaves an orphan dump, never a manifest without dump).
-    pub fn discard(&self, key: &str) {
+    pub fn discard(&self, key: &Key) {
         let _ = std::fs::remove_file(self.manifest_path(key));
         let _ = std::fs::remove_file(self.dump_path(key));
         let _ = std::fs::remove_file(self.sig_path(key));
     }
 
     /// A temp file in the cache dir that `persist` renames into place.
-    pub fn temp_file(&self, key: &str) -> Result<tempfile::NamedTempFile> {
+    pub fn temp_file(&self, key: &Key) -> Result<tempfile::NamedTempFile> {
         tempfile::Builder::new()
             .prefix(&format!("{TMP_PREFIX}{key}."))
             .tempfile_in(&self.dir)
@@ -341,7 +341,7 @@ impl Store {
 
     /// Temp files left by a process that died, for this key. Only called
     /// under the key's lock, so no live writer owns them.
-    pub fn clean_temp(&self, key: &str) {
+    pub fn clean_temp(&self, key: &Key) {
         for (path, _) in self.temp_files(Some(key)) {
             let _ = std::fs::remove_file(path);
         }
@@ -349,7 +349,7 @@ impl Store {
 
     /// Temp files in the cache dir (for one key, or all), with the key each
     /// belongs to.
-    pub fn temp_files(&self, key: Option<&str>) -> Vec<(PathBuf, String)> {
+    pub fn temp_files(&self, key: Option<&Key>) -> Vec<(PathBuf, Key)> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -357,16 +357,15 @@ impl Store {
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
                 let rest = name.strip_prefix(TMP_PREFIX)?;
-                let (owner, _) = rest.split_once('.')?;
-                key.is_none_or(|k| k == owner)
-                    .then(|| (e.path(), owner.to_string()))
+                let owner = Key::parse(rest.split_once('.')?.0).ok()?;
+                key.is_none_or(|k| k == &owner).then(|| (e.path(), owner))
             })
             .collect()
     }
 
     /// Remove a snapshot on purpose (gc). Manifest first, like `discard`;
     /// unlike it, failures are reported.
-    pub fn remove(&self, key: &str) -> Result<()> {
+    pub fn remove(&self, key: &Key) -> Result<()> {
         for path in [
             self.manifest_path(key),
             self.dump_path(key),
@@ -405,12 +404,6 @@ impl Store {
             })
             .max_by_key(|m| (m.migrations.len(), m.created_unix))
     }
-}
-
-/// Whether `name` has a key's shape (64 hex digits), as file and object
-/// names must before migsnap reads them as one.
-pub fn is_key(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 pub fn cache_write_error(dir: &Path, e: std::io::Error) -> Error {
@@ -459,12 +452,12 @@ impl CacheSecret {
     /// The signature of the manifest `bytes` of `key`. The key is bound in
     /// too (it is also inside the manifest), behind a versioned domain tag so
     /// that a change of what is signed invalidates old signatures.
-    fn mac(&self, key: &str, manifest: &[u8]) -> Hmac<Sha256> {
+    fn mac(&self, key: &Key, manifest: &[u8]) -> Hmac<Sha256> {
         // HMAC takes a key of any length.
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
             .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
         mac.update(b"migsnap-snapshot-sig-v1\0");
-        mac.update(key.as_bytes());
+        mac.update(key.as_str().as_bytes());
         mac.update(b"\0");
         mac.update(manifest);
         mac
@@ -472,14 +465,14 @@ impl CacheSecret {
 
     /// The signature of `key`'s manifest `bytes`, in hex: what `<key>.sig`
     /// holds.
-    pub fn sign(&self, key: &str, manifest: &[u8]) -> String {
+    pub fn sign(&self, key: &Key, manifest: &[u8]) -> String {
         crate::hash::hex(&self.mac(key, manifest).finalize().into_bytes())
     }
 
     /// Whether `sig` (hex, surrounding whitespace ignored) is this secret's
     /// signature of `key`'s manifest `bytes`, compared in constant time
     /// (`verify_slice`).
-    pub fn verify(&self, key: &str, manifest: &[u8], sig: &[u8]) -> bool {
+    pub fn verify(&self, key: &Key, manifest: &[u8], sig: &[u8]) -> bool {
         let sig = std::str::from_utf8(sig)
             .ok()
             .and_then(|t| unhex(t.trim()))
@@ -493,11 +486,11 @@ use hmac::{Hmac, Mac};
 impl Store {
     /// `<key>.sig`: hex HMAC-SHA256 over the manifest's exact bytes, which
     /// hold the dump's sha256 and size, so it covers the dump too.
-    pub fn sig_path(&self, key: &str) -> PathBuf {
+    pub fn sig_path(&self, key: &Key) -> PathBuf {
         self.dir.join(format!("{key}.sig"))
     }
 
-    fn write_signature(&self, secret: &CacheSecret, key: &str, manifest: &[u8]) -> Result<()> {
+    fn write_signature(&self, secret: &CacheSecret, key: &Key, manifest: &[u8]) -> Result<()> {
         let mut tmp = self.temp_file(key)?;
         tmp.write_all(format!("{}\n", secret.sign(key, manifest)).as_bytes())
             .map_err(|e| cache_write_error(&self.dir, e))?;
@@ -505,7 +498,7 @@ impl Store {
     }
 
     /// The content of `<key>.sig`, None when there is none.
-    fn read_signature(&self, key: &str) -> Result<Option<Vec<u8>>, ManifestError> {
+    fn read_signature(&self, key: &Key) -> Result<Option<Vec<u8>>, ManifestError> {
         let path = self.sig_path(key);
         match read_no_follow(&path) {
             Ok(t) => Ok(Some(t)),
@@ -531,7 +524,7 @@ pub struct Signature<'a> {
 /// then it parses as this format and names `key`. `path` names the
 /// manifest in messages.
 pub fn check_manifest(
-    key: &str,
+    key: &Key,
     path: &Path,
     text: &[u8],
     signature: Signature<'_>,
@@ -540,13 +533,13 @@ pub fn check_manifest(
 }
 
 fn check_as<T: serde::de::DeserializeOwned + Named>(
-    key: &str,
+    key: &Key,
     path: &Path,
     text: &[u8],
     signature: Signature<'_>,
 ) -> Result<T, ManifestError> {
     if let Some(secret) = signature.secret {
-        let short = crate::hash::short_key(key).to_string();
+        let short = key.short().to_string();
         let Some(sig) = signature.text else {
             return Err(ManifestError::Unsigned { short });
         };

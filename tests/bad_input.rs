@@ -486,3 +486,52 @@ fn wrong_password() {
         .expect("psql");
     assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "1");
 }
+
+/// The shim says what kind of failure it saw (settings before Django was
+/// set up, a migration, a history that does not fit), and each kind gets
+/// its own hint: the same Python exception type means different things in
+/// the settings and in a migration.
+#[test]
+fn each_kind_of_django_failure_gets_its_own_hint() {
+    let p = Project::example("failkinds");
+    let db = p.db("a");
+    // A settings module that raises while it loads.
+    let settings = p.path().join("exampleproj/settings.py");
+    let original = std::fs::read_to_string(&settings).expect("read settings");
+    p.write(
+        "exampleproj/settings.py",
+        &format!("{original}\nraise ValueError('broken settings')\n"),
+    );
+    let err = fails(
+        &p.run(&["prepare", "--database", &db]),
+        4,
+        "ValueError: broken settings",
+    );
+    assert!(err.contains("check the settings module"), "{err}");
+    assert!(!err.contains("fix the migration"), "{err}");
+
+    // The same exception type raised by a migration.
+    p.write("exampleproj/settings.py", &original);
+    p.write(
+        "catalog/migrations/0005_raises.py",
+        r#"from django.db import migrations
+
+
+def boom(apps, schema_editor):
+    raise ValueError("broken migration")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("catalog", "0004_product_is_active")]
+    operations = [migrations.RunPython(boom)]
+"#,
+    );
+    let err = fails(
+        &p.run(&["prepare", "--database", &db]),
+        4,
+        "ValueError: broken migration",
+    );
+    assert!(err.contains("fix the migration"), "{err}");
+    assert!(!err.contains("check the settings module"), "{err}");
+    assert!(!err.contains("server ended the connection"), "{err}");
+}

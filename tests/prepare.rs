@@ -7,19 +7,8 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-fn assert_same_as_plain_migrate(p: &Project, db: &str, reference: &str) {
-    p.plain_migrate(reference);
-    assert_eq!(
-        schema(db),
-        schema(reference),
-        "schema of {db} differs from a plain migrate"
-    );
-    assert_eq!(django_migrations(db), django_migrations(reference));
-    assert_eq!(
-        data(db),
-        data(reference),
-        "rows of {db} differ from a plain migrate"
-    );
+fn assert_same_as_plain_migrate(p: &Project, db: &str) {
+    Reference::of(p).check(db, &format!("{db} against a plain migrate"));
 }
 
 fn applied(v: &Value) -> Vec<String> {
@@ -59,7 +48,7 @@ fn every_source_path_gives_the_plain_migrate_result() {
     .expect("manifest is JSON");
     assert_eq!(manifest["migrations"].as_object().expect("files").len(), 10);
     assert!(manifest["server_version_num"].as_u64().expect("version") >= 100000);
-    assert_same_as_plain_migrate(&p, &db, &p.db("ref1"));
+    assert_same_as_plain_migrate(&p, &db);
     // The RunSQL / RunPython indexes are there (what --nomigrations would miss).
     let indexes = psql(
         &db,
@@ -102,7 +91,7 @@ fn every_source_path_gives_the_plain_migrate_result() {
         database_exists(&template),
         "the template is rebuilt from the dump"
     );
-    assert_same_as_plain_migrate(&p, &db, &p.db("ref2"));
+    assert_same_as_plain_migrate(&p, &db);
     // The same on one connection, strictly in dump order (restore-jobs = 1).
     let config = p.path().join("migsnap.toml");
     let salted = std::fs::read_to_string(&config).expect("config");
@@ -113,7 +102,7 @@ fn every_source_path_gives_the_plain_migrate_result() {
     );
     psql("postgres", &format!("DROP DATABASE \"{template}\""));
     assert_eq!(p.prepare(&db)["source"], "cache");
-    assert_same_as_plain_migrate(&p, &db, &p.db("ref2s"));
+    assert_same_as_plain_migrate(&p, &db);
     std::fs::write(&config, salted).expect("write");
 
     // 4. incremental: one new migration on top.
@@ -123,7 +112,7 @@ fn every_source_path_gives_the_plain_migrate_result() {
     assert_eq!(inc["base_key"], key.as_str());
     assert_eq!(applied(&inc), vec!["catalog.0005_product_note".to_string()]);
     assert_ne!(inc["key"], key.as_str());
-    assert_same_as_plain_migrate(&p, &db, &p.db("ref3"));
+    assert_same_as_plain_migrate(&p, &db);
 
     // 5. an old migration edited: no snapshot has all its files unchanged.
     let path = p
@@ -147,7 +136,7 @@ fn every_source_path_gives_the_plain_migrate_result() {
         ),
         "1"
     );
-    assert_same_as_plain_migrate(&p, &db, &p.db("ref4"));
+    assert_same_as_plain_migrate(&p, &db);
 }
 
 #[test]
@@ -270,7 +259,11 @@ fn refuses_to_replace_a_database_that_is_not_a_test_database() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("refusing to replace database"), "{err}");
-    assert!(err.contains("hint:"), "{err}");
+    // The hint names the way through, from the CLI and from pytest.
+    assert!(
+        err.contains("hint:") && err.contains("--force") && err.contains("--migsnap-force"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(
         psql(&precious, "SELECT x FROM keep"),

@@ -168,7 +168,6 @@ fn killed_while_restoring_or_cloning_the_next_run_starts_over() {
             ("restore.copy:2", Start::Cache, "cache"),
             ("promote.before", Start::Cache, "cache"),
             ("promote.after", Start::Cache, "template"),
-            ("target.dropped", Start::Template, "template"),
             ("clone.created", Start::Template, "template"),
             ("clone.commented", Start::Template, "template"),
         ],

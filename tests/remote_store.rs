@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use migsnap::key::Key;
 use migsnap::remote::{ObjectKind, Options, Pushed, Remote, RemoteError};
 use migsnap::store::{BuildInfo, CacheSecret, DumpInfo, Manifest, Store, MANIFEST_FORMAT};
 use object_store::aws::AmazonS3Builder;
@@ -28,18 +29,18 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn key_of(seed: u64) -> String {
-    sha256_hex(&seed.to_le_bytes())
+fn key_of(seed: u64) -> Key {
+    Key::parse(&sha256_hex(&seed.to_le_bytes())).expect("a key")
 }
 
 /// A cache dir holding one snapshot for `key` whose dump is `dump`.
-fn cached(key: &str, dump: &[u8], secret: Option<&CacheSecret>) -> (tempfile::TempDir, Store) {
+fn cached(key: &Key, dump: &[u8], secret: Option<&CacheSecret>) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::new(dir.path()).with_secret(secret.cloned());
     std::fs::write(store.dump_path(key), dump).expect("write dump");
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
-        key: key.to_string(),
+        key: key.clone(),
         created_unix: migsnap::store::now_unix(),
         migsnap_version: "test".into(),
         server_version_num: 150000,
@@ -141,7 +142,7 @@ async fn names(remote: &Remote) -> Vec<String> {
 }
 
 /// Nothing of `key` in the cache dir: no dump, no manifest, no temp file.
-fn nothing_cached(store: &Store, key: &str) {
+fn nothing_cached(store: &Store, key: &Key) {
     assert!(
         !store.dump_path(key).exists(),
         "a dump entered the cache dir"
@@ -368,7 +369,10 @@ async fn a_damaged_object_is_reported_and_never_enters_the_cache_dir() {
         .expect_err("damaged local dump");
     assert!(matches!(err, RemoteError::LocalDamaged { .. }), "{err}");
     assert!(
-        !names(&remote).await.iter().any(|n| n.starts_with(&key3)),
+        !names(&remote)
+            .await
+            .iter()
+            .any(|n| n.starts_with(key3.as_str())),
         "nothing of a damaged snapshot reaches the store"
     );
 }
@@ -411,7 +415,7 @@ async fn two_concurrent_pushers_never_tear_a_snapshot() {
         let left: Vec<String> = names(&remote)
             .await
             .into_iter()
-            .filter(|n| n.starts_with(&key))
+            .filter(|n| n.starts_with(key.as_str()))
             .collect();
         assert_eq!(
             left.len(),
@@ -525,7 +529,10 @@ async fn manifests_are_cached_locally_and_follow_the_store() {
         vec![k2.as_str()]
     );
     assert!(!cache.manifest_path(&k1).exists());
-    assert!(!names(&remote).await.iter().any(|n| n.starts_with(&k1)));
+    assert!(!names(&remote)
+        .await
+        .iter()
+        .any(|n| n.starts_with(k1.as_str())));
 }
 
 #[tokio::test]

@@ -303,7 +303,11 @@ fn gc_sweeps_every_scratch_shape_but_not_live_ones() {
     let p = Project::example("gcshapes");
     p.prepare(&p.db("a"));
     // Keys of their own, so no other test's lock or database is involved.
-    let fake = |tag: &str| migsnap::hash::hash_normalized(format!("{}{tag}", p.name).as_bytes());
+    let fake = |tag: &str| {
+        parse_key(&migsnap::hash::hash_normalized(
+            format!("{}{tag}", p.name).as_bytes(),
+        ))
+    };
     let dead = [
         DbName::clone_for(&format!("{}_gone", p.name)),
         DbName::check(&fake("check")),

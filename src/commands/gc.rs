@@ -11,12 +11,12 @@
 //! project or another cache dir.
 
 use crate::cli::GcArgs;
+use crate::settings::Settings;
 use migsnap::error::{exit, Result};
 use migsnap::fingerprint;
-use migsnap::hash::short_key;
+use migsnap::key::{Key, LockId, SHORT_LEN};
 use migsnap::names::DbName;
 use migsnap::pg::admin::{self, Admin, DbInfo, TEMPLATE_PREFIX};
-use migsnap::settings::Settings;
 use migsnap::store::{Manifest, Store};
 use migsnap::ui::{self, Ui};
 use std::time::{Duration, SystemTime};
@@ -32,6 +32,8 @@ enum Kind {
     Template,
     BuildDatabase,
     ScratchDatabase,
+    ReplacedDatabase,
+    PoolMember,
     RestoreRole,
     TempFile,
     OrphanDump,
@@ -44,6 +46,8 @@ impl Kind {
             Kind::Template => "template",
             Kind::BuildDatabase => "build database",
             Kind::ScratchDatabase => "scratch database",
+            Kind::ReplacedDatabase => "replaced database",
+            Kind::PoolMember => "pool member",
             Kind::RestoreRole => "restore role",
             Kind::TempFile => "temp file",
             Kind::OrphanDump => "dump without manifest",
@@ -66,12 +70,12 @@ struct Skipped {
     reason: &'static str,
 }
 
-#[derive(serde::Serialize, Default)]
+#[derive(serde::Serialize)]
 struct GcOutput {
     dry_run: bool,
-    current_key: String,
+    current_key: Key,
     /// Keys of the snapshots left in the cache, newest first.
-    kept: Vec<String>,
+    kept: Vec<Key>,
     removed: Vec<Item>,
     skipped: Vec<Skipped>,
     freed_bytes: u64,
@@ -80,20 +84,23 @@ struct GcOutput {
 const IN_USE: &str = "in use by another migsnap";
 
 pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
-    let fp = fingerprint::compute(&settings.key)?;
-    let store = Store::new(settings.ensure_cache_dir()?);
-    let admin = migsnap::engine::connect(settings, ui).await?;
+    let fp = fingerprint::compute(&settings.ctx.key)?;
+    let store = settings.ctx.store()?;
+    let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
     let (keep, remove) = select(store.manifests(), &fp.key, args.keep, args.max_size);
     let mut gc = Gc {
         admin: &admin,
         store: &store,
         ui,
         dry_run: args.dry_run,
+        pool: settings.ctx.pool,
         out: GcOutput {
             dry_run: args.dry_run,
             current_key: fp.key.clone(),
             kept: keep.iter().map(|m| m.key.clone()).collect(),
-            ..GcOutput::default()
+            removed: Vec::new(),
+            skipped: Vec::new(),
+            freed_bytes: 0,
         },
     };
     for m in remove {
@@ -116,18 +123,18 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
 /// current key's whatever its age and size.
 fn select(
     all: Vec<Manifest>,
-    current: &str,
+    current: &Key,
     keep: usize,
     max_size: Option<u64>,
 ) -> (Vec<Manifest>, Vec<Manifest>) {
     let mut total: u64 = all
         .iter()
-        .filter(|m| m.key == current)
+        .filter(|m| &m.key == current)
         .map(|m| m.dump.size)
         .sum();
     let (mut kept, mut removed) = (Vec::new(), Vec::new());
     for (i, m) in all.into_iter().enumerate() {
-        if m.key == current {
+        if &m.key == current {
             kept.push(m);
             continue;
         }
@@ -150,6 +157,8 @@ struct Gc<'a> {
     store: &'a Store,
     ui: &'a Ui,
     dry_run: bool,
+    /// The pool size in force: with none, every pool member goes.
+    pool: usize,
     out: GcOutput,
 }
 
@@ -161,7 +170,7 @@ impl Gc<'_> {
     async fn remove_snapshot(&mut self, m: &Manifest) -> Result<()> {
         let item = Item {
             kind: Kind::Snapshot,
-            name: m.key.clone(),
+            name: m.key.to_string(),
             size: Some(m.dump.size),
         };
         // Held until the end of this function: no prepare can start building
@@ -180,7 +189,7 @@ impl Gc<'_> {
         let Some(info) = self.admin.database(&template).await? else {
             return Ok(());
         };
-        if info.template_key() != Some(m.key.as_str()) {
+        if info.template_key().as_ref() != Some(&m.key) {
             // Same 16-hex prefix, another key (or unfinished): not ours.
             return Ok(());
         }
@@ -189,7 +198,8 @@ impl Gc<'_> {
             name: template,
             size: None,
         };
-        self.drop_unlocked(&info, &m.key, item, IN_USE).await
+        self.drop_unlocked(&info, m.key.lock_id(), item, IN_USE)
+            .await
     }
 
     /// Build and scratch databases whose lock is free were left by a
@@ -207,13 +217,32 @@ impl Gc<'_> {
                 DbName::Clone(_) | DbName::Check(_) | DbName::State(_) => {
                     (Kind::ScratchDatabase, IN_USE)
                 }
+                // A target `prepare` set aside: nobody may use it any more.
+                DbName::Trash(_) => (Kind::ReplacedDatabase, IN_USE),
+                // The current key's pool stays while there is to be one
+                // (`maintain` sizes it); an orphaned member goes; other
+                // keys' pools are their projects' to keep.
+                DbName::Pool(_) => {
+                    let current =
+                        migsnap::pool::member_key(&info).as_ref() == Some(&self.out.current_key);
+                    let stale = if current {
+                        self.pool == 0
+                    } else {
+                        migsnap::pool::orphaned(self.admin, &info).await?
+                    };
+                    if !stale {
+                        continue;
+                    }
+                    (Kind::PoolMember, "being made")
+                }
             };
             let item = Item {
                 kind,
                 name: info.name.clone(),
                 size: None,
             };
-            self.drop_unlocked(&info, name.hex(), item, busy).await?;
+            self.drop_unlocked(&info, name.lock_id(), item, busy)
+                .await?;
         }
         Ok(())
     }
@@ -223,13 +252,13 @@ impl Gc<'_> {
     /// a leftover. Its build database went first (above); a role that still
     /// owns something is reported as skipped.
     async fn sweep_restore_roles(&mut self) -> Result<()> {
-        for (role, hex) in self.admin.restore_roles().await? {
+        for (role, lock) in self.admin.restore_roles().await? {
             let item = Item {
                 kind: Kind::RestoreRole,
                 name: role.clone(),
                 size: None,
             };
-            if !self.admin.try_lock_key(&hex).await? {
+            if !self.admin.try_lock_key(lock).await? {
                 self.skip(item, "restoring");
                 continue;
             }
@@ -238,7 +267,7 @@ impl Gc<'_> {
             } else {
                 self.admin.drop_role(&role).await
             };
-            let _ = self.admin.unlock_key(&hex).await;
+            let _ = self.admin.unlock_key(lock).await;
             match dropped {
                 Ok(()) => self.out.removed.push(item),
                 Err(e) => {
@@ -250,18 +279,18 @@ impl Gc<'_> {
         Ok(())
     }
 
-    /// Drop a migsnap database if the build lock for `key` is free, holding
+    /// Drop a migsnap database if the build lock `lock` is free, holding
     /// it meanwhile. A held lock or a failed drop (a session still
     /// connected, say) is reported as skipped: one busy database must not
     /// stop the sweep.
     async fn drop_unlocked(
         &mut self,
         info: &DbInfo,
-        key: &str,
+        lock: LockId,
         item: Item,
         busy: &'static str,
     ) -> Result<()> {
-        if !self.admin.try_lock_key(key).await? {
+        if !self.admin.try_lock_key(lock).await? {
             self.skip(item, busy);
             return Ok(());
         }
@@ -270,7 +299,7 @@ impl Gc<'_> {
         } else {
             self.admin.drop(info).await
         };
-        let _ = self.admin.unlock_key(key).await;
+        let _ = self.admin.unlock_key(lock).await;
         match dropped {
             Ok(()) => self.out.removed.push(item),
             Err(e) => {
@@ -335,7 +364,7 @@ fn render(out: &GcOutput) -> String {
     let mut text = String::new();
     for i in &out.removed {
         let name = match i.kind {
-            Kind::Snapshot => short_key(&i.name).to_string(),
+            Kind::Snapshot => i.name.get(..SHORT_LEN).unwrap_or(&i.name).to_string(),
             _ => i.name.clone(),
         };
         let size = i
@@ -369,7 +398,7 @@ mod tests {
     fn snap(key: &str, created: u64, size: u64) -> Manifest {
         Manifest {
             format: MANIFEST_FORMAT,
-            key: key.into(),
+            key: k(key),
             created_unix: created,
             migsnap_version: String::new(),
             server_version_num: 150000,
@@ -391,8 +420,13 @@ mod tests {
         }
     }
 
+    /// The key made of one repeated hex letter.
+    fn k(letter: &str) -> Key {
+        Key::parse(&letter.repeat(64)).expect("test key")
+    }
+
     fn keys(v: &[Manifest]) -> Vec<&str> {
-        v.iter().map(|m| m.key.as_str()).collect()
+        v.iter().map(|m| &m.key.as_str()[..1]).collect()
     }
 
     #[test]
@@ -406,18 +440,18 @@ mod tests {
                 snap("a", 1, 10),
             ]
         };
-        let (kept, removed) = select(all(), "a", 2, None);
+        let (kept, removed) = select(all(), &k("a"), 2, None);
         assert_eq!(keys(&kept), ["d", "c", "a"]);
         assert_eq!(keys(&removed), ["b"]);
-        let (kept, removed) = select(all(), "d", 0, None);
+        let (kept, removed) = select(all(), &k("d"), 0, None);
         assert_eq!(keys(&kept), ["d"]);
         assert_eq!(keys(&removed), ["c", "b", "a"]);
         // 25 bytes: current (10) + one more; the oldest go first.
-        let (kept, removed) = select(all(), "a", 10, Some(25));
+        let (kept, removed) = select(all(), &k("a"), 10, Some(25));
         assert_eq!(keys(&kept), ["d", "a"]);
         assert_eq!(keys(&removed), ["c", "b"]);
         // The current one stays even when it alone is over the limit.
-        let (kept, _) = select(all(), "b", 10, Some(1));
+        let (kept, _) = select(all(), &k("b"), 10, Some(1));
         assert_eq!(keys(&kept), ["b"]);
     }
 }

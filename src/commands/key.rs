@@ -1,14 +1,14 @@
 //! `migsnap key`: the migration-set key, computed from files only.
 
 use crate::cli::KeyArgs;
+use crate::settings::Settings;
 use migsnap::error::{exit, Result};
 use migsnap::fingerprint;
-use migsnap::settings::Settings;
 use migsnap::ui::Ui;
 
 #[derive(serde::Serialize)]
 struct KeyOutput<'a> {
-    key: &'a str,
+    key: &'a migsnap::key::Key,
     short: &'a str,
     format: &'static str,
     migrations: usize,
@@ -16,7 +16,7 @@ struct KeyOutput<'a> {
 }
 
 pub fn run(settings: &Settings, args: &KeyArgs, ui: &Ui) -> Result<u8> {
-    let fp = fingerprint::compute(&settings.key)?;
+    let fp = fingerprint::compute(&settings.ctx.key)?;
     if args.list {
         for path in fp.migrations.keys().chain(fp.key_inputs.keys()) {
             eprintln!("{path}");
@@ -25,8 +25,8 @@ pub fn run(settings: &Settings, args: &KeyArgs, ui: &Ui) -> Result<u8> {
     if fp.migrations.is_empty() {
         ui.warn(format!(
             "no migration files match {:?} under {}",
-            settings.key.migrations,
-            settings.project_dir.display()
+            settings.ctx.key.migrations,
+            settings.ctx.project_dir().display()
         ));
     }
     if args.json {

@@ -2,28 +2,40 @@
 //! the current migration files would use.
 
 use crate::cli::LsArgs;
+use crate::settings::Settings;
 use migsnap::error::{exit, Result};
 use migsnap::fingerprint;
-use migsnap::hash::short_key;
+use migsnap::key::Key;
 use migsnap::names::DbName;
-use migsnap::pg::admin::TEMPLATE_PREFIX;
-use migsnap::settings::Settings;
+use migsnap::pg::admin::{DbInfo, TEMPLATE_PREFIX};
 use migsnap::store::{self, Store};
 use migsnap::ui::{self, Ui};
 use std::collections::BTreeSet;
 
 #[derive(serde::Serialize)]
 struct LsOutput {
-    current_key: String,
+    current_key: Key,
     cache_dir: String,
     snapshots: Vec<SnapshotRow>,
     /// `None` when the server could not be reached (the cache is still listed).
     templates: Option<Vec<TemplateRow>>,
+    /// Ready clones (`None`: server unreachable); `pool_size` is the size
+    /// `maintain` keeps for the current key.
+    pool: Option<Vec<PoolRow>>,
+    pool_size: usize,
+}
+
+#[derive(serde::Serialize)]
+struct PoolRow {
+    name: String,
+    /// The key it was cloned for; `None` while it is being made.
+    key: Option<Key>,
+    current: bool,
 }
 
 #[derive(serde::Serialize)]
 struct SnapshotRow {
-    key: String,
+    key: Key,
     size: u64,
     created_unix: u64,
     age_seconds: u64,
@@ -31,7 +43,7 @@ struct SnapshotRow {
     migrations: usize,
     /// `cold` or `incremental`.
     source: String,
-    base_key: Option<String>,
+    base_key: Option<Key>,
     current: bool,
     /// A template for this key is on the server.
     template: bool,
@@ -41,40 +53,55 @@ struct SnapshotRow {
 struct TemplateRow {
     name: String,
     /// From the template's comment; `None` if it is not a finished template.
-    key: Option<String>,
+    key: Option<Key>,
     /// This cache dir has the snapshot for the key.
     cached: bool,
     current: bool,
 }
 
 pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
-    let fp = fingerprint::compute(&settings.key)?;
-    let store = Store::new(&settings.cache_dir);
+    let fp = fingerprint::compute(&settings.ctx.key)?;
+    let store = Store::new(&settings.ctx.cache.dir);
     let manifests = store.manifests();
-    let cached: BTreeSet<&str> = manifests.iter().map(|m| m.key.as_str()).collect();
+    let cached: BTreeSet<&Key> = manifests.iter().map(|m| &m.key).collect();
 
     // The cache is worth listing even when the server is down.
-    let templates = match list_templates(settings, ui).await {
-        Ok(dbs) => Some(
-            dbs.into_iter()
-                .map(|(name, key)| TemplateRow {
-                    cached: key.as_deref().is_some_and(|k| cached.contains(k)),
-                    current: key.as_deref() == Some(fp.key.as_str()),
-                    name,
-                    key,
-                })
-                .collect::<Vec<_>>(),
+    let (templates, pool) = match list_templates(settings, ui).await {
+        Ok((dbs, members)) => (
+            Some(
+                dbs.into_iter()
+                    .map(|(name, key)| TemplateRow {
+                        cached: key.as_ref().is_some_and(|k| cached.contains(k)),
+                        current: key.as_ref() == Some(&fp.key),
+                        name,
+                        key,
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            Some(
+                members
+                    .into_iter()
+                    .map(|m| {
+                        let key = migsnap::pool::member_key(&m);
+                        PoolRow {
+                            current: key.as_ref() == Some(&fp.key),
+                            name: m.name,
+                            key,
+                        }
+                    })
+                    .collect(),
+            ),
         ),
         Err(e) => {
             ui.warn(format!("{}; listing the cache only", e.message));
-            None
+            (None, None)
         }
     };
-    let on_server = |key: &str| {
+    let on_server = |key: &Key| {
         templates
             .iter()
             .flatten()
-            .any(|t| t.key.as_deref() == Some(key))
+            .any(|t| t.key.as_ref() == Some(key))
     };
     let now = store::now_unix();
     let snapshots: Vec<SnapshotRow> = manifests
@@ -93,9 +120,11 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
         .collect();
     let out = LsOutput {
         current_key: fp.key.clone(),
-        cache_dir: settings.cache_dir.display().to_string(),
+        cache_dir: settings.ctx.cache.dir.display().to_string(),
         snapshots,
         templates,
+        pool,
+        pool_size: settings.ctx.pool,
     };
     if args.json {
         super::print_json(&out)?;
@@ -105,38 +134,43 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
     Ok(exit::OK)
 }
 
-/// Templates on the server as (name, key from the comment).
-async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Vec<(String, Option<String>)>> {
-    let admin = migsnap::engine::connect(settings, ui).await?;
-    Ok(admin
-        .databases_like(TEMPLATE_PREFIX)
-        .await?
-        .into_iter()
-        .filter(|d| matches!(DbName::parse(&d.name), Some(DbName::Template(_))))
-        .map(|d| {
-            let key = d.template_key().map(String::from);
-            (d.name, key)
-        })
-        .collect())
+/// Templates on the server as (name, key from the comment), and the pool.
+type Listed = (Vec<(String, Option<Key>)>, Vec<DbInfo>);
+
+async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Listed> {
+    let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
+    let mut templates = Vec::new();
+    let mut pool = Vec::new();
+    for d in admin.databases_like(TEMPLATE_PREFIX).await? {
+        match DbName::parse(&d.name) {
+            Some(DbName::Template(_)) => {
+                let key = d.template_key();
+                templates.push((d.name, key));
+            }
+            Some(DbName::Pool(_)) => pool.push(d),
+            _ => {}
+        }
+    }
+    Ok((templates, pool))
 }
 
 fn render(out: &LsOutput) -> String {
     let mut text = format!(
         "snapshots in {} (current key {}):\n",
         out.cache_dir,
-        short_key(&out.current_key)
+        out.current_key.short()
     );
     if out.snapshots.is_empty() {
         text.push_str("  (none)\n");
     }
     for s in &out.snapshots {
         let base = match &s.base_key {
-            Some(b) => format!(" on {}", short_key(b)),
+            Some(b) => format!(" on {}", b.short()),
             None => String::new(),
         };
         text.push_str(&format!(
             "  {}{}  {:>10}  {:>8} ago  {:>4} migrations  {}{base}{}\n",
-            short_key(&s.key),
+            s.key.short(),
             if s.current { "*" } else { " " },
             ui::size(s.size),
             ui::age(s.age_seconds),
@@ -165,6 +199,18 @@ fn render(out: &LsOutput) -> String {
                 ));
             }
         }
+    }
+    if let Some(members) = &out.pool {
+        let ready = members.iter().filter(|m| m.current).count();
+        text.push_str(&format!(
+            "pool: {ready} of {} ready for the current key",
+            out.pool_size
+        ));
+        let other = members.len() - ready;
+        if other > 0 {
+            text.push_str(&format!(" ({other} stale, for gc)"));
+        }
+        text.push('\n');
     }
     text.push_str("* = current key\n");
     text

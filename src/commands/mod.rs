@@ -2,27 +2,33 @@
 
 mod check;
 mod gc;
+mod hints;
 mod key;
 mod ls;
+mod maintain;
 mod prepare;
 mod run;
 mod server;
 
 use crate::cli::{Cli, Command};
+use crate::settings::Settings;
 use migsnap::error::{Error, Kind, Result};
-use migsnap::settings::Settings;
 use migsnap::ui::Ui;
 use std::io::Write;
 
 /// Run the parsed command line; returns the exit code on success.
 pub fn run(cli: Cli) -> Result<u8> {
+    run_command(cli).map_err(hints::add)
+}
+
+fn run_command(cli: Cli) -> Result<u8> {
     let settings = Settings::resolve(&cli.global.overrides())?;
     let ui = Ui::new(settings.quiet);
     if matches!(
         cli.command,
         Command::Prepare(_) | Command::Run(_) | Command::Check(_) | Command::Gc(_)
     ) {
-        settings.check_before_starting_a_server()?;
+        settings.ctx.check_before_starting_a_server()?;
     }
     // A current-thread runtime starts no thread: `key` pays nothing for it.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -67,8 +73,12 @@ async fn dispatch<'a>(command: &'a Command, settings: &Settings, ui: &Ui) -> Res
     let code = match command {
         Command::Run(args) => {
             let prepared = prepare::prepare(settings, &args.target, ui).await?;
+            if prepared.maintenance {
+                maintain::spawn(settings, ui);
+            }
             return Ok(Outcome::Exec(Box::new(prepared), args));
         }
+        Command::Maintain(args) => maintain::run(settings, args, ui).await?,
         Command::Prepare(args) => prepare::run(settings, args, ui).await?,
         Command::Ls(args) => ls::run(settings, args, ui).await?,
         Command::Gc(args) => gc::run(settings, args, ui).await?,

@@ -1,19 +1,20 @@
 //! `migsnap prepare`: render what `migsnap::prepare` made.
 
 use crate::cli::{PrepareArgs, TargetArgs};
+use crate::settings::Settings;
 use migsnap::engine::Source;
 use migsnap::error::{exit, Result};
+use migsnap::key::Key;
 pub use migsnap::prepare::Prepared;
 use migsnap::prepare::Target;
-use migsnap::settings::Settings;
 use migsnap::ui::Ui;
 
 #[derive(serde::Serialize)]
 struct PrepareOutput<'a> {
     database: &'a str,
-    key: &'a str,
+    key: &'a Key,
     source: Source,
-    base_key: Option<&'a str>,
+    base_key: Option<&'a Key>,
     applied: Vec<&'a str>,
     elapsed_ms: u64,
     host: &'a str,
@@ -25,13 +26,17 @@ struct PrepareOutput<'a> {
 }
 
 pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8> {
-    let p = prepare(settings, &args.target, ui).await?;
+    let mut p = prepare(settings, &args.target, ui).await?;
+    if let Some(n) = args.pool_default {
+        super::maintain::remember_pool_size(settings, usize::from(n), ui);
+        p.maintenance |= n > 0;
+    }
     if args.json {
         super::print_json(&PrepareOutput {
             database: &p.database,
             key: &p.key,
             source: p.source,
-            base_key: p.base_key.as_deref(),
+            base_key: p.base_key.as_ref(),
             applied: p.applied.iter().map(|a| a.name.as_str()).collect(),
             elapsed_ms: p.elapsed.as_millis() as u64,
             host: &p.conn.host,
@@ -47,6 +52,10 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8>
         ui.info(p.summary());
         super::print_stdout(&format!("{}\n", p.conn.url(&p.database)));
     }
+    // After the answer is out: whoever waits for it does not wait for this.
+    if p.maintenance {
+        super::maintain::spawn(settings, ui);
+    }
     Ok(exit::OK)
 }
 
@@ -57,5 +66,5 @@ pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<
         force: args.force,
         rebuild: args.rebuild,
     };
-    migsnap::prepare::prepare(settings, &target, ui).await
+    migsnap::prepare::prepare(&settings.ctx, &target, ui).await
 }

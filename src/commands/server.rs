@@ -1,12 +1,13 @@
 //! `migsnap server start|stop|status|url`: the embedded PostgreSQL server.
 
 use crate::cli::ServerAction;
+use crate::settings::Settings;
+use migsnap::context::ServerChoice;
 use migsnap::error::{blocking, exit, Error, Result};
-use migsnap::settings::{ServerChoice, Settings};
 use migsnap::ui::Ui;
 
 pub async fn run(settings: &Settings, action: &ServerAction, ui: &Ui) -> Result<u8> {
-    let ServerChoice::Embedded(server) = &settings.server else {
+    let ServerChoice::Embedded(server) = &settings.ctx.server else {
         return Err(Error::usage(
             "`migsnap server` manages the embedded server, but a server URL is configured",
         )

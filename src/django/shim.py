@@ -40,7 +40,66 @@ def label(migration):
 
 
 class MigsnapError(Exception):
-    """A problem migsnap explains itself (reported without a traceback)."""
+    """A problem migsnap explains itself (reported without a traceback);
+    `category` says which kind (see `category_of`)."""
+
+    def __init__(self, message, category="configuration"):
+        super().__init__(message)
+        self.category = category
+
+
+#: Set once the settings are loaded and Django is set up: an exception
+#: before that is the project's configuration, after it the migration's.
+_ready = False
+
+
+def lost_connection(e):
+    """Whether `e` is the connection to PostgreSQL failing rather than a
+    statement failing: an OperationalError or InterfaceError (Django's
+    wrapper or the driver's own) that carries no SQLSTATE (libpq's own
+    "server closed the connection", "connection refused"…), or one of class
+    08 (connection exception) or 57P (the server shutting down or killing
+    the session). Asking the connection afterwards cannot tell: Django may
+    already have reconnected while rolling back."""
+    from django.db import connections
+    from django.db.utils import InterfaceError, OperationalError
+
+    kinds = (OperationalError, InterfaceError)
+    try:
+        driver = connections["default"].Database
+        kinds += (driver.OperationalError, driver.InterfaceError)
+    except Exception:
+        pass
+    if not isinstance(e, kinds):
+        return False
+    code = None
+    for x in (e, e.__cause__):
+        code = code or getattr(x, "sqlstate", None) or getattr(x, "pgcode", None)
+    return code is None or code.startswith("08") or code.startswith("57P")
+
+
+def category_of(e):
+    """What kind of failure `e` is, decided here with isinstance and the
+    error's SQLSTATE rather than by the Rust side matching message text:
+    history (the starting database does not fit these migrations), server
+    (the connection is gone), settings (raised before Django was set up),
+    migration (anything a migration raised), exit (manage.py exited)."""
+    if isinstance(e, MigsnapError):
+        return e.category
+    if isinstance(e, SystemExit):
+        return "exit"
+    try:
+        from django.db.migrations.exceptions import (
+            InconsistentMigrationHistory,
+            NodeNotFoundError,
+        )
+        if isinstance(e, (InconsistentMigrationHistory, NodeNotFoundError)):
+            return "history"
+        if lost_connection(e):
+            return "server"
+    except ImportError:
+        pass
+    return "migration" if _ready else "settings"
 
 
 #: libpq connection parameters that choose the server, database or role.
@@ -71,7 +130,8 @@ def require_target_database():
         raise MigsnapError(
             "the settings connect Django to database %r (port %s), not to migsnap's %r "
             "(port %s); remove what overrides DATABASES['default'] (OPTIONS, a router) "
-            "for migsnap's runs" % (name, port, want[0], want[1])
+            "for migsnap's runs" % (name, port, want[0], want[1]),
+            category="elsewhere",
         )
 
 
@@ -336,7 +396,7 @@ def build_model_state():
 
 
 def run(argv=None):
-    global _called
+    global _called, _ready
     _called = True
     settings = point_default_database_at_target()
     import django
@@ -344,6 +404,7 @@ def run(argv=None):
     django.setup()
     require_postgresql()
     require_target_database()
+    _ready = True
     emit("ready", settings=settings.SETTINGS_MODULE, django=django.get_version())
     mode = os.environ.get("MIGSNAP_MODE", "migrate")
     if mode == "migrate":
@@ -383,7 +444,8 @@ def main():
             import django.core.management as management
         except ImportError as e:
             raise MigsnapError(
-                "the interpreter %s cannot import Django (%s)" % (sys.executable, e)
+                "the interpreter %s cannot import Django (%s)" % (sys.executable, e),
+                category="interpreter",
             )
         management.execute_from_command_line = run
         sys.argv = [MANAGE_PY, "migrate"]
@@ -395,14 +457,25 @@ def main():
             )
     except SystemExit as e:
         if e.code not in (0, None):
-            emit("error", type="SystemExit", message="exited with status %s" % e.code)
+            emit(
+                "error",
+                type="SystemExit",
+                message="exited with status %s" % e.code,
+                category="exit",
+            )
             raise
     except MigsnapError as e:
-        emit("error", type="Configuration", message=str(e))
+        emit("error", type="Configuration", message=str(e), category=e.category)
         sys.exit(1)
     except BaseException as e:  # report everything, including KeyboardInterrupt
         traceback.print_exc()
-        emit("error", type=type(e).__name__, message=str(e).strip().splitlines()[0] if str(e).strip() else "")
+        text = str(e).strip()
+        emit(
+            "error",
+            type=type(e).__name__,
+            message=text.splitlines()[0] if text else "",
+            category=category_of(e),
+        )
         sys.exit(1)
 
 

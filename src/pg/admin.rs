@@ -8,6 +8,7 @@
 
 use super::{db_error, quote_ident, quote_literal, ConnInfo};
 use crate::error::{Error, Result};
+use crate::key::{Key, LockId};
 use crate::names::DbName;
 use tokio_postgres::Client;
 
@@ -20,11 +21,11 @@ pub const CLONE_COMMENT: &str = "migsnap clone of ";
 /// PostgreSQL truncates identifiers at NAMEDATALEN-1 bytes.
 pub const MAX_NAME_BYTES: usize = 63;
 
-pub fn template_name(key: &str) -> String {
+pub fn template_name(key: &Key) -> String {
     DbName::template(key).to_string()
 }
 
-pub fn build_name(key: &str) -> String {
+pub fn build_name(key: &Key) -> String {
     DbName::build(key).to_string()
 }
 
@@ -33,7 +34,7 @@ pub fn clone_scratch_name(target: &str) -> String {
     DbName::clone_for(target).to_string()
 }
 
-pub fn template_comment(key: &str, inputs: &str) -> String {
+pub fn template_comment(key: &Key, inputs: &str) -> String {
     format!("{TEMPLATE_COMMENT}{key}{INPUTS_MARK}{inputs}")
 }
 
@@ -50,7 +51,7 @@ pub enum CloneStrategy {
 }
 
 const DB_INFO_COLUMNS: &str =
-    "datname, datistemplate, datallowconn, coalesce(shobj_description(oid, 'pg_database'), '')";
+    "datname, datistemplate, datallowconn, coalesce(shobj_description(oid, 'pg_database'), ''), oid";
 
 #[derive(Debug, Clone)]
 pub struct DbInfo {
@@ -58,6 +59,9 @@ pub struct DbInfo {
     pub is_template: bool,
     pub allow_conn: bool,
     pub comment: String,
+    /// Tells two databases apart that had the same name at different times
+    /// (a template rebuilt under its key gets a new one).
+    pub oid: u32,
 }
 
 impl DbInfo {
@@ -68,6 +72,7 @@ impl DbInfo {
             is_template: r.get(1),
             allow_conn: r.get(2),
             comment: r.get(3),
+            oid: r.get(4),
         }
     }
 
@@ -75,16 +80,16 @@ impl DbInfo {
     /// inputs (the digest of its recorded `Depends`). The rename that creates
     /// the name is the last step of a transaction that also sets the comment
     /// and the template flags, so all three agree or the name does not exist.
-    pub fn is_template_for(&self, key: &str, inputs: &str) -> bool {
+    pub fn is_template_for(&self, key: &Key, inputs: &str) -> bool {
         self.is_template && !self.allow_conn && self.comment == template_comment(key, inputs)
     }
     /// The full key a finished template was made for (from its comment).
-    pub fn template_key(&self) -> Option<&str> {
+    pub fn template_key(&self) -> Option<Key> {
         let rest = self
             .comment
             .strip_prefix(TEMPLATE_COMMENT)
             .filter(|_| self.is_template)?;
-        Some(rest.split_once(INPUTS_MARK).map_or(rest, |(key, _)| key))
+        Key::parse(rest.split_once(INPUTS_MARK).map_or(rest, |(key, _)| key)).ok()
     }
     pub fn made_by_migsnap(&self) -> bool {
         self.comment.starts_with("migsnap ")
@@ -155,6 +160,18 @@ impl Admin {
         template: Option<&str>,
         strategy: CloneStrategy,
     ) -> Result<()> {
+        self.create_with(name, template, strategy, true).await
+    }
+
+    /// `create`, optionally closed to connections (a pool member: nobody
+    /// may use it before it is handed out).
+    pub async fn create_with(
+        &self,
+        name: &str,
+        template: Option<&str>,
+        strategy: CloneStrategy,
+        allow_connections: bool,
+    ) -> Result<()> {
         let mut sql = format!("CREATE DATABASE {}", quote_ident(name));
         if let Some(t) = template {
             sql.push_str(" TEMPLATE ");
@@ -168,6 +185,9 @@ impl Admin {
                 CloneStrategy::WalLog => sql.push_str(" STRATEGY = WAL_LOG"),
                 CloneStrategy::FileCopy => sql.push_str(" STRATEGY = FILE_COPY"),
             }
+        }
+        if !allow_connections {
+            sql.push_str(" ALLOW_CONNECTIONS false");
         }
         self.client.batch_execute(&sql).await.map_err(|e| {
             let what = match template {
@@ -252,7 +272,7 @@ impl Admin {
     /// Turn the finished build database into the template for `key`, in
     /// one transaction: comment, template flags, and the rename that makes
     /// the name visible. Readers never see a half-made template.
-    pub async fn promote(&self, build: &str, key: &str, inputs: &str) -> Result<()> {
+    pub async fn promote(&self, build: &str, key: &Key, inputs: &str) -> Result<()> {
         self.wait_for_sessions_to_end(build).await?;
         let b = quote_ident(build);
         let t = quote_ident(&template_name(key));
@@ -300,43 +320,71 @@ impl Admin {
         }
     }
 
-    /// Mark the scratch clone as migsnap's and give it the target's name in
-    /// one transaction: the target never exists without the mark, so a
-    /// killed run can never leave a database that later needs `--force`.
-    pub async fn finish_clone(&self, scratch: &str, target: &str, comment: &str) -> Result<()> {
-        let s = quote_ident(scratch);
+    /// Put a ready clone (`new`: prepare's scratch clone or a pool member)
+    /// in place as `target`, in one transaction: mark it as migsnap's, let
+    /// it be connected to, rename the old target (if any) aside to `aside`,
+    /// and give the clone the target's name. Either all of it happens or
+    /// none: the target never exists without the mark, never goes missing,
+    /// and no DROP (which forces a checkpoint of the whole cluster) is on
+    /// the critical path; the caller drops `aside` afterwards.
+    /// Ok(false): `new` does not exist (a pool member another run took).
+    pub async fn swap_in(
+        &self,
+        new: &str,
+        target: &str,
+        comment: &str,
+        aside: Option<&str>,
+    ) -> Result<bool> {
+        let (n, t) = (quote_ident(new), quote_ident(target));
+        let set_aside = aside
+            .map(|a| format!("ALTER DATABASE {t} RENAME TO {}; ", quote_ident(a)))
+            .unwrap_or_default();
         let sql = format!(
-            "BEGIN; COMMENT ON DATABASE {s} IS {c}; ALTER DATABASE {s} RENAME TO {t}; COMMIT",
+            "BEGIN; {set_aside}COMMENT ON DATABASE {n} IS {c}; \
+             ALTER DATABASE {n} ALLOW_CONNECTIONS true; ALTER DATABASE {n} RENAME TO {t}; COMMIT",
             c = quote_literal(comment),
-            t = quote_ident(target)
         );
         let res = self.client.batch_execute(&sql).await;
         if res.is_err() {
             let _ = self.client.batch_execute("ROLLBACK").await;
         }
-        res.map_err(|e| db_error(format!("cannot rename the new clone to `{target}`"), e))
+        if let Err(e) = &res {
+            if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) {
+                return Ok(false);
+            }
+        }
+        res.map(|()| true).map_err(|e| {
+            let in_use = e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE);
+            let err = db_error(format!("cannot put the new clone in place as `{target}`"), e);
+            if in_use {
+                err.hint(format!(
+                    "another session is connected to `{target}`: close it (or stop the test run using it) and retry"
+                ))
+            } else {
+                err
+            }
+        })
     }
 
     /// Session-level advisory lock for building `key`. Released when the
     /// admin connection closes, so a killed process never leaves it held.
-    pub async fn lock_key(&self, key: &str, on_wait: impl FnOnce()) -> Result<()> {
-        if !self.try_lock_key(key).await? {
+    pub async fn lock_key(&self, id: LockId, on_wait: impl FnOnce()) -> Result<()> {
+        if !self.try_lock_key(id).await? {
             on_wait();
             self.client
-                .execute("SELECT pg_advisory_lock($1)", &[&lock_id(key)])
+                .execute("SELECT pg_advisory_lock($1)", &[&id.0])
                 .await
                 .map_err(|e| db_error("cannot take the build lock", e))?;
         }
         Ok(())
     }
 
-    /// The build lock for `key` if nobody holds it. `key` may be the full key
-    /// or its 16-hex short form (as in a build database's name): the lock id
-    /// only uses the short form.
-    pub async fn try_lock_key(&self, key: &str) -> Result<bool> {
+    /// The build lock `id` (`Key::lock_id`, `DbName::lock_id`) if nobody
+    /// holds it.
+    pub async fn try_lock_key(&self, id: LockId) -> Result<bool> {
         Ok(self
             .client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&lock_id(key)])
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&id.0])
             .await
             .map_err(|e| db_error("cannot take the build lock", e))?
             .get(0))
@@ -409,8 +457,8 @@ impl Admin {
         self.drop_role(&role).await
     }
 
-    /// Every restore role on the server, with the 16 hex of its key.
-    pub async fn restore_roles(&self) -> Result<Vec<(String, String)>> {
+    /// Every restore role on the server, with the lock its build holds.
+    pub async fn restore_roles(&self) -> Result<Vec<(String, LockId)>> {
         let prefix = RESTORE_ROLE_PREFIX;
         let rows = self
             .client
@@ -424,9 +472,9 @@ impl Admin {
             .iter()
             .filter_map(|r| {
                 let name: String = r.get(0);
-                let hex = name.strip_prefix(prefix)?.to_string();
-                let valid = hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit());
-                valid.then_some((name, hex))
+                let hex = name.strip_prefix(prefix)?;
+                let id = crate::key::is_hex16(hex).then(|| LockId::from_hex16(hex))?;
+                Some((name, id))
             })
             .collect())
     }
@@ -439,9 +487,9 @@ impl Admin {
             .map_err(|e| db_error(format!("cannot drop role `{role}`"), e))
     }
 
-    pub async fn unlock_key(&self, key: &str) -> Result<()> {
+    pub async fn unlock_key(&self, id: LockId) -> Result<()> {
         self.client
-            .execute("SELECT pg_advisory_unlock($1)", &[&lock_id(key)])
+            .execute("SELECT pg_advisory_unlock($1)", &[&id.0])
             .await
             .map_err(|e| db_error("cannot release the build lock", e))?;
         Ok(())
@@ -456,9 +504,28 @@ fn restore_role_name(build: &str) -> String {
     format!("{RESTORE_ROLE_PREFIX}{hex}")
 }
 
-/// The first 64 bits of the key, as the advisory lock id.
-fn lock_id(key: &str) -> i64 {
-    u64::from_str_radix(crate::hash::short_key(key), 16).unwrap_or(0) as i64
+/// A name `prepare` will not use as its target, as data: the command
+/// layer says how to fix each (`commands::hints`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadTarget {
+    #[error("the database name is empty")]
+    Empty,
+    #[error(
+        "database name `{name}` is {len} bytes long; PostgreSQL allows at most {MAX_NAME_BYTES}"
+    )]
+    TooLong { name: String, len: usize },
+    #[error("the database name contains a NUL byte")]
+    Nul,
+    #[error("refusing to use `{name}` as the test database: it is a system or migsnap-internal database")]
+    Reserved { name: String },
+    #[error("refusing to replace database `{name}`: it exists, was not created by migsnap and its name does not start with `test_`")]
+    NotOurs { name: String },
+}
+
+impl From<BadTarget> for Error {
+    fn from(bad: BadTarget) -> Error {
+        Error::usage(bad.to_string()).source(bad)
+    }
 }
 
 /// Whether `prepare` may (re)create `name`, given what exists now.
@@ -467,38 +534,31 @@ pub fn target_check(
     existing: Option<&DbInfo>,
     admin_db: &str,
     force: bool,
-) -> Result<()> {
+) -> std::result::Result<(), BadTarget> {
     validate_name(name)?;
     let reserved = ["postgres", "template0", "template1"];
     if reserved.contains(&name) || name == admin_db || name.starts_with(TEMPLATE_PREFIX) {
-        return Err(Error::usage(format!(
-            "refusing to use `{name}` as the test database: it is a system or migsnap-internal database"
-        ))
-        .hint("pick a name such as `test_myapp`"));
+        return Err(BadTarget::Reserved { name: name.into() });
     }
     let Some(info) = existing else { return Ok(()) };
     if info.comment.starts_with(CLONE_COMMENT) || name.starts_with("test_") || force {
         return Ok(());
     }
-    Err(Error::usage(format!(
-        "refusing to replace database `{name}`: it exists, was not created by migsnap and its name does not start with `test_`"
-    ))
-    .hint("use a `test_` name, or pass --force if this database may really be dropped"))
+    Err(BadTarget::NotOurs { name: name.into() })
 }
 
-pub fn validate_name(name: &str) -> Result<()> {
+pub fn validate_name(name: &str) -> std::result::Result<(), BadTarget> {
     if name.is_empty() {
-        return Err(Error::usage("the database name is empty").hint("pass --database test_myapp"));
+        return Err(BadTarget::Empty);
     }
     if name.len() > MAX_NAME_BYTES {
-        return Err(Error::usage(format!(
-            "database name `{name}` is {} bytes long; PostgreSQL allows at most {MAX_NAME_BYTES}",
-            name.len()
-        ))
-        .hint("use a shorter name"));
+        return Err(BadTarget::TooLong {
+            name: name.into(),
+            len: name.len(),
+        });
     }
     if name.contains('\0') {
-        return Err(Error::usage("the database name contains a NUL byte").hint("use a plain name"));
+        return Err(BadTarget::Nul);
     }
     Ok(())
 }
@@ -513,6 +573,7 @@ mod tests {
             is_template: false,
             allow_conn: true,
             comment: comment.into(),
+            oid: 1,
         }
     }
 
@@ -529,7 +590,12 @@ mod tests {
         assert!(target_check("ci_app", None, "postgres", false).is_ok());
         let refused =
             target_check("prod", Some(&db("prod", "")), "postgres", false).expect_err("refused");
-        assert!(refused.message.contains("refusing"));
+        assert_eq!(
+            refused,
+            BadTarget::NotOurs {
+                name: "prod".into()
+            }
+        );
         assert!(target_check("prod", Some(&db("prod", "")), "postgres", true).is_ok());
         for reserved in ["postgres", "template1", "migsnap_0123456789abcdef", "admin"] {
             assert!(

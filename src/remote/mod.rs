@@ -37,6 +37,7 @@ mod transfer;
 
 pub use error::RemoteError;
 
+use crate::key::Key;
 use crate::store::{self, CacheSecret, Manifest, Signature, Store};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
@@ -117,7 +118,7 @@ pub enum Pushed {
 /// One object under the prefix that migsnap wrote, as a listing shows it.
 #[derive(Debug, Clone)]
 pub struct Object {
-    pub key: String,
+    pub key: Key,
     pub kind: ObjectKind,
     /// Its location in the store (for messages and `gc --json`).
     pub name: String,
@@ -216,18 +217,18 @@ impl Remote {
         self.prefix.clone().join(name)
     }
 
-    fn manifest_name(key: &str) -> String {
+    fn manifest_name(key: &Key) -> String {
         format!("{key}.json")
     }
 
     /// 16 hex of the sha256 tell two builds' dumps apart (the download
     /// checks all 64 against the manifest); names stay short enough for
     /// stores that keep each object in a file named after it.
-    fn dump_name(key: &str, sha256: &str) -> String {
+    fn dump_name(key: &Key, sha256: &str) -> String {
         format!("{key}.{}.sql.zst", &sha256[..sha256.len().min(16)])
     }
 
-    fn signature_name(key: &str, manifest: &[u8]) -> String {
+    fn signature_name(key: &Key, manifest: &[u8]) -> String {
         let digest = crate::hash::sha256(manifest);
         format!("{key}.{}.sig", &digest[..16])
     }
@@ -240,7 +241,7 @@ impl Remote {
     /// The committed snapshot for `key`, checked (signature, format, key),
     /// or None when the store has none. A manifest that fails a check is an
     /// error (`RemoteError::Refused`), to be reported and skipped.
-    pub async fn fetch(&self, key: &str) -> Result<Option<Fetched>, RemoteError> {
+    pub async fn fetch(&self, key: &Key) -> Result<Option<Fetched>, RemoteError> {
         let name = Self::manifest_name(key);
         let Some(bytes) = self.get_small(&name, MAX_MANIFEST).await? else {
             return Ok(None);
@@ -258,7 +259,7 @@ impl Remote {
         let manifest =
             store::check_manifest(key, &self.shown(&name), &bytes, signature).map_err(|why| {
                 RemoteError::Refused {
-                    short: crate::hash::short_key(key).to_string(),
+                    short: key.short().to_string(),
                     why,
                 }
             })?;
@@ -289,8 +290,8 @@ impl Remote {
     /// its manifest as it is read), the signature when a secret is set,
     /// then the manifest with a conditional put. A store that already has
     /// the key keeps what it has.
-    pub async fn push(&self, from: &Store, key: &str) -> Result<Pushed, RemoteError> {
-        let short = crate::hash::short_key(key).to_string();
+    pub async fn push(&self, from: &Store, key: &Key) -> Result<Pushed, RemoteError> {
+        let short = key.short().to_string();
         let (m, bytes) = match from.load_with_bytes(key) {
             Ok(Some(found)) => found,
             Ok(None) => return Err(RemoteError::NotCached { short }),
@@ -366,12 +367,11 @@ impl Remote {
     pub async fn manifests(&self, cache: &Store) -> Result<Manifests, RemoteError> {
         use futures_util::StreamExt;
         let listing = self.list().await?;
-        let committed: BTreeMap<&str, &Object> =
-            listing.committed().map(|o| (o.key.as_str(), o)).collect();
+        let committed: BTreeMap<&Key, &Object> = listing.committed().map(|o| (&o.key, o)).collect();
         for stale in cache
             .manifests()
             .iter()
-            .filter(|m| !committed.contains_key(m.key.as_str()))
+            .filter(|m| !committed.contains_key(&m.key))
         {
             cache.discard(&stale.key);
         }
@@ -380,7 +380,7 @@ impl Remote {
         for key in committed.keys() {
             match cache.load(key) {
                 Ok(Some(m)) => found.manifests.push(m),
-                _ => missing.push(key.to_string()),
+                _ => missing.push((*key).clone()),
             }
         }
         // A few at a time: each is one small GET (two with a secret).
@@ -427,9 +427,9 @@ impl Remote {
     /// Remove `key`'s snapshot: the manifest first (so the snapshot stops
     /// existing at once), then every dump and signature of the key in
     /// `listing`.
-    pub async fn remove(&self, key: &str, listing: &Listing) -> Result<(), RemoteError> {
+    pub async fn remove(&self, key: &Key, listing: &Listing) -> Result<(), RemoteError> {
         self.delete(&Self::manifest_name(key)).await?;
-        for o in listing.objects.iter().filter(|o| o.key == key) {
+        for o in listing.objects.iter().filter(|o| &o.key == key) {
             if o.kind != ObjectKind::Manifest {
                 self.delete(basename(&o.name)).await?;
             }
@@ -442,19 +442,19 @@ impl Remote {
     /// of a committed key that its manifest does not name (a lost race).
     pub async fn orphans(&self, listing: &Listing, now: u64) -> Result<Vec<Object>, RemoteError> {
         let old = |o: &&Object| now.saturating_sub(o.modified_unix) >= ORPHAN_AGE.as_secs();
-        let committed: std::collections::BTreeSet<&str> =
-            listing.committed().map(|o| o.key.as_str()).collect();
-        let mut named: BTreeMap<&str, (String, String)> = BTreeMap::new();
+        let committed: std::collections::BTreeSet<&Key> =
+            listing.committed().map(|o| &o.key).collect();
+        let mut named: BTreeMap<&Key, (String, String)> = BTreeMap::new();
         let mut out = Vec::new();
         for o in listing.objects.iter().filter(old) {
             if o.kind == ObjectKind::Manifest {
                 continue;
             }
-            if !committed.contains(o.key.as_str()) {
+            if !committed.contains(&o.key) {
                 out.push(o.clone());
                 continue;
             }
-            if !named.contains_key(o.key.as_str()) {
+            if !named.contains_key(&o.key) {
                 // The manifest's own names; unreadable, it names nothing
                 // safely, so leave the key's objects be.
                 let Some(bytes) = self
@@ -474,7 +474,7 @@ impl Remote {
                     ),
                 );
             }
-            if let Some((dump, sig)) = named.get(o.key.as_str()) {
+            if let Some((dump, sig)) = named.get(&o.key) {
                 let name = basename(&o.name);
                 if name != dump && name != sig {
                     out.push(o.clone());
@@ -586,15 +586,13 @@ impl Remote {
 pub struct Manifests {
     /// Newest first.
     pub manifests: Vec<Manifest>,
-    pub refused: Vec<(String, RemoteError)>,
+    pub refused: Vec<(Key, RemoteError)>,
 }
 
 /// `(key, kind)` for a name migsnap writes, None for anything else.
-fn parse_name(name: &str) -> Option<(String, ObjectKind)> {
+fn parse_name(name: &str) -> Option<(Key, ObjectKind)> {
     let (key, rest) = name.split_once('.')?;
-    if !store::is_key(key) {
-        return None;
-    }
+    let key = Key::parse(key).ok()?;
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     let kind = if rest == "json" {
         ObjectKind::Manifest
@@ -609,7 +607,7 @@ fn parse_name(name: &str) -> Option<(String, ObjectKind)> {
     } else {
         return None;
     };
-    Some((key.to_string(), kind))
+    Some((key, kind))
 }
 
 fn basename(shown: &str) -> &str {
@@ -624,15 +622,16 @@ mod tests {
 
     #[test]
     fn only_migsnaps_names_are_read_as_ours() {
+        let key = || Key::parse(K).expect("key");
         let sha = "f".repeat(16);
         assert_eq!(
             parse_name(&format!("{K}.json")),
-            Some((K.into(), ObjectKind::Manifest))
+            Some((key(), ObjectKind::Manifest))
         );
         assert_eq!(
             parse_name(&format!("{K}.{sha}.sql.zst")),
             Some((
-                K.into(),
+                key(),
                 ObjectKind::Dump {
                     sha256: sha.clone()
                 }
@@ -641,7 +640,7 @@ mod tests {
         assert_eq!(
             parse_name(&format!("{K}.0011223344556677.sig")),
             Some((
-                K.into(),
+                key(),
                 ObjectKind::Signature {
                     manifest: "0011223344556677".into()
                 }

@@ -4,6 +4,7 @@
 //! whatever the dump's size. Also how the S3 client is built.
 
 use super::{Remote, RemoteError};
+use crate::key::Key;
 use crate::store::{Manifest, Store};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -90,7 +91,7 @@ pub(super) async fn download(
     remote: &Remote,
     name: &str,
     into: &Store,
-    key: &str,
+    key: &Key,
     expected: Expected<'_>,
 ) -> Result<tempfile::NamedTempFile, RemoteError> {
     let shown = remote.shown(name);
@@ -182,7 +183,7 @@ pub(super) async fn upload(
     name: &str,
     m: &Manifest,
 ) -> Result<(), RemoteError> {
-    let short = crate::hash::short_key(&m.key).to_string();
+    let short = m.key.short().to_string();
     let local_damaged = |why: String| RemoteError::LocalDamaged {
         short: short.clone(),
         why,

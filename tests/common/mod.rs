@@ -130,25 +130,18 @@ pub fn schema(db: &str) -> String {
 /// Every row of every table in `public`, order-independent, without the
 /// columns that legitimately differ between equivalent builds (serial ids
 /// and the applied timestamp).
+/// One psql for all tables: a session-temporary function (gone with the
+/// session, so never in a schema dump) aggregates each table's rows.
 pub fn data(db: &str) -> String {
-    let tables = psql(
+    psql(
         db,
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
-    );
-    tables
-        .lines()
-        .map(|t| {
-            let rows = psql(
-                db,
-                &format!(
-                    "SELECT coalesce(jsonb_agg(j ORDER BY j::text), '[]') FROM \
-                     (SELECT to_jsonb(x) - 'id' - 'applied' - 'content_type_id' AS j FROM public.\"{t}\" x) s"
-                ),
-            );
-            format!("{t}: {rows}")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+        "CREATE FUNCTION pg_temp.migsnap_rows(t text) RETURNS text LANGUAGE plpgsql AS $f$ \
+         DECLARE r text; BEGIN EXECUTE format('SELECT coalesce(jsonb_agg(j ORDER BY j::text), ''[]'')::text \
+         FROM (SELECT to_jsonb(x) - ''id'' - ''applied'' - ''content_type_id'' AS j FROM public.%I x) s', t) \
+         INTO r; RETURN r; END $f$; \
+         SELECT tablename || ': ' || pg_temp.migsnap_rows(tablename) FROM pg_tables \
+         WHERE schemaname = 'public' ORDER BY tablename",
+    )
 }
 
 pub fn django_migrations(db: &str) -> Vec<String> {
@@ -179,14 +172,29 @@ pub struct Reference {
 }
 
 impl Reference {
-    pub fn of(p: &Project) -> Reference {
+    /// What a plain migrate builds from `p`'s files as they are now. Made
+    /// once per distinct set of files in this test binary: most tests start
+    /// from the same example project, and a plain migrate is the slowest
+    /// step of the suite.
+    pub fn of(p: &Project) -> std::sync::Arc<Reference> {
+        static MADE: OnceLock<Mutex<std::collections::HashMap<String, std::sync::Arc<Reference>>>> =
+            OnceLock::new();
+        let digest = files_digest(p.path());
+        let made = MADE.get_or_init(Default::default);
+        if let Some(r) = made.lock().unwrap_or_else(|e| e.into_inner()).get(&digest) {
+            return r.clone();
+        }
         let db = p.db("ref");
         p.plain_migrate(&db);
-        Reference {
+        let r = std::sync::Arc::new(Reference {
             schema: schema(&db),
             migrations: django_migrations(&db),
             data: data(&db),
-        }
+        });
+        made.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest, r.clone());
+        r
     }
 
     pub fn check(&self, db: &str, context: &str) {
@@ -198,6 +206,37 @@ impl Reference {
         );
         assert_eq!(data(db), self.data, "{context}: rows differ");
     }
+}
+
+/// Every file under `dir` (paths and contents, bytecode caches aside).
+fn files_digest(dir: &Path) -> String {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in rd.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if name == "__pycache__" || path.extension().is_some_and(|e| e == "pyc") {
+                continue;
+            }
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                let rel = path.strip_prefix(root).unwrap_or(&path);
+                out.push((rel.to_string_lossy().into_owned(), bytes));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files);
+    files.sort();
+    let mut all = Vec::new();
+    for (rel, bytes) in files {
+        all.extend_from_slice(format!("{}:{rel}:{}\n", rel.len(), bytes.len()).as_bytes());
+        all.extend_from_slice(&bytes);
+    }
+    migsnap::hash::hash_normalized(&all)
 }
 
 /// A migration to add on top of the example project: one field and one
@@ -372,11 +411,16 @@ pub fn template_of(prepare: &Value) -> String {
 /// migsnap's own name shapes (`migsnap::names`), so the tests cannot drift
 /// from them.
 pub fn template_name(key: &str) -> String {
-    migsnap::names::DbName::template(key).to_string()
+    migsnap::names::DbName::template(&parse_key(key)).to_string()
 }
 
 pub fn build_name(key: &str) -> String {
-    migsnap::names::DbName::build(key).to_string()
+    migsnap::names::DbName::build(&parse_key(key)).to_string()
+}
+
+/// A key migsnap printed; panics (failing the test) on anything else.
+pub fn parse_key(key: &str) -> migsnap::key::Key {
+    migsnap::key::Key::parse(key).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// PGHOST & co. for the test server and `db` (the example settings read them).

@@ -10,6 +10,9 @@
 //! The comparison and the attribution are pure functions of two catalogs and
 //! the migration sources, so they are unit-tested here without a server.
 
+mod run;
+pub use run::{run, Checked};
+
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use tokio_postgres::Client;

@@ -1,0 +1,69 @@
+//! How to fix what the library reports as data: the hints that name this
+//! binary's flags, settings and the pytest plugin's options. The library's
+//! errors carry typed sources (`BadTarget`, `DjangoError`); this is the one
+//! place that turns them into advice, so the library never names a flag.
+
+use migsnap::django::{DjangoError, Failure};
+use migsnap::error::Error;
+use migsnap::pg::admin::BadTarget;
+
+/// Add the hint for a typed cause, unless the library already gave one.
+pub fn add(error: Error) -> Error {
+    if error.hint.is_some() {
+        return error;
+    }
+    let hint = cause::<BadTarget>(&error)
+        .map(target_hint)
+        .or_else(|| cause::<DjangoError>(&error).map(|d| django_hint(d.kind)));
+    match hint {
+        Some(h) => error.hint(h),
+        None => error,
+    }
+}
+
+/// The first cause of type `T` in `error`'s chain.
+fn cause<T: std::error::Error + 'static>(error: &Error) -> Option<&T> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
+}
+
+fn target_hint(bad: &BadTarget) -> &'static str {
+    match bad {
+        BadTarget::Empty => "pass --database test_myapp",
+        BadTarget::TooLong { .. } => "use a shorter name",
+        BadTarget::Nul => "use a plain name",
+        BadTarget::Reserved { .. } => "pick a name such as `test_myapp`",
+        BadTarget::NotOurs { .. } => {
+            "use a `test_` name, or, if this database may really be dropped, pass --force (pytest: --migsnap-force, or `migsnap_force = true` in the ini file)"
+        }
+    }
+}
+
+fn django_hint(kind: Failure) -> &'static str {
+    match kind {
+        Failure::Settings => {
+            "check the settings module (--settings / DJANGO_SETTINGS_MODULE) and the interpreter (MIGSNAP_PYTHON)"
+        }
+        Failure::Elsewhere => {
+            "the settings point DATABASES['default'] elsewhere for migsnap's run too: drop `dbname`, `host` or a `service` from OPTIONS, or a router, when DATABASES is being built for tests"
+        }
+        Failure::Interpreter => {
+            "set MIGSNAP_PYTHON (or --python, or `python` in [tool.migsnap]) to the project's interpreter, e.g. .venv/bin/python"
+        }
+        Failure::Configuration => {
+            "point DATABASES['default'] at PostgreSQL (the settings module migsnap uses may be set with --settings)"
+        }
+        Failure::Server => {
+            "the server crashed, restarted or was stopped (not a fault of the migration): check its log, then retry; no snapshot was saved"
+        }
+        Failure::History | Failure::Migration | Failure::Exit => {
+            "fix the migration or settings named above; no snapshot was saved"
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! What the use cases (`prepare`, `check`, `engine::build`) take: small,
+//! already-resolved values. The binary resolves flags, environment and the
+//! config file into a `Ctx` (its `settings` module); the library never sees
+//! where a value came from, so its messages name no flag.
+
+use crate::embedded::Embedded;
+use crate::error::{Context as _, Kind, Result};
+use crate::fingerprint::KeySpec;
+pub use crate::pg::admin::CloneStrategy;
+use crate::store::{CacheSecret, Store};
+use std::path::{Path, PathBuf};
+
+/// Where the database server is.
+#[derive(Debug, Clone)]
+pub enum ServerChoice {
+    /// A user-supplied URL.
+    Url(String),
+    /// migsnap's private cluster.
+    Embedded(Embedded),
+}
+
+/// How to run the project's Django: its own interpreter and manage.py.
+#[derive(Debug, Clone)]
+pub struct DjangoRunner {
+    pub python: PathBuf,
+    pub manage_py: PathBuf,
+    /// Explicit settings module; None = whatever manage.py sets.
+    pub settings_module: Option<String>,
+    /// Where relative paths in Django's reports are anchored.
+    pub project_dir: PathBuf,
+    /// Echo Django's own output while it runs.
+    pub echo_output: bool,
+}
+
+/// How snapshots are copied and restored.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildOptions {
+    /// As configured; `Default` is resolved per server by `Ctx::clone_strategy`.
+    pub clone_strategy: CloneStrategy,
+    /// Connections a cache restore uses.
+    pub restore_jobs: usize,
+}
+
+/// The cache dir and the secret that signs what is in it.
+#[derive(Debug, Clone)]
+pub struct CacheDir {
+    pub dir: PathBuf,
+    pub secret: Option<CacheSecret>,
+}
+
+/// Everything a use case needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub key: KeySpec,
+    pub django: DjangoRunner,
+    pub server: ServerChoice,
+    pub cache: CacheDir,
+    pub build: BuildOptions,
+    /// Ready clones to keep for the current key (`pool`); 0: none.
+    pub pool: usize,
+}
+
+impl Ctx {
+    pub fn project_dir(&self) -> &Path {
+        &self.key.root
+    }
+
+    /// 16 hex naming this project (its directory) in what it leaves on a
+    /// shared server, such as its pool members.
+    pub fn project_tag(&self) -> String {
+        let path = self.project_dir().as_os_str().as_encoded_bytes();
+        crate::hash::hash_normalized(path)[..16].to_string()
+    }
+
+    /// The strategy clones use. `default` means FILE_COPY on the embedded
+    /// server: it runs with fsync off and serves nobody else, so the two
+    /// checkpoints FILE_COPY forces are nearly free, and copying files beats
+    /// WAL-logging every page (8 parallel clones of the 1,000-migration
+    /// template: ~1.5x faster; see BENCHMARKS.md). On a server the user
+    /// provides, those checkpoints would hit every other session, so the
+    /// server's default stands unless the user asks.
+    pub fn clone_strategy(&self) -> CloneStrategy {
+        match (self.build.clone_strategy, &self.server) {
+            (CloneStrategy::Default, ServerChoice::Embedded(_)) => CloneStrategy::FileCopy,
+            (strategy, _) => strategy,
+        }
+    }
+
+    /// The cache dir, created on first use (0700: only we may write the
+    /// SQL it holds) and refused when others could write to it, as a store
+    /// that signs and checks with the cache secret.
+    pub fn store(&self) -> Result<Store> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = &self.cache.dir;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_kind(Kind::Usage, || {
+                format!("cannot create the cache directory `{}`", dir.display())
+            })?;
+        crate::store::check_cache_dir(dir)?;
+        Ok(Store::new(dir).with_secret(self.cache.secret.clone()))
+    }
+
+    /// What can be checked cheaply before any server is started, so that a
+    /// mistake never leaves an embedded server running behind an error:
+    /// the cache dir is writable, and the PostgreSQL programs are there.
+    /// Only needed when the embedded server would be started; a running
+    /// one (or a server URL) costs nothing to reach and report from.
+    pub fn check_before_starting_a_server(&self) -> Result<()> {
+        let ServerChoice::Embedded(server) = &self.server else {
+            return Ok(());
+        };
+        if server.probably_running() {
+            return Ok(());
+        }
+        let store = self.store()?;
+        tempfile::Builder::new()
+            .prefix(".migsnap-probe-")
+            .tempfile_in(store.dir())
+            .map_err(|e| crate::store::cache_write_error(store.dir(), e))?;
+        for program in ["pg_dump", "initdb", "pg_ctl"] {
+            crate::pg::tools::find(program, None)?;
+        }
+        Ok(())
+    }
+}

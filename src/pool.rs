@@ -1,0 +1,197 @@
+//! Ready clones, handed out by rename, and what `prepare` leaves behind to
+//! drop later: the off-critical-path half of the warm path.
+//!
+//! - **Trash.** `prepare` renames the old target aside (`migsnap_trash_*`)
+//!   in the transaction that puts its replacement in place, so no DROP
+//!   DATABASE (which forces a checkpoint of the whole cluster) is on the
+//!   critical path. `maintain` (a detached `migsnap` process the command
+//!   spawns after answering) or `gc` drops the trash.
+//! - **Pool.** For the current key, `maintain` keeps `size` clones of the
+//!   template (`migsnap_pool_*`, closed to connections, their comment naming
+//!   the key, the inputs digest and the template's oid). `prepare` takes one
+//!   by rename when it can: a rename costs the same at any schema size,
+//!   where a clone costs per relation. A member whose comment does not
+//!   match the template now in place (another key, a rebuilt template,
+//!   changed inputs) is never handed out, and `maintain` drops it.
+//!
+//! One refiller at a time (an advisory lock per key); a member being made is
+//! locked by its own name's lock, so `gc` never drops it half made. A crash
+//! leaves at worst an unmarked member or trash, which `gc` and the next
+//! `maintain` remove.
+
+use crate::context::Ctx;
+use crate::error::Result;
+use crate::key::{Key, LockId};
+use crate::names::DbName;
+use crate::pg::admin::{self, Admin, DbInfo};
+use crate::ui::Ui;
+
+const POOL_COMMENT: &str = "migsnap pool key=";
+
+/// The comment a pool member of `template` carries. `project` tells a
+/// project's own members of an older key (dropped when the key changes)
+/// from another project's on the same server (theirs to keep).
+pub fn member_comment(key: &Key, inputs: &str, template: &DbInfo, project: &str) -> String {
+    format!(
+        "{POOL_COMMENT}{key} inputs={inputs} template={} project={project}",
+        template.oid
+    )
+}
+
+/// Which project a pool member belongs to (`Ctx::project_tag`).
+fn member_project(info: &DbInfo) -> Option<&str> {
+    info.comment.rsplit_once(" project=").map(|(_, p)| p)
+}
+
+/// The key a pool member was made for, from its comment.
+pub fn member_key(info: &DbInfo) -> Option<Key> {
+    let rest = info.comment.strip_prefix(POOL_COMMENT)?;
+    Key::parse(rest.split(' ').next()?).ok()
+}
+
+/// The lock only one refiller of `key`'s pool holds.
+fn refill_lock(key: &Key) -> LockId {
+    let tag = crate::hash::hash_normalized(format!("pool {key}").as_bytes());
+    LockId::from_hex16(&tag[..16])
+}
+
+/// Pool members (finished or not) and trash on the server.
+pub async fn list(admin: &Admin) -> Result<(Vec<DbInfo>, Vec<DbInfo>)> {
+    let all = admin.databases_like(admin::TEMPLATE_PREFIX).await?;
+    let (mut pool, mut trash) = (Vec::new(), Vec::new());
+    for d in all {
+        match DbName::parse(&d.name) {
+            Some(DbName::Pool(_)) => pool.push(d),
+            Some(DbName::Trash(_)) => trash.push(d),
+            _ => {}
+        }
+    }
+    Ok((pool, trash))
+}
+
+/// Members ready to be handed out for this template: marked for it and
+/// still closed to connections (so nobody has used them).
+pub fn ready_members<'a>(
+    pool: &'a [DbInfo],
+    key: &Key,
+    inputs: &str,
+    template: &DbInfo,
+    project: &str,
+) -> Vec<&'a DbInfo> {
+    let want = member_comment(key, inputs, template, project);
+    pool.iter()
+        .filter(|d| d.comment == want && !d.allow_conn)
+        .collect()
+}
+
+/// A member nothing can hand out again: never marked (its maker died), or
+/// made for a key whose template is gone from the server. Members of other
+/// live keys (another project, another checkout) are theirs to keep.
+pub async fn orphaned(admin: &Admin, member: &DbInfo) -> Result<bool> {
+    Ok(match member_key(member) {
+        None => true,
+        Some(k) => admin
+            .database(&admin::template_name(&k))
+            .await?
+            .is_none_or(|t| t.template_key().as_ref() != Some(&k)),
+    })
+}
+
+/// Drop `info` if nobody holds its name's lock (the maker of a pool
+/// member, or of a trash name, holds it while it works).
+async fn drop_unlocked(admin: &Admin, info: &DbInfo) -> Result<bool> {
+    let Some(name) = DbName::parse(&info.name) else {
+        return Ok(false);
+    };
+    if !admin.try_lock_key(name.lock_id()).await? {
+        return Ok(false);
+    }
+    let dropped = admin.drop(info).await;
+    let _ = admin.unlock_key(name.lock_id()).await;
+    dropped.map(|()| true)
+}
+
+/// What `maintain` did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Maintained {
+    pub trash_dropped: usize,
+    pub pool_dropped: usize,
+    pub pool_made: usize,
+    /// Members ready for the current key afterwards.
+    pub pool_ready: usize,
+}
+
+/// Drop the trash, and bring the current key's pool to `size` members.
+/// Never builds a snapshot (no Python in the background): without a ready
+/// template for the current key, only stale members go.
+pub async fn maintain(ctx: &Ctx, size: usize, ui: &Ui) -> Result<Maintained> {
+    let admin = crate::engine::connect(ctx, ui).await?;
+    let mut done = Maintained::default();
+    let project = ctx.project_tag();
+    let (pool, trash) = list(&admin).await?;
+    for t in &trash {
+        if drop_unlocked(&admin, t).await? {
+            done.trash_dropped += 1;
+        }
+    }
+
+    let fp = crate::fingerprint::compute(&ctx.key)?;
+    let store = ctx.store()?;
+    let inputs = crate::engine::current_inputs(&store, &fp, ctx.project_dir());
+    let template_name = admin::template_name(&fp.key);
+    let template = match (&inputs, admin.database(&template_name).await?) {
+        (Some(i), Some(t)) if t.is_template_for(&fp.key, i) => Some(t),
+        _ => None,
+    };
+    if !admin.try_lock_key(refill_lock(&fp.key)).await? {
+        return Ok(done); // another refiller is at work
+    }
+    // Stale: this key's members for another template or inputs, and any
+    // member whose key has no template on the server any more (or that was
+    // never marked, made by a run that died).
+    let want = match (&inputs, &template) {
+        (Some(i), Some(t)) => Some(member_comment(&fp.key, i, t, &project)),
+        _ => None,
+    };
+    let mut current = Vec::new();
+    for m in &pool {
+        if want.as_deref() == Some(m.comment.as_str()) && !m.allow_conn {
+            current.push(m);
+            continue;
+        }
+        // This project's members of any key but this template's go.
+        let ours = member_key(m).as_ref() == Some(&fp.key) || member_project(m) == Some(&project);
+        let stale = ours || orphaned(&admin, m).await?;
+        if stale && drop_unlocked(&admin, m).await? {
+            done.pool_dropped += 1;
+        }
+    }
+    // Trim: the pool never grows past its size.
+    for m in current.iter().skip(size) {
+        if drop_unlocked(&admin, m).await? {
+            done.pool_dropped += 1;
+        }
+    }
+    let mut ready = current.len().min(size);
+    if let (Some(comment), Some(t)) = (want, &template) {
+        while ready < size {
+            let name = DbName::pool()?;
+            admin.lock_key(name.lock_id(), || {}).await?;
+            let made = async {
+                let n = name.to_string();
+                admin
+                    .create_with(&n, Some(&t.name), ctx.clone_strategy(), false)
+                    .await?;
+                admin.comment(&n, &comment).await
+            }
+            .await;
+            let _ = admin.unlock_key(name.lock_id()).await;
+            made?;
+            ready += 1;
+            done.pool_made += 1;
+        }
+    }
+    let _ = admin.unlock_key(refill_lock(&fp.key)).await;
+    done.pool_ready = ready;
+    Ok(done)
+}

@@ -1,0 +1,185 @@
+//! The warm path's other half, against a real server: a replaced target is
+//! renamed aside in the transaction that puts its replacement in place and
+//! dropped afterwards by a background `maintain`; a pool of ready clones is
+//! handed out by rename and refilled in the background, never past its size,
+//! never with a database anyone used, and dropped when the key changes.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Wait (bounded) for `done`: the background maintenance runs on its own.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !done() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn oid(db: &str) -> String {
+    psql(
+        "postgres",
+        &format!("SELECT oid FROM pg_database WHERE datname = '{db}'"),
+    )
+}
+
+fn name_of_oid(oid: &str) -> String {
+    psql(
+        "postgres",
+        &format!("SELECT datname FROM pg_database WHERE oid = {oid}"),
+    )
+}
+
+/// The current key's pool members (name, allows connections).
+fn members(key: &str) -> Vec<(String, bool)> {
+    psql(
+        "postgres",
+        &format!(
+            "SELECT datname, datallowconn FROM pg_database WHERE datname LIKE 'migsnap\\_pool\\_%' \
+             AND shobj_description(oid, 'pg_database') LIKE 'migsnap pool key={key} %' ORDER BY 1"
+        ),
+    )
+    .lines()
+    .map(|l| {
+        let (name, allow) = l.split_once('|').expect("two columns");
+        (name.to_string(), allow == "t")
+    })
+    .collect()
+}
+
+fn prepare_with_pool(p: &Project, db: &str, pool: &str) -> Value {
+    p.track(db);
+    let out = p
+        .cmd(&["prepare", "--database", db, "--json"])
+        .env("MIGSNAP_POOL", pool)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[test]
+fn a_replaced_target_is_set_aside_then_dropped_off_the_critical_path() {
+    let p = Project::example("aside");
+    let db = p.db("t");
+    p.prepare(&db);
+    let before = oid(&db);
+    let again = p.prepare(&db);
+    assert_eq!(again["source"], "template");
+    assert_ne!(oid(&db), before, "the target is a new clone");
+    // Renamed aside in the swap, then dropped by the background maintenance.
+    eventually("the replaced database is dropped", || {
+        name_of_oid(&before).is_empty()
+    });
+    Reference::of(&p).check(&db, "after the swap");
+
+    // Killed right after the swap (before anything else could run): the old
+    // database waits under a trash name, the new one is in place, and gc
+    // (or the next maintenance) removes the old one.
+    require_failpoints();
+    let before = oid(&db);
+    let out = p
+        .cmd(&["prepare", "--database", &db])
+        .env("MIGSNAP_CRASH_AT", "clone.commented")
+        .output()
+        .expect("run");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(9),
+        "{}",
+        stderr(&out)
+    );
+    let aside = name_of_oid(&before);
+    assert!(
+        aside.starts_with("migsnap_trash_"),
+        "set aside as `{aside}`"
+    );
+    Reference::of(&p).check(&db, "after a crash right after the swap");
+    let gc = p.run(&["gc", "--json"]);
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    assert!(name_of_oid(&before).is_empty(), "gc dropped `{aside}`");
+}
+
+#[test]
+fn the_pool_hands_out_ready_clones_by_rename_and_refills_to_its_size() {
+    let p = Project::example("pool");
+    let db = p.db("t");
+    let first = prepare_with_pool(&p, &db, "2");
+    let key = first["key"].as_str().expect("key").to_string();
+    eventually("the pool fills to 2", || members(&key).len() == 2);
+    let ready = members(&key);
+    assert!(
+        ready.iter().all(|(_, allow)| !allow),
+        "nobody can connect to a waiting member: {ready:?}"
+    );
+
+    let ready_oids: Vec<String> = ready.iter().map(|(name, _)| oid(name)).collect();
+    let taken = prepare_with_pool(&p, &db, "2");
+    assert_eq!(taken["source"], "pool");
+    assert!(
+        ready_oids.contains(&oid(&db)),
+        "one of the members became the target (renamed, not cloned)"
+    );
+    Reference::of(&p).check(&db, "a clone from the pool");
+    // Refilled, and never past its size, however many prepares ask.
+    for _ in 0..3 {
+        prepare_with_pool(&p, &db, "2");
+        assert!(members(&key).len() <= 2, "{:?}", members(&key));
+    }
+    eventually("the pool refills to 2", || members(&key).len() == 2);
+    let ls: Value = serde_json::from_slice(
+        &p.cmd(&["ls", "--json"])
+            .env("MIGSNAP_POOL", "2")
+            .output()
+            .expect("ls")
+            .stdout,
+    )
+    .expect("ls --json");
+    let shown = ls["pool"].as_array().expect("pool listed");
+    assert_eq!(
+        shown.iter().filter(|m| m["current"] == true).count(),
+        2,
+        "{ls}"
+    );
+
+    // A member someone could have used (it allows connections) is never
+    // handed out, and the maintenance replaces it.
+    let (used, _) = members(&key)[0].clone();
+    psql(
+        "postgres",
+        &format!("ALTER DATABASE \"{used}\" ALLOW_CONNECTIONS true"),
+    );
+    psql(
+        "postgres",
+        &format!(
+            "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true",
+            members(&key)[1].0
+        ),
+    );
+    let next = prepare_with_pool(&p, &db, "2");
+    assert_eq!(next["source"], "template", "no usable member was left");
+    eventually("the used members are replaced", || {
+        let m = members(&key);
+        m.len() == 2 && m.iter().all(|(name, allow)| !allow && name != &used)
+    });
+
+    // A key change: the old key's pool goes, the new key's fills.
+    p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);
+    let changed = prepare_with_pool(&p, &db, "2");
+    let new_key = changed["key"].as_str().expect("key").to_string();
+    assert_ne!(new_key, key);
+    eventually("the old key's pool is dropped", || members(&key).is_empty());
+    eventually("the new key's pool fills", || members(&new_key).len() == 2);
+
+    // No pool wanted any more: gc removes the members.
+    let gc = p
+        .cmd(&["gc", "--json"])
+        .env("MIGSNAP_POOL", "0")
+        .output()
+        .expect("gc");
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    assert!(members(&new_key).is_empty(), "{:?}", members(&new_key));
+}
