@@ -8,6 +8,14 @@ pub const CACHE_DIR: &str = "MIGSNAP_CACHE_DIR";
 /// Secret that signs cached snapshots (HMAC-SHA256); when set, unsigned or
 /// badly signed snapshots are refused. Overrides `cache-secret-file`.
 pub const CACHE_SECRET: &str = "MIGSNAP_CACHE_SECRET";
+/// The shared snapshot store: `s3://bucket/prefix` or `file:///dir`
+/// (overrides `remote` in the config; `off` turns a configured one off).
+pub const REMOTE: &str = "MIGSNAP_REMOTE";
+/// `true`: `prepare` pushes what it builds to the store (overrides
+/// `remote-push`; off by default).
+pub const REMOTE_PUSH: &str = "MIGSNAP_REMOTE_PUSH";
+/// Seconds any one wait on the store may take (overrides `remote-timeout`).
+pub const REMOTE_TIMEOUT: &str = "MIGSNAP_REMOTE_TIMEOUT";
 /// Interpreter that runs manage.py.
 pub const PYTHON: &str = "MIGSNAP_PYTHON";
 /// Data directory of the embedded server (default: under the cache dir, or

@@ -150,6 +150,18 @@ impl std::error::Error for Error {
     }
 }
 
+/// An error and its causes on one line (the last cause is usually the
+/// system's or the library's own words), for warnings.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut why = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        why.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    why
+}
+
 /// Attach context to foreign errors: `fs::read(p).context_io(...)`.
 pub trait Context<T> {
     fn with_kind(self, kind: Kind, message: impl FnOnce() -> String) -> Result<T>;

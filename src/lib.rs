@@ -33,5 +33,6 @@ pub mod pg;
 pub mod pool;
 pub mod prepare;
 pub mod remote;
+pub mod shared;
 pub mod store;
 pub mod ui;

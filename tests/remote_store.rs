@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use migsnap::key::Key;
-use migsnap::remote::{ObjectKind, Options, Pushed, Remote, RemoteError};
+use migsnap::remote::{ObjectKind, Options, Pushed, Remote, RemoteError, Url};
 use migsnap::store::{BuildInfo, CacheSecret, DumpInfo, Manifest, Store, MANIFEST_FORMAT};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjPath;
@@ -85,7 +85,7 @@ fn open_with(
     timeout: Duration,
 ) -> Remote {
     Remote::open(
-        url,
+        &Url::parse(url).expect("url"),
         Options {
             timeout,
             secret: secret.cloned(),
@@ -102,6 +102,8 @@ fn secret(text: &str) -> CacheSecret {
 /// The store's objects as the server holds them, to tamper with like a
 /// broken disk or a hostile writer would.
 fn raw(url: &str) -> (Arc<dyn ObjectStore>, ObjPath) {
+    // The TLS provider migsnap installs for itself (see remote::transfer).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let s = s3();
     let (bucket, prefix) = url
         .strip_prefix("s3://")

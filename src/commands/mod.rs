@@ -9,6 +9,7 @@ mod maintain;
 mod prepare;
 mod run;
 mod server;
+mod sync;
 
 use crate::cli::{Cli, Command};
 use crate::settings::Settings;
@@ -84,6 +85,8 @@ async fn dispatch<'a>(command: &'a Command, settings: &Settings, ui: &Ui) -> Res
         Command::Gc(args) => gc::run(settings, args, ui).await?,
         Command::Server { action } => server::run(settings, action, ui).await?,
         Command::Key(args) => key::run(settings, args, ui)?,
+        Command::Push(args) => sync::push(settings, args, ui).await?,
+        Command::Pull(args) => sync::pull(settings, args, ui).await?,
         Command::Check(args) => check::run(settings, args, ui).await?,
     };
     Ok(Outcome::Exit(code))

@@ -155,16 +155,27 @@ impl Listing {
     }
 }
 
-impl Remote {
-    /// Open the store at `url`: `s3://bucket[/prefix]` (credentials,
-    /// region and endpoint from the backend's standard variables in
-    /// `opts.env`), or `file:///absolute/dir`. Nothing is contacted yet.
-    pub fn open(url: &str, opts: Options) -> Result<Remote, RemoteError> {
-        let Options {
-            timeout,
-            secret,
-            env,
-        } = opts;
+/// A store's URL, checked (cheap: nothing is built or contacted), so that
+/// a typo is a configuration error at once while the client itself is
+/// made only when a run needs the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// As written, without a trailing `/`: safe to print (credentials come
+    /// from the backend's environment, never from the URL).
+    text: String,
+    place: Place,
+    prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    S3 { bucket: String },
+    Dir(PathBuf),
+}
+
+impl Url {
+    /// `s3://bucket[/prefix]`, or `file:///absolute/dir`.
+    pub fn parse(url: &str) -> Result<Url, RemoteError> {
         let bad = |why: &str| RemoteError::BadUrl {
             url: url.to_string(),
             why: why.to_string(),
@@ -172,32 +183,62 @@ impl Remote {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| bad("it has no scheme"))?;
-        let (objects, prefix): (Arc<dyn ObjectStore>, &str) = match scheme {
+        let (place, prefix) = match scheme {
             "s3" => {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
                 if bucket.is_empty() {
                     return Err(bad("it names no bucket"));
                 }
-                (
-                    Arc::new(transfer::s3(bucket, timeout, &env).map_err(|e| bad(&e))?),
-                    prefix,
-                )
+                let bucket = bucket.to_string();
+                (Place::S3 { bucket }, prefix.trim_matches('/'))
             }
-            "file" => {
-                if !rest.starts_with('/') {
-                    return Err(bad("a file:// store needs an absolute path"));
-                }
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(rest)
-                    .map_err(|_| bad("the directory does not exist"))?;
-                (Arc::new(fs), "")
-            }
+            "file" if rest.starts_with('/') => (Place::Dir(PathBuf::from(rest)), ""),
+            "file" => return Err(bad("a file:// store needs an absolute path")),
             _ => return Err(bad("migsnap reads s3:// and file:// stores")),
         };
-        let prefix = prefix.trim_matches('/');
-        let prefix =
-            ObjPath::parse(prefix).map_err(|_| bad("its path has an empty or `.` part"))?;
+        ObjPath::parse(prefix).map_err(|_| bad("its path has an empty or `.` part"))?;
+        Ok(Url {
+            text: url.trim_end_matches('/').to_string(),
+            place,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::fmt::Display for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Remote {
+    /// The client for the store at `url`: for S3, credentials, region and
+    /// endpoint from the backend's standard variables in `opts.env`.
+    /// Nothing is contacted yet.
+    pub fn open(url: &Url, opts: Options) -> Result<Remote, RemoteError> {
+        let Options {
+            timeout,
+            secret,
+            env,
+        } = opts;
+        let bad = |why: String| RemoteError::BadUrl {
+            url: url.text.clone(),
+            why,
+        };
+        let objects: Arc<dyn ObjectStore> = match &url.place {
+            Place::S3 { bucket } => Arc::new(transfer::s3(bucket, timeout, &env).map_err(bad)?),
+            Place::Dir(dir) => Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|_| bad("the directory does not exist".into()))?,
+            ),
+        };
+        let prefix = ObjPath::parse(&url.prefix).map_err(|_| bad("bad prefix".into()))?;
         Ok(Remote {
-            url: url.trim_end_matches('/').to_string(),
+            url: url.text.clone(),
             objects,
             prefix,
             timeout,
@@ -667,14 +708,15 @@ mod tests {
             ("gopher://x/y", "s3:// and file://"),
             ("s3://bucket/a//b", "empty"),
         ] {
-            let e = Remote::open(url, Options::new(vec![])).expect_err(url);
+            let e = Url::parse(url).expect_err(url);
             assert!(e.to_string().contains(why), "{url}: {e}");
         }
     }
 
     #[test]
     fn the_url_shown_has_no_trailing_slash() {
-        let r = Remote::open("s3://bucket/team/proj/", Options::new(vec![])).expect("opens");
+        let url = Url::parse("s3://bucket/team/proj/").expect("parses");
+        let r = Remote::open(&url, Options::new(vec![])).expect("opens");
         assert_eq!(r.url(), "s3://bucket/team/proj");
         assert_eq!(r.path("x.json").as_ref(), "team/proj/x.json");
     }
