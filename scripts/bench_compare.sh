@@ -6,6 +6,9 @@
 #   scripts/bench_compare.sh --before BIN --after BIN [--runs N] [--migrations N] [--server-dir DIR]
 #
 #   --before BIN, --after BIN   the two migsnap binaries (release builds)
+#
+# Cases: warm (the target does not exist), replace (it does: the usual second
+# run), cache (templates dropped: the dump is restored).
 #   --runs N                    warm runs (default 25); cache runs are N/3
 #   --migrations N              project size (default 1000)
 #   --server-dir DIR            the embedded server's dir (default: under /dev/shm, so
@@ -76,6 +79,13 @@ for _ in $(seq "$runs"); do
   done
 done >>"$work/times" 2>/dev/null
 $P -c "DROP DATABASE IF EXISTS bench_raw" 2>/dev/null
+log "replace: $runs runs of before, after into an existing target (what a second pytest run does)"
+for _ in $(seq "$runs"); do
+  for side in before after; do
+    echo "replace $side $(ms run "$side" prepare --database "test_$side" --json) $(source_of)"
+  done
+  sleep 0.5  # let a background maintenance finish, as between two test runs
+done >>"$work/times" 2>/dev/null
 log "cache: $(( runs / 3 )) runs of before, after (templates dropped first)"
 drop_templates() {
   for t in $($P -At -c "SELECT datname FROM pg_database WHERE datname ~ '^migsnap_[0-9a-f]{16}$'"); do
@@ -94,7 +104,7 @@ import collections, statistics, sys
 d = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     case, side, us, source = line.split()
-    want = "template" if case == "warm" else "cache"
+    want = "cache" if case == "cache" else "template"
     if source != want:
         sys.exit(f"bench_compare: {case} {side} took the {source} path, not {want}")
     d[(case, side)].append(int(us) / 1000)

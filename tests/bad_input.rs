@@ -274,7 +274,7 @@ fn a_target_in_use_is_not_dropped() {
     let out = p.run(&["prepare", "--database", &db]);
     drop(session.stdin.take());
     let _ = session.wait();
-    let err = fails(&out, 5, &format!("cannot drop database `{db}`"));
+    let err = fails(&out, 5, &format!("cannot replace database `{db}`"));
     assert!(err.contains("another session is connected"), "{err}");
     assert_eq!(
         psql(

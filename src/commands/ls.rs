@@ -294,15 +294,15 @@ fn render(out: &LsOutput) -> String {
     }
     if let Some(members) = &out.pool {
         let ready = members.iter().filter(|m| m.current).count();
-        text.push_str(&format!(
-            "pool: {ready} of {} ready for the current key",
-            out.pool_size
-        ));
-        let other = members.len() - ready;
-        if other > 0 {
-            text.push_str(&format!(" ({other} stale, for gc)"));
+        // Other keys' members belong to other checkouts or projects on the
+        // same server (the JSON lists them); say nothing when there is no
+        // pool here.
+        if ready > 0 || out.pool_size > 0 {
+            text.push_str(&format!(
+                "pool: {ready} of {} ready for the current key\n",
+                out.pool_size
+            ));
         }
-        text.push('\n');
     }
     text.push_str("* = current key\n");
     text

@@ -355,7 +355,11 @@ impl Admin {
         }
         res.map(|()| true).map_err(|e| {
             let in_use = e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE);
-            let err = db_error(format!("cannot put the new clone in place as `{target}`"), e);
+            let what = match aside {
+                Some(_) => format!("cannot replace database `{target}`"),
+                None => format!("cannot rename the new clone to `{target}`"),
+            };
+            let err = db_error(what, e);
             if in_use {
                 err.hint(format!(
                     "another session is connected to `{target}`: close it (or stop the test run using it) and retry"
