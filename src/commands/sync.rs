@@ -71,7 +71,7 @@ fn report(
             .map(|b| format!(" ({})", ui::size(b)))
             .unwrap_or_default();
         super::print_stdout(&format!(
-            "{} {}{size} {}\n",
+            "{} {}{size} in {}\n",
             key.short(),
             result.replace('_', " "),
             ui::duration(started.elapsed())
