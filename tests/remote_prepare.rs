@@ -10,16 +10,6 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
 
-const NEW_MIGRATION: &str = r#"from django.db import migrations, models
-
-
-class Migration(migrations.Migration):
-    dependencies = [("orders", "0004_lower_status_index")]
-    operations = [
-        migrations.AddField("order", "note", models.TextField(blank=True, default="")),
-    ]
-"#;
-
 /// `migsnap ARGS` with the store at `url` (reached with `env`) and the
 /// cache dir `cache`.
 fn cmd(p: &Project, cache: &Path, url: &str, env: &[(String, String)], args: &[&str]) -> Command {
@@ -85,16 +75,45 @@ fn empty_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
+/// Where most stories start: a trusted job built the project's snapshot in
+/// its cache dir and pushed it to a store of the test's own.
+struct Pushed {
+    p: Project,
+    url: String,
+    db: String,
+    ci: tempfile::TempDir,
+    built: Value,
+    stderr: String,
+}
+
+fn pushed(test: &str) -> Pushed {
+    let p = Project::example(&format!("remote_{test}"));
+    let url = s3_url(test);
+    let db = p.db(test);
+    let ci = empty_dir();
+    let (built, stderr) = prepare_pushing(&p, ci.path(), &url, &db);
+    Pushed {
+        p,
+        url,
+        db,
+        ci,
+        built,
+        stderr,
+    }
+}
+
 #[test]
 fn push_then_prepare_on_a_fresh_machine_restores_from_the_store() {
-    let p = Project::example("remote_fresh");
-    let reference = Reference::of(&p);
-    let url = s3_url("fresh");
-    let db = p.db("fresh");
-
     // The trusted job builds and pushes.
-    let ci = empty_dir();
-    let (built, err) = prepare_pushing(&p, ci.path(), &url, &db);
+    let Pushed {
+        p,
+        url,
+        db,
+        built,
+        stderr: err,
+        ..
+    } = pushed("fresh");
+    let reference = Reference::of(&p);
     assert_eq!(built["source"], "cold");
     assert_eq!(built["origin"], Value::Null);
     assert!(err.contains("pushed snapshot"), "{err}");
@@ -140,14 +159,16 @@ fn push_then_prepare_on_a_fresh_machine_restores_from_the_store() {
 
 #[test]
 fn an_ancestor_from_the_store_is_built_on() {
-    let p = Project::example("remote_ancestor");
-    let url = s3_url("ancestor");
-    let db = p.db("anc");
-    let ci = empty_dir();
-    let (main, _) = prepare_pushing(&p, ci.path(), &url, &db);
+    let Pushed {
+        p,
+        url,
+        db,
+        built: main,
+        ..
+    } = pushed("ancestor");
 
     // A branch adds a migration; its machine has nothing.
-    p.write("orders/migrations/0005_order_note.py", NEW_MIGRATION);
+    p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);
     let reference = Reference::of(&p);
     fresh_server(&db, &[&main]);
     let laptop = empty_dir();
@@ -157,7 +178,7 @@ fn an_ancestor_from_the_store_is_built_on() {
     assert_eq!(got["origin"], "remote");
     assert_eq!(
         got["applied"],
-        serde_json::json!(["orders.0005_order_note"])
+        serde_json::json!(["catalog.0005_product_note"])
     );
     reference.check(&db, "incremental on the store's snapshot");
     // remote-push is off here: the branch's snapshot stays local.
@@ -246,12 +267,15 @@ fn push_and_pull_move_one_snapshot() {
 
 #[test]
 fn a_damaged_snapshot_in_the_store_is_skipped_and_built_locally() {
-    let p = Project::example("remote_damaged");
+    let Pushed {
+        p,
+        url,
+        db,
+        ci,
+        built,
+        ..
+    } = pushed("damaged");
     let reference = Reference::of(&p);
-    let url = s3_url("damaged");
-    let db = p.db("dmg");
-    let ci = empty_dir();
-    let (built, _) = prepare_pushing(&p, ci.path(), &url, &db);
     let key = built["key"].as_str().expect("key");
 
     // Truncate the dump in the store, as a broken upload or disk would.
@@ -399,12 +423,15 @@ fn two_machines_pushing_one_key_at_once_leave_one_whole_snapshot() {
 
 #[test]
 fn gc_remote_keeps_the_newest_and_the_current() {
-    let p = Project::example("remote_gc");
-    let url = s3_url("gc");
-    let db = p.db("gc");
-    let ci = empty_dir();
-    let (old, _) = prepare_pushing(&p, ci.path(), &url, &db);
-    p.write("orders/migrations/0005_order_note.py", NEW_MIGRATION);
+    let Pushed {
+        p,
+        url,
+        db,
+        ci,
+        built: old,
+        ..
+    } = pushed("gc");
+    p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);
     let (new, _) = prepare_pushing(&p, ci.path(), &url, &db);
     assert_ne!(old["key"], new["key"]);
     let gc = |args: &[&str]| {
@@ -469,28 +496,12 @@ fn a_bad_store_url_is_a_configuration_error() {
 /// Overwrite an object in the store behind migsnap's back.
 fn raw_put(url: &str, name: &str, bytes: Vec<u8>) {
     use object_store::{ObjectStoreExt, PutPayload};
-    // The TLS provider migsnap installs for itself (see remote::transfer).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let s = s3();
-    let (bucket, prefix) = url
-        .strip_prefix("s3://")
-        .and_then(|r| r.split_once('/'))
-        .expect("s3 url");
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(bucket)
-        .with_endpoint(&s.endpoint)
-        .with_allow_http(true)
-        .with_access_key_id(&s.access_key)
-        .with_secret_access_key(&s.secret_key)
-        .with_region("us-east-1")
-        .build()
-        .expect("raw client");
-    let path = object_store::path::Path::from(prefix).join(name);
+    let (store, prefix) = s3_raw(url);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime
-        .block_on(store.put(&path, PutPayload::from(bytes)))
+        .block_on(store.put(&prefix.join(name), PutPayload::from(bytes)))
         .expect("raw put");
 }

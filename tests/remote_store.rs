@@ -9,10 +9,7 @@ use common::*;
 use migsnap::key::Key;
 use migsnap::remote::{ObjectKind, Options, Pushed, Remote, RemoteError, Url};
 use migsnap::store::{BuildInfo, CacheSecret, DumpInfo, Manifest, Store, MANIFEST_FORMAT};
-use object_store::aws::AmazonS3Builder;
-use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use std::sync::Arc;
+use object_store::{ObjectStoreExt, PutPayload};
 use std::time::Duration;
 
 /// Bytes that do not compress, from a seed (xorshift): each snapshot's
@@ -99,30 +96,8 @@ fn secret(text: &str) -> CacheSecret {
     CacheSecret::new(text.as_bytes().to_vec()).expect("secret")
 }
 
-/// The store's objects as the server holds them, to tamper with like a
-/// broken disk or a hostile writer would.
-fn raw(url: &str) -> (Arc<dyn ObjectStore>, ObjPath) {
-    // The TLS provider migsnap installs for itself (see remote::transfer).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let s = s3();
-    let (bucket, prefix) = url
-        .strip_prefix("s3://")
-        .and_then(|r| r.split_once('/'))
-        .expect("s3 url");
-    let store = AmazonS3Builder::new()
-        .with_bucket_name(bucket)
-        .with_endpoint(&s.endpoint)
-        .with_allow_http(true)
-        .with_access_key_id(&s.access_key)
-        .with_secret_access_key(&s.secret_key)
-        .with_region("us-east-1")
-        .build()
-        .expect("raw client");
-    (Arc::new(store), ObjPath::from(prefix))
-}
-
 async fn raw_put(url: &str, name: &str, bytes: Vec<u8>) {
-    let (store, prefix) = raw(url);
+    let (store, prefix) = s3_raw(url);
     store
         .put(&prefix.join(name), PutPayload::from(bytes))
         .await
@@ -332,7 +307,7 @@ async fn a_damaged_object_is_reported_and_never_enters_the_cache_dir() {
     nothing_cached(&fresh, &key);
 
     // Gone.
-    let (raw_store, prefix) = raw(&url);
+    let (raw_store, prefix) = s3_raw(&url);
     raw_store
         .delete(&prefix.join(dump_name.as_str()))
         .await

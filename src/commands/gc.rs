@@ -84,6 +84,20 @@ struct GcOutput {
     freed_bytes: u64,
 }
 
+impl GcOutput {
+    /// Nothing removed yet; `keep` is what `select` kept.
+    fn new(dry_run: bool, current: &Key, keep: &[Manifest]) -> GcOutput {
+        GcOutput {
+            dry_run,
+            current_key: current.clone(),
+            kept: keep.iter().map(|m| m.key.clone()).collect(),
+            removed: Vec::new(),
+            skipped: Vec::new(),
+            freed_bytes: 0,
+        }
+    }
+}
+
 const IN_USE: &str = "in use by another migsnap";
 
 pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
@@ -100,14 +114,7 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
         ui,
         dry_run: args.dry_run,
         pool: settings.ctx.pool,
-        out: GcOutput {
-            dry_run: args.dry_run,
-            current_key: fp.key.clone(),
-            kept: keep.iter().map(|m| m.key.clone()).collect(),
-            removed: Vec::new(),
-            skipped: Vec::new(),
-            freed_bytes: 0,
-        },
+        out: GcOutput::new(args.dry_run, &fp.key, &keep),
     };
     for m in remove {
         gc.remove_snapshot(&m).await?;
@@ -138,14 +145,7 @@ async fn run_remote(settings: &Settings, args: &GcArgs) -> Result<u8> {
     let found = remote.manifests(&cache).await?;
     let listing = remote.list().await?;
     let (keep, remove) = select(found.manifests, &fp.key, args.keep, args.max_size);
-    let mut out = GcOutput {
-        dry_run: args.dry_run,
-        current_key: fp.key.clone(),
-        kept: keep.iter().map(|m| m.key.clone()).collect(),
-        removed: Vec::new(),
-        skipped: Vec::new(),
-        freed_bytes: 0,
-    };
+    let mut out = GcOutput::new(args.dry_run, &fp.key, &keep);
     for m in &remove {
         if !args.dry_run {
             remote.remove(&m.key, &listing).await?;

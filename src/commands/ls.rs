@@ -185,6 +185,23 @@ impl SnapshotRow {
     }
 }
 
+/// The heading and one line per snapshot, each with what more there is to
+/// say about it (`  [template]`): the cache dir's and the store's alike.
+fn snapshot_lines<'a>(
+    place: &str,
+    current: &Key,
+    rows: impl ExactSizeIterator<Item = (&'a SnapshotRow, &'a str)>,
+) -> String {
+    let mut text = format!("snapshots in {place} (current key {}):\n", current.short());
+    if rows.len() == 0 {
+        text.push_str("  (none)\n");
+    }
+    for (row, mark) in rows {
+        text.push_str(&row.line(mark));
+    }
+    text
+}
+
 /// The store's snapshots, from their manifests (downloaded once and kept
 /// in the cache dir). A store that cannot be read is this command's
 /// failure (exit 6).
@@ -219,17 +236,11 @@ async fn run_remote(settings: &Settings, args: &LsArgs) -> Result<u8> {
     if args.json {
         super::print_json(&out)?;
     } else {
-        let mut text = format!(
-            "snapshots in {} (current key {}):\n",
-            out.remote,
-            out.current_key.short()
-        );
-        if out.snapshots.is_empty() {
-            text.push_str("  (none)\n");
-        }
-        for s in &out.snapshots {
-            text.push_str(&s.row.line(if s.cached { "  [cached]" } else { "" }));
-        }
+        let rows = out
+            .snapshots
+            .iter()
+            .map(|s| (&s.row, if s.cached { "  [cached]" } else { "" }));
+        let mut text = snapshot_lines(&out.remote, &out.current_key, rows);
         for r in &out.refused {
             text.push_str(&format!("  {}!  refused: {}\n", r.key.short(), r.reason));
         }
@@ -260,17 +271,11 @@ async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Listed> {
 }
 
 fn render(out: &LsOutput) -> String {
-    let mut text = format!(
-        "snapshots in {} (current key {}):\n",
-        out.cache_dir,
-        out.current_key.short()
-    );
-    if out.snapshots.is_empty() {
-        text.push_str("  (none)\n");
-    }
-    for s in &out.snapshots {
-        text.push_str(&s.line(if s.template { "  [template]" } else { "" }));
-    }
+    let rows = out
+        .snapshots
+        .iter()
+        .map(|s| (s, if s.template { "  [template]" } else { "" }));
+    let mut text = snapshot_lines(&out.cache_dir, &out.current_key, rows);
     match &out.templates {
         None => text.push_str("templates: (server unreachable)\n"),
         Some(ts) => {

@@ -25,10 +25,13 @@ pub fn run(cli: Cli) -> Result<u8> {
 fn run_command(cli: Cli) -> Result<u8> {
     let settings = Settings::resolve(&cli.global.overrides())?;
     let ui = Ui::new(settings.quiet);
-    if matches!(
-        cli.command,
-        Command::Prepare(_) | Command::Run(_) | Command::Check(_) | Command::Gc(_)
-    ) {
+    // `gc --remote` works on the store alone: no server to start.
+    let starts_a_server = match &cli.command {
+        Command::Prepare(_) | Command::Run(_) | Command::Check(_) => true,
+        Command::Gc(args) => !args.remote,
+        _ => false,
+    };
+    if starts_a_server {
         settings.ctx.check_before_starting_a_server()?;
     }
     // A current-thread runtime starts no thread: `key` pays nothing for it.

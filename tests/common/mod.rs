@@ -574,3 +574,34 @@ pub fn s3_url(test: &str) -> String {
         COUNTER.fetch_add(1, Ordering::SeqCst)
     )
 }
+
+/// The test store's objects as the server holds them, to tamper with like
+/// a broken disk or a hostile writer would: the client and the prefix of
+/// the `s3://` URL `url`.
+pub fn s3_raw(
+    url: &str,
+) -> (
+    std::sync::Arc<dyn object_store::ObjectStore>,
+    object_store::path::Path,
+) {
+    // The TLS provider migsnap installs for itself (see remote::transfer).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let s = s3();
+    let (bucket, prefix) = url
+        .strip_prefix("s3://")
+        .and_then(|r| r.split_once('/'))
+        .expect("s3 url");
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_endpoint(&s.endpoint)
+        .with_allow_http(true)
+        .with_access_key_id(&s.access_key)
+        .with_secret_access_key(&s.secret_key)
+        .with_region("us-east-1")
+        .build()
+        .expect("raw client");
+    (
+        std::sync::Arc::new(store),
+        object_store::path::Path::from(prefix),
+    )
+}
