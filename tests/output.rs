@@ -125,8 +125,7 @@ fn the_shared_store_renders_what_it_holds() {
     }
     // The store down: the one warning and its hint.
     // (Another machine: an empty cache dir, no template.)
-    let s = s3();
-    let mut down = s3_env_with("http://127.0.0.1:1", &s.access_key, &s.secret_key);
+    let mut down = s3_env_down();
     let empty = tempfile::tempdir().expect("tempdir");
     down.push((
         "MIGSNAP_CACHE_DIR".into(),

@@ -71,6 +71,14 @@ fn fresh_server(db: &str, results: &[&Value]) {
     psql("postgres", &format!("DROP DATABASE IF EXISTS \"{db}\""));
 }
 
+/// `ls --remote --json` from the cache dir `cache`.
+fn ls_remote(p: &Project, cache: &Path, url: &str) -> Value {
+    let out = cmd(p, cache, url, &s3_env(), &["ls", "--remote", "--json"])
+        .output()
+        .expect("run");
+    json(&ok(out, "ls --remote"))
+}
+
 fn empty_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
@@ -134,19 +142,7 @@ fn push_then_prepare_on_a_fresh_machine_restores_from_the_store() {
     );
 
     // ls --remote: the same columns as ls, and whether this cache has it.
-    let out = ok(
-        cmd(
-            &p,
-            laptop.path(),
-            &url,
-            &s3_env(),
-            &["ls", "--remote", "--json"],
-        )
-        .output()
-        .expect("run"),
-        "ls --remote",
-    );
-    let ls = json(&out);
+    let ls = ls_remote(&p, laptop.path(), &url);
     assert_eq!(ls["remote"], url.as_str());
     let rows = ls["snapshots"].as_array().expect("snapshots");
     assert_eq!(rows.len(), 1);
@@ -182,18 +178,7 @@ fn an_ancestor_from_the_store_is_built_on() {
     );
     reference.check(&db, "incremental on the store's snapshot");
     // remote-push is off here: the branch's snapshot stays local.
-    let ls = json(&ok(
-        cmd(
-            &p,
-            laptop.path(),
-            &url,
-            &s3_env(),
-            &["ls", "--remote", "--json"],
-        )
-        .output()
-        .expect("run"),
-        "ls --remote",
-    ));
+    let ls = ls_remote(&p, laptop.path(), &url);
     assert_eq!(ls["snapshots"].as_array().expect("rows").len(), 1);
 }
 
@@ -297,17 +282,7 @@ fn a_store_that_is_down_warns_once_and_the_run_builds_locally() {
     let p = Project::example("remote_down");
     let reference = Reference::of(&p);
     let db = p.db("down");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let s = s3();
-    let mut env = s3_env_with(
-        &format!("http://127.0.0.1:{port}"),
-        &s.access_key,
-        &s.secret_key,
-    );
+    let mut env = s3_env_down();
     env.push(("MIGSNAP_REMOTE_PUSH".into(), "true".into()));
     let cache = empty_dir();
     let (got, err) = prepare(&p, cache.path(), "s3://migsnap-test/down", &env, &db);
@@ -445,12 +420,7 @@ fn gc_remote_keeps_the_newest_and_the_current() {
     let dry = gc(&["gc", "--remote", "--keep", "0", "--dry-run", "--json"]);
     assert_eq!(dry["removed"].as_array().expect("removed").len(), 1);
     let ls = |cache: &Path| {
-        json(&ok(
-            cmd(&p, cache, &url, &s3_env(), &["ls", "--remote", "--json"])
-                .output()
-                .expect("run"),
-            "ls --remote",
-        ))["snapshots"]
+        ls_remote(&p, cache, &url)["snapshots"]
             .as_array()
             .expect("rows")
             .iter()

@@ -425,18 +425,7 @@ async fn a_wrong_credential_is_denied_with_a_hint() {
 
 #[tokio::test]
 async fn a_store_that_is_down_fails_fast() {
-    // A loopback port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let s = s3();
-    let env = s3_env_with(
-        &format!("http://127.0.0.1:{port}"),
-        &s.access_key,
-        &s.secret_key,
-    );
+    let env = s3_env_down();
     let remote = open_with("s3://bucket/x", None, env, Duration::from_secs(5));
     let err = remote.fetch(&key_of(50)).await.expect_err("down");
     assert!(matches!(err, RemoteError::Unreachable { .. }), "{err}");

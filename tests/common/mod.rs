@@ -565,6 +565,22 @@ pub fn s3_env_with(endpoint: &str, access_key: &str, secret_key: &str) -> Vec<(S
     ]
 }
 
+/// The backend environment of a store that is down: a loopback port
+/// nobody listens on, with valid credentials.
+pub fn s3_env_down() -> Vec<(String, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let s = s3();
+    s3_env_with(
+        &format!("http://127.0.0.1:{port}"),
+        &s.access_key,
+        &s.secret_key,
+    )
+}
+
 /// A store URL of its own for a test: an empty prefix in the test bucket.
 pub fn s3_url(test: &str) -> String {
     format!(
