@@ -127,6 +127,8 @@ pub enum Failure {
     Interpreter,
     /// DATABASES is unusable for migsnap (not PostgreSQL, no default alias).
     Configuration,
+    /// This Django does not support this PostgreSQL server (too old).
+    Unsupported,
     /// manage.py exited before (or instead of) migrating.
     Exit,
 }

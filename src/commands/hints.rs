@@ -59,6 +59,9 @@ fn django_hint(kind: Failure) -> &'static str {
         Failure::Configuration => {
             "point DATABASES['default'] at PostgreSQL (the settings module migsnap uses may be set with --settings)"
         }
+        Failure::Unsupported => {
+            "this Django does not support this PostgreSQL server (the error above says which it needs): point migsnap at a newer one (MIGSNAP_SERVER_URL, or MIGSNAP_PG_BINDIR for the embedded server), or use a Django that supports this server"
+        }
         Failure::Server => {
             "the server crashed, restarted or was stopped (not a fault of the migration): check its log, then retry; no snapshot was saved"
         }

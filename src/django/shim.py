@@ -93,8 +93,14 @@ def category_of(e):
             InconsistentMigrationHistory,
             NodeNotFoundError,
         )
+        from django.db.utils import NotSupportedError
+
         if isinstance(e, (InconsistentMigrationHistory, NodeNotFoundError)):
             return "history"
+        # Raised by the backend's version check as Django connects
+        # ("PostgreSQL 14 or later is required"), before anything migrates.
+        if isinstance(e, NotSupportedError) and not _ready:
+            return "unsupported"
         if lost_connection(e):
             return "server"
     except ImportError:
