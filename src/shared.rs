@@ -120,7 +120,10 @@ impl<'a> Shared<'a> {
             ui::size(m.dump.size),
             remote.url()
         ));
-        match remote.download(fetched, store).await {
+        match remote
+            .download(fetched, store, Some(self.ctx.project_dir()))
+            .await
+        {
             Ok(_) => {
                 self.ui
                     .info(format!("downloaded in {}", ui::duration(t.elapsed())));
@@ -283,6 +286,8 @@ pub async fn pull(ctx: &Ctx, key: &Key, ui: &Ui) -> crate::error::Result<Pulled>
         ))
         .hint("push it from a machine that built it (`migsnap push`), or let `prepare` build it"));
     };
-    let bytes = remote.download(&fetched, &store).await?;
+    let bytes = remote
+        .download(&fetched, &store, Some(ctx.project_dir()))
+        .await?;
     Ok(Pulled::Downloaded { bytes })
 }

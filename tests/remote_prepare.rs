@@ -141,6 +141,21 @@ fn push_then_prepare_on_a_fresh_machine_restores_from_the_store() {
         "now in the cache dir"
     );
 
+    // The downloaded snapshot is this project's in the cache dir: ls and gc
+    // act on it (the builder's project dir was another machine's).
+    let local = ok(
+        cmd(&p, laptop.path(), &url, &s3_env(), &["ls", "--json"])
+            .output()
+            .expect("run"),
+        "ls",
+    );
+    let local = json(&local);
+    assert_eq!(local["snapshots"][0]["key"], key, "{local}");
+    assert_eq!(
+        local["snapshots"][0]["project_dir"],
+        p.path().canonicalize().expect("dir").display().to_string()
+    );
+
     // ls --remote: the same columns as ls, and whether this cache has it.
     let ls = ls_remote(&p, laptop.path(), &url);
     assert_eq!(ls["remote"], url.as_str());

@@ -60,6 +60,7 @@ fn cached(key: &Key, dump: &[u8], secret: Option<&CacheSecret>) -> (tempfile::Te
             seconds: 1.0,
         },
         depends: Default::default(),
+        project_dir: None,
     };
     store.write_manifest(&manifest).expect("write manifest");
     (dir, store)
@@ -164,7 +165,10 @@ async fn push_then_download_into_an_empty_cache_dir() {
     let (_dst, fresh) = empty_cache(None);
     let fetched = remote.fetch(&key).await.expect("fetch").expect("committed");
     assert_eq!(
-        remote.download(&fetched, &fresh).await.expect("download"),
+        remote
+            .download(&fetched, &fresh, None)
+            .await
+            .expect("download"),
         dump.len() as u64
     );
     assert_eq!(std::fs::read(fresh.dump_path(&key)).expect("dump"), dump);
@@ -199,7 +203,10 @@ async fn signed_snapshots_need_the_same_secret() {
     // The same secret: accepted, and signed again in the cache dir.
     let (_dst, fresh) = empty_cache(Some(&ours));
     let fetched = remote.fetch(&key).await.expect("fetch").expect("there");
-    remote.download(&fetched, &fresh).await.expect("download");
+    remote
+        .download(&fetched, &fresh, None)
+        .await
+        .expect("download");
     assert!(fresh.load(&key).expect("signed in the cache").is_some());
 
     // Another secret: refused before anything is downloaded.
@@ -277,7 +284,7 @@ async fn a_damaged_object_is_reported_and_never_enters_the_cache_dir() {
     // Truncated.
     raw_put(&url, &dump_name, dump[..50_000].to_vec()).await;
     let err = remote
-        .download(&fetched, &fresh)
+        .download(&fetched, &fresh, None)
         .await
         .expect_err("truncated");
     assert!(matches!(err, RemoteError::Damaged { .. }), "{err}");
@@ -292,7 +299,7 @@ async fn a_damaged_object_is_reported_and_never_enters_the_cache_dir() {
     altered[77_777] ^= 1;
     raw_put(&url, &dump_name, altered).await;
     let err = remote
-        .download(&fetched, &fresh)
+        .download(&fetched, &fresh, None)
         .await
         .expect_err("altered");
     assert!(err.to_string().contains("sha256"), "{err}");
@@ -302,7 +309,10 @@ async fn a_damaged_object_is_reported_and_never_enters_the_cache_dir() {
     let mut longer = dump.clone();
     longer.extend_from_slice(&noise(31, 1000));
     raw_put(&url, &dump_name, longer).await;
-    let err = remote.download(&fetched, &fresh).await.expect_err("longer");
+    let err = remote
+        .download(&fetched, &fresh, None)
+        .await
+        .expect_err("longer");
     assert!(err.to_string().contains("longer than"), "{err}");
     nothing_cached(&fresh, &key);
 
@@ -313,7 +323,7 @@ async fn a_damaged_object_is_reported_and_never_enters_the_cache_dir() {
         .await
         .expect("delete");
     let err = remote
-        .download(&fetched, &fresh)
+        .download(&fetched, &fresh, None)
         .await
         .expect_err("missing");
     assert!(err.to_string().contains("missing"), "{err}");
@@ -375,7 +385,7 @@ async fn two_concurrent_pushers_never_tear_a_snapshot() {
         let remote = open(&url, None);
         let fetched = remote.fetch(&key).await.expect("fetch").expect("committed");
         remote
-            .download(&fetched, &fresh)
+            .download(&fetched, &fresh, None)
             .await
             .expect("a whole snapshot");
         let got = std::fs::read(fresh.dump_path(&key)).expect("dump");
@@ -519,6 +529,9 @@ async fn a_shared_directory_works_as_a_store() {
     );
     let (_d, fresh) = empty_cache(None);
     let fetched = remote.fetch(&key).await.expect("fetch").expect("there");
-    remote.download(&fetched, &fresh).await.expect("download");
+    remote
+        .download(&fetched, &fresh, None)
+        .await
+        .expect("download");
     assert_eq!(std::fs::read(fresh.dump_path(&key)).expect("dump"), dump);
 }

@@ -26,13 +26,13 @@ fn run_command(cli: Cli) -> Result<u8> {
     let settings = Settings::resolve(&cli.global.overrides())?;
     let ui = Ui::new(settings.quiet);
     // `gc --remote` works on the store alone: no server to start.
-    let starts_a_server = match &cli.command {
+    let starts_slow_work = match &cli.command {
         Command::Prepare(_) | Command::Run(_) | Command::Check(_) => true,
         Command::Gc(args) => !args.remote,
         _ => false,
     };
-    if starts_a_server {
-        settings.ctx.check_before_starting_a_server()?;
+    if starts_slow_work {
+        settings.ctx.check_before_starting()?;
     }
     // A current-thread runtime starts no thread: `key` pays nothing for it.
     let runtime = tokio::runtime::Builder::new_current_thread()

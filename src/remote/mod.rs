@@ -312,8 +312,16 @@ impl Remote {
     /// is set). The dump streams to a temp file with its size and sha256
     /// checked as it goes (memory stays flat); if it is not what the
     /// manifest says, nothing enters the cache dir. The caller holds the
-    /// key's cache lock. Returns the dump's size.
-    pub async fn download(&self, fetched: &Fetched, into: &Store) -> Result<u64, RemoteError> {
+    /// key's cache lock. `project`: the project the cache dir's copy is
+    /// recorded for (the one that downloaded it: `ls` and `gc` act on a
+    /// project's own snapshots), else the builder's, as the store has it.
+    /// Returns the dump's size.
+    pub async fn download(
+        &self,
+        fetched: &Fetched,
+        into: &Store,
+        project: Option<&Path>,
+    ) -> Result<u64, RemoteError> {
         let m = &fetched.manifest;
         let name = Self::dump_name(&m.key, &m.dump.sha256);
         let expected = transfer::Expected {
@@ -323,7 +331,11 @@ impl Remote {
         let tmp = transfer::download(self, &name, into, &m.key, expected).await?;
         into.persist(tmp, &into.dump_path(&m.key))
             .map_err(RemoteError::Local)?;
-        into.write_manifest(m).map_err(RemoteError::Local)?;
+        let mut local = m.clone();
+        if let Some(p) = project {
+            local.project_dir = Some(p.to_path_buf());
+        }
+        into.write_manifest(&local).map_err(RemoteError::Local)?;
         Ok(m.dump.size)
     }
 
