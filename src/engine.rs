@@ -543,6 +543,7 @@ async fn restore_or_drop(
     let expected = restore::Expected {
         sha256: m.dump.sha256.clone(),
         size: m.dump.size,
+        server_major: admin.major(),
     };
     let role = match admin.restore_role(build).await {
         Ok(role) => role,
