@@ -32,5 +32,7 @@ pub mod names;
 pub mod pg;
 pub mod pool;
 pub mod prepare;
+pub mod remote;
+pub mod shared;
 pub mod store;
 pub mod ui;

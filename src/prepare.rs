@@ -15,6 +15,7 @@ use crate::names::DbName;
 use crate::pg::admin::{self, CLONE_COMMENT};
 use crate::pg::ConnInfo;
 use crate::pool;
+use crate::shared::Origin;
 use crate::ui::{self, Ui};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,8 @@ pub struct Prepared {
     pub source: Source,
     pub base_key: Option<Key>,
     pub applied: Vec<Applied>,
+    /// Where the restored dump came from (see `Snapshot::origin`).
+    pub origin: Option<Origin>,
     pub elapsed: Duration,
     /// How to reach the server (the database is `database`).
     pub conn: ConnInfo,
@@ -52,8 +55,12 @@ impl Prepared {
             0 => String::new(),
             n => format!(", {n} migration(s) applied"),
         };
+        let origin = match self.origin {
+            Some(Origin::Remote) => " (downloaded from the snapshot store)",
+            _ => "",
+        };
         format!(
-            "{} ready from {}{applied} in {}",
+            "{} ready from {}{origin}{applied} in {}",
             self.database,
             self.source.as_str(),
             ui::duration(self.elapsed)
@@ -139,6 +146,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
                     source: Source::Pool,
                     base_key: None,
                     applied: vec![],
+                    origin: None,
                     elapsed: started.elapsed(),
                     conn: admin.conn.clone(),
                     // One member fewer: refill (and drop what went aside).
@@ -149,12 +157,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
     }
 
     let mut snapshot = if ready && !args.rebuild {
-        Snapshot {
-            template,
-            source: Source::Template,
-            base_key: None,
-            applied: vec![],
-        }
+        Snapshot::ready(template)
     } else {
         engine::build(&admin, ctx, &fp, ui, args.rebuild).await?
     };
@@ -221,6 +224,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
         key: fp.key,
         source: snapshot.source,
         base_key: snapshot.base_key,
+        origin: snapshot.origin,
         applied: snapshot.applied,
         elapsed: started.elapsed(),
         conn: admin.conn.clone(),

@@ -7,6 +7,7 @@ use migsnap::error::{exit, Result};
 use migsnap::key::Key;
 pub use migsnap::prepare::Prepared;
 use migsnap::prepare::Target;
+use migsnap::shared::Origin;
 use migsnap::ui::Ui;
 
 #[derive(serde::Serialize)]
@@ -15,6 +16,9 @@ struct PrepareOutput<'a> {
     key: &'a Key,
     source: Source,
     base_key: Option<&'a Key>,
+    /// `local` or `remote` (the snapshot store): where the restored dump
+    /// came from; null for `pool`, `template` and `cold`.
+    origin: Option<Origin>,
     applied: Vec<&'a str>,
     elapsed_ms: u64,
     host: &'a str,
@@ -37,6 +41,7 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8>
             key: &p.key,
             source: p.source,
             base_key: p.base_key.as_ref(),
+            origin: p.origin,
             applied: p.applied.iter().map(|a| a.name.as_str()).collect(),
             elapsed_ms: p.elapsed.as_millis() as u64,
             host: &p.conn.host,
