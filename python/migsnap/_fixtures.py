@@ -270,11 +270,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Gener
     failed = call.excinfo.value if call.when == "setup" and call.excinfo else None
     if not isinstance(failed, PrepareFailed):
         return
+    report = outcome.get_result()
     first = item.config.stash.get(_first_failure_key, None)
     if first is None:
         item.config.stash[_first_failure_key] = item.nodeid
+        # The short test summary prints this message, in full when pytest
+        # sees a CI environment: keep it to the headline so the report and
+        # its Django output appear once.
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if crash is not None and failed.headline:
+            crash.message = failed.headline
         return
-    outcome.get_result().longrepr = (
+    report.longrepr = (
         "migsnap could not prepare the test database (shown in full for %s): %s"
         % (first, failed.headline)
     )
