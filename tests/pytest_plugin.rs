@@ -108,6 +108,13 @@ fn pytest(p: &Project, args: &[&str]) -> (Output, Vec<Value>) {
     (out, found)
 }
 
+/// A clone of the current template or a pool member made from it: which
+/// one depends on how far the background refill (the plugin passes its
+/// worker count as the pool size) has got, and both are a ready snapshot.
+fn from_ready_snapshot(source: &Value) -> bool {
+    source == "template" || source == "pool"
+}
+
 fn report(out: &Output) -> String {
     format!(
         "exit {}\n--- stdout\n{}\n--- stderr\n{}",
@@ -173,7 +180,7 @@ fn xdist_workers_get_their_own_clones_and_nothing_migrates() {
     assert!(out.status.success(), "{}", report(&out));
     assert_eq!(databases(&records), workers);
     assert!(
-        records.iter().all(|r| r["source"] == "template"),
+        records.iter().all(|r| from_ready_snapshot(&r["source"])),
         "{records:?}"
     );
     for db in &workers {
@@ -194,7 +201,7 @@ fn xdist_workers_get_their_own_clones_and_nothing_migrates() {
     assert_eq!(databases(&records), workers);
     // The workers clone what the controller rebuilt; none rebuilds again.
     assert!(
-        records.iter().all(|r| r["source"] == "template"),
+        records.iter().all(|r| from_ready_snapshot(&r["source"])),
         "{records:?}"
     );
     let after = oid(&template);
@@ -336,7 +343,9 @@ fn migsnap_speaks_through_pytest_progress_warnings_and_one_summary_line() {
     assert!(out.status.success(), "{text}");
     assert!(!text.contains("migsnap: [1/"), "{text}");
     assert!(
-        text.contains(&format!("migsnap: {db} from template in ")),
+        ["template", "pool"]
+            .iter()
+            .any(|s| text.contains(&format!("migsnap: {db} from {s} in "))),
         "{text}"
     );
 
@@ -484,4 +493,128 @@ fn an_existing_database_without_the_test_prefix_is_replaced_with_migsnap_force()
         // The clone is dropped at the end; leave one again for the next way.
         leftover();
     }
+}
+
+/// A test module whose import (during collection) waits, up to `secs`, for
+/// the database `db` to appear on the test server: it appears only if the
+/// plugin prepares it while pytest collects.
+fn collection_waits_for(p: &Project, db: &str, secs: u32) {
+    p.write(
+        "test_collection_waits.py",
+        &format!(
+            "import time\n\nimport psycopg\n\n\
+             deadline = time.monotonic() + {secs}\n\
+             while True:\n    \
+                 with psycopg.connect(dbname=\"postgres\") as c:\n        \
+                     if c.execute(\"SELECT 1 FROM pg_database WHERE datname = %s\", [\"{db}\"]).fetchone():\n            \
+                         break\n    \
+                 if time.monotonic() > deadline:\n        \
+                     raise RuntimeError(\"{db} was not prepared while pytest collected\")\n    \
+                 time.sleep(0.05)\n\n\
+             def test_nothing():\n    pass\n"
+        ),
+    );
+}
+
+#[test]
+fn the_database_is_prepared_while_pytest_collects() {
+    let p = suite_project("pytest_early");
+    let db = format!("test_{}", p.name);
+    p.track(&db);
+    // A cold build included: collection cannot end before the database is
+    // there, so only a prepare started before collection lets it pass.
+    collection_waits_for(&p, &db, 300);
+    let (out, records) = pytest(&p, &[]);
+    let text = report(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(databases(&records), vec![db.clone()]);
+    assert_eq!(records[0]["applied"], serde_json::json!([]), "{text}");
+    assert_eq!(
+        lines_with(&text, &format!("migsnap: {db} from cold in ")),
+        1,
+        "{text}"
+    );
+    assert_eq!(lines_with(&text, "(tests waited "), 1, "{text}");
+    assert!(!database_exists(&db), "dropped at the end of the session");
+
+    // Opted out, the database is made when the first test needs it: after
+    // collection, which now gives up waiting for it.
+    collection_waits_for(&p, &db, 2);
+    let (out, _) = pytest(&p, &["-o", "migsnap_early=false"]);
+    let text = report(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("was not prepared while pytest collected"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_early_database_no_test_uses_is_dropped() {
+    let p = suite_project("pytest_early_unused");
+    let db = format!("test_{}", p.name);
+    p.track(&db);
+    // Warm the snapshot, so the early prepare has time to finish.
+    let (out, _) = pytest(&p, &["-k", "data_migration"]);
+    assert!(out.status.success(), "{}", report(&out));
+    // A session with no database test (and without the suite's conftest,
+    // whose autouse fixture wants the database).
+    p.write(
+        "test_plain.py",
+        "def test_plain():\n    assert 1 + 1 == 2\n",
+    );
+    collection_waits_for(&p, &db, 300);
+    let (out, _) = pytest(
+        &p,
+        &["--noconftest", "test_collection_waits.py", "test_plain.py"],
+    );
+    let text = report(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2 passed"), "{text}");
+    assert!(!database_exists(&db), "no test used it: dropped\n{text}");
+}
+
+#[test]
+fn a_test_database_renamed_by_a_conftest_gets_its_own_clone() {
+    let p = suite_project("pytest_early_renamed");
+    let guessed = format!("test_{}", p.name);
+    let renamed = format!("{guessed}_renamed");
+    p.track(&guessed);
+    p.track(&renamed);
+    // pytest-django's documented hook for changing the test database
+    // settings: the plugin's early guess of the name is then wrong.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(p.path().join("conftest.py"))
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(
+                b"\n\n@pytest.fixture(scope=\"session\")\n\
+                  def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):\n    \
+                      from django.conf import settings\n\n    \
+                      db = settings.DATABASES[\"default\"]\n    \
+                      db[\"TEST\"][\"NAME\"] = \"test_%s_renamed\" % db[\"NAME\"]\n",
+            )
+        })
+        .expect("append");
+    let (out, records) = pytest(&p, &["--reuse-db"]);
+    let text = report(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(databases(&records), vec![renamed.clone()], "{text}");
+    assert!(database_exists(&renamed), "kept with --reuse-db");
+    // The early clone under the guessed name was made for nothing: it goes,
+    // --reuse-db or not (it is a fresh clone, nothing anyone kept).
+    assert!(
+        !database_exists(&guessed),
+        "the unused early clone is dropped"
+    );
+    let (out, records) = pytest(&p, &[]);
+    let text = report(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(databases(&records), vec![renamed.clone()], "{text}");
+    assert!(!database_exists(&renamed), "dropped at the end");
+    assert!(
+        !database_exists(&guessed),
+        "the unused early clone is dropped"
+    );
 }

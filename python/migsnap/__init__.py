@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-__all__ = ["MigsnapError", "find_binary", "prepare"]
+__all__ = ["MigsnapError", "Preparing", "find_binary", "prepare"]
 
 #: Path of the migsnap binary to use instead of searching for it.
 BIN_ENV = "MIGSNAP_BIN"
@@ -55,6 +56,7 @@ def prepare(
     *,
     rebuild: bool = False,
     force: bool = False,
+    pool_default: Optional[int] = None,
     cwd: Optional[os.PathLike] = None,
     env: Optional[Dict[str, str]] = None,
     echo: Optional[Callable[[str], None]] = None,
@@ -64,59 +66,97 @@ def prepare(
     ``elapsed_ms``…).
 
     ``force`` passes ``--force``: replace the database even if its name does
-    not start with ``test_``. migsnap's progress and warnings (its stderr) go,
+    not start with ``test_``. ``pool_default`` passes ``--pool-default N``:
+    the pool size to keep when the project configures none (the pytest
+    plugin's worker count). migsnap's progress and warnings (its stderr) go,
     line by line as they come, to ``echo`` (default: this process's stderr),
     so a build that takes minutes is never silent. The error report that
     migsnap prints when it fails (from its ``error:`` line on) is not echoed:
     it is the message of the ``MigsnapError`` raised instead.
     """
-    args = [find_binary(), "prepare", "--json", "--database", database]
-    if rebuild:
-        args.append("--rebuild")
-    if force:
-        args.append("--force")
-    if echo is None:
-        echo = _echo_to_stderr
-    child_env = dict(os.environ if env is None else env)
-    # The interpreter running the tests has the project's Django; prefer it
-    # unless the user chose one for migsnap explicitly.
-    child_env.setdefault("MIGSNAP_PYTHON", sys.executable)
-    proc = subprocess.Popen(
-        args,
-        cwd=cwd,
-        env=child_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
-    )
-    # stdout carries only the JSON result, printed at the end and far
-    # smaller than a pipe's buffer: reading stderr to its end first cannot
-    # block migsnap.
-    assert proc.stdout is not None and proc.stderr is not None
-    said: List[str] = []
-    report: List[str] = []
-    for raw in proc.stderr:
-        line = raw.rstrip("\n")
-        said.append(line)
-        if report or line.startswith("error:"):
-            report.append(line)
-        else:
-            echo(line)
-    out = proc.stdout.read()
-    code = proc.wait()
-    if code != 0:
-        # No `error:` line (killed by a signal, say): what it said last.
-        shown = report or said[-20:]
-        raise MigsnapError(
-            "`migsnap prepare --database %s` failed (exit code %d):\n%s"
-            % (database, code, "\n".join(shown).rstrip())
+    return Preparing(
+        database, rebuild=rebuild, force=force, pool_default=pool_default, cwd=cwd, env=env
+    ).result(echo)
+
+
+class Preparing:
+    """A ``migsnap prepare`` started and not yet waited for: ``prepare``
+    split in two, so a caller can do other work while the database is made
+    (the pytest plugin collects tests meanwhile)."""
+
+    def __init__(
+        self,
+        database: str,
+        *,
+        rebuild: bool = False,
+        force: bool = False,
+        pool_default: Optional[int] = None,
+        cwd: Optional[os.PathLike] = None,
+        env: Optional[Dict[str, str]] = None,
+    ) -> None:
+        self.database = database
+        args = [find_binary(), "prepare", "--json", "--database", database]
+        if rebuild:
+            args.append("--rebuild")
+        if force:
+            args.append("--force")
+        if pool_default is not None:
+            args += ["--pool-default", str(pool_default)]
+        child_env = dict(os.environ if env is None else env)
+        # The interpreter running the tests has the project's Django; prefer it
+        # unless the user chose one for migsnap explicitly.
+        child_env.setdefault("MIGSNAP_PYTHON", sys.executable)
+        self._proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
         )
-    try:
-        return json.loads(out)
-    except ValueError as e:
-        raise MigsnapError("migsnap printed no JSON result: %s\n%s" % (e, out)) from e
+
+    def result(self, echo: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+        """Wait for migsnap, passing its progress to ``echo`` as it comes;
+        its JSON result, or MigsnapError with its error report."""
+        if echo is None:
+            echo = _echo_to_stderr
+        proc = self._proc
+        # stdout carries only the JSON result, printed at the end and far
+        # smaller than a pipe's buffer: reading stderr to its end first cannot
+        # block migsnap.
+        assert proc.stdout is not None and proc.stderr is not None
+        said: List[str] = []
+        report: List[str] = []
+        for raw in proc.stderr:
+            line = raw.rstrip("\n")
+            said.append(line)
+            if report or line.startswith("error:"):
+                report.append(line)
+            else:
+                echo(line)
+        out = proc.stdout.read()
+        code = proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        if code != 0:
+            # No `error:` line (killed by a signal, say): what it said last.
+            shown = report or said[-20:]
+            raise MigsnapError(
+                "`migsnap prepare --database %s` failed (exit code %d):\n%s"
+                % (self.database, code, "\n".join(shown).rstrip())
+            )
+        try:
+            return json.loads(out)
+        except ValueError as e:
+            raise MigsnapError("migsnap printed no JSON result: %s\n%s" % (e, out)) from e
+
+    def cancel(self) -> None:
+        """Stop it as Ctrl-C would: migsnap cleans up what it started (a
+        half-made database, its Django child) and leaves the old state."""
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
 
 
 def _echo_to_stderr(line: str) -> None:

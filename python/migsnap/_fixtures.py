@@ -12,7 +12,7 @@ from typing import Any, Dict, Generator, Optional
 
 import pytest
 
-from migsnap import MigsnapError, _voice, prepare
+from migsnap import MigsnapError, Preparing, _early, _voice
 
 #: Comment migsnap puts on the databases it clones (src/pg/admin.rs,
 #: CLONE_COMMENT): teardown drops only a database that carries it.
@@ -171,21 +171,35 @@ def _migrations_mismatch() -> Optional[str]:
 
 
 def _prepare(config: pytest.Config, name: str, *, rebuild: bool) -> Dict[str, Any]:
-    """`migsnap prepare` for `name`, its words on the terminal as it runs.
-    Raises PrepareFailed with migsnap's error report."""
+    """`migsnap prepare` for `name` (or the one started with the session,
+    if it was for `name`), its words on the terminal as it runs. Raises
+    PrepareFailed with migsnap's error report."""
     voice = _voice.voice(config)
     try:
-        return prepare(
-            name,
-            rebuild=rebuild,
-            force=_force(config),
-            cwd=config.rootpath,
-            echo=voice.migsnap_said,
-        )
+        early = _early.claim(config, name, rebuild)
+        if early is not None:
+            return early.take(voice.migsnap_said)
+        return _begin(config, name, rebuild=rebuild).result(voice.migsnap_said)
     except MigsnapError as e:
         raise PrepareFailed(str(e)) from None
     finally:
         voice.finished()
+
+
+def _begin(config: pytest.Config, name: str, *, rebuild: bool) -> Preparing:
+    return Preparing(
+        name,
+        rebuild=rebuild,
+        force=_force(config),
+        pool_default=_worker_count(config),
+        cwd=config.rootpath,
+    )
+
+
+def _worker_count(config: pytest.Config) -> int:
+    """How many databases this run uses at once: the pool size migsnap
+    keeps for the next run when the project configures none."""
+    return int(_worker_input(config).get("workercount", 1))
 
 
 def _force(config: pytest.Config) -> bool:
@@ -240,12 +254,22 @@ def _drop_clone(name: str) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Under xdist with --create-db, rebuild once here, in the controller,
-    before any worker starts: N workers each passing --rebuild would rebuild
-    N times in a row (each waits for the build lock, then rebuilds again)."""
+    """Start preparing this process's database now, so it is made while
+    pytest collects (see `_early`). The xdist controller runs no tests: it
+    only rebuilds, with --create-db, once before any worker starts (N
+    workers each passing --rebuild would rebuild N times in a row)."""
     config = session.config
-    if not (config.getoption("create_db") and config.pluginmanager.hasplugin("dsession")):
+    if config.pluginmanager.hasplugin("dsession"):
+        if config.getoption("create_db"):
+            _rebuild_in_controller(config)
         return
+    if config.getoption("collectonly") or not config.getini("migsnap_early"):
+        return
+    rebuild = config.getoption("create_db") and not _worker_input(config).get(WORKER_REBUILT)
+    _early.start(config, rebuild=rebuild, begin=lambda name: _begin(config, name, rebuild=rebuild))
+
+
+def _rebuild_in_controller(config: pytest.Config) -> None:
     from django.db import connections
     from pytest_django.plugin import blocking_manager_key
 
@@ -259,6 +283,28 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     with config.stash[blocking_manager_key].unblock():
         _drop_clone(name)
     config.stash[_rebuilt_key] = True
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from django.db import DEFAULT_DB_ALIAS
+
+    aliases, _ = _databases_for_setup(session.items)
+    if DEFAULT_DB_ALIAS not in aliases:
+        _early.not_needed(session.config)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop a database prepared early that no test used: a fresh clone
+    made for nothing (--reuse-db keeps what tests used, not this)."""
+    config = session.config
+    made = _early.leftover(config)
+    if made is None:
+        return
+    from pytest_django.plugin import blocking_manager_key
+
+    _point_default_at(made)
+    with config.stash[blocking_manager_key].unblock():
+        _drop_clone(made["dbname"])
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -150,7 +150,7 @@ def voice(config: pytest.Config) -> Voice:
 def record(config: pytest.Config, result: Dict[str, Any]) -> None:
     """Keep a prepare result for the summary line (a worker also sends it
     to the controller)."""
-    entry = {k: result.get(k) for k in ("dbname", "source", "elapsed_ms")}
+    entry = {k: result.get(k) for k in ("dbname", "source", "elapsed_ms", "waited_ms")}
     config.stash.setdefault(_results_key, []).append(entry)
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:
@@ -164,14 +164,21 @@ def record_worker(config: pytest.Config, node: Any) -> None:
 
 
 def summary(config: pytest.Config) -> Optional[str]:
-    """`migsnap: test_app from template in 61 ms` (one entry per database
+    """`migsnap: test_app from template in 61 ms (tests waited 0 ms)` (one entry per database
     prepared, workers' included), or None if nothing was prepared."""
     results = sorted(config.stash.get(_results_key, []), key=lambda r: r["dbname"] or "")
     if not results:
         return None
     return "migsnap: " + ", ".join(
-        "%s from %s in %s" % (r["dbname"], r["source"], _duration(r["elapsed_ms"])) for r in results
+        "%s from %s in %s%s"
+        % (r["dbname"], r["source"], _duration(r["elapsed_ms"]), _waited(r.get("waited_ms")))
+        for r in results
     )
+
+
+def _waited(ms: Optional[int]) -> str:
+    """Prepared while pytest collected: how long the tests still waited."""
+    return "" if ms is None else " (tests waited %s)" % _duration(ms)
 
 
 def _duration(ms: Optional[int]) -> str:

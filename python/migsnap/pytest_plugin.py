@@ -55,6 +55,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "with test_ (as --migsnap-force)",
     )
     parser.addini(
+        "migsnap_early",
+        type="bool",
+        default=True,
+        help="start preparing the test database when the session starts, so it is "
+        "made while pytest collects (default: true)",
+    )
+    parser.addini(
         "migsnap_verify",
         type="bool",
         default=True,
