@@ -618,3 +618,64 @@ fn a_test_database_renamed_by_a_conftest_gets_its_own_clone() {
         "the unused early clone is dropped"
     );
 }
+
+/// Two tests in order: the first commits a row and records the database's
+/// oid; the second must find a new database without that row, with the
+/// rows the data migration wrote (a flush would have emptied them).
+const FRESH_TESTS: &str = r#"from django.db import connection
+
+SEEN = []
+
+
+def _oid():
+    with connection.cursor() as c:
+        c.execute("SELECT oid FROM pg_database WHERE datname = current_database()")
+        return c.fetchone()[0]
+
+
+def test_a_commits(FIXTURE):
+    from catalog.models import Category
+
+    Category.objects.create(slug="fresh-a", name="A")
+    SEEN.append(_oid())
+
+
+def test_b_starts_fresh(FIXTURE):
+    from catalog.models import Category
+
+    assert not Category.objects.filter(slug="fresh-a").exists(), "a's row is still there"
+    assert Category.objects.filter(slug="books").exists(), "the data migration's rows are gone"
+    assert _oid() != SEEN[0], "the same database"
+"#;
+
+#[test]
+fn migsnap_fresh_db_swaps_in_a_new_clone_after_each_test() {
+    let p = suite_project("pytest_fresh");
+    let db = format!("test_{}", p.name);
+    p.track(&db);
+    p.write(
+        "test_fresh.py",
+        &FRESH_TESTS.replace("FIXTURE", "migsnap_fresh_db"),
+    );
+    let (out, records) = pytest(&p, &["test_fresh.py"]);
+    let text = report(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2 passed"), "{text}");
+    assert_eq!(databases(&records), vec![db.clone()]);
+    assert_eq!(lines_with(&text, ", then 2 fresh ("), 1, "{text}");
+    assert!(!database_exists(&db), "dropped at the end of the session");
+
+    // The control: transactional_db flushes, and the flush also empties
+    // what the data migration wrote; the same tests fail on that.
+    p.write(
+        "test_fresh.py",
+        &FRESH_TESTS.replace("FIXTURE", "transactional_db"),
+    );
+    let (out, _) = pytest(&p, &["test_fresh.py"]);
+    let text = report(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("the data migration's rows are gone"),
+        "{text}"
+    );
+}

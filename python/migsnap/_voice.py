@@ -157,6 +157,18 @@ def record(config: pytest.Config, result: Dict[str, Any]) -> None:
         workeroutput.setdefault(RESULTS, []).append(entry)
 
 
+def count_fresh(config: pytest.Config, result: Dict[str, Any]) -> None:
+    """One more fresh database swapped in after a test (`migsnap_fresh_db`):
+    counted on the session database's entry (the same dict a worker sends
+    its controller at its end), for the summary line."""
+    for entry in reversed(config.stash.get(_results_key, [])):
+        if entry["dbname"] == result.get("dbname"):
+            entry["fresh"] = entry.get("fresh", 0) + 1
+            entry["fresh_ms"] = entry.get("fresh_ms", 0) + int(result.get("elapsed_ms") or 0)
+            entry["fresh_pool"] = entry.get("fresh_pool", 0) + (result.get("source") == "pool")
+            return
+
+
 def record_worker(config: pytest.Config, node: Any) -> None:
     """In the controller: take a finished worker's results."""
     for entry in getattr(node, "workeroutput", {}).get(RESULTS, []):
@@ -170,9 +182,27 @@ def summary(config: pytest.Config) -> Optional[str]:
     if not results:
         return None
     return "migsnap: " + ", ".join(
-        "%s from %s in %s%s"
-        % (r["dbname"], r["source"], _duration(r["elapsed_ms"]), _waited(r.get("waited_ms")))
+        "%s from %s in %s%s%s"
+        % (
+            r["dbname"],
+            r["source"],
+            _duration(r["elapsed_ms"]),
+            _waited(r.get("waited_ms")),
+            _fresh(r),
+        )
         for r in results
+    )
+
+
+def _fresh(r: Dict[str, Any]) -> str:
+    """`, then 12 fresh (9 from the pool), 14 ms each` (migsnap_fresh_db)."""
+    n = r.get("fresh", 0)
+    if not n:
+        return ""
+    return ", then %d fresh (%d from the pool), %s each" % (
+        n,
+        r.get("fresh_pool", 0),
+        _duration(r.get("fresh_ms", 0) // n),
     )
 
 

@@ -13,7 +13,7 @@ package is installed, but does nothing unless enabled.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Generator, Optional
 
 import pytest
 
@@ -108,3 +108,21 @@ def migsnap_prepared(request: pytest.FixtureRequest) -> Optional[Dict[str, Any]]
     from migsnap._fixtures import result_key
 
     return request.config.stash.get(result_key, None)
+
+
+@pytest.fixture
+def migsnap_fresh_db(request: pytest.FixtureRequest) -> Generator[Optional[Dict[str, Any]], None, None]:
+    """Use the database as `transactional_db` does (no wrapping
+    transaction: the test may commit, use several connections, test
+    on_commit), and leave it fresh for the next test by swapping in a new
+    clone of the snapshot rather than flushing every table. Use it instead
+    of `db`/`transactional_db`, not with them. Yields `prepare`'s result
+    for the session's database (None with --no-migsnap, where it falls back
+    to `transactional_db`)."""
+    if not enabled(request.config):
+        request.getfixturevalue("transactional_db")
+        yield None
+        return
+    from migsnap import _fixtures
+
+    yield from _fixtures.fresh_db(request)
