@@ -1,0 +1,258 @@
+"""The scale curve of issue #12: what a migrated database costs as the schema
+grows, migsnap's paths against the raw operations they are made of.
+
+Run by scripts/bench_scale.sh (which builds migsnap and picks the server);
+see there for the options. For each schema width (tables with 2 indexes
+each, made by one migration of plain SQL on top of the example project) it
+measures, medians of --runs:
+
+  raw WAL_LOG / FILE_COPY   CREATE DATABASE … TEMPLATE (psql), the floor
+  warm                      prepare, target absent: one clone of the template
+  warm, target exists       the old target renamed aside, dropped afterwards
+  pool                      prepare handing out a ready member by rename
+  cache                     prepare with no template: restore the dump, clone
+  createdb + psql -1        the dump restored the plain way
+  pg_restore -j 2           a custom-format dump of the same schema
+  flush                     TRUNCATE of every table (what Django's flush runs
+                            after each transactional test); migsnap_fresh_db's
+                            swap instead costs "pool" when a member is ready,
+                            "warm, target exists" when not
+
+Every prepare is checked to have taken the path its case is about. Timings
+are wall clock of the whole command (process start included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WIDE = '''from django.db import migrations
+
+N = {n}
+CHUNK = 200  # tables per statement: a transaction's locks must fit the lock table
+
+SQL = """
+DO $$
+BEGIN
+  FOR i IN %d..%d LOOP
+    EXECUTE format('CREATE TABLE wide_%%s (id bigserial PRIMARY KEY, a int NOT NULL, b text, c timestamptz DEFAULT now())', i);
+    EXECUTE format('CREATE INDEX wide_%%s_a ON wide_%%s (a)', i, i);
+    EXECUTE format('CREATE INDEX wide_%%s_b ON wide_%%s (b)', i, i);
+  END LOOP;
+END $$;
+"""
+
+
+class Migration(migrations.Migration):
+    atomic = False
+    dependencies = [("catalog", "0004_product_is_active")]
+    operations = [
+        migrations.RunSQL(SQL % (lo, min(lo + CHUNK - 1, N)), migrations.RunSQL.noop)
+        for lo in range(1, N + 1, CHUNK)
+    ]
+'''
+
+
+def log(msg: str) -> None:
+    print("bench: " + msg, file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.bin = args.bin
+        self.runs = args.runs
+        self.work = Path(tempfile.mkdtemp(prefix="migsnap-scale-"))
+        os.chmod(self.work, 0o755)
+        self.env = dict(os.environ)
+        self.env.update(
+            MIGSNAP_CACHE_DIR=str(self.work / "cache"),
+            MIGSNAP_PYTHON=args.python,
+            MIGSNAP_POOL="0",
+            NO_COLOR="1",
+        )
+        self.env.pop("DJANGO_SETTINGS_MODULE", None)
+
+    def sh(self, *cmd: str, cwd: Path | None = None, env: dict | None = None) -> str:
+        out = subprocess.run(
+            cmd, cwd=cwd, env=env or self.env, capture_output=True, text=True
+        )
+        if out.returncode != 0:
+            sys.exit("bench: error: %s failed:\n%s" % (" ".join(cmd), out.stderr))
+        return out.stdout
+
+    def timed(self, *cmd: str, cwd: Path | None = None, env: dict | None = None) -> tuple[float, str]:
+        t0 = time.monotonic()
+        out = self.sh(*cmd, cwd=cwd, env=env)
+        return (time.monotonic() - t0) * 1000, out
+
+    def sql(self, text: str, db: str = "postgres") -> str:
+        return self.sh("psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", text).strip()
+
+    def drop(self, db: str) -> None:
+        self.sql(
+            "SELECT 1 FROM pg_database WHERE datname = '%s' AND datistemplate" % db
+        ) and self.sql('ALTER DATABASE "%s" IS_TEMPLATE false' % db)
+        self.sql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % db)
+
+    def settle(self) -> None:
+        """Wait for migsnap's background work (maintain) to end, and for the
+        server to write out what is dirty, so cases do not pay for each other."""
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            ps = subprocess.run(["pgrep", "-f", "%s .*maintain" % self.bin], capture_output=True)
+            if ps.returncode != 0:
+                break
+            time.sleep(0.2)
+        self.sql("CHECKPOINT")
+
+    def prepare(self, proj: Path, db: str, expect: str, env: dict | None = None) -> float:
+        ms, out = self.timed(self.bin, "prepare", "--json", "--database", db, cwd=proj, env=env)
+        got = json.loads(out)["source"]
+        if got != expect:
+            sys.exit("bench: error: expected prepare to use %s, it used %s" % (expect, got))
+        return ms
+
+    def width(self, n: int) -> dict:
+        proj = self.work / ("proj%d" % n)
+        shutil.copytree(ROOT / "tests/example", proj)
+        (proj / "migsnap.toml").write_text('key-salt = "scale-%d-%d"\n' % (n, time.time()))
+        (proj / "catalog/migrations/0005_wide.py").write_text(WIDE.format(n=n))
+        env = dict(self.env, PGDATABASE="bench_scale")
+        self.env = env
+        db = "test_scale"
+        log("%d tables: building the snapshot" % n)
+        cold = self.prepare(proj, db, "cold")
+        key = json.loads(self.sh(self.bin, "key", "--json", cwd=proj))["key"]
+        tpl = "migsnap_" + key[:16]
+        relations = int(self.sql("SELECT count(*) FROM pg_class WHERE relnamespace NOT IN "
+                                 "(SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog', 'information_schema'))", db))
+        dump_sql = self.work / ("dump%d.sql" % n)
+        dump_sql.write_bytes(self.sh_bytes("zstdcat", str(self.work / "cache" / (key + ".sql.zst"))))
+        custom = self.work / ("dump%d.custom" % n)
+        self.sh("pg_dump", "-Fc", "-f", str(custom), "-d", db)  # the template takes no connections
+        r: dict = {"tables": n, "relations": relations, "cold": [cold]}
+
+        def case(name: str, fn) -> None:
+            for _ in range(self.runs):
+                self.settle()
+                r.setdefault(name, []).append(fn())
+
+        for strategy in ("WAL_LOG", "FILE_COPY"):
+            def raw(strategy: str = strategy) -> float:
+                self.drop("bench_raw")
+                ms, _ = self.timed("psql", "-X", "-q", "-d", "postgres", "-c",
+                                   'CREATE DATABASE bench_raw TEMPLATE "%s" STRATEGY %s' % (tpl, strategy))
+                return ms
+            case("raw " + strategy, raw)
+        self.drop("bench_raw")
+
+        def warm_absent() -> float:
+            self.drop(db)
+            self.settle()
+            return self.prepare(proj, db, "template")
+        case("warm", warm_absent)
+        case("warm, target exists", lambda: self.prepare(proj, db, "template"))
+
+        pool_env = dict(env, MIGSNAP_POOL="1")
+        def pool() -> float:
+            self.sh(self.bin, "prepare", "--database", db, cwd=proj, env=pool_env)  # refills
+            self.settle()
+            return self.prepare(proj, db, "pool", env=pool_env)
+        case("pool", pool)
+        self.sh(self.bin, "gc", cwd=proj)  # pool = 0 here: its members go
+
+        tables = self.sql("SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') "
+                          "FROM pg_tables WHERE schemaname = 'public'", db)
+        def flush() -> float:
+            ms, _ = self.timed("psql", "-X", "-q", "-d", db, "-c", "TRUNCATE %s" % tables)
+            return ms
+        case("flush (TRUNCATE every table)", flush)
+
+        def cache() -> float:
+            self.drop(tpl)
+            self.drop(db)
+            self.settle()
+            return self.prepare(proj, db, "cache")
+        case("cache", cache)
+
+        def psql_1() -> float:
+            self.drop("bench_psql")
+            self.settle()
+            t0 = time.monotonic()
+            self.sh("createdb", "bench_psql")
+            self.sh("psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", "bench_psql", "-f", str(dump_sql))
+            return (time.monotonic() - t0) * 1000
+        case("createdb + psql -1", psql_1)
+
+        def pg_restore() -> float:
+            self.drop("bench_psql")
+            self.settle()
+            t0 = time.monotonic()
+            self.sh("createdb", "bench_psql")
+            self.sh("pg_restore", "-j", "2", "-d", "bench_psql", str(custom))
+            return (time.monotonic() - t0) * 1000
+        case("createdb + pg_restore -j 2", pg_restore)
+        self.drop("bench_psql")
+        self.drop(db)
+        self.drop(tpl)
+        return r
+
+    def sh_bytes(self, *cmd: str) -> bytes:
+        return subprocess.run(cmd, check=True, capture_output=True).stdout
+
+
+def fmt(ms: float) -> str:
+    if ms < 1000:
+        return "%.0f ms" % ms
+    return "%.2f s" % (ms / 1000)
+
+
+def report(results: list[dict], label: str, runs: int) -> str:
+    cases = [k for k in results[0] if k not in ("tables", "relations")]
+    head = "| case | " + " | ".join(
+        "%d tables (%d relations)" % (r["tables"], r["relations"]) for r in results
+    ) + " |"
+    lines = [
+        "Scale curve, %s (medians of %d runs; cold: one run; ms per relation in brackets):" % (label, runs),
+        "",
+        head,
+        "|---|" + "---|" * len(results),
+    ]
+    for c in cases:
+        cells = []
+        for r in results:
+            m = statistics.median(r[c])
+            cells.append("%s (%.3f)" % (fmt(m), m / r["relations"]))
+        lines.append("| %s | %s |" % (c, " | ".join(cells)))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--python", required=True)
+    ap.add_argument("--tables", default="500,2000")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--label", default="embedded server")
+    args = ap.parse_args()
+    bench = Bench(args)
+    try:
+        results = [bench.width(int(n)) for n in args.tables.split(",")]
+        print(report(results, args.label, args.runs))
+    finally:
+        shutil.rmtree(bench.work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
