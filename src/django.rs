@@ -21,6 +21,10 @@ const SHIM: &str = include_str!("django/shim.py");
 const STDERR_TAIL: usize = 60;
 /// How many of the slowest migrations to list after a run.
 const SLOWEST: usize = 5;
+/// Round trips above which a migration is flagged as working row by row
+/// (a RunPython loop of `get_or_create`/`save` rather than set-based SQL or
+/// `bulk_create`): the usual reason a data migration takes hours.
+pub const ROW_BY_ROW: u64 = 1000;
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -38,6 +42,14 @@ enum Event {
     Done {
         migration: String,
         seconds: f64,
+        #[serde(default)]
+        statements: u64,
+        #[serde(default)]
+        round_trips: u64,
+    },
+    /// The running migration's counts so far (at most every 0.5 s).
+    Queries {
+        round_trips: u64,
     },
     Error {
         r#type: String,
@@ -69,11 +81,7 @@ pub enum Mode {
     ModelState,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Applied {
-    pub name: String,
-    pub seconds: f64,
-}
+pub use crate::store::Applied;
 
 #[derive(Debug)]
 pub struct MigrateReport {
@@ -397,22 +405,38 @@ async fn run_shim_checked(
             report.applied.len(),
             ui::duration(started.elapsed())
         ));
-        let mut slow = report.applied.clone();
-        slow.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
-        let list: Vec<String> = slow
-            .iter()
-            .take(SLOWEST)
-            .map(|a| {
-                format!(
-                    "{} {}",
-                    a.name,
-                    ui::duration(Duration::from_secs_f64(a.seconds))
-                )
-            })
-            .collect();
-        ui.info(format!("slowest: {}", list.join(", ")));
+        ui.info(format!("slowest: {}", slowest(&report.applied).join(", ")));
+        for a in report.applied.iter().filter(|a| row_by_row(a)) {
+            ui.warn(format!(
+                "{} made {} round trips to PostgreSQL ({} statements): it works row by row",
+                a.name, a.round_trips, a.statements
+            ));
+        }
     }
     Ok(report)
+}
+
+/// The slowest migrations, slowest first, with their time and query counts:
+/// `app.0002_x 1.2s (4005 queries)`.
+fn slowest(applied: &[Applied]) -> Vec<String> {
+    let mut slow: Vec<&Applied> = applied.iter().collect();
+    slow.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    slow.iter()
+        .take(SLOWEST)
+        .map(|a| {
+            format!(
+                "{} {} ({} queries)",
+                a.name,
+                ui::duration(Duration::from_secs_f64(a.seconds)),
+                a.round_trips
+            )
+        })
+        .collect()
+}
+
+/// More round trips than set-based work needs (see [`ROW_BY_ROW`]).
+pub fn row_by_row(a: &Applied) -> bool {
+    a.round_trips > ROW_BY_ROW
 }
 
 /// One line (without its newline), decoded lossily; None at end of stream
@@ -447,6 +471,8 @@ fn push_tail(tail: &mut VecDeque<String>, line: String) {
 struct Progress {
     total: usize,
     current: Option<(String, Instant)>,
+    /// Round trips of the current migration so far.
+    queries: u64,
     applied: Vec<Applied>,
     last_plain: Option<Instant>,
 }
@@ -473,13 +499,22 @@ impl Progress {
                     self.last_plain = Some(Instant::now());
                 }
                 self.current = Some((migration, Instant::now()));
+                self.queries = 0;
                 self.redraw(ui);
             }
-            Event::Done { migration, seconds } => {
+            Event::Queries { round_trips, .. } => self.queries = round_trips,
+            Event::Done {
+                migration,
+                seconds,
+                statements,
+                round_trips,
+            } => {
                 self.current = None;
                 self.applied.push(Applied {
                     name: migration,
                     seconds,
+                    statements,
+                    round_trips,
                 });
                 crate::failpoint::point("migrate.applied");
             }
@@ -497,16 +532,21 @@ impl Progress {
         let elapsed = since.elapsed();
         if ui.tty {
             ui.progress(&format!(
-                "[{}/{}] applying {name} ({})",
+                "[{}/{}] applying {name} ({}, {} queries)",
                 self.applied.len() + 1,
                 self.total,
-                ui::duration(elapsed)
+                ui::duration(elapsed),
+                self.queries
             ));
         } else if self
             .last_plain
             .is_some_and(|t| t.elapsed() >= Duration::from_secs(10))
         {
-            ui.info(format!("still applying {name} ({})", ui::duration(elapsed)));
+            ui.info(format!(
+                "still applying {name} ({}, {} queries)",
+                ui::duration(elapsed),
+                self.queries
+            ));
             self.last_plain = Some(Instant::now());
         }
     }

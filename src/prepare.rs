@@ -6,7 +6,6 @@
 //! TEMPLATE (plus a DROP when the name exists). Nothing else, and no Python.
 
 use crate::context::Ctx;
-use crate::django::Applied;
 use crate::engine::{self, Snapshot, Source};
 use crate::error::Result;
 use crate::fingerprint;
@@ -15,6 +14,7 @@ use crate::names::DbName;
 use crate::pg::admin::{self, CLONE_COMMENT};
 use crate::pg::ConnInfo;
 use crate::pool;
+use crate::store::Applied;
 use crate::ui::{self, Ui};
 use std::time::{Duration, Instant};
 

@@ -415,6 +415,7 @@ mod tests {
                 source: "cold".into(),
                 base_key: None,
                 seconds: 0.0,
+                migrations: vec![],
             },
             depends: Default::default(),
         }

@@ -13,10 +13,10 @@ use migsnap::ui::{self, Ui};
 use std::collections::BTreeSet;
 
 #[derive(serde::Serialize)]
-struct LsOutput {
+struct LsOutput<'a> {
     current_key: Key,
     cache_dir: String,
-    snapshots: Vec<SnapshotRow>,
+    snapshots: Vec<SnapshotRow<'a>>,
     /// `None` when the server could not be reached (the cache is still listed).
     templates: Option<Vec<TemplateRow>>,
     /// Ready clones (`None`: server unreachable); `pool_size` is the size
@@ -34,7 +34,7 @@ struct PoolRow {
 }
 
 #[derive(serde::Serialize)]
-struct SnapshotRow {
+struct SnapshotRow<'a> {
     key: Key,
     size: u64,
     created_unix: u64,
@@ -44,6 +44,9 @@ struct SnapshotRow {
     /// `cold` or `incremental`.
     source: String,
     base_key: Option<Key>,
+    /// Seconds the build took, and what each migration cost when applied.
+    build_seconds: f64,
+    costs: Vec<super::Cost<'a>>,
     current: bool,
     /// A template for this key is on the server.
     template: bool,
@@ -114,6 +117,8 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
             migrations: m.migrations.len(),
             source: m.build.source.clone(),
             base_key: m.build.base_key.clone(),
+            build_seconds: m.build.seconds,
+            costs: super::costs(&m.build.migrations),
             current: m.key == fp.key,
             template: on_server(&m.key),
         })
@@ -154,7 +159,7 @@ async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Listed> {
     Ok((templates, pool))
 }
 
-fn render(out: &LsOutput) -> String {
+fn render(out: &LsOutput<'_>) -> String {
     let mut text = format!(
         "snapshots in {} (current key {}):\n",
         out.cache_dir,

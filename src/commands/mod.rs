@@ -96,6 +96,30 @@ pub fn print_stdout(text: &str) {
     let _ = out.flush();
 }
 
+/// One migration's cost in `prepare --json` and `ls --json`.
+#[derive(serde::Serialize)]
+pub struct Cost<'a> {
+    name: &'a str,
+    seconds: f64,
+    statements: u64,
+    round_trips: u64,
+    /// More round trips than set-based work needs (`migsnap::django::ROW_BY_ROW`).
+    row_by_row: bool,
+}
+
+pub fn costs(applied: &[migsnap::store::Applied]) -> Vec<Cost<'_>> {
+    applied
+        .iter()
+        .map(|a| Cost {
+            name: &a.name,
+            seconds: a.seconds,
+            statements: a.statements,
+            round_trips: a.round_trips,
+            row_by_row: migsnap::django::row_by_row(a),
+        })
+        .collect()
+}
+
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::internal("cannot serialise the result").source(e))?;

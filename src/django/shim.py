@@ -360,18 +360,76 @@ def migrate():
 
     original = migrate_command.Command.migration_progress_callback
     started = {}
+    cost = QueryCount()
 
     def progress(self, action, migration=None, fake=False):
         if action == "apply_start":
             started[label(migration)] = time.perf_counter()
+            cost.start(label(migration))
             emit("start", migration=label(migration))
         elif action == "apply_success":
             name = label(migration)
-            emit("done", migration=name, seconds=time.perf_counter() - started.pop(name, time.perf_counter()))
+            statements, round_trips = cost.stop()
+            emit(
+                "done",
+                migration=name,
+                seconds=time.perf_counter() - started.pop(name, time.perf_counter()),
+                statements=statements,
+                round_trips=round_trips,
+            )
         return original(self, action, migration, fake)
 
     migrate_command.Command.migration_progress_callback = progress
-    call_command("migrate", interactive=False, verbosity=1)
+    with connections["default"].execute_wrapper(cost):
+        call_command("migrate", interactive=False, verbosity=1)
+
+
+class QueryCount:
+    """Counts what the current migration sends to PostgreSQL, as Django's
+    `execute_wrapper` sees it (a RunPython's ORM calls, the schema editor's
+    DDL, deferred SQL, the migration's django_migrations row): a round trip
+    per execute or executemany call, a statement per execute and per
+    parameter set of an executemany. A data migration that works row by row
+    shows as thousands of round trips; the same work with bulk_create as a
+    few. While a migration runs, a `queries` event at most every
+    QUERIES_EVERY seconds keeps the progress line's count moving."""
+
+    QUERIES_EVERY = 0.5
+
+    def __init__(self):
+        self.migration = None
+        self.statements = self.round_trips = 0
+        self.last_emit = 0.0
+
+    def start(self, migration):
+        self.migration = migration
+        self.statements = self.round_trips = 0
+        self.last_emit = time.perf_counter()
+
+    def stop(self):
+        self.migration = None
+        return self.statements, self.round_trips
+
+    def __call__(self, execute, sql, params, many, context):
+        if self.migration is not None:
+            self.round_trips += 1
+            if many:
+                try:
+                    self.statements += len(params)
+                except TypeError:  # an iterator: counted as one
+                    self.statements += 1
+            else:
+                self.statements += 1
+            now = time.perf_counter()
+            if now - self.last_emit >= self.QUERIES_EVERY:
+                self.last_emit = now
+                emit(
+                    "queries",
+                    migration=self.migration,
+                    statements=self.statements,
+                    round_trips=self.round_trips,
+                )
+        return execute(sql, params, many, context)
 
 
 def build_model_state():
