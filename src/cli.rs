@@ -76,6 +76,10 @@ pub enum Command {
     Key(KeyArgs),
     /// Compare indexes made by migrations with Django's model state
     Check(CheckArgs),
+    /// The migrations that would run, with their operations and SQL (read only)
+    Plan(PlanArgs),
+    /// The SQL of the migrations that would run (or of the named ones), per operation
+    Sql(PlanArgs),
     /// Drop replaced targets and refill the clone pool (prepare starts it in the background)
     Maintain(MaintainArgs),
     /// Manage the embedded PostgreSQL server
@@ -148,6 +152,26 @@ pub struct GcArgs {
     /// Print what was (or would be) removed as one JSON object
     #[arg(long)]
     pub json: bool,
+}
+
+/// `plan` and `sql`: which migrations, relative to what.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// One JSON document (schema in the README)
+    #[arg(long)]
+    pub json: bool,
+    /// Relative to the nearest snapshot on the server (the default)
+    #[arg(long, conflicts_with = "against")]
+    pub since_snapshot: bool,
+    /// Relative to this database's django_migrations (a libpq URL; opened read only)
+    #[arg(long, value_name = "URL")]
+    pub against: Option<String>,
+    /// Leave out operations of these types (comma-separated: AddIndex,RemoveIndex)
+    #[arg(long, value_name = "TYPES", value_delimiter = ',')]
+    pub exclude_op: Vec<String>,
+    /// Only these migrations, as `app.name` or file paths (e.g. from `git diff --name-only`)
+    #[arg(value_name = "PATH|app.name")]
+    pub migrations: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -30,6 +30,7 @@ pub mod hash;
 pub mod key;
 pub mod names;
 pub mod pg;
+pub mod plan;
 pub mod pool;
 pub mod prepare;
 pub mod store;

@@ -6,6 +6,7 @@ mod hints;
 mod key;
 mod ls;
 mod maintain;
+mod plan;
 mod prepare;
 mod run;
 mod server;
@@ -26,7 +27,12 @@ fn run_command(cli: Cli) -> Result<u8> {
     let ui = Ui::new(settings.quiet);
     if matches!(
         cli.command,
-        Command::Prepare(_) | Command::Run(_) | Command::Check(_) | Command::Gc(_)
+        Command::Prepare(_)
+            | Command::Run(_)
+            | Command::Check(_)
+            | Command::Gc(_)
+            | Command::Plan(_)
+            | Command::Sql(_)
     ) {
         settings.ctx.check_before_starting_a_server()?;
     }
@@ -85,6 +91,8 @@ async fn dispatch<'a>(command: &'a Command, settings: &Settings, ui: &Ui) -> Res
         Command::Server { action } => server::run(settings, action, ui).await?,
         Command::Key(args) => key::run(settings, args, ui)?,
         Command::Check(args) => check::run(settings, args, ui).await?,
+        Command::Plan(args) => plan::run(settings, args, plan::View::Plan, ui).await?,
+        Command::Sql(args) => plan::run(settings, args, plan::View::Sql, ui).await?,
     };
     Ok(Outcome::Exit(code))
 }

@@ -459,10 +459,206 @@ def build_model_state():
     emit("created", models=created)
 
 
+def read_only_connection():
+    """plan and sql only read: every transaction of the connection is read
+    only, so not even a bug (or a migration's import-time side effect) can
+    write to the database they look at (a production replica, or a scratch
+    clone of a snapshot)."""
+    from django.conf import settings
+
+    options = settings.DATABASES["default"].setdefault("OPTIONS", {})
+    flag = "-c default_transaction_read_only=on"
+    options["options"] = (options.get("options", "") + " " + flag).strip()
+
+
+def operation_lines(path):
+    """Line of each element of `operations = [...]` in the file's Migration
+    class, in order; an empty list when the list is built some other way."""
+    import ast
+
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), path)
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ClassDef) or node.name != "Migration":
+            continue
+        for stmt in node.body:
+            targets = []
+            if isinstance(stmt, ast.Assign):
+                targets = stmt.targets
+            elif isinstance(stmt, ast.AnnAssign):
+                targets = [stmt.target]
+            if any(isinstance(t, ast.Name) and t.id == "operations" for t in targets):
+                if isinstance(stmt.value, (ast.List, ast.Tuple)):
+                    return [e.lineno for e in stmt.value.elts]
+    return []
+
+
+def source_text(value):
+    """An operation argument as the migration file would spell it (Django's
+    own migration serializer); repr for what it cannot serialise (a lambda)."""
+    from django.db.migrations.serializer import serializer_factory
+
+    try:
+        return serializer_factory(value).serialize()[0]
+    except Exception:
+        return repr(value)
+
+
+def describe_operation(op):
+    _name, args, kwargs = op.deconstruct()
+    arguments = {"_%d" % i: source_text(a) for i, a in enumerate(args)}
+    arguments.update({k: source_text(v) for k, v in kwargs.items()})
+    return {
+        "type": type(op).__name__,
+        "description": op.describe(),
+        "arguments": arguments,
+        "reversible": bool(op.reversible),
+        "reduces_to_sql": bool(op.reduces_to_sql),
+    }
+
+
+def collect_sql(migration, state, connection):
+    """Apply `migration` to `state` with the schema editor in collect-SQL
+    mode, as sqlmigrate does (Migration.apply, so the SQL is Django's own),
+    and split what it collected per operation: each operation's
+    state_forwards/database_forwards are wrapped to note where its
+    statements start and end. Statements the editor defers to the end of
+    the migration (foreign keys, some indexes) come back apart."""
+    spans = [[None, None] for _ in migration.operations]
+    for i, op in enumerate(migration.operations):
+
+        def state_forwards(app_label, s, _op=op, _i=i, _orig=op.state_forwards):
+            spans[_i][0] = len(editor.collected_sql)
+            return _orig(app_label, s)
+
+        def database_forwards(*a, _i=i, _orig=op.database_forwards, **kw):
+            try:
+                return _orig(*a, **kw)
+            finally:
+                spans[_i][1] = len(editor.collected_sql)
+
+        op.state_forwards = state_forwards
+        op.database_forwards = database_forwards
+    with connection.schema_editor(collect_sql=True, atomic=migration.atomic) as editor:
+        state = migration.apply(state, editor, collect_sql=True)
+        applied_until = len(editor.collected_sql)
+    collected = editor.collected_sql
+    per_op = [collected[a:b] if a is not None and b is not None else None for a, b in spans]
+    deferred = collected[applied_until:]
+    # What sqlmigrate prints for this migration, for a byte-for-byte comparison.
+    return state, per_op, deferred, collected
+
+
+def resolve_targets(loader, names):
+    """Migrations named as `app.name` (a unique prefix of the name is
+    enough, as for sqlmigrate) or by file path (absolute, as migsnap passes
+    them): a set of graph keys."""
+    from django.db.migrations.exceptions import AmbiguityError
+
+    by_path = {}
+    for key, migration in loader.disk_migrations.items():
+        path = getattr(sys.modules.get(type(migration).__module__), "__file__", None)
+        if path:
+            by_path[os.path.realpath(path)] = key
+    keys = set()
+    for name in names:
+        if name.endswith(".py") or os.sep in name:
+            key = by_path.get(os.path.realpath(name))
+            if key is None:
+                raise MigsnapError(
+                    "`%s` is not a migration file Django loaded" % name, category="target"
+                )
+            keys.add(key)
+            continue
+        app, _, prefix = name.partition(".")
+        try:
+            migration = loader.get_migration_by_prefix(app, prefix)
+        except AmbiguityError:
+            raise MigsnapError("`%s` matches more than one migration" % name, category="target")
+        except KeyError:
+            raise MigsnapError("no migration `%s`" % name, category="target")
+        keys.add((migration.app_label, migration.name))
+    return keys
+
+
+def plan():
+    """The migrations that would run against the connected database (a
+    scratch clone of the nearest snapshot, or a live database read only),
+    or the named ones, each with its operations and the SQL each produces
+    against the project state right before it: the state migrate itself
+    would hold there. One Python start for the whole range."""
+    from django.db import connections
+    from django.db.migrations.executor import MigrationExecutor
+    from django.db.migrations.state import ProjectState
+
+    connection = connections["default"]
+    executor = MigrationExecutor(connection)
+    loader = executor.loader
+    names = json.loads(os.environ.get("MIGSNAP_PLAN_TARGETS") or "[]")
+    with_sql = os.environ.get("MIGSNAP_PLAN_SQL", "1") == "1"
+    leaves = loader.graph.leaf_nodes()
+    pending = [(m.app_label, m.name) for m, _ in executor.migration_plan(leaves)]
+    wanted = resolve_targets(loader, names) if names else set(pending)
+    full = [m for m, _ in executor.migration_plan(leaves, clean_start=True)]
+    last = max([i for i, m in enumerate(full) if (m.app_label, m.name) in wanted] or [-1])
+    state = ProjectState(real_apps=loader.unmigrated_apps)
+    applied = set(loader.applied_migrations)
+    out = []
+    for migration in full[: last + 1]:
+        key = (migration.app_label, migration.name)
+        if key not in wanted:
+            state = migration.mutate_state(state, preserve=False)
+            continue
+        path = getattr(sys.modules.get(type(migration).__module__), "__file__", None)
+        lines = operation_lines(path) if path else []
+        operations = [describe_operation(op) for op in migration.operations]
+        for i, op in enumerate(operations):
+            op["index"] = i
+            op["line"] = lines[i] if i < len(lines) else None
+        entry = {
+            "app": migration.app_label,
+            "name": migration.name,
+            "path": os.path.abspath(path) if path else None,
+            "atomic": bool(migration.atomic),
+            "initial": bool(getattr(migration, "initial", False)),
+            "applied": key in applied,
+            "dependencies": ["%s.%s" % d for d in migration.dependencies],
+            "replaces": ["%s.%s" % r for r in (migration.replaces or [])],
+            "operations": operations,
+            "deferred_sql": None,
+            "sql": None,
+        }
+        if with_sql:
+            state, per_op, deferred, collected = collect_sql(migration, state, connection)
+            for op, sql in zip(operations, per_op):
+                op["sql"] = sql
+            entry["deferred_sql"] = deferred
+            entry["sql"] = collected
+            # sqlmigrate wraps an atomic migration in BEGIN/COMMIT.
+            entry["output_transaction"] = bool(
+                migration.atomic and connection.features.can_rollback_ddl
+            )
+        else:
+            state = migration.mutate_state(state, preserve=False)
+        out.append(entry)
+    emit(
+        "insight",
+        database_applied=len(applied),
+        pending=["%s.%s" % k for k in pending],
+        migrations=out,
+    )
+
+
 def run(argv=None):
     global _called, _ready
     _called = True
     settings = point_default_database_at_target()
+    mode = os.environ.get("MIGSNAP_MODE", "migrate")
+    if mode == "plan":
+        read_only_connection()
     import django
 
     django.setup()
@@ -470,11 +666,12 @@ def run(argv=None):
     require_target_database()
     _ready = True
     emit("ready", settings=settings.SETTINGS_MODULE, django=django.get_version())
-    mode = os.environ.get("MIGSNAP_MODE", "migrate")
     if mode == "migrate":
         migrate()
     elif mode == "state":
         build_model_state()
+    elif mode == "plan":
+        plan()
     else:
         raise RuntimeError("unknown MIGSNAP_MODE %r" % mode)
     emit("finished")
