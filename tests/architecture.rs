@@ -10,7 +10,9 @@
 //! - the CLI (`src/cli.rs`, `src/commands/`) and settings resolution
 //!   (`src/settings.rs`) live in the binary, so no library module can reach
 //!   them (the compiler enforces that one); the library takes a resolved
-//!   `context::Ctx`.
+//!   `context::Ctx`;
+//! - the use cases (`prepare`, `check`, `plan`) sit on top: nothing below
+//!   them (the key, the store, `pg`) reaches up into one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -128,25 +130,35 @@ fn the_layers_keep_their_arrows() {
                 "depends",
                 "prepare",
                 "check",
+                "plan",
             ],
         ),
         (
             "fingerprint",
-            &["pg", "embedded", "django", "engine", "context", "store"],
+            &[
+                "pg", "embedded", "django", "engine", "context", "store", "plan",
+            ],
         ),
         (
             "depends",
-            &["pg", "embedded", "django", "engine", "context", "store"],
+            &[
+                "pg", "embedded", "django", "engine", "context", "store", "plan",
+            ],
         ),
-        ("store", &["pg", "embedded", "django", "engine", "context"]),
+        (
+            "store",
+            &["pg", "embedded", "django", "engine", "context", "plan"],
+        ),
         (
             "names",
-            &["pg", "embedded", "django", "engine", "context", "store"],
+            &[
+                "pg", "embedded", "django", "engine", "context", "store", "plan",
+            ],
         ),
         (
             "pg",
             &[
-                "django", "store", "context", "engine", "embedded", "depends",
+                "django", "store", "context", "engine", "embedded", "depends", "plan",
             ],
         ),
     ];

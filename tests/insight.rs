@@ -159,3 +159,218 @@ fn every_build_records_what_each_migration_cost() {
         django_migrations(&p.db("b")).len()
     );
 }
+
+fn json_of(p: &Project, args: &[&str]) -> Value {
+    let out = p.run(args);
+    assert!(out.status.success(), "migsnap {args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
+}
+
+fn labels(v: &Value) -> Vec<String> {
+    v["migrations"]
+        .as_array()
+        .expect("migrations")
+        .iter()
+        .map(|m| {
+            format!(
+                "{}.{}",
+                m["app"].as_str().expect("app"),
+                m["name"].as_str().expect("name")
+            )
+        })
+        .collect()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s.as_str().expect("str").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An empty database on the test server (no migrations applied).
+fn empty_db(p: &Project, suffix: &str) -> String {
+    let db = p.db(suffix);
+    psql("postgres", &format!("DROP DATABASE IF EXISTS \"{db}\""));
+    psql("postgres", &format!("CREATE DATABASE \"{db}\""));
+    db
+}
+
+fn manage(p: &Project, db: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(python())
+        .arg("manage.py")
+        .args(args)
+        .current_dir(p.path())
+        .envs(libpq_env(db))
+        .output()
+        .expect("run manage.py");
+    assert!(out.status.success(), "manage.py {args:?}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn sql_is_what_sqlmigrate_prints_for_every_migration_of_the_range() {
+    let p = Project::example("sql");
+    // No snapshot yet: every migration of the project is in the range.
+    let v = json_of(&p, &["sql", "--json"]);
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["base"]["kind"], "empty");
+    let migrations = v["migrations"].as_array().expect("migrations");
+    assert!(migrations.len() >= 20, "{}", migrations.len());
+    assert_eq!(strings(&v["pending"]), labels(&v));
+    // sqlmigrate against an empty database too, as the plan's base.
+    let db = empty_db(&p, "ref");
+    for m in migrations {
+        let (app, name) = (
+            m["app"].as_str().expect("app"),
+            m["name"].as_str().expect("name"),
+        );
+        let sql = strings(&m["sql"]);
+        let mut ours = sql.join("\n");
+        // sqlmigrate prints nothing at all for an empty migration.
+        if m["output_transaction"] == true && !sql.is_empty() {
+            ours = format!("BEGIN;\n{ours}\nCOMMIT;");
+        }
+        let theirs = manage(&p, &db, &["sqlmigrate", app, name]);
+        assert_eq!(ours.trim_end(), theirs.trim_end(), "{app}.{name}");
+        // Split per operation: the operations' statements, then the
+        // deferred ones, are everything sqlmigrate printed but comments.
+        let mut split: Vec<String> = vec![];
+        for op in m["operations"].as_array().expect("operations") {
+            split.extend(strings(&op["sql"]));
+            if op["type"] == "RunPython" {
+                assert_eq!(op["sql"], Value::Null, "{app}.{name}: RunPython is not SQL");
+            }
+        }
+        split.extend(strings(&m["deferred_sql"]));
+        let statements: Vec<&String> = sql.iter().filter(|s| !s.starts_with("--")).collect();
+        assert_eq!(split.iter().collect::<Vec<_>>(), statements, "{app}.{name}");
+    }
+    // Nothing was written anywhere: the scratch clone is gone.
+    assert_eq!(
+        psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'migsnap_plan_%' AND datname IN (SELECT datname FROM pg_stat_activity)"),
+        "0"
+    );
+    // The text view has the same statements.
+    let text = p.run(&["sql"]);
+    assert!(text.status.success(), "{}", stderr(&text));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("CREATE INDEX orders_order_open_created_idx"),
+        "{text}"
+    );
+    assert!(text.contains("-- migration catalog.0004_product_is_active (catalog/migrations/0004_product_is_active.py)"), "{text}");
+}
+
+#[test]
+fn plan_against_a_database_migrated_to_an_older_point() {
+    let p = Project::example("against");
+    let db = empty_db(&p, "old");
+    manage(
+        &p,
+        &db,
+        &["migrate", "catalog", "0002_trigram_name_index", "-v", "0"],
+    );
+    let before = (django_migrations(&db), schema(&db));
+    let url = db_url(&db);
+    let v = json_of(&p, &["plan", "--json", "--against", &url]);
+    assert_eq!(v["base"]["kind"], "database");
+    let planned = labels(&v);
+    // What Django itself would run there, in its order.
+    let django_plan: Vec<String> = manage(&p, &db, &["migrate", "--plan"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|l| l.contains('.') && !l.ends_with(':'))
+        .map(String::from)
+        .collect();
+    assert_eq!(planned, django_plan);
+    assert!(planned.contains(&"catalog.0003_default_categories".to_string()));
+    assert!(!planned
+        .iter()
+        .any(|m| m == "catalog.0002_trigram_name_index"));
+    assert_eq!(v["database_applied"].as_u64(), Some(before.0.len() as u64));
+    // Each migration: file, atomic, dependencies, operations with their line.
+    let m = &v["migrations"][planned
+        .iter()
+        .position(|m| m == "catalog.0004_product_is_active")
+        .expect("0004")];
+    assert_eq!(m["path"], "catalog/migrations/0004_product_is_active.py");
+    assert_eq!(m["atomic"], true);
+    assert_eq!(
+        strings(&m["dependencies"]),
+        ["catalog.0003_default_categories"]
+    );
+    let op = &m["operations"][0];
+    assert_eq!(op["type"], "AddField");
+    assert_eq!(op["line"], 11);
+    assert_eq!(op["arguments"]["name"], "'is_active'");
+    assert_eq!(
+        op["arguments"]["field"],
+        "models.BooleanField(default=True)"
+    );
+    assert!(
+        strings(&op["sql"])[0]
+            .starts_with("ALTER TABLE \"catalog_product\" ADD COLUMN \"is_active\""),
+        "{op}"
+    );
+    // Read only: the database is as it was.
+    assert_eq!((django_migrations(&db), schema(&db)), before);
+}
+
+#[test]
+fn plan_names_migrations_by_path_and_leaves_out_operation_types() {
+    let p = Project::example("named");
+    // After a build, nothing would run relative to the current snapshot.
+    p.prepare(&p.db("a"));
+    let v = json_of(&p, &["plan", "--json"]);
+    assert_eq!(v["base"]["kind"], "snapshot");
+    assert_eq!(v["base"]["current"], true);
+    assert_eq!(labels(&v), Vec::<String>::new());
+    // A new file: relative to that snapshot, it alone would run.
+    p.write(
+        "catalog/migrations/0005_product_note.py",
+        "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    dependencies = [(\"catalog\", \"0004_product_is_active\")]\n    operations = [\n        migrations.AddField(\"product\", \"note\", models.TextField(default=\"\")),\n        migrations.AddIndex(\"product\", models.Index(fields=[\"note\"], name=\"catalog_note_idx\")),\n    ]\n",
+    );
+    let v = json_of(&p, &["plan", "--json"]);
+    assert_eq!(v["base"]["current"], false);
+    assert_eq!(labels(&v), ["catalog.0005_product_note"]);
+    assert_eq!(v["migrations"][0]["applied"], false);
+    // Named by path (as `git diff --name-only` prints them) and by label,
+    // already applied or not; reported in migrate's order.
+    let v = json_of(
+        &p,
+        &[
+            "plan",
+            "--json",
+            "--exclude-op",
+            "AddIndex,RunSQL",
+            "catalog/migrations/0005_product_note.py",
+            "orders.0002_open_orders_partial_index",
+        ],
+    );
+    assert_eq!(
+        labels(&v),
+        [
+            "orders.0002_open_orders_partial_index",
+            "catalog.0005_product_note"
+        ]
+    );
+    assert_eq!(v["migrations"][0]["applied"], true);
+    assert_eq!(v["migrations"][0]["operations"], Value::Array(vec![]));
+    let ops = v["migrations"][1]["operations"].as_array().expect("ops");
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0]["type"], "AddField");
+    assert_eq!(ops[0]["line"], 7);
+    // A name that is no migration: a usage error with a hint.
+    let out = p.run(&["plan", "catalog/models.py"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`") && err.contains("is not a migration file Django loaded"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+}

@@ -151,6 +151,7 @@ fn render_sql(migrations: &[PlannedMigration]) -> String {
             m.name,
             path.as_deref().unwrap_or("-")
         );
+        // As sqlmigrate: BEGIN/COMMIT around an atomic migration with SQL.
         if m.output_transaction {
             out.push_str("BEGIN;\n");
         }

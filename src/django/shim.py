@@ -637,9 +637,10 @@ def plan():
                 op["sql"] = sql
             entry["deferred_sql"] = deferred
             entry["sql"] = collected
-            # sqlmigrate wraps an atomic migration in BEGIN/COMMIT.
+            # sqlmigrate wraps an atomic migration's output, if any, in
+            # BEGIN/COMMIT.
             entry["output_transaction"] = bool(
-                migration.atomic and connection.features.can_rollback_ddl
+                collected and migration.atomic and connection.features.can_rollback_ddl
             )
         else:
             state = migration.mutate_state(state, preserve=False)
