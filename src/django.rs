@@ -92,6 +92,10 @@ pub struct PlannedMigration {
     /// Statements the schema editor ran at the end of the migration
     /// (deferred foreign keys and indexes); `None` without SQL.
     pub deferred_sql: Option<Vec<String>>,
+    /// For each deferred statement, the index of the operation that
+    /// deferred it (`None`: not known).
+    #[serde(default)]
+    pub deferred_operations: Option<Vec<Option<usize>>>,
     /// Everything collected for the migration, comments included: what
     /// `sqlmigrate` prints between its BEGIN/COMMIT.
     pub sql: Option<Vec<String>>,
@@ -117,6 +121,9 @@ pub struct PlannedOperation {
     /// (RunPython) or SQL was not asked for.
     #[serde(default)]
     pub sql: Option<Vec<String>>,
+    /// What Django raised collecting its SQL (what migrate would fail with).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// A migration module Django loaded (the project's and third-party ones).

@@ -28,6 +28,7 @@ pub mod files;
 pub mod fingerprint;
 pub mod hash;
 pub mod key;
+pub mod lint;
 pub mod names;
 pub mod pg;
 pub mod plan;

@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub pool: Option<usize>,
     /// Finding kinds that make `check` exit 1.
     pub check_fail_on: Option<Vec<migsnap::check::FindingKind>>,
+    /// `lint` rule id -> `off`, `warning` or `error`.
+    pub lint_rules: Option<std::collections::BTreeMap<String, migsnap::lint::RuleLevel>>,
 }
 
 pub const DEFAULT_MIGRATIONS: &[&str] = &["**/migrations/*.py"];
@@ -78,6 +80,7 @@ pub struct Settings {
     /// What the use cases take.
     pub ctx: Ctx,
     pub check_fail_on: Vec<migsnap::check::FindingKind>,
+    pub lint_rules: std::collections::BTreeMap<String, migsnap::lint::RuleLevel>,
     pub quiet: bool,
 }
 
@@ -229,9 +232,24 @@ impl Settings {
             check_fail_on: file
                 .check_fail_on
                 .unwrap_or_else(migsnap::check::default_fail_on),
+            lint_rules: lint_rules(file.lint_rules.unwrap_or_default())?,
             quiet: args.quiet,
         })
     }
+}
+
+/// `lint-rules`, with every id checked: a typo must not leave a rule on.
+fn lint_rules(
+    rules: std::collections::BTreeMap<String, migsnap::lint::RuleLevel>,
+) -> Result<std::collections::BTreeMap<String, migsnap::lint::RuleLevel>> {
+    let known: Vec<&str> = migsnap::lint::RULES.iter().map(|(id, ..)| *id).collect();
+    if let Some(bad) = rules.keys().find(|id| !known.contains(&id.as_str())) {
+        return Err(
+            Error::usage(format!("unknown lint rule `{bad}` in lint-rules"))
+                .hint(format!("the rules are: {}", known.join(", "))),
+        );
+    }
+    Ok(rules)
 }
 
 /// The most clones a pool may hold: each is a full copy of the template.

@@ -4,12 +4,11 @@
 use crate::cli::{CheckArgs, CheckFormat};
 use crate::settings::Settings;
 use migsnap::check::{self, Baseline, BaselineEntry, Finding, FindingKind};
-use migsnap::error::{exit, Context, Error, Kind, Result};
+use migsnap::error::{exit, Context, Kind, Result};
 use migsnap::key::Key;
 use migsnap::ui::Ui;
 use serde::Serialize;
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
 
 #[derive(Serialize)]
@@ -39,7 +38,7 @@ pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Ui) -> Result<u8> {
         entries.dedup();
         let text = serde_json::to_vec_pretty(&Baseline { findings: entries })
             .with_kind(Kind::Internal, || "cannot serialise the baseline".into())?;
-        write_file_atomic(path, &text)?;
+        super::write_file_atomic(path, &text)?;
         ui.info(format!(
             "wrote {} finding(s) to {}",
             findings.len(),
@@ -83,33 +82,8 @@ pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Ui) -> Result<u8> {
 }
 
 fn read_baseline(path: &Path) -> Result<BTreeSet<BaselineEntry>> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        Error::usage(format!("cannot read baseline `{}`", path.display()))
-            .source(e)
-            .hint("create it with `migsnap check --write-baseline FILE`")
-    })?;
-    let b: Baseline = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::usage(format!(
-            "baseline `{}` is not a migsnap baseline",
-            path.display()
-        ))
-        .source(e)
-        .hint("re-create it with `migsnap check --write-baseline FILE`")
-    })?;
+    let b: Baseline = super::read_baseline(path, "migsnap check")?;
     Ok(b.findings.into_iter().collect())
-}
-
-fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let fail =
-        |e: std::io::Error| Error::usage(format!("cannot write `{}`", path.display())).source(e);
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
-    tmp.write_all(bytes).map_err(fail)?;
-    tmp.persist(path).map_err(|e| fail(e.error))?;
-    Ok(())
 }
 
 fn describe(f: &Finding) -> String {
@@ -167,12 +141,7 @@ fn text(findings: &[Finding], s: &Summary) -> String {
 
 /// GitHub Actions workflow commands: annotations on the migration's line.
 fn github(findings: &[Finding]) -> String {
-    let esc_data = |s: &str| {
-        s.replace('%', "%25")
-            .replace('\r', "%0D")
-            .replace('\n', "%0A")
-    };
-    let esc_prop = |s: &str| esc_data(s).replace(':', "%3A").replace(',', "%2C");
+    let (esc_data, esc_prop) = (super::github_data, super::github_property);
     let mut out = String::new();
     for f in findings {
         let level = if f.fails { "error" } else { "warning" };

@@ -4,6 +4,7 @@ mod check;
 mod gc;
 mod hints;
 mod key;
+mod lint;
 mod ls;
 mod maintain;
 mod plan;
@@ -16,6 +17,7 @@ use crate::settings::Settings;
 use migsnap::error::{Error, Kind, Result};
 use migsnap::ui::Ui;
 use std::io::Write;
+use std::path::Path;
 
 /// Run the parsed command line; returns the exit code on success.
 pub fn run(cli: Cli) -> Result<u8> {
@@ -33,6 +35,7 @@ fn run_command(cli: Cli) -> Result<u8> {
             | Command::Gc(_)
             | Command::Plan(_)
             | Command::Sql(_)
+            | Command::Lint(_)
     ) {
         settings.ctx.check_before_starting_a_server()?;
     }
@@ -93,6 +96,7 @@ async fn dispatch<'a>(command: &'a Command, settings: &Settings, ui: &Ui) -> Res
         Command::Check(args) => check::run(settings, args, ui).await?,
         Command::Plan(args) => plan::run(settings, args, plan::View::Plan, ui).await?,
         Command::Sql(args) => plan::run(settings, args, plan::View::Sql, ui).await?,
+        Command::Lint(args) => lint::run(settings, args, ui).await?,
     };
     Ok(Outcome::Exit(code))
 }
@@ -126,6 +130,51 @@ pub fn costs(applied: &[migsnap::store::Applied]) -> Vec<Cost<'_>> {
             row_by_row: migsnap::django::row_by_row(a),
         })
         .collect()
+}
+
+/// A baseline file `command --write-baseline` wrote.
+pub fn read_baseline<T: serde::de::DeserializeOwned>(path: &Path, command: &str) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::usage(format!("cannot read baseline `{}`", path.display()))
+            .source(e)
+            .hint(format!("create it with `{command} --write-baseline FILE`"))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::usage(format!(
+            "baseline `{}` is not a {command} baseline",
+            path.display()
+        ))
+        .source(e)
+        .hint(format!(
+            "re-create it with `{command} --write-baseline FILE`"
+        ))
+    })
+}
+
+/// Write `path` whole or not at all (a temp file beside it, renamed).
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let fail =
+        |e: std::io::Error| Error::usage(format!("cannot write `{}`", path.display())).source(e);
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    tmp.write_all(bytes).map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
+}
+
+/// A GitHub Actions workflow command's message, escaped.
+pub fn github_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// A workflow command's property (`file=`, `title=`), escaped.
+pub fn github_property(s: &str) -> String {
+    github_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {

@@ -32,14 +32,11 @@ pub async fn run(settings: &Settings, args: &PlanArgs, view: View, ui: &Ui) -> R
         Some(url) => Against::Database(url.clone()),
         None => Against::Snapshot,
     };
-    let targets: Vec<String> = args.migrations.iter().map(|t| target(t)).collect();
+    let targets = targets(&args.migrations);
     // The plan shows each operation's statement count too: SQL always.
     let mut planned = migsnap::plan::plan(&settings.ctx, &against, &targets, true, ui).await?;
     planned.insight.exclude_operations(&args.exclude_op);
-    let project = settings.ctx.project_dir();
-    for m in &mut planned.insight.migrations {
-        m.path = m.path.take().map(|p| relative(&p, project));
-    }
+    project_relative(&mut planned.insight, settings);
     let insight = &planned.insight;
     if args.json {
         super::print_json(&PlanOutput {
@@ -60,8 +57,22 @@ pub async fn run(settings: &Settings, args: &PlanArgs, view: View, ui: &Ui) -> R
     Ok(exit::OK)
 }
 
-/// A file path (it has a `/` or ends in `.py`) made absolute against the
-/// current directory, as the shim compares it; `app.name` as it is.
+/// Migration paths relative to the project (as CI annotations name them),
+/// when inside it.
+pub fn project_relative(insight: &mut migsnap::django::Insight, settings: &Settings) {
+    let project = settings.ctx.project_dir();
+    for m in &mut insight.migrations {
+        m.path = m.path.take().map(|p| relative(&p, project));
+    }
+}
+
+/// The command line's migrations for the shim: file paths (with a `/` or
+/// ending in `.py`) made absolute against the current directory, as the
+/// shim compares them; `app.name` as it is.
+pub fn targets(args: &[String]) -> Vec<String> {
+    args.iter().map(|t| target(t)).collect()
+}
+
 fn target(t: &str) -> String {
     if t.contains('/') || t.ends_with(".py") {
         let p = Path::new(t);

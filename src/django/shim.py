@@ -528,6 +528,9 @@ def collect_sql(migration, state, connection):
     statements start and end. Statements the editor defers to the end of
     the migration (foreign keys, some indexes) come back apart."""
     spans = [[None, None] for _ in migration.operations]
+    #: id() of a deferred statement -> the operation that deferred it.
+    owners = {}
+    errors = {}
     for i, op in enumerate(migration.operations):
 
         def state_forwards(app_label, s, _op=op, _i=i, _orig=op.state_forwards):
@@ -535,21 +538,33 @@ def collect_sql(migration, state, connection):
             return _orig(app_label, s)
 
         def database_forwards(*a, _i=i, _orig=op.database_forwards, **kw):
+            before = {id(s) for s in editor.deferred_sql}
             try:
                 return _orig(*a, **kw)
+            except Exception as e:
+                # What migrate would fail with (AddIndexConcurrently in an
+                # atomic migration): reported on the operation, and the
+                # rest of the range still planned.
+                errors[_i] = "%s: %s" % (type(e).__name__, str(e).strip().split("\n")[0])
             finally:
                 spans[_i][1] = len(editor.collected_sql)
+                for s in editor.deferred_sql:
+                    if id(s) not in before:
+                        owners.setdefault(id(s), _i)
 
         op.state_forwards = state_forwards
         op.database_forwards = database_forwards
     with connection.schema_editor(collect_sql=True, atomic=migration.atomic) as editor:
         state = migration.apply(state, editor, collect_sql=True)
         applied_until = len(editor.collected_sql)
+        # __exit__ runs editor.deferred_sql in this order.
+        deferred_owners = [owners.get(id(s)) for s in editor.deferred_sql]
     collected = editor.collected_sql
     per_op = [collected[a:b] if a is not None and b is not None else None for a, b in spans]
     deferred = collected[applied_until:]
-    # What sqlmigrate prints for this migration, for a byte-for-byte comparison.
-    return state, per_op, deferred, collected
+    if len(deferred_owners) != len(deferred):
+        deferred_owners = [None] * len(deferred)
+    return state, per_op, (deferred, deferred_owners), collected, errors
 
 
 def resolve_targets(loader, names):
@@ -629,13 +644,15 @@ def plan():
             "replaces": ["%s.%s" % r for r in (migration.replaces or [])],
             "operations": operations,
             "deferred_sql": None,
+            "deferred_operations": None,
             "sql": None,
         }
         if with_sql:
-            state, per_op, deferred, collected = collect_sql(migration, state, connection)
-            for op, sql in zip(operations, per_op):
+            state, per_op, deferred, collected, errors = collect_sql(migration, state, connection)
+            for i, (op, sql) in enumerate(zip(operations, per_op)):
                 op["sql"] = sql
-            entry["deferred_sql"] = deferred
+                op["error"] = errors.get(i)
+            entry["deferred_sql"], entry["deferred_operations"] = deferred
             entry["sql"] = collected
             # sqlmigrate wraps an atomic migration's output, if any, in
             # BEGIN/COMMIT.

@@ -1,0 +1,188 @@
+//! `migsnap lint`: `migsnap::lint` over the plan (`migsnap::plan`), with
+//! the rules' levels from `[tool.migsnap] lint-rules`, a baseline, and text,
+//! JSON or GitHub annotations.
+
+use crate::cli::{CheckFormat, LintArgs};
+use crate::settings::Settings;
+use migsnap::error::{exit, Context, Kind, Result};
+use migsnap::lint::{LintFinding, Severity};
+use migsnap::plan::{Against, Base, SCHEMA_VERSION};
+use migsnap::ui::Ui;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+#[derive(Serialize)]
+struct Report<'a> {
+    schema_version: u32,
+    base: &'a Base,
+    /// `app.name` of every migration linted.
+    migrations: Vec<String>,
+    findings: &'a [LintFinding],
+    summary: Summary,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    total: usize,
+    errors: usize,
+    baselined: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Baseline {
+    findings: Vec<BaselineEntry>,
+}
+
+/// What identifies a finding across runs: not its line, which moves.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct BaselineEntry {
+    rule: String,
+    migration: String,
+    operation: Option<usize>,
+    statement: Option<String>,
+}
+
+impl BaselineEntry {
+    fn of(f: &LintFinding) -> BaselineEntry {
+        BaselineEntry {
+            rule: f.rule.to_string(),
+            migration: f.migration.clone(),
+            operation: f.operation,
+            statement: f.statement.clone(),
+        }
+    }
+}
+
+pub async fn run(settings: &Settings, args: &LintArgs, ui: &Ui) -> Result<u8> {
+    let against = match &args.against {
+        Some(url) => Against::Database(url.clone()),
+        None => Against::Snapshot,
+    };
+    let targets = super::plan::targets(&args.migrations);
+    let mut planned = migsnap::plan::plan(&settings.ctx, &against, &targets, true, ui).await?;
+    super::plan::project_relative(&mut planned.insight, settings);
+    let mut findings = migsnap::lint::lint(&planned.insight, &settings.lint_rules);
+
+    if let Some(path) = &args.write_baseline {
+        let mut entries: Vec<BaselineEntry> = findings.iter().map(BaselineEntry::of).collect();
+        entries.sort();
+        entries.dedup();
+        let text = serde_json::to_vec_pretty(&Baseline { findings: entries })
+            .with_kind(Kind::Internal, || "cannot serialise the baseline".into())?;
+        super::write_file_atomic(path, &text)?;
+        ui.info(format!(
+            "wrote {} finding(s) to {}",
+            findings.len(),
+            path.display()
+        ));
+        return Ok(exit::OK);
+    }
+    let mut baselined = 0;
+    if let Some(path) = &args.baseline {
+        let b: Baseline = super::read_baseline(path, "migsnap lint")?;
+        let accepted: BTreeSet<BaselineEntry> = b.findings.into_iter().collect();
+        let before = findings.len();
+        findings.retain(|f| !accepted.contains(&BaselineEntry::of(f)));
+        baselined = before - findings.len();
+    }
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let summary = Summary {
+        total: findings.len(),
+        errors,
+        baselined,
+    };
+    let format = if args.json {
+        CheckFormat::Json
+    } else {
+        args.format
+    };
+    match format {
+        CheckFormat::Json => super::print_json(&Report {
+            schema_version: SCHEMA_VERSION,
+            base: &planned.base,
+            migrations: planned
+                .insight
+                .migrations
+                .iter()
+                .map(|m| format!("{}.{}", m.app, m.name))
+                .collect(),
+            findings: &findings,
+            summary,
+        })?,
+        CheckFormat::Github => super::print_stdout(&github(&findings)),
+        CheckFormat::Text => super::print_stdout(&text(&findings, &summary)),
+    }
+    Ok(if errors > 0 { exit::FINDINGS } else { exit::OK })
+}
+
+fn severity(s: Severity) -> &'static str {
+    match s {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    }
+}
+
+fn location(f: &LintFinding) -> String {
+    match (&f.path, f.line) {
+        (Some(p), Some(l)) => format!("{p}:{l}"),
+        (Some(p), None) => p.clone(),
+        _ => "?".into(),
+    }
+}
+
+fn text(findings: &[LintFinding], s: &Summary) -> String {
+    let mut out = String::new();
+    for f in findings {
+        out.push_str(&format!(
+            "{}[{}]: {}\n",
+            severity(f.severity),
+            f.rule,
+            f.message
+        ));
+        if let Some(sql) = &f.statement {
+            out.push_str(&format!("    {sql}\n"));
+        }
+        out.push_str(&format!("    --> {} ({})\n", location(f), f.migration));
+        out.push_str(&format!("    hint: {}\n", f.hint));
+    }
+    out.push_str(&format!(
+        "{} finding(s), {} error(s){}\n",
+        s.total,
+        s.errors,
+        if s.baselined > 0 {
+            format!(", {} accepted by the baseline", s.baselined)
+        } else {
+            String::new()
+        }
+    ));
+    out
+}
+
+/// GitHub Actions annotations on the operation's line.
+fn github(findings: &[LintFinding]) -> String {
+    let (data, prop) = (super::github_data, super::github_property);
+    let mut out = String::new();
+    for f in findings {
+        let mut props = Vec::new();
+        if let Some(p) = &f.path {
+            props.push(format!("file={}", prop(p)));
+        }
+        if let Some(l) = f.line {
+            props.push(format!("line={l}"));
+        }
+        props.push(format!(
+            "title={}",
+            prop(&format!("migsnap lint: {}", f.rule))
+        ));
+        out.push_str(&format!(
+            "::{} {}::{}\n",
+            severity(f.severity),
+            props.join(","),
+            data(&format!("{} (hint: {})", f.message, f.hint))
+        ));
+    }
+    out
+}
