@@ -374,3 +374,141 @@ fn plan_names_migrations_by_path_and_leaves_out_operation_types() {
     );
     assert!(err.contains("hint:"), "{err}");
 }
+
+/// One operation per lint rule, on tables that exist before it.
+const RISKY: &str = r#"from django.contrib.postgres.operations import AddIndexConcurrently
+from django.db import migrations, models
+
+
+def noop(apps, schema_editor):
+    pass
+
+
+class Migration(migrations.Migration):
+    dependencies = [("catalog", "0004_product_is_active")]
+
+    operations = [
+        migrations.AddField("product", "stock", models.IntegerField(null=True)),
+        migrations.AddIndex("product", models.Index(fields=["stock"], name="catalog_stock_idx")),
+        migrations.AlterField("product", "sku", models.TextField(unique=True)),
+        migrations.AddField("product", "parent", models.ForeignKey("catalog.Product", null=True, on_delete=models.CASCADE)),
+        migrations.RunPython(noop),
+        migrations.RunSQL("ALTER TABLE catalog_product ADD COLUMN token uuid DEFAULT gen_random_uuid()"),
+        AddIndexConcurrently("product", models.Index(fields=["price"], name="catalog_price_idx")),
+        migrations.RunSQL("ALTER TABLE catalog_category ADD COLUMN rank integer NOT NULL", migrations.RunSQL.noop),
+    ]
+"#;
+
+fn rule_lines(v: &Value) -> Vec<(String, u64)> {
+    let mut found: Vec<(String, u64)> = v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().expect("rule").to_string(),
+                f["line"].as_u64().expect("line"),
+            )
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[test]
+fn lint_reports_each_rule_at_the_operation_line() {
+    let p = Project::example("lint");
+    p.prepare(&p.db("a"));
+    // The project as built lints clean: nothing would run.
+    let clean = p.run(&["lint"]);
+    assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
+    p.write("catalog/migrations/0005_risky.py", RISKY);
+    let out = p.run(&["lint", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "errors exit 1: {}",
+        stderr(&out)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(strings(&v["migrations"]), ["catalog.0005_risky"]);
+    let expected: Vec<(String, u64)> = [
+        ("alter-column-type", 15),
+        ("concurrent-in-atomic", 19),
+        ("constraint-not-valid", 16),
+        ("index-not-concurrent", 14),
+        // The index Django adds for the new text column's LIKE lookups,
+        // and the foreign key's index (deferred to the migration's end).
+        ("index-not-concurrent", 15),
+        ("index-not-concurrent", 16),
+        ("not-null-without-default", 20),
+        ("run-python-no-reverse", 17),
+        ("run-sql-no-reverse", 18),
+        ("volatile-default", 18),
+    ]
+    .iter()
+    .map(|(r, l)| (r.to_string(), *l))
+    .collect();
+    assert_eq!(rule_lines(&v), expected);
+    let f = &v["findings"][0];
+    assert_eq!(f["path"], "catalog/migrations/0005_risky.py");
+    assert!(f["hint"].as_str().is_some_and(|h| !h.is_empty()), "{f}");
+    assert!(["error", "warning"].contains(&f["severity"].as_str().expect("severity")));
+
+    let gh = p.run(&["lint", "--format", "github"]);
+    let gh = String::from_utf8_lossy(&gh.stdout);
+    assert!(
+        gh.contains("::error file=catalog/migrations/0005_risky.py,line=14,title=migsnap lint%3A index-not-concurrent::"),
+        "{gh}"
+    );
+
+    // A baseline accepts what is there.
+    let baseline = p.path().join("lint-baseline.json");
+    let b = baseline.to_str().expect("utf-8");
+    let w = p.run(&["lint", "--write-baseline", b]);
+    assert!(w.status.success(), "{}", stderr(&w));
+    let accepted = p.run(&["lint", "--json", "--baseline", b]);
+    assert_eq!(accepted.status.code(), Some(0), "{}", stderr(&accepted));
+    let accepted: Value = serde_json::from_slice(&accepted.stdout).expect("json");
+    assert_eq!(accepted["summary"]["baselined"], 10);
+
+    // Levels from [tool.migsnap]: off drops a rule, error raises one.
+    let config = p.path().join("migsnap.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("lint-rules = { index-not-concurrent = \"off\", concurrent-in-atomic = \"off\", volatile-default = \"off\", not-null-without-default = \"off\", run-sql-no-reverse = \"error\" }\n");
+    std::fs::write(&config, text).expect("write config");
+    let out = p.run(&["lint", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rules: Vec<String> = rule_lines(&v).into_iter().map(|(r, _)| r).collect();
+    assert_eq!(
+        rules,
+        [
+            "alter-column-type",
+            "constraint-not-valid",
+            "run-python-no-reverse",
+            "run-sql-no-reverse"
+        ]
+    );
+    let raised = v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["rule"] == "run-sql-no-reverse")
+        .expect("raised");
+    assert_eq!(raised["severity"], "error");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text = text.replace(
+        "index-not-concurrent = \"off\"",
+        "index-not-concurent = \"off\"",
+    );
+    std::fs::write(&config, text).expect("write config");
+    let bad = p.run(&["lint"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("unknown lint rule `index-not-concurent`"),
+        "{}",
+        stderr(&bad)
+    );
+}
