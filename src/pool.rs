@@ -69,8 +69,10 @@ pub async fn list(admin: &Admin) -> Result<(Vec<DbInfo>, Vec<DbInfo>)> {
     Ok((pool, trash))
 }
 
-/// Members ready to be handed out for this template: marked for it and
-/// still closed to connections (so nobody has used them).
+/// Members ready to be handed out for this template: marked for it, still
+/// closed to connections (so nobody has used them), and owned by the role
+/// migsnap connects as (on a shared server another role with CREATEDB
+/// could otherwise plant a database with a copied comment).
 pub fn ready_members<'a>(
     pool: &'a [DbInfo],
     key: &Key,
@@ -80,7 +82,7 @@ pub fn ready_members<'a>(
 ) -> Vec<&'a DbInfo> {
     let want = member_comment(key, inputs, template, project);
     pool.iter()
-        .filter(|d| d.comment == want && !d.allow_conn)
+        .filter(|d| d.comment == want && !d.allow_conn && d.owned)
         .collect()
 }
 
@@ -106,9 +108,11 @@ async fn drop_unlocked(admin: &Admin, info: &DbInfo) -> Result<bool> {
     if !admin.try_lock_key(name.lock_id()).await? {
         return Ok(false);
     }
-    let dropped = admin.drop(info).await;
+    // One that cannot go (still in use, or not ours to drop on a shared
+    // server) must not stop the rest: gc reports it.
+    let dropped = admin.drop(info).await.is_ok();
     let _ = admin.unlock_key(name.lock_id()).await;
-    dropped.map(|()| true)
+    Ok(dropped)
 }
 
 /// What `maintain` did.
@@ -155,7 +159,7 @@ pub async fn maintain(ctx: &Ctx, size: usize, ui: &Ui) -> Result<Maintained> {
     };
     let mut current = Vec::new();
     for m in &pool {
-        if want.as_deref() == Some(m.comment.as_str()) && !m.allow_conn {
+        if want.as_deref() == Some(m.comment.as_str()) && !m.allow_conn && m.owned {
             current.push(m);
             continue;
         }

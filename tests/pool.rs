@@ -183,3 +183,63 @@ fn the_pool_hands_out_ready_clones_by_rename_and_refills_to_its_size() {
     assert!(gc.status.success(), "{}", stderr(&gc));
     assert!(members(&new_key).is_empty(), "{:?}", members(&new_key));
 }
+
+/// On a shared server another role with CREATEDB could plant a database
+/// under a pool name with a copied comment: only members owned by the role
+/// migsnap connects as are handed out.
+#[test]
+fn a_member_another_role_owns_is_never_handed_out() {
+    let p = Project::example("pool_foreign");
+    let db = p.db("t");
+    let key = prepare_with_pool(&p, &db, "1")["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    eventually("the pool fills", || members(&key).len() == 1);
+    let (real, _) = members(&key)[0].clone();
+    let comment = psql(
+        "postgres",
+        &format!("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{real}'"),
+    );
+    let role = format!("pool_foreign_{}", std::process::id());
+    let planted = format!("migsnap_pool_{:016x}", u64::from(std::process::id()) << 20);
+    psql("postgres", &format!("CREATE ROLE {role}"));
+    psql(
+        "postgres",
+        &format!("CREATE DATABASE {planted} OWNER {role} ALLOW_CONNECTIONS false"),
+    );
+    psql(
+        "postgres",
+        &format!("COMMENT ON DATABASE {planted} IS '{comment}'"),
+    );
+    psql("postgres", &format!("DROP DATABASE \"{real}\""));
+    let planted_oid = oid(&planted);
+
+    let v = prepare_with_pool(&p, &db, "1");
+    assert_eq!(v["source"], "template", "the planted member was not taken");
+    assert_ne!(oid(&db), planted_oid);
+    Reference::of(&p).check(&db, "next to a planted pool member");
+    let _ = psql_output("postgres", &format!("DROP DATABASE IF EXISTS {planted}"));
+    let _ = psql_output("postgres", &format!("DROP ROLE IF EXISTS {role}"));
+}
+
+/// The same for the template: one with the right name, flags and comment
+/// but another owner is not cloned; the snapshot is made again.
+#[test]
+fn a_template_another_role_owns_is_never_cloned() {
+    let p = Project::example("tpl_foreign");
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    let role = format!("tpl_foreign_{}", std::process::id());
+    psql("postgres", &format!("CREATE ROLE {role}"));
+    let template = template_name(&key);
+    psql(
+        "postgres",
+        &format!("ALTER DATABASE \"{template}\" OWNER TO {role}"),
+    );
+    let v = p.prepare(&db);
+    assert_ne!(v["source"], "template", "the foreign template was cloned");
+    Reference::of(&p).check(&db, "next to a foreign template");
+    let _ = psql_output("postgres", &format!("REASSIGN OWNED BY {role} TO postgres"));
+    let _ = psql_output("postgres", &format!("DROP ROLE IF EXISTS {role}"));
+}

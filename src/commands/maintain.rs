@@ -28,7 +28,7 @@ pub async fn run(settings: &Settings, args: &MaintainArgs, ui: &Ui) -> Result<u8
 /// group (a Ctrl-C meant for the terminal's job does not reach it), no
 /// inherited stdio (a caller reading our stdout to EOF does not wait for
 /// it), and every setting passed explicitly rather than re-read from
-/// flags it never saw. A failure to start is a warning: nothing depends on
+/// flags it never saw (secrets through the environment only). A failure to start is a warning: nothing depends on
 /// it but speed, and the next prepare or `gc` does the same work.
 pub fn spawn(settings: &Settings, ui: &Ui) {
     use std::os::unix::process::CommandExt;
@@ -44,9 +44,13 @@ pub fn spawn(settings: &Settings, ui: &Ui) {
         .arg(&ctx.cache.dir)
         .arg("--python")
         .arg(&ctx.django.python);
-    if let ServerChoice::Url(url) = &ctx.server {
-        cmd.arg("--server-url").arg(url);
-    }
+    // In the environment, not the arguments: a URL may carry a password,
+    // and any local user can read another's command line, not its
+    // environment.
+    match &ctx.server {
+        ServerChoice::Url(url) => cmd.env(migsnap::env::SERVER_URL, url),
+        ServerChoice::Embedded(_) => cmd.env_remove(migsnap::env::SERVER_URL),
+    };
     if let Some(module) = &ctx.django.settings_module {
         cmd.arg("--settings").arg(module);
     }

@@ -51,7 +51,8 @@ pub enum CloneStrategy {
 }
 
 const DB_INFO_COLUMNS: &str =
-    "datname, datistemplate, datallowconn, coalesce(shobj_description(oid, 'pg_database'), ''), oid";
+    "datname, datistemplate, datallowconn, coalesce(shobj_description(oid, 'pg_database'), ''), oid, \
+     datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user)";
 
 #[derive(Debug, Clone)]
 pub struct DbInfo {
@@ -62,6 +63,8 @@ pub struct DbInfo {
     /// Tells two databases apart that had the same name at different times
     /// (a template rebuilt under its key gets a new one).
     pub oid: u32,
+    /// Owned by the role migsnap connects as (everything migsnap creates is).
+    pub owned: bool,
 }
 
 impl DbInfo {
@@ -73,6 +76,7 @@ impl DbInfo {
             allow_conn: r.get(2),
             comment: r.get(3),
             oid: r.get(4),
+            owned: r.get(5),
         }
     }
 
@@ -80,8 +84,14 @@ impl DbInfo {
     /// inputs (the digest of its recorded `Depends`). The rename that creates
     /// the name is the last step of a transaction that also sets the comment
     /// and the template flags, so all three agree or the name does not exist.
+    /// It must also belong to the role migsnap connects as, as everything
+    /// migsnap makes does: on a shared server another role with CREATEDB
+    /// could otherwise plant a template under the name with a copied comment.
     pub fn is_template_for(&self, key: &Key, inputs: &str) -> bool {
-        self.is_template && !self.allow_conn && self.comment == template_comment(key, inputs)
+        self.is_template
+            && !self.allow_conn
+            && self.owned
+            && self.comment == template_comment(key, inputs)
     }
     /// The full key a finished template was made for (from its comment).
     pub fn template_key(&self) -> Option<Key> {
@@ -429,6 +439,17 @@ impl Admin {
             .batch_execute(&sql)
             .await
             .map_err(|e| db_error(format!("cannot make the restore role for `{build}`"), e))?;
+        if self.major() < 15 {
+            // Before 15 the public schema belongs to the bootstrap
+            // superuser, not to the database's owner, and a pg_dump of such
+            // a server comments on it: the restore role must own it too.
+            // `end_restore_role` gives it back.
+            let client = self.conn.connect(build).await?;
+            client
+                .batch_execute(&format!("ALTER SCHEMA public OWNER TO {r}"))
+                .await
+                .map_err(|e| db_error(format!("cannot make the restore role for `{build}`"), e))?;
+        }
         Ok(Some(ConnInfo {
             user: role,
             password: Some(password),
@@ -449,6 +470,17 @@ impl Admin {
                 .batch_execute(&format!("REASSIGN OWNED BY {r} TO CURRENT_USER"))
                 .await
                 .map_err(|e| db_error(what(), e))?;
+            if self.major() < 15 {
+                // As initdb left it (and a plain migrate keeps it): the
+                // bootstrap superuser's.
+                client
+                    .batch_execute(
+                        "DO $$ BEGIN EXECUTE format('ALTER SCHEMA public OWNER TO %I', \
+                         (SELECT rolname FROM pg_roles WHERE oid = 10)); END $$",
+                    )
+                    .await
+                    .map_err(|e| db_error(what(), e))?;
+            }
             drop(client);
             self.client
                 .batch_execute(&format!(
@@ -578,6 +610,7 @@ mod tests {
             allow_conn: true,
             comment: comment.into(),
             oid: 1,
+            owned: true,
         }
     }
 
