@@ -38,6 +38,15 @@ fn cost<'a>(costs: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no cost for {name} in {costs}"))
 }
 
+/// The per-migration figures the snapshot's manifest keeps.
+fn recorded_costs(p: &Project, key: &str) -> Value {
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(p.cache.path().join(format!("{key}.json"))).expect("manifest"),
+    )
+    .expect("manifest");
+    manifest["build"]["migrations"].clone()
+}
+
 #[test]
 fn every_build_records_what_each_migration_cost() {
     let p = Project::example("cost");
@@ -107,11 +116,7 @@ fn every_build_records_what_each_migration_cost() {
 
     // Kept in the manifest, shown by `ls --json`.
     let key = v["key"].as_str().expect("key").to_string();
-    let manifest: Value = serde_json::from_slice(
-        &std::fs::read(p.cache.path().join(format!("{key}.json"))).expect("manifest"),
-    )
-    .expect("manifest");
-    let recorded = &manifest["build"]["migrations"];
+    let recorded = &recorded_costs(&p, &key);
     assert_eq!(
         cost(recorded, "catalog.0005_rows_one_by_one")["round_trips"],
         one_trips
@@ -143,12 +148,7 @@ fn every_build_records_what_each_migration_cost() {
     let next = p.prepare(&p.db("b"));
     assert_eq!(next["source"], "incremental");
     assert_eq!(next["costs"].as_array().expect("costs").len(), 1);
-    let key = next["key"].as_str().expect("key").to_string();
-    let manifest: Value = serde_json::from_slice(
-        &std::fs::read(p.cache.path().join(format!("{key}.json"))).expect("manifest"),
-    )
-    .expect("manifest");
-    let recorded = &manifest["build"]["migrations"];
+    let recorded = &recorded_costs(&p, next["key"].as_str().expect("key"));
     assert_eq!(
         cost(recorded, "catalog.0005_rows_one_by_one")["round_trips"],
         one_trips

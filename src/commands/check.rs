@@ -126,39 +126,27 @@ fn text(findings: &[Finding], s: &Summary) -> String {
             None => out.push_str("    --> no migration mentions this index\n"),
         }
     }
-    out.push_str(&format!(
-        "{} finding(s), {} failing{}\n",
+    out.push_str(&super::findings_summary(
         s.total,
         s.failing,
-        if s.baselined > 0 {
-            format!(", {} accepted by the baseline", s.baselined)
-        } else {
-            String::new()
-        }
+        "failing",
+        s.baselined,
     ));
     out
 }
 
 /// GitHub Actions workflow commands: annotations on the migration's line.
 fn github(findings: &[Finding]) -> String {
-    let (esc_data, esc_prop) = (super::github_data, super::github_property);
-    let mut out = String::new();
-    for f in findings {
-        let level = if f.fails { "error" } else { "warning" };
-        let mut props = Vec::new();
-        if let Some(m) = &f.migration {
-            props.push(format!("file={}", esc_prop(&m.path)));
-            props.push(format!("line={}", m.line));
-        }
-        props.push(format!(
-            "title={}",
-            esc_prop(&format!("migsnap check: {}", f.kind.as_str()))
-        ));
-        out.push_str(&format!(
-            "::{level} {}::{}\n",
-            props.join(","),
-            esc_data(&format!("{}: {}", describe(f), f.definition))
-        ));
-    }
-    out
+    findings
+        .iter()
+        .map(|f| {
+            super::annotation(
+                if f.fails { "error" } else { "warning" },
+                f.migration.as_ref().map(|m| m.path.as_str()),
+                f.migration.as_ref().map(|m| m.line),
+                &format!("migsnap check: {}", f.kind.as_str()),
+                &format!("{}: {}", describe(f), f.definition),
+            )
+        })
+        .collect()
 }

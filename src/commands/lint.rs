@@ -148,41 +148,27 @@ fn text(findings: &[LintFinding], s: &Summary) -> String {
         out.push_str(&format!("    --> {} ({})\n", location(f), f.migration));
         out.push_str(&format!("    hint: {}\n", f.hint));
     }
-    out.push_str(&format!(
-        "{} finding(s), {} error(s){}\n",
+    out.push_str(&super::findings_summary(
         s.total,
         s.errors,
-        if s.baselined > 0 {
-            format!(", {} accepted by the baseline", s.baselined)
-        } else {
-            String::new()
-        }
+        "error(s)",
+        s.baselined,
     ));
     out
 }
 
 /// GitHub Actions annotations on the operation's line.
 fn github(findings: &[LintFinding]) -> String {
-    let (data, prop) = (super::github_data, super::github_property);
-    let mut out = String::new();
-    for f in findings {
-        let mut props = Vec::new();
-        if let Some(p) = &f.path {
-            props.push(format!("file={}", prop(p)));
-        }
-        if let Some(l) = f.line {
-            props.push(format!("line={l}"));
-        }
-        props.push(format!(
-            "title={}",
-            prop(&format!("migsnap lint: {}", f.rule))
-        ));
-        out.push_str(&format!(
-            "::{} {}::{}\n",
-            severity(f.severity),
-            props.join(","),
-            data(&format!("{} (hint: {})", f.message, f.hint))
-        ));
-    }
-    out
+    findings
+        .iter()
+        .map(|f| {
+            super::annotation(
+                severity(f.severity),
+                f.path.as_deref(),
+                f.line.map(|l| l as usize),
+                &format!("migsnap lint: {}", f.rule),
+                &format!("{} (hint: {})", f.message, f.hint),
+            )
+        })
+        .collect()
 }

@@ -166,15 +166,45 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// A GitHub Actions workflow command's message, escaped.
-pub fn github_data(s: &str) -> String {
+fn github_data(s: &str) -> String {
     s.replace('%', "%25")
         .replace('\r', "%0D")
         .replace('\n', "%0A")
 }
 
 /// A workflow command's property (`file=`, `title=`), escaped.
-pub fn github_property(s: &str) -> String {
+fn github_property(s: &str) -> String {
     github_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// One GitHub Actions annotation (`::error file=…,line=…,title=…::message`),
+/// for `check` and `lint`.
+pub fn annotation(
+    level: &str,
+    file: Option<&str>,
+    line: Option<usize>,
+    title: &str,
+    message: &str,
+) -> String {
+    let mut props = Vec::new();
+    if let Some(f) = file {
+        props.push(format!("file={}", github_property(f)));
+    }
+    if let Some(l) = line {
+        props.push(format!("line={l}"));
+    }
+    props.push(format!("title={}", github_property(title)));
+    format!("::{level} {}::{}\n", props.join(","), github_data(message))
+}
+
+/// The last line of a findings report: `3 finding(s), 1 failing, 2 accepted
+/// by the baseline`.
+pub fn findings_summary(total: usize, failing: usize, what: &str, baselined: usize) -> String {
+    let accepted = match baselined {
+        0 => String::new(),
+        n => format!(", {n} accepted by the baseline"),
+    };
+    format!("{total} finding(s), {failing} {what}{accepted}\n")
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
