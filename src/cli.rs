@@ -227,6 +227,17 @@ pub enum CheckFormat {
     Github,
 }
 
+impl CheckFormat {
+    /// `--json` is short for `--format json`.
+    pub fn or_json(self, json: bool) -> CheckFormat {
+        if json {
+            CheckFormat::Json
+        } else {
+            self
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct KeyArgs {
     /// Print the key, file counts and key inputs as JSON

@@ -3,13 +3,12 @@
 
 use crate::cli::{CheckArgs, CheckFormat};
 use crate::settings::Settings;
-use migsnap::check::{self, Baseline, BaselineEntry, Finding, FindingKind};
-use migsnap::error::{exit, Context, Kind, Result};
+use migsnap::check::{self, BaselineEntry, Finding, FindingKind};
+use migsnap::error::{exit, Result};
 use migsnap::key::Key;
 use migsnap::ui::Ui;
 use serde::Serialize;
 use std::collections::BTreeSet;
-use std::path::Path;
 
 #[derive(Serialize)]
 struct Report<'a> {
@@ -33,26 +32,15 @@ pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Ui) -> Result<u8> {
     }
 
     if let Some(path) = &args.write_baseline {
-        let mut entries: Vec<BaselineEntry> = findings.iter().map(BaselineEntry::of).collect();
-        entries.sort();
-        entries.dedup();
-        let text = serde_json::to_vec_pretty(&Baseline { findings: entries })
-            .with_kind(Kind::Internal, || "cannot serialise the baseline".into())?;
-        super::write_file_atomic(path, &text)?;
-        ui.info(format!(
-            "wrote {} finding(s) to {}",
-            findings.len(),
-            path.display()
-        ));
+        super::write_baseline(path, &findings, BaselineEntry::of, ui)?;
         return Ok(exit::OK);
     }
-    let mut baselined = 0;
-    if let Some(path) = &args.baseline {
-        let accepted = read_baseline(path)?;
-        let before = findings.len();
-        findings.retain(|f| !accepted.contains(&BaselineEntry::of(f)));
-        baselined = before - findings.len();
-    }
+    let baselined = super::apply_baseline(
+        args.baseline.as_deref(),
+        &mut findings,
+        BaselineEntry::of,
+        "migsnap check",
+    )?;
 
     let failing = findings.iter().filter(|f| f.fails).count();
     let summary = Summary {
@@ -60,12 +48,7 @@ pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Ui) -> Result<u8> {
         failing,
         baselined,
     };
-    let format = if args.json {
-        CheckFormat::Json
-    } else {
-        args.format
-    };
-    match format {
+    match args.format.or_json(args.json) {
         CheckFormat::Json => super::print_json(&Report {
             key: &key,
             findings: &findings,
@@ -79,11 +62,6 @@ pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Ui) -> Result<u8> {
     } else {
         exit::OK
     })
-}
-
-fn read_baseline(path: &Path) -> Result<BTreeSet<BaselineEntry>> {
-    let b: Baseline = super::read_baseline(path, "migsnap check")?;
-    Ok(b.findings.into_iter().collect())
 }
 
 fn describe(f: &Finding) -> String {

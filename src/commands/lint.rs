@@ -4,12 +4,11 @@
 
 use crate::cli::{CheckFormat, LintArgs};
 use crate::settings::Settings;
-use migsnap::error::{exit, Context, Kind, Result};
+use migsnap::error::{exit, Result};
 use migsnap::lint::{LintFinding, Severity};
 use migsnap::plan::{Against, Base, SCHEMA_VERSION};
 use migsnap::ui::Ui;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 
 #[derive(Serialize)]
 struct Report<'a> {
@@ -26,11 +25,6 @@ struct Summary {
     total: usize,
     errors: usize,
     baselined: usize,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Baseline {
-    findings: Vec<BaselineEntry>,
 }
 
 /// What identifies a finding across runs: not its line, which moves.
@@ -64,27 +58,15 @@ pub async fn run(settings: &Settings, args: &LintArgs, ui: &Ui) -> Result<u8> {
     let mut findings = migsnap::lint::lint(&planned.insight, &settings.lint_rules);
 
     if let Some(path) = &args.write_baseline {
-        let mut entries: Vec<BaselineEntry> = findings.iter().map(BaselineEntry::of).collect();
-        entries.sort();
-        entries.dedup();
-        let text = serde_json::to_vec_pretty(&Baseline { findings: entries })
-            .with_kind(Kind::Internal, || "cannot serialise the baseline".into())?;
-        super::write_file_atomic(path, &text)?;
-        ui.info(format!(
-            "wrote {} finding(s) to {}",
-            findings.len(),
-            path.display()
-        ));
+        super::write_baseline(path, &findings, BaselineEntry::of, ui)?;
         return Ok(exit::OK);
     }
-    let mut baselined = 0;
-    if let Some(path) = &args.baseline {
-        let b: Baseline = super::read_baseline(path, "migsnap lint")?;
-        let accepted: BTreeSet<BaselineEntry> = b.findings.into_iter().collect();
-        let before = findings.len();
-        findings.retain(|f| !accepted.contains(&BaselineEntry::of(f)));
-        baselined = before - findings.len();
-    }
+    let baselined = super::apply_baseline(
+        args.baseline.as_deref(),
+        &mut findings,
+        BaselineEntry::of,
+        "migsnap lint",
+    )?;
     let errors = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
@@ -94,12 +76,7 @@ pub async fn run(settings: &Settings, args: &LintArgs, ui: &Ui) -> Result<u8> {
         errors,
         baselined,
     };
-    let format = if args.json {
-        CheckFormat::Json
-    } else {
-        args.format
-    };
-    match format {
+    match args.format.or_json(args.json) {
         CheckFormat::Json => super::print_json(&Report {
             schema_version: SCHEMA_VERSION,
             base: &planned.base,

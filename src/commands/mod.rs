@@ -132,8 +132,53 @@ pub fn costs(applied: &[migsnap::store::Applied]) -> Vec<Cost<'_>> {
         .collect()
 }
 
+/// A baseline file: `{"findings": [entry…]}`, entries sorted, for `check`
+/// and `lint` (each with its own entry: what identifies a finding).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BaselineFile<E> {
+    findings: Vec<E>,
+}
+
+/// `--write-baseline PATH`: every finding's entry.
+pub fn write_baseline<F, E: serde::Serialize + Ord>(
+    path: &Path,
+    findings: &[F],
+    entry: impl Fn(&F) -> E,
+    ui: &Ui,
+) -> Result<()> {
+    let mut entries: Vec<E> = findings.iter().map(entry).collect();
+    entries.sort();
+    entries.dedup();
+    let text = serde_json::to_vec_pretty(&BaselineFile { findings: entries })
+        .map_err(|e| Error::internal("cannot serialise the baseline").source(e))?;
+    write_file_atomic(path, &text)?;
+    ui.info(format!(
+        "wrote {} finding(s) to {}",
+        findings.len(),
+        path.display()
+    ));
+    Ok(())
+}
+
+/// `--baseline PATH`: drop the findings it accepts; how many it accepted.
+pub fn apply_baseline<F, E: serde::de::DeserializeOwned + Ord>(
+    path: Option<&Path>,
+    findings: &mut Vec<F>,
+    entry: impl Fn(&F) -> E,
+    command: &str,
+) -> Result<usize> {
+    let Some(path) = path else {
+        return Ok(0);
+    };
+    let file: BaselineFile<E> = read_baseline(path, command)?;
+    let accepted: std::collections::BTreeSet<E> = file.findings.into_iter().collect();
+    let before = findings.len();
+    findings.retain(|f| !accepted.contains(&entry(f)));
+    Ok(before - findings.len())
+}
+
 /// A baseline file `command --write-baseline` wrote.
-pub fn read_baseline<T: serde::de::DeserializeOwned>(path: &Path, command: &str) -> Result<T> {
+fn read_baseline<T: serde::de::DeserializeOwned>(path: &Path, command: &str) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|e| {
         Error::usage(format!("cannot read baseline `{}`", path.display()))
             .source(e)
