@@ -31,16 +31,14 @@ pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Ui) -> Result<u8> {
         f.fails = fail_on.contains(&f.kind);
     }
 
-    if let Some(path) = &args.write_baseline {
-        super::write_baseline(path, &findings, BaselineEntry::of, ui)?;
+    let baseline = super::Baseline {
+        write: args.write_baseline.as_deref(),
+        read: args.baseline.as_deref(),
+        command: "migsnap check",
+    };
+    let Some(baselined) = baseline.apply(&mut findings, BaselineEntry::of, ui)? else {
         return Ok(exit::OK);
-    }
-    let baselined = super::apply_baseline(
-        args.baseline.as_deref(),
-        &mut findings,
-        BaselineEntry::of,
-        "migsnap check",
-    )?;
+    };
 
     let failing = findings.iter().filter(|f| f.fails).count();
     let summary = Summary {

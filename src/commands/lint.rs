@@ -57,16 +57,14 @@ pub async fn run(settings: &Settings, args: &LintArgs, ui: &Ui) -> Result<u8> {
     super::plan::project_relative(&mut planned.insight, settings);
     let mut findings = migsnap::lint::lint(&planned.insight, &settings.lint_rules);
 
-    if let Some(path) = &args.write_baseline {
-        super::write_baseline(path, &findings, BaselineEntry::of, ui)?;
+    let baseline = super::Baseline {
+        write: args.write_baseline.as_deref(),
+        read: args.baseline.as_deref(),
+        command: "migsnap lint",
+    };
+    let Some(baselined) = baseline.apply(&mut findings, BaselineEntry::of, ui)? else {
         return Ok(exit::OK);
-    }
-    let baselined = super::apply_baseline(
-        args.baseline.as_deref(),
-        &mut findings,
-        BaselineEntry::of,
-        "migsnap lint",
-    )?;
+    };
     let errors = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)

@@ -139,42 +139,46 @@ struct BaselineFile<E> {
     findings: Vec<E>,
 }
 
-/// `--write-baseline PATH`: every finding's entry.
-pub fn write_baseline<F, E: serde::Serialize + Ord>(
-    path: &Path,
-    findings: &[F],
-    entry: impl Fn(&F) -> E,
-    ui: &Ui,
-) -> Result<()> {
-    let mut entries: Vec<E> = findings.iter().map(entry).collect();
-    entries.sort();
-    entries.dedup();
-    let text = serde_json::to_vec_pretty(&BaselineFile { findings: entries })
-        .map_err(|e| Error::internal("cannot serialise the baseline").source(e))?;
-    write_file_atomic(path, &text)?;
-    ui.info(format!(
-        "wrote {} finding(s) to {}",
-        findings.len(),
-        path.display()
-    ));
-    Ok(())
+/// `--write-baseline` and `--baseline` of `check` and `lint`.
+pub struct Baseline<'a> {
+    pub write: Option<&'a Path>,
+    pub read: Option<&'a Path>,
+    /// `migsnap check`, for the hints.
+    pub command: &'a str,
 }
 
-/// `--baseline PATH`: drop the findings it accepts; how many it accepted.
-pub fn apply_baseline<F, E: serde::de::DeserializeOwned + Ord>(
-    path: Option<&Path>,
-    findings: &mut Vec<F>,
-    entry: impl Fn(&F) -> E,
-    command: &str,
-) -> Result<usize> {
-    let Some(path) = path else {
-        return Ok(0);
-    };
-    let file: BaselineFile<E> = read_baseline(path, command)?;
-    let accepted: std::collections::BTreeSet<E> = file.findings.into_iter().collect();
-    let before = findings.len();
-    findings.retain(|f| !accepted.contains(&entry(f)));
-    Ok(before - findings.len())
+impl Baseline<'_> {
+    /// Write every finding's entry (`None`: the command is done), or drop
+    /// the findings the baseline accepts (`Some(how many)`).
+    pub fn apply<F, E: serde::Serialize + serde::de::DeserializeOwned + Ord>(
+        &self,
+        findings: &mut Vec<F>,
+        entry: impl Fn(&F) -> E,
+        ui: &Ui,
+    ) -> Result<Option<usize>> {
+        if let Some(path) = self.write {
+            let mut entries: Vec<E> = findings.iter().map(entry).collect();
+            entries.sort();
+            entries.dedup();
+            let text = serde_json::to_vec_pretty(&BaselineFile { findings: entries })
+                .map_err(|e| Error::internal("cannot serialise the baseline").source(e))?;
+            write_file_atomic(path, &text)?;
+            ui.info(format!(
+                "wrote {} finding(s) to {}",
+                findings.len(),
+                path.display()
+            ));
+            return Ok(None);
+        }
+        let Some(path) = self.read else {
+            return Ok(Some(0));
+        };
+        let file: BaselineFile<E> = read_baseline(path, self.command)?;
+        let accepted: std::collections::BTreeSet<E> = file.findings.into_iter().collect();
+        let before = findings.len();
+        findings.retain(|f| !accepted.contains(&entry(f)));
+        Ok(Some(before - findings.len()))
+    }
 }
 
 /// A baseline file `command --write-baseline` wrote.
