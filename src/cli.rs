@@ -35,7 +35,7 @@ pub struct GlobalArgs {
     /// Python interpreter that runs manage.py [env: MIGSNAP_PYTHON]
     #[arg(long, global = true, value_name = "PATH")]
     pub python: Option<PathBuf>,
-    /// Django settings module [default: config, DJANGO_SETTINGS_MODULE, manage.py's]
+    /// Django settings module to migrate with, e.g. mysite.settings.test (part of the key; default: `settings` in the config, else $DJANGO_SETTINGS_MODULE, else whatever manage.py sets)
     #[arg(long, global = true, value_name = "MODULE")]
     pub settings: Option<String>,
     /// Only print errors and warnings on stderr
@@ -44,6 +44,89 @@ pub struct GlobalArgs {
     /// Also show Django's own output while it runs
     #[arg(short, long, global = true)]
     pub verbose: bool,
+}
+
+impl Cli {
+    /// Parse the command line; clap reports a mistake and exits 2. A
+    /// command given to `run` without `--` gets a hint to add it.
+    pub fn parse_args() -> Cli {
+        use clap::error::{ContextKind, ErrorKind};
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = hide_ignored(Cli::command());
+        let e = match command
+            .try_get_matches_from_mut(std::env::args_os())
+            .and_then(|m| Cli::from_arg_matches(&m))
+        {
+            Ok(cli) => return cli,
+            Err(e) => e.format(&mut command),
+        };
+        let in_run = e
+            .get(ContextKind::Usage)
+            .is_some_and(|u| u.to_string().contains("migsnap run "));
+        // The first word clap did not take (a misspelt `--flag` is not a command).
+        let invalid = e
+            .get(ContextKind::InvalidArg)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let hint = match e.kind() {
+            ErrorKind::UnknownArgument if in_run && !invalid.starts_with('-') => Some(format!(
+                "put `--` before the command, so that it and its options are not migsnap's: `migsnap run --database NAME -- {invalid} …`"
+            )),
+            ErrorKind::MissingRequiredArgument if in_run && invalid.contains("<CMD>") => Some(
+                "name the command to run after `--`: `migsnap run --database NAME -- CMD ARGS…`"
+                    .to_string(),
+            ),
+            _ => None,
+        };
+        let Some(hint) = hint else { e.exit() };
+        let _ = e.print();
+        eprintln!("hint: {hint}");
+        std::process::exit(e.exit_code());
+    }
+}
+
+/// Global options each command ignores (by field name). They stay
+/// accepted, so `migsnap -C DIR --python P key` works in scripts that pass
+/// the same options to every command, but a command's `--help` lists only
+/// the ones that change what it does.
+const IGNORED: &[(&[&str], &[&str])] = &[
+    (&["key"], &["server_url", "cache_dir", "python", "verbose"]),
+    (&["ls"], &["python", "verbose"]),
+    (&["gc"], &["python", "verbose"]),
+    (&["server"], &["python", "settings", "verbose"]),
+    (&["server", "start"], &["python", "settings", "verbose"]),
+    (&["server", "stop"], &["python", "settings", "verbose"]),
+    (&["server", "status"], &["python", "settings", "verbose"]),
+    (&["server", "url"], &["python", "settings", "verbose"]),
+    (&["server", "ls"], &["python", "settings", "verbose"]),
+];
+
+/// `command` with `IGNORED` hidden from each command's help.
+fn hide_ignored(mut command: clap::Command) -> clap::Command {
+    // Global options reach the subcommands when the command is built.
+    command.build();
+    for (path, ids) in IGNORED {
+        // `mut_args` keeps the order the built command indexes them by
+        // (`mut_arg` moves the arg to the end).
+        command = mut_path(command, path, &|c| {
+            c.mut_args(|a| {
+                let hide = a.is_hide_set() || ids.contains(&a.get_id().as_str());
+                a.hide(hide)
+            })
+        });
+    }
+    command
+}
+
+fn mut_path(
+    command: clap::Command,
+    path: &[&str],
+    f: &dyn Fn(clap::Command) -> clap::Command,
+) -> clap::Command {
+    match path {
+        [] => f(command),
+        [first, rest @ ..] => command.mut_subcommand(*first, |c| mut_path(c, rest, f)),
+    }
 }
 
 impl GlobalArgs {
@@ -138,6 +221,9 @@ pub struct LsArgs {
     /// Print snapshots and templates as one JSON object
     #[arg(long)]
     pub json: bool,
+    /// List the snapshots of every project in the cache dir, not only this one's
+    #[arg(long)]
+    pub all_projects: bool,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +240,9 @@ pub struct GcArgs {
     /// Print what was (or would be) removed as one JSON object
     #[arg(long)]
     pub json: bool,
+    /// Act on the snapshots of every project in the cache dir, not only this one's
+    #[arg(long)]
+    pub all_projects: bool,
 }
 
 /// `plan` and `sql`: which migrations, relative to what.
@@ -246,18 +335,33 @@ pub struct KeyArgs {
     /// List every hashed file on stderr
     #[arg(long)]
     pub list: bool,
+    /// Print a key even where there is no manage.py and no migration file
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ServerAction {
     /// Initialise (if needed) and start the embedded server
     Start(ServerArgs),
-    /// Stop the embedded server
-    Stop(ServerArgs),
+    /// Stop the embedded server (or, with --all, every one `server ls` lists)
+    Stop(StopArgs),
     /// Say whether the embedded server is running
     Status(ServerArgs),
     /// Print a postgres:// URL for the embedded server (starting it if needed)
     Url(ServerArgs),
+    /// List the embedded servers of this user on this machine (one per cache dir)
+    Ls(ServerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Stop every embedded server `migsnap server ls` lists
+    #[arg(long)]
+    pub all: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -4,7 +4,7 @@
 //! where a value came from, so its messages name no flag.
 
 use crate::embedded::Embedded;
-use crate::error::{Context as _, Kind, Result};
+use crate::error::{Error, Result};
 use crate::fingerprint::KeySpec;
 pub use crate::pg::admin::CloneStrategy;
 use crate::store::{CacheSecret, Store};
@@ -96,30 +96,43 @@ impl Ctx {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .with_kind(Kind::Usage, || {
-                format!("cannot create the cache directory `{}`", dir.display())
+            .map_err(|e| {
+                let what = if dir.exists() {
+                    "it exists and is not a directory"
+                } else {
+                    "it must be a directory you can create and write"
+                };
+                Error::usage(format!(
+                    "cannot create the cache directory `{}`",
+                    dir.display()
+                ))
+                .source(e)
+                .hint(format!(
+                    "{what}: point MIGSNAP_CACHE_DIR (or --cache-dir) at one"
+                ))
             })?;
         crate::store::check_cache_dir(dir)?;
         Ok(Store::new(dir).with_secret(self.cache.secret.clone()))
     }
 
-    /// What can be checked cheaply before any server is started, so that a
-    /// mistake never leaves an embedded server running behind an error:
-    /// the cache dir is writable, and the PostgreSQL programs are there.
-    /// Only needed when the embedded server would be started; a running
-    /// one (or a server URL) costs nothing to reach and report from.
-    pub fn check_before_starting_a_server(&self) -> Result<()> {
-        let ServerChoice::Embedded(server) = &self.server else {
-            return Ok(());
-        };
-        if server.probably_running() {
-            return Ok(());
-        }
+    /// What can be checked cheaply before anything slow (a server start,
+    /// Django, a restore), so that a mistake is reported at once and never
+    /// leaves an embedded server running behind an error: the cache dir is
+    /// usable and writable, and, when the embedded server would have to be
+    /// started, the PostgreSQL programs are there.
+    pub fn check_before_starting(&self) -> Result<()> {
         let store = self.store()?;
         tempfile::Builder::new()
             .prefix(".migsnap-probe-")
             .tempfile_in(store.dir())
             .map_err(|e| crate::store::cache_write_error(store.dir(), e))?;
+        let ServerChoice::Embedded(server) = &self.server else {
+            return Ok(());
+        };
+        // A running server (or a URL) costs nothing to reach.
+        if server.probably_running() {
+            return Ok(());
+        }
         for program in ["pg_dump", "initdb", "pg_ctl"] {
             crate::pg::tools::find(program, None)?;
         }

@@ -41,12 +41,54 @@ const MAX_SOCKET_PATH: usize = 100;
 /// (initdb plus a start take seconds; pg_ctl itself gives up after 60 s).
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Where the embedded server lives when no `server-dir` is set: one per
+/// cache dir (so two cache dirs never share a cluster), never inside it (a
+/// CI cache of the cache dir would save a live cluster, issue #15). As
+/// root, under `runtime_dir`, which the server user can reach; otherwise in
+/// the user's state dir (`~/.local/state/migsnap`), which, unlike the temp
+/// dir, no tmp cleaner empties under a running server.
 pub fn default_server_dir(cache_dir: &Path) -> PathBuf {
+    server_home().join(format!("{SERVER_DIR_PREFIX}{}", tag(cache_dir)))
+}
+
+/// Default server dirs are named `server-<12 hex of the cache dir>`.
+const SERVER_DIR_PREFIX: &str = "server-";
+
+/// The directory that holds this user's default server dirs.
+fn server_home() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
-        runtime_dir().join(format!("server-{}", tag(cache_dir)))
-    } else {
-        cache_dir.join("server")
+        return runtime_dir();
     }
+    directories::ProjectDirs::from("", "", "migsnap")
+        .map(|d| {
+            d.state_dir()
+                .unwrap_or_else(|| d.data_local_dir())
+                .to_path_buf()
+        })
+        .unwrap_or_else(runtime_dir)
+}
+
+/// Every default server dir this user has (`migsnap server ls`), plus
+/// those in `also` that exist (the configured one, which may live
+/// anywhere, and where older versions put it), sorted.
+pub fn known_server_dirs(also: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = [server_home(), runtime_dir()]
+        .iter()
+        .filter_map(|home| std::fs::read_dir(home).ok())
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(SERVER_DIR_PREFIX) && !n.ends_with(".lock"))
+                && e.file_type().is_ok_and(|t| t.is_dir())
+        })
+        .map(|e| e.path())
+        .collect();
+    dirs.extend(also.iter().filter(|d| d.join("data").is_dir()).cloned());
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }
 
 /// `<temp dir>/migsnap-<uid>`: this user's private directory for locks, the
@@ -90,6 +132,17 @@ impl Embedded {
             dir: dir.to_path_buf(),
             tcp_port,
         }
+    }
+
+    /// The server in `dir` as it was started: with the port its
+    /// postmaster.pid records (the socket's name), for `server ls`.
+    pub fn found(dir: &Path) -> Embedded {
+        let server = Embedded::new(dir, None);
+        let port = read_nofollow(&server.data().join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.split('\n').nth(3)?.trim().parse::<u16>().ok())
+            .filter(|p| *p != DEFAULT_PORT);
+        Embedded::new(dir, port)
     }
 
     pub fn port(&self) -> u16 {

@@ -660,6 +660,7 @@ async fn finish(
         applied,
         build: info,
         depends,
+        project_dir: Some(ctx.project_dir().to_path_buf()),
     };
     store.write_manifest(&manifest)?;
     ui.info(format!(

@@ -10,8 +10,8 @@ pub const CACHE_DIR: &str = "MIGSNAP_CACHE_DIR";
 pub const CACHE_SECRET: &str = "MIGSNAP_CACHE_SECRET";
 /// Interpreter that runs manage.py.
 pub const PYTHON: &str = "MIGSNAP_PYTHON";
-/// Data directory of the embedded server (default: under the cache dir, or
-/// under the system temp dir when running as root).
+/// Data directory of the embedded server (default: one per cache dir in the
+/// user's state dir, or under the system temp dir when running as root).
 pub const SERVER_DIR: &str = "MIGSNAP_SERVER_DIR";
 /// Let the embedded server also listen on 127.0.0.1 at this TCP port.
 pub const SERVER_PORT: &str = "MIGSNAP_SERVER_PORT";

@@ -4,11 +4,10 @@ mod cli;
 mod commands;
 mod settings;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_args();
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

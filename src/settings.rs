@@ -266,23 +266,30 @@ fn read_pool_hint(cache_dir: &Path) -> usize {
         .map_or(0, |n| n.min(MAX_POOL))
 }
 
-/// Read migsnap.toml, else `[tool.migsnap]` from pyproject.toml.
+/// Read migsnap.toml, else `[tool.migsnap]` from pyproject.toml. Both are
+/// deserialised from their whole text, so an error has a span in it.
 fn load_config(project_dir: &Path) -> Result<(FileConfig, Option<PathBuf>)> {
+    /// pyproject.toml as far as migsnap cares: other tables are others'.
+    #[derive(Deserialize)]
+    struct Pyproject {
+        tool: Option<Tools>,
+    }
+    #[derive(Deserialize)]
+    struct Tools {
+        migsnap: Option<FileConfig>,
+    }
     let own = project_dir.join("migsnap.toml");
     if own.is_file() {
         let text = read_text(&own)?;
-        let cfg = toml::from_str::<FileConfig>(&text).map_err(|e| config_error(&own, e))?;
+        let cfg = toml::from_str::<FileConfig>(&text).map_err(|e| config_error(&own, &text, e))?;
         return Ok((cfg, Some(own)));
     }
     let pyproject = project_dir.join("pyproject.toml");
     if pyproject.is_file() {
         let text = read_text(&pyproject)?;
-        let doc: toml::Table = toml::from_str(&text).map_err(|e| config_error(&pyproject, e))?;
-        if let Some(section) = doc.get("tool").and_then(|t| t.get("migsnap")) {
-            let cfg = section
-                .clone()
-                .try_into::<FileConfig>()
-                .map_err(|e| config_error(&pyproject, e))?;
+        let doc: Pyproject =
+            toml::from_str(&text).map_err(|e| config_error(&pyproject, &text, e))?;
+        if let Some(cfg) = doc.tool.and_then(|t| t.migsnap) {
             return Ok((cfg, Some(pyproject)));
         }
     }
@@ -336,20 +343,129 @@ fn read_text(path: &Path) -> Result<String> {
         .with_kind(Kind::Usage, || format!("cannot read `{}`", path.display()))
 }
 
-fn config_error(path: &Path, e: toml::de::Error) -> Error {
-    // toml's message spans several lines (it quotes the source); keep the gist
-    // on the first line and the excerpt as detail.
-    let text = e.message().to_string();
+/// One line saying where (`file:line:col`) and what, in words; the line
+/// itself as detail; a "did you mean" for a misspelt key.
+fn config_error(path: &Path, text: &str, e: toml::de::Error) -> Error {
     let section = if path.ends_with("pyproject.toml") {
         " in [tool.migsnap]"
     } else {
         ""
     };
-    Error::usage(format!(
-        "invalid config `{}`{section}: {text}",
-        path.display()
-    ))
-    .hint("see the README's configuration reference for the accepted keys")
+    let mut at = path.display().to_string();
+    let mut detail = None;
+    if let Some(span) = e.span() {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let start = before.rfind('\n').map_or(0, |i| i + 1);
+        let col = before[start..].chars().count() + 1;
+        at = format!("{at}:{line}:{col}");
+        let shown = text[start..].split('\n').next().unwrap_or("");
+        detail = Some(format!("{line:>5} | {}", shown.trim_end_matches('\r')));
+    }
+    // toml's message may span lines; keep the gist.
+    let message = e.message().trim().replace('\n', " ");
+    let (message, hint) = match unknown_key(&message) {
+        Some((key, known)) => {
+            let hint = match closest(&key, &known) {
+                Some(near) => format!("did you mean `{near}`?"),
+                None => format!(
+                    "the keys migsnap reads are {}",
+                    known
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            (format!("unknown key `{key}`"), hint)
+        }
+        None if message.starts_with("invalid type") || message.starts_with("invalid value") => (
+            in_words(&message),
+            "see the README's configuration reference for each key's type".to_string(),
+        ),
+        None => (
+            message,
+            "this is not valid TOML: fix the line shown (https://toml.io)".to_string(),
+        ),
+    };
+    let err = Error::usage(format!("invalid config `{at}`{section}: {message}")).hint(hint);
+    match detail {
+        Some(d) => err.detail(d),
+        None => err,
+    }
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" as (x, [a, b]).
+fn unknown_key(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, rest) = rest.split_once('`')?;
+    let known = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((key.to_string(), known))
+}
+
+/// The known key nearest to `key`, if it is near enough to be a typo
+/// (`cache_dir` for `cache-dir`, `pyhton` for `python`).
+fn closest<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
+    let key = key.to_ascii_lowercase().replace('_', "-");
+    known
+        .iter()
+        .map(|k| (edit_distance(&key, k), k))
+        .filter(|(d, k)| *d <= (k.len() / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
+}
+
+/// Levenshtein distance, counting a swap of two neighbours as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// serde names Rust types ("expected u16"); say what to write instead.
+fn in_words(message: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        (
+            "expected u16",
+            "expected a port number (a whole number from 1 to 65535, no quotes)",
+        ),
+        ("expected usize", "expected a whole number (no quotes)"),
+        (
+            "expected a sequence",
+            "expected a list, e.g. [\"a\", \"b\"]",
+        ),
+        ("expected a string", "expected a string in quotes"),
+    ];
+    WORDS
+        .iter()
+        .find(|(rust, _)| message.contains(rust))
+        .map_or_else(
+            || message.to_string(),
+            |(rust, words)| message.replace(rust, words),
+        )
 }
 
 /// An explicitly configured cache dir may be created, but not its parents: a
@@ -394,4 +510,23 @@ fn default_python(project_dir: &Path) -> PathBuf {
         return local;
     }
     PathBuf::from("python3")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn misspelt_keys_are_matched_to_the_nearest_known_one() {
+        let known: Vec<String> = ["python", "cache-dir", "server-port", "pool"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(closest("cache_dir", &known), Some("cache-dir"));
+        assert_eq!(closest("pyhton", &known), Some("python"));
+        assert_eq!(closest("server_prot", &known), Some("server-port"));
+        assert_eq!(closest("colour", &known), None);
+        assert_eq!(edit_distance("abc", "abc"), 0);
+        assert_eq!(edit_distance("abc", "acb"), 1);
+    }
 }

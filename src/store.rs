@@ -50,6 +50,11 @@ pub struct Manifest {
     /// What the build read beyond the key (see `depends`): the snapshot is
     /// served only while these still hold.
     pub depends: crate::depends::Depends,
+    /// The project dir that built it (canonical), so that `ls` and `gc` in
+    /// a cache dir several projects share act on their own snapshots.
+    /// `None` in manifests written before it was recorded: no one's.
+    #[serde(default)]
+    pub project_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,23 +188,67 @@ impl Store {
         }
     }
 
+    /// `<key>.check.json`: `check`'s catalogs for the key, valid only
+    /// alongside its snapshot.
+    pub fn check_path(&self, key: &Key) -> PathBuf {
+        self.dir.join(format!("{key}.check.json"))
+    }
+
+    fn lock_path(&self, key: &Key) -> PathBuf {
+        self.dir.join(format!("{key}.lock"))
+    }
+
     /// The per-key lock if nobody holds it now, else None.
+    ///
+    /// gc unlinks a removed key's lock file while holding it
+    /// (`remove_lock`). A process that opened the file before the unlink
+    /// then locks an inode no path leads to, while a newcomer creates and
+    /// locks a fresh file: two holders. So a lock counts only if the path
+    /// still names the inode that was locked; otherwise open it again.
     pub fn try_lock(&self, key: &Key) -> Result<Option<File>> {
-        let path = self.dir.join(format!("{key}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| cache_write_error(&self.dir, e))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(file)),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(Error::internal(format!("cannot lock `{}`", path.display())).source(e))
+        let path = self.lock_path(key);
+        loop {
+            let file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(|e| cache_write_error(&self.dir, e))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(
+                        Error::internal(format!("cannot lock `{}`", path.display())).source(e)
+                    )
+                }
+            }
+            let held = file.metadata().map(|m| (m.dev(), m.ino()));
+            let named = std::fs::symlink_metadata(&path).map(|m| (m.dev(), m.ino()));
+            match (held, named) {
+                (Ok(a), Ok(b)) if a == b => return Ok(Some(file)),
+                // Unlinked (or replaced) since we opened it: not the lock.
+                _ => continue,
             }
         }
+    }
+
+    /// Unlink `<key>.lock`. Only while holding it (`try_lock`'s answer),
+    /// once the key's files are gone: a waiter on the unlinked file sees
+    /// that it no longer names the lock and opens the path again.
+    pub fn remove_lock(&self, key: &Key, _held: &File) {
+        let _ = std::fs::remove_file(self.lock_path(key));
+    }
+
+    /// Keys that have a lock file (gc sweeps those left with no snapshot).
+    pub fn locked_keys(&self) -> Vec<Key> {
+        self.keys_with_suffix(".lock")
+    }
+
+    /// Keys that have `check`'s catalogs cached.
+    pub fn checked_keys(&self) -> Vec<Key> {
+        self.keys_with_suffix(".check.json")
     }
 
     /// The manifest for `key`, if present and readable. A damaged one is
@@ -271,6 +320,20 @@ impl Store {
             .collect();
         all.sort_by_key(|m| std::cmp::Reverse(m.created_unix));
         all
+    }
+
+    /// `manifests()` split into this project's (built in `project`, or
+    /// for the `current` key, which any checkout may share) and the
+    /// others'; `all` takes every one as this project's.
+    pub fn project_manifests(
+        &self,
+        project: &Path,
+        current: &Key,
+        all: bool,
+    ) -> (Vec<Manifest>, Vec<Manifest>) {
+        self.manifests()
+            .into_iter()
+            .partition(|m| all || &m.key == current || m.project_dir.as_deref() == Some(project))
     }
 
     /// Keys that have a dump but no manifest: a crash between the two
@@ -376,6 +439,7 @@ impl Store {
             self.manifest_path(key),
             self.dump_path(key),
             self.sig_path(key),
+            self.check_path(key),
         ] {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}

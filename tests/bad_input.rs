@@ -57,12 +57,29 @@ fn configuration_mistakes() {
     let err = fails(
         &p.run(&["prepare", "--database", &db]),
         2,
-        "unknown field `cache_dir`",
+        "unknown key `cache_dir`",
     );
     assert!(
-        err.contains("`cache-dir`"),
-        "the right spelling is listed: {err}"
+        err.contains("hint: did you mean `cache-dir`?"),
+        "the right spelling is suggested: {err}"
     );
+    // Where, as file:line:col, and the type in words, not Rust's.
+    let lines = good.lines().count();
+    std::fs::write(&config, format!("{good}server-port = \"abc\"\n")).expect("write");
+    let err = fails(
+        &p.run(&["prepare", "--database", &db]),
+        2,
+        &format!("migsnap.toml:{}:15`", lines + 1),
+    );
+    assert!(err.contains("expected a port number"), "{err}");
+    assert!(!err.contains("u16"), "{err}");
+    std::fs::write(&config, format!("{good}key-salt = \"unclosed\n")).expect("write");
+    let err = fails(
+        &p.run(&["prepare", "--database", &db]),
+        2,
+        &format!("migsnap.toml:{}:", lines + 1),
+    );
+    assert!(err.contains("not valid TOML"), "{err}");
     std::fs::write(&config, format!("{good}restore-jobs = 0\n")).expect("write");
     let err = fails(
         &p.run(&["prepare", "--database", &db]),
@@ -73,11 +90,12 @@ fn configuration_mistakes() {
     std::fs::write(&config, &good).expect("write");
     p.write("pyproject.toml", "[tool.migsnap]\npyhton = \"x\"\n");
     std::fs::remove_file(&config).expect("rm");
-    fails(
+    let err = fails(
         &p.run(&["prepare", "--database", &db]),
         2,
-        "unknown field `pyhton`",
+        "pyproject.toml:2:1` in [tool.migsnap]: unknown key `pyhton`",
     );
+    assert!(err.contains("did you mean `python`?"), "{err}");
     std::fs::remove_file(p.path().join("pyproject.toml")).expect("rm");
     std::fs::write(&config, &good).expect("write");
 
@@ -332,6 +350,28 @@ impl Drop for Tmpfs {
 }
 
 #[test]
+fn an_unusable_cache_dir_is_reported_before_anything_runs() {
+    let p = Project::example("cachefile");
+    let db = p.db("a");
+    let file = p.cache.path().join("not-a-dir");
+    std::fs::write(&file, "").expect("write");
+    for cmd in ["prepare", "run"] {
+        let mut args = vec![cmd, "--database", &db];
+        if cmd == "run" {
+            args.extend(["--", "true"]);
+        }
+        // Before Django: its interpreter does not exist.
+        let out = p
+            .cmd(&args)
+            .env("MIGSNAP_CACHE_DIR", &file)
+            .env("MIGSNAP_PYTHON", "/no/such/python")
+            .output()
+            .expect("run");
+        fails(&out, 2, "cannot create the cache directory");
+    }
+}
+
+#[test]
 fn read_only_or_full_cache_dir() {
     let p = Project::example("cachefs");
     let db = p.db("a");
@@ -339,9 +379,12 @@ fn read_only_or_full_cache_dir() {
         eprintln!("skipped: cannot mount a tmpfs (needs root)");
         return;
     };
+    // Checked first: before Django runs (with an interpreter that does
+    // not exist, that would be the error).
     let out = p
         .cmd(&["prepare", "--database", &db])
         .env("MIGSNAP_CACHE_DIR", ro.0.path())
+        .env("MIGSNAP_PYTHON", "/no/such/python")
         .output()
         .expect("run");
     let err = fails(&out, 2, "cannot write to the cache dir");
@@ -477,6 +520,22 @@ fn wrong_password() {
     let err = fails(&out, 5, "cannot connect to PostgreSQL");
     assert!(err.contains("password authentication failed"), "{err}");
     assert!(err.contains("hint: the password was refused"), "{err}");
+    // A URL with no password: the server is running, so asking whether it
+    // is would send the user the wrong way.
+    let out = p
+        .cmd(&["prepare", "--database", "test_never_made"])
+        .env(
+            "MIGSNAP_SERVER_URL",
+            cluster.url("").replace("postgres:@", "postgres@"),
+        )
+        .output()
+        .expect("run");
+    let err = fails(&out, 5, "cannot connect to PostgreSQL");
+    assert!(
+        err.contains("hint: the server wants a password for `postgres` and the URL has none"),
+        "{err}"
+    );
+    assert!(!err.contains("is the server running"), "{err}");
     // The same cluster with the right password is usable: the test above
     // failed for the password, not for the setup.
     let ok = std::process::Command::new("psql")
@@ -534,4 +593,92 @@ class Migration(migrations.Migration):
     assert!(err.contains("fix the migration"), "{err}");
     assert!(!err.contains("check the settings module"), "{err}");
     assert!(!err.contains("server ended the connection"), "{err}");
+}
+
+#[test]
+fn run_without_double_dash_is_told_to_add_it() {
+    let p = Project::example("nodashes");
+    let err = fails(
+        &p.run(&["run", "--database", "test_x", "psql", "-c", "SELECT 1"]),
+        2,
+        "unexpected argument 'psql'",
+    );
+    assert!(
+        err.contains("hint: put `--` before the command") && err.contains("-- psql …"),
+        "{err}"
+    );
+    let err = fails(&p.run(&["run", "--database", "test_x"]), 2, "required");
+    assert!(err.contains("after `--`"), "{err}");
+}
+
+#[test]
+fn key_outside_a_django_project_is_an_error_unless_allowed() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let key = |extra: &[&str]| {
+        std::process::Command::new(bin())
+            .arg("key")
+            .args(extra)
+            .current_dir(empty.path())
+            .env("MIGSNAP_CACHE_DIR", cache.path())
+            .output()
+            .expect("run")
+    };
+    let err = fails(&key(&[]), 2, "is not a Django project");
+    assert!(
+        err.contains("-C DIR") && err.contains("--allow-empty"),
+        "{err}"
+    );
+    let out = key(&["--allow-empty"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim().len(), 64);
+}
+
+#[test]
+fn help_lists_only_the_global_options_a_command_uses() {
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .arg("--help")
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let key = help(&["key"]);
+    for ignored in ["--python", "--server-url", "--verbose", "--cache-dir"] {
+        assert!(!key.contains(ignored), "key --help lists {ignored}:\n{key}");
+    }
+    assert!(
+        key.contains("--settings") && key.contains("--project-dir"),
+        "{key}"
+    );
+    let stop = help(&["server", "stop"]);
+    assert!(
+        !stop.contains("--python") && !stop.contains("--settings"),
+        "{stop}"
+    );
+    let prepare = help(&["prepare"]);
+    for used in [
+        "--python",
+        "--server-url",
+        "--verbose",
+        "--settings",
+        "--cache-dir",
+    ] {
+        assert!(
+            prepare.contains(used),
+            "prepare --help lacks {used}:\n{prepare}"
+        );
+    }
+    // Hidden, still accepted, before or after the command: scripts pass
+    // the same options to every command.
+    let p = Project::example("globalopts");
+    for args in [
+        vec!["-C", ".", "--python", "x", "key"],
+        vec!["key", "-C", ".", "--python", "x"],
+    ] {
+        let out = p.run(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
 }

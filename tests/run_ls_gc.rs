@@ -168,6 +168,27 @@ fn ls_lists_snapshots_and_templates_and_marks_the_current_key() {
     let text = String::from_utf8_lossy(&p.run(&["ls"]).stdout).into_owned();
     assert!(text.contains(&format!("{}*", &keys[2][..16])), "{text}");
     assert!(text.contains(&template(&keys[0])), "{text}");
+
+    // A database named like a template that migsnap did not make (no
+    // comment of ours) is not migsnap's: not listed, not "unfinished".
+    let foreign = "migsnap_0000000000000000";
+    if !database_exists(foreign) {
+        p.track(foreign);
+        psql("postgres", &format!("CREATE DATABASE \"{foreign}\""));
+    }
+    let v = json(&p.run(&["ls", "--json"]));
+    let names: Vec<&str> = v["templates"]
+        .as_array()
+        .expect("templates")
+        .iter()
+        .map(|t| t["name"].as_str().expect("name"))
+        .collect();
+    assert!(!names.contains(&foreign), "{names:?}");
+    let text = String::from_utf8_lossy(&p.run(&["ls"]).stdout).into_owned();
+    assert!(
+        !text.contains(foreign) && !text.contains("unfinished"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -230,6 +251,19 @@ fn gc_removes_old_snapshots_and_leftovers_but_nothing_in_use() {
         .all(|k| files(k) && database_exists(&template(k))));
     assert!(stale.exists() && database_exists(&dead_build));
 
+    // `check`'s catalogs of the oldest key go with its snapshot; those of
+    // a key with no snapshot, and a lock file nothing uses, go too.
+    let gone = "e".repeat(64);
+    let leftovers = [
+        cache.join(format!("{}.check.json", keys[0])),
+        cache.join(format!("{gone}.check.json")),
+        cache.join(format!("{gone}.lock")),
+    ];
+    for f in &leftovers[..2] {
+        std::fs::write(f, "{}").expect("write");
+    }
+    std::fs::write(&leftovers[2], "").expect("write");
+
     // 2. For real, while a prepare holds the cache lock of the middle key.
     let lock = std::fs::File::options()
         .create(true)
@@ -256,6 +290,17 @@ fn gc_removes_old_snapshots_and_leftovers_but_nothing_in_use() {
     assert!(files(&keys[2]) && database_exists(&template(&keys[2])));
     assert!(!stale.exists() && fresh.exists());
     assert!(!database_exists(&dead_build) && database_exists(&live_build));
+    assert!(
+        !cache.join(format!("{}.lock", keys[0])).exists(),
+        "the removed snapshot's lock file goes with it"
+    );
+    assert!(
+        cache.join(format!("{}.lock", keys[1])).exists(),
+        "held: kept"
+    );
+    for f in &leftovers {
+        assert!(!f.exists(), "{} left behind", f.display());
+    }
     drop(lock);
     drop(holder.stdin.take());
     assert!(holder.wait().expect("psql").success());
@@ -377,4 +422,89 @@ fn gc_drops_restore_roles_a_killed_restore_left() {
     let _ = holder.kill();
     let _ = holder.wait();
     psql("postgres", &format!("DROP ROLE \"{live}\""));
+}
+
+#[test]
+fn ls_and_gc_act_on_the_current_project_in_a_shared_cache_dir() {
+    let a = Project::example("proj_a");
+    let b = Project::example("proj_b");
+    // Both use a's cache dir, as two projects on one machine share the
+    // default one.
+    let shared = |p: &Project, args: &[&str]| {
+        let out = p
+            .cmd(args)
+            .env("MIGSNAP_CACHE_DIR", a.cache.path())
+            .output()
+            .expect("run migsnap");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out
+    };
+    let mut keys = Vec::new();
+    for p in [&a, &b] {
+        let db = p.db("x");
+        let v = json(&shared(p, &["prepare", "--database", &db, "--json"]));
+        p.track(&template_of(&v));
+        keys.push(v["key"].as_str().expect("key").to_string());
+    }
+    let listed = |v: &Value| -> Vec<(String, String)> {
+        v["snapshots"]
+            .as_array()
+            .expect("snapshots")
+            .iter()
+            .map(|s| {
+                (
+                    s["key"].as_str().expect("key").to_string(),
+                    s["project_dir"].as_str().expect("project").to_string(),
+                )
+            })
+            .collect()
+    };
+    let dir = |p: &Project| {
+        p.path()
+            .canonicalize()
+            .expect("canonical")
+            .display()
+            .to_string()
+    };
+
+    let v = json(&shared(&a, &["ls", "--json"]));
+    assert_eq!(listed(&v), vec![(keys[0].clone(), dir(&a))]);
+    assert_eq!(v["other_projects"], 1);
+    assert!(
+        v["templates"]
+            .as_array()
+            .expect("templates")
+            .iter()
+            .all(|t| t["key"] != keys[1].as_str()),
+        "b's template is b's: {v}"
+    );
+    let v = json(&shared(&a, &["ls", "--json", "--all-projects"]));
+    let mut all = listed(&v);
+    all.sort();
+    let mut want = vec![(keys[0].clone(), dir(&a)), (keys[1].clone(), dir(&b))];
+    want.sort();
+    assert_eq!(all, want);
+
+    // gc in b never removes a's snapshot, however little it keeps.
+    let v = json(&shared(&b, &["gc", "--keep", "0", "--json"]));
+    assert_eq!(v["removed"], serde_json::json!([]), "{v}");
+    assert_eq!(v["other_projects"], 1);
+    let text = String::from_utf8_lossy(&shared(&b, &["gc", "--keep", "0"]).stdout).into_owned();
+    assert!(
+        text.contains("left 1 snapshot(s) of other projects alone"),
+        "{text}"
+    );
+    // With --all-projects it does (a's key is not b's current one).
+    let v = json(&shared(
+        &b,
+        &["gc", "--keep", "0", "--all-projects", "--json"],
+    ));
+    let removed: Vec<&str> = v["removed"]
+        .as_array()
+        .expect("removed")
+        .iter()
+        .filter(|i| i["kind"] == "snapshot")
+        .map(|i| i["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(removed, vec![keys[0].as_str()]);
 }

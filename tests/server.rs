@@ -98,3 +98,85 @@ fn embedded_server_is_socket_only_unless_a_port_is_asked_for() {
     );
     server(&srv, Some(port), &["stop"]);
 }
+
+/// Runs `migsnap server ARGS --json` with no server dir configured, so the
+/// default applies, inside private temp and state dirs.
+fn default_server(home: &std::path::Path, cache: &std::path::Path, args: &[&str]) -> Value {
+    let out = Command::new(bin())
+        .args(["server"])
+        .args(args)
+        .arg("--json")
+        .env_remove("MIGSNAP_SERVER_DIR")
+        .env_remove("MIGSNAP_SERVER_URL")
+        .env_remove("MIGSNAP_SERVER_PORT")
+        .env("TMPDIR", home.join("tmp"))
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("MIGSNAP_CACHE_DIR", cache)
+        .output()
+        .expect("run migsnap server");
+    assert!(out.status.success(), "server {args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[test]
+fn default_servers_live_outside_their_cache_dirs_and_ls_and_stop_all_find_them() {
+    let home = tempfile::Builder::new()
+        .prefix("ms-home-")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    if nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(
+            home.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+    }
+    for sub in ["tmp", "state", "a", "b"] {
+        std::fs::create_dir(home.path().join(sub)).expect("mkdir");
+        if nix::unistd::geteuid().is_root() {
+            std::fs::set_permissions(
+                home.path().join(sub),
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .expect("chmod");
+        }
+    }
+    let (a, b) = (home.path().join("a"), home.path().join("b"));
+    let started_a = default_server(home.path(), &a, &["start"]);
+    let dir_a = started_a["dir"].as_str().expect("dir").to_string();
+    assert!(!dir_a.starts_with(a.to_str().expect("utf-8")), "{dir_a}");
+    assert!(std::fs::read_dir(&a).expect("cache").next().is_none());
+    let dir_b = default_server(home.path(), &b, &["start"])["dir"]
+        .as_str()
+        .expect("dir")
+        .to_string();
+    assert_ne!(dir_a, dir_b, "one server per cache dir");
+
+    let listed = default_server(home.path(), &a, &["ls"]);
+    let servers = listed["servers"].as_array().expect("servers");
+    let dirs: Vec<(&str, bool, bool)> = servers
+        .iter()
+        .map(|s| {
+            (
+                s["dir"].as_str().expect("dir"),
+                s["running"].as_bool().expect("running"),
+                s["current"].as_bool().expect("current"),
+            )
+        })
+        .collect();
+    let mut expected = vec![(dir_a.as_str(), true, true), (dir_b.as_str(), true, false)];
+    expected.sort();
+    assert_eq!(dirs, expected);
+
+    let stopped = default_server(home.path(), &b, &["stop", "--all"]);
+    let servers = stopped["servers"].as_array().expect("servers");
+    assert_eq!(servers.len(), 2);
+    assert!(servers
+        .iter()
+        .all(|s| s["stopped"] == true && s["running"] == false));
+    assert!(default_server(home.path(), &a, &["ls"])["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .all(|s| s["running"] == false));
+}

@@ -34,7 +34,7 @@ pub struct Checked {
 pub async fn run(ctx: &Ctx, refresh: bool, ui: &Ui) -> Result<Checked> {
     let fp = fingerprint::compute(&ctx.key)?;
     let store = ctx.store()?;
-    let cache_path = store.dir().join(format!("{}.check.json", fp.key));
+    let cache_path = store.check_path(&fp.key);
     let cached = match engine::current_inputs(&store, &fp, ctx.project_dir()) {
         Some(inputs) if !refresh => load_cache(&cache_path, &fp.key, &inputs, ui),
         _ => None,

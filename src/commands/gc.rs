@@ -37,6 +37,7 @@ enum Kind {
     RestoreRole,
     TempFile,
     OrphanDump,
+    CheckCache,
 }
 
 impl Kind {
@@ -51,6 +52,7 @@ impl Kind {
             Kind::RestoreRole => "restore role",
             Kind::TempFile => "temp file",
             Kind::OrphanDump => "dump without manifest",
+            Kind::CheckCache => "check cache without snapshot",
         }
     }
 }
@@ -79,6 +81,9 @@ struct GcOutput {
     removed: Vec<Item>,
     skipped: Vec<Skipped>,
     freed_bytes: u64,
+    /// Snapshots of other projects (or of no recorded project) in the
+    /// cache dir, left alone without `--all-projects`.
+    other_projects: usize,
 }
 
 const IN_USE: &str = "in use by another migsnap";
@@ -87,7 +92,9 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
     let fp = fingerprint::compute(&settings.ctx.key)?;
     let store = settings.ctx.store()?;
     let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
-    let (keep, remove) = select(store.manifests(), &fp.key, args.keep, args.max_size);
+    let (ours, other_projects) =
+        store.project_manifests(settings.ctx.project_dir(), &fp.key, args.all_projects);
+    let (keep, remove) = select(ours, &fp.key, args.keep, args.max_size);
     let mut gc = Gc {
         admin: &admin,
         store: &store,
@@ -101,6 +108,7 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
             removed: Vec::new(),
             skipped: Vec::new(),
             freed_bytes: 0,
+            other_projects: other_projects.len(),
         },
     };
     for m in remove {
@@ -173,12 +181,22 @@ impl Gc<'_> {
             name: m.key.to_string(),
             size: Some(m.dump.size),
         };
-        // Held until the end of this function: no prepare can start building
-        // or restoring this key while its files and template go.
-        let Some(_lock) = self.store.try_lock(&m.key)? else {
+        // Held until the snapshot and its template are gone: no prepare can
+        // start building or restoring this key meanwhile. Then its lock
+        // file goes too (see `Store::try_lock` for why that is safe).
+        let Some(lock) = self.store.try_lock(&m.key)? else {
             self.skip(item, IN_USE);
             return Ok(());
         };
+        self.remove_locked_snapshot(m, item).await?;
+        if !self.dry_run {
+            self.store.remove_lock(&m.key, &lock);
+        }
+        Ok(())
+    }
+
+    /// `remove_snapshot`'s work, under the key's cache lock.
+    async fn remove_locked_snapshot(&mut self, m: &Manifest, item: Item) -> Result<()> {
         if !self.dry_run {
             self.store.remove(&m.key)?;
         }
@@ -326,9 +344,18 @@ impl Gc<'_> {
             .orphan_dumps()
             .into_iter()
             .map(|key| (self.store.dump_path(&key), key));
+        // `check`'s catalogs are only used with their snapshot's manifest.
+        let current = self.out.current_key.clone();
+        let unchecked = self
+            .store
+            .checked_keys()
+            .into_iter()
+            .filter(|key| key != &current && !self.store.manifest_path(key).exists())
+            .map(|key| (self.store.check_path(&key), key));
         let files: Vec<_> = stale
             .map(|f| (Kind::TempFile, f))
             .chain(orphans.map(|f| (Kind::OrphanDump, f)))
+            .chain(unchecked.map(|f| (Kind::CheckCache, f)))
             .collect();
         for (kind, (path, key)) in files {
             let size = std::fs::metadata(&path).map(|m| m.len()).ok();
@@ -351,6 +378,33 @@ impl Gc<'_> {
             }
             self.out.freed_bytes += size.unwrap_or(0);
             self.out.removed.push(item);
+        }
+        self.sweep_locks()
+    }
+
+    /// Empty `<key>.lock` files of keys with nothing left in the cache
+    /// (left by earlier versions of gc, or by a failed build). Not reported: they
+    /// hold no data. Removed only while held, like `remove_snapshot` does.
+    fn sweep_locks(&mut self) -> Result<()> {
+        if self.dry_run {
+            return Ok(());
+        }
+        let unused = |store: &Store, key: &Key| {
+            !store.manifest_path(key).exists()
+                && !store.dump_path(key).exists()
+                && !store.check_path(key).exists()
+                && store.temp_files(Some(key)).is_empty()
+        };
+        for key in self.store.locked_keys() {
+            if !unused(self.store, &key) {
+                continue;
+            }
+            if let Some(lock) = self.store.try_lock(&key)? {
+                // Checked again under the lock: a build may have begun.
+                if unused(self.store, &key) {
+                    self.store.remove_lock(&key, &lock);
+                }
+            }
         }
         Ok(())
     }
@@ -388,6 +442,12 @@ fn render(out: &GcOutput) -> String {
         ui::size(out.freed_bytes),
         out.kept.len()
     ));
+    if out.other_projects > 0 {
+        text.push_str(&format!(
+            "left {} snapshot(s) of other projects alone (--all-projects includes them)\n",
+            out.other_projects
+        ));
+    }
     text
 }
 
@@ -419,6 +479,7 @@ mod tests {
                 migrations: vec![],
             },
             depends: Default::default(),
+            project_dir: None,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use crate::cli::KeyArgs;
 use crate::settings::Settings;
-use migsnap::error::{exit, Result};
+use migsnap::error::{exit, Error, Result};
 use migsnap::fingerprint;
 use migsnap::ui::Ui;
 
@@ -23,11 +23,18 @@ pub fn run(settings: &Settings, args: &KeyArgs, ui: &Ui) -> Result<u8> {
         }
     }
     if fp.migrations.is_empty() {
-        ui.warn(format!(
-            "no migration files match {:?} under {}",
-            settings.ctx.key.migrations,
-            settings.ctx.project_dir().display()
-        ));
+        let globs = &settings.ctx.key.migrations;
+        let dir = settings.ctx.project_dir().display();
+        // Not a Django project at all (the wrong directory, in a CI step):
+        // a key of nothing would make a cache key that matches every such
+        // mistake. A project with manage.py and no migrations yet is fine.
+        if !settings.ctx.django.manage_py.is_file() && !args.allow_empty {
+            return Err(Error::usage(format!(
+                "`{dir}` is not a Django project: no manage.py, and no migration files match {globs:?}"
+            ))
+            .hint("run migsnap from the Django project root or pass `-C DIR` (or `migrations` in [tool.migsnap]); --allow-empty prints the key of no migrations"));
+        }
+        ui.warn(format!("no migration files match {globs:?} under {dir}"));
     }
     if args.json {
         super::print_json(&KeyOutput {

@@ -23,6 +23,9 @@ struct LsOutput<'a> {
     /// `maintain` keeps for the current key.
     pool: Option<Vec<PoolRow>>,
     pool_size: usize,
+    /// Snapshots in the cache dir of other projects (or of no recorded
+    /// project), not listed without `--all-projects`.
+    other_projects: usize,
 }
 
 #[derive(serde::Serialize)]
@@ -50,6 +53,8 @@ struct SnapshotRow<'a> {
     current: bool,
     /// A template for this key is on the server.
     template: bool,
+    /// The project that built it; `None` if its manifest predates that.
+    project_dir: Option<String>,
 }
 
 #[derive(serde::Serialize)]
@@ -65,14 +70,18 @@ struct TemplateRow {
 pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
     let fp = fingerprint::compute(&settings.ctx.key)?;
     let store = Store::new(&settings.ctx.cache.dir);
-    let manifests = store.manifests();
+    let (manifests, others) =
+        store.project_manifests(settings.ctx.project_dir(), &fp.key, args.all_projects);
     let cached: BTreeSet<&Key> = manifests.iter().map(|m| &m.key).collect();
+    // Templates of snapshots another project built are that project's.
+    let theirs: BTreeSet<&Key> = others.iter().map(|m| &m.key).collect();
 
     // The cache is worth listing even when the server is down.
     let (templates, pool) = match list_templates(settings, ui).await {
         Ok((dbs, members)) => (
             Some(
                 dbs.into_iter()
+                    .filter(|(_, key)| key.as_ref().is_none_or(|k| !theirs.contains(k)))
                     .map(|(name, key)| TemplateRow {
                         cached: key.as_ref().is_some_and(|k| cached.contains(k)),
                         current: key.as_ref() == Some(&fp.key),
@@ -121,6 +130,7 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
             costs: super::costs(&m.build.migrations),
             current: m.key == fp.key,
             template: on_server(&m.key),
+            project_dir: m.project_dir.as_ref().map(|p| p.display().to_string()),
         })
         .collect();
     let out = LsOutput {
@@ -130,6 +140,7 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
         templates,
         pool,
         pool_size: settings.ctx.pool,
+        other_projects: others.len(),
     };
     if args.json {
         super::print_json(&out)?;
@@ -148,6 +159,9 @@ async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Listed> {
     let mut pool = Vec::new();
     for d in admin.databases_like(TEMPLATE_PREFIX).await? {
         match DbName::parse(&d.name) {
+            // A database named like ours that migsnap did not make (no
+            // comment of ours) is someone else's: not listed, not "unfinished".
+            Some(DbName::Template(_)) if !d.made_by_migsnap() => {}
             Some(DbName::Template(_)) => {
                 let key = d.template_key();
                 templates.push((d.name, key));
@@ -216,6 +230,12 @@ fn render(out: &LsOutput<'_>) -> String {
                 out.pool_size
             ));
         }
+    }
+    if out.other_projects > 0 {
+        text.push_str(&format!(
+            "{} snapshot(s) of other projects not shown (--all-projects lists them)\n",
+            out.other_projects
+        ));
     }
     text.push_str("* = current key\n");
     text

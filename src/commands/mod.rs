@@ -37,7 +37,7 @@ fn run_command(cli: Cli) -> Result<u8> {
             | Command::Sql(_)
             | Command::Lint(_)
     ) {
-        settings.ctx.check_before_starting_a_server()?;
+        settings.ctx.check_before_starting()?;
     }
     // A current-thread runtime starts no thread: `key` pays nothing for it.
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,12 +1,31 @@
-//! `migsnap server start|stop|status|url`: the embedded PostgreSQL server.
+//! `migsnap server start|stop|status|url|ls`: the embedded PostgreSQL server
+//! (`ls` and `stop --all`: every one this user has, one per cache dir).
 
 use crate::cli::ServerAction;
 use crate::settings::Settings;
 use migsnap::context::ServerChoice;
+use migsnap::embedded::{self, Embedded, Status};
 use migsnap::error::{blocking, exit, Error, Result};
 use migsnap::ui::Ui;
+use std::path::PathBuf;
+
+/// One row of `server ls` / `server stop --all`.
+#[derive(serde::Serialize)]
+struct Listed {
+    #[serde(flatten)]
+    status: Status,
+    /// The server this project's settings use.
+    current: bool,
+    /// `stop --all` stopped it.
+    stopped: bool,
+}
 
 pub async fn run(settings: &Settings, action: &ServerAction, ui: &Ui) -> Result<u8> {
+    match action {
+        ServerAction::Ls(a) => return list(settings, false, a.json, ui).await,
+        ServerAction::Stop(a) if a.all => return list(settings, true, a.json, ui).await,
+        _ => {}
+    }
     let ServerChoice::Embedded(server) = &settings.ctx.server else {
         return Err(Error::usage(
             "`migsnap server` manages the embedded server, but a server URL is configured",
@@ -18,9 +37,10 @@ pub async fn run(settings: &Settings, action: &ServerAction, ui: &Ui) -> Result<
     let server = server.clone();
     let json = match action {
         ServerAction::Start(a)
-        | ServerAction::Stop(a)
         | ServerAction::Status(a)
-        | ServerAction::Url(a) => a.json,
+        | ServerAction::Url(a)
+        | ServerAction::Ls(a) => a.json,
+        ServerAction::Stop(a) => a.json,
     };
     match action {
         ServerAction::Start(_) | ServerAction::Url(_) => {
@@ -36,7 +56,7 @@ pub async fn run(settings: &Settings, action: &ServerAction, ui: &Ui) -> Result<
                 "the embedded server was not running"
             });
         }
-        ServerAction::Status(_) => {}
+        ServerAction::Status(_) | ServerAction::Ls(_) => {}
     }
     let status = blocking("reading the server status", move || server.status()).await?;
     if json {
@@ -53,4 +73,71 @@ pub async fn run(settings: &Settings, action: &ServerAction, ui: &Ui) -> Result<
     }
     // `status` exits 0 either way: it reports, it does not check.
     Ok(exit::OK)
+}
+
+/// `server ls`, and with `stop` `server stop --all`: the default server
+/// dirs, this project's configured one, and `<cache dir>/server` where
+/// earlier versions put it.
+async fn list(settings: &Settings, stop: bool, json: bool, ui: &Ui) -> Result<u8> {
+    let current = match &settings.ctx.server {
+        ServerChoice::Embedded(s) => Some(s.dir.clone()),
+        ServerChoice::Url(_) => None,
+    };
+    let mut also: Vec<PathBuf> = current.iter().cloned().collect();
+    also.push(settings.ctx.cache.dir.join("server"));
+    let u = *ui;
+    let rows = blocking("listing the embedded servers", move || {
+        let mut rows = Vec::new();
+        let mut failed = None;
+        for dir in embedded::known_server_dirs(&also) {
+            let server = Embedded::found(&dir);
+            let mut stopped = false;
+            if stop {
+                match server.stop() {
+                    Ok(s) => stopped = s,
+                    Err(e) => {
+                        u.warn(format!("{}: {}", dir.display(), e.message));
+                        failed = Some(e);
+                    }
+                }
+            }
+            rows.push(Listed {
+                current: current.as_ref() == Some(&dir),
+                status: server.status(),
+                stopped,
+            });
+        }
+        (rows, failed)
+    })
+    .await?;
+    let (rows, failed) = rows;
+    if json {
+        super::print_json(&serde_json::json!({ "servers": rows }))?;
+    } else if stop {
+        let n = rows.iter().filter(|r| r.stopped).count();
+        ui.info(format!("stopped {n} embedded server(s)"));
+    } else {
+        let mut text = String::new();
+        if rows.is_empty() {
+            text.push_str("(no embedded servers)\n");
+        }
+        for r in &rows {
+            text.push_str(&format!(
+                "{}{}  {}  {}\n",
+                if r.current { "*" } else { " " },
+                if r.status.running {
+                    "running"
+                } else {
+                    "stopped"
+                },
+                r.status.dir.display(),
+                r.status.url
+            ));
+        }
+        super::print_stdout(&text);
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(exit::OK),
+    }
 }

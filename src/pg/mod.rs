@@ -97,13 +97,21 @@ impl ConnInfo {
             Some(c) if c == SqlState::INVALID_PASSWORD => {
                 "the password was refused: fix it in MIGSNAP_SERVER_URL / --server-url".to_string()
             }
-            Some(c) if c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
-                format!("role `{}` may not log in: check the user in the server URL", self.user)
-            }
+            Some(c) if c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => format!(
+                "the server refused role `{}` (no such role, or pg_hba.conf rejects it): check the user in MIGSNAP_SERVER_URL / --server-url",
+                self.user
+            ),
             Some(c) if c == SqlState::INVALID_CATALOG_NAME => format!(
                 "database `{dbname}` does not exist: put an existing database (e.g. postgres) in the URL path"
             ),
-            _ => "is the server running? Check MIGSNAP_SERVER_URL, or unset it to use the embedded server".to_string(),
+            // The server asked for a password the URL does not carry; the
+            // client gives up before the server can say 28P01.
+            _ if self.password.is_none() && chain(&e).any(|c| c.to_string() == "password missing") => format!(
+                "the server wants a password for `{}` and the URL has none: put it in the URL (postgres://{}:PASSWORD@…) in MIGSNAP_SERVER_URL / --server-url",
+                self.user, self.user
+            ),
+            _ if refused(&e) => "is the server running? Check MIGSNAP_SERVER_URL, or unset it to use the embedded server".to_string(),
+            _ => "check the host, port and user in MIGSNAP_SERVER_URL / --server-url".to_string(),
         };
         err.source(e).hint(hint)
     }
@@ -247,6 +255,30 @@ pub fn db_error(what: impl Into<String>, e: tokio_postgres::Error) -> Error {
         }
     }
     err
+}
+
+/// Whether connecting failed because nothing answered (refused, no such
+/// socket, unreachable, timed out): the server is not there at all.
+fn refused(e: &tokio_postgres::Error) -> bool {
+    use std::io::ErrorKind as K;
+    chain(e)
+        .find_map(|c| c.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::NotFound
+                    | K::HostUnreachable
+                    | K::NetworkUnreachable
+                    | K::TimedOut
+                    | K::AddrNotAvailable
+            )
+        })
+}
+
+/// `e`'s causes, outermost first.
+fn chain(e: &tokio_postgres::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(e), |c| c.source())
 }
 
 #[cfg(test)]
