@@ -10,8 +10,10 @@ keep=${1:-}
 
 scripts/venv.sh
 ensure_postgres
-echo "demo: building migsnap (release)…" >&2
-cargo build --release --quiet
+# Not --quiet: a first release build takes about 4 minutes on 2 cores, and
+# cargo's progress shows it is not hung.
+echo "demo: building migsnap (release: about 4 min the first time on 2 cores, seconds after)…" >&2
+cargo build --release
 bin="$root/target/release/migsnap"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/migsnap-demo.XXXXXX")

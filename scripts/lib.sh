@@ -26,3 +26,20 @@ ensure_postgres() {
   PATH="$(pg_bindir):$PATH"
   export PATH
 }
+
+# For the benches: measure CASE CMD...: run CMD once, append its wall time (ms) to CASE.ms and
+# the peak RSS (KiB) GNU time reports to CASE.rss. CMD may be a function of
+# this script (exported, run by a child bash so GNU time can wrap it).
+measure() {
+  local case=$1; shift
+  local t0 t1
+  if declare -F "$1" >/dev/null; then set -- bash -c '"$@"' _ "$@"; fi
+  t0=$(date +%s%N)
+  if ! /usr/bin/time -f %M -o "$work/rss" "$@" >"$work/last.out" 2>"$work/last.err"; then
+    cat "$work/last.err" >&2
+    die "case '$case' failed: $*"
+  fi
+  t1=$(date +%s%N)
+  echo $(( (t1 - t0) / 1000 )) | awk '{printf "%.1f\n", $1 / 1000}' >>"$res/$case.ms"
+  tail -n 1 "$work/rss" >>"$res/$case.rss"
+}

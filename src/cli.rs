@@ -32,6 +32,9 @@ pub struct GlobalArgs {
     /// Snapshot cache directory [env: MIGSNAP_CACHE_DIR]
     #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Shared snapshot store, s3://BUCKET/PREFIX or file:///DIR [env: MIGSNAP_REMOTE]
+    #[arg(long, global = true, value_name = "URL")]
+    pub remote_url: Option<String>,
     /// Python interpreter that runs manage.py [env: MIGSNAP_PYTHON]
     #[arg(long, global = true, value_name = "PATH")]
     pub python: Option<PathBuf>,
@@ -137,6 +140,7 @@ impl GlobalArgs {
             project_dir: self.project_dir.clone(),
             server_url: self.server_url.clone(),
             cache_dir: self.cache_dir.clone(),
+            remote: self.remote_url.clone(),
             python: self.python.clone(),
             settings: self.settings.clone(),
             quiet: self.quiet,
@@ -157,6 +161,10 @@ pub enum Command {
     Gc(GcArgs),
     /// Print the migration-set key (no server needed; use it as a CI cache key)
     Key(KeyArgs),
+    /// Upload the current key's snapshot from the cache dir to the shared snapshot store
+    Push(SyncArgs),
+    /// Download the current key's snapshot from the shared snapshot store into the cache dir
+    Pull(SyncArgs),
     /// Compare indexes made by migrations with Django's model state
     Check(CheckArgs),
     /// The migrations that would run, with their operations and SQL (read only)
@@ -224,6 +232,9 @@ pub struct LsArgs {
     /// List the snapshots of every project in the cache dir, not only this one's
     #[arg(long)]
     pub all_projects: bool,
+    /// List the shared snapshot store's snapshots instead (`remote` in the config)
+    #[arg(long)]
+    pub remote: bool,
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +254,21 @@ pub struct GcArgs {
     /// Act on the snapshots of every project in the cache dir, not only this one's
     #[arg(long)]
     pub all_projects: bool,
+    /// Apply the retention to the shared snapshot store instead, and remove
+    /// what interrupted pushes left there
+    #[arg(long)]
+    pub remote: bool,
+}
+
+/// Which snapshot `push` and `pull` move.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The snapshot's key (64 hex) [default: the current key]
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// Print the result as one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `plan` and `sql`: which migrations, relative to what.

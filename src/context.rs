@@ -7,8 +7,10 @@ use crate::embedded::Embedded;
 use crate::error::{Error, Result};
 use crate::fingerprint::KeySpec;
 pub use crate::pg::admin::CloneStrategy;
+use crate::remote::{Remote, RemoteError};
 use crate::store::{CacheSecret, Store};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Where the database server is.
 #[derive(Debug, Clone)]
@@ -48,6 +50,19 @@ pub struct CacheDir {
     pub secret: Option<CacheSecret>,
 }
 
+/// The shared snapshot store (`remote`), when one is configured.
+#[derive(Debug, Clone)]
+pub struct RemoteSettings {
+    pub url: crate::remote::Url,
+    /// Push what `prepare` builds. Off unless asked for: whoever may write
+    /// the store decides what SQL every reader restores.
+    pub push: bool,
+    /// Bounds every wait on the store.
+    pub timeout: Duration,
+    /// The backend's own environment (`env::backend_vars`).
+    pub env: Vec<(String, String)>,
+}
+
 /// Everything a use case needs, resolved.
 #[derive(Debug, Clone)]
 pub struct Ctx {
@@ -58,6 +73,7 @@ pub struct Ctx {
     pub build: BuildOptions,
     /// Ready clones to keep for the current key (`pool`); 0: none.
     pub pool: usize,
+    pub remote: Option<RemoteSettings>,
 }
 
 impl Ctx {
@@ -113,6 +129,19 @@ impl Ctx {
             })?;
         crate::store::check_cache_dir(dir)?;
         Ok(Store::new(dir).with_secret(self.cache.secret.clone()))
+    }
+
+    /// The client for the configured snapshot store, signing and checking
+    /// with the cache secret; None when there is none. Made on demand: the
+    /// warm path never needs it.
+    pub fn remote(&self) -> Option<Result<Remote, RemoteError>> {
+        let r = self.remote.as_ref()?;
+        let opts = crate::remote::Options {
+            timeout: r.timeout,
+            secret: self.cache.secret.clone(),
+            env: r.env.clone(),
+        };
+        Some(Remote::open(&r.url, opts))
     }
 
     /// What can be checked cheaply before anything slow (a server start,

@@ -2,10 +2,12 @@
 //! exists on the server, building it the cheapest way available.
 //!
 //! Order of preference once the template is missing: restore the cached dump
-//! for the key; else start from the best ancestor snapshot (all of its
-//! migration files unchanged) and let `migrate` apply only the new ones;
-//! else migrate from empty. A newly built database is dumped to the cache
-//! and then promoted to the template in one transaction.
+//! for the key; else the key's dump from the shared snapshot store, when
+//! one is configured (`shared`); else start from the best ancestor snapshot
+//! (all of its migration files unchanged), in the cache dir or the store,
+//! and let `migrate` apply only the new ones; else migrate from empty. A
+//! newly built database is dumped to the cache and then promoted to the
+//! template in one transaction; with `remote-push`, it is then pushed.
 //!
 //! Building happens under two locks, always taken in this order: a file lock
 //! per key in the cache dir, then a PostgreSQL advisory lock per key. Both
@@ -23,6 +25,7 @@ use crate::fingerprint::{self, Fingerprint, MigrationGlobs};
 use crate::key::Key;
 use crate::pg::admin::{self, Admin};
 use crate::pg::{dump, restore, ConnInfo};
+use crate::shared::{Origin, Shared};
 use crate::store::Applied;
 use crate::store::{self, BuildInfo, Manifest, Store};
 use crate::ui::{self, Ui};
@@ -58,6 +61,22 @@ pub struct Snapshot {
     pub source: Source,
     pub base_key: Option<Key>,
     pub applied: Vec<Applied>,
+    /// Where the restored dump came from (`cache`, and the base of
+    /// `incremental`); None for `template` and `cold`.
+    pub origin: Option<Origin>,
+}
+
+impl Snapshot {
+    /// A template that needed no work.
+    pub fn ready(template: String) -> Snapshot {
+        Snapshot {
+            template,
+            source: Source::Template,
+            base_key: None,
+            applied: vec![],
+            origin: None,
+        }
+    }
 }
 
 /// The digest of the inputs the cached snapshot for `fp` was built from, if
@@ -126,12 +145,21 @@ pub async fn build(
         ui: *ui,
         armed: true,
     };
-    let result = build_locked(admin, ctx, fp, &store, ui, rebuild).await;
+    let shared = Shared::new(ctx, ui);
+    let result = build_locked(admin, ctx, fp, &store, &shared, ui, rebuild).await;
     // build_locked removes what a failed build left; only a dropped future
     // (Ctrl-C) leaves the guard armed.
     unfinished.armed = false;
     // Best effort: closing the connection releases it anyway.
     let _ = admin.unlock_key(key.lock_id()).await;
+    drop(_file_lock);
+    // Outside the locks: those waiting for the template need not wait for
+    // the upload too.
+    if let Ok(s) = &result {
+        if matches!(s.source, Source::Cold | Source::Incremental) {
+            shared.push_built(&store, key).await;
+        }
+    }
     result
 }
 
@@ -192,6 +220,7 @@ async fn build_locked(
     ctx: &Ctx,
     fp: &Fingerprint,
     store: &Store,
+    shared: &Shared<'_>,
     ui: &Ui,
     rebuild: bool,
 ) -> Result<Snapshot> {
@@ -229,12 +258,7 @@ async fn build_locked(
         if let Some(inputs) = holds.as_deref() {
             if existing.is_template_for(key, inputs) && !rebuild {
                 // Another process finished it while we waited for the lock.
-                return Ok(Snapshot {
-                    template,
-                    source: Source::Template,
-                    base_key: None,
-                    applied: vec![],
-                });
+                return Ok(Snapshot::ready(template));
             }
             if !rebuild {
                 ui.warn(format!(
@@ -253,25 +277,43 @@ async fn build_locked(
     }
 
     if !rebuild {
+        let restored = |origin| Snapshot {
+            template: template.clone(),
+            source: Source::Cache,
+            base_key: None,
+            applied: vec![],
+            origin: Some(origin),
+        };
         if let Some(m) = own.filter(|m| fits_server(m, admin.version_num, ui)) {
-            let t = Instant::now();
-            ui.info(format!("restoring cached snapshot {}", fp.short()));
-            admin.create(&build, None, ctx.clone_strategy()).await?;
-            failpoint::point("build.created");
-            if restore_or_drop(admin, ctx, store, &m, &build, true, ui).await? {
-                promote(admin, &build, key, &m.depends.digest(), old).await?;
-                ui.info(format!("restored in {}", ui::duration(t.elapsed())));
-                return Ok(Snapshot {
-                    template,
-                    source: Source::Cache,
-                    base_key: None,
-                    applied: vec![],
-                });
+            if restore_own(admin, ctx, store, &m, &build, old, ui).await? {
+                return Ok(restored(Origin::Local));
             }
         }
-        if let Some(base) = store.best_ancestor(fp, admin.version_num) {
+        if let Some(m) = shared.own(fp, store, admin.version_num).await {
+            if restore_own(admin, ctx, store, &m, &build, old, ui).await? {
+                return Ok(restored(Origin::Remote));
+            }
+        }
+        let local = store.best_ancestor(fp, admin.version_num);
+        let better = shared
+            .better_ancestor(fp, store, admin.version_num, local.as_ref())
+            .await;
+        // The store's, when it is better: its template may be here already;
+        // else its dump comes down into the cache dir, or the cache dir's
+        // own ancestor serves after all.
+        let (base, origin) = match better {
+            Some(b) if base_template_ready(admin, &b).await? => (Some(b), Origin::Local),
+            Some(b) if shared.fetch_ancestor(&b, store, key).await => (Some(b), Origin::Remote),
+            _ => (local, Origin::Local),
+        };
+        if let Some(base) = base {
             match incremental(admin, ctx, fp, store, &base, &build, old, ui).await {
-                Ok(snapshot) => return Ok(snapshot),
+                Ok(snapshot) => {
+                    return Ok(Snapshot {
+                        origin: Some(origin),
+                        ..snapshot
+                    })
+                }
                 Err(f) if f.history() => {
                     ui.warn(format!(
                         "cannot build on snapshot {} ({}); migrating from empty instead",
@@ -320,7 +362,42 @@ async fn build_locked(
         source: Source::Cold,
         base_key: None,
         applied: report.applied,
+        origin: None,
     })
+}
+
+/// Restore the key's own snapshot `m` (its dump in the cache dir) into a
+/// new `build` database and promote it. False: the dump turned out
+/// damaged or refused, and was discarded (`restore_or_drop`).
+async fn restore_own(
+    admin: &Admin,
+    ctx: &Ctx,
+    store: &Store,
+    m: &Manifest,
+    build: &str,
+    old: Option<&admin::DbInfo>,
+    ui: &Ui,
+) -> Result<bool> {
+    let t = Instant::now();
+    ui.info(format!("restoring cached snapshot {}", m.key.short()));
+    admin.create(build, None, ctx.clone_strategy()).await?;
+    failpoint::point("build.created");
+    if !restore_or_drop(admin, ctx, store, m, build, true, ui).await? {
+        return Ok(false);
+    }
+    promote(admin, build, &m.key, &m.depends.digest(), old).await?;
+    ui.info(format!("restored in {}", ui::duration(t.elapsed())));
+    Ok(true)
+}
+
+/// Whether `base`'s template is on the server and still its own: the
+/// fastest start for an incremental build, with nothing to restore.
+async fn base_template_ready(admin: &Admin, base: &Manifest) -> Result<bool> {
+    let name = admin::template_name(&base.key);
+    Ok(admin
+        .database(&name)
+        .await?
+        .is_some_and(|info| info.is_template_for(&base.key, &base.depends.digest())))
 }
 
 /// An ancestor's cached snapshot (`key` is not ours), if its manifest
@@ -368,25 +445,13 @@ fn reject_snapshot(
     why: &(dyn std::error::Error + 'static),
     ui: &Ui,
 ) {
-    let why = error_chain(why);
+    let why = crate::error::one_line(why);
     if ours {
         ui.warn(format!("{why}; discarding it"));
         store.discard(key);
     } else {
         ui.warn(format!("{why}; not building on it"));
     }
-}
-
-/// An error and its causes on one line (the last cause is usually the
-/// system's or the library's own words).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut why = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        why.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    why
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -408,15 +473,15 @@ async fn incremental(
         fp.migrations.len()
     ));
     // The ancestor's template, if still on the server, is the fastest start.
-    let base_template = admin::template_name(&base.key);
-    match admin.database(&base_template).await? {
-        Some(info) if info.is_template_for(&base.key, &base.depends.digest()) => {
+    match base_template_ready(admin, base).await? {
+        true => {
+            let base_template = admin::template_name(&base.key);
             admin
                 .create(build, Some(&base_template), ctx.clone_strategy())
                 .await?;
             failpoint::point("build.created");
         }
-        _ => {
+        false => {
             let Some(m) = ancestor_snapshot(store, &base.key, admin.version_num, ui) else {
                 return Err(MigrateFailure {
                     kind: django::Failure::History,
@@ -458,6 +523,7 @@ async fn incremental(
         source: Source::Incremental,
         base_key: Some(base.key.clone()),
         applied: report.applied,
+        origin: Some(Origin::Local),
     })
 }
 
@@ -480,6 +546,7 @@ async fn restore_or_drop(
     let expected = restore::Expected {
         sha256: m.dump.sha256.clone(),
         size: m.dump.size,
+        server_major: admin.major(),
     };
     let role = match admin.restore_role(build).await {
         Ok(role) => role,

@@ -8,6 +8,14 @@ pub const CACHE_DIR: &str = "MIGSNAP_CACHE_DIR";
 /// Secret that signs cached snapshots (HMAC-SHA256); when set, unsigned or
 /// badly signed snapshots are refused. Overrides `cache-secret-file`.
 pub const CACHE_SECRET: &str = "MIGSNAP_CACHE_SECRET";
+/// The shared snapshot store: `s3://bucket/prefix` or `file:///dir`
+/// (overrides `remote` in the config; `off` turns a configured one off).
+pub const REMOTE: &str = "MIGSNAP_REMOTE";
+/// `true`: `prepare` pushes what it builds to the store (overrides
+/// `remote-push`; off by default).
+pub const REMOTE_PUSH: &str = "MIGSNAP_REMOTE_PUSH";
+/// Seconds any one wait on the store may take (overrides `remote-timeout`).
+pub const REMOTE_TIMEOUT: &str = "MIGSNAP_REMOTE_TIMEOUT";
 /// Interpreter that runs manage.py.
 pub const PYTHON: &str = "MIGSNAP_PYTHON";
 /// Data directory of the embedded server (default: one per cache dir in the
@@ -39,6 +47,19 @@ pub const CRASH_AT: &str = "MIGSNAP_CRASH_AT";
 /// `<file>` exists (at most 60 s), so a test can change the world in between
 /// (e.g. drop the template between the warm path's look and its clone).
 pub const PAUSE_AT: &str = "MIGSNAP_PAUSE_AT";
+
+/// The snapshot store's backend reads its own standard variables, those
+/// that start with this: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`,
+/// … (every name object_store's S3 configuration knows).
+pub const BACKEND_PREFIX: &str = "AWS_";
+
+/// The backend's variables (`BACKEND_PREFIX`), for `remote::Options`.
+pub fn backend_vars() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(name, _)| name.starts_with(BACKEND_PREFIX))
+        .collect()
+}
 
 /// Read a variable, treating an empty value like an unset one (CI systems
 /// often export empty strings for "not configured").

@@ -20,6 +20,10 @@ pub mod exit {
     pub const DJANGO: u8 = 4;
     /// The PostgreSQL server failed: unreachable, authentication, privileges.
     pub const SERVER: u8 = 5;
+    /// The snapshot store failed a command that needs it (`push`, `pull`,
+    /// `ls --remote`, `gc --remote`): unreachable, denied, damaged.
+    /// `prepare` never fails for it: it warns and builds locally.
+    pub const REMOTE: u8 = 6;
     /// Stopped by Ctrl-C (SIGINT): 128 + 2, as shells report it.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -31,6 +35,7 @@ pub enum Kind {
     Internal,
     Django,
     Server,
+    Remote,
     Interrupted,
 }
 
@@ -41,6 +46,7 @@ impl Kind {
             Kind::Internal => exit::INTERNAL,
             Kind::Django => exit::DJANGO,
             Kind::Server => exit::SERVER,
+            Kind::Remote => exit::REMOTE,
             Kind::Interrupted => exit::INTERRUPTED,
         }
     }
@@ -142,6 +148,18 @@ impl std::error::Error for Error {
             None => None,
         }
     }
+}
+
+/// An error and its causes on one line (the last cause is usually the
+/// system's or the library's own words), for warnings.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut why = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        why.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    why
 }
 
 /// Attach context to foreign errors: `fs::read(p).context_io(...)`.

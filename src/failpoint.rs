@@ -25,6 +25,7 @@
 //! | `clone.before` | about to clone the template (the warm path looked without a lock) |
 //! | `clone.created` | the template was cloned under the scratch name; the old target is still there |
 //! | `clone.commented` | the clone is marked and in place as the target (the old one renamed aside in the same transaction), nothing printed yet |
+//! | `remote.before_manifest` | a push uploaded the dump (and signature), not the manifest that commits them |
 //!
 //! All of it exists only with the `failpoints` cargo feature, which the test
 //! suite enables (scripts/test.sh): the release binary has no crash or pause

@@ -18,6 +18,11 @@ pub fn hash_normalized(bytes: &[u8]) -> String {
     hex(&h.finalize())
 }
 
+/// sha256 of the bytes as they are, in hex.
+pub fn sha256(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 /// SIMD search: hashing 10,000 migration files for `key` is CPU-bound, and
 /// a byte-by-byte scan for CRLF cost about as much as sha256 itself.
 fn find_crlf(b: &[u8]) -> Option<usize> {

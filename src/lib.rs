@@ -34,5 +34,7 @@ pub mod pg;
 pub mod plan;
 pub mod pool;
 pub mod prepare;
+pub mod remote;
+pub mod shared;
 pub mod store;
 pub mod ui;

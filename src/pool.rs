@@ -132,7 +132,7 @@ pub async fn maintain(ctx: &Ctx, size: usize, ui: &Ui) -> Result<Maintained> {
     let admin = crate::engine::connect(ctx, ui).await?;
     let mut done = Maintained::default();
     let project = ctx.project_tag();
-    let (pool, trash) = list(&admin).await?;
+    let (_, trash) = list(&admin).await?;
     for t in &trash {
         if drop_unlocked(&admin, t).await? {
             done.trash_dropped += 1;
@@ -147,9 +147,11 @@ pub async fn maintain(ctx: &Ctx, size: usize, ui: &Ui) -> Result<Maintained> {
         (Some(i), Some(t)) if t.is_template_for(&fp.key, i) => Some(t),
         _ => None,
     };
-    if !admin.try_lock_key(refill_lock(&fp.key)).await? {
-        return Ok(done); // another refiller is at work
-    }
+    // One refiller at a time; a second waits rather than leaving, since
+    // the first may have counted a member that was handed out since. The
+    // pool is listed only once the lock is held, for the same reason.
+    admin.lock_key(refill_lock(&fp.key), || {}).await?;
+    let (pool, _) = list(&admin).await?;
     // Stale: this key's members for another template or inputs, and any
     // member whose key has no template on the server any more (or that was
     // never marked, made by a run that died).

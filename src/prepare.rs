@@ -14,6 +14,7 @@ use crate::names::DbName;
 use crate::pg::admin::{self, CLONE_COMMENT};
 use crate::pg::ConnInfo;
 use crate::pool;
+use crate::shared::Origin;
 use crate::store::Applied;
 use crate::ui::{self, Ui};
 use std::time::{Duration, Instant};
@@ -37,6 +38,8 @@ pub struct Prepared {
     pub source: Source,
     pub base_key: Option<Key>,
     pub applied: Vec<Applied>,
+    /// Where the restored dump came from (see `Snapshot::origin`).
+    pub origin: Option<Origin>,
     pub elapsed: Duration,
     /// How to reach the server (the database is `database`).
     pub conn: ConnInfo,
@@ -52,8 +55,12 @@ impl Prepared {
             0 => String::new(),
             n => format!(", {n} migration(s) applied"),
         };
+        let origin = match self.origin {
+            Some(Origin::Remote) => " (downloaded from the snapshot store)",
+            _ => "",
+        };
         format!(
-            "{} ready from {}{applied} in {}",
+            "{} ready from {}{origin}{applied} in {}",
             self.database,
             self.source.as_str(),
             ui::duration(self.elapsed)
@@ -96,12 +103,20 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
     // trip as the look-up.
     let lock = crate::names::DbName::clone_for(target);
     let names = [template.as_str(), target, scratch.as_str()];
-    let (locked, found, listed) = tokio::join!(
+    // The pool is looked at only when there is to be one: with none, the
+    // warm path stays one look-up and one clone.
+    let listing = async {
+        if ctx.pool == 0 {
+            return Ok(Vec::new());
+        }
+        pool::list(&admin).await.map(|(members, _)| members)
+    };
+    let (locked, found, members) = tokio::join!(
         admin.try_lock_key(lock.lock_id()),
         admin.databases(&names),
-        pool::list(&admin)
+        listing
     );
-    let (members, trash) = listed?;
+    let members = members?;
     let found = if locked? {
         found?
     } else {
@@ -120,11 +135,14 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
     admin::target_check(target, existing, &admin.conn.admin_db, args.force)?;
     let ready = found.iter().any(is_ours);
     let clone_comment = format!("{CLONE_COMMENT}{}", fp.short());
+    // Members ready for the template now in place, before any is taken.
+    let mut pool_ready = 0;
 
     // A ready clone from the pool, by rename: the same few milliseconds at
     // any schema size.
     if let (Some(t), Some(i), false) = (found.iter().find(|d| is_ours(d)), &inputs, args.rebuild) {
         let available = pool::ready_members(&members, &fp.key, i, t, &ctx.project_tag());
+        pool_ready = available.len();
         for m in available {
             let aside = existing.map(|_| DbName::trash()).transpose()?;
             let aside_name = aside.as_ref().map(DbName::to_string);
@@ -139,6 +157,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
                     source: Source::Pool,
                     base_key: None,
                     applied: vec![],
+                    origin: None,
                     elapsed: started.elapsed(),
                     conn: admin.conn.clone(),
                     // One member fewer: refill (and drop what went aside).
@@ -149,12 +168,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
     }
 
     let mut snapshot = if ready && !args.rebuild {
-        Snapshot {
-            template,
-            source: Source::Template,
-            base_key: None,
-            applied: vec![],
-        }
+        Snapshot::ready(template)
     } else {
         engine::build(&admin, ctx, &fp, ui, args.rebuild).await?
     };
@@ -221,9 +235,12 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
         key: fp.key,
         source: snapshot.source,
         base_key: snapshot.base_key,
+        origin: snapshot.origin,
         applied: snapshot.applied,
         elapsed: started.elapsed(),
         conn: admin.conn.clone(),
-        maintenance: aside.is_some() || !trash.is_empty() || ctx.pool > 0,
+        // Spawned only for work there is: a target set aside, or a pool
+        // short of its size (`maintain` hashes the project again).
+        maintenance: aside.is_some() || pool_ready < ctx.pool,
     })
 }

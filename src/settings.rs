@@ -7,7 +7,9 @@
 //! default. Unknown config keys are an error: a typo must not silently fall
 //! back to a default.
 
-use migsnap::context::{BuildOptions, CacheDir, CloneStrategy, Ctx, DjangoRunner, ServerChoice};
+use migsnap::context::{
+    BuildOptions, CacheDir, CloneStrategy, Ctx, DjangoRunner, RemoteSettings, ServerChoice,
+};
 use migsnap::env;
 use migsnap::error::{Context, Error, Kind, Result};
 use serde::Deserialize;
@@ -36,6 +38,12 @@ pub struct FileConfig {
     pub restore_jobs: Option<usize>,
     /// Ready clones to keep for the current key (handed out by rename).
     pub pool: Option<usize>,
+    /// The shared snapshot store: `s3://bucket/prefix` or `file:///dir`.
+    pub remote: Option<String>,
+    /// Push what `prepare` builds to the store (trusted CI jobs only).
+    pub remote_push: Option<bool>,
+    /// Seconds any one wait on the store may take.
+    pub remote_timeout: Option<f64>,
     /// Finding kinds that make `check` exit 1.
     pub check_fail_on: Option<Vec<migsnap::check::FindingKind>>,
     /// `lint` rule id -> `off`, `warning` or `error`.
@@ -69,6 +77,7 @@ pub struct Overrides {
     pub project_dir: Option<PathBuf>,
     pub server_url: Option<String>,
     pub cache_dir: Option<PathBuf>,
+    pub remote: Option<String>,
     pub python: Option<PathBuf>,
     pub settings: Option<String>,
     pub quiet: bool,
@@ -199,6 +208,7 @@ impl Settings {
                 None => read_pool_hint(&cache_dir),
             },
         };
+        let remote = remote_settings(args, &file)?;
         let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let ctx = Ctx {
             django: DjangoRunner {
@@ -226,6 +236,7 @@ impl Settings {
                 restore_jobs,
             },
             pool,
+            remote,
         };
         Ok(Settings {
             ctx,
@@ -250,6 +261,65 @@ fn lint_rules(
         );
     }
     Ok(rules)
+}
+
+/// The longest `remote-timeout` accepted: a wait longer than an hour is a
+/// hang, not a slow store.
+const MAX_REMOTE_TIMEOUT: f64 = 3600.0;
+
+/// `remote`, `remote-push`, `remote-timeout`: flag over environment over
+/// config. `MIGSNAP_REMOTE=off` turns a configured store off for one run.
+fn remote_settings(args: &Overrides, file: &FileConfig) -> Result<Option<RemoteSettings>> {
+    let url = args
+        .remote
+        .clone()
+        .or_else(|| env::var(env::REMOTE))
+        .or_else(|| file.remote.clone());
+    let Some(url) = url.filter(|u| u != "off") else {
+        return Ok(None);
+    };
+    let url = migsnap::remote::Url::parse(&url)?;
+    let push = match env::var(env::REMOTE_PUSH) {
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => {
+                return Err(Error::usage(format!(
+                    "{} must be true or false, not `{v}`",
+                    env::REMOTE_PUSH
+                ))
+                .hint("e.g. MIGSNAP_REMOTE_PUSH=true on the default branch's CI job only"))
+            }
+        },
+        None => file.remote_push.unwrap_or(false),
+    };
+    let timeout = match env::var(env::REMOTE_TIMEOUT) {
+        Some(t) => Some(t.parse::<f64>().map_err(|_| {
+            Error::usage(format!(
+                "{} must be a number of seconds, not `{t}`",
+                env::REMOTE_TIMEOUT
+            ))
+            .hint("e.g. MIGSNAP_REMOTE_TIMEOUT=30")
+        })?),
+        None => file.remote_timeout,
+    };
+    let timeout = match timeout {
+        None => migsnap::remote::DEFAULT_TIMEOUT,
+        Some(t) if t > 0.0 && t <= MAX_REMOTE_TIMEOUT => std::time::Duration::from_secs_f64(t),
+        Some(t) => {
+            return Err(
+                Error::usage(format!("remote-timeout = {t} is out of range")).hint(format!(
+                    "use a number of seconds above 0 and at most {MAX_REMOTE_TIMEOUT}"
+                )),
+            )
+        }
+    };
+    Ok(Some(RemoteSettings {
+        url,
+        push,
+        timeout,
+        env: env::backend_vars(),
+    }))
 }
 
 /// The most clones a pool may hold: each is a full copy of the template.

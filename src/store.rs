@@ -291,23 +291,39 @@ impl Store {
         key: &Key,
         signed: bool,
     ) -> Result<Option<T>, ManifestError> {
+        Ok(self.load_bytes_as(key, signed)?.map(|(m, _)| m))
+    }
+
+    /// The manifest for `key` as `load` checks it, with its exact bytes
+    /// (what `push` uploads, so that the store holds what the cache dir
+    /// holds and the signature carries over).
+    pub fn load_with_bytes(&self, key: &Key) -> Result<Option<(Manifest, Vec<u8>)>, ManifestError> {
+        self.load_bytes_as(key, true)
+    }
+
+    fn load_bytes_as<T: serde::de::DeserializeOwned + Named>(
+        &self,
+        key: &Key,
+        signed: bool,
+    ) -> Result<Option<(T, Vec<u8>)>, ManifestError> {
         let path = self.manifest_path(key);
         let text = match read_no_follow(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(ManifestError::Unreadable { path, source }),
         };
-        if let (Some(secret), true) = (&self.secret, signed) {
-            self.check_signature(secret, key, &text)?;
-        }
-        let m: T = serde_json::from_slice(&text).map_err(|source| ManifestError::Damaged {
-            path: path.clone(),
-            source,
-        })?;
-        if m.names() != (MANIFEST_FORMAT, key) {
-            return Err(ManifestError::Foreign { path });
-        }
-        Ok(Some(m))
+        let secret = self.secret.as_ref().filter(|_| signed);
+        let sig = match secret {
+            Some(_) => self.read_signature(key)?,
+            None => None,
+        };
+        let signature = Signature {
+            secret,
+            text: sig.as_deref(),
+            path: &self.sig_path(key),
+        };
+        let m = check_as::<T>(key, &path, &text, signature)?;
+        Ok(Some((m, text)))
     }
 
     /// Every readable manifest, newest first (damaged ones are skipped:
@@ -532,6 +548,23 @@ impl CacheSecret {
         mac.update(manifest);
         mac
     }
+
+    /// The signature of `key`'s manifest `bytes`, in hex: what `<key>.sig`
+    /// holds.
+    pub fn sign(&self, key: &Key, manifest: &[u8]) -> String {
+        crate::hash::hex(&self.mac(key, manifest).finalize().into_bytes())
+    }
+
+    /// Whether `sig` (hex, surrounding whitespace ignored) is this secret's
+    /// signature of `key`'s manifest `bytes`, compared in constant time
+    /// (`verify_slice`).
+    pub fn verify(&self, key: &Key, manifest: &[u8], sig: &[u8]) -> bool {
+        let sig = std::str::from_utf8(sig)
+            .ok()
+            .and_then(|t| unhex(t.trim()))
+            .unwrap_or_default();
+        self.mac(key, manifest).verify_slice(&sig).is_ok()
+    }
 }
 
 use hmac::{Hmac, Mac};
@@ -544,39 +577,75 @@ impl Store {
     }
 
     fn write_signature(&self, secret: &CacheSecret, key: &Key, manifest: &[u8]) -> Result<()> {
-        let sig = crate::hash::hex(&secret.mac(key, manifest).finalize().into_bytes());
         let mut tmp = self.temp_file(key)?;
-        tmp.write_all(format!("{sig}\n").as_bytes())
+        tmp.write_all(format!("{}\n", secret.sign(key, manifest)).as_bytes())
             .map_err(|e| cache_write_error(&self.dir, e))?;
         self.persist(tmp, &self.sig_path(key))
     }
 
-    /// Whether `<key>.sig` is the secret's signature of `manifest`,
-    /// compared in constant time (`verify_slice`).
-    fn check_signature(
-        &self,
-        secret: &CacheSecret,
-        key: &Key,
-        manifest: &[u8],
-    ) -> Result<(), ManifestError> {
+    /// The content of `<key>.sig`, None when there is none.
+    fn read_signature(&self, key: &Key) -> Result<Option<Vec<u8>>, ManifestError> {
         let path = self.sig_path(key);
-        let short = key.short().to_string();
-        let text = match read_no_follow(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ManifestError::Unsigned { short })
-            }
-            Err(source) => return Err(ManifestError::Unreadable { path, source }),
-        };
-        let sig = std::str::from_utf8(&text)
-            .ok()
-            .and_then(|t| unhex(t.trim()))
-            .unwrap_or_default();
-        secret
-            .mac(key, manifest)
-            .verify_slice(&sig)
-            .map_err(|_| ManifestError::BadSignature { short, path })
+        match read_no_follow(&path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ManifestError::Unreadable { path, source }),
+        }
     }
+}
+
+/// A manifest's signature as found beside it, and the secret to check it
+/// with (None: no secret set, nothing to check).
+pub struct Signature<'a> {
+    pub secret: Option<&'a CacheSecret>,
+    /// The signature's text (hex, maybe a trailing newline); None: absent.
+    pub text: Option<&'a [u8]>,
+    /// Where the signature is (or would be), for messages.
+    pub path: &'a Path,
+}
+
+/// Everything a manifest must pass before anything in it is believed,
+/// wherever its bytes come from (the cache dir, the snapshot store): its
+/// signature when a secret is set (checked first, over the exact bytes),
+/// then it parses as this format and names `key`. `path` names the
+/// manifest in messages.
+pub fn check_manifest(
+    key: &Key,
+    path: &Path,
+    text: &[u8],
+    signature: Signature<'_>,
+) -> Result<Manifest, ManifestError> {
+    check_as(key, path, text, signature)
+}
+
+fn check_as<T: serde::de::DeserializeOwned + Named>(
+    key: &Key,
+    path: &Path,
+    text: &[u8],
+    signature: Signature<'_>,
+) -> Result<T, ManifestError> {
+    if let Some(secret) = signature.secret {
+        let short = key.short().to_string();
+        let Some(sig) = signature.text else {
+            return Err(ManifestError::Unsigned { short });
+        };
+        if !secret.verify(key, text, sig) {
+            return Err(ManifestError::BadSignature {
+                short,
+                path: signature.path.to_path_buf(),
+            });
+        }
+    }
+    let m: T = serde_json::from_slice(text).map_err(|source| ManifestError::Damaged {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if m.names() != (MANIFEST_FORMAT, key) {
+        return Err(ManifestError::Foreign {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(m)
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

@@ -36,6 +36,11 @@ impl Ui {
         self.line(&format!("{label}: {}", msg.as_ref()));
     }
 
+    /// Always shown, after a warning: how to fix what it is about.
+    pub fn hint(&self, msg: impl AsRef<str>) {
+        self.line(&format!("hint: {}", msg.as_ref()));
+    }
+
     fn line(&self, msg: &str) {
         let mut err = std::io::stderr().lock();
         let clear = if self.tty { "\r\x1b[K" } else { "" };

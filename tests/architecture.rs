@@ -7,6 +7,10 @@
 //!   server, no Django and no settings (`context`);
 //! - `pg` (connection, admin, dump, restore) knows no Django, no store, no
 //!   settings and no engine;
+//! - the snapshot store (`remote`) builds on the cache dir (`store`) and the
+//!   leaves only: it knows no server, no Django, no settings (`context`), no engine, and
+//!   prints nothing (its callers decide what to say); the cache dir does not
+//!   know it;
 //! - the CLI (`src/cli.rs`, `src/commands/`) and settings resolution
 //!   (`src/settings.rs`) live in the binary, so no library module can reach
 //!   them (the compiler enforces that one); the library takes a resolved
@@ -148,6 +152,25 @@ fn the_layers_keep_their_arrows() {
         (
             "store",
             &["pg", "embedded", "django", "engine", "context", "plan"],
+        ),
+        (
+            "store",
+            &["pg", "embedded", "django", "engine", "context", "remote"],
+        ),
+        (
+            "remote",
+            &[
+                "pg",
+                "embedded",
+                "django",
+                "engine",
+                "context",
+                "prepare",
+                "check",
+                "ui",
+                "depends",
+                "fingerprint",
+            ],
         ),
         (
             "names",

@@ -94,3 +94,58 @@ fn errors_say_what_and_how_to_fix_it() {
         insta::assert_snapshot!("error_unknown_config_key", stderr(&bad_config));
     });
 }
+
+#[test]
+fn the_shared_store_renders_what_it_holds() {
+    let p = Project::example("out_remote");
+    let url = s3_url("out");
+    let with_store = |args: &[&str], push: bool, env: &[(String, String)]| {
+        let mut c = p.cmd(args);
+        c.env("MIGSNAP_REMOTE", &url)
+            .env("MIGSNAP_REMOTE_PUSH", if push { "true" } else { "false" });
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("run")
+    };
+    let db = p.db("t");
+    p.track(&template_name(&p.key()));
+    let built = with_store(&["prepare", "--database", &db], true, &s3_env());
+    assert!(built.status.success(), "{}", stderr(&built));
+    let ls = with_store(&["ls", "--remote"], false, &s3_env());
+    let push = with_store(&["push"], false, &s3_env());
+    let pull = with_store(&["pull"], false, &s3_env());
+    let gc = with_store(
+        &["gc", "--remote", "--keep", "0", "--dry-run"],
+        false,
+        &s3_env(),
+    );
+    for o in [&ls, &push, &pull, &gc] {
+        assert!(o.status.success(), "{}", stderr(o));
+    }
+    // The store down: the one warning and its hint.
+    // (Another machine: an empty cache dir, no template.)
+    let mut down = s3_env_down();
+    let empty = tempfile::tempdir().expect("tempdir");
+    down.push((
+        "MIGSNAP_CACHE_DIR".into(),
+        empty.path().display().to_string(),
+    ));
+    drop_template(&p.key());
+    let warned = with_store(&["prepare", "--database", &db], false, &down);
+    assert!(warned.status.success(), "{}", stderr(&warned));
+    let warning = stderr(&warned)
+        .lines()
+        .filter(|l| l.contains("warning") || l.contains("hint"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut settings = settings(&p);
+    settings.add_filter(&regex_escape(&url), "[STORE]");
+    settings.bind(|| {
+        insta::assert_snapshot!("ls_remote", stdout(&ls));
+        insta::assert_snapshot!("push_already_there", stdout(&push));
+        insta::assert_snapshot!("pull_already_cached", stdout(&pull));
+        insta::assert_snapshot!("gc_remote_dry_run", stdout(&gc));
+        insta::assert_snapshot!("prepare_store_down", warning);
+    });
+}

@@ -21,9 +21,47 @@ fn suite_project(test: &str) -> Project {
     p
 }
 
-/// `python -m pytest ARGS` in the project, with the plugin loaded from the
-/// source tree and the freshly built binary; returns the output and the
-/// worker records (worker id -> record).
+/// A suite project whose settings name the test database `custom_<name>`
+/// (`TEST["NAME"]`, without the `test_` prefix), with `ini` added to its
+/// pytest section.
+fn custom_name_project(test: &str, ini: &str) -> (Project, String) {
+    let p = suite_project(test);
+    let name = format!("custom_{}", p.name);
+    p.track(&name);
+    p.write(
+        "suite_settings.py",
+        &format!(
+            "from exampleproj.settings import *  # noqa: F403\n\n\
+             DATABASES[\"default\"][\"TEST\"] = {{\"NAME\": \"{name}\"}}  # noqa: F405\n"
+        ),
+    );
+    p.write(
+        "pyproject.toml",
+        &format!("[tool.pytest.ini_options]\nDJANGO_SETTINGS_MODULE = \"suite_settings\"\n{ini}"),
+    );
+    (p, name)
+}
+
+/// The key of the suite project as the plugin's runs see it.
+fn suite_key(p: &Project) -> String {
+    p.key_with_settings("exampleproj.settings")
+}
+
+/// INSTALLED_APPS read from the environment: no file migsnap can check
+/// changes when it does, so only Django, in the pytest process, sees it.
+fn sites_from_the_environment(p: &Project) {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(p.path().join("exampleproj/settings.py"))
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(
+                b"\nif os.environ.get(\"WITH_SITES\"):\n    INSTALLED_APPS += [\"django.contrib.sites\"]\n",
+            )
+        })
+        .expect("append");
+}
+
 /// `python -m pytest` in the project with the plugin from the source tree,
 /// the given migsnap binary, and this test's server, cache and database name.
 fn pytest_cmd(p: &Project, migsnap: &Path) -> Command {
@@ -45,7 +83,12 @@ fn pytest_cmd(p: &Project, migsnap: &Path) -> Command {
     // then unique to this test.
     .envs(libpq_env(&p.name))
     .env_remove("DJANGO_SETTINGS_MODULE")
-    .env_remove("MIGSNAP_PYTHON");
+    .env_remove("MIGSNAP_PYTHON")
+    // pytest prints every failure's message in full in its short summary
+    // when it sees a CI environment, and trims it to one line otherwise:
+    // run as on CI everywhere, the stricter case for "shown once".
+    .env("CI", "true")
+    .env_remove("BUILD_NUMBER");
     c
 }
 
@@ -90,14 +133,7 @@ fn xdist_workers_get_their_own_clones_and_nothing_migrates() {
         p.track(db);
     }
     p.track(&base);
-    // pytest-django exports the ini's settings module, and the settings
-    // module is part of the key.
-    let out = p
-        .cmd(&["key"])
-        .env("DJANGO_SETTINGS_MODULE", "exampleproj.settings")
-        .output()
-        .expect("key");
-    let template = template_name(String::from_utf8_lossy(&out.stdout).trim());
+    let template = template_name(&suite_key(&p));
     p.track(&template);
 
     // 1. Enabled by the ini option; two workers, each running every test.
@@ -209,20 +245,7 @@ fn plugin_reports_a_missing_binary_clearly() {
 
 #[test]
 fn test_name_from_the_settings_is_respected() {
-    let p = suite_project("pytest_name");
-    let name = format!("custom_{}", p.name);
-    p.track(&name);
-    p.write(
-        "suite_settings.py",
-        &format!(
-            "from exampleproj.settings import *  # noqa: F403\n\n\
-             DATABASES[\"default\"][\"TEST\"] = {{\"NAME\": \"{name}\"}}  # noqa: F405\n"
-        ),
-    );
-    p.write(
-        "pyproject.toml",
-        "[tool.pytest.ini_options]\nDJANGO_SETTINGS_MODULE = \"suite_settings\"\n",
-    );
+    let (p, name) = custom_name_project("pytest_name", "");
     // Enabled by the flag this time; no xdist workers.
     let (out, records) = pytest(&p, &["--migsnap"]);
     assert!(out.status.success(), "{}", report(&out));
@@ -233,21 +256,10 @@ fn test_name_from_the_settings_is_respected() {
 
 #[test]
 fn a_database_django_would_still_migrate_is_rebuilt_not_tested_on() {
-    // INSTALLED_APPS read from the environment: no file migsnap can check
-    // changes when it does, so only Django, in the pytest process, sees it.
     let p = suite_project("pytest_verify");
     let db = format!("test_{}", p.name);
     p.track(&db);
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(p.path().join("exampleproj/settings.py"))
-        .and_then(|mut f| {
-            use std::io::Write;
-            f.write_all(
-                b"\nif os.environ.get(\"WITH_SITES\"):\n    INSTALLED_APPS += [\"django.contrib.sites\"]\n",
-            )
-        })
-        .expect("append");
+    sites_from_the_environment(&p);
     let (out, _) = pytest(&p, &["-k", "data_migration"]);
     assert!(out.status.success(), "{}", report(&out));
 
@@ -286,4 +298,190 @@ fn a_database_django_would_still_migrate_is_rebuilt_not_tested_on() {
         "{text}"
     );
     assert_eq!(psql(&db, "SELECT count(*) FROM django_site"), "1");
+}
+
+/// How many lines of `text` contain `needle`.
+fn lines_with(text: &str, needle: &str) -> usize {
+    text.split('\n').filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn migsnap_speaks_through_pytest_progress_warnings_and_one_summary_line() {
+    let p = suite_project("pytest_voice");
+    let db = format!("test_{}", p.name);
+    p.track(&db);
+    let key = suite_key(&p);
+    p.track(&template_name(&key));
+
+    // 1. A cold build: its progress is on pytest's terminal (stdout, past
+    // the capture), not swallowed; then one summary line for the run.
+    let (out, _) = pytest(&p, &["-k", "data_migration"]);
+    let text = report(&out);
+    assert!(out.status.success(), "{text}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("migsnap: [1/") && stdout.contains("migsnap: applied "),
+        "{text}"
+    );
+    assert_eq!(lines_with(&stdout, "migsnap: slowest: "), 1, "{text}");
+    assert_eq!(
+        lines_with(&stdout, &format!("migsnap: {db} from cold in ")),
+        1,
+        "{text}"
+    );
+
+    // 2. Warm and -q: no progress, still the summary.
+    let (out, _) = pytest(&p, &["-q", "-k", "data_migration"]);
+    let text = report(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("migsnap: [1/"), "{text}");
+    assert!(
+        text.contains(&format!("migsnap: {db} from template in ")),
+        "{text}"
+    );
+
+    // 3. A damaged cache: the warning shows even with -q and a passing run.
+    drop_template(&key);
+    let dump = p.cache.path().join(format!("{key}.sql.zst"));
+    let bytes = std::fs::read(&dump).expect("read dump");
+    std::fs::write(&dump, &bytes[..bytes.len() / 2]).expect("truncate dump");
+    let (out, _) = pytest(&p, &["-q", "-k", "data_migration"]);
+    let text = report(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(lines_with(&text, "migsnap: warning: "), 1, "{text}");
+    assert!(text.contains("discarding it"), "{text}");
+    assert!(!text.contains("migsnap: [1/"), "-q: no progress\n{text}");
+    assert!(
+        text.contains(&format!("migsnap: {db} from cold in ")),
+        "{text}"
+    );
+}
+
+#[test]
+fn under_xdist_one_worker_draws_progress_and_every_worker_warns() {
+    let p = suite_project("pytest_xvoice");
+    let key = suite_key(&p);
+    p.track(&template_name(&key));
+    let base = format!("test_{}", p.name);
+    for w in ["gw0", "gw1"] {
+        p.track(&format!("{base}_{w}"));
+    }
+    sites_from_the_environment(&p);
+    let args = ["-n", "2", "--dist", "each", "-k", "data_migration"];
+
+    // 1. Both workers need the database; one builds the snapshot, the other
+    // waits for it. Only the builder's progress is drawn, tagged with its id.
+    let (out, records) = pytest(&p, &args);
+    let text = report(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(records.len(), 2, "{text}");
+    let drawn: Vec<&str> = text
+        .split('\n')
+        .filter(|l| l.contains("] migsnap: [1/"))
+        .collect();
+    assert_eq!(drawn.len(), 1, "one build, drawn once: {text}");
+    let tag = &drawn[0][..drawn[0].find(']').expect("tag") + 1];
+    assert!(
+        text.split('\n')
+            .filter(|l| l.contains("] migsnap: "))
+            .all(|l| l.starts_with(tag)),
+        "only {tag} draws: {text}"
+    );
+    assert!(!text.contains("waiting for another migsnap"), "{text}");
+    assert_eq!(
+        lines_with(&text, &format!("migsnap: {base}_gw0 from ")),
+        1,
+        "{text}"
+    );
+    assert!(text.contains(&format!("{base}_gw1 from ")), "{text}");
+
+    // 2. Each worker finds its clone stale (an app enabled by the
+    // environment): both say so, not only the one drawing.
+    let out = pytest_cmd(&p, &bin())
+        .args(args)
+        .arg("--reuse-db")
+        .env("WITH_SITES", "1")
+        .output()
+        .expect("run pytest");
+    let text = report(&out);
+    assert!(out.status.success(), "{text}");
+    for w in ["[gw0]", "[gw1]"] {
+        assert_eq!(
+            text.split('\n')
+                .filter(|l| l.starts_with(w) && l.contains("rebuilding the snapshot"))
+                .count(),
+            1,
+            "{w} warns: {text}"
+        );
+    }
+}
+
+#[test]
+fn nomigrations_is_refused_once_at_start_up() {
+    let p = suite_project("pytest_nomig");
+    let (out, records) = pytest(&p, &["--nomigrations"]);
+    let text = report(&out);
+    // pytest's exit code for a usage error, before any test ran.
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert_eq!(
+        lines_with(&text, "--nomigrations and --migsnap exclude each other"),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("hint: "), "{text}");
+    assert!(records.is_empty(), "no test ran: {records:?}");
+}
+
+#[test]
+fn a_failed_prepare_is_reported_in_full_once_not_for_every_test() {
+    let p = suite_project("pytest_fail");
+    p.write(
+        "catalog/migrations/0005_broken.py",
+        "from django.db import migrations\n\nclass Migration(migrations.Migration:\n",
+    );
+    let (out, _) = pytest(&p, &[]);
+    let text = report(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    // Five database tests error; migsnap's report (its hint is its last
+    // line) is shown once, the other four point at it in one line.
+    assert_eq!(lines_with(&text, "hint: "), 1, "{text}");
+    assert_eq!(lines_with(&text, "shown in full for "), 4, "{text}");
+    assert!(text.contains("5 errors"), "{text}");
+}
+
+#[test]
+fn an_existing_database_without_the_test_prefix_is_replaced_with_migsnap_force() {
+    let (p, name) = custom_name_project("pytest_force", "migsnap = true\n");
+    // Left by a plain pytest-django run, say: not a migsnap clone, no test_ prefix.
+    let leftover = || psql("postgres", &format!("CREATE DATABASE \"{name}\""));
+    leftover();
+
+    let (out, _) = pytest(&p, &["-k", "data_migration or orm_works"]);
+    let text = report(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("refusing to replace"), "{text}");
+    assert_eq!(
+        lines_with(&text, "--migsnap-force"),
+        1,
+        "the hint says how: {text}"
+    );
+    assert!(database_exists(&name), "left alone");
+
+    for how in [&["--migsnap-force"][..], &["-o", "migsnap_force=true"][..]] {
+        let mut args = vec!["-k", "data_migration or orm_works"];
+        args.extend_from_slice(how);
+        let (out, records) = pytest(&p, &args);
+        let text = report(&out);
+        assert!(out.status.success(), "{how:?}: {text}");
+        assert_eq!(databases(&records), vec![name.clone()], "{how:?}");
+        assert!(
+            records[0]["comment"]
+                .as_str()
+                .expect("comment")
+                .starts_with("migsnap clone of "),
+            "{how:?}: replaced by a clone: {records:?}"
+        );
+        // The clone is dropped at the end; leave one again for the next way.
+        leftover();
+    }
 }

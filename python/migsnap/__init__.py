@@ -13,7 +13,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 __all__ = ["MigsnapError", "find_binary", "prepare"]
 
@@ -54,36 +54,71 @@ def prepare(
     database: str,
     *,
     rebuild: bool = False,
+    force: bool = False,
     cwd: Optional[os.PathLike] = None,
     env: Optional[Dict[str, str]] = None,
+    echo: Optional[Callable[[str], None]] = None,
 ) -> Dict[str, Any]:
     """Run ``migsnap prepare --json --database DATABASE`` and return its JSON
-    result (``host``, ``port``, ``user``, ``password``, ``dbname``, ``source``…).
+    result (``host``, ``port``, ``user``, ``password``, ``dbname``, ``source``,
+    ``elapsed_ms``…).
 
-    migsnap's progress (stderr) is returned in the error when it fails and
-    otherwise dropped: a warm prepare has nothing to say.
+    ``force`` passes ``--force``: replace the database even if its name does
+    not start with ``test_``. migsnap's progress and warnings (its stderr) go,
+    line by line as they come, to ``echo`` (default: this process's stderr),
+    so a build that takes minutes is never silent. The error report that
+    migsnap prints when it fails (from its ``error:`` line on) is not echoed:
+    it is the message of the ``MigsnapError`` raised instead.
     """
     args = [find_binary(), "prepare", "--json", "--database", database]
     if rebuild:
         args.append("--rebuild")
+    if force:
+        args.append("--force")
+    if echo is None:
+        echo = _echo_to_stderr
     child_env = dict(os.environ if env is None else env)
     # The interpreter running the tests has the project's Django; prefer it
     # unless the user chose one for migsnap explicitly.
     child_env.setdefault("MIGSNAP_PYTHON", sys.executable)
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         args,
         cwd=cwd,
         env=child_env,
         stdin=subprocess.DEVNULL,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
+        errors="replace",
     )
-    if proc.returncode != 0:
+    # stdout carries only the JSON result, printed at the end and far
+    # smaller than a pipe's buffer: reading stderr to its end first cannot
+    # block migsnap.
+    assert proc.stdout is not None and proc.stderr is not None
+    said: List[str] = []
+    report: List[str] = []
+    for raw in proc.stderr:
+        line = raw.rstrip("\n")
+        said.append(line)
+        if report or line.startswith("error:"):
+            report.append(line)
+        else:
+            echo(line)
+    out = proc.stdout.read()
+    code = proc.wait()
+    if code != 0:
+        # No `error:` line (killed by a signal, say): what it said last.
+        shown = report or said[-20:]
         raise MigsnapError(
             "`migsnap prepare --database %s` failed (exit code %d):\n%s"
-            % (database, proc.returncode, proc.stderr.rstrip())
+            % (database, code, "\n".join(shown).rstrip())
         )
     try:
-        return json.loads(proc.stdout)
+        return json.loads(out)
     except ValueError as e:
-        raise MigsnapError("migsnap printed no JSON result: %s\n%s" % (e, proc.stdout)) from e
+        raise MigsnapError("migsnap printed no JSON result: %s\n%s" % (e, out)) from e
+
+
+def _echo_to_stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()

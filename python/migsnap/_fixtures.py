@@ -1,18 +1,18 @@
 """What the migsnap pytest plugin adds once enabled: its ``django_db_setup``
-(shaped like pytest-django's, see pytest_django/fixtures.py) and, under
-pytest-xdist, a controller hook so ``--create-db`` rebuilds the snapshot once
-rather than once per worker.
+(shaped like pytest-django's, see pytest_django/fixtures.py); a failed
+``prepare`` reported in full once, not once per test; the summary line; and,
+under pytest-xdist, a controller hook so ``--create-db`` rebuilds the
+snapshot once rather than once per worker.
 """
 
 from __future__ import annotations
 
-import sys
 import warnings
 from typing import Any, Dict, Generator, Optional
 
 import pytest
 
-from migsnap import MigsnapError, prepare
+from migsnap import MigsnapError, _voice, prepare
 
 #: Comment migsnap puts on the databases it clones (src/pg/admin.rs,
 #: CLONE_COMMENT): teardown drops only a database that carries it.
@@ -21,15 +21,20 @@ CLONE_COMMENT = "migsnap clone of "
 WORKER_REBUILT = "migsnap_rebuilt"
 
 _rebuilt_key = pytest.StashKey[bool]()
-_result_key = pytest.StashKey[Dict[str, Any]]()
+result_key = pytest.StashKey[Dict[str, Any]]()
+_first_failure_key = pytest.StashKey[str]()
 
 
-@pytest.fixture(scope="session")
-def migsnap_prepared(django_db_setup: None, request: pytest.FixtureRequest) -> Optional[Dict[str, Any]]:
-    """`migsnap prepare --json`'s result for this session's (or worker's)
-    database: `dbname`, `source` (template, cache, incremental, cold),
-    `applied`, `key`… None when no test needed the default database."""
-    return request.config.stash.get(_result_key, None)
+class PrepareFailed(pytest.fail.Exception):  # type: ignore[name-defined,misc]
+    """The session's database could not be prepared. The session fixture
+    raises it once; pytest re-raises the same object for every later test
+    that needs the database, and `pytest_runtest_makereport` shortens those
+    reports to one line pointing at the first."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, pytrace=False)
+        lines = message.splitlines()
+        self.headline = next((x for x in lines if x.startswith("error:")), lines[0] if lines else "")
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +42,6 @@ def django_db_setup(
     request: pytest.FixtureRequest,
     django_test_environment: None,
     django_db_blocker: Any,
-    django_db_use_migrations: bool,
     django_db_keepdb: bool,
     django_db_createdb: bool,
     django_db_modify_db_settings: None,
@@ -47,15 +51,10 @@ def django_db_setup(
     from django.db import DEFAULT_DB_ALIAS
     from django.test.utils import setup_databases, teardown_databases
 
-    if not django_db_use_migrations:
-        raise pytest.UsageError(
-            "--nomigrations and --migsnap exclude each other: migsnap's snapshots "
-            "are the migrated schema; drop one of the two options"
-        )
     aliases, serialized_aliases = _databases_for_setup(request.session.items)
     config = request.config
     rebuild = django_db_createdb and not _worker_input(config).get(WORKER_REBUILT)
-    verbosity = config.option.verbose
+    verbosity = config.getoption("verbose", 0)
     prepared: Optional[str] = None
     others = set(aliases) - {DEFAULT_DB_ALIAS}
     db_cfg: list = []
@@ -117,10 +116,7 @@ def _prepare_default(config: pytest.Config, *, rebuild: bool, serialize: bool) -
     # pytest-django has applied the xdist/tox suffix by now; this is the
     # name its own setup would create (TEST["NAME"] if set, else test_<NAME>).
     name = connection.creation._get_test_db_name()
-    try:
-        result = prepare(name, rebuild=rebuild, cwd=config.rootpath)
-    except MigsnapError as e:
-        pytest.fail(str(e), pytrace=False)
+    result = _prepare(config, name, rebuild=rebuild)
     _point_default_at(result)
     if config.getini("migsnap_verify"):
         mismatch = _migrations_mismatch()
@@ -128,21 +124,20 @@ def _prepare_default(config: pytest.Config, *, rebuild: bool, serialize: bool) -
             # Something the snapshot cannot see changed what Django loads
             # (an environment variable in the settings, say): never run the
             # tests on that schema.
-            _warn(config, "migsnap: %s; rebuilding the snapshot" % mismatch)
+            _voice.voice(config).warn("migsnap: %s; rebuilding the snapshot" % mismatch)
             connection.close()  # the target is replaced: nothing may hold it open
-            try:
-                result = prepare(name, rebuild=True, cwd=config.rootpath)
-            except MigsnapError as e:
-                pytest.fail(str(e), pytrace=False)
+            result = _prepare(config, name, rebuild=True)
             _point_default_at(result)
             mismatch = _migrations_mismatch()
             if mismatch:
-                pytest.fail(
-                    "migsnap: the prepared database `%s` does not match Django's migrations "
-                    "even after a rebuild: %s" % (name, mismatch),
-                    pytrace=False,
+                raise PrepareFailed(
+                    "error: the prepared database `%s` does not match Django's migrations "
+                    "even after a rebuild: %s\nhint: find what changes INSTALLED_APPS or "
+                    "MIGRATION_MODULES between migsnap's run and pytest's (an environment "
+                    "variable, say), or set migsnap_verify = false" % (name, mismatch)
                 )
-    config.stash[_result_key] = result
+    config.stash[result_key] = result
+    _voice.record(config, result)
     if serialize:
         connection._test_serialized_contents = connection.creation.serialize_db_to_string()
     call_command("createcachetable", database="default")
@@ -175,17 +170,26 @@ def _migrations_mismatch() -> Optional[str]:
     return None
 
 
-def _warn(config: pytest.Config, message: str) -> None:
-    """A line on the terminal, past pytest's output capture (which would
-    otherwise swallow it during fixture setup); stderr without a terminal
-    reporter."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capman = config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capman is None:
-        sys.stderr.write(message + "\n")
-        return
-    with capman.global_and_fixture_disabled():
-        reporter.write_line(message, yellow=True)
+def _prepare(config: pytest.Config, name: str, *, rebuild: bool) -> Dict[str, Any]:
+    """`migsnap prepare` for `name`, its words on the terminal as it runs.
+    Raises PrepareFailed with migsnap's error report."""
+    voice = _voice.voice(config)
+    try:
+        return prepare(
+            name,
+            rebuild=rebuild,
+            force=_force(config),
+            cwd=config.rootpath,
+            echo=voice.migsnap_said,
+        )
+    except MigsnapError as e:
+        raise PrepareFailed(str(e)) from None
+    finally:
+        voice.finished()
+
+
+def _force(config: pytest.Config) -> bool:
+    return bool(config.getoption("migsnap_force") or config.getini("migsnap_force"))
 
 
 def _point_default_at(result: Dict[str, Any]) -> None:
@@ -247,15 +251,58 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     name = connections["default"].creation._get_test_db_name()
     try:
-        result = prepare(name, rebuild=True, cwd=config.rootpath)
-    except MigsnapError as e:
-        raise pytest.UsageError(str(e)) from e
+        result = _prepare(config, name, rebuild=True)
+    except PrepareFailed as e:
+        raise pytest.UsageError(str(e)) from None
+    _voice.record(config, result)
     _point_default_at(result)
     with config.stash[blocking_manager_key].unblock():
         _drop_clone(name)
     config.stash[_rebuilt_key] = True
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator[None, Any, None]:
+    """A failed prepare in full for the first test that needed the
+    database; one line pointing at it for every later one (the session
+    fixture's error is cached and raised again for each of them)."""
+    outcome = yield
+    failed = call.excinfo.value if call.when == "setup" and call.excinfo else None
+    if not isinstance(failed, PrepareFailed):
+        return
+    report = outcome.get_result()
+    first = item.config.stash.get(_first_failure_key, None)
+    if first is None:
+        item.config.stash[_first_failure_key] = item.nodeid
+        # The short test summary prints this message, in full when pytest
+        # sees a CI environment: keep it to the headline so the report and
+        # its Django output appear once.
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if crash is not None and failed.headline:
+            crash.message = failed.headline
+        return
+    report.longrepr = (
+        "migsnap could not prepare the test database (shown in full for %s): %s"
+        % (first, failed.headline)
+    )
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    line = _voice.summary(config)
+    if line and config.getoption("verbose", 0) >= -1:  # -qq hides it
+        terminalreporter.write_line(line)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     node.workerinput[WORKER_REBUILT] = node.config.stash.get(_rebuilt_key, False)
+    node.workerinput[_voice.DRAWER_LOCK] = _voice.drawer_lock(node.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    _voice.record_worker(node.config, node)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _voice.cleanup(config)

@@ -13,6 +13,8 @@ package is installed, but does nothing unless enabled.
 
 from __future__ import annotations
 
+from typing import Any, Dict, Optional
+
 import pytest
 
 
@@ -37,6 +39,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="create the test database from a migsnap snapshot instead of running migrate",
     )
+    group.addoption(
+        "--migsnap-force",
+        action="store_true",
+        dest="migsnap_force",
+        default=False,
+        help="let migsnap replace an existing test database whose name does not start "
+        "with test_ (TEST['NAME'] in the settings): passes --force to migsnap prepare",
+    )
+    parser.addini(
+        "migsnap_force",
+        type="bool",
+        default=False,
+        help="let migsnap replace an existing test database whose name does not start "
+        "with test_ (as --migsnap-force)",
+    )
     parser.addini(
         "migsnap_verify",
         type="bool",
@@ -55,10 +72,32 @@ def pytest_configure(config: pytest.Config) -> None:
     if not enabled(config):
         return
     if not config.pluginmanager.hasplugin("django"):
-        raise pytest.UsageError("--migsnap needs pytest-django (pip install pytest-django)")
+        raise pytest.UsageError(
+            "--migsnap needs pytest-django\nhint: pip install pytest-django, or pass --no-migsnap"
+        )
+    # Refused here, once, rather than as an error in every test's setup.
+    if config.getoption("nomigrations", False):
+        raise pytest.UsageError(
+            "--nomigrations and --migsnap exclude each other: migsnap's snapshots are "
+            "the migrated schema\nhint: drop --nomigrations (check addopts too), or pass --no-migsnap"
+        )
     # Registered now, after pytest-django's plugin, so that its
     # `django_db_setup` takes precedence over pytest-django's (a conftest's
     # own `django_db_setup` still overrides both).
     from migsnap import _fixtures
 
     config.pluginmanager.register(_fixtures, "migsnap.fixtures")
+
+
+@pytest.fixture(scope="session")
+def migsnap_prepared(request: pytest.FixtureRequest) -> Optional[Dict[str, Any]]:
+    """`migsnap prepare --json`'s result for this session's (or worker's)
+    database: `dbname`, `source` (template, cache, incremental, cold),
+    `elapsed_ms`, `applied`, `key`… None when migsnap is off
+    (`--no-migsnap`) or no test needed the default database."""
+    if not enabled(request.config):
+        return None
+    request.getfixturevalue("django_db_setup")
+    from migsnap._fixtures import result_key
+
+    return request.config.stash.get(result_key, None)

@@ -38,6 +38,8 @@ enum Kind {
     TempFile,
     OrphanDump,
     CheckCache,
+    /// In the snapshot store: a signature no manifest names.
+    OrphanSignature,
 }
 
 impl Kind {
@@ -53,6 +55,7 @@ impl Kind {
             Kind::TempFile => "temp file",
             Kind::OrphanDump => "dump without manifest",
             Kind::CheckCache => "check cache without snapshot",
+            Kind::OrphanSignature => "signature without manifest",
         }
     }
 }
@@ -86,9 +89,28 @@ struct GcOutput {
     other_projects: usize,
 }
 
+impl GcOutput {
+    /// Nothing removed yet; `keep` is what `select` kept, `other_projects`
+    /// how many snapshots it left alone as other projects'.
+    fn new(dry_run: bool, current: &Key, keep: &[Manifest], other_projects: usize) -> GcOutput {
+        GcOutput {
+            dry_run,
+            current_key: current.clone(),
+            kept: keep.iter().map(|m| m.key.clone()).collect(),
+            removed: Vec::new(),
+            skipped: Vec::new(),
+            freed_bytes: 0,
+            other_projects,
+        }
+    }
+}
+
 const IN_USE: &str = "in use by another migsnap";
 
 pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
+    if args.remote {
+        return run_remote(settings, args).await;
+    }
     let fp = fingerprint::compute(&settings.ctx.key)?;
     let store = settings.ctx.store()?;
     let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
@@ -101,15 +123,7 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
         ui,
         dry_run: args.dry_run,
         pool: settings.ctx.pool,
-        out: GcOutput {
-            dry_run: args.dry_run,
-            current_key: fp.key.clone(),
-            kept: keep.iter().map(|m| m.key.clone()).collect(),
-            removed: Vec::new(),
-            skipped: Vec::new(),
-            freed_bytes: 0,
-            other_projects: other_projects.len(),
-        },
+        out: GcOutput::new(args.dry_run, &fp.key, &keep, other_projects.len()),
     };
     for m in remove {
         gc.remove_snapshot(&m).await?;
@@ -122,6 +136,74 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
         super::print_json(&gc.out)?;
     } else {
         super::print_stdout(&render(&gc.out));
+    }
+    Ok(exit::OK)
+}
+
+/// `gc --remote`: the same retention on the snapshot store (the current
+/// key's is kept, then the newest `--keep`, within `--max-size`), each
+/// snapshot removed manifest first, then what interrupted or losing pushes
+/// left (dumps and signatures no manifest names, once an hour old). A
+/// manifest that fails its checks (signed with another secret, damaged) is
+/// left alone and reported: it may be someone else's.
+async fn run_remote(settings: &Settings, args: &GcArgs) -> Result<u8> {
+    use migsnap::remote::{Listing, ObjectKind};
+    let fp = fingerprint::compute(&settings.ctx.key)?;
+    let remote = migsnap::shared::configured(&settings.ctx)?;
+    let cache = remote.manifest_cache(settings.ctx.store()?.dir())?;
+    let found = remote.manifests(&cache).await?;
+    let listing = remote.list().await?;
+    let (keep, remove) = select(found.manifests, &fp.key, args.keep, args.max_size);
+    // The prefix names the project: builders' project dirs differ from
+    // machine to machine, so every snapshot under it counts as this one's.
+    let mut out = GcOutput::new(args.dry_run, &fp.key, &keep, 0);
+    for m in &remove {
+        if !args.dry_run {
+            remote.remove(&m.key, &listing).await?;
+            cache.discard(&m.key);
+        }
+        out.freed_bytes += m.dump.size;
+        out.removed.push(Item {
+            kind: Kind::Snapshot,
+            name: m.key.to_string(),
+            size: Some(m.dump.size),
+        });
+    }
+    for (key, _) in found.refused {
+        out.skipped.push(Skipped {
+            item: Item {
+                kind: Kind::Snapshot,
+                name: key.to_string(),
+                size: None,
+            },
+            reason: "its manifest fails the checks (damaged, or signed with another secret)",
+        });
+    }
+    let rest = Listing {
+        objects: listing
+            .objects
+            .into_iter()
+            .filter(|o| !remove.iter().any(|m| m.key == o.key))
+            .collect(),
+    };
+    for o in remote.orphans(&rest, migsnap::store::now_unix()).await? {
+        if !args.dry_run {
+            remote.remove_object(&o).await?;
+        }
+        out.freed_bytes += o.size;
+        out.removed.push(Item {
+            kind: match o.kind {
+                ObjectKind::Signature { .. } => Kind::OrphanSignature,
+                _ => Kind::OrphanDump,
+            },
+            name: o.name,
+            size: Some(o.size),
+        });
+    }
+    if args.json {
+        super::print_json(&out)?;
+    } else {
+        super::print_stdout(&render(&out));
     }
     Ok(exit::OK)
 }

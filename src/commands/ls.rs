@@ -8,7 +8,7 @@ use migsnap::fingerprint;
 use migsnap::key::Key;
 use migsnap::names::DbName;
 use migsnap::pg::admin::{DbInfo, TEMPLATE_PREFIX};
-use migsnap::store::{self, Store};
+use migsnap::store::{self, Manifest, Store};
 use migsnap::ui::{self, Ui};
 use std::collections::BTreeSet;
 
@@ -67,7 +67,35 @@ struct TemplateRow {
     current: bool,
 }
 
+/// `ls --remote`: the snapshot store's snapshots, with the columns of the
+/// cache dir's.
+#[derive(serde::Serialize)]
+struct RemoteLsOutput<'a> {
+    current_key: Key,
+    remote: String,
+    snapshots: Vec<RemoteRow<'a>>,
+    /// Snapshots whose manifest failed its checks (damaged, unsigned, …).
+    refused: Vec<RefusedRow>,
+}
+
+#[derive(serde::Serialize)]
+struct RemoteRow<'a> {
+    #[serde(flatten)]
+    row: SnapshotRow<'a>,
+    /// This cache dir has the snapshot too.
+    cached: bool,
+}
+
+#[derive(serde::Serialize)]
+struct RefusedRow {
+    key: Key,
+    reason: String,
+}
+
 pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
+    if args.remote {
+        return run_remote(settings, args).await;
+    }
     let fp = fingerprint::compute(&settings.ctx.key)?;
     let store = Store::new(&settings.ctx.cache.dir);
     let (manifests, others) =
@@ -118,20 +146,7 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
     let now = store::now_unix();
     let snapshots: Vec<SnapshotRow> = manifests
         .iter()
-        .map(|m| SnapshotRow {
-            key: m.key.clone(),
-            size: m.dump.size,
-            created_unix: m.created_unix,
-            age_seconds: now.saturating_sub(m.created_unix),
-            migrations: m.migrations.len(),
-            source: m.build.source.clone(),
-            base_key: m.build.base_key.clone(),
-            build_seconds: m.build.seconds,
-            costs: super::costs(&m.build.migrations),
-            current: m.key == fp.key,
-            template: on_server(&m.key),
-            project_dir: m.project_dir.as_ref().map(|p| p.display().to_string()),
-        })
+        .map(|m| SnapshotRow::of(m, &fp.key, on_server(&m.key), now))
         .collect();
     let out = LsOutput {
         current_key: fp.key.clone(),
@@ -146,6 +161,107 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
         super::print_json(&out)?;
     } else {
         super::print_stdout(&render(&out));
+    }
+    Ok(exit::OK)
+}
+
+impl<'a> SnapshotRow<'a> {
+    fn of(m: &'a Manifest, current: &Key, template: bool, now: u64) -> Self {
+        SnapshotRow {
+            key: m.key.clone(),
+            size: m.dump.size,
+            created_unix: m.created_unix,
+            age_seconds: now.saturating_sub(m.created_unix),
+            migrations: m.migrations.len(),
+            source: m.build.source.clone(),
+            base_key: m.build.base_key.clone(),
+            build_seconds: m.build.seconds,
+            costs: super::costs(&m.build.migrations),
+            current: &m.key == current,
+            template,
+            project_dir: m.project_dir.as_ref().map(|p| p.display().to_string()),
+        }
+    }
+
+    /// One line of the listing; `mark` says more about it (`  [template]`).
+    fn line(&self, mark: &str) -> String {
+        let base = match &self.base_key {
+            Some(b) => format!(" on {}", b.short()),
+            None => String::new(),
+        };
+        format!(
+            "  {}{}  {:>10}  {:>8} ago  {:>4} migrations  {}{base}{mark}\n",
+            self.key.short(),
+            if self.current { "*" } else { " " },
+            ui::size(self.size),
+            ui::age(self.age_seconds),
+            self.migrations,
+            self.source,
+        )
+    }
+}
+
+/// The heading and one line per snapshot, each with what more there is to
+/// say about it (`  [template]`): the cache dir's and the store's alike.
+fn snapshot_lines<'a>(
+    place: &str,
+    current: &Key,
+    rows: impl ExactSizeIterator<Item = (&'a SnapshotRow<'a>, &'a str)>,
+) -> String {
+    let mut text = format!("snapshots in {place} (current key {}):\n", current.short());
+    if rows.len() == 0 {
+        text.push_str("  (none)\n");
+    }
+    for (row, mark) in rows {
+        text.push_str(&row.line(mark));
+    }
+    text
+}
+
+/// The store's snapshots, from their manifests (downloaded once and kept
+/// in the cache dir). A store that cannot be read is this command's
+/// failure (exit 6).
+async fn run_remote(settings: &Settings, args: &LsArgs) -> Result<u8> {
+    let fp = fingerprint::compute(&settings.ctx.key)?;
+    let remote = migsnap::shared::configured(&settings.ctx)?;
+    let store = settings.ctx.store()?;
+    let found = remote
+        .manifests(&remote.manifest_cache(store.dir())?)
+        .await?;
+    let now = store::now_unix();
+    let out = RemoteLsOutput {
+        current_key: fp.key.clone(),
+        remote: remote.url().to_string(),
+        snapshots: found
+            .manifests
+            .iter()
+            .map(|m| RemoteRow {
+                row: SnapshotRow::of(m, &fp.key, false, now),
+                cached: matches!(store.load(&m.key), Ok(Some(_))),
+            })
+            .collect(),
+        refused: found
+            .refused
+            .into_iter()
+            .map(|(key, e)| RefusedRow {
+                key,
+                reason: migsnap::error::one_line(&e),
+            })
+            .collect(),
+    };
+    if args.json {
+        super::print_json(&out)?;
+    } else {
+        let rows = out
+            .snapshots
+            .iter()
+            .map(|s| (&s.row, if s.cached { "  [cached]" } else { "" }));
+        let mut text = snapshot_lines(&out.remote, &out.current_key, rows);
+        for r in &out.refused {
+            text.push_str(&format!("  {}!  refused: {}\n", r.key.short(), r.reason));
+        }
+        text.push_str("* = current key\n");
+        super::print_stdout(&text);
     }
     Ok(exit::OK)
 }
@@ -174,30 +290,11 @@ async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Listed> {
 }
 
 fn render(out: &LsOutput<'_>) -> String {
-    let mut text = format!(
-        "snapshots in {} (current key {}):\n",
-        out.cache_dir,
-        out.current_key.short()
-    );
-    if out.snapshots.is_empty() {
-        text.push_str("  (none)\n");
-    }
-    for s in &out.snapshots {
-        let base = match &s.base_key {
-            Some(b) => format!(" on {}", b.short()),
-            None => String::new(),
-        };
-        text.push_str(&format!(
-            "  {}{}  {:>10}  {:>8} ago  {:>4} migrations  {}{base}{}\n",
-            s.key.short(),
-            if s.current { "*" } else { " " },
-            ui::size(s.size),
-            ui::age(s.age_seconds),
-            s.migrations,
-            s.source,
-            if s.template { "  [template]" } else { "" },
-        ));
-    }
+    let rows = out
+        .snapshots
+        .iter()
+        .map(|s| (s, if s.template { "  [template]" } else { "" }));
+    let mut text = snapshot_lines(&out.cache_dir, &out.current_key, rows);
     match &out.templates {
         None => text.push_str("templates: (server unreachable)\n"),
         Some(ts) => {

@@ -11,6 +11,7 @@ mod plan;
 mod prepare;
 mod run;
 mod server;
+mod sync;
 
 use crate::cli::{Cli, Command};
 use crate::settings::Settings;
@@ -27,16 +28,18 @@ pub fn run(cli: Cli) -> Result<u8> {
 fn run_command(cli: Cli) -> Result<u8> {
     let settings = Settings::resolve(&cli.global.overrides())?;
     let ui = Ui::new(settings.quiet);
-    if matches!(
-        cli.command,
+    // `gc --remote` works on the store alone: no server to start.
+    let starts_slow_work = match &cli.command {
         Command::Prepare(_)
-            | Command::Run(_)
-            | Command::Check(_)
-            | Command::Gc(_)
-            | Command::Plan(_)
-            | Command::Sql(_)
-            | Command::Lint(_)
-    ) {
+        | Command::Run(_)
+        | Command::Check(_)
+        | Command::Plan(_)
+        | Command::Sql(_)
+        | Command::Lint(_) => true,
+        Command::Gc(args) => !args.remote,
+        _ => false,
+    };
+    if starts_slow_work {
         settings.ctx.check_before_starting()?;
     }
     // A current-thread runtime starts no thread: `key` pays nothing for it.
@@ -93,6 +96,8 @@ async fn dispatch<'a>(command: &'a Command, settings: &Settings, ui: &Ui) -> Res
         Command::Gc(args) => gc::run(settings, args, ui).await?,
         Command::Server { action } => server::run(settings, action, ui).await?,
         Command::Key(args) => key::run(settings, args, ui)?,
+        Command::Push(args) => sync::push(settings, args, ui).await?,
+        Command::Pull(args) => sync::pull(settings, args, ui).await?,
         Command::Check(args) => check::run(settings, args, ui).await?,
         Command::Plan(args) => plan::run(settings, args, plan::View::Plan, ui).await?,
         Command::Sql(args) => plan::run(settings, args, plan::View::Sql, ui).await?,

@@ -7,6 +7,7 @@ use migsnap::error::{exit, Result};
 use migsnap::key::Key;
 pub use migsnap::prepare::Prepared;
 use migsnap::prepare::Target;
+use migsnap::shared::Origin;
 use migsnap::ui::Ui;
 
 #[derive(serde::Serialize)]
@@ -15,6 +16,9 @@ struct PrepareOutput<'a> {
     key: &'a Key,
     source: Source,
     base_key: Option<&'a Key>,
+    /// `local` or `remote` (the snapshot store): where the restored dump
+    /// came from; null for `pool`, `template` and `cold`.
+    origin: Option<Origin>,
     applied: Vec<&'a str>,
     /// What each migration applied by this run cost (empty when nothing ran).
     costs: Vec<super::Cost<'a>>,
@@ -31,7 +35,7 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8>
     let mut p = prepare(settings, &args.target, ui).await?;
     if let Some(n) = args.pool_default {
         super::maintain::remember_pool_size(settings, usize::from(n), ui);
-        p.maintenance |= n > 0;
+        p.maintenance |= usize::from(n) > settings.ctx.pool;
     }
     if args.json {
         super::print_json(&PrepareOutput {
@@ -39,6 +43,7 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8>
             key: &p.key,
             source: p.source,
             base_key: p.base_key.as_ref(),
+            origin: p.origin,
             applied: p.applied.iter().map(|a| a.name.as_str()).collect(),
             costs: super::costs(&p.applied),
             elapsed_ms: p.elapsed.as_millis() as u64,

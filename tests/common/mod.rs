@@ -358,7 +358,19 @@ impl Project {
     }
 
     pub fn key(&self) -> String {
-        let out = self.run(&["key"]);
+        Self::key_output(self.cmd(&["key"]))
+    }
+
+    /// The key as a run with `DJANGO_SETTINGS_MODULE=module` sees it (the
+    /// settings module is part of the key; pytest-django exports the ini's).
+    pub fn key_with_settings(&self, module: &str) -> String {
+        let mut c = self.cmd(&["key"]);
+        c.env("DJANGO_SETTINGS_MODULE", module);
+        Self::key_output(c)
+    }
+
+    fn key_output(mut c: Command) -> String {
+        let out = c.output().expect("run migsnap key");
         assert!(
             out.status.success(),
             "{}",
@@ -518,4 +530,106 @@ pub fn replace_dump_keeping_manifest_in_step(dir: &Path, key: &str, bytes: &[u8]
     m["dump"]["sha256"] = sha256_hex(bytes).into();
     m["dump"]["size"] = bytes.len().into();
     std::fs::write(&mpath, serde_json::to_vec(&m).expect("json")).expect("write");
+}
+
+// ---- the S3-compatible test server (scripts/s3_server.sh) ----
+
+/// Where the snapshot-store tests' S3 server is: scripts/test.sh starts it
+/// (`scripts/s3_server.sh start DIR` prints these variables for a run of
+/// one test file).
+pub struct S3 {
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+pub fn s3() -> S3 {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: run the suite with scripts/test.sh, or \
+                 `eval \"$(scripts/s3_server.sh start /tmp/migsnap-s3)\"` first"
+            )
+        })
+    };
+    S3 {
+        endpoint: var("MIGSNAP_TEST_S3_ENDPOINT"),
+        bucket: var("MIGSNAP_TEST_S3_BUCKET"),
+        access_key: var("MIGSNAP_TEST_S3_ACCESS_KEY"),
+        secret_key: var("MIGSNAP_TEST_S3_SECRET_KEY"),
+    }
+}
+
+/// The backend environment that reaches the test server. Always complete:
+/// without credentials the S3 client would ask a cloud metadata address.
+pub fn s3_env() -> Vec<(String, String)> {
+    let s = s3();
+    s3_env_with(&s.endpoint, &s.access_key, &s.secret_key)
+}
+
+pub fn s3_env_with(endpoint: &str, access_key: &str, secret_key: &str) -> Vec<(String, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL".into(), endpoint.into()),
+        ("AWS_ACCESS_KEY_ID".into(), access_key.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), secret_key.into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+    ]
+}
+
+/// The backend environment of a store that is down: a loopback port
+/// nobody listens on, with valid credentials.
+pub fn s3_env_down() -> Vec<(String, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let s = s3();
+    s3_env_with(
+        &format!("http://127.0.0.1:{port}"),
+        &s.access_key,
+        &s.secret_key,
+    )
+}
+
+/// A store URL of its own for a test: an empty prefix in the test bucket.
+pub fn s3_url(test: &str) -> String {
+    format!(
+        "s3://{}/{test}-{}-{}",
+        s3().bucket,
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// The test store's objects as the server holds them, to tamper with like
+/// a broken disk or a hostile writer would: the client and the prefix of
+/// the `s3://` URL `url`.
+pub fn s3_raw(
+    url: &str,
+) -> (
+    std::sync::Arc<dyn object_store::ObjectStore>,
+    object_store::path::Path,
+) {
+    // The TLS provider migsnap installs for itself (see remote::transfer).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let s = s3();
+    let (bucket, prefix) = url
+        .strip_prefix("s3://")
+        .and_then(|r| r.split_once('/'))
+        .expect("s3 url");
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_endpoint(&s.endpoint)
+        .with_allow_http(true)
+        .with_access_key_id(&s.access_key)
+        .with_secret_access_key(&s.secret_key)
+        .with_region("us-east-1")
+        .build()
+        .expect("raw client");
+    (
+        std::sync::Arc::new(store),
+        object_store::path::Path::from(prefix),
+    )
 }

@@ -37,11 +37,10 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def record_worker(django_db_setup, django_db_blocker, worker_id, request):
-    """After the session's tests, while the database still exists."""
-    # The plugin's own fixture, present when the plugin is enabled.
-    enabled = request.config.pluginmanager.hasplugin("migsnap.fixtures")
-    prepared = request.getfixturevalue("migsnap_prepared") if enabled else None
+def record_worker(django_db_setup, django_db_blocker, worker_id, migsnap_prepared):
+    """After the session's tests, while the database still exists. The
+    plugin's `migsnap_prepared` exists (None) with --no-migsnap too."""
+    prepared = migsnap_prepared
     yield
     from django.db import connection
 

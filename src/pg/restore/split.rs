@@ -147,6 +147,7 @@ pub fn read(
     file.seek(SeekFrom::Start(0)).map_err(reread)?;
     let mut reader = dump_reader(path, &file)?;
     let mut split = Splitter::new(jobs, |m| tx.blocking_send(Ok(m)).is_ok());
+    split.server_major = expected.server_major;
     loop {
         let item = reader.next_item().map_err(bad)?;
         let line = reader.item_line();
@@ -173,7 +174,18 @@ pub fn read(
 pub struct Expected {
     pub sha256: String,
     pub size: u64,
+    /// Major version of the server the dump goes into: session settings a
+    /// newer pg_dump writes that it does not know are left out (see
+    /// `SETTINGS_SINCE`).
+    pub server_major: u32,
 }
+
+/// Session settings a pg_dump writes whatever the server it dumps, with the
+/// first major that knows each: pg_dump 17 and later write `SET
+/// transaction_timeout = 0`, which PostgreSQL 16 and older reject, and a
+/// pg_dump at least as new as the server is what PostgreSQL supports (psql
+/// would report the error and go on; migsnap stops at any error).
+const SETTINGS_SINCE: &[(&str, u32)] = &[("transaction_timeout", 17)];
 
 /// Reads the dump file and hashes what it hands out.
 struct Tee<'f> {
@@ -318,6 +330,8 @@ struct Splitter<F: FnMut(Msg) -> bool> {
     /// blocks turned into INSERTs, whose text is handled as UTF-8 here.
     utf8_client: bool,
     copy: Option<PendingCopy>,
+    /// The target server's major version (`Expected::server_major`).
+    server_major: u32,
 }
 
 impl<F: FnMut(Msg) -> bool> Splitter<F> {
@@ -341,6 +355,7 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
             settings_version: 0,
             utf8_client: true,
             copy: None,
+            server_major: u32::MAX,
         }
     }
 
@@ -361,6 +376,14 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
         }
         let (group, table) = classify(&s);
         let setting = setting_name(&s);
+        let unknown_here = |name: &str| {
+            SETTINGS_SINCE
+                .iter()
+                .any(|(n, since)| *n == name && self.server_major < *since)
+        };
+        if setting.as_deref().is_some_and(unknown_here) {
+            return self.open;
+        }
         if let Some(name) = &setting {
             if name == "client_encoding" {
                 self.utf8_client = is_utf8_encoding(&s);
@@ -690,6 +713,11 @@ mod tests {
 
     /// What the splitter sends for `sql` with `jobs` lanes, as short strings.
     pub(super) fn messages(sql: &str, jobs: usize) -> Vec<String> {
+        messages_on(sql, jobs, 18)
+    }
+
+    /// `messages`, for a server of major version `server_major`.
+    fn messages_on(sql: &str, jobs: usize, server_major: u32) -> Vec<String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("dump.sql.zst");
         let compressed = zstd::encode_all(sql.as_bytes(), 3).expect("compress");
@@ -697,6 +725,7 @@ mod tests {
         let expected = Expected {
             sha256: crate::hash::hex(&Sha256::digest(&compressed)),
             size: compressed.len() as u64,
+            server_major,
         };
         let (tx, mut rx) = mpsc::channel(1024);
         if read(&path, &expected, jobs, &tx).is_err() {
@@ -726,6 +755,16 @@ mod tests {
         assert_eq!(name_len("public.t_1$ ON"), Some(11));
         assert_eq!(name_len(" t"), None);
         assert_eq!(name_len(r#""unterminated"#), None);
+    }
+
+    #[test]
+    fn a_newer_pg_dumps_settings_are_left_out_for_an_older_server() {
+        let dump =
+            "SET statement_timeout = 0;\nSET transaction_timeout = 0;\nCREATE TABLE t (x int);\n";
+        let on = |major| messages_on(dump, 1, major).join("\n");
+        assert!(on(17).contains("transaction_timeout"), "{}", on(17));
+        assert!(!on(16).contains("transaction_timeout"), "{}", on(16));
+        assert!(on(16).contains("statement_timeout") && on(16).contains("CREATE TABLE"));
     }
 
     #[test]
