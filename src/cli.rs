@@ -167,6 +167,12 @@ pub enum Command {
     Pull(SyncArgs),
     /// Compare indexes made by migrations with Django's model state
     Check(CheckArgs),
+    /// The migrations that would run, with their operations and SQL (read only)
+    Plan(PlanArgs),
+    /// The SQL of the migrations that would run (or of the named ones), per operation
+    Sql(PlanArgs),
+    /// Lint the migrations that would run (or the named ones): locks, rewrites, irreversibility
+    Lint(LintArgs),
     /// Drop replaced targets and refill the clone pool (prepare starts it in the background)
     Maintain(MaintainArgs),
     /// Manage the embedded PostgreSQL server
@@ -265,6 +271,48 @@ pub struct SyncArgs {
     pub json: bool,
 }
 
+/// `plan` and `sql`: which migrations, relative to what.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// One JSON document (schema in the README)
+    #[arg(long)]
+    pub json: bool,
+    /// Relative to the nearest snapshot on the server (the default)
+    #[arg(long, conflicts_with = "against")]
+    pub since_snapshot: bool,
+    /// Relative to this database's django_migrations (a libpq URL; opened read only)
+    #[arg(long, value_name = "URL")]
+    pub against: Option<String>,
+    /// Leave out operations of these types (comma-separated: AddIndex,RemoveIndex)
+    #[arg(long, value_name = "TYPES", value_delimiter = ',')]
+    pub exclude_op: Vec<String>,
+    /// Only these migrations, as `app.name` or file paths (e.g. from `git diff --name-only`)
+    #[arg(value_name = "PATH|app.name")]
+    pub migrations: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+    pub format: CheckFormat,
+    /// Same as --format json
+    #[arg(long)]
+    pub json: bool,
+    /// Relative to this database's django_migrations (a libpq URL; opened read only)
+    #[arg(long, value_name = "URL")]
+    pub against: Option<String>,
+    /// Accept the findings listed in FILE; fail only on new ones
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Write the current findings to FILE as a baseline and exit 0
+    #[arg(long, value_name = "FILE", conflicts_with = "baseline")]
+    pub write_baseline: Option<PathBuf>,
+    /// Only these migrations, as `app.name` or file paths (e.g. from `git diff --name-only`)
+    #[arg(value_name = "PATH|app.name")]
+    pub migrations: Vec<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Output format
@@ -292,6 +340,17 @@ pub enum CheckFormat {
     Json,
     /// GitHub Actions annotations on the migration file and line
     Github,
+}
+
+impl CheckFormat {
+    /// `--json` is short for `--format json`.
+    pub fn or_json(self, json: bool) -> CheckFormat {
+        if json {
+            CheckFormat::Json
+        } else {
+            self
+        }
+    }
 }
 
 #[derive(Debug, Args)]

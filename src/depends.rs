@@ -42,7 +42,7 @@ pub struct LoadedMigration {
 }
 
 /// What the shim saw, as it reports it (the `inputs` event).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct ShimInputs {
     pub django: String,
     pub settings_module: String,

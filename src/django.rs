@@ -21,6 +21,10 @@ const SHIM: &str = include_str!("django/shim.py");
 const STDERR_TAIL: usize = 60;
 /// How many of the slowest migrations to list after a run.
 const SLOWEST: usize = 5;
+/// Round trips above which a migration is flagged as working row by row
+/// (a RunPython loop of `get_or_create`/`save` rather than set-based SQL or
+/// `bulk_create`): the usual reason a data migration takes hours.
+pub const ROW_BY_ROW: u64 = 1000;
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -38,6 +42,14 @@ enum Event {
     Done {
         migration: String,
         seconds: f64,
+        #[serde(default)]
+        statements: u64,
+        #[serde(default)]
+        round_trips: u64,
+    },
+    /// The running migration's counts so far (at most every 0.5 s).
+    Queries {
+        round_trips: u64,
     },
     Error {
         r#type: String,
@@ -49,7 +61,69 @@ enum Event {
         models: usize,
     },
     Inputs(Box<ShimInputs>),
+    /// `plan` mode's answer.
+    Insight(Box<Insight>),
     Finished,
+}
+
+/// What `plan` mode reports (shim.py, `plan`): the migrations in the order
+/// migrate would apply them, with their operations and SQL.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct Insight {
+    /// Rows of the connected database's django_migrations.
+    pub database_applied: usize,
+    /// What migrate would apply to the connected database, as `app.name`.
+    pub pending: Vec<String>,
+    pub migrations: Vec<PlannedMigration>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct PlannedMigration {
+    pub app: String,
+    pub name: String,
+    pub path: Option<std::path::PathBuf>,
+    pub atomic: bool,
+    pub initial: bool,
+    /// Recorded in the connected database's django_migrations.
+    pub applied: bool,
+    pub dependencies: Vec<String>,
+    pub replaces: Vec<String>,
+    pub operations: Vec<PlannedOperation>,
+    /// Statements the schema editor ran at the end of the migration
+    /// (deferred foreign keys and indexes); `None` without SQL.
+    pub deferred_sql: Option<Vec<String>>,
+    /// For each deferred statement, the index of the operation that
+    /// deferred it (`None`: not known).
+    #[serde(default)]
+    pub deferred_operations: Option<Vec<Option<usize>>>,
+    /// Everything collected for the migration, comments included: what
+    /// `sqlmigrate` prints between its BEGIN/COMMIT.
+    pub sql: Option<Vec<String>>,
+    /// Whether `sqlmigrate` would wrap it in BEGIN/COMMIT.
+    #[serde(default)]
+    pub output_transaction: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct PlannedOperation {
+    pub index: usize,
+    /// The class name: `AddField`, `RunPython`, `AddIndexConcurrently`…
+    pub r#type: String,
+    pub description: String,
+    /// Its constructor arguments as the migration file spells them
+    /// (positional ones as `_0`, `_1`…).
+    pub arguments: std::collections::BTreeMap<String, String>,
+    pub reversible: bool,
+    pub reduces_to_sql: bool,
+    /// The line of the operation in the file, when `operations` is a literal list.
+    pub line: Option<u32>,
+    /// The statements it produces; `None` when it cannot be written as SQL
+    /// (RunPython) or SQL was not asked for.
+    #[serde(default)]
+    pub sql: Option<Vec<String>>,
+    /// What Django raised collecting its SQL (what migrate would fail with).
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// A migration module Django loaded (the project's and third-party ones).
@@ -67,20 +141,21 @@ pub enum Mode {
     Migrate,
     /// Create the schema the migration state declares (no migrations run).
     ModelState,
+    /// Report the migrations that would run (or the named ones), their
+    /// operations and SQL, over a read-only connection.
+    Plan,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Applied {
-    pub name: String,
-    pub seconds: f64,
-}
+pub use crate::store::Applied;
 
 #[derive(Debug)]
 pub struct MigrateReport {
     pub applied: Vec<Applied>,
     /// What Django read: every migration it loaded, the settings files, its
-    /// version (see `depends`).
+    /// version (see `depends`); empty in `plan` mode.
     pub inputs: ShimInputs,
+    /// `plan` mode's answer.
+    pub insight: Option<Box<Insight>>,
 }
 
 impl MigrateReport {
@@ -131,6 +206,8 @@ pub enum Failure {
     Unsupported,
     /// manage.py exited before (or instead of) migrating.
     Exit,
+    /// A migration named on the command line does not exist.
+    Target,
 }
 
 /// A failed Django run as data: the error's source, so the command layer
@@ -206,7 +283,36 @@ pub async fn migrate(
     ui: &Ui,
     check: Option<InputsCheck<'_>>,
 ) -> Result<MigrateReport, MigrateFailure> {
-    run_shim_checked(django, conn, db, Mode::Migrate, ui, check).await
+    run_shim_checked(django, conn, db, Mode::Migrate, ui, check, &[]).await
+}
+
+/// The migrations that would run against `db` (read only), or those
+/// `targets` name (`app.name` or absolute file paths), with their
+/// operations and, if `with_sql`, the SQL each produces.
+pub async fn plan(
+    django: &DjangoRunner,
+    conn: &ConnInfo,
+    db: &str,
+    targets: &[String],
+    with_sql: bool,
+    ui: &Ui,
+) -> Result<Insight> {
+    let targets = serde_json::to_string(targets)
+        .map_err(|e| Error::internal("cannot serialise the targets").source(e))?;
+    let env = [
+        ("MIGSNAP_PLAN_TARGETS", targets),
+        (
+            "MIGSNAP_PLAN_SQL",
+            if with_sql { "1" } else { "0" }.to_string(),
+        ),
+    ];
+    let report = run_shim_checked(django, conn, db, Mode::Plan, ui, None, &env)
+        .await
+        .map_err(|f| f.error)?;
+    report
+        .insight
+        .map(|i| *i)
+        .ok_or_else(|| Error::internal("the shim reported no plan"))
 }
 
 /// Run the shim in `mode` against `db`.
@@ -217,7 +323,7 @@ pub async fn run_shim(
     mode: Mode,
     ui: &Ui,
 ) -> Result<MigrateReport, MigrateFailure> {
-    run_shim_checked(django, conn, db, mode, ui, None).await
+    run_shim_checked(django, conn, db, mode, ui, None, &[]).await
 }
 
 async fn run_shim_checked(
@@ -227,6 +333,7 @@ async fn run_shim_checked(
     mode: Mode,
     ui: &Ui,
     check: Option<InputsCheck<'_>>,
+    extra_env: &[(&str, String)],
 ) -> Result<MigrateReport, MigrateFailure> {
     check_manage_py(django)?;
     let manage = &django.manage_py;
@@ -240,8 +347,10 @@ async fn run_shim_checked(
             match mode {
                 Mode::Migrate => "migrate",
                 Mode::ModelState => "state",
+                Mode::Plan => "plan",
             },
         )
+        .envs(extra_env.iter().map(|(k, v)| (k, v)))
         .env("MIGSNAP_DB_NAME", db)
         .env("MIGSNAP_DB_HOST", &conn.host)
         .env("MIGSNAP_DB_PORT", conn.port.to_string())
@@ -287,6 +396,7 @@ async fn run_shim_checked(
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut failure: Option<(String, String, Failure)> = None;
     let mut inputs: Option<ShimInputs> = None;
+    let mut insight: Option<Box<Insight>> = None;
     let mut refused: Option<String> = None;
     let mut finished = false;
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
@@ -310,6 +420,7 @@ async fn run_shim_checked(
                                 inputs = Some((**seen).clone());
                             }
                             Event::Finished => finished = true,
+                            Event::Insight(found) => insight = Some(found.clone()),
                             _ => {}
                         }
                         progress.on_event(ev, ui);
@@ -347,8 +458,12 @@ async fn run_shim_checked(
     // Success means the shim said it finished (having reported what it
     // read): a manage.py that exits 0 early (sys.exit inside it) must not
     // pass for a migrated database.
-    let succeeded = status.success() && failure.is_none() && finished;
-    let Some(inputs) = inputs.filter(|_| succeeded) else {
+    let complete = match mode {
+        Mode::Plan => insight.is_some(),
+        Mode::Migrate | Mode::ModelState => inputs.is_some(),
+    };
+    let succeeded = status.success() && failure.is_none() && finished && complete;
+    if !succeeded {
         let (exception, message, kind) = failure.unwrap_or_else(|| {
             let how = if status.success() {
                 "before migrating"
@@ -362,6 +477,7 @@ async fn run_shim_checked(
         let what = match mode {
             Mode::Migrate => "migrate",
             Mode::ModelState => "building the model-state database",
+            Mode::Plan => "reading the migrations",
         };
         let detail = match shown.len() {
             0 => String::new(),
@@ -378,6 +494,7 @@ async fn run_shim_checked(
         };
         let exit_kind = match kind {
             Failure::Server => Kind::Server,
+            Failure::Target => Kind::Usage,
             _ => Kind::Django,
         };
         return Err(MigrateFailure {
@@ -389,7 +506,8 @@ async fn run_shim_checked(
     };
     let report = MigrateReport {
         applied: progress.applied,
-        inputs,
+        inputs: inputs.unwrap_or_default(),
+        insight,
     };
     if !report.applied.is_empty() {
         ui.info(format!(
@@ -397,22 +515,38 @@ async fn run_shim_checked(
             report.applied.len(),
             ui::duration(started.elapsed())
         ));
-        let mut slow = report.applied.clone();
-        slow.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
-        let list: Vec<String> = slow
-            .iter()
-            .take(SLOWEST)
-            .map(|a| {
-                format!(
-                    "{} {}",
-                    a.name,
-                    ui::duration(Duration::from_secs_f64(a.seconds))
-                )
-            })
-            .collect();
-        ui.info(format!("slowest: {}", list.join(", ")));
+        ui.info(format!("slowest: {}", slowest(&report.applied).join(", ")));
+        for a in report.applied.iter().filter(|a| row_by_row(a)) {
+            ui.warn(format!(
+                "{} made {} round trips to PostgreSQL ({} statements): it works row by row",
+                a.name, a.round_trips, a.statements
+            ));
+        }
     }
     Ok(report)
+}
+
+/// The slowest migrations, slowest first, with their time and query counts:
+/// `app.0002_x 1.2s (4005 queries)`.
+fn slowest(applied: &[Applied]) -> Vec<String> {
+    let mut slow: Vec<&Applied> = applied.iter().collect();
+    slow.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    slow.iter()
+        .take(SLOWEST)
+        .map(|a| {
+            format!(
+                "{} {} ({} queries)",
+                a.name,
+                ui::duration(Duration::from_secs_f64(a.seconds)),
+                a.round_trips
+            )
+        })
+        .collect()
+}
+
+/// More round trips than set-based work needs (see [`ROW_BY_ROW`]).
+pub fn row_by_row(a: &Applied) -> bool {
+    a.round_trips > ROW_BY_ROW
 }
 
 /// One line (without its newline), decoded lossily; None at end of stream
@@ -447,6 +581,8 @@ fn push_tail(tail: &mut VecDeque<String>, line: String) {
 struct Progress {
     total: usize,
     current: Option<(String, Instant)>,
+    /// Round trips of the current migration so far.
+    queries: u64,
     applied: Vec<Applied>,
     last_plain: Option<Instant>,
 }
@@ -473,20 +609,31 @@ impl Progress {
                     self.last_plain = Some(Instant::now());
                 }
                 self.current = Some((migration, Instant::now()));
+                self.queries = 0;
                 self.redraw(ui);
             }
-            Event::Done { migration, seconds } => {
+            Event::Queries { round_trips, .. } => self.queries = round_trips,
+            Event::Done {
+                migration,
+                seconds,
+                statements,
+                round_trips,
+            } => {
                 self.current = None;
                 self.applied.push(Applied {
                     name: migration,
                     seconds,
+                    statements,
+                    round_trips,
                 });
                 crate::failpoint::point("migrate.applied");
             }
             Event::Created { models } => ui.info(format!(
                 "created {models} model tables from the migration state"
             )),
-            Event::Error { .. } | Event::Finished | Event::Inputs(_) => self.current = None,
+            Event::Error { .. } | Event::Finished | Event::Inputs(_) | Event::Insight(_) => {
+                self.current = None
+            }
         }
     }
 
@@ -497,16 +644,21 @@ impl Progress {
         let elapsed = since.elapsed();
         if ui.tty {
             ui.progress(&format!(
-                "[{}/{}] applying {name} ({})",
+                "[{}/{}] applying {name} ({}, {} queries)",
                 self.applied.len() + 1,
                 self.total,
-                ui::duration(elapsed)
+                ui::duration(elapsed),
+                self.queries
             ));
         } else if self
             .last_plain
             .is_some_and(|t| t.elapsed() >= Duration::from_secs(10))
         {
-            ui.info(format!("still applying {name} ({})", ui::duration(elapsed)));
+            ui.info(format!(
+                "still applying {name} ({}, {} queries)",
+                ui::duration(elapsed),
+                self.queries
+            ));
             self.last_plain = Some(Instant::now());
         }
     }

@@ -18,7 +18,7 @@
 
 use crate::context::{Ctx, ServerChoice};
 use crate::depends::Depends;
-use crate::django::{self, Applied, MigrateFailure};
+use crate::django::{self, MigrateFailure};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::fingerprint::{self, Fingerprint, MigrationGlobs};
@@ -26,6 +26,7 @@ use crate::key::Key;
 use crate::pg::admin::{self, Admin};
 use crate::pg::{dump, restore, ConnInfo};
 use crate::shared::{Origin, Shared};
+use crate::store::Applied;
 use crate::store::{self, BuildInfo, Manifest, Store};
 use crate::ui::{self, Ui};
 use std::path::Path;
@@ -350,6 +351,7 @@ async fn build_locked(
             source: "cold".into(),
             base_key: None,
             seconds: 0.0,
+            migrations: vec![],
         },
         started: t,
         replacing: old,
@@ -510,6 +512,7 @@ async fn incremental(
             source: "incremental".into(),
             base_key: Some(base.key.clone()),
             seconds: 0.0,
+            migrations: base.build.migrations.clone(),
         },
         started: t,
         replacing,
@@ -706,6 +709,10 @@ async fn finish(
     })
     .await??;
     info.seconds = started.elapsed().as_secs_f64();
+    // The base's figures for what is still applied, then this build's own.
+    info.migrations
+        .retain(|m| applied.contains(&m.name) && !report.applied.iter().any(|a| a.name == m.name));
+    info.migrations.extend(report.applied.iter().cloned());
     let inputs = depends.digest();
     let manifest = Manifest {
         format: store::MANIFEST_FORMAT,

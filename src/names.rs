@@ -35,18 +35,22 @@ pub enum DbName {
     /// `migsnap_pool_<16 random hex>`: a ready clone of a template, waiting
     /// to be handed out by rename (its comment names the key and inputs).
     Pool(String),
+    /// `migsnap_plan_<16 random hex>`: `plan`'s and `sql`'s read-only clone
+    /// of the nearest snapshot, dropped when they finish.
+    Plan(String),
 }
 
 type Make = fn(String) -> DbName;
 
 /// (kind prefix after `migsnap_`, constructor): the shapes with a kind word.
-const KINDS: [(&str, Make); 6] = [
+const KINDS: [(&str, Make); 7] = [
     ("build_", DbName::Build),
     ("clone_", DbName::Clone),
     ("check_", DbName::Check),
     ("state_", DbName::State),
     ("trash_", DbName::Trash),
     ("pool_", DbName::Pool),
+    ("plan_", DbName::Plan),
 ];
 
 impl DbName {
@@ -76,6 +80,10 @@ impl DbName {
     pub fn pool() -> crate::error::Result<DbName> {
         Ok(DbName::Pool(crate::hash::random_hex(8)?))
     }
+    /// A fresh name for `plan`'s scratch clone.
+    pub fn plan() -> crate::error::Result<DbName> {
+        Ok(DbName::Plan(crate::hash::random_hex(8)?))
+    }
 
     /// Which shape `name` has; None for anything migsnap did not name.
     pub fn parse(name: &str) -> Option<DbName> {
@@ -98,7 +106,8 @@ impl DbName {
             | DbName::Check(h)
             | DbName::State(h)
             | DbName::Trash(h)
-            | DbName::Pool(h) => h,
+            | DbName::Pool(h)
+            | DbName::Plan(h) => h,
         }
     }
 
@@ -116,6 +125,7 @@ impl DbName {
             DbName::State(_) => "state_",
             DbName::Trash(_) => "trash_",
             DbName::Pool(_) => "pool_",
+            DbName::Plan(_) => "plan_",
         }
     }
 }
@@ -142,6 +152,7 @@ mod tests {
             DbName::state(&key),
             DbName::trash().expect("random"),
             DbName::pool().expect("random"),
+            DbName::plan().expect("random"),
         ];
         let shown: Vec<String> = all.iter().map(|n| n.to_string()).collect();
         assert_eq!(
@@ -153,6 +164,7 @@ mod tests {
         assert_eq!(shown[4], "migsnap_state_0123456789abcdef");
         assert!(shown[5].starts_with("migsnap_trash_") && shown[5].len() == 30);
         assert!(shown[6].starts_with("migsnap_pool_") && shown[6].len() == 29);
+        assert!(shown[7].starts_with("migsnap_plan_") && shown[7].len() == 29);
         for (name, text) in all.iter().zip(&shown) {
             assert_eq!(DbName::parse(text).as_ref(), Some(name));
         }
@@ -169,7 +181,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn parse_and_display_round_trip(name in "migsnap_((build|clone|check|state|trash|pool|x)_)?[0-9a-f]{14,17}") {
+        fn parse_and_display_round_trip(name in "migsnap_((build|clone|check|state|trash|pool|plan|x)_)?[0-9a-f]{14,17}") {
             if let Some(parsed) = DbName::parse(&name) {
                 prop_assert_eq!(parsed.to_string(), name);
             }

@@ -6,7 +6,6 @@
 //! TEMPLATE (plus a DROP when the name exists). Nothing else, and no Python.
 
 use crate::context::Ctx;
-use crate::django::Applied;
 use crate::engine::{self, Snapshot, Source};
 use crate::error::Result;
 use crate::fingerprint;
@@ -16,6 +15,7 @@ use crate::pg::admin::{self, CLONE_COMMENT};
 use crate::pg::ConnInfo;
 use crate::pool;
 use crate::shared::Origin;
+use crate::store::Applied;
 use crate::ui::{self, Ui};
 use std::time::{Duration, Instant};
 

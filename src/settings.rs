@@ -46,6 +46,8 @@ pub struct FileConfig {
     pub remote_timeout: Option<f64>,
     /// Finding kinds that make `check` exit 1.
     pub check_fail_on: Option<Vec<migsnap::check::FindingKind>>,
+    /// `lint` rule id -> `off`, `warning` or `error`.
+    pub lint_rules: Option<std::collections::BTreeMap<String, migsnap::lint::RuleLevel>>,
 }
 
 pub const DEFAULT_MIGRATIONS: &[&str] = &["**/migrations/*.py"];
@@ -87,6 +89,7 @@ pub struct Settings {
     /// What the use cases take.
     pub ctx: Ctx,
     pub check_fail_on: Vec<migsnap::check::FindingKind>,
+    pub lint_rules: std::collections::BTreeMap<String, migsnap::lint::RuleLevel>,
     pub quiet: bool,
 }
 
@@ -240,9 +243,24 @@ impl Settings {
             check_fail_on: file
                 .check_fail_on
                 .unwrap_or_else(migsnap::check::default_fail_on),
+            lint_rules: lint_rules(file.lint_rules.unwrap_or_default())?,
             quiet: args.quiet,
         })
     }
+}
+
+/// `lint-rules`, with every id checked: a typo must not leave a rule on.
+fn lint_rules(
+    rules: std::collections::BTreeMap<String, migsnap::lint::RuleLevel>,
+) -> Result<std::collections::BTreeMap<String, migsnap::lint::RuleLevel>> {
+    let known: Vec<&str> = migsnap::lint::RULES.iter().map(|(id, ..)| *id).collect();
+    if let Some(bad) = rules.keys().find(|id| !known.contains(&id.as_str())) {
+        return Err(
+            Error::usage(format!("unknown lint rule `{bad}` in lint-rules"))
+                .hint(format!("the rules are: {}", known.join(", "))),
+        );
+    }
+    Ok(rules)
 }
 
 /// The longest `remote-timeout` accepted: a wait longer than an hour is a

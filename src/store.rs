@@ -70,6 +70,28 @@ pub struct BuildInfo {
     pub source: String,
     pub base_key: Option<Key>,
     pub seconds: f64,
+    /// What each migration of the snapshot cost when it was applied, in
+    /// order; an incremental build carries its base's figures forward.
+    /// Empty in manifests written before migsnap recorded them.
+    #[serde(default)]
+    pub migrations: Vec<Applied>,
+}
+
+/// One migration as a build applied it: wall time, and what it sent to
+/// PostgreSQL as Django's `execute_wrapper` saw it (see shim.py, `QueryCount`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Applied {
+    /// `app.name`.
+    pub name: String,
+    pub seconds: f64,
+    /// SQL statements: one per `execute`, one per parameter set of an
+    /// `executemany`.
+    #[serde(default)]
+    pub statements: u64,
+    /// Calls into the driver (`execute` or `executemany`): what a row-by-row
+    /// data migration multiplies.
+    #[serde(default)]
+    pub round_trips: u64,
 }
 
 /// Why a snapshot's manifest cannot be trusted: reported with a warning,

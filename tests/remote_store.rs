@@ -58,6 +58,7 @@ fn cached(key: &Key, dump: &[u8], secret: Option<&CacheSecret>) -> (tempfile::Te
             source: "cold".into(),
             base_key: None,
             seconds: 1.0,
+            migrations: Vec::new(),
         },
         depends: Default::default(),
         project_dir: None,

@@ -538,13 +538,8 @@ fn next_mentions(lines: &[&str], line: &str, func: &str) -> bool {
         .is_some_and(|l| mentions(l, func))
 }
 
-/// A file of accepted findings: `--write-baseline` writes it, `--baseline`
-/// suppresses exactly what it lists.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Baseline {
-    pub findings: Vec<BaselineEntry>,
-}
-
+/// What identifies a finding in a baseline file (`--write-baseline` writes
+/// them, `--baseline` suppresses exactly what it lists).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BaselineEntry {
     pub kind: FindingKind,

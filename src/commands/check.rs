@@ -3,14 +3,12 @@
 
 use crate::cli::{CheckArgs, CheckFormat};
 use crate::settings::Settings;
-use migsnap::check::{self, Baseline, BaselineEntry, Finding, FindingKind};
-use migsnap::error::{exit, Context, Error, Kind, Result};
+use migsnap::check::{self, BaselineEntry, Finding, FindingKind};
+use migsnap::error::{exit, Result};
 use migsnap::key::Key;
 use migsnap::ui::Ui;
 use serde::Serialize;
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::Path;
 
 #[derive(Serialize)]
 struct Report<'a> {
@@ -33,27 +31,14 @@ pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Ui) -> Result<u8> {
         f.fails = fail_on.contains(&f.kind);
     }
 
-    if let Some(path) = &args.write_baseline {
-        let mut entries: Vec<BaselineEntry> = findings.iter().map(BaselineEntry::of).collect();
-        entries.sort();
-        entries.dedup();
-        let text = serde_json::to_vec_pretty(&Baseline { findings: entries })
-            .with_kind(Kind::Internal, || "cannot serialise the baseline".into())?;
-        write_file_atomic(path, &text)?;
-        ui.info(format!(
-            "wrote {} finding(s) to {}",
-            findings.len(),
-            path.display()
-        ));
+    let baseline = super::Baseline {
+        write: args.write_baseline.as_deref(),
+        read: args.baseline.as_deref(),
+        command: "migsnap check",
+    };
+    let Some(baselined) = baseline.apply(&mut findings, BaselineEntry::of, ui)? else {
         return Ok(exit::OK);
-    }
-    let mut baselined = 0;
-    if let Some(path) = &args.baseline {
-        let accepted = read_baseline(path)?;
-        let before = findings.len();
-        findings.retain(|f| !accepted.contains(&BaselineEntry::of(f)));
-        baselined = before - findings.len();
-    }
+    };
 
     let failing = findings.iter().filter(|f| f.fails).count();
     let summary = Summary {
@@ -61,12 +46,7 @@ pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Ui) -> Result<u8> {
         failing,
         baselined,
     };
-    let format = if args.json {
-        CheckFormat::Json
-    } else {
-        args.format
-    };
-    match format {
+    match args.format.or_json(args.json) {
         CheckFormat::Json => super::print_json(&Report {
             key: &key,
             findings: &findings,
@@ -80,36 +60,6 @@ pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Ui) -> Result<u8> {
     } else {
         exit::OK
     })
-}
-
-fn read_baseline(path: &Path) -> Result<BTreeSet<BaselineEntry>> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        Error::usage(format!("cannot read baseline `{}`", path.display()))
-            .source(e)
-            .hint("create it with `migsnap check --write-baseline FILE`")
-    })?;
-    let b: Baseline = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::usage(format!(
-            "baseline `{}` is not a migsnap baseline",
-            path.display()
-        ))
-        .source(e)
-        .hint("re-create it with `migsnap check --write-baseline FILE`")
-    })?;
-    Ok(b.findings.into_iter().collect())
-}
-
-fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let fail =
-        |e: std::io::Error| Error::usage(format!("cannot write `{}`", path.display())).source(e);
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
-    tmp.write_all(bytes).map_err(fail)?;
-    tmp.persist(path).map_err(|e| fail(e.error))?;
-    Ok(())
 }
 
 fn describe(f: &Finding) -> String {
@@ -152,44 +102,27 @@ fn text(findings: &[Finding], s: &Summary) -> String {
             None => out.push_str("    --> no migration mentions this index\n"),
         }
     }
-    out.push_str(&format!(
-        "{} finding(s), {} failing{}\n",
+    out.push_str(&super::findings_summary(
         s.total,
         s.failing,
-        if s.baselined > 0 {
-            format!(", {} accepted by the baseline", s.baselined)
-        } else {
-            String::new()
-        }
+        "failing",
+        s.baselined,
     ));
     out
 }
 
 /// GitHub Actions workflow commands: annotations on the migration's line.
 fn github(findings: &[Finding]) -> String {
-    let esc_data = |s: &str| {
-        s.replace('%', "%25")
-            .replace('\r', "%0D")
-            .replace('\n', "%0A")
-    };
-    let esc_prop = |s: &str| esc_data(s).replace(':', "%3A").replace(',', "%2C");
-    let mut out = String::new();
-    for f in findings {
-        let level = if f.fails { "error" } else { "warning" };
-        let mut props = Vec::new();
-        if let Some(m) = &f.migration {
-            props.push(format!("file={}", esc_prop(&m.path)));
-            props.push(format!("line={}", m.line));
-        }
-        props.push(format!(
-            "title={}",
-            esc_prop(&format!("migsnap check: {}", f.kind.as_str()))
-        ));
-        out.push_str(&format!(
-            "::{level} {}::{}\n",
-            props.join(","),
-            esc_data(&format!("{}: {}", describe(f), f.definition))
-        ));
-    }
-    out
+    findings
+        .iter()
+        .map(|f| {
+            super::annotation(
+                if f.fails { "error" } else { "warning" },
+                f.migration.as_ref().map(|m| m.path.as_str()),
+                f.migration.as_ref().map(|m| m.line),
+                &format!("migsnap check: {}", f.kind.as_str()),
+                &format!("{}: {}", describe(f), f.definition),
+            )
+        })
+        .collect()
 }

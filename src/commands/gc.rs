@@ -305,7 +305,8 @@ impl Gc<'_> {
     /// Build and scratch databases whose lock is free were left by a
     /// killed run. A build holds its key's lock, `check` holds it around
     /// its check and state databases, and `prepare` holds the lock named by
-    /// its clone's hex from before creating the clone until the rename.
+    /// its clone's hex from before creating the clone until the rename;
+    /// `plan` holds its clone's own hex.
     async fn sweep_builds(&mut self) -> Result<()> {
         for info in self.admin.databases_like(TEMPLATE_PREFIX).await? {
             let Some(name) = DbName::parse(&info.name) else {
@@ -314,7 +315,7 @@ impl Gc<'_> {
             let (kind, busy) = match name {
                 DbName::Template(_) => continue,
                 DbName::Build(_) => (Kind::BuildDatabase, "being built"),
-                DbName::Clone(_) | DbName::Check(_) | DbName::State(_) => {
+                DbName::Clone(_) | DbName::Check(_) | DbName::State(_) | DbName::Plan(_) => {
                     (Kind::ScratchDatabase, IN_USE)
                 }
                 // A target `prepare` set aside: nobody may use it any more.
@@ -557,6 +558,7 @@ mod tests {
                 source: "cold".into(),
                 base_key: None,
                 seconds: 0.0,
+                migrations: vec![],
             },
             depends: Default::default(),
             project_dir: None,

@@ -13,10 +13,10 @@ use migsnap::ui::{self, Ui};
 use std::collections::BTreeSet;
 
 #[derive(serde::Serialize)]
-struct LsOutput {
+struct LsOutput<'a> {
     current_key: Key,
     cache_dir: String,
-    snapshots: Vec<SnapshotRow>,
+    snapshots: Vec<SnapshotRow<'a>>,
     /// `None` when the server could not be reached (the cache is still listed).
     templates: Option<Vec<TemplateRow>>,
     /// Ready clones (`None`: server unreachable); `pool_size` is the size
@@ -37,7 +37,7 @@ struct PoolRow {
 }
 
 #[derive(serde::Serialize)]
-struct SnapshotRow {
+struct SnapshotRow<'a> {
     key: Key,
     size: u64,
     created_unix: u64,
@@ -47,6 +47,9 @@ struct SnapshotRow {
     /// `cold` or `incremental`.
     source: String,
     base_key: Option<Key>,
+    /// Seconds the build took, and what each migration cost when applied.
+    build_seconds: f64,
+    costs: Vec<super::Cost<'a>>,
     current: bool,
     /// A template for this key is on the server.
     template: bool,
@@ -67,18 +70,18 @@ struct TemplateRow {
 /// `ls --remote`: the snapshot store's snapshots, with the columns of the
 /// cache dir's.
 #[derive(serde::Serialize)]
-struct RemoteLsOutput {
+struct RemoteLsOutput<'a> {
     current_key: Key,
     remote: String,
-    snapshots: Vec<RemoteRow>,
+    snapshots: Vec<RemoteRow<'a>>,
     /// Snapshots whose manifest failed its checks (damaged, unsigned, …).
     refused: Vec<RefusedRow>,
 }
 
 #[derive(serde::Serialize)]
-struct RemoteRow {
+struct RemoteRow<'a> {
     #[serde(flatten)]
-    row: SnapshotRow,
+    row: SnapshotRow<'a>,
     /// This cache dir has the snapshot too.
     cached: bool,
 }
@@ -162,8 +165,8 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
     Ok(exit::OK)
 }
 
-impl SnapshotRow {
-    fn of(m: &Manifest, current: &Key, template: bool, now: u64) -> SnapshotRow {
+impl<'a> SnapshotRow<'a> {
+    fn of(m: &'a Manifest, current: &Key, template: bool, now: u64) -> Self {
         SnapshotRow {
             key: m.key.clone(),
             size: m.dump.size,
@@ -172,6 +175,8 @@ impl SnapshotRow {
             migrations: m.migrations.len(),
             source: m.build.source.clone(),
             base_key: m.build.base_key.clone(),
+            build_seconds: m.build.seconds,
+            costs: super::costs(&m.build.migrations),
             current: &m.key == current,
             template,
             project_dir: m.project_dir.as_ref().map(|p| p.display().to_string()),
@@ -201,7 +206,7 @@ impl SnapshotRow {
 fn snapshot_lines<'a>(
     place: &str,
     current: &Key,
-    rows: impl ExactSizeIterator<Item = (&'a SnapshotRow, &'a str)>,
+    rows: impl ExactSizeIterator<Item = (&'a SnapshotRow<'a>, &'a str)>,
 ) -> String {
     let mut text = format!("snapshots in {place} (current key {}):\n", current.short());
     if rows.len() == 0 {
@@ -284,7 +289,7 @@ async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Listed> {
     Ok((templates, pool))
 }
 
-fn render(out: &LsOutput) -> String {
+fn render(out: &LsOutput<'_>) -> String {
     let rows = out
         .snapshots
         .iter()

@@ -4,8 +4,10 @@ mod check;
 mod gc;
 mod hints;
 mod key;
+mod lint;
 mod ls;
 mod maintain;
+mod plan;
 mod prepare;
 mod run;
 mod server;
@@ -16,6 +18,7 @@ use crate::settings::Settings;
 use migsnap::error::{Error, Kind, Result};
 use migsnap::ui::Ui;
 use std::io::Write;
+use std::path::Path;
 
 /// Run the parsed command line; returns the exit code on success.
 pub fn run(cli: Cli) -> Result<u8> {
@@ -27,7 +30,12 @@ fn run_command(cli: Cli) -> Result<u8> {
     let ui = Ui::new(settings.quiet);
     // `gc --remote` works on the store alone: no server to start.
     let starts_slow_work = match &cli.command {
-        Command::Prepare(_) | Command::Run(_) | Command::Check(_) => true,
+        Command::Prepare(_)
+        | Command::Run(_)
+        | Command::Check(_)
+        | Command::Plan(_)
+        | Command::Sql(_)
+        | Command::Lint(_) => true,
         Command::Gc(args) => !args.remote,
         _ => false,
     };
@@ -91,6 +99,9 @@ async fn dispatch<'a>(command: &'a Command, settings: &Settings, ui: &Ui) -> Res
         Command::Push(args) => sync::push(settings, args, ui).await?,
         Command::Pull(args) => sync::pull(settings, args, ui).await?,
         Command::Check(args) => check::run(settings, args, ui).await?,
+        Command::Plan(args) => plan::run(settings, args, plan::View::Plan, ui).await?,
+        Command::Sql(args) => plan::run(settings, args, plan::View::Sql, ui).await?,
+        Command::Lint(args) => lint::run(settings, args, ui).await?,
     };
     Ok(Outcome::Exit(code))
 }
@@ -100,6 +111,154 @@ pub fn print_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
+}
+
+/// One migration's cost in `prepare --json` and `ls --json`.
+#[derive(serde::Serialize)]
+pub struct Cost<'a> {
+    name: &'a str,
+    seconds: f64,
+    statements: u64,
+    round_trips: u64,
+    /// More round trips than set-based work needs (`migsnap::django::ROW_BY_ROW`).
+    row_by_row: bool,
+}
+
+pub fn costs(applied: &[migsnap::store::Applied]) -> Vec<Cost<'_>> {
+    applied
+        .iter()
+        .map(|a| Cost {
+            name: &a.name,
+            seconds: a.seconds,
+            statements: a.statements,
+            round_trips: a.round_trips,
+            row_by_row: migsnap::django::row_by_row(a),
+        })
+        .collect()
+}
+
+/// A baseline file: `{"findings": [entry…]}`, entries sorted, for `check`
+/// and `lint` (each with its own entry: what identifies a finding).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BaselineFile<E> {
+    findings: Vec<E>,
+}
+
+/// `--write-baseline` and `--baseline` of `check` and `lint`.
+pub struct Baseline<'a> {
+    pub write: Option<&'a Path>,
+    pub read: Option<&'a Path>,
+    /// `migsnap check`, for the hints.
+    pub command: &'a str,
+}
+
+impl Baseline<'_> {
+    /// Write every finding's entry (`None`: the command is done), or drop
+    /// the findings the baseline accepts (`Some(how many)`).
+    pub fn apply<F, E: serde::Serialize + serde::de::DeserializeOwned + Ord>(
+        &self,
+        findings: &mut Vec<F>,
+        entry: impl Fn(&F) -> E,
+        ui: &Ui,
+    ) -> Result<Option<usize>> {
+        if let Some(path) = self.write {
+            let mut entries: Vec<E> = findings.iter().map(entry).collect();
+            entries.sort();
+            entries.dedup();
+            let text = serde_json::to_vec_pretty(&BaselineFile { findings: entries })
+                .map_err(|e| Error::internal("cannot serialise the baseline").source(e))?;
+            write_file_atomic(path, &text)?;
+            ui.info(format!(
+                "wrote {} finding(s) to {}",
+                findings.len(),
+                path.display()
+            ));
+            return Ok(None);
+        }
+        let Some(path) = self.read else {
+            return Ok(Some(0));
+        };
+        let file: BaselineFile<E> = read_baseline(path, self.command)?;
+        let accepted: std::collections::BTreeSet<E> = file.findings.into_iter().collect();
+        let before = findings.len();
+        findings.retain(|f| !accepted.contains(&entry(f)));
+        Ok(Some(before - findings.len()))
+    }
+}
+
+/// A baseline file `command --write-baseline` wrote.
+fn read_baseline<T: serde::de::DeserializeOwned>(path: &Path, command: &str) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::usage(format!("cannot read baseline `{}`", path.display()))
+            .source(e)
+            .hint(format!("create it with `{command} --write-baseline FILE`"))
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::usage(format!(
+            "baseline `{}` is not a {command} baseline",
+            path.display()
+        ))
+        .source(e)
+        .hint(format!(
+            "re-create it with `{command} --write-baseline FILE`"
+        ))
+    })
+}
+
+/// Write `path` whole or not at all (a temp file beside it, renamed).
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let fail =
+        |e: std::io::Error| Error::usage(format!("cannot write `{}`", path.display())).source(e);
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    tmp.write_all(bytes).map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
+}
+
+/// A GitHub Actions workflow command's message, escaped.
+fn github_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// A workflow command's property (`file=`, `title=`), escaped.
+fn github_property(s: &str) -> String {
+    github_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// One GitHub Actions annotation (`::error file=…,line=…,title=…::message`),
+/// for `check` and `lint`.
+pub fn annotation(
+    level: &str,
+    file: Option<&str>,
+    line: Option<usize>,
+    title: &str,
+    message: &str,
+) -> String {
+    let mut props = Vec::new();
+    if let Some(f) = file {
+        props.push(format!("file={}", github_property(f)));
+    }
+    if let Some(l) = line {
+        props.push(format!("line={l}"));
+    }
+    props.push(format!("title={}", github_property(title)));
+    format!("::{level} {}::{}\n", props.join(","), github_data(message))
+}
+
+/// The last line of a findings report: `3 finding(s), 1 failing, 2 accepted
+/// by the baseline`.
+pub fn findings_summary(total: usize, failing: usize, what: &str, baselined: usize) -> String {
+    let accepted = match baselined {
+        0 => String::new(),
+        n => format!(", {n} accepted by the baseline"),
+    };
+    format!("{total} finding(s), {failing} {what}{accepted}\n")
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {

@@ -20,6 +20,8 @@ struct PrepareOutput<'a> {
     /// came from; null for `pool`, `template` and `cold`.
     origin: Option<Origin>,
     applied: Vec<&'a str>,
+    /// What each migration applied by this run cost (empty when nothing ran).
+    costs: Vec<super::Cost<'a>>,
     elapsed_ms: u64,
     host: &'a str,
     port: u16,
@@ -43,6 +45,7 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8>
             base_key: p.base_key.as_ref(),
             origin: p.origin,
             applied: p.applied.iter().map(|a| a.name.as_str()).collect(),
+            costs: super::costs(&p.applied),
             elapsed_ms: p.elapsed.as_millis() as u64,
             host: &p.conn.host,
             port: p.conn.port,

@@ -360,18 +360,76 @@ def migrate():
 
     original = migrate_command.Command.migration_progress_callback
     started = {}
+    cost = QueryCount()
 
     def progress(self, action, migration=None, fake=False):
         if action == "apply_start":
             started[label(migration)] = time.perf_counter()
+            cost.start(label(migration))
             emit("start", migration=label(migration))
         elif action == "apply_success":
             name = label(migration)
-            emit("done", migration=name, seconds=time.perf_counter() - started.pop(name, time.perf_counter()))
+            statements, round_trips = cost.stop()
+            emit(
+                "done",
+                migration=name,
+                seconds=time.perf_counter() - started.pop(name, time.perf_counter()),
+                statements=statements,
+                round_trips=round_trips,
+            )
         return original(self, action, migration, fake)
 
     migrate_command.Command.migration_progress_callback = progress
-    call_command("migrate", interactive=False, verbosity=1)
+    with connections["default"].execute_wrapper(cost):
+        call_command("migrate", interactive=False, verbosity=1)
+
+
+class QueryCount:
+    """Counts what the current migration sends to PostgreSQL, as Django's
+    `execute_wrapper` sees it (a RunPython's ORM calls, the schema editor's
+    DDL, deferred SQL, the migration's django_migrations row): a round trip
+    per execute or executemany call, a statement per execute and per
+    parameter set of an executemany. A data migration that works row by row
+    shows as thousands of round trips; the same work with bulk_create as a
+    few. While a migration runs, a `queries` event at most every
+    QUERIES_EVERY seconds keeps the progress line's count moving."""
+
+    QUERIES_EVERY = 0.5
+
+    def __init__(self):
+        self.migration = None
+        self.statements = self.round_trips = 0
+        self.last_emit = 0.0
+
+    def start(self, migration):
+        self.migration = migration
+        self.statements = self.round_trips = 0
+        self.last_emit = time.perf_counter()
+
+    def stop(self):
+        self.migration = None
+        return self.statements, self.round_trips
+
+    def __call__(self, execute, sql, params, many, context):
+        if self.migration is not None:
+            self.round_trips += 1
+            if many:
+                try:
+                    self.statements += len(params)
+                except TypeError:  # an iterator: counted as one
+                    self.statements += 1
+            else:
+                self.statements += 1
+            now = time.perf_counter()
+            if now - self.last_emit >= self.QUERIES_EVERY:
+                self.last_emit = now
+                emit(
+                    "queries",
+                    migration=self.migration,
+                    statements=self.statements,
+                    round_trips=self.round_trips,
+                )
+        return execute(sql, params, many, context)
 
 
 def build_model_state():
@@ -401,10 +459,224 @@ def build_model_state():
     emit("created", models=created)
 
 
+def read_only_connection():
+    """plan and sql only read: every transaction of the connection is read
+    only, so not even a bug (or a migration's import-time side effect) can
+    write to the database they look at (a production replica, or a scratch
+    clone of a snapshot)."""
+    from django.conf import settings
+
+    options = settings.DATABASES["default"].setdefault("OPTIONS", {})
+    flag = "-c default_transaction_read_only=on"
+    options["options"] = (options.get("options", "") + " " + flag).strip()
+
+
+def operation_lines(path):
+    """Line of each element of `operations = [...]` in the file's Migration
+    class, in order; an empty list when the list is built some other way."""
+    import ast
+
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), path)
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ClassDef) or node.name != "Migration":
+            continue
+        for stmt in node.body:
+            targets = []
+            if isinstance(stmt, ast.Assign):
+                targets = stmt.targets
+            elif isinstance(stmt, ast.AnnAssign):
+                targets = [stmt.target]
+            if any(isinstance(t, ast.Name) and t.id == "operations" for t in targets):
+                if isinstance(stmt.value, (ast.List, ast.Tuple)):
+                    return [e.lineno for e in stmt.value.elts]
+    return []
+
+
+def source_text(value):
+    """An operation argument as the migration file would spell it (Django's
+    own migration serializer); repr for what it cannot serialise (a lambda)."""
+    from django.db.migrations.serializer import serializer_factory
+
+    try:
+        return serializer_factory(value).serialize()[0]
+    except Exception:
+        return repr(value)
+
+
+def describe_operation(op):
+    _name, args, kwargs = op.deconstruct()
+    arguments = {"_%d" % i: source_text(a) for i, a in enumerate(args)}
+    arguments.update({k: source_text(v) for k, v in kwargs.items()})
+    return {
+        "type": type(op).__name__,
+        "description": op.describe(),
+        "arguments": arguments,
+        "reversible": bool(op.reversible),
+        "reduces_to_sql": bool(op.reduces_to_sql),
+    }
+
+
+def collect_sql(migration, state, connection):
+    """Apply `migration` to `state` with the schema editor in collect-SQL
+    mode, as sqlmigrate does (Migration.apply, so the SQL is Django's own),
+    and split what it collected per operation: each operation's
+    state_forwards/database_forwards are wrapped to note where its
+    statements start and end. Statements the editor defers to the end of
+    the migration (foreign keys, some indexes) come back apart."""
+    spans = [[None, None] for _ in migration.operations]
+    #: id() of a deferred statement -> the operation that deferred it.
+    owners = {}
+    errors = {}
+    for i, op in enumerate(migration.operations):
+
+        def state_forwards(app_label, s, _op=op, _i=i, _orig=op.state_forwards):
+            spans[_i][0] = len(editor.collected_sql)
+            return _orig(app_label, s)
+
+        def database_forwards(*a, _i=i, _orig=op.database_forwards, **kw):
+            before = {id(s) for s in editor.deferred_sql}
+            try:
+                return _orig(*a, **kw)
+            except Exception as e:
+                # What migrate would fail with (AddIndexConcurrently in an
+                # atomic migration): reported on the operation, and the
+                # rest of the range still planned.
+                errors[_i] = "%s: %s" % (type(e).__name__, str(e).strip().split("\n")[0])
+            finally:
+                spans[_i][1] = len(editor.collected_sql)
+                for s in editor.deferred_sql:
+                    if id(s) not in before:
+                        owners.setdefault(id(s), _i)
+
+        op.state_forwards = state_forwards
+        op.database_forwards = database_forwards
+    with connection.schema_editor(collect_sql=True, atomic=migration.atomic) as editor:
+        state = migration.apply(state, editor, collect_sql=True)
+        applied_until = len(editor.collected_sql)
+        # __exit__ runs editor.deferred_sql in this order.
+        deferred_owners = [owners.get(id(s)) for s in editor.deferred_sql]
+    collected = editor.collected_sql
+    per_op = [collected[a:b] if a is not None and b is not None else None for a, b in spans]
+    deferred = collected[applied_until:]
+    if len(deferred_owners) != len(deferred):
+        deferred_owners = [None] * len(deferred)
+    return state, per_op, (deferred, deferred_owners), collected, errors
+
+
+def resolve_targets(loader, names):
+    """Migrations named as `app.name` (a unique prefix of the name is
+    enough, as for sqlmigrate) or by file path (absolute, as migsnap passes
+    them): a set of graph keys."""
+    from django.db.migrations.exceptions import AmbiguityError
+
+    by_path = {}
+    for key, migration in loader.disk_migrations.items():
+        path = getattr(sys.modules.get(type(migration).__module__), "__file__", None)
+        if path:
+            by_path[os.path.realpath(path)] = key
+    keys = set()
+    for name in names:
+        if name.endswith(".py") or os.sep in name:
+            key = by_path.get(os.path.realpath(name))
+            if key is None:
+                raise MigsnapError(
+                    "`%s` is not a migration file Django loaded" % name, category="target"
+                )
+            keys.add(key)
+            continue
+        app, _, prefix = name.partition(".")
+        try:
+            migration = loader.get_migration_by_prefix(app, prefix)
+        except AmbiguityError:
+            raise MigsnapError("`%s` matches more than one migration" % name, category="target")
+        except KeyError:
+            raise MigsnapError("no migration `%s`" % name, category="target")
+        keys.add((migration.app_label, migration.name))
+    return keys
+
+
+def plan():
+    """The migrations that would run against the connected database (a
+    scratch clone of the nearest snapshot, or a live database read only),
+    or the named ones, each with its operations and the SQL each produces
+    against the project state right before it: the state migrate itself
+    would hold there. One Python start for the whole range."""
+    from django.db import connections
+    from django.db.migrations.executor import MigrationExecutor
+    from django.db.migrations.state import ProjectState
+
+    connection = connections["default"]
+    executor = MigrationExecutor(connection)
+    loader = executor.loader
+    names = json.loads(os.environ.get("MIGSNAP_PLAN_TARGETS") or "[]")
+    with_sql = os.environ.get("MIGSNAP_PLAN_SQL", "1") == "1"
+    leaves = loader.graph.leaf_nodes()
+    pending = [(m.app_label, m.name) for m, _ in executor.migration_plan(leaves)]
+    wanted = resolve_targets(loader, names) if names else set(pending)
+    full = [m for m, _ in executor.migration_plan(leaves, clean_start=True)]
+    last = max([i for i, m in enumerate(full) if (m.app_label, m.name) in wanted] or [-1])
+    state = ProjectState(real_apps=loader.unmigrated_apps)
+    applied = set(loader.applied_migrations)
+    out = []
+    for migration in full[: last + 1]:
+        key = (migration.app_label, migration.name)
+        if key not in wanted:
+            state = migration.mutate_state(state, preserve=False)
+            continue
+        path = getattr(sys.modules.get(type(migration).__module__), "__file__", None)
+        lines = operation_lines(path) if path else []
+        operations = [describe_operation(op) for op in migration.operations]
+        for i, op in enumerate(operations):
+            op["index"] = i
+            op["line"] = lines[i] if i < len(lines) else None
+        entry = {
+            "app": migration.app_label,
+            "name": migration.name,
+            "path": os.path.abspath(path) if path else None,
+            "atomic": bool(migration.atomic),
+            "initial": bool(getattr(migration, "initial", False)),
+            "applied": key in applied,
+            "dependencies": ["%s.%s" % d for d in migration.dependencies],
+            "replaces": ["%s.%s" % r for r in (migration.replaces or [])],
+            "operations": operations,
+            "deferred_sql": None,
+            "deferred_operations": None,
+            "sql": None,
+        }
+        if with_sql:
+            state, per_op, deferred, collected, errors = collect_sql(migration, state, connection)
+            for i, (op, sql) in enumerate(zip(operations, per_op)):
+                op["sql"] = sql
+                op["error"] = errors.get(i)
+            entry["deferred_sql"], entry["deferred_operations"] = deferred
+            entry["sql"] = collected
+            # sqlmigrate wraps an atomic migration's output, if any, in
+            # BEGIN/COMMIT.
+            entry["output_transaction"] = bool(
+                collected and migration.atomic and connection.features.can_rollback_ddl
+            )
+        else:
+            state = migration.mutate_state(state, preserve=False)
+        out.append(entry)
+    emit(
+        "insight",
+        database_applied=len(applied),
+        pending=["%s.%s" % k for k in pending],
+        migrations=out,
+    )
+
+
 def run(argv=None):
     global _called, _ready
     _called = True
     settings = point_default_database_at_target()
+    mode = os.environ.get("MIGSNAP_MODE", "migrate")
+    if mode == "plan":
+        read_only_connection()
     import django
 
     django.setup()
@@ -412,11 +684,12 @@ def run(argv=None):
     require_target_database()
     _ready = True
     emit("ready", settings=settings.SETTINGS_MODULE, django=django.get_version())
-    mode = os.environ.get("MIGSNAP_MODE", "migrate")
     if mode == "migrate":
         migrate()
     elif mode == "state":
         build_model_state()
+    elif mode == "plan":
+        plan()
     else:
         raise RuntimeError("unknown MIGSNAP_MODE %r" % mode)
     emit("finished")

@@ -1,0 +1,149 @@
+//! `migsnap lint`: `migsnap::lint` over the plan (`migsnap::plan`), with
+//! the rules' levels from `[tool.migsnap] lint-rules`, a baseline, and text,
+//! JSON or GitHub annotations.
+
+use crate::cli::{CheckFormat, LintArgs};
+use crate::settings::Settings;
+use migsnap::error::{exit, Result};
+use migsnap::lint::{LintFinding, Severity};
+use migsnap::plan::{Against, Base, SCHEMA_VERSION};
+use migsnap::ui::Ui;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize)]
+struct Report<'a> {
+    schema_version: u32,
+    base: &'a Base,
+    /// `app.name` of every migration linted.
+    migrations: Vec<String>,
+    findings: &'a [LintFinding],
+    summary: Summary,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    total: usize,
+    errors: usize,
+    baselined: usize,
+}
+
+/// What identifies a finding across runs: not its line, which moves.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct BaselineEntry {
+    rule: String,
+    migration: String,
+    operation: Option<usize>,
+    statement: Option<String>,
+}
+
+impl BaselineEntry {
+    fn of(f: &LintFinding) -> BaselineEntry {
+        BaselineEntry {
+            rule: f.rule.to_string(),
+            migration: f.migration.clone(),
+            operation: f.operation,
+            statement: f.statement.clone(),
+        }
+    }
+}
+
+pub async fn run(settings: &Settings, args: &LintArgs, ui: &Ui) -> Result<u8> {
+    let against = match &args.against {
+        Some(url) => Against::Database(url.clone()),
+        None => Against::Snapshot,
+    };
+    let targets = super::plan::targets(&args.migrations);
+    let mut planned = migsnap::plan::plan(&settings.ctx, &against, &targets, true, ui).await?;
+    super::plan::project_relative(&mut planned.insight, settings);
+    let mut findings = migsnap::lint::lint(&planned.insight, &settings.lint_rules);
+
+    let baseline = super::Baseline {
+        write: args.write_baseline.as_deref(),
+        read: args.baseline.as_deref(),
+        command: "migsnap lint",
+    };
+    let Some(baselined) = baseline.apply(&mut findings, BaselineEntry::of, ui)? else {
+        return Ok(exit::OK);
+    };
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let summary = Summary {
+        total: findings.len(),
+        errors,
+        baselined,
+    };
+    match args.format.or_json(args.json) {
+        CheckFormat::Json => super::print_json(&Report {
+            schema_version: SCHEMA_VERSION,
+            base: &planned.base,
+            migrations: planned
+                .insight
+                .migrations
+                .iter()
+                .map(|m| format!("{}.{}", m.app, m.name))
+                .collect(),
+            findings: &findings,
+            summary,
+        })?,
+        CheckFormat::Github => super::print_stdout(&github(&findings)),
+        CheckFormat::Text => super::print_stdout(&text(&findings, &summary)),
+    }
+    Ok(if errors > 0 { exit::FINDINGS } else { exit::OK })
+}
+
+fn severity(s: Severity) -> &'static str {
+    match s {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    }
+}
+
+fn location(f: &LintFinding) -> String {
+    match (&f.path, f.line) {
+        (Some(p), Some(l)) => format!("{p}:{l}"),
+        (Some(p), None) => p.clone(),
+        _ => "?".into(),
+    }
+}
+
+fn text(findings: &[LintFinding], s: &Summary) -> String {
+    let mut out = String::new();
+    for f in findings {
+        out.push_str(&format!(
+            "{}[{}]: {}\n",
+            severity(f.severity),
+            f.rule,
+            f.message
+        ));
+        if let Some(sql) = &f.statement {
+            out.push_str(&format!("    {sql}\n"));
+        }
+        out.push_str(&format!("    --> {} ({})\n", location(f), f.migration));
+        out.push_str(&format!("    hint: {}\n", f.hint));
+    }
+    out.push_str(&super::findings_summary(
+        s.total,
+        s.errors,
+        "error(s)",
+        s.baselined,
+    ));
+    out
+}
+
+/// GitHub Actions annotations on the operation's line.
+fn github(findings: &[LintFinding]) -> String {
+    findings
+        .iter()
+        .map(|f| {
+            super::annotation(
+                severity(f.severity),
+                f.path.as_deref(),
+                f.line.map(|l| l as usize),
+                &format!("migsnap lint: {}", f.rule),
+                &format!("{} (hint: {})", f.message, f.hint),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,140 @@
+//! The `plan` and `sql` use cases: which migrations would run, relative to
+//! the nearest snapshot on the server or to a live database's
+//! django_migrations, with their operations and the SQL each produces
+//! (issue #13). One Python start for the whole range; nothing is written
+//! to the database looked at: the shim's connection is read only, and the
+//! snapshot is looked at through a scratch clone.
+
+use crate::context::{CloneStrategy, Ctx};
+use crate::django::{self, Insight};
+use crate::engine;
+use crate::error::Result;
+use crate::fingerprint;
+use crate::key::Key;
+use crate::names::DbName;
+use crate::pg::admin::{self, Admin};
+use crate::pg::ConnInfo;
+use crate::ui::Ui;
+use serde::Serialize;
+
+/// The version of `plan --json` and `sql --json` (README, "migsnap plan").
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What the plan is relative to.
+#[derive(Debug, Clone)]
+pub enum Against {
+    /// The nearest snapshot on the server: the current key's, else the
+    /// ancestor an incremental build would start from, else an empty
+    /// database.
+    Snapshot,
+    /// A live database (a libpq URL), read only.
+    Database(String),
+}
+
+/// What was compared against, for the report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Base {
+    /// A snapshot: its key, and whether it is the current key's.
+    Snapshot { key: Key, current: bool },
+    /// No snapshot on the server: everything would run.
+    Empty,
+    /// A live database (the URL without its password).
+    Database { url: String },
+}
+
+#[derive(Debug)]
+pub struct Planned {
+    pub base: Base,
+    pub insight: Insight,
+}
+
+/// The plan for `targets` (`app.name` or absolute migration file paths;
+/// empty: what migrate would run), with SQL if `with_sql`.
+pub async fn plan(
+    ctx: &Ctx,
+    against: &Against,
+    targets: &[String],
+    with_sql: bool,
+    ui: &Ui,
+) -> Result<Planned> {
+    django::check_manage_py(&ctx.django)?;
+    match against {
+        Against::Database(url) => {
+            let conn = ConnInfo::from_url(url)?;
+            let db = conn.admin_db.clone();
+            let insight = django::plan(&ctx.django, &conn, &db, targets, with_sql, ui).await?;
+            Ok(Planned {
+                base: Base::Database { url: conn.url(&db) },
+                insight,
+            })
+        }
+        Against::Snapshot => {
+            let admin = engine::connect(ctx, ui).await?;
+            let (template, base) = nearest_snapshot(ctx, &admin).await?;
+            let scratch = DbName::plan()?;
+            // Held while the clone exists: `gc` takes an unlocked one for a
+            // killed run's leftover.
+            admin.lock_key(scratch.lock_id(), || {}).await?;
+            let name = scratch.to_string();
+            let result = async {
+                admin
+                    .create(&name, template.as_deref(), CloneStrategy::Default)
+                    .await?;
+                django::plan(&ctx.django, &admin.conn, &name, targets, with_sql, ui).await
+            }
+            .await;
+            if let Some(info) = admin.database(&name).await? {
+                admin.drop(&info).await?;
+            }
+            let _ = admin.unlock_key(scratch.lock_id()).await;
+            Ok(Planned {
+                base,
+                insight: result?,
+            })
+        }
+    }
+}
+
+/// The template to clone: the current key's if it is ready, else that of
+/// the ancestor an incremental build would start from; `None`: an empty
+/// database (nothing migrated yet).
+async fn nearest_snapshot(ctx: &Ctx, admin: &Admin) -> Result<(Option<String>, Base)> {
+    let fp = fingerprint::compute(&ctx.key)?;
+    let store = ctx.store()?;
+    let ready = |key: Key, inputs: Option<String>| async move {
+        let template = admin::template_name(&key);
+        let ok = match (admin.database(&template).await?, inputs) {
+            (Some(info), Some(inputs)) => info.is_template_for(&key, &inputs),
+            _ => false,
+        };
+        Ok::<_, crate::error::Error>(ok.then_some(template))
+    };
+    let inputs = engine::current_inputs(&store, &fp, ctx.project_dir());
+    if let Some(t) = ready(fp.key.clone(), inputs).await? {
+        let base = Base::Snapshot {
+            key: fp.key.clone(),
+            current: true,
+        };
+        return Ok((Some(t), base));
+    }
+    if let Some(m) = store.best_ancestor(&fp, admin.version_num) {
+        if let Some(t) = ready(m.key.clone(), Some(m.depends.digest())).await? {
+            let base = Base::Snapshot {
+                key: m.key.clone(),
+                current: false,
+            };
+            return Ok((Some(t), base));
+        }
+    }
+    Ok((None, Base::Empty))
+}
+
+impl Insight {
+    /// Leave out operations of the given types (`AddIndex`, `RunPython`…).
+    pub fn exclude_operations(&mut self, types: &[String]) {
+        for m in &mut self.migrations {
+            m.operations.retain(|op| !types.contains(&op.r#type));
+        }
+    }
+}
