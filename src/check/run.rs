@@ -13,7 +13,7 @@ use crate::error::{Context as _, Error, Kind, Result};
 use crate::fingerprint::{self, Fingerprint};
 use crate::key::Key;
 use crate::names::DbName;
-use crate::pg::admin::{self, Admin};
+use crate::pg::admin::Admin;
 use crate::pg::{db_error, quote_ident};
 use crate::store::Store;
 use crate::ui::Ui;
@@ -96,17 +96,8 @@ fn load_cache(path: &Path, key: &Key, inputs: &str, ui: &Ui) -> Option<CheckCach
 /// side from a database the shim fills from Django's migration state.
 async fn build_cache(ctx: &Ctx, fp: &Fingerprint, ui: &Ui) -> Result<CheckCache> {
     let admin = engine::connect(ctx, ui).await?;
-    let template = admin::template_name(&fp.key);
+    let template = engine::ensure_template(&admin, ctx, fp, ui).await?;
     let store = ctx.store()?;
-    let inputs = engine::current_inputs(&store, fp, ctx.project_dir());
-    let ready = admin.database(&template).await?.is_some_and(|d| {
-        inputs
-            .as_deref()
-            .is_some_and(|i| d.is_template_for(&fp.key, i))
-    });
-    if !ready {
-        engine::build(&admin, ctx, fp, ui, false).await?;
-    }
     let inputs = engine::current_inputs(&store, fp, ctx.project_dir()).ok_or_else(|| {
         Error::usage("the project's files changed while the snapshot was built")
             .hint("run `migsnap check` again once they are settled")
