@@ -235,7 +235,11 @@ async fn drop_named(admin: &Admin, db: &str) -> Result<()> {
 
 /// The texts of the migration files to search: Django's list (which
 /// includes third-party apps), else the hashed project files.
-fn migration_sources(ctx: &Ctx, fp: &Fingerprint, files: &[MigrationFile]) -> Vec<MigrationSource> {
+pub fn migration_sources(
+    ctx: &Ctx,
+    fp: &Fingerprint,
+    files: &[MigrationFile],
+) -> Vec<MigrationSource> {
     let project = ctx.project_dir();
     let from_django = files.iter().filter_map(|f| {
         let path = f.path.as_ref()?;
