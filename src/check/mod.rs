@@ -11,7 +11,7 @@
 //! the migration sources, so they are unit-tested here without a server.
 
 mod run;
-pub use run::{migration_sources, run, Checked};
+pub use run::{cached, migration_sources, run, Checked};
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

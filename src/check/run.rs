@@ -34,10 +34,9 @@ pub struct Checked {
 pub async fn run(ctx: &Ctx, refresh: bool, ui: &Ui) -> Result<Checked> {
     let fp = fingerprint::compute(&ctx.key)?;
     let store = ctx.store()?;
-    let cache_path = store.check_path(&fp.key);
-    let cached = match engine::current_inputs(&store, &fp, ctx.project_dir()) {
-        Some(inputs) if !refresh => load_cache(&cache_path, &fp.key, &inputs, ui),
-        _ => None,
+    let cached = match refresh {
+        false => load_current(ctx, &fp, &store, ui),
+        true => None,
     };
     let cache = match cached {
         Some(c) => c,
@@ -48,17 +47,38 @@ pub async fn run(ctx: &Ctx, refresh: bool, ui: &Ui) -> Result<Checked> {
             // Under the key's lock: a concurrent build cleans this key's
             // temp files while it holds that lock.
             let _lock = store.lock(&fp.key, || {}).await?;
-            write_atomic(&store, &fp.key, &cache_path, &bytes)?;
+            write_atomic(&store, &fp.key, &store.check_path(&fp.key), &bytes)?;
             c
         }
     };
+    Ok(checked(ctx, fp, &cache))
+}
+
+/// What `run` would find, if `check` has cached both catalogs for the
+/// current key and inputs; `None` (without connecting to anything or
+/// starting Python) otherwise. For `lint`, which must not build a
+/// model-state database to lint a plan.
+pub fn cached(ctx: &Ctx, ui: &Ui) -> Result<Option<Checked>> {
+    let fp = fingerprint::compute(&ctx.key)?;
+    let store = ctx.store()?;
+    Ok(load_current(ctx, &fp, &store, ui).map(|cache| checked(ctx, fp, &cache)))
+}
+
+/// The cache of `fp`, if it is there and built from the current inputs.
+fn load_current(ctx: &Ctx, fp: &Fingerprint, store: &Store, ui: &Ui) -> Option<CheckCache> {
+    let inputs = engine::current_inputs(store, fp, ctx.project_dir())?;
+    load_cache(&store.check_path(&fp.key), &fp.key, &inputs, ui)
+}
+
+/// The comparison, attributed to migration files.
+fn checked(ctx: &Ctx, fp: Fingerprint, cache: &CheckCache) -> Checked {
     let mut findings = super::compare(&cache.migrated, &cache.model_state);
     let sources = migration_sources(ctx, &fp, &cache.migration_files);
     super::attribute_all(&mut findings, &sources);
-    Ok(Checked {
+    Checked {
         key: fp.key,
         findings,
-    })
+    }
 }
 
 /// Both sides of the comparison for one key.
