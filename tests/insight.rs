@@ -160,12 +160,6 @@ fn every_build_records_what_each_migration_cost() {
     );
 }
 
-fn json_of(p: &Project, args: &[&str]) -> Value {
-    let out = p.run(args);
-    assert!(out.status.success(), "migsnap {args:?}: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
-}
-
 fn labels(v: &Value) -> Vec<String> {
     v["migrations"]
         .as_array()

@@ -7,21 +7,11 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-fn json_of(p: &Project, args: &[&str]) -> Value {
-    let out = p.run(args);
-    assert!(out.status.success(), "migsnap {args:?}: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
-}
-
 fn table<'a>(schema: &'a Value, name: &str) -> &'a Value {
-    schema["tables"]
-        .as_array()
-        .expect("tables")
-        .iter()
-        .find(|t| t["name"] == name)
-        .unwrap_or_else(|| panic!("no table {name}"))
+    named(&schema["tables"], name)
 }
 
+/// The element of the JSON array `list` whose `name` is `name`.
 fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
     list.as_array()
         .expect("list")
