@@ -89,7 +89,22 @@ impl ConnInfo {
     pub async fn connect_read_only(&self, dbname: &str, origin: &str) -> Result<Client> {
         let mut config = self.config(dbname);
         config.options("-c default_transaction_read_only=on");
-        self.connect_with(config, dbname, origin).await
+        let client = self.connect_with(config, dbname, origin).await?;
+        // A connection pooler may drop the startup options: make sure
+        // before anything runs.
+        let row = client
+            .query_one("SHOW transaction_read_only", &[])
+            .await
+            .map_err(|e| db_error(format!("cannot query `{dbname}`"), e))?;
+        if row.get::<_, String>(0) != "on" {
+            return Err(Error::server(format!(
+                "the connection to `{dbname}` is not read only, so migsnap will not use it"
+            ))
+            .hint(format!(
+                "connect directly to the server in {origin}, not through a pooler that drops the `options` startup parameter"
+            )));
+        }
+        Ok(client)
     }
 
     async fn connect_with(
