@@ -122,13 +122,9 @@ pub async fn against(ctx: &Ctx, url: &str, ui: &Ui) -> Result<Diffed> {
     let mut differences = compare(&expected.schema, &live);
     let sources = check::migration_sources(ctx, &fp, &[]);
     attribute(&mut differences, &sources);
-    let shown = ConnInfo {
-        password: None,
-        ..conn
-    };
     Ok(Diffed {
         key: fp.key,
-        database: shown.url(&db),
+        database: conn.shown_url(&db),
         differences,
     })
 }

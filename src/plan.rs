@@ -64,7 +64,9 @@ pub async fn plan(
             let db = conn.admin_db.clone();
             let insight = django::plan(&ctx.django, &conn, &db, targets, with_sql, ui).await?;
             Ok(Planned {
-                base: Base::Database { url: conn.url(&db) },
+                base: Base::Database {
+                    url: conn.shown_url(&db),
+                },
                 insight,
             })
         }

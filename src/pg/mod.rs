@@ -185,6 +185,15 @@ impl ConnInfo {
         }
     }
 
+    /// `url` without the password: for reports and messages.
+    pub fn shown_url(&self, dbname: &str) -> String {
+        ConnInfo {
+            password: None,
+            ..self.clone()
+        }
+        .url(dbname)
+    }
+
     /// libpq environment for child processes (pg_dump, psql, Django). Use
     /// it after `scrub_pg_env`: alone it would leave a stale PGSERVICE or
     /// PGOPTIONS of the user's free to redirect the child.
@@ -336,6 +345,16 @@ mod tests {
             let parsed = ConnInfo::from_url(&info.url("postgres")).expect("parses");
             assert_eq!(parsed, info, "{}", info.url("postgres"));
         }
+    }
+
+    #[test]
+    fn shown_urls_carry_no_password() {
+        let info = ConnInfo::from_url("postgres://app:s3cret@db.internal:5433/app").expect("url");
+        assert_eq!(
+            info.shown_url("app"),
+            "postgresql://app@db.internal:5433/app"
+        );
+        assert!(info.url("app").contains("s3cret"));
     }
 
     #[test]
