@@ -173,6 +173,10 @@ pub enum Command {
     Sql(PlanArgs),
     /// Lint the migrations that would run (or the named ones): locks, rewrites, irreversibility
     Lint(LintArgs),
+    /// The end-state schema of the current key: tables, columns, indexes, constraints, sequences
+    Schema(SchemaArgs),
+    /// Compare the current key's end-state schema with a live database (read only)
+    Diff(DiffArgs),
     /// Drop replaced targets and refill the clone pool (prepare starts it in the background)
     Maintain(MaintainArgs),
     /// Manage the embedded PostgreSQL server
@@ -311,6 +315,26 @@ pub struct LintArgs {
     /// Only these migrations, as `app.name` or file paths (e.g. from `git diff --name-only`)
     #[arg(value_name = "PATH|app.name")]
     pub migrations: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// One JSON document (schema in the README) instead of SQL-like text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The database to compare with (a libpq URL; opened read only)
+    #[arg(long, value_name = "URL")]
+    pub against: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+    pub format: CheckFormat,
+    /// Same as --format json
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -108,6 +108,27 @@ pub async fn connect(ctx: &Ctx, ui: &Ui) -> Result<Admin> {
     }
 }
 
+/// The name of `fp`'s template, built first (as `prepare` builds it) unless
+/// the server has one made from the current inputs.
+pub async fn ensure_template(
+    admin: &Admin,
+    ctx: &Ctx,
+    fp: &Fingerprint,
+    ui: &Ui,
+) -> Result<String> {
+    let template = admin::template_name(&fp.key);
+    let inputs = current_inputs(&ctx.store()?, fp, ctx.project_dir());
+    let ready = admin.database(&template).await?.is_some_and(|d| {
+        inputs
+            .as_deref()
+            .is_some_and(|i| d.is_template_for(&fp.key, i))
+    });
+    if !ready {
+        build(admin, ctx, fp, ui, false).await?;
+    }
+    Ok(template)
+}
+
 /// Build (or find, after waiting for another builder) the template for
 /// `fp`. `rebuild` skips templates and caches and migrates from empty.
 pub async fn build(

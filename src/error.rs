@@ -10,7 +10,7 @@ use std::fmt;
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
-    /// `check` found something.
+    /// `check` found something, `lint` an error, `diff` a difference.
     pub const FINDINGS: u8 = 1;
     /// Bad input, bad configuration, or a refused (unsafe) request.
     pub const USAGE: u8 = 2;

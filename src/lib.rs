@@ -18,6 +18,7 @@
 pub mod check;
 pub mod context;
 pub mod depends;
+pub mod diff;
 pub mod django;
 pub mod embedded;
 pub mod engine;
@@ -35,6 +36,7 @@ pub mod plan;
 pub mod pool;
 pub mod prepare;
 pub mod remote;
+pub mod schema;
 pub mod shared;
 pub mod store;
 pub mod ui;

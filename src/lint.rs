@@ -65,7 +65,27 @@ pub const RULES: &[(&str, Severity, &str)] = &[
         Severity::Warning,
         "pass reverse_sql (migrations.RunSQL.noop if there is nothing to undo)",
     ),
+    (
+        "runsql-index-not-in-model-state",
+        Severity::Warning,
+        "declare the index in the model's Meta.indexes (wrap the RunSQL in SeparateDatabaseAndState with an AddIndex state operation), so databases built from the models (--nomigrations) have it too",
+    ),
 ];
+
+/// An index the migrations create that Django's model state does not
+/// declare, as `check` found and attributed it: the input of the
+/// `runsql-index-not-in-model-state` rule (`lint` itself compares no
+/// catalogs).
+#[derive(Debug, Clone)]
+pub struct UndeclaredIndex {
+    /// `schema.table`.
+    pub table: String,
+    pub index: String,
+    /// `app.name` of the migration that creates it.
+    pub migration: String,
+    /// The line of the operation that creates it.
+    pub line: usize,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LintFinding {
@@ -84,9 +104,15 @@ pub struct LintFinding {
 }
 
 /// Run every rule not turned off over the plan. `levels` overrides rules'
-/// severities (`off` drops the rule).
-pub fn lint(insight: &Insight, levels: &BTreeMap<String, RuleLevel>) -> Vec<LintFinding> {
+/// severities (`off` drops the rule). `undeclared`: `check`'s indexes
+/// that only migrations make (empty when there are no check results).
+pub fn lint(
+    insight: &Insight,
+    undeclared: &[UndeclaredIndex],
+    levels: &BTreeMap<String, RuleLevel>,
+) -> Vec<LintFinding> {
     let mut out = Vec::new();
+    undeclared_rule(insight, undeclared, &mut out);
     // Tables created inside the range: changing them locks nobody.
     let mut created: BTreeSet<String> = BTreeSet::new();
     for m in &insight.migrations {
@@ -180,6 +206,39 @@ fn operation_rules(m: &PlannedMigration, op: &PlannedOperation, out: &mut Vec<Li
             "RunSQL without reverse_sql: the migration cannot be unapplied".into(),
             None,
         ));
+    }
+}
+
+/// `runsql-index-not-in-model-state`: each undeclared index made by a
+/// migration of the plan, at the RunSQL/RunPython operation that makes it.
+fn undeclared_rule(insight: &Insight, undeclared: &[UndeclaredIndex], out: &mut Vec<LintFinding>) {
+    for u in undeclared {
+        let Some(m) = insight
+            .migrations
+            .iter()
+            .find(|m| format!("{}.{}", m.app, m.name) == u.migration)
+        else {
+            continue;
+        };
+        let op = m
+            .operations
+            .iter()
+            .find(|op| op.line.map(|l| l as usize) == Some(u.line));
+        let how = op.map_or("a migration", |o| o.r#type.as_str());
+        let mut f = finding(
+            "runsql-index-not-in-model-state",
+            m,
+            op,
+            format!(
+                "index `{}` on `{}` is created by {how} but not declared in the model state: a database built from the models lacks it",
+                u.index, u.table
+            ),
+            None,
+        );
+        // The operation may be missing from the plan (`--exclude-op`), its
+        // line is still known.
+        f.line = f.line.or(u32::try_from(u.line).ok());
+        out.push(f);
     }
 }
 

@@ -5,13 +5,12 @@
 //! to the database looked at: the shim's connection is read only, and the
 //! snapshot is looked at through a scratch clone.
 
-use crate::context::{CloneStrategy, Ctx};
+use crate::context::Ctx;
 use crate::django::{self, Insight};
 use crate::engine;
 use crate::error::Result;
 use crate::fingerprint;
 use crate::key::Key;
-use crate::names::DbName;
 use crate::pg::admin::{self, Admin};
 use crate::pg::ConnInfo;
 use crate::ui::Ui;
@@ -65,29 +64,26 @@ pub async fn plan(
             let db = conn.admin_db.clone();
             let insight = django::plan(&ctx.django, &conn, &db, targets, with_sql, ui).await?;
             Ok(Planned {
-                base: Base::Database { url: conn.url(&db) },
+                base: Base::Database {
+                    url: conn.shown_url(&db),
+                },
                 insight,
             })
         }
         Against::Snapshot => {
             let admin = engine::connect(ctx, ui).await?;
             let (template, base) = nearest_snapshot(ctx, &admin).await?;
-            let scratch = DbName::plan()?;
-            // Held while the clone exists: `gc` takes an unlocked one for a
-            // killed run's leftover.
-            admin.lock_key(scratch.lock_id(), || {}).await?;
-            let name = scratch.to_string();
-            let result = async {
-                admin
-                    .create(&name, template.as_deref(), CloneStrategy::Default)
-                    .await?;
-                django::plan(&ctx.django, &admin.conn, &name, targets, with_sql, ui).await
-            }
+            let scratch = admin.scratch_clone(template.as_deref()).await?;
+            let result = django::plan(
+                &ctx.django,
+                &admin.conn,
+                &scratch.name(),
+                targets,
+                with_sql,
+                ui,
+            )
             .await;
-            if let Some(info) = admin.database(&name).await? {
-                admin.drop(&info).await?;
-            }
-            let _ = admin.unlock_key(scratch.lock_id()).await;
+            admin.drop_scratch(scratch).await?;
             Ok(Planned {
                 base,
                 insight: result?,

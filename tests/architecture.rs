@@ -15,8 +15,11 @@
 //!   (`src/settings.rs`) live in the binary, so no library module can reach
 //!   them (the compiler enforces that one); the library takes a resolved
 //!   `context::Ctx`;
-//! - the use cases (`prepare`, `check`, `plan`) sit on top: nothing below
-//!   them (the key, the store, `pg`) reaches up into one.
+//! - the use cases (`prepare`, `check`, `plan`, `schema`, `diff`) sit on
+//!   top: nothing below them (the key, the store, `pg`) reaches up into
+//!   one; `schema` reads a catalog with `check`'s index reader, and `diff`
+//!   compares two schemas with `check`'s pairing and attribution, so
+//!   `check` knows neither.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -135,23 +138,27 @@ fn the_layers_keep_their_arrows() {
                 "prepare",
                 "check",
                 "plan",
+                "schema",
+                "diff",
             ],
         ),
         (
             "fingerprint",
             &[
-                "pg", "embedded", "django", "engine", "context", "store", "plan",
+                "pg", "embedded", "django", "engine", "context", "store", "plan", "schema", "diff",
             ],
         ),
         (
             "depends",
             &[
-                "pg", "embedded", "django", "engine", "context", "store", "plan",
+                "pg", "embedded", "django", "engine", "context", "store", "plan", "schema", "diff",
             ],
         ),
         (
             "store",
-            &["pg", "embedded", "django", "engine", "context", "plan"],
+            &[
+                "pg", "embedded", "django", "engine", "context", "plan", "schema", "diff",
+            ],
         ),
         (
             "store",
@@ -175,20 +182,27 @@ fn the_layers_keep_their_arrows() {
         (
             "names",
             &[
-                "pg", "embedded", "django", "engine", "context", "store", "plan",
+                "pg", "embedded", "django", "engine", "context", "store", "plan", "schema", "diff",
             ],
         ),
         (
             "pg",
             &[
-                "django", "store", "context", "engine", "embedded", "depends", "plan",
+                "django", "store", "context", "engine", "embedded", "depends", "plan", "schema",
+                "diff",
             ],
         ),
+        // `check` compares catalogs; `schema` and `diff` build on it, not
+        // the other way round; `schema` reads one database and compares
+        // nothing.
+        ("check", &["schema", "diff"]),
+        ("schema", &["diff", "django", "plan"]),
     ];
     let mut broken = Vec::new();
     // `lint` is pure: rules over the plan the shim reported.
     let lint: &[&str] = &[
-        "pg", "embedded", "engine", "store", "context", "prepare", "check", "plan",
+        "pg", "embedded", "engine", "store", "context", "prepare", "check", "plan", "schema",
+        "diff",
     ];
     let forbidden: Vec<(&str, &[&str])> = forbidden
         .iter()

@@ -160,12 +160,6 @@ fn every_build_records_what_each_migration_cost() {
     );
 }
 
-fn json_of(p: &Project, args: &[&str]) -> Value {
-    let out = p.run(args);
-    assert!(out.status.success(), "migsnap {args:?}: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
-}
-
 fn labels(v: &Value) -> Vec<String> {
     v["migrations"]
         .as_array()
@@ -511,4 +505,64 @@ fn lint_reports_each_rule_at_the_operation_line() {
         "{}",
         stderr(&bad)
     );
+}
+
+#[test]
+fn lint_reports_a_runsql_index_the_model_state_lacks_once_check_has_run() {
+    let p = Project::example("lintcheck");
+    let file = "catalog/migrations/0005_product_note.py";
+    p.write(file, NEW_MIGRATION);
+    let rule = "runsql-index-not-in-model-state";
+    let of_rule = |v: &Value| -> Vec<Value> {
+        v["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .filter(|f| f["rule"] == rule)
+            .cloned()
+            .collect()
+    };
+    // No check results for this key: the rule is left out, and lint says so
+    // (it builds no model-state database itself).
+    let out = p.run(&["lint", "--json", file]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(of_rule(&v), Vec::<Value>::new());
+    assert!(
+        stderr(&out).contains(&format!("rule {rule} skipped: no `migsnap check` results")),
+        "{}",
+        stderr(&out)
+    );
+
+    let check = p.run(&["check", "--json"]);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    let checked: Value = serde_json::from_slice(&check.stdout).expect("json");
+    p.track(&template_name(checked["key"].as_str().expect("key")));
+
+    // Now it reports the new migration's RunSQL index at the operation, and
+    // only that one: the example's own undeclared indexes are in migrations
+    // outside the range.
+    let out = p.run(&["lint", "--json", file]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(!stderr(&out).contains("skipped"), "{}", stderr(&out));
+    let found = of_rule(&v);
+    assert_eq!(found.len(), 1, "{v}");
+    let f = &found[0];
+    assert_eq!(f["path"], file);
+    assert_eq!(f["line"], 8);
+    assert_eq!(f["migration"], "catalog.0005_product_note");
+    assert_eq!(f["severity"], "warning");
+    assert!(
+        f["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`catalog_product_note_idx`") && m.contains("RunSQL")),
+        "{f}"
+    );
+    // `off` turns it off.
+    let config = p.path().join("migsnap.toml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!("lint-rules = {{ {rule} = \"off\" }}\n"));
+    std::fs::write(&config, text).expect("write config");
+    let out = p.run(&["lint", "--json", file]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(of_rule(&v), Vec::<Value>::new());
 }

@@ -1,4 +1,4 @@
-//! What people read, pinned: `check`'s text and GitHub formats, `ls`, `gc`,
+//! What people read, pinned: `check`'s and `diff`'s text and GitHub formats, `ls`, `gc`,
 //! and the error report, from the real binary against the example project.
 //! Keys, sizes, ages, timings and temp paths are filtered; everything else
 //! must match the committed snapshot (tests/snapshots/), so a change of
@@ -53,6 +53,29 @@ fn check_reports_in_text_and_for_github() {
     settings(&p).bind(|| {
         insta::assert_snapshot!("check_text", stdout(&text));
         insta::assert_snapshot!("check_github", stdout(&github));
+    });
+}
+
+#[test]
+fn diff_reports_in_text_and_for_github() {
+    let p = Project::example("out_diff");
+    let db = p.db("live");
+    p.prepare(&db);
+    psql(
+        &db,
+        "DROP INDEX catalog_product_name_trgm; \
+         ALTER TABLE catalog_product ALTER COLUMN price TYPE numeric(12,2), \
+           ALTER COLUMN brand DROP NOT NULL, ADD COLUMN note text DEFAULT ''; \
+         ALTER INDEX catalog_product_cat_price_idx RENAME TO renamed_by_hand",
+    );
+    let url = db_url(&db);
+    let text = p.run(&["diff", "--against", &url]);
+    assert_eq!(text.status.code(), Some(1), "{}", stderr(&text));
+    let github = p.run(&["diff", "--against", &url, "--format", "github"]);
+    assert_eq!(github.status.code(), Some(1), "{}", stderr(&github));
+    settings(&p).bind(|| {
+        insta::assert_snapshot!("diff_text", stdout(&text));
+        insta::assert_snapshot!("diff_github", stdout(&github));
     });
 }
 

@@ -11,7 +11,7 @@
 //! the migration sources, so they are unit-tested here without a server.
 
 mod run;
-pub use run::{run, Checked};
+pub use run::{cached, migration_sources, run, Checked};
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -182,11 +182,18 @@ pub async fn model_prerequisites(client: &Client) -> Result<Vec<String>, tokio_p
     Ok(statements)
 }
 
-/// Read the catalog of the database `client` is connected to: all user
-/// schemas, leaving out django_migrations and objects owned by extensions.
-pub async fn read_catalog(client: &Client) -> Result<Catalog, tokio_postgres::Error> {
-    const NOT_SYSTEM: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
-         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
+/// Schemas that hold no user objects: the system's, TOAST and temp ones.
+pub const NOT_SYSTEM: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
+
+/// Every index of the user tables (and materialized views) not owned by an
+/// extension, by schema, table and name; django_migrations' only with
+/// `with_django_migrations` (`check` compares what migrations make, and
+/// that table is migrate's own bookkeeping).
+pub async fn read_indexes(
+    client: &Client,
+    with_django_migrations: bool,
+) -> Result<Vec<IndexInfo>, tokio_postgres::Error> {
     let rows = client
         .query(
             &format!(
@@ -197,15 +204,15 @@ pub async fn read_catalog(client: &Client) -> Result<Catalog, tokio_postgres::Er
                  JOIN pg_class i ON i.oid = x.indexrelid \
                  JOIN pg_class t ON t.oid = x.indrelid \
                  JOIN pg_namespace n ON n.oid = t.relnamespace \
-                 WHERE {NOT_SYSTEM} AND t.relname <> 'django_migrations' AND t.relkind IN ('r', 'p', 'm') \
+                 WHERE {NOT_SYSTEM} AND ($1 OR t.relname <> 'django_migrations') AND t.relkind IN ('r', 'p', 'm') \
                    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
                                    AND d.objid = t.oid AND d.deptype = 'e') \
                  ORDER BY 1, 2, 3"
             ),
-            &[],
+            &[&with_django_migrations],
         )
         .await?;
-    let indexes = rows
+    Ok(rows
         .iter()
         .map(|r| IndexInfo {
             schema: r.get(0),
@@ -215,7 +222,13 @@ pub async fn read_catalog(client: &Client) -> Result<Catalog, tokio_postgres::Er
             valid: r.get(4),
             constraint: r.get(5),
         })
-        .collect();
+        .collect())
+}
+
+/// Read the catalog of the database `client` is connected to: all user
+/// schemas, leaving out django_migrations and objects owned by extensions.
+pub async fn read_catalog(client: &Client) -> Result<Catalog, tokio_postgres::Error> {
+    let indexes = read_indexes(client, false).await?;
     let tables = client
         .query(
             &format!(
@@ -348,45 +361,79 @@ pub fn compare(migrated: &Catalog, state: &Catalog) -> Vec<Finding> {
             migration: None,
             fails: false,
         };
-        let s_by_name: BTreeMap<&str, &IndexInfo> =
-            s.iter().map(|i| (i.name.as_str(), i)).collect();
-        let m_names: BTreeSet<&str> = m.iter().map(|i| i.name.as_str()).collect();
-        let mut s_unmatched: Vec<&IndexInfo> = s
-            .iter()
-            .filter(|i| !m_names.contains(i.name.as_str()))
-            .collect();
-        for mi in m {
-            if !mi.valid {
-                out.push(finding(FindingKind::InvalidIndex, mi));
-            }
-            if let Some(si) = s_by_name.get(mi.name.as_str()) {
-                if mi.shape() != si.shape() || mi.constraint != si.constraint {
-                    let mut f = finding(FindingKind::DifferentDefinition, mi);
-                    f.model_state_definition = Some(si.definition.clone());
-                    out.push(f);
-                }
-                continue;
-            }
-            let twin = s_unmatched
-                .iter()
-                .position(|si| si.shape() == mi.shape() && si.constraint == mi.constraint);
-            match twin {
-                Some(pos) => {
-                    let si = s_unmatched.remove(pos);
-                    let mut f = finding(FindingKind::SameDefinitionOtherName, mi);
-                    f.model_state_index = Some(si.name.clone());
-                    out.push(f);
-                }
-                None => out.push(finding(FindingKind::OnlyInMigrations, mi)),
+        let key = |i: &IndexInfo| (i.shape(), i.constraint.clone());
+        let matched = match_objects(m, s, |i| &i.name, key);
+        for mi in m.iter().filter(|i| !i.valid) {
+            out.push(finding(FindingKind::InvalidIndex, mi));
+        }
+        for (mi, si) in matched.same_name {
+            if key(mi) != key(si) {
+                let mut f = finding(FindingKind::DifferentDefinition, mi);
+                f.model_state_definition = Some(si.definition.clone());
+                out.push(f);
             }
         }
-        for si in s_unmatched {
+        for (mi, si) in matched.renamed {
+            let mut f = finding(FindingKind::SameDefinitionOtherName, mi);
+            f.model_state_index = Some(si.name.clone());
+            out.push(f);
+        }
+        for mi in matched.only_left {
+            out.push(finding(FindingKind::OnlyInMigrations, mi));
+        }
+        for si in matched.only_right {
             out.push(finding(FindingKind::OnlyInModelState, si));
         }
     }
     out.sort_by(|a, b| {
         (&a.schema, &a.table, &a.index, a.kind).cmp(&(&b.schema, &b.table, &b.index, b.kind))
     });
+    out
+}
+
+/// Two sides' objects (one table's indexes, or constraints) paired up:
+/// first by name, then what is left by shape (their definition without the
+/// name), so an object renamed on one side is told apart from a missing one.
+#[derive(Debug)]
+pub struct Matched<'a, T> {
+    /// Same name on both sides (the shapes may differ).
+    pub same_name: Vec<(&'a T, &'a T)>,
+    /// Same shape, different names: (left, right).
+    pub renamed: Vec<(&'a T, &'a T)>,
+    pub only_left: Vec<&'a T>,
+    pub only_right: Vec<&'a T>,
+}
+
+pub fn match_objects<'a, T, K: PartialEq>(
+    left: &'a [T],
+    right: &'a [T],
+    name: impl Fn(&T) -> &str,
+    shape: impl Fn(&T) -> K,
+) -> Matched<'a, T> {
+    let by_name: BTreeMap<&str, &T> = right.iter().map(|r| (name(r), r)).collect();
+    let left_names: BTreeSet<&str> = left.iter().map(&name).collect();
+    let mut unmatched: Vec<&T> = right
+        .iter()
+        .filter(|r| !left_names.contains(name(r)))
+        .collect();
+    let mut out = Matched {
+        same_name: vec![],
+        renamed: vec![],
+        only_left: vec![],
+        only_right: vec![],
+    };
+    for l in left {
+        if let Some(r) = by_name.get(name(l)) {
+            out.same_name.push((l, r));
+            continue;
+        }
+        let s = shape(l);
+        match unmatched.iter().position(|r| shape(r) == s) {
+            Some(pos) => out.renamed.push((l, unmatched.remove(pos))),
+            None => out.only_left.push(l),
+        }
+    }
+    out.only_right = unmatched;
     out
 }
 
@@ -402,33 +449,51 @@ pub struct MigrationSource {
 /// For each finding, the migration and line of the operation that mentions
 /// its index: for an index the database has, the operation that creates it;
 /// for one it lacks, preferably the operation that dropped it, else the one
-/// that declares it.
+/// that declares it (`attribute`).
+pub fn attribute_all(findings: &mut [Finding], sources: &[MigrationSource]) {
+    let wanted: Vec<(&str, bool)> = findings
+        .iter()
+        .map(|f| (f.index.as_str(), f.kind == FindingKind::OnlyInModelState))
+        .collect();
+    let refs = attribute(&wanted, sources);
+    for (f, r) in findings.iter_mut().zip(refs) {
+        f.migration = r;
+    }
+}
+
+/// For each `(name, gone)`, the migration and line of the operation that
+/// mentions the object `name`: the one that creates it, or with `gone`
+/// (the object is missing where it was expected) preferably the one that
+/// drops it. `None` where no migration names it.
 ///
 /// One pass over every line of every source, looking identifiers up in the
 /// set of wanted names: a 1,000-migration project is scanned once, not once
-/// per finding.
-pub fn attribute_all(findings: &mut [Finding], sources: &[MigrationSource]) {
+/// per object.
+pub fn attribute(
+    wanted: &[(&str, bool)],
+    sources: &[MigrationSource],
+) -> Vec<Option<MigrationRef>> {
     use std::collections::HashMap;
-    let wanted: HashMap<&str, Vec<usize>> =
-        findings
+    let by_name: HashMap<&str, Vec<usize>> =
+        wanted
             .iter()
             .enumerate()
-            .fold(HashMap::new(), |mut m, (i, f)| {
-                m.entry(f.index.as_str()).or_default().push(i);
+            .fold(HashMap::new(), |mut m, (i, (name, _))| {
+                m.entry(*name).or_default().push(i);
                 m
             });
-    // finding -> (score, source order, source, line index)
-    let mut best: Vec<Option<(u8, usize, usize)>> = vec![None; findings.len()];
+    // wanted -> (score, source order, line index)
+    let mut best: Vec<Option<(u8, usize, usize)>> = vec![None; wanted.len()];
     let mut split: Vec<Vec<&str>> = Vec::with_capacity(sources.len());
     for (order, src) in sources.iter().enumerate() {
         let lines: Vec<&str> = src.text.split('\n').collect();
         for (n, line) in lines.iter().enumerate() {
             for token in line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-                let Some(ids) = wanted.get(token) else {
+                let Some(ids) = by_name.get(token) else {
                     continue;
                 };
                 for &i in ids {
-                    let score = mention_score(line, findings[i].kind);
+                    let score = mention_score(line, wanted[i].1);
                     if best[i].is_none_or(|(s, o, _)| (score, order) > (s, o)) {
                         best[i] = Some((score, order, n));
                     }
@@ -437,17 +502,19 @@ pub fn attribute_all(findings: &mut [Finding], sources: &[MigrationSource]) {
         }
         split.push(lines);
     }
-    for (f, b) in findings.iter_mut().zip(best) {
-        f.migration = b.map(|(_, order, n)| {
-            let src = &sources[order];
-            MigrationRef {
-                app: src.app.clone(),
-                name: src.name.clone(),
-                path: src.path.clone(),
-                line: operation_line(&split[order], n) + 1,
-            }
-        });
-    }
+    best.into_iter()
+        .map(|b| {
+            b.map(|(_, order, n)| {
+                let src = &sources[order];
+                MigrationRef {
+                    app: src.app.clone(),
+                    name: src.name.clone(),
+                    path: src.path.clone(),
+                    line: operation_line(&split[order], n) + 1,
+                }
+            })
+        })
+        .collect()
 }
 
 fn is_ident_byte(b: u8) -> bool {
@@ -471,7 +538,7 @@ fn mentions(line: &str, name: &str) -> bool {
     false
 }
 
-fn mention_score(line: &str, kind: FindingKind) -> u8 {
+fn mention_score(line: &str, gone: bool) -> u8 {
     let upper = line.to_ascii_uppercase();
     let drops = upper.contains("DROP ")
         || line.contains("RemoveIndex")
@@ -482,8 +549,8 @@ fn mention_score(line: &str, kind: FindingKind) -> u8 {
         || line.contains("name=")
         || line.contains("AddIndex")
         || line.contains("AddConstraint");
-    match (kind, drops, creates) {
-        (FindingKind::OnlyInModelState, true, _) => 3,
+    match (gone, drops, creates) {
+        (true, true, _) => 3,
         (_, false, true) => 2,
         (_, true, _) => 0,
         _ => 1,

@@ -13,7 +13,7 @@ use crate::error::{Context as _, Error, Kind, Result};
 use crate::fingerprint::{self, Fingerprint};
 use crate::key::Key;
 use crate::names::DbName;
-use crate::pg::admin::{self, Admin};
+use crate::pg::admin::Admin;
 use crate::pg::{db_error, quote_ident};
 use crate::store::Store;
 use crate::ui::Ui;
@@ -34,10 +34,9 @@ pub struct Checked {
 pub async fn run(ctx: &Ctx, refresh: bool, ui: &Ui) -> Result<Checked> {
     let fp = fingerprint::compute(&ctx.key)?;
     let store = ctx.store()?;
-    let cache_path = store.check_path(&fp.key);
-    let cached = match engine::current_inputs(&store, &fp, ctx.project_dir()) {
-        Some(inputs) if !refresh => load_cache(&cache_path, &fp.key, &inputs, ui),
-        _ => None,
+    let cached = match refresh {
+        false => load_current(ctx, &fp, &store, ui),
+        true => None,
     };
     let cache = match cached {
         Some(c) => c,
@@ -48,17 +47,38 @@ pub async fn run(ctx: &Ctx, refresh: bool, ui: &Ui) -> Result<Checked> {
             // Under the key's lock: a concurrent build cleans this key's
             // temp files while it holds that lock.
             let _lock = store.lock(&fp.key, || {}).await?;
-            write_atomic(&store, &fp.key, &cache_path, &bytes)?;
+            write_atomic(&store, &fp.key, &store.check_path(&fp.key), &bytes)?;
             c
         }
     };
+    Ok(checked(ctx, fp, &cache))
+}
+
+/// What `run` would find, if `check` has cached both catalogs for the
+/// current key and inputs; `None` (without connecting to anything or
+/// starting Python) otherwise. For `lint`, which must not build a
+/// model-state database to lint a plan.
+pub fn cached(ctx: &Ctx, ui: &Ui) -> Result<Option<Checked>> {
+    let fp = fingerprint::compute(&ctx.key)?;
+    let store = ctx.store()?;
+    Ok(load_current(ctx, &fp, &store, ui).map(|cache| checked(ctx, fp, &cache)))
+}
+
+/// The cache of `fp`, if it is there and built from the current inputs.
+fn load_current(ctx: &Ctx, fp: &Fingerprint, store: &Store, ui: &Ui) -> Option<CheckCache> {
+    let inputs = engine::current_inputs(store, fp, ctx.project_dir())?;
+    load_cache(&store.check_path(&fp.key), &fp.key, &inputs, ui)
+}
+
+/// The comparison, attributed to migration files.
+fn checked(ctx: &Ctx, fp: Fingerprint, cache: &CheckCache) -> Checked {
     let mut findings = super::compare(&cache.migrated, &cache.model_state);
     let sources = migration_sources(ctx, &fp, &cache.migration_files);
     super::attribute_all(&mut findings, &sources);
-    Ok(Checked {
+    Checked {
         key: fp.key,
         findings,
-    })
+    }
 }
 
 /// Both sides of the comparison for one key.
@@ -96,17 +116,8 @@ fn load_cache(path: &Path, key: &Key, inputs: &str, ui: &Ui) -> Option<CheckCach
 /// side from a database the shim fills from Django's migration state.
 async fn build_cache(ctx: &Ctx, fp: &Fingerprint, ui: &Ui) -> Result<CheckCache> {
     let admin = engine::connect(ctx, ui).await?;
-    let template = admin::template_name(&fp.key);
+    let template = engine::ensure_template(&admin, ctx, fp, ui).await?;
     let store = ctx.store()?;
-    let inputs = engine::current_inputs(&store, fp, ctx.project_dir());
-    let ready = admin.database(&template).await?.is_some_and(|d| {
-        inputs
-            .as_deref()
-            .is_some_and(|i| d.is_template_for(&fp.key, i))
-    });
-    if !ready {
-        engine::build(&admin, ctx, fp, ui, false).await?;
-    }
     let inputs = engine::current_inputs(&store, fp, ctx.project_dir()).ok_or_else(|| {
         Error::usage("the project's files changed while the snapshot was built")
             .hint("run `migsnap check` again once they are settled")
@@ -244,7 +255,11 @@ async fn drop_named(admin: &Admin, db: &str) -> Result<()> {
 
 /// The texts of the migration files to search: Django's list (which
 /// includes third-party apps), else the hashed project files.
-fn migration_sources(ctx: &Ctx, fp: &Fingerprint, files: &[MigrationFile]) -> Vec<MigrationSource> {
+pub fn migration_sources(
+    ctx: &Ctx,
+    fp: &Fingerprint,
+    files: &[MigrationFile],
+) -> Vec<MigrationSource> {
     let project = ctx.project_dir();
     let from_django = files.iter().filter_map(|f| {
         let path = f.path.as_ref()?;

@@ -4,8 +4,9 @@
 
 use crate::cli::{CheckFormat, LintArgs};
 use crate::settings::Settings;
+use migsnap::check::{self, FindingKind};
 use migsnap::error::{exit, Result};
-use migsnap::lint::{LintFinding, Severity};
+use migsnap::lint::{LintFinding, RuleLevel, Severity, UndeclaredIndex};
 use migsnap::plan::{Against, Base, SCHEMA_VERSION};
 use migsnap::ui::Ui;
 use serde::{Deserialize, Serialize};
@@ -55,7 +56,8 @@ pub async fn run(settings: &Settings, args: &LintArgs, ui: &Ui) -> Result<u8> {
     let targets = super::plan::targets(&args.migrations);
     let mut planned = migsnap::plan::plan(&settings.ctx, &against, &targets, true, ui).await?;
     super::plan::project_relative(&mut planned.insight, settings);
-    let mut findings = migsnap::lint::lint(&planned.insight, &settings.lint_rules);
+    let undeclared = undeclared_indexes(settings, ui)?;
+    let mut findings = migsnap::lint::lint(&planned.insight, &undeclared, &settings.lint_rules);
 
     let baseline = super::Baseline {
         write: args.write_baseline.as_deref(),
@@ -91,6 +93,38 @@ pub async fn run(settings: &Settings, args: &LintArgs, ui: &Ui) -> Result<u8> {
         CheckFormat::Text => super::print_stdout(&text(&findings, &summary)),
     }
     Ok(if errors > 0 { exit::FINDINGS } else { exit::OK })
+}
+
+/// `check`'s indexes that only migrations make, for the
+/// `runsql-index-not-in-model-state` rule: from its cached results for the
+/// current key only. Computing them needs a database built from Django's
+/// model state (seconds, and a second Python start); `lint` says so and
+/// leaves the rule out instead.
+fn undeclared_indexes(settings: &Settings, ui: &Ui) -> Result<Vec<UndeclaredIndex>> {
+    const RULE: &str = "runsql-index-not-in-model-state";
+    if settings.lint_rules.get(RULE) == Some(&RuleLevel::Off) {
+        return Ok(vec![]);
+    }
+    let Some(checked) = check::cached(&settings.ctx, ui)? else {
+        ui.info(format!(
+            "rule {RULE} skipped: no `migsnap check` results for this key (run `migsnap check` first)"
+        ));
+        return Ok(vec![]);
+    };
+    Ok(checked
+        .findings
+        .into_iter()
+        .filter(|f| f.kind == FindingKind::OnlyInMigrations)
+        .filter_map(|f| {
+            let m = f.migration?;
+            Some(UndeclaredIndex {
+                table: format!("{}.{}", f.schema, f.table),
+                index: f.index,
+                migration: format!("{}.{}", m.app, m.name),
+                line: m.line,
+            })
+        })
+        .collect())
 }
 
 fn severity(s: Severity) -> &'static str {

@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches and owns the runtime.
 
 mod check;
+mod diff;
 mod gc;
 mod hints;
 mod key;
@@ -10,6 +11,7 @@ mod maintain;
 mod plan;
 mod prepare;
 mod run;
+mod schema;
 mod server;
 mod sync;
 
@@ -35,7 +37,9 @@ fn run_command(cli: Cli) -> Result<u8> {
         | Command::Check(_)
         | Command::Plan(_)
         | Command::Sql(_)
-        | Command::Lint(_) => true,
+        | Command::Lint(_)
+        | Command::Schema(_)
+        | Command::Diff(_) => true,
         Command::Gc(args) => !args.remote,
         _ => false,
     };
@@ -102,6 +106,8 @@ async fn dispatch<'a>(command: &'a Command, settings: &Settings, ui: &Ui) -> Res
         Command::Plan(args) => plan::run(settings, args, plan::View::Plan, ui).await?,
         Command::Sql(args) => plan::run(settings, args, plan::View::Sql, ui).await?,
         Command::Lint(args) => lint::run(settings, args, ui).await?,
+        Command::Schema(args) => schema::run(settings, args, ui).await?,
+        Command::Diff(args) => diff::run(settings, args, ui).await?,
     };
     Ok(Outcome::Exit(code))
 }
@@ -232,7 +238,7 @@ fn github_property(s: &str) -> String {
 }
 
 /// One GitHub Actions annotation (`::error file=…,line=…,title=…::message`),
-/// for `check` and `lint`.
+/// for `check`, `lint` and `diff`.
 pub fn annotation(
     level: &str,
     file: Option<&str>,

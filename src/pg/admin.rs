@@ -54,6 +54,19 @@ const DB_INFO_COLUMNS: &str =
     "datname, datistemplate, datallowconn, coalesce(shobj_description(oid, 'pg_database'), ''), oid, \
      datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user)";
 
+/// A database `Admin::scratch_clone` made; `Admin::drop_scratch` drops it.
+#[derive(Debug)]
+#[must_use = "drop it with `Admin::drop_scratch`"]
+pub struct Scratch {
+    name: DbName,
+}
+
+impl Scratch {
+    pub fn name(&self) -> String {
+        self.name.to_string()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DbInfo {
     pub name: String,
@@ -378,6 +391,36 @@ impl Admin {
                 err
             }
         })
+    }
+
+    /// A throwaway clone of `template` (`None`: an empty database) under a
+    /// fresh `migsnap_plan_*` name, for reading a snapshot: templates do not
+    /// accept connections, and a reader must not hold a template open while
+    /// `prepare` clones it. The name's lock is held while the clone exists
+    /// (`gc` takes an unlocked one for a killed run's leftover); give the
+    /// clone back with `drop_scratch`.
+    pub async fn scratch_clone(&self, template: Option<&str>) -> Result<Scratch> {
+        let name = DbName::plan()?;
+        self.lock_key(name.lock_id(), || {}).await?;
+        let scratch = Scratch { name };
+        if let Err(e) = self
+            .create(&scratch.name(), template, CloneStrategy::Default)
+            .await
+        {
+            let _ = self.drop_scratch(scratch).await;
+            return Err(e);
+        }
+        Ok(scratch)
+    }
+
+    /// Drop a `scratch_clone` and release its lock.
+    pub async fn drop_scratch(&self, scratch: Scratch) -> Result<()> {
+        let dropped = match self.database(&scratch.name()).await? {
+            Some(info) => self.drop(&info).await,
+            None => Ok(()),
+        };
+        let _ = self.unlock_key(scratch.name.lock_id()).await;
+        dropped
     }
 
     /// Session-level advisory lock for building `key`. Released when the

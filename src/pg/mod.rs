@@ -13,6 +13,9 @@ use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
+/// Where the server URL comes from, as the connection hints name it.
+const SERVER_URL_ORIGIN: &str = "MIGSNAP_SERVER_URL / --server-url";
+
 /// Where and as whom to connect; the database varies per call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnInfo {
@@ -75,18 +78,52 @@ impl ConnInfo {
     }
 
     pub async fn connect(&self, dbname: &str) -> Result<Client> {
-        let (client, conn) = self
-            .config(dbname)
+        self.connect_with(self.config(dbname), dbname, SERVER_URL_ORIGIN)
+            .await
+    }
+
+    /// A connection to `dbname` in which every transaction is read only
+    /// (`default_transaction_read_only=on`), for a database migsnap only
+    /// looks at (`diff --against`). `origin` names where the URL came from,
+    /// for the hints (`the --against URL`).
+    pub async fn connect_read_only(&self, dbname: &str, origin: &str) -> Result<Client> {
+        let mut config = self.config(dbname);
+        config.options("-c default_transaction_read_only=on");
+        let client = self.connect_with(config, dbname, origin).await?;
+        // A connection pooler may drop the startup options: make sure
+        // before anything runs.
+        let row = client
+            .query_one("SHOW transaction_read_only", &[])
+            .await
+            .map_err(|e| db_error(format!("cannot query `{dbname}`"), e))?;
+        if row.get::<_, String>(0) != "on" {
+            return Err(Error::server(format!(
+                "the connection to `{dbname}` is not read only, so migsnap will not use it"
+            ))
+            .hint(format!(
+                "connect directly to the server in {origin}, not through a pooler that drops the `options` startup parameter"
+            )));
+        }
+        Ok(client)
+    }
+
+    async fn connect_with(
+        &self,
+        config: tokio_postgres::Config,
+        dbname: &str,
+        origin: &str,
+    ) -> Result<Client> {
+        let (client, conn) = config
             .connect(NoTls)
             .await
-            .map_err(|e| self.connect_error(dbname, e))?;
+            .map_err(|e| self.connect_error(dbname, e, origin))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
         Ok(client)
     }
 
-    fn connect_error(&self, dbname: &str, e: tokio_postgres::Error) -> Error {
+    fn connect_error(&self, dbname: &str, e: tokio_postgres::Error, origin: &str) -> Error {
         let at = self.display_host();
         let code = e.code().cloned();
         let err = Error::server(format!(
@@ -95,10 +132,10 @@ impl ConnInfo {
         ));
         let hint = match code {
             Some(c) if c == SqlState::INVALID_PASSWORD => {
-                "the password was refused: fix it in MIGSNAP_SERVER_URL / --server-url".to_string()
+                format!("the password was refused: fix it in {origin}")
             }
             Some(c) if c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => format!(
-                "the server refused role `{}` (no such role, or pg_hba.conf rejects it): check the user in MIGSNAP_SERVER_URL / --server-url",
+                "the server refused role `{}` (no such role, or pg_hba.conf rejects it): check the user in {origin}",
                 self.user
             ),
             Some(c) if c == SqlState::INVALID_CATALOG_NAME => format!(
@@ -107,11 +144,12 @@ impl ConnInfo {
             // The server asked for a password the URL does not carry; the
             // client gives up before the server can say 28P01.
             _ if self.password.is_none() && chain(&e).any(|c| c.to_string() == "password missing") => format!(
-                "the server wants a password for `{}` and the URL has none: put it in the URL (postgres://{}:PASSWORD@…) in MIGSNAP_SERVER_URL / --server-url",
+                "the server wants a password for `{}` and the URL has none: put it in the URL (postgres://{}:PASSWORD@…) in {origin}",
                 self.user, self.user
             ),
-            _ if refused(&e) => "is the server running? Check MIGSNAP_SERVER_URL, or unset it to use the embedded server".to_string(),
-            _ => "check the host, port and user in MIGSNAP_SERVER_URL / --server-url".to_string(),
+            _ if refused(&e) && origin == SERVER_URL_ORIGIN => "is the server running? Check MIGSNAP_SERVER_URL, or unset it to use the embedded server".to_string(),
+            _ if refused(&e) => format!("is the server running? Check the host and port in {origin}"),
+            _ => format!("check the host, port and user in {origin}"),
         };
         err.source(e).hint(hint)
     }
@@ -145,6 +183,15 @@ impl ConnInfo {
             };
             format!("postgresql://{auth}{host}:{}/{}", self.port, pct(dbname))
         }
+    }
+
+    /// `url` without the password: for reports and messages.
+    pub fn shown_url(&self, dbname: &str) -> String {
+        ConnInfo {
+            password: None,
+            ..self.clone()
+        }
+        .url(dbname)
     }
 
     /// libpq environment for child processes (pg_dump, psql, Django). Use
@@ -298,6 +345,16 @@ mod tests {
             let parsed = ConnInfo::from_url(&info.url("postgres")).expect("parses");
             assert_eq!(parsed, info, "{}", info.url("postgres"));
         }
+    }
+
+    #[test]
+    fn shown_urls_carry_no_password() {
+        let info = ConnInfo::from_url("postgres://app:s3cret@db.internal:5433/app").expect("url");
+        assert_eq!(
+            info.shown_url("app"),
+            "postgresql://app@db.internal:5433/app"
+        );
+        assert!(info.url("app").contains("s3cret"));
     }
 
     #[test]

@@ -498,6 +498,13 @@ pub fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
+/// `migsnap ARGS` in `p`, asserting success; its stdout as one JSON document.
+pub fn json_of(p: &Project, args: &[&str]) -> Value {
+    let out = p.run(args);
+    assert!(out.status.success(), "migsnap {args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
