@@ -224,7 +224,7 @@ def report(results: list[dict], label: str, runs: int) -> str:
         "%d tables (%d relations)" % (r["tables"], r["relations"]) for r in results
     ) + " |"
     lines = [
-        "Scale curve, %s (medians of %d runs; cold: one run; ms per relation in brackets):" % (label, runs),
+        "Scale curve, %s (medians of %d runs; cold: one run; in brackets ms per relation, then the fastest and slowest run):" % (label, runs),
         "",
         head,
         "|---|" + "---|" * len(results),
@@ -233,7 +233,8 @@ def report(results: list[dict], label: str, runs: int) -> str:
         cells = []
         for r in results:
             m = statistics.median(r[c])
-            cells.append("%s (%.3f)" % (fmt(m), m / r["relations"]))
+            spread = "" if len(r[c]) < 2 else ", %s–%s" % (fmt(min(r[c])), fmt(max(r[c])))
+            cells.append("%s (%.3f%s)" % (fmt(m), m / r["relations"], spread))
         lines.append("| %s | %s |" % (c, " | ".join(cells)))
     return "\n".join(lines) + "\n"
 

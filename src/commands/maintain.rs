@@ -7,6 +7,7 @@ use crate::cli::MaintainArgs;
 use crate::settings::{Settings, POOL_HINT_FILE};
 use migsnap::context::ServerChoice;
 use migsnap::error::{exit, Result};
+use migsnap::key::Key;
 use migsnap::ui::Ui;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -69,12 +70,11 @@ pub fn spawn(settings: &Settings, ui: &Ui) {
 
 /// Record the pool size the pytest plugin asked for (its worker count), for
 /// runs that configure none; `pool` in the config and MIGSNAP_POOL win.
-pub fn remember_pool_size(settings: &Settings, n: usize, ui: &Ui) {
+pub fn remember_pool_size(settings: &Settings, key: &Key, n: usize, ui: &Ui) {
     let written = settings.ctx.store().and_then(|store| {
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-pool-size.")
-            .tempfile_in(store.dir())
-            .map_err(|e| migsnap::store::cache_write_error(store.dir(), e))?;
+        // Named as a temp file of the current key, so a crash mid-write
+        // leaves something gc knows how to sweep.
+        let mut tmp = store.temp_file(key)?;
         tmp.write_all(format!("{n}\n").as_bytes())
             .map_err(|e| migsnap::store::cache_write_error(store.dir(), e))?;
         store.persist(tmp, &store.dir().join(POOL_HINT_FILE))

@@ -34,7 +34,7 @@ struct PrepareOutput<'a> {
 pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8> {
     let mut p = prepare(settings, &args.target, ui).await?;
     if let Some(n) = args.pool_default {
-        super::maintain::remember_pool_size(settings, usize::from(n), ui);
+        super::maintain::remember_pool_size(settings, &p.key, usize::from(n), ui);
         p.maintenance |= usize::from(n) > settings.ctx.pool;
     }
     if args.json {
