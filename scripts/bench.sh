@@ -136,21 +136,7 @@ else
   server_url=$MIGSNAP_SERVER_URL
 fi
 # libpq environment (psql, and the generated project's settings.py) from the URL.
-eval "$(python3 - "$server_url" <<'EOF'
-import shlex, sys, urllib.parse as u
-p = u.urlsplit(sys.argv[1])
-q = u.parse_qs(p.query)
-env = {
-    "PGHOST": q.get("host", [u.unquote(p.hostname or "") or "localhost"])[0],
-    "PGPORT": q.get("port", [str(p.port or 5432)])[0],
-    "PGUSER": u.unquote(p.username or "") or "postgres",
-    "PGPASSWORD": u.unquote(p.password or ""),
-    "admin_db": u.unquote(p.path.lstrip("/")) or "postgres",
-}
-for k, v in env.items():
-    print(f"{k}={shlex.quote(v)}")
-EOF
-)"
+eval "$(libpq_env_of "$server_url")"
 export PGHOST PGPORT PGUSER PGPASSWORD
 export PGDATABASE=$admin_db
 

@@ -51,20 +51,8 @@ if [ -z "${MIGSNAP_SERVER_URL:-}" ]; then
   label="embedded server in $(df --output=fstype "$(dirname "$server_dir")" | tail -n 1) ($server_dir)"
 fi
 # psql, createdb, pg_dump and pg_restore reach the same server.
-eval "$(python3 - "$MIGSNAP_SERVER_URL" <<'PY'
-import shlex, sys, urllib.parse as u
-p = u.urlsplit(sys.argv[1])
-q = u.parse_qs(p.query)
-env = {
-    "PGHOST": q.get("host", [u.unquote(p.hostname or "") or "localhost"])[0],
-    "PGPORT": q.get("port", [str(p.port or 5432)])[0],
-    "PGUSER": u.unquote(p.username or "") or "postgres",
-    "PGPASSWORD": u.unquote(p.password or ""),
-}
-for k, v in env.items():
-    print(f"export {k}={shlex.quote(v)}")
-PY
-)"
+eval "$(libpq_env_of "$MIGSNAP_SERVER_URL")"
+export PGHOST PGPORT PGUSER PGPASSWORD
 unset PGSERVICE PGSERVICEFILE PGOPTIONS
 label="$label, PostgreSQL $(psql -X -At -d postgres -c 'SHOW server_version'), fsync $(psql -X -At -d postgres -c 'SHOW fsync')"
 "$root/.venv/bin/python" scripts/bench_scale.py --bin "$bin" --python "$root/.venv/bin/python" \

@@ -43,3 +43,22 @@ measure() {
   echo $(( (t1 - t0) / 1000 )) | awk '{printf "%.1f\n", $1 / 1000}' >>"$res/$case.ms"
   tail -n 1 "$work/rss" >>"$res/$case.rss"
 }
+
+# libpq_env_of URL: shell assignments of PGHOST, PGPORT, PGUSER, PGPASSWORD
+# and admin_db (the URL's database) for a server URL, to eval.
+libpq_env_of() {
+  python3 - "$1" <<'PY'
+import shlex, sys, urllib.parse as u
+p = u.urlsplit(sys.argv[1])
+q = u.parse_qs(p.query)
+env = {
+    "PGHOST": q.get("host", [u.unquote(p.hostname or "") or "localhost"])[0],
+    "PGPORT": q.get("port", [str(p.port or 5432)])[0],
+    "PGUSER": u.unquote(p.username or "") or "postgres",
+    "PGPASSWORD": u.unquote(p.password or ""),
+    "admin_db": u.unquote(p.path.lstrip("/")) or "postgres",
+}
+for k, v in env.items():
+    print(f"{k}={shlex.quote(v)}")
+PY
+}
