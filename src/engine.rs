@@ -15,6 +15,15 @@
 //! crashed run left behind (temp files, the build database) is removed by
 //! the next run while it holds the locks. After Ctrl-C the interrupted run
 //! removes them itself, still under its locks (`Unfinished`).
+//!
+//! A restore of the cached dump may skip the template altogether: when
+//! `prepare` asks for it (`HandOut`) and no other process waits for the
+//! key's template, the restored database is renamed into the target's
+//! place, and the template is made afterwards, in the background, by
+//! restoring the same dump again (`Request::cache_only`, from `maintain`).
+//! At 2,000 tables that takes the template clone (seconds) off the path a
+//! test run waits on; a second process waiting for the template (another
+//! xdist worker) gets it promoted instead, as before, and clones it.
 
 use crate::context::{Ctx, ServerChoice};
 use crate::depends::Depends;
@@ -64,6 +73,33 @@ pub struct Snapshot {
     /// Where the restored dump came from (`cache`, and the base of
     /// `incremental`); None for `template` and `cold`.
     pub origin: Option<Origin>,
+    /// The build went straight into the caller's target (`HandOut`)
+    /// rather than becoming the template; a target it replaced was
+    /// renamed aside, for maintenance to drop.
+    pub handed_out: bool,
+}
+
+/// What a build is asked for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Request<'a> {
+    /// Ignore templates and caches and migrate from empty.
+    pub rebuild: bool,
+    /// A restore of the key's own dump may go straight to this target.
+    pub hand_out: Option<HandOut<'a>>,
+    /// Only restore the key's own cached dump; anything else (an ancestor,
+    /// a migrate) is an error. For background work, which must not start
+    /// Django behind the user's back.
+    pub cache_only: bool,
+}
+
+/// Where `prepare` wants its database, for `Request::hand_out`.
+#[derive(Debug, Clone, Copy)]
+pub struct HandOut<'a> {
+    pub target: &'a str,
+    /// The comment a clone of the template would carry.
+    pub comment: &'a str,
+    /// `--force`: replace the target even if its name is not a test one.
+    pub force: bool,
 }
 
 impl Snapshot {
@@ -75,6 +111,7 @@ impl Snapshot {
             base_key: None,
             applied: vec![],
             origin: None,
+            handed_out: false,
         }
     }
 }
@@ -124,23 +161,49 @@ pub async fn ensure_template(
             .is_some_and(|i| d.is_template_for(&fp.key, i))
     });
     if !ready {
-        build(admin, ctx, fp, ui, false).await?;
+        build(admin, ctx, fp, ui, Request::default()).await?;
     }
     Ok(template)
 }
 
+/// The advisory lock every process that needs `key`'s template holds
+/// (shared) while it builds or waits for it: a builder that finds others
+/// holding it promotes its restore to the template rather than handing it
+/// out.
+fn wanting_lock(key: &Key) -> crate::key::LockId {
+    key.tagged_lock_id("wants template")
+}
+
 /// Build (or find, after waiting for another builder) the template for
-/// `fp`. `rebuild` skips templates and caches and migrates from empty.
+/// `fp`, as `req` asks.
 pub async fn build(
     admin: &Admin,
     ctx: &Ctx,
     fp: &Fingerprint,
     ui: &Ui,
-    rebuild: bool,
+    req: Request<'_>,
 ) -> Result<Snapshot> {
     // Before any lock or wait: a build needs manage.py, so say now if it is missing.
     django::check_manage_py(&ctx.django)?;
     let store = ctx.store()?;
+    let key = &fp.key;
+    // Counted by whoever builds meanwhile; before the locks, so waiting
+    // for them counts.
+    admin.hold_shared(wanting_lock(key)).await?;
+    let result = build_wanting(admin, ctx, fp, &store, ui, req).await;
+    // Best effort: closing the connection releases it anyway.
+    let _ = admin.release_shared(wanting_lock(key)).await;
+    result
+}
+
+async fn build_wanting(
+    admin: &Admin,
+    ctx: &Ctx,
+    fp: &Fingerprint,
+    store: &Store,
+    ui: &Ui,
+    req: Request<'_>,
+) -> Result<Snapshot> {
     let key = &fp.key;
     let short = fp.short();
     let _file_lock = store
@@ -167,7 +230,7 @@ pub async fn build(
         armed: true,
     };
     let shared = Shared::new(ctx, ui);
-    let result = build_locked(admin, ctx, fp, &store, &shared, ui, rebuild).await;
+    let result = build_locked(admin, ctx, fp, store, &shared, ui, req).await;
     // build_locked removes what a failed build left; only a dropped future
     // (Ctrl-C) leaves the guard armed.
     unfinished.armed = false;
@@ -178,7 +241,7 @@ pub async fn build(
     // the upload too.
     if let Ok(s) = &result {
         if matches!(s.source, Source::Cold | Source::Incremental) {
-            shared.push_built(&store, key).await;
+            shared.push_built(store, key).await;
         }
     }
     result
@@ -243,8 +306,9 @@ async fn build_locked(
     store: &Store,
     shared: &Shared<'_>,
     ui: &Ui,
-    rebuild: bool,
+    req: Request<'_>,
 ) -> Result<Snapshot> {
+    let rebuild = req.rebuild;
     let key = &fp.key;
     let template = admin::template_name(key);
     // The key's own snapshot, if what it recorded beyond the key still holds.
@@ -298,22 +362,35 @@ async fn build_locked(
     }
 
     if !rebuild {
-        let restored = |origin| Snapshot {
+        let restored = |origin, handed_out| Snapshot {
             template: template.clone(),
             source: Source::Cache,
             base_key: None,
             applied: vec![],
             origin: Some(origin),
+            handed_out,
         };
-        if let Some(m) = own.filter(|m| fits_server(m, admin.version_num, ui)) {
-            if restore_own(admin, ctx, store, &m, &build, old, ui).await? {
-                return Ok(restored(Origin::Local));
+        let own = own.filter(|m| fits_server(m, admin.version_num, ui));
+        if let Some(m) = own {
+            if let Some(handed_out) =
+                restore_own(admin, ctx, store, &m, &build, old, req, ui).await?
+            {
+                return Ok(restored(Origin::Local, handed_out));
             }
         }
         if let Some(m) = shared.own(fp, store, admin.version_num).await {
-            if restore_own(admin, ctx, store, &m, &build, old, ui).await? {
-                return Ok(restored(Origin::Remote));
+            if let Some(handed_out) =
+                restore_own(admin, ctx, store, &m, &build, old, req, ui).await?
+            {
+                return Ok(restored(Origin::Remote, handed_out));
             }
+        }
+        if req.cache_only {
+            return Err(Error::usage(format!(
+                "no usable cached snapshot of key {} to make its template from",
+                fp.short()
+            ))
+            .hint("run `migsnap prepare` to build it"));
         }
         let local = store.best_ancestor(fp, admin.version_num);
         let better = shared
@@ -384,12 +461,16 @@ async fn build_locked(
         base_key: None,
         applied: report.applied,
         origin: None,
+        handed_out: false,
     })
 }
 
 /// Restore the key's own snapshot `m` (its dump in the cache dir) into a
-/// new `build` database and promote it. False: the dump turned out
-/// damaged or refused, and was discarded (`restore_or_drop`).
+/// new `build` database, then hand it out as `req`'s target when nobody
+/// else waits for the template, else promote it. None: the dump turned
+/// out damaged or refused, and was discarded (`restore_or_drop`);
+/// Some(handed_out) otherwise.
+#[allow(clippy::too_many_arguments)]
 async fn restore_own(
     admin: &Admin,
     ctx: &Ctx,
@@ -397,18 +478,48 @@ async fn restore_own(
     m: &Manifest,
     build: &str,
     old: Option<&admin::DbInfo>,
+    req: Request<'_>,
     ui: &Ui,
-) -> Result<bool> {
+) -> Result<Option<bool>> {
     let t = Instant::now();
     ui.info(format!("restoring cached snapshot {}", m.key.short()));
     admin.create(build, None, ctx.clone_strategy()).await?;
     failpoint::point("build.created");
     if !restore_or_drop(admin, ctx, store, m, build, true, ui).await? {
-        return Ok(false);
+        return Ok(None);
+    }
+    failpoint::pause("restore.done").await;
+    if let Some(to) = req.hand_out {
+        if admin.others_holding(wanting_lock(&m.key)).await? == 0 {
+            if let Err(e) = hand_out(admin, build, to).await {
+                let _ = drop_build(admin, build).await;
+                return Err(e);
+            }
+            ui.info(format!(
+                "restored in {} into `{}`; the template follows in the background",
+                ui::duration(t.elapsed()),
+                to.target
+            ));
+            return Ok(Some(true));
+        }
     }
     promote(admin, build, &m.key, &m.depends.digest(), old).await?;
     ui.info(format!("restored in {}", ui::duration(t.elapsed())));
-    Ok(true)
+    Ok(Some(false))
+}
+
+/// Rename the restored `build` into the target's place, as a clone of
+/// the template would be put there (`Admin::put_in_place`), once the
+/// restore's own sessions have gone.
+async fn hand_out(admin: &Admin, build: &str, to: HandOut<'_>) -> Result<()> {
+    failpoint::point("handout.before");
+    admin.wait_for_sessions_to_end(build).await?;
+    let existing = admin.database(to.target).await?;
+    admin
+        .put_in_place(build, to.target, to.comment, existing.as_ref(), to.force)
+        .await?;
+    failpoint::point("handout.after");
+    Ok(())
 }
 
 /// Whether `base`'s template is on the server and still its own: the
@@ -545,6 +656,7 @@ async fn incremental(
         base_key: Some(base.key.clone()),
         applied: report.applied,
         origin: Some(Origin::Local),
+        handed_out: false,
     })
 }
 

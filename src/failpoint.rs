@@ -21,6 +21,7 @@
 //! | `dump.renamed` | the dump is in place, its manifest is not |
 //! | `manifest.written` | the manifest's temp file is complete, not yet renamed |
 //! | `manifest.renamed` | the manifest is in place, the template is not |
+//! | `handout.before` / `handout.after` | around the rename of a restored build into the target's place (with a pool, nobody else waiting for the template) |
 //! | `promote.before` / `promote.after` | around the transaction that makes the template |
 //! | `clone.before` | about to clone the template (the warm path looked without a lock) |
 //! | `clone.created` | the template was cloned under the scratch name; the old target is still there |

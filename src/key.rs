@@ -54,6 +54,15 @@ impl Key {
     pub fn lock_id(&self) -> LockId {
         LockId::from_hex16(self.short())
     }
+
+    /// Another advisory lock id of this key's, for a purpose named by
+    /// `tag` (the pool's refiller, the processes waiting for its template):
+    /// the first 64 bits of a hash of both, so it shares nothing with the
+    /// build lock or with another tag's.
+    pub fn tagged_lock_id(&self, tag: &str) -> LockId {
+        let hash = crate::hash::hash_normalized(format!("{tag} {self}").as_bytes());
+        LockId::from_hex16(&hash[..SHORT_LEN])
+    }
 }
 
 /// Whether `text` is 16 lowercase-or-uppercase hex digits, the short form

@@ -51,8 +51,7 @@ pub fn member_key(info: &DbInfo) -> Option<Key> {
 
 /// The lock only one refiller of `key`'s pool holds.
 fn refill_lock(key: &Key) -> LockId {
-    let tag = crate::hash::hash_normalized(format!("pool {key}").as_bytes());
-    LockId::from_hex16(&tag[..16])
+    key.tagged_lock_id("pool")
 }
 
 /// Pool members (finished or not) and trash on the server.
@@ -123,11 +122,16 @@ pub struct Maintained {
     pub pool_made: usize,
     /// Members ready for the current key afterwards.
     pub pool_ready: usize,
+    /// The current key's template was missing (`prepare` handed its
+    /// restore out) and was restored from the cached dump.
+    pub template_made: bool,
 }
 
-/// Drop the trash, and bring the current key's pool to `size` members.
-/// Never builds a snapshot (no Python in the background): without a ready
-/// template for the current key, only stale members go.
+/// Drop the trash and bring the current key's pool to `size` members,
+/// first making the key's template from its cached dump if it is missing
+/// (`prepare` handed its restore out). Never
+/// migrates (no Python in the background): without a cached snapshot of
+/// the current key, only stale members go.
 pub async fn maintain(ctx: &Ctx, size: usize, ui: &Ui) -> Result<Maintained> {
     let admin = crate::engine::connect(ctx, ui).await?;
     let mut done = Maintained::default();
@@ -143,10 +147,27 @@ pub async fn maintain(ctx: &Ctx, size: usize, ui: &Ui) -> Result<Maintained> {
     let store = ctx.store()?;
     let inputs = crate::engine::current_inputs(&store, &fp, ctx.project_dir());
     let template_name = admin::template_name(&fp.key);
-    let template = match (&inputs, admin.database(&template_name).await?) {
+    let mut template = match (&inputs, admin.database(&template_name).await?) {
         (Some(i), Some(t)) if t.is_template_for(&fp.key, i) => Some(t),
         _ => None,
     };
+    // The pool is refilled from the template: when it is missing (with a
+    // pool, `prepare` hands a restore straight out as its target), it is
+    // made here from the same cached dump, never by a migrate (that is not
+    // background work). Without a pool, nothing here needs it.
+    if template.is_none() && inputs.is_some() && size > 0 {
+        let req = crate::engine::Request {
+            cache_only: true,
+            ..Default::default()
+        };
+        match crate::engine::build(&admin, ctx, &fp, ui, req).await {
+            Ok(_) => {
+                done.template_made = true;
+                template = admin.database(&template_name).await?;
+            }
+            Err(e) => ui.warn(format!("the template was not made: {e}")),
+        }
+    }
     // One refiller at a time; a second waits rather than leaving, since
     // the first may have counted a member that was handed out since. The
     // pool is listed only once the lock is held, for the same reason.

@@ -170,8 +170,36 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
     let mut snapshot = if ready && !args.rebuild {
         Snapshot::ready(template)
     } else {
-        engine::build(&admin, ctx, &fp, ui, args.rebuild).await?
+        // With a pool, background work for this key follows anyway: a
+        // restore may go straight into the target and the template be
+        // made with the refill, off the path the caller waits on.
+        let hand_out = (ctx.pool > 0).then_some(engine::HandOut {
+            target,
+            comment: &clone_comment,
+            force: args.force,
+        });
+        let req = engine::Request {
+            rebuild: args.rebuild,
+            hand_out,
+            cache_only: false,
+        };
+        engine::build(&admin, ctx, &fp, ui, req).await?
     };
+    if snapshot.handed_out {
+        return Ok(Prepared {
+            database: target.to_string(),
+            key: fp.key,
+            source: snapshot.source,
+            base_key: snapshot.base_key,
+            origin: snapshot.origin,
+            applied: snapshot.applied,
+            elapsed: started.elapsed(),
+            conn: admin.conn.clone(),
+            // The template (and the pool) are still to be made, and the
+            // replaced target, if any, to be dropped.
+            maintenance: true,
+        });
+    }
 
     // Clone first, under the scratch name: the old target goes only once
     // its replacement exists, so a failed clone leaves it as it was.
@@ -199,7 +227,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
             "template `{}` disappeared before it could be cloned; rebuilding it",
             snapshot.template
         ));
-        let rebuilt = engine::build(&admin, ctx, &fp, ui, false).await?;
+        let rebuilt = engine::build(&admin, ctx, &fp, ui, engine::Request::default()).await?;
         admin
             .create(&scratch, Some(&rebuilt.template), ctx.clone_strategy())
             .await?;
@@ -213,21 +241,15 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
     } else {
         admin.database(target).await?
     };
-    let aside = match &existing {
-        Some(info) => {
-            admin::target_check(target, Some(info), &admin.conn.admin_db, args.force)?;
-            Some(DbName::trash()?.to_string())
-        }
-        None => None,
-    };
-    let swapped = admin
-        .swap_in(&scratch, target, &clone_comment, aside.as_deref())
+    let aside = admin
+        .put_in_place(
+            &scratch,
+            target,
+            &clone_comment,
+            existing.as_ref(),
+            args.force,
+        )
         .await?;
-    if !swapped {
-        return Err(crate::error::Error::internal(format!(
-            "the new clone `{scratch}` vanished before it was put in place"
-        )));
-    }
     crate::failpoint::point("clone.commented");
 
     Ok(Prepared {

@@ -91,6 +91,9 @@ pub struct Settings {
     pub check_fail_on: Vec<migsnap::check::FindingKind>,
     pub lint_rules: std::collections::BTreeMap<String, migsnap::lint::RuleLevel>,
     pub quiet: bool,
+    /// `pool` came from MIGSNAP_POOL or the config, not from what the
+    /// pytest plugin recorded (`prepare --pool-default` may then set it).
+    pub pool_configured: bool,
 }
 
 impl Settings {
@@ -186,6 +189,7 @@ impl Settings {
             .or_else(|| file.settings.clone())
             .or_else(|| env::var(env::DJANGO_SETTINGS_MODULE));
 
+        let pool_configured = env::var(env::POOL).is_some() || file.pool.is_some();
         let pool = match env::var(env::POOL) {
             Some(p) => p
                 .parse::<usize>()
@@ -245,6 +249,7 @@ impl Settings {
                 .unwrap_or_else(migsnap::check::default_fail_on),
             lint_rules: lint_rules(file.lint_rules.unwrap_or_default())?,
             quiet: args.quiet,
+            pool_configured,
         })
     }
 }

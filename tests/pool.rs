@@ -249,3 +249,163 @@ fn a_template_another_role_owns_is_never_cloned() {
     let _ = psql_output("postgres", &format!("REASSIGN OWNED BY {role} TO postgres"));
     let _ = psql_output("postgres", &format!("DROP ROLE IF EXISTS {role}"));
 }
+
+/// A fresh server with the cache dir carried over (a CI job restoring its
+/// cache): no template, no pool, no target; only the dump and manifest.
+fn forget_server_state(p: &Project, key: &str, db: &str) {
+    eventually("the first maintenance ends", || members(key).len() == 1);
+    let gc = p
+        .cmd(&["gc"])
+        .env("MIGSNAP_POOL", "0")
+        .output()
+        .expect("gc");
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    assert!(
+        members(key).is_empty(),
+        "gc with pool = 0 drops the members"
+    );
+    drop_template(key);
+    psql("postgres", &format!("DROP DATABASE IF EXISTS \"{db}\""));
+}
+
+#[test]
+fn with_a_pool_a_restore_goes_straight_to_the_target_and_the_template_follows() {
+    let p = Project::example("handout");
+    let db = p.db("t");
+    let key = prepare_with_pool(&p, &db, "1")["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    forget_server_state(&p, &key, &db);
+
+    let v = prepare_with_pool(&p, &db, "1");
+    assert_eq!(v["source"], "cache");
+    Reference::of(&p).check(&db, "a restore handed out as the target");
+    // The target is the restored database itself, not a clone of a template
+    // made from it: the template, restored again in the background, is
+    // younger than the target (a clone is always younger than its template).
+    let template = template_name(&key);
+    eventually("the background maintenance makes the template", || {
+        database_exists(&template)
+    });
+    let (target_oid, template_oid): (u32, u32) = (
+        oid(&db).parse().expect("oid"),
+        oid(&template).parse().expect("oid"),
+    );
+    assert!(
+        target_oid < template_oid,
+        "the target ({target_oid}) was cloned from the template ({template_oid})"
+    );
+    // And the pool is refilled from it, so the next run is a rename.
+    eventually("the pool is refilled", || members(&key).len() == 1);
+    assert_eq!(prepare_with_pool(&p, &db, "1")["source"], "pool");
+    Reference::of(&p).check(&db, "the pool member made after a hand-out");
+}
+
+#[test]
+fn a_restore_another_process_waits_for_becomes_the_template() {
+    require_failpoints();
+    use std::io::BufRead;
+    let p = Project::example("handout_wait");
+    let (a, b) = (p.db("a"), p.db("b"));
+    let key = prepare_with_pool(&p, &a, "1")["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    forget_server_state(&p, &key, &a);
+
+    // A restores and stops before deciding where the restore goes.
+    let go = p.cache.path().join("go");
+    let mut first = p
+        .cmd(&["prepare", "--database", &a, "--json"])
+        .env("MIGSNAP_POOL", "1")
+        .env("MIGSNAP_PAUSE_AT", format!("restore.done:{}", go.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let read_until = |child: &mut std::process::Child, what: &str| {
+        let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+        let mut seen = String::new();
+        while !seen.contains(what) {
+            let mut line = String::new();
+            if lines.read_line(&mut line).expect("read") == 0 {
+                panic!("never said `{what}`: {seen}");
+            }
+            seen.push_str(&line);
+        }
+        // Keep draining, so the child never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()))
+    };
+    let drain_first = read_until(&mut first, "paused at `restore.done`");
+    // B needs the same template and waits for A's lock.
+    let mut second = p
+        .cmd(&["prepare", "--database", &b, "--json"])
+        .env("MIGSNAP_POOL", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    p.track(&b);
+    let drain_second = read_until(&mut second, "waiting for another migsnap building");
+    std::fs::write(&go, "").expect("release the pause");
+
+    let json = |child: std::process::Child| -> Value {
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success(), "prepare failed");
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let (va, vb) = (json(first), json(second));
+    let _ = (drain_first.join(), drain_second.join());
+    // With someone waiting, A's restore became the template, which both
+    // then cloned: B did not restore the dump a second time.
+    assert_eq!(va["source"], "cache", "{va}");
+    assert_eq!(vb["source"], "template", "{vb}");
+    let template: u32 = oid(&template_name(&key)).parse().expect("oid");
+    for db in [&a, &b] {
+        let target: u32 = oid(db).parse().expect("oid");
+        assert!(target > template, "`{db}` is a clone of the template");
+        Reference::of(&p).check(db, "next to a waiting process");
+    }
+}
+
+#[test]
+fn killed_around_a_hand_out_the_next_run_restores_again() {
+    require_failpoints();
+    let p = Project::example("handout_kill");
+    let db = p.db("t");
+    let key = prepare_with_pool(&p, &db, "1")["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    p.track(&build_name(&key));
+    for point in ["handout.before", "handout.after"] {
+        // `forget_server_state` waits for a pool member, which the last
+        // round's maintenance made.
+        forget_server_state(&p, &key, &db);
+        let out = p
+            .cmd(&["prepare", "--database", &db, "--json"])
+            .env("MIGSNAP_POOL", "1")
+            .env("MIGSNAP_CRASH_AT", point)
+            .output()
+            .expect("run");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            Some(9),
+            "{point}: not reached\n{}",
+            stderr(&out)
+        );
+        // Killed before the rename, the build is left (and removed by the
+        // next build); after it, the target is in place with no template.
+        assert_eq!(database_exists(&db), point == "handout.after", "{point}");
+        assert!(!database_exists(&template_name(&key)), "{point}");
+        let again = prepare_with_pool(&p, &db, "1");
+        assert_eq!(again["source"], "cache", "{point}");
+        Reference::of(&p).check(&db, point);
+        // The background maintenance restores the template under the build
+        // name; what the killed run left is gone once it is done.
+        eventually("the template is made and no build is left", || {
+            database_exists(&template_name(&key)) && !database_exists(&build_name(&key))
+        });
+    }
+}

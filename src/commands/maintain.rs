@@ -17,8 +17,13 @@ pub async fn run(settings: &Settings, args: &MaintainArgs, ui: &Ui) -> Result<u8
     if args.json {
         super::print_json(&done)?;
     } else {
+        let template = if done.template_made {
+            "made the template from the cached dump; "
+        } else {
+            ""
+        };
         ui.info(format!(
-            "dropped {} replaced database(s) and {} stale pool member(s); made {}; {} ready",
+            "{template}dropped {} replaced database(s) and {} stale pool member(s); made {}; {} ready",
             done.trash_dropped, done.pool_dropped, done.pool_made, done.pool_ready
         ));
     }

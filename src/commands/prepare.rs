@@ -32,10 +32,21 @@ struct PrepareOutput<'a> {
 }
 
 pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8> {
-    let mut p = prepare(settings, &args.target, ui).await?;
+    // The plugin's worker count sizes the pool of this run already (its
+    // refill, and whether a restore may go straight to the target), not
+    // only the next one's, unless the project sets a size.
+    let mut sized;
+    let settings = match args.pool_default {
+        Some(n) if !settings.pool_configured => {
+            sized = settings.clone();
+            sized.ctx.pool = usize::from(n);
+            &sized
+        }
+        _ => settings,
+    };
+    let p = prepare(settings, &args.target, ui).await?;
     if let Some(n) = args.pool_default {
         super::maintain::remember_pool_size(settings, &p.key, usize::from(n), ui);
-        p.maintenance |= usize::from(n) > settings.ctx.pool;
     }
     if args.json {
         super::print_json(&PrepareOutput {

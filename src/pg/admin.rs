@@ -323,7 +323,7 @@ impl Admin {
     /// connection's exit. Polling the catalog every millisecond instead
     /// costs one or two round trips. Whatever is still connected after the
     /// deadline is left to the server's own wait and error.
-    async fn wait_for_sessions_to_end(&self, db: &str) -> Result<()> {
+    pub async fn wait_for_sessions_to_end(&self, db: &str) -> Result<()> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
         loop {
             let row = self
@@ -572,6 +572,74 @@ impl Admin {
             .await
             .map_err(|e| db_error("cannot release the build lock", e))?;
         Ok(())
+    }
+
+    /// Say that this session waits for something under `id` (a key's
+    /// template): a shared advisory lock, which nobody ever takes
+    /// exclusively, so it never blocks and others can count it
+    /// (`others_holding`). Released by `release_shared` or when the
+    /// session ends, so a killed process stops counting at once.
+    pub async fn hold_shared(&self, id: LockId) -> Result<()> {
+        self.client
+            .execute("SELECT pg_advisory_lock_shared($1)", &[&id.0])
+            .await
+            .map_err(|e| db_error("cannot take a shared advisory lock", e))?;
+        Ok(())
+    }
+
+    pub async fn release_shared(&self, id: LockId) -> Result<()> {
+        self.client
+            .execute("SELECT pg_advisory_unlock_shared($1)", &[&id.0])
+            .await
+            .map_err(|e| db_error("cannot release a shared advisory lock", e))?;
+        Ok(())
+    }
+
+    /// How many other sessions hold `hold_shared(id)`. A bigint advisory
+    /// lock shows in pg_locks as its high and low 32 bits (classid, objid)
+    /// with objsubid 1, in the database the session is connected to, which
+    /// for migsnap's sessions is always the admin database.
+    pub async fn others_holding(&self, id: LockId) -> Result<i64> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT count(*) FROM pg_locks \
+                 WHERE locktype = 'advisory' AND granted AND mode = 'ShareLock' \
+                 AND objsubid = 1 AND pid <> pg_backend_pid() \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND ((classid::bigint << 32) | objid::bigint) = $1",
+                &[&id.0],
+            )
+            .await
+            .map_err(|e| db_error("cannot read the server's advisory locks", e))?;
+        Ok(row.get(0))
+    }
+
+    /// Put the finished database `new` in place as `target` (`swap_in`):
+    /// `existing` is what was found under the target's name just before;
+    /// it is checked again for whether it may be replaced, and set aside
+    /// under a trash name the caller's maintenance drops. Returns that name.
+    pub async fn put_in_place(
+        &self,
+        new: &str,
+        target: &str,
+        comment: &str,
+        existing: Option<&DbInfo>,
+        force: bool,
+    ) -> Result<Option<String>> {
+        let aside = match existing {
+            Some(info) => {
+                target_check(target, Some(info), &self.conn.admin_db, force)?;
+                Some(DbName::trash()?.to_string())
+            }
+            None => None,
+        };
+        if !self.swap_in(new, target, comment, aside.as_deref()).await? {
+            return Err(Error::internal(format!(
+                "the new database `{new}` vanished before it was put in place"
+            )));
+        }
+        Ok(aside)
     }
 }
 
