@@ -10,6 +10,7 @@
 //! The comparison and the attribution are pure functions of two catalogs and
 //! the migration sources, so they are unit-tested here without a server.
 
+pub mod columns;
 mod run;
 pub use run::{cached, migration_sources, run, Checked};
 
