@@ -253,3 +253,115 @@ fn diff_with_a_bad_url_says_what_to_fix() {
         "the URL is tried before any build: {err}"
     );
 }
+
+#[test]
+fn diff_compares_extensions_and_sequences() {
+    let p = Project::example("diffseq");
+    let db = p.db("live");
+    p.prepare(&db);
+    // A sequence renamed by hand still belongs to its column: no
+    // difference (a table renamed by AlterModelTable keeps its old
+    // sequence name the same way).
+    psql(
+        &db,
+        "ALTER SEQUENCE audit_auditevent_id_seq RENAME TO audit_events_renamed_seq",
+    );
+    let url = db_url(&db);
+    let renamed = p.run(&["diff", "--against", &url, "--json"]);
+    assert_eq!(renamed.status.code(), Some(0), "{}", stderr(&renamed));
+
+    // An extra extension is listed but does not fail the run.
+    psql(&db, "CREATE EXTENSION citext");
+    let extra = p.run(&["diff", "--against", &url, "--json"]);
+    assert_eq!(extra.status.code(), Some(0), "{}", stderr(&extra));
+    let v: Value = serde_json::from_slice(&extra.stdout).expect("json");
+    assert_eq!(kinds(&v), [("extra-extension".into(), "citext".into())]);
+    assert_eq!(v["differences"][0]["fails"], false);
+    assert_eq!(v["differences"][0]["schema"], Value::Null);
+    assert_eq!(
+        (&v["summary"]["total"], &v["summary"]["failing"]),
+        (&1.into(), &0.into())
+    );
+
+    // The extension the migrations create, dropped (with the index that
+    // needs it); a sequence made by hand; an identity's increment changed.
+    psql(
+        &db,
+        "DROP EXTENSION pg_trgm CASCADE; CREATE SEQUENCE by_hand_seq; \
+         ALTER TABLE catalog_product ALTER COLUMN id SET INCREMENT BY 10",
+    );
+    let out = p.run(&["diff", "--against", &url, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        kinds(&v),
+        [
+            ("extra-extension".to_string(), "citext".to_string()),
+            ("missing-extension".to_string(), "pg_trgm".to_string()),
+            ("extra-sequence".to_string(), "by_hand_seq".to_string()),
+            (
+                "sequence-definition".to_string(),
+                "catalog_product_id_seq".to_string()
+            ),
+            (
+                "missing-index".to_string(),
+                "catalog_product_name_trgm".to_string()
+            ),
+        ],
+        "{v}"
+    );
+    let d = v["differences"].as_array().expect("differences");
+    // TrigramExtension() names no extension: attributed by its operation.
+    assert_eq!(
+        (&d[1]["migration"]["path"], &d[1]["migration"]["line"]),
+        (
+            &"catalog/migrations/0002_trigram_name_index.py".into(),
+            &12.into()
+        ),
+        "{v}"
+    );
+    assert_eq!(d[1]["fails"], true);
+    assert_eq!(
+        (&d[2]["schema"], &d[2]["table"]),
+        (&"public".into(), &Value::Null)
+    );
+    assert!(
+        d[2]["actual"]
+            .as_str()
+            .expect("actual")
+            .starts_with("AS bigint INCREMENT BY 1 "),
+        "{v}"
+    );
+    assert_eq!(d[3]["table"], "catalog_product");
+    assert_eq!(d[3]["owned_by"], "public.catalog_product.id");
+    assert!(
+        d[3]["expected"]
+            .as_str()
+            .expect("e")
+            .contains("INCREMENT BY 1 "),
+        "{v}"
+    );
+    assert!(
+        d[3]["actual"]
+            .as_str()
+            .expect("a")
+            .contains("INCREMENT BY 10 "),
+        "{v}"
+    );
+    assert_eq!(
+        (&v["summary"]["total"], &v["summary"]["failing"]),
+        (&5.into(), &4.into())
+    );
+
+    let text = p.run(&["diff", "--against", &url]);
+    assert_eq!(text.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.ends_with("5 difference(s), 4 failing\n"), "{text}");
+    let gh = p.run(&["diff", "--against", &url, "--format", "github"]);
+    let gh = String::from_utf8_lossy(&gh.stdout);
+    assert!(
+        gh.starts_with("::warning title=migsnap diff%3A extra-extension::"),
+        "{gh}"
+    );
+}
+
