@@ -475,8 +475,13 @@ fn compare_table(e: &Table, a: &Table, out: &mut Vec<Difference>) {
 /// Indexes, constraints, tables, sequences and extensions by their name (a
 /// RunSQL's `CREATE INDEX name`, an `AddIndex(… name=…)`, `CREATE
 /// EXTENSION name`), an extension first by the operation Django has for it
-/// (`TrigramExtension()`). Columns are left unattributed: their names
-/// (`name`, `price`) occur in too many unrelated lines to point at one.
+/// (`TrigramExtension()`). Columns, whose names (`name`, `price`) occur in
+/// too many unrelated lines to search for, by reading Django's operations
+/// (`check::columns`): a missing column to the operation that made it
+/// (`CreateModel`'s field line, `AddField`, `RenameField`), a differing one
+/// to the last that defined it (`AlterField`), an extra one to the
+/// `RemoveField` that dropped it; a column's own sequence (identity,
+/// serial) to its column's maker.
 pub fn attribute(differences: &mut [Difference], sources: &[check::MigrationSource]) {
     attribute_by(differences, sources, |d| {
         let name = match d.kind {
@@ -502,6 +507,28 @@ pub fn attribute(differences: &mut [Difference], sources: &[check::MigrationSour
         }
         _ => None,
     });
+
+    let origins = check::columns::origins(sources);
+    for d in differences.iter_mut() {
+        let (Some(table), Some(name)) = (d.table.clone(), d.name.clone()) else {
+            continue;
+        };
+        let column = |c: &str| origins.columns.get(&(table.clone(), c.to_string()));
+        d.migration = match d.kind {
+            DiffKind::MissingColumn => column(&name).map(|o| o.made.clone()),
+            DiffKind::ColumnType | DiffKind::ColumnNullable | DiffKind::ColumnDefault => {
+                column(&name).map(|o| o.defined.clone())
+            }
+            DiffKind::ExtraColumn => origins.removed.get(&(table, name)).cloned(),
+            DiffKind::MissingSequence | DiffKind::ExtraSequence | DiffKind::SequenceDefinition
+                if d.migration.is_none() =>
+            {
+                let owner = d.owned_by.as_deref().and_then(|o| o.rsplit_once('.'));
+                owner.and_then(|(_, c)| column(c)).map(|o| o.made.clone())
+            }
+            _ => continue,
+        };
+    }
 }
 
 /// Set the migration of each difference `name_of` names an object for to

@@ -334,6 +334,12 @@ fn diff_compares_extensions_and_sequences() {
     );
     assert_eq!(d[3]["table"], "catalog_product");
     assert_eq!(d[3]["owned_by"], "public.catalog_product.id");
+    // A column's sequence: to the line that made its column.
+    assert_eq!(
+        (&d[3]["migration"]["path"], &d[3]["migration"]["line"]),
+        (&"catalog/migrations/0001_initial.py".into(), &34.into()),
+        "{v}"
+    );
     assert!(
         d[3]["expected"]
             .as_str()
@@ -365,3 +371,57 @@ fn diff_compares_extensions_and_sequences() {
     );
 }
 
+#[test]
+fn diff_attributes_columns_to_the_operation_that_made_them() {
+    let p = Project::example("diffcol");
+    let db = p.db("live");
+    p.prepare(&db);
+    psql(
+        &db,
+        "ALTER TABLE catalog_product DROP COLUMN is_active, \
+           ALTER COLUMN price TYPE numeric(12,2), ADD COLUMN note text",
+    );
+    let out = p.run(&["diff", "--against", &db_url(&db), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let at: Vec<(String, String, Value, Value)> = v["differences"]
+        .as_array()
+        .expect("differences")
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().expect("kind").to_string(),
+                d["name"].as_str().expect("name").to_string(),
+                d["migration"]["path"].clone(),
+                d["migration"]["line"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        at,
+        [
+            // AddField's line.
+            (
+                "missing-column".to_string(),
+                "is_active".to_string(),
+                "catalog/migrations/0004_product_is_active.py".into(),
+                11.into()
+            ),
+            // No migration made or dropped it.
+            (
+                "extra-column".to_string(),
+                "note".to_string(),
+                Value::Null,
+                Value::Null
+            ),
+            // The field's line in CreateModel.
+            (
+                "column-type".to_string(),
+                "price".to_string(),
+                "catalog/migrations/0001_initial.py".into(),
+                44.into()
+            ),
+        ],
+        "{v}"
+    );
+}
