@@ -526,9 +526,42 @@ pub fn attribute(differences: &mut [Difference], sources: &[check::MigrationSour
                 let owner = d.owned_by.as_deref().and_then(|o| o.rsplit_once('.'));
                 owner.and_then(|(_, c)| column(c)).map(|o| o.made.clone())
             }
+            // Django names a field's own index or constraint with a hash
+            // (`app_model_parent_id_140e6a93_fk_…`) no migration spells out:
+            // one on a single column comes from that column's definition.
+            DiffKind::MissingIndex
+            | DiffKind::IndexDefinition
+            | DiffKind::IndexRenamed
+            | DiffKind::MissingConstraint
+            | DiffKind::ConstraintDefinition
+            | DiffKind::ConstraintRenamed
+                if d.migration.is_none() =>
+            {
+                let on = d.expected.as_deref().and_then(single_column);
+                on.and_then(column).map(|o| o.defined.clone())
+            }
             _ => continue,
         };
     }
+}
+
+/// The one column an index or constraint definition is on: `… USING btree
+/// (parent_id)`, `FOREIGN KEY (parent_id) REFERENCES …`, `UNIQUE (sku)`;
+/// `None` for several columns or an expression.
+fn single_column(definition: &str) -> Option<&str> {
+    let from = definition.find(" USING ").map_or(0, |at| at + 7);
+    let rest = &definition[from..];
+    let open = rest.find('(')?;
+    let close = open + rest[open..].find(')')?;
+    let inner = rest[open + 1..close].trim();
+    // `sku varchar_pattern_ops`: the column, then its operator class.
+    let column = inner.split(' ').next()?.trim_matches('"');
+    let plain = !column.is_empty()
+        && !inner.contains(',')
+        && column
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    plain.then_some(column)
 }
 
 /// Set the migration of each difference `name_of` names an object for to
@@ -786,5 +819,32 @@ mod tests {
                 (DiffKind::MissingTable, Some(s("gone")), s(""), true),
             ]
         );
+    }
+
+    #[test]
+    fn single_column_of_index_and_constraint_definitions() {
+        let cases = [
+            (
+                "CREATE INDEX a_b_1 ON public.a USING btree (parent_id)",
+                Some("parent_id"),
+            ),
+            (
+                "CREATE INDEX a_like ON public.a USING btree (sku varchar_pattern_ops)",
+                Some("sku"),
+            ),
+            (
+                "FOREIGN KEY (parent_id) REFERENCES a(id) DEFERRABLE INITIALLY DEFERRED",
+                Some("parent_id"),
+            ),
+            ("CREATE INDEX x ON public.a USING btree (a, b)", None),
+            (
+                "CREATE INDEX x ON public.a USING btree (lower((name)::text))",
+                None,
+            ),
+            ("CHECK ((stock >= 0))", None),
+        ];
+        for (def, want) in cases {
+            assert_eq!(single_column(def), want, "{def}");
+        }
     }
 }

@@ -379,7 +379,8 @@ fn diff_attributes_columns_to_the_operation_that_made_them() {
     psql(
         &db,
         "ALTER TABLE catalog_product DROP COLUMN is_active, \
-           ALTER COLUMN price TYPE numeric(12,2), ADD COLUMN note text",
+           ALTER COLUMN price TYPE numeric(12,2), ADD COLUMN note text, \
+           DROP CONSTRAINT catalog_product_category_id_35bf920b_fk_catalog_category_id",
     );
     let out = p.run(&["diff", "--against", &db_url(&db), "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -400,6 +401,14 @@ fn diff_attributes_columns_to_the_operation_that_made_them() {
     assert_eq!(
         at,
         [
+            // A foreign key Django named with a hash no migration spells
+            // out: to its field's line.
+            (
+                "missing-constraint".to_string(),
+                "catalog_product_category_id_35bf920b_fk_catalog_category_id".to_string(),
+                "catalog/migrations/0001_initial.py".into(),
+                47.into()
+            ),
             // AddField's line.
             (
                 "missing-column".to_string(),
