@@ -42,6 +42,17 @@ pub enum DiffKind {
     ExtraConstraint,
     ConstraintDefinition,
     ConstraintRenamed,
+    MissingSequence,
+    ExtraSequence,
+    /// Same name, or owned by the same column: another type, start,
+    /// increment, bounds or cycle.
+    SequenceDefinition,
+    MissingExtension,
+    /// Informational (`fails: false`): DBAs and managed services install
+    /// extensions (`pg_stat_statements`) no migration has to make.
+    ExtraExtension,
+    /// Informational: the version follows the server's packages.
+    ExtensionVersion,
 }
 
 impl DiffKind {
@@ -62,7 +73,19 @@ impl DiffKind {
             DiffKind::ExtraConstraint => "extra-constraint",
             DiffKind::ConstraintDefinition => "constraint-definition",
             DiffKind::ConstraintRenamed => "constraint-renamed",
+            DiffKind::MissingSequence => "missing-sequence",
+            DiffKind::ExtraSequence => "extra-sequence",
+            DiffKind::SequenceDefinition => "sequence-definition",
+            DiffKind::MissingExtension => "missing-extension",
+            DiffKind::ExtraExtension => "extra-extension",
+            DiffKind::ExtensionVersion => "extension-version",
         }
+    }
+
+    /// Whether a difference of this kind makes `diff` exit 1. The others
+    /// are listed, as warnings, and do not fail the run.
+    pub fn fails(self) -> bool {
+        !matches!(self, DiffKind::ExtraExtension | DiffKind::ExtensionVersion)
     }
 
     /// The database has the object and the migrations do not make it: the
@@ -74,6 +97,8 @@ impl DiffKind {
                 | DiffKind::ExtraColumn
                 | DiffKind::ExtraIndex
                 | DiffKind::ExtraConstraint
+                | DiffKind::ExtraSequence
+                | DiffKind::ExtraExtension
         )
     }
 }
@@ -81,19 +106,52 @@ impl DiffKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Difference {
     pub kind: DiffKind,
-    pub schema: String,
-    pub table: String,
-    /// The column, index or constraint; `None` for a table.
+    /// `None` for an extension.
+    pub schema: Option<String>,
+    /// `None` for an extension, and for a sequence no column owns; for an
+    /// owned sequence, its column's table.
+    pub table: Option<String>,
+    /// The column, index, constraint, sequence or extension; `None` for a
+    /// table.
     pub name: Option<String>,
-    /// The database's name for it (`*-renamed` only).
+    /// The database's name for it (`*-renamed`, and a column's sequence
+    /// named otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_name: Option<String>,
+    /// A sequence's owning column, `schema.table.column` (sequences only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owned_by: Option<String>,
     /// What the migrations make; `None` for `extra-*`.
     pub expected: Option<String>,
     /// What the database has; `None` for `missing-*`.
     pub actual: Option<String>,
     /// The operation that made (or, for `extra-*`, dropped) the object.
     pub migration: Option<MigrationRef>,
+    /// Whether it makes `diff` exit 1 (`DiffKind::fails`).
+    pub fails: bool,
+}
+
+impl Difference {
+    fn new(kind: DiffKind, schema: Option<&str>, table: Option<&str>, name: Option<&str>) -> Self {
+        Difference {
+            kind,
+            schema: schema.map(str::to_string),
+            table: table.map(str::to_string),
+            name: name.map(str::to_string),
+            database_name: None,
+            owned_by: None,
+            expected: None,
+            actual: None,
+            migration: None,
+            fails: kind.fails(),
+        }
+    }
+
+    fn sides(mut self, expected: Option<String>, actual: Option<String>) -> Self {
+        self.expected = expected;
+        self.actual = actual;
+        self
+    }
 }
 
 /// The outcome of `against`.
@@ -151,41 +209,153 @@ pub fn compare(expected: &Schema, actual: &Schema) -> Vec<Difference> {
             out.push(table_difference(DiffKind::ExtraTable, at));
         }
     }
+    compare_extensions(&expected.extensions, &actual.extensions, &mut out);
+    compare_sequences(expected, actual, &mut out);
     out.sort_by(|x, y| {
         (&x.schema, &x.table, &x.name, x.kind).cmp(&(&y.schema, &y.table, &y.name, y.kind))
     });
     out
 }
 
-fn table_difference(kind: DiffKind, t: &Table) -> Difference {
-    let what = Some(format!("{} {}", t.kind, t.qualified()));
-    let (expected, actual) = if kind.extra() {
-        (None, what)
+/// `what` on the side that has it: the database for `extra-*`, the
+/// migrations for `missing-*`.
+fn one_side(d: Difference, what: String) -> Difference {
+    if d.kind.extra() {
+        d.sides(None, Some(what))
     } else {
-        (what, None)
-    };
-    Difference {
-        kind,
-        schema: t.schema.clone(),
-        table: t.name.clone(),
-        name: None,
-        database_name: None,
-        expected,
-        actual,
-        migration: None,
+        d.sides(Some(what), None)
     }
 }
 
+fn table_difference(kind: DiffKind, t: &Table) -> Difference {
+    let d = Difference::new(kind, Some(&t.schema), Some(&t.name), None);
+    one_side(d, format!("{} {}", t.kind, t.qualified()))
+}
+
+/// Extensions pair by name. Only a missing one fails the run: an extra one
+/// or another version is listed but expected of a production server.
+fn compare_extensions(e: &[schema::Extension], a: &[schema::Extension], out: &mut Vec<Difference>) {
+    let ext = |kind, x: &schema::Extension| Difference::new(kind, None, None, Some(&x.name));
+    let matched = check::match_objects(e, a, |x| &x.name, |x| x.name.clone());
+    for x in matched.only_left {
+        out.push(ext(DiffKind::MissingExtension, x).sides(Some(x.version.clone()), None));
+    }
+    for x in matched.only_right {
+        out.push(ext(DiffKind::ExtraExtension, x).sides(None, Some(x.version.clone())));
+    }
+    for (ex, ax) in matched.same_name {
+        if ex.version != ax.version {
+            let (v, w) = (Some(ex.version.clone()), Some(ax.version.clone()));
+            out.push(ext(DiffKind::ExtensionVersion, ex).sides(v, w));
+        }
+    }
+}
+
+/// Sequences. One that a column owns (serial, identity) belongs to that
+/// column and pairs with the sequence the same column owns on the other
+/// side, whatever their names: a table renamed by `AlterModelTable` keeps
+/// its sequence's old name, a database built afresh has the new one, and
+/// that is no difference. Such a sequence is reported only where its column
+/// does not already say it: not when the column (or its table) is missing
+/// on one side or its default/identity differs (`column-default`). A
+/// sequence no column owns pairs by schema and name.
+fn compare_sequences(expected: &Schema, actual: &Schema, out: &mut Vec<Difference>) {
+    let columns = |s: &Schema| -> BTreeMap<String, Column> {
+        s.tables
+            .iter()
+            .flat_map(|t| {
+                t.columns
+                    .iter()
+                    .map(move |c| (format!("{}.{}", t.qualified(), c.name), c.clone()))
+            })
+            .collect()
+    };
+    let (ec, ac) = (columns(expected), columns(actual));
+    // The column says it already, or there is no column to pair by.
+    let told_by_column = |owner: &str| match (ec.get(owner), ac.get(owner)) {
+        (Some(x), Some(y)) => column_clause(x) != column_clause(y),
+        _ => true,
+    };
+    let owned = |s: &Schema| -> BTreeMap<String, schema::Sequence> {
+        s.sequences
+            .iter()
+            .filter_map(|q| Some((q.owned_by.clone()?, q.clone())))
+            .collect()
+    };
+    let (eo, ao) = (owned(expected), owned(actual));
+    let seq = |kind, q: &schema::Sequence, owner: Option<&str>| {
+        // `schema.table.column`: the table is the middle part.
+        let table = owner
+            .and_then(|o| o.rsplit_once('.'))
+            .and_then(|(t, _)| t.split_once('.'));
+        let mut d = Difference::new(kind, Some(&q.schema), table.map(|(_, t)| t), Some(&q.name));
+        d.owned_by = owner.map(str::to_string);
+        d
+    };
+    for (owner, eq) in &eo {
+        match ao.get(owner) {
+            Some(aq) if eq.definition() != aq.definition() => {
+                let mut d = seq(DiffKind::SequenceDefinition, eq, Some(owner))
+                    .sides(Some(eq.definition()), Some(aq.definition()));
+                if aq.name != eq.name {
+                    d.database_name = Some(aq.name.clone());
+                }
+                out.push(d);
+            }
+            None if !told_by_column(owner) => {
+                let d = seq(DiffKind::MissingSequence, eq, Some(owner));
+                out.push(one_side(d, eq.definition()));
+            }
+            Some(_) | None => {}
+        }
+    }
+    for (owner, aq) in &ao {
+        if !eo.contains_key(owner) && !told_by_column(owner) {
+            let d = seq(DiffKind::ExtraSequence, aq, Some(owner));
+            out.push(one_side(d, aq.definition()));
+        }
+    }
+
+    let free = |s: &Schema| -> BTreeMap<(String, String), schema::Sequence> {
+        s.sequences
+            .iter()
+            .filter(|q| q.owned_by.is_none())
+            .map(|q| ((q.schema.clone(), q.name.clone()), q.clone()))
+            .collect()
+    };
+    let (ef, af) = (free(expected), free(actual));
+    for (key, eq) in &ef {
+        match af.get(key) {
+            Some(aq) if eq.definition() != aq.definition() => out.push(
+                seq(DiffKind::SequenceDefinition, eq, None)
+                    .sides(Some(eq.definition()), Some(aq.definition())),
+            ),
+            Some(_) => {}
+            None => out.push(one_side(
+                seq(DiffKind::MissingSequence, eq, None),
+                eq.definition(),
+            )),
+        }
+    }
+    for (key, aq) in &af {
+        if !ef.contains_key(key) {
+            out.push(one_side(
+                seq(DiffKind::ExtraSequence, aq, None),
+                aq.definition(),
+            ));
+        }
+    }
+}
+
+/// What of a column is its default: the default, identity or generated
+/// clause.
+fn column_clause(c: &Column) -> (Option<String>, Option<String>, Option<String>) {
+    (c.default.clone(), c.identity.clone(), c.generated.clone())
+}
+
 fn compare_table(e: &Table, a: &Table, out: &mut Vec<Difference>) {
-    let diff = |kind, name: &str, expected: Option<String>, actual: Option<String>| Difference {
-        kind,
-        schema: e.schema.clone(),
-        table: e.name.clone(),
-        name: Some(name.to_string()),
-        database_name: None,
-        expected,
-        actual,
-        migration: None,
+    let diff = |kind, name: &str, expected: Option<String>, actual: Option<String>| {
+        Difference::new(kind, Some(&e.schema), Some(&e.name), Some(name)).sides(expected, actual)
     };
 
     // Columns pair by name only (the shape is the name): a renamed column
@@ -213,8 +383,7 @@ fn compare_table(e: &Table, a: &Table, out: &mut Vec<Difference>) {
                 Some(null(ac)),
             ));
         }
-        let default = |c: &Column| (c.default.clone(), c.identity.clone(), c.generated.clone());
-        if default(ec) != default(ac) {
+        if column_clause(ec) != column_clause(ac) {
             // The column's clause minus its name, type and nullability.
             let clause = |c: &Column| {
                 let bare = Column {
@@ -302,34 +471,131 @@ fn compare_table(e: &Table, a: &Table, out: &mut Vec<Difference>) {
     }
 }
 
-/// Attribute each difference to the migration that names its object:
-/// indexes, constraints and tables by their name (a RunSQL's `CREATE INDEX
-/// name`, an `AddIndex(… name=…)`). Columns are left unattributed: their
-/// names (`name`, `price`) occur in too many unrelated lines to point at
-/// one.
+/// Attribute each difference to the migration that made its object.
+/// Indexes, constraints, tables, sequences and extensions by their name (a
+/// RunSQL's `CREATE INDEX name`, an `AddIndex(… name=…)`, `CREATE
+/// EXTENSION name`), an extension first by the operation Django has for it
+/// (`TrigramExtension()`). Columns, whose names (`name`, `price`) occur in
+/// too many unrelated lines to search for, by reading Django's operations
+/// (`check::columns`): a missing column to the operation that made it
+/// (`CreateModel`'s field line, `AddField`, `RenameField`), a differing one
+/// to the last that defined it (`AlterField`), an extra one to the
+/// `RemoveField` that dropped it; a column's own sequence (identity,
+/// serial) to its column's maker.
 pub fn attribute(differences: &mut [Difference], sources: &[check::MigrationSource]) {
-    let wanted: Vec<(usize, (&str, bool))> = differences
+    attribute_by(differences, sources, |d| {
+        let name = match d.kind {
+            DiffKind::MissingColumn
+            | DiffKind::ExtraColumn
+            | DiffKind::ColumnType
+            | DiffKind::ColumnNullable
+            | DiffKind::ColumnDefault => return None,
+            DiffKind::MissingTable | DiffKind::ExtraTable => d.table.as_deref()?,
+            // Django's operation first: a comment may name the extension.
+            DiffKind::MissingExtension | DiffKind::ExtensionVersion => {
+                let name = d.name.as_deref()?;
+                extension_operation(name).unwrap_or(name)
+            }
+            _ => d.name.as_deref()?,
+        };
+        Some(name)
+    });
+    // Extensions created by name (`RunSQL("CREATE EXTENSION …")`).
+    attribute_by(differences, sources, |d| match d.kind {
+        DiffKind::MissingExtension | DiffKind::ExtensionVersion if d.migration.is_none() => {
+            d.name.as_deref()
+        }
+        _ => None,
+    });
+
+    let origins = check::columns::origins(sources);
+    for d in differences.iter_mut() {
+        let (Some(table), Some(name)) = (d.table.clone(), d.name.clone()) else {
+            continue;
+        };
+        let column = |c: &str| origins.columns.get(&(table.clone(), c.to_string()));
+        d.migration = match d.kind {
+            DiffKind::MissingColumn => column(&name).map(|o| o.made.clone()),
+            DiffKind::ColumnType | DiffKind::ColumnNullable | DiffKind::ColumnDefault => {
+                column(&name).map(|o| o.defined.clone())
+            }
+            DiffKind::ExtraColumn => origins.removed.get(&(table, name)).cloned(),
+            DiffKind::MissingSequence | DiffKind::ExtraSequence | DiffKind::SequenceDefinition
+                if d.migration.is_none() =>
+            {
+                let owner = d.owned_by.as_deref().and_then(|o| o.rsplit_once('.'));
+                owner.and_then(|(_, c)| column(c)).map(|o| o.made.clone())
+            }
+            // Django names a field's own index or constraint with a hash
+            // (`app_model_parent_id_140e6a93_fk_…`) no migration spells out:
+            // one on a single column comes from that column's definition.
+            DiffKind::MissingIndex
+            | DiffKind::IndexDefinition
+            | DiffKind::IndexRenamed
+            | DiffKind::MissingConstraint
+            | DiffKind::ConstraintDefinition
+            | DiffKind::ConstraintRenamed
+                if d.migration.is_none() =>
+            {
+                let on = d.expected.as_deref().and_then(single_column);
+                on.and_then(column).map(|o| o.defined.clone())
+            }
+            _ => continue,
+        };
+    }
+}
+
+/// The one column an index or constraint definition is on: `… USING btree
+/// (parent_id)`, `FOREIGN KEY (parent_id) REFERENCES …`, `UNIQUE (sku)`;
+/// `None` for several columns or an expression.
+fn single_column(definition: &str) -> Option<&str> {
+    let from = definition.find(" USING ").map_or(0, |at| at + 7);
+    let rest = &definition[from..];
+    let open = rest.find('(')?;
+    let close = open + rest[open..].find(')')?;
+    let inner = rest[open + 1..close].trim();
+    // `sku varchar_pattern_ops`: the column, then its operator class.
+    let column = inner.split(' ').next()?.trim_matches('"');
+    let plain = !column.is_empty()
+        && !inner.contains(',')
+        && column
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    plain.then_some(column)
+}
+
+/// Set the migration of each difference `name_of` names an object for to
+/// the operation that mentions that name (`check::attribute`).
+fn attribute_by(
+    differences: &mut [Difference],
+    sources: &[check::MigrationSource],
+    name_of: impl Fn(&Difference) -> Option<&str>,
+) {
+    let wanted: Vec<(usize, String, bool)> = differences
         .iter()
         .enumerate()
-        .filter_map(|(i, d)| {
-            let name = match d.kind {
-                DiffKind::MissingColumn
-                | DiffKind::ExtraColumn
-                | DiffKind::ColumnType
-                | DiffKind::ColumnNullable
-                | DiffKind::ColumnDefault => return None,
-                DiffKind::MissingTable | DiffKind::ExtraTable => d.table.as_str(),
-                _ => d.name.as_deref()?,
-            };
-            Some((i, (name, d.kind.extra())))
-        })
+        .filter_map(|(i, d)| Some((i, name_of(d)?.to_string(), d.kind.extra())))
         .collect();
-    let names: Vec<(&str, bool)> = wanted.iter().map(|(_, w)| *w).collect();
+    let names: Vec<(&str, bool)> = wanted.iter().map(|(_, n, g)| (n.as_str(), *g)).collect();
     let refs = check::attribute(&names, sources);
-    let at: Vec<usize> = wanted.iter().map(|(i, _)| *i).collect();
-    for (i, r) in at.into_iter().zip(refs) {
-        differences[i].migration = r;
+    for ((i, _, _), r) in wanted.iter().zip(refs) {
+        differences[*i].migration = r;
     }
+}
+
+/// The `django.contrib.postgres.operations` class that creates the
+/// extension `name` without naming it.
+fn extension_operation(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "btree_gin" => "BtreeGinExtension",
+        "btree_gist" => "BtreeGistExtension",
+        "citext" => "CITextExtension",
+        "pgcrypto" => "CryptoExtension",
+        "hstore" => "HStoreExtension",
+        "pg_trgm" => "TrigramExtension",
+        "unaccent" => "UnaccentExtension",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -424,7 +690,7 @@ mod tests {
         ]);
         let got: Vec<(DiffKind, String)> = compare(&expected, &actual)
             .into_iter()
-            .map(|d| (d.kind, d.name.unwrap_or(d.table)))
+            .map(|d| (d.kind, d.name.or(d.table).unwrap_or_default()))
             .collect();
         assert_eq!(
             got,
@@ -483,5 +749,102 @@ mod tests {
                 (DiffKind::MissingIndex, Some(3))
             ]
         );
+    }
+    fn sequence(name: &str, owned_by: Option<&str>, increment: i64) -> schema::Sequence {
+        schema::Sequence {
+            schema: "public".into(),
+            name: name.into(),
+            data_type: "bigint".into(),
+            start: 1,
+            increment,
+            min: 1,
+            max: i64::MAX,
+            cycle: false,
+            owned_by: owned_by.map(str::to_string),
+        }
+    }
+
+    fn extension(name: &str, version: &str) -> schema::Extension {
+        schema::Extension {
+            name: name.into(),
+            version: version.into(),
+        }
+    }
+
+    #[test]
+    fn sequences_pair_by_owning_column_and_extensions_by_name() {
+        let mut identity = column("id", "bigint", false);
+        identity.identity = Some("by default".into());
+        let t = |name: &str| table(name, vec![identity.clone()], vec![]);
+        let expected = Schema {
+            extensions: vec![extension("pg_trgm", "1.6"), extension("hstore", "1.8")],
+            tables: vec![t("a"), t("b"), t("gone")],
+            sequences: vec![
+                // Renamed on the other side: no difference.
+                sequence("old_a_id_seq", Some("public.a.id"), 1),
+                sequence("b_id_seq", Some("public.b.id"), 1),
+                // Its table is missing: the table says it.
+                sequence("gone_id_seq", Some("public.gone.id"), 1),
+                sequence("free_seq", None, 1),
+            ],
+        };
+        let actual = Schema {
+            extensions: vec![extension("hstore", "1.7"), extension("citext", "1.6")],
+            tables: vec![t("a"), t("b")],
+            sequences: vec![
+                sequence("a_id_seq", Some("public.a.id"), 1),
+                sequence("b_id_seq", Some("public.b.id"), 5),
+                sequence("by_hand", None, 1),
+            ],
+        };
+        let got: Vec<(DiffKind, Option<String>, String, bool)> = compare(&expected, &actual)
+            .into_iter()
+            .map(|d| (d.kind, d.table.clone(), d.name.unwrap_or_default(), d.fails))
+            .collect();
+        let s = |x: &str| x.to_string();
+        assert_eq!(
+            got,
+            vec![
+                (DiffKind::ExtraExtension, None, s("citext"), false),
+                (DiffKind::ExtensionVersion, None, s("hstore"), false),
+                (DiffKind::MissingExtension, None, s("pg_trgm"), true),
+                (DiffKind::ExtraSequence, None, s("by_hand"), true),
+                (DiffKind::MissingSequence, None, s("free_seq"), true),
+                (
+                    DiffKind::SequenceDefinition,
+                    Some(s("b")),
+                    s("b_id_seq"),
+                    true
+                ),
+                (DiffKind::MissingTable, Some(s("gone")), s(""), true),
+            ]
+        );
+    }
+
+    #[test]
+    fn single_column_of_index_and_constraint_definitions() {
+        let cases = [
+            (
+                "CREATE INDEX a_b_1 ON public.a USING btree (parent_id)",
+                Some("parent_id"),
+            ),
+            (
+                "CREATE INDEX a_like ON public.a USING btree (sku varchar_pattern_ops)",
+                Some("sku"),
+            ),
+            (
+                "FOREIGN KEY (parent_id) REFERENCES a(id) DEFERRABLE INITIALLY DEFERRED",
+                Some("parent_id"),
+            ),
+            ("CREATE INDEX x ON public.a USING btree (a, b)", None),
+            (
+                "CREATE INDEX x ON public.a USING btree (lower((name)::text))",
+                None,
+            ),
+            ("CHECK ((stock >= 0))", None),
+        ];
+        for (def, want) in cases {
+            assert_eq!(single_column(def), want, "{def}");
+        }
     }
 }

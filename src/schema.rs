@@ -114,8 +114,25 @@ pub struct Sequence {
     pub name: String,
     #[serde(rename = "type")]
     pub data_type: String,
+    pub start: i64,
+    pub increment: i64,
+    pub min: i64,
+    pub max: i64,
+    pub cycle: bool,
     /// `schema.table.column` of the column that owns it (serial, identity).
     pub owned_by: Option<String>,
+}
+
+impl Sequence {
+    /// `AS type INCREMENT BY … START WITH … [NO] CYCLE`, as in CREATE
+    /// SEQUENCE: what two sequences that differ only by name share.
+    pub fn definition(&self) -> String {
+        let cycle = if self.cycle { "CYCLE" } else { "NO CYCLE" };
+        format!(
+            "AS {} INCREMENT BY {} MINVALUE {} MAXVALUE {} START WITH {} {cycle}",
+            self.data_type, self.increment, self.min, self.max, self.start
+        )
+    }
 }
 
 /// The end-state schema of the current key.
@@ -265,6 +282,7 @@ pub async fn read(client: &Client) -> Result<Schema, tokio_postgres::Error> {
         .query(
             &format!(
                 "SELECT n.nspname, t.relname, format_type(s.seqtypid, NULL), \
+                   s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcycle, \
                    (SELECT format('%s.%s.%s', on_.nspname, ot.relname, oa.attname) \
                     FROM pg_depend d JOIN pg_class ot ON ot.oid = d.refobjid \
                     JOIN pg_namespace on_ ON on_.oid = ot.relnamespace \
@@ -283,7 +301,12 @@ pub async fn read(client: &Client) -> Result<Schema, tokio_postgres::Error> {
             schema: r.get(0),
             name: r.get(1),
             data_type: r.get(2),
-            owned_by: r.get(3),
+            start: r.get(3),
+            increment: r.get(4),
+            min: r.get(5),
+            max: r.get(6),
+            cycle: r.get(7),
+            owned_by: r.get(8),
         })
         .collect();
     sequences.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
@@ -356,8 +379,10 @@ pub fn to_sql(schema: &Schema) -> String {
         };
         let _ = writeln!(
             out,
-            "CREATE SEQUENCE {}.{} AS {}{owned};",
-            s.schema, s.name, s.data_type
+            "CREATE SEQUENCE {}.{} {}{owned};",
+            s.schema,
+            s.name,
+            s.definition()
         );
     }
     out

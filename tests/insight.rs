@@ -393,6 +393,18 @@ class Migration(migrations.Migration):
     ]
 "#;
 
+/// The major version of the Django the tests run (MIGSNAP_TEST_PYTHON's).
+fn django_major() -> u32 {
+    let out = std::process::Command::new(python())
+        .args(["-c", "import django; print(django.VERSION[0])"])
+        .output()
+        .expect("run python");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a Django major version")
+}
+
 fn rule_lines(v: &Value) -> Vec<(String, u64)> {
     let mut found: Vec<(String, u64)> = v["findings"]
         .as_array()
@@ -432,8 +444,10 @@ fn lint_reports_each_rule_at_the_operation_line() {
         ("concurrent-in-atomic", 19),
         ("constraint-not-valid", 16),
         ("index-not-concurrent", 14),
-        // The index Django adds for the new text column's LIKE lookups,
-        // and the foreign key's index (deferred to the migration's end).
+        // The index Django adds for the new text column's LIKE lookups
+        // (Django 4.2 drops the varchar one and makes none: its SQL has no
+        // CREATE INDEX there), and the foreign key's index (deferred to the
+        // migration's end).
         ("index-not-concurrent", 15),
         ("index-not-concurrent", 16),
         ("not-null-without-default", 20),
@@ -442,6 +456,7 @@ fn lint_reports_each_rule_at_the_operation_line() {
         ("volatile-default", 18),
     ]
     .iter()
+    .filter(|(r, l)| django_major() >= 5 || (*r, *l) != ("index-not-concurrent", 15))
     .map(|(r, l)| (r.to_string(), *l))
     .collect();
     assert_eq!(rule_lines(&v), expected);
@@ -465,7 +480,7 @@ fn lint_reports_each_rule_at_the_operation_line() {
     let accepted = p.run(&["lint", "--json", "--baseline", b]);
     assert_eq!(accepted.status.code(), Some(0), "{}", stderr(&accepted));
     let accepted: Value = serde_json::from_slice(&accepted.stdout).expect("json");
-    assert_eq!(accepted["summary"]["baselined"], 10);
+    assert_eq!(accepted["summary"]["baselined"], expected.len());
 
     // Levels from [tool.migsnap]: off drops a rule, error raises one.
     let config = p.path().join("migsnap.toml");

@@ -66,7 +66,8 @@ fn diff_reports_in_text_and_for_github() {
         "DROP INDEX catalog_product_name_trgm; \
          ALTER TABLE catalog_product ALTER COLUMN price TYPE numeric(12,2), \
            ALTER COLUMN brand DROP NOT NULL, ADD COLUMN note text DEFAULT ''; \
-         ALTER INDEX catalog_product_cat_price_idx RENAME TO renamed_by_hand",
+         ALTER INDEX catalog_product_cat_price_idx RENAME TO renamed_by_hand; \
+         CREATE SEQUENCE by_hand_seq",
     );
     let url = db_url(&db);
     let text = p.run(&["diff", "--against", &url]);

@@ -253,3 +253,184 @@ fn diff_with_a_bad_url_says_what_to_fix() {
         "the URL is tried before any build: {err}"
     );
 }
+
+#[test]
+fn diff_compares_extensions_and_sequences() {
+    let p = Project::example("diffseq");
+    let db = p.db("live");
+    p.prepare(&db);
+    // A sequence renamed by hand still belongs to its column: no
+    // difference (a table renamed by AlterModelTable keeps its old
+    // sequence name the same way).
+    psql(
+        &db,
+        "ALTER SEQUENCE audit_auditevent_id_seq RENAME TO audit_events_renamed_seq",
+    );
+    let url = db_url(&db);
+    let renamed = p.run(&["diff", "--against", &url, "--json"]);
+    assert_eq!(renamed.status.code(), Some(0), "{}", stderr(&renamed));
+
+    // An extra extension is listed but does not fail the run.
+    psql(&db, "CREATE EXTENSION citext");
+    let extra = p.run(&["diff", "--against", &url, "--json"]);
+    assert_eq!(extra.status.code(), Some(0), "{}", stderr(&extra));
+    let v: Value = serde_json::from_slice(&extra.stdout).expect("json");
+    assert_eq!(kinds(&v), [("extra-extension".into(), "citext".into())]);
+    assert_eq!(v["differences"][0]["fails"], false);
+    assert_eq!(v["differences"][0]["schema"], Value::Null);
+    assert_eq!(
+        (&v["summary"]["total"], &v["summary"]["failing"]),
+        (&1.into(), &0.into())
+    );
+
+    // The extension the migrations create, dropped (with the index that
+    // needs it); a sequence made by hand; an identity's increment changed.
+    psql(
+        &db,
+        "DROP EXTENSION pg_trgm CASCADE; CREATE SEQUENCE by_hand_seq; \
+         ALTER TABLE catalog_product ALTER COLUMN id SET INCREMENT BY 10",
+    );
+    let out = p.run(&["diff", "--against", &url, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        kinds(&v),
+        [
+            ("extra-extension".to_string(), "citext".to_string()),
+            ("missing-extension".to_string(), "pg_trgm".to_string()),
+            ("extra-sequence".to_string(), "by_hand_seq".to_string()),
+            (
+                "sequence-definition".to_string(),
+                "catalog_product_id_seq".to_string()
+            ),
+            (
+                "missing-index".to_string(),
+                "catalog_product_name_trgm".to_string()
+            ),
+        ],
+        "{v}"
+    );
+    let d = v["differences"].as_array().expect("differences");
+    // TrigramExtension() names no extension: attributed by its operation.
+    assert_eq!(
+        (&d[1]["migration"]["path"], &d[1]["migration"]["line"]),
+        (
+            &"catalog/migrations/0002_trigram_name_index.py".into(),
+            &12.into()
+        ),
+        "{v}"
+    );
+    assert_eq!(d[1]["fails"], true);
+    assert_eq!(
+        (&d[2]["schema"], &d[2]["table"]),
+        (&"public".into(), &Value::Null)
+    );
+    assert!(
+        d[2]["actual"]
+            .as_str()
+            .expect("actual")
+            .starts_with("AS bigint INCREMENT BY 1 "),
+        "{v}"
+    );
+    assert_eq!(d[3]["table"], "catalog_product");
+    assert_eq!(d[3]["owned_by"], "public.catalog_product.id");
+    // A column's sequence: to the line that made its column.
+    assert_eq!(
+        (&d[3]["migration"]["path"], &d[3]["migration"]["line"]),
+        (&"catalog/migrations/0001_initial.py".into(), &34.into()),
+        "{v}"
+    );
+    assert!(
+        d[3]["expected"]
+            .as_str()
+            .expect("e")
+            .contains("INCREMENT BY 1 "),
+        "{v}"
+    );
+    assert!(
+        d[3]["actual"]
+            .as_str()
+            .expect("a")
+            .contains("INCREMENT BY 10 "),
+        "{v}"
+    );
+    assert_eq!(
+        (&v["summary"]["total"], &v["summary"]["failing"]),
+        (&5.into(), &4.into())
+    );
+
+    let text = p.run(&["diff", "--against", &url]);
+    assert_eq!(text.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.ends_with("5 difference(s), 4 failing\n"), "{text}");
+    let gh = p.run(&["diff", "--against", &url, "--format", "github"]);
+    let gh = String::from_utf8_lossy(&gh.stdout);
+    assert!(
+        gh.starts_with("::warning title=migsnap diff%3A extra-extension::"),
+        "{gh}"
+    );
+}
+
+#[test]
+fn diff_attributes_columns_to_the_operation_that_made_them() {
+    let p = Project::example("diffcol");
+    let db = p.db("live");
+    p.prepare(&db);
+    psql(
+        &db,
+        "ALTER TABLE catalog_product DROP COLUMN is_active, \
+           ALTER COLUMN price TYPE numeric(12,2), ADD COLUMN note text, \
+           DROP CONSTRAINT catalog_product_category_id_35bf920b_fk_catalog_category_id",
+    );
+    let out = p.run(&["diff", "--against", &db_url(&db), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let at: Vec<(String, String, Value, Value)> = v["differences"]
+        .as_array()
+        .expect("differences")
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().expect("kind").to_string(),
+                d["name"].as_str().expect("name").to_string(),
+                d["migration"]["path"].clone(),
+                d["migration"]["line"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        at,
+        [
+            // A foreign key Django named with a hash no migration spells
+            // out: to its field's line.
+            (
+                "missing-constraint".to_string(),
+                "catalog_product_category_id_35bf920b_fk_catalog_category_id".to_string(),
+                "catalog/migrations/0001_initial.py".into(),
+                47.into()
+            ),
+            // AddField's line.
+            (
+                "missing-column".to_string(),
+                "is_active".to_string(),
+                "catalog/migrations/0004_product_is_active.py".into(),
+                11.into()
+            ),
+            // No migration made or dropped it.
+            (
+                "extra-column".to_string(),
+                "note".to_string(),
+                Value::Null,
+                Value::Null
+            ),
+            // The field's line in CreateModel.
+            (
+                "column-type".to_string(),
+                "price".to_string(),
+                "catalog/migrations/0001_initial.py".into(),
+                44.into()
+            ),
+        ],
+        "{v}"
+    );
+}

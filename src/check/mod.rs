@@ -10,6 +10,7 @@
 //! The comparison and the attribution are pure functions of two catalogs and
 //! the migration sources, so they are unit-tested here without a server.
 
+pub mod columns;
 mod run;
 pub use run::{cached, migration_sources, run, Checked};
 
@@ -539,6 +540,12 @@ fn mentions(line: &str, name: &str) -> bool {
 }
 
 fn mention_score(line: &str, gone: bool) -> u8 {
+    // An import names an operation's class (`TrigramExtension`) but is
+    // none: any operation line beats it.
+    let trimmed = line.trim_start();
+    if trimmed.starts_with("from ") || trimmed.starts_with("import ") {
+        return 0;
+    }
     let upper = line.to_ascii_uppercase();
     let drops = upper.contains("DROP ")
         || line.contains("RemoveIndex")

@@ -22,11 +22,14 @@ struct Report<'a> {
 #[derive(serde::Serialize)]
 struct Summary {
     total: usize,
+    /// Those that make the run exit 1 (`fails: true`).
+    failing: usize,
 }
 
 pub async fn run(settings: &Settings, args: &DiffArgs, ui: &Ui) -> Result<u8> {
     let diffed = migsnap::diff::against(&settings.ctx, &args.against, ui).await?;
     let differences = &diffed.differences;
+    let failing = differences.iter().filter(|d| d.fails).count();
     match args.format.or_json(args.json) {
         CheckFormat::Json => super::print_json(&Report {
             schema_version: SCHEMA_VERSION,
@@ -35,6 +38,7 @@ pub async fn run(settings: &Settings, args: &DiffArgs, ui: &Ui) -> Result<u8> {
             differences,
             summary: Summary {
                 total: differences.len(),
+                failing,
             },
         })?,
         CheckFormat::Github => super::print_stdout(&github(differences)),
@@ -47,7 +51,7 @@ pub async fn run(settings: &Settings, args: &DiffArgs, ui: &Ui) -> Result<u8> {
             super::print_stdout(&text(differences));
         }
     }
-    Ok(if differences.is_empty() {
+    Ok(if failing == 0 {
         exit::OK
     } else {
         exit::FINDINGS
@@ -55,7 +59,13 @@ pub async fn run(settings: &Settings, args: &DiffArgs, ui: &Ui) -> Result<u8> {
 }
 
 fn describe(d: &Difference) -> String {
-    let table = format!("`{}.{}`", d.schema, d.table);
+    let schema = d.schema.as_deref().unwrap_or("");
+    let table = format!("`{schema}.{}`", d.table.as_deref().unwrap_or(""));
+    let sequence = format!("`{schema}.{}`", d.name.as_deref().unwrap_or(""));
+    let owner = match &d.table {
+        Some(_) => format!(" (of a column of {table})"),
+        None => String::new(),
+    };
     let name = d.name.as_deref().unwrap_or("");
     let both = || {
         (
@@ -88,6 +98,18 @@ fn describe(d: &Difference) -> String {
         DiffKind::MissingConstraint => format!("constraint `{name}` on {table} is made by the migrations but missing from the database"),
         DiffKind::ExtraConstraint => format!("constraint `{name}` on {table} is in the database but not made by the migrations"),
         DiffKind::ConstraintDefinition => format!("constraint `{name}` on {table} has another definition in the database"),
+        DiffKind::MissingSequence => format!("sequence {sequence}{owner} is made by the migrations but missing from the database"),
+        DiffKind::ExtraSequence => format!("sequence {sequence}{owner} is in the database but not made by the migrations"),
+        DiffKind::SequenceDefinition => match &d.database_name {
+            Some(other) => format!("sequence {sequence}{owner} is `{other}` in the database, with another definition"),
+            None => format!("sequence {sequence}{owner} has another definition in the database"),
+        },
+        DiffKind::MissingExtension => format!("extension `{name}` is created by the migrations but missing from the database"),
+        DiffKind::ExtraExtension => format!("extension `{name}` is in the database but not created by the migrations (not a failure)"),
+        DiffKind::ExtensionVersion => {
+            let (e, a) = both();
+            format!("extension `{name}` is version `{a}` in the database, `{e}` where the migrations ran (not a failure)")
+        }
     }
 }
 
@@ -108,7 +130,15 @@ fn text(differences: &[Difference]) -> String {
             ));
         }
     }
-    out.push_str(&format!("{} difference(s)\n", differences.len()));
+    let failing = differences.iter().filter(|d| d.fails).count();
+    if failing == differences.len() {
+        out.push_str(&format!("{} difference(s)\n", differences.len()));
+    } else {
+        out.push_str(&format!(
+            "{} difference(s), {failing} failing\n",
+            differences.len()
+        ));
+    }
     out
 }
 
@@ -118,7 +148,7 @@ fn github(differences: &[Difference]) -> String {
         .iter()
         .map(|d| {
             super::annotation(
-                "error",
+                if d.fails { "error" } else { "warning" },
                 d.migration.as_ref().map(|m| m.path.as_str()),
                 d.migration.as_ref().map(|m| m.line),
                 &format!("migsnap diff: {}", d.kind.as_str()),
