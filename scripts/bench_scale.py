@@ -11,6 +11,8 @@ measures, medians of --runs:
   warm, target exists       the old target renamed aside, dropped afterwards
   pool                      prepare handing out a ready member by rename
   cache                     prepare with no template: restore the dump, clone
+  cache, with a pool        the same with pool = 1: the restore goes straight
+                            to the target, the template follows in the background
   createdb + psql -1        the dump restored the plain way
   pg_restore -j 2           a custom-format dump of the same schema
   flush                     TRUNCATE of every table (what Django's flush runs
@@ -72,6 +74,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.bin = args.bin
         self.runs = args.runs
+        self.cases = [c for c in args.cases.split(",") if c]
         self.work = Path(tempfile.mkdtemp(prefix="migsnap-scale-"))
         os.chmod(self.work, 0o755)
         self.env = dict(os.environ)
@@ -144,6 +147,8 @@ class Bench:
         r: dict = {"tables": n, "relations": relations, "cold": [cold]}
 
         def case(name: str, fn) -> None:
+            if self.cases and not any(c in name for c in self.cases):
+                return
             for _ in range(self.runs):
                 self.settle()
                 r.setdefault(name, []).append(fn())
@@ -185,6 +190,16 @@ class Bench:
             self.settle()
             return self.prepare(proj, db, "cache")
         case("cache", cache)
+
+        def cache_pool() -> float:
+            self.drop(tpl)
+            self.drop(db)
+            self.sh(self.bin, "gc", cwd=proj)  # pool = 0 here: the members go
+            self.settle()
+            return self.prepare(proj, db, "cache", env=pool_env)
+        case("cache, with a pool (restore handed out)", cache_pool)
+        self.settle()
+        self.sh(self.bin, "gc", cwd=proj)
 
         def psql_1() -> float:
             self.drop("bench_psql")
@@ -245,6 +260,7 @@ def main() -> None:
     ap.add_argument("--python", required=True)
     ap.add_argument("--tables", default="500,2000")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--cases", default="", help="only the cases whose name contains one of these (comma-separated)")
     ap.add_argument("--label", default="embedded server")
     args = ap.parse_args()
     bench = Bench(args)

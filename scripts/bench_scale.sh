@@ -8,6 +8,8 @@
 #
 #   --tables LIST    schema widths, tables with 2 indexes each (default 500,2000)
 #   --runs N         runs per case, medians reported (default 3)
+#   --cases LIST     only the cases whose name contains one of these words,
+#                    e.g. "cache,psql" (default: all)
 #   --server-dir DIR put the embedded server there (default: a temp dir under
 #                    /var/tmp, on the disk); e.g. /dev/shm/… for tmpfs. Removed at the end.
 #
@@ -18,14 +20,15 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$root"
 
-tables=500,2000 runs=3 server_dir=''
+tables=500,2000 runs=3 server_dir='' cases=''
 while [ $# -gt 0 ]; do
   case "$1" in
     --tables) tables=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
+    --cases) cases=$2; shift 2 ;;
     --server-dir) server_dir=$2; shift 2 ;;
     *) echo "bench_scale: error: unknown option $1" >&2
-       echo "hint: scripts/bench_scale.sh [--tables 500,2000] [--runs N] [--server-dir DIR]" >&2; exit 2 ;;
+       echo "hint: scripts/bench_scale.sh [--tables 500,2000] [--runs N] [--cases cache,psql] [--server-dir DIR]" >&2; exit 2 ;;
   esac
 done
 
@@ -56,4 +59,4 @@ export PGHOST PGPORT PGUSER PGPASSWORD
 unset PGSERVICE PGSERVICEFILE PGOPTIONS
 label="$label, PostgreSQL $(psql -X -At -d postgres -c 'SHOW server_version'), fsync $(psql -X -At -d postgres -c 'SHOW fsync')"
 "$root/.venv/bin/python" scripts/bench_scale.py --bin "$bin" --python "$root/.venv/bin/python" \
-  --tables "$tables" --runs "$runs" --label "$label"
+  --tables "$tables" --runs "$runs" --cases "$cases" --label "$label"

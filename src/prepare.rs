@@ -185,20 +185,21 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
         };
         engine::build(&admin, ctx, &fp, ui, req).await?
     };
+    let done = |snapshot: Snapshot, key: Key, maintenance: bool| Prepared {
+        database: target.to_string(),
+        key,
+        source: snapshot.source,
+        base_key: snapshot.base_key,
+        origin: snapshot.origin,
+        applied: snapshot.applied,
+        elapsed: started.elapsed(),
+        conn: admin.conn.clone(),
+        maintenance,
+    };
     if snapshot.handed_out {
-        return Ok(Prepared {
-            database: target.to_string(),
-            key: fp.key,
-            source: snapshot.source,
-            base_key: snapshot.base_key,
-            origin: snapshot.origin,
-            applied: snapshot.applied,
-            elapsed: started.elapsed(),
-            conn: admin.conn.clone(),
-            // The template (and the pool) are still to be made, and the
-            // replaced target, if any, to be dropped.
-            maintenance: true,
-        });
+        // The template (and the pool) are still to be made, and the
+        // replaced target, if any, to be dropped.
+        return Ok(done(snapshot, fp.key, true));
     }
 
     // Clone first, under the scratch name: the old target goes only once
@@ -252,17 +253,8 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
         .await?;
     crate::failpoint::point("clone.commented");
 
-    Ok(Prepared {
-        database: target.to_string(),
-        key: fp.key,
-        source: snapshot.source,
-        base_key: snapshot.base_key,
-        origin: snapshot.origin,
-        applied: snapshot.applied,
-        elapsed: started.elapsed(),
-        conn: admin.conn.clone(),
-        // Spawned only for work there is: a target set aside, or a pool
-        // short of its size (`maintain` hashes the project again).
-        maintenance: aside.is_some() || pool_ready < ctx.pool,
-    })
+    // Spawned only for work there is: a target set aside, or a pool
+    // short of its size (`maintain` hashes the project again).
+    let maintenance = aside.is_some() || pool_ready < ctx.pool;
+    Ok(done(snapshot, fp.key, maintenance))
 }
