@@ -59,8 +59,7 @@ case "$migrations" in
   *) gen_args=(--apps 5 --migrations-per-app $(( migrations / 5 ))) ;;
 esac
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+bench_messages bench
 
 # ---------------------------------------------------------------- setup
 
@@ -77,13 +76,8 @@ fi
 for tool in zstdcat psql python3; do
   command -v "$tool" >/dev/null || die "$tool not found"
 done
-log "building migsnap (release)…"
-cargo build --release --quiet
-bin="$root/target/release/migsnap"
-python="$root/.venv/bin/python"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/migsnap-bench.XXXXXX")
-if [ "$(id -u)" = 0 ]; then chmod 755 "$work"; fi  # the embedded server runs as `postgres`
+bench_build
+bench_workdir migsnap-bench
 res="$work/results"
 mkdir -p "$res" "$work/cache"
 export MIGSNAP_CACHE_DIR="$work/cache" MIGSNAP_PYTHON="$python" NO_COLOR=1

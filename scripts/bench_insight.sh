@@ -29,18 +29,12 @@ while [ $# -gt 0 ]; do
     *) echo "bench_insight: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-log() { printf 'bench_insight: %s\n' "$*" >&2; }
-die() { printf 'bench_insight: error: %s\n' "$*" >&2; exit 1; }
+bench_messages bench_insight
 
 scripts/venv.sh
 ensure_postgres
-log "building migsnap (release)…"
-cargo build --release --quiet
-bin="$root/target/release/migsnap"
-python="$root/.venv/bin/python"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/migsnap-bench-insight.XXXXXX")
-if [ "$(id -u)" = 0 ]; then chmod 755 "$work"; fi  # the embedded server runs as `postgres`
+bench_build
+bench_workdir migsnap-bench-insight
 export MIGSNAP_CACHE_DIR="$work/cache" MIGSNAP_SERVER_DIR="$work/server" MIGSNAP_PYTHON="$python" NO_COLOR=1
 unset DJANGO_SETTINGS_MODULE VIRTUAL_ENV MIGSNAP_SERVER_URL
 cleanup() {

@@ -32,18 +32,13 @@ while [ $# -gt 0 ]; do
     *) echo "bench: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+bench_messages bench
 
 scripts/venv.sh
 ensure_postgres
 [ -x /usr/bin/time ] || die "/usr/bin/time (GNU time) is needed for peak memory: apt-get install time"
-log "building migsnap (release)…"
-cargo build --release --quiet
-bin="$root/target/release/migsnap"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/migsnap-bench-remote.XXXXXX")
-if [ "$(id -u)" = 0 ]; then chmod 755 "$work"; fi  # the embedded server runs as `postgres`
+bench_build
+bench_workdir migsnap-bench-remote
 res="$work/results"
 mkdir -p "$res"
 export MIGSNAP_PYTHON="$root/.venv/bin/python" MIGSNAP_SERVER_DIR="$work/server" NO_COLOR=1

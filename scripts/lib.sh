@@ -62,3 +62,25 @@ for k, v in env.items():
     print(f"{k}={shlex.quote(v)}")
 PY
 }
+
+# For the benches: `log` and `die` under the script's name.
+bench_messages() {
+  bench_name=$1
+  log() { printf '%s: %s\n' "$bench_name" "$*" >&2; }
+  die() { printf '%s: error: %s\n' "$bench_name" "$*" >&2; exit 1; }
+}
+
+# For the benches: a release build ($bin) and the venv's Python ($python).
+bench_build() {
+  log "building migsnap (release)…"
+  cargo build --release --quiet
+  bin="$root/target/release/migsnap"
+  python="$root/.venv/bin/python"
+}
+
+# For the benches: a new work dir ($work) named after $1, which the embedded
+# server (run as `postgres` when we are root) can enter.
+bench_workdir() {
+  work=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+  if [ "$(id -u)" = 0 ]; then chmod 755 "$work"; fi
+}
