@@ -648,6 +648,51 @@ def test_b_starts_fresh(FIXTURE):
     assert _oid() != SEEN[0], "the same database"
 "#;
 
+/// A test that leaves a connection Django does not know about open, so its
+/// database cannot be renamed aside after it, then one that would see its
+/// row. (Both `migsnap_fresh_db`: pytest-django runs `db` tests first.)
+const FRESH_LEAK_TESTS: &str = r#"from django.db import connection
+
+LEAKED = []
+
+
+def test_a_leaks_a_connection(migsnap_fresh_db):
+    from catalog.models import Category
+
+    Category.objects.create(slug="leaked-a", name="A")
+    LEAKED.append(connection.Database.connect(**connection.get_connection_params()))
+
+
+def test_b_would_see_a_row(migsnap_fresh_db):
+    from catalog.models import Category
+
+    assert not Category.objects.filter(slug="leaked-a").exists(), "a's row is still there"
+"#;
+
+#[test]
+fn a_failed_fresh_db_swap_fails_the_later_database_tests() {
+    let p = suite_project("pytest_fresh_leak");
+    let db = format!("test_{}", p.name);
+    p.track(&db);
+    p.write("test_leak.py", FRESH_LEAK_TESTS);
+    let (out, _) = pytest(&p, &["test_leak.py"]);
+    let text = report(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    // a's teardown reports the failed swap; b is not run on a's leftovers
+    // (it would fail on a's row, not on this).
+    assert!(
+        text.contains(&format!(
+            "the database `{db}` still holds what test_leak.py::test_a_leaks_a_connection left"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("a's row is still there"), "{text}");
+    assert!(
+        text.contains("1 passed") && text.contains("2 errors"),
+        "{text}"
+    );
+}
+
 #[test]
 fn migsnap_fresh_db_swaps_in_a_new_clone_after_each_test() {
     let p = suite_project("pytest_fresh");

@@ -105,6 +105,23 @@ def _databases_for_setup(items: Any) -> Any:
 #: The fixture that gives a test a fresh database (pytest_plugin.py).
 FRESH_DB = "migsnap_fresh_db"
 
+#: Why the session's database is no longer fit for tests: a
+#: `migsnap_fresh_db` teardown could not swap a new clone in, so the database
+#: still holds what that test left (committed rows, open objects).
+used_key = pytest.StashKey[str]()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """After a failed swap, every later test that needs the default database
+    fails at once with the reason, rather than running on (and maybe passing
+    against) what an earlier test left there."""
+    reason = item.config.stash.get(used_key, None)
+    if reason is None:
+        return
+    aliases, _serialized = _databases_for_setup([item])
+    if "default" in aliases:
+        raise PrepareFailed(reason)
+
 
 def fresh_db(request: pytest.FixtureRequest) -> Generator[Dict[str, Any], None, None]:
     """`migsnap_fresh_db` with migsnap on: the test runs outside any
@@ -127,7 +144,17 @@ def fresh_db(request: pytest.FixtureRequest) -> Generator[Dict[str, Any], None, 
         yield prepared
         # Nothing may hold the old database open while it is renamed aside.
         connections.close_all()
-        result = _prepare(config, prepared["dbname"], rebuild=False)
+        try:
+            result = _prepare(config, prepared["dbname"], rebuild=False)
+        except PrepareFailed as e:
+            config.stash[used_key] = (
+                "error: the database `%s` still holds what %s left: %s could not swap a "
+                "new clone in after it (%s)\nhint: see that test's teardown error (a "
+                "connection the test left open keeps the database from being replaced); "
+                "the later database tests are not run on it"
+                % (prepared["dbname"], request.node.nodeid, FRESH_DB, e.headline.removeprefix("error: "))
+            )
+            raise
         _point_default_at(result)
         call_command("createcachetable", database="default")
         _voice.count_fresh(config, result)
