@@ -70,10 +70,12 @@ trap cleanup EXIT
 
 truncate -s "$image_size" "$base/xfs.img"
 mkfs.xfs -q -m reflink=1 "$base/xfs.img"
-loopdev=$(losetup --find --show "$base/xfs.img" 2>&1) || die "losetup failed: $loopdev" \
+out=$(losetup --find --show "$base/xfs.img" 2>&1) || die "losetup failed: $(tail -n 1 <<<"$out")" \
   "free a loop device (losetup -a) or load the loop module"
+loopdev=$out
 mkdir "$mnt"
-out=$(mount "$loopdev" "$mnt" 2>&1) || die "mount of the XFS image failed: $out" "this needs CAP_SYS_ADMIN"
+out=$(mount "$loopdev" "$mnt" 2>&1) || die "mount of the XFS image failed: $(tail -n 1 <<<"$out")" \
+  "this needs CAP_SYS_ADMIN and XFS in the kernel"
 mkdir "$base/ext4" "$base/sock"
 chown postgres "$mnt" "$base/ext4" "$base/sock"
 
