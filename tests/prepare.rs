@@ -437,3 +437,37 @@ fn a_failed_rebuild_keeps_the_old_template() {
     let again = p.prepare(&db);
     assert_eq!(again["source"], "template");
 }
+
+/// On PostgreSQL 18 the embedded server's FILE_COPY clones share blocks
+/// (`file_copy_method = clone`) where its filesystem has reflinks (XFS with
+/// reflink=1, btrfs) and copy files elsewhere, where cloning is no faster and
+/// can fail (BENCHMARKS.md, "Clones on PostgreSQL 18 with reflink"). The
+/// default suite runs on ext4 or tmpfs and sees `copy`; with
+/// `MIGSNAP_TEST_SERVER_DIR` on an XFS mount it sees `clone`, and every other
+/// test then clones through it.
+#[test]
+fn embedded_server_clones_files_only_where_the_filesystem_has_reflinks() {
+    if std::env::var_os("MIGSNAP_TEST_SERVER_URL").is_some() {
+        return; // not ours: its settings are its owner's
+    }
+    let version: u32 = psql("postgres", "SHOW server_version_num")
+        .parse()
+        .expect("server_version_num");
+    if version < 180_000 {
+        return; // file_copy_method is new in 18
+    }
+    // What the filesystem says, asked another way than migsnap asks it.
+    let probe = tempfile::tempdir_in(server_dir()).expect("tempdir in the server dir");
+    let src = probe.path().join("a");
+    std::fs::write(&src, [0u8; 4096]).expect("write");
+    let reflink = std::process::Command::new("cp")
+        .arg("--reflink=always")
+        .arg(&src)
+        .arg(probe.path().join("b"))
+        .output()
+        .expect("run cp")
+        .status
+        .success();
+    let expected = if reflink { "clone" } else { "copy" };
+    assert_eq!(psql("postgres", "SHOW file_copy_method"), expected);
+}
