@@ -27,17 +27,7 @@ import subprocess
 import sys
 import time
 
-TABLES_SQL = """
-DO $$
-BEGIN
-  FOR i IN %d..%d LOOP
-    EXECUTE format('CREATE TABLE wide_%%s (id bigserial PRIMARY KEY, a int NOT NULL, b text, c timestamptz DEFAULT now())', i);
-    EXECUTE format('CREATE INDEX wide_%%s_a ON wide_%%s (a)', i, i);
-    EXECUTE format('CREATE INDEX wide_%%s_b ON wide_%%s (b)', i, i);
-  END LOOP;
-END $$;
-"""
-CHUNK = 200  # tables per statement: a transaction's locks must fit the lock table
+from bench_scale import CHUNK, TABLES_SQL  # the same schema as the scale curve
 
 # (case label, cluster name, strategy, file_copy_method or None)
 CASES = [

@@ -39,12 +39,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-WIDE = '''from django.db import migrations
-
-N = {n}
-CHUNK = 200  # tables per statement: a transaction's locks must fit the lock table
-
-SQL = """
+#: N tables with 2 indexes each, CHUNK to a statement (a transaction's locks
+#: must fit the lock table): `TABLES_SQL % (first, last)`. Also used by
+#: bench_reflink.py, which makes the same schema without Django.
+CHUNK = 200
+TABLES_SQL = """
 DO $$
 BEGIN
   FOR i IN %d..%d LOOP
@@ -55,8 +54,15 @@ BEGIN
 END $$;
 """
 
+WIDE = '''from django.db import migrations
 
-class Migration(migrations.Migration):
+N = {n}
+CHUNK = %d
+
+SQL = """%s"""
+
+
+''' % (CHUNK, TABLES_SQL) + '''class Migration(migrations.Migration):
     atomic = False
     dependencies = [("catalog", "0004_product_is_active")]
     operations = [
