@@ -147,10 +147,12 @@ pub async fn maintain(ctx: &Ctx, size: usize, ui: &Ui) -> Result<Maintained> {
     let store = ctx.store()?;
     let inputs = crate::engine::current_inputs(&store, &fp, ctx.project_dir());
     let template_name = admin::template_name(&fp.key);
-    let mut template = match (&inputs, admin.database(&template_name).await?) {
+    // Only a template marked for this key and these inputs is cloned.
+    let current = |found: Option<DbInfo>| match (&inputs, found) {
         (Some(i), Some(t)) if t.is_template_for(&fp.key, i) => Some(t),
         _ => None,
     };
+    let mut template = current(admin.database(&template_name).await?);
     // The pool is refilled from the template: when it is missing (with a
     // pool, `prepare` hands a restore straight out as its target), it is
     // made here from the same cached dump, never by a migrate (that is not
@@ -163,7 +165,7 @@ pub async fn maintain(ctx: &Ctx, size: usize, ui: &Ui) -> Result<Maintained> {
         match crate::engine::build(&admin, ctx, &fp, ui, req).await {
             Ok(_) => {
                 done.template_made = true;
-                template = admin.database(&template_name).await?;
+                template = current(admin.database(&template_name).await?);
             }
             Err(e) => ui.warn(format!("the template was not made: {e}")),
         }
