@@ -275,6 +275,57 @@ pub fn check_manage_py(django: &DjangoRunner) -> Result<()> {
     Ok(())
 }
 
+/// The settings module manage.py sets when DJANGO_SETTINGS_MODULE is unset:
+/// the value of its one `os.environ.setdefault("DJANGO_SETTINGS_MODULE",
+/// "…")` line, as `startproject` writes it. Read as text, never run. None when
+/// there is no such line, more than one, or the value is not a dotted name:
+/// then nothing is assumed.
+///
+/// The key uses it for "no module given", so that `migsnap prepare` from a
+/// shell and the pytest plugin (pytest-django exports DJANGO_SETTINGS_MODULE
+/// from pytest.ini) find the same snapshot when both mean the same module.
+/// A wrong guess cannot serve a wrong database: a snapshot records the module
+/// Django actually loaded and is rebuilt when it differs.
+pub fn manage_py_settings_module(source: &str) -> Option<String> {
+    const CALL: &str = "environ.setdefault(";
+    let mut found = None;
+    for line in source.lines() {
+        let code = line.trim_start();
+        let Some(at) = code.find(CALL).filter(|_| !code.starts_with('#')) else {
+            continue;
+        };
+        let mut literals = string_literals(&code[at + CALL.len()..]);
+        if literals.next().as_deref() != Some("DJANGO_SETTINGS_MODULE") {
+            continue;
+        }
+        let module = literals.next()?;
+        let dotted = module.split('.').all(|part| {
+            part.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+        if !dotted || found.replace(module).is_some() {
+            return None;
+        }
+    }
+    found
+}
+
+/// The plain quoted strings of a line of Python, in order (no escapes: a
+/// module name has none).
+fn string_literals(code: &str) -> impl Iterator<Item = String> + '_ {
+    let mut rest = code;
+    std::iter::from_fn(move || {
+        let start = rest.find(['"', '\''])?;
+        let quote = rest[start..].chars().next()?;
+        let body = &rest[start + 1..];
+        let end = body.find(quote)?;
+        rest = &body[end + 1..];
+        Some(body[..end].to_string())
+    })
+}
+
 /// `manage.py migrate` into `db`, with progress on stderr.
 pub async fn migrate(
     django: &DjangoRunner,
@@ -667,6 +718,37 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_settings_module_manage_py_sets_is_read_without_running_it() {
+        let startproject = r#"
+def main():
+    """Run administrative tasks."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+    try:
+"#;
+        assert_eq!(
+            manage_py_settings_module(startproject).as_deref(),
+            Some("mysite.settings")
+        );
+        let single = "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings.local')";
+        assert_eq!(
+            manage_py_settings_module(single).as_deref(),
+            Some("config.settings.local")
+        );
+        // Nothing is assumed when manage.py chooses some other way.
+        for source in [
+            "import os\n",
+            "# os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'a.settings')\n",
+            "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'a.settings')\n\
+             os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'b.settings')\n",
+            "os.environ.setdefault('DJANGO_SETTINGS_MODULE', base + '.settings')\n",
+            "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'a settings')\n",
+            "os.environ.setdefault('OTHER', 'a.settings')\n",
+        ] {
+            assert_eq!(manage_py_settings_module(source), None, "{source}");
+        }
+    }
 
     #[test]
     fn the_failure_kind_comes_from_the_shim_as_data() {

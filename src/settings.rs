@@ -213,12 +213,21 @@ impl Settings {
             },
         };
         let remote = remote_settings(args, &file)?;
+        let manage_py = rel(file.manage_py.as_deref().unwrap_or(Path::new("manage.py")));
+        // The key names the module that will be used: the one given, else
+        // manage.py's default (one small read), so that naming that default
+        // explicitly is not another snapshot.
+        let key_settings = django_settings.clone().or_else(|| {
+            std::fs::read_to_string(&manage_py)
+                .ok()
+                .and_then(|source| migsnap::django::manage_py_settings_module(&source))
+        });
         let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let ctx = Ctx {
             django: DjangoRunner {
                 python,
-                manage_py: rel(file.manage_py.as_deref().unwrap_or(Path::new("manage.py"))),
-                settings_module: django_settings.clone(),
+                manage_py,
+                settings_module: django_settings,
                 project_dir: project_dir.clone(),
                 echo_output: args.verbose,
             },
@@ -228,7 +237,7 @@ impl Settings {
                 exclude: file.exclude.unwrap_or_default(),
                 inputs: file.key_inputs.unwrap_or_else(|| owned(DEFAULT_KEY_INPUTS)),
                 salt: file.key_salt.unwrap_or_default(),
-                settings_module: django_settings,
+                settings_module: key_settings,
             },
             server,
             cache: CacheDir {

@@ -137,6 +137,25 @@ fn another_settings_module_is_another_snapshot() {
     assert_eq!(again["source"], "template");
     let (again, _) = prepare(&p, &b, &["--settings", "exampleproj.settings_sites"]);
     assert_eq!(again["source"], "template");
+    // Naming the module manage.py sets by default is the same snapshot as
+    // naming none: what pytest-django does (it exports the module from
+    // pytest.ini) after a `migsnap prepare` from the shell.
+    let (named, _) = prepare(&p, &a, &["--settings", "exampleproj.settings"]);
+    assert_eq!(
+        (&named["key"], &named["source"]),
+        (&plain["key"], &"template".into())
+    );
+    let out = p
+        .cmd(&["prepare", "--database", &a, "--json"])
+        .env("DJANGO_SETTINGS_MODULE", "exampleproj.settings")
+        .output()
+        .expect("run migsnap");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let from_env: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (&from_env["key"], &from_env["source"]),
+        (&plain["key"], &"template".into())
+    );
 }
 
 #[test]
