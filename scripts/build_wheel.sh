@@ -12,7 +12,11 @@
 #
 # Prints the wheel's path on stdout; cargo's progress goes to stderr.
 # Extra arguments go to `maturin build`; MIGSNAP_WHEEL_DIR sets where the
-# wheel goes (default target/wheels).
+# wheel goes (default target/wheels). MIGSNAP_WHEEL_PROFILE=dev builds it from
+# the debug profile instead of release: the same files in the same layout,
+# sharing the compiled dependencies of `cargo build` (scripts/test.sh uses it
+# so that the suite does not compile every crate a third time in release mode;
+# what it tests is the packaging, not the optimiser).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$root"
@@ -28,10 +32,18 @@ fi
 out="${MIGSNAP_WHEEL_DIR:-$root/target/wheels}"
 mkdir -p "$out"
 rm -f "$out"/migsnap-*.whl
-echo "wheel: building migsnap (release; from scratch this takes several minutes)…" >&2
-# --locked: the versions in Cargo.lock, as tested. Strip and release come
-# from pyproject.toml ([tool.maturin] strip) and --release.
-"$tools/bin/maturin" build --release --locked --out "$out" "$@" >&2
+profile=${MIGSNAP_WHEEL_PROFILE:-release}
+case "$profile" in
+  release) echo "wheel: building migsnap (release; from scratch this takes several minutes)…" >&2 ;;
+  dev) echo "wheel: building migsnap (debug profile, for the test suite)…" >&2 ;;
+  *)
+    echo "error: MIGSNAP_WHEEL_PROFILE must be release or dev, not '$profile'" >&2
+    echo "hint: unset it for the wheel you publish (release)" >&2
+    exit 2 ;;
+esac
+# --locked: the versions in Cargo.lock, as tested. Strip comes from
+# pyproject.toml ([tool.maturin] strip).
+"$tools/bin/maturin" build --profile "$profile" --locked --out "$out" "$@" >&2
 wheel=$(ls "$out"/migsnap-*.whl)
 echo "wheel: $(basename "$wheel") ($(du -k "$wheel" | cut -f1) KiB)" >&2
 echo "$wheel"

@@ -39,7 +39,9 @@ case "$cmd" in
   start)
     if ! bin=$(bin_path); then
       echo "setup: installing s3s-fs $version (cargo install, a few minutes once)" >&2
-      cargo install --quiet --locked "s3s-fs@$version" --features binary >&2
+      # --debug: a test server needs no optimiser, and its crates compile
+      # faster without one (this runs on every fresh CI machine).
+      cargo install --quiet --locked --debug "s3s-fs@$version" --features binary >&2
       bin=$(bin_path)
     fi
     stop

@@ -1,10 +1,11 @@
-//! The wheel that scripts/build_wheel.sh makes (release, stripped: the
-//! binary and the pytest plugin in one file), installed into a fresh venv
+//! The wheel that scripts/build_wheel.sh makes (stripped: the binary and
+//! the pytest plugin in one file), installed into a fresh venv
 //! with no Rust anywhere on PATH, runs the plugin end to end against the
 //! example project: what a CI job that installs a published wheel does.
 //!
-//! scripts/test.sh builds the wheel and passes it as MIGSNAP_TEST_WHEEL;
-//! without it, this test builds it itself (a release build: minutes).
+//! scripts/test.sh builds the wheel (from the debug profile: the packaging
+//! is what is tested) and passes it as MIGSNAP_TEST_WHEEL; without it, this
+//! test builds the release wheel itself (minutes).
 
 mod common;
 
