@@ -724,3 +724,60 @@ fn migsnap_fresh_db_swaps_in_a_new_clone_after_each_test() {
         "{text}"
     );
 }
+
+#[test]
+fn a_cold_build_whose_json_result_outgrows_a_pipe_does_not_hang_the_plugin() {
+    // 400 more migrations with long names: the cold build's JSON result
+    // lists each one (applied, and its cost), well over the 64 KiB a pipe
+    // holds. The plugin read migsnap's stderr to its end before stdout, so
+    // migsnap blocked writing the result and both waited for ever.
+    let p = suite_project("pytest_big_result");
+    let mut previous = "0002_payload_gin_index".to_string();
+    for n in 3..403 {
+        let name = format!(
+            "{n:04}_a_long_descriptive_migration_name_that_fills_the_json_result_{}",
+            "x".repeat(40)
+        );
+        p.write(
+            &format!("audit/migrations/{name}.py"),
+            &format!(
+                "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n    \
+                 dependencies = [(\"audit\", \"{previous}\")]\n    \
+                 operations = [migrations.RunSQL(\"SELECT 1\", migrations.RunSQL.noop)]\n"
+            ),
+        );
+        previous = name;
+    }
+    let db = format!("test_{}", p.name);
+    p.track(&db);
+    let records = tempfile::tempdir().expect("tempdir");
+    let mut child = pytest_cmd(&p, &bin())
+        .args(["-k", "data_migration", "--reuse-db"])
+        .env("MIGSNAP_SUITE_RECORDS", records.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run pytest");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = std::process::Command::new("pkill")
+                .args(["-f", &format!("prepare --json --database {db}")])
+                .status();
+            panic!("pytest still running after 10 minutes: the plugin hangs on the result");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(status.success(), "pytest failed: {status}");
+    assert_eq!(
+        psql(
+            &db,
+            "SELECT count(*) FROM django_migrations WHERE app = 'audit'"
+        ),
+        "402"
+    );
+}

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -116,6 +117,17 @@ class Preparing:
             text=True,
             errors="replace",
         )
+        # stdout is read by a thread of its own from the start: the JSON
+        # result of a cold build lists every migration's cost (158 KB on a
+        # 1,000-migration project), more than a pipe holds, and migsnap
+        # blocked on writing it while we waited for stderr to end.
+        self._out: List[str] = []
+        self._reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._reader.start()
+
+    def _read_stdout(self) -> None:
+        assert self._proc.stdout is not None
+        self._out.append(self._proc.stdout.read())
 
     def result(self, echo: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
         """Wait for migsnap, passing its progress to ``echo`` as it comes;
@@ -123,9 +135,6 @@ class Preparing:
         if echo is None:
             echo = _echo_to_stderr
         proc = self._proc
-        # stdout carries only the JSON result, printed at the end and far
-        # smaller than a pipe's buffer: reading stderr to its end first cannot
-        # block migsnap.
         assert proc.stdout is not None and proc.stderr is not None
         said: List[str] = []
         report: List[str] = []
@@ -136,7 +145,8 @@ class Preparing:
                 report.append(line)
             else:
                 echo(line)
-        out = proc.stdout.read()
+        self._reader.join()
+        out = "".join(self._out)
         code = proc.wait()
         proc.stdout.close()
         proc.stderr.close()
