@@ -77,6 +77,10 @@ pub struct Snapshot {
     /// rather than becoming the template; a target it replaced was
     /// renamed aside, for maintenance to drop.
     pub handed_out: bool,
+    /// The digest of the inputs record (`Checked::digest`) the database
+    /// was made from, when this run knows it for certain (a template it
+    /// found marked with it, or a dump it restored); None after a build.
+    pub inputs: Option<String>,
 }
 
 /// What a build is asked for.
@@ -103,8 +107,8 @@ pub struct HandOut<'a> {
 }
 
 impl Snapshot {
-    /// A template that needed no work.
-    pub fn ready(template: String) -> Snapshot {
+    /// A template that needed no work, marked with the `inputs` digest.
+    pub fn ready(template: String, inputs: String) -> Snapshot {
         Snapshot {
             template,
             source: Source::Template,
@@ -112,6 +116,7 @@ impl Snapshot {
             applied: vec![],
             origin: None,
             handed_out: false,
+            inputs: Some(inputs),
         }
     }
 }
@@ -343,7 +348,7 @@ async fn build_locked(
         if let Some(inputs) = holds.as_deref() {
             if existing.is_template_for(key, inputs) && !rebuild {
                 // Another process finished it while we waited for the lock.
-                return Ok(Snapshot::ready(template));
+                return Ok(Snapshot::ready(template, inputs.to_string()));
             }
             if !rebuild {
                 ui.warn(format!(
@@ -362,27 +367,28 @@ async fn build_locked(
     }
 
     if !rebuild {
-        let restored = |origin, handed_out| Snapshot {
+        let restored = |origin, handed_out, m: &Manifest| Snapshot {
             template: template.clone(),
             source: Source::Cache,
             base_key: None,
             applied: vec![],
             origin: Some(origin),
             handed_out,
+            inputs: Some(m.depends.digest()),
         };
         let own = own.filter(|m| fits_server(m, admin.version_num, ui));
         if let Some(m) = own {
             if let Some(handed_out) =
                 restore_own(admin, ctx, store, &m, &build, old, req, ui).await?
             {
-                return Ok(restored(Origin::Local, handed_out));
+                return Ok(restored(Origin::Local, handed_out, &m));
             }
         }
         if let Some(m) = shared.own(fp, store, admin.version_num).await {
             if let Some(handed_out) =
                 restore_own(admin, ctx, store, &m, &build, old, req, ui).await?
             {
-                return Ok(restored(Origin::Remote, handed_out));
+                return Ok(restored(Origin::Remote, handed_out, &m));
             }
         }
         if req.cache_only {
@@ -462,6 +468,7 @@ async fn build_locked(
         applied: report.applied,
         origin: None,
         handed_out: false,
+        inputs: None,
     })
 }
 
@@ -657,6 +664,7 @@ async fn incremental(
         applied: report.applied,
         origin: Some(Origin::Local),
         handed_out: false,
+        inputs: None,
     })
 }
 

@@ -6,6 +6,7 @@
 //! TEMPLATE (plus a DROP when the name exists). Nothing else, and no Python.
 
 use crate::context::Ctx;
+use crate::depends::Checked;
 use crate::engine::{self, Snapshot, Source};
 use crate::error::Result;
 use crate::fingerprint;
@@ -15,7 +16,7 @@ use crate::pg::admin::{self, CLONE_COMMENT};
 use crate::pg::ConnInfo;
 use crate::pool;
 use crate::shared::Origin;
-use crate::store::Applied;
+use crate::store::{Applied, Store};
 use crate::ui::{self, Ui};
 use std::time::{Duration, Instant};
 
@@ -46,9 +47,23 @@ pub struct Prepared {
     /// Work left for `pool::maintain`, off the critical path: the replaced
     /// target renamed aside, or a pool below its size.
     pub maintenance: bool,
+    /// The digest of the inputs record the database was made from, when
+    /// known for certain (see `Snapshot::inputs`).
+    pub inputs: Option<String>,
 }
 
 impl Prepared {
+    /// What Django loaded for the build this database came from, when
+    /// known for certain: the manifest's record, only if its digest is the
+    /// one the database was made from (a record rewritten since, or forged,
+    /// is not it). The pytest plugin compares it with its own process.
+    pub fn built_with(&self, store: &Store) -> Option<Checked> {
+        let made_from = self.inputs.as_deref()?;
+        store
+            .load_checked(&self.key)
+            .filter(|c| c.digest() == made_from)
+    }
+
     /// `test_app ready from template in 85ms`, for humans.
     pub fn summary(&self) -> String {
         let applied = match self.applied.len() {
@@ -162,28 +177,30 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
                     conn: admin.conn.clone(),
                     // One member fewer: refill (and drop what went aside).
                     maintenance: true,
+                    inputs: Some(i.clone()),
                 });
             }
         }
     }
 
-    let mut snapshot = if ready && !args.rebuild {
-        Snapshot::ready(template)
-    } else {
-        // With a pool, background work for this key follows anyway: a
-        // restore may go straight into the target and the template be
-        // made with the refill, off the path the caller waits on.
-        let hand_out = (ctx.pool > 0).then_some(engine::HandOut {
-            target,
-            comment: &clone_comment,
-            force: args.force,
-        });
-        let req = engine::Request {
-            rebuild: args.rebuild,
-            hand_out,
-            cache_only: false,
-        };
-        engine::build(&admin, ctx, &fp, ui, req).await?
+    let mut snapshot = match (&inputs, ready && !args.rebuild) {
+        (Some(i), true) => Snapshot::ready(template, i.clone()),
+        _ => {
+            // With a pool, background work for this key follows anyway: a
+            // restore may go straight into the target and the template be
+            // made with the refill, off the path the caller waits on.
+            let hand_out = (ctx.pool > 0).then_some(engine::HandOut {
+                target,
+                comment: &clone_comment,
+                force: args.force,
+            });
+            let req = engine::Request {
+                rebuild: args.rebuild,
+                hand_out,
+                cache_only: false,
+            };
+            engine::build(&admin, ctx, &fp, ui, req).await?
+        }
     };
     let done = |snapshot: Snapshot, key: Key, maintenance: bool| Prepared {
         database: target.to_string(),
@@ -195,6 +212,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
         elapsed: started.elapsed(),
         conn: admin.conn.clone(),
         maintenance,
+        inputs: snapshot.inputs,
     };
     if snapshot.handed_out {
         // The template (and the pool) are still to be made, and the

@@ -29,6 +29,30 @@ struct PrepareOutput<'a> {
     password: Option<&'a str>,
     dbname: &'a str,
     url: String,
+    /// What Django loaded when the database's snapshot was built (its
+    /// version, settings module, INSTALLED_APPS, MIGRATION_MODULES), when
+    /// known for certain; else null. The pytest plugin checks the database
+    /// against Django's migration loader only when its own process differs.
+    built_with: Option<BuiltWith>,
+}
+
+#[derive(serde::Serialize)]
+struct BuiltWith {
+    django: String,
+    settings_module: String,
+    installed_apps: Vec<String>,
+    migration_modules: std::collections::BTreeMap<String, Option<String>>,
+}
+
+impl From<migsnap::depends::Checked> for BuiltWith {
+    fn from(c: migsnap::depends::Checked) -> BuiltWith {
+        BuiltWith {
+            django: c.django,
+            settings_module: c.settings_module,
+            installed_apps: c.installed_apps,
+            migration_modules: c.migration_modules,
+        }
+    }
 }
 
 pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8> {
@@ -64,6 +88,12 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8>
             password: p.conn.password.as_deref(),
             dbname: &p.database,
             url: p.conn.url(&p.database),
+            built_with: settings
+                .ctx
+                .store()
+                .ok()
+                .and_then(|store| p.built_with(&store))
+                .map(BuiltWith::from),
         })?;
     } else {
         // stdout is data: the URL, for `psql "$(migsnap prepare …)"`; the

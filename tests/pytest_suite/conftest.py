@@ -57,6 +57,7 @@ def record_worker(django_db_setup, django_db_blocker, worker_id, migsnap_prepare
     record = {
         "worker": worker_id,
         "source": prepared and prepared["source"],
+        "verified": prepared and prepared.get("verified"),
         "database": connection.settings_dict["NAME"],
         "comment": comment,
         "applied": APPLIED,
