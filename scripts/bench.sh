@@ -164,16 +164,6 @@ expect_source() {
   [ "$got" = "$1" ] || die "expected prepare to use '$1' but it used '$got'"
 }
 
-stat_of() {  # stat_of CASE median|min|max|n
-  local f="$res/$1.ms"
-  [ -s "$f" ] || { echo ""; return; }
-  sort -g "$f" | awk -v what="$2" '{a[NR]=$1} END {
-    if (what == "n") print NR
-    else if (what == "min") print a[1]
-    else if (what == "max") print a[NR]
-    else if (NR % 2) print a[(NR+1)/2]
-    else print (a[NR/2] + a[NR/2+1]) / 2 }'
-}
 rss_max() { [ -s "$res/$1.rss" ] && sort -n "$res/$1.rss" | tail -n 1 || echo ""; }
 fmt_ms() {
   [ -n "$1" ] || { echo "–"; return; }

@@ -50,12 +50,7 @@ bench_workdir migsnap-bench-early
 export MIGSNAP_CACHE_DIR="$work/cache" MIGSNAP_SERVER_DIR="$work/server" MIGSNAP_PYTHON="$python" \
   MIGSNAP_BIN="$bin" PYTHONPATH="$root/python" PGDATABASE=bench NO_COLOR=1 CI=true
 unset DJANGO_SETTINGS_MODULE VIRTUAL_ENV MIGSNAP_SERVER_URL MIGSNAP_POOL
-cleanup() {
-  if [ -n "$keep" ]; then log "kept $work"; return; fi
-  "$bin" server stop -q >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_cleanup
 
 proj="$work/project"
 log "generating the 1,000-migration project and a test tree that takes ${collect} s to collect"
@@ -131,7 +126,8 @@ drop_for_cache() {
   (cd "$proj" && MIGSNAP_POOL=0 "$bin" gc -q) >/dev/null # the pool's members go with pool = 0
 }
 
-mkdir -p "$work/res"
+res="$work/res"
+mkdir -p "$res"
 # session CASE MODE EXPECT: one pytest session, MODE `early` (the default),
 # `late` (migsnap_early = false) or `early-noverify` (also migsnap_verify =
 # false: the plugin's check of django_migrations against Django's loader,
@@ -158,15 +154,15 @@ session() {
   if [ "$mode" != late ]; then
     grep -q "tests waited" "$out" || { cat "$out" >&2; die "$case ($mode): the early prepare was not used"; }
   fi
-  cat "$work/setup_ms" >>"$work/res/$case-$mode.setup"
-  echo $(( (t1 - t0) / 1000000 )) >>"$work/res/$case-$mode.wall"
+  cat "$work/setup_ms" >>"$res/$case-$mode.ms"
+  echo $(( (t1 - t0) / 1000000 )) >>"$res/$case-$mode.wall.ms"
   log "$case, $mode: setup $(cat "$work/setup_ms") ms, session $(( (t1 - t0) / 1000000 )) ms ($(grep -o 'migsnap: .*' "$out"))"
 }
 
 modes=(early early-noverify late)
 log "a first session (sizes the pool)"
 session again early '\(template\|pool\)'
-rm -f "$work"/res/*
+rm -f "$res"/*
 for run in $(seq 1 "$runs"); do
   log "run $run of $runs"
   for mode in "${modes[@]}"; do
@@ -180,9 +176,10 @@ t0=$(date +%s%N)
 (cd "$proj" && "$python" -m pytest -q -p no:cacheprovider --collect-only) >/dev/null 2>&1 || true
 t1=$(date +%s%N)
 
-median() { sort -n "$1" | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.0f", m}'; }
-range() { sort -n "$1" | awk 'NR==1{lo=$1} {hi=$1} END {printf "%.0f–%.0f", lo, hi}'; }
-cell() { echo "$(median "$work/res/$1.setup") ($(range "$work/res/$1.setup")); session $(median "$work/res/$1.wall")"; }
+cell() {
+  printf "%.0f (%.0f–%.0f); session %.0f" "$(stat_of "$1" median)" "$(stat_of "$1" min)" \
+    "$(stat_of "$1" max)" "$(stat_of "$1.wall" median)"
+}
 echo "Database setup seen by the first test: pytest-django's \`django_db_setup\`, timed by a conftest (ms, medians of $runs sessions, range in brackets; then the whole session's median). 1,000-migration project, migsnap's embedded server (PostgreSQL $(psql -X -At -d postgres -c 'SHOW server_version' | cut -d' ' -f1)) in $work, $(nproc) CPUs. Collecting the test tree takes $(( (t1 - t0) / 1000000 )) ms (\`--collect-only\`, Django's setup included)."
 echo
 echo "| case | early (the default) | early, \`migsnap_verify = false\` | \`migsnap_early = false\` |"

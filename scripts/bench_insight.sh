@@ -37,12 +37,7 @@ bench_build
 bench_workdir migsnap-bench-insight
 export MIGSNAP_CACHE_DIR="$work/cache" MIGSNAP_SERVER_DIR="$work/server" MIGSNAP_PYTHON="$python" NO_COLOR=1
 unset DJANGO_SETTINGS_MODULE VIRTUAL_ENV MIGSNAP_SERVER_URL
-cleanup() {
-  if [ -n "$keep" ]; then log "kept $work"; return; fi
-  "$bin" server stop -q >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_cleanup
 
 proj="$work/project"
 log "generating the 1,000-migration project"

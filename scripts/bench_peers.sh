@@ -82,12 +82,7 @@ mkdir -p "$res" "$work/cache" "$work/migrateci"
 export MIGSNAP_CACHE_DIR="$work/cache" MIGSNAP_SERVER_DIR="$work/server" MIGSNAP_PYTHON="$py" \
   MIGSNAP_BIN="$bin" NO_COLOR=1
 unset DJANGO_SETTINGS_MODULE VIRTUAL_ENV MIGSNAP_SERVER_URL PYTHONPATH
-cleanup() {
-  if [ -n "$keep" ]; then log "kept $work"; return; fi
-  "$bin" server stop -q >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_cleanup
 
 log "starting the embedded server in $MIGSNAP_SERVER_DIR"
 "$bin" server start -q >/dev/null
@@ -333,16 +328,6 @@ cd "$root"
 
 # ---------------------------------------------------------------- report
 
-stat_of() {  # stat_of LABEL median|min|max|n
-  local f="$res/$1.ms"
-  [ -s "$f" ] || { echo ""; return; }
-  sort -g "$f" | awk -v what="$2" '{a[NR]=$1} END {
-    if (what == "n") print NR
-    else if (what == "min") print a[1]
-    else if (what == "max") print a[NR]
-    else if (NR % 2) print a[(NR+1)/2]
-    else print (a[NR/2] + a[NR/2+1]) / 2 }'
-}
 fmt_ms() {
   [ -n "$1" ] || { echo "–"; return; }
   awk -v t="$1" 'BEGIN {

@@ -84,3 +84,27 @@ bench_workdir() {
   work=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
   if [ "$(id -u)" = 0 ]; then chmod 755 "$work"; fi
 }
+
+# For the benches: on exit, stop the embedded server ($MIGSNAP_SERVER_DIR)
+# and remove $work, unless --keep set $keep.
+bench_cleanup() {
+  cleanup() {
+    if [ -n "${keep:-}" ]; then log "kept $work"; return; fi
+    "$bin" server stop -q >/dev/null 2>&1 || true
+    rm -rf "$work"
+  }
+  trap cleanup EXIT
+}
+
+# For the benches: stat_of CASE median|min|max|n over the times in $res/CASE.ms
+# (one per line); empty when there are none.
+stat_of() {
+  local f="$res/$1.ms"
+  [ -s "$f" ] || { echo ""; return; }
+  sort -g "$f" | awk -v what="$2" '{a[NR]=$1} END {
+    if (what == "n") print NR
+    else if (what == "min") print a[1]
+    else if (what == "max") print a[NR]
+    else if (NR % 2) print a[(NR+1)/2]
+    else print (a[NR/2] + a[NR/2+1]) / 2 }'
+}
