@@ -217,6 +217,10 @@ pub struct MaintainArgs {
     /// Print what was done as one JSON object
     #[arg(long)]
     pub json: bool,
+    /// Started by `prepare` after its answer: leave a stopped embedded
+    /// server stopped (someone stopped it since) and do nothing
+    #[arg(long, hide = true)]
+    pub background: bool,
 }
 
 #[derive(Debug, Args)]

@@ -132,6 +132,18 @@ pub fn current_inputs(store: &Store, fp: &Fingerprint, project_dir: &Path) -> Op
     Some(checked.digest())
 }
 
+/// Connect to the configured server if it runs: None when the embedded
+/// one is not running (it is not started).
+pub async fn connect_if_running(ctx: &Ctx) -> Result<Option<Admin>> {
+    match &ctx.server {
+        ServerChoice::Url(url) => Admin::connect(&ConnInfo::from_url(url)?).await.map(Some),
+        ServerChoice::Embedded(server) if server.probably_running() => {
+            Ok(Admin::connect(&server.conn_info()).await.ok())
+        }
+        ServerChoice::Embedded(_) => Ok(None),
+    }
+}
+
 /// Connect to the configured server; the embedded one is started on demand.
 pub async fn connect(ctx: &Ctx, ui: &Ui) -> Result<Admin> {
     match &ctx.server {

@@ -125,15 +125,33 @@ pub struct Maintained {
     /// The current key's template was missing (`prepare` handed its
     /// restore out) and was restored from the cached dump.
     pub template_made: bool,
+    /// Nothing was done: the embedded server was not running and the
+    /// caller asked not to start it.
+    pub server_stopped: bool,
 }
 
 /// Drop the trash and bring the current key's pool to `size` members,
 /// first making the key's template from its cached dump if it is missing
 /// (`prepare` handed its restore out). Never
 /// migrates (no Python in the background): without a cached snapshot of
-/// the current key, only stale members go.
-pub async fn maintain(ctx: &Ctx, size: usize, ui: &Ui) -> Result<Maintained> {
-    let admin = crate::engine::connect(ctx, ui).await?;
+/// the current key, only stale members go. `start_server`: false for the
+/// background run `prepare` leaves, which must not bring back an embedded
+/// server stopped since (`server stop`, a bench or CI cleaning up, its
+/// directory maybe being removed).
+pub async fn maintain(ctx: &Ctx, size: usize, start_server: bool, ui: &Ui) -> Result<Maintained> {
+    let admin = if start_server {
+        crate::engine::connect(ctx, ui).await?
+    } else {
+        match crate::engine::connect_if_running(ctx).await? {
+            Some(admin) => admin,
+            None => {
+                return Ok(Maintained {
+                    server_stopped: true,
+                    ..Maintained::default()
+                })
+            }
+        }
+    };
     let mut done = Maintained::default();
     let project = ctx.project_tag();
     let (_, trash) = list(&admin).await?;

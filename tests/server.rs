@@ -75,6 +75,20 @@ fn embedded_server_is_socket_only_unless_a_port_is_asked_for() {
     assert_eq!(server(&srv, None, &["start"])["url"], url);
     server(&srv, None, &["stop"]);
     assert_eq!(server(&srv, None, &["status"])["running"], false);
+    // The background work a prepare leaves (`maintain --background`) does
+    // not bring a stopped server back; it used to start it again, under a
+    // directory its owner was about to remove.
+    let p = Project::example("server_background");
+    let out = p
+        .cmd(&["maintain", "--background", "--json"])
+        .env("MIGSNAP_SERVER_DIR", &srv)
+        .env_remove("MIGSNAP_SERVER_URL")
+        .output()
+        .expect("run migsnap maintain");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let done: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(done["server_stopped"], true);
+    assert_eq!(server(&srv, None, &["status"])["running"], false);
 
     let port = free_port();
     let tcp = server(&srv, Some(port), &["start"]);

@@ -13,9 +13,12 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 pub async fn run(settings: &Settings, args: &MaintainArgs, ui: &Ui) -> Result<u8> {
-    let done = migsnap::pool::maintain(&settings.ctx, settings.ctx.pool, ui).await?;
+    let done =
+        migsnap::pool::maintain(&settings.ctx, settings.ctx.pool, !args.background, ui).await?;
     if args.json {
         super::print_json(&done)?;
+    } else if done.server_stopped {
+        ui.info("the embedded server is not running: nothing to maintain");
     } else {
         let template = if done.template_made {
             "made the template from the cached dump; "
@@ -61,6 +64,7 @@ pub fn spawn(settings: &Settings, ui: &Ui) {
         cmd.arg("--settings").arg(module);
     }
     cmd.arg("maintain")
+        .arg("--background")
         .env(migsnap::env::POOL, ctx.pool.to_string())
         .env_remove(migsnap::env::CRASH_AT)
         .env_remove(migsnap::env::PAUSE_AT)
