@@ -128,12 +128,14 @@ class Bench:
             time.sleep(0.2)
         self.sql("CHECKPOINT")
 
-    def prepare(self, proj: Path, db: str, expect: str, env: dict | None = None) -> float:
+    def prepare(self, proj: Path, db: str, expect: str, env: dict | None = None, key: bool = False):
         ms, out = self.timed(self.bin, "prepare", "--json", "--database", db, cwd=proj, env=env)
-        got = json.loads(out)["source"]
-        if got != expect:
-            sys.exit("bench: error: expected prepare to use %s, it used %s" % (expect, got))
-        return ms
+        got = json.loads(out)
+        if got["source"] != expect:
+            sys.exit("bench: error: expected prepare to use %s, it used %s" % (expect, got["source"]))
+        # The key the snapshot was saved under: the build's own, not a
+        # second `migsnap key` (a 5,000-migration run found no dump by that).
+        return (ms, got["key"]) if key else ms
 
     def wide(self, n: int) -> tuple[Path, str]:
         """Schema source: the example project plus one migration of plain SQL
@@ -158,14 +160,17 @@ class Bench:
         self.env = env
         db = "test_scale"
         log("%s: building the snapshot" % name)
-        cold = self.prepare(proj, db, "cold")
-        key = json.loads(self.sh(self.bin, "key", "--json", cwd=proj))["key"]
+        cold, key = self.prepare(proj, db, "cold", key=True)
         tpl = "migsnap_" + key[:16]
         relations = int(self.sql("SELECT count(*) FROM pg_class WHERE relnamespace NOT IN "
                                  "(SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog', 'information_schema'))", db))
         tag = name.replace(" ", "-")
         dump_sql = self.work / ("dump-%s.sql" % tag)
-        dump_sql.write_bytes(self.sh_bytes("zstdcat", str(self.work / "cache" / (key + ".sql.zst"))))
+        dump_zst = self.work / "cache" / (key + ".sql.zst")
+        if not dump_zst.exists():
+            sys.exit("bench: error: no dump %s; the cache holds: %s"
+                     % (dump_zst, sorted(p.name for p in dump_zst.parent.iterdir())))
+        dump_sql.write_bytes(self.sh_bytes("zstdcat", str(dump_zst)))
         custom = self.work / ("dump-%s.custom" % tag)
         self.sh("pg_dump", "-Fc", "-f", str(custom), "-d", db)  # the template takes no connections
         r: dict = {"name": name, "relations": relations, "cold": [cold]}
