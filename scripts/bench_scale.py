@@ -2,9 +2,10 @@
 grows, migsnap's paths against the raw operations they are made of.
 
 Run by scripts/bench_scale.sh (which builds migsnap and picks the server);
-see there for the options. For each schema width (tables with 2 indexes
-each, made by one migration of plain SQL on top of the example project) it
-measures, medians of --runs:
+see there for the options. For each schema source -- a width (tables with 2
+indexes each, made by one migration of plain SQL on top of the example
+project) or a project (gen_project.py --size N: N migrations, a realistic
+mix of operations) -- it measures, medians of --runs:
 
   raw WAL_LOG / FILE_COPY   CREATE DATABASE … TEMPLATE (psql), the floor
   warm                      prepare, target absent: one clone of the template
@@ -119,45 +120,68 @@ class Bench:
         server to write out what is dirty, so cases do not pay for each other."""
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            ps = subprocess.run(["pgrep", "-f", "%s .*maintain" % self.bin], capture_output=True)
+            # maintain runs as prepare's current_exe(): the binary's real path
+            # (target/ may be a symlink, as in a git worktree sharing one).
+            ps = subprocess.run(["pgrep", "-f", "%s .*maintain" % os.path.realpath(self.bin)], capture_output=True)
             if ps.returncode != 0:
                 break
             time.sleep(0.2)
         self.sql("CHECKPOINT")
 
-    def prepare(self, proj: Path, db: str, expect: str, env: dict | None = None) -> float:
+    def prepare(self, proj: Path, db: str, expect: str, env: dict | None = None, key: bool = False):
         ms, out = self.timed(self.bin, "prepare", "--json", "--database", db, cwd=proj, env=env)
-        got = json.loads(out)["source"]
-        if got != expect:
-            sys.exit("bench: error: expected prepare to use %s, it used %s" % (expect, got))
-        return ms
+        got = json.loads(out)
+        if got["source"] != expect:
+            sys.exit("bench: error: expected prepare to use %s, it used %s" % (expect, got["source"]))
+        # The key the snapshot was saved under: the build's own, not a
+        # second `migsnap key` (a 5,000-migration run found no dump by that).
+        return (ms, got["key"]) if key else ms
 
-    def width(self, n: int) -> dict:
+    def wide(self, n: int) -> tuple[Path, str]:
+        """Schema source: the example project plus one migration of plain SQL
+        making N tables with 2 indexes each."""
         proj = self.work / ("proj%d" % n)
         shutil.copytree(ROOT / "tests/example", proj)
-        (proj / "migsnap.toml").write_text('key-salt = "scale-%d-%d"\n' % (n, time.time()))
         (proj / "catalog/migrations/0005_wide.py").write_text(WIDE.format(n=n))
+        return proj, "%d tables" % n
+
+    def project(self, n: int) -> tuple[Path, str]:
+        """Schema source: the synthetic project of gen_project.py with N
+        migrations (deterministic; its settings take the database from PG*)."""
+        proj = self.work / ("gen%d" % n)
+        log("%d migrations: generating the project" % n)
+        self.sh(sys.executable, str(ROOT / "scripts/gen_project.py"), str(proj), "--size", str(n))
+        return proj, "%d migrations" % n
+
+    def measure(self, proj: Path, name: str) -> dict:
+        """Every case on one schema source (a project directory)."""
+        (proj / "migsnap.toml").write_text('key-salt = "scale-%s-%d"\n' % (name.replace(" ", "-"), time.time()))
         env = dict(self.env, PGDATABASE="bench_scale")
         self.env = env
         db = "test_scale"
-        log("%d tables: building the snapshot" % n)
-        cold = self.prepare(proj, db, "cold")
-        key = json.loads(self.sh(self.bin, "key", "--json", cwd=proj))["key"]
+        log("%s: building the snapshot" % name)
+        cold, key = self.prepare(proj, db, "cold", key=True)
         tpl = "migsnap_" + key[:16]
         relations = int(self.sql("SELECT count(*) FROM pg_class WHERE relnamespace NOT IN "
                                  "(SELECT oid FROM pg_namespace WHERE nspname IN ('pg_catalog', 'information_schema'))", db))
-        dump_sql = self.work / ("dump%d.sql" % n)
-        dump_sql.write_bytes(self.sh_bytes("zstdcat", str(self.work / "cache" / (key + ".sql.zst"))))
-        custom = self.work / ("dump%d.custom" % n)
+        tag = name.replace(" ", "-")
+        dump_sql = self.work / ("dump-%s.sql" % tag)
+        dump_zst = self.work / "cache" / (key + ".sql.zst")
+        if not dump_zst.exists():
+            sys.exit("bench: error: no dump %s; the cache holds: %s"
+                     % (dump_zst, sorted(p.name for p in dump_zst.parent.iterdir())))
+        dump_sql.write_bytes(self.sh_bytes("zstdcat", str(dump_zst)))
+        custom = self.work / ("dump-%s.custom" % tag)
         self.sh("pg_dump", "-Fc", "-f", str(custom), "-d", db)  # the template takes no connections
-        r: dict = {"tables": n, "relations": relations, "cold": [cold]}
+        r: dict = {"name": name, "relations": relations, "cold": [cold]}
 
-        def case(name: str, fn) -> None:
-            if self.cases and not any(c in name for c in self.cases):
+        def case(case_name: str, fn) -> None:
+            if self.cases and not any(c in case_name for c in self.cases):
                 return
-            for _ in range(self.runs):
+            for i in range(self.runs):
                 self.settle()
-                r.setdefault(name, []).append(fn())
+                r.setdefault(case_name, []).append(fn())
+                log("  %s, run %d: %.0f ms" % (case_name, i + 1, r[case_name][-1]))
 
         for strategy in ("WAL_LOG", "FILE_COPY"):
             def raw(strategy: str = strategy) -> float:
@@ -227,6 +251,9 @@ class Bench:
         self.drop("bench_psql")
         self.drop(db)
         self.drop(tpl)
+        shutil.rmtree(proj, ignore_errors=True)
+        dump_sql.unlink()
+        custom.unlink()
         return r
 
     def sh_bytes(self, *cmd: str) -> bytes:
@@ -240,9 +267,9 @@ def fmt(ms: float) -> str:
 
 
 def report(results: list[dict], label: str, runs: int) -> str:
-    cases = [k for k in results[0] if k not in ("tables", "relations")]
+    cases = [k for k in dict.fromkeys(k for r in results for k in r) if k not in ("name", "relations")]
     head = "| case | " + " | ".join(
-        "%d tables (%d relations)" % (r["tables"], r["relations"]) for r in results
+        "%s (%d relations)" % (r["name"], r["relations"]) for r in results
     ) + " |"
     lines = [
         "Scale curve, %s (medians of %d runs; cold: one run; in brackets ms per relation, then the fastest and slowest run):" % (label, runs),
@@ -253,6 +280,9 @@ def report(results: list[dict], label: str, runs: int) -> str:
     for c in cases:
         cells = []
         for r in results:
+            if c not in r:
+                cells.append("–")
+                continue
             m = statistics.median(r[c])
             spread = "" if len(r[c]) < 2 else ", %s–%s" % (fmt(min(r[c])), fmt(max(r[c])))
             cells.append("%s (%.3f%s)" % (fmt(m), m / r["relations"], spread))
@@ -260,18 +290,31 @@ def report(results: list[dict], label: str, runs: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sizes(arg: str) -> list[str]:
+    return [] if arg.strip() in ("", "none") else [n for n in arg.split(",") if n]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--python", required=True)
-    ap.add_argument("--tables", default="500,2000")
+    ap.add_argument("--tables", default="500,2000", help="schema widths; '' or none for no width")
+    ap.add_argument("--projects", default="", help="gen_project.py sizes, e.g. 1000,5000 (default: none)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--cases", default="", help="only the cases whose name contains one of these (comma-separated)")
     ap.add_argument("--label", default="embedded server")
     args = ap.parse_args()
     bench = Bench(args)
     try:
-        results = [bench.width(int(n)) for n in args.tables.split(",")]
+        sources = [(bench.project, int(n)) for n in sizes(args.projects)]
+        sources += [(bench.wide, int(n)) for n in sizes(args.tables)]
+        if not sources:
+            sys.exit("bench: error: nothing to measure\nhint: give --tables or --projects")
+        results = []
+        for source, n in sources:
+            results.append(bench.measure(*source(n)))
+            # A long run can be cut short: what is done so far is on stderr.
+            log("so far:\n" + report(results, args.label, args.runs))
         print(report(results, args.label, args.runs))
     finally:
         shutil.rmtree(bench.work, ignore_errors=True)

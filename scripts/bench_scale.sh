@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The scale curve (issue #12): migsnap's warm, pool and cache paths against
 # raw clones, createdb + psql -1 and pg_restore -j 2, and a flush, as the
-# schema widens. Not a test: it fails only on a wrong result (a prepare that
-# did not take the path its case is about), never on a slow one.
+# schema widens and as the project's migrations grow. Not a test: it fails
+# only on a wrong result (a prepare that did not take the path its case is
+# about), never on a slow one.
 #
-#   scripts/bench_scale.sh [--tables 500,2000,5000] [--runs N] [--server-dir DIR]
+#   scripts/bench_scale.sh [--tables 500,2000,5000] [--projects 1000,5000] [--runs N] [--server-dir DIR]
+#   scripts/bench_scale.sh --projects 1000,5000 --tables 5000 --runs 3 > scale.md
 #
-#   --tables LIST    schema widths, tables with 2 indexes each (default 500,2000)
+#   --tables LIST    schema widths, tables with 2 indexes each (default 500,2000;
+#                    '' or none: no width, e.g. with --projects)
+#   --projects LIST  synthetic projects of gen_project.py --size N, N migrations
+#                    (1000 and/or 5000; default none). Measured first, same cases.
 #   --runs N         runs per case, medians reported (default 3)
 #   --cases LIST     only the cases whose name contains one of these words,
 #                    e.g. "cache,psql" (default: all)
@@ -20,15 +25,16 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$root"
 
-tables=500,2000 runs=3 server_dir='' cases=''
+tables=500,2000 projects='' runs=3 server_dir='' cases=''
 while [ $# -gt 0 ]; do
   case "$1" in
     --tables) tables=$2; shift 2 ;;
+    --projects) projects=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --cases) cases=$2; shift 2 ;;
     --server-dir) server_dir=$2; shift 2 ;;
     *) echo "bench_scale: error: unknown option $1" >&2
-       echo "hint: scripts/bench_scale.sh [--tables 500,2000] [--runs N] [--cases cache,psql] [--server-dir DIR]" >&2; exit 2 ;;
+       echo "hint: scripts/bench_scale.sh [--tables 500,2000] [--projects 1000,5000] [--runs N] [--cases cache,psql] [--server-dir DIR]" >&2; exit 2 ;;
   esac
 done
 
@@ -59,4 +65,4 @@ export PGHOST PGPORT PGUSER PGPASSWORD
 unset PGSERVICE PGSERVICEFILE PGOPTIONS
 label="$label, PostgreSQL $(psql -X -At -d postgres -c 'SHOW server_version'), fsync $(psql -X -At -d postgres -c 'SHOW fsync')"
 "$root/.venv/bin/python" scripts/bench_scale.py --bin "$bin" --python "$root/.venv/bin/python" \
-  --tables "$tables" --runs "$runs" --cases "$cases" --label "$label"
+  --tables "$tables" --projects "$projects" --runs "$runs" --cases "$cases" --label "$label"
