@@ -22,6 +22,18 @@
 # removed at the end. The report (Markdown) goes to stdout, progress to stderr.
 # Benchmarks are not tests: nothing here fails on a slow number, only on a
 # wrong one (a prepare that did not take the path the case is about).
+#
+# The rest of the suite, one script each (same conventions, see BENCHMARKS.md):
+#   scripts/bench_scale.sh    the scale curve: 500-5,000 tables and projects of
+#                             1,000/5,000 migrations, warm / pool / cache against
+#                             raw clones, createdb + psql -1, pg_restore -j 2
+#   scripts/bench_peers.sh    the pytest plugin against pytest-django --reuse-db,
+#                             django-migrations-ci and django-pg-baseline
+#   scripts/bench_early.sh    what the first test waits for its database, with the
+#                             plugin's early start and without
+#   scripts/bench_insight.sh  plan / sql / lint / schema / diff on 1,000 migrations
+#   scripts/bench_remote.sh   a fresh machine, from the shared snapshot store
+#   scripts/bench_reflink.sh  clones on PostgreSQL 18 with reflink (XFS image)
 set -euo pipefail
 # The whole script is one compound command, so bash parses all of it before
 # running any: editing the file while a long bench runs cannot derail it.
