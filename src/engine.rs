@@ -26,7 +26,7 @@
 //! xdist worker) gets it promoted instead, as before, and clones it.
 
 use crate::context::{Ctx, ServerChoice};
-use crate::depends::Depends;
+use crate::depends::{Checked, Depends};
 use crate::django::{self, MigrateFailure};
 use crate::error::{Error, Result};
 use crate::failpoint;
@@ -77,10 +77,10 @@ pub struct Snapshot {
     /// rather than becoming the template; a target it replaced was
     /// renamed aside, for maintenance to drop.
     pub handed_out: bool,
-    /// The digest of the inputs record (`Checked::digest`) the database
-    /// was made from, when this run knows it for certain (a template it
-    /// found marked with it, or a dump it restored); None after a build.
-    pub inputs: Option<String>,
+    /// The inputs record the database was made from, when this run knows
+    /// it for certain (a template it found marked with its digest, or the
+    /// manifest of a dump it restored); None after a build.
+    pub built_with: Option<Checked>,
 }
 
 /// What a build is asked for.
@@ -107,8 +107,8 @@ pub struct HandOut<'a> {
 }
 
 impl Snapshot {
-    /// A template that needed no work, marked with the `inputs` digest.
-    pub fn ready(template: String, inputs: String) -> Snapshot {
+    /// A template that needed no work, marked with the digest of `record`.
+    pub fn ready(template: String, record: Option<Checked>) -> Snapshot {
         Snapshot {
             template,
             source: Source::Template,
@@ -116,7 +116,7 @@ impl Snapshot {
             applied: vec![],
             origin: None,
             handed_out: false,
-            inputs: Some(inputs),
+            built_with: record,
         }
     }
 }
@@ -127,9 +127,14 @@ impl Snapshot {
 /// This is the warm path's whole check: one small file read, a few hundred
 /// hashes at most, no Python, no server.
 pub fn current_inputs(store: &Store, fp: &Fingerprint, project_dir: &Path) -> Option<String> {
+    current_record(store, fp, project_dir).map(|c| c.digest())
+}
+
+/// The record `current_inputs` digests, itself.
+pub fn current_record(store: &Store, fp: &Fingerprint, project_dir: &Path) -> Option<Checked> {
     let checked = store.load_checked(&fp.key)?;
     checked.verify(project_dir).ok()?;
-    Some(checked.digest())
+    Some(checked)
 }
 
 /// Connect to the configured server if it runs: None when the embedded
@@ -137,10 +142,7 @@ pub fn current_inputs(store: &Store, fp: &Fingerprint, project_dir: &Path) -> Op
 pub async fn connect_if_running(ctx: &Ctx) -> Result<Option<Admin>> {
     match &ctx.server {
         ServerChoice::Url(url) => Admin::connect(&ConnInfo::from_url(url)?).await.map(Some),
-        ServerChoice::Embedded(server) if server.probably_running() => {
-            Ok(Admin::connect(&server.conn_info()).await.ok())
-        }
-        ServerChoice::Embedded(_) => Ok(None),
+        ServerChoice::Embedded(server) => Ok(running(server).await),
     }
 }
 
@@ -149,17 +151,22 @@ pub async fn connect(ctx: &Ctx, ui: &Ui) -> Result<Admin> {
     match &ctx.server {
         ServerChoice::Url(url) => Admin::connect(&ConnInfo::from_url(url)?).await,
         ServerChoice::Embedded(server) => {
-            let info = server.conn_info();
-            if server.probably_running() {
-                if let Ok(admin) = Admin::connect(&info).await {
-                    return Ok(admin);
-                }
+            if let Some(admin) = running(server).await {
+                return Ok(admin);
             }
             let (s, u) = (server.clone(), *ui);
             crate::error::blocking("starting the server", move || s.start(&u)).await??;
-            Admin::connect(&info).await
+            Admin::connect(&server.conn_info()).await
         }
     }
+}
+
+/// A connection to the embedded server if it is up.
+async fn running(server: &crate::embedded::Embedded) -> Option<Admin> {
+    if !server.probably_running() {
+        return None;
+    }
+    Admin::connect(&server.conn_info()).await.ok()
 }
 
 /// The name of `fp`'s template, built first (as `prepare` builds it) unless
@@ -360,7 +367,7 @@ async fn build_locked(
         if let Some(inputs) = holds.as_deref() {
             if existing.is_template_for(key, inputs) && !rebuild {
                 // Another process finished it while we waited for the lock.
-                return Ok(Snapshot::ready(template, inputs.to_string()));
+                return Ok(Snapshot::ready(template, own.map(|m| m.depends.checked)));
             }
             if !rebuild {
                 ui.warn(format!(
@@ -386,7 +393,7 @@ async fn build_locked(
             applied: vec![],
             origin: Some(origin),
             handed_out,
-            inputs: Some(m.depends.digest()),
+            built_with: Some(m.depends.checked.clone()),
         };
         let own = own.filter(|m| fits_server(m, admin.version_num, ui));
         if let Some(m) = own {
@@ -480,7 +487,7 @@ async fn build_locked(
         applied: report.applied,
         origin: None,
         handed_out: false,
-        inputs: None,
+        built_with: None,
     })
 }
 
@@ -676,7 +683,7 @@ async fn incremental(
         applied: report.applied,
         origin: Some(Origin::Local),
         handed_out: false,
-        inputs: None,
+        built_with: None,
     })
 }
 

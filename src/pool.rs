@@ -140,17 +140,15 @@ pub struct Maintained {
 /// directory maybe being removed).
 pub async fn maintain(ctx: &Ctx, size: usize, start_server: bool, ui: &Ui) -> Result<Maintained> {
     let admin = if start_server {
-        crate::engine::connect(ctx, ui).await?
+        Some(crate::engine::connect(ctx, ui).await?)
     } else {
-        match crate::engine::connect_if_running(ctx).await? {
-            Some(admin) => admin,
-            None => {
-                return Ok(Maintained {
-                    server_stopped: true,
-                    ..Maintained::default()
-                })
-            }
-        }
+        crate::engine::connect_if_running(ctx).await?
+    };
+    let Some(admin) = admin else {
+        return Ok(Maintained {
+            server_stopped: true,
+            ..Maintained::default()
+        });
     };
     let mut done = Maintained::default();
     let project = ctx.project_tag();

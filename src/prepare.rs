@@ -16,7 +16,7 @@ use crate::pg::admin::{self, CLONE_COMMENT};
 use crate::pg::ConnInfo;
 use crate::pool;
 use crate::shared::Origin;
-use crate::store::{Applied, Store};
+use crate::store::Applied;
 use crate::ui::{self, Ui};
 use std::time::{Duration, Instant};
 
@@ -47,23 +47,13 @@ pub struct Prepared {
     /// Work left for `pool::maintain`, off the critical path: the replaced
     /// target renamed aside, or a pool below its size.
     pub maintenance: bool,
-    /// The digest of the inputs record the database was made from, when
-    /// known for certain (see `Snapshot::inputs`).
-    pub inputs: Option<String>,
+    /// The inputs record the database was made from, when known for
+    /// certain (see `Snapshot::built_with`): what Django loaded for that
+    /// build, which the pytest plugin compares with its own process.
+    pub built_with: Option<Checked>,
 }
 
 impl Prepared {
-    /// What Django loaded for the build this database came from, when
-    /// known for certain: the manifest's record, only if its digest is the
-    /// one the database was made from (a record rewritten since, or forged,
-    /// is not it). The pytest plugin compares it with its own process.
-    pub fn built_with(&self, store: &Store) -> Option<Checked> {
-        let made_from = self.inputs.as_deref()?;
-        store
-            .load_checked(&self.key)
-            .filter(|c| c.digest() == made_from)
-    }
-
     /// `test_app ready from template in 85ms`, for humans.
     pub fn summary(&self) -> String {
         let applied = match self.applied.len() {
@@ -97,11 +87,13 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
     let (spec, st) = (ctx.key.clone(), store.clone());
     let hashing = crate::error::blocking("hashing the migrations", move || {
         let fp = fingerprint::compute(&spec)?;
-        let inputs = engine::current_inputs(&st, &fp, &spec.root);
-        Ok::<_, crate::error::Error>((fp, inputs))
+        let record = engine::current_record(&st, &fp, &spec.root);
+        Ok::<_, crate::error::Error>((fp, record))
     });
     let (hashed, admin) = tokio::join!(hashing, engine::connect(ctx, ui));
-    let (fp, inputs) = hashed??;
+    let (fp, record) = hashed??;
+    // What the template must be marked with to be served.
+    let inputs = record.as_ref().map(Checked::digest);
     let admin = admin?;
     let template = admin::template_name(&fp.key);
     let is_ours = |d: &admin::DbInfo| {
@@ -177,30 +169,29 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
                     conn: admin.conn.clone(),
                     // One member fewer: refill (and drop what went aside).
                     maintenance: true,
-                    inputs: Some(i.clone()),
+                    built_with: record,
                 });
             }
         }
     }
 
-    let mut snapshot = match (&inputs, ready && !args.rebuild) {
-        (Some(i), true) => Snapshot::ready(template, i.clone()),
-        _ => {
-            // With a pool, background work for this key follows anyway: a
-            // restore may go straight into the target and the template be
-            // made with the refill, off the path the caller waits on.
-            let hand_out = (ctx.pool > 0).then_some(engine::HandOut {
-                target,
-                comment: &clone_comment,
-                force: args.force,
-            });
-            let req = engine::Request {
-                rebuild: args.rebuild,
-                hand_out,
-                cache_only: false,
-            };
-            engine::build(&admin, ctx, &fp, ui, req).await?
-        }
+    let mut snapshot = if ready && !args.rebuild {
+        Snapshot::ready(template, record)
+    } else {
+        // With a pool, background work for this key follows anyway: a
+        // restore may go straight into the target and the template be
+        // made with the refill, off the path the caller waits on.
+        let hand_out = (ctx.pool > 0).then_some(engine::HandOut {
+            target,
+            comment: &clone_comment,
+            force: args.force,
+        });
+        let req = engine::Request {
+            rebuild: args.rebuild,
+            hand_out,
+            cache_only: false,
+        };
+        engine::build(&admin, ctx, &fp, ui, req).await?
     };
     let done = |snapshot: Snapshot, key: Key, maintenance: bool| Prepared {
         database: target.to_string(),
@@ -212,7 +203,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
         elapsed: started.elapsed(),
         conn: admin.conn.clone(),
         maintenance,
-        inputs: snapshot.inputs,
+        built_with: snapshot.built_with,
     };
     if snapshot.handed_out {
         // The template (and the pool) are still to be made, and the

@@ -33,24 +33,24 @@ struct PrepareOutput<'a> {
     /// version, settings module, INSTALLED_APPS, MIGRATION_MODULES), when
     /// known for certain; else null. The pytest plugin checks the database
     /// against Django's migration loader only when its own process differs.
-    built_with: Option<BuiltWith>,
+    built_with: Option<BuiltWith<'a>>,
 }
 
 #[derive(serde::Serialize)]
-struct BuiltWith {
-    django: String,
-    settings_module: String,
-    installed_apps: Vec<String>,
-    migration_modules: std::collections::BTreeMap<String, Option<String>>,
+struct BuiltWith<'a> {
+    django: &'a str,
+    settings_module: &'a str,
+    installed_apps: &'a [String],
+    migration_modules: &'a std::collections::BTreeMap<String, Option<String>>,
 }
 
-impl From<migsnap::depends::Checked> for BuiltWith {
-    fn from(c: migsnap::depends::Checked) -> BuiltWith {
+impl<'a> From<&'a migsnap::depends::Checked> for BuiltWith<'a> {
+    fn from(c: &'a migsnap::depends::Checked) -> BuiltWith<'a> {
         BuiltWith {
-            django: c.django,
-            settings_module: c.settings_module,
-            installed_apps: c.installed_apps,
-            migration_modules: c.migration_modules,
+            django: &c.django,
+            settings_module: &c.settings_module,
+            installed_apps: &c.installed_apps,
+            migration_modules: &c.migration_modules,
         }
     }
 }
@@ -88,12 +88,7 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8>
             password: p.conn.password.as_deref(),
             dbname: &p.database,
             url: p.conn.url(&p.database),
-            built_with: settings
-                .ctx
-                .store()
-                .ok()
-                .and_then(|store| p.built_with(&store))
-                .map(BuiltWith::from),
+            built_with: p.built_with.as_ref().map(BuiltWith::from),
         })?;
     } else {
         // stdout is data: the URL, for `psql "$(migsnap prepare …)"`; the
