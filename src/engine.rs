@@ -707,6 +707,10 @@ async fn restore_or_drop(
         sha256: m.dump.sha256.clone(),
         size: m.dump.size,
         server_major: admin.major(),
+        // Wired to the snapshot's signature status and its manifest's
+        // extension record (issue #21).
+        authenticated: true,
+        extensions: vec![],
     };
     let role = match admin.restore_role(build).await {
         Ok(role) => role,

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod dump;
 pub mod dump_reader;
+pub mod extension;
 pub mod restore;
 pub mod tools;
 

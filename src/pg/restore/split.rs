@@ -178,6 +178,14 @@ pub struct Expected {
     /// newer pg_dump writes that it does not know are left out (see
     /// `SETTINGS_SINCE`).
     pub server_major: u32,
+    /// Whether the snapshot is authenticated (signed by a trusted key, or
+    /// built here): an unauthenticated one is held to the stricter rules
+    /// (no `SECURITY DEFINER` functions, no ancestor use).
+    pub authenticated: bool,
+    /// The extensions the manifest records: created by migsnap before the
+    /// restore; a dump naming any other is refused, and the dump's own
+    /// `CREATE EXTENSION` / `COMMENT ON EXTENSION` statements never run.
+    pub extensions: Vec<crate::pg::extension::Extension>,
 }
 
 /// Session settings a pg_dump writes whatever the server it dumps, with the
@@ -726,6 +734,8 @@ mod tests {
             sha256: crate::hash::hex(&Sha256::digest(&compressed)),
             size: compressed.len() as u64,
             server_major,
+            authenticated: true,
+            extensions: vec![],
         };
         let (tx, mut rx) = mpsc::channel(1024);
         if read(&path, &expected, jobs, &tx).is_err() {

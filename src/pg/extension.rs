@@ -1,0 +1,16 @@
+//! An extension a snapshot needs, as the build's database had it: recorded
+//! in the manifest at build time, created by migsnap itself with fixed text
+//! (never with a dump's own statement) before a restore, and the only
+//! extensions a dump may name (issue #21).
+
+use serde::{Deserialize, Serialize};
+
+/// One row of `pg_extension` of a built database.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Extension {
+    pub name: String,
+    /// The schema its objects live in (`pg_extension.extnamespace`).
+    pub schema: String,
+    /// `pg_extension.extversion`.
+    pub version: String,
+}
