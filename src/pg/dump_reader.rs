@@ -11,7 +11,7 @@
 //! Assumes `standard_conforming_strings = on` (pg_dump always sets it), so a
 //! backslash is only an escape character inside `E'...'` strings.
 
-use std::io::{BufRead, ErrorKind};
+use std::io::{BufRead, ErrorKind, Read};
 
 /// COPY data is handed out in chunks of about this many bytes.
 const COPY_CHUNK: usize = 256 * 1024;
@@ -20,6 +20,15 @@ const WINDOW: usize = 64 * 1024;
 /// A buffer that grew beyond this for one huge statement or line is released
 /// afterwards so the footprint goes back down.
 const KEEP_CAPACITY: usize = 1024 * 1024;
+/// The longest statement a dump may hold. pg_dump writes a statement per
+/// object: a table's columns, a function's body, a view's query; the
+/// largest in the projects measured were tens of KiB. A longer one marks
+/// the dump damaged, so memory stays bounded whatever the input (a planted
+/// 256 MiB statement took migsnap to 800 MB: issue #21).
+pub const MAX_STATEMENT: usize = 8 * 1024 * 1024;
+/// The longest line: one row of COPY data (a large text or bytea value) is
+/// one line.
+pub const MAX_LINE: usize = 32 * 1024 * 1024;
 
 /// One unit of work for the restorer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +67,14 @@ pub enum DumpError {
     /// comments between statements are not checked).
     #[error("the dump is not UTF-8 text near line {line}")]
     NotUtf8 { line: u64 },
+    /// A statement or line longer than pg_dump writes (`MAX_STATEMENT`,
+    /// `MAX_LINE`).
+    #[error("the dump has a {what} over {limit} bytes at line {line}")]
+    TooLong {
+        what: &'static str,
+        limit: usize,
+        line: u64,
+    },
 }
 
 /// Lexer state inside SQL text; carried from one window to the next.
@@ -238,7 +255,18 @@ impl<R: BufRead> DumpReader<R> {
             self.reader.consume(take);
         }
         if self.window.last().is_some_and(|&b| b != b'\n') {
-            self.reader.read_until(b'\n', &mut self.window)?;
+            // To the end of the line, but no further than a line may be.
+            let limit = MAX_LINE as u64 + 1;
+            (&mut self.reader)
+                .take(limit)
+                .read_until(b'\n', &mut self.window)?;
+            if self.window.len() > self.window_size + MAX_LINE {
+                return Err(DumpError::TooLong {
+                    what: "line",
+                    limit: MAX_LINE,
+                    line: self.lines.base,
+                });
+            }
         }
         Ok(!self.window.is_empty())
     }
@@ -332,7 +360,7 @@ impl<R: BufRead> DumpReader<R> {
             match self.lex {
                 Lex::Normal if !self.in_stmt => match buf[i] {
                     b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | b';' => i += 1,
-                    b'-' if buf.get(i + 1) == Some(&b'-') => i = line_end(buf, i),
+                    b'-' if buf.get(i + 1) == Some(&b'-') => i = comment_end(buf, i),
                     b'/' if buf.get(i + 1) == Some(&b'*') => {
                         self.lex = Lex::Block {
                             depth: 1,
@@ -402,7 +430,7 @@ impl<R: BufRead> DumpReader<R> {
                                 _ => i += 1,
                             }
                         }
-                        b'-' if next == Some(b'-') => i = line_end(buf, i),
+                        b'-' if next == Some(b'-') => i = comment_end(buf, i),
                         b'/' if next == Some(b'*') => {
                             self.lex = Lex::Block {
                                 depth: 1,
@@ -493,6 +521,13 @@ impl<R: BufRead> DumpReader<R> {
             }
         }
         if self.in_stmt {
+            if self.stmt.len() + (end - seg) > MAX_STATEMENT {
+                return Err(DumpError::TooLong {
+                    what: "statement",
+                    limit: MAX_STATEMENT,
+                    line: self.stmt_line,
+                });
+            }
             self.stmt.extend_from_slice(&buf[seg..end]);
         }
         self.pos = end;
@@ -503,6 +538,13 @@ impl<R: BufRead> DumpReader<R> {
     /// text is `stmt` followed by `window[seg..end]`.
     fn finish_statement(&mut self, seg: usize, end: usize) -> Result<Item, DumpError> {
         let tail = &self.window[seg..end];
+        if self.stmt.len() + tail.len() > MAX_STATEMENT {
+            return Err(DumpError::TooLong {
+                what: "statement",
+                limit: MAX_STATEMENT,
+                line: self.stmt_line,
+            });
+        }
         let text = if self.stmt.is_empty() {
             statement_text(tail, self.stmt_line)?
         } else {
@@ -575,6 +617,17 @@ impl<R: BufRead> Iterator for DumpReader<R> {
 }
 
 impl<R: BufRead> std::iter::FusedIterator for DumpReader<R> {}
+
+/// Offset of the `\n` or `\r` that ends the `--` comment starting at `i`
+/// (or the end of `buf`). PostgreSQL's scanner ends a comment at either
+/// (`non_newline [^\n\r]` in scan.l): a reader that waited for `\n` would
+/// take the statements after a `\r` for comment text (issue #21).
+fn comment_end(buf: &[u8], i: usize) -> usize {
+    buf[i..]
+        .iter()
+        .position(|&b| b == b'\n' || b == b'\r')
+        .map_or(buf.len(), |p| i + p)
+}
 
 /// Offset just past the `\n` that ends the line containing offset `i` (or the end of `buf`).
 fn line_end(buf: &[u8], i: usize) -> usize {

@@ -14,3 +14,15 @@ pub struct Extension {
     /// `pg_extension.extversion`.
     pub version: String,
 }
+
+impl Extension {
+    /// The schema migsnap creates before the restore for this extension's
+    /// objects, when it is not one that every database has: the dump's own
+    /// `CREATE SCHEMA` for it is then skipped (see `restore::allow`).
+    pub fn pre_created_schema(&self) -> Option<&str> {
+        match self.schema.as_str() {
+            "public" | "pg_catalog" => None,
+            s => Some(s),
+        }
+    }
+}

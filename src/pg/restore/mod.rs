@@ -13,6 +13,7 @@
 
 mod allow;
 mod copy_rows;
+mod parse;
 mod split;
 
 use super::ConnInfo;
@@ -103,7 +104,7 @@ pub async fn restore(
             }
         })
     };
-    let (clients, privileged) = tokio::try_join!(lanes_connect, runners.privileged.connect(db))?;
+    let clients = lanes_connect.await?;
     // A JoinSet aborts its tasks when dropped, so a cancelled restore
     // (Ctrl-C) closes every connection at once.
     let mut lanes = JoinSet::new();
@@ -113,7 +114,7 @@ pub async fn restore(
         senders.push(ltx);
         lanes.spawn(run_lane(client, db.to_string(), lrx));
     }
-    let dispatched = dispatch(&mut rx, &senders, &privileged, db).await;
+    let dispatched = dispatch(&mut rx, &senders).await;
     drop(senders);
     // The reader stops at its next send once the receiver is gone.
     drop(rx);
@@ -160,10 +161,8 @@ pub async fn restore(
 async fn dispatch(
     rx: &mut mpsc::Receiver<std::result::Result<Msg, Failure>>,
     lanes: &[mpsc::Sender<Work>],
-    privileged: &Client,
-    db: &str,
 ) -> std::result::Result<(), Option<Failure>> {
-    match forward(rx, lanes, privileged, db).await {
+    match forward(rx, lanes).await {
         Err(None) => {
             // A lane failed. zstd checks a frame's checksum at the frame's
             // end, so a dump damaged in a way sha256 did not catch (a manifest
@@ -186,8 +185,6 @@ async fn dispatch(
 async fn forward(
     rx: &mut mpsc::Receiver<std::result::Result<Msg, Failure>>,
     lanes: &[mpsc::Sender<Work>],
-    privileged: &Client,
-    db: &str,
 ) -> std::result::Result<(), Option<Failure>> {
     while let Some(msg) = rx.recv().await {
         let (lane, work) = match msg.map_err(Some)? {
@@ -207,14 +204,6 @@ async fn forward(
                 }
                 continue;
             }
-            // Every lane is idle (a Sync came just before): run it here.
-            Msg::Privileged { text, line } => {
-                privileged
-                    .batch_execute(&text)
-                    .await
-                    .map_err(|e| Some(Failure::Other(restore_error(db, line, e))))?;
-                continue;
-            }
         };
         let lane = lanes.get(lane).ok_or(None)?;
         lane.send(work).await.map_err(|_| None)?;
@@ -229,8 +218,9 @@ pub struct Runners<'a> {
     /// nothing else when the caller could make one (see
     /// `Admin::restore_role`), else the caller's own.
     pub lanes: &'a ConnInfo,
-    /// The caller's own connection, for the statements only a superuser may
-    /// run (`CREATE EXTENSION`, `COMMENT ON EXTENSION`).
+    /// The caller's own connection. No statement of a dump runs on it:
+    /// the extensions a dump needs are made before the restore, with fixed
+    /// text, from the manifest's record (issue #21).
     pub privileged: &'a ConnInfo,
 }
 
@@ -270,6 +260,14 @@ async fn run_lane(
     db: String,
     mut rx: mpsc::Receiver<Work>,
 ) -> std::result::Result<(), LaneError> {
+    // Strings are read as the check read them (`parse` assumes
+    // standard_conforming_strings on), whatever the server's or a role's
+    // default, before the dump's first statement. The lanes wait here while
+    // the check pass reads the whole dump, so this costs no time.
+    client
+        .batch_execute("SET standard_conforming_strings = on")
+        .await
+        .map_err(|e| lane_error(&db, 0, e))?;
     let mut sink = None;
     let mut copy_line = 0;
     while let Some(work) = rx.recv().await {

@@ -23,7 +23,7 @@
 //! (`SET …`, `set_config`) go to every lane before its next statement, so
 //! each lane runs with what the dump set up.
 
-use super::{allow, copy_rows, Failure};
+use super::{allow, copy_rows, parse, Failure};
 use crate::error::{Error, Kind};
 use crate::pg::dump_reader::{DumpError, DumpReader, Item};
 use bytes::Bytes;
@@ -67,13 +67,6 @@ pub enum Msg {
     },
     /// Wait until every lane has finished all it was sent.
     Sync,
-    /// A statement only the server's superuser may run (creating or
-    /// commenting an extension), sent once every lane is idle; the restore
-    /// runs it on its own, privileged connection (see `restore`).
-    Privileged {
-        text: String,
-        line: u64,
-    },
 }
 
 /// Read `path` and send what `jobs` lanes should run through `tx`.
@@ -122,7 +115,11 @@ pub fn read(
         file: &file,
         seen: Rc::clone(&seen),
     };
-    check(path, &mut dump_reader(path, tee())?, || tx.is_closed())?;
+    let policy = allow::Policy {
+        authenticated: expected.authenticated,
+        extensions: &expected.extensions,
+    };
+    let plan = check(path, &mut dump_reader(path, tee())?, &policy, || tx.is_closed())?;
     let reread = |e: std::io::Error| {
         Failure::Other(Error::internal(format!("cannot reread `{}`", path.display())).source(e))
     };
@@ -148,16 +145,49 @@ pub fn read(
     let mut reader = dump_reader(path, &file)?;
     let mut split = Splitter::new(jobs, |m| tx.blocking_send(Ok(m)).is_ok());
     split.server_major = expected.server_major;
+    let mut steps = plan.into_iter().peekable();
+    let mut ordinal = 0u64;
+    let mut pending = String::new();
+    let mut pending_line = 0;
     loop {
         let item = reader.next_item().map_err(bad)?;
         let line = reader.item_line();
+        let mut step = || {
+            let n = ordinal;
+            ordinal += 1;
+            steps.next_if(|(at, _)| *at == n).map(|(_, step)| step)
+        };
         let open = match item {
             None => {
                 split.finish();
                 return Ok(());
             }
-            Some(Item::Statement(s)) => split.statement(s, line),
-            Some(Item::CopyStart(stmt)) => split.copy_start(stmt, line),
+            Some(Item::Statement(s)) => match step() {
+                // The same pieces the check joined, joined the same way.
+                Some(Step::Join) => {
+                    if pending.is_empty() {
+                        pending_line = line;
+                    } else {
+                        pending.push('\n');
+                    }
+                    pending.push_str(&s);
+                    true
+                }
+                Some(Step::Skip) => {
+                    pending.clear();
+                    true
+                }
+                None if pending.is_empty() => split.statement(s, line),
+                None => {
+                    pending.push('\n');
+                    pending.push_str(&s);
+                    split.statement(std::mem::take(&mut pending), pending_line)
+                }
+            },
+            Some(Item::CopyStart(stmt)) => {
+                step();
+                split.copy_start(stmt, line)
+            }
             Some(Item::CopyData(d)) => split.copy_data(d),
             Some(Item::CopyEnd) => split.copy_end(),
             // `check` let only \restrict / \unrestrict through: a
@@ -223,17 +253,43 @@ fn dump_reader<R: Read>(
     Ok(DumpReader::new(BufReader::with_capacity(1 << 20, decoder)))
 }
 
+/// What the send pass does differently from sending each statement the
+/// reader hands out: keyed by the statement's ordinal (statements and COPY
+/// headers, counted from 0), in order. Both passes read the same open file,
+/// so the reader hands out the same items twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The grammar found this piece unfinished: join it with the next.
+    Join,
+    /// Allowed but never sent (`allow::Verdict::Skip`), with the pieces
+    /// joined before it.
+    Skip,
+}
+
 /// The first pass: every statement, COPY header and meta-command of the
-/// dump against the allow-list; COPY data is skipped unread. `Refused`
-/// names the first offender and its line. `gone`: the restore was
-/// abandoned, stop early.
+/// dump through PostgreSQL's grammar (`parse`) and against the allow-list;
+/// COPY data is skipped unread. `Refused` names the first offender and its
+/// line. `gone`: the restore was abandoned, stop early.
 fn check<R: std::io::BufRead>(
     path: &Path,
     reader: &mut DumpReader<R>,
+    policy: &allow::Policy,
     gone: impl Fn() -> bool,
-) -> Result<(), Failure> {
-    let mut body = allow::AtomicBody::default();
-    let mut seen = 0u32;
+) -> Result<Vec<(u64, Step)>, Failure> {
+    let mut plan = Vec::new();
+    let mut ordinal = 0u64;
+    // The pieces of a statement the grammar found unfinished so far, and
+    // how much text was parsed for it.
+    let mut pending = String::new();
+    let mut pending_line = 0;
+    let mut parsed = 0usize;
+    let refuse = |line: u64, text: &str, why: &str| {
+        Failure::Refused(Error::usage(format!(
+            "refused dump `{}`: line {line} has `{}` ({why}), which pg_dump of one database never writes",
+            path.display(),
+            excerpt(text),
+        )))
+    };
     loop {
         let item = reader.next_item().map_err(|e| {
             Failure::Damaged(
@@ -244,35 +300,72 @@ fn check<R: std::io::BufRead>(
                 .source(e),
             )
         })?;
-        let (verdict, text) = match &item {
-            None => return Ok(()),
-            Some(Item::Statement(s)) if body.continues(s) => continue,
-            Some(Item::Statement(s)) => {
-                let verdict = allow::statement(s);
-                if verdict.is_ok() {
-                    body.opens(s);
-                }
-                (verdict, s.as_str())
-            }
-            Some(Item::CopyStart(s)) => (allow::copy_from_stdin(s), s.as_str()),
-            Some(Item::MetaCommand(m)) => (allow::meta_command(m), m.as_str()),
-            Some(Item::CopyData(_) | Item::CopyEnd) => (Ok(()), ""),
-        };
-        if let Err(why) = verdict {
-            let shown = match &item {
-                Some(Item::MetaCommand(m)) => format!("\\{m}"),
-                _ => text.to_string(),
-            };
-            return Err(Failure::Refused(Error::usage(format!(
-                "refused dump `{}`: line {} has `{}` ({why}), which pg_dump of one database never writes",
-                path.display(),
-                reader.item_line(),
-                excerpt(&shown),
-            ))));
+        let line = reader.item_line();
+        if !pending.is_empty() && !matches!(item, Some(Item::Statement(_))) {
+            return Err(refuse(
+                pending_line,
+                &pending,
+                "a statement PostgreSQL reads as unfinished",
+            ));
         }
-        seen = seen.wrapping_add(1);
-        if seen.is_multiple_of(4096) && gone() {
-            return Ok(());
+        match &item {
+            None => return Ok(plan),
+            Some(Item::Statement(s)) => {
+                let n = ordinal;
+                ordinal += 1;
+                let text = if pending.is_empty() {
+                    pending_line = line;
+                    parsed = 0;
+                    s.clone()
+                } else {
+                    let mut joined = std::mem::take(&mut pending);
+                    joined.push('\n');
+                    joined.push_str(s);
+                    joined
+                };
+                parsed += text.len();
+                if parsed > parse::PARSE_BUDGET {
+                    return Err(refuse(
+                        pending_line,
+                        &text,
+                        "a statement split at more semicolons than PostgreSQL's parser is given time for",
+                    ));
+                }
+                let node = match parse::piece(&text) {
+                    Ok(parse::Piece::Complete(node)) => node,
+                    Ok(parse::Piece::Unfinished) => {
+                        plan.push((n, Step::Join));
+                        pending = text;
+                        continue;
+                    }
+                    Err(e) => return Err(refuse(pending_line, &text, &e.to_string())),
+                };
+                match allow::statement(&node, policy) {
+                    Ok(allow::Verdict::Run) => {}
+                    Ok(allow::Verdict::Skip) => plan.push((n, Step::Skip)),
+                    Err(why) => return Err(refuse(pending_line, &text, why)),
+                }
+            }
+            Some(Item::CopyStart(s)) => {
+                ordinal += 1;
+                let verdict = match parse::piece(s) {
+                    Ok(parse::Piece::Complete(node)) => allow::copy_from_stdin(&node),
+                    Ok(parse::Piece::Unfinished) => Err("an unfinished COPY statement"),
+                    Err(_) => Err("a COPY statement PostgreSQL cannot parse"),
+                };
+                if let Err(why) = verdict {
+                    return Err(refuse(line, s, why));
+                }
+            }
+            Some(Item::MetaCommand(m)) => {
+                if let Err(why) = allow::meta_command(m) {
+                    return Err(refuse(line, &format!("\\{m}"), why));
+                }
+            }
+            Some(Item::CopyData(_) | Item::CopyEnd) => {}
+        }
+        if ordinal.is_multiple_of(4096) && gone() {
+            return Ok(plan);
         }
     }
 }
@@ -374,14 +467,6 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
     }
 
     fn statement(&mut self, s: String, line: u64) -> bool {
-        if is_extension_statement(&s) {
-            for lane in 0..self.lanes.len() {
-                self.flush(lane);
-            }
-            self.send(Msg::Sync);
-            self.send(Msg::Privileged { text: s, line });
-            return self.open;
-        }
         let (group, table) = classify(&s);
         let setting = setting_name(&s);
         let unknown_here = |name: &str| {
@@ -593,18 +678,6 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
     }
 }
 
-/// `CREATE EXTENSION` and `COMMENT ON EXTENSION`: an untrusted extension
-/// (PostGIS) needs a superuser to create, and only its owner may comment on
-/// it. Their text is pg_dump's fixed shape (checked by `allow`), and what
-/// they run is the server's own installed extension script.
-fn is_extension_statement(s: &str) -> bool {
-    let upper = |p: &str| {
-        s.get(..p.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(p))
-    };
-    upper("CREATE EXTENSION ") || upper("COMMENT ON EXTENSION ")
-}
-
 /// The group of a statement and, for the parallel groups, the table it
 /// touches. Only the exact shapes pg_dump writes are recognised; anything
 /// else is `Serial`, which is always safe.
@@ -726,6 +799,17 @@ mod tests {
 
     /// `messages`, for a server of major version `server_major`.
     fn messages_on(sql: &str, jobs: usize, server_major: u32) -> Vec<String> {
+        outcome(sql, jobs, server_major, true, vec![]).expect("the test dump is unreadable")
+    }
+
+    /// What the splitter sends for `sql`, or why the dump is refused.
+    fn outcome(
+        sql: &str,
+        jobs: usize,
+        server_major: u32,
+        authenticated: bool,
+        extensions: Vec<crate::pg::extension::Extension>,
+    ) -> Result<Vec<String>, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("dump.sql.zst");
         let compressed = zstd::encode_all(sql.as_bytes(), 3).expect("compress");
@@ -734,12 +818,15 @@ mod tests {
             sha256: crate::hash::hex(&Sha256::digest(&compressed)),
             size: compressed.len() as u64,
             server_major,
-            authenticated: true,
-            extensions: vec![],
+            authenticated,
+            extensions,
         };
         let (tx, mut rx) = mpsc::channel(1024);
-        if read(&path, &expected, jobs, &tx).is_err() {
-            panic!("the test dump is unreadable");
+        match read(&path, &expected, jobs, &tx) {
+            Ok(()) => {}
+            Err(Failure::Refused(e)) => return Err(format!("refused: {e}")),
+            Err(Failure::Damaged(e)) => return Err(format!("damaged: {e} ({:?})", std::error::Error::source(&e).map(ToString::to_string))),
+            Err(Failure::Other(e)) => return Err(format!("other: {e}")),
         }
         drop(tx);
         let mut out = vec![];
@@ -752,11 +839,11 @@ mod tests {
                 }
                 Msg::CopyEnd { lane } => format!("{lane}: end"),
                 Msg::Sync => "sync".to_string(),
-                Msg::Privileged { text, .. } => format!("privileged: {}", text.trim_end()),
             });
         }
-        out
+        Ok(out)
     }
+
 
     #[test]
     fn names_are_measured_with_quotes_and_schemas() {
@@ -1020,5 +1107,79 @@ mod tests {
                 "0: CREATE INDEX ai ON public.a USING btree (x);"
             ]
         );
+    }
+
+    /// The head of a pg_dump 15 script, so the pieces below sit where a
+    /// planted statement would.
+    const HEAD: &str = "SET statement_timeout = 0;\nSET standard_conforming_strings = on;\nSELECT pg_catalog.set_config('search_path', '', false);\n";
+
+    #[test]
+    fn a_carriage_return_cannot_hide_statements_in_a_comment() {
+        // Issue #21, finding 1, as it was planted before `\unrestrict`.
+        let planted = format!(
+            "{HEAD}COMMENT ON EXTENSION \"plpgsql\" IS 'x' --x\r; COPY (SELECT 1) TO PROGRAM 'id > /tmp/m'; CREATE ROLE evil SUPERUSER LOGIN; --\n;\n"
+        );
+        let plpgsql = crate::pg::extension::Extension {
+            name: "plpgsql".into(),
+            schema: "pg_catalog".into(),
+            version: "1.0".into(),
+        };
+        let got = outcome(&planted, 2, 18, true, vec![plpgsql]);
+        let why = got.expect_err("the planted dump must be refused");
+        assert!(why.starts_with("refused:") && why.contains("PROGRAM"), "{why}");
+    }
+
+    #[test]
+    fn a_begin_atomic_body_is_one_statement_and_what_follows_is_checked() {
+        let body = "CREATE FUNCTION \"public\".\"f\"() RETURNS integer\n    LANGUAGE \"sql\"\n    BEGIN ATOMIC\n SELECT 1 AS \"case\";\n SELECT 2;\nEND;\n";
+        let sent = outcome(&format!("{HEAD}{body}"), 1, 18, true, vec![]).expect("allowed");
+        let all = sent.join("\n");
+        // The pieces joined as the grammar read them (the reader drops the
+        // blanks between pieces: they separate tokens, nothing more).
+        assert!(all.contains("BEGIN ATOMIC\n SELECT 1 AS \"case\";\nSELECT 2;\nEND;"), "{all}");
+        // Finding 2: a DO block after the body is a statement of its own.
+        let planted = format!("{HEAD}{body}DO $$ BEGIN PERFORM 1; END $$;\n");
+        let why = outcome(&planted, 1, 18, true, vec![]).expect_err("refused");
+        assert!(why.contains("DO block"), "{why}");
+        // A body that never ends is not a statement.
+        let open = format!("{HEAD}CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1;\n");
+        let why = outcome(&open, 1, 18, true, vec![]).expect_err("refused");
+        assert!(why.contains("unfinished"), "{why}");
+    }
+
+    #[test]
+    fn recorded_extensions_are_skipped_and_others_refused() {
+        let trgm = crate::pg::extension::Extension {
+            name: "pg_trgm".into(),
+            schema: "public".into(),
+            version: "1.6".into(),
+        };
+        let dump = format!(
+            "{HEAD}CREATE EXTENSION IF NOT EXISTS \"pg_trgm\" WITH SCHEMA \"public\";\nCOMMENT ON EXTENSION \"pg_trgm\" IS 'text similarity';\nCREATE TABLE \"public\".\"t\" (\"x\" integer);\n"
+        );
+        let sent = outcome(&dump, 1, 18, true, vec![trgm]).expect("allowed").join("\n");
+        assert!(!sent.contains("EXTENSION"), "{sent}");
+        assert!(sent.contains("CREATE TABLE"), "{sent}");
+        let why = outcome(&dump, 1, 18, true, vec![]).expect_err("not recorded");
+        assert!(why.contains("does not record"), "{why}");
+        let dblink = format!("{HEAD}CREATE EXTENSION IF NOT EXISTS \"dblink\" WITH SCHEMA \"public\";\n");
+        assert!(outcome(&dblink, 1, 18, true, vec![]).is_err());
+    }
+
+    #[test]
+    fn a_statement_longer_than_the_cap_marks_the_dump_damaged() {
+        // Finding 7: memory followed the longest statement.
+        let huge = format!(
+            "{HEAD}COMMENT ON TABLE \"public\".\"t\" IS '{}';\n",
+            "x".repeat(crate::pg::dump_reader::MAX_STATEMENT + 1)
+        );
+        let why = outcome(&huge, 1, 18, true, vec![]).expect_err("damaged");
+        assert!(why.starts_with("damaged:"), "{why}");
+        let one_line = format!(
+            "{HEAD}COMMENT ON TABLE \"public\".\"t\" IS '{}\n';\n",
+            "y".repeat(crate::pg::dump_reader::MAX_LINE + 1)
+        );
+        let why = outcome(&one_line, 1, 18, true, vec![]).expect_err("damaged");
+        assert!(why.starts_with("damaged:"), "{why}");
     }
 }
