@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::failpoint;
 use bytes::Bytes;
 use futures_util::SinkExt;
-pub use split::Expected;
+pub use split::{statements, Expected};
 use split::Msg;
 use std::path::Path;
 use tokio::sync::{mpsc, oneshot};

@@ -145,47 +145,21 @@ pub fn read(
     let mut reader = dump_reader(path, &file)?;
     let mut split = Splitter::new(jobs, |m| tx.blocking_send(Ok(m)).is_ok());
     split.server_major = expected.server_major;
-    let mut steps = plan.into_iter().peekable();
-    let mut ordinal = 0u64;
-    let mut pending = String::new();
-    let mut pending_line = 0;
+    let mut joiner = Joiner::new(plan);
     loop {
         let item = reader.next_item().map_err(bad)?;
         let line = reader.item_line();
-        let mut step = || {
-            let n = ordinal;
-            ordinal += 1;
-            steps.next_if(|(at, _)| *at == n).map(|(_, step)| step)
-        };
         let open = match item {
             None => {
                 split.finish();
                 return Ok(());
             }
-            Some(Item::Statement(s)) => match step() {
-                // The same pieces the check joined, joined the same way.
-                Some(Step::Join) => {
-                    if pending.is_empty() {
-                        pending_line = line;
-                    } else {
-                        pending.push('\n');
-                    }
-                    pending.push_str(&s);
-                    true
-                }
-                Some(Step::Skip) => {
-                    pending.clear();
-                    true
-                }
-                None if pending.is_empty() => split.statement(s, line),
-                None => {
-                    pending.push('\n');
-                    pending.push_str(&s);
-                    split.statement(std::mem::take(&mut pending), pending_line)
-                }
+            Some(Item::Statement(s)) => match joiner.statement(s, line) {
+                Some((text, line)) => split.statement(text, line),
+                None => true,
             },
             Some(Item::CopyStart(stmt)) => {
-                step();
+                joiner.copy_start();
                 split.copy_start(stmt, line)
             }
             Some(Item::CopyData(d)) => split.copy_data(d),
@@ -264,6 +238,92 @@ enum Step {
     /// Allowed but never sent (`allow::Verdict::Skip`), with the pieces
     /// joined before it.
     Skip,
+}
+
+/// The send pass's side of the plan: the reader's pieces joined as the
+/// check joined them, and the skipped statements left out.
+struct Joiner {
+    steps: std::iter::Peekable<std::vec::IntoIter<(u64, Step)>>,
+    ordinal: u64,
+    pending: String,
+    pending_line: u64,
+}
+
+impl Joiner {
+    fn new(plan: Vec<(u64, Step)>) -> Self {
+        Joiner {
+            steps: plan.into_iter().peekable(),
+            ordinal: 0,
+            pending: String::new(),
+            pending_line: 0,
+        }
+    }
+
+    fn step(&mut self) -> Option<Step> {
+        let n = self.ordinal;
+        self.ordinal += 1;
+        self.steps.next_if(|(at, _)| *at == n).map(|(_, step)| step)
+    }
+
+    /// The reader's next statement piece: the statement to send now, with
+    /// the line it starts on, if this piece completes one that runs.
+    fn statement(&mut self, piece: String, line: u64) -> Option<(String, u64)> {
+        let step = self.step();
+        if self.pending.is_empty() {
+            self.pending_line = line;
+        } else {
+            self.pending.push('\n');
+        }
+        match step {
+            Some(Step::Join) => {
+                self.pending.push_str(&piece);
+                None
+            }
+            Some(Step::Skip) => {
+                self.pending.clear();
+                None
+            }
+            None if self.pending.is_empty() => Some((piece, line)),
+            None => {
+                self.pending.push_str(&piece);
+                Some((std::mem::take(&mut self.pending), self.pending_line))
+            }
+        }
+    }
+
+    fn copy_start(&mut self) {
+        self.step();
+    }
+}
+
+/// The statements a restore runs for the plain SQL `sql`, in order (COPY
+/// headers included, their data left out), or why it would refuse it. For
+/// the tests that hold migsnap's statement boundaries against a real
+/// server's.
+pub fn statements(sql: &str) -> Result<Vec<String>, String> {
+    let policy = allow::Policy {
+        authenticated: true,
+        extensions: &[],
+    };
+    let path = Path::new("(text)");
+    let plan = check(path, &mut DumpReader::new(sql.as_bytes()), &policy, || false)
+        .map_err(|f| match f {
+            Failure::Refused(e) | Failure::Damaged(e) | Failure::Other(e) => e.to_string(),
+        })?;
+    let mut reader = DumpReader::new(sql.as_bytes());
+    let mut joiner = Joiner::new(plan);
+    let mut out = Vec::new();
+    while let Some(item) = reader.next_item().map_err(|e| e.to_string())? {
+        match item {
+            Item::Statement(s) => out.extend(joiner.statement(s, 0).map(|(text, _)| text)),
+            Item::CopyStart(s) => {
+                joiner.copy_start();
+                out.push(s);
+            }
+            Item::CopyData(_) | Item::CopyEnd | Item::MetaCommand(_) => {}
+        }
+    }
+    Ok(out)
 }
 
 /// The first pass: every statement, COPY header and meta-command of the
