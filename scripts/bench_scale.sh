@@ -40,6 +40,7 @@ done
 
 scripts/venv.sh
 ensure_postgres
+ensure_build_tools
 echo "bench_scale: building migsnap (release)…" >&2
 cargo build --release --quiet
 bin="$root/target/release/migsnap"

@@ -20,6 +20,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$root"
+ensure_build_tools
 
 maturin_version=1.16.0
 tools="$root/target/wheel-tools"

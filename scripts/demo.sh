@@ -10,6 +10,7 @@ keep=${1:-}
 
 scripts/venv.sh
 ensure_postgres
+ensure_build_tools
 # Not --quiet: a first release build takes about 4 minutes on 2 cores, and
 # cargo's progress shows it is not hung.
 echo "demo: building migsnap (release: about 4 min the first time on 2 cores, seconds after)…" >&2

@@ -27,6 +27,24 @@ ensure_postgres() {
   export PATH
 }
 
+# What compiling migsnap needs beyond Rust and a C compiler: libclang, which
+# the pg_query crate's bindgen loads to read libpg_query's header (PostgreSQL's
+# parser, for the restore's allow-list). Installed from Debian's packages when
+# we are root; otherwise say how.
+ensure_build_tools() {
+  if [ -n "${LIBCLANG_PATH:-}" ] || ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang-*.so* >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing libclang (for the pg_query crate) from Debian's packages" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null
+  else
+    echo "error: libclang not found: building migsnap needs it (the pg_query crate's bindgen)" >&2
+    echo "hint: install it (e.g. apt-get install libclang-dev), or set LIBCLANG_PATH to the directory holding libclang.so" >&2
+    exit 2
+  fi
+}
+
 # For the benches: measure CASE CMD...: run CMD once, append its wall time (ms) to CASE.ms and
 # the peak RSS (KiB) GNU time reports to CASE.rss. CMD may be a function of
 # this script (exported, run by a child bash so GNU time can wrap it).
@@ -72,6 +90,7 @@ bench_messages() {
 
 # For the benches: a release build ($bin) and the venv's Python ($python).
 bench_build() {
+  ensure_build_tools
   log "building migsnap (release)…"
   cargo build --release --quiet
   bin="$root/target/release/migsnap"

@@ -12,6 +12,7 @@ cd "$root"
 
 scripts/venv.sh
 ensure_postgres
+ensure_build_tools
 export MIGSNAP_TEST_PYTHON="$root/.venv/bin/python"
 export MIGSNAP_TEST_SERVER_DIR="${MIGSNAP_TEST_SERVER_DIR:-${TMPDIR:-/tmp}/migsnap-test-server-$$}"
 
