@@ -518,7 +518,10 @@ fn statement_boundaries_agree_with_the_server() {
     // (rolled back), in order.
     let commands = |messages: &[&str]| -> Result<Vec<usize>, String> {
         rt.block_on(async {
-            client.batch_execute("BEGIN").await.map_err(|e| e.to_string())?;
+            client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| e.to_string())?;
             let mut counts = Vec::new();
             let mut failed = None;
             for sql in messages {
@@ -531,12 +534,18 @@ fn statement_boundaries_agree_with_the_server() {
                             .count(),
                     ),
                     Err(e) => {
-                        failed = Some(format!("{e}: {:?} in {sql:?}", e.as_db_error().map(|d| d.message())));
+                        failed = Some(format!(
+                            "{e}: {:?} in {sql:?}",
+                            e.as_db_error().map(|d| d.message())
+                        ));
                         break;
                     }
                 }
             }
-            client.batch_execute("ROLLBACK").await.map_err(|e| e.to_string())?;
+            client
+                .batch_execute("ROLLBACK")
+                .await
+                .map_err(|e| e.to_string())?;
             failed.map_or(Ok(counts), Err)
         })
     };
@@ -589,7 +598,13 @@ fn statement_boundaries_agree_with_the_server() {
             TestCaseError::fail(format!("migsnap's statements fail one by one: {e}"))
         })?;
         for (s, n) in ours.iter().zip(counts) {
-            prop_assert_eq!(n, 1, "one of migsnap's statements is {} for the server: {:?}", n, s);
+            prop_assert_eq!(
+                n,
+                1,
+                "one of migsnap's statements is {} for the server: {:?}",
+                n,
+                s
+            );
         }
         Ok(())
     });

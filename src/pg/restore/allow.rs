@@ -26,8 +26,8 @@
 
 use crate::pg::extension::Extension;
 use pg_query::protobuf::{
-    a_const, AlterTableCmd, AlterTableType, ConstrType, DefineStmt, FuncCall, ObjectType,
-    RangeVar, TransactionStmtKind, VariableSetKind,
+    a_const, AlterTableCmd, AlterTableType, ConstrType, DefineStmt, FuncCall, ObjectType, RangeVar,
+    TransactionStmtKind, VariableSetKind,
 };
 use pg_query::{Node, NodeEnum};
 
@@ -225,17 +225,18 @@ pub fn statement(node: &NodeEnum, policy: &Policy) -> Result<Verdict, Why> {
         N::GrantStmt(_) | N::GrantRoleStmt(_) | N::AlterDefaultPrivilegesStmt(_) => {
             Err("a privilege statement (dumps are made with --no-privileges)")
         }
-        N::CreateRoleStmt(_) | N::AlterRoleStmt(_) | N::AlterRoleSetStmt(_) | N::DropRoleStmt(_) => {
-            Err("a role statement")
-        }
+        N::CreateRoleStmt(_)
+        | N::AlterRoleStmt(_)
+        | N::AlterRoleSetStmt(_)
+        | N::DropRoleStmt(_) => Err("a role statement"),
         N::CreatedbStmt(_)
         | N::AlterDatabaseStmt(_)
         | N::AlterDatabaseSetStmt(_)
         | N::AlterDatabaseRefreshCollStmt(_)
         | N::DropdbStmt(_) => Err("a database-level statement"),
-        N::CreateTableSpaceStmt(_) | N::AlterTableSpaceOptionsStmt(_) | N::DropTableSpaceStmt(_) => {
-            Err("a tablespace statement")
-        }
+        N::CreateTableSpaceStmt(_)
+        | N::AlterTableSpaceOptionsStmt(_)
+        | N::DropTableSpaceStmt(_) => Err("a tablespace statement"),
         N::AlterSystemStmt(_) => Err("ALTER SYSTEM"),
         N::CreateEventTrigStmt(_) | N::AlterEventTrigStmt(_) => Err("an event trigger"),
         N::CreatePlangStmt(_) => Err("a procedural language (those come with CREATE EXTENSION)"),
@@ -302,7 +303,10 @@ pub fn copy_from_stdin(node: &NodeEnum) -> Result<(), Why> {
     if is_system_schema(schema) || !rel.catalogname.is_empty() {
         return Err("COPY into a system catalog");
     }
-    if c.attlist.iter().all(|a| matches!(a.node, Some(NodeEnum::String(_)))) {
+    if c.attlist
+        .iter()
+        .all(|a| matches!(a.node, Some(NodeEnum::String(_))))
+    {
         Ok(())
     } else {
         Err(WHY)
@@ -445,9 +449,9 @@ fn literal(node: &Node) -> bool {
             c.arg
                 .as_deref()
                 .is_some_and(|a| matches!(a.node, Some(NodeEnum::AConst(_))))
-                && c.type_name.as_ref().is_some_and(|t| {
-                    t.typmods.is_empty() && names(&t.names).is_some() && !t.setof
-                })
+                && c.type_name
+                    .as_ref()
+                    .is_some_and(|t| t.typmods.is_empty() && names(&t.names).is_some() && !t.setof)
         }
         _ => false,
     }
@@ -823,9 +827,18 @@ mod tests {
     #[test]
     fn extensions_are_checked_against_the_manifest_and_never_run() {
         let skip = Ok(Verdict::Skip);
-        assert_eq!(check("CREATE EXTENSION IF NOT EXISTS \"pg_trgm\" WITH SCHEMA \"public\";"), skip);
-        assert_eq!(check("COMMENT ON EXTENSION \"pg_trgm\" IS 'text similarity';"), skip);
-        assert_eq!(check("CREATE EXTENSION IF NOT EXISTS \"hstore\" WITH SCHEMA \"extensions\";"), skip);
+        assert_eq!(
+            check("CREATE EXTENSION IF NOT EXISTS \"pg_trgm\" WITH SCHEMA \"public\";"),
+            skip
+        );
+        assert_eq!(
+            check("COMMENT ON EXTENSION \"pg_trgm\" IS 'text similarity';"),
+            skip
+        );
+        assert_eq!(
+            check("CREATE EXTENSION IF NOT EXISTS \"hstore\" WITH SCHEMA \"extensions\";"),
+            skip
+        );
         // Its schema exists already: migsnap made it for the extension.
         assert_eq!(check("CREATE SCHEMA \"extensions\";"), skip);
         refused("CREATE EXTENSION IF NOT EXISTS \"dblink\" WITH SCHEMA \"public\";");
@@ -840,7 +853,8 @@ mod tests {
         let sql = "CREATE FUNCTION \"public\".\"f\"() RETURNS integer\n    LANGUAGE \"sql\" SECURITY DEFINER\n    AS $$ SELECT 1 $$;";
         assert_eq!(check_as(sql, true), Ok(Verdict::Run));
         assert!(check_as(sql, false).is_err());
-        let invoker = "CREATE FUNCTION f() RETURNS int LANGUAGE sql SECURITY INVOKER AS 'select 1';";
+        let invoker =
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql SECURITY INVOKER AS 'select 1';";
         assert_eq!(check_as(invoker, false), Ok(Verdict::Run));
     }
 

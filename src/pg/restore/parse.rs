@@ -86,7 +86,8 @@ mod tests {
 
     #[test]
     fn a_begin_atomic_body_is_one_statement_across_its_semicolons() {
-        let head = "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 AS \"case\";";
+        let head =
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1 AS \"case\";";
         assert_eq!(kind(head), "unfinished");
         let whole = format!("{head}\nEND;");
         assert_eq!(kind(&whole), "CreateFunctionStmt");

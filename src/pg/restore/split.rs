@@ -119,7 +119,9 @@ pub fn read(
         authenticated: expected.authenticated,
         extensions: &expected.extensions,
     };
-    let plan = check(path, &mut dump_reader(path, tee())?, &policy, || tx.is_closed())?;
+    let plan = check(path, &mut dump_reader(path, tee())?, &policy, || {
+        tx.is_closed()
+    })?;
     let reread = |e: std::io::Error| {
         Failure::Other(Error::internal(format!("cannot reread `{}`", path.display())).source(e))
     };
@@ -306,10 +308,12 @@ pub fn statements(sql: &str) -> Result<Vec<String>, String> {
         extensions: &[],
     };
     let path = Path::new("(text)");
-    let plan = check(path, &mut DumpReader::new(sql.as_bytes()), &policy, || false)
-        .map_err(|f| match f {
-            Failure::Refused(e) | Failure::Damaged(e) | Failure::Other(e) => e.to_string(),
-        })?;
+    let plan = check(path, &mut DumpReader::new(sql.as_bytes()), &policy, || {
+        false
+    })
+    .map_err(|f| match f {
+        Failure::Refused(e) | Failure::Damaged(e) | Failure::Other(e) => e.to_string(),
+    })?;
     let mut reader = DumpReader::new(sql.as_bytes());
     let mut joiner = Joiner::new(plan);
     let mut out = Vec::new();
@@ -885,7 +889,12 @@ mod tests {
         match read(&path, &expected, jobs, &tx) {
             Ok(()) => {}
             Err(Failure::Refused(e)) => return Err(format!("refused: {e}")),
-            Err(Failure::Damaged(e)) => return Err(format!("damaged: {e} ({:?})", std::error::Error::source(&e).map(ToString::to_string))),
+            Err(Failure::Damaged(e)) => {
+                return Err(format!(
+                    "damaged: {e} ({:?})",
+                    std::error::Error::source(&e).map(ToString::to_string)
+                ))
+            }
             Err(Failure::Other(e)) => return Err(format!("other: {e}")),
         }
         drop(tx);
@@ -903,7 +912,6 @@ mod tests {
         }
         Ok(out)
     }
-
 
     #[test]
     fn names_are_measured_with_quotes_and_schemas() {
@@ -1186,7 +1194,10 @@ mod tests {
         };
         let got = outcome(&planted, 2, 18, true, vec![plpgsql]);
         let why = got.expect_err("the planted dump must be refused");
-        assert!(why.starts_with("refused:") && why.contains("PROGRAM"), "{why}");
+        assert!(
+            why.starts_with("refused:") && why.contains("PROGRAM"),
+            "{why}"
+        );
     }
 
     #[test]
@@ -1196,13 +1207,17 @@ mod tests {
         let all = sent.join("\n");
         // The pieces joined as the grammar read them (the reader drops the
         // blanks between pieces: they separate tokens, nothing more).
-        assert!(all.contains("BEGIN ATOMIC\n SELECT 1 AS \"case\";\nSELECT 2;\nEND;"), "{all}");
+        assert!(
+            all.contains("BEGIN ATOMIC\n SELECT 1 AS \"case\";\nSELECT 2;\nEND;"),
+            "{all}"
+        );
         // Finding 2: a DO block after the body is a statement of its own.
         let planted = format!("{HEAD}{body}DO $$ BEGIN PERFORM 1; END $$;\n");
         let why = outcome(&planted, 1, 18, true, vec![]).expect_err("refused");
         assert!(why.contains("DO block"), "{why}");
         // A body that never ends is not a statement.
-        let open = format!("{HEAD}CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1;\n");
+        let open =
+            format!("{HEAD}CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1;\n");
         let why = outcome(&open, 1, 18, true, vec![]).expect_err("refused");
         assert!(why.contains("unfinished"), "{why}");
     }
@@ -1217,12 +1232,15 @@ mod tests {
         let dump = format!(
             "{HEAD}CREATE EXTENSION IF NOT EXISTS \"pg_trgm\" WITH SCHEMA \"public\";\nCOMMENT ON EXTENSION \"pg_trgm\" IS 'text similarity';\nCREATE TABLE \"public\".\"t\" (\"x\" integer);\n"
         );
-        let sent = outcome(&dump, 1, 18, true, vec![trgm]).expect("allowed").join("\n");
+        let sent = outcome(&dump, 1, 18, true, vec![trgm])
+            .expect("allowed")
+            .join("\n");
         assert!(!sent.contains("EXTENSION"), "{sent}");
         assert!(sent.contains("CREATE TABLE"), "{sent}");
         let why = outcome(&dump, 1, 18, true, vec![]).expect_err("not recorded");
         assert!(why.contains("does not record"), "{why}");
-        let dblink = format!("{HEAD}CREATE EXTENSION IF NOT EXISTS \"dblink\" WITH SCHEMA \"public\";\n");
+        let dblink =
+            format!("{HEAD}CREATE EXTENSION IF NOT EXISTS \"dblink\" WITH SCHEMA \"public\";\n");
         assert!(outcome(&dblink, 1, 18, true, vec![]).is_err());
     }
 
