@@ -16,6 +16,9 @@ pub const REMOTE: &str = "MIGSNAP_REMOTE";
 pub const REMOTE_PUSH: &str = "MIGSNAP_REMOTE_PUSH";
 /// Seconds any one wait on the store may take (overrides `remote-timeout`).
 pub const REMOTE_TIMEOUT: &str = "MIGSNAP_REMOTE_TIMEOUT";
+/// KiB per second below which a transfer with the store counts as stalled
+/// (overrides `remote-min-rate`).
+pub const REMOTE_MIN_RATE: &str = "MIGSNAP_REMOTE_MIN_RATE";
 /// Interpreter that runs manage.py.
 pub const PYTHON: &str = "MIGSNAP_PYTHON";
 /// Data directory of the embedded server (default: one per cache dir in the

@@ -44,6 +44,8 @@ pub struct FileConfig {
     pub remote_push: Option<bool>,
     /// Seconds any one wait on the store may take.
     pub remote_timeout: Option<f64>,
+    /// KiB per second below which a transfer with the store counts as stalled.
+    pub remote_min_rate: Option<f64>,
     /// Finding kinds that make `check` exit 1.
     pub check_fail_on: Option<Vec<migsnap::check::FindingKind>>,
     /// `lint` rule id -> `off`, `warning` or `error`.
@@ -280,6 +282,9 @@ fn lint_rules(
 /// The longest `remote-timeout` accepted: a wait longer than an hour is a
 /// hang, not a slow store.
 const MAX_REMOTE_TIMEOUT: f64 = 3600.0;
+/// The highest `remote-min-rate` accepted, KiB/s (10 GiB/s): above it,
+/// every store would be "stalled".
+const MAX_REMOTE_MIN_RATE: f64 = 10.0 * 1024.0 * 1024.0;
 
 /// `remote`, `remote-push`, `remote-timeout`: flag over environment over
 /// config. `MIGSNAP_REMOTE=off` turns a configured store off for one run.
@@ -307,33 +312,57 @@ fn remote_settings(args: &Overrides, file: &FileConfig) -> Result<Option<RemoteS
         },
         None => file.remote_push.unwrap_or(false),
     };
-    let timeout = match env::var(env::REMOTE_TIMEOUT) {
-        Some(t) => Some(t.parse::<f64>().map_err(|_| {
-            Error::usage(format!(
-                "{} must be a number of seconds, not `{t}`",
-                env::REMOTE_TIMEOUT
-            ))
-            .hint("e.g. MIGSNAP_REMOTE_TIMEOUT=30")
-        })?),
-        None => file.remote_timeout,
-    };
-    let timeout = match timeout {
-        None => migsnap::remote::DEFAULT_TIMEOUT,
-        Some(t) if t > 0.0 && t <= MAX_REMOTE_TIMEOUT => std::time::Duration::from_secs_f64(t),
-        Some(t) => {
-            return Err(
-                Error::usage(format!("remote-timeout = {t} is out of range")).hint(format!(
-                    "use a number of seconds above 0 and at most {MAX_REMOTE_TIMEOUT}"
-                )),
-            )
-        }
-    };
+    let timeout = bounded_number(
+        (env::REMOTE_TIMEOUT, "remote-timeout"),
+        file.remote_timeout,
+        (0.001, MAX_REMOTE_TIMEOUT),
+        "a number of seconds",
+        "30",
+    )?
+    .map_or(migsnap::remote::DEFAULT_TIMEOUT, std::time::Duration::from_secs_f64);
+    // At least one byte per second: below that, nothing is a stall.
+    let min_rate = bounded_number(
+        (env::REMOTE_MIN_RATE, "remote-min-rate"),
+        file.remote_min_rate,
+        (1.0 / 1024.0, MAX_REMOTE_MIN_RATE),
+        "a number of KiB per second",
+        "256",
+    )?
+    .map_or(migsnap::remote::DEFAULT_MIN_RATE, |r| (r * 1024.0) as u64);
     Ok(Some(RemoteSettings {
         url,
         push,
         timeout,
+        min_rate,
         env: env::backend_vars(),
     }))
+}
+
+/// A number setting from the environment variable `var`, else the config
+/// key `key`, within `lo..=hi`. An error names where the bad value came
+/// from: the variable, or the key.
+fn bounded_number(
+    (var, key): (&str, &str),
+    file: Option<f64>,
+    (lo, hi): (f64, f64),
+    what: &str,
+    example: &str,
+) -> Result<Option<f64>> {
+    let fits = |v: f64| v.is_finite() && v >= lo && v <= hi;
+    if let Some(text) = env::var(var) {
+        return match text.trim().parse::<f64>() {
+            Ok(v) if fits(v) => Ok(Some(v)),
+            _ => Err(Error::usage(format!(
+                "{var} must be {what} above 0 and at most {hi}, not `{text}`"
+            ))
+            .hint(format!("e.g. {var}={example}, or unset it for the default"))),
+        };
+    }
+    match file {
+        Some(v) if !fits(v) => Err(Error::usage(format!("{key} = {v} is out of range"))
+            .hint(format!("use {what} above 0 and at most {hi}"))),
+        other => Ok(other),
+    }
 }
 
 /// The most clones a pool may hold: each is a full copy of the template.
