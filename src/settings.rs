@@ -319,7 +319,10 @@ fn remote_settings(args: &Overrides, file: &FileConfig) -> Result<Option<RemoteS
         "a number of seconds",
         "30",
     )?
-    .map_or(migsnap::remote::DEFAULT_TIMEOUT, std::time::Duration::from_secs_f64);
+    .map_or(
+        migsnap::remote::DEFAULT_TIMEOUT,
+        std::time::Duration::from_secs_f64,
+    );
     // At least one byte per second: below that, nothing is a stall.
     let min_rate = bounded_number(
         (env::REMOTE_MIN_RATE, "remote-min-rate"),

@@ -79,10 +79,7 @@ impl<'a> Shared<'a> {
             }
         } else {
             let hint = e.hint();
-            self.warn_once(
-                format!("{}; skipping it", crate::error::one_line(&e)),
-                hint,
-            );
+            self.warn_once(format!("{}; skipping it", crate::error::one_line(&e)), hint);
         }
     }
 

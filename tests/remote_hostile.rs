@@ -73,9 +73,15 @@ fn pushed(test: &str) -> (Project, String, String, Value) {
     env.push(("MIGSNAP_REMOTE_PUSH".into(), "true".into()));
     p.track(&db);
     let out = ok(
-        cmd(&p, ci.path(), &url, &env, &["prepare", "--database", &db, "--json"])
-            .output()
-            .expect("run"),
+        cmd(
+            &p,
+            ci.path(),
+            &url,
+            &env,
+            &["prepare", "--database", &db, "--json"],
+        )
+        .output()
+        .expect("run"),
         "prepare (pushing)",
     );
     let built = json(&out);
@@ -99,6 +105,11 @@ enum Mischief {
     /// The status line, the headers and a few bytes of the body, then the
     /// connection closes.
     Cut,
+    /// Every answer passes, but a listing's `…/.-/` reads `…/../`: the
+    /// common prefix of an object named `../evil.json` under the store's
+    /// prefix, which s3s-fs (a directory underneath) cannot hold. `.-`
+    /// sorts just before `..`, so the store's order agrees with the name.
+    Rename,
 }
 
 /// A loopback TCP proxy to `upstream` (`http://127.0.0.1:PORT`): its own
@@ -126,7 +137,10 @@ fn relay(mut client: TcpStream, upstream: &str, mischief: Mischief) {
         return;
     };
     let dump_asked = Arc::new(AtomicBool::new(false));
-    let (mut up_from, mut up_to) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+    let (mut up_from, mut up_to) = (
+        client.try_clone().expect("clone"),
+        server.try_clone().expect("clone"),
+    );
     let asked = dump_asked.clone();
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 << 10];
@@ -155,6 +169,18 @@ fn relay(mut client: TcpStream, upstream: &str, mischief: Mischief) {
             Ok(n) => n,
         };
         let mut chunk = &buf[..n];
+        if let Mischief::Rename = mischief {
+            let mut bytes = chunk.to_vec();
+            for i in 0..bytes.len().saturating_sub(3) {
+                if &bytes[i..i + 4] == b"/.-/" {
+                    bytes[i + 2] = b'.';
+                }
+            }
+            if client.write_all(&bytes).is_err() {
+                break;
+            }
+            continue;
+        }
         if !dump_asked.load(Ordering::SeqCst) {
             if client.write_all(chunk).is_err() {
                 break;
@@ -183,6 +209,7 @@ fn relay(mut client: TcpStream, upstream: &str, mischief: Mischief) {
                     }
                 }
             }
+            Mischief::Rename => unreachable!("passed above"),
             Mischief::Cut => {
                 if !seen.ends_with(b"\r\n\r\n") {
                     continue;
@@ -205,7 +232,13 @@ fn prepare_through(test: &str, mischief: Mischief) -> (Value, String, tempfile::
     let mut env = s3_env_with(&proxy(&s.endpoint, mischief), &s.access_key, &s.secret_key);
     env.push(("MIGSNAP_REMOTE_TIMEOUT".into(), "2".into()));
     let laptop = tempfile::tempdir().expect("tempdir");
-    let c = cmd(&p, laptop.path(), &url, &env, &["prepare", "--database", &db, "--json"]);
+    let c = cmd(
+        &p,
+        laptop.path(),
+        &url,
+        &env,
+        &["prepare", "--database", &db, "--json"],
+    );
     // Far more than a local build takes; far less than the dribbled dump.
     let out = finish_within(c, Duration::from_secs(150))
         .expect("prepare hung on a store that dribbles its answer");
@@ -231,14 +264,16 @@ fn assert_no_partial_download(cache: &Path) {
 #[test]
 fn a_store_that_dribbles_a_download_is_given_up_and_the_run_builds_locally() {
     let (got, err, laptop, built) = prepare_through("dribble", Mischief::Dribble);
-    eprintln!("STDERR:\n{err}");
     assert_eq!(got["source"], "cold", "{err}");
     assert_eq!(got["origin"], Value::Null, "{err}");
     assert_eq!(got["key"], built["key"]);
     assert!(err.contains("downloading snapshot"), "{err}");
     assert!(err.contains("too slowly"), "{err}");
     assert!(err.contains("going on without it"), "{err}");
-    assert!(err.contains("hint:") && err.contains("remote-min-rate"), "{err}");
+    assert!(
+        err.contains("hint:") && err.contains("remote-min-rate"),
+        "{err}"
+    );
     assert_eq!(err.matches("warning:").count(), 1, "{err}");
     assert_no_partial_download(laptop.path());
 }
@@ -246,11 +281,132 @@ fn a_store_that_dribbles_a_download_is_given_up_and_the_run_builds_locally() {
 #[test]
 fn a_connection_closed_mid_download_is_reported_as_such() {
     let (got, err, laptop, _) = prepare_through("cut", Mischief::Cut);
-    eprintln!("STDERR:\n{err}");
     assert_eq!(got["source"], "cold", "{err}");
     assert!(err.contains("broke off"), "{err}");
     assert!(!err.contains("did not answer within"), "{err}");
     assert!(err.contains("going on without it"), "{err}");
     assert_eq!(err.matches("warning:").count(), 1, "{err}");
     assert_no_partial_download(laptop.path());
+}
+
+/// Objects a hostile or careless writer put under the store's prefix `dir`
+/// (a directory: s3s-fs's bucket, or a `file://` store): a name with a
+/// control character, one that is not migsnap's, and, where `dotdot`, an
+/// object under `.-/` (read as `../` through `Mischief::Rename`).
+fn plant_odd_names(dir: &Path, dotdot: bool) -> Vec<std::path::PathBuf> {
+    let mut planted = vec![dir.join("evil\u{1}.json"), dir.join("README")];
+    if dotdot {
+        std::fs::create_dir_all(dir.join(".-")).expect("mkdir");
+        planted.push(dir.join(".-/evil.json"));
+    }
+    for f in &planted {
+        std::fs::write(f, b"{}").expect("plant");
+    }
+    planted
+}
+
+#[test]
+fn odd_object_names_in_the_store_are_skipped_with_one_warning_and_left_alone() {
+    let (p, url, _db, built) = pushed("odd");
+    let key = built["key"].as_str().expect("key");
+    let prefix = url.rsplit('/').next().expect("prefix");
+    let data =
+        std::env::var("MIGSNAP_TEST_S3_DATA").expect("MIGSNAP_TEST_S3_DATA (scripts/s3_server.sh)");
+    let planted = plant_odd_names(&Path::new(&data).join(prefix), true);
+    let s = s3();
+    let env = s3_env_with(
+        &proxy(&s.endpoint, Mischief::Rename),
+        &s.access_key,
+        &s.secret_key,
+    );
+    let laptop = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        cmd(&p, laptop.path(), &url, &env, args)
+            .output()
+            .expect("run")
+    };
+
+    let out = ok(run(&["ls", "--remote", "--json"]), "ls --remote");
+    let err = stderr(&out);
+    let rows = json(&out)["snapshots"].as_array().expect("rows").clone();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["key"], key);
+    assert_eq!(err.matches("warning:").count(), 1, "{err}");
+    assert!(
+        err.contains("3 object(s) that migsnap did not write"),
+        "{err}"
+    );
+    for shown in ["`../`", "`evil\\u{1}.json`", "`README`"] {
+        assert!(err.contains(shown), "{shown}: {err}");
+    }
+    assert!(
+        !err.contains('\u{1}'),
+        "a control character reached the terminal: {err:?}"
+    );
+
+    let out = ok(
+        run(&["gc", "--remote", "--keep", "0", "--json"]),
+        "gc --remote",
+    );
+    let err = stderr(&out);
+    assert_eq!(err.matches("warning:").count(), 1, "{err}");
+    assert!(err.contains("gc leaves them"), "{err}");
+    assert_eq!(json(&out)["kept"], serde_json::json!([key]));
+    for f in &planted {
+        assert!(f.exists(), "gc removed {}", f.display());
+    }
+}
+
+#[test]
+fn a_file_store_lists_past_odd_names_and_never_follows_a_link() {
+    let p = Project::example("hostile_file");
+    let db = p.db("file");
+    let store = tempfile::tempdir().expect("store");
+    let url = format!("file://{}", store.path().display());
+    let ci = tempfile::tempdir().expect("tempdir");
+    p.track(&db);
+    let env = vec![("MIGSNAP_REMOTE_PUSH".to_string(), "true".to_string())];
+    let built = json(&ok(
+        cmd(
+            &p,
+            ci.path(),
+            &url,
+            &env,
+            &["prepare", "--database", &db, "--json"],
+        )
+        .output()
+        .expect("run"),
+        "prepare (pushing)",
+    ));
+    p.track(&template_of(&built));
+    let key = built["key"].as_str().expect("key");
+    let planted = plant_odd_names(store.path(), false);
+    // A link named like an orphan dump of the key, to a file outside the
+    // store: gc must neither follow it nor remove what it points at.
+    let outside = tempfile::tempdir().expect("outside");
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, b"not the store's").expect("victim");
+    let link = store.path().join(format!("{key}.0000000000000000.sql.zst"));
+    std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+
+    let run = |args: &[&str]| cmd(&p, ci.path(), &url, &[], args).output().expect("run");
+    let out = ok(run(&["ls", "--remote", "--json"]), "ls --remote");
+    let err = stderr(&out);
+    assert_eq!(json(&out)["snapshots"].as_array().expect("rows").len(), 1);
+    assert_eq!(err.matches("warning:").count(), 1, "{err}");
+    assert!(
+        err.contains("3 object(s) that migsnap did not write"),
+        "{err}"
+    );
+
+    let out = ok(
+        run(&["gc", "--remote", "--keep", "0", "--json"]),
+        "gc --remote",
+    );
+    assert_eq!(json(&out)["kept"], serde_json::json!([key]));
+    assert!(victim.exists(), "gc removed the link's target");
+    assert!(link.symlink_metadata().is_ok(), "gc removed the link");
+    for f in &planted {
+        assert!(f.exists(), "gc removed {}", f.display());
+    }
 }

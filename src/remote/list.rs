@@ -110,7 +110,8 @@ impl Remote {
                     last = Some(name);
                 }
             };
-            let (prefixes, objects) = result.map_or((vec![], vec![]), |r| (r.common_prefixes, r.objects));
+            let (prefixes, objects) =
+                result.map_or((vec![], vec![]), |r| (r.common_prefixes, r.objects));
             for prefix in &prefixes {
                 // Skip everything under it: `x/` becomes `x0` ('0' follows '/').
                 latest(format!("{prefix}0"));

@@ -168,13 +168,23 @@ impl Listing {
     /// The warning a listing with objects that are not migsnap's deserves
     /// (said once per run by whoever lists).
     pub fn odd_names(&self, url: &str) -> Option<String> {
-        let first = self.odd.first()?;
-        let more = match self.odd.len() {
-            1 => String::new(),
-            n => format!(" and {} more", n - 1),
-        };
+        const SHOWN: usize = 3;
+        if self.odd.is_empty() {
+            return None;
+        }
+        let mut names = self
+            .odd
+            .iter()
+            .take(SHOWN)
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.odd.len() > SHOWN {
+            names.push_str(&format!(" and {} more", self.odd.len() - SHOWN));
+        }
         Some(format!(
-            "the snapshot store `{url}` holds objects whose names are not migsnap's (`{first}`{more}): skipping them"
+            "the snapshot store `{url}` holds {} object(s) that migsnap did not write ({names}): skipping them",
+            self.odd.len()
         ))
     }
 

@@ -319,7 +319,8 @@ pub(super) async fn upload(
     let path = remote.path(name);
     // The slowest upload accepted: a part that does not get through at the
     // minimum rate (plus the timeout) means a stalled store.
-    let part_timeout = remote.timeout + Duration::from_secs_f64(PART as f64 / remote.min_rate as f64);
+    let part_timeout =
+        remote.timeout + Duration::from_secs_f64(PART as f64 / remote.min_rate as f64);
     let stalled = || RemoteError::Timeout {
         url: remote.url.clone(),
         secs: part_timeout.as_secs_f64(),
