@@ -410,3 +410,55 @@ fn a_file_store_lists_past_odd_names_and_never_follows_a_link() {
         assert!(f.exists(), "gc removed {}", f.display());
     }
 }
+
+#[test]
+fn a_damaged_snapshot_in_the_store_is_reported_and_downloaded_once() {
+    use object_store::{ObjectStoreExt, PutPayload};
+    let (p, url, db, built) = pushed("once");
+    let key = built["key"].as_str().expect("key");
+    let (store, prefix) = s3_raw(&url);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // The dump, cut in half as a broken disk would leave it.
+    let listed = runtime
+        .block_on(store.list_with_delimiter(Some(&prefix)))
+        .expect("list");
+    let dump = listed
+        .objects
+        .iter()
+        .find(|o| o.location.as_ref().ends_with(".sql.zst"))
+        .expect("the dump");
+    let bytes = runtime
+        .block_on(async { store.get(&dump.location).await?.bytes().await })
+        .expect("get");
+    runtime
+        .block_on(store.put(
+            &dump.location,
+            PutPayload::from(bytes[..bytes.len() / 2].to_vec()),
+        ))
+        .expect("put");
+
+    let laptop = tempfile::tempdir().expect("tempdir");
+    let out = ok(
+        cmd(
+            &p,
+            laptop.path(),
+            &url,
+            &s3_env(),
+            &["prepare", "--database", &db, "--json"],
+        )
+        .output()
+        .expect("run"),
+        "prepare",
+    );
+    let err = stderr(&out);
+    assert_eq!(json(&out)["source"], "cold", "{err}");
+    assert_eq!(json(&out)["key"], key);
+    // The key's own snapshot is also the best "ancestor" the store has: it
+    // was downloaded and reported a second time.
+    assert_eq!(err.matches("downloading snapshot").count(), 1, "{err}");
+    assert_eq!(err.matches("is damaged").count(), 1, "{err}");
+    assert_eq!(err.matches("warning:").count(), 1, "{err}");
+}

@@ -105,6 +105,13 @@ pub(super) async fn download(
         }
         other => other?,
     };
+    if got.meta.size != expected.size {
+        // Nothing to download: it is not the manifest's dump.
+        return Err(damaged(format!(
+            "it is {} bytes, its manifest says {}",
+            got.meta.size, expected.size
+        )));
+    }
     let tmp = into.temp_file(key).map_err(RemoteError::Local)?;
     let dir = into.dir().to_path_buf();
     let (tx, mut rx) = mpsc::channel::<Bytes>(4);
@@ -129,11 +136,6 @@ pub(super) async fn download(
             Ok(next) => next,
         };
         match next {
-            None if pace.received < expected.size => {
-                // The body ended early without an error: the connection
-                // closed, the object may well be whole.
-                break Err(pace.cut(&shown, "the connection closed".into()));
-            }
             None => break Ok(()),
             Some(Err(e)) => break Err(pace.failed(remote, &shown, e)),
             Some(Ok(chunk)) => {
