@@ -100,6 +100,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn resolve(args: &Overrides) -> Result<Settings> {
+        env::check()?;
         let cwd = std::env::current_dir()
             .with_kind(Kind::Usage, || "cannot read the current directory".into())?;
         let project_dir = match &args.project_dir {
@@ -122,21 +123,38 @@ impl Settings {
         let cache_dir = match args
             .cache_dir
             .clone()
-            .or_else(|| env::var(env::CACHE_DIR).map(PathBuf::from))
+            .or_else(|| env::path(env::CACHE_DIR))
             .or_else(|| file.cache_dir.as_deref().map(rel))
         {
             Some(dir) => explicit_cache_dir(&project_dir.join(dir))?,
             None => default_cache_dir()?,
         };
 
-        let cache_secret = match env::var(env::CACHE_SECRET) {
-            Some(s) => migsnap::store::CacheSecret::new(s.into_bytes()),
+        let cache_secret = match env::bytes(env::CACHE_SECRET) {
+            Some(s) => migsnap::store::CacheSecret::new(s),
             None => match &file.cache_secret_file {
                 Some(f) => Some(read_secret_file(&rel(f))?),
                 None => None,
             },
         };
 
+        // Checked whether or not the embedded server is used: a bad value
+        // is a mistake to say, not one to keep until it matters.
+        let port = match env::var(env::SERVER_PORT) {
+            Some(p) => Some(p.parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                Error::usage(format!(
+                    "{} must be a port number (1 to 65535), not `{p}`",
+                    env::SERVER_PORT
+                ))
+                .hint("e.g. MIGSNAP_SERVER_PORT=54329, or unset it for Unix-socket only")
+            })?),
+            None if file.server_port == Some(0) => {
+                return Err(Error::usage("server-port = 0 is out of range").hint(
+                    "use a port number from 1 to 65535, or leave it out for Unix-socket only",
+                ))
+            }
+            None => file.server_port,
+        };
         let server = match args
             .server_url
             .clone()
@@ -145,20 +163,9 @@ impl Settings {
         {
             Some(url) => ServerChoice::Url(url),
             None => {
-                let dir = env::var(env::SERVER_DIR)
-                    .map(PathBuf::from)
+                let dir = env::path(env::SERVER_DIR)
                     .or_else(|| file.server_dir.as_deref().map(rel))
                     .unwrap_or_else(|| migsnap::embedded::default_server_dir(&cache_dir));
-                let port = match env::var(env::SERVER_PORT) {
-                    Some(p) => Some(p.parse::<u16>().map_err(|_| {
-                        Error::usage(format!(
-                            "{} must be a port number, not `{p}`",
-                            env::SERVER_PORT
-                        ))
-                        .hint("e.g. MIGSNAP_SERVER_PORT=54329, or unset it for Unix-socket only")
-                    })?),
-                    None => file.server_port,
-                };
                 ServerChoice::Embedded(migsnap::embedded::Embedded::new(&dir, port))
             }
         };
@@ -166,7 +173,7 @@ impl Settings {
         let python = args
             .python
             .clone()
-            .or_else(|| env::var(env::PYTHON).map(PathBuf::from))
+            .or_else(|| env::path(env::PYTHON))
             .or_else(|| file.python.as_deref().map(rel))
             .unwrap_or_else(|| default_python(&project_dir));
 
@@ -289,15 +296,6 @@ const MAX_REMOTE_MIN_RATE: f64 = 10.0 * 1024.0 * 1024.0;
 /// `remote`, `remote-push`, `remote-timeout`: flag over environment over
 /// config. `MIGSNAP_REMOTE=off` turns a configured store off for one run.
 fn remote_settings(args: &Overrides, file: &FileConfig) -> Result<Option<RemoteSettings>> {
-    let url = args
-        .remote
-        .clone()
-        .or_else(|| env::var(env::REMOTE))
-        .or_else(|| file.remote.clone());
-    let Some(url) = url.filter(|u| u != "off") else {
-        return Ok(None);
-    };
-    let url = migsnap::remote::Url::parse(&url)?;
     let push = match env::var(env::REMOTE_PUSH) {
         Some(v) => match v.to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => true,
@@ -332,6 +330,16 @@ fn remote_settings(args: &Overrides, file: &FileConfig) -> Result<Option<RemoteS
         "256",
     )?
     .map_or(migsnap::remote::DEFAULT_MIN_RATE, |r| (r * 1024.0) as u64);
+    // The values above are checked even with no store configured.
+    let url = args
+        .remote
+        .clone()
+        .or_else(|| env::var(env::REMOTE))
+        .or_else(|| file.remote.clone());
+    let Some(url) = url.filter(|u| u != "off") else {
+        return Ok(None);
+    };
+    let url = migsnap::remote::Url::parse(&url)?;
     Ok(Some(RemoteSettings {
         url,
         push,
@@ -615,8 +623,8 @@ fn default_cache_dir() -> Result<PathBuf> {
 /// MIGSNAP_PYTHON and config are handled by the caller; then an active
 /// virtualenv, the project's `.venv`, and finally `python3` on PATH.
 fn default_python(project_dir: &Path) -> PathBuf {
-    if let Some(venv) = env::var(env::VIRTUAL_ENV) {
-        let p = Path::new(&venv).join("bin/python");
+    if let Some(venv) = env::path(env::VIRTUAL_ENV) {
+        let p = venv.join("bin/python");
         if p.exists() {
             return p;
         }
