@@ -105,8 +105,15 @@ pub(super) async fn download(
         }
         other => other?,
     };
-    if got.meta.size != expected.size {
-        // Nothing to download: it is not the manifest's dump.
+    // Nothing to download when the store says it is not the manifest's
+    // dump (the stream is checked all the same: a store may lie).
+    if got.meta.size > expected.size {
+        return Err(damaged(format!(
+            "it is longer than the {} bytes its manifest says",
+            expected.size
+        )));
+    }
+    if got.meta.size < expected.size {
         return Err(damaged(format!(
             "it is {} bytes, its manifest says {}",
             got.meta.size, expected.size
