@@ -462,3 +462,27 @@ fn a_damaged_snapshot_in_the_store_is_reported_and_downloaded_once() {
     assert_eq!(err.matches("is damaged").count(), 1, "{err}");
     assert_eq!(err.matches("warning:").count(), 1, "{err}");
 }
+
+#[test]
+fn a_store_full_of_names_no_path_can_be_is_refused_not_listed_forever() {
+    let (p, url, _db, _) = pushed("many");
+    let prefix = url.rsplit('/').next().expect("prefix");
+    let data = std::env::var("MIGSNAP_TEST_S3_DATA").expect("MIGSNAP_TEST_S3_DATA");
+    let dir = Path::new(&data).join(prefix);
+    // Each costs a handful of small requests to step over; past 64 the
+    // listing gives up rather than sending thousands.
+    for i in 0..70 {
+        std::fs::write(dir.join(format!("evil{i:02}\u{1}.json")), b"{}").expect("plant");
+    }
+    let laptop = tempfile::tempdir().expect("tempdir");
+    let out = cmd(&p, laptop.path(), &url, &s3_env(), &["ls", "--remote"])
+        .output()
+        .expect("run");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("65 or more objects whose names are not valid"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+}
