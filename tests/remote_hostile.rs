@@ -486,3 +486,40 @@ fn a_store_full_of_names_no_path_can_be_is_refused_not_listed_forever() {
     );
     assert!(err.contains("hint:"), "{err}");
 }
+
+#[test]
+fn a_listing_longer_than_a_page_is_read_whole_past_an_odd_name() {
+    let (p, url, _db, built) = pushed("pages");
+    let prefix = url.rsplit('/').next().expect("prefix");
+    let data = std::env::var("MIGSNAP_TEST_S3_DATA").expect("MIGSNAP_TEST_S3_DATA");
+    let dir = Path::new(&data).join(prefix);
+    // More than a page (1000 keys) of foreign objects sorting before every
+    // key ('-' < '0'), with a name no path can be among them: the snapshot
+    // is on the second page, past the step over the bad name.
+    for i in 0..1100 {
+        std::fs::write(dir.join(format!("0-junk-{i:04}")), b"x").expect("plant");
+    }
+    std::fs::write(dir.join("0-junk-0500\u{1}"), b"x").expect("plant");
+    let laptop = tempfile::tempdir().expect("tempdir");
+    let out = ok(
+        cmd(
+            &p,
+            laptop.path(),
+            &url,
+            &s3_env(),
+            &["ls", "--remote", "--json"],
+        )
+        .output()
+        .expect("run"),
+        "ls --remote",
+    );
+    let err = stderr(&out);
+    let rows = json(&out)["snapshots"].as_array().expect("rows").clone();
+    assert_eq!(rows.len(), 1, "{err}");
+    assert_eq!(rows[0]["key"], built["key"]);
+    assert!(
+        err.contains("1101 object(s) that migsnap did not write"),
+        "{err}"
+    );
+    assert_eq!(err.matches("warning:").count(), 1, "{err}");
+}
