@@ -66,6 +66,9 @@ case "$cmd" in
     echo "export MIGSNAP_TEST_S3_BUCKET=$bucket"
     echo "export MIGSNAP_TEST_S3_ACCESS_KEY=$access_key"
     echo "export MIGSNAP_TEST_S3_SECRET_KEY=$secret_key"
+    # The bucket's directory: tests plant names there that no S3 client
+    # would send (a control character), as a hostile store would hold them.
+    echo "export MIGSNAP_TEST_S3_DATA=$(cd "$dir/data/$bucket" && pwd)"
     ;;
   *)
     echo "usage: s3_server.sh start|stop DIR" >&2

@@ -59,6 +59,8 @@ pub struct RemoteSettings {
     pub push: bool,
     /// Bounds every wait on the store.
     pub timeout: Duration,
+    /// Bytes per second below which a transfer counts as stalled.
+    pub min_rate: u64,
     /// The backend's own environment (`env::backend_vars`).
     pub env: Vec<(String, String)>,
 }
@@ -138,6 +140,7 @@ impl Ctx {
         let r = self.remote.as_ref()?;
         let opts = crate::remote::Options {
             timeout: r.timeout,
+            min_rate: r.min_rate,
             secret: self.cache.secret.clone(),
             env: r.env.clone(),
         };

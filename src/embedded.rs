@@ -731,16 +731,7 @@ fn holder(lock: &Path) -> String {
 }
 
 fn lock_timeout() -> Result<Duration> {
-    match env::var(env::SERVER_LOCK_TIMEOUT) {
-        None => Ok(DEFAULT_LOCK_TIMEOUT),
-        Some(v) => v.parse::<u64>().map(Duration::from_secs).map_err(|_| {
-            Error::usage(format!(
-                "{} must be a number of seconds, not `{v}`",
-                env::SERVER_LOCK_TIMEOUT
-            ))
-            .hint(format!("e.g. {}=300", env::SERVER_LOCK_TIMEOUT))
-        }),
-    }
+    Ok(env::seconds(env::SERVER_LOCK_TIMEOUT)?.unwrap_or(DEFAULT_LOCK_TIMEOUT))
 }
 
 /// The hint for a failed initdb: a full disk says so in its stderr.

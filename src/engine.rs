@@ -248,6 +248,7 @@ async fn build_wanting(
     // Declared after the locks, so it runs (on Ctrl-C) while they are held.
     let mut unfinished = Unfinished {
         conn: admin.conn.clone(),
+        pid: admin.pid,
         store: store.clone(),
         key: key.clone(),
         ui: *ui,
@@ -280,6 +281,9 @@ async fn build_wanting(
 /// interrupted run from exiting.
 struct Unfinished {
     conn: ConnInfo,
+    /// The build's admin session: what it still runs on the server (the
+    /// build database's `CREATE DATABASE`) is stopped before the drop.
+    pid: i32,
     store: Store,
     key: Key,
     ui: Ui,
@@ -293,7 +297,7 @@ impl Drop for Unfinished {
         }
         self.ui.clear_progress();
         let (conn, build) = (self.conn.clone(), admin::build_name(&self.key));
-        let name = build.clone();
+        let (name, pid) = (build.clone(), self.pid);
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -302,6 +306,7 @@ impl Drop for Unfinished {
             runtime.block_on(async {
                 let work = async {
                     let admin = Admin::connect(&conn).await?;
+                    admin.settle(pid).await?;
                     admin.drop_build(&name).await
                 };
                 tokio::time::timeout(std::time::Duration::from_secs(10), work)

@@ -16,6 +16,9 @@ pub const REMOTE: &str = "MIGSNAP_REMOTE";
 pub const REMOTE_PUSH: &str = "MIGSNAP_REMOTE_PUSH";
 /// Seconds any one wait on the store may take (overrides `remote-timeout`).
 pub const REMOTE_TIMEOUT: &str = "MIGSNAP_REMOTE_TIMEOUT";
+/// KiB per second below which a transfer with the store counts as stalled
+/// (overrides `remote-min-rate`).
+pub const REMOTE_MIN_RATE: &str = "MIGSNAP_REMOTE_MIN_RATE";
 /// Interpreter that runs manage.py.
 pub const PYTHON: &str = "MIGSNAP_PYTHON";
 /// Data directory of the embedded server (default: one per cache dir in the
@@ -54,15 +57,116 @@ pub const PAUSE_AT: &str = "MIGSNAP_PAUSE_AT";
 /// … (every name object_store's S3 configuration knows).
 pub const BACKEND_PREFIX: &str = "AWS_";
 
+/// Variables whose value is text (a URL, a name, a number, a flag): one
+/// that is not UTF-8 is an error naming it (issue #21: such a value was
+/// silently taken as unset, and another server, interpreter or store used).
+const TEXT: &[&str] = &[
+    SERVER_URL,
+    REMOTE,
+    REMOTE_PUSH,
+    REMOTE_TIMEOUT,
+    REMOTE_MIN_RATE,
+    SERVER_PORT,
+    POOL,
+    DJANGO_SETTINGS_MODULE,
+    SERVER_USER,
+    SERVER_LOCK_TIMEOUT,
+    CRASH_AT,
+    PAUSE_AT,
+];
+
+/// Variables whose value is a path, read as the bytes they are: on Unix a
+/// path need not be UTF-8, and refusing one would refuse a real directory
+/// (`CACHE_DIR`, `PYTHON`, `SERVER_DIR`, `PG_BINDIR`; `VIRTUAL_ENV` is
+/// `activate`'s). `CACHE_SECRET` is bytes too: a secret need not be text.
+pub const PATHS: &[&str] = &[CACHE_DIR, PYTHON, SERVER_DIR, PG_BINDIR, VIRTUAL_ENV];
+
+/// Check what can be checked of the environment before anything runs, so
+/// that a bad value exits 2 naming its variable instead of being taken as
+/// unset: text that is not UTF-8 (migsnap's variables and the backend's
+/// `AWS_*`), a `MIGSNAP_PG_BINDIR` that is not a directory (PostgreSQL's
+/// programs would otherwise silently come from somewhere else), and a
+/// `MIGSNAP_SERVER_LOCK_TIMEOUT` that is not a positive number of seconds.
+/// The other numbers are checked where the settings are resolved.
+pub fn check() -> Result<(), crate::error::Error> {
+    for name in TEXT {
+        if let Some(v) = std::env::var_os(name) {
+            if v.to_str().is_none() {
+                return Err(not_utf8(name, &v));
+            }
+        }
+    }
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(BACKEND_PREFIX) && value.to_str().is_none() {
+            return Err(not_utf8(name, &value));
+        }
+    }
+    if let Some(dir) = path(PG_BINDIR) {
+        if !dir.is_dir() {
+            return Err(crate::error::Error::usage(format!(
+                "{PG_BINDIR} is `{}`, which is not a directory",
+                dir.display()
+            ))
+            .hint(format!(
+                "point {PG_BINDIR} at the directory holding pg_dump, initdb and pg_ctl (e.g. /usr/lib/postgresql/16/bin), or unset it"
+            )));
+        }
+    }
+    seconds(SERVER_LOCK_TIMEOUT)?;
+    Ok(())
+}
+
+fn not_utf8(name: &str, value: &std::ffi::OsStr) -> crate::error::Error {
+    crate::error::Error::usage(format!(
+        "{name} is not valid UTF-8: `{}`",
+        value.to_string_lossy().escape_debug()
+    ))
+    .hint(format!("set {name} to UTF-8 text, or unset it"))
+}
+
+/// A whole, positive number of seconds from `name`, if set.
+pub fn seconds(name: &str) -> Result<Option<std::time::Duration>, crate::error::Error> {
+    let Some(v) = var(name) else {
+        return Ok(None);
+    };
+    match v.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Some(std::time::Duration::from_secs(n))),
+        _ => Err(crate::error::Error::usage(format!(
+            "{name} must be a whole number of seconds above 0, not `{v}`"
+        ))
+        .hint(format!("e.g. {name}=300, or unset it for the default"))),
+    }
+}
+
 /// The backend's variables (`BACKEND_PREFIX`), for `remote::Options`.
+/// Those that are not UTF-8 are refused by `check`; here they are left out
+/// rather than panicking (`std::env::vars` panics on one).
 pub fn backend_vars() -> Vec<(String, String)> {
-    std::env::vars()
+    std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
         .filter(|(name, _)| name.starts_with(BACKEND_PREFIX))
         .collect()
 }
 
 /// Read a variable, treating an empty value like an unset one (CI systems
-/// often export empty strings for "not configured").
+/// often export empty strings for "not configured"). A value that is not
+/// UTF-8 reads as unset here: `check` refuses it first, naming it.
 pub fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A path variable, whatever its bytes (see `PATHS`); empty is unset.
+pub fn path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+}
+
+/// A variable's bytes (a secret need not be text); empty is unset.
+pub fn bytes(name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStringExt;
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(|v| v.into_vec())
 }

@@ -44,6 +44,8 @@ pub struct FileConfig {
     pub remote_push: Option<bool>,
     /// Seconds any one wait on the store may take.
     pub remote_timeout: Option<f64>,
+    /// KiB per second below which a transfer with the store counts as stalled.
+    pub remote_min_rate: Option<f64>,
     /// Finding kinds that make `check` exit 1.
     pub check_fail_on: Option<Vec<migsnap::check::FindingKind>>,
     /// `lint` rule id -> `off`, `warning` or `error`.
@@ -98,6 +100,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn resolve(args: &Overrides) -> Result<Settings> {
+        env::check()?;
         let cwd = std::env::current_dir()
             .with_kind(Kind::Usage, || "cannot read the current directory".into())?;
         let project_dir = match &args.project_dir {
@@ -120,21 +123,38 @@ impl Settings {
         let cache_dir = match args
             .cache_dir
             .clone()
-            .or_else(|| env::var(env::CACHE_DIR).map(PathBuf::from))
+            .or_else(|| env::path(env::CACHE_DIR))
             .or_else(|| file.cache_dir.as_deref().map(rel))
         {
             Some(dir) => explicit_cache_dir(&project_dir.join(dir))?,
             None => default_cache_dir()?,
         };
 
-        let cache_secret = match env::var(env::CACHE_SECRET) {
-            Some(s) => migsnap::store::CacheSecret::new(s.into_bytes()),
+        let cache_secret = match env::bytes(env::CACHE_SECRET) {
+            Some(s) => migsnap::store::CacheSecret::new(s),
             None => match &file.cache_secret_file {
                 Some(f) => Some(read_secret_file(&rel(f))?),
                 None => None,
             },
         };
 
+        // Checked whether or not the embedded server is used: a bad value
+        // is a mistake to say, not one to keep until it matters.
+        let port = match env::var(env::SERVER_PORT) {
+            Some(p) => Some(p.parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                Error::usage(format!(
+                    "{} must be a port number (1 to 65535), not `{p}`",
+                    env::SERVER_PORT
+                ))
+                .hint("e.g. MIGSNAP_SERVER_PORT=54329, or unset it for Unix-socket only")
+            })?),
+            None if file.server_port == Some(0) => {
+                return Err(Error::usage("server-port = 0 is out of range").hint(
+                    "use a port number from 1 to 65535, or leave it out for Unix-socket only",
+                ))
+            }
+            None => file.server_port,
+        };
         let server = match args
             .server_url
             .clone()
@@ -143,20 +163,9 @@ impl Settings {
         {
             Some(url) => ServerChoice::Url(url),
             None => {
-                let dir = env::var(env::SERVER_DIR)
-                    .map(PathBuf::from)
+                let dir = env::path(env::SERVER_DIR)
                     .or_else(|| file.server_dir.as_deref().map(rel))
                     .unwrap_or_else(|| migsnap::embedded::default_server_dir(&cache_dir));
-                let port = match env::var(env::SERVER_PORT) {
-                    Some(p) => Some(p.parse::<u16>().map_err(|_| {
-                        Error::usage(format!(
-                            "{} must be a port number, not `{p}`",
-                            env::SERVER_PORT
-                        ))
-                        .hint("e.g. MIGSNAP_SERVER_PORT=54329, or unset it for Unix-socket only")
-                    })?),
-                    None => file.server_port,
-                };
                 ServerChoice::Embedded(migsnap::embedded::Embedded::new(&dir, port))
             }
         };
@@ -164,7 +173,7 @@ impl Settings {
         let python = args
             .python
             .clone()
-            .or_else(|| env::var(env::PYTHON).map(PathBuf::from))
+            .or_else(|| env::path(env::PYTHON))
             .or_else(|| file.python.as_deref().map(rel))
             .unwrap_or_else(|| default_python(&project_dir));
 
@@ -280,19 +289,13 @@ fn lint_rules(
 /// The longest `remote-timeout` accepted: a wait longer than an hour is a
 /// hang, not a slow store.
 const MAX_REMOTE_TIMEOUT: f64 = 3600.0;
+/// The highest `remote-min-rate` accepted, KiB/s (10 GiB/s): above it,
+/// every store would be "stalled".
+const MAX_REMOTE_MIN_RATE: f64 = 10.0 * 1024.0 * 1024.0;
 
 /// `remote`, `remote-push`, `remote-timeout`: flag over environment over
 /// config. `MIGSNAP_REMOTE=off` turns a configured store off for one run.
 fn remote_settings(args: &Overrides, file: &FileConfig) -> Result<Option<RemoteSettings>> {
-    let url = args
-        .remote
-        .clone()
-        .or_else(|| env::var(env::REMOTE))
-        .or_else(|| file.remote.clone());
-    let Some(url) = url.filter(|u| u != "off") else {
-        return Ok(None);
-    };
-    let url = migsnap::remote::Url::parse(&url)?;
     let push = match env::var(env::REMOTE_PUSH) {
         Some(v) => match v.to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => true,
@@ -307,33 +310,70 @@ fn remote_settings(args: &Overrides, file: &FileConfig) -> Result<Option<RemoteS
         },
         None => file.remote_push.unwrap_or(false),
     };
-    let timeout = match env::var(env::REMOTE_TIMEOUT) {
-        Some(t) => Some(t.parse::<f64>().map_err(|_| {
-            Error::usage(format!(
-                "{} must be a number of seconds, not `{t}`",
-                env::REMOTE_TIMEOUT
-            ))
-            .hint("e.g. MIGSNAP_REMOTE_TIMEOUT=30")
-        })?),
-        None => file.remote_timeout,
+    let timeout = bounded_number(
+        (env::REMOTE_TIMEOUT, "remote-timeout"),
+        file.remote_timeout,
+        (0.001, MAX_REMOTE_TIMEOUT),
+        "a number of seconds",
+        "30",
+    )?
+    .map_or(
+        migsnap::remote::DEFAULT_TIMEOUT,
+        std::time::Duration::from_secs_f64,
+    );
+    // At least one byte per second: below that, nothing is a stall.
+    let min_rate = bounded_number(
+        (env::REMOTE_MIN_RATE, "remote-min-rate"),
+        file.remote_min_rate,
+        (1.0 / 1024.0, MAX_REMOTE_MIN_RATE),
+        "a number of KiB per second",
+        "256",
+    )?
+    .map_or(migsnap::remote::DEFAULT_MIN_RATE, |r| (r * 1024.0) as u64);
+    // The values above are checked even with no store configured.
+    let url = args
+        .remote
+        .clone()
+        .or_else(|| env::var(env::REMOTE))
+        .or_else(|| file.remote.clone());
+    let Some(url) = url.filter(|u| u != "off") else {
+        return Ok(None);
     };
-    let timeout = match timeout {
-        None => migsnap::remote::DEFAULT_TIMEOUT,
-        Some(t) if t > 0.0 && t <= MAX_REMOTE_TIMEOUT => std::time::Duration::from_secs_f64(t),
-        Some(t) => {
-            return Err(
-                Error::usage(format!("remote-timeout = {t} is out of range")).hint(format!(
-                    "use a number of seconds above 0 and at most {MAX_REMOTE_TIMEOUT}"
-                )),
-            )
-        }
-    };
+    let url = migsnap::remote::Url::parse(&url)?;
     Ok(Some(RemoteSettings {
         url,
         push,
         timeout,
+        min_rate,
         env: env::backend_vars(),
     }))
+}
+
+/// A number setting from the environment variable `var`, else the config
+/// key `key`, within `lo..=hi`. An error names where the bad value came
+/// from: the variable, or the key.
+fn bounded_number(
+    (var, key): (&str, &str),
+    file: Option<f64>,
+    (lo, hi): (f64, f64),
+    what: &str,
+    example: &str,
+) -> Result<Option<f64>> {
+    let fits = |v: f64| v.is_finite() && v >= lo && v <= hi;
+    if let Some(text) = env::var(var) {
+        return match text.trim().parse::<f64>() {
+            Ok(v) if fits(v) => Ok(Some(v)),
+            _ => Err(Error::usage(format!(
+                "{var} must be {what} above 0 and at most {hi}, not `{text}`"
+            ))
+            .hint(format!("e.g. {var}={example}, or unset it for the default"))),
+        };
+    }
+    match file {
+        Some(v) if !fits(v) => Err(Error::usage(format!("{key} = {v} is out of range"))
+            .hint(format!("use {what} above 0 and at most {hi}"))),
+        other => Ok(other),
+    }
 }
 
 /// The most clones a pool may hold: each is a full copy of the template.
@@ -583,8 +623,8 @@ fn default_cache_dir() -> Result<PathBuf> {
 /// MIGSNAP_PYTHON and config are handled by the caller; then an active
 /// virtualenv, the project's `.venv`, and finally `python3` on PATH.
 fn default_python(project_dir: &Path) -> PathBuf {
-    if let Some(venv) = env::var(env::VIRTUAL_ENV) {
-        let p = Path::new(&venv).join("bin/python");
+    if let Some(venv) = env::path(env::VIRTUAL_ENV) {
+        let p = venv.join("bin/python");
         if p.exists() {
             return p;
         }

@@ -16,7 +16,8 @@ use crate::key::Key;
 use crate::remote::{Pushed, Remote, RemoteError};
 use crate::store::{Manifest, Store};
 use crate::ui::{self, Ui};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 /// Where a restored dump came from.
@@ -36,6 +37,12 @@ pub struct Shared<'a> {
     remote: Option<Remote>,
     /// Set at the first failure of the store itself: not asked again.
     down: Cell<bool>,
+    /// Warnings already said: each once per run (issue #21: the same
+    /// damaged snapshot was reported as the key's own, then again as the
+    /// best ancestor).
+    said: RefCell<BTreeSet<String>>,
+    /// Keys whose store snapshot failed in this run: not downloaded again.
+    failed: RefCell<BTreeSet<Key>>,
 }
 
 impl<'a> Shared<'a> {
@@ -47,6 +54,8 @@ impl<'a> Shared<'a> {
             ui,
             remote: None,
             down: Cell::new(false),
+            said: RefCell::new(BTreeSet::new()),
+            failed: RefCell::new(BTreeSet::new()),
         };
         match ctx.remote() {
             Some(Ok(r)) => shared.remote = Some(r),
@@ -66,14 +75,21 @@ impl<'a> Shared<'a> {
     fn trouble(&self, e: RemoteError) {
         if e.is_store_failure() || matches!(e, RemoteError::BadUrl { .. }) {
             if !self.down.replace(true) {
-                self.ui.warn(format!("{e}; going on without it"));
-                if let Some(h) = e.hint() {
-                    self.ui.hint(h);
-                }
+                self.warn_once(format!("{e}; going on without it"), e.hint());
             }
         } else {
-            self.ui
-                .warn(format!("{}; skipping it", crate::error::one_line(&e)));
+            let hint = e.hint();
+            self.warn_once(format!("{}; skipping it", crate::error::one_line(&e)), hint);
+        }
+    }
+
+    /// A warning (and its hint) unless this run said it already.
+    fn warn_once(&self, warning: String, hint: Option<String>) {
+        if self.said.borrow_mut().insert(warning.clone()) {
+            self.ui.warn(warning);
+            if let Some(h) = hint {
+                self.ui.hint(h);
+            }
         }
     }
 
@@ -93,6 +109,7 @@ impl<'a> Shared<'a> {
             Ok(Some(f)) => f,
             Ok(None) => return None,
             Err(e) => {
+                self.failed.borrow_mut().insert(fp.key.clone());
                 self.trouble(e);
                 return None;
             }
@@ -130,6 +147,7 @@ impl<'a> Shared<'a> {
                 Some(m.clone())
             }
             Err(e) => {
+                self.failed.borrow_mut().insert(m.key.clone());
                 self.trouble(e);
                 None
             }
@@ -162,8 +180,18 @@ impl<'a> Shared<'a> {
                 return None;
             }
         };
-        for (_, e) in found.refused {
+        if let Some(w) = found.odd_names {
+            self.warn_once(w, None);
+        }
+        for (key, e) in found.refused {
+            self.failed.borrow_mut().insert(key);
             self.trouble(e);
+        }
+        // What failed in this run is no candidate (the own key's snapshot,
+        // damaged, would otherwise be chosen as the best ancestor and
+        // downloaded again).
+        for key in self.failed.borrow().iter() {
+            cache.discard(key);
         }
         let best = cache.best_ancestor(fp, server_version_num)?;
         let rank = |m: &Manifest| (m.migrations.len(), m.created_unix);

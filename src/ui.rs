@@ -15,7 +15,7 @@ pub struct Ui {
 impl Ui {
     pub fn new(quiet: bool) -> Ui {
         let tty = std::io::stderr().is_terminal();
-        let color = tty && crate::env::var(crate::env::NO_COLOR).is_none();
+        let color = tty && std::env::var_os(crate::env::NO_COLOR).is_none_or(|v| v.is_empty());
         Ui { tty, quiet, color }
     }
 

@@ -682,3 +682,89 @@ fn help_lists_only_the_global_options_a_command_uses() {
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     }
 }
+
+/// Every variable migsnap reads (src/env.rs): a value it cannot use exits 2
+/// naming the variable, instead of being taken as unset (issue #21); a path
+/// need not be UTF-8 and is taken as the bytes it is.
+#[test]
+fn bad_environment_values_exit_2_naming_the_variable() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let p = Project::example("badenv");
+    let raw = |bytes: &[u8]| OsString::from_vec(bytes.to_vec());
+    let not_utf8 = raw(b"x\xffy");
+    let run = |args: &[&str], env: &[(&str, OsString)]| {
+        let mut c = p.cmd(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("run")
+    };
+    let store = || ("MIGSNAP_REMOTE", OsString::from("s3://bucket/prefix"));
+    // Text that is not UTF-8: URLs, names, numbers, flags, the backend's.
+    for (name, extra) in [
+        ("MIGSNAP_SERVER_URL", None),
+        ("MIGSNAP_REMOTE", None),
+        ("MIGSNAP_REMOTE_PUSH", Some(store())),
+        ("MIGSNAP_POOL", None),
+        ("MIGSNAP_SERVER_USER", None),
+        ("DJANGO_SETTINGS_MODULE", None),
+        ("AWS_SECRET_ACCESS_KEY", Some(store())),
+    ] {
+        let mut env = vec![(name, not_utf8.clone())];
+        env.extend(extra);
+        let err = fails(&run(&["key"], &env), 2, name);
+        assert!(err.contains("not valid UTF-8"), "{name}: {err}");
+    }
+    // Numbers: negative, zero, not numbers; checked with or without a store.
+    for (name, value) in [
+        ("MIGSNAP_SERVER_LOCK_TIMEOUT", "-5"),
+        ("MIGSNAP_SERVER_LOCK_TIMEOUT", "0"),
+        ("MIGSNAP_SERVER_LOCK_TIMEOUT", "soon"),
+        ("MIGSNAP_REMOTE_TIMEOUT", "-5"),
+        ("MIGSNAP_REMOTE_TIMEOUT", "0"),
+        ("MIGSNAP_REMOTE_TIMEOUT", "NaN"),
+        ("MIGSNAP_REMOTE_MIN_RATE", "0"),
+        ("MIGSNAP_REMOTE_MIN_RATE", "-1"),
+        ("MIGSNAP_SERVER_PORT", "0"),
+        ("MIGSNAP_POOL", "-1"),
+    ] {
+        fails(&run(&["key"], &[(name, value.into())]), 2, name);
+        let out = run(&["key"], &[(name, value.into()), store()]);
+        fails(&out, 2, name);
+    }
+    // A PostgreSQL directory that is not there is not "use another one".
+    let err = fails(
+        &run(&["key"], &[("MIGSNAP_PG_BINDIR", "/no/such/bin".into())]),
+        2,
+        "MIGSNAP_PG_BINDIR",
+    );
+    assert!(err.contains("/no/such/bin"), "{err}");
+
+    // Paths are bytes: a cache dir whose name is not UTF-8 is used, not
+    // ignored (its parent missing, it is reported, so it was read).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut dir = tmp.path().as_os_str().to_os_string();
+    dir.push("/");
+    dir.push(raw(b"caf\xe9"));
+    let out = run(&["key"], &[("MIGSNAP_CACHE_DIR", dir.clone())]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut missing = dir.clone();
+    missing.push("/deeper/still");
+    fails(
+        &run(&["key"], &[("MIGSNAP_CACHE_DIR", missing)]),
+        2,
+        "cache directory",
+    );
+    // An interpreter's path likewise: this one does not exist, and is the
+    // one named (not `python3` found instead).
+    let err = fails(
+        &run(
+            &["prepare", "--database", &p.db("env")],
+            &[("MIGSNAP_PYTHON", raw(b"/no/such/py\xe9"))],
+        ),
+        2,
+        "Python interpreter",
+    );
+    assert!(err.contains("/no/such/py"), "{err}");
+}

@@ -88,7 +88,7 @@ fn open_with(
         Options {
             timeout,
             secret: secret.cloned(),
-            env,
+            ..Options::new(env)
         },
     )
     .expect("open the store")

@@ -109,7 +109,7 @@ const IN_USE: &str = "in use by another migsnap";
 
 pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
     if args.remote {
-        return run_remote(settings, args).await;
+        return run_remote(settings, args, ui).await;
     }
     let fp = fingerprint::compute(&settings.ctx.key)?;
     let store = settings.ctx.store()?;
@@ -146,13 +146,19 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
 /// left (dumps and signatures no manifest names, once an hour old). A
 /// manifest that fails its checks (signed with another secret, damaged) is
 /// left alone and reported: it may be someone else's.
-async fn run_remote(settings: &Settings, args: &GcArgs) -> Result<u8> {
+async fn run_remote(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
     use migsnap::remote::{Listing, ObjectKind};
     let fp = fingerprint::compute(&settings.ctx.key)?;
     let remote = migsnap::shared::configured(&settings.ctx)?;
     let cache = remote.manifest_cache(settings.ctx.store()?.dir())?;
     let found = remote.manifests(&cache).await?;
     let listing = remote.list().await?;
+    // Names that are not migsnap's are left alone: the prefix may be
+    // misconfigured to hold someone else's objects, and a name that no path
+    // can be is not one to hand to a delete.
+    if let Some(w) = listing.odd_names(remote.url()) {
+        ui.warn(format!("{w} (gc leaves them)"));
+    }
     let (keep, remove) = select(found.manifests, &fp.key, args.keep, args.max_size);
     // The prefix names the project: builders' project dirs differ from
     // machine to machine, so every snapshot under it counts as this one's.
@@ -180,6 +186,7 @@ async fn run_remote(settings: &Settings, args: &GcArgs) -> Result<u8> {
         });
     }
     let rest = Listing {
+        odd: Vec::new(),
         objects: listing
             .objects
             .into_iter()

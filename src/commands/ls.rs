@@ -94,7 +94,7 @@ struct RefusedRow {
 
 pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
     if args.remote {
-        return run_remote(settings, args).await;
+        return run_remote(settings, args, ui).await;
     }
     let fp = fingerprint::compute(&settings.ctx.key)?;
     let store = Store::new(&settings.ctx.cache.dir);
@@ -221,13 +221,16 @@ fn snapshot_lines<'a>(
 /// The store's snapshots, from their manifests (downloaded once and kept
 /// in the cache dir). A store that cannot be read is this command's
 /// failure (exit 6).
-async fn run_remote(settings: &Settings, args: &LsArgs) -> Result<u8> {
+async fn run_remote(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
     let fp = fingerprint::compute(&settings.ctx.key)?;
     let remote = migsnap::shared::configured(&settings.ctx)?;
     let store = settings.ctx.store()?;
     let found = remote
         .manifests(&remote.manifest_cache(store.dir())?)
         .await?;
+    if let Some(w) = &found.odd_names {
+        ui.warn(w);
+    }
     let now = store::now_unix();
     let out = RemoteLsOutput {
         current_key: fp.key.clone(),

@@ -123,13 +123,19 @@ pub struct Admin {
     pub client: Client,
     pub conn: ConnInfo,
     pub version_num: u32,
+    /// The server process of `client`: an interrupted run names it to stop
+    /// what it left running (see `settle`).
+    pub pid: i32,
 }
 
 impl Admin {
     pub async fn connect(conn: &ConnInfo) -> Result<Admin> {
         let client = conn.connect(&conn.admin_db).await?;
         let row = client
-            .query_one("SELECT current_setting('server_version_num')::int4", &[])
+            .query_one(
+                "SELECT current_setting('server_version_num')::int4, pg_backend_pid()",
+                &[],
+            )
             .await
             .map_err(|e| db_error("cannot read the server version", e))?;
         let version_num: i32 = row.get(0);
@@ -137,6 +143,7 @@ impl Admin {
             client,
             conn: conn.clone(),
             version_num: version_num.max(0) as u32,
+            pid: row.get(1),
         })
     }
 
@@ -258,6 +265,28 @@ impl Admin {
                 err
             }
         })
+    }
+
+    /// Stop the statement the session `pid` (an interrupted run's own
+    /// admin session) is running, and wait until it has ended. Dropping the
+    /// client does not stop a statement the server already has: a `CREATE
+    /// DATABASE` of the build still running when the interrupted run dropped
+    /// the build database found nothing to drop, then committed (issue #21).
+    /// Once the session is idle or gone, what exists is what stays.
+    pub async fn settle(&self, pid: i32) -> Result<()> {
+        let active = "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+                      WHERE pid = $1 AND state = 'active'";
+        loop {
+            let rows = self
+                .client
+                .query(active, &[&pid])
+                .await
+                .map_err(|e| db_error("cannot stop the interrupted statement", e))?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Drop a `migsnap_build_*` database even if sessions are still connected

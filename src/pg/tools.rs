@@ -8,8 +8,8 @@ use std::process::Command;
 
 fn candidate_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
-    if let Some(d) = env::var(env::PG_BINDIR) {
-        dirs.push(PathBuf::from(d));
+    if let Some(d) = env::path(env::PG_BINDIR) {
+        dirs.push(d);
     }
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));

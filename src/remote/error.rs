@@ -12,6 +12,34 @@ pub enum RemoteError {
     Unreachable { url: String, reason: String },
     #[error("the snapshot store `{url}` did not answer within {secs} s")]
     Timeout { url: String, secs: f64 },
+    /// A download that fell below the minimum rate or overran its deadline.
+    #[error(
+        "the snapshot store sent `{}` too slowly (less than {} KiB/s; {received} of {size} bytes came)",
+        object.display(),
+        rate / 1024
+    )]
+    TooSlow {
+        object: PathBuf,
+        received: u64,
+        size: u64,
+        /// Bytes per second.
+        rate: u64,
+    },
+    /// The connection broke in the middle of a download.
+    #[error(
+        "the snapshot store broke off `{}` after {received} of {size} bytes: {reason}",
+        object.display()
+    )]
+    Interrupted {
+        object: PathBuf,
+        received: u64,
+        size: u64,
+        reason: String,
+    },
+    /// More objects whose names no store path can be than a listing steps
+    /// over (`list::MAX_ODD`).
+    #[error("the snapshot store `{url}` holds {count} or more objects whose names are not valid object names")]
+    OddNames { url: String, count: usize },
     #[error("the snapshot store `{url}` denied access: {reason}")]
     Denied { url: String, reason: String },
     /// A manifest in the store failed its checks (signature, format, key).
@@ -58,6 +86,15 @@ impl RemoteError {
             RemoteError::Timeout { .. } => {
                 "the store may be overloaded or the network slow: raise `remote-timeout` (MIGSNAP_REMOTE_TIMEOUT, seconds) if it is only slow".into()
             }
+            RemoteError::TooSlow { .. } => {
+                "the store or the network is too slow to beat a local build: lower `remote-min-rate` (MIGSNAP_REMOTE_MIN_RATE, KiB/s) if it is only slow".into()
+            }
+            RemoteError::Interrupted { .. } => {
+                "the store or the network dropped the connection; the next run tries again".into()
+            }
+            RemoteError::OddNames { .. } => {
+                "someone wrote objects to the store's prefix that migsnap cannot list: remove them with the store's own tools (migsnap never does)".into()
+            }
             RemoteError::Denied { .. } => {
                 "check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) and that they may read the bucket (and write it, to push)".into()
             }
@@ -85,6 +122,9 @@ impl RemoteError {
             self,
             RemoteError::Unreachable { .. }
                 | RemoteError::Timeout { .. }
+                | RemoteError::TooSlow { .. }
+                | RemoteError::OddNames { .. }
+                | RemoteError::Interrupted { .. }
                 | RemoteError::Denied { .. }
         )
     }

@@ -33,6 +33,7 @@
 //! object store, and says why when it cannot.
 
 mod error;
+mod list;
 mod transfer;
 
 pub use error::RemoteError;
@@ -50,6 +51,12 @@ use std::time::Duration;
 /// otherwise: connecting, each read of a download, each small request as a
 /// whole (retries included).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The slowest transfer accepted unless configured otherwise, in bytes per
+/// second: a store that sends (or takes) less in any `timeout` window, or
+/// whose download of S bytes is not over after `2 × timeout + S / rate`, is
+/// treated as down (issue #21: a store dribbling one byte every two seconds
+/// kept `prepare` waiting forever, each read finishing within the timeout).
+pub const DEFAULT_MIN_RATE: u64 = 256 << 10;
 /// The largest manifest accepted from the store. 10,000 migrations make
 /// about 1.5 MB; this bounds what a hostile store can make migsnap hold.
 const MAX_MANIFEST: u64 = 64 << 20;
@@ -63,6 +70,9 @@ pub const ORPHAN_AGE: Duration = Duration::from_secs(60 * 60);
 pub struct Options {
     /// Bounds every wait on the store (see `DEFAULT_TIMEOUT`).
     pub timeout: Duration,
+    /// Bytes per second below which a transfer counts as stalled (see
+    /// `DEFAULT_MIN_RATE`); never 0.
+    pub min_rate: u64,
     /// Sign what is pushed; refuse what is not signed with it.
     pub secret: Option<CacheSecret>,
     /// The backend's own environment (`AWS_*`), as `env::backend_vars`
@@ -75,6 +85,7 @@ impl Options {
     pub fn new(env: Vec<(String, String)>) -> Options {
         Options {
             timeout: DEFAULT_TIMEOUT,
+            min_rate: DEFAULT_MIN_RATE,
             secret: None,
             env,
         }
@@ -88,8 +99,12 @@ pub struct Remote {
     /// backend's environment), so it is safe to print.
     url: String,
     objects: Arc<dyn ObjectStore>,
+    /// How the prefix is listed: not through `objects`, whose listing
+    /// fails as a whole on one name it cannot represent (see `list`).
+    lister: list::Lister,
     prefix: ObjPath,
     timeout: Duration,
+    min_rate: u64,
     secret: Option<CacheSecret>,
 }
 
@@ -139,14 +154,40 @@ pub enum ObjectKind {
     },
 }
 
-/// Everything under the prefix that has migsnap's names (other objects are
-/// not ours and are never touched).
+/// Everything under the prefix that has migsnap's names, and the names of
+/// the objects that have not (not ours: never read, followed or removed).
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
     pub objects: Vec<Object>,
+    /// Objects directly under the prefix that are not migsnap's, by name
+    /// (unprintable characters escaped): what `odd_names` warns about.
+    pub odd: Vec<String>,
 }
 
 impl Listing {
+    /// The warning a listing with objects that are not migsnap's deserves
+    /// (said once per run by whoever lists).
+    pub fn odd_names(&self, url: &str) -> Option<String> {
+        const SHOWN: usize = 3;
+        if self.odd.is_empty() {
+            return None;
+        }
+        let mut names = self
+            .odd
+            .iter()
+            .take(SHOWN)
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.odd.len() > SHOWN {
+            names.push_str(&format!(" and {} more", self.odd.len() - SHOWN));
+        }
+        Some(format!(
+            "the snapshot store `{url}` holds {} object(s) that migsnap did not write ({names}): skipping them",
+            self.odd.len()
+        ))
+    }
+
     /// Keys with a manifest: the committed snapshots.
     pub fn committed(&self) -> impl Iterator<Item = &Object> {
         self.objects
@@ -222,6 +263,7 @@ impl Remote {
     pub fn open(url: &Url, opts: Options) -> Result<Remote, RemoteError> {
         let Options {
             timeout,
+            min_rate,
             secret,
             env,
         } = opts;
@@ -229,19 +271,27 @@ impl Remote {
             url: url.text.clone(),
             why,
         };
-        let objects: Arc<dyn ObjectStore> = match &url.place {
-            Place::S3 { bucket } => Arc::new(transfer::s3(bucket, timeout, &env).map_err(bad)?),
-            Place::Dir(dir) => Arc::new(
-                object_store::local::LocalFileSystem::new_with_prefix(dir)
-                    .map_err(|_| bad("the directory does not exist".into()))?,
+        let (objects, lister): (Arc<dyn ObjectStore>, _) = match &url.place {
+            Place::S3 { bucket } => {
+                let s3 = Arc::new(transfer::s3(bucket, timeout, &env).map_err(bad)?);
+                (s3.clone(), list::Lister::S3(s3))
+            }
+            Place::Dir(dir) => (
+                Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(dir)
+                        .map_err(|_| bad("the directory does not exist".into()))?,
+                ),
+                list::Lister::Dir(dir.clone()),
             ),
         };
         let prefix = ObjPath::parse(&url.prefix).map_err(|_| bad("bad prefix".into()))?;
         Ok(Remote {
             url: url.text.clone(),
             objects,
+            lister,
             prefix,
             timeout,
+            min_rate: min_rate.max(1),
             secret,
         })
     }
@@ -389,27 +439,29 @@ impl Remote {
         }
     }
 
-    /// Every object under the prefix that bears migsnap's names.
+    /// Every object under the prefix that bears migsnap's names, and the
+    /// names of the others (`Listing::odd`): set aside, never read,
+    /// followed or removed. No name can fail the listing (see `list.rs`).
     pub async fn list(&self) -> Result<Listing, RemoteError> {
-        let listed = self
-            .bounded(self.objects.list_with_delimiter(Some(&self.prefix)))
-            .await?;
-        let objects = listed
-            .objects
-            .into_iter()
-            .filter_map(|meta| {
-                let name = meta.location.filename()?.to_string();
-                let (key, kind) = parse_name(&name)?;
-                Some(Object {
+        let names = self.names().await?;
+        let mut listing = Listing {
+            objects: Vec::new(),
+            odd: names.odd,
+        };
+        for e in names.entries {
+            match parse_name(&e.name) {
+                Some((key, kind)) => listing.objects.push(Object {
                     key,
                     kind,
-                    name: format!("{}/{name}", self.url),
-                    size: meta.size,
-                    modified_unix: u64::try_from(meta.last_modified.timestamp()).unwrap_or(0),
-                })
-            })
-            .collect();
-        Ok(Listing { objects })
+                    name: format!("{}/{}", self.url, e.name),
+                    size: e.size,
+                    modified_unix: e.modified_unix,
+                }),
+                None => listing.odd.push(list::shown(&e.name)),
+            }
+        }
+        listing.odd.sort();
+        Ok(listing)
     }
 
     /// The manifests of every committed snapshot, checked, with a local
@@ -428,7 +480,10 @@ impl Remote {
         {
             cache.discard(&stale.key);
         }
-        let mut found = Manifests::default();
+        let mut found = Manifests {
+            odd_names: listing.odd_names(&self.url),
+            ..Manifests::default()
+        };
         let mut missing = Vec::new();
         for key in committed.keys() {
             match cache.load(key) {
@@ -640,6 +695,9 @@ pub struct Manifests {
     /// Newest first.
     pub manifests: Vec<Manifest>,
     pub refused: Vec<(Key, RemoteError)>,
+    /// The listing's warning about objects that are not migsnap's
+    /// (`Listing::odd_names`), for the caller to say once.
+    pub odd_names: Option<String>,
 }
 
 /// `(key, kind)` for a name migsnap writes, None for anything else.

@@ -13,7 +13,7 @@ use object_store::{ClientConfigKey, ClientOptions, ObjectStoreExt, RetryConfig, 
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Size of an uploaded part (S3 wants at least 5 MiB but for the last):
@@ -21,9 +21,6 @@ use tokio::sync::mpsc;
 /// holds ~24 MiB at most.
 const PART: usize = 8 << 20;
 const PARTS_IN_FLIGHT: usize = 2;
-/// The slowest upload accepted: a part that does not get through at this
-/// rate (plus the timeout) means a stalled store.
-const MIN_UPLOAD_RATE: u64 = 256 << 10;
 
 /// What a dump must be.
 pub(super) struct Expected<'a> {
@@ -99,6 +96,7 @@ pub(super) async fn download(
         object: shown.clone(),
         why,
     };
+    let started = Instant::now();
     let got = match remote.bounded(remote.objects.get(&remote.path(name))).await {
         Err(RemoteError::Missing) => {
             return Err(damaged(
@@ -107,6 +105,20 @@ pub(super) async fn download(
         }
         other => other?,
     };
+    // Nothing to download when the store says it is not the manifest's
+    // dump (the stream is checked all the same: a store may lie).
+    if got.meta.size > expected.size {
+        return Err(damaged(format!(
+            "it is longer than the {} bytes its manifest says",
+            expected.size
+        )));
+    }
+    if got.meta.size < expected.size {
+        return Err(damaged(format!(
+            "it is {} bytes, its manifest says {}",
+            got.meta.size, expected.size
+        )));
+    }
     let tmp = into.temp_file(key).map_err(RemoteError::Local)?;
     let dir = into.dir().to_path_buf();
     let (tx, mut rx) = mpsc::channel::<Bytes>(4);
@@ -124,27 +136,25 @@ pub(super) async fn download(
         Ok::<_, std::io::Error>((tmp, crate::hash::hex(&hash.finalize()), size))
     });
     let mut stream = got.into_stream();
-    let mut received = 0u64;
+    let mut pace = Pace::new(remote, expected.size, started);
     let streamed = loop {
-        let next = match tokio::time::timeout(remote.timeout, stream.next()).await {
-            Err(_) => {
-                break Err(RemoteError::Timeout {
-                    url: remote.url.clone(),
-                    secs: remote.timeout.as_secs_f64(),
-                })
-            }
+        let next = match tokio::time::timeout(pace.wait(), stream.next()).await {
+            Err(_) => break Err(pace.late(&shown)),
             Ok(next) => next,
         };
         match next {
             None => break Ok(()),
-            Some(Err(e)) => break Err(remote.classify(e)),
+            Some(Err(e)) => break Err(pace.failed(remote, &shown, e)),
             Some(Ok(chunk)) => {
-                received += chunk.len() as u64;
-                if received > expected.size {
+                pace.received += chunk.len() as u64;
+                if pace.received > expected.size {
                     break Err(damaged(format!(
                         "it is longer than the {} bytes its manifest says",
                         expected.size
                     )));
+                }
+                if let Err(e) = pace.check(&shown) {
+                    break Err(e);
                 }
                 if tx.send(chunk).await.is_err() {
                     // The writer stopped: its error says why.
@@ -172,6 +182,101 @@ pub(super) async fn download(
         ));
     }
     Ok(tmp)
+}
+
+/// The bounds of one download (issue #21): each read within the timeout;
+/// in every window of one timeout, at least `min_rate` bytes per second;
+/// and the whole over by `2 × timeout + size / min_rate` after the request
+/// went out (one timeout for the answer, one for the last read). Each read
+/// finishing in time is not enough: a store that dribbles a byte a second
+/// would otherwise hold `prepare` for as long as it likes.
+struct Pace {
+    url: String,
+    timeout: Duration,
+    min_rate: u64,
+    size: u64,
+    deadline: Instant,
+    received: u64,
+    /// The current window: when it began, and what had arrived by then.
+    window: (Instant, u64),
+}
+
+impl Pace {
+    fn new(remote: &Remote, size: u64, started: Instant) -> Pace {
+        let transfer = Duration::from_secs_f64(size as f64 / remote.min_rate as f64);
+        Pace {
+            url: remote.url.clone(),
+            timeout: remote.timeout,
+            min_rate: remote.min_rate,
+            size,
+            deadline: started + remote.timeout * 2 + transfer,
+            received: 0,
+            window: (Instant::now(), 0),
+        }
+    }
+
+    /// How long the next read may take.
+    fn wait(&self) -> Duration {
+        self.timeout
+            .min(self.deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// A read did not come within `wait`.
+    fn late(&self, shown: &Path) -> RemoteError {
+        if Instant::now() >= self.deadline {
+            self.slow(shown)
+        } else {
+            RemoteError::Timeout {
+                url: self.url.clone(),
+                secs: self.timeout.as_secs_f64(),
+            }
+        }
+    }
+
+    /// After a chunk: a window that is over must have brought enough.
+    fn check(&mut self, shown: &Path) -> Result<(), RemoteError> {
+        let now = Instant::now();
+        let (began, at) = self.window;
+        let took = now.duration_since(began);
+        if took < self.timeout {
+            return Ok(());
+        }
+        if ((self.received - at) as f64) < self.min_rate as f64 * took.as_secs_f64() {
+            return Err(self.slow(shown));
+        }
+        self.window = (now, self.received);
+        Ok(())
+    }
+
+    fn slow(&self, shown: &Path) -> RemoteError {
+        RemoteError::TooSlow {
+            object: shown.to_path_buf(),
+            received: self.received,
+            size: self.size,
+            rate: self.min_rate,
+        }
+    }
+
+    /// The body ended or failed before its end: say so, with how far it got.
+    fn cut(&self, shown: &Path, reason: String) -> RemoteError {
+        RemoteError::Interrupted {
+            object: shown.to_path_buf(),
+            received: self.received,
+            size: self.size,
+            reason,
+        }
+    }
+
+    /// An error from the body stream. The client retries a broken body
+    /// itself (resuming where it stopped), so what comes here is its last
+    /// word; a closed or reset connection is an interruption, not a
+    /// timeout.
+    fn failed(&self, remote: &Remote, shown: &Path, e: object_store::Error) -> RemoteError {
+        match remote.classify(e) {
+            RemoteError::Unreachable { reason, .. } => self.cut(shown, reason),
+            other => other,
+        }
+    }
 }
 
 /// Upload the cached dump at `local` as `name`, checking as it is read that
@@ -221,7 +326,10 @@ pub(super) async fn upload(
         )),
     };
     let path = remote.path(name);
-    let part_timeout = remote.timeout + Duration::from_secs(PART as u64 / MIN_UPLOAD_RATE);
+    // The slowest upload accepted: a part that does not get through at the
+    // minimum rate (plus the timeout) means a stalled store.
+    let part_timeout =
+        remote.timeout + Duration::from_secs_f64(PART as f64 / remote.min_rate as f64);
     let stalled = || RemoteError::Timeout {
         url: remote.url.clone(),
         secs: part_timeout.as_secs_f64(),
