@@ -562,6 +562,7 @@ mod tests {
             },
             depends: Default::default(),
             project_dir: None,
+            authenticated: true,
         }
     }
 
