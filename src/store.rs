@@ -433,18 +433,22 @@ impl Store {
         tmp.write_all(&json)
             .map_err(|e| cache_write_error(&self.dir, e))?;
         failpoint::point("manifest.written");
-        // A signature of the manifest this one replaces must not outlive it.
-        match std::fs::remove_file(self.sig_path(&m.key)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(cache_write_error(&self.dir, e))
-            }
-            _ => {}
+        // The signature goes in place first, so that the manifest is signed
+        // the moment it exists: a crash in between leaves the manifest this
+        // one replaces with a signature that is not its own (refused and
+        // rebuilt), never a new snapshot that reads as foreign. A foreign
+        // one's replaced signature must not outlive the manifest it signed.
+        match sig {
+            Some(sig) => self.write_signature(&m.key, &sig)?,
+            None => match std::fs::remove_file(self.sig_path(&m.key)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(cache_write_error(&self.dir, e))
+                }
+                _ => {}
+            },
         }
         self.persist(tmp, &self.manifest_path(&m.key))?;
         failpoint::point("manifest.renamed");
-        if let Some(sig) = sig {
-            self.write_signature(&m.key, &sig)?;
-        }
         Ok(())
     }
 

@@ -490,3 +490,64 @@ fn raw_put(url: &str, name: &str, bytes: Vec<u8>) {
         .block_on(store.put(&prefix.join(name), PutPayload::from(bytes)))
         .expect("raw put");
 }
+
+/// Issue #21: a store is verifiable without sharing a secret. The default
+/// branch's CI signs what it pushes with its own key
+/// (`signing-key-file`); a machine that has only the public key in
+/// `trusted-keys` restores it, one that does not refuses it and builds.
+#[test]
+fn a_snapshot_pushed_with_a_ci_key_is_accepted_where_its_public_key_is_trusted() {
+    let p = Project::example("remote_cikey");
+    let reference = Reference::of(&p);
+    let url = s3_url("cikey");
+    let db = p.db("ck");
+    // The CI key, made as its README section says.
+    let secrets = empty_dir();
+    let ci_key = secrets.path().join("ci.key");
+    let out = ok(
+        p.cmd(&["signing-key", "generate", ci_key.to_str().expect("utf-8")])
+            .output()
+            .expect("run"),
+        "signing-key generate",
+    );
+    let public = String::from_utf8(out.stdout).expect("utf-8").trim().to_string();
+
+    // CI builds and pushes, signing with the CI key.
+    let ci = empty_dir();
+    let mut env = s3_env();
+    env.push(("MIGSNAP_REMOTE_PUSH".into(), "true".into()));
+    env.push(("MIGSNAP_SIGNING_KEY_FILE".into(), ci_key.display().to_string()));
+    let (built, err) = prepare(&p, ci.path(), &url, &env, &db);
+    assert!(err.contains("pushed snapshot"), "{err}");
+    assert!(
+        !p.user_key_file().exists(),
+        "the per-user key is never made where a key file is configured"
+    );
+
+    // A fork's machine: its own per-user key (another data dir), an empty
+    // cache dir, the CI's public key only.
+    let fork = |trusted: Option<&str>| {
+        fresh_server(&db, &[&built]);
+        let laptop = empty_dir();
+        let home = empty_dir();
+        let mut env = s3_env();
+        env.push(("XDG_DATA_HOME".into(), home.path().display().to_string()));
+        if let Some(k) = trusted {
+            env.push(("MIGSNAP_TRUSTED_KEYS".into(), k.to_string()));
+        }
+        let (got, err) = prepare(&p, laptop.path(), &url, &env, &db);
+        reference.check(&db, "a fork's machine");
+        (got, err)
+    };
+    let (got, err) = fork(Some(&public));
+    assert_eq!(got["source"], "cache", "{err}");
+    assert_eq!(got["origin"], "remote", "{err}");
+
+    let (got, err) = fork(None);
+    assert_eq!(got["source"], "cold", "{err}");
+    assert!(
+        err.contains("which is not in trusted-keys") && err.contains("skipping it"),
+        "{err}"
+    );
+    assert!(!err.contains("downloading snapshot"), "refused before the download: {err}");
+}
