@@ -441,11 +441,12 @@ fn ls_and_gc_act_on_the_current_project_in_a_shared_cache_dir() {
     let a = Project::example("proj_a");
     let b = Project::example("proj_b");
     // Both use a's cache dir, as two projects on one machine share the
-    // default one.
+    // default one, and the user's one signing key.
     let shared = |p: &Project, args: &[&str]| {
         let out = p
             .cmd(args)
             .env("MIGSNAP_CACHE_DIR", a.cache.path())
+            .env("XDG_DATA_HOME", a.data_home.path())
             .output()
             .expect("run migsnap");
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
