@@ -592,11 +592,11 @@ mod tests {
         assert!(generate(&path).is_err(), "never overwritten");
         assert!(read_key_file(&path).expect("ok").is_some());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
-        let e = read_key_file(&path).err().expect("refused");
+        let e = read_key_file(&path).expect_err("refused");
         assert!(e.message.contains("mode 0640"), "{}", e.message);
         let link = d.path().join("link");
         std::os::unix::fs::symlink(&path, &link).expect("symlink");
-        let e = read_key_file(&link).err().expect("refused");
+        let e = read_key_file(&link).expect_err("refused");
         assert!(e.message.contains("symbolic link"), "{}", e.message);
     }
 }

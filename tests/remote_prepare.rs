@@ -510,13 +510,19 @@ fn a_snapshot_pushed_with_a_ci_key_is_accepted_where_its_public_key_is_trusted()
             .expect("run"),
         "signing-key generate",
     );
-    let public = String::from_utf8(out.stdout).expect("utf-8").trim().to_string();
+    let public = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
 
     // CI builds and pushes, signing with the CI key.
     let ci = empty_dir();
     let mut env = s3_env();
     env.push(("MIGSNAP_REMOTE_PUSH".into(), "true".into()));
-    env.push(("MIGSNAP_SIGNING_KEY_FILE".into(), ci_key.display().to_string()));
+    env.push((
+        "MIGSNAP_SIGNING_KEY_FILE".into(),
+        ci_key.display().to_string(),
+    ));
     let (built, err) = prepare(&p, ci.path(), &url, &env, &db);
     assert!(err.contains("pushed snapshot"), "{err}");
     assert!(
@@ -549,5 +555,8 @@ fn a_snapshot_pushed_with_a_ci_key_is_accepted_where_its_public_key_is_trusted()
         err.contains("which is not in trusted-keys") && err.contains("skipping it"),
         "{err}"
     );
-    assert!(!err.contains("downloading snapshot"), "refused before the download: {err}");
+    assert!(
+        !err.contains("downloading snapshot"),
+        "refused before the download: {err}"
+    );
 }
