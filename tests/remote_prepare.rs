@@ -560,3 +560,44 @@ fn a_snapshot_pushed_with_a_ci_key_is_accepted_where_its_public_key_is_trusted()
         "refused before the download: {err}"
     );
 }
+
+/// Issue #21, finding 3: with `trust-unsigned`, a snapshot in the store that
+/// no trusted key signed serves its own key, but an incremental build never
+/// starts from it (a trigger planted on django_migrations would fire as
+/// `migrate` inserts its rows): the build goes cold.
+#[test]
+fn with_trust_unsigned_a_foreign_snapshot_in_the_store_is_never_built_on() {
+    let Pushed {
+        p,
+        url,
+        db,
+        built,
+        ..
+    } = pushed("foreign_base");
+    // A machine that does not trust the pusher's key, but lets foreign
+    // snapshots through.
+    let home = empty_dir();
+    let mut env = s3_env();
+    env.push(("XDG_DATA_HOME".into(), home.path().display().to_string()));
+    env.push(("MIGSNAP_TRUST_UNSIGNED".into(), "1".into()));
+
+    fresh_server(&db, &[&built]);
+    let laptop = empty_dir();
+    let (got, err) = prepare(&p, laptop.path(), &url, &env, &db);
+    assert_eq!(got["source"], "cache", "its own key is served: {err}");
+    assert_eq!(got["origin"], "remote", "{err}");
+    assert!(err.contains("is not signed by a trusted key"), "{err}");
+
+    // A new migration: neither the store's copy, nor the downloaded one,
+    // nor its template is built on.
+    p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);
+    let reference = Reference::of(&p);
+    let (got, err) = prepare(&p, laptop.path(), &url, &env, &db);
+    assert_eq!(got["source"], "cold", "{err}");
+    reference.check(&db, "cold beside a foreign base");
+    fresh_server(&db, &[&built, &got]);
+    let elsewhere = empty_dir();
+    let (got, err) = prepare(&p, elsewhere.path(), &url, &env, &db);
+    assert_eq!(got["source"], "cold", "not from the store either: {err}");
+    assert!(!err.contains("downloading snapshot"), "{err}");
+}
