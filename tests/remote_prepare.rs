@@ -568,11 +568,7 @@ fn a_snapshot_pushed_with_a_ci_key_is_accepted_where_its_public_key_is_trusted()
 #[test]
 fn with_trust_unsigned_a_foreign_snapshot_in_the_store_is_never_built_on() {
     let Pushed {
-        p,
-        url,
-        db,
-        built,
-        ..
+        p, url, db, built, ..
     } = pushed("foreign_base");
     // A machine that does not trust the pusher's key, but lets foreign
     // snapshots through.
@@ -587,6 +583,17 @@ fn with_trust_unsigned_a_foreign_snapshot_in_the_store_is_never_built_on() {
     assert_eq!(got["source"], "cache", "its own key is served: {err}");
     assert_eq!(got["origin"], "remote", "{err}");
     assert!(err.contains("is not signed by a trusted key"), "{err}");
+    // Never pushed on: a push would sign it into trust.
+    let out = cmd(&p, laptop.path(), &url, &env, &["push"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot push snapshot")
+            && stderr(&out).contains("not signed by a trusted key"),
+        "{}",
+        stderr(&out)
+    );
 
     // A new migration: neither the store's copy, nor the downloaded one,
     // nor its template is built on.
