@@ -260,6 +260,11 @@ impl Store {
         self.keys_with_suffix(".lock")
     }
 
+    /// Keys that have a `<key>.sig` (gc sweeps those left with no manifest).
+    pub fn signed_keys(&self) -> Vec<Key> {
+        self.keys_with_suffix(".sig")
+    }
+
     /// Keys that have `check`'s catalogs cached.
     pub fn checked_keys(&self) -> Vec<Key> {
         self.keys_with_suffix(".check.json")
