@@ -781,3 +781,39 @@ fn a_signing_key_others_can_read_is_refused_with_a_hint() {
         );
     }
 }
+
+#[test]
+fn bad_trust_settings_are_configuration_errors() {
+    let p = Project::example("trust_settings");
+    for (var, value, said) in [
+        (
+            "MIGSNAP_TRUSTED_KEYS",
+            "ed25519:nope",
+            "is not an Ed25519 public key",
+        ),
+        (
+            "MIGSNAP_TRUSTED_KEYS",
+            "ssh-ed25519 AAAA",
+            "is not an Ed25519 public key",
+        ),
+        ("MIGSNAP_TRUST_UNSIGNED", "maybe", "must be true or false"),
+    ] {
+        let out = p.cmd(&["key"]).env(var, value).output().expect("run");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {err}");
+        assert!(
+            err.contains(said) && err.contains("hint:"),
+            "{var}={value}: {err}"
+        );
+    }
+    let config = p.path().join("migsnap.toml");
+    let salted = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, format!("{salted}trusted-keys = [\"rsa:abc\"]\n")).expect("write");
+    let out = p.run(&["key"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("trusted-keys: `rsa:abc`"),
+        "{}",
+        stderr(&out)
+    );
+}
