@@ -179,6 +179,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Drop replaced targets and refill the clone pool (prepare starts it in the background)
     Maintain(MaintainArgs),
+    /// Print the public key that signs snapshots here (the line for `trusted-keys`), making it if needed
+    SigningKey(SigningKeyArgs),
     /// Manage the embedded PostgreSQL server
     Server {
         #[command(subcommand)]
@@ -392,6 +394,25 @@ pub struct KeyArgs {
     /// Print a key even where there is no manage.py and no migration file
     #[arg(long)]
     pub allow_empty: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SigningKeyArgs {
+    /// Print the key's id, public key line and file as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub action: Option<SigningKeyAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyAction {
+    /// Write a new private key to PATH (mode 0600; never over an existing file), e.g. for CI's signing-key-file
+    Generate {
+        /// Where to write it
+        path: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::fingerprint::KeySpec;
 pub use crate::pg::admin::CloneStrategy;
 use crate::remote::{Remote, RemoteError};
-use crate::store::{CacheSecret, Store};
+use crate::sign::Trust;
+use crate::store::Store;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,11 +44,12 @@ pub struct BuildOptions {
     pub restore_jobs: usize,
 }
 
-/// The cache dir and the secret that signs what is in it.
+/// The cache dir, and what signs what is written to it (and pushed) and
+/// judges what is read from it (and fetched).
 #[derive(Debug, Clone)]
 pub struct CacheDir {
     pub dir: PathBuf,
-    pub secret: Option<CacheSecret>,
+    pub trust: Trust,
 }
 
 /// The shared snapshot store (`remote`), when one is configured.
@@ -106,7 +108,7 @@ impl Ctx {
 
     /// The cache dir, created on first use (0700: only we may write the
     /// SQL it holds) and refused when others could write to it, as a store
-    /// that signs and checks with the cache secret.
+    /// that signs and checks with the configured keys and secret.
     pub fn store(&self) -> Result<Store> {
         use std::os::unix::fs::DirBuilderExt;
         let dir = &self.cache.dir;
@@ -130,18 +132,18 @@ impl Ctx {
                 ))
             })?;
         crate::store::check_cache_dir(dir)?;
-        Ok(Store::new(dir).with_secret(self.cache.secret.clone()))
+        Ok(Store::new(dir).with_trust(self.cache.trust.clone()))
     }
 
     /// The client for the configured snapshot store, signing and checking
-    /// with the cache secret; None when there is none. Made on demand: the
+    /// as the cache dir does; None when there is none. Made on demand: the
     /// warm path never needs it.
     pub fn remote(&self) -> Option<Result<Remote, RemoteError>> {
         let r = self.remote.as_ref()?;
         let opts = crate::remote::Options {
             timeout: r.timeout,
             min_rate: r.min_rate,
-            secret: self.cache.secret.clone(),
+            trust: self.cache.trust.clone(),
             env: r.env.clone(),
         };
         Some(Remote::open(&r.url, opts))

@@ -513,6 +513,12 @@ async fn restore_own(
     ui: &Ui,
 ) -> Result<Option<bool>> {
     let t = Instant::now();
+    if !m.authenticated {
+        ui.warn(format!(
+            "snapshot {} is not signed by a trusted key; restoring it for its own key only, as trust-unsigned allows (its triggers run as whoever runs the tests)",
+            m.key.short()
+        ));
+    }
     ui.info(format!("restoring cached snapshot {}", m.key.short()));
     admin.create(build, None, ctx.clone_strategy()).await?;
     failpoint::point("build.created");
@@ -534,7 +540,7 @@ async fn restore_own(
             return Ok(Some(true));
         }
     }
-    promote(admin, build, &m.key, &m.depends.digest(), old).await?;
+    promote(admin, build, m, old).await?;
     ui.info(format!("restored in {}", ui::duration(t.elapsed())));
     Ok(Some(false))
 }
@@ -554,13 +560,17 @@ async fn hand_out(admin: &Admin, build: &str, to: HandOut<'_>) -> Result<()> {
 }
 
 /// Whether `base`'s template is on the server and still its own: the
-/// fastest start for an incremental build, with nothing to restore.
+/// fastest start for an incremental build, with nothing to restore. Never
+/// a template restored from a foreign snapshot (issue #21), even when the
+/// store now has an authenticated manifest for its key: what is in it came
+/// from the foreign dump.
 async fn base_template_ready(admin: &Admin, base: &Manifest) -> Result<bool> {
     let name = admin::template_name(&base.key);
-    Ok(admin
-        .database(&name)
-        .await?
-        .is_some_and(|info| info.is_template_for(&base.key, &base.depends.digest())))
+    Ok(admin.database(&name).await?.is_some_and(|info| {
+        base.authenticated
+            && !info.is_foreign()
+            && info.is_template_for(&base.key, &base.depends.digest())
+    }))
 }
 
 /// An ancestor's cached snapshot (`key` is not ours), if its manifest
@@ -582,6 +592,10 @@ fn ancestor_snapshot(
         Ok(None) => return None,
         Err(why) => return reject(why),
     };
+    // Replaced by a foreign one since it was chosen: never built on.
+    if !m.authenticated {
+        return None;
+    }
     fits_server(&m, server_version_num, ui).then_some(m)
 }
 
@@ -712,9 +726,9 @@ async fn restore_or_drop(
         sha256: m.dump.sha256.clone(),
         size: m.dump.size,
         server_major: admin.major(),
-        // Wired to the snapshot's signature status and its manifest's
-        // extension record (issue #21).
-        authenticated: true,
+        // A foreign snapshot (kept under `trust-unsigned`) takes the
+        // unprivileged path only.
+        authenticated: m.authenticated,
         extensions: vec![],
     };
     let role = match admin.restore_role(build).await {
@@ -780,15 +794,17 @@ async fn migrate_checked(
 async fn promote(
     admin: &Admin,
     build: &str,
-    key: &Key,
-    inputs: &str,
+    m: &Manifest,
     replacing: Option<&admin::DbInfo>,
 ) -> Result<()> {
     failpoint::point("promote.before");
     if let Some(old) = replacing {
         admin.drop(old).await?;
     }
-    admin.promote(build, key, inputs).await?;
+    let inputs = m.depends.digest();
+    admin
+        .promote(build, &m.key, &inputs, !m.authenticated)
+        .await?;
     failpoint::point("promote.after");
     Ok(())
 }
@@ -882,7 +898,6 @@ async fn finish(
     info.migrations
         .retain(|m| applied.contains(&m.name) && !report.applied.iter().any(|a| a.name == m.name));
     info.migrations.extend(report.applied.iter().cloned());
-    let inputs = depends.digest();
     let manifest = Manifest {
         format: store::MANIFEST_FORMAT,
         key: fp.key.clone(),
@@ -897,6 +912,8 @@ async fn finish(
         build: info,
         depends,
         project_dir: Some(ctx.project_dir().to_path_buf()),
+        // Built here (cold, or on an authenticated ancestor): signed as ours.
+        authenticated: true,
     };
     store.write_manifest(&manifest)?;
     ui.info(format!(
@@ -905,7 +922,7 @@ async fn finish(
         manifest.dump.size / 1024,
         ui::duration(t.elapsed())
     ));
-    promote(admin, build, &fp.key, &inputs, replacing).await
+    promote(admin, build, &manifest, replacing).await
 }
 
 /// What the build depended on beyond the key, once it is certain that

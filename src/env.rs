@@ -5,9 +5,21 @@
 pub const SERVER_URL: &str = "MIGSNAP_SERVER_URL";
 /// Where snapshots (dumps + manifests) live.
 pub const CACHE_DIR: &str = "MIGSNAP_CACHE_DIR";
-/// Secret that signs cached snapshots (HMAC-SHA256); when set, unsigned or
-/// badly signed snapshots are refused. Overrides `cache-secret-file`.
+/// Secret that signs cached snapshots (HMAC-SHA256), besides the Ed25519
+/// signing key: a snapshot whose HMAC verifies with it is authenticated.
+/// Overrides `cache-secret-file`.
 pub const CACHE_SECRET: &str = "MIGSNAP_CACHE_SECRET";
+/// `ed25519:<base64 or hex>` public keys, separated by commas or spaces,
+/// whose signatures are accepted besides the signing key's own (overrides
+/// `trusted-keys`).
+pub const TRUSTED_KEYS: &str = "MIGSNAP_TRUSTED_KEYS";
+/// The Ed25519 private key (PKCS#8 PEM) that signs what is written and
+/// pushed, e.g. a CI secret (overrides `signing-key-file`; default: the
+/// per-user key in the data dir, made on first use).
+pub const SIGNING_KEY_FILE: &str = "MIGSNAP_SIGNING_KEY_FILE";
+/// `1`: use snapshots no trusted key signed, for their own key only, never
+/// as the base of an incremental build (overrides `trust-unsigned`).
+pub const TRUST_UNSIGNED: &str = "MIGSNAP_TRUST_UNSIGNED";
 /// The shared snapshot store: `s3://bucket/prefix` or `file:///dir`
 /// (overrides `remote` in the config; `off` turns a configured one off).
 pub const REMOTE: &str = "MIGSNAP_REMOTE";

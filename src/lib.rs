@@ -38,5 +38,6 @@ pub mod prepare;
 pub mod remote;
 pub mod schema;
 pub mod shared;
+pub mod sign;
 pub mod store;
 pub mod ui;

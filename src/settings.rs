@@ -30,6 +30,14 @@ pub struct FileConfig {
     pub cache_dir: Option<PathBuf>,
     /// File holding the secret that signs cached snapshots.
     pub cache_secret_file: Option<PathBuf>,
+    /// `ed25519:<base64 or hex>` public keys whose signatures are accepted
+    /// besides the signing key's own.
+    pub trusted_keys: Option<Vec<String>>,
+    /// The private key that signs what is written and pushed (default: the
+    /// per-user key, made on first use).
+    pub signing_key_file: Option<PathBuf>,
+    /// Use snapshots no trusted key signed (for their own key only).
+    pub trust_unsigned: Option<bool>,
     pub server_dir: Option<PathBuf>,
     /// Let the embedded server also listen on 127.0.0.1 at this port.
     pub server_port: Option<u16>,
@@ -155,6 +163,9 @@ impl Settings {
             }
             None => file.server_port,
         };
+
+        let trust = trust(&file, cache_secret, &rel)?;
+
         let server = match args
             .server_url
             .clone()
@@ -251,7 +262,7 @@ impl Settings {
             server,
             cache: CacheDir {
                 dir: cache_dir,
-                secret: cache_secret,
+                trust,
             },
             build: BuildOptions {
                 clone_strategy: file.clone_strategy.unwrap_or_default(),
@@ -460,6 +471,82 @@ fn read_secret_file(path: &Path) -> Result<migsnap::store::CacheSecret> {
             path.display()
         )))
     })
+}
+
+/// Who signs and who is believed (issue #21): nothing is read here (the
+/// signing key is read when something is signed, never on the warm path),
+/// only named and parsed.
+fn trust(
+    file: &FileConfig,
+    secret: Option<migsnap::store::CacheSecret>,
+    rel: &dyn Fn(&Path) -> PathBuf,
+) -> Result<migsnap::sign::Trust> {
+    use migsnap::sign::{KeySource, PublicKey, Signer, Trust};
+    let source = match env::var(env::SIGNING_KEY_FILE) {
+        Some(p) => KeySource::File(rel(Path::new(&p))),
+        None => match &file.signing_key_file {
+            Some(p) => KeySource::File(rel(p)),
+            None => KeySource::UserDir(user_key_dir()?),
+        },
+    };
+    let (texts, origin): (Vec<String>, &str) = match env::var(env::TRUSTED_KEYS) {
+        Some(v) => (
+            v.split([',', ' ', '\n'])
+                .filter(|t| !t.trim().is_empty())
+                .map(str::to_string)
+                .collect(),
+            env::TRUSTED_KEYS,
+        ),
+        None => (
+            file.trusted_keys.clone().unwrap_or_default(),
+            "trusted-keys",
+        ),
+    };
+    let keys = texts
+        .iter()
+        .map(|t| {
+            PublicKey::parse(t).ok_or_else(|| {
+                Error::usage(format!(
+                    "{origin}: `{}` is not an Ed25519 public key",
+                    t.trim()
+                ))
+                .hint("write each as `ed25519:<base64>`, as `migsnap signing-key` prints it")
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let trust_unsigned = match env::var(env::TRUST_UNSIGNED) {
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => {
+                return Err(Error::usage(format!(
+                    "{} must be true or false, not `{v}`",
+                    env::TRUST_UNSIGNED
+                ))
+                .hint("MIGSNAP_TRUST_UNSIGNED=1 uses snapshots no trusted key signed; leave it unset unless you must"))
+            }
+        },
+        None => file.trust_unsigned.unwrap_or(false),
+    };
+    Ok(Trust {
+        signer: Some(std::sync::Arc::new(Signer::new(source))),
+        keys,
+        secret,
+        trust_unsigned,
+    })
+}
+
+/// Where the per-user signing key lives: the user's data dir, not the
+/// cache dir. A cache dir is often restored from a CI cache that a fork's
+/// pull request may have written; a key kept in it would arrive with the
+/// snapshots it is meant to vouch for.
+pub fn user_key_dir() -> Result<PathBuf> {
+    directories::ProjectDirs::from("", "", "migsnap")
+        .map(|d| d.data_dir().join("keys"))
+        .ok_or_else(|| {
+            Error::usage("cannot find a data directory for this user's signing key (no home directory)")
+                .hint("make a key with `migsnap signing-key generate PATH` and set MIGSNAP_SIGNING_KEY_FILE to it")
+        })
 }
 
 fn read_text(path: &Path) -> Result<String> {

@@ -220,7 +220,12 @@ impl<'a> Shared<'a> {
         };
         // Fresh from the store: the cached copy only chose it.
         let fetched = match remote.fetch(&base.key).await {
-            Ok(Some(f)) if f.manifest.dump.sha256 == base.dump.sha256 => f,
+            // Authenticated still: a foreign one is never built on.
+            Ok(Some(f))
+                if f.manifest.dump.sha256 == base.dump.sha256 && f.manifest.authenticated =>
+            {
+                f
+            }
             Ok(_) => return false,
             Err(e) => {
                 self.trouble(e);

@@ -9,8 +9,11 @@
 //!
 //! Trust (issue #10): the dir must be ours and closed to others
 //! (`check_cache_dir`), files in it are opened without following symlinks,
-//! and with a cache secret every manifest carries a `<key>.sig` HMAC that
-//! is checked before the snapshot is used.
+//! and every manifest carries a `<key>.sig` (issue #21: Ed25519 by the
+//! signing key, plus an HMAC with a cache secret; see `sign`) that is
+//! checked before the snapshot is used. A manifest no trusted key signed is
+//! foreign: refused, or with `trust-unsigned` loaded with `authenticated`
+//! false, which serves its own key and is never built on.
 
 use crate::depends::Checked;
 use crate::error::{Context, Error, Kind, Result};
@@ -19,7 +22,6 @@ use crate::files::read_no_follow;
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
@@ -55,6 +57,12 @@ pub struct Manifest {
     /// `None` in manifests written before it was recorded: no one's.
     #[serde(default)]
     pub project_dir: Option<PathBuf>,
+    /// Whether a trusted key (or the cache secret) signed this manifest, as
+    /// found when it was loaded; never stored in it. A new build's is true.
+    /// False only with `trust-unsigned`: such a snapshot serves its own key
+    /// and is never an ancestor (its triggers would fire in `migrate`).
+    #[serde(skip)]
+    pub authenticated: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,10 +120,12 @@ pub enum ManifestError {
     },
     #[error("manifest `{}` is for another key or format", path.display())]
     Foreign { path: PathBuf },
-    #[error("refused snapshot {short}: it is not signed, and a cache secret is set")]
+    #[error("refused snapshot {short}: it is not signed by a trusted key")]
     Unsigned { short: String },
-    #[error("refused snapshot {short}: its signature `{}` does not match the cache secret", path.display())]
+    #[error("refused snapshot {short}: its signature `{}` does not verify with the trusted keys or the cache secret", path.display())]
     BadSignature { short: String, path: PathBuf },
+    #[error("refused snapshot {short}: it is signed by key {id}, which is not in trusted-keys")]
+    Untrusted { short: String, id: String },
 }
 
 /// What every view of a manifest has: its format and key.
@@ -138,23 +148,27 @@ impl Manifest {
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
-    /// Sign new manifests and refuse unsigned or badly signed ones.
-    secret: Option<CacheSecret>,
+    /// Signs new manifests and judges the signatures of those loaded.
+    trust: Trust,
 }
 
 impl Store {
+    /// A store that signs nothing and trusts nothing (`with_trust` says
+    /// otherwise).
     pub fn new(dir: &Path) -> Store {
         Store {
             dir: dir.to_path_buf(),
-            secret: None,
+            trust: Trust::default(),
         }
     }
 
-    /// With a secret, manifests are signed when written and their
-    /// signatures checked when loaded.
-    pub fn with_secret(mut self, secret: Option<CacheSecret>) -> Store {
-        self.secret = secret;
+    pub fn with_trust(mut self, trust: Trust) -> Store {
+        self.trust = trust;
         self
+    }
+
+    pub fn trust(&self) -> &Trust {
+        &self.trust
     }
 
     pub fn dir(&self) -> &Path {
@@ -246,6 +260,11 @@ impl Store {
         self.keys_with_suffix(".lock")
     }
 
+    /// Keys that have a `<key>.sig` (gc sweeps those left with no manifest).
+    pub fn signed_keys(&self) -> Vec<Key> {
+        self.keys_with_suffix(".sig")
+    }
+
     /// Keys that have `check`'s catalogs cached.
     pub fn checked_keys(&self) -> Vec<Key> {
         self.keys_with_suffix(".check.json")
@@ -254,7 +273,7 @@ impl Store {
     /// The manifest for `key`, if present and readable. A damaged one is
     /// reported through `Err` so the caller can warn and discard it.
     pub fn load(&self, key: &Key) -> Result<Option<Manifest>, ManifestError> {
-        self.load_as::<Manifest>(key, true)
+        Ok(self.load_with_bytes(key)?.map(|(m, _)| m))
     }
 
     /// Only what the warm path needs from the manifest for `key`: what its
@@ -277,53 +296,54 @@ impl Store {
                 (self.format, &self.key)
             }
         }
-        // No signature check: nothing here is restored, and a forged record
-        // cannot make a template be served, since the template's comment
-        // must carry the digest of a record that still holds.
-        Some(self.load_as::<Warm>(key, false).ok()??.depends.checked)
-    }
-
-    /// Read and parse the manifest for `key` as `T`, which must be of this
-    /// format and name `key`; `signed`: check its signature when a cache
-    /// secret is set.
-    fn load_as<T: serde::de::DeserializeOwned + Named>(
-        &self,
-        key: &Key,
-        signed: bool,
-    ) -> Result<Option<T>, ManifestError> {
-        Ok(self.load_bytes_as(key, signed)?.map(|(m, _)| m))
+        // No signature check (the warm path reads no key): nothing here is
+        // restored, and a forged record cannot make a template be served,
+        // since the template's comment must carry the digest of a record
+        // that still holds.
+        Some(
+            self.load_bytes_as::<Warm>(key, false)
+                .ok()??
+                .0
+                .depends
+                .checked,
+        )
     }
 
     /// The manifest for `key` as `load` checks it, with its exact bytes
     /// (what `push` uploads, so that the store holds what the cache dir
     /// holds and the signature carries over).
     pub fn load_with_bytes(&self, key: &Key) -> Result<Option<(Manifest, Vec<u8>)>, ManifestError> {
-        self.load_bytes_as(key, true)
+        let Some((mut m, authenticated, text)) = self.load_bytes_as::<Manifest>(key, true)? else {
+            return Ok(None);
+        };
+        m.authenticated = authenticated;
+        Ok(Some((m, text)))
     }
 
+    /// The manifest for `key` as `T`, its signature judged when `signed`,
+    /// whether it is authenticated, and its bytes.
     fn load_bytes_as<T: serde::de::DeserializeOwned + Named>(
         &self,
         key: &Key,
         signed: bool,
-    ) -> Result<Option<(T, Vec<u8>)>, ManifestError> {
+    ) -> Result<Option<(T, bool, Vec<u8>)>, ManifestError> {
         let path = self.manifest_path(key);
         let text = match read_no_follow(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(ManifestError::Unreadable { path, source }),
         };
-        let secret = self.secret.as_ref().filter(|_| signed);
-        let sig = match secret {
-            Some(_) => self.read_signature(key)?,
-            None => None,
+        let sig = match signed {
+            true => self.read_signature(key)?,
+            false => None,
         };
-        let signature = Signature {
-            secret,
+        let signature = signed.then(|| Signature {
+            trust: &self.trust,
             text: sig.as_deref(),
-            path: &self.sig_path(key),
-        };
-        let m = check_as::<T>(key, &path, &text, signature)?;
-        Ok(Some((m, text)))
+            path: self.sig_path(key),
+        });
+        let (m, authenticated) = check_as::<T>(key, &path, &text, signature)?;
+        Ok(Some((m, authenticated, text)))
     }
 
     /// Every readable manifest, newest first (damaged ones are skipped:
@@ -402,25 +422,38 @@ impl Store {
         Ok(())
     }
 
+    /// Write `m` (and, when it is `authenticated`, its signature: a foreign
+    /// snapshot kept under `trust-unsigned` stays foreign, never signed
+    /// into trust).
     pub fn write_manifest(&self, m: &Manifest) -> Result<()> {
-        let mut tmp = self.temp_file(&m.key)?;
         let json = serde_json::to_vec_pretty(m)
             .with_kind(Kind::Internal, || "cannot serialise the manifest".into())?;
+        // Signed before anything is written: a refused key file leaves the
+        // snapshot as it was.
+        let sig = match m.authenticated {
+            true => self.trust.sign(&m.key, &json)?,
+            false => None,
+        };
+        let mut tmp = self.temp_file(&m.key)?;
         tmp.write_all(&json)
             .map_err(|e| cache_write_error(&self.dir, e))?;
         failpoint::point("manifest.written");
-        // A signature of the manifest this one replaces must not outlive it.
-        match std::fs::remove_file(self.sig_path(&m.key)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(cache_write_error(&self.dir, e))
-            }
-            _ => {}
+        // The signature goes in place first, so that the manifest is signed
+        // the moment it exists: a crash in between leaves the manifest this
+        // one replaces with a signature that is not its own (refused and
+        // rebuilt), never a new snapshot that reads as foreign. A foreign
+        // one's replaced signature must not outlive the manifest it signed.
+        match sig {
+            Some(sig) => self.write_signature(&m.key, &sig)?,
+            None => match std::fs::remove_file(self.sig_path(&m.key)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(cache_write_error(&self.dir, e))
+                }
+                _ => {}
+            },
         }
         self.persist(tmp, &self.manifest_path(&m.key))?;
         failpoint::point("manifest.renamed");
-        if let Some(secret) = &self.secret {
-            self.write_signature(secret, &m.key, &json)?;
-        }
         Ok(())
     }
 
@@ -480,6 +513,9 @@ impl Store {
         self.manifests()
             .into_iter()
             .filter(|m| m.server_major() <= server_version_num / 10000)
+            // Never a foreign one (issue #21): `migrate` on top of it would
+            // fire whatever triggers it planted.
+            .filter(|m| m.authenticated)
             // Same salt (a new salt invalidates everything), and at least one
             // migration in common: an empty snapshot is nobody's ancestor.
             .filter(|m| m.salt_sha256 == fp.salt_sha256 && !m.migrations.is_empty())
@@ -518,67 +554,20 @@ pub fn now_unix() -> u64 {
 
 // ---- trust (issue #10) ----
 
-/// The HMAC-SHA256 key that signs snapshots (`MIGSNAP_CACHE_SECRET` or
-/// `cache-secret-file`). Never printed.
-#[derive(Clone)]
-pub struct CacheSecret(Vec<u8>);
-
-impl std::fmt::Debug for CacheSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CacheSecret(…)")
-    }
-}
-
-impl CacheSecret {
-    /// None for an empty secret (the caller says why that is an error).
-    pub fn new(bytes: Vec<u8>) -> Option<CacheSecret> {
-        (!bytes.is_empty()).then_some(CacheSecret(bytes))
-    }
-
-    /// The signature of the manifest `bytes` of `key`. The key is bound in
-    /// too (it is also inside the manifest), behind a versioned domain tag so
-    /// that a change of what is signed invalidates old signatures.
-    fn mac(&self, key: &Key, manifest: &[u8]) -> Hmac<Sha256> {
-        // HMAC takes a key of any length.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-        mac.update(b"migsnap-snapshot-sig-v1\0");
-        mac.update(key.as_str().as_bytes());
-        mac.update(b"\0");
-        mac.update(manifest);
-        mac
-    }
-
-    /// The signature of `key`'s manifest `bytes`, in hex: what `<key>.sig`
-    /// holds.
-    pub fn sign(&self, key: &Key, manifest: &[u8]) -> String {
-        crate::hash::hex(&self.mac(key, manifest).finalize().into_bytes())
-    }
-
-    /// Whether `sig` (hex, surrounding whitespace ignored) is this secret's
-    /// signature of `key`'s manifest `bytes`, compared in constant time
-    /// (`verify_slice`).
-    pub fn verify(&self, key: &Key, manifest: &[u8], sig: &[u8]) -> bool {
-        let sig = std::str::from_utf8(sig)
-            .ok()
-            .and_then(|t| unhex(t.trim()))
-            .unwrap_or_default();
-        self.mac(key, manifest).verify_slice(&sig).is_ok()
-    }
-}
-
-use hmac::{Hmac, Mac};
+pub use crate::sign::CacheSecret;
+use crate::sign::{Trust, Verdict};
 
 impl Store {
-    /// `<key>.sig`: hex HMAC-SHA256 over the manifest's exact bytes, which
-    /// hold the dump's sha256 and size, so it covers the dump too.
+    /// `<key>.sig`: signatures (`sign::SIG_HEADER`) over the manifest's
+    /// exact bytes, which hold the dump's sha256 and size, so they cover
+    /// the dump too.
     pub fn sig_path(&self, key: &Key) -> PathBuf {
         self.dir.join(format!("{key}.sig"))
     }
 
-    fn write_signature(&self, secret: &CacheSecret, key: &Key, manifest: &[u8]) -> Result<()> {
+    fn write_signature(&self, key: &Key, sig: &str) -> Result<()> {
         let mut tmp = self.temp_file(key)?;
-        tmp.write_all(format!("{}\n", secret.sign(key, manifest)).as_bytes())
+        tmp.write_all(sig.as_bytes())
             .map_err(|e| cache_write_error(&self.dir, e))?;
         self.persist(tmp, &self.sig_path(key))
     }
@@ -594,46 +583,56 @@ impl Store {
     }
 }
 
-/// A manifest's signature as found beside it, and the secret to check it
-/// with (None: no secret set, nothing to check).
+/// A manifest's signature as found beside it, and what judges it.
 pub struct Signature<'a> {
-    pub secret: Option<&'a CacheSecret>,
-    /// The signature's text (hex, maybe a trailing newline); None: absent.
+    pub trust: &'a Trust,
+    /// The signature's text (`sign::SIG_HEADER` …); None: absent.
     pub text: Option<&'a [u8]>,
     /// Where the signature is (or would be), for messages.
-    pub path: &'a Path,
+    pub path: PathBuf,
 }
 
 /// Everything a manifest must pass before anything in it is believed,
 /// wherever its bytes come from (the cache dir, the snapshot store): its
-/// signature when a secret is set (checked first, over the exact bytes),
-/// then it parses as this format and names `key`. `path` names the
-/// manifest in messages.
+/// signature (judged first, over the exact bytes; a foreign one is refused
+/// unless `trust-unsigned`, and then marked not `authenticated`), then it
+/// parses as this format and names `key`. `path` names the manifest in
+/// messages.
 pub fn check_manifest(
     key: &Key,
     path: &Path,
     text: &[u8],
     signature: Signature<'_>,
 ) -> Result<Manifest, ManifestError> {
-    check_as(key, path, text, signature)
+    let (mut m, authenticated) = check_as::<Manifest>(key, path, text, Some(signature))?;
+    m.authenticated = authenticated;
+    Ok(m)
 }
 
+/// `check_manifest` for any view `T`; `signature` None: not judged (and
+/// not authenticated).
 fn check_as<T: serde::de::DeserializeOwned + Named>(
     key: &Key,
     path: &Path,
     text: &[u8],
-    signature: Signature<'_>,
-) -> Result<T, ManifestError> {
-    if let Some(secret) = signature.secret {
+    signature: Option<Signature<'_>>,
+) -> Result<(T, bool), ManifestError> {
+    let mut authenticated = false;
+    if let Some(sig) = signature {
         let short = key.short().to_string();
-        let Some(sig) = signature.text else {
-            return Err(ManifestError::Unsigned { short });
-        };
-        if !secret.verify(key, text, sig) {
-            return Err(ManifestError::BadSignature {
+        let why = match sig.trust.verify(key, text, sig.text) {
+            Verdict::Authenticated => None,
+            Verdict::Unsigned => Some(ManifestError::Unsigned { short }),
+            Verdict::Bad => Some(ManifestError::BadSignature {
                 short,
-                path: signature.path.to_path_buf(),
-            });
+                path: sig.path,
+            }),
+            Verdict::Untrusted { id } => Some(ManifestError::Untrusted { short, id }),
+        };
+        match why {
+            None => authenticated = true,
+            Some(why) if !sig.trust.trust_unsigned => return Err(why),
+            Some(_) => {}
         }
     }
     let m: T = serde_json::from_slice(text).map_err(|source| ManifestError::Damaged {
@@ -645,17 +644,7 @@ fn check_as<T: serde::de::DeserializeOwned + Named>(
             path: path.to_path_buf(),
         });
     }
-    Ok(m)
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    Ok((m, authenticated))
 }
 
 /// Refuse a cache dir that someone else could write to: its snapshots run

@@ -89,6 +89,7 @@ fn pytest_cmd(p: &Project, migsnap: &Path) -> Command {
     // run as on CI everywhere, the stricter case for "shown once".
     .env("CI", "true")
     .env_remove("BUILD_NUMBER");
+    p.isolate_keys(&mut c);
     c
 }
 

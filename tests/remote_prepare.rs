@@ -490,3 +490,121 @@ fn raw_put(url: &str, name: &str, bytes: Vec<u8>) {
         .block_on(store.put(&prefix.join(name), PutPayload::from(bytes)))
         .expect("raw put");
 }
+
+/// Issue #21: a store is verifiable without sharing a secret. The default
+/// branch's CI signs what it pushes with its own key
+/// (`signing-key-file`); a machine that has only the public key in
+/// `trusted-keys` restores it, one that does not refuses it and builds.
+#[test]
+fn a_snapshot_pushed_with_a_ci_key_is_accepted_where_its_public_key_is_trusted() {
+    let p = Project::example("remote_cikey");
+    let reference = Reference::of(&p);
+    let url = s3_url("cikey");
+    let db = p.db("ck");
+    // The CI key, made as its README section says.
+    let secrets = empty_dir();
+    let ci_key = secrets.path().join("ci.key");
+    let out = ok(
+        p.cmd(&["signing-key", "generate", ci_key.to_str().expect("utf-8")])
+            .output()
+            .expect("run"),
+        "signing-key generate",
+    );
+    let public = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
+
+    // CI builds and pushes, signing with the CI key.
+    let ci = empty_dir();
+    let mut env = s3_env();
+    env.push(("MIGSNAP_REMOTE_PUSH".into(), "true".into()));
+    env.push((
+        "MIGSNAP_SIGNING_KEY_FILE".into(),
+        ci_key.display().to_string(),
+    ));
+    let (built, err) = prepare(&p, ci.path(), &url, &env, &db);
+    assert!(err.contains("pushed snapshot"), "{err}");
+    assert!(
+        !p.user_key_file().exists(),
+        "the per-user key is never made where a key file is configured"
+    );
+
+    // A fork's machine: its own per-user key (another data dir), an empty
+    // cache dir, the CI's public key only.
+    let fork = |trusted: Option<&str>| {
+        fresh_server(&db, &[&built]);
+        let laptop = empty_dir();
+        let home = empty_dir();
+        let mut env = s3_env();
+        env.push(("XDG_DATA_HOME".into(), home.path().display().to_string()));
+        if let Some(k) = trusted {
+            env.push(("MIGSNAP_TRUSTED_KEYS".into(), k.to_string()));
+        }
+        let (got, err) = prepare(&p, laptop.path(), &url, &env, &db);
+        reference.check(&db, "a fork's machine");
+        (got, err)
+    };
+    let (got, err) = fork(Some(&public));
+    assert_eq!(got["source"], "cache", "{err}");
+    assert_eq!(got["origin"], "remote", "{err}");
+
+    let (got, err) = fork(None);
+    assert_eq!(got["source"], "cold", "{err}");
+    assert!(
+        err.contains("which is not in trusted-keys") && err.contains("skipping it"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("downloading snapshot"),
+        "refused before the download: {err}"
+    );
+}
+
+/// Issue #21, finding 3: with `trust-unsigned`, a snapshot in the store that
+/// no trusted key signed serves its own key, but an incremental build never
+/// starts from it (a trigger planted on django_migrations would fire as
+/// `migrate` inserts its rows): the build goes cold.
+#[test]
+fn with_trust_unsigned_a_foreign_snapshot_in_the_store_is_never_built_on() {
+    let Pushed {
+        p, url, db, built, ..
+    } = pushed("foreign_base");
+    // A machine that does not trust the pusher's key, but lets foreign
+    // snapshots through.
+    let home = empty_dir();
+    let mut env = s3_env();
+    env.push(("XDG_DATA_HOME".into(), home.path().display().to_string()));
+    env.push(("MIGSNAP_TRUST_UNSIGNED".into(), "1".into()));
+
+    fresh_server(&db, &[&built]);
+    let laptop = empty_dir();
+    let (got, err) = prepare(&p, laptop.path(), &url, &env, &db);
+    assert_eq!(got["source"], "cache", "its own key is served: {err}");
+    assert_eq!(got["origin"], "remote", "{err}");
+    assert!(err.contains("is not signed by a trusted key"), "{err}");
+    // Never pushed on: a push would sign it into trust.
+    let out = cmd(&p, laptop.path(), &url, &env, &["push"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot push snapshot")
+            && stderr(&out).contains("not signed by a trusted key"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A new migration: neither the store's copy, nor the downloaded one,
+    // nor its template is built on.
+    p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);
+    let reference = Reference::of(&p);
+    let (got, err) = prepare(&p, laptop.path(), &url, &env, &db);
+    assert_eq!(got["source"], "cold", "{err}");
+    reference.check(&db, "cold beside a foreign base");
+    fresh_server(&db, &[&built, &got]);
+    let elsewhere = empty_dir();
+    let (got, err) = prepare(&p, elsewhere.path(), &url, &env, &db);
+    assert_eq!(got["source"], "cold", "not from the store either: {err}");
+    assert!(!err.contains("downloading snapshot"), "{err}");
+}

@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use migsnap::key::Key;
 use migsnap::remote::{ObjectKind, Options, Pushed, Remote, RemoteError, Url};
+use migsnap::sign::{KeySource, Signer, Trust};
 use migsnap::store::{BuildInfo, CacheSecret, DumpInfo, Manifest, Store, MANIFEST_FORMAT};
 use object_store::{ObjectStoreExt, PutPayload};
 use std::time::Duration;
@@ -30,10 +31,33 @@ fn key_of(seed: u64) -> Key {
     Key::parse(&sha256_hex(&seed.to_le_bytes())).expect("a key")
 }
 
+/// One signing key for this test binary (one user on several machines);
+/// its directory lives as long as the process.
+fn the_key() -> std::sync::Arc<Signer> {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"));
+    std::sync::Arc::new(Signer::new(KeySource::UserDir(dir.path().join("keys"))))
+}
+
+/// Without a secret: signed and checked with `the_key`. With one: the
+/// secret alone (the HMAC of issue #10), no Ed25519 key at all.
+fn trust(secret: Option<&CacheSecret>) -> Trust {
+    match secret {
+        None => Trust {
+            signer: Some(the_key()),
+            ..Trust::default()
+        },
+        Some(s) => Trust {
+            secret: Some(s.clone()),
+            ..Trust::default()
+        },
+    }
+}
+
 /// A cache dir holding one snapshot for `key` whose dump is `dump`.
 fn cached(key: &Key, dump: &[u8], secret: Option<&CacheSecret>) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::new(dir.path()).with_secret(secret.cloned());
+    let store = Store::new(dir.path()).with_trust(trust(secret));
     std::fs::write(store.dump_path(key), dump).expect("write dump");
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
@@ -62,6 +86,7 @@ fn cached(key: &Key, dump: &[u8], secret: Option<&CacheSecret>) -> (tempfile::Te
         },
         depends: Default::default(),
         project_dir: None,
+        authenticated: true,
     };
     store.write_manifest(&manifest).expect("write manifest");
     (dir, store)
@@ -69,7 +94,7 @@ fn cached(key: &Key, dump: &[u8], secret: Option<&CacheSecret>) -> (tempfile::Te
 
 fn empty_cache(secret: Option<&CacheSecret>) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::new(dir.path()).with_secret(secret.cloned());
+    let store = Store::new(dir.path()).with_trust(trust(secret));
     (dir, store)
 }
 
@@ -83,11 +108,15 @@ fn open_with(
     env: Vec<(String, String)>,
     timeout: Duration,
 ) -> Remote {
+    open_trusting(url, trust(secret), env, timeout)
+}
+
+fn open_trusting(url: &str, trust: Trust, env: Vec<(String, String)>, timeout: Duration) -> Remote {
     Remote::open(
         &Url::parse(url).expect("url"),
         Options {
             timeout,
-            secret: secret.cloned(),
+            trust,
             ..Options::new(env)
         },
     )
@@ -152,10 +181,11 @@ async fn push_then_download_into_an_empty_cache_dir() {
     assert_eq!(
         names(&remote).await,
         vec![
+            format!("{key}.{}.sig", &sha256_hex(&std::fs::read(source.manifest_path(&key)).expect("manifest"))[..16]),
             format!("{key}.{}.sql.zst", &sha[..16]),
             format!("{key}.json")
         ],
-        "the dump is named by its content, the manifest by the key"
+        "the dump is named by its content, the signature by its manifest's, the manifest by the key"
     );
     // Pushing again changes nothing.
     assert_eq!(
@@ -215,18 +245,23 @@ async fn signed_snapshots_need_the_same_secret() {
     let err = theirs.fetch(&key).await.expect_err("another secret");
     assert!(matches!(err, RemoteError::Refused { .. }), "{err}");
     assert!(
-        err.to_string().contains("does not match the cache secret"),
+        err.to_string()
+            .contains("does not verify with the trusted keys or the cache secret"),
         "{err}"
     );
 
-    // Pushed without a secret, read with one: unsigned, refused.
+    // Pushed without the secret (signed by an Ed25519 key only), read with
+    // the secret alone: that key is not trusted, refused.
     let key2 = key_of(11);
-    let (_src2, unsigned) = cached(&key2, &noise(11, 1000), None);
-    open(&url, None).push(&unsigned, &key2).await.expect("push");
-    let err = remote.fetch(&key2).await.expect_err("unsigned");
-    assert!(err.to_string().contains("it is not signed"), "{err}");
+    let (_src2, other) = cached(&key2, &noise(11, 1000), None);
+    open(&url, None).push(&other, &key2).await.expect("push");
+    let err = remote.fetch(&key2).await.expect_err("untrusted key");
+    assert!(
+        err.to_string().contains("which is not in trusted-keys"),
+        "{err}"
+    );
     let hint = migsnap::error::Error::from(err).hint.expect("hint");
-    assert!(hint.contains("MIGSNAP_CACHE_SECRET"), "{hint}");
+    assert!(hint.contains("trusted-keys"), "{hint}");
 }
 
 #[tokio::test]
@@ -330,7 +365,18 @@ async fn a_damaged_object_is_reported_and_never_enters_the_cache_dir() {
     assert!(err.to_string().contains("missing"), "{err}");
     nothing_cached(&fresh, &key);
 
-    // A manifest that is not JSON, and one for another key.
+    // A manifest that is not JSON, and one for another key: read by a
+    // consumer that lets unsigned ones through (`trust-unsigned`), so
+    // that what stops them is the manifest's own check.
+    let remote = open_trusting(
+        &url,
+        Trust {
+            trust_unsigned: true,
+            ..trust(None)
+        },
+        s3_env(),
+        Duration::from_secs(10),
+    );
     raw_put(
         &url,
         &format!("{key}.json"),
@@ -407,8 +453,8 @@ async fn two_concurrent_pushers_never_tear_a_snapshot() {
             .collect();
         assert_eq!(
             left.len(),
-            2,
-            "round {round}: one manifest and its dump: {left:?}"
+            3,
+            "round {round}: one manifest, its dump and its signature: {left:?}"
         );
     }
 }

@@ -261,17 +261,19 @@ fn gc_removes_old_snapshots_and_leftovers_but_nothing_in_use() {
     assert!(stale.exists() && database_exists(&dead_build));
 
     // `check`'s catalogs of the oldest key go with its snapshot; those of
-    // a key with no snapshot, and a lock file nothing uses, go too.
+    // a key with no snapshot, a signature without its manifest (a crash
+    // between the two), and a lock file nothing uses, go too.
     let gone = "e".repeat(64);
     let leftovers = [
         cache.join(format!("{}.check.json", keys[0])),
         cache.join(format!("{gone}.check.json")),
+        cache.join(format!("{gone}.sig")),
         cache.join(format!("{gone}.lock")),
     ];
-    for f in &leftovers[..2] {
+    for f in &leftovers[..3] {
         std::fs::write(f, "{}").expect("write");
     }
-    std::fs::write(&leftovers[2], "").expect("write");
+    std::fs::write(&leftovers[3], "").expect("write");
 
     // 2. For real, while a prepare holds the cache lock of the middle key.
     let lock = std::fs::File::options()
@@ -286,6 +288,10 @@ fn gc_removes_old_snapshots_and_leftovers_but_nothing_in_use() {
     assert_eq!(removed(&v, "template"), vec![template(&keys[0])]);
     assert_eq!(removed(&v, "build_database"), vec![dead_build.clone()]);
     assert_eq!(removed(&v, "temp_file"), vec![stale.display().to_string()]);
+    assert_eq!(
+        removed(&v, "orphan_signature"),
+        vec![leftovers[2].display().to_string()]
+    );
     let skipped: Vec<&str> = v["skipped"]
         .as_array()
         .expect("skipped")
@@ -441,11 +447,12 @@ fn ls_and_gc_act_on_the_current_project_in_a_shared_cache_dir() {
     let a = Project::example("proj_a");
     let b = Project::example("proj_b");
     // Both use a's cache dir, as two projects on one machine share the
-    // default one.
+    // default one, and the user's one signing key.
     let shared = |p: &Project, args: &[&str]| {
         let out = p
             .cmd(args)
             .env("MIGSNAP_CACHE_DIR", a.cache.path())
+            .env("XDG_DATA_HOME", a.data_home.path())
             .output()
             .expect("run migsnap");
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));

@@ -1,8 +1,9 @@
-//! Trust (issue #10): whoever can write the cache dir must not get to run
-//! SQL as the server's superuser. A dump planted with a recomputed manifest
-//! checksum is refused whole before any of it runs, discarded and rebuilt;
-//! a cache dir others can write to is refused; with a cache secret, only
-//! snapshots signed with it are used.
+//! Trust (issues #10, #21): whoever can write the cache dir must not get to
+//! run SQL as the server's superuser. A dump planted with a recomputed
+//! manifest checksum is refused for its signature (no trusted key signed
+//! it), discarded and rebuilt; with `trust-unsigned`, the allow-list
+//! refuses it whole before any of it runs; a cache dir others can write to
+//! is refused; a cache secret is a second authenticator beside the keys.
 
 mod common;
 
@@ -53,9 +54,12 @@ fn refused_dumps_are_rebuilt(test: &str, cases: &[(&str, String, Check)]) {
             &key,
             &format!("CREATE TABLE public.planted_before (x integer);\n{bad}\n"),
         );
+        // Past the signature layer (the planted dump is unsigned): what
+        // is tested here is the restore's own allow-list.
         let out = p
             .cmd(&["prepare", "--database", &db, "--json"])
             .env("MIGSNAP_CRASH_AT", "restore.batch")
+            .env("MIGSNAP_TRUST_UNSIGNED", "1")
             .output()
             .expect("run migsnap");
         let err = stderr(&out);
@@ -208,71 +212,90 @@ fn planted_code_is_refused() {
     refused_dumps_are_rebuilt("refuse_code", &cases);
 }
 
-/// The HMAC a `<key>.sig` holds, computed with `secret` the way migsnap
-/// does: what someone who guessed the format but not the secret writes.
+/// A `<key>.sig` holding only the HMAC with `secret`, as migsnap writes
+/// it: what someone who knows the format but maybe not the secret writes.
 fn sign(secret: &[u8], key: &str, manifest: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).expect("hmac");
-    mac.update(b"migsnap-snapshot-sig-v1\0");
-    mac.update(key.as_bytes());
-    mac.update(b"\0");
-    mac.update(manifest);
-    let sig: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{sig}\n")
+    let trust = migsnap::sign::Trust {
+        secret: migsnap::store::CacheSecret::new(secret.to_vec()),
+        ..Default::default()
+    };
+    trust
+        .sign(&parse_key(key), manifest)
+        .expect("sign")
+        .expect("a signature")
 }
 
-/// `prepare` with `secret` as MIGSNAP_CACHE_SECRET (or none).
+/// `prepare` with `secret` as MIGSNAP_CACHE_SECRET (or none), signing with
+/// a key of its own (`other_key`: a machine whose Ed25519 key this cache
+/// dir's snapshots were not signed with, so only the secret can vouch).
 fn prepare_with(p: &Project, db: &str, secret: Option<&str>) -> (Value, String) {
     let mut cmd = p.cmd(&["prepare", "--database", db, "--json"]);
     match secret {
         Some(s) => cmd.env("MIGSNAP_CACHE_SECRET", s),
         None => cmd.env_remove("MIGSNAP_CACHE_SECRET"),
     };
+    cmd.env("MIGSNAP_SIGNING_KEY_FILE", other_key(p));
     let out = cmd.output().expect("run migsnap");
     let err = stderr(&out);
     assert!(out.status.success(), "prepare failed:\n{err}");
     (serde_json::from_slice(&out.stdout).expect("json"), err)
 }
 
+/// A key file of another machine (made once per project): its signatures
+/// are not trusted where the per-user key is the signer.
+fn other_key(p: &Project) -> std::path::PathBuf {
+    let path = p.data_home.path().join("other.key");
+    if !path.exists() {
+        migsnap::sign::generate(&path).expect("generate");
+    }
+    path
+}
+
 #[test]
-fn with_a_cache_secret_only_signed_snapshots_are_used() {
+fn a_cache_secret_vouches_for_snapshots_besides_the_keys() {
     let p = Project::example("signed");
     let reference = Reference::of(&p);
     let db = p.db("t");
     let cache = p.cache.path().to_path_buf();
 
-    // Unsigned (built without a secret), then a secret is set: refused.
-    let (v, _) = prepare_with(&p, &db, None);
+    // Built with the secret: signed with both (the key and the HMAC).
+    let (v, _) = prepare_with(&p, &db, Some("s3cret"));
     let key = v["key"].as_str().expect("key").to_string();
     p.track(&template_of(&v));
     let sig = cache.join(format!("{key}.sig"));
-    assert!(!sig.exists(), "no secret, no signature");
-    drop_template(&key);
-    let (v, err) = prepare_with(&p, &db, Some("s3cret"));
-    assert_eq!(v["source"], "cold", "{err}");
+    let text = std::fs::read_to_string(&sig).expect("signed");
     assert!(
-        err.contains("refused snapshot") && err.contains("not signed"),
-        "{err}"
+        text.starts_with("migsnap-signature v2\ned25519 ") && text.contains("\nhmac-sha256 "),
+        "{text}"
     );
-    reference.check(&db, "unsigned refused");
-    assert!(sig.exists(), "the rebuilt snapshot is signed");
 
-    // The right secret: accepted.
+    // Another machine's key (the per-user one, which did not sign it) and
+    // the same secret: the HMAC vouches for it.
+    drop_template(&key);
+    let out = p
+        .cmd(&["prepare", "--database", &db, "--json"])
+        .env("MIGSNAP_CACHE_SECRET", "s3cret")
+        .output()
+        .expect("run migsnap");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["source"], "cache", "{}", stderr(&out));
+    reference.check(&db, "signed, right secret");
+    // Overwrite with an HMAC-only signature: still accepted.
+    let manifest = std::fs::read(cache.join(format!("{key}.json"))).expect("manifest");
+    std::fs::write(&sig, sign(b"s3cret", &key, &manifest)).expect("write sig");
     drop_template(&key);
     let (v, err) = prepare_with(&p, &db, Some("s3cret"));
     assert_eq!(v["source"], "cache", "{err}");
-    reference.check(&db, "signed, right secret");
 
     // Another secret: refused.
     drop_template(&key);
     let (v, err) = prepare_with(&p, &db, Some("other"));
     assert_eq!(v["source"], "cold", "{err}");
-    assert!(err.contains("does not match the cache secret"), "{err}");
+    assert!(
+        err.contains("refused snapshot") && err.contains("does not verify"),
+        "{err}"
+    );
 
     // A planted statement the allow-list lets through (a plain table), with
     // the manifest checksum recomputed and the manifest signed with a
@@ -317,7 +340,7 @@ fn with_a_cache_secret_only_signed_snapshots_are_used() {
     std::fs::write(&mpath, serde_json::to_vec_pretty(&m).expect("json")).expect("write");
     let (v, err) = prepare_with(&p, &db, Some("other"));
     assert_eq!(v["source"], "cold", "{err}");
-    assert!(err.contains("does not match the cache secret"), "{err}");
+    assert!(err.contains("does not verify"), "{err}");
     reference.check(&db, "tampered manifest");
 }
 
@@ -361,10 +384,15 @@ fn a_cache_secret_file_must_be_private() {
     let v = p.prepare(&db);
     let key = v["key"].as_str().expect("key");
     let manifest = std::fs::read(p.cache.path().join(format!("{key}.json"))).expect("manifest");
-    assert_eq!(
-        std::fs::read_to_string(p.cache.path().join(format!("{key}.sig"))).expect("sig"),
-        sign(b"s3cret", key, &manifest),
-        "signed with the file's secret, without its trailing newline"
+    let hmac_line = sign(b"s3cret", key, &manifest)
+        .lines()
+        .nth(1)
+        .expect("the HMAC line")
+        .to_string();
+    let written = std::fs::read_to_string(p.cache.path().join(format!("{key}.sig"))).expect("sig");
+    assert!(
+        written.lines().any(|l| l == hmac_line),
+        "signed with the file's secret, without its trailing newline: {written}"
     );
 }
 
@@ -478,7 +506,12 @@ fn planted_code_runs_without_the_superusers_rights() {
              REFRESH MATERIALIZED VIEW public.mv;\n"
         ),
     );
-    let out = p.run(&["prepare", "--database", &db, "--json"]);
+    // Past the signature layer: the restore role is what is tested.
+    let out = p
+        .cmd(&["prepare", "--database", &db, "--json"])
+        .env("MIGSNAP_TRUST_UNSIGNED", "1")
+        .output()
+        .expect("run migsnap");
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
@@ -509,5 +542,278 @@ fn planted_code_runs_without_the_superusers_rights() {
              WHERE n.nspname = 'public' AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)"
         ),
         "0"
+    );
+}
+
+// ---- signatures by default (issue #21) ----
+
+fn prepare_json(c: &mut std::process::Command) -> (Value, String) {
+    let out = c.output().expect("run migsnap");
+    let err = stderr(&out);
+    assert!(out.status.success(), "prepare failed:\n{err}");
+    (serde_json::from_slice(&out.stdout).expect("json"), err)
+}
+
+fn has_table(db: &str, table: &str) -> bool {
+    psql(
+        db,
+        &format!("SELECT count(*) FROM pg_tables WHERE tablename = '{table}'"),
+    ) == "1"
+}
+
+#[test]
+fn an_unsigned_planted_dump_is_refused_and_rebuilt_by_default() {
+    let p = Project::example("unsigned");
+    let reference = Reference::of(&p);
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    let sig = p.cache.path().join(format!("{key}.sig"));
+    assert!(
+        std::fs::read_to_string(&sig)
+            .expect("signed by default")
+            .starts_with("migsnap-signature v2\ned25519 "),
+        "every snapshot is signed"
+    );
+    // An allowed statement, the checksum recomputed, the signature gone: a
+    // dump someone else wrote.
+    for (what, keep_sig, said) in [
+        ("unsigned", false, "not signed by a trusted key"),
+        ("stale signature", true, "does not verify"),
+    ] {
+        drop_template(&key);
+        plant(
+            p.cache.path(),
+            &key,
+            "CREATE TABLE public.planted_unsigned (x integer);\n",
+        );
+        if !keep_sig {
+            std::fs::remove_file(&sig).expect("rm sig");
+        }
+        let (v, err) = prepare_json(&mut p.cmd(&["prepare", "--database", &db, "--json"]));
+        assert_eq!(v["source"], "cold", "{what}: {err}");
+        assert!(
+            err.contains("refused snapshot") && err.contains(said) && err.contains("discarding it"),
+            "{what}: {err}"
+        );
+        assert!(!has_table(&db, "planted_unsigned"), "{what}: it ran");
+        reference.check(&db, what);
+        // The rebuilt snapshot is ours again: signed, restored.
+        drop_template(&key);
+        assert_eq!(p.prepare(&db)["source"], "cache", "{what}");
+    }
+}
+
+#[test]
+fn a_dump_signed_by_an_untrusted_key_is_refused_unless_trusted() {
+    let p = Project::example("untrusted");
+    let reference = Reference::of(&p);
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    // Someone else's key, made with the command a CI job would use.
+    let theirs = p.data_home.path().join("theirs.key");
+    let out = p.run(&["signing-key", "generate", theirs.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let public = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
+    assert!(public.starts_with("ed25519:"), "{public}");
+    let sign_with_theirs = || {
+        plant(
+            p.cache.path(),
+            &key,
+            "CREATE TABLE public.planted_theirs (x integer);\n",
+        );
+        let trust = migsnap::sign::Trust {
+            signer: Some(std::sync::Arc::new(migsnap::sign::Signer::new(
+                migsnap::sign::KeySource::File(theirs.clone()),
+            ))),
+            ..Default::default()
+        };
+        let manifest = std::fs::read(p.cache.path().join(format!("{key}.json"))).expect("read");
+        let sig = trust.sign(&parse_key(&key), &manifest).expect("sign");
+        std::fs::write(
+            p.cache.path().join(format!("{key}.sig")),
+            sig.expect("signed"),
+        )
+        .expect("write sig");
+    };
+
+    drop_template(&key);
+    sign_with_theirs();
+    let (v, err) = prepare_json(&mut p.cmd(&["prepare", "--database", &db, "--json"]));
+    assert_eq!(v["source"], "cold", "{err}");
+    assert!(err.contains("which is not in trusted-keys"), "{err}");
+    assert!(!has_table(&db, "planted_theirs"));
+    reference.check(&db, "untrusted key");
+
+    // Their public key in trusted-keys: accepted.
+    drop_template(&key);
+    sign_with_theirs();
+    let (v, err) = prepare_json(
+        p.cmd(&["prepare", "--database", &db, "--json"])
+            .env("MIGSNAP_TRUSTED_KEYS", &public),
+    );
+    assert_eq!(v["source"], "cache", "{err}");
+    assert!(has_table(&db, "planted_theirs"), "trusted, so restored");
+}
+
+#[test]
+fn with_trust_unsigned_a_foreign_snapshot_serves_its_key_but_is_never_built_on() {
+    let p = Project::example("foreign");
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    drop_template(&key);
+    plant(
+        p.cache.path(),
+        &key,
+        "CREATE TABLE public.planted_foreign (x integer);\n",
+    );
+    std::fs::remove_file(p.cache.path().join(format!("{key}.sig"))).expect("rm sig");
+    let trusting = |args: &[&str]| {
+        let mut c = p.cmd(args);
+        c.env("MIGSNAP_TRUST_UNSIGNED", "1");
+        c
+    };
+    // Its own key: served, with a warning.
+    let (v, err) = prepare_json(&mut trusting(&["prepare", "--database", &db, "--json"]));
+    assert_eq!(v["source"], "cache", "{err}");
+    assert!(
+        err.contains("is not signed by a trusted key") && err.contains("trust-unsigned"),
+        "{err}"
+    );
+    assert!(has_table(&db, "planted_foreign"), "the foreign dump served");
+    // A new migration: neither its template (on the server now) nor its
+    // dump is built on; the build goes cold.
+    p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);
+    let reference = Reference::of(&p);
+    let (v, err) = prepare_json(&mut trusting(&["prepare", "--database", &db, "--json"]));
+    assert_eq!(v["source"], "cold", "{err}");
+    assert_eq!(v["base_key"], Value::Null, "{err}");
+    assert!(
+        !has_table(&db, "planted_foreign"),
+        "built on the foreign one"
+    );
+    reference.check(&db, "cold beside a foreign snapshot");
+    p.track(&template_of(&v));
+    // The foreign snapshot is not signed into trust by being used.
+    assert!(!p.cache.path().join(format!("{key}.sig")).exists());
+}
+
+#[test]
+fn a_signing_key_others_can_read_is_refused_with_a_hint() {
+    let p = Project::example("key_mode");
+    let db = p.db("t");
+    // `signing-key --json` makes the per-user key on first use.
+    let out = p.run(&["signing-key", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let file = p.user_key_file();
+    assert_eq!(shown["file"], file.display().to_string());
+    assert_eq!(shown["created"], true);
+    assert!(shown["public_key"]
+        .as_str()
+        .expect("public key")
+        .starts_with("ed25519:"));
+    let mode = |f: &Path| std::fs::metadata(f).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(file.parent().expect("dir")), 0o700);
+    let again = p.run(&["signing-key"]);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        shown["public_key"].as_str().expect("key"),
+        "the same key each time"
+    );
+
+    let v = p.prepare(&db);
+    p.track(&template_of(&v));
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    // The warm path reads no key: a template clone still works.
+    assert_eq!(p.prepare(&db)["source"], "template");
+    // Anything that signs does not.
+    let out = p.run(&["prepare", "--database", &db, "--rebuild"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("error: refusing the signing key file") && err.contains("0644"),
+        "{err}"
+    );
+    assert!(err.contains("hint: `chmod 600"), "{err}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+    // A configured key file that is a symbolic link, or missing.
+    let link = p.data_home.path().join("ci.key");
+    std::os::unix::fs::symlink(&file, &link).expect("symlink");
+    let out = p
+        .cmd(&["prepare", "--database", &db, "--rebuild"])
+        .env("MIGSNAP_SIGNING_KEY_FILE", &link)
+        .output()
+        .expect("run");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("it is a symbolic link") && err.contains("hint:"),
+        "{err}"
+    );
+    let out = p
+        .cmd(&["prepare", "--database", &db, "--rebuild"])
+        .env(
+            "MIGSNAP_SIGNING_KEY_FILE",
+            p.data_home.path().join("none.key"),
+        )
+        .output()
+        .expect("run");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("does not exist")
+            && err.contains("hint: make one with `migsnap signing-key generate"),
+        "{err}"
+    );
+    // Someone else's (the suite runs as root).
+    if std::os::unix::fs::chown(&file, Some(4242), None).is_ok() {
+        let out = p.run(&["prepare", "--database", &db, "--rebuild"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("owned by uid 4242") && err.contains("hint:"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn bad_trust_settings_are_configuration_errors() {
+    let p = Project::example("trust_settings");
+    for (var, value, said) in [
+        (
+            "MIGSNAP_TRUSTED_KEYS",
+            "ed25519:nope",
+            "is not an Ed25519 public key",
+        ),
+        (
+            "MIGSNAP_TRUSTED_KEYS",
+            "ssh-ed25519 AAAA",
+            "is not an Ed25519 public key",
+        ),
+        ("MIGSNAP_TRUST_UNSIGNED", "maybe", "must be true or false"),
+    ] {
+        let out = p.cmd(&["key"]).env(var, value).output().expect("run");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {err}");
+        assert!(
+            err.contains(said) && err.contains("hint:"),
+            "{var}={value}: {err}"
+        );
+    }
+    let config = p.path().join("migsnap.toml");
+    let salted = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, format!("{salted}trusted-keys = [\"rsa:abc\"]\n")).expect("write");
+    let out = p.run(&["key"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("trusted-keys: `rsa:abc`"),
+        "{}",
+        stderr(&out)
     );
 }

@@ -157,6 +157,7 @@ fn the_wheel_installs_without_rust_and_runs_the_plugin_end_to_end() {
             .current_dir(p.path())
             .env("MIGSNAP_SERVER_URL", server_url())
             .env("MIGSNAP_CACHE_DIR", p.cache.path())
+            .env("XDG_DATA_HOME", p.data_home.path())
             .env("MIGSNAP_SUITE_RECORDS", records.path())
             .envs(libpq_env(&p.name))
             .output()

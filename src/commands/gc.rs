@@ -38,7 +38,8 @@ enum Kind {
     TempFile,
     OrphanDump,
     CheckCache,
-    /// In the snapshot store: a signature no manifest names.
+    /// A signature no manifest names: in the snapshot store, or in the
+    /// cache dir (a crash between the signature and its manifest).
     OrphanSignature,
 }
 
@@ -441,10 +442,17 @@ impl Gc<'_> {
             .into_iter()
             .filter(|key| key != &current && !self.store.manifest_path(key).exists())
             .map(|key| (self.store.check_path(&key), key));
+        let unsigned = self
+            .store
+            .signed_keys()
+            .into_iter()
+            .filter(|key| !self.store.manifest_path(key).exists())
+            .map(|key| (self.store.sig_path(&key), key));
         let files: Vec<_> = stale
             .map(|f| (Kind::TempFile, f))
             .chain(orphans.map(|f| (Kind::OrphanDump, f)))
             .chain(unchecked.map(|f| (Kind::CheckCache, f)))
+            .chain(unsigned.map(|f| (Kind::OrphanSignature, f)))
             .collect();
         for (kind, (path, key)) in files {
             let size = std::fs::metadata(&path).map(|m| m.len()).ok();
@@ -482,6 +490,7 @@ impl Gc<'_> {
             !store.manifest_path(key).exists()
                 && !store.dump_path(key).exists()
                 && !store.check_path(key).exists()
+                && !store.sig_path(key).exists()
                 && store.temp_files(Some(key)).is_empty()
         };
         for key in self.store.locked_keys() {
@@ -569,6 +578,7 @@ mod tests {
             },
             depends: Default::default(),
             project_dir: None,
+            authenticated: true,
         }
     }
 

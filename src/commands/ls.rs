@@ -97,7 +97,12 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
         return run_remote(settings, args, ui).await;
     }
     let fp = fingerprint::compute(&settings.ctx.key)?;
-    let store = Store::new(&settings.ctx.cache.dir);
+    // Every snapshot in the cache dir, foreign or not, as before signatures
+    // were checked by default: a listing restores nothing.
+    let store = Store::new(&settings.ctx.cache.dir).with_trust(migsnap::sign::Trust {
+        trust_unsigned: true,
+        ..settings.ctx.cache.trust.clone()
+    });
     let (manifests, others) =
         store.project_manifests(settings.ctx.project_dir(), &fp.key, args.all_projects);
     let cached: BTreeSet<&Key> = manifests.iter().map(|m| &m.key).collect();

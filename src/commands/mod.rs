@@ -13,6 +13,7 @@ mod prepare;
 mod run;
 mod schema;
 mod server;
+mod signing_key;
 mod sync;
 
 use crate::cli::{Cli, Command};
@@ -100,6 +101,7 @@ async fn dispatch<'a>(command: &'a Command, settings: &Settings, ui: &Ui) -> Res
         Command::Gc(args) => gc::run(settings, args, ui).await?,
         Command::Server { action } => server::run(settings, action, ui).await?,
         Command::Key(args) => key::run(settings, args, ui)?,
+        Command::SigningKey(args) => signing_key::run(settings, args, ui)?,
         Command::Push(args) => sync::push(settings, args, ui).await?,
         Command::Pull(args) => sync::pull(settings, args, ui).await?,
         Command::Check(args) => check::run(settings, args, ui).await?,

@@ -17,6 +17,10 @@ pub use crate::names::PREFIX as TEMPLATE_PREFIX;
 /// built from (`depends`); v1 templates match no key and are rebuilt.
 const TEMPLATE_COMMENT: &str = "migsnap template v2 key=";
 const INPUTS_MARK: &str = " inputs=";
+/// Ends the comment of a template restored from a foreign snapshot (kept
+/// under `trust-unsigned`, issue #21): it serves its own key, but is never
+/// the start of an incremental build.
+const FOREIGN_MARK: &str = " foreign";
 pub const CLONE_COMMENT: &str = "migsnap clone of ";
 /// PostgreSQL truncates identifiers at NAMEDATALEN-1 bytes.
 pub const MAX_NAME_BYTES: usize = 63;
@@ -101,10 +105,19 @@ impl DbInfo {
     /// migsnap makes does: on a shared server another role with CREATEDB
     /// could otherwise plant a template under the name with a copied comment.
     pub fn is_template_for(&self, key: &Key, inputs: &str) -> bool {
+        let comment = self
+            .comment
+            .strip_suffix(FOREIGN_MARK)
+            .unwrap_or(&self.comment);
         self.is_template
             && !self.allow_conn
             && self.owned
-            && self.comment == template_comment(key, inputs)
+            && comment == template_comment(key, inputs)
+    }
+
+    /// Restored from a foreign snapshot: never built on.
+    pub fn is_foreign(&self) -> bool {
+        self.comment.ends_with(FOREIGN_MARK)
     }
     /// The full key a finished template was made for (from its comment).
     pub fn template_key(&self) -> Option<Key> {
@@ -324,7 +337,8 @@ impl Admin {
     /// Turn the finished build database into the template for `key`, in
     /// one transaction: comment, template flags, and the rename that makes
     /// the name visible. Readers never see a half-made template.
-    pub async fn promote(&self, build: &str, key: &Key, inputs: &str) -> Result<()> {
+    /// `foreign`: restored from a snapshot no trusted key signed.
+    pub async fn promote(&self, build: &str, key: &Key, inputs: &str, foreign: bool) -> Result<()> {
         self.wait_for_sessions_to_end(build).await?;
         let b = quote_ident(build);
         let t = quote_ident(&template_name(key));
@@ -334,7 +348,11 @@ impl Admin {
              ALTER DATABASE {b} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false; \
              ALTER DATABASE {b} RENAME TO {t}; \
              COMMIT",
-            c = quote_literal(&template_comment(key, inputs))
+            c = quote_literal(&format!(
+                "{}{}",
+                template_comment(key, inputs),
+                if foreign { FOREIGN_MARK } else { "" }
+            ))
         );
         let res = self.client.batch_execute(&sql).await;
         if res.is_err() {

@@ -99,7 +99,7 @@ impl RemoteError {
                 "check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) and that they may read the bucket (and write it, to push)".into()
             }
             RemoteError::Refused { .. } => {
-                "snapshots in the store must be signed with this cache secret (MIGSNAP_CACHE_SECRET): push them from a job that holds it".into()
+                "snapshots in the store must be signed by a key in `trusted-keys` (MIGSNAP_TRUSTED_KEYS; `migsnap signing-key` prints the pusher's) or with the cache secret: push them from a job that holds one".into()
             }
             RemoteError::Damaged { .. } => {
                 "migsnap skips it; delete the snapshot's manifest from the store (`migsnap gc --remote` removes the rest) so that the next push replaces it".into()
@@ -108,7 +108,7 @@ impl RemoteError {
                 "run `migsnap prepare` first (it builds the snapshot for the current key), or name a cached one with --key".into()
             }
             RemoteError::LocalRefused { .. } | RemoteError::LocalDamaged { .. } => {
-                "run `migsnap prepare` to rebuild it, then push again".into()
+                "run `migsnap prepare --rebuild` to build it here (a foreign snapshot is never pushed), then push again".into()
             }
             RemoteError::Local(e) => return e.hint.clone(),
             RemoteError::Missing | RemoteError::Exists => return None,

@@ -7,8 +7,10 @@
 //! ```text
 //! <key>.<16 hex>.sql.zst         the dump, byte for byte the cache dir's,
 //!                                named by its sha256 (the manifest has all of it)
-//! <key>.<16 hex>.sig             with a cache secret: the manifest's HMAC,
-//!                                named by the sha256 of the manifest it signs
+//! <key>.<16 hex>.sig             the manifest's signatures (`sign`: Ed25519
+//!                                by the pusher's signing key, an HMAC with a
+//!                                cache secret), named by the sha256 of the
+//!                                manifest it signs
 //! <key>.json                     the manifest, byte for byte; written last
 //! ```
 //!
@@ -22,8 +24,10 @@
 //! not to belong to a push in flight.
 //!
 //! Nothing read from the store is believed before it is checked, exactly as
-//! the cache dir's files are (`store::check_manifest`): the signature when a
-//! cache secret is set, then the manifest's format and key, then the dump's
+//! the cache dir's files are (`store::check_manifest`): the signature (a
+//! snapshot no trusted key signed is refused, or with `trust-unsigned` kept
+//! foreign: never signed into the cache dir, never an ancestor), then the
+//! manifest's format and key, then the dump's
 //! size and sha256 while it streams into the cache dir. A damaged object is
 //! reported and never enters the cache dir; what does enter it is restored
 //! by the same checked path as a dump built here (the restore's allow-list).
@@ -39,7 +43,8 @@ mod transfer;
 pub use error::RemoteError;
 
 use crate::key::Key;
-use crate::store::{self, CacheSecret, Manifest, Signature, Store};
+use crate::sign::Trust;
+use crate::store::{self, Manifest, Signature, Store};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use std::collections::BTreeMap;
@@ -73,8 +78,8 @@ pub struct Options {
     /// Bytes per second below which a transfer counts as stalled (see
     /// `DEFAULT_MIN_RATE`); never 0.
     pub min_rate: u64,
-    /// Sign what is pushed; refuse what is not signed with it.
-    pub secret: Option<CacheSecret>,
+    /// Signs what is pushed; judges what is fetched.
+    pub trust: Trust,
     /// The backend's own environment (`AWS_*`), as `env::backend_vars`
     /// collects it: passed in, not read here, so that the settings decide
     /// what migsnap reads.
@@ -86,7 +91,7 @@ impl Options {
         Options {
             timeout: DEFAULT_TIMEOUT,
             min_rate: DEFAULT_MIN_RATE,
-            secret: None,
+            trust: Trust::default(),
             env,
         }
     }
@@ -105,7 +110,7 @@ pub struct Remote {
     prefix: ObjPath,
     timeout: Duration,
     min_rate: u64,
-    secret: Option<CacheSecret>,
+    trust: Trust,
 }
 
 impl std::fmt::Debug for Remote {
@@ -264,7 +269,7 @@ impl Remote {
         let Options {
             timeout,
             min_rate,
-            secret,
+            trust,
             env,
         } = opts;
         let bad = |why: String| RemoteError::BadUrl {
@@ -292,7 +297,7 @@ impl Remote {
             prefix,
             timeout,
             min_rate: min_rate.max(1),
-            secret,
+            trust,
         })
     }
 
@@ -338,14 +343,11 @@ impl Remote {
             return Ok(None);
         };
         let sig_name = Self::signature_name(key, &bytes);
-        let sig = match &self.secret {
-            Some(_) => self.get_small(&sig_name, MAX_SIGNATURE).await?,
-            None => None,
-        };
+        let sig = self.get_small(&sig_name, MAX_SIGNATURE).await?;
         let signature = Signature {
-            secret: self.secret.as_ref(),
+            trust: &self.trust,
             text: sig.as_deref(),
-            path: &self.shown(&sig_name),
+            path: self.shown(&sig_name),
         };
         let manifest =
             store::check_manifest(key, &self.shown(&name), &bytes, signature).map_err(|why| {
@@ -358,8 +360,8 @@ impl Remote {
     }
 
     /// Download the dump of `fetched` into the cache dir `into` and commit
-    /// it there (dump, then manifest, signed with the cache secret if one
-    /// is set). The dump streams to a temp file with its size and sha256
+    /// it there (dump, then manifest, signed as this machine signs when the
+    /// store's copy was authenticated, left unsigned when it was not). The dump streams to a temp file with its size and sha256
     /// checked as it goes (memory stays flat); if it is not what the
     /// manifest says, nothing enters the cache dir. The caller holds the
     /// key's cache lock. `project`: the project the cache dir's copy is
@@ -390,9 +392,11 @@ impl Remote {
     }
 
     /// Upload the cache dir's snapshot for `key`: the dump (checked against
-    /// its manifest as it is read), the signature when a secret is set,
-    /// then the manifest with a conditional put. A store that already has
-    /// the key keeps what it has.
+    /// its manifest as it is read), its signature by this machine's signing
+    /// key (and the cache secret), then the manifest with a conditional
+    /// put. A store that already has the key keeps what it has. A foreign
+    /// snapshot (kept under `trust-unsigned`) is never pushed: the push
+    /// would sign it into trust.
     pub async fn push(&self, from: &Store, key: &Key) -> Result<Pushed, RemoteError> {
         let short = key.short().to_string();
         let (m, bytes) = match from.load_with_bytes(key) {
@@ -400,6 +404,14 @@ impl Remote {
             Ok(None) => return Err(RemoteError::NotCached { short }),
             Err(why) => return Err(RemoteError::LocalRefused { short, why }),
         };
+        if !m.authenticated {
+            let why = store::ManifestError::Unsigned {
+                short: short.clone(),
+            };
+            return Err(RemoteError::LocalRefused { short, why });
+        }
+        // Before anything is uploaded: a refused key file pushes nothing.
+        let signed = self.trust.sign(key, &bytes).map_err(RemoteError::Local)?;
         let manifest = Self::manifest_name(key);
         if self.exists(&manifest).await? {
             return Ok(Pushed::AlreadyThere);
@@ -407,9 +419,8 @@ impl Remote {
         let dump = Self::dump_name(key, &m.dump.sha256);
         transfer::upload(self, &from.dump_path(key), &dump, &m).await?;
         let sig = Self::signature_name(key, &bytes);
-        if let Some(secret) = &self.secret {
-            let text = format!("{}\n", secret.sign(key, &bytes));
-            self.put(&sig, text.into_bytes(), PutMode::Overwrite)
+        if let Some(text) = &signed {
+            self.put(&sig, text.clone().into_bytes(), PutMode::Overwrite)
                 .await?;
         }
         crate::failpoint::point("remote.before_manifest");
@@ -430,7 +441,7 @@ impl Remote {
                     let _ = self.delete(&dump).await;
                 }
                 let their_sig = theirs.as_ref().map(|b| Self::signature_name(key, b));
-                if self.secret.is_some() && !same(&sig, their_sig) {
+                if signed.is_some() && !same(&sig, their_sig) {
                     let _ = self.delete(&sig).await;
                 }
                 Ok(Pushed::AlreadyThere)
@@ -491,7 +502,7 @@ impl Remote {
                 _ => missing.push((*key).clone()),
             }
         }
-        // A few at a time: each is one small GET (two with a secret).
+        // A few at a time: each is two small GETs (manifest, signature).
         let mut fetches = futures_util::stream::iter(missing)
             .map(|key| async move { (self.fetch(&key).await, key) })
             .buffer_unordered(8);
@@ -517,8 +528,9 @@ impl Remote {
     }
 
     /// The directory under `cache_dir` that keeps this store's manifests
-    /// (one per store URL), as a `Store` with the same secret: nothing in it
-    /// is restored, only read to choose what to download.
+    /// (one per store URL), as a `Store` with the same trust: nothing in it
+    /// is restored, only read to choose what to download (a foreign one is
+    /// kept unsigned, so it is never chosen as an ancestor).
     pub fn manifest_cache(&self, cache_dir: &Path) -> Result<Store, RemoteError> {
         use std::os::unix::fs::DirBuilderExt;
         let digest = crate::hash::sha256(self.url.as_bytes());
@@ -529,7 +541,7 @@ impl Remote {
             Err(e) => return Err(RemoteError::Local(store::cache_write_error(cache_dir, e))),
         }
         store::check_cache_dir(&dir).map_err(RemoteError::Local)?;
-        Ok(Store::new(&dir).with_secret(self.secret.clone()))
+        Ok(Store::new(&dir).with_trust(self.trust.clone()))
     }
 
     /// Remove `key`'s snapshot: the manifest first (so the snapshot stops

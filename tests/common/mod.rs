@@ -271,6 +271,9 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 pub struct Project {
     pub dir: tempfile::TempDir,
     pub cache: tempfile::TempDir,
+    /// The user's data dir for this test (`XDG_DATA_HOME`): where its
+    /// per-user signing key is made. No test writes the real user's key.
+    pub data_home: tempfile::TempDir,
     pub name: String,
     created: Mutex<Vec<String>>,
 }
@@ -301,9 +304,14 @@ impl Project {
             .prefix("migsnap-cache-")
             .tempdir()
             .expect("tempdir");
+        let data_home = tempfile::Builder::new()
+            .prefix("migsnap-data-")
+            .tempdir()
+            .expect("tempdir");
         Project {
             dir,
             cache,
+            data_home,
             name,
             created: Mutex::new(Vec::new()),
         }
@@ -335,7 +343,22 @@ impl Project {
             .env("MIGSNAP_PYTHON", python())
             .env_remove("DJANGO_SETTINGS_MODULE")
             .env_remove("VIRTUAL_ENV");
+        self.isolate_keys(&mut c);
         c
+    }
+
+    /// This test's own signing key and trust settings, whatever the
+    /// environment running the suite says.
+    pub fn isolate_keys(&self, c: &mut Command) {
+        c.env("XDG_DATA_HOME", self.data_home.path())
+            .env_remove("MIGSNAP_SIGNING_KEY_FILE")
+            .env_remove("MIGSNAP_TRUSTED_KEYS")
+            .env_remove("MIGSNAP_TRUST_UNSIGNED");
+    }
+
+    /// The per-user signing key's file for this test (made on first use).
+    pub fn user_key_file(&self) -> PathBuf {
+        self.data_home.path().join("migsnap/keys/signing-key")
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
