@@ -16,7 +16,7 @@ use crate::key::Key;
 use crate::remote::{Pushed, Remote, RemoteError};
 use crate::store::{Manifest, Store};
 use crate::ui::{self, Ui};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::time::Instant;
 
 /// Where a restored dump came from.
@@ -36,6 +36,9 @@ pub struct Shared<'a> {
     remote: Option<Remote>,
     /// Set at the first failure of the store itself: not asked again.
     down: Cell<bool>,
+    /// Keys whose snapshot in the store turned out damaged or refused in
+    /// this run (`skip`): not built on, not pushed over.
+    skipped: RefCell<Vec<Key>>,
 }
 
 impl<'a> Shared<'a> {
@@ -47,6 +50,7 @@ impl<'a> Shared<'a> {
             ui,
             remote: None,
             down: Cell::new(false),
+            skipped: RefCell::new(Vec::new()),
         };
         match ctx.remote() {
             Some(Ok(r)) => shared.remote = Some(r),
@@ -58,6 +62,17 @@ impl<'a> Shared<'a> {
 
     fn usable(&self) -> Option<&Remote> {
         self.remote.as_ref().filter(|_| !self.down.get())
+    }
+
+    /// The store's snapshot of `key` could not be restored (damaged, or
+    /// refused): the caller warned once; for the rest of the run it is
+    /// neither built on nor pushed over (issue #21).
+    pub fn skip(&self, key: &Key) {
+        self.skipped.borrow_mut().push(key.clone());
+    }
+
+    fn skipped(&self, key: &Key) -> bool {
+        self.skipped.borrow().contains(key)
     }
 
     /// Say what went wrong. The store failing (down, slow, denying) is
@@ -165,7 +180,9 @@ impl<'a> Shared<'a> {
         for (_, e) in found.refused {
             self.trouble(e);
         }
-        let best = cache.best_ancestor(fp, server_version_num)?;
+        let best = cache
+            .best_ancestor(fp, server_version_num)
+            .filter(|m| !self.skipped(&m.key))?;
         let rank = |m: &Manifest| (m.migrations.len(), m.created_unix);
         match local {
             Some(l) if rank(l) >= rank(&best) => None,
@@ -211,6 +228,16 @@ impl<'a> Shared<'a> {
         let Some(remote) = self.usable() else {
             return;
         };
+        if self.skipped(key) {
+            return;
+        }
+        // A consumer would refuse it (`trusted-extensions`); the build said why.
+        let trusted = &self.ctx.build.trusted_extensions;
+        if let Ok(Some(m)) = store.load(key) {
+            if !crate::pg::extension::untrusted(&m.extensions, trusted).is_empty() {
+                return;
+            }
+        }
         let t = Instant::now();
         match remote.push(store, key).await {
             Ok(Pushed::Uploaded { bytes }) => self.ui.info(format!(

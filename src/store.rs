@@ -27,7 +27,9 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Bump when the manifest's meaning changes; older manifests are ignored.
-pub const MANIFEST_FORMAT: u32 = 3;
+/// 4: `extensions` (issue #21): a snapshot without the record is rebuilt
+/// once rather than restored with the dump's own `CREATE EXTENSION`.
+pub const MANIFEST_FORMAT: u32 = 4;
 const TMP_PREFIX: &str = ".tmp-";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,6 +52,10 @@ pub struct Manifest {
     /// What the build read beyond the key (see `depends`): the snapshot is
     /// served only while these still hold.
     pub depends: crate::depends::Depends,
+    /// The build database's extensions (`pg_extension`): what migsnap
+    /// creates, with fixed text, before a restore, if `trusted-extensions`
+    /// names them all; the dump's own extension statements never run.
+    pub extensions: Vec<crate::pg::extension::Extension>,
     /// The project dir that built it (canonical), so that `ls` and `gc` in
     /// a cache dir several projects share act on their own snapshots.
     /// `None` in manifests written before it was recorded: no one's.

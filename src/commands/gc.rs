@@ -561,6 +561,7 @@ mod tests {
                 migrations: vec![],
             },
             depends: Default::default(),
+            extensions: vec![],
             project_dir: None,
         }
     }

@@ -148,6 +148,8 @@ pub fn read(
     let mut reader = dump_reader(path, &file)?;
     let mut split = Splitter::new(jobs, |m| tx.blocking_send(Ok(m)).is_ok());
     split.server_major = expected.server_major;
+    // Made already, with the extensions living there (`create_extensions`).
+    let made = crate::pg::extension::pre_created_schemas(&expected.extensions);
     loop {
         let item = reader.next_item().map_err(bad)?;
         let line = reader.item_line();
@@ -155,6 +157,9 @@ pub fn read(
             None => {
                 split.finish();
                 return Ok(());
+            }
+            Some(Item::Statement(s)) if crate::pg::extension::is_pre_created_schema(&s, &made) => {
+                true
             }
             Some(Item::Statement(s)) => split.statement(s, line),
             Some(Item::CopyStart(stmt)) => split.copy_start(stmt, line),
