@@ -432,7 +432,18 @@ async fn build_locked(
             _ => (local, Origin::Local),
         };
         if let Some(base) = base {
-            match incremental(admin, ctx, fp, store, &base, &build, old, ui).await {
+            // A base just downloaded is the store's: a rejected one is
+            // skipped (its copy discarded) and not pushed over.
+            let on_reject = match origin {
+                Origin::Remote if base.key == *key => OnReject::SkipStore,
+                Origin::Remote => OnReject::SkipStoreAncestor,
+                Origin::Local => OnReject::Leave,
+            };
+            let built = incremental(admin, ctx, fp, store, &base, &build, old, on_reject, ui).await;
+            if built.as_ref().is_err_and(|f| f.history()) && origin == Origin::Remote {
+                shared.skip(&base.key);
+            }
+            match built {
                 Ok(snapshot) => {
                     return Ok(Snapshot {
                         origin: Some(origin),
@@ -624,6 +635,7 @@ async fn incremental(
     base: &Manifest,
     build: &str,
     replacing: Option<&admin::DbInfo>,
+    on_reject: OnReject,
     ui: &Ui,
 ) -> Result<Snapshot, MigrateFailure> {
     let t = Instant::now();
@@ -651,7 +663,7 @@ async fn incremental(
             };
             admin.create(build, None, ctx.clone_strategy()).await?;
             failpoint::point("build.created");
-            if !restore_or_drop(admin, ctx, store, &m, build, OnReject::Leave, ui).await? {
+            if !restore_or_drop(admin, ctx, store, &m, build, on_reject, ui).await? {
                 return Err(MigrateFailure {
                     kind: django::Failure::History,
                     error: Error::internal(format!("snapshot {base_short} is damaged")),
@@ -695,10 +707,13 @@ async fn incremental(
 enum OnReject {
     /// The key's own, in the cache dir, its lock held: discarded.
     Discard,
-    /// Just downloaded from the store (its lock held): the copy is
-    /// discarded and the store's object skipped for the rest of the run;
-    /// the run builds locally.
+    /// The key's own, just downloaded from the store (its lock held): the
+    /// copy is discarded and the store's object skipped for the rest of the
+    /// run (`Shared::skip`); the run builds locally.
     SkipStore,
+    /// An ancestor just downloaded from the store: the same, the copy
+    /// discarded only if its lock is free.
+    SkipStoreAncestor,
     /// An ancestor's: its own builder may be at work, so only not built on.
     Leave,
 }
@@ -806,12 +821,21 @@ fn reject(
     match on_reject {
         OnReject::Discard => reject_snapshot(store, key, true, why, ui),
         OnReject::Leave => reject_snapshot(store, key, false, why, ui),
-        OnReject::SkipStore => {
+        OnReject::SkipStore | OnReject::SkipStoreAncestor => {
             let why = crate::error::one_line(why);
             ui.warn(format!(
                 "{why}; skipping the store's snapshot and building locally"
             ));
-            store.discard(key);
+            // Nothing of it stays in the cache dir, unless someone here is
+            // writing that key right now.
+            match on_reject {
+                OnReject::SkipStore => store.discard(key),
+                _ => {
+                    if let Ok(Some(_lock)) = store.try_lock(key) {
+                        store.discard(key);
+                    }
+                }
+            }
         }
     }
 }

@@ -349,3 +349,54 @@ fn a_store_snapshot_the_server_rejects_is_skipped_and_built_locally() {
         "pushed over the store's snapshot"
     );
 }
+
+/// A migration that puts an extension in a schema of its own, and uses it.
+const EXTENSION_SCHEMA_MIGRATION: &str = r#"from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("catalog", "0004_product_is_active")]
+    operations = [
+        migrations.RunSQL(
+            "CREATE SCHEMA extensions; "
+            "CREATE EXTENSION citext WITH SCHEMA extensions; "
+            "CREATE TABLE catalog_tag (name extensions.citext PRIMARY KEY)",
+            "DROP TABLE catalog_tag; DROP EXTENSION citext; DROP SCHEMA extensions",
+        ),
+    ]
+"#;
+
+#[test]
+fn an_extension_in_a_schema_of_its_own_restores_as_migrate_left_it() {
+    let p = Project::example("ext_schema");
+    p.write(
+        "catalog/migrations/0005_extension_schema.py",
+        EXTENSION_SCHEMA_MIGRATION,
+    );
+    let reference = Reference::of(&p);
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    let m: Value = serde_json::from_slice(
+        &std::fs::read(p.cache.path().join(format!("{key}.json"))).expect("manifest"),
+    )
+    .expect("json");
+    assert!(
+        m["extensions"].as_array().is_some_and(|l| l
+            .iter()
+            .any(|e| e["name"] == "citext" && e["schema"] == "extensions")),
+        "{m}"
+    );
+    drop_template(&key);
+    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    assert_eq!(v["source"], "cache", "{err}");
+    assert!(!err.contains("warning:"), "{err}");
+    reference.check(&db, "restored with citext in its own schema");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT n.nspname || ' ' || (n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user))::text \
+             FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'citext'"
+        ),
+        "extensions true"
+    );
+}
