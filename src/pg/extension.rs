@@ -60,14 +60,16 @@ pub const DEFAULT_TRUSTED: &[&str] = &[
 /// Schemas every database has: an extension living there needs none made.
 const BUILT_IN_SCHEMAS: &[&str] = &["public", "pg_catalog"];
 
-/// The extensions of `client`'s database, in the order they were created
-/// (oid order), so that one an extension requires comes before it.
+/// The extensions of `client`'s database that pg_dump dumps, in the order
+/// they were created (oid order), so that one an extension requires comes
+/// before it. Like pg_dump, it leaves out those initdb made (an oid below
+/// FirstNormalObjectId, 16384: `plpgsql`), which every new database has.
 pub async fn installed(client: &Client, db: &str) -> Result<Vec<Extension>> {
     let rows = client
         .query(
             "SELECT e.extname::text, n.nspname::text, e.extversion \
              FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace \
-             ORDER BY e.oid",
+             WHERE e.oid >= 16384 ORDER BY e.oid",
             &[],
         )
         .await

@@ -424,7 +424,7 @@ fn rejected_error(line: u64, e: tokio_postgres::Error) -> Error {
         .map(|d| d.message().to_string())
         .unwrap_or_else(|| e.to_string());
     Error::usage(format!(
-        "the server rejected line {line} of the dump ({said})"
+        "the server rejected a statement near line {line} ({said})"
     ))
 }
 
