@@ -742,11 +742,19 @@ async fn restore_or_drop(
         server_major: admin.major(),
         // Wired to the snapshot's signature status (issue #21).
         authenticated: !failpoint::unauthenticated(),
-        extensions: m.extensions.clone(),
+        extensions: m
+            .extensions
+            .iter()
+            .map(|e| extension::Extension {
+                name: e.name.clone(),
+                schema: e.schema.clone(),
+                version: e.version.clone(),
+            })
+            .collect(),
     };
     // Before anything is made: `CREATE EXTENSION` runs the extension's
     // script as the superuser, so only the ones the config trusts.
-    let untrusted = extension::untrusted(&m.extensions, &ctx.build.trusted_extensions);
+    let untrusted = extension::untrusted(&expected.extensions, &ctx.build.trusted_extensions);
     if let Some(first) = untrusted.first() {
         let _ = drop_build(admin, build).await;
         let why = Error::usage(format!(
@@ -1003,7 +1011,14 @@ async fn finish(
         applied,
         build: info,
         depends,
-        extensions,
+        extensions: extensions
+            .into_iter()
+            .map(|e| store::ExtensionRecord {
+                name: e.name,
+                schema: e.schema,
+                version: e.version,
+            })
+            .collect(),
         project_dir: Some(ctx.project_dir().to_path_buf()),
     };
     store.write_manifest(&manifest)?;

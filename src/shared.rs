@@ -234,7 +234,8 @@ impl<'a> Shared<'a> {
         // A consumer would refuse it (`trusted-extensions`); the build said why.
         let trusted = &self.ctx.build.trusted_extensions;
         if let Ok(Some(m)) = store.load(key) {
-            if !crate::pg::extension::untrusted(&m.extensions, trusted).is_empty() {
+            let is_trusted = |name: &str| crate::pg::extension::is_trusted(name, trusted);
+            if !m.extensions.iter().all(|e| is_trusted(&e.name)) {
                 return;
             }
         }

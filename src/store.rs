@@ -55,12 +55,22 @@ pub struct Manifest {
     /// The build database's extensions (`pg_extension`): what migsnap
     /// creates, with fixed text, before a restore, if `trusted-extensions`
     /// names them all; the dump's own extension statements never run.
-    pub extensions: Vec<crate::pg::extension::Extension>,
+    pub extensions: Vec<ExtensionRecord>,
     /// The project dir that built it (canonical), so that `ls` and `gc` in
     /// a cache dir several projects share act on their own snapshots.
     /// `None` in manifests written before it was recorded: no one's.
     #[serde(default)]
     pub project_dir: Option<PathBuf>,
+}
+
+/// One extension of the built database (`pg_extension`), as the manifest
+/// records it: what `pg::extension::Extension` is to a restore, kept apart
+/// because the cache dir knows no server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionRecord {
+    pub name: String,
+    pub schema: String,
+    pub version: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

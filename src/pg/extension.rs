@@ -88,8 +88,13 @@ pub async fn installed(client: &Client, db: &str) -> Result<Vec<Extension>> {
 pub fn untrusted<'a>(wanted: &'a [Extension], trusted: &[String]) -> Vec<&'a Extension> {
     wanted
         .iter()
-        .filter(|e| !trusted.iter().any(|t| t == &e.name))
+        .filter(|e| !is_trusted(&e.name, trusted))
         .collect()
+}
+
+/// Whether `trusted` (`trusted-extensions`) names the extension `name`.
+pub fn is_trusted(name: &str, trusted: &[String]) -> bool {
+    trusted.iter().any(|t| t == name)
 }
 
 /// The schemas migsnap makes before a restore (owned by the restore role,
