@@ -284,8 +284,8 @@ pub struct Runners<'a> {
     /// nothing else when the caller could make one (see
     /// `Admin::restore_role`), else the caller's own.
     pub lanes: &'a ConnInfo,
-    /// The caller's own connection, for the statements only a superuser may
-    /// run (`CREATE EXTENSION`, `COMMENT ON EXTENSION`).
+    /// The caller's own connection, for migsnap's own fixed statements that
+    /// only a superuser may run (`create_extensions`); never for the dump's.
     pub privileged: &'a ConnInfo,
 }
 
