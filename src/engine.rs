@@ -797,7 +797,7 @@ async fn restore_or_drop(
         (Ok(()), Some(_)) => admin
             .end_restore_role(build)
             .await
-            .map_err(restore::Failure::Other),
+            .map_err(restore::Failure::after_restore),
         (r, _) => r,
     };
     match restored {

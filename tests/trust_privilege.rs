@@ -467,3 +467,39 @@ fn migrations_of_your_own_that_need_an_untrusted_extension_keep_the_template_pat
     assert_eq!(v["source"], "cold", "{err}");
     assert!(has_extension(&db, "dblink"));
 }
+
+#[test]
+fn what_the_restore_role_cannot_hand_back_discards_the_snapshot() {
+    // A function run while the dump is restored (as the restore role,
+    // which owns the materialized view) sets default privileges: REASSIGN
+    // OWNED does not move them, so the role cannot be dropped. That is the
+    // dump's doing, not the server's: rebuilt, not exit 5 on every run.
+    let p = Project::example("handback");
+    let reference = Reference::of(&p);
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    drop_template(&key);
+    plant(
+        p.cache.path(),
+        &key,
+        "CREATE FUNCTION \"public\".\"planted_acl\"() RETURNS integer\n    LANGUAGE plpgsql\n    AS $$BEGIN EXECUTE 'ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC'; RETURN 1; END$$;\n\
+CREATE MATERIALIZED VIEW \"public\".\"planted_mv\" AS\n SELECT \"public\".\"planted_acl\"() AS \"x\"\n  WITH NO DATA;\n\
+REFRESH MATERIALIZED VIEW \"public\".\"planted_mv\";\n",
+        |_| {},
+    );
+    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    assert_eq!(v["source"], "cold", "{err}");
+    assert!(err.contains("discarding it"), "{err}");
+    reference.check(&db, "rebuilt after a dump that could not be handed back");
+    assert!(
+        !count(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_roles WHERE rolname = 'migsnap_restore_{}'",
+                &key[..16]
+            )
+        )
+        .starts_with('1'),
+        "the restore role is gone"
+    );
+}

@@ -167,6 +167,22 @@ pub async fn restore(
     }
 }
 
+impl Failure {
+    /// A failure after the dump ran (handing the database back from the
+    /// restore role): the server rejecting a statement there means the dump
+    /// left something it cannot take back (default privileges a function
+    /// set, say), so the snapshot is damaged; anything else is the server's.
+    pub fn after_restore(error: Error) -> Failure {
+        let cause = std::error::Error::source(&error)
+            .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+            .map(cause_of);
+        match cause {
+            Some(Cause::Statement | Cause::Denied) => Failure::Damaged(error),
+            _ => Failure::Other(error),
+        }
+    }
+}
+
 /// `error` about the dump at `path`, named in the message.
 fn of_dump(path: &Path, error: Error) -> Error {
     Error {
