@@ -36,12 +36,15 @@ pub struct DjangoRunner {
 }
 
 /// How snapshots are copied and restored.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BuildOptions {
     /// As configured; `Default` is resolved per server by `Ctx::clone_strategy`.
     pub clone_strategy: CloneStrategy,
     /// Connections a cache restore uses.
     pub restore_jobs: usize,
+    /// Extensions migsnap creates before restoring a snapshot that needs
+    /// them (`trusted-extensions`); a snapshot needing any other is refused.
+    pub trusted_extensions: Vec<String>,
 }
 
 /// The cache dir, and what signs what is written to it (and pushed) and

@@ -33,7 +33,7 @@ use crate::failpoint;
 use crate::fingerprint::{self, Fingerprint, MigrationGlobs};
 use crate::key::Key;
 use crate::pg::admin::{self, Admin};
-use crate::pg::{dump, restore, ConnInfo};
+use crate::pg::{dump, extension, restore, ConnInfo};
 use crate::shared::{Origin, Shared};
 use crate::store::Applied;
 use crate::store::{self, BuildInfo, Manifest, Store};
@@ -402,17 +402,19 @@ async fn build_locked(
         };
         let own = own.filter(|m| fits_server(m, admin.version_num, ui));
         if let Some(m) = own {
+            let on_reject = OnReject::Discard;
             if let Some(handed_out) =
-                restore_own(admin, ctx, store, &m, &build, old, req, ui).await?
+                restore_own(admin, ctx, store, &m, &build, old, req, on_reject, ui).await?
             {
                 return Ok(restored(Origin::Local, handed_out, &m));
             }
         }
         if let Some(m) = shared.own(fp, store, admin.version_num).await {
-            if let Some(handed_out) =
-                restore_own(admin, ctx, store, &m, &build, old, req, ui).await?
-            {
-                return Ok(restored(Origin::Remote, handed_out, &m));
+            let on_reject = OnReject::SkipStore;
+            match restore_own(admin, ctx, store, &m, &build, old, req, on_reject, ui).await? {
+                Some(handed_out) => return Ok(restored(Origin::Remote, handed_out, &m)),
+                // Damaged or refused: not built on, not pushed over.
+                None => shared.skip(&m.key),
             }
         }
         if req.cache_only {
@@ -435,7 +437,18 @@ async fn build_locked(
             _ => (local, Origin::Local),
         };
         if let Some(base) = base {
-            match incremental(admin, ctx, fp, store, &base, &build, old, ui).await {
+            // A base just downloaded is the store's: a rejected one is
+            // skipped (its copy discarded) and not pushed over.
+            let on_reject = match origin {
+                Origin::Remote if base.key == *key => OnReject::SkipStore,
+                Origin::Remote => OnReject::SkipStoreAncestor,
+                Origin::Local => OnReject::Leave,
+            };
+            let built = incremental(admin, ctx, fp, store, &base, &build, old, on_reject, ui).await;
+            if built.as_ref().is_err_and(|f| f.history()) && origin == Origin::Remote {
+                shared.skip(&base.key);
+            }
+            match built {
                 Ok(snapshot) => {
                     return Ok(Snapshot {
                         origin: Some(origin),
@@ -510,6 +523,7 @@ async fn restore_own(
     build: &str,
     old: Option<&admin::DbInfo>,
     req: Request<'_>,
+    on_reject: OnReject,
     ui: &Ui,
 ) -> Result<Option<bool>> {
     let t = Instant::now();
@@ -522,7 +536,7 @@ async fn restore_own(
     ui.info(format!("restoring cached snapshot {}", m.key.short()));
     admin.create(build, None, ctx.clone_strategy()).await?;
     failpoint::point("build.created");
-    if !restore_or_drop(admin, ctx, store, m, build, true, ui).await? {
+    if !restore_or_drop(admin, ctx, store, m, build, on_reject, ui).await? {
         return Ok(None);
     }
     failpoint::pause("restore.done").await;
@@ -640,6 +654,7 @@ async fn incremental(
     base: &Manifest,
     build: &str,
     replacing: Option<&admin::DbInfo>,
+    on_reject: OnReject,
     ui: &Ui,
 ) -> Result<Snapshot, MigrateFailure> {
     let t = Instant::now();
@@ -667,7 +682,7 @@ async fn incremental(
             };
             admin.create(build, None, ctx.clone_strategy()).await?;
             failpoint::point("build.created");
-            if !restore_or_drop(admin, ctx, store, &m, build, false, ui).await? {
+            if !restore_or_drop(admin, ctx, store, &m, build, on_reject, ui).await? {
                 return Err(MigrateFailure {
                     kind: django::Failure::History,
                     error: Error::internal(format!("snapshot {base_short} is damaged")),
@@ -706,9 +721,27 @@ async fn incremental(
     })
 }
 
+/// What becomes of a snapshot `restore_or_drop` cannot restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnReject {
+    /// The key's own, in the cache dir, its lock held: discarded.
+    Discard,
+    /// The key's own, just downloaded from the store (its lock held): the
+    /// copy is discarded and the store's object skipped for the rest of the
+    /// run (`Shared::skip`); the run builds locally.
+    SkipStore,
+    /// An ancestor just downloaded from the store: the same, the copy
+    /// discarded only if its lock is free.
+    SkipStoreAncestor,
+    /// An ancestor's: its own builder may be at work, so only not built on.
+    Leave,
+}
+
 /// Restore the cached dump of `m` into `build`; on failure the build is
 /// dropped. Ok(false): the dump turned out not to be what its manifest
-/// says, or damaged, or refused: it is discarded (see `reject_snapshot`).
+/// says, or damaged, or refused (an extension `trusted-extensions` does not
+/// name, a statement the server rejects, a `SECURITY DEFINER` function in a
+/// snapshot that is not authenticated): it goes as `on_reject` says.
 /// The restore checks the dump's sha256 and size in the same read that
 /// checks its statements, before any of it runs.
 async fn restore_or_drop(
@@ -717,7 +750,7 @@ async fn restore_or_drop(
     store: &Store,
     m: &Manifest,
     build: &str,
-    ours: bool,
+    on_reject: OnReject,
     ui: &Ui,
 ) -> Result<bool> {
     let key = &m.key;
@@ -727,10 +760,33 @@ async fn restore_or_drop(
         size: m.dump.size,
         server_major: admin.major(),
         // A foreign snapshot (kept under `trust-unsigned`) takes the
-        // unprivileged path only.
-        authenticated: m.authenticated,
-        extensions: vec![],
+        // unprivileged path only (issue #21).
+        authenticated: m.authenticated && !failpoint::unauthenticated(),
+        extensions: m
+            .extensions
+            .iter()
+            .map(|e| extension::Extension {
+                name: e.name.clone(),
+                schema: e.schema.clone(),
+                version: e.version.clone(),
+            })
+            .collect(),
     };
+    // Before anything is made: `CREATE EXTENSION` runs the extension's
+    // script as the superuser, so only the ones the config trusts.
+    let untrusted = extension::untrusted(&expected.extensions, &ctx.build.trusted_extensions);
+    if let Some(first) = untrusted.first() {
+        let _ = drop_build(admin, build).await;
+        let why = Error::usage(format!(
+            "refused snapshot {}: it needs extension `{}`, which trusted-extensions does not name",
+            key.short(),
+            first.name
+        ));
+        reject(store, key, on_reject, &why, ui);
+        ui.hint(untrusted_hint(&first.name));
+        return Ok(false);
+    }
+    let authenticated = expected.authenticated;
     let role = match admin.restore_role(build).await {
         Ok(role) => role,
         Err(e) => {
@@ -742,12 +798,26 @@ async fn restore_or_drop(
         lanes: role.as_ref().unwrap_or(&admin.conn),
         privileged: &admin.conn,
     };
-    let restored = restore::restore(runners, build, &dump, expected, ctx.build.restore_jobs).await;
+    let mut restored =
+        restore::restore(runners, build, &dump, expected, ctx.build.restore_jobs).await;
+    // Before the restore role's objects become the superuser's.
+    if restored.is_ok() && !authenticated {
+        restored = match admin.borrowed_rights(build, &runners.lanes.user).await {
+            Ok(found) if found.is_empty() => Ok(()),
+            Ok(found) => Err(restore::Failure::Refused(Error::usage(format!(
+                "refused snapshot {}: it is not authenticated and its {}, which would run with the rights of `{}`",
+                key.short(),
+                found.join(", "),
+                admin.conn.user
+            )))),
+            Err(e) => Err(restore::Failure::Other(e)),
+        };
+    }
     let restored = match (restored, &role) {
         (Ok(()), Some(_)) => admin
             .end_restore_role(build)
             .await
-            .map_err(restore::Failure::Other),
+            .map_err(restore::Failure::after_restore),
         (r, _) => r,
     };
     match restored {
@@ -760,12 +830,48 @@ async fn restore_or_drop(
             match failure {
                 restore::Failure::Other(e) => Err(e),
                 restore::Failure::Damaged(e) | restore::Failure::Refused(e) => {
-                    reject_snapshot(store, key, ours, &e, ui);
+                    reject(store, key, on_reject, &e, ui);
                     Ok(false)
                 }
             }
         }
     }
+}
+
+/// `reject_snapshot`, as `on_reject` says.
+fn reject(
+    store: &Store,
+    key: &Key,
+    on_reject: OnReject,
+    why: &(dyn std::error::Error + 'static),
+    ui: &Ui,
+) {
+    match on_reject {
+        OnReject::Discard => reject_snapshot(store, key, true, why, ui),
+        OnReject::Leave => reject_snapshot(store, key, false, why, ui),
+        OnReject::SkipStore | OnReject::SkipStoreAncestor => {
+            let why = crate::error::one_line(why);
+            ui.warn(format!(
+                "{why}; skipping the store's snapshot and building locally"
+            ));
+            // Nothing of it stays in the cache dir, unless someone here is
+            // writing that key right now.
+            match on_reject {
+                OnReject::SkipStore => store.discard(key),
+                _ => {
+                    if let Ok(Some(_lock)) = store.try_lock(key) {
+                        store.discard(key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn untrusted_hint(name: &str) -> String {
+    format!(
+        "CREATE EXTENSION runs as the superuser: if you trust `{name}`, add it to `trusted-extensions` in [tool.migsnap] (README, Security model)"
+    )
 }
 
 async fn drop_build(admin: &Admin, build: &str) -> Result<()> {
@@ -857,6 +963,21 @@ async fn finish(
     } = built;
     let depends = settled_inputs(ctx, fp, report, ui).await?;
     let identity = dump::identity(&admin.conn, build).await?;
+    let extensions = {
+        let client = admin.conn.connect(build).await?;
+        extension::installed(&client, build).await?
+    };
+    // The migrations are the user's own, so the build ran them; but a
+    // restore of this snapshot creates only trusted extensions, so say now
+    // rather than refuse it later without a word about why.
+    for e in extension::untrusted(&extensions, &ctx.build.trusted_extensions) {
+        ui.warn(format!(
+            "the migrations create extension `{}`, which trusted-extensions does not name: the template of snapshot {} serves this server, but its dump will not be restored (a new server, the store) and it is not pushed",
+            e.name,
+            fp.short()
+        ));
+        ui.hint(untrusted_hint(&e.name));
+    }
     let applied = identity.applied();
     // Everything Django said it applied must be recorded in the build
     // database; else it migrated some other database.
@@ -911,6 +1032,14 @@ async fn finish(
         applied,
         build: info,
         depends,
+        extensions: extensions
+            .into_iter()
+            .map(|e| store::ExtensionRecord {
+                name: e.name,
+                schema: e.schema,
+                version: e.version,
+            })
+            .collect(),
         project_dir: Some(ctx.project_dir().to_path_buf()),
         // Built here (cold, or on an authenticated ancestor): signed as ours.
         authenticated: true,

@@ -62,6 +62,10 @@ pub const CRASH_AT: &str = "MIGSNAP_CRASH_AT";
 /// `<file>` exists (at most 60 s), so a test can change the world in between
 /// (e.g. drop the template between the warm path's look and its clone).
 pub const PAUSE_AT: &str = "MIGSNAP_PAUSE_AT";
+/// Test hook: any value makes every restored snapshot count as not
+/// authenticated (as an unsigned one under `trust-unsigned` will), so the
+/// tests reach the stricter checks such a snapshot gets (`failpoint`).
+pub const TEST_UNAUTHENTICATED: &str = "MIGSNAP_TEST_UNAUTHENTICATED";
 
 /// The snapshot store's backend reads its own standard variables, those
 /// that start with this: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,

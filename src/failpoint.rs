@@ -114,3 +114,18 @@ pub fn point(_name: &str) {}
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub async fn pause(_name: &str) {}
+
+/// `MIGSNAP_TEST_UNAUTHENTICATED`: treat every restored snapshot as not
+/// authenticated, so that the tests reach the checks an unsigned one gets
+/// before signatures decide it (issue #21).
+#[cfg(feature = "failpoints")]
+pub fn unauthenticated() -> bool {
+    crate::env::var(crate::env::TEST_UNAUTHENTICATED).is_some()
+}
+
+/// Without the `failpoints` feature: never.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn unauthenticated() -> bool {
+    false
+}

@@ -44,6 +44,8 @@ pub struct FileConfig {
     pub clone_strategy: Option<CloneStrategy>,
     /// Connections a cache restore uses (1 = one, in dump order).
     pub restore_jobs: Option<usize>,
+    /// Extensions a restore may create (as the superuser, with fixed text).
+    pub trusted_extensions: Option<Vec<String>>,
     /// Ready clones to keep for the current key (handed out by rename).
     pub pool: Option<usize>,
     /// The shared snapshot store: `s3://bucket/prefix` or `file:///dir`.
@@ -267,6 +269,9 @@ impl Settings {
             build: BuildOptions {
                 clone_strategy: file.clone_strategy.unwrap_or_default(),
                 restore_jobs,
+                trusted_extensions: file
+                    .trusted_extensions
+                    .unwrap_or_else(|| owned(migsnap::pg::extension::DEFAULT_TRUSTED)),
             },
             pool,
             remote,

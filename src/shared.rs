@@ -41,7 +41,9 @@ pub struct Shared<'a> {
     /// damaged snapshot was reported as the key's own, then again as the
     /// best ancestor).
     said: RefCell<BTreeSet<String>>,
-    /// Keys whose store snapshot failed in this run: not downloaded again.
+    /// Keys whose store snapshot failed in this run (damaged, refused, or rejected by the
+    /// server during a restore: `skip`): not downloaded again, not built on,
+    /// not pushed over.
     failed: RefCell<BTreeSet<Key>>,
 }
 
@@ -67,6 +69,17 @@ impl<'a> Shared<'a> {
 
     fn usable(&self) -> Option<&Remote> {
         self.remote.as_ref().filter(|_| !self.down.get())
+    }
+
+    /// The store's snapshot of `key` could not be restored (damaged, or
+    /// refused): the caller warned once; for the rest of the run it is
+    /// neither built on nor pushed over (issue #21).
+    pub fn skip(&self, key: &Key) {
+        self.failed.borrow_mut().insert(key.clone());
+    }
+
+    fn skipped(&self, key: &Key) -> bool {
+        self.failed.borrow().contains(key)
     }
 
     /// Say what went wrong. The store failing (down, slow, denying) is
@@ -193,7 +206,9 @@ impl<'a> Shared<'a> {
         for key in self.failed.borrow().iter() {
             cache.discard(key);
         }
-        let best = cache.best_ancestor(fp, server_version_num)?;
+        let best = cache
+            .best_ancestor(fp, server_version_num)
+            .filter(|m| !self.skipped(&m.key))?;
         let rank = |m: &Manifest| (m.migrations.len(), m.created_unix);
         match local {
             Some(l) if rank(l) >= rank(&best) => None,
@@ -244,6 +259,17 @@ impl<'a> Shared<'a> {
         let Some(remote) = self.usable() else {
             return;
         };
+        if self.skipped(key) {
+            return;
+        }
+        // A consumer would refuse it (`trusted-extensions`); the build said why.
+        let trusted = &self.ctx.build.trusted_extensions;
+        if let Ok(Some(m)) = store.load(key) {
+            let is_trusted = |name: &str| crate::pg::extension::is_trusted(name, trusted);
+            if !m.extensions.iter().all(|e| is_trusted(&e.name)) {
+                return;
+            }
+        }
         let t = Instant::now();
         match remote.push(store, key).await {
             Ok(Pushed::Uploaded { bytes }) => self.ui.info(format!(

@@ -29,7 +29,9 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Bump when the manifest's meaning changes; older manifests are ignored.
-pub const MANIFEST_FORMAT: u32 = 3;
+/// 4: `extensions` (issue #21): a snapshot without the record is rebuilt
+/// once rather than restored with the dump's own `CREATE EXTENSION`.
+pub const MANIFEST_FORMAT: u32 = 4;
 const TMP_PREFIX: &str = ".tmp-";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +54,10 @@ pub struct Manifest {
     /// What the build read beyond the key (see `depends`): the snapshot is
     /// served only while these still hold.
     pub depends: crate::depends::Depends,
+    /// The build database's extensions (`pg_extension`): what migsnap
+    /// creates, with fixed text, before a restore, if `trusted-extensions`
+    /// names them all; the dump's own extension statements never run.
+    pub extensions: Vec<ExtensionRecord>,
     /// The project dir that built it (canonical), so that `ls` and `gc` in
     /// a cache dir several projects share act on their own snapshots.
     /// `None` in manifests written before it was recorded: no one's.
@@ -63,6 +69,16 @@ pub struct Manifest {
     /// and is never an ancestor (its triggers would fire in `migrate`).
     #[serde(skip)]
     pub authenticated: bool,
+}
+
+/// One extension of the built database (`pg_extension`), as the manifest
+/// records it: what `pg::extension::Extension` is to a restore, kept apart
+/// because the cache dir knows no server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionRecord {
+    pub name: String,
+    pub schema: String,
+    pub version: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -85,6 +85,7 @@ fn cached(key: &Key, dump: &[u8], secret: Option<&CacheSecret>) -> (tempfile::Te
             migrations: Vec::new(),
         },
         depends: Default::default(),
+        extensions: vec![],
         project_dir: None,
         authenticated: true,
     };

@@ -577,6 +577,7 @@ mod tests {
                 migrations: vec![],
             },
             depends: Default::default(),
+            extensions: vec![],
             project_dir: None,
             authenticated: true,
         }

@@ -583,6 +583,66 @@ impl Admin {
         self.drop_role(&role).await
     }
 
+    /// What in `build`, as the restore role `role` left it, would run
+    /// with (or lend out) the rights of the role it is handed back to by
+    /// `end_restore_role`, a superuser: one line per finding, empty when
+    /// there is none. For a snapshot that is not authenticated (issue #21),
+    /// checked in the catalogs, whatever the dump's text looked like:
+    ///
+    /// - a `SECURITY DEFINER` function or procedure: anyone may call it
+    ///   (EXECUTE is PUBLIC's by default) and it runs as its owner;
+    /// - any privilege granted on its objects (tables, views, columns,
+    ///   functions, types, schemas, large objects) or default privileges:
+    ///   `pg_dump --no-privileges` writes none, and a view or a rule lends
+    ///   its owner's rights to whoever may use it;
+    /// - settings on the database or the role (`ALTER DATABASE … SET`), which
+    ///   a function run during the restore could make: they would follow
+    ///   the database to whoever connects.
+    ///
+    /// Event triggers, languages and untrusted-language functions need a
+    /// superuser to make, so the restore role cannot have made any.
+    pub async fn borrowed_rights(&self, build: &str, role: &str) -> Result<Vec<String>> {
+        let client = self.conn.connect(build).await?;
+        let rows = client
+            .query(
+                "WITH r AS (SELECT oid FROM pg_roles WHERE rolname = $1) \
+                 SELECT format('function %s is SECURITY DEFINER', p.oid::regprocedure) \
+                   FROM pg_proc p, r WHERE p.proowner = r.oid AND p.prosecdef \
+                 UNION ALL \
+                 SELECT format('function %s has privileges granted', p.oid::regprocedure) \
+                   FROM pg_proc p, r WHERE p.proowner = r.oid AND p.proacl IS NOT NULL \
+                 UNION ALL \
+                 SELECT format('relation %s has privileges granted', c.oid::regclass) \
+                   FROM pg_class c, r WHERE c.relowner = r.oid AND c.relacl IS NOT NULL \
+                 UNION ALL \
+                 SELECT format('column %s.%I has privileges granted', c.oid::regclass, a.attname) \
+                   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid, r \
+                   WHERE c.relowner = r.oid AND a.attacl IS NOT NULL \
+                 UNION ALL \
+                 SELECT format('type %s has privileges granted', t.oid::regtype) \
+                   FROM pg_type t, r WHERE t.typowner = r.oid AND t.typacl IS NOT NULL \
+                 UNION ALL \
+                 SELECT format('schema %I has privileges granted', n.nspname) \
+                   FROM pg_namespace n, r WHERE n.nspowner = r.oid AND n.nspacl IS NOT NULL \
+                   AND n.nspname <> 'public' \
+                 UNION ALL \
+                 SELECT format('large object %s has privileges granted', l.oid) \
+                   FROM pg_largeobject_metadata l, r WHERE l.lomowner = r.oid AND l.lomacl IS NOT NULL \
+                 UNION ALL \
+                 SELECT 'default privileges are set' FROM pg_default_acl d, r WHERE d.defaclrole = r.oid \
+                 UNION ALL \
+                 SELECT 'settings are attached to the database or the role' \
+                   FROM pg_db_role_setting s, r \
+                   WHERE s.setrole = r.oid \
+                   OR s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 LIMIT 20",
+                &[&role],
+            )
+            .await
+            .map_err(|e| db_error(format!("cannot read the catalogs of `{build}`"), e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Every restore role on the server, with the lock its build holds.
     pub async fn restore_roles(&self) -> Result<Vec<(String, LockId)>> {
         let prefix = RESTORE_ROLE_PREFIX;

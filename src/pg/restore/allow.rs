@@ -62,11 +62,11 @@ impl Policy<'_> {
     }
 
     /// A schema migsnap creates before the restore, for an extension's
-    /// objects (see `Extension::pre_created_schema`).
+    /// objects (see `extension::pre_created_schemas`).
     fn pre_created_schema(&self, name: &str) -> bool {
-        self.extensions
+        crate::pg::extension::pre_created_schemas(self.extensions)
             .iter()
-            .any(|e| e.pre_created_schema() == Some(name))
+            .any(|s| s == name)
     }
 }
 

@@ -46,7 +46,10 @@ pub enum Failure {
     /// (`allow`): planted, so discarded like a damaged one. Found before
     /// its first statement runs.
     Refused(Error),
-    /// Anything else: the server refused a statement, a connection dropped.
+    /// The server cannot go on (it went away, is shutting down, is out of
+    /// disk): an error of this run, the snapshot is kept. A statement the
+    /// server rejects is `Damaged` (issue #21: one bad statement must not
+    /// fail every run).
     Other(Error),
 }
 
@@ -81,6 +84,7 @@ pub async fn restore(
     jobs: usize,
 ) -> std::result::Result<(), Failure> {
     let jobs = jobs.clamp(1, MAX_JOBS);
+    let extensions = expected.extensions.clone();
     let (tx, mut rx) = mpsc::channel::<std::result::Result<Msg, Failure>>(16);
     let path = dump.to_path_buf();
     // Started first: its allow-list pass over the whole dump overlaps with
@@ -104,7 +108,10 @@ pub async fn restore(
             }
         })
     };
-    let clients = lanes_connect.await?;
+    let (clients, privileged) = tokio::try_join!(lanes_connect, runners.privileged.connect(db))?;
+    // Before the first lane runs a statement: the dump's objects may use
+    // the extensions' types and functions.
+    create_extensions(&privileged, db, extensions, &runners.lanes.user).await?;
     // A JoinSet aborts its tasks when dropped, so a cancelled restore
     // (Ctrl-C) closes every connection at once.
     let mut lanes = JoinSet::new();
@@ -140,20 +147,88 @@ pub async fn restore(
         .map_err(|e| Error::internal("the dump reader thread failed").source(e))?;
     match (dispatched, lane_error) {
         (Err(Some(f)), _) => Err(f),
-        // The lanes run as a role that owns the build database and nothing
-        // else: what it may not do, pg_dump's output of one database never
-        // needs (a planted function reaching for the server, say).
-        (
-            _,
-            Some(LaneError {
-                error,
-                denied: true,
-            }),
-        ) if runners.restricted() => Err(Failure::Refused(error)),
-        (_, Some(LaneError { error, .. })) => Err(Failure::Other(error)),
+        (_, Some(LaneError { error, cause })) => Err(match cause {
+            // The lanes run as a role that owns the build database and
+            // nothing else: what it may not do, pg_dump's output of one
+            // database never needs (a planted function reaching for the
+            // server, say).
+            Cause::Denied if runners.restricted() => Failure::Refused(of_dump(dump, error)),
+            Cause::Denied | Cause::Statement => Failure::Damaged(of_dump(dump, error)),
+            // A session of the restore ended while the server goes on
+            // answering: the dump's own doing (a session timeout it set),
+            // or someone ended it; either way this restore is lost, not
+            // the server.
+            Cause::Lost if server_answers(&privileged).await => {
+                Failure::Damaged(of_dump(dump, error))
+            }
+            Cause::Lost | Cause::Server => Failure::Other(error),
+        }),
         (Err(None), None) => Err(Error::internal("a restore connection ended early").into()),
         (Ok(()), None) => Ok(()),
     }
+}
+
+impl Failure {
+    /// A failure after the dump ran (handing the database back from the
+    /// restore role): the server rejecting a statement there means the dump
+    /// left something it cannot take back (default privileges a function
+    /// set, say), so the snapshot is damaged; anything else is the server's.
+    pub fn after_restore(error: Error) -> Failure {
+        let cause = std::error::Error::source(&error)
+            .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+            .map(cause_of);
+        match cause {
+            Some(Cause::Statement | Cause::Denied) => Failure::Damaged(error),
+            _ => Failure::Other(error),
+        }
+    }
+}
+
+/// `error` about the dump at `path`, named in the message.
+fn of_dump(path: &Path, error: Error) -> Error {
+    Error {
+        message: format!("dump `{}`: {}", path.display(), error.message),
+        ..error
+    }
+}
+
+/// Whether the server still runs statements on `client`'s session.
+async fn server_answers(client: &Client) -> bool {
+    let probe = client.simple_query("SELECT 1");
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(5), probe).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Create the manifest's `extensions` (and the schemas they live in, owned
+/// by `schema_owner`, the role the lanes run as) in `db`, with migsnap's
+/// own fixed text on the caller's connection, before any of the dump runs
+/// (issue #21). The caller has checked them against `trusted-extensions`.
+/// One this server cannot create (not installed, another version) makes
+/// the snapshot unusable here: refused, and built locally instead.
+async fn create_extensions(
+    client: &Client,
+    db: &str,
+    extensions: Vec<crate::pg::extension::Extension>,
+    schema_owner: &str,
+) -> std::result::Result<(), Failure> {
+    for sql in crate::pg::extension::create_statements(&extensions, schema_owner) {
+        if let Err(e) = client.batch_execute(&sql).await {
+            let cause = cause_of(&e);
+            let error = super::db_error(
+                format!("cannot make what the snapshot needs in `{db}` (`{sql}`)"),
+                e,
+            );
+            return Err(match cause {
+                Cause::Server | Cause::Lost => Failure::Other(error),
+                Cause::Denied | Cause::Statement => Failure::Refused(error.hint(
+                    "the snapshot needs an extension this server does not offer in that version: install it, or let migsnap build locally",
+                )),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Forward the reader's messages to the lanes. `Err(None)`: a lane is gone
@@ -218,9 +293,8 @@ pub struct Runners<'a> {
     /// nothing else when the caller could make one (see
     /// `Admin::restore_role`), else the caller's own.
     pub lanes: &'a ConnInfo,
-    /// The caller's own connection. No statement of a dump runs on it:
-    /// the extensions a dump needs are made before the restore, with fixed
-    /// text, from the manifest's record (issue #21).
+    /// The caller's own connection, for migsnap's own fixed statements that
+    /// only a superuser may run (`create_extensions`); never for the dump's.
     pub privileged: &'a ConnInfo,
 }
 
@@ -230,28 +304,73 @@ impl Runners<'_> {
     }
 }
 
-/// A lane's failure; `denied`: the server refused it for lack of privilege.
+/// A lane's failure, and whose fault it is.
 struct LaneError {
     error: Error,
-    denied: bool,
+    cause: Cause,
+}
+
+/// Whose fault a failed statement of a restore is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// The server refused it for lack of privilege.
+    Denied,
+    /// The server rejected the statement itself (a missing relation, a
+    /// syntax error, a timeout the dump set): the dump is at fault, and is
+    /// discarded and rebuilt rather than failing every run (issue #21).
+    Statement,
+    /// The session ended without the server saying why, or for a session
+    /// timeout: the server may be gone, or only this session.
+    Lost,
+    /// The server cannot go on (shutting down, out of disk or memory,
+    /// internal error): not the dump's fault, an error of this run.
+    Server,
 }
 
 impl From<Error> for LaneError {
     fn from(error: Error) -> Self {
         LaneError {
             error,
-            denied: false,
+            cause: Cause::Server,
         }
     }
 }
 
-/// A statement's failure, remembering whether it was a permission denial.
-fn lane_error(db: &str, line: u64, e: tokio_postgres::Error) -> LaneError {
-    let denied = e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE);
-    LaneError {
-        error: restore_error(db, line, e),
-        denied,
+/// Sort a failed statement's error by its SQLSTATE.
+fn cause_of(e: &tokio_postgres::Error) -> Cause {
+    match e.code() {
+        None => Cause::Lost,
+        Some(code) => cause_of_code(code.code()),
     }
+}
+
+fn cause_of_code(code: &str) -> Cause {
+    match code {
+        "42501" => Cause::Denied,
+        // Session timeouts end the session (FATAL), but only a dump sets
+        // them to something that fires during a restore.
+        "25P03" | "25P04" | "57P05" => Cause::Lost,
+        // Shutdown, crash, the server not accepting sessions, the build
+        // database dropped under the restore, an I/O error.
+        "57P01" | "57P02" | "57P03" | "57P04" | "58000" | "58030" | "3D000" => Cause::Server,
+        // 08: connection exceptions; 53: out of disk, memory or
+        // connections; XX: internal errors and corruption.
+        _ if code.starts_with("08") => Cause::Lost,
+        _ if code.starts_with("53") || code.starts_with("XX") => Cause::Server,
+        // Everything else is about the statement, 57014 included: a
+        // `statement_timeout` the dump set fires on every run.
+        _ => Cause::Statement,
+    }
+}
+
+/// A statement's failure, sorted by whose fault it is.
+fn lane_error(db: &str, line: u64, e: tokio_postgres::Error) -> LaneError {
+    let cause = cause_of(&e);
+    let error = match cause {
+        Cause::Statement | Cause::Denied => rejected_error(line, e),
+        Cause::Lost | Cause::Server => restore_error(db, line, e),
+    };
+    LaneError { error, cause }
 }
 
 /// One connection running its share of the dump, in order.
@@ -314,9 +433,48 @@ async fn run_lane(
     Ok(())
 }
 
+/// The server rejected a statement of the dump: said as what is wrong with
+/// the snapshot, for the warning that discards it.
+fn rejected_error(line: u64, e: tokio_postgres::Error) -> Error {
+    let said = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string());
+    Error::usage(format!(
+        "the server rejected a statement near line {line} ({said})"
+    ))
+}
+
 fn restore_error(db: &str, line: u64, e: tokio_postgres::Error) -> Error {
     super::db_error(
         format!("restoring into `{db}` failed near line {line} of the dump"),
         e,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejected_statement_is_the_dumps_fault_and_a_failing_server_is_not() {
+        // A missing relation, a syntax error, a timeout the dump set, a
+        // deadlock, a file a statement names: the dump's.
+        for code in [
+            "42P01", "42601", "57014", "40P01", "54000", "58P01", "22023",
+        ] {
+            assert_eq!(cause_of_code(code), Cause::Statement, "{code}");
+        }
+        assert_eq!(cause_of_code("42501"), Cause::Denied);
+        // Shutdown, crash, out of disk, memory or connections, corruption.
+        for code in [
+            "57P01", "57P02", "57P03", "53100", "53200", "53300", "58030", "XX000", "XX001",
+        ] {
+            assert_eq!(cause_of_code(code), Cause::Server, "{code}");
+        }
+        // The session ended: the server may be fine (`server_answers`).
+        for code in ["08006", "25P03", "57P05"] {
+            assert_eq!(cause_of_code(code), Cause::Lost, "{code}");
+        }
+    }
 }
