@@ -212,6 +212,64 @@ fn planted_code_is_refused() {
     refused_dumps_are_rebuilt("refuse_code", &cases);
 }
 
+/// Issue #21, findings 1 and 2: statements a hand-written lexer missed. A
+/// `\r` ends a `--` comment for PostgreSQL (the statements after it ran
+/// as the superuser), and a `BEGIN ATOMIC` body's `CASE` made the old
+/// checker think the body never ended (the DO block after it ran). With
+/// `trust-unsigned` (the signature layer is tested below) PostgreSQL's own
+/// parser sees each statement the server would, and the allow-list
+/// refuses the dump before any of it runs.
+#[test]
+fn statements_hidden_from_a_hand_written_lexer_are_refused() {
+    let role = format!("planted_cr_{}", std::process::id());
+    let role2 = format!("planted_atomic_{}", std::process::id());
+    let program = marker("cr-program");
+    let cases: Vec<(&str, String, Check)> = vec![
+        (
+            "\\r ends a comment",
+            format!(
+                "COMMENT ON TABLE \"public\".\"planted_before\" IS 'x' --x\r; COPY (SELECT 1) TO PROGRAM 'touch {}'; CREATE ROLE \"{role}\" SUPERUSER LOGIN; --\n;",
+                program.display()
+            ),
+            Box::new(|| program.exists() || role_exists(&role)),
+        ),
+        (
+            "a DO block after a BEGIN ATOMIC body",
+            format!(
+                "CREATE FUNCTION \"public\".\"planted_f\"() RETURNS integer LANGUAGE \"sql\" BEGIN ATOMIC SELECT 1 AS \"case\"; END; DO $$ BEGIN EXECUTE 'CREATE ROLE \"{role2}\" SUPERUSER'; END $$;"
+            ),
+            Box::new(|| role_exists(&role2)),
+        ),
+    ];
+    refused_dumps_are_rebuilt("hidden_stmts", &cases);
+}
+
+/// Issue #21, finding 7: memory followed the longest statement (a 13 KB
+/// compressed dump holding one 256 MiB statement took migsnap to 800 MB).
+/// A statement over the cap marks the dump damaged: discarded, rebuilt.
+#[test]
+fn a_statement_over_the_cap_marks_the_dump_damaged() {
+    let p = Project::example("huge_stmt");
+    let reference = Reference::of(&p);
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    drop_template(&key);
+    let huge = format!(
+        "COMMENT ON TABLE \"public\".\"django_migrations\" IS '{}';\n",
+        "x".repeat(migsnap::pg::dump_reader::MAX_STATEMENT + 1)
+    );
+    plant(p.cache.path(), &key, &huge);
+    let mut cmd = p.cmd(&["prepare", "--database", &db, "--json"]);
+    cmd.env("MIGSNAP_TRUST_UNSIGNED", "1");
+    let (v, err) = prepare_json(&mut cmd);
+    assert_eq!(v["source"], "cold", "{err}");
+    assert!(
+        err.contains("is unreadable") && err.contains("discarding it"),
+        "{err}"
+    );
+    reference.check(&db, "after a dump with a huge statement");
+}
+
 /// A `<key>.sig` holding only the HMAC with `secret`, as migsnap writes
 /// it: what someone who knows the format but maybe not the secret writes.
 fn sign(secret: &[u8], key: &str, manifest: &[u8]) -> String {
