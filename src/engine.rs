@@ -810,7 +810,9 @@ async fn restore_or_drop(
                 found.join(", "),
                 admin.conn.user
             )))),
-            Err(e) => Err(restore::Failure::Other(e)),
+            // The server rejecting the check's own query means the dump
+            // left something in its way: its fault, not the server's.
+            Err(e) => Err(restore::Failure::after_restore(e)),
         };
     }
     let restored = match (restored, &role) {

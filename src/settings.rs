@@ -312,20 +312,11 @@ const MAX_REMOTE_MIN_RATE: f64 = 10.0 * 1024.0 * 1024.0;
 /// `remote`, `remote-push`, `remote-timeout`: flag over environment over
 /// config. `MIGSNAP_REMOTE=off` turns a configured store off for one run.
 fn remote_settings(args: &Overrides, file: &FileConfig) -> Result<Option<RemoteSettings>> {
-    let push = match env::var(env::REMOTE_PUSH) {
-        Some(v) => match v.to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => true,
-            "0" | "false" | "no" | "off" => false,
-            _ => {
-                return Err(Error::usage(format!(
-                    "{} must be true or false, not `{v}`",
-                    env::REMOTE_PUSH
-                ))
-                .hint("e.g. MIGSNAP_REMOTE_PUSH=true on the default branch's CI job only"))
-            }
-        },
-        None => file.remote_push.unwrap_or(false),
-    };
+    let push = env_bool(
+        env::REMOTE_PUSH,
+        "e.g. MIGSNAP_REMOTE_PUSH=true on the default branch's CI job only",
+    )?
+    .unwrap_or(file.remote_push.unwrap_or(false));
     let timeout = bounded_number(
         (env::REMOTE_TIMEOUT, "remote-timeout"),
         file.remote_timeout,
@@ -519,20 +510,11 @@ fn trust(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let trust_unsigned = match env::var(env::TRUST_UNSIGNED) {
-        Some(v) => match v.to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => true,
-            "0" | "false" | "no" | "off" => false,
-            _ => {
-                return Err(Error::usage(format!(
-                    "{} must be true or false, not `{v}`",
-                    env::TRUST_UNSIGNED
-                ))
-                .hint("MIGSNAP_TRUST_UNSIGNED=1 uses snapshots no trusted key signed; leave it unset unless you must"))
-            }
-        },
-        None => file.trust_unsigned.unwrap_or(false),
-    };
+    let trust_unsigned = env_bool(
+        env::TRUST_UNSIGNED,
+        "MIGSNAP_TRUST_UNSIGNED=1 uses snapshots no trusted key signed; leave it unset unless you must",
+    )?
+    .unwrap_or_else(|| file.trust_unsigned.unwrap_or(false));
     Ok(Trust {
         signer: Some(std::sync::Arc::new(Signer::new(source))),
         keys,
@@ -726,6 +708,22 @@ fn default_python(project_dir: &Path) -> PathBuf {
         return local;
     }
     PathBuf::from("python3")
+}
+
+/// A boolean environment variable (`1`/`true`/`yes`/`on` or
+/// `0`/`false`/`no`/`off`, any case), None when unset; anything else is
+/// an error naming the variable.
+fn env_bool(name: &str, hint: &str) -> Result<Option<bool>> {
+    let Some(v) = env::var(name) else {
+        return Ok(None);
+    };
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(Some(true)),
+        "0" | "false" | "no" | "off" => Ok(Some(false)),
+        _ => Err(
+            Error::usage(format!("{name} must be true or false, not `{v}`")).hint(hint.to_string()),
+        ),
+    }
 }
 
 #[cfg(test)]

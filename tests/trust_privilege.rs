@@ -522,3 +522,120 @@ REFRESH MATERIALIZED VIEW \"public\".\"planted_mv\";\n",
         "the restore role is gone"
     );
 }
+
+/// Review of issue #21: code run during the restore (a CHECK on a COPY
+/// row) set a database-level `search_path` putting `public` first, so the
+/// superuser's own catalog check read a planted `public.pg_roles` view,
+/// which ran a planted function as the superuser and hid every finding.
+/// The database's settings are now read from the maintenance connection
+/// and reset before any superuser session enters the build, whose names
+/// resolve in pg_catalog first.
+#[test]
+fn a_restore_cannot_point_the_superusers_checks_at_planted_objects() {
+    let marker = std::env::temp_dir().join(format!("migsnap-blinded-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    // The server's OS user must be able to write there for the attack to show.
+    let blinding = format!(
+        "CREATE FUNCTION \"public\".\"g\"() RETURNS boolean\n    LANGUAGE \"plpgsql\"\n    AS $$BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = public, pg_catalog', current_database()); EXECUTE 'ALTER FUNCTION public.planted_definer() SECURITY DEFINER'; RETURN true; END$$;\n\
+CREATE FUNCTION \"public\".\"evil\"() RETURNS boolean\n    LANGUAGE \"plpgsql\"\n    AS $$BEGIN IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN COPY (SELECT current_user) TO PROGRAM 'id > {m}'; END IF; RETURN false; END$$;\n\
+CREATE FUNCTION \"public\".\"planted_definer\"() RETURNS integer\n    LANGUAGE \"sql\"\n    AS $$SELECT 1$$;\n\
+CREATE TABLE \"public\".\"planted_t\" (\"x\" integer, CONSTRAINT \"c\" CHECK (\"public\".\"g\"()));\n\
+CREATE VIEW \"public\".\"pg_roles\" AS\n SELECT \"r\".\"oid\", \"r\".\"rolname\" FROM \"pg_catalog\".\"pg_roles\" \"r\" WHERE \"public\".\"evil\"();\n\
+COPY \"public\".\"planted_t\" (\"x\") FROM stdin;\n1\n\\.\n",
+        m = marker.display()
+    );
+    let p = Project::example("blinding");
+    let reference = Reference::of(&p);
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    drop_template(&key);
+    plant(p.cache.path(), &key, &blinding, |_| {});
+    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    assert!(!marker.exists(), "planted code ran as the superuser:\n{err}");
+    assert_eq!(v["source"], "cold", "{err}");
+    assert!(
+        err.contains("it is not authenticated") && err.contains("settings are attached"),
+        "{err}"
+    );
+    reference.check(&db, "rebuilt after a blinding dump");
+}
+
+/// Review of issue #21: the same planting, with a view that raises, made
+/// the check's query fail, and that failure was taken for the server's:
+/// exit 5 on every run. Now it cannot reach the check, and whatever makes
+/// the check fail is the dump's fault: rebuilt, then restored.
+#[test]
+fn a_foreign_snapshot_cannot_fail_every_prepare() {
+    let brick = "CREATE FUNCTION \"public\".\"g\"() RETURNS boolean\n    LANGUAGE \"plpgsql\"\n    AS $$BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = public, pg_catalog', current_database()); RETURN true; END$$;\n\
+CREATE FUNCTION \"public\".\"boom\"() RETURNS boolean\n    LANGUAGE \"plpgsql\"\n    AS $$BEGIN RAISE EXCEPTION 'boom'; END$$;\n\
+CREATE TABLE \"public\".\"planted_t\" (\"x\" integer, CONSTRAINT \"c\" CHECK (\"public\".\"g\"()));\n\
+CREATE VIEW \"public\".\"pg_roles\" AS\n SELECT \"r\".\"oid\", \"r\".\"rolname\" FROM \"pg_catalog\".\"pg_roles\" \"r\" WHERE \"public\".\"boom\"();\n\
+COPY \"public\".\"planted_t\" (\"x\") FROM stdin;\n1\n\\.\n";
+    let p = Project::example("brick");
+    let reference = Reference::of(&p);
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    drop_template(&key);
+    plant(p.cache.path(), &key, brick, |_| {});
+    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    assert_eq!(v["source"], "cold", "{err}");
+    reference.check(&db, "rebuilt after a bricking dump");
+    drop_template(&key);
+    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    assert_eq!(v["source"], "cache", "{err}");
+}
+
+/// Review of issue #21: a CHECK run during the restore turned
+/// standard_conforming_strings off for its lane, and the next message,
+/// one COMMENT for PostgreSQL's parser under the settings the check
+/// assumed, was read by the server as a COMMENT, a CREATE TABLE and a DO
+/// block. The settings are now said again before every message.
+#[test]
+fn settings_changed_during_the_restore_do_not_change_how_the_dump_reads() {
+    let flip = "CREATE FUNCTION \"public\".\"flip\"() RETURNS boolean\n    LANGUAGE \"sql\"\n    AS $$ SELECT pg_catalog.set_config('standard_conforming_strings', 'off', false) IS NOT NULL $$;\n\
+CREATE TABLE \"public\".\"planted_t\" (\"x\" integer, CONSTRAINT \"c\" CHECK (\"public\".\"flip\"()));\n\
+COPY \"public\".\"planted_t\" (\"x\") FROM stdin;\n1\n\\.\n\
+COMMENT ON TABLE \"public\".\"planted_t\" IS 'a\\'\n' ; CREATE TABLE \"public\".\"planted_unseen\" (); -- ';\n";
+    let p = Project::example("flip");
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    drop_template(&key);
+    plant(p.cache.path(), &key, flip, |_| {});
+    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    // A foreign snapshot with nothing to refuse serves its own key.
+    assert_eq!(v["source"], "cache", "{err}");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'planted_unseen'"
+        ),
+        "0",
+        "a statement the check never saw ran:\n{err}"
+    );
+    assert_eq!(
+        count(&db, "SELECT obj_description('public.planted_t'::regclass)"),
+        // `'a\'` then, after a newline, its continuation (psql trims the end).
+        "a\\ ; CREATE TABLE \"public\".\"planted_unseen\" (); --",
+        "the comment is the one string the check read"
+    );
+}
+
+/// Review of issue #21: a grant on the public schema (whose owner is
+/// `pg_database_owner` from PostgreSQL 15, so no owner check sees it) let
+/// every role on the server plant objects the superuser's tests would run.
+#[test]
+fn a_foreign_snapshot_cannot_open_the_public_schema() {
+    let open = "CREATE FUNCTION \"public\".\"planted_open\"() RETURNS integer\n    LANGUAGE plpgsql\n    AS $$BEGIN EXECUTE 'GRANT CREATE ON SCHEMA public TO PUBLIC'; RETURN 1; END$$;\n\
+CREATE MATERIALIZED VIEW \"public\".\"planted_mv\" AS\n SELECT \"public\".\"planted_open\"() AS \"x\"\n  WITH NO DATA;\n\
+REFRESH MATERIALIZED VIEW \"public\".\"planted_mv\";\n";
+    let p = Project::example("open_public");
+    let reference = Reference::of(&p);
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    drop_template(&key);
+    plant(p.cache.path(), &key, open, |_| {});
+    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    assert_eq!(v["source"], "cold", "{err}");
+    assert!(err.contains("schema public lets every role create"), "{err}");
+    reference.check(&db, "rebuilt after a dump that opened public");
+}

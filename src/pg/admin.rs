@@ -555,7 +555,7 @@ impl Admin {
         let r = quote_ident(&role);
         let what = || format!("cannot hand `{build}` back from its restore role");
         if self.database(build).await?.is_some() {
-            let client = self.conn.connect(build).await?;
+            let client = self.connect_sealed(build).await?;
             client
                 .batch_execute(&format!("REASSIGN OWNED BY {r} TO CURRENT_USER"))
                 .await
@@ -602,7 +602,22 @@ impl Admin {
     /// Event triggers, languages and untrusted-language functions need a
     /// superuser to make, so the restore role cannot have made any.
     pub async fn borrowed_rights(&self, build: &str, role: &str) -> Result<Vec<String>> {
-        let client = self.conn.connect(build).await?;
+        // Settings live in a shared catalog: read them on this connection,
+        // before any session of this role enters `build`, where they would
+        // apply (a `search_path` set during the restore once pointed this
+        // very check at a planted `public.pg_roles`).
+        let settings: i64 = self
+            .client
+            .query_one(
+                "SELECT count(*) FROM pg_catalog.pg_db_role_setting s \
+                 WHERE s.setrole = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1) \
+                 OR s.setdatabase = (SELECT oid FROM pg_catalog.pg_database WHERE datname = $2)",
+                &[&role, &build],
+            )
+            .await
+            .map_err(|e| db_error(format!("cannot read the settings of `{build}`"), e))?
+            .get(0);
+        let client = self.connect_sealed(build).await?;
         let rows = client
             .query(
                 "WITH r AS (SELECT oid FROM pg_roles WHERE rolname = $1) \
@@ -631,16 +646,38 @@ impl Admin {
                  UNION ALL \
                  SELECT 'default privileges are set' FROM pg_default_acl d, r WHERE d.defaclrole = r.oid \
                  UNION ALL \
-                 SELECT 'settings are attached to the database or the role' \
-                   FROM pg_db_role_setting s, r \
-                   WHERE s.setrole = r.oid \
-                   OR s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 SELECT 'schema public lets every role create objects in it' \
+                   FROM pg_namespace n, aclexplode(n.nspacl) a \
+                   WHERE n.nspname = 'public' AND a.grantee = 0 AND a.privilege_type = 'CREATE' \
                  LIMIT 20",
                 &[&role],
             )
             .await
             .map_err(|e| db_error(format!("cannot read the catalogs of `{build}`"), e))?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        let mut found: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if settings > 0 {
+            found.push("settings are attached to the database or the role".into());
+        }
+        Ok(found)
+    }
+
+    /// A session of this connection's role in `build` after a restore, safe
+    /// from what the restore could have left for it: the database's own
+    /// settings (which the restore role, its owner, may set, and which
+    /// would apply to this session: `search_path`, `local_preload_libraries`)
+    /// are reset from the maintenance connection first, and names resolve in
+    /// pg_catalog before anything the dump made.
+    async fn connect_sealed(&self, build: &str) -> Result<Client> {
+        self.client
+            .batch_execute(&format!("ALTER DATABASE {} RESET ALL", quote_ident(build)))
+            .await
+            .map_err(|e| db_error(format!("cannot reset the settings of `{build}`"), e))?;
+        let client = self.conn.connect(build).await?;
+        client
+            .batch_execute("SET search_path = pg_catalog, pg_temp")
+            .await
+            .map_err(|e| db_error(format!("cannot prepare a session in `{build}`"), e))?;
+        Ok(client)
     }
 
     /// Every restore role on the server, with the lock its build holds.

@@ -24,8 +24,10 @@ const KEEP_CAPACITY: usize = 1024 * 1024;
 /// object: a table's columns, a function's body, a view's query; the
 /// largest in the projects measured were tens of KiB. A longer one marks
 /// the dump damaged, so memory stays bounded whatever the input (a planted
-/// 256 MiB statement took migsnap to 800 MB: issue #21).
-pub const MAX_STATEMENT: usize = 8 * 1024 * 1024;
+/// 256 MiB statement took migsnap to 800 MB: issue #21). PostgreSQL's
+/// parser needs a few hundred bytes of memory per byte of a statement made
+/// of tiny tokens, so the cap is what bounds the check's memory too.
+pub const MAX_STATEMENT: usize = 1024 * 1024;
 /// The longest line: one row of COPY data (a large text or bytea value) is
 /// one line.
 pub const MAX_LINE: usize = 32 * 1024 * 1024;

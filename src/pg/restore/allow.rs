@@ -70,6 +70,20 @@ impl Policy<'_> {
     }
 }
 
+/// What a skipped statement stands for (`Verdict::Skip`): pg_dump writes
+/// one of each, so a second is refused (`split::check`).
+pub fn skip_key(node: &NodeEnum) -> String {
+    match node {
+        NodeEnum::CreateExtensionStmt(s) => format!("extension {}", s.extname),
+        NodeEnum::CreateSchemaStmt(s) => format!("schema {}", s.schemaname),
+        NodeEnum::CommentStmt(s) => match s.object.as_deref().and_then(|o| o.node.as_ref()) {
+            Some(NodeEnum::String(name)) => format!("comment {}", name.sval),
+            _ => "comment".into(),
+        },
+        _ => String::new(),
+    }
+}
+
 /// Procedural languages a dumped function may use: SQL, PL/pgSQL and the
 /// trusted languages. C and `internal` functions come only with `CREATE
 /// EXTENSION` (pg_dump never writes them for extension members), and the
@@ -412,21 +426,81 @@ fn const_text(c: &pg_query::protobuf::AConst) -> String {
     }
 }
 
-/// Encodings in which every byte below 0x80 is the ASCII character (all
-/// server encodings); the client-only ones (SJIS, BIG5, GBK, UHC, GB18030,
-/// JOHAB) put `\` inside multibyte characters.
+/// The client encodings a dump may set: PostgreSQL's server encodings, by
+/// the names (and aliases) its `clean_encoding_name` leaves (lower case,
+/// letters and digits only), matched whole. In each, every byte below 0x80
+/// is the ASCII character. The client-only encodings (SJIS, BIG5, GBK, UHC,
+/// GB18030, JOHAB) put `\` inside multibyte characters, and some of their
+/// aliases look like server encodings (`WIN932` is SJIS, `WIN936` GBK,
+/// `WIN949` UHC, `WIN950` BIG5): no prefix may stand for a list.
+const SERVER_ENCODINGS: &[&str] = &[
+    "utf8",
+    "unicode",
+    "sqlascii",
+    "latin1",
+    "latin2",
+    "latin3",
+    "latin4",
+    "latin5",
+    "latin6",
+    "latin7",
+    "latin8",
+    "latin9",
+    "latin10",
+    "iso88591",
+    "iso88592",
+    "iso88593",
+    "iso88594",
+    "iso88595",
+    "iso88596",
+    "iso88597",
+    "iso88598",
+    "iso88599",
+    "iso885910",
+    "iso885913",
+    "iso885914",
+    "iso885915",
+    "iso885916",
+    "win866",
+    "win874",
+    "win1250",
+    "win1251",
+    "win1252",
+    "win1253",
+    "win1254",
+    "win1255",
+    "win1256",
+    "win1257",
+    "win1258",
+    "windows866",
+    "windows874",
+    "windows1250",
+    "windows1251",
+    "windows1252",
+    "windows1253",
+    "windows1254",
+    "windows1255",
+    "windows1256",
+    "windows1257",
+    "windows1258",
+    "koi8r",
+    "koi8u",
+    "koi8",
+    "eucjp",
+    "euccn",
+    "euckr",
+    "euctw",
+    "eucjis2004",
+    "muleinternal",
+];
+
 fn ascii_safe_encoding(name: &str) -> bool {
     let n: String = name
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .collect::<String>()
-        .to_ascii_uppercase();
-    matches!(
-        n.as_str(),
-        "UTF8" | "UNICODE" | "SQLASCII" | "MULEINTERNAL" | "KOI8R" | "KOI8U"
-    ) || ["LATIN", "WIN", "ISO8859", "EUC"]
-        .iter()
-        .any(|p| n.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
+        .to_ascii_lowercase();
+    SERVER_ENCODINGS.contains(&n.as_str())
 }
 
 /// The strings of a qualified name (`[schema, name]`).
@@ -898,6 +972,9 @@ mod tests {
             "SET standard_conforming_strings = off;",
             "SET client_encoding = 'SJIS';",
             "SET client_encoding = 'GBK';",
+            "SET client_encoding = 'WIN932';",
+            "SET client_encoding = 'win950';",
+            "SET client_encoding = 'SHIFT_JIS_2004';",
             "SET search_path = evil;",
             "RESET ALL;",
             "RESET search_path;",

@@ -61,13 +61,16 @@ impl From<Error> for Failure {
 
 /// What one lane runs, in order.
 enum Work {
+    /// `pin` goes first, as a message of its own (see `Splitter::pin`).
     Sql {
         text: String,
         line: u64,
+        pin: String,
     },
     CopyStart {
         stmt: String,
         line: u64,
+        pin: String,
     },
     CopyData(Bytes),
     CopyEnd,
@@ -263,8 +266,18 @@ async fn forward(
 ) -> std::result::Result<(), Option<Failure>> {
     while let Some(msg) = rx.recv().await {
         let (lane, work) = match msg.map_err(Some)? {
-            Msg::Sql { lane, text, line } => (lane, Work::Sql { text, line }),
-            Msg::CopyStart { lane, stmt, line } => (lane, Work::CopyStart { stmt, line }),
+            Msg::Sql {
+                lane,
+                text,
+                line,
+                pin,
+            } => (lane, Work::Sql { text, line, pin }),
+            Msg::CopyStart {
+                lane,
+                stmt,
+                line,
+                pin,
+            } => (lane, Work::CopyStart { stmt, line, pin }),
             Msg::CopyData { lane, data } => (lane, Work::CopyData(data)),
             Msg::CopyEnd { lane } => (lane, Work::CopyEnd),
             Msg::Sync => {
@@ -379,31 +392,27 @@ async fn run_lane(
     db: String,
     mut rx: mpsc::Receiver<Work>,
 ) -> std::result::Result<(), LaneError> {
-    // Strings are read as the check read them (`parse` assumes
-    // standard_conforming_strings on), whatever the server's or a role's
-    // default, before the dump's first statement. The lanes wait here while
-    // the check pass reads the whole dump, so this costs no time.
-    client
-        .batch_execute("SET standard_conforming_strings = on")
-        .await
-        .map_err(|e| lane_error(&db, 0, e))?;
     let mut sink = None;
     let mut copy_line = 0;
     while let Some(work) = rx.recv().await {
         match work {
-            Work::Sql { text, line } => {
-                client
-                    .batch_execute(&text)
-                    .await
-                    .map_err(|e| lane_error(&db, line, e))?;
+            // Polled together, the two are sent back to back (tokio-postgres
+            // pipelines them): the pin costs no round trip.
+            Work::Sql { text, line, pin } => {
+                let (pinned, ran) =
+                    tokio::join!(client.batch_execute(&pin), client.batch_execute(&text));
+                pinned.map_err(|e| lane_error(&db, line, e))?;
+                ran.map_err(|e| lane_error(&db, line, e))?;
                 failpoint::point("restore.batch");
             }
-            Work::CopyStart { stmt, line } => {
+            Work::CopyStart { stmt, line, pin } => {
                 copy_line = line;
-                let s = client
-                    .copy_in::<_, Bytes>(stmt.as_str())
-                    .await
-                    .map_err(|e| lane_error(&db, line, e))?;
+                let (pinned, started) = tokio::join!(
+                    client.batch_execute(&pin),
+                    client.copy_in::<_, Bytes>(stmt.as_str())
+                );
+                pinned.map_err(|e| lane_error(&db, line, e))?;
+                let s = started.map_err(|e| lane_error(&db, line, e))?;
                 sink = Some(Box::pin(s));
             }
             Work::CopyData(data) => {

@@ -37,7 +37,7 @@ pub enum ParseError {
 /// The longest text (all pieces of one statement together, counting each
 /// attempt) parsed for one statement: a body split at many `;`s is parsed
 /// again at each, so this bounds the work a hostile dump can ask for.
-pub const PARSE_BUDGET: usize = 64 * 1024 * 1024;
+pub const PARSE_BUDGET: usize = 8 * crate::pg::dump_reader::MAX_STATEMENT;
 
 /// Parse `text` (one piece, or pieces joined) with PostgreSQL's grammar,
 /// under the settings the restore enforces (`standard_conforming_strings`

@@ -52,11 +52,14 @@ pub enum Msg {
         lane: usize,
         text: String,
         line: u64,
+        /// Sent as a message of its own just before `text` (`Splitter::pin`).
+        pin: String,
     },
     CopyStart {
         lane: usize,
         stmt: String,
         line: u64,
+        pin: String,
     },
     CopyData {
         lane: usize,
@@ -341,6 +344,7 @@ fn check<R: std::io::BufRead>(
     gone: impl Fn() -> bool,
 ) -> Result<Vec<(u64, Step)>, Failure> {
     let mut plan = Vec::new();
+    let mut skipped = std::collections::HashSet::new();
     let mut ordinal = 0u64;
     // The pieces of a statement the grammar found unfinished so far, and
     // how much text was parsed for it.
@@ -388,6 +392,14 @@ fn check<R: std::io::BufRead>(
                     joined
                 };
                 parsed += text.len();
+                if text.len() > crate::pg::dump_reader::MAX_STATEMENT {
+                    // Pieces are capped by the reader; joined ones here.
+                    return Err(Failure::Damaged(Error::usage(format!(
+                        "dump `{}` is unreadable: the statement at line {pending_line} is over {} bytes",
+                        path.display(),
+                        crate::pg::dump_reader::MAX_STATEMENT
+                    ))));
+                }
                 if parsed > parse::PARSE_BUDGET {
                     return Err(refuse(
                         pending_line,
@@ -406,6 +418,16 @@ fn check<R: std::io::BufRead>(
                 };
                 match allow::statement(&node, policy) {
                     Ok(allow::Verdict::Run) => {}
+                    // pg_dump writes each of these once (an extension, its
+                    // comment, a schema): a repeat is not its output, and
+                    // the plan stays as small as the manifest's record.
+                    Ok(allow::Verdict::Skip) if !skipped.insert(allow::skip_key(&node)) => {
+                        return Err(refuse(
+                            pending_line,
+                            &text,
+                            "a repeated extension statement",
+                        ))
+                    }
                     Ok(allow::Verdict::Skip) => plan.push((n, Step::Skip)),
                     Err(why) => return Err(refuse(pending_line, &text, why)),
                 }
@@ -468,6 +490,8 @@ struct Lane {
     /// The batch ends with session settings: the next other statement
     /// starts a new message (see `push`).
     settings_tail: bool,
+    /// `Splitter::pin` as the batch started.
+    pin: String,
 }
 
 /// A COPY block being read: held back until it is known to be small enough
@@ -494,6 +518,9 @@ struct Splitter<F: FnMut(Msg) -> bool> {
     /// `client_encoding` is UTF8 (or SQL_ASCII, or unset): only then are COPY
     /// blocks turned into INSERTs, whose text is handled as UTF-8 here.
     utf8_client: bool,
+    /// The dump's `client_encoding`, as `allow` checked it: lower case,
+    /// letters and digits (a name PostgreSQL takes as it is).
+    encoding: String,
     copy: Option<PendingCopy>,
     /// The target server's major version (`Expected::server_major`).
     server_major: u32,
@@ -513,12 +540,14 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
                     settings_version: 0,
                     load: 0,
                     settings_tail: false,
+                    pin: String::new(),
                 })
                 .collect(),
             owner: HashMap::new(),
             settings: vec![],
             settings_version: 0,
             utf8_client: true,
+            encoding: "utf8".to_string(),
             copy: None,
             server_major: u32::MAX,
         }
@@ -543,7 +572,9 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
         }
         if let Some(name) = &setting {
             if name == "client_encoding" {
-                self.utf8_client = is_utf8_encoding(&s);
+                self.encoding = encoding_of(&s);
+                self.utf8_client =
+                    matches!(self.encoding.as_str(), "utf8" | "unicode" | "sqlascii");
             }
             match self.settings.iter_mut().find(|(n, _)| n == name) {
                 Some(entry) => entry.1 = s.clone(),
@@ -629,10 +660,12 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
         self.catch_up_settings(c.lane, c.line);
         self.flush(c.lane);
         c.streaming = true;
+        let pin = self.pin();
         self.send(Msg::CopyStart {
             lane: c.lane,
             stmt: c.stmt.clone(),
             line: c.line,
+            pin,
         });
         let held = std::mem::take(&mut c.held);
         if !held.is_empty() {
@@ -691,9 +724,11 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
         if self.lanes[lane].settings_version == self.settings_version {
             return;
         }
+        let pin = self.pin();
         let l = &mut self.lanes[lane];
         if l.batch.is_empty() {
             l.line = line;
+            l.pin = pin;
         }
         for (_, stmt) in &self.settings {
             l.batch.push_str(stmt);
@@ -715,9 +750,11 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
         if !setting && self.lanes[lane].settings_tail {
             self.flush(lane);
         }
+        let pin = self.pin();
         let l = &mut self.lanes[lane];
         if l.batch.is_empty() {
             l.line = line;
+            l.pin = pin;
         }
         l.batch.push_str(s);
         l.batch.push('\n');
@@ -738,7 +775,25 @@ impl<F: FnMut(Msg) -> bool> Splitter<F> {
         l.count = 0;
         l.settings_tail = false;
         let line = l.line;
-        self.send(Msg::Sql { lane, text, line });
+        let pin = std::mem::take(&mut l.pin);
+        self.send(Msg::Sql {
+            lane,
+            text,
+            line,
+            pin,
+        });
+    }
+
+    /// The session settings the check parsed the dump under, said again
+    /// before every message: code the restore runs (a CHECK expression, a
+    /// materialized view's query) may change them with `set_config`, and
+    /// the server reads a message under the settings it finds (issue #21).
+    /// Its own message, so nothing in it depends on how the last one ended.
+    fn pin(&self) -> String {
+        format!(
+            "SET standard_conforming_strings = on; SET client_encoding = '{}'",
+            self.encoding
+        )
     }
 }
 
@@ -791,7 +846,8 @@ fn copy_table(stmt: &str) -> Option<&str> {
 /// The name a session setting statement sets (`SET x = …`, `SET x TO …`,
 /// `SELECT pg_catalog.set_config('x', …)`), or None for other statements.
 fn setting_name(s: &str) -> Option<String> {
-    if let Some(rest) = s.strip_prefix("SET ") {
+    let head = s.get(..4).filter(|h| h.eq_ignore_ascii_case("SET "));
+    if let Some(rest) = head.map(|h| &s[h.len()..]) {
         let name: String = rest
             .chars()
             .take_while(|c| !c.is_whitespace() && *c != '=')
@@ -802,19 +858,23 @@ fn setting_name(s: &str) -> Option<String> {
     Some(rest[..rest.find('\'')?].to_ascii_lowercase())
 }
 
-/// Whether `SET client_encoding = …` names an encoding whose bytes can be
-/// carried in the UTF-8 text of an INSERT unchanged.
-fn is_utf8_encoding(set: &str) -> bool {
+/// The encoding `SET client_encoding = …` names, as PostgreSQL cleans a
+/// name (letters and digits, lower case): the allow-list let only server
+/// encodings through, so it is one of those.
+fn encoding_of(set: &str) -> String {
     let value = set
         .split_once('=')
-        .or_else(|| set.split_once(" TO "))
+        .or_else(|| {
+            set.to_ascii_uppercase()
+                .find(" TO ")
+                .map(|i| (&set[..i], &set[i + 4..]))
+        })
         .map_or("", |(_, v)| v);
-    let name: String = value
+    value
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .collect::<String>()
-        .to_ascii_uppercase();
-    matches!(name.as_str(), "UTF8" | "UNICODE" | "SQLASCII")
+        .to_ascii_lowercase()
 }
 
 /// Length in bytes of the (possibly schema-qualified) name that starts `s`:
@@ -1113,9 +1173,9 @@ mod tests {
                 "{enc}"
             );
         }
-        assert!(is_utf8_encoding("SET client_encoding = 'utf-8';"));
-        assert!(is_utf8_encoding("SET client_encoding TO 'SQL_ASCII';"));
-        assert!(!is_utf8_encoding("SET client_encoding = 'WIN1252';"));
+        assert_eq!(encoding_of("SET client_encoding = 'utf-8';"), "utf8");
+        assert_eq!(encoding_of("set client_encoding to 'SQL_ASCII';"), "sqlascii");
+        assert_eq!(encoding_of("SET client_encoding = 'WIN1252';"), "win1252");
     }
 
     #[test]
