@@ -181,7 +181,10 @@ async fn push_then_download_into_an_empty_cache_dir() {
     let sha = sha256_hex(&dump);
     // In the order a listing gives: by name, so by the hashes in them.
     let mut expected = vec![
-        format!("{key}.{}.sig", &sha256_hex(&std::fs::read(source.manifest_path(&key)).expect("manifest"))[..16]),
+        format!(
+            "{key}.{}.sig",
+            &sha256_hex(&std::fs::read(source.manifest_path(&key)).expect("manifest"))[..16]
+        ),
         format!("{key}.{}.sql.zst", &sha[..16]),
         format!("{key}.json"),
     ];

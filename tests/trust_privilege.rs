@@ -551,7 +551,10 @@ COPY \"public\".\"planted_t\" (\"x\") FROM stdin;\n1\n\\.\n",
     drop_template(&key);
     plant(p.cache.path(), &key, &blinding, |_| {});
     let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
-    assert!(!marker.exists(), "planted code ran as the superuser:\n{err}");
+    assert!(
+        !marker.exists(),
+        "planted code ran as the superuser:\n{err}"
+    );
     assert_eq!(v["source"], "cold", "{err}");
     assert!(
         err.contains("it is not authenticated") && err.contains("settings are attached"),
@@ -636,6 +639,9 @@ REFRESH MATERIALIZED VIEW \"public\".\"planted_mv\";\n";
     plant(p.cache.path(), &key, open, |_| {});
     let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
     assert_eq!(v["source"], "cold", "{err}");
-    assert!(err.contains("schema public lets every role create"), "{err}");
+    assert!(
+        err.contains("schema public lets every role create"),
+        "{err}"
+    );
     reference.check(&db, "rebuilt after a dump that opened public");
 }

@@ -36,6 +36,12 @@ use tokio_postgres::Client;
 pub const DEFAULT_JOBS: usize = 2;
 pub const MAX_JOBS: usize = 16;
 
+/// The dump reader's stack: PostgreSQL's parser stops nesting at its own
+/// depth limit, and decoding a tree that deep (pg_query's protobuf, then
+/// dropping it) recurses once per level. Address space, not memory: pages
+/// are used only as deep as a statement goes.
+pub const READER_STACK: usize = 256 * 1024 * 1024;
+
 /// Why a restore failed.
 #[derive(Debug)]
 pub enum Failure {
@@ -92,11 +98,17 @@ pub async fn restore(
     let path = dump.to_path_buf();
     // Started first: its allow-list pass over the whole dump overlaps with
     // opening the connections.
-    let reader = tokio::task::spawn_blocking(move || {
-        if let Err(e) = split::read(&path, &expected, jobs, &tx) {
-            let _ = tx.blocking_send(Err(e));
-        }
-    });
+    let (finished, reader_done) = oneshot::channel::<()>();
+    let reader = std::thread::Builder::new()
+        .name("migsnap-dump-reader".into())
+        .stack_size(READER_STACK)
+        .spawn(move || {
+            if let Err(e) = split::read(&path, &expected, jobs, &tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+            let _ = finished.send(());
+        })
+        .map_err(|e| Error::internal("cannot start the dump reader thread").source(e))?;
     let lanes_connect =
         futures_util::future::try_join_all((0..jobs).map(|_| runners.lanes.connect(db)));
     let lanes_connect = async {
@@ -145,9 +157,12 @@ pub async fn restore(
             }
         }
     }
-    reader
-        .await
-        .map_err(|e| Error::internal("the dump reader thread failed").source(e))?;
+    // Resolves when the reader returned or panicked (the sender dropped):
+    // joining is then immediate.
+    let _ = reader_done.await;
+    if reader.join().is_err() {
+        return Err(Error::internal("the dump reader thread failed").into());
+    }
     match (dispatched, lane_error) {
         (Err(Some(f)), _) => Err(f),
         (_, Some(LaneError { error, cause })) => Err(match cause {

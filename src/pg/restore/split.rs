@@ -945,8 +945,21 @@ mod tests {
             authenticated,
             extensions,
         };
-        let (tx, mut rx) = mpsc::channel(1024);
-        match read(&path, &expected, jobs, &tx) {
+        let (tx, mut rx) = mpsc::channel(1 << 16);
+        // On a stack like the restore's reader thread.
+        let read_on_stack = || {
+            std::thread::Builder::new()
+                .stack_size(super::super::READER_STACK)
+                .spawn(move || {
+                    let r = read(&path, &expected, jobs, &tx);
+                    drop(dir);
+                    r
+                })
+                .expect("thread")
+                .join()
+                .expect("the reader panicked")
+        };
+        match read_on_stack() {
             Ok(()) => {}
             Err(Failure::Refused(e)) => return Err(format!("refused: {e}")),
             Err(Failure::Damaged(e)) => {
@@ -957,7 +970,6 @@ mod tests {
             }
             Err(Failure::Other(e)) => return Err(format!("other: {e}")),
         }
-        drop(tx);
         let mut out = vec![];
         while let Ok(msg) = rx.try_recv() {
             out.push(match msg.expect("message") {
@@ -1174,7 +1186,10 @@ mod tests {
             );
         }
         assert_eq!(encoding_of("SET client_encoding = 'utf-8';"), "utf8");
-        assert_eq!(encoding_of("set client_encoding to 'SQL_ASCII';"), "sqlascii");
+        assert_eq!(
+            encoding_of("set client_encoding to 'SQL_ASCII';"),
+            "sqlascii"
+        );
         assert_eq!(encoding_of("SET client_encoding = 'WIN1252';"), "win1252");
     }
 
@@ -1319,5 +1334,22 @@ mod tests {
         );
         let why = outcome(&one_line, 1, 18, true, vec![]).expect_err("damaged");
         assert!(why.starts_with("damaged:"), "{why}");
+    }
+
+    #[test]
+    fn deeply_nested_expressions_of_an_honest_dump_are_allowed() {
+        // pg_dump writes a view concatenating many columns as nested `||`;
+        // prost's default limit refused 48 levels.
+        let deep = |n: usize| {
+            let mut e = "'a'::text".to_string();
+            for _ in 0..n {
+                e = format!("({e} || 'b'::text)");
+            }
+            format!("{HEAD}CREATE VIEW \"public\".\"v\" AS\n SELECT {e} AS \"x\";\n")
+        };
+        assert!(outcome(&deep(300), 1, 18, true, vec![]).is_ok());
+        // Deeper than PostgreSQL itself goes: refused, not a crash.
+        let why = outcome(&deep(20_000), 1, 18, true, vec![]).expect_err("too deep");
+        assert!(why.contains("refused") || why.contains("damaged"), "{why}");
     }
 }
