@@ -18,29 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn cmd(p: &Project, cache: &Path, url: &str, env: &[(String, String)], args: &[&str]) -> Command {
-    let mut c = p.cmd(args);
-    c.env("MIGSNAP_CACHE_DIR", cache).env("MIGSNAP_REMOTE", url);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c
-}
-
-fn ok(out: Output, what: &str) -> Output {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}",
-        out.status,
-        stderr(&out)
-    );
-    out
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
-}
-
 /// Run `c` to its end, or kill it once `limit` has passed: a hang is a
 /// failed test, not a stuck suite. None when it had to be killed.
 fn finish_within(mut c: Command, limit: Duration) -> Option<Output> {
@@ -72,8 +49,8 @@ fn pushed(test: &str) -> (Project, String, String, Value) {
     let mut env = s3_env();
     env.push(("MIGSNAP_REMOTE_PUSH".into(), "true".into()));
     p.track(&db);
-    let out = ok(
-        cmd(
+    let out = succeeded(
+        store_cmd(
             &p,
             ci.path(),
             &url,
@@ -84,7 +61,7 @@ fn pushed(test: &str) -> (Project, String, String, Value) {
         .expect("run"),
         "prepare (pushing)",
     );
-    let built = json(&out);
+    let built = json_out(&out);
     assert!(stderr(&out).contains("pushed snapshot"), "{}", stderr(&out));
     let key = built["key"].as_str().expect("key").to_string();
     p.track(&template_name(&key));
@@ -232,7 +209,7 @@ fn prepare_through(test: &str, mischief: Mischief) -> (Value, String, tempfile::
     let mut env = s3_env_with(&proxy(&s.endpoint, mischief), &s.access_key, &s.secret_key);
     env.push(("MIGSNAP_REMOTE_TIMEOUT".into(), "2".into()));
     let laptop = tempfile::tempdir().expect("tempdir");
-    let c = cmd(
+    let c = store_cmd(
         &p,
         laptop.path(),
         &url,
@@ -242,8 +219,8 @@ fn prepare_through(test: &str, mischief: Mischief) -> (Value, String, tempfile::
     // Far more than a local build takes; far less than the dribbled dump.
     let out = finish_within(c, Duration::from_secs(150))
         .expect("prepare hung on a store that dribbles its answer");
-    let out = ok(out, "prepare");
-    let got = json(&out);
+    let out = succeeded(out, "prepare");
+    let got = json_out(&out);
     let reference = Reference::of(&p);
     reference.check(&db, "built locally after the store failed mid-download");
     (got, stderr(&out), laptop, built)
@@ -321,14 +298,17 @@ fn odd_object_names_in_the_store_are_skipped_with_one_warning_and_left_alone() {
     );
     let laptop = tempfile::tempdir().expect("tempdir");
     let run = |args: &[&str]| {
-        cmd(&p, laptop.path(), &url, &env, args)
+        store_cmd(&p, laptop.path(), &url, &env, args)
             .output()
             .expect("run")
     };
 
-    let out = ok(run(&["ls", "--remote", "--json"]), "ls --remote");
+    let out = succeeded(run(&["ls", "--remote", "--json"]), "ls --remote");
     let err = stderr(&out);
-    let rows = json(&out)["snapshots"].as_array().expect("rows").clone();
+    let rows = json_out(&out)["snapshots"]
+        .as_array()
+        .expect("rows")
+        .clone();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["key"], key);
     assert_eq!(err.matches("warning:").count(), 1, "{err}");
@@ -344,14 +324,14 @@ fn odd_object_names_in_the_store_are_skipped_with_one_warning_and_left_alone() {
         "a control character reached the terminal: {err:?}"
     );
 
-    let out = ok(
+    let out = succeeded(
         run(&["gc", "--remote", "--keep", "0", "--json"]),
         "gc --remote",
     );
     let err = stderr(&out);
     assert_eq!(err.matches("warning:").count(), 1, "{err}");
     assert!(err.contains("gc leaves them"), "{err}");
-    assert_eq!(json(&out)["kept"], serde_json::json!([key]));
+    assert_eq!(json_out(&out)["kept"], serde_json::json!([key]));
     for f in &planted {
         assert!(f.exists(), "gc removed {}", f.display());
     }
@@ -366,8 +346,8 @@ fn a_file_store_lists_past_odd_names_and_never_follows_a_link() {
     let ci = tempfile::tempdir().expect("tempdir");
     p.track(&db);
     let env = vec![("MIGSNAP_REMOTE_PUSH".to_string(), "true".to_string())];
-    let built = json(&ok(
-        cmd(
+    let built = json_out(&succeeded(
+        store_cmd(
             &p,
             ci.path(),
             &url,
@@ -389,21 +369,28 @@ fn a_file_store_lists_past_odd_names_and_never_follows_a_link() {
     let link = store.path().join(format!("{key}.0000000000000000.sql.zst"));
     std::os::unix::fs::symlink(&victim, &link).expect("symlink");
 
-    let run = |args: &[&str]| cmd(&p, ci.path(), &url, &[], args).output().expect("run");
-    let out = ok(run(&["ls", "--remote", "--json"]), "ls --remote");
+    let run = |args: &[&str]| {
+        store_cmd(&p, ci.path(), &url, &[], args)
+            .output()
+            .expect("run")
+    };
+    let out = succeeded(run(&["ls", "--remote", "--json"]), "ls --remote");
     let err = stderr(&out);
-    assert_eq!(json(&out)["snapshots"].as_array().expect("rows").len(), 1);
+    assert_eq!(
+        json_out(&out)["snapshots"].as_array().expect("rows").len(),
+        1
+    );
     assert_eq!(err.matches("warning:").count(), 1, "{err}");
     assert!(
         err.contains("3 object(s) that migsnap did not write"),
         "{err}"
     );
 
-    let out = ok(
+    let out = succeeded(
         run(&["gc", "--remote", "--keep", "0", "--json"]),
         "gc --remote",
     );
-    assert_eq!(json(&out)["kept"], serde_json::json!([key]));
+    assert_eq!(json_out(&out)["kept"], serde_json::json!([key]));
     assert!(victim.exists(), "gc removed the link's target");
     assert!(link.symlink_metadata().is_ok(), "gc removed the link");
     for f in &planted {
@@ -441,8 +428,8 @@ fn a_damaged_snapshot_in_the_store_is_reported_and_downloaded_once() {
         .expect("put");
 
     let laptop = tempfile::tempdir().expect("tempdir");
-    let out = ok(
-        cmd(
+    let out = succeeded(
+        store_cmd(
             &p,
             laptop.path(),
             &url,
@@ -454,8 +441,8 @@ fn a_damaged_snapshot_in_the_store_is_reported_and_downloaded_once() {
         "prepare",
     );
     let err = stderr(&out);
-    assert_eq!(json(&out)["source"], "cold", "{err}");
-    assert_eq!(json(&out)["key"], key);
+    assert_eq!(json_out(&out)["source"], "cold", "{err}");
+    assert_eq!(json_out(&out)["key"], key);
     // The key's own snapshot is also the best "ancestor" the store has: it
     // was downloaded and reported a second time.
     assert_eq!(err.matches("downloading snapshot").count(), 1, "{err}");
@@ -475,7 +462,7 @@ fn a_store_full_of_names_no_path_can_be_is_refused_not_listed_forever() {
         std::fs::write(dir.join(format!("evil{i:02}\u{1}.json")), b"{}").expect("plant");
     }
     let laptop = tempfile::tempdir().expect("tempdir");
-    let out = cmd(&p, laptop.path(), &url, &s3_env(), &["ls", "--remote"])
+    let out = store_cmd(&p, laptop.path(), &url, &s3_env(), &["ls", "--remote"])
         .output()
         .expect("run");
     let err = stderr(&out);
@@ -501,8 +488,8 @@ fn a_listing_longer_than_a_page_is_read_whole_past_an_odd_name() {
     }
     std::fs::write(dir.join("0-junk-0500\u{1}"), b"x").expect("plant");
     let laptop = tempfile::tempdir().expect("tempdir");
-    let out = ok(
-        cmd(
+    let out = succeeded(
+        store_cmd(
             &p,
             laptop.path(),
             &url,
@@ -514,7 +501,10 @@ fn a_listing_longer_than_a_page_is_read_whole_past_an_odd_name() {
         "ls --remote",
     );
     let err = stderr(&out);
-    let rows = json(&out)["snapshots"].as_array().expect("rows").clone();
+    let rows = json_out(&out)["snapshots"]
+        .as_array()
+        .expect("rows")
+        .clone();
     assert_eq!(rows.len(), 1, "{err}");
     assert_eq!(rows[0]["key"], built["key"]);
     assert!(

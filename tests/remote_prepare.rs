@@ -8,32 +8,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
-
-/// `migsnap ARGS` with the store at `url` (reached with `env`) and the
-/// cache dir `cache`.
-fn cmd(p: &Project, cache: &Path, url: &str, env: &[(String, String)], args: &[&str]) -> Command {
-    let mut c = p.cmd(args);
-    c.env("MIGSNAP_CACHE_DIR", cache).env("MIGSNAP_REMOTE", url);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c
-}
-
-fn ok(out: Output, what: &str) -> Output {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}",
-        out.status,
-        stderr(&out)
-    );
-    out
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
-}
 
 /// `prepare --json` of `db`, asserting success: (result, stderr).
 fn prepare(
@@ -44,13 +18,13 @@ fn prepare(
     db: &str,
 ) -> (Value, String) {
     p.track(db);
-    let out = ok(
-        cmd(p, cache, url, env, &["prepare", "--database", db, "--json"])
+    let out = succeeded(
+        store_cmd(p, cache, url, env, &["prepare", "--database", db, "--json"])
             .output()
             .expect("run"),
         "prepare",
     );
-    let v = json(&out);
+    let v = json_out(&out);
     p.track(&template_of(&v));
     (v, stderr(&out))
 }
@@ -73,10 +47,10 @@ fn fresh_server(db: &str, results: &[&Value]) {
 
 /// `ls --remote --json` from the cache dir `cache`.
 fn ls_remote(p: &Project, cache: &Path, url: &str) -> Value {
-    let out = cmd(p, cache, url, &s3_env(), &["ls", "--remote", "--json"])
+    let out = store_cmd(p, cache, url, &s3_env(), &["ls", "--remote", "--json"])
         .output()
         .expect("run");
-    json(&ok(out, "ls --remote"))
+    json_out(&succeeded(out, "ls --remote"))
 }
 
 fn empty_dir() -> tempfile::TempDir {
@@ -143,13 +117,13 @@ fn push_then_prepare_on_a_fresh_machine_restores_from_the_store() {
 
     // The downloaded snapshot is this project's in the cache dir: ls and gc
     // act on it (the builder's project dir was another machine's).
-    let local = ok(
-        cmd(&p, laptop.path(), &url, &s3_env(), &["ls", "--json"])
+    let local = succeeded(
+        store_cmd(&p, laptop.path(), &url, &s3_env(), &["ls", "--json"])
             .output()
             .expect("run"),
         "ls",
     );
-    let local = json(&local);
+    let local = json_out(&local);
     assert_eq!(local["snapshots"][0]["key"], key, "{local}");
     assert_eq!(
         local["snapshots"][0]["project_dir"],
@@ -207,8 +181,8 @@ fn push_and_pull_move_one_snapshot() {
     let key = built["key"].as_str().expect("key").to_string();
 
     let push = |cache: &Path| {
-        json(&ok(
-            cmd(&p, cache, &url, &s3_env(), &["push", "--json"])
+        json_out(&succeeded(
+            store_cmd(&p, cache, &url, &s3_env(), &["push", "--json"])
                 .output()
                 .expect("run"),
             "push",
@@ -222,18 +196,18 @@ fn push_and_pull_move_one_snapshot() {
 
     let laptop = empty_dir();
     let pull = |args: &[&str]| {
-        cmd(&p, laptop.path(), &url, &s3_env(), args)
+        store_cmd(&p, laptop.path(), &url, &s3_env(), args)
             .output()
             .expect("run")
     };
-    let got = json(&ok(pull(&["pull", "--json", "--key", &key]), "pull"));
+    let got = json_out(&succeeded(pull(&["pull", "--json", "--key", &key]), "pull"));
     assert_eq!(got["result"], "downloaded");
     assert_eq!(
         std::fs::read(laptop.path().join(format!("{key}.sql.zst"))).expect("dump"),
         std::fs::read(ci.path().join(format!("{key}.sql.zst"))).expect("dump"),
     );
     assert_eq!(
-        json(&ok(pull(&["pull", "--json"]), "pull"))["result"],
+        json_out(&succeeded(pull(&["pull", "--json"]), "pull"))["result"],
         "already_cached"
     );
 
@@ -313,7 +287,7 @@ fn a_store_that_is_down_warns_once_and_the_run_builds_locally() {
     assert!(err.contains("hint: check the URL, the endpoint"), "{err}");
 
     // A command that needs the store fails with its own exit code.
-    let out = cmd(&p, cache.path(), "s3://migsnap-test/down", &env, &["push"])
+    let out = store_cmd(&p, cache.path(), "s3://migsnap-test/down", &env, &["push"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
@@ -359,12 +333,12 @@ fn a_wrong_credential_is_denied_and_the_run_builds_locally() {
     assert_eq!(err.matches("denied access").count(), 1, "{err}");
     assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
 
-    let out = cmd(&p, cache.path(), &url, &env, &["push"])
+    let out = store_cmd(&p, cache.path(), &url, &env, &["push"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     assert!(stderr(&out).contains("denied access"), "{}", stderr(&out));
-    let out = cmd(&p, cache.path(), &url, &env, &["ls", "--remote"])
+    let out = store_cmd(&p, cache.path(), &url, &env, &["ls", "--remote"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
@@ -385,7 +359,7 @@ fn two_machines_pushing_one_key_at_once_leave_one_whole_snapshot() {
     for round in 0..3 {
         let url = s3_url("race");
         let spawn = |cache: &Path| {
-            cmd(&p, cache, &url, &s3_env(), &["push", "--json"])
+            store_cmd(&p, cache, &url, &s3_env(), &["push", "--json"])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -396,7 +370,10 @@ fn two_machines_pushing_one_key_at_once_leave_one_whole_snapshot() {
             pa.wait_with_output().expect("push a"),
             pb.wait_with_output().expect("push b"),
         );
-        let results: Vec<Value> = [ra, rb].into_iter().map(|o| json(&ok(o, "push"))).collect();
+        let results: Vec<Value> = [ra, rb]
+            .into_iter()
+            .map(|o| json_out(&succeeded(o, "push")))
+            .collect();
         assert!(
             results.iter().any(|r| r["result"] == "uploaded"),
             "round {round}: {results:?}"
@@ -425,8 +402,8 @@ fn gc_remote_keeps_the_newest_and_the_current() {
     let (new, _) = prepare_pushing(&p, ci.path(), &url, &db);
     assert_ne!(old["key"], new["key"]);
     let gc = |args: &[&str]| {
-        json(&ok(
-            cmd(&p, ci.path(), &url, &s3_env(), args)
+        json_out(&succeeded(
+            store_cmd(&p, ci.path(), &url, &s3_env(), args)
                 .output()
                 .expect("run"),
             "gc --remote",
@@ -461,7 +438,7 @@ fn a_bad_store_url_is_a_configuration_error() {
     let p = Project::example("remote_badurl");
     let cache = empty_dir();
     for url in ["bucket/prefix", "ftp://x/y", "file://relative"] {
-        let out = cmd(
+        let out = store_cmd(
             &p,
             cache.path(),
             url,
@@ -504,7 +481,7 @@ fn a_snapshot_pushed_with_a_ci_key_is_accepted_where_its_public_key_is_trusted()
     // The CI key, made as its README section says.
     let secrets = empty_dir();
     let ci_key = secrets.path().join("ci.key");
-    let out = ok(
+    let out = succeeded(
         p.cmd(&["signing-key", "generate", ci_key.to_str().expect("utf-8")])
             .output()
             .expect("run"),
@@ -584,7 +561,7 @@ fn with_trust_unsigned_a_foreign_snapshot_in_the_store_is_never_built_on() {
     assert_eq!(got["origin"], "remote", "{err}");
     assert!(err.contains("is not signed by a trusted key"), "{err}");
     // Never pushed on: a push would sign it into trust.
-    let out = cmd(&p, laptop.path(), &url, &env, &["push"])
+    let out = store_cmd(&p, laptop.path(), &url, &env, &["push"])
         .output()
         .expect("run");
     assert!(!out.status.success(), "{}", stderr(&out));

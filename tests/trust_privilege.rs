@@ -51,6 +51,18 @@ fn ok(out: Output) -> (Value, String) {
     (serde_json::from_slice(&out.stdout).expect("json"), err)
 }
 
+/// The example project built once (its snapshot in the cache dir, its
+/// reference from a plain migrate), then its template dropped, as on a
+/// machine that has only the cache dir: the next `prepare` restores.
+fn built_elsewhere(test: &str) -> (Project, std::sync::Arc<Reference>, String, String) {
+    let p = Project::example(test);
+    let reference = Reference::of(&p);
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    drop_template(&key);
+    (p, reference, db, key)
+}
+
 fn count(db: &str, sql: &str) -> String {
     psql(db, sql)
 }
@@ -108,15 +120,11 @@ fn the_manifest_records_the_extensions_and_a_cache_restore_makes_them() {
 
 #[test]
 fn a_dumps_own_create_extension_never_runs() {
-    if !dblink_available() {
-        eprintln!("skipped: dblink is not installed on the test server");
-        return;
-    }
-    let p = Project::example("ext_planted");
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
-    drop_template(&key);
+    assert!(
+        dblink_available(),
+        "dblink (PostgreSQL's contrib) must be installed on the test server"
+    );
+    let (p, reference, db, key) = built_elsewhere("ext_planted");
     // In the dump only: the manifest does not list it.
     plant(p.cache.path(), &key, CREATE_DBLINK, |_| {});
     let (_, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
@@ -129,15 +137,11 @@ fn a_dumps_own_create_extension_never_runs() {
 
 #[test]
 fn a_snapshot_needing_an_untrusted_extension_is_refused_until_the_config_trusts_it() {
-    if !dblink_available() {
-        eprintln!("skipped: dblink is not installed on the test server");
-        return;
-    }
-    let p = Project::example("ext_untrusted");
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
-    drop_template(&key);
+    assert!(
+        dblink_available(),
+        "dblink (PostgreSQL's contrib) must be installed on the test server"
+    );
+    let (p, reference, db, key) = built_elsewhere("ext_untrusted");
     // What a build whose migrations create dblink would record, planted.
     let with_dblink = |m: &mut Value| {
         m["extensions"]
@@ -178,11 +182,7 @@ fn a_snapshot_needing_an_untrusted_extension_is_refused_until_the_config_trusts_
 
 #[test]
 fn a_statement_the_server_rejects_discards_the_snapshot_and_rebuilds() {
-    let p = Project::example("rejected_stmt");
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
-    drop_template(&key);
+    let (p, reference, db, key) = built_elsewhere("rejected_stmt");
     // pg_dump writes setval calls; this sequence does not exist.
     plant(
         p.cache.path(),
@@ -423,11 +423,7 @@ fn an_extension_in_a_schema_of_its_own_restores_as_migrate_left_it() {
 
 #[test]
 fn an_extension_version_this_server_lacks_rebuilds_the_snapshot() {
-    let p = Project::example("ext_version");
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
-    drop_template(&key);
+    let (p, reference, db, key) = built_elsewhere("ext_version");
     // A snapshot from a server with another pg_trgm (and a quote to keep
     // the fixed text honest).
     plant(p.cache.path(), &key, "", |m| {
@@ -458,10 +454,10 @@ class Migration(migrations.Migration):
 
 #[test]
 fn migrations_of_your_own_that_need_an_untrusted_extension_keep_the_template_path() {
-    if !dblink_available() {
-        eprintln!("skipped: dblink is not installed on the test server");
-        return;
-    }
+    assert!(
+        dblink_available(),
+        "dblink (PostgreSQL's contrib) must be installed on the test server"
+    );
     let p = Project::example("ext_own");
     p.write("catalog/migrations/0005_dblink.py", DBLINK_MIGRATION);
     let db = p.db("t");
@@ -493,11 +489,7 @@ fn what_the_restore_role_cannot_hand_back_discards_the_snapshot() {
     // which owns the materialized view) sets default privileges: REASSIGN
     // OWNED does not move them, so the role cannot be dropped. That is the
     // dump's doing, not the server's: rebuilt, not exit 5 on every run.
-    let p = Project::example("handback");
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
-    drop_template(&key);
+    let (p, reference, db, key) = built_elsewhere("handback");
     plant(
         p.cache.path(),
         &key,
@@ -544,11 +536,7 @@ CREATE VIEW \"public\".\"pg_roles\" AS\n SELECT \"r\".\"oid\", \"r\".\"rolname\"
 COPY \"public\".\"planted_t\" (\"x\") FROM stdin;\n1\n\\.\n",
         m = marker.display()
     );
-    let p = Project::example("blinding");
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
-    drop_template(&key);
+    let (p, reference, db, key) = built_elsewhere("blinding");
     plant(p.cache.path(), &key, &blinding, |_| {});
     let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
     assert!(
@@ -574,11 +562,7 @@ CREATE FUNCTION \"public\".\"boom\"() RETURNS boolean\n    LANGUAGE \"plpgsql\"\
 CREATE TABLE \"public\".\"planted_t\" (\"x\" integer, CONSTRAINT \"c\" CHECK (\"public\".\"g\"()));\n\
 CREATE VIEW \"public\".\"pg_roles\" AS\n SELECT \"r\".\"oid\", \"r\".\"rolname\" FROM \"pg_catalog\".\"pg_roles\" \"r\" WHERE \"public\".\"boom\"();\n\
 COPY \"public\".\"planted_t\" (\"x\") FROM stdin;\n1\n\\.\n";
-    let p = Project::example("brick");
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
-    drop_template(&key);
+    let (p, reference, db, key) = built_elsewhere("brick");
     plant(p.cache.path(), &key, brick, |_| {});
     let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
     assert_eq!(v["source"], "cold", "{err}");
@@ -631,11 +615,7 @@ fn a_foreign_snapshot_cannot_open_the_public_schema() {
     let open = "CREATE FUNCTION \"public\".\"planted_open\"() RETURNS integer\n    LANGUAGE plpgsql\n    AS $$BEGIN EXECUTE 'GRANT CREATE ON SCHEMA public TO PUBLIC'; RETURN 1; END$$;\n\
 CREATE MATERIALIZED VIEW \"public\".\"planted_mv\" AS\n SELECT \"public\".\"planted_open\"() AS \"x\"\n  WITH NO DATA;\n\
 REFRESH MATERIALIZED VIEW \"public\".\"planted_mv\";\n";
-    let p = Project::example("open_public");
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
-    drop_template(&key);
+    let (p, reference, db, key) = built_elsewhere("open_public");
     plant(p.cache.path(), &key, open, |_| {});
     let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
     assert_eq!(v["source"], "cold", "{err}");

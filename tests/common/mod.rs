@@ -663,3 +663,36 @@ pub fn s3_raw(
         object_store::path::Path::from(prefix),
     )
 }
+
+/// `migsnap ARGS` in `p` with the snapshot store at `url` (reached with
+/// `env`) and the cache dir `cache`: what the shared-store tests run.
+pub fn store_cmd(
+    p: &Project,
+    cache: &Path,
+    url: &str,
+    env: &[(String, String)],
+    args: &[&str],
+) -> Command {
+    let mut c = p.cmd(args);
+    c.env("MIGSNAP_CACHE_DIR", cache).env("MIGSNAP_REMOTE", url);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+/// `out`, after asserting that `what` succeeded (its stderr shown if not).
+pub fn succeeded(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        stderr(&out)
+    );
+    out
+}
+
+/// The one JSON document a command printed on stdout.
+pub fn json_out(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
+}
