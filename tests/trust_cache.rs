@@ -242,6 +242,22 @@ fn statements_hidden_from_a_hand_written_lexer_are_refused() {
         ),
     ];
     refused_dumps_are_rebuilt("hidden_stmts", &cases);
+
+    // Without trust-unsigned the signature layer stops the same dump
+    // first: nobody trusted signed it.
+    let p = Project::example("hidden_signed");
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    drop_template(&key);
+    plant(p.cache.path(), &key, &cases[0].1);
+    let (v, err) = prepare_json(&mut p.cmd(&["prepare", "--database", &db, "--json"]));
+    assert_eq!(v["source"], "cold", "{err}");
+    // The old signature stays beside the changed manifest.
+    assert!(
+        err.contains("refused snapshot") && err.contains("does not verify"),
+        "{err}"
+    );
+    assert!(!(cases[0].2)(), "the planted statements ran");
 }
 
 /// Issue #21, finding 7: memory followed the longest statement (a 13 KB
