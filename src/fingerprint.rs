@@ -101,12 +101,24 @@ impl MigrationGlobs {
 }
 
 pub fn compute(spec: &KeySpec) -> Result<Fingerprint> {
+    compute_noting_links(spec).map(|(fp, _)| fp)
+}
+
+/// `compute`, and the links that point at nothing but that a glob matches
+/// (relative paths, sorted): left out of the key, for the caller to name.
+///
+/// Such a link cannot change what Django loads (it could not import it
+/// either), and real checkouts have them (issue #22: one in a templates dir
+/// stopped `migsnap key`), so it is no reason to fail. One no glob matches
+/// is none of the key's business and is not reported.
+pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)> {
     let migrations = MigrationGlobs::new(spec)?;
     let inputs = globset(&spec.inputs, "key-inputs")?;
     let root = spec.root.as_path();
 
     let found: Mutex<(Vec<HashedFile>, Vec<HashedFile>, Vec<HashedFile>)> = Mutex::default();
     let failure: Mutex<Option<Error>> = Mutex::default();
+    let dangling: Mutex<Vec<String>> = Mutex::default();
 
     // `ignore` gives us .gitignore handling and a parallel walker; hidden
     // directories (.venv, .git, .tox) are skipped by its defaults.
@@ -126,7 +138,8 @@ pub fn compute(spec: &KeySpec) -> Result<Fingerprint> {
         })
         .build_parallel();
     {
-        let (migrations, inputs, found, failure) = (&migrations, &inputs, &found, &failure);
+        let (migrations, inputs, found, failure, dangling) =
+            (&migrations, &inputs, &found, &failure, &dangling);
         walker.run(|| {
             // One buffer per walker thread: reading into it skips the statx and
             // the allocation std::fs::read makes for every one of 10,000 files.
@@ -135,6 +148,21 @@ pub fn compute(spec: &KeySpec) -> Result<Fingerprint> {
                 let entry = match entry {
                     Ok(entry) => entry,
                     Err(e) if is_loop(&e) => return ignore::WalkState::Continue,
+                    Err(e) if dangling_link(&e).is_some() => {
+                        // Nothing to hash: left out, and named only when a
+                        // glob wanted it.
+                        let wanted = dangling_link(&e)
+                            .and_then(|path| relative(root, path))
+                            .filter(|rel| {
+                                migrations.is_match(rel)
+                                    || inputs.is_match(rel)
+                                    || migrations.is_package_part(rel)
+                            });
+                        if let Some(rel) = wanted {
+                            dangling.lock().unwrap_or_else(|p| p.into_inner()).push(rel);
+                        }
+                        return ignore::WalkState::Continue;
+                    }
                     Err(e) => {
                         *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(walk_error(e));
                         return ignore::WalkState::Quit;
@@ -193,13 +221,16 @@ pub fn compute(spec: &KeySpec) -> Result<Fingerprint> {
         &key_inputs,
         &packages,
     );
-    Ok(Fingerprint {
+    let mut dangling = dangling.into_inner().unwrap_or_else(|p| p.into_inner());
+    dangling.sort();
+    let fp = Fingerprint {
         key,
         migrations,
         key_inputs,
         packages,
         salt_sha256: hash_normalized(spec.salt.as_bytes()),
-    })
+    };
+    Ok((fp, dangling))
 }
 
 /// The key over already-hashed files. Each field is length-prefixed so no
@@ -264,6 +295,37 @@ fn is_loop(e: &ignore::Error) -> bool {
         ignore::Error::Partial(errs) => errs.iter().all(is_loop),
         _ => false,
     }
+}
+
+/// The link a walk error is about, when all that is wrong is that the link
+/// points at nothing (or into a loop of links): the walker follows links,
+/// so it stats through each one and fails there. An unreadable file or
+/// directory is not this, and stays an error.
+fn dangling_link(e: &ignore::Error) -> Option<&Path> {
+    match e {
+        ignore::Error::WithPath { path, err } if unresolvable(err) && is_symlink(path) => {
+            Some(path)
+        }
+        ignore::Error::WithDepth { err, .. } => dangling_link(err),
+        _ => None,
+    }
+}
+
+fn unresolvable(e: &ignore::Error) -> bool {
+    match e {
+        ignore::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::NotFound
+                || matches!(io.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR))
+        }
+        ignore::Error::WithDepth { err, .. } => unresolvable(err),
+        _ => false,
+    }
+}
+
+/// Looked at without following it: only the link itself says it is one.
+fn is_symlink(path: &Path) -> bool {
+    path.symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
 }
 
 /// An unreadable directory would hide its migrations from the key: an
@@ -352,5 +414,37 @@ mod tests {
             )
         );
         assert_eq!(base.as_str().len(), 64);
+    }
+
+    #[test]
+    fn a_link_to_nothing_is_left_out_and_named_only_when_a_glob_matches_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("canonical");
+        let put = |rel: &str| {
+            let p = root.join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            p
+        };
+        std::fs::write(put("app/migrations/0001_initial.py"), "x").expect("write");
+        std::os::unix::fs::symlink("gone.py", put("app/migrations/0002_gone.py")).expect("link");
+        std::os::unix::fs::symlink("missing.html", put("templates/base.html")).expect("link");
+        std::os::unix::fs::symlink("self.py", put("app/migrations/self.py")).expect("link");
+        let spec = KeySpec {
+            root: root.clone(),
+            migrations: vec!["**/migrations/*.py".into()],
+            exclude: vec![],
+            inputs: vec![],
+            salt: String::new(),
+            settings_module: None,
+        };
+        let (fp, dangling) = compute_noting_links(&spec).expect("no error for links to nothing");
+        assert_eq!(
+            fp.migrations.keys().collect::<Vec<_>>(),
+            ["app/migrations/0001_initial.py"]
+        );
+        assert_eq!(
+            dangling,
+            ["app/migrations/0002_gone.py", "app/migrations/self.py"]
+        );
     }
 }

@@ -490,3 +490,43 @@ fn a_migrations_package_init_and_sourceless_migrations_are_in_the_key() {
     std::fs::remove_file(p.path().join("audit/migrations/__init__.py")).expect("rm");
     assert_ne!(p.key(), base, "the package's __init__.py is in the key");
 }
+
+#[test]
+fn a_link_to_nothing_is_none_of_the_keys_business_unless_a_glob_matches_it() {
+    let p = Project::example("dangling");
+    let key = p.key();
+    let run_key = |p: &Project| {
+        let out = p.run(&["key"]);
+        let err = stderr(&out);
+        assert!(
+            out.status.success(),
+            "a link to nothing stops no key:\n{err}"
+        );
+        (String::from_utf8_lossy(&out.stdout).trim().to_string(), err)
+    };
+
+    // As in a real checkout's templates dir (#22): silent, same key.
+    std::fs::create_dir_all(p.path().join("catalog/templates")).expect("mkdir");
+    std::os::unix::fs::symlink(
+        "no/such/base.html",
+        p.path().join("catalog/templates/base.html"),
+    )
+    .expect("link");
+    let (k, err) = run_key(&p);
+    assert_eq!(k, key);
+    assert!(!err.contains("base.html"), "not the key's business: {err}");
+
+    // Where a migration would be: named in a warning, left out of the key.
+    std::os::unix::fs::symlink(
+        "0099_moved.py",
+        p.path().join("catalog/migrations/0005_moved.py"),
+    )
+    .expect("link");
+    let (k, err) = run_key(&p);
+    assert_eq!(k, key, "left out of the key");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("warning: ") && l.contains("catalog/migrations/0005_moved.py")),
+        "{err}"
+    );
+}

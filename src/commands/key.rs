@@ -16,7 +16,12 @@ struct KeyOutput<'a> {
 }
 
 pub fn run(settings: &Settings, args: &KeyArgs, ui: &Ui) -> Result<u8> {
-    let fp = fingerprint::compute(&settings.ctx.key)?;
+    let (fp, dangling) = fingerprint::compute_noting_links(&settings.ctx.key)?;
+    for path in &dangling {
+        ui.warn(format!(
+            "`{path}` is a link to nothing: left out of the key"
+        ));
+    }
     if args.list {
         for path in fp.migrations.keys().chain(fp.key_inputs.keys()) {
             eprintln!("{path}");
