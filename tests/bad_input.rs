@@ -46,6 +46,28 @@ fn project_dir_and_manage_py() {
     assert!(err.contains("-C DIR"), "{err}");
 }
 
+/// From an app's subdirectory the globs still match that app's migrations:
+/// its key would be a plausible, wrong CI cache key (#22). `key` stops where
+/// every other command does, and says where to run it.
+#[test]
+fn key_outside_the_project_root_says_where_to_run_it() {
+    let p = Project::example("keysubdir");
+    let root = p.path().canonicalize().expect("canonical");
+    let app = p.path().join("catalog");
+    let mut from_app = p.cmd(&["key"]);
+    from_app.current_dir(&app);
+    let err = fails(&from_app.output().expect("run"), 2, "no manage.py");
+    assert!(err.contains(&format!("-C {}", root.display())), "{err}");
+    fails(&p.run(&["-C", "catalog", "key"]), 2, "no manage.py");
+
+    // Told where the project is, it prints the project's key.
+    let mut told = p.cmd(&["-C", "..", "key"]);
+    told.current_dir(&app);
+    let out = told.output().expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), p.key());
+}
+
 #[test]
 fn configuration_mistakes() {
     let p = Project::example("badconf");

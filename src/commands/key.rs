@@ -17,6 +17,30 @@ struct KeyOutput<'a> {
 
 pub fn run(settings: &Settings, args: &KeyArgs, ui: &Ui) -> Result<u8> {
     let (fp, dangling) = fingerprint::compute_noting_links(&settings.ctx.key)?;
+    let globs = &settings.ctx.key.migrations;
+    let dir = settings.ctx.project_dir().display();
+    let manage_py = &settings.ctx.django.manage_py;
+    // Every other command runs manage.py from the project dir and stops
+    // when it is not there (`django::check_manage_py`); the key must stop
+    // too. From an app's subdirectory the globs still match that app's
+    // migrations, and the key of those alone is a plausible, wrong CI cache
+    // key (issue #22). Only --allow-empty's key of nothing needs no project.
+    let needs_project = !(args.allow_empty && fp.migrations.is_empty());
+    if needs_project && !manage_py.is_file() {
+        if fp.migrations.is_empty() {
+            // Not a Django project at all (the wrong directory, in a CI
+            // step): a key of nothing would match every such mistake.
+            return Err(Error::usage(format!(
+                "`{dir}` is not a Django project: no manage.py, and no migration files match {globs:?}"
+            ))
+            .hint("run migsnap from the Django project root or pass `-C DIR` (or `migrations` in [tool.migsnap]); --allow-empty prints the key of no migrations"));
+        }
+        return Err(Error::usage(format!(
+            "no manage.py at `{}`: `{dir}` is not the Django project root, and the key of part of a project is not its key",
+            manage_py.display()
+        ))
+        .hint(root_hint(settings.ctx.project_dir())));
+    }
     for path in &dangling {
         ui.warn(format!(
             "`{path}` is a link to nothing: left out of the key"
@@ -28,17 +52,7 @@ pub fn run(settings: &Settings, args: &KeyArgs, ui: &Ui) -> Result<u8> {
         }
     }
     if fp.migrations.is_empty() {
-        let globs = &settings.ctx.key.migrations;
-        let dir = settings.ctx.project_dir().display();
-        // Not a Django project at all (the wrong directory, in a CI step):
-        // a key of nothing would make a cache key that matches every such
-        // mistake. A project with manage.py and no migrations yet is fine.
-        if !settings.ctx.django.manage_py.is_file() && !args.allow_empty {
-            return Err(Error::usage(format!(
-                "`{dir}` is not a Django project: no manage.py, and no migration files match {globs:?}"
-            ))
-            .hint("run migsnap from the Django project root or pass `-C DIR` (or `migrations` in [tool.migsnap]); --allow-empty prints the key of no migrations"));
-        }
+        // A project with manage.py and no migrations yet is fine.
         ui.warn(format!("no migration files match {globs:?} under {dir}"));
     }
     if args.json {
@@ -53,4 +67,21 @@ pub fn run(settings: &Settings, args: &KeyArgs, ui: &Ui) -> Result<u8> {
         super::print_stdout(&format!("{}\n", fp.key));
     }
     Ok(exit::OK)
+}
+
+/// Where to run instead: the nearest directory above with a manage.py when
+/// there is one (not used silently: a manage.py above can be another
+/// project's, and the key must come from the dir the user names).
+fn root_hint(dir: &std::path::Path) -> String {
+    match dir
+        .ancestors()
+        .skip(1)
+        .find(|d| d.join("manage.py").is_file())
+    {
+        Some(root) => format!(
+            "run migsnap from `{0}` (it has manage.py) or pass `-C {0}`",
+            root.display()
+        ),
+        None => "run migsnap from the Django project root, pass `-C DIR`, or set `manage-py` in [tool.migsnap]".into(),
+    }
 }
