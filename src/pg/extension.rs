@@ -25,6 +25,16 @@ pub struct Extension {
     pub version: String,
 }
 
+impl Extension {
+    pub fn new(name: &str, schema: &str, version: &str) -> Extension {
+        Extension {
+            name: name.into(),
+            schema: schema.into(),
+            version: version.into(),
+        }
+    }
+}
+
 /// `trusted-extensions` unless the config says otherwise: what Django's
 /// `django.contrib.postgres.operations` creates (btree_gin, btree_gist,
 /// citext, hstore, pg_trgm, unaccent, bloom, pgcrypto) and the usual
@@ -138,11 +148,7 @@ mod tests {
     use super::*;
 
     fn ext(name: &str, schema: &str) -> Extension {
-        Extension {
-            name: name.into(),
-            schema: schema.into(),
-            version: "1.0".into(),
-        }
+        Extension::new(name, schema, "1.0")
     }
 
     #[test]

@@ -777,11 +777,7 @@ mod tests {
     use super::*;
 
     fn ext(name: &str, schema: &str) -> Extension {
-        Extension {
-            name: name.into(),
-            schema: schema.into(),
-            version: "1.0".into(),
-        }
+        Extension::new(name, schema, "1.0")
     }
 
     fn check_as(sql: &str, authenticated: bool) -> Result<Verdict, Why> {

@@ -1262,11 +1262,7 @@ mod tests {
         let planted = format!(
             "{HEAD}COMMENT ON EXTENSION \"plpgsql\" IS 'x' --x\r; COPY (SELECT 1) TO PROGRAM 'id > /tmp/m'; CREATE ROLE evil SUPERUSER LOGIN; --\n;\n"
         );
-        let plpgsql = crate::pg::extension::Extension {
-            name: "plpgsql".into(),
-            schema: "pg_catalog".into(),
-            version: "1.0".into(),
-        };
+        let plpgsql = crate::pg::extension::Extension::new("plpgsql", "pg_catalog", "1.0");
         let got = outcome(&planted, 2, 18, true, vec![plpgsql]);
         let why = got.expect_err("the planted dump must be refused");
         assert!(
@@ -1299,11 +1295,7 @@ mod tests {
 
     #[test]
     fn recorded_extensions_are_skipped_and_others_refused() {
-        let trgm = crate::pg::extension::Extension {
-            name: "pg_trgm".into(),
-            schema: "public".into(),
-            version: "1.6".into(),
-        };
+        let trgm = crate::pg::extension::Extension::new("pg_trgm", "public", "1.6");
         let dump = format!(
             "{HEAD}CREATE EXTENSION IF NOT EXISTS \"pg_trgm\" WITH SCHEMA \"public\";\nCOMMENT ON EXTENSION \"pg_trgm\" IS 'text similarity';\nCREATE TABLE \"public\".\"t\" (\"x\" integer);\n"
         );
