@@ -505,8 +505,21 @@ fn ls_and_gc_act_on_the_current_project_in_a_shared_cache_dir() {
     assert_eq!(all, want);
 
     // gc in b never removes a's snapshot, however little it keeps.
+    // Only what belongs to a project counts: the server is shared with the
+    // other tests of this binary, whose replaced databases any gc may sweep.
+    let owned = |v: &Value| -> Vec<String> {
+        v["removed"]
+            .as_array()
+            .expect("removed")
+            .iter()
+            .filter(|i| {
+                ["snapshot", "template", "pool_member"].contains(&i["kind"].as_str().unwrap_or(""))
+            })
+            .map(|i| i.to_string())
+            .collect()
+    };
     let v = json(&shared(&b, &["gc", "--keep", "0", "--json"]));
-    assert_eq!(v["removed"], serde_json::json!([]), "{v}");
+    assert_eq!(owned(&v), Vec::<String>::new(), "{v}");
     assert_eq!(v["other_projects"], 1);
     let text = String::from_utf8_lossy(&shared(&b, &["gc", "--keep", "0"]).stdout).into_owned();
     assert!(
