@@ -145,6 +145,7 @@ impl GlobalArgs {
             settings: self.settings.clone(),
             quiet: self.quiet,
             verbose: self.verbose,
+            alias: None,
         }
     }
 }
@@ -188,12 +189,48 @@ pub enum Command {
     },
 }
 
-/// What to prepare; shared by `prepare` and `run`.
+/// Which of the settings' DATABASES a command is for.
+#[derive(Debug, Args)]
+pub struct AliasArg {
+    /// The DATABASES alias, migrated as `migrate --database ALIAS` would (each alias is its own snapshot)
+    #[arg(long, value_name = "ALIAS", default_value = migsnap::fingerprint::DEFAULT_ALIAS)]
+    pub alias: String,
+}
+
+impl Command {
+    /// The alias the command is for, when it takes one.
+    pub fn alias(&self) -> Option<&str> {
+        let arg = match self {
+            Command::Prepare(a) => &a.how.alias,
+            Command::Run(a) => &a.target.how.alias,
+            Command::Maintain(a) => &a.alias,
+            Command::Key(a) => &a.alias,
+            Command::Check(a) => &a.alias,
+            Command::Plan(a) | Command::Sql(a) => &a.alias,
+            Command::Lint(a) => &a.alias,
+            Command::Schema(a) => &a.alias,
+            Command::Diff(a) => &a.alias,
+            _ => return None,
+        };
+        Some(&arg.alias)
+    }
+}
+
+/// What `run` prepares.
 #[derive(Debug, Args)]
 pub struct TargetArgs {
     /// Name of the database to create
     #[arg(short, long, value_name = "NAME")]
     pub database: String,
+    #[command(flatten)]
+    pub how: TargetOpts,
+}
+
+/// How a database is prepared; shared by `prepare` and `run`.
+#[derive(Debug, Args)]
+pub struct TargetOpts {
+    #[command(flatten)]
+    pub alias: AliasArg,
     /// Replace the database even if its name does not look like a test database
     #[arg(long)]
     pub force: bool,
@@ -204,8 +241,20 @@ pub struct TargetArgs {
 
 #[derive(Debug, Args)]
 pub struct PrepareArgs {
+    /// Name of the database to create
+    #[arg(
+        short,
+        long,
+        value_name = "NAME",
+        required_unless_present = "all_aliases",
+        conflicts_with = "all_aliases"
+    )]
+    pub database: Option<String>,
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub how: TargetOpts,
+    /// Prepare every database the settings define (one per distinct database, named as Django's test setup names it; mirrors point at theirs)
+    #[arg(long, conflicts_with = "alias")]
+    pub all_aliases: bool,
     /// Print the result as one JSON object on stdout
     #[arg(long)]
     pub json: bool,
@@ -216,6 +265,8 @@ pub struct PrepareArgs {
 
 #[derive(Debug, Args)]
 pub struct MaintainArgs {
+    #[command(flatten)]
+    pub alias: AliasArg,
     /// Print what was done as one JSON object
     #[arg(long)]
     pub json: bool,
@@ -284,6 +335,8 @@ pub struct SyncArgs {
 /// `plan` and `sql`: which migrations, relative to what.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
+    #[command(flatten)]
+    pub alias: AliasArg,
     /// One JSON document (schema in the README)
     #[arg(long)]
     pub json: bool,
@@ -303,6 +356,8 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct LintArgs {
+    #[command(flatten)]
+    pub alias: AliasArg,
     /// Output format
     #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
     pub format: CheckFormat,
@@ -325,6 +380,8 @@ pub struct LintArgs {
 
 #[derive(Debug, Args)]
 pub struct SchemaArgs {
+    #[command(flatten)]
+    pub alias: AliasArg,
     /// One JSON document (schema in the README) instead of SQL-like text
     #[arg(long)]
     pub json: bool,
@@ -332,6 +389,8 @@ pub struct SchemaArgs {
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
+    #[command(flatten)]
+    pub alias: AliasArg,
     /// The database to compare with (a libpq URL; opened read only)
     #[arg(long, value_name = "URL")]
     pub against: String,
@@ -345,6 +404,8 @@ pub struct DiffArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    #[command(flatten)]
+    pub alias: AliasArg,
     /// Output format
     #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
     pub format: CheckFormat,
@@ -385,6 +446,8 @@ impl CheckFormat {
 
 #[derive(Debug, Args)]
 pub struct KeyArgs {
+    #[command(flatten)]
+    pub alias: AliasArg,
     /// Print the key, file counts and key inputs as JSON
     #[arg(long)]
     pub json: bool,

@@ -33,6 +33,8 @@ pub struct DjangoRunner {
     pub project_dir: PathBuf,
     /// Echo Django's own output while it runs.
     pub echo_output: bool,
+    /// The database alias to migrate (`migrate --database ALIAS`).
+    pub alias: String,
 }
 
 /// How snapshots are copied and restored.

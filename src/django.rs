@@ -63,6 +63,10 @@ enum Event {
     Inputs(Box<ShimInputs>),
     /// `plan` mode's answer.
     Insight(Box<Insight>),
+    /// `aliases` mode's answer.
+    Aliases {
+        aliases: Vec<crate::aliases::AliasInfo>,
+    },
     Finished,
 }
 
@@ -144,6 +148,8 @@ pub enum Mode {
     /// Report the migrations that would run (or the named ones), their
     /// operations and SQL, over a read-only connection.
     Plan,
+    /// Report the settings' DATABASES (no connection, nothing migrated).
+    Aliases,
 }
 
 pub use crate::store::Applied;
@@ -156,6 +162,8 @@ pub struct MigrateReport {
     pub inputs: ShimInputs,
     /// `plan` mode's answer.
     pub insight: Option<Box<Insight>>,
+    /// `aliases` mode's answer.
+    pub aliases: Option<Vec<crate::aliases::AliasInfo>>,
 }
 
 impl MigrateReport {
@@ -208,6 +216,8 @@ pub enum Failure {
     Exit,
     /// A migration named on the command line does not exist.
     Target,
+    /// The settings' DATABASES has no such alias.
+    Alias,
 }
 
 /// A failed Django run as data: the error's source, so the command layer
@@ -366,6 +376,20 @@ pub async fn plan(
         .ok_or_else(|| Error::internal("the shim reported no plan"))
 }
 
+/// The settings' DATABASES as Django's test setup sees them.
+pub async fn aliases(
+    django: &DjangoRunner,
+    conn: &ConnInfo,
+    ui: &Ui,
+) -> Result<Vec<crate::aliases::AliasInfo>> {
+    let report = run_shim_checked(django, conn, "postgres", Mode::Aliases, ui, None, &[])
+        .await
+        .map_err(|f| f.error)?;
+    report
+        .aliases
+        .ok_or_else(|| Error::internal("the shim reported no aliases"))
+}
+
 /// Run the shim in `mode` against `db`.
 pub async fn run_shim(
     django: &DjangoRunner,
@@ -399,9 +423,11 @@ async fn run_shim_checked(
                 Mode::Migrate => "migrate",
                 Mode::ModelState => "state",
                 Mode::Plan => "plan",
+                Mode::Aliases => "aliases",
             },
         )
         .envs(extra_env.iter().map(|(k, v)| (k, v)))
+        .env("MIGSNAP_ALIAS", &django.alias)
         .env("MIGSNAP_DB_NAME", db)
         .env("MIGSNAP_DB_HOST", &conn.host)
         .env("MIGSNAP_DB_PORT", conn.port.to_string())
@@ -417,8 +443,13 @@ async fn run_shim_checked(
         .kill_on_drop(true);
     // No inherited PG* (PGOPTIONS, PGSERVICE… would steer psycopg), and
     // the PG* a settings module may read name the database being built.
-    crate::pg::scrub_pg_env(cmd.as_std_mut());
-    cmd.envs(conn.child_env(db));
+    // Listing the aliases opens no connection and reads names only: in the
+    // environment the tests run in, so that settings that take NAME from
+    // PGDATABASE name the test databases as the test run will.
+    if !matches!(mode, Mode::Aliases) {
+        crate::pg::scrub_pg_env(cmd.as_std_mut());
+        cmd.envs(conn.child_env(db));
+    }
     if let Some(module) = &django.settings_module {
         cmd.env(crate::env::DJANGO_SETTINGS_MODULE, module);
     }
@@ -448,6 +479,7 @@ async fn run_shim_checked(
     let mut failure: Option<(String, String, Failure)> = None;
     let mut inputs: Option<ShimInputs> = None;
     let mut insight: Option<Box<Insight>> = None;
+    let mut aliases: Option<Vec<crate::aliases::AliasInfo>> = None;
     let mut refused: Option<String> = None;
     let mut finished = false;
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
@@ -472,6 +504,7 @@ async fn run_shim_checked(
                             }
                             Event::Finished => finished = true,
                             Event::Insight(found) => insight = Some(found.clone()),
+                            Event::Aliases { aliases: found } => aliases = Some(found.clone()),
                             _ => {}
                         }
                         progress.on_event(ev, ui);
@@ -511,6 +544,7 @@ async fn run_shim_checked(
     // pass for a migrated database.
     let complete = match mode {
         Mode::Plan => insight.is_some(),
+        Mode::Aliases => aliases.is_some(),
         Mode::Migrate | Mode::ModelState => inputs.is_some(),
     };
     let succeeded = status.success() && failure.is_none() && finished && complete;
@@ -529,6 +563,7 @@ async fn run_shim_checked(
             Mode::Migrate => "migrate",
             Mode::ModelState => "building the model-state database",
             Mode::Plan => "reading the migrations",
+            Mode::Aliases => "reading the settings' DATABASES",
         };
         let detail = match shown.len() {
             0 => String::new(),
@@ -545,7 +580,7 @@ async fn run_shim_checked(
         };
         let exit_kind = match kind {
             Failure::Server => Kind::Server,
-            Failure::Target => Kind::Usage,
+            Failure::Target | Failure::Alias => Kind::Usage,
             _ => Kind::Django,
         };
         return Err(MigrateFailure {
@@ -559,6 +594,7 @@ async fn run_shim_checked(
         applied: progress.applied,
         inputs: inputs.unwrap_or_default(),
         insight,
+        aliases,
     };
     if !report.applied.is_empty() {
         ui.info(format!(
@@ -682,9 +718,11 @@ impl Progress {
             Event::Created { models } => ui.info(format!(
                 "created {models} model tables from the migration state"
             )),
-            Event::Error { .. } | Event::Finished | Event::Inputs(_) | Event::Insight(_) => {
-                self.current = None
-            }
+            Event::Error { .. }
+            | Event::Finished
+            | Event::Inputs(_)
+            | Event::Insight(_)
+            | Event::Aliases { .. } => self.current = None,
         }
     }
 

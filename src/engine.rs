@@ -1043,6 +1043,7 @@ async fn finish(
             })
             .collect(),
         project_dir: Some(ctx.project_dir().to_path_buf()),
+        alias: fp.alias.clone(),
         // Built here (cold, or on an authenticated ancestor): signed as ours.
         authenticated: true,
     };

@@ -19,6 +19,9 @@ use std::sync::Mutex;
 /// Bump when the key serialisation or the snapshot contents change meaning.
 pub const KEY_FORMAT: &str = "migsnap-key-v2";
 
+/// Django's `DEFAULT_DB_ALIAS`.
+pub const DEFAULT_ALIAS: &str = "default";
+
 /// Directories that never hold the project's own migrations.
 const SKIP_DIRS: &[&str] = &[
     "node_modules",
@@ -41,12 +44,42 @@ pub struct Fingerprint {
     /// sha256 of the key salt: snapshots only build on snapshots with the
     /// same salt (changing it invalidates every snapshot).
     pub salt_sha256: String,
+    /// The alias it is for (`KeySpec::alias`).
+    pub alias: String,
 }
 
 impl Fingerprint {
     /// First 16 hex chars: the template database suffix.
     pub fn short(&self) -> &str {
         self.key.short()
+    }
+
+    /// The current key of another alias of the same project (the same
+    /// files, hashed once): what `ls` and `gc` treat as current besides
+    /// this one's.
+    pub fn key_for_alias(&self, spec: &KeySpec, alias: &str) -> Key {
+        key_of(
+            &spec.salt,
+            spec.settings_module.as_deref(),
+            alias,
+            &self.migrations,
+            &self.key_inputs,
+            &self.packages,
+        )
+    }
+
+    /// The current keys of this alias and of every alias in `aliases`.
+    pub fn current_keys<'a>(
+        &self,
+        spec: &KeySpec,
+        aliases: impl IntoIterator<Item = &'a str>,
+    ) -> std::collections::BTreeSet<Key> {
+        let mut keys: std::collections::BTreeSet<Key> = aliases
+            .into_iter()
+            .map(|alias| self.key_for_alias(spec, alias))
+            .collect();
+        keys.insert(self.key.clone());
+        keys
     }
 }
 
@@ -65,6 +98,9 @@ pub struct KeySpec {
     pub salt: String,
     /// The settings module, when one is given explicitly.
     pub settings_module: Option<String>,
+    /// The database alias the snapshot is migrated for (`migrate
+    /// --database ALIAS`): the routers give each alias its own schema.
+    pub alias: String,
 }
 
 /// Which project-relative paths are migration files the key hashes.
@@ -217,6 +253,7 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
     let key = key_of(
         &spec.salt,
         spec.settings_module.as_deref(),
+        &spec.alias,
         &migrations,
         &key_inputs,
         &packages,
@@ -229,6 +266,7 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         key_inputs,
         packages,
         salt_sha256: hash_normalized(spec.salt.as_bytes()),
+        alias: spec.alias.clone(),
     };
     Ok((fp, dangling))
 }
@@ -238,6 +276,7 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
 pub fn key_of(
     salt: &str,
     settings_module: Option<&str>,
+    alias: &str,
     migrations: &BTreeMap<String, String>,
     inputs: &BTreeMap<String, String>,
     packages: &BTreeMap<String, String>,
@@ -254,6 +293,12 @@ pub fn key_of(
     // files are two snapshots, not one rebuilt at every switch.
     if let Some(module) = settings_module {
         field(b"D", module);
+    }
+    // Another alias is another schema (the routers decide what lands
+    // where). `default` adds nothing, so its keys are what they were before
+    // aliases were known.
+    if alias != DEFAULT_ALIAS {
+        field(b"A", alias);
     }
     for (path, hash) in migrations {
         field(b"M", path);
@@ -371,28 +416,64 @@ mod tests {
     fn key_depends_on_path_content_salt_and_kind() {
         let m = |p: &str, h: &str| BTreeMap::from([(p.to_string(), h.to_string())]);
         let none = BTreeMap::new();
-        let base = key_of("", None, &m("a/migrations/0001.py", "x"), &none, &none);
-        assert_ne!(
-            base,
-            key_of("", None, &m("a/migrations/0002.py", "x"), &none, &none)
+        let base = key_of(
+            "",
+            None,
+            "default",
+            &m("a/migrations/0001.py", "x"),
+            &none,
+            &none,
         );
         assert_ne!(
             base,
-            key_of("", None, &m("a/migrations/0001.py", "y"), &none, &none)
+            key_of(
+                "",
+                None,
+                "default",
+                &m("a/migrations/0002.py", "x"),
+                &none,
+                &none
+            )
         );
         assert_ne!(
             base,
-            key_of("salt", None, &m("a/migrations/0001.py", "x"), &none, &none)
+            key_of(
+                "",
+                None,
+                "default",
+                &m("a/migrations/0001.py", "y"),
+                &none,
+                &none
+            )
         );
         assert_ne!(
             base,
-            key_of("", None, &none, &m("a/migrations/0001.py", "x"), &none)
+            key_of(
+                "salt",
+                None,
+                "default",
+                &m("a/migrations/0001.py", "x"),
+                &none,
+                &none
+            )
+        );
+        assert_ne!(
+            base,
+            key_of(
+                "",
+                None,
+                "default",
+                &none,
+                &m("a/migrations/0001.py", "x"),
+                &none
+            )
         );
         assert_ne!(
             base,
             key_of(
                 "",
                 Some("s.test"),
+                "default",
                 &m("a/migrations/0001.py", "x"),
                 &none,
                 &none
@@ -400,7 +481,14 @@ mod tests {
         );
         assert_eq!(
             base,
-            key_of("", None, &m("a/migrations/0001.py", "x"), &none, &none)
+            key_of(
+                "",
+                None,
+                "default",
+                &m("a/migrations/0001.py", "x"),
+                &none,
+                &none
+            )
         );
         // A migrations package without __init__.py is loaded differently.
         assert_ne!(
@@ -408,9 +496,22 @@ mod tests {
             key_of(
                 "",
                 None,
+                "default",
                 &m("a/migrations/0001.py", "x"),
                 &none,
                 &m("a/migrations/__init__.py", "present")
+            )
+        );
+        // Each alias is its own snapshot.
+        assert_ne!(
+            base,
+            key_of(
+                "",
+                None,
+                "replica",
+                &m("a/migrations/0001.py", "x"),
+                &none,
+                &none
             )
         );
         assert_eq!(base.as_str().len(), 64);
@@ -436,6 +537,7 @@ mod tests {
             inputs: vec![],
             salt: String::new(),
             settings_module: None,
+            alias: DEFAULT_ALIAS.into(),
         };
         let (fp, dangling) = compute_noting_links(&spec).expect("no error for links to nothing");
         assert_eq!(

@@ -15,6 +15,7 @@
 //! (`fingerprint`, `depends`) and the cache dir (`store`) know no server;
 //! `pg` knows neither Django nor the store nor the settings.
 
+pub mod aliases;
 pub mod check;
 pub mod context;
 pub mod depends;

@@ -94,6 +94,8 @@ pub struct Overrides {
     pub settings: Option<String>,
     pub quiet: bool,
     pub verbose: bool,
+    /// The database alias the command is for (`--alias`; default `default`).
+    pub alias: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +111,15 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The same settings, for another alias of the settings' DATABASES.
+    pub fn for_alias(&self, alias: &str) -> Result<Settings> {
+        let alias = checked_alias(alias)?;
+        let mut settings = self.clone();
+        settings.ctx.key.alias = alias.clone();
+        settings.ctx.django.alias = alias;
+        Ok(settings)
+    }
+
     pub fn resolve(args: &Overrides) -> Result<Settings> {
         env::check()?;
         let cwd = std::env::current_dir()
@@ -245,6 +256,10 @@ impl Settings {
                 .and_then(|source| migsnap::django::manage_py_settings_module(&source))
         });
         let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let alias = match &args.alias {
+            Some(a) => checked_alias(a)?,
+            None => migsnap::fingerprint::DEFAULT_ALIAS.to_string(),
+        };
         let ctx = Ctx {
             django: DjangoRunner {
                 python,
@@ -252,6 +267,7 @@ impl Settings {
                 settings_module: django_settings,
                 project_dir: project_dir.clone(),
                 echo_output: args.verbose,
+                alias: alias.clone(),
             },
             key: migsnap::fingerprint::KeySpec {
                 root: project_dir,
@@ -260,6 +276,7 @@ impl Settings {
                 inputs: file.key_inputs.unwrap_or_else(|| owned(DEFAULT_KEY_INPUTS)),
                 salt: file.key_salt.unwrap_or_default(),
                 settings_module: key_settings,
+                alias,
             },
             server,
             cache: CacheDir {
@@ -289,6 +306,25 @@ impl Settings {
 }
 
 /// `lint-rules`, with every id checked: a typo must not leave a rule on.
+/// An alias as DATABASES keys are written in practice: it names snapshots
+/// in `ls` and goes to Python in the environment, so nothing odd.
+fn checked_alias(alias: &str) -> Result<String> {
+    let ok = !alias.is_empty()
+        && alias.len() <= 63
+        && alias
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(alias.to_string())
+    } else {
+        Err(
+            Error::usage(format!("`{alias}` is not a database alias migsnap can use")).hint(
+                "name a key of the settings' DATABASES: letters, digits, `_` and `-`, at most 63",
+            ),
+        )
+    }
+}
+
 fn lint_rules(
     rules: std::collections::BTreeMap<String, migsnap::lint::RuleLevel>,
 ) -> Result<std::collections::BTreeMap<String, migsnap::lint::RuleLevel>> {

@@ -63,6 +63,10 @@ pub struct Manifest {
     /// `None` in manifests written before it was recorded: no one's.
     #[serde(default)]
     pub project_dir: Option<PathBuf>,
+    /// The database alias it was migrated for (`migrate --database`);
+    /// manifests written before aliases were known are `default`'s.
+    #[serde(default = "default_alias")]
+    pub alias: String,
     /// Whether a trusted key (or the cache secret) signed this manifest, as
     /// found when it was loaded; never stored in it. A new build's is true.
     /// False only with `trust-unsigned`: such a snapshot serves its own key
@@ -380,12 +384,17 @@ impl Store {
     pub fn project_manifests(
         &self,
         project: &Path,
-        current: &Key,
+        current: &std::collections::BTreeSet<Key>,
         all: bool,
     ) -> (Vec<Manifest>, Vec<Manifest>) {
-        self.manifests()
-            .into_iter()
-            .partition(|m| all || &m.key == current || m.project_dir.as_deref() == Some(project))
+        self.manifests().into_iter().partition(|m| {
+            all || current.contains(&m.key) || m.project_dir.as_deref() == Some(project)
+        })
+    }
+
+    /// Every alias a snapshot in the cache dir was built for.
+    pub fn aliases(&self) -> std::collections::BTreeSet<String> {
+        self.manifests().into_iter().map(|m| m.alias).collect()
     }
 
     /// Keys that have a dump but no manifest: a crash between the two
@@ -535,6 +544,9 @@ impl Store {
             // Same salt (a new salt invalidates everything), and at least one
             // migration in common: an empty snapshot is nobody's ancestor.
             .filter(|m| m.salt_sha256 == fp.salt_sha256 && !m.migrations.is_empty())
+            // Another alias's schema is another database's (the routers
+            // decide what lands where): never a base for this one.
+            .filter(|m| m.alias == fp.alias)
             .filter(|m| {
                 m.migrations
                     .iter()
@@ -542,6 +554,10 @@ impl Store {
             })
             .max_by_key(|m| (m.migrations.len(), m.created_unix))
     }
+}
+
+fn default_alias() -> String {
+    crate::fingerprint::DEFAULT_ALIAS.to_string()
 }
 
 pub fn cache_write_error(dir: &Path, e: std::io::Error) -> Error {

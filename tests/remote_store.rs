@@ -87,6 +87,7 @@ fn cached(key: &Key, dump: &[u8], secret: Option<&CacheSecret>) -> (tempfile::Te
         depends: Default::default(),
         extensions: vec![],
         project_dir: None,
+        alias: "default".into(),
         authenticated: true,
     };
     store.write_manifest(&manifest).expect("write manifest");

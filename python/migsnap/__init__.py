@@ -55,6 +55,7 @@ def find_binary() -> str:
 def prepare(
     database: str,
     *,
+    alias: str = "default",
     rebuild: bool = False,
     force: bool = False,
     pool_default: Optional[int] = None,
@@ -62,9 +63,11 @@ def prepare(
     env: Optional[Dict[str, str]] = None,
     echo: Optional[Callable[[str], None]] = None,
 ) -> Dict[str, Any]:
-    """Run ``migsnap prepare --json --database DATABASE`` and return its JSON
-    result (``host``, ``port``, ``user``, ``password``, ``dbname``, ``source``,
-    ``elapsed_ms``…).
+    """Run ``migsnap prepare --json --database DATABASE --alias ALIAS`` and
+    return its JSON result (``host``, ``port``, ``user``, ``password``,
+    ``dbname``, ``source``, ``elapsed_ms``…). ``alias`` is the settings'
+    DATABASES alias the database is for: it is migrated as ``migrate
+    --database ALIAS`` would, from a snapshot of its own.
 
     ``force`` passes ``--force``: replace the database even if its name does
     not start with ``test_``. ``pool_default`` passes ``--pool-default N``:
@@ -76,7 +79,13 @@ def prepare(
     it is the message of the ``MigsnapError`` raised instead.
     """
     return Preparing(
-        database, rebuild=rebuild, force=force, pool_default=pool_default, cwd=cwd, env=env
+        database,
+        alias=alias,
+        rebuild=rebuild,
+        force=force,
+        pool_default=pool_default,
+        cwd=cwd,
+        env=env,
     ).result(echo)
 
 
@@ -89,6 +98,7 @@ class Preparing:
         self,
         database: str,
         *,
+        alias: str = "default",
         rebuild: bool = False,
         force: bool = False,
         pool_default: Optional[int] = None,
@@ -96,7 +106,7 @@ class Preparing:
         env: Optional[Dict[str, str]] = None,
     ) -> None:
         self.database = database
-        args = [find_binary(), "prepare", "--json", "--database", database]
+        args = [find_binary(), "prepare", "--json", "--database", database, "--alias", alias]
         if rebuild:
             args.append("--rebuild")
         if force:

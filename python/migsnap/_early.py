@@ -19,62 +19,22 @@ from another thread.
 from __future__ import annotations
 
 import os
-import queue
-import threading
-import time
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional
 
 import pytest
 
-from migsnap import MigsnapError, Preparing
+from migsnap import Preparing, _databases
 
 _early_key = pytest.StashKey["Early"]()
 
 
-class Early:
-    """One ``prepare`` running in the background for ``name``."""
+class Early(_databases.Background):
+    """One ``prepare`` running in the background for ``name``, the default
+    alias's database."""
 
     def __init__(self, name: str, *, rebuild: bool, start: Callable[[], Preparing]) -> None:
-        self.name = name
         self.rebuild = rebuild
-        self.used = False
-        self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
-        self._outcome: Union[Dict[str, Any], MigsnapError, None] = None
-        self._preparing = start()
-        self._thread = threading.Thread(target=self._read, name="migsnap-prepare", daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        try:
-            self._outcome = self._preparing.result(self._lines.put)
-        except MigsnapError as e:
-            self._outcome = e
-        finally:
-            self._lines.put(None)
-
-    def take(self, echo: Callable[[str], None]) -> Dict[str, Any]:
-        """Wait for the result, echoing migsnap's lines as they come; the
-        result has ``waited_ms``, how long the tests waited for it."""
-        self.used = True
-        began = time.monotonic()
-        while True:
-            line = self._lines.get()
-            if line is None:
-                break
-            echo(line)
-        self._thread.join()
-        outcome = self._outcome
-        if isinstance(outcome, MigsnapError):
-            raise outcome
-        assert outcome is not None
-        return dict(outcome, waited_ms=int((time.monotonic() - began) * 1000))
-
-    def abandon(self) -> Optional[Dict[str, Any]]:
-        """Stop it if it still runs; what it made if it finished (the
-        caller drops that), else None."""
-        self._preparing.cancel()
-        self._thread.join()
-        return self._outcome if isinstance(self._outcome, dict) else None
+        super().__init__(name, start)
 
 
 def expected_name(config: pytest.Config) -> str:

@@ -8,15 +8,11 @@ snapshot once rather than once per worker.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, Generator, Optional
+from typing import Any, Dict, Generator
 
 import pytest
 
-from migsnap import MigsnapError, Preparing, _early, _voice
-
-#: Comment migsnap puts on the databases it clones (src/pg/admin.rs,
-#: CLONE_COMMENT): teardown drops only a database that carries it.
-CLONE_COMMENT = "migsnap clone of "
+from migsnap import MigsnapError, Preparing, _databases, _early, _voice
 #: Set by the xdist controller when it already rebuilt the snapshot.
 WORKER_REBUILT = "migsnap_rebuilt"
 
@@ -46,42 +42,57 @@ def django_db_setup(
     django_db_createdb: bool,
     django_db_modify_db_settings: None,
 ) -> Generator[None, None, None]:
-    """Session database setup: `default` comes from migsnap (no migrate runs);
-    any other alias a test needs is set up by Django as usual."""
+    """Session database setup: every PostgreSQL database the tests use
+    (``databases = [...]``, ``django_db(databases=...)``) comes from migsnap,
+    all prepared at once, each from its alias's snapshot; no migrate runs.
+    Aliases that are the same database, and ``TEST["MIRROR"]`` aliases,
+    point at theirs, as Django's own setup does."""
     from django.db import DEFAULT_DB_ALIAS
-    from django.test.utils import setup_databases, teardown_databases
 
     aliases, serialized_aliases = _databases_for_setup(request.session.items)
     config = request.config
     rebuild = django_db_createdb and not _worker_input(config).get(WORKER_REBUILT)
     verbosity = config.getoption("verbose", 0)
-    prepared: Optional[str] = None
-    others = set(aliases) - {DEFAULT_DB_ALIAS}
-    db_cfg: list = []
+    voice = _voice.voice(config)
     with django_db_blocker.unblock():
-        if DEFAULT_DB_ALIAS in aliases:
-            prepared = _prepare_default(
-                config, rebuild=rebuild, serialize=DEFAULT_DB_ALIAS in serialized_aliases
+        layout = _databases.layout(aliases)
+        if DEFAULT_DB_ALIAS in layout.others:
+            from django.db import connections
+
+            raise pytest.UsageError(
+                "migsnap needs a PostgreSQL `default` database (found %s)"
+                % connections[DEFAULT_DB_ALIAS].vendor
             )
-        if others:
-            db_cfg = setup_databases(
-                verbosity=verbosity,
-                interactive=False,
-                aliases=others,
-                serialized_aliases=set(serialized_aliases) & others,
-                keepdb=django_db_keepdb and not django_db_createdb,
+        setup = _databases.Setup(layout)
+        try:
+            setup.prepare(
+                lambda db, name, again: _start(config, db.alias, name, again),
+                voice.migsnap_said,
+                rebuild=rebuild,
+                verify=bool(config.getini("migsnap_verify")),
+                warn=voice.warn,
             )
+        except MigsnapError as e:
+            raise PrepareFailed(str(e)) from None
+        finally:
+            voice.finished()
+        for result in setup.results.values():
+            _voice.record(config, result)
+        if DEFAULT_DB_ALIAS in setup.results:
+            config.stash[result_key] = setup.results[DEFAULT_DB_ALIAS]
+        setup.finish(
+            serialized_aliases,
+            verbosity=verbosity,
+            interactive=False,
+            keepdb=django_db_keepdb and not django_db_createdb,
+        )
 
     yield
 
-    if django_db_keepdb:
-        return
     with django_db_blocker.unblock():
         try:
-            if db_cfg:
-                teardown_databases(db_cfg, verbosity=verbosity)
-            if prepared:
-                _drop_clone(prepared)
+            for said in setup.teardown(verbosity=verbosity, keepdb=django_db_keepdb):
+                warnings.warn(said, stacklevel=1)
         except Exception as exc:  # noqa: BLE001 - a teardown problem is a warning, as in pytest-django
             request.node.warn(
                 pytest.PytestWarning("Error when trying to teardown test databases: %r" % (exc,))
@@ -145,7 +156,7 @@ def fresh_db(request: pytest.FixtureRequest) -> Generator[Dict[str, Any], None, 
         # Nothing may hold the old database open while it is renamed aside.
         connections.close_all()
         try:
-            result = _prepare(config, prepared["dbname"], rebuild=False)
+            result = _prepare(config, "default", prepared["dbname"], rebuild=False)
         except PrepareFailed as e:
             config.stash[used_key] = (
                 "error: the database `%s` still holds what %s left: %s could not swap a "
@@ -155,7 +166,7 @@ def fresh_db(request: pytest.FixtureRequest) -> Generator[Dict[str, Any], None, 
                 % (prepared["dbname"], request.node.nodeid, FRESH_DB, e.headline.removeprefix("error: "))
             )
             raise
-        _point_default_at(result)
+        _databases.point_at("default", result)
         call_command("createcachetable", database="default")
         _voice.count_fresh(config, result)
 
@@ -164,126 +175,32 @@ def _worker_input(config: pytest.Config) -> Dict[str, Any]:
     return getattr(config, "workerinput", {})
 
 
-def _prepare_default(config: pytest.Config, *, rebuild: bool, serialize: bool) -> str:
-    """Clone the snapshot under the test database name and point `default`
-    at it, doing what Django's create_test_db does after its migrate."""
-    from django.core.management import call_command
-    from django.db import connections
-
-    connection = connections["default"]
-    if connection.vendor != "postgresql":
-        raise pytest.UsageError(
-            "migsnap needs a PostgreSQL `default` database (found %s)" % connection.vendor
-        )
-    # pytest-django has applied the xdist/tox suffix by now; this is the
-    # name its own setup would create (TEST["NAME"] if set, else test_<NAME>).
-    name = connection.creation._get_test_db_name()
-    result = _prepare(config, name, rebuild=rebuild)
-    _point_default_at(result)
-    if config.getini("migsnap_verify"):
-        if _loads_as_built(result):
-            result["verified"] = "record"
-            mismatch = None
-        else:
-            result["verified"] = "loader"
-            mismatch = _migrations_mismatch()
-        if mismatch:
-            # Something the snapshot cannot see changed what Django loads
-            # (an environment variable in the settings, say): never run the
-            # tests on that schema.
-            _voice.voice(config).warn("migsnap: %s; rebuilding the snapshot" % mismatch)
-            connection.close()  # the target is replaced: nothing may hold it open
-            result = _prepare(config, name, rebuild=True)
-            _point_default_at(result)
-            mismatch = _migrations_mismatch()
-            if mismatch:
-                raise PrepareFailed(
-                    "error: the prepared database `%s` does not match Django's migrations "
-                    "even after a rebuild: %s\nhint: find what changes INSTALLED_APPS or "
-                    "MIGRATION_MODULES between migsnap's run and pytest's (an environment "
-                    "variable, say), or set migsnap_verify = false" % (name, mismatch)
-                )
-    config.stash[result_key] = result
-    _voice.record(config, result)
-    if serialize:
-        connection._test_serialized_contents = connection.creation.serialize_db_to_string()
-    call_command("createcachetable", database="default")
-    connection.ensure_connection()
-    return result["dbname"]
-
-
-def _loads_as_built(result: Dict[str, Any]) -> bool:
-    """Whether this process's Django loads what the database's snapshot was
-    built from: the same Django version, settings module, INSTALLED_APPS and
-    MIGRATION_MODULES as migsnap's build recorded (`built_with`; migsnap has
-    checked since that every migration file and package listing that build
-    read is unchanged). Then Django's loader would find the same migrations,
-    and checking it (`_migrations_mismatch`), which imports every one of
-    them in this process, is skipped: about a second on a 1,000-migration
-    project, most of what the first test waited for its database."""
-    built = result.get("built_with")
-    if not built:
-        return False
-    try:
-        import django
-        from django.apps import apps
-        from django.conf import settings
-
-        here = {
-            "django": django.get_version(),
-            "settings_module": settings.SETTINGS_MODULE,
-            "installed_apps": [c.name for c in apps.get_app_configs()],
-            "migration_modules": dict(getattr(settings, "MIGRATION_MODULES", {}).items()),
-        }
-    except Exception:  # an unusual MIGRATION_MODULES, say: check the long way
-        return False
-    return here == built
-
-
-def _migrations_mismatch() -> Optional[str]:
-    """How the prepared database's django_migrations differs from what
-    Django's loader finds now (None if it does not): a migration Django would
-    still apply, or a row for one it no longer knows. This is what `migrate`
-    itself would notice, checked from the pytest process, which has the
-    settings and apps loaded already."""
-    from django.db import connections
-    from django.db.migrations.executor import MigrationExecutor
-
-    executor = MigrationExecutor(connections["default"])
-    loader = executor.loader
-    plan = executor.migration_plan(loader.graph.leaf_nodes())
-    if plan:
-        names = ["%s.%s" % (m.app_label, m.name) for m, _backwards in plan]
-        more = " and %d more" % (len(names) - 3) if len(names) > 3 else ""
-        return "migrations %s%s are not applied in it" % (", ".join(names[:3]), more)
-    known = set(loader.disk_migrations)
-    for migration in loader.disk_migrations.values():
-        known.update(migration.replaces)
-    unknown = sorted(set(loader.applied_migrations) - known)
-    if unknown:
-        return "it has migration %s.%s, which Django no longer knows" % unknown[0]
-    return None
-
-
-def _prepare(config: pytest.Config, name: str, *, rebuild: bool) -> Dict[str, Any]:
-    """`migsnap prepare` for `name` (or the one started with the session,
-    if it was for `name`), its words on the terminal as it runs. Raises
-    PrepareFailed with migsnap's error report."""
-    voice = _voice.voice(config)
-    try:
+def _start(config: pytest.Config, alias: str, name: str, rebuild: bool) -> _databases.Background:
+    """`migsnap prepare` for `alias`'s database `name`, running: the one
+    started with the session when it was for this very database."""
+    if alias == "default":
         early = _early.claim(config, name, rebuild)
         if early is not None:
-            return early.take(voice.migsnap_said)
-        return _begin(config, name, rebuild=rebuild).result(voice.migsnap_said)
+            return early
+    return _databases.Background(name, lambda: _begin(config, name, alias=alias, rebuild=rebuild))
+
+
+def _prepare(config: pytest.Config, alias: str, name: str, *, rebuild: bool) -> Dict[str, Any]:
+    """`migsnap prepare` for one database, its words on the terminal as it
+    runs. Raises PrepareFailed with migsnap's error report."""
+    voice = _voice.voice(config)
+    try:
+        return _start(config, alias, name, rebuild).take(voice.migsnap_said)
     except MigsnapError as e:
         raise PrepareFailed(str(e)) from None
     finally:
         voice.finished()
 
 
-def _begin(config: pytest.Config, name: str, *, rebuild: bool) -> Preparing:
+def _begin(config: pytest.Config, name: str, *, alias: str = "default", rebuild: bool) -> Preparing:
     return Preparing(
         name,
+        alias=alias,
         rebuild=rebuild,
         force=_force(config),
         pool_default=_worker_count(config),
@@ -299,52 +216,6 @@ def _worker_count(config: pytest.Config) -> int:
 
 def _force(config: pytest.Config) -> bool:
     return bool(config.getoption("migsnap_force") or config.getini("migsnap_force"))
-
-
-def _point_default_at(result: Dict[str, Any]) -> None:
-    from django.conf import settings
-    from django.db import connections
-
-    connection = connections["default"]
-    connection.close()
-    changes = {
-        "NAME": result["dbname"],
-        "HOST": result["host"],
-        "PORT": str(result["port"]),
-        "USER": result["user"],
-        "PASSWORD": result["password"] or "",
-    }
-    # Usually one dict, but settings.DATABASES may have been copied.
-    for target in {id(d): d for d in (connection.settings_dict, settings.DATABASES["default"])}.values():
-        target.update(changes)
-        target.setdefault("TEST", {})["NAME"] = result["dbname"]
-        # A service or passfile would override the host and user set above.
-        for key in ("service", "passfile"):
-            target.get("OPTIONS", {}).pop(key, None)
-
-
-def _drop_clone(name: str) -> None:
-    """Drop `name` if, and only if, it is a database migsnap cloned."""
-    from django.db import connections
-
-    connection = connections["default"]
-    connection.close()
-    with connection.creation._nodb_cursor() as cursor:
-        cursor.execute(
-            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') "
-            "FROM pg_database WHERE datname = %s",
-            [name],
-        )
-        row = cursor.fetchone()
-        if row is None:
-            return
-        if not row[0].startswith(CLONE_COMMENT):
-            warnings.warn(
-                "migsnap: not dropping `%s`: it is not marked as a migsnap clone" % name,
-                stacklevel=1,
-            )
-            return
-        cursor.execute("DROP DATABASE %s" % connection.ops.quote_name(name))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -365,18 +236,30 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def _rebuild_in_controller(config: pytest.Config) -> None:
+    """Every PostgreSQL database of the settings, rebuilt at once: the
+    controller does not know which aliases the workers' tests use."""
     from django.db import connections
     from pytest_django.plugin import blocking_manager_key
 
-    name = connections["default"].creation._get_test_db_name()
-    try:
-        result = _prepare(config, name, rebuild=True)
-    except PrepareFailed as e:
-        raise pytest.UsageError(str(e)) from None
-    _voice.record(config, result)
-    _point_default_at(result)
+    voice = _voice.voice(config)
+    setup = _databases.Setup(_databases.layout(connections))
     with config.stash[blocking_manager_key].unblock():
-        _drop_clone(name)
+        try:
+            setup.prepare(
+                lambda db, name, again: _start(config, db.alias, name, again),
+                voice.migsnap_said,
+                rebuild=True,
+                verify=False,
+                warn=voice.warn,
+            )
+        except MigsnapError as e:
+            raise pytest.UsageError(str(e)) from None
+        finally:
+            voice.finished()
+            for said in setup.teardown(verbosity=0, keepdb=False):
+                voice.warn(said)
+    for result in setup.results.values():
+        _voice.record(config, result)
     config.stash[_rebuilt_key] = True
 
 
@@ -397,9 +280,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     from pytest_django.plugin import blocking_manager_key
 
-    _point_default_at(made)
+    _databases.point_at("default", made)
     with config.stash[blocking_manager_key].unblock():
-        _drop_clone(made["dbname"])
+        said = _databases.drop_clone("default", made["dbname"])
+    if said:
+        _voice.voice(config).warn(said)
 
 
 @pytest.hookimpl(hookwrapper=True)

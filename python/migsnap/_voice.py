@@ -28,6 +28,8 @@ from typing import Any, Dict, IO, Iterator, List, Optional
 
 import pytest
 
+from migsnap import _databases
+
 #: migsnap's per-migration lines (src/django.rs, Progress): redrawn in place.
 _PROGRESS = re.compile(r"migsnap: (\[\d+/\d+\] applying |still applying )")
 _WARNING = "migsnap: warning: "
@@ -150,7 +152,7 @@ def voice(config: pytest.Config) -> Voice:
 def record(config: pytest.Config, result: Dict[str, Any]) -> None:
     """Keep a prepare result for the summary line (a worker also sends it
     to the controller)."""
-    entry = {k: result.get(k) for k in ("dbname", "source", "elapsed_ms", "waited_ms")}
+    entry = _databases.entry(result)
     config.stash.setdefault(_results_key, []).append(entry)
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:
@@ -178,47 +180,7 @@ def record_worker(config: pytest.Config, node: Any) -> None:
 def summary(config: pytest.Config) -> Optional[str]:
     """`migsnap: test_app from template in 61 ms (tests waited 0 ms)` (one entry per database
     prepared, workers' included), or None if nothing was prepared."""
-    results = sorted(config.stash.get(_results_key, []), key=lambda r: r["dbname"] or "")
-    if not results:
-        return None
-    return "migsnap: " + ", ".join(
-        "%s from %s in %s%s%s"
-        % (
-            r["dbname"],
-            r["source"],
-            _duration(r["elapsed_ms"]),
-            _waited(r.get("waited_ms")),
-            _fresh(r),
-        )
-        for r in results
-    )
-
-
-def _fresh(r: Dict[str, Any]) -> str:
-    """`, then 12 fresh (9 from the pool), 14 ms each` (migsnap_fresh_db)."""
-    n = r.get("fresh", 0)
-    if not n:
-        return ""
-    return ", then %d fresh (%d from the pool), %s each" % (
-        n,
-        r.get("fresh_pool", 0),
-        _duration(r.get("fresh_ms", 0) // n),
-    )
-
-
-def _waited(ms: Optional[int]) -> str:
-    """Prepared while pytest collected: how long the tests still waited."""
-    return "" if ms is None else " (tests waited %s)" % _duration(ms)
-
-
-def _duration(ms: Optional[int]) -> str:
-    if ms is None:
-        return "?"
-    if ms < 1000:
-        return "%d ms" % ms
-    if ms < 60_000:
-        return "%.2f s" % (ms / 1000)
-    return "%dm%02ds" % (ms // 60_000, ms // 1000 % 60)
+    return _databases.summary(config.stash.get(_results_key, []))
 
 
 def drawer_lock(config: pytest.Config) -> str:

@@ -19,6 +19,7 @@ use migsnap::names::DbName;
 use migsnap::pg::admin::{self, Admin, DbInfo, TEMPLATE_PREFIX};
 use migsnap::store::{Manifest, Store};
 use migsnap::ui::{self, Ui};
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 /// A temp file untouched for this long belongs to a dead process (writers
@@ -80,6 +81,9 @@ struct Skipped {
 struct GcOutput {
     dry_run: bool,
     current_key: Key,
+    /// The current key of every alias this project has snapshots for
+    /// (`current_key` among them): each is kept whatever `--keep` says.
+    current_keys: BTreeSet<Key>,
     /// Keys of the snapshots left in the cache, newest first.
     kept: Vec<Key>,
     removed: Vec<Item>,
@@ -93,10 +97,16 @@ struct GcOutput {
 impl GcOutput {
     /// Nothing removed yet; `keep` is what `select` kept, `other_projects`
     /// how many snapshots it left alone as other projects'.
-    fn new(dry_run: bool, current: &Key, keep: &[Manifest], other_projects: usize) -> GcOutput {
+    fn new(
+        dry_run: bool,
+        current: (&Key, &BTreeSet<Key>),
+        keep: &[Manifest],
+        other_projects: usize,
+    ) -> GcOutput {
         GcOutput {
             dry_run,
-            current_key: current.clone(),
+            current_key: current.0.clone(),
+            current_keys: current.1.clone(),
             kept: keep.iter().map(|m| m.key.clone()).collect(),
             removed: Vec::new(),
             skipped: Vec::new(),
@@ -115,16 +125,25 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
     let fp = fingerprint::compute(&settings.ctx.key)?;
     let store = settings.ctx.store()?;
     let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
+    let current = fp.current_keys(
+        &settings.ctx.key,
+        store.aliases().iter().map(String::as_str),
+    );
     let (ours, other_projects) =
-        store.project_manifests(settings.ctx.project_dir(), &fp.key, args.all_projects);
-    let (keep, remove) = select(ours, &fp.key, args.keep, args.max_size);
+        store.project_manifests(settings.ctx.project_dir(), &current, args.all_projects);
+    let (keep, remove) = select(ours, &current, args.keep, args.max_size);
     let mut gc = Gc {
         admin: &admin,
         store: &store,
         ui,
         dry_run: args.dry_run,
         pool: settings.ctx.pool,
-        out: GcOutput::new(args.dry_run, &fp.key, &keep, other_projects.len()),
+        out: GcOutput::new(
+            args.dry_run,
+            (&fp.key, &current),
+            &keep,
+            other_projects.len(),
+        ),
     };
     for m in remove {
         gc.remove_snapshot(&m).await?;
@@ -160,10 +179,12 @@ async fn run_remote(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
     if let Some(w) = listing.odd_names(remote.url()) {
         ui.warn(format!("{w} (gc leaves them)"));
     }
-    let (keep, remove) = select(found.manifests, &fp.key, args.keep, args.max_size);
+    let aliases: BTreeSet<&str> = found.manifests.iter().map(|m| m.alias.as_str()).collect();
+    let current = fp.current_keys(&settings.ctx.key, aliases);
+    let (keep, remove) = select(found.manifests, &current, args.keep, args.max_size);
     // The prefix names the project: builders' project dirs differ from
     // machine to machine, so every snapshot under it counts as this one's.
-    let mut out = GcOutput::new(args.dry_run, &fp.key, &keep, 0);
+    let mut out = GcOutput::new(args.dry_run, (&fp.key, &current), &keep, 0);
     for m in &remove {
         if !args.dry_run {
             remote.remove(&m.key, &listing).await?;
@@ -218,21 +239,21 @@ async fn run_remote(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
 
 /// Split snapshots (newest first) into kept and removed: the `keep` newest,
 /// trimmed from the oldest end until their total fits `max_size`, plus the
-/// current key's whatever its age and size.
+/// current keys' (one per alias) whatever their age and size.
 fn select(
     all: Vec<Manifest>,
-    current: &Key,
+    current: &BTreeSet<Key>,
     keep: usize,
     max_size: Option<u64>,
 ) -> (Vec<Manifest>, Vec<Manifest>) {
     let mut total: u64 = all
         .iter()
-        .filter(|m| &m.key == current)
+        .filter(|m| current.contains(&m.key))
         .map(|m| m.dump.size)
         .sum();
     let (mut kept, mut removed) = (Vec::new(), Vec::new());
     for (i, m) in all.into_iter().enumerate() {
-        if &m.key == current {
+        if current.contains(&m.key) {
             kept.push(m);
             continue;
         }
@@ -332,8 +353,8 @@ impl Gc<'_> {
                 // (`maintain` sizes it); an orphaned member goes; other
                 // keys' pools are their projects' to keep.
                 DbName::Pool(_) => {
-                    let current =
-                        migsnap::pool::member_key(&info).as_ref() == Some(&self.out.current_key);
+                    let current = migsnap::pool::member_key(&info)
+                        .is_some_and(|k| self.out.current_keys.contains(&k));
                     let stale = if current {
                         self.pool == 0
                     } else {
@@ -435,12 +456,12 @@ impl Gc<'_> {
             .into_iter()
             .map(|key| (self.store.dump_path(&key), key));
         // `check`'s catalogs are only used with their snapshot's manifest.
-        let current = self.out.current_key.clone();
+        let current = self.out.current_keys.clone();
         let unchecked = self
             .store
             .checked_keys()
             .into_iter()
-            .filter(|key| key != &current && !self.store.manifest_path(key).exists())
+            .filter(|key| !current.contains(key) && !self.store.manifest_path(key).exists())
             .map(|key| (self.store.check_path(&key), key));
         let unsigned = self
             .store
@@ -557,7 +578,7 @@ mod tests {
     fn snap(key: &str, created: u64, size: u64) -> Manifest {
         Manifest {
             format: MANIFEST_FORMAT,
-            key: k(key),
+            key: Key::parse(&key.repeat(64)).expect("test key"),
             created_unix: created,
             migsnap_version: String::new(),
             server_version_num: 150000,
@@ -579,13 +600,17 @@ mod tests {
             depends: Default::default(),
             extensions: vec![],
             project_dir: None,
+            alias: "default".into(),
             authenticated: true,
         }
     }
 
-    /// The key made of one repeated hex letter.
-    fn k(letter: &str) -> Key {
-        Key::parse(&letter.repeat(64)).expect("test key")
+    /// The current keys made of repeated hex letters.
+    fn k(letters: &str) -> BTreeSet<Key> {
+        letters
+            .chars()
+            .map(|c| Key::parse(&c.to_string().repeat(64)).expect("test key"))
+            .collect()
     }
 
     fn keys(v: &[Manifest]) -> Vec<&str> {
@@ -616,5 +641,9 @@ mod tests {
         // The current one stays even when it alone is over the limit.
         let (kept, _) = select(all(), &k("b"), 10, Some(1));
         assert_eq!(keys(&kept), ["b"]);
+        // Every alias's current key stays (each alias is its own snapshot).
+        let (kept, removed) = select(all(), &k("ab"), 0, None);
+        assert_eq!(keys(&kept), ["b", "a"]);
+        assert_eq!(keys(&removed), ["d", "c"]);
     }
 }

@@ -57,7 +57,10 @@ fn django_hint(kind: Failure) -> &'static str {
             "set MIGSNAP_PYTHON (or --python, or `python` in [tool.migsnap]) to the project's interpreter, e.g. .venv/bin/python"
         }
         Failure::Configuration => {
-            "point DATABASES['default'] at PostgreSQL (the settings module migsnap uses may be set with --settings)"
+            "point the alias's DATABASES entry at PostgreSQL (the settings module migsnap uses may be set with --settings)"
+        }
+        Failure::Alias => {
+            "pass --alias with a key of the settings' DATABASES (`migsnap prepare --all-aliases` prepares every one)"
         }
         Failure::Unsupported => {
             "this Django does not support this PostgreSQL server (the error above says which it needs): point migsnap at a newer one (MIGSNAP_SERVER_URL, or MIGSNAP_PG_BINDIR for the embedded server), or use a Django that supports this server"

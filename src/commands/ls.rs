@@ -51,6 +51,8 @@ struct SnapshotRow<'a> {
     build_seconds: f64,
     costs: Vec<super::Cost<'a>>,
     current: bool,
+    /// The DATABASES alias it was migrated for.
+    alias: &'a str,
     /// A template for this key is on the server.
     template: bool,
     /// The project that built it; `None` if its manifest predates that.
@@ -103,8 +105,13 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
         trust_unsigned: true,
         ..settings.ctx.cache.trust.clone()
     });
+    // Each alias's current key is current (`*`).
+    let current = fp.current_keys(
+        &settings.ctx.key,
+        store.aliases().iter().map(String::as_str),
+    );
     let (manifests, others) =
-        store.project_manifests(settings.ctx.project_dir(), &fp.key, args.all_projects);
+        store.project_manifests(settings.ctx.project_dir(), &current, args.all_projects);
     let cached: BTreeSet<&Key> = manifests.iter().map(|m| &m.key).collect();
     // Templates of snapshots another project built are that project's.
     let theirs: BTreeSet<&Key> = others.iter().map(|m| &m.key).collect();
@@ -117,7 +124,7 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
                     .filter(|(_, key)| key.as_ref().is_none_or(|k| !theirs.contains(k)))
                     .map(|(name, key)| TemplateRow {
                         cached: key.as_ref().is_some_and(|k| cached.contains(k)),
-                        current: key.as_ref() == Some(&fp.key),
+                        current: key.as_ref().is_some_and(|k| current.contains(k)),
                         name,
                         key,
                     })
@@ -129,7 +136,7 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
                     .map(|m| {
                         let key = migsnap::pool::member_key(&m);
                         PoolRow {
-                            current: key.as_ref() == Some(&fp.key),
+                            current: key.as_ref().is_some_and(|k| current.contains(k)),
                             name: m.name,
                             key,
                         }
@@ -151,7 +158,7 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
     let now = store::now_unix();
     let snapshots: Vec<SnapshotRow> = manifests
         .iter()
-        .map(|m| SnapshotRow::of(m, &fp.key, on_server(&m.key), now))
+        .map(|m| SnapshotRow::of(m, &current, on_server(&m.key), now))
         .collect();
     let out = LsOutput {
         current_key: fp.key.clone(),
@@ -171,7 +178,7 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
 }
 
 impl<'a> SnapshotRow<'a> {
-    fn of(m: &'a Manifest, current: &Key, template: bool, now: u64) -> Self {
+    fn of(m: &'a Manifest, current: &BTreeSet<Key>, template: bool, now: u64) -> Self {
         SnapshotRow {
             key: m.key.clone(),
             size: m.dump.size,
@@ -182,7 +189,8 @@ impl<'a> SnapshotRow<'a> {
             base_key: m.build.base_key.clone(),
             build_seconds: m.build.seconds,
             costs: super::costs(&m.build.migrations),
-            current: &m.key == current,
+            current: current.contains(&m.key),
+            alias: &m.alias,
             template,
             project_dir: m.project_dir.as_ref().map(|p| p.display().to_string()),
         }
@@ -194,8 +202,13 @@ impl<'a> SnapshotRow<'a> {
             Some(b) => format!(" on {}", b.short()),
             None => String::new(),
         };
+        let alias = if self.alias == fingerprint::DEFAULT_ALIAS {
+            String::new()
+        } else {
+            format!("  [alias {}]", self.alias)
+        };
         format!(
-            "  {}{}  {:>10}  {:>8} ago  {:>4} migrations  {}{base}{mark}\n",
+            "  {}{}  {:>10}  {:>8} ago  {:>4} migrations  {}{base}{alias}{mark}\n",
             self.key.short(),
             if self.current { "*" } else { " " },
             ui::size(self.size),
@@ -237,6 +250,8 @@ async fn run_remote(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
         ui.warn(w);
     }
     let now = store::now_unix();
+    let aliases: BTreeSet<&str> = found.manifests.iter().map(|m| m.alias.as_str()).collect();
+    let current = fp.current_keys(&settings.ctx.key, aliases);
     let out = RemoteLsOutput {
         current_key: fp.key.clone(),
         remote: remote.url().to_string(),
@@ -244,7 +259,7 @@ async fn run_remote(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
             .manifests
             .iter()
             .map(|m| RemoteRow {
-                row: SnapshotRow::of(m, &fp.key, false, now),
+                row: SnapshotRow::of(m, &current, false, now),
                 cached: matches!(store.load(&m.key), Ok(Some(_))),
             })
             .collect(),

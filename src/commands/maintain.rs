@@ -65,6 +65,8 @@ pub fn spawn(settings: &Settings, ui: &Ui) {
     }
     cmd.arg("maintain")
         .arg("--background")
+        .arg("--alias")
+        .arg(&ctx.django.alias)
         .env(migsnap::env::POOL, ctx.pool.to_string())
         .env_remove(migsnap::env::CRASH_AT)
         .env_remove(migsnap::env::PAUSE_AT)

@@ -29,7 +29,9 @@ pub fn run(cli: Cli) -> Result<u8> {
 }
 
 fn run_command(cli: Cli) -> Result<u8> {
-    let settings = Settings::resolve(&cli.global.overrides())?;
+    let mut overrides = cli.global.overrides();
+    overrides.alias = cli.command.alias().map(str::to_string);
+    let settings = Settings::resolve(&overrides)?;
     let ui = Ui::new(settings.quiet);
     // `gc --remote` works on the store alone: no server to start.
     let starts_slow_work = match &cli.command {
@@ -89,7 +91,8 @@ async fn interruptible<T>(
 async fn dispatch<'a>(command: &'a Command, settings: &Settings, ui: &Ui) -> Result<Outcome<'a>> {
     let code = match command {
         Command::Run(args) => {
-            let prepared = prepare::prepare(settings, &args.target, ui).await?;
+            let prepared =
+                prepare::prepare(settings, &args.target.database, &args.target.how, ui).await?;
             if prepared.maintenance {
                 maintain::spawn(settings, ui);
             }

@@ -1,6 +1,6 @@
 //! `migsnap prepare`: render what `migsnap::prepare` made.
 
-use crate::cli::{PrepareArgs, TargetArgs};
+use crate::cli::{PrepareArgs, TargetOpts};
 use crate::settings::Settings;
 use migsnap::engine::Source;
 use migsnap::error::{exit, Result};
@@ -13,6 +13,11 @@ use migsnap::ui::Ui;
 #[derive(serde::Serialize)]
 struct PrepareOutput<'a> {
     database: &'a str,
+    /// The DATABASES alias it is for.
+    alias: &'a str,
+    /// With `--all-aliases`: the alias whose database this one uses (a
+    /// `TEST["MIRROR"]`, or an alias naming the same database); else null.
+    mirror_of: Option<&'a str>,
     key: &'a Key,
     source: Source,
     base_key: Option<&'a Key>,
@@ -68,28 +73,15 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8>
         }
         _ => settings,
     };
-    let p = prepare(settings, &args.target, ui).await?;
+    let Some(database) = &args.database else {
+        return all_aliases(settings, args, ui).await;
+    };
+    let p = prepare(settings, database, &args.how, ui).await?;
     if let Some(n) = args.pool_default {
         super::maintain::remember_pool_size(settings, &p.key, usize::from(n), ui);
     }
     if args.json {
-        super::print_json(&PrepareOutput {
-            database: &p.database,
-            key: &p.key,
-            source: p.source,
-            base_key: p.base_key.as_ref(),
-            origin: p.origin,
-            applied: p.applied.iter().map(|a| a.name.as_str()).collect(),
-            costs: super::costs(&p.applied),
-            elapsed_ms: p.elapsed.as_millis() as u64,
-            host: &p.conn.host,
-            port: p.conn.port,
-            user: &p.conn.user,
-            password: p.conn.password.as_deref(),
-            dbname: &p.database,
-            url: p.conn.url(&p.database),
-            built_with: p.built_with.as_ref().map(BuiltWith::from),
-        })?;
+        super::print_json(&output(&p, &settings.ctx.django.alias, None))?;
     } else {
         // stdout is data: the URL, for `psql "$(migsnap prepare …)"`; the
         // summary is a message.
@@ -103,12 +95,107 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8>
     Ok(exit::OK)
 }
 
+fn output<'a>(p: &'a Prepared, alias: &'a str, mirror_of: Option<&'a str>) -> PrepareOutput<'a> {
+    PrepareOutput {
+        database: &p.database,
+        alias,
+        mirror_of,
+        key: &p.key,
+        source: p.source,
+        base_key: p.base_key.as_ref(),
+        origin: p.origin,
+        applied: p.applied.iter().map(|a| a.name.as_str()).collect(),
+        costs: super::costs(&p.applied),
+        elapsed_ms: p.elapsed.as_millis() as u64,
+        host: &p.conn.host,
+        port: p.conn.port,
+        user: &p.conn.user,
+        password: p.conn.password.as_deref(),
+        dbname: &p.database,
+        url: p.conn.url(&p.database),
+        built_with: p.built_with.as_ref().map(BuiltWith::from),
+    }
+}
+
+/// `prepare --all-aliases`: every database the settings define, named as
+/// Django's test setup names them, all at once (each alias is a snapshot
+/// of its own); one entry per alias, mirrors and aliases sharing a
+/// database with the entry of the database they use.
+async fn all_aliases(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8> {
+    let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
+    let found = migsnap::django::aliases(&settings.ctx.django, &admin.conn, ui).await?;
+    drop(admin);
+    let layout = migsnap::aliases::Layout::of(&found);
+    for (alias, vendor) in &layout.others {
+        ui.warn(format!(
+            "alias `{alias}` uses the {vendor} backend: not prepared (migsnap needs PostgreSQL)"
+        ));
+    }
+    let each: Vec<Settings> = layout
+        .databases
+        .iter()
+        .map(|db| settings.for_alias(&db.alias))
+        .collect::<Result<_>>()?;
+    let made = futures_util::future::try_join_all(
+        layout
+            .databases
+            .iter()
+            .zip(&each)
+            .map(|(db, s)| prepare(s, &db.name, &args.how, ui)),
+    )
+    .await?;
+    for (p, s) in made.iter().zip(&each) {
+        if let Some(n) = args.pool_default {
+            super::maintain::remember_pool_size(s, &p.key, usize::from(n), ui);
+        }
+    }
+    let prepared_for = |alias: &str| {
+        let db = layout.database_of(alias)?;
+        let i = layout.databases.iter().position(|d| d == db)?;
+        Some((&made[i], db.alias.as_str()))
+    };
+    let entries: Vec<PrepareOutput> = found
+        .iter()
+        .filter_map(|a| {
+            let (p, owner) = prepared_for(&a.alias)?;
+            let mirror_of = (owner != a.alias).then_some(owner);
+            Some(output(p, &a.alias, mirror_of))
+        })
+        .collect();
+    if args.json {
+        super::print_json(&AllOutput { aliases: entries })?;
+    } else {
+        for p in &made {
+            ui.info(p.summary());
+        }
+        for e in &entries {
+            super::print_stdout(&format!("{} {}\n", e.alias, e.url));
+        }
+    }
+    for (p, s) in made.iter().zip(&each) {
+        if p.maintenance {
+            super::maintain::spawn(s, ui);
+        }
+    }
+    Ok(exit::OK)
+}
+
+#[derive(serde::Serialize)]
+struct AllOutput<'a> {
+    aliases: Vec<PrepareOutput<'a>>,
+}
+
 /// The library's use case, with the target the command line names.
-pub async fn prepare(settings: &Settings, args: &TargetArgs, ui: &Ui) -> Result<Prepared> {
+pub async fn prepare(
+    settings: &Settings,
+    database: &str,
+    how: &TargetOpts,
+    ui: &Ui,
+) -> Result<Prepared> {
     let target = Target {
-        database: args.database.clone(),
-        force: args.force,
-        rebuild: args.rebuild,
+        database: database.to_string(),
+        force: how.force,
+        rebuild: how.rebuild,
     };
     migsnap::prepare::prepare(&settings.ctx, &target, ui).await
 }

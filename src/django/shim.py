@@ -4,8 +4,10 @@ Run as `python -c <this> /path/to/manage.py`. It runs the project's own
 manage.py (so whatever it does first -- setting DJANGO_SETTINGS_MODULE,
 loading .env, tweaking sys.path -- still happens), but replaces
 execute_from_command_line so that, once the settings are importable, the
-`default` database is pointed at MIGSNAP_DB_* before Django opens any
-connection, and migrate runs with a progress callback.
+database alias MIGSNAP_ALIAS (`default` unless told) is pointed at
+MIGSNAP_DB_* before Django opens any connection, and migrate runs for that
+alias (`migrate --database ALIAS`, as Django's test setup runs it) with a
+progress callback.
 
 Protocol: one JSON object per line on the *original* stdout; everything
 Django or a migration prints goes to stderr instead.
@@ -20,6 +22,8 @@ import traceback
 
 MANAGE_PY = sys.argv[1]
 PROJECT_DIR = os.path.dirname(os.path.abspath(MANAGE_PY))
+#: The DATABASES alias migsnap builds (its routers decide what lands there).
+ALIAS = os.environ.get("MIGSNAP_ALIAS") or "default"
 #: Modules loaded before manage.py ran (the interpreter's own).
 _modules_at_start = set(sys.modules)
 #: Modules manage.py and the settings imported, up to the moment the settings
@@ -66,7 +70,7 @@ def lost_connection(e):
 
     kinds = (OperationalError, InterfaceError)
     try:
-        driver = connections["default"].Database
+        driver = connections[ALIAS].Database
         kinds += (driver.OperationalError, driver.InterfaceError)
     except Exception:
         pass
@@ -128,15 +132,15 @@ def require_target_database():
     server: whatever the settings did, migrate must not run elsewhere."""
     from django.db import connections
 
-    with connections["default"].cursor() as cursor:
+    with connections[ALIAS].cursor() as cursor:
         cursor.execute("SELECT current_database(), current_setting('port')")
         name, port = cursor.fetchone()
     want = (os.environ["MIGSNAP_DB_NAME"], os.environ["MIGSNAP_DB_PORT"])
     if (name, str(port)) != want:
         raise MigsnapError(
             "the settings connect Django to database %r (port %s), not to migsnap's %r "
-            "(port %s); remove what overrides DATABASES['default'] (OPTIONS, a router) "
-            "for migsnap's runs" % (name, port, want[0], want[1]),
+            "(port %s); remove what overrides DATABASES[%r] (OPTIONS, a router) "
+            "for migsnap's runs" % (name, port, want[0], want[1], ALIAS),
             category="elsewhere",
         )
 
@@ -148,9 +152,13 @@ def point_default_database_at_target():
     # From the shim's start, not from here: manage.py may have loaded the
     # settings (and what they import) already.
     _settings_modules.update(set(sys.modules) - _modules_at_start)
-    if "default" not in databases:
-        raise MigsnapError("settings.DATABASES has no 'default' alias")
-    original = dict(databases["default"])
+    if ALIAS not in databases:
+        raise MigsnapError(
+            "settings.DATABASES has no %r alias (it has %s)"
+            % (ALIAS, ", ".join(repr(a) for a in databases) or "none"),
+            category="alias",
+        )
+    original = dict(databases[ALIAS])
     target = {
         "NAME": os.environ["MIGSNAP_DB_NAME"],
         "HOST": os.environ["MIGSNAP_DB_HOST"],
@@ -159,11 +167,13 @@ def point_default_database_at_target():
         "PASSWORD": os.environ.get("MIGSNAP_DB_PASSWORD", ""),
     }
     same = lambda db: all(db.get(k) == original.get(k) for k in ("NAME", "HOST", "PORT"))
-    # Aliases that are the default database under another name (a replica
-    # entry, a router's read alias) follow it; any other alias is a different
-    # database and is left as the settings say, as a plain migrate would.
+    # Aliases that are this database under another name (a replica entry, a
+    # router's read alias, a TEST["MIRROR"] of it, as Django's test setup
+    # makes them) follow it; any other alias is a different database and is
+    # left as the settings say, as a plain migrate would.
     for alias, db in databases.items():
-        if alias != "default" and not same(db):
+        mirror = (db.get("TEST") or {}).get("MIRROR")
+        if alias != ALIAS and mirror != ALIAS and not same(db):
             continue
         db.update(target)
         options = db.setdefault("OPTIONS", {})
@@ -185,11 +195,11 @@ def point_default_database_at_target():
 def require_postgresql():
     from django.db import connections
 
-    vendor = connections["default"].vendor
+    vendor = connections[ALIAS].vendor
     if vendor != "postgresql":
         raise MigsnapError(
-            "DATABASES['default'] uses the %s backend (%s); migsnap needs PostgreSQL"
-            % (vendor, connections["default"].settings_dict.get("ENGINE"))
+            "DATABASES[%r] uses the %s backend (%s); migsnap needs PostgreSQL"
+            % (ALIAS, vendor, connections[ALIAS].settings_dict.get("ENGINE"))
         )
 
 
@@ -353,7 +363,7 @@ def migrate():
     from django.db import connections
     from django.db.migrations.executor import MigrationExecutor
 
-    executor = MigrationExecutor(connections["default"])
+    executor = MigrationExecutor(connections[ALIAS])
     report_inputs(executor.loader)
     plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
     emit("plan", migrations=[label(m) for m, _backwards in plan])
@@ -380,8 +390,8 @@ def migrate():
         return original(self, action, migration, fake)
 
     migrate_command.Command.migration_progress_callback = progress
-    with connections["default"].execute_wrapper(cost):
-        call_command("migrate", interactive=False, verbosity=1)
+    with connections[ALIAS].execute_wrapper(cost):
+        call_command("migrate", database=ALIAS, interactive=False, verbosity=1)
 
 
 class QueryCount:
@@ -439,7 +449,7 @@ def build_model_state():
     depends on the migration files only. Apps without migrations use their
     real models, as migrate's syncdb step does."""
     from django.apps import apps as global_apps
-    from django.db import connections
+    from django.db import connections, router
     from django.db.migrations.loader import MigrationLoader
 
     loader = MigrationLoader(None, ignore_no_migrations=True)
@@ -449,10 +459,13 @@ def build_model_state():
         if config.label not in loader.migrated_apps:
             models.extend(config.get_models())
     created = 0
-    with connections["default"].schema_editor() as editor:
+    with connections[ALIAS].schema_editor() as editor:
         for model in models:
             opts = model._meta
             if not opts.managed or opts.proxy or opts.swapped:
+                continue
+            # What migrate would create on this alias: the routers decide.
+            if not router.allow_migrate_model(ALIAS, model):
                 continue
             editor.create_model(model)
             created += 1
@@ -466,7 +479,7 @@ def read_only_connection():
     clone of a snapshot)."""
     from django.conf import settings
 
-    options = settings.DATABASES["default"].setdefault("OPTIONS", {})
+    options = settings.DATABASES[ALIAS].setdefault("OPTIONS", {})
     flag = "-c default_transaction_read_only=on"
     options["options"] = (options.get("options", "") + " " + flag).strip()
 
@@ -609,7 +622,7 @@ def plan():
     from django.db.migrations.executor import MigrationExecutor
     from django.db.migrations.state import ProjectState
 
-    connection = connections["default"]
+    connection = connections[ALIAS]
     executor = MigrationExecutor(connection)
     loader = executor.loader
     names = json.loads(os.environ.get("MIGSNAP_PLAN_TARGETS") or "[]")
@@ -670,11 +683,42 @@ def plan():
     )
 
 
+def list_aliases():
+    """The settings' DATABASES as Django's test setup sees them (for
+    `prepare --all-aliases`): each alias's backend, the test database it
+    would create, its TEST["MIRROR"], and the signature that makes two
+    aliases one database (`test_db_signature`). Read before anything is
+    pointed elsewhere, and no connection is opened."""
+    import django
+
+    django.setup()
+    from django.db import connections
+
+    out = []
+    for alias in connections:
+        connection = connections[alias]
+        postgres = connection.vendor == "postgresql"
+        out.append(
+            dict(
+                alias=alias,
+                vendor=connection.vendor,
+                mirror=connection.settings_dict["TEST"].get("MIRROR") or None,
+                test_name=connection.creation._get_test_db_name() if postgres else None,
+                signature=[str(part) for part in connection.creation.test_db_signature()],
+            )
+        )
+    emit("aliases", aliases=out)
+
+
 def run(argv=None):
     global _called, _ready
     _called = True
-    settings = point_default_database_at_target()
     mode = os.environ.get("MIGSNAP_MODE", "migrate")
+    if mode == "aliases":
+        list_aliases()
+        emit("finished")
+        return
+    settings = point_default_database_at_target()
     if mode == "plan":
         read_only_connection()
     import django
