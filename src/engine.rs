@@ -182,7 +182,7 @@ pub async fn ensure_template(
     let ready = admin.database(&template).await?.is_some_and(|d| {
         inputs
             .as_deref()
-            .is_some_and(|i| d.is_template_for(&fp.key, i))
+            .is_some_and(|i| d.serves(&fp.key, i, ctx.cache.trust.trust_unsigned))
     });
     if !ready {
         build(admin, ctx, fp, ui, Request::default()).await?;
@@ -370,7 +370,7 @@ async fn build_locked(
             .hint(format!("rename or drop `{template}` yourself")));
         }
         if let Some(inputs) = holds.as_deref() {
-            if existing.is_template_for(key, inputs) && !rebuild {
+            if existing.serves(key, inputs, ctx.cache.trust.trust_unsigned) && !rebuild {
                 // Another process finished it while we waited for the lock.
                 return Ok(Snapshot::ready(template, own.map(|m| m.depends.checked)));
             }

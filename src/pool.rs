@@ -165,7 +165,7 @@ pub async fn maintain(ctx: &Ctx, size: usize, start_server: bool, ui: &Ui) -> Re
     let template_name = admin::template_name(&fp.key);
     // Only a template marked for this key and these inputs is cloned.
     let current = |found: Option<DbInfo>| match (&inputs, found) {
-        (Some(i), Some(t)) if t.is_template_for(&fp.key, i) => Some(t),
+        (Some(i), Some(t)) if t.serves(&fp.key, i, ctx.cache.trust.trust_unsigned) => Some(t),
         _ => None,
     };
     let mut template = current(admin.database(&template_name).await?);

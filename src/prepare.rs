@@ -100,7 +100,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
         d.name == template
             && inputs
                 .as_deref()
-                .is_some_and(|i| d.is_template_for(&fp.key, i))
+                .is_some_and(|i| d.serves(&fp.key, i, ctx.cache.trust.trust_unsigned))
     };
 
     let scratch = admin::clone_scratch_name(target);
@@ -228,7 +228,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
         let still_there = admin.database(&snapshot.template).await?.is_some_and(|d| {
             inputs
                 .as_deref()
-                .is_some_and(|i| d.is_template_for(&fp.key, i))
+                .is_some_and(|i| d.serves(&fp.key, i, ctx.cache.trust.trust_unsigned))
         });
         if still_there {
             return Err(e);

@@ -757,6 +757,23 @@ fn with_trust_unsigned_a_foreign_snapshot_serves_its_key_but_is_never_built_on()
         "{err}"
     );
     assert!(has_table(&db, "planted_foreign"), "the foreign dump served");
+    // Trust turned off again: the template that foreign dump made (marked
+    // foreign on the server) is no longer served either.
+    let (v, err) = prepare_json(&mut p.cmd(&["prepare", "--database", &db, "--json"]));
+    assert_eq!(v["source"], "cold", "{err}");
+    assert!(
+        !has_table(&db, "planted_foreign"),
+        "a foreign template served without trust-unsigned: {err}"
+    );
+    drop_template(&key);
+    plant(
+        p.cache.path(),
+        &key,
+        "CREATE TABLE public.planted_foreign (x integer);\n",
+    );
+    std::fs::remove_file(p.cache.path().join(format!("{key}.sig"))).expect("rm sig");
+    let (v, err) = prepare_json(&mut trusting(&["prepare", "--database", &db, "--json"]));
+    assert_eq!(v["source"], "cache", "{err}");
     // A new migration: neither its template (on the server now) nor its
     // dump is built on; the build goes cold.
     p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);

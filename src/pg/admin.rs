@@ -115,6 +115,14 @@ impl DbInfo {
             && comment == template_comment(key, inputs)
     }
 
+    /// Whether it may be cloned for `key`: the key's finished template, and
+    /// not one a foreign snapshot made unless such snapshots are trusted
+    /// now (`trust-unsigned` turned off again must not leave the foreign
+    /// schema served from the server).
+    pub fn serves(&self, key: &Key, inputs: &str, trust_unsigned: bool) -> bool {
+        self.is_template_for(key, inputs) && (trust_unsigned || !self.is_foreign())
+    }
+
     /// Restored from a foreign snapshot: never built on.
     pub fn is_foreign(&self) -> bool {
         self.comment.ends_with(FOREIGN_MARK)
