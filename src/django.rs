@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+mod settings_text;
+pub use settings_text::migration_module_dirs;
+
 const SHIM: &str = include_str!("django/shim.py");
 /// Lines of Django's output kept for the error report.
 const STDERR_TAIL: usize = 60;
