@@ -239,6 +239,12 @@ impl std::fmt::Display for DjangoError {
                 f,
                 "{what} failed: the PostgreSQL server ended the connection: {exception}: {message}"
             ),
+            // Nothing was migrated yet: the settings (or what they import)
+            // are what the user has to fix, not a migration.
+            Failure::Settings => write!(
+                f,
+                "the Django settings failed to load: {exception}: {message}"
+            ),
             _ => write!(f, "{what} failed: {exception}: {message}"),
         }
     }

@@ -153,10 +153,13 @@ fn django_mistakes() {
             &db,
         ]),
         4,
-        "ModuleNotFoundError",
+        "the Django settings failed to load: ModuleNotFoundError: no module named 'nosuch' (the settings module is `nosuch.settings`",
     );
-    assert!(err.contains("nosuch"), "{err}");
-    assert!(err.contains("settings module"), "{err}");
+    // What the user can act on, not a traceback through migsnap's shim,
+    // runpy, Django and importlib.
+    assert!(!err.contains("Traceback"), "{err}");
+    assert!(!err.contains("migrate failed"), "{err}");
+    assert!(err.contains("check the settings module"), "{err}");
     fails(
         &p.run(&["--python", "/no/such/python", "prepare", "--database", &db]),
         2,
@@ -615,6 +618,49 @@ class Migration(migrations.Migration):
     assert!(err.contains("fix the migration"), "{err}");
     assert!(!err.contains("check the settings module"), "{err}");
     assert!(!err.contains("server ended the connection"), "{err}");
+}
+
+/// Settings that import something missing: the settings error, with the
+/// traceback of the project's own frames (manage.py, the settings line),
+/// none of the shim's or Django's.
+#[test]
+fn settings_that_fail_to_import_show_only_the_projects_frames() {
+    let p = Project::example("badimport");
+    let db = p.db("a");
+    let settings = p.path().join("exampleproj/settings.py");
+    let original = std::fs::read_to_string(&settings).expect("read settings");
+    p.write(
+        "exampleproj/settings.py",
+        &format!("{original}\nimport nosuchdependency  # noqa\n"),
+    );
+    let err = fails(
+        &p.run(&["prepare", "--database", &db]),
+        4,
+        "the Django settings failed to load: ModuleNotFoundError: No module named 'nosuchdependency'",
+    );
+    assert!(
+        err.contains("exampleproj/settings.py\", line") && err.contains("import nosuchdependency"),
+        "the line to fix: {err}"
+    );
+    for theirs in ["File \"<string>\"", "<frozen", "django/conf", "importlib"] {
+        assert!(!err.contains(theirs), "`{theirs}` in the traceback:\n{err}");
+    }
+}
+
+#[test]
+fn a_syntax_error_in_a_migration_names_its_path() {
+    let p = Project::example("badsyntax");
+    let db = p.db("a");
+    p.write(
+        "catalog/migrations/0005_broken.py",
+        "from django.db import migrations\n\nclass Migration(migrations.Migration:\n    pass\n",
+    );
+    let err = fails(
+        &p.run(&["prepare", "--database", &db]),
+        4,
+        "migrate failed: SyntaxError: invalid syntax (catalog/migrations/0005_broken.py, line 3)",
+    );
+    assert!(!err.contains("File \"<string>\""), "{err}");
 }
 
 #[test]
