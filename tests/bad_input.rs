@@ -714,18 +714,24 @@ fn help_lists_only_the_global_options_a_command_uses() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let key = help(&["key"]);
-    for ignored in ["--python", "--server-url", "--verbose", "--cache-dir"] {
+    for ignored in ["--python", "--server-url", "--verbose", "--remote-url"] {
         assert!(!key.contains(ignored), "key --help lists {ignored}:\n{key}");
     }
+    // The cache dir holds what the last build recorded (MIGRATION_MODULES).
     assert!(
-        key.contains("--settings") && key.contains("--project-dir"),
+        key.contains("--settings") && key.contains("--project-dir") && key.contains("--cache-dir"),
         "{key}"
     );
     let stop = help(&["server", "stop"]);
-    assert!(
-        !stop.contains("--python") && !stop.contains("--settings"),
-        "{stop}"
-    );
+    for ignored in ["--python", "--settings", "--remote-url"] {
+        assert!(!stop.contains(ignored), "server stop --help lists {ignored}:\n{stop}");
+    }
+    let signing = help(&["signing-key"]);
+    for ignored in ["--python", "--settings", "--server-url", "--cache-dir", "--remote-url"] {
+        assert!(!signing.contains(ignored), "signing-key --help lists {ignored}:\n{signing}");
+    }
+    let push = help(&["push"]);
+    assert!(!push.contains("--server-url") && push.contains("--remote-url"), "{push}");
     let prepare = help(&["prepare"]);
     for used in [
         "--python",
