@@ -83,7 +83,8 @@ impl Cli {
         };
         let Some(hint) = hint else { e.exit() };
         let _ = e.print();
-        eprintln!("hint: {hint}");
+        let color = migsnap::ui::stderr_color();
+        eprintln!("{} {hint}", migsnap::ui::Label::Hint.prefix(color));
         std::process::exit(e.exit_code());
     }
 }

@@ -663,6 +663,37 @@ fn a_syntax_error_in_a_migration_names_its_path() {
     assert!(!err.contains("File \"<string>\""), "{err}");
 }
 
+/// `error:` and `hint:` are coloured only where colour is wanted: not on
+/// a pipe (as here), with CLICOLOR_FORCE (as on a terminal), never with
+/// NO_COLOR.
+#[test]
+fn prefixes_are_coloured_only_where_colour_is_wanted() {
+    let run = |env: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(bin());
+        c.args(["-C", "/no/such/dir", "key"])
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR")
+            .env_remove("CLICOLOR_FORCE")
+            .env("TERM", "xterm-256color");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().expect("run");
+        assert_eq!(out.status.code(), Some(2));
+        stderr(&out)
+    };
+    let plain = run(&[]);
+    assert!(plain.starts_with("error: ") && !plain.contains('\x1b'), "{plain:?}");
+    let coloured = run(&[("CLICOLOR_FORCE", "1")]);
+    assert!(
+        coloured.starts_with("\x1b[1m\x1b[31merror:\x1b[0m ")
+            && coloured.contains("\x1b[1m\x1b[36mhint:\x1b[0m "),
+        "{coloured:?}"
+    );
+    let no_color = run(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]);
+    assert!(!no_color.contains('\x1b'), "{no_color:?}");
+}
+
 #[test]
 fn run_without_double_dash_is_told_to_add_it() {
     let p = Project::example("nodashes");
