@@ -446,9 +446,12 @@ pub enum ServerAction {
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// Stop every embedded server `migsnap server ls` lists
+    /// Stop every embedded server of this project's settings (its server dir, and where older versions put it), not another job's
     #[arg(long)]
     pub all: bool,
+    /// Stop every embedded server of yours that `migsnap server ls` lists, other jobs' and projects' too
+    #[arg(long)]
+    pub everywhere: bool,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
