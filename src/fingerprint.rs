@@ -542,7 +542,11 @@ DJANGO_SETTINGS_MODULE = "site.settings"
             "[\"django>=4.2\", \"psycopg\"]",
             "[\n    'django>=4.2',\n    'psycopg',\n]",
         );
-        assert_eq!(h(base), h(&reformatted), "the same list, laid out otherwise");
+        assert_eq!(
+            h(base),
+            h(&reformatted),
+            "the same list, laid out otherwise"
+        );
         let dep = base.replace("\"psycopg\"", "\"psycopg[binary]\"");
         assert_ne!(h(base), h(&dep), "a dependency");
         for table in [

@@ -253,7 +253,11 @@ impl Settings {
         // Module names are relative to manage.py's dir (its sys.path[0]);
         // the globs, to the project dir.
         let import_root = manage_py.parent().unwrap_or(&project_dir);
-        let prefix = match import_root.strip_prefix(&project_dir).ok().and_then(Path::to_str) {
+        let prefix = match import_root
+            .strip_prefix(&project_dir)
+            .ok()
+            .and_then(Path::to_str)
+        {
             Some("") => Some(String::new()),
             Some(sub) => Some(format!("{sub}/")),
             None => None,

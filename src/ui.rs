@@ -139,7 +139,10 @@ mod tests {
     fn prefixes_are_plain_without_colour() {
         assert_eq!(Label::Error.prefix(false), "error:");
         assert_eq!(Label::Hint.prefix(false), "hint:");
-        assert_eq!(Label::Warning.prefix(true), "\x1b[1m\x1b[33mwarning:\x1b[0m");
+        assert_eq!(
+            Label::Warning.prefix(true),
+            "\x1b[1m\x1b[33mwarning:\x1b[0m"
+        );
     }
 
     #[test]

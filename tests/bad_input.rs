@@ -683,7 +683,10 @@ fn prefixes_are_coloured_only_where_colour_is_wanted() {
         stderr(&out)
     };
     let plain = run(&[]);
-    assert!(plain.starts_with("error: ") && !plain.contains('\x1b'), "{plain:?}");
+    assert!(
+        plain.starts_with("error: ") && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
     let coloured = run(&[("CLICOLOR_FORCE", "1")]);
     assert!(
         coloured.starts_with("\x1b[1m\x1b[31merror:\x1b[0m ")
@@ -755,14 +758,29 @@ fn help_lists_only_the_global_options_a_command_uses() {
     );
     let stop = help(&["server", "stop"]);
     for ignored in ["--python", "--settings", "--remote-url"] {
-        assert!(!stop.contains(ignored), "server stop --help lists {ignored}:\n{stop}");
+        assert!(
+            !stop.contains(ignored),
+            "server stop --help lists {ignored}:\n{stop}"
+        );
     }
     let signing = help(&["signing-key"]);
-    for ignored in ["--python", "--settings", "--server-url", "--cache-dir", "--remote-url"] {
-        assert!(!signing.contains(ignored), "signing-key --help lists {ignored}:\n{signing}");
+    for ignored in [
+        "--python",
+        "--settings",
+        "--server-url",
+        "--cache-dir",
+        "--remote-url",
+    ] {
+        assert!(
+            !signing.contains(ignored),
+            "signing-key --help lists {ignored}:\n{signing}"
+        );
     }
     let push = help(&["push"]);
-    assert!(!push.contains("--server-url") && push.contains("--remote-url"), "{push}");
+    assert!(
+        !push.contains("--server-url") && push.contains("--remote-url"),
+        "{push}"
+    );
     let prepare = help(&["prepare"]);
     for used in [
         "--python",

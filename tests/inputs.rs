@@ -134,7 +134,11 @@ fn migrations_moved_by_a_computed_migration_modules_are_recorded_checked_and_key
     );
     assert_ne!(p.key(), key, "`migsnap key` follows the recorded package");
     let (v, _) = prepare(&p, &db, &[]);
-    assert_eq!(v["key"], before.as_str(), "outside the snapshot key's globs");
+    assert_eq!(
+        v["key"],
+        before.as_str(),
+        "outside the snapshot key's globs"
+    );
     assert_eq!(v["source"], "incremental", "built on the old snapshot");
     assert_eq!(v["applied"], serde_json::json!(["audit.0003_extra"]));
     Reference::of(&p).check(&db, "after adding a migration outside the globs");
@@ -165,7 +169,9 @@ fn only_the_dependency_tables_of_pyproject_are_in_the_key() {
     // Enabling the pytest plugin, configuring a linter: the same key.
     p.write(
         "pyproject.toml",
-        &format!("{base}\n[tool.pytest.ini_options]\nmigsnap = true\n\n[tool.ruff]\nline-length = 100\n"),
+        &format!(
+            "{base}\n[tool.pytest.ini_options]\nmigsnap = true\n\n[tool.ruff]\nline-length = 100\n"
+        ),
     );
     assert_eq!(p.key(), key, "tables that cannot change what migrate does");
     // A dependency, a dependency group: another key.

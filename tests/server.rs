@@ -193,7 +193,12 @@ fn default_servers_live_outside_their_cache_dirs_and_ls_and_stop_all_find_them()
         .as_array()
         .expect("servers")
         .iter()
-        .map(|s| (s["dir"].as_str().expect("dir").to_string(), s["running"] == true))
+        .map(|s| {
+            (
+                s["dir"].as_str().expect("dir").to_string(),
+                s["running"] == true,
+            )
+        })
         .collect();
     let mut expected = vec![(dir_a.clone(), true), (dir_b.clone(), false)];
     expected.sort();
@@ -204,7 +209,9 @@ fn default_servers_live_outside_their_cache_dirs_and_ls_and_stop_all_find_them()
     let servers = stopped["servers"].as_array().expect("servers");
     assert_eq!(servers.len(), 2);
     assert!(servers.iter().all(|s| s["running"] == false));
-    assert!(servers.iter().any(|s| s["dir"] == dir_a.as_str() && s["stopped"] == true));
+    assert!(servers
+        .iter()
+        .any(|s| s["dir"] == dir_a.as_str() && s["stopped"] == true));
     assert!(default_server(home.path(), &a, &["ls"])["servers"]
         .as_array()
         .expect("servers")

@@ -143,7 +143,11 @@ fn top_level_tokens(body: &str) -> Vec<Token> {
                         _ => s.push(c2),
                     }
                 }
-                tokens.push(if depth == 0 { Token::Str(s) } else { Token::Other });
+                tokens.push(if depth == 0 {
+                    Token::Str(s)
+                } else {
+                    Token::Other
+                });
             }
             '{' | '[' | '(' => {
                 depth += 1;
@@ -223,7 +227,10 @@ MIGRATION_MODULES = dict(computed="computed.db")
         );
         // A plain settings module: its siblings (urls, wsgi) are not read.
         write("proj/settings.py", "DEBUG = True\n");
-        write("proj/other.py", "MIGRATION_MODULES = {'audit': 'audit.db_migrations'}\n");
+        write(
+            "proj/other.py",
+            "MIGRATION_MODULES = {'audit': 'audit.db_migrations'}\n",
+        );
         assert!(migration_module_dirs(root, "proj.settings").is_empty());
         assert!(migration_module_dirs(root, "../etc").is_empty());
     }
