@@ -3,7 +3,7 @@
 use crate::cli::KeyArgs;
 use crate::settings::Settings;
 use migsnap::error::{exit, Error, Result};
-use migsnap::fingerprint::{self, Fingerprint, MigrationGlobs};
+use migsnap::fingerprint::{self, KeySpec, MigrationGlobs};
 use migsnap::store::Store;
 use migsnap::ui::Ui;
 
@@ -17,8 +17,8 @@ struct KeyOutput<'a> {
 }
 
 pub fn run(settings: &Settings, args: &KeyArgs, ui: &Ui) -> Result<u8> {
-    let (fp, dangling) = fingerprint::compute_noting_links(&settings.ctx.key)?;
-    let (fp, dangling, recorded) = with_recorded_dirs(settings, fp, dangling)?;
+    let (spec, recorded) = with_recorded_dirs(settings)?;
+    let (fp, dangling) = fingerprint::compute_noting_links(&spec)?;
     let globs = &settings.ctx.key.migrations;
     let dir = settings.ctx.project_dir().display();
     let manage_py = &settings.ctx.django.manage_py;
@@ -93,32 +93,23 @@ fn root_hint(dir: &std::path::Path) -> String {
     }
 }
 
-/// The key over the globs' files and the migration packages the newest
-/// build of this project recorded outside them (MIGRATION_MODULES that the
-/// settings' text does not show, such as a dict built at run time), and
-/// those packages. Without them a CI cache keyed on `migsnap key` would
-/// never change when those migrations do; no Python runs for them. Before
-/// any build there is no record, and the key is the globs' alone.
-fn with_recorded_dirs(
-    settings: &Settings,
-    fp: Fingerprint,
-    dangling: Vec<String>,
-) -> Result<(Fingerprint, Vec<String>, Vec<String>)> {
-    let spec = &settings.ctx.key;
-    let globs = MigrationGlobs::new(spec)?;
+/// What the key hashes: the globs' files, and the migration packages the
+/// newest build of this project recorded outside them (MIGRATION_MODULES
+/// that the settings' text does not show, such as a dict built at run
+/// time), which are returned too. Without them a CI cache keyed on
+/// `migsnap key` would never change when those migrations do; no Python
+/// runs for them. Before any build there is no record, and the key is the
+/// globs' alone.
+fn with_recorded_dirs(settings: &Settings) -> Result<(KeySpec, Vec<String>)> {
+    let mut spec = settings.ctx.key.clone();
+    let globs = MigrationGlobs::new(&spec)?;
     let recorded: Vec<String> = Store::new(&settings.ctx.cache.dir)
         .recorded_migration_dirs(settings.ctx.project_dir())
         .into_iter()
         .filter(|dir| !globs.is_match(&format!("{dir}/0001_probe.py")))
         .filter(|dir| spec.root.join(dir).is_dir())
         .collect();
-    if recorded.is_empty() {
-        return Ok((fp, dangling, recorded));
-    }
-    let mut wider = spec.clone();
-    wider
-        .migrations
+    spec.migrations
         .extend(recorded.iter().map(|dir| format!("{dir}/*.py")));
-    let (fp, dangling) = fingerprint::compute_noting_links(&wider)?;
-    Ok((fp, dangling, recorded))
+    Ok((spec, recorded))
 }
