@@ -83,7 +83,8 @@ impl Cli {
         };
         let Some(hint) = hint else { e.exit() };
         let _ = e.print();
-        eprintln!("hint: {hint}");
+        let color = migsnap::ui::stderr_color();
+        eprintln!("{} {hint}", migsnap::ui::Label::Hint.prefix(color));
         std::process::exit(e.exit_code());
     }
 }
@@ -93,15 +94,29 @@ impl Cli {
 /// the same options to every command, but a command's `--help` lists only
 /// the ones that change what it does.
 const IGNORED: &[(&[&str], &[&str])] = &[
-    (&["key"], &["server_url", "cache_dir", "python", "verbose"]),
+    // `key` reads the cache dir: the migration packages the last build recorded.
+    (&["key"], &["server_url", "remote_url", "python", "verbose"]),
     (&["ls"], &["python", "verbose"]),
     (&["gc"], &["python", "verbose"]),
-    (&["server"], &["python", "settings", "verbose"]),
-    (&["server", "start"], &["python", "settings", "verbose"]),
-    (&["server", "stop"], &["python", "settings", "verbose"]),
-    (&["server", "status"], &["python", "settings", "verbose"]),
-    (&["server", "url"], &["python", "settings", "verbose"]),
-    (&["server", "ls"], &["python", "settings", "verbose"]),
+    (&["push"], &["server_url", "python", "verbose"]),
+    (&["pull"], &["server_url", "python", "verbose"]),
+    (&["signing-key"], SIGNING_KEY_IGNORES),
+    (&["signing-key", "generate"], SIGNING_KEY_IGNORES),
+    (&["server"], SERVER_IGNORES),
+    (&["server", "start"], SERVER_IGNORES),
+    (&["server", "stop"], SERVER_IGNORES),
+    (&["server", "status"], SERVER_IGNORES),
+    (&["server", "url"], SERVER_IGNORES),
+    (&["server", "ls"], SERVER_IGNORES),
+];
+const SERVER_IGNORES: &[&str] = &["remote_url", "python", "settings", "verbose"];
+const SIGNING_KEY_IGNORES: &[&str] = &[
+    "server_url",
+    "cache_dir",
+    "remote_url",
+    "python",
+    "settings",
+    "verbose",
 ];
 
 /// `command` with `IGNORED` hidden from each command's help.
@@ -494,9 +509,12 @@ pub enum ServerAction {
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
-    /// Stop every embedded server `migsnap server ls` lists
+    /// Stop every embedded server of this project's settings (its server dir, and where older versions put it), not another job's
     #[arg(long)]
     pub all: bool,
+    /// Stop every embedded server of yours that `migsnap server ls` lists, other jobs' and projects' too
+    #[arg(long)]
+    pub everywhere: bool,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+mod settings_text;
+pub use settings_text::migration_module_dirs;
+
 const SHIM: &str = include_str!("django/shim.py");
 /// Lines of Django's output kept for the error report.
 const STDERR_TAIL: usize = 60;
@@ -245,6 +248,12 @@ impl std::fmt::Display for DjangoError {
             Failure::Server => write!(
                 f,
                 "{what} failed: the PostgreSQL server ended the connection: {exception}: {message}"
+            ),
+            // Nothing was migrated yet: the settings (or what they import)
+            // are what the user has to fix, not a migration.
+            Failure::Settings => write!(
+                f,
+                "the Django settings failed to load: {exception}: {message}"
             ),
             _ => write!(f, "{what} failed: {exception}: {message}"),
         }

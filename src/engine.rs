@@ -1080,7 +1080,7 @@ async fn settled_inputs(
     .map_err(|c| changed(c.0))?;
     for dir in &recorded.unkeyed_dirs {
         ui.warn(format!(
-            "migrations in `{dir}` are not covered by the `migrations` globs: migsnap records and checks them, but `migsnap key` (a CI cache key) does not see them; add `{dir}/*.py` to `migrations` in [tool.migsnap]"
+            "migrations in `{dir}` are not covered by the `migrations` globs, and the settings' text does not name them in MIGRATION_MODULES: migsnap records and checks them, and `migsnap key` covers them once a build recorded them, but a CI job that computes its cache key before restoring the cache does not; add `{dir}/*.py` to `migrations` in [tool.migsnap]"
         ));
     }
     let (spec, depends) = (ctx.key.clone(), recorded.depends);

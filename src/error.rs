@@ -100,10 +100,11 @@ impl Error {
         self.kind.exit_code()
     }
 
-    /// The full report for stderr: message, causes, detail, hint.
-    pub fn report(&self) -> String {
+    /// The full report for stderr: message, causes, detail, hint; the
+    /// `error:` and `hint:` prefixes in colour when `color`.
+    pub fn report(&self, color: bool) -> String {
         use std::fmt::Write;
-        let mut out = format!("error: {}\n", self.message);
+        let mut out = format!("{} {}\n", Label::Error.prefix(color), self.message);
         let mut cause: Option<&(dyn std::error::Error + 'static)> = match &self.source {
             Some(s) => Some(s.as_ref()),
             None => None,
@@ -129,9 +130,44 @@ impl Error {
             }
         }
         if let Some(h) = &self.hint {
-            let _ = writeln!(out, "hint: {h}");
+            let _ = writeln!(out, "{} {h}", Label::Hint.prefix(color));
         }
         out
+    }
+}
+
+/// What a message line is, for its prefix's colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    Error,
+    Warning,
+    Hint,
+}
+
+impl Label {
+    fn style(self) -> anstyle::Style {
+        let color = match self {
+            Label::Error => anstyle::AnsiColor::Red,
+            Label::Warning => anstyle::AnsiColor::Yellow,
+            Label::Hint => anstyle::AnsiColor::Cyan,
+        };
+        anstyle::Style::new().bold().fg_color(Some(color.into()))
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Label::Error => "error",
+            Label::Warning => "warning",
+            Label::Hint => "hint",
+        }
+    }
+
+    /// `error:` (`warning:`, `hint:`), in its colour when `color`.
+    pub fn prefix(self, color: bool) -> String {
+        match color {
+            true => format!("{0}{1}:{0:#}", self.style(), self.text()),
+            false => format!("{}:", self.text()),
+        }
     }
 }
 

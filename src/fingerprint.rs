@@ -220,6 +220,8 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
                 // only: what is in it does not change what Django loads.
                 let hashed = if is_part && rel.ends_with("/__init__.py") {
                     Ok("present".to_string())
+                } else if is_input && is_pyproject(&rel) {
+                    read_into(entry.path(), &mut buf).map(|()| hash_pyproject(&buf))
                 } else {
                     hash_file_with(entry.path(), &mut buf)
                 };
@@ -318,16 +320,116 @@ pub fn key_of(
 /// sha256 of the content with CRLF folded to LF, so a Windows checkout with
 /// autocrlf shares snapshots with Linux CI.
 fn hash_file_with(path: &Path, buf: &mut Vec<u8>) -> Result<String> {
+    read_into(path, buf)?;
+    Ok(hash_normalized(buf))
+}
+
+fn read_into(path: &Path, buf: &mut Vec<u8>) -> Result<()> {
     use std::io::Read;
     buf.clear();
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(buf))
+        .map(|_| ())
         .map_err(|e| {
             Error::usage(format!("cannot read `{}`", path.display()))
                 .source(e)
                 .hint("make it readable by this user, or leave it out with `exclude` in [tool.migsnap]")
-        })?;
-    Ok(hash_normalized(buf))
+        })
+}
+
+fn is_pyproject(rel: &str) -> bool {
+    rel == "pyproject.toml" || rel.ends_with("/pyproject.toml")
+}
+
+/// The tables of pyproject.toml that say what gets installed, and so which
+/// third-party migrations Django loads: nothing else in it (pytest's
+/// options, linters', migsnap's own, which the key covers where they
+/// matter) can change what `migrate` does, and enabling the pytest plugin
+/// there must not throw every snapshot away.
+const PYPROJECT_DEPENDENCY_TABLES: &[&[&str]] = &[
+    &["build-system"],
+    &["project", "dependencies"],
+    &["project", "optional-dependencies"],
+    &["dependency-groups"],
+    &["tool", "poetry", "dependencies"],
+    &["tool", "poetry", "dev-dependencies"],
+    &["tool", "poetry", "group"],
+    &["tool", "poetry", "extras"],
+    &["tool", "poetry", "source"],
+    &["tool", "uv"],
+    &["tool", "pdm", "dependencies"],
+    &["tool", "pdm", "dev-dependencies"],
+    &["tool", "pdm", "resolution"],
+    &["tool", "pdm", "source"],
+    &["tool", "pipenv"],
+];
+
+/// The hash of pyproject.toml's dependency tables: each present one, by its
+/// path, in a canonical form (keys sorted, so reformatting or reordering
+/// them changes nothing). A file that is not TOML is hashed whole, as
+/// before: nothing is assumed about what it holds.
+fn hash_pyproject(bytes: &[u8]) -> String {
+    let Some(doc) = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+    else {
+        return hash_normalized(bytes);
+    };
+    let mut canonical = String::from("pyproject-dependencies-v1\n");
+    for path in PYPROJECT_DEPENDENCY_TABLES {
+        let mut value = None;
+        let mut table = Some(&doc);
+        for part in *path {
+            value = table.and_then(|t| t.get(*part));
+            table = value.and_then(toml::Value::as_table);
+        }
+        if let Some(value) = value {
+            canonical.push_str(&path.join("."));
+            canonical.push('=');
+            canonical_toml(value, &mut canonical);
+            canonical.push('\n');
+        }
+    }
+    hash_normalized(canonical.as_bytes())
+}
+
+/// A TOML value as JSON-like text with sorted keys and quoted strings, so
+/// equal values always serialise the same and no two differ only in layout.
+fn canonical_toml(value: &toml::Value, out: &mut String) {
+    let quote = |s: &str, out: &mut String| {
+        out.push_str(&serde_json::Value::String(s.to_string()).to_string());
+    };
+    match value {
+        toml::Value::String(s) => quote(s, out),
+        toml::Value::Integer(i) => out.push_str(&i.to_string()),
+        toml::Value::Float(f) => out.push_str(&f.to_string()),
+        toml::Value::Boolean(b) => out.push_str(&b.to_string()),
+        toml::Value::Datetime(d) => quote(&d.to_string(), out),
+        toml::Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_toml(item, out);
+            }
+            out.push(']');
+        }
+        toml::Value::Table(table) => {
+            let mut entries: Vec<_> = table.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                quote(k, out);
+                out.push(':');
+                canonical_toml(v, out);
+            }
+            out.push('}');
+        }
+    }
 }
 
 /// A symlink loop: the walker noticed and stopped there, nothing to hash.
@@ -515,6 +617,51 @@ mod tests {
             )
         );
         assert_eq!(base.as_str().len(), 64);
+    }
+
+    #[test]
+    fn only_the_dependency_tables_of_pyproject_count() {
+        let base = r#"
+[project]
+name = "site"
+dependencies = ["django>=4.2", "psycopg"]
+
+[tool.pytest.ini_options]
+DJANGO_SETTINGS_MODULE = "site.settings"
+"#;
+        let h = |text: &str| hash_pyproject(text.as_bytes());
+        let plugin = base.replace(
+            "[tool.pytest.ini_options]\n",
+            "[tool.pytest.ini_options]\nmigsnap = true\n",
+        );
+        assert_eq!(h(base), h(&plugin), "pytest's options");
+        let linted = format!("{base}\n[tool.ruff]\nline-length = 100\n");
+        assert_eq!(h(base), h(&linted), "another tool's table");
+        let renamed = base.replace("name = \"site\"", "name = \"site2\"");
+        assert_eq!(h(base), h(&renamed), "the project's name");
+        let reformatted = base.replace(
+            "[\"django>=4.2\", \"psycopg\"]",
+            "[\n    'django>=4.2',\n    'psycopg',\n]",
+        );
+        assert_eq!(
+            h(base),
+            h(&reformatted),
+            "the same list, laid out otherwise"
+        );
+        let dep = base.replace("\"psycopg\"", "\"psycopg[binary]\"");
+        assert_ne!(h(base), h(&dep), "a dependency");
+        for table in [
+            "[dependency-groups]\ndev = [\"pytest\"]\n",
+            "[tool.poetry.group.dev.dependencies]\npytest = \"*\"\n",
+            "[tool.uv]\ndev-dependencies = [\"pytest\"]\n",
+            "[build-system]\nrequires = [\"setuptools\"]\n",
+            "[project.optional-dependencies]\npg = [\"psycopg\"]\n",
+            "[tool.pdm.dev-dependencies]\ntest = [\"pytest\"]\n",
+        ] {
+            assert_ne!(h(base), h(&format!("{base}\n{table}")), "{table}");
+        }
+        // Not TOML: the whole file, as any other key input.
+        assert_eq!(h("[oops"), hash_normalized(b"[oops"));
     }
 
     #[test]

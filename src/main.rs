@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprint!("{}", e.report());
+            eprint!("{}", e.report(migsnap::ui::stderr_color()));
             ExitCode::from(e.exit_code())
         }
     }

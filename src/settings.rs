@@ -260,6 +260,31 @@ impl Settings {
             Some(a) => checked_alias(a)?,
             None => migsnap::fingerprint::DEFAULT_ALIAS.to_string(),
         };
+        // Migrations that MIGRATION_MODULES moves out of `*/migrations/`
+        // count in the key too, found in the settings' text (no Python):
+        // otherwise a CI cache keyed on `migsnap key` never changes when
+        // they do (issue #22).
+        let mut migrations = file.migrations.unwrap_or_else(|| owned(DEFAULT_MIGRATIONS));
+        // Module names are relative to manage.py's dir (its sys.path[0]);
+        // the globs, to the project dir.
+        let import_root = manage_py.parent().unwrap_or(&project_dir);
+        let prefix = match import_root
+            .strip_prefix(&project_dir)
+            .ok()
+            .and_then(Path::to_str)
+        {
+            Some("") => Some(String::new()),
+            Some(sub) => Some(format!("{sub}/")),
+            None => None,
+        };
+        if let (Some(module), Some(prefix)) = (&key_settings, prefix) {
+            for dir in migsnap::django::migration_module_dirs(import_root, module) {
+                let glob = format!("{prefix}{dir}/*.py");
+                if !migrations.contains(&glob) {
+                    migrations.push(glob);
+                }
+            }
+        }
         let ctx = Ctx {
             django: DjangoRunner {
                 python,
@@ -271,7 +296,7 @@ impl Settings {
             },
             key: migsnap::fingerprint::KeySpec {
                 root: project_dir,
-                migrations: file.migrations.unwrap_or_else(|| owned(DEFAULT_MIGRATIONS)),
+                migrations,
                 exclude: file.exclude.unwrap_or_default(),
                 inputs: file.key_inputs.unwrap_or_else(|| owned(DEFAULT_KEY_INPUTS)),
                 salt: file.key_salt.unwrap_or_default(),

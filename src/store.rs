@@ -378,6 +378,54 @@ impl Store {
         all
     }
 
+    /// The project-relative migration packages that the newest snapshot
+    /// built in `project` recorded outside its key's globs (Django loaded
+    /// them through MIGRATION_MODULES): what `migsnap key` adds so that a
+    /// CI cache key changes with them, when the settings' text did not
+    /// name them. Read without a signature check, and only the names: a
+    /// forged record can only add files to a key that hashes them.
+    pub fn recorded_migration_dirs(&self, project: &Path) -> Vec<String> {
+        #[derive(Deserialize)]
+        struct Dirs {
+            format: u32,
+            key: Key,
+            created_unix: u64,
+            #[serde(default)]
+            project_dir: Option<PathBuf>,
+            depends: DirsDepends,
+        }
+        #[derive(Deserialize)]
+        struct DirsDepends {
+            checked: DirsChecked,
+        }
+        #[derive(Deserialize)]
+        struct DirsChecked {
+            #[serde(default)]
+            dirs: BTreeMap<String, serde::de::IgnoredAny>,
+        }
+        impl Named for Dirs {
+            fn names(&self) -> (u32, &Key) {
+                (self.format, &self.key)
+            }
+        }
+        self.keys_with_suffix(".json")
+            .iter()
+            .filter_map(|key| Some(self.load_bytes_as::<Dirs>(key, false).ok()??.0))
+            .filter(|m| m.project_dir.as_deref() == Some(project))
+            // The key breaks a tie of seconds, so the answer is the same
+            // whatever order the directory lists in.
+            .max_by(|a, b| (a.created_unix, &a.key).cmp(&(b.created_unix, &b.key)))
+            .map(|m| {
+                m.depends
+                    .checked
+                    .dirs
+                    .into_keys()
+                    .filter(|d| !Path::new(d).is_absolute())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `manifests()` split into this project's (built in `project`, or
     /// for the `current` key, which any checkout may share) and the
     /// others'; `all` takes every one as this project's.

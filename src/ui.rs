@@ -1,6 +1,7 @@
 //! Messages and progress on stderr. stdout carries only results (plain or
 //! JSON); everything a human reads while waiting goes through here.
 
+pub use crate::error::Label;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
@@ -12,11 +13,21 @@ pub struct Ui {
     pub color: bool,
 }
 
+/// Whether messages on stderr get colour: a terminal that supports it,
+/// unless NO_COLOR (or CLICOLOR=0) turns it off; CLICOLOR_FORCE turns it on
+/// anywhere. anstream decides, so migsnap agrees with clap, cargo and uv.
+pub fn stderr_color() -> bool {
+    anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never
+}
+
 impl Ui {
     pub fn new(quiet: bool) -> Ui {
         let tty = std::io::stderr().is_terminal();
-        let color = tty && std::env::var_os(crate::env::NO_COLOR).is_none_or(|v| v.is_empty());
-        Ui { tty, quiet, color }
+        Ui {
+            tty,
+            quiet,
+            color: stderr_color(),
+        }
     }
 
     /// A progress/status line (suppressed by --quiet).
@@ -28,17 +39,14 @@ impl Ui {
 
     /// Always shown: something the user should know about.
     pub fn warn(&self, msg: impl AsRef<str>) {
-        let label = if self.color {
-            "\x1b[33mwarning\x1b[0m"
-        } else {
-            "warning"
-        };
-        self.line(&format!("{label}: {}", msg.as_ref()));
+        let label = Label::Warning.prefix(self.color);
+        self.line(&format!("{label} {}", msg.as_ref()));
     }
 
     /// Always shown, after a warning: how to fix what it is about.
     pub fn hint(&self, msg: impl AsRef<str>) {
-        self.line(&format!("hint: {}", msg.as_ref()));
+        let label = Label::Hint.prefix(self.color);
+        self.line(&format!("{label} {}", msg.as_ref()));
     }
 
     fn line(&self, msg: &str) {
@@ -126,6 +134,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes_are_plain_without_colour() {
+        assert_eq!(Label::Error.prefix(false), "error:");
+        assert_eq!(Label::Hint.prefix(false), "hint:");
+        assert_eq!(
+            Label::Warning.prefix(true),
+            "\x1b[1m\x1b[33mwarning:\x1b[0m"
+        );
+    }
 
     #[test]
     fn sizes_parse_with_binary_units() {

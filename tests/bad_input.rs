@@ -153,10 +153,13 @@ fn django_mistakes() {
             &db,
         ]),
         4,
-        "ModuleNotFoundError",
+        "the Django settings failed to load: ModuleNotFoundError: no module named 'nosuch' (the settings module is `nosuch.settings`",
     );
-    assert!(err.contains("nosuch"), "{err}");
-    assert!(err.contains("settings module"), "{err}");
+    // What the user can act on, not a traceback through migsnap's shim,
+    // runpy, Django and importlib.
+    assert!(!err.contains("Traceback"), "{err}");
+    assert!(!err.contains("migrate failed"), "{err}");
+    assert!(err.contains("check the settings module"), "{err}");
     fails(
         &p.run(&["--python", "/no/such/python", "prepare", "--database", &db]),
         2,
@@ -617,6 +620,83 @@ class Migration(migrations.Migration):
     assert!(!err.contains("server ended the connection"), "{err}");
 }
 
+/// Settings that import something missing: the settings error, with the
+/// traceback of the project's own frames (manage.py, the settings line),
+/// none of the shim's or Django's.
+#[test]
+fn settings_that_fail_to_import_show_only_the_projects_frames() {
+    let p = Project::example("badimport");
+    let db = p.db("a");
+    let settings = p.path().join("exampleproj/settings.py");
+    let original = std::fs::read_to_string(&settings).expect("read settings");
+    p.write(
+        "exampleproj/settings.py",
+        &format!("{original}\nimport nosuchdependency  # noqa\n"),
+    );
+    let err = fails(
+        &p.run(&["prepare", "--database", &db]),
+        4,
+        "the Django settings failed to load: ModuleNotFoundError: No module named 'nosuchdependency'",
+    );
+    assert!(
+        err.contains("exampleproj/settings.py\", line") && err.contains("import nosuchdependency"),
+        "the line to fix: {err}"
+    );
+    for theirs in ["File \"<string>\"", "<frozen", "django/conf", "importlib"] {
+        assert!(!err.contains(theirs), "`{theirs}` in the traceback:\n{err}");
+    }
+}
+
+#[test]
+fn a_syntax_error_in_a_migration_names_its_path() {
+    let p = Project::example("badsyntax");
+    let db = p.db("a");
+    p.write(
+        "catalog/migrations/0005_broken.py",
+        "from django.db import migrations\n\nclass Migration(migrations.Migration:\n    pass\n",
+    );
+    let err = fails(
+        &p.run(&["prepare", "--database", &db]),
+        4,
+        "migrate failed: SyntaxError: invalid syntax (catalog/migrations/0005_broken.py, line 3)",
+    );
+    assert!(!err.contains("File \"<string>\""), "{err}");
+}
+
+/// `error:` and `hint:` are coloured only where colour is wanted: not on
+/// a pipe (as here), with CLICOLOR_FORCE (as on a terminal), never with
+/// NO_COLOR.
+#[test]
+fn prefixes_are_coloured_only_where_colour_is_wanted() {
+    let run = |env: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(bin());
+        c.args(["-C", "/no/such/dir", "key"])
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR")
+            .env_remove("CLICOLOR_FORCE")
+            .env("TERM", "xterm-256color");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().expect("run");
+        assert_eq!(out.status.code(), Some(2));
+        stderr(&out)
+    };
+    let plain = run(&[]);
+    assert!(
+        plain.starts_with("error: ") && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
+    let coloured = run(&[("CLICOLOR_FORCE", "1")]);
+    assert!(
+        coloured.starts_with("\x1b[1m\x1b[31merror:\x1b[0m ")
+            && coloured.contains("\x1b[1m\x1b[36mhint:\x1b[0m "),
+        "{coloured:?}"
+    );
+    let no_color = run(&[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]);
+    assert!(!no_color.contains('\x1b'), "{no_color:?}");
+}
+
 #[test]
 fn run_without_double_dash_is_told_to_add_it() {
     let p = Project::example("nodashes");
@@ -668,17 +748,38 @@ fn help_lists_only_the_global_options_a_command_uses() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let key = help(&["key"]);
-    for ignored in ["--python", "--server-url", "--verbose", "--cache-dir"] {
+    for ignored in ["--python", "--server-url", "--verbose", "--remote-url"] {
         assert!(!key.contains(ignored), "key --help lists {ignored}:\n{key}");
     }
+    // The cache dir holds what the last build recorded (MIGRATION_MODULES).
     assert!(
-        key.contains("--settings") && key.contains("--project-dir"),
+        key.contains("--settings") && key.contains("--project-dir") && key.contains("--cache-dir"),
         "{key}"
     );
     let stop = help(&["server", "stop"]);
+    for ignored in ["--python", "--settings", "--remote-url"] {
+        assert!(
+            !stop.contains(ignored),
+            "server stop --help lists {ignored}:\n{stop}"
+        );
+    }
+    let signing = help(&["signing-key"]);
+    for ignored in [
+        "--python",
+        "--settings",
+        "--server-url",
+        "--cache-dir",
+        "--remote-url",
+    ] {
+        assert!(
+            !signing.contains(ignored),
+            "signing-key --help lists {ignored}:\n{signing}"
+        );
+    }
+    let push = help(&["push"]);
     assert!(
-        !stop.contains("--python") && !stop.contains("--settings"),
-        "{stop}"
+        !push.contains("--server-url") && push.contains("--remote-url"),
+        "{push}"
     );
     let prepare = help(&["prepare"]);
     for used in [

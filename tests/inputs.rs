@@ -39,44 +39,117 @@ fn index_migration(app: &str, dep: &str, index: &str) -> String {
     )
 }
 
-#[test]
-fn migrations_moved_by_migration_modules_are_recorded_and_checked() {
-    let p = Project::example("modules");
+/// Moves audit's migrations to `audit/db_migrations`, mapped there by
+/// `settings_line` (appended to the settings module).
+fn move_audit_migrations(p: &Project, settings_line: &str) {
     std::fs::rename(
         p.path().join("audit/migrations"),
         p.path().join("audit/db_migrations"),
     )
     .expect("move");
-    append(
+    append(p, SETTINGS, settings_line);
+}
+
+#[test]
+fn migrations_moved_by_a_literal_migration_modules_are_in_the_key() {
+    let p = Project::example("modules");
+    move_audit_migrations(
         &p,
-        SETTINGS,
         "\nMIGRATION_MODULES = {\"audit\": \"audit.db_migrations\"}\n",
     );
+    let key = p.key();
     let db = p.db("a");
     let (first, err) = prepare(&p, &db, &[]);
     assert_eq!(first["source"], "cold");
+    assert_eq!(first["key"], key.as_str(), "the key is the snapshot's");
     assert!(
-        err.contains("add `audit/db_migrations/*.py` to `migrations`"),
-        "the warning names the glob to add: {err}"
+        !err.contains("not covered by the `migrations` globs"),
+        "the settings' text names the package: no glob to add: {err}"
     );
-    let key = p.key();
 
-    // A new migration there: the key cannot see it, the snapshot's record does.
+    // A new migration there changes the key (the CI cache key with it),
+    // read from the settings' text, before and after any build.
     p.write(
         "audit/db_migrations/0003_extra.py",
         &index_migration("audit", "0002_payload_gin_index", "audit_extra_idx"),
     );
-    assert_eq!(p.key(), key, "outside the globs, as the warning said");
+    let added = p.key();
+    assert_ne!(added, key, "a new migration in the moved package");
     let (v, _) = prepare(&p, &db, &[]);
+    assert_eq!(v["key"], added.as_str());
+    assert_eq!(v["source"], "incremental", "built on the old snapshot");
+    assert_eq!(v["applied"], serde_json::json!(["audit.0003_extra"]));
+    Reference::of(&p).check(&db, "after adding a migration outside the globs");
+
+    // Editing it: another key, built on the first snapshot, which never had it.
+    p.write(
+        "audit/db_migrations/0003_extra.py",
+        &index_migration("audit", "0002_payload_gin_index", "audit_other_idx"),
+    );
+    let edited = p.key();
+    assert!(edited != added && edited != key);
+    let (v, err) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "incremental", "{err}");
+    assert_eq!(v["base_key"], key.as_str());
+    Reference::of(&p).check(&db, "after editing a migration outside the globs");
+
+    // And unchanged, the snapshot is served again.
+    let (v, _) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "template");
+}
+
+#[test]
+fn migrations_moved_by_a_computed_migration_modules_are_recorded_checked_and_keyed() {
+    let p = Project::example("modules_dyn");
+    // Built at run time: the settings' text does not show it.
+    move_audit_migrations(
+        &p,
+        "\nMIGRATION_MODULES = dict(audit=\"audit.\" + \"db_migrations\")\n",
+    );
+    let before = p.key();
+    let db = p.db("a");
+    let (first, err) = prepare(&p, &db, &[]);
+    assert_eq!(first["source"], "cold");
+    assert_eq!(first["key"], before.as_str());
+    assert!(
+        err.contains("add `audit/db_migrations/*.py` to `migrations`"),
+        "the warning names the glob to add: {err}"
+    );
+    // After that build, `key` covers what it recorded (and says so).
+    let out = p.run(&["key"]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("add `audit/db_migrations/*.py` to `migrations`"),
+        "{}",
+        stderr(&out)
+    );
+    let key = p.key();
+    assert_eq!(p.key(), key, "the same tree, the same key");
+
+    // A new migration there: the CI cache key changes; the snapshot key
+    // cannot see it, the snapshot's record does.
+    p.write(
+        "audit/db_migrations/0003_extra.py",
+        &index_migration("audit", "0002_payload_gin_index", "audit_extra_idx"),
+    );
+    assert_ne!(p.key(), key, "`migsnap key` follows the recorded package");
+    let (v, _) = prepare(&p, &db, &[]);
+    assert_eq!(
+        v["key"],
+        before.as_str(),
+        "outside the snapshot key's globs"
+    );
     assert_eq!(v["source"], "incremental", "built on the old snapshot");
     assert_eq!(v["applied"], serde_json::json!(["audit.0003_extra"]));
     Reference::of(&p).check(&db, "after adding a migration outside the globs");
 
     // Editing that applied migration: the old snapshot no longer fits.
+    let added = p.key();
     p.write(
         "audit/db_migrations/0003_extra.py",
         &index_migration("audit", "0002_payload_gin_index", "audit_other_idx"),
     );
+    assert_ne!(p.key(), added);
     let (v, err) = prepare(&p, &db, &[]);
     assert_eq!(v["source"], "cold", "{err}");
     assert!(err.contains("migration audit.0003_extra changed"), "{err}");
@@ -85,6 +158,34 @@ fn migrations_moved_by_migration_modules_are_recorded_and_checked() {
     // And unchanged, the snapshot is served again.
     let (v, _) = prepare(&p, &db, &[]);
     assert_eq!(v["source"], "template");
+}
+
+#[test]
+fn only_the_dependency_tables_of_pyproject_are_in_the_key() {
+    let p = Project::example("pyproject");
+    let base = "[project]\nname = \"example\"\ndependencies = [\"django>=4.2\"]\n";
+    p.write("pyproject.toml", base);
+    let key = p.key();
+    // Enabling the pytest plugin, configuring a linter: the same key.
+    p.write(
+        "pyproject.toml",
+        &format!(
+            "{base}\n[tool.pytest.ini_options]\nmigsnap = true\n\n[tool.ruff]\nline-length = 100\n"
+        ),
+    );
+    assert_eq!(p.key(), key, "tables that cannot change what migrate does");
+    // A dependency, a dependency group: another key.
+    p.write(
+        "pyproject.toml",
+        &base.replace("\"django>=4.2\"", "\"django>=4.2\", \"django-extensions\""),
+    );
+    let dep = p.key();
+    assert_ne!(dep, key, "a new dependency");
+    p.write(
+        "pyproject.toml",
+        &format!("{base}\n[dependency-groups]\ntest = [\"pytest-django\"]\n"),
+    );
+    assert!(![key, dep].contains(&p.key()), "a dependency group");
 }
 
 #[test]

@@ -182,12 +182,36 @@ fn default_servers_live_outside_their_cache_dirs_and_ls_and_stop_all_find_them()
     expected.sort();
     assert_eq!(dirs, expected);
 
+    // `stop --all` stops this settings' own server only: a's may be
+    // another CI job's, in use.
     let stopped = default_server(home.path(), &b, &["stop", "--all"]);
     let servers = stopped["servers"].as_array().expect("servers");
+    assert_eq!(servers.len(), 1, "{stopped}");
+    assert_eq!(servers[0]["dir"], dir_b.as_str());
+    assert!(servers[0]["stopped"] == true && servers[0]["running"] == false);
+    let running: Vec<(String, bool)> = default_server(home.path(), &a, &["ls"])["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .map(|s| {
+            (
+                s["dir"].as_str().expect("dir").to_string(),
+                s["running"] == true,
+            )
+        })
+        .collect();
+    let mut expected = vec![(dir_a.clone(), true), (dir_b.clone(), false)];
+    expected.sort();
+    assert_eq!(running, expected, "a's server still runs");
+
+    // `--everywhere`: every one of this user's.
+    let stopped = default_server(home.path(), &b, &["stop", "--everywhere"]);
+    let servers = stopped["servers"].as_array().expect("servers");
     assert_eq!(servers.len(), 2);
+    assert!(servers.iter().all(|s| s["running"] == false));
     assert!(servers
         .iter()
-        .all(|s| s["stopped"] == true && s["running"] == false));
+        .any(|s| s["dir"] == dir_a.as_str() && s["stopped"] == true));
     assert!(default_server(home.path(), &a, &["ls"])["servers"]
         .as_array()
         .expect("servers")

@@ -117,6 +117,9 @@ class Preparing:
         # The interpreter running the tests has the project's Django; prefer it
         # unless the user chose one for migsnap explicitly.
         child_env.setdefault("MIGSNAP_PYTHON", sys.executable)
+        # Its stderr is read here line by line (`error:`, `migsnap: warning:`)
+        # and shown by pytest: plain text, whatever CLICOLOR_FORCE says.
+        child_env["NO_COLOR"] = "1"
         self._proc = subprocess.Popen(
             args,
             cwd=cwd,

@@ -3,7 +3,8 @@
 use crate::cli::KeyArgs;
 use crate::settings::Settings;
 use migsnap::error::{exit, Error, Result};
-use migsnap::fingerprint;
+use migsnap::fingerprint::{self, KeySpec, MigrationGlobs};
+use migsnap::store::Store;
 use migsnap::ui::Ui;
 
 #[derive(serde::Serialize)]
@@ -16,7 +17,8 @@ struct KeyOutput<'a> {
 }
 
 pub fn run(settings: &Settings, args: &KeyArgs, ui: &Ui) -> Result<u8> {
-    let (fp, dangling) = fingerprint::compute_noting_links(&settings.ctx.key)?;
+    let (spec, recorded) = with_recorded_dirs(settings)?;
+    let (fp, dangling) = fingerprint::compute_noting_links(&spec)?;
     let globs = &settings.ctx.key.migrations;
     let dir = settings.ctx.project_dir().display();
     let manage_py = &settings.ctx.django.manage_py;
@@ -44,6 +46,11 @@ pub fn run(settings: &Settings, args: &KeyArgs, ui: &Ui) -> Result<u8> {
     for path in &dangling {
         ui.warn(format!(
             "`{path}` is a link to nothing: left out of the key"
+        ));
+    }
+    for dir in &recorded {
+        ui.warn(format!(
+            "migrations in `{dir}` (MIGRATION_MODULES, as the last build recorded it) are outside the `migrations` globs: this key covers them, the snapshot key does not; add `{dir}/*.py` to `migrations` in [tool.migsnap]"
         ));
     }
     if args.list {
@@ -84,4 +91,25 @@ fn root_hint(dir: &std::path::Path) -> String {
         ),
         None => "run migsnap from the Django project root, pass `-C DIR`, or set `manage-py` in [tool.migsnap]".into(),
     }
+}
+
+/// What the key hashes: the globs' files, and the migration packages the
+/// newest build of this project recorded outside them (MIGRATION_MODULES
+/// that the settings' text does not show, such as a dict built at run
+/// time), which are returned too. Without them a CI cache keyed on
+/// `migsnap key` would never change when those migrations do; no Python
+/// runs for them. Before any build there is no record, and the key is the
+/// globs' alone.
+fn with_recorded_dirs(settings: &Settings) -> Result<(KeySpec, Vec<String>)> {
+    let mut spec = settings.ctx.key.clone();
+    let globs = MigrationGlobs::new(&spec)?;
+    let recorded: Vec<String> = Store::new(&settings.ctx.cache.dir)
+        .recorded_migration_dirs(settings.ctx.project_dir())
+        .into_iter()
+        .filter(|dir| !globs.is_match(&format!("{dir}/0001_probe.py")))
+        .filter(|dir| spec.root.join(dir).is_dir())
+        .collect();
+    spec.migrations
+        .extend(recorded.iter().map(|dir| format!("{dir}/*.py")));
+    Ok((spec, recorded))
 }

@@ -1,5 +1,6 @@
 //! `migsnap server start|stop|status|url|ls`: the embedded PostgreSQL server
-//! (`ls` and `stop --all`: every one this user has, one per cache dir).
+//! (`ls` and `stop --everywhere`: every one this user has, one per cache
+//! dir; `stop --all`: this project's settings' own).
 
 use crate::cli::ServerAction;
 use crate::settings::Settings;
@@ -22,8 +23,11 @@ struct Listed {
 
 pub async fn run(settings: &Settings, action: &ServerAction, ui: &Ui) -> Result<u8> {
     match action {
-        ServerAction::Ls(a) => return list(settings, false, a.json, ui).await,
-        ServerAction::Stop(a) if a.all => return list(settings, true, a.json, ui).await,
+        ServerAction::Ls(a) => return list(settings, Stop::None, a.json, ui).await,
+        ServerAction::Stop(a) if a.everywhere => {
+            return list(settings, Stop::Everywhere, a.json, ui).await
+        }
+        ServerAction::Stop(a) if a.all => return list(settings, Stop::Own, a.json, ui).await,
         _ => {}
     }
     let ServerChoice::Embedded(server) = &settings.ctx.server else {
@@ -75,24 +79,46 @@ pub async fn run(settings: &Settings, action: &ServerAction, ui: &Ui) -> Result<
     Ok(exit::OK)
 }
 
-/// `server ls`, and with `stop` `server stop --all`: the default server
-/// dirs, this project's configured one, and `<cache dir>/server` where
-/// earlier versions put it.
-async fn list(settings: &Settings, stop: bool, json: bool, ui: &Ui) -> Result<u8> {
+/// Which of the listed servers `list` stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// `server ls`: none.
+    None,
+    /// `server stop --all`: this project's settings' own (its server dir,
+    /// and `<cache dir>/server` where earlier versions put it). Another CI
+    /// job of the same user on the machine has another cache dir, so
+    /// another server dir: its server, in use, is left alone.
+    Own,
+    /// `server stop --everywhere`: every one of this user's.
+    Everywhere,
+}
+
+/// `server ls`, and `server stop --all` / `--everywhere`: the default
+/// server dirs, this project's configured one, and `<cache dir>/server`
+/// where earlier versions put it.
+async fn list(settings: &Settings, stop: Stop, json: bool, ui: &Ui) -> Result<u8> {
     let current = match &settings.ctx.server {
         ServerChoice::Embedded(s) => Some(s.dir.clone()),
         ServerChoice::Url(_) => None,
     };
-    let mut also: Vec<PathBuf> = current.iter().cloned().collect();
-    also.push(settings.ctx.cache.dir.join("server"));
+    let mut own: Vec<PathBuf> = current.iter().cloned().collect();
+    own.push(settings.ctx.cache.dir.join("server"));
+    let also = own.clone();
     let u = *ui;
     let rows = blocking("listing the embedded servers", move || {
         let mut rows = Vec::new();
         let mut failed = None;
+        let mut others = 0;
         for dir in embedded::known_server_dirs(&also) {
             let server = Embedded::found(&dir);
             let mut stopped = false;
-            if stop {
+            let mine = own.contains(&dir);
+            if stop == Stop::Own && !mine {
+                // Not listed: `stop --all --json` reports what it acted on.
+                others += usize::from(server.probably_running());
+                continue;
+            }
+            if stop != Stop::None {
                 match server.stop() {
                     Ok(s) => stopped = s,
                     Err(e) => {
@@ -107,13 +133,13 @@ async fn list(settings: &Settings, stop: bool, json: bool, ui: &Ui) -> Result<u8
                 stopped,
             });
         }
-        (rows, failed)
+        (rows, failed, others)
     })
     .await?;
-    let (rows, failed) = rows;
+    let (rows, failed, others) = rows;
     if json {
         super::print_json(&serde_json::json!({ "servers": rows }))?;
-    } else if stop {
+    } else if stop != Stop::None {
         let n = rows.iter().filter(|r| r.stopped).count();
         ui.info(format!("stopped {n} embedded server(s)"));
     } else {
@@ -135,6 +161,11 @@ async fn list(settings: &Settings, stop: bool, json: bool, ui: &Ui) -> Result<u8
             ));
         }
         super::print_stdout(&text);
+    }
+    if others > 0 {
+        ui.info(format!(
+            "left {others} other embedded server(s) of yours running (other cache dirs: other jobs' or projects'); `migsnap server stop --everywhere` stops them too"
+        ));
     }
     match failed {
         Some(e) => Err(e),

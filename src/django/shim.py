@@ -760,6 +760,83 @@ def exit_with_parent():
     threading.Thread(target=watch, name="migsnap-parent-watch", daemon=True).start()
 
 
+def shown_path(path):
+    """`path` relative to the project when it is inside it, else as it is."""
+    try:
+        rel = os.path.relpath(os.path.abspath(path), PROJECT_DIR)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def first_line(e):
+    """The message's first line; a SyntaxError's with the file's path (its
+    own message names the file without a directory: which app's
+    `0005_x.py`?)."""
+    if isinstance(e, SyntaxError) and e.filename:
+        where = shown_path(e.filename)
+        return "%s (%s, line %s)" % (e.msg, where, e.lineno) if e.lineno else "%s (%s)" % (e.msg, where)
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def missing_settings_module(e):
+    """When `e` says the settings module itself (or a package it is in)
+    does not exist, what to tell the user: which module, and what is
+    missing. None when the settings module exists and something it imports
+    is missing: then its own traceback says where."""
+    if not isinstance(e, ModuleNotFoundError) or not e.name:
+        return None
+    module = os.environ.get("DJANGO_SETTINGS_MODULE") or ""
+    if not (module == e.name or module.startswith(e.name + ".")):
+        return None
+    return "no module named %r (the settings module is `%s`, imported from `%s`)" % (
+        e.name,
+        module,
+        PROJECT_DIR,
+    )
+
+
+def print_user_traceback(e, settings):
+    """The traceback with the shim's own frames (and runpy's, which ran
+    manage.py) left out; for a settings failure, Django's and importlib's
+    too: what is left is the user's code, the part they can act on."""
+    import importlib
+
+    django_dir = None
+    try:
+        import django
+
+        django_dir = os.path.dirname(os.path.abspath(django.__file__))
+    except Exception:
+        pass
+    importlib_dir = os.path.dirname(os.path.abspath(importlib.__file__))
+
+    def theirs(frame):
+        name = frame.filename
+        if name.startswith("<"):  # this shim (<string>), runpy, importlib (<frozen …>)
+            return False
+        if settings:
+            path = os.path.abspath(name)
+            for skipped in (django_dir, importlib_dir):
+                if skipped and path.startswith(skipped + os.sep):
+                    return False
+        return True
+
+    report = traceback.TracebackException.from_exception(e)
+    seen = set()
+    pending = [report]
+    while pending:  # the exception and those it was raised from or during
+        te = pending.pop()
+        if id(te) in seen:
+            continue
+        seen.add(id(te))
+        te.stack = traceback.StackSummary.from_list([f for f in te.stack if theirs(f)])
+        pending.extend(x for x in (te.__cause__, te.__context__) if x is not None)
+    sys.stderr.write("".join(report.format()))
+    sys.stderr.flush()
+
+
 def main():
     exit_with_parent()
     try:
@@ -791,13 +868,17 @@ def main():
         emit("error", type="Configuration", message=str(e), category=e.category)
         sys.exit(1)
     except BaseException as e:  # report everything, including KeyboardInterrupt
-        traceback.print_exc()
-        text = str(e).strip()
+        category = category_of(e)
+        missing = missing_settings_module(e) if category == "settings" else None
+        if missing:
+            emit("error", type=type(e).__name__, message=missing, category="settings")
+            sys.exit(1)
+        print_user_traceback(e, settings=category == "settings")
         emit(
             "error",
             type=type(e).__name__,
-            message=text.splitlines()[0] if text else "",
-            category=category_of(e),
+            message=first_line(e),
+            category=category,
         )
         sys.exit(1)
 
