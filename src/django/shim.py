@@ -323,7 +323,15 @@ def report_inputs(loader):
     for (app, name), migration in sorted(loader.disk_migrations.items()):
         path = getattr(sys.modules.get(type(migration).__module__), "__file__", None)
         migrations.append(
-            {"app": app, "name": name, "path": path, "sha256": sha256_of(path) if path else None}
+            {
+                "app": app,
+                "name": name,
+                "path": path,
+                "sha256": sha256_of(path) if path else None,
+                # What a squash (or an app renamed with `replaces`) stands
+                # for: rows of the replaced names still count as applied.
+                "replaces": [list(r) for r in (migration.replaces or [])],
+            }
         )
     dirs = set()
     for config in apps.get_app_configs():
