@@ -549,6 +549,80 @@ mod tests {
     }
 
     #[test]
+    fn rows_a_loaded_replacement_stands_for_count_as_present() {
+        let base = Depends {
+            checked: Checked {
+                django: "5.2".into(),
+                settings_module: "s".into(),
+                installed_apps: vec!["a".into(), "shop.old".into()],
+                ..Checked::default()
+            },
+            migrations: BTreeMap::from([
+                ("a.0001".to_string(), "h1".to_string()),
+                ("a.0002".to_string(), "h2".to_string()),
+                ("old.0001".to_string(), "h3".to_string()),
+            ]),
+        };
+        let applied: Vec<String> = ["a.0001", "a.0002", "old.0001"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let with = |apps: &[&str], loaded: &[(&str, &str, &[(&str, &str)])]| {
+            let mut now = inputs("5.2", apps, &[]);
+            now.migrations = loaded
+                .iter()
+                .map(|(app, name, replaces)| LoadedMigration {
+                    app: app.to_string(),
+                    name: name.to_string(),
+                    path: None,
+                    sha256: Some("new".into()),
+                    replaces: replaces
+                        .iter()
+                        .map(|(a, n)| (a.to_string(), n.to_string()))
+                        .collect(),
+                })
+                .collect();
+            Depends::compatible(&base, &applied, &now, Path::new("/x"))
+        };
+        let squash: &[(&str, &str)] = &[("a", "0001"), ("a", "0002")];
+        let renamed: &[(&str, &str)] = &[("old", "0001")];
+        assert_eq!(
+            with(
+                &["a", "shop.new"],
+                &[("a", "0001_squashed", squash), ("new", "0001", renamed)]
+            ),
+            Ok(())
+        );
+        // A replacement of more than the base applied is not used by
+        // Django (partly applied), so the rows it names are gone.
+        let wider: &[(&str, &str)] = &[("a", "0001"), ("a", "0002"), ("a", "0003")];
+        assert!(with(
+            &["a", "shop.new"],
+            &[("a", "0001_squashed", wider), ("new", "0001", renamed)]
+        )
+        .is_err());
+        // The old app removed without a replacement: its table would stay.
+        let err = with(&["a"], &[("a", "0001_squashed", squash)]).unwrap_err();
+        assert_eq!(err.0, "app `shop.old` is no longer installed");
+    }
+
+    #[test]
+    fn replaces_lists_are_read_from_source_text() {
+        let source = "class Migration(migrations.Migration):\n    \
+                      replaces = [\n        (\"app\", '0001_initial'),\n        (\"app\", \"0002_x\"),\n    ]\n    \
+                      dependencies = [(\"other\", \"0009_not_replaced\")]\n";
+        assert_eq!(
+            replaces_literals(source),
+            vec!["app", "0001_initial", "app", "0002_x"]
+        );
+        // A mention that is no assignment, and broken text, read as nothing
+        // and never panic.
+        assert!(replaces_literals("# this replaces 0001\n").is_empty());
+        assert_eq!(replaces_literals("replaces = [('a\\é"), vec!["a\\é"]);
+        assert!(replaces_literals("replaces = ").is_empty());
+    }
+
+    #[test]
     fn the_digest_changes_with_any_recorded_input() {
         let a = Checked {
             files: BTreeMap::from([("s.py".to_string(), "h".to_string())]),
