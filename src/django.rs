@@ -59,6 +59,10 @@ enum Event {
     },
     Created {
         models: usize,
+        /// Index names the migration state declares more than once with
+        /// different definitions (older shims did not report them).
+        #[serde(default)]
+        conflicts: Vec<IndexConflict>,
     },
     Inputs(Box<ShimInputs>),
     /// `plan` mode's answer.
@@ -134,6 +138,18 @@ pub struct MigrationFile {
     pub path: Option<std::path::PathBuf>,
 }
 
+/// One index name the migration state declares twice, differently: the
+/// model-state database holds the first (`kept`), not the other.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct IndexConflict {
+    pub schema: String,
+    pub table: String,
+    pub index: String,
+    /// Django's `CREATE INDEX` for each declaration.
+    pub kept: String,
+    pub other: String,
+}
+
 /// What the shim can be asked to do.
 #[derive(Debug, Clone, Copy)]
 pub enum Mode {
@@ -156,6 +172,8 @@ pub struct MigrateReport {
     pub inputs: ShimInputs,
     /// `plan` mode's answer.
     pub insight: Option<Box<Insight>>,
+    /// Model-state mode: index names declared twice, differently.
+    pub index_conflicts: Vec<IndexConflict>,
 }
 
 impl MigrateReport {
@@ -448,6 +466,7 @@ async fn run_shim_checked(
     let mut failure: Option<(String, String, Failure)> = None;
     let mut inputs: Option<ShimInputs> = None;
     let mut insight: Option<Box<Insight>> = None;
+    let mut index_conflicts: Vec<IndexConflict> = Vec::new();
     let mut refused: Option<String> = None;
     let mut finished = false;
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
@@ -472,6 +491,7 @@ async fn run_shim_checked(
                             }
                             Event::Finished => finished = true,
                             Event::Insight(found) => insight = Some(found.clone()),
+                            Event::Created { conflicts, .. } => index_conflicts = conflicts.clone(),
                             _ => {}
                         }
                         progress.on_event(ev, ui);
@@ -559,6 +579,7 @@ async fn run_shim_checked(
         applied: progress.applied,
         inputs: inputs.unwrap_or_default(),
         insight,
+        index_conflicts,
     };
     if !report.applied.is_empty() {
         ui.info(format!(
@@ -679,7 +700,7 @@ impl Progress {
                 });
                 crate::failpoint::point("migrate.applied");
             }
-            Event::Created { models } => ui.info(format!(
+            Event::Created { models, .. } => ui.info(format!(
                 "created {models} model tables from the migration state"
             )),
             Event::Error { .. } | Event::Finished | Event::Inputs(_) | Event::Insight(_) => {
