@@ -567,7 +567,9 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let with = |apps: &[&str], loaded: &[(&str, &str, &[(&str, &str)])]| {
+        // (app, name, replaces) of each loaded migration.
+        type Loaded<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+        let with = |apps: &[&str], loaded: &[Loaded]| {
             let mut now = inputs("5.2", apps, &[]);
             now.migrations = loaded
                 .iter()
@@ -602,7 +604,7 @@ mod tests {
         )
         .is_err());
         // The old app removed without a replacement: its table would stay.
-        let err = with(&["a"], &[("a", "0001_squashed", squash)]).unwrap_err();
+        let err = with(&["a"], &[("a", "0001_squashed", squash)]).expect_err("refused");
         assert_eq!(err.0, "app `shop.old` is no longer installed");
     }
 
