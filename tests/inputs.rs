@@ -675,3 +675,28 @@ fn an_app_renamed_with_replaces_is_built_on() {
                  WHERE app_label <> 'audit' ORDER BY 1";
     assert_eq!(psql(&db, types), psql(&reference, types));
 }
+
+/// A migration file deleted without a replacement (a branch switch): the
+/// snapshot that applied it is no ancestor, so the one before it is built
+/// on, silently, as before squashes could stand in for deleted files.
+#[test]
+fn a_deleted_migration_nothing_replaces_rules_its_snapshot_out() {
+    let p = Project::example("deleted");
+    let db = p.db("a");
+    prepare(&p, &db, &[]);
+    let first_key = p.key();
+    p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);
+    let (v, _) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "incremental");
+
+    std::fs::remove_file(p.path().join("catalog/migrations/0005_product_note.py")).expect("rm");
+    p.write(
+        "audit/migrations/0003_extra.py",
+        &index_migration("audit", "0002_payload_gin_index", "audit_extra_idx"),
+    );
+    let (v, err) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "incremental", "{err}");
+    assert_eq!(v["base_key"], first_key.as_str(), "{err}");
+    assert!(!err.contains("cannot build on"), "{err}");
+    Reference::of(&p).check(&db, "after deleting an applied migration");
+}
