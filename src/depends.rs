@@ -39,6 +39,10 @@ pub struct LoadedMigration {
     pub name: String,
     pub path: Option<PathBuf>,
     pub sha256: Option<String>,
+    /// `(app, name)` of each migration this one replaces (a squash, or an
+    /// app renamed with `replaces`). Older shims did not report it.
+    #[serde(default)]
+    pub replaces: Vec<(String, String)>,
 }
 
 /// What the shim saw, as it reports it (the `inputs` event).
@@ -255,18 +259,36 @@ impl Depends {
                 was.django, now.django
             )));
         }
-        let apps: BTreeSet<&String> = now.installed_apps.iter().collect();
-        if let Some(gone) = was.installed_apps.iter().find(|a| !apps.contains(a)) {
-            return Err(Changed(format!("app `{gone}` is no longer installed")));
-        }
         let loaded: BTreeMap<String, &str> = now
             .migrations
             .iter()
             .filter_map(|m| Some((format!("{}.{}", m.app, m.name), m.sha256.as_deref()?)))
             .collect();
+        let covered = covered_by_replacements(base_applied, now);
+        let apps: BTreeSet<&String> = now.installed_apps.iter().collect();
+        for gone in was.installed_apps.iter().filter(|a| !apps.contains(a)) {
+            // An app renamed with `replaces` (issue #22): its rows are the
+            // new app's now, and a plain `migrate` builds its tables under
+            // the new name. Which label the gone app had is not recorded;
+            // Django's default (the last part of the name) is assumed, and
+            // an app with no row under it is refused as before.
+            let label = gone.rsplit('.').next().unwrap_or(gone);
+            let mut rows = base_applied
+                .iter()
+                .filter(|r| r.split_once('.').is_some_and(|(app, _)| app == label))
+                .peekable();
+            let taken_over = rows.peek().is_some() && rows.all(|r| covered.contains(r));
+            if !taken_over {
+                return Err(Changed(format!("app `{gone}` is no longer installed")));
+            }
+        }
         for name in base_applied {
             match (base.migrations.get(name), loaded.get(name)) {
                 (Some(was), Some(is)) if was == is => {}
+                // Django's loader counts a replacing migration applied when
+                // all it replaces is, and `migrate` then records it, as a
+                // plain `migrate` records both it and what it replaces.
+                (_, None) if covered.contains(name) => {}
                 (_, None) => {
                     return Err(Changed(format!(
                         "migration {name} is applied there but no longer exists"
@@ -277,6 +299,123 @@ impl Depends {
         }
         Ok(())
     }
+}
+
+/// The base's applied migrations that a loaded replacing migration stands
+/// for, as Django's loader decides (`MigrationLoader.build_graph`): a
+/// replacement is used when all or none of what it replaces is applied, and
+/// counts as applied only when all is. So a row is covered when a loaded
+/// migration replaces it and every other row that migration replaces was
+/// applied too; a partly applied one is dropped from Django's graph, and
+/// the row's own file, gone, can no longer be loaded.
+fn covered_by_replacements(base_applied: &[String], now: &ShimInputs) -> BTreeSet<String> {
+    let applied: BTreeSet<&str> = base_applied.iter().map(String::as_str).collect();
+    let mut covered = BTreeSet::new();
+    for m in now.migrations.iter().filter(|m| !m.replaces.is_empty()) {
+        let names: Vec<String> = m
+            .replaces
+            .iter()
+            .map(|(app, name)| format!("{app}.{name}"))
+            .collect();
+        if names.iter().all(|n| applied.contains(n.as_str())) {
+            covered.extend(names);
+        }
+    }
+    covered
+}
+
+/// Which gone migration files a migration on disk may replace, for the
+/// choice of an ancestor before Python runs (`Store::best_ancestor`): the
+/// bare names (`0003_tags`) that some migration file of the key lists in a
+/// `replaces = [...]`. A squash whose replaced files were deleted, or an app
+/// renamed with `replaces`, leaves a snapshot that applied those files a
+/// good ancestor; a file deleted for any other reason (a branch switch)
+/// must not make it one, or the build would be refused after the clone and
+/// go cold. The match is by name only, so it may say yes too often, never
+/// too rarely; `Depends::compatible` then decides as Django's loader does.
+/// The files are read once, and only when some candidate lacks one.
+pub struct Replaced<'a> {
+    project_dir: &'a Path,
+    fp: &'a Fingerprint,
+    names: std::cell::OnceCell<BTreeSet<String>>,
+}
+
+impl<'a> Replaced<'a> {
+    pub fn new(project_dir: &'a Path, fp: &'a Fingerprint) -> Self {
+        Replaced {
+            project_dir,
+            fp,
+            names: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Whether the gone migration file `path` (project-relative) may be
+    /// replaced by a migration on disk.
+    pub fn covers(&self, path: &str) -> bool {
+        let names = self.names.get_or_init(|| {
+            let mut names = BTreeSet::new();
+            for rel in self.fp.migrations.keys() {
+                if let Ok(text) = std::fs::read(resolve(self.project_dir, rel)) {
+                    names.extend(replaces_literals(&String::from_utf8_lossy(&text)));
+                }
+            }
+            names
+        });
+        let file = path.rsplit('/').next().unwrap_or(path);
+        names.contains(file.strip_suffix(".py").unwrap_or(file))
+    }
+}
+
+/// Every string literal inside the brackets of each `replaces = [...]` (or
+/// `(...)`) in a migration's source: app labels and migration names alike.
+fn replaces_literals(source: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let bytes = source.as_bytes();
+    let mut from = 0;
+    while let Some(at) = source[from..].find("replaces") {
+        let mut i = from + at + "replaces".len();
+        from = i;
+        let skip_ws = |mut i: usize| {
+            while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            i
+        };
+        i = skip_ws(i);
+        if bytes.get(i) != Some(&b'=') {
+            continue;
+        }
+        i = skip_ws(i + 1);
+        if !matches!(bytes.get(i), Some(b'[' | b'(')) {
+            continue;
+        }
+        let mut depth = 0usize;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'[' | b'(' => depth += 1,
+                b']' | b')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                quote @ (b'\'' | b'"') => {
+                    let start = i + 1;
+                    let mut j = start;
+                    while j < bytes.len() && bytes[j] != quote {
+                        j += if bytes[j] == b'\\' { 2 } else { 1 };
+                    }
+                    let end = j.min(bytes.len());
+                    found.push(String::from_utf8_lossy(&bytes[start..end]).into_owned());
+                    i = j;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        from = i.min(bytes.len());
+    }
+    found
 }
 
 impl Checked {
@@ -365,6 +504,7 @@ mod tests {
                         name: name.into(),
                         path: Some(PathBuf::from(format!("/x/{app}/{name}.py"))),
                         sha256: Some(sha.to_string()),
+                        replaces: vec![],
                     }
                 })
                 .collect(),
@@ -406,6 +546,82 @@ mod tests {
         assert!(Depends::compatible(&base, &applied, &edited, Path::new("/x")).is_err());
         let squashed = inputs("5.2", &["a", "b"], &[("a.0001", "h1")]);
         assert!(Depends::compatible(&base, &applied, &squashed, Path::new("/x")).is_err());
+    }
+
+    #[test]
+    fn rows_a_loaded_replacement_stands_for_count_as_present() {
+        let base = Depends {
+            checked: Checked {
+                django: "5.2".into(),
+                settings_module: "s".into(),
+                installed_apps: vec!["a".into(), "shop.old".into()],
+                ..Checked::default()
+            },
+            migrations: BTreeMap::from([
+                ("a.0001".to_string(), "h1".to_string()),
+                ("a.0002".to_string(), "h2".to_string()),
+                ("old.0001".to_string(), "h3".to_string()),
+            ]),
+        };
+        let applied: Vec<String> = ["a.0001", "a.0002", "old.0001"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        // (app, name, replaces) of each loaded migration.
+        type Loaded<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+        let with = |apps: &[&str], loaded: &[Loaded]| {
+            let mut now = inputs("5.2", apps, &[]);
+            now.migrations = loaded
+                .iter()
+                .map(|(app, name, replaces)| LoadedMigration {
+                    app: app.to_string(),
+                    name: name.to_string(),
+                    path: None,
+                    sha256: Some("new".into()),
+                    replaces: replaces
+                        .iter()
+                        .map(|(a, n)| (a.to_string(), n.to_string()))
+                        .collect(),
+                })
+                .collect();
+            Depends::compatible(&base, &applied, &now, Path::new("/x"))
+        };
+        let squash: &[(&str, &str)] = &[("a", "0001"), ("a", "0002")];
+        let renamed: &[(&str, &str)] = &[("old", "0001")];
+        assert_eq!(
+            with(
+                &["a", "shop.new"],
+                &[("a", "0001_squashed", squash), ("new", "0001", renamed)]
+            ),
+            Ok(())
+        );
+        // A replacement of more than the base applied is not used by
+        // Django (partly applied), so the rows it names are gone.
+        let wider: &[(&str, &str)] = &[("a", "0001"), ("a", "0002"), ("a", "0003")];
+        assert!(with(
+            &["a", "shop.new"],
+            &[("a", "0001_squashed", wider), ("new", "0001", renamed)]
+        )
+        .is_err());
+        // The old app removed without a replacement: its table would stay.
+        let err = with(&["a"], &[("a", "0001_squashed", squash)]).expect_err("refused");
+        assert_eq!(err.0, "app `shop.old` is no longer installed");
+    }
+
+    #[test]
+    fn replaces_lists_are_read_from_source_text() {
+        let source = "class Migration(migrations.Migration):\n    \
+                      replaces = [\n        (\"app\", '0001_initial'),\n        (\"app\", \"0002_x\"),\n    ]\n    \
+                      dependencies = [(\"other\", \"0009_not_replaced\")]\n";
+        assert_eq!(
+            replaces_literals(source),
+            vec!["app", "0001_initial", "app", "0002_x"]
+        );
+        // A mention that is no assignment, and broken text, read as nothing
+        // and never panic.
+        assert!(replaces_literals("# this replaces 0001\n").is_empty());
+        assert_eq!(replaces_literals("replaces = [('a\\é"), vec!["a\\é"]);
+        assert!(replaces_literals("replaces = ").is_empty());
     }
 
     #[test]

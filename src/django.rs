@@ -62,6 +62,10 @@ enum Event {
     },
     Created {
         models: usize,
+        /// Index names the migration state declares more than once with
+        /// different definitions (older shims did not report them).
+        #[serde(default)]
+        conflicts: Vec<IndexConflict>,
     },
     Inputs(Box<ShimInputs>),
     /// `plan` mode's answer.
@@ -141,6 +145,18 @@ pub struct MigrationFile {
     pub path: Option<std::path::PathBuf>,
 }
 
+/// One index name the migration state declares twice, differently: the
+/// model-state database holds the first (`kept`), not the other.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct IndexConflict {
+    pub schema: String,
+    pub table: String,
+    pub index: String,
+    /// Django's `CREATE INDEX` for each declaration.
+    pub kept: String,
+    pub other: String,
+}
+
 /// What the shim can be asked to do.
 #[derive(Debug, Clone, Copy)]
 pub enum Mode {
@@ -167,6 +183,8 @@ pub struct MigrateReport {
     pub insight: Option<Box<Insight>>,
     /// `aliases` mode's answer.
     pub aliases: Option<Vec<crate::aliases::AliasInfo>>,
+    /// Model-state mode: index names declared twice, differently.
+    pub index_conflicts: Vec<IndexConflict>,
 }
 
 impl MigrateReport {
@@ -489,6 +507,7 @@ async fn run_shim_checked(
     let mut inputs: Option<ShimInputs> = None;
     let mut insight: Option<Box<Insight>> = None;
     let mut aliases: Option<Vec<crate::aliases::AliasInfo>> = None;
+    let mut index_conflicts: Vec<IndexConflict> = Vec::new();
     let mut refused: Option<String> = None;
     let mut finished = false;
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
@@ -514,6 +533,7 @@ async fn run_shim_checked(
                             Event::Finished => finished = true,
                             Event::Insight(found) => insight = Some(found.clone()),
                             Event::Aliases { aliases: found } => aliases = Some(found.clone()),
+                            Event::Created { conflicts, .. } => index_conflicts = conflicts.clone(),
                             _ => {}
                         }
                         progress.on_event(ev, ui);
@@ -604,6 +624,7 @@ async fn run_shim_checked(
         inputs: inputs.unwrap_or_default(),
         insight,
         aliases,
+        index_conflicts,
     };
     if !report.applied.is_empty() {
         ui.info(format!(
@@ -724,7 +745,7 @@ impl Progress {
                 });
                 crate::failpoint::point("migrate.applied");
             }
-            Event::Created { models } => ui.info(format!(
+            Event::Created { models, .. } => ui.info(format!(
                 "created {models} model tables from the migration state"
             )),
             Event::Error { .. }

@@ -424,9 +424,11 @@ async fn build_locked(
             ))
             .hint("run `migsnap prepare` to build it"));
         }
-        let local = store.best_ancestor(fp, admin.version_num);
+        let replaced = crate::depends::Replaced::new(ctx.project_dir(), fp);
+        let replaced = |path: &str| replaced.covers(path);
+        let local = store.best_ancestor(fp, admin.version_num, &replaced);
         let better = shared
-            .better_ancestor(fp, store, admin.version_num, local.as_ref())
+            .better_ancestor(fp, store, admin.version_num, local.as_ref(), &replaced)
             .await;
         // The store's, when it is better: its template may be here already;
         // else its dump comes down into the cache dir, or the cache dir's
@@ -661,7 +663,7 @@ async fn incremental(
     let base_short = base.key.short();
     ui.info(format!(
         "building on snapshot {base_short}: {} of {} migration files unchanged",
-        base.migrations.len(),
+        store::ancestor_rank(base, fp).0,
         fp.migrations.len()
     ));
     // The ancestor's template, if still on the server, is the fastest start.

@@ -114,7 +114,9 @@ async fn nearest_snapshot(ctx: &Ctx, admin: &Admin) -> Result<(Option<String>, B
         };
         return Ok((Some(t), base));
     }
-    if let Some(m) = store.best_ancestor(&fp, admin.version_num) {
+    let replaced = crate::depends::Replaced::new(ctx.project_dir(), &fp);
+    let replaced = |path: &str| replaced.covers(path);
+    if let Some(m) = store.best_ancestor(&fp, admin.version_num, &replaced) {
         if let Some(t) = ready(m.key.clone(), Some(m.depends.digest())).await? {
             let base = Base::Snapshot {
                 key: m.key.clone(),

@@ -177,6 +177,7 @@ impl<'a> Shared<'a> {
         store: &Store,
         server_version_num: u32,
         local: Option<&Manifest>,
+        replaced: &dyn Fn(&str) -> bool,
     ) -> Option<Manifest> {
         let remote = self.usable()?;
         let cache = match remote.manifest_cache(store.dir()) {
@@ -207,9 +208,9 @@ impl<'a> Shared<'a> {
             cache.discard(key);
         }
         let best = cache
-            .best_ancestor(fp, server_version_num)
+            .best_ancestor(fp, server_version_num, replaced)
             .filter(|m| !self.skipped(&m.key))?;
-        let rank = |m: &Manifest| (m.migrations.len(), m.created_unix);
+        let rank = |m: &Manifest| crate::store::ancestor_rank(m, fp);
         match local {
             Some(l) if rank(l) >= rank(&best) => None,
             _ => Some(best),

@@ -573,16 +573,27 @@ impl Store {
     }
 
     /// The cached snapshot to build on when there is none for `fp` that still
-    /// holds: the one with the most migration files, all of which are still
-    /// present with the same content (ties: the newest). That includes the
-    /// key's own snapshot when only inputs outside the key changed (a new
+    /// holds: the one with the most migration files still present with the
+    /// same content (ties: the newest), none of them changed. That includes
+    /// the key's own snapshot when only inputs outside the key changed (a new
     /// third-party migration, an edited settings file). Key inputs (lock
     /// files) may differ: `migrate` then applies whatever new third-party
     /// migrations they bring, once Django has confirmed that everything the
     /// base applied is still there unchanged (`Depends::compatible`).
+    /// A file of the base that is gone counts only if `replaced(path)` says
+    /// a migration now on disk may replace it (a squash whose replaced files
+    /// were deleted, an app renamed with `replaces`, issue #22); Django then
+    /// has the last word. Any other deletion rules the snapshot out, as it
+    /// always did: a smaller ancestor that still fits is better than a cold
+    /// build after a refused one.
     /// Snapshots from a newer server major version are skipped (a dump never
     /// goes into an older server).
-    pub fn best_ancestor(&self, fp: &Fingerprint, server_version_num: u32) -> Option<Manifest> {
+    pub fn best_ancestor(
+        &self,
+        fp: &Fingerprint,
+        server_version_num: u32,
+        replaced: &dyn Fn(&str) -> bool,
+    ) -> Option<Manifest> {
         self.manifests()
             .into_iter()
             .filter(|m| m.server_major() <= server_version_num / 10000)
@@ -591,21 +602,35 @@ impl Store {
             .filter(|m| m.authenticated)
             // Same salt (a new salt invalidates everything), and at least one
             // migration in common: an empty snapshot is nobody's ancestor.
-            .filter(|m| m.salt_sha256 == fp.salt_sha256 && !m.migrations.is_empty())
+            .filter(|m| m.salt_sha256 == fp.salt_sha256 && ancestor_rank(m, fp).0 > 0)
             // Another alias's schema is another database's (the routers
             // decide what lands where): never a base for this one.
             .filter(|m| m.alias == fp.alias)
             .filter(|m| {
                 m.migrations
                     .iter()
-                    .all(|(path, hash)| fp.migrations.get(path) == Some(hash))
+                    .all(|(path, hash)| match fp.migrations.get(path) {
+                        Some(now) => now == hash,
+                        None => replaced(path),
+                    })
             })
-            .max_by_key(|m| (m.migrations.len(), m.created_unix))
+            .max_by_key(|m| ancestor_rank(m, fp))
     }
 }
 
 fn default_alias() -> String {
     crate::fingerprint::DEFAULT_ALIAS.to_string()
+}
+
+/// How good an ancestor of `fp` the snapshot `m` is: its migration files
+/// still present with the same content, then its age (newer is better).
+pub fn ancestor_rank(m: &Manifest, fp: &Fingerprint) -> (usize, u64) {
+    let unchanged = m
+        .migrations
+        .iter()
+        .filter(|(path, hash)| fp.migrations.get(*path) == Some(hash))
+        .count();
+    (unchanged, m.created_unix)
 }
 
 pub fn cache_write_error(dir: &Path, e: std::io::Error) -> Error {

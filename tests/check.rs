@@ -434,3 +434,110 @@ class Migration(migrations.Migration):
     };
     assert_eq!(names(&v), names(&plain), "the same findings as before");
 }
+
+/// An index added by AddIndex and then "renamed" into existence from
+/// `old_fields`, as django-taggit does: RenameIndex appends it to the state
+/// again, so the state lists it twice while `migrate` builds it once. The
+/// model-state database must have it once, not fail on the second `CREATE
+/// INDEX`; a name declared twice with different definitions is a finding.
+#[test]
+fn an_index_the_state_lists_twice_is_one_index_or_a_conflict() {
+    let p = Project::example("check_dup_index");
+    p.write(
+        "catalog/migrations/0005_name_active_index.py",
+        r#"from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("catalog", "0004_product_is_active")]
+    operations = [
+        migrations.AddIndex(
+            "product", models.Index(fields=["name", "is_active"], name="catalog_prod_name_active_idx")
+        ),
+    ]
+"#,
+    );
+    p.write(
+        "catalog/migrations/0006_rename_name_active_index.py",
+        r#"from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("catalog", "0005_name_active_index")]
+    operations = [
+        migrations.RenameIndex(
+            "product", new_name="catalog_prod_name_active_idx", old_fields=("name", "is_active")
+        ),
+    ]
+"#,
+    );
+    track_check_dbs(&p);
+    let out = p.run(&["check", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let findings = v["findings"].as_array().expect("findings").clone();
+    assert!(
+        findings
+            .iter()
+            .all(|f| f["index"] != "catalog_prod_name_active_idx"),
+        "one index on both sides: {v}"
+    );
+    assert_eq!(
+        v["summary"]["failing"], 5,
+        "the example's findings only: {v}"
+    );
+
+    // The same name, "renamed" into existence on other columns: the state
+    // now declares two different indexes under it.
+    let conflicting = "catalog/migrations/0007_conflicting_index.py";
+    p.write(
+        conflicting,
+        r#"from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("catalog", "0006_rename_name_active_index")]
+    operations = [
+        migrations.RunSQL(
+            "DROP INDEX catalog_prod_name_active_idx; "
+            "CREATE INDEX catalog_prod_tmp ON catalog_product (brand, is_active)",
+            migrations.RunSQL.noop,
+        ),
+        migrations.RenameIndex(
+            "product", new_name="catalog_prod_name_active_idx", old_fields=("brand", "is_active")
+        ),
+    ]
+"#,
+    );
+    track_check_dbs(&p);
+    let out = p.run(&["check", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let conflict = v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["kind"] == "conflict-in-model-state")
+        .unwrap_or_else(|| panic!("no conflict reported: {v}"))
+        .clone();
+    assert_eq!(conflict["index"], "catalog_prod_name_active_idx");
+    assert_eq!(conflict["table"], "catalog_product");
+    assert_eq!(conflict["schema"], "public");
+    assert_eq!(conflict["fails"], true, "fails by default");
+    let def = |k: &str| conflict[k].as_str().unwrap_or_default().to_string();
+    assert!(def("definition").contains("\"brand\""), "{conflict}");
+    assert!(
+        def("model_state_definition").contains("\"name\""),
+        "{conflict}"
+    );
+    assert_eq!(conflict["migration"]["path"], conflicting, "{conflict}");
+
+    let text = p.run(&["check"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains(
+            "index `catalog_prod_name_active_idx` on `public.catalog_product` is declared twice in the model state"
+        ),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+}

@@ -631,3 +631,173 @@ fn a_link_to_nothing_is_none_of_the_keys_business_unless_a_glob_matches_it() {
         "{err}"
     );
 }
+
+/// The audit app's two migrations as one: a squash, or the first migration
+/// of an app renamed with `replaces` (`app`, `replaces`, the table name).
+fn audit_initial(replaces: &str, db_table: &str) -> String {
+    format!(
+        r#"import django.db.models.deletion
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    replaces = {replaces}
+    dependencies = [("orders", "0004_lower_status_index")]
+    operations = [
+        migrations.CreateModel(
+            name="AuditEvent",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("action", models.CharField(max_length=64)),
+                ("payload", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "order",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="audit_events",
+                        to="orders.order",
+                    ),
+                ),
+            ],
+            options={{"db_table": "{db_table}"}},
+        ),
+        migrations.RunSQL(
+            "CREATE INDEX audit_auditevent_payload_gin ON audit_auditevent USING gin (payload)",
+            "DROP INDEX audit_auditevent_payload_gin",
+        ),
+    ]
+"#
+    )
+}
+
+/// A squash whose replaced files are deleted (issue #22): Django records
+/// both the replaced names and the squash, and loads only the squash. The
+/// snapshot that applied the replaced files is still the ancestor.
+#[test]
+fn a_squash_whose_replaced_files_are_deleted_is_built_on() {
+    let p = Project::example("squash");
+    let db = p.db("a");
+    let (first, _) = prepare(&p, &db, &[]);
+    assert_eq!(first["source"], "cold");
+    let first_key = p.key();
+
+    for gone in ["0001_initial", "0002_payload_gin_index"] {
+        std::fs::remove_file(p.path().join(format!("audit/migrations/{gone}.py"))).expect("rm");
+    }
+    let squash = "0001_squashed_0002_payload_gin_index";
+    p.write(
+        &format!("audit/migrations/{squash}.py"),
+        &audit_initial(
+            r#"[("audit", "0001_initial"), ("audit", "0002_payload_gin_index")]"#,
+            "audit_auditevent",
+        ),
+    );
+    p.write(
+        "audit/migrations/0003_extra.py",
+        &index_migration("audit", squash, "audit_extra_idx"),
+    );
+    let (v, err) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "incremental", "{err}");
+    assert_eq!(v["base_key"], first_key.as_str(), "{err}");
+    assert_eq!(v["applied"], serde_json::json!(["audit.0003_extra"]));
+    assert!(!err.contains("no longer exists"), "{err}");
+    assert!(!err.contains("cannot build on"), "{err}");
+    assert!(
+        django_migrations(&db).contains(&format!("audit.{squash}")),
+        "Django recorded the squash as applied"
+    );
+    Reference::of(&p).check(&db, "after squashing and deleting the replaced files");
+}
+
+/// An app renamed with `replaces` (issue #22): every `journal` migration
+/// replaces the `audit` one of the same name, and `audit` is no longer
+/// installed. Its rows are covered, so the old snapshot is built on.
+#[test]
+fn an_app_renamed_with_replaces_is_built_on() {
+    let p = Project::example("rename");
+    let db = p.db("a");
+    prepare(&p, &db, &[]);
+    let first_key = p.key();
+
+    std::fs::remove_dir_all(p.path().join("audit")).expect("rm");
+    let settings = std::fs::read_to_string(p.path().join(SETTINGS)).expect("read");
+    let renamed = settings.replacen("    \"audit\",\n", "    \"journal\",\n", 1);
+    assert_ne!(settings, renamed, "fixture changed: INSTALLED_APPS");
+    std::fs::write(p.path().join(SETTINGS), renamed).expect("write");
+    p.write("journal/__init__.py", "");
+    p.write(
+        "journal/models.py",
+        "from django.db import models\n\n\nclass AuditEvent(models.Model):\n    \
+         order = models.ForeignKey(\"orders.Order\", on_delete=models.CASCADE, related_name=\"audit_events\")\n    \
+         action = models.CharField(max_length=64)\n    \
+         payload = models.JSONField(default=dict, blank=True)\n    \
+         created_at = models.DateTimeField(auto_now_add=True)\n\n    \
+         class Meta:\n        db_table = \"audit_auditevent\"\n",
+    );
+    p.write("journal/migrations/__init__.py", "");
+    // One migration for the old app's first, one that only stands for its
+    // second (the GIN index is already in the first): names as before.
+    p.write(
+        "journal/migrations/0001_initial.py",
+        &audit_initial(r#"[("audit", "0001_initial")]"#, "audit_auditevent").replace(
+            "        migrations.RunSQL(\n            \"CREATE INDEX audit_auditevent_payload_gin ON audit_auditevent USING gin (payload)\",\n            \"DROP INDEX audit_auditevent_payload_gin\",\n        ),\n",
+            "",
+        ),
+    );
+    p.write(
+        "journal/migrations/0002_payload_gin_index.py",
+        "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n    \
+         replaces = [(\"audit\", \"0002_payload_gin_index\")]\n    \
+         dependencies = [(\"journal\", \"0001_initial\")]\n    operations = [\n        \
+         migrations.RunSQL(\n            \
+         \"CREATE INDEX audit_auditevent_payload_gin ON audit_auditevent USING gin (payload)\",\n            \
+         \"DROP INDEX audit_auditevent_payload_gin\",\n        ),\n    ]\n",
+    );
+    p.write(
+        "journal/migrations/0003_extra.py",
+        &index_migration("journal", "0002_payload_gin_index", "audit_extra_idx"),
+    );
+    let (v, err) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "incremental", "{err}");
+    assert_eq!(v["base_key"], first_key.as_str(), "{err}");
+    assert_eq!(v["applied"], serde_json::json!(["journal.0003_extra"]));
+    assert!(!err.contains("no longer"), "{err}");
+    assert!(!err.contains("cannot build on"), "{err}");
+
+    // What a plain migrate builds, but for the old app's content type (and
+    // its permissions), which Django leaves in any database that had the
+    // app, this snapshot's base among them (`remove_stale_contenttypes`).
+    let reference = p.db("ref");
+    p.plain_migrate(&reference);
+    assert_eq!(schema(&db), schema(&reference), "schema");
+    assert_eq!(django_migrations(&db), django_migrations(&reference));
+    let types = "SELECT app_label || '.' || model FROM django_content_type \
+                 WHERE app_label <> 'audit' ORDER BY 1";
+    assert_eq!(psql(&db, types), psql(&reference, types));
+}
+
+/// A migration file deleted without a replacement (a branch switch): the
+/// snapshot that applied it is no ancestor, so the one before it is built
+/// on, silently, as before squashes could stand in for deleted files.
+#[test]
+fn a_deleted_migration_nothing_replaces_rules_its_snapshot_out() {
+    let p = Project::example("deleted");
+    let db = p.db("a");
+    prepare(&p, &db, &[]);
+    let first_key = p.key();
+    p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);
+    let (v, _) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "incremental");
+
+    std::fs::remove_file(p.path().join("catalog/migrations/0005_product_note.py")).expect("rm");
+    p.write(
+        "audit/migrations/0003_extra.py",
+        &index_migration("audit", "0002_payload_gin_index", "audit_extra_idx"),
+    );
+    let (v, err) = prepare(&p, &db, &[]);
+    assert_eq!(v["source"], "incremental", "{err}");
+    assert_eq!(v["base_key"], first_key.as_str(), "{err}");
+    assert!(!err.contains("cannot build on"), "{err}");
+    Reference::of(&p).check(&db, "after deleting an applied migration");
+}

@@ -273,15 +273,19 @@ pub enum FindingKind {
     DifferentDefinition,
     /// `indisvalid = false` after migrating (a failed CONCURRENTLY build).
     InvalidIndex,
+    /// The model state declares one index name twice with different
+    /// definitions: only one of them can exist.
+    ConflictInModelState,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 5] = [
+    pub const ALL: [FindingKind; 6] = [
         FindingKind::OnlyInMigrations,
         FindingKind::OnlyInModelState,
         FindingKind::SameDefinitionOtherName,
         FindingKind::DifferentDefinition,
         FindingKind::InvalidIndex,
+        FindingKind::ConflictInModelState,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -291,6 +295,7 @@ impl FindingKind {
             FindingKind::SameDefinitionOtherName => "same-definition-other-name",
             FindingKind::DifferentDefinition => "different-definition",
             FindingKind::InvalidIndex => "invalid-index",
+            FindingKind::ConflictInModelState => "conflict-in-model-state",
         }
     }
 
@@ -386,10 +391,36 @@ pub fn compare(migrated: &Catalog, state: &Catalog) -> Vec<Finding> {
             out.push(finding(FindingKind::OnlyInModelState, si));
         }
     }
-    out.sort_by(|a, b| {
+    sort(&mut out);
+    out
+}
+
+/// Findings in report order: by table, index, kind.
+pub fn sort(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| {
         (&a.schema, &a.table, &a.index, a.kind).cmp(&(&b.schema, &b.table, &b.index, b.kind))
     });
-    out
+}
+
+/// A finding for each index name the model state declares twice with
+/// different definitions (the shim builds the first): the migrated side is
+/// compared with that one, and this says the state itself disagrees.
+pub fn conflict_findings(conflicts: &[crate::django::IndexConflict]) -> Vec<Finding> {
+    conflicts
+        .iter()
+        .map(|c| Finding {
+            kind: FindingKind::ConflictInModelState,
+            schema: c.schema.clone(),
+            table: c.table.clone(),
+            index: c.index.clone(),
+            definition: c.other.clone(),
+            model_state_index: None,
+            model_state_definition: Some(c.kept.clone()),
+            table_in_model_state: true,
+            migration: None,
+            fails: false,
+        })
+        .collect()
 }
 
 /// Two sides' objects (one table's indexes, or constraints) paired up:

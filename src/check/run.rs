@@ -7,7 +7,7 @@
 
 use super::{Catalog, Finding, MigrationSource};
 use crate::context::{CloneStrategy, Ctx};
-use crate::django::{self, MigrationFile, Mode};
+use crate::django::{self, IndexConflict, MigrationFile, Mode};
 use crate::engine;
 use crate::error::{Context as _, Error, Kind, Result};
 use crate::fingerprint::{self, Fingerprint};
@@ -73,6 +73,8 @@ fn load_current(ctx: &Ctx, fp: &Fingerprint, store: &Store, ui: &Ui) -> Option<C
 /// The comparison, attributed to migration files.
 fn checked(ctx: &Ctx, fp: Fingerprint, cache: &CheckCache) -> Checked {
     let mut findings = super::compare(&cache.migrated, &cache.model_state);
+    findings.extend(super::conflict_findings(&cache.model_state_conflicts));
+    super::sort(&mut findings);
     let sources = migration_sources(ctx, &fp, &cache.migration_files);
     super::attribute_all(&mut findings, &sources);
     Checked {
@@ -92,6 +94,11 @@ struct CheckCache {
     server_version_num: u32,
     migrated: Catalog,
     model_state: Catalog,
+    /// Index names the model state declares twice, differently. A cache
+    /// written before they were reported has none: such a state could not
+    /// be built then (the second `CREATE INDEX` failed).
+    #[serde(default)]
+    model_state_conflicts: Vec<IndexConflict>,
     /// Every migration module Django loaded; paths inside the project are
     /// stored relative to it so a moved checkout still finds them.
     migration_files: Vec<MigrationFile>,
@@ -171,7 +178,7 @@ async fn build_cache_locked(
     )
     .await;
     drop_named(admin, &state_db).await?;
-    let (model_state, files) = state?;
+    let (model_state, model_state_conflicts, files) = state?;
 
     Ok(CheckCache {
         format: super::CACHE_FORMAT,
@@ -180,6 +187,7 @@ async fn build_cache_locked(
         server_version_num: admin.version_num,
         migrated,
         model_state,
+        model_state_conflicts,
         migration_files: files
             .into_iter()
             .map(|f| MigrationFile {
@@ -217,7 +225,7 @@ async fn build_state(
     extensions: &[String],
     prerequisites: &[String],
     ui: &Ui,
-) -> Result<(Catalog, Vec<MigrationFile>)> {
+) -> Result<(Catalog, Vec<IndexConflict>, Vec<MigrationFile>)> {
     // Models alone cannot create extensions, but their indexes may need
     // them (gin_trgm_ops, btree_gin): install what the migrated side has.
     {
@@ -243,7 +251,8 @@ async fn build_state(
     let report = django::run_shim(&ctx.django, &admin.conn, db, Mode::ModelState, ui)
         .await
         .map_err(|f| f.error)?;
-    Ok((read(admin, db).await?, report.migration_files()))
+    let files = report.migration_files();
+    Ok((read(admin, db).await?, report.index_conflicts, files))
 }
 
 async fn drop_named(admin: &Admin, db: &str) -> Result<()> {

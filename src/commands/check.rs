@@ -82,6 +82,10 @@ fn describe(f: &Finding) -> String {
         ),
         FindingKind::DifferentDefinition => format!("index `{}` on `{table}` differs from the model state", f.index),
         FindingKind::InvalidIndex => format!("index `{}` on `{table}` is invalid (indisvalid = false)", f.index),
+        FindingKind::ConflictInModelState => format!(
+            "index `{}` on `{table}` is declared twice in the model state, with different definitions",
+            f.index
+        ),
     }
 }
 

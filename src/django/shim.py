@@ -333,7 +333,15 @@ def report_inputs(loader):
     for (app, name), migration in sorted(loader.disk_migrations.items()):
         path = getattr(sys.modules.get(type(migration).__module__), "__file__", None)
         migrations.append(
-            {"app": app, "name": name, "path": path, "sha256": sha256_of(path) if path else None}
+            {
+                "app": app,
+                "name": name,
+                "path": path,
+                "sha256": sha256_of(path) if path else None,
+                # What a squash (or an app renamed with `replaces`) stands
+                # for: rows of the replaced names still count as applied.
+                "replaces": [list(r) for r in (migration.replaces or [])],
+            }
         )
     dirs = set()
     for config in apps.get_app_configs():
@@ -459,7 +467,12 @@ def build_model_state():
         if config.label not in loader.migrated_apps:
             models.extend(config.get_models())
     created = 0
-    with connections[ALIAS].schema_editor() as editor:
+    conflicts = []
+    connection = connections[ALIAS]
+    with connection.schema_editor() as editor:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_schema()")
+            (schema,) = cursor.fetchone()
         for model in models:
             opts = model._meta
             if not opts.managed or opts.proxy or opts.swapped:
@@ -467,9 +480,39 @@ def build_model_state():
             # What migrate would create on this alias: the routers decide.
             if not router.allow_migrate_model(ALIAS, model):
                 continue
+            opts.indexes = one_index_per_name(model, editor, schema, conflicts)
             editor.create_model(model)
             created += 1
-    emit("created", models=created)
+    emit("created", models=created, conflicts=conflicts)
+
+
+def one_index_per_name(model, editor, schema, conflicts):
+    """The model's indexes with one per name. The migration state may list
+    an index twice: django-taggit adds one with AddIndex, then "renames" it
+    into existence from `old_fields` (RenameIndex appends an Index to the
+    state without looking), and `migrate` builds it once, the rename finding
+    it already named. Identical declarations are one index; a name declared
+    with different definitions cannot be built twice either, so the first
+    is kept (as the state's `get_index_by_name` finds it) and the others are
+    reported as conflicts, each with both definitions."""
+    kept = {}
+    unique = []
+    for index in model._meta.indexes:
+        first = kept.get(index.name)
+        if first is None:
+            kept[index.name] = index
+            unique.append(index)
+        elif first.deconstruct() != index.deconstruct():
+            conflicts.append(
+                {
+                    "schema": schema,
+                    "table": model._meta.db_table,
+                    "index": index.name,
+                    "kept": str(first.create_sql(model, editor)),
+                    "other": str(index.create_sql(model, editor)),
+                }
+            )
+    return unique
 
 
 def read_only_connection():
