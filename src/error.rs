@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-/// Documented exit codes (README, "Exit codes").
+/// Documented exit codes (docs/exit-codes.md).
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;

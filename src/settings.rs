@@ -642,7 +642,7 @@ fn config_error(path: &Path, text: &str, e: toml::de::Error) -> Error {
         }
         None if message.starts_with("invalid type") || message.starts_with("invalid value") => (
             in_words(&message),
-            "see the README's configuration reference for each key's type".to_string(),
+            "see docs/configuration.md for each key's type".to_string(),
         ),
         None => (
             message,
