@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark suite: migsnap against the commands it replaces, on a
 # synthetic project from scripts/gen_project.py, with medians of several runs
-# and the ratios the README promises, all measured in the same run.
+# and the ratios docs/performance.md quotes, all measured in the same run.
 #
 #   scripts/bench.sh [--migrations 1000|5000] [--runs N] [--quick] [options]
 #

@@ -2,13 +2,13 @@
 # Build migsnap's wheel: the release binary, stripped, and the Python package
 # (the pytest plugin) in one self-contained file, so that CI installs migsnap
 # in seconds instead of compiling Rust in every job. A team builds it once per
-# version and publishes it (README, "Install").
+# version and publishes it (README, "Install"; docs/install.md).
 #
 # maturin comes from PyPI, pinned, into a tools venv under target/. The
 # wheel's platform tag is what the binary honestly needs: maturin reads the
 # glibc symbol versions it links against (as auditwheel does) and tags it
 # manylinux_2_<N> for the newest one, so the tag depends on the glibc of the
-# machine that builds it (Debian 12: see the README for the tag it gets).
+# machine that builds it (Debian 12: see docs/install.md for the tag it gets).
 #
 # Prints the wheel's path on stdout; cargo's progress goes to stderr.
 # Extra arguments go to `maturin build`; MIGSNAP_WHEEL_DIR sets where the

@@ -18,6 +18,7 @@ export MIGSNAP_TEST_SERVER_DIR="${MIGSNAP_TEST_SERVER_DIR:-${TMPDIR:-/tmp}/migsn
 
 if [ -z "${MIGSNAP_SKIP_LINT:-}" ]; then
   cargo fmt --all -- --check
+  python3 scripts/check_doc_links.py
   cargo clippy --all-targets --quiet -- -D warnings
   cargo clippy --all-targets --quiet --features failpoints -- -D warnings
 fi

@@ -352,7 +352,7 @@ pub struct SyncArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub alias: AliasArg,
-    /// One JSON document (schema in the README)
+    /// One JSON document (schema in docs/plan.md)
     #[arg(long)]
     pub json: bool,
     /// Relative to the nearest snapshot on the server (the default)
@@ -397,7 +397,7 @@ pub struct LintArgs {
 pub struct SchemaArgs {
     #[command(flatten)]
     pub alias: AliasArg,
-    /// One JSON document (schema in the README) instead of SQL-like text
+    /// One JSON document (schema in docs/schema-diff.md) instead of SQL-like text
     #[arg(long)]
     pub json: bool,
 }
@@ -442,7 +442,7 @@ pub struct CheckArgs {
 pub enum CheckFormat {
     /// Human-readable report
     Text,
-    /// One JSON document (documented in the README)
+    /// One JSON document (documented in docs/check.md, docs/lint.md, docs/schema-diff.md)
     Json,
     /// GitHub Actions annotations on the migration file and line
     Github,

@@ -874,7 +874,7 @@ fn reject(
 
 fn untrusted_hint(name: &str) -> String {
     format!(
-        "CREATE EXTENSION runs as the superuser: if you trust `{name}`, add it to `trusted-extensions` in [tool.migsnap] (README, Security model)"
+        "CREATE EXTENSION runs as the superuser: if you trust `{name}`, add it to `trusted-extensions` in [tool.migsnap] (docs/security.md)"
     )
 }
 

@@ -1,5 +1,5 @@
-//! Every environment variable migsnap reads, in one place, so the README's
-//! table and the code cannot drift apart.
+//! Every environment variable migsnap reads, in one place, so the table in
+//! docs/configuration.md and the code cannot drift apart.
 
 /// Server to use instead of the embedded one (any libpq-style postgres:// URL).
 pub const SERVER_URL: &str = "MIGSNAP_SERVER_URL";

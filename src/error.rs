@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-/// Documented exit codes (README, "Exit codes").
+/// Documented exit codes (docs/exit-codes.md).
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
@@ -198,7 +198,7 @@ pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
     why
 }
 
-/// Attach context to foreign errors: `fs::read(p).context_io(...)`.
+/// Attach context to foreign errors: `fs::read(p).with_kind(Kind::Usage, || …)`.
 pub trait Context<T> {
     fn with_kind(self, kind: Kind, message: impl FnOnce() -> String) -> Result<T>;
 }

@@ -16,7 +16,7 @@ use crate::pg::ConnInfo;
 use crate::ui::Ui;
 use serde::Serialize;
 
-/// The version of `plan --json` and `sql --json` (README, "migsnap plan").
+/// The version of `plan --json` and `sql --json` (docs/plan.md).
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// What the plan is relative to.

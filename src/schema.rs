@@ -1,7 +1,7 @@
 //! The end-state schema of a database, read from `pg_catalog` (issue #13):
 //! tables, columns, indexes, constraints, sequences and extensions, in a
-//! stable, sorted, versioned shape (`migsnap schema --json`, README
-//! "migsnap schema"). `current` reads it from a scratch clone of the
+//! stable, sorted, versioned shape (`migsnap schema --json`,
+//! docs/schema-diff.md). `current` reads it from a scratch clone of the
 //! current key's template (built first, as `prepare` builds it, if the
 //! server has none): no migrate, no Python on a warm key.
 //!
@@ -23,7 +23,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use tokio_postgres::Client;
 
-/// The version of `schema --json` and `diff --json` (README).
+/// The version of `schema --json` and `diff --json` (docs/schema-diff.md).
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// A database's schema: user objects only, each list sorted by name.

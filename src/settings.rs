@@ -2,10 +2,12 @@
 //! the library's `Ctx` plus what only the binary uses. The library never
 //! sees where a value came from.
 //!
-//! Precedence is always: command-line flag, then environment variable, then
+//! Precedence: command-line flag, then environment variable, then
 //! `[tool.migsnap]` in pyproject.toml (or a top-level `migsnap.toml`), then a
-//! default. Unknown config keys are an error: a typo must not silently fall
-//! back to a default.
+//! default. One exception: the settings module is `--settings`, then the
+//! config's `settings`, then `DJANGO_SETTINGS_MODULE` (Django's variable,
+//! which a shell or pytest-django may export for its own reasons). Unknown
+//! config keys are an error: a typo must not silently fall back to a default.
 
 use migsnap::context::{
     BuildOptions, CacheDir, CloneStrategy, Ctx, DjangoRunner, RemoteSettings, ServerChoice,
@@ -640,7 +642,7 @@ fn config_error(path: &Path, text: &str, e: toml::de::Error) -> Error {
         }
         None if message.starts_with("invalid type") || message.starts_with("invalid value") => (
             in_words(&message),
-            "see the README's configuration reference for each key's type".to_string(),
+            "see docs/configuration.md for each key's type".to_string(),
         ),
         None => (
             message,

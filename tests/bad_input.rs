@@ -1,7 +1,7 @@
 //! Bad input: each mistake gets one `error:` line saying what is wrong, a
 //! `hint:` saying how to fix it, the documented exit code, no panic, nothing
-//! on stdout, and nothing of the user's dropped. (The README's "When things
-//! go wrong" table lists the same cases.)
+//! on stdout, and nothing of the user's dropped. ("When things go
+//! wrong" in docs/exit-codes.md lists the same cases.)
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Two CI runs, as the README's workflows play them: a fresh server every
+//! Two CI runs, as the workflows in docs/ci.md play them: a fresh server every
 //! run, and only the cache dir carried over by the CI system's cache
 //! (restored by exact key, else by prefix).
 

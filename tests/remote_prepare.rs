@@ -478,7 +478,7 @@ fn a_snapshot_pushed_with_a_ci_key_is_accepted_where_its_public_key_is_trusted()
     let reference = Reference::of(&p);
     let url = s3_url("cikey");
     let db = p.db("ck");
-    // The CI key, made as its README section says.
+    // The CI key, made as docs/ci.md says.
     let secrets = empty_dir();
     let ci_key = secrets.path().join("ci.key");
     let out = succeeded(

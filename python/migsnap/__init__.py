@@ -29,7 +29,7 @@ class MigsnapError(RuntimeError):
 
 def find_binary() -> str:
     """``$MIGSNAP_BIN`` if set (an explicit choice wins), else the binary
-    installed with this package (``pip install migsnap`` puts it in the
+    installed with this package (installing the migsnap wheel puts it in the
     interpreter's scripts directory), else ``migsnap`` on PATH."""
     explicit = os.environ.get(BIN_ENV)
     if explicit:
@@ -45,10 +45,15 @@ def find_binary() -> str:
     found = shutil.which("migsnap")
     if found:
         return found
+    # Not `pip install migsnap`: that asks PyPI, where a package of that
+    # name, if any, is not this migsnap (README, Install); the wheel comes
+    # from the team's own index.
     raise MigsnapError(
         "cannot find the migsnap binary (not installed next to this package, "
-        "not on PATH, and %s is not set); install it with `pip install migsnap` "
-        "or `cargo install --path .`, or set %s to its path" % (BIN_ENV, BIN_ENV)
+        "not on PATH, and %s is not set); install the migsnap wheel your team "
+        "publishes (`pip install --no-deps --index-url YOUR_INDEX migsnap==VERSION`, "
+        "or the .whl file), or `pip install .` from a clone of migsnap, "
+        "or set %s to its path" % (BIN_ENV, BIN_ENV)
     )
 
 

@@ -47,7 +47,7 @@ pub fn template_comment(key: &Key, inputs: &str) -> String {
 #[serde(rename_all = "kebab-case")]
 pub enum CloneStrategy {
     /// FILE_COPY on the embedded server, the server's own default (WAL_LOG
-    /// on 15+) elsewhere; see `Settings::effective_clone_strategy`.
+    /// on 15+) elsewhere; see `Ctx::clone_strategy`.
     #[default]
     Default,
     WalLog,

@@ -22,7 +22,7 @@
 //! that the restore and later the tests evaluate. Those run with the rights
 //! of whoever evaluates them. Signatures (only snapshots signed by a trusted
 //! key are restored unless `trust-unsigned` is on) are the defence there
-//! (README, "Security model").
+//! (docs/security.md).
 
 use crate::pg::extension::Extension;
 use pg_query::protobuf::{
