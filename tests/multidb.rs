@@ -242,6 +242,57 @@ fn every_alias_comes_from_migsnap_under_both_runners_as_django_would_build_it() 
             assert_eq!(&state(&db), want, "{db} differs from Django's own setup");
         }
     }
+
+    // 5. --create-db rebuilds every alias's snapshot (once, in the xdist
+    // controller): each template is a new database afterwards.
+    let templates: Vec<String> = seen[0]["databases"]
+        .as_object()
+        .expect("databases")
+        .values()
+        .map(|v| {
+            let comment = v[1].as_str().expect("comment");
+            format!("migsnap_{}", &comment["migsnap clone of ".len()..])
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(templates.len(), 3, "{templates:?}");
+    for t in &templates {
+        p.track(t);
+    }
+    let oids = || -> Vec<String> {
+        templates
+            .iter()
+            .map(|t| {
+                psql(
+                    "postgres",
+                    &format!("SELECT oid FROM pg_database WHERE datname = '{t}'"),
+                )
+            })
+            .collect()
+    };
+    let before = oids();
+    let c = python_cmd(
+        &p,
+        &[
+            "-m",
+            "pytest",
+            "-p",
+            "migsnap.pytest_plugin",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            "2",
+            "--create-db",
+        ],
+        dir.path(),
+    );
+    run(c, "pytest -n 2 --create-db");
+    assert_from_migsnap(&records(dir.path()), &gw);
+    let after = oids();
+    for ((t, b), a) in templates.iter().zip(&before).zip(&after) {
+        assert!(!a.is_empty() && a != b, "{t} rebuilt: {b} -> {a}");
+    }
 }
 
 #[test]
