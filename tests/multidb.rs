@@ -339,3 +339,82 @@ fn prepare_all_aliases_and_ls_and_gc_know_each_alias() {
     assert!(keys.contains(v["key"].as_str().expect("key")), "{v}");
     assert!(v["source"] == "template" || v["source"] == "pool", "{v}");
 }
+
+/// The settings' `default` spelled out (NAME, HOST… not from PG*), as most
+/// projects have it: migsnap's build cannot steer it through the
+/// environment, so it still names the real database during other
+/// aliases' builds.
+fn default_spelled_out(p: &Project, real: &str) -> String {
+    let env: std::collections::HashMap<String, String> = libpq_env(real).into_iter().collect();
+    format!(
+        "\nDATABASES['default'].update(NAME={real:?}, HOST={:?}, PORT={:?}, USER={:?})\n",
+        env["PGHOST"], env["PGPORT"], env["PGUSER"]
+    ) + &format!("# {}\n", p.name)
+}
+
+#[test]
+fn a_build_never_reaches_the_real_database_of_another_alias() {
+    let p = project("multidb_reach");
+    // The developer's own database, with a row of theirs.
+    let real = format!("{}_real", p.name);
+    p.track(&real);
+    psql("postgres", &format!("CREATE DATABASE \"{real}\""));
+    psql(
+        &real,
+        "CREATE TABLE shop_product (id bigserial PRIMARY KEY, name varchar(100), sku varchar(40));
+         INSERT INTO shop_product (name, sku) VALUES ('a developer''s row', 'DEV-1')",
+    );
+    let settings = std::fs::read_to_string(p.path().join("multidbproj/settings.py")).expect("read");
+    p.write(
+        "multidbproj/settings.py",
+        &(settings + &default_spelled_out(&p, &real)),
+    );
+    // A warehouse data migration that reads and writes a model the router
+    // sends to default: under Django's test setup, default is its test
+    // database by then; in migsnap's build of warehouse it is not.
+    p.write(
+        "warehouse/migrations/0002_from_products.py",
+        r#"from django.db import migrations
+
+
+def copy(apps, schema_editor):
+    if schema_editor.connection.alias != "warehouse":
+        return
+    Product = apps.get_model("shop", "Product")
+    Stock = apps.get_model("warehouse", "Stock")
+    for product in Product.objects.all():
+        Stock.objects.using("warehouse").create(sku=product.sku)
+    Product.objects.create(name="written by the warehouse build", sku="WH")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("warehouse", "0001_initial"), ("shop", "0001_initial")]
+    operations = [migrations.RunPython(copy, migrations.RunPython.noop)]
+"#,
+    );
+    let db = p.db("wh");
+    let out = p
+        .cmd(&["prepare", "--alias", "warehouse", "--database", &db])
+        .envs(libpq_env(&p.name))
+        .output()
+        .expect("run migsnap");
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "a Django failure: {said}");
+    assert!(
+        said.contains("error: migrate failed: ")
+            && said.contains("used alias 'default', which still names the settings' own database"),
+        "{said}"
+    );
+    assert!(
+        said.contains("\nhint: have the migration read and write only its own database"),
+        "{said}"
+    );
+    assert_eq!(
+        psql(
+            &real,
+            "SELECT string_agg(sku, ',' ORDER BY id) FROM shop_product"
+        ),
+        "DEV-1",
+        "the real database is untouched"
+    );
+}
