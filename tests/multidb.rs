@@ -418,3 +418,133 @@ class Migration(migrations.Migration):
         "the real database is untouched"
     );
 }
+
+#[test]
+fn two_databases_with_one_test_name_are_refused_before_anything_is_prepared() {
+    let p = project("multidb_clash");
+    let [default, wh, legacy] = test_names(&p);
+    for db in [&default, &wh, &legacy] {
+        p.track(db);
+    }
+    let settings = std::fs::read_to_string(p.path().join("multidbproj/settings.py")).expect("read");
+    // `default` again, its server spelled with a trailing slash: a
+    // different database to Django (test_db_signature), the same test
+    // name (test_<NAME>).
+    p.write(
+        "multidbproj/settings.py",
+        &(settings
+            + "\nif os.environ.get('MULTIDB_CLASH'):\n    DATABASES['other'] = database('', HOST=os.environ['PGHOST'] + '/')\n"
+            + "if os.environ.get('MULTIDB_MIRROR'):\n    DATABASES['replica']['TEST'] = {'MIRROR': 'nope'}\n"),
+    );
+    p.write(
+        "test_every_alias.py",
+        "from django.test import TransactionTestCase\n\n\nclass EveryAlias(TransactionTestCase):\n    databases = '__all__'\n\n    def test_nothing(self):\n        pass\n",
+    );
+    let nothing_made = || {
+        for db in [&default, &wh, &legacy] {
+            assert!(!database_exists(db), "{db} was prepared");
+        }
+    };
+    for (switch, said) in [
+        (
+            "MULTIDB_CLASH",
+            "the aliases `default` and `other` are different databases in the settings",
+        ),
+        (
+            "MULTIDB_MIRROR",
+            "DATABASES['replica']['TEST']['MIRROR'] names the alias `nope`",
+        ),
+    ] {
+        let out = p
+            .cmd(&["prepare", "--all-aliases"])
+            .envs(libpq_env(&p.name))
+            .env(switch, "1")
+            .output()
+            .expect("run migsnap");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "{switch}: {err}");
+        assert!(
+            err.starts_with(&format!("error: {said}")),
+            "{switch}: {err}"
+        );
+        assert!(err.contains("\nhint: "), "{err}");
+        nothing_made();
+
+        // The runner says the same in one error and hint, no traceback.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = python_cmd(
+            &p,
+            &["manage.py", "test", "test_every_alias", "-v", "0"],
+            dir.path(),
+        );
+        c.env(switch, "1");
+        let out = c.output().expect("run manage.py test");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{switch}: {err}");
+        assert!(err.contains(&format!("error: {said}")), "{switch}: {err}");
+        assert!(!err.contains("Traceback"), "{err}");
+        nothing_made();
+    }
+}
+
+#[test]
+fn manage_py_test_parallel_gives_each_worker_a_copy_of_a_sqlite_alias_too() {
+    let p = project("multidb_sqlite");
+    let [default, wh, legacy] = test_names(&p);
+    for base in [&default, &wh, &legacy] {
+        p.track(base);
+        for suffix in ["_1", "_2"] {
+            p.track(&format!("{base}{suffix}"));
+        }
+    }
+    let settings = std::fs::read_to_string(p.path().join("multidbproj/settings.py")).expect("read");
+    // An alias on another backend is Django's to set up; a file-backed
+    // SQLite test database is what --parallel workers must get copies of.
+    p.write(
+        "multidbproj/settings.py",
+        &(settings
+            + "\nHERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))\n"
+            + "DATABASES['cache'] = {'ENGINE': 'django.db.backends.sqlite3', 'NAME': os.path.join(HERE, 'cache.sqlite3'), 'TEST': {'NAME': os.path.join(HERE, 'test_cache.sqlite3')}}\n"),
+    );
+    let case = |name: &str| {
+        format!(
+            "\n\nclass {name}(TestCase):\n    databases = {{'default', 'cache'}}\n\n    def test_cache_is_migrated(self):\n        with connections['cache'].cursor() as cursor:\n            cursor.execute('SELECT count(*) FROM django_migrations')\n            self.assertGreater(cursor.fetchone()[0], 0)\n"
+        )
+    };
+    p.write(
+        "test_sqlite_alias.py",
+        &(String::from("from django.db import connections\nfrom django.test import TestCase")
+            + &case("First")
+            + &case("Second")),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = python_cmd(
+        &p,
+        &[
+            "manage.py",
+            "test",
+            "test_sqlite_alias",
+            "--parallel",
+            "2",
+            "-v",
+            "1",
+        ],
+        dir.path(),
+    );
+    let out = run(c, "manage.py test --parallel 2 with a SQLite alias");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Ran 2 tests"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(p.path())
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("test_cache"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the SQLite test databases are removed: {left:?}"
+    );
+}
