@@ -79,6 +79,29 @@ impl Layout {
         out
     }
 
+    /// Two different databases of the settings with one test name (on
+    /// two servers, or one server spelled two ways): Django creates each
+    /// where its alias says, but migsnap makes every test database on its
+    /// own server, so both would be prepared into one database at once and
+    /// the survivor's schema serve both aliases.
+    pub fn clash(&self) -> Option<(&Database, &Database)> {
+        self.databases.iter().enumerate().find_map(|(i, a)| {
+            self.databases[i + 1..]
+                .iter()
+                .find(|b| b.name == a.name)
+                .map(|b| (a, b))
+        })
+    }
+
+    /// A `TEST["MIRROR"]` naming an alias the settings do not have:
+    /// (the mirror, what it names).
+    pub fn dangling_mirror(&self, aliases: &[AliasInfo]) -> Option<(&str, &str)> {
+        self.mirrors
+            .iter()
+            .find(|(_, target)| !aliases.iter().any(|a| &a.alias == target))
+            .map(|(a, t)| (a.as_str(), t.as_str()))
+    }
+
     /// The database `alias` uses: its own, the one it shares, or its
     /// mirror's; with the alias it was prepared for.
     pub fn database_of(&self, alias: &str) -> Option<&Database> {
@@ -147,5 +170,21 @@ mod tests {
             assert_eq!(layout.database_of(alias).map(|d| d.name.as_str()), Some(db));
         }
         assert_eq!(layout.database_of("cache"), None);
+        assert_eq!(layout.clash(), None);
+    }
+
+    #[test]
+    fn one_test_name_for_two_databases_and_a_mirror_of_nothing_are_found() {
+        let mut other = info("other", "postgresql", None, "test_app");
+        other.signature[0] = "h/".into(); // the same server, spelled otherwise
+        let found = [
+            info("default", "postgresql", None, "test_app"),
+            other,
+            info("replica", "postgresql", Some("nope"), "test_app"),
+        ];
+        let layout = Layout::of(&found);
+        let (a, b) = layout.clash().expect("a clash");
+        assert_eq!((a.alias.as_str(), b.alias.as_str()), ("default", "other"));
+        assert_eq!(layout.dangling_mirror(&found), Some(("replica", "nope")));
     }
 }

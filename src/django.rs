@@ -239,6 +239,9 @@ pub enum Failure {
     Target,
     /// The settings' DATABASES has no such alias.
     Alias,
+    /// A migration used another alias than the one being built: that
+    /// alias still names a real database, which the build never touches.
+    OtherAlias,
 }
 
 /// A failed Django run as data: the error's source, so the command layer

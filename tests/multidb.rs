@@ -390,3 +390,212 @@ fn prepare_all_aliases_and_ls_and_gc_know_each_alias() {
     assert!(keys.contains(v["key"].as_str().expect("key")), "{v}");
     assert!(v["source"] == "template" || v["source"] == "pool", "{v}");
 }
+
+/// The settings' `default` spelled out (NAME, HOST… not from PG*), as most
+/// projects have it: migsnap's build cannot steer it through the
+/// environment, so it still names the real database during other
+/// aliases' builds.
+fn default_spelled_out(p: &Project, real: &str) -> String {
+    let env: std::collections::HashMap<String, String> = libpq_env(real).into_iter().collect();
+    format!(
+        "\nDATABASES['default'].update(NAME={real:?}, HOST={:?}, PORT={:?}, USER={:?})\n",
+        env["PGHOST"], env["PGPORT"], env["PGUSER"]
+    ) + &format!("# {}\n", p.name)
+}
+
+#[test]
+fn a_build_never_reaches_the_real_database_of_another_alias() {
+    let p = project("multidb_reach");
+    // The developer's own database, with a row of theirs.
+    let real = format!("{}_real", p.name);
+    p.track(&real);
+    psql("postgres", &format!("CREATE DATABASE \"{real}\""));
+    psql(
+        &real,
+        "CREATE TABLE shop_product (id bigserial PRIMARY KEY, name varchar(100), sku varchar(40));
+         INSERT INTO shop_product (name, sku) VALUES ('a developer''s row', 'DEV-1')",
+    );
+    let settings = std::fs::read_to_string(p.path().join("multidbproj/settings.py")).expect("read");
+    p.write(
+        "multidbproj/settings.py",
+        &(settings + &default_spelled_out(&p, &real)),
+    );
+    // A warehouse data migration that reads and writes a model the router
+    // sends to default: under Django's test setup, default is its test
+    // database by then; in migsnap's build of warehouse it is not.
+    p.write(
+        "warehouse/migrations/0002_from_products.py",
+        r#"from django.db import migrations
+
+
+def copy(apps, schema_editor):
+    if schema_editor.connection.alias != "warehouse":
+        return
+    Product = apps.get_model("shop", "Product")
+    Stock = apps.get_model("warehouse", "Stock")
+    for product in Product.objects.all():
+        Stock.objects.using("warehouse").create(sku=product.sku)
+    Product.objects.create(name="written by the warehouse build", sku="WH")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("warehouse", "0001_initial"), ("shop", "0001_initial")]
+    operations = [migrations.RunPython(copy, migrations.RunPython.noop)]
+"#,
+    );
+    let db = p.db("wh");
+    let out = p
+        .cmd(&["prepare", "--alias", "warehouse", "--database", &db])
+        .envs(libpq_env(&p.name))
+        .output()
+        .expect("run migsnap");
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "a Django failure: {said}");
+    assert!(
+        said.contains("error: migrate failed: ")
+            && said.contains("used alias 'default', which still names the settings' own database"),
+        "{said}"
+    );
+    assert!(
+        said.contains("\nhint: have the migration read and write only its own database"),
+        "{said}"
+    );
+    assert_eq!(
+        psql(
+            &real,
+            "SELECT string_agg(sku, ',' ORDER BY id) FROM shop_product"
+        ),
+        "DEV-1",
+        "the real database is untouched"
+    );
+}
+
+#[test]
+fn two_databases_with_one_test_name_are_refused_before_anything_is_prepared() {
+    let p = project("multidb_clash");
+    let [default, wh, legacy] = test_names(&p);
+    for db in [&default, &wh, &legacy] {
+        p.track(db);
+    }
+    let settings = std::fs::read_to_string(p.path().join("multidbproj/settings.py")).expect("read");
+    // `default` again, its server spelled with a trailing slash: a
+    // different database to Django (test_db_signature), the same test
+    // name (test_<NAME>).
+    p.write(
+        "multidbproj/settings.py",
+        &(settings
+            + "\nif os.environ.get('MULTIDB_CLASH'):\n    DATABASES['other'] = database('', HOST=os.environ['PGHOST'] + '/')\n"
+            + "if os.environ.get('MULTIDB_MIRROR'):\n    DATABASES['replica']['TEST'] = {'MIRROR': 'nope'}\n"),
+    );
+    p.write(
+        "test_every_alias.py",
+        "from django.test import TransactionTestCase\n\n\nclass EveryAlias(TransactionTestCase):\n    databases = '__all__'\n\n    def test_nothing(self):\n        pass\n",
+    );
+    let nothing_made = || {
+        for db in [&default, &wh, &legacy] {
+            assert!(!database_exists(db), "{db} was prepared");
+        }
+    };
+    for (switch, said) in [
+        (
+            "MULTIDB_CLASH",
+            "the aliases `default` and `other` are different databases in the settings",
+        ),
+        (
+            "MULTIDB_MIRROR",
+            "DATABASES['replica']['TEST']['MIRROR'] names the alias `nope`",
+        ),
+    ] {
+        let out = p
+            .cmd(&["prepare", "--all-aliases"])
+            .envs(libpq_env(&p.name))
+            .env(switch, "1")
+            .output()
+            .expect("run migsnap");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "{switch}: {err}");
+        assert!(
+            err.starts_with(&format!("error: {said}")),
+            "{switch}: {err}"
+        );
+        assert!(err.contains("\nhint: "), "{err}");
+        nothing_made();
+
+        // The runner says the same in one error and hint, no traceback.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = python_cmd(
+            &p,
+            &["manage.py", "test", "test_every_alias", "-v", "0"],
+            dir.path(),
+        );
+        c.env(switch, "1");
+        let out = c.output().expect("run manage.py test");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{switch}: {err}");
+        assert!(err.contains(&format!("error: {said}")), "{switch}: {err}");
+        assert!(!err.contains("Traceback"), "{err}");
+        nothing_made();
+    }
+}
+
+#[test]
+fn manage_py_test_parallel_gives_each_worker_a_copy_of_a_sqlite_alias_too() {
+    let p = project("multidb_sqlite");
+    let [default, wh, legacy] = test_names(&p);
+    for base in [&default, &wh, &legacy] {
+        p.track(base);
+        for suffix in ["_1", "_2"] {
+            p.track(&format!("{base}{suffix}"));
+        }
+    }
+    let settings = std::fs::read_to_string(p.path().join("multidbproj/settings.py")).expect("read");
+    // An alias on another backend is Django's to set up; a file-backed
+    // SQLite test database is what --parallel workers must get copies of.
+    p.write(
+        "multidbproj/settings.py",
+        &(settings
+            + "\nHERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))\n"
+            + "DATABASES['cache'] = {'ENGINE': 'django.db.backends.sqlite3', 'NAME': os.path.join(HERE, 'cache.sqlite3'), 'TEST': {'NAME': os.path.join(HERE, 'test_cache.sqlite3')}}\n"),
+    );
+    let case = |name: &str| {
+        format!(
+            "\n\nclass {name}(TestCase):\n    databases = {{'default', 'cache'}}\n\n    def test_cache_is_migrated(self):\n        with connections['cache'].cursor() as cursor:\n            cursor.execute('SELECT count(*) FROM django_migrations')\n            self.assertGreater(cursor.fetchone()[0], 0)\n"
+        )
+    };
+    p.write(
+        "test_sqlite_alias.py",
+        &(String::from("from django.db import connections\nfrom django.test import TestCase")
+            + &case("First")
+            + &case("Second")),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = python_cmd(
+        &p,
+        &[
+            "manage.py",
+            "test",
+            "test_sqlite_alias",
+            "--parallel",
+            "2",
+            "-v",
+            "1",
+        ],
+        dir.path(),
+    );
+    let out = run(c, "manage.py test --parallel 2 with a SQLite alias");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Ran 2 tests"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(p.path())
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("test_cache"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the SQLite test databases are removed: {left:?}"
+    );
+}

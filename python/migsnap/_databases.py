@@ -107,6 +107,7 @@ def layout(aliases: Iterable[str]) -> Layout:
     the databases set up, which Django's own check says. A dependency on an
     alias this run does not set up is no cycle (pytest-django handed Django
     every alias but ``default`` and got "Circular dependency" for it)."""
+    from django.core.exceptions import ImproperlyConfigured
     from django.db import connections
     from django.test.utils import dependency_ordered
 
@@ -116,6 +117,15 @@ def layout(aliases: Iterable[str]) -> Layout:
         target = connections[alias].settings_dict["TEST"].get("MIRROR")
         if target:
             mirrors[alias] = target
+    # Said before anything is prepared: found after, it left every
+    # database made for nothing (and a traceback through this module).
+    for alias, target in mirrors.items():
+        if target not in connections:
+            raise MigsnapError(
+                "error: DATABASES[%r]['TEST']['MIRROR'] names the alias `%s`, which DATABASES "
+                "does not have (it has %s)\nhint: name one of its aliases, or remove the MIRROR"
+                % (alias, target, ", ".join("`%s`" % a for a in connections))
+            )
     wanted |= {mirrors[a] for a in wanted if a in mirrors}
     groups: Dict[Any, List[str]] = {}
     others: List[str] = []
@@ -136,15 +146,38 @@ def layout(aliases: Iterable[str]) -> Layout:
         alias: [d for d in connections[alias].settings_dict["TEST"].get("DEPENDENCIES", []) if d in set_up]
         for alias in set_up
     }
-    dependency_ordered(
-        [(sig, (None, members)) for sig, members in groups.items()]
-        + [((alias,), (None, [alias])) for alias in others],
-        dependencies,
-    )
+    try:
+        dependency_ordered(
+            [(sig, (None, members)) for sig, members in groups.items()]
+            + [((alias,), (None, [alias])) for alias in others],
+            dependencies,
+        )
+    except ImproperlyConfigured as e:
+        raise MigsnapError(
+            "error: %s (between the aliases %s)\nhint: remove one alias from another's "
+            "TEST['DEPENDENCIES']" % (e, ", ".join(sorted(a for a, d in dependencies.items() if d)))
+        ) from None
     databases = [
         Database(alias=members[0], name=connections[members[0]].creation._get_test_db_name(), shares=members[1:])
         for members in groups.values()
     ]
+    # Django creates each on the server its alias names, but migsnap makes
+    # every one on its own server: two different databases of the settings
+    # with one test name would be prepared into the same database at once,
+    # the second replacing the first, and both aliases would run on the
+    # survivor's schema.
+    seen: Dict[str, str] = {}
+    for db in databases:
+        if db.name in seen:
+            raise MigsnapError(
+                "error: the aliases `%s` and `%s` are different databases in the settings (their "
+                "HOST, PORT or ENGINE differ) with the same test database name `%s`: migsnap "
+                "makes every test database on one server, so one would replace the other\n"
+                "hint: give one a TEST['NAME'] of its own; or, if both are the same database, "
+                "spell their HOST and PORT alike, or make one a TEST['MIRROR'] of the other"
+                % (seen[db.name], db.alias, db.name)
+            )
+        seen[db.name] = db.alias
     return Layout(databases=databases, mirrors={a: t for a, t in mirrors.items() if a in wanted}, others=others)
 
 
@@ -350,6 +383,9 @@ class Setup:
         self.made: List[Tuple[str, str]] = []
         #: Aliases on another backend, with the NAME to restore.
         self.others: Dict[str, str] = {}
+        #: How many clones (suffix 1..N) of those Django made for
+        #: ``--parallel``.
+        self.other_clones = 0
 
     def prepare(
         self,
@@ -432,10 +468,15 @@ class Setup:
                 "variable, say), or turn the check off (migsnap_verify = false)" % (db.name, mismatch)
             )
 
-    def finish(self, serialized: Set[str], *, verbosity: int, interactive: bool, keepdb: bool) -> None:
+    def finish(
+        self, serialized: Set[str], *, verbosity: int, interactive: bool, keepdb: bool, clones: int = 0
+    ) -> None:
         """After every alias points where it should: what Django's
         create_test_db does after migrate, and the aliases on another
-        backend set up by Django itself."""
+        backend set up by Django itself, with ``clones`` copies of each
+        for ``--parallel`` workers as Django's setup_databases makes them
+        (a worker connects to ``NAME_1``…: without its copy, a SQLite
+        file, it got an empty database)."""
         from django.db import connections
 
         for db in self.layout.databases:
@@ -449,6 +490,9 @@ class Setup:
                 keepdb=keepdb,
                 serialize=alias in serialized,
             )
+            for index in range(clones):
+                connection.creation.clone_test_db(suffix=str(index + 1), verbosity=verbosity, keepdb=keepdb)
+        self.other_clones = clones
 
     def teardown(self, *, verbosity: int, keepdb: bool) -> List[str]:
         """Drop what was made for this run (migsnap's clones only), unless
@@ -463,5 +507,8 @@ class Setup:
             if said:
                 warnings.append(said)
         for alias, old_name in self.others.items():
-            connections[alias].creation.destroy_test_db(old_name, verbosity, keepdb)
+            creation = connections[alias].creation
+            for index in range(self.other_clones):
+                creation.destroy_test_db(suffix=str(index + 1), verbosity=verbosity, keepdb=keepdb)
+            creation.destroy_test_db(old_name, verbosity, keepdb)
         return warnings

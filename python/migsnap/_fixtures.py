@@ -55,7 +55,10 @@ def django_db_setup(
     verbosity = config.getoption("verbose", 0)
     voice = _voice.voice(config)
     with django_db_blocker.unblock():
-        layout = _databases.layout(aliases)
+        try:
+            layout = _databases.layout(aliases)
+        except MigsnapError as e:
+            raise PrepareFailed(str(e)) from None
         if DEFAULT_DB_ALIAS in layout.others:
             from django.db import connections
 
@@ -242,7 +245,10 @@ def _rebuild_in_controller(config: pytest.Config) -> None:
     from pytest_django.plugin import blocking_manager_key
 
     voice = _voice.voice(config)
-    setup = _databases.Setup(_databases.layout(connections))
+    try:
+        setup = _databases.Setup(_databases.layout(connections))
+    except MigsnapError as e:
+        raise pytest.UsageError(str(e)) from None
     with config.stash[blocking_manager_key].unblock():
         try:
             setup.prepare(

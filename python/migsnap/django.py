@@ -53,8 +53,9 @@ class DiscoverRunner(_DjangoDiscoverRunner):
                 ),
             )
 
-        setup = _databases.Setup(_databases.layout(aliases))
+        setup = _databases.Setup(_databases.Layout([], {}, []))
         try:
+            setup = _databases.Setup(_databases.layout(aliases))
             setup.prepare(start, _say, rebuild=False, verify=True, warn=_say, clones=workers)
         except MigsnapError as e:
             for said in setup.teardown(verbosity=0, keepdb=False):
@@ -67,6 +68,7 @@ class DiscoverRunner(_DjangoDiscoverRunner):
             verbosity=self.verbosity,
             interactive=self.interactive,
             keepdb=self.keepdb,
+            clones=workers,
         )
         if self.debug_sql:
             for alias in connections:

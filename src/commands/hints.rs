@@ -62,6 +62,9 @@ fn django_hint(kind: Failure) -> &'static str {
         Failure::Alias => {
             "pass --alias with a key of the settings' DATABASES (`migsnap prepare --all-aliases` prepares every one)"
         }
+        Failure::OtherAlias => {
+            "have the migration read and write only its own database (`schema_editor.connection.alias`): each alias is built on its own, from a snapshot of its own, and no build connects to a real database"
+        }
         Failure::Unsupported => {
             "this Django does not support this PostgreSQL server (the error above says which it needs): point migsnap at a newer one (MIGSNAP_SERVER_URL, or MIGSNAP_PG_BINDIR for the embedded server), or use a Django that supports this server"
         }

@@ -126,6 +126,27 @@ async fn all_aliases(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result
     let found = migsnap::django::aliases(&settings.ctx.django, &admin.conn, ui).await?;
     drop(admin);
     let layout = migsnap::aliases::Layout::of(&found);
+    // Said before anything is prepared: the databases made would be wrong
+    // (one replacing the other) or an alias left out without a word.
+    if let Some((a, b)) = layout.clash() {
+        return Err(migsnap::error::Error::new(
+            migsnap::error::Kind::Django,
+            format!(
+                "the aliases `{}` and `{}` are different databases in the settings (their HOST, PORT or ENGINE differ) with the same test database name `{}`: migsnap makes every test database on one server, so one would replace the other",
+                a.alias, b.alias, a.name
+            ),
+        )
+        .hint("give one a TEST['NAME'] of its own; or, if both are the same database, spell their HOST and PORT alike, or make one a TEST['MIRROR'] of the other"));
+    }
+    if let Some((alias, target)) = layout.dangling_mirror(&found) {
+        return Err(migsnap::error::Error::new(
+            migsnap::error::Kind::Django,
+            format!(
+                "DATABASES['{alias}']['TEST']['MIRROR'] names the alias `{target}`, which DATABASES does not have"
+            ),
+        )
+        .hint("name one of its aliases, or remove the MIRROR"));
+    }
     for (alias, vendor) in &layout.others {
         ui.warn(format!(
             "alias `{alias}` uses the {vendor} backend: not prepared (migsnap needs PostgreSQL)"

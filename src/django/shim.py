@@ -174,6 +174,7 @@ def point_default_database_at_target():
     for alias, db in databases.items():
         mirror = (db.get("TEST") or {}).get("MIRROR")
         if alias != ALIAS and mirror != ALIAS and not same(db):
+            _other_aliases[alias] = db.get("NAME")
             continue
         db.update(target)
         options = db.setdefault("OPTIONS", {})
@@ -190,6 +191,34 @@ def point_default_database_at_target():
 
     connections.close_all()
     return settings
+
+
+#: The aliases left as the settings say (alias -> their NAME): real
+#: databases, not this build's. See `refuse_other_aliases`.
+_other_aliases = {}
+
+
+def refuse_other_aliases():
+    """Make any use of another alias fail. Those still name the settings'
+    own databases (a developer's, a shared server's): Django's test setup
+    has pointed `default` at its test database by the time it migrates
+    another alias, but migsnap builds each alias's snapshot on its own, so
+    a migration reaching `default` from `warehouse`'s build (a router
+    sending a model there, `using("default")`) would read real rows into
+    the snapshot, or write into the real database. Never connecting is the
+    only safe answer: the build stops and says which alias it reached."""
+    from django.db import connections
+
+    for alias, name in _other_aliases.items():
+        def refuse(*_args, _alias=alias, _name=name, **_kwargs):
+            raise MigsnapError(
+                "the build of alias %r used alias %r, which still names the settings' own "
+                "database %r: migsnap builds each alias's database on its own and never "
+                "connects to a real one" % (ALIAS, _alias, _name),
+                category="other_alias",
+            )
+
+        connections[alias].connect = refuse
 
 
 def require_postgresql():
@@ -767,6 +796,7 @@ def run(argv=None):
     import django
 
     django.setup()
+    refuse_other_aliases()
     require_postgresql()
     require_target_database()
     _ready = True
@@ -908,6 +938,8 @@ def main():
             )
             raise
     except MigsnapError as e:
+        if e.category == "other_alias":  # raised in a migration: show which
+            print_user_traceback(e, settings=False)
         emit("error", type="Configuration", message=str(e), category=e.category)
         sys.exit(1)
     except BaseException as e:  # report everything, including KeyboardInterrupt
