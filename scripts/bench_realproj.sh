@@ -51,6 +51,7 @@
 # Recorded per run: tests run, passed, failed, errors, skipped, the database
 # setup time (Django's `--timing` "Total database setup"; under pytest, the
 # `django_db_setup` fixture, timed by scripts/bench_realproj_timer.py), the
+# teardown time (Django's runner only: `--timing` again), the
 # wall time of the whole command and migsnap's summary line; for the
 # repeated cases the median (and the range) of the times. The report
 # (Markdown) goes to stdout and to WORK/report.md, the logs to WORK/logs.
@@ -256,6 +257,9 @@ def parse_django(text):
     m = re.search(r"^Total database setup took ([\d.]+)s", text, re.M)
     if m:
         r["setup"] = float(m.group(1))
+    m = re.search(r"^Total database teardown took ([\d.]+)s", text, re.M)
+    if m:
+        r["teardown"] = float(m.group(1))
     r["bad"] = sorted(set(f"{k} {t} ({c})" for k, t, c in re.findall(r"^(FAIL|ERROR): (\S+) \((\S+)\)", text, re.M)))
     return r
 
@@ -315,15 +319,15 @@ print(f"- machine: {sh('nproc')} CPUs; load average at the end: {' '.join(open('
 print(f"- runs: plain and warm {repeats} each (median, and the range, of the times), cold once; "
       + (f"`manage.py test --parallel {parallel}`, `pytest -n {parallel}`" if parallel > 1 else "one test process"))
 print()
-print("| runner | migsnap | tests | passed | failed | errors | skipped | db setup (s) | wall (s) | migsnap's summary (first run) |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| runner | migsnap | tests | passed | failed | errors | skipped | db setup (s) | db teardown (s) | wall (s) | migsnap's summary (first run) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for runner, mode in cases:
     rs = [results[n] for n in names(runner, mode)]
     r = rs[0]
     cell = lambda k: str(r.get(k, "?"))
     print(f"| {'manage.py test' if runner == 'django' else 'pytest'} | {'off' if mode == 'plain' else mode} "
           f"| {cell('tests')} | {cell('passed')} | {cell('failed')} | {cell('errors')} | {cell('skipped')} "
-          f"| {times(rs, 'setup')} | {times(rs, 'wall')} | {r['migsnap'] or '–'} |")
+          f"| {times(rs, 'setup')} | {times(rs, 'teardown') if runner == 'django' else '–'} | {times(rs, 'wall')} | {r['migsnap'] or '–'} |")
 print()
 counted = ("tests", "passed", "failed", "errors", "skipped")
 for runner in ("django", "pytest"):
