@@ -213,10 +213,9 @@ pub async fn build(
     let key = &fp.key;
     // Counted by whoever builds meanwhile; before the locks, so waiting
     // for them counts.
-    admin.hold_shared(wanting_lock(key)).await?;
+    let wanting = admin.hold_shared(wanting_lock(key)).await?;
     let result = build_wanting(admin, ctx, fp, &store, ui, req).await;
-    // Best effort: closing the connection releases it anyway.
-    let _ = admin.release_shared(wanting_lock(key)).await;
+    wanting.release().await;
     result
 }
 
@@ -237,7 +236,7 @@ async fn build_wanting(
             ))
         })
         .await?;
-    admin
+    let build_lock = admin
         .lock_key(key.lock_id(), || {
             ui.info(format!(
                 "waiting for another migsnap building snapshot {short} on the server…"
@@ -259,8 +258,7 @@ async fn build_wanting(
     // build_locked removes what a failed build left; only a dropped future
     // (Ctrl-C) leaves the guard armed.
     unfinished.armed = false;
-    // Best effort: closing the connection releases it anyway.
-    let _ = admin.unlock_key(key.lock_id()).await;
+    build_lock.release().await;
     drop(_file_lock);
     // Outside the locks: those waiting for the template need not wait for
     // the upload too.

@@ -36,7 +36,7 @@ pub enum DbName {
     /// to be handed out by rename (its comment names the key and inputs).
     Pool(String),
     /// `migsnap_plan_<16 random hex>`: a read-only clone of a snapshot
-    /// (`plan`, `sql`, `schema`, `diff`: `Admin::scratch_clone`), dropped
+    /// (`plan`, `sql`, `schema`, `diff`: `Admin::with_scratch`), dropped
     /// when they finish.
     Plan(String),
 }

@@ -73,21 +73,12 @@ pub async fn plan(
         Against::Snapshot => {
             let admin = engine::connect(ctx, ui).await?;
             let (template, base) = nearest_snapshot(ctx, &admin).await?;
-            let scratch = admin.scratch_clone(template.as_deref()).await?;
-            let result = django::plan(
-                &ctx.django,
-                &admin.conn,
-                &scratch.name(),
-                targets,
-                with_sql,
-                ui,
-            )
-            .await;
-            admin.drop_scratch(scratch).await?;
-            Ok(Planned {
-                base,
-                insight: result?,
-            })
+            let insight = admin
+                .with_scratch(template.as_deref(), async |scratch| {
+                    django::plan(&ctx.django, &admin.conn, scratch, targets, with_sql, ui).await
+                })
+                .await?;
+            Ok(Planned { base, insight })
         }
     }
 }

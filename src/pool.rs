@@ -104,14 +104,12 @@ async fn drop_unlocked(admin: &Admin, info: &DbInfo) -> Result<bool> {
     let Some(name) = DbName::parse(&info.name) else {
         return Ok(false);
     };
-    if !admin.try_lock_key(name.lock_id()).await? {
-        return Ok(false);
-    }
     // One that cannot go (still in use, or not ours to drop on a shared
     // server) must not stop the rest: gc reports it.
-    let dropped = admin.drop(info).await.is_ok();
-    let _ = admin.unlock_key(name.lock_id()).await;
-    Ok(dropped)
+    let dropped = admin
+        .if_free(name.lock_id(), async || admin.drop(info).await)
+        .await?;
+    Ok(dropped.is_some_and(|d| d.is_ok()))
 }
 
 /// What `maintain` did.
@@ -189,7 +187,7 @@ pub async fn maintain(ctx: &Ctx, size: usize, start_server: bool, ui: &Ui) -> Re
     // One refiller at a time; a second waits rather than leaving, since
     // the first may have counted a member that was handed out since. The
     // pool is listed only once the lock is held, for the same reason.
-    admin.lock_key(refill_lock(&fp.key), || {}).await?;
+    let refilling = admin.lock_key(refill_lock(&fp.key), || {}).await?;
     let (pool, _) = list(&admin).await?;
     // Stale: this key's members for another template or inputs, and any
     // member whose key has no template on the server any more (or that was
@@ -221,7 +219,8 @@ pub async fn maintain(ctx: &Ctx, size: usize, start_server: bool, ui: &Ui) -> Re
     if let (Some(comment), Some(t)) = (want, &template) {
         while ready < size {
             let name = DbName::pool()?;
-            admin.lock_key(name.lock_id(), || {}).await?;
+            // Held until the member is marked: `gc` leaves it alone meanwhile.
+            let making = admin.lock_key(name.lock_id(), || {}).await?;
             let made = async {
                 let n = name.to_string();
                 admin
@@ -230,13 +229,13 @@ pub async fn maintain(ctx: &Ctx, size: usize, start_server: bool, ui: &Ui) -> Re
                 admin.comment(&n, &comment).await
             }
             .await;
-            let _ = admin.unlock_key(name.lock_id()).await;
+            making.release().await;
             made?;
             ready += 1;
             done.pool_made += 1;
         }
     }
-    let _ = admin.unlock_key(refill_lock(&fp.key)).await;
+    refilling.release().await;
     done.pool_ready = ready;
     Ok(done)
 }

@@ -124,14 +124,16 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
         listing
     );
     let members = members?;
-    let found = if locked? {
+    let found = if let Some(held) = locked? {
+        held.until_closed();
         found?
     } else {
         admin
             .lock_key(lock.lock_id(), || {
                 ui.info(format!("waiting for another migsnap preparing `{target}`…"))
             })
-            .await?;
+            .await?
+            .until_closed();
         admin.databases(&names).await?
     };
     if let Some(leftover) = found.iter().find(|d| d.name == scratch) {

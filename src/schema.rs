@@ -153,20 +153,18 @@ pub async fn current(ctx: &Ctx, ui: &Ui) -> Result<Described> {
 pub async fn of_key(ctx: &Ctx, fp: &Fingerprint, ui: &Ui) -> Result<Described> {
     let admin = engine::connect(ctx, ui).await?;
     let template = engine::ensure_template(&admin, ctx, fp, ui).await?;
-    let scratch = admin.scratch_clone(Some(&template)).await?;
-    let name = scratch.name();
-    let schema = async {
-        let client = admin.conn.connect(&name).await?;
-        read(&client)
-            .await
-            .map_err(|e| db_error(format!("cannot read the schema of `{template}`"), e))
-    }
-    .await;
-    admin.drop_scratch(scratch).await?;
+    let schema = admin
+        .with_scratch(Some(&template), async |scratch| {
+            let client = admin.conn.connect(scratch).await?;
+            read(&client)
+                .await
+                .map_err(|e| db_error(format!("cannot read the schema of `{template}`"), e))
+        })
+        .await?;
     Ok(Described {
         key: fp.key.clone(),
         server_version_num: admin.version_num,
-        schema: schema?,
+        schema,
     })
 }
 

@@ -6,7 +6,7 @@
 //! Python. Then the comparison, attributed to migration files.
 
 use super::{Catalog, Finding, MigrationSource};
-use crate::context::{CloneStrategy, Ctx};
+use crate::context::Ctx;
 use crate::django::{self, IndexConflict, MigrationFile, Mode};
 use crate::engine;
 use crate::error::{Context as _, Error, Kind, Result};
@@ -130,13 +130,13 @@ async fn build_cache(ctx: &Ctx, fp: &Fingerprint, ui: &Ui) -> Result<CheckCache>
             .hint("run `migsnap check` again once they are settled")
     })?;
     // The key's lock keeps two checks from fighting over the scratch names.
-    admin
+    let lock = admin
         .lock_key(fp.key.lock_id(), || {
             ui.info("waiting for another migsnap working on this key…")
         })
         .await?;
     let result = build_cache_locked(&admin, ctx, fp, &template, inputs, ui).await;
-    let _ = admin.unlock_key(fp.key.lock_id()).await;
+    lock.release().await;
     result
 }
 
@@ -155,30 +155,18 @@ async fn build_cache_locked(
     }
 
     ui.info("reading the migrated database's indexes");
-    admin
-        .create(&migrated_db, Some(template), CloneStrategy::Default)
+    let (migrated, prerequisites) = admin
+        .with_database(&migrated_db, Some(template), async |db| {
+            Ok((read(admin, db).await?, prerequisites(admin, db).await?))
+        })
         .await?;
-    let migrated = read(admin, &migrated_db).await;
-    let prerequisites = prerequisites(admin, &migrated_db).await;
-    drop_named(admin, &migrated_db).await?;
-    let migrated = migrated?;
-    let prerequisites = prerequisites?;
 
     ui.info("building a database from Django's model state");
-    admin
-        .create(&state_db, None, CloneStrategy::Default)
+    let (model_state, model_state_conflicts, files) = admin
+        .with_database(&state_db, None, async |db| {
+            build_state(admin, ctx, db, &migrated.extensions, &prerequisites, ui).await
+        })
         .await?;
-    let state = build_state(
-        admin,
-        ctx,
-        &state_db,
-        &migrated.extensions,
-        &prerequisites,
-        ui,
-    )
-    .await;
-    drop_named(admin, &state_db).await?;
-    let (model_state, model_state_conflicts, files) = state?;
 
     Ok(CheckCache {
         format: super::CACHE_FORMAT,
@@ -253,13 +241,6 @@ async fn build_state(
         .map_err(|f| f.error)?;
     let files = report.migration_files();
     Ok((read(admin, db).await?, report.index_conflicts, files))
-}
-
-async fn drop_named(admin: &Admin, db: &str) -> Result<()> {
-    match admin.database(db).await? {
-        Some(info) => admin.drop(&info).await,
-        None => Ok(()),
-    }
 }
 
 /// The texts of the migration files to search: Django's list (which

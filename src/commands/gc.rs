@@ -388,31 +388,16 @@ impl Gc<'_> {
                 name: role.clone(),
                 size: None,
             };
-            if !self.admin.try_lock_key(lock).await? {
-                self.skip(item, "restoring");
-                continue;
-            }
-            let dropped = if self.dry_run {
-                Ok(())
-            } else {
-                self.admin.drop_role(&role).await
-            };
-            let _ = self.admin.unlock_key(lock).await;
-            match dropped {
-                Ok(()) => self.out.removed.push(item),
-                Err(e) => {
-                    self.ui.warn(e.message);
-                    self.skip(item, "drop failed");
-                }
-            }
+            let admin = self.admin;
+            self.drop_if_free(lock, item, "restoring", async || {
+                admin.drop_role(&role).await
+            })
+            .await?;
         }
         Ok(())
     }
 
-    /// Drop a migsnap database if the build lock `lock` is free, holding
-    /// it meanwhile. A held lock or a failed drop (a session still
-    /// connected, say) is reported as skipped: one busy database must not
-    /// stop the sweep.
+    /// Drop a migsnap database if the lock `lock` is free: see `drop_if_free`.
     async fn drop_unlocked(
         &mut self,
         info: &DbInfo,
@@ -420,19 +405,29 @@ impl Gc<'_> {
         item: Item,
         busy: &'static str,
     ) -> Result<()> {
-        if !self.admin.try_lock_key(lock).await? {
-            self.skip(item, busy);
-            return Ok(());
-        }
-        let dropped = if self.dry_run {
-            Ok(())
-        } else {
-            self.admin.drop(info).await
-        };
-        let _ = self.admin.unlock_key(lock).await;
-        match dropped {
-            Ok(()) => self.out.removed.push(item),
-            Err(e) => {
+        let admin = self.admin;
+        self.drop_if_free(lock, item, busy, async || admin.drop(info).await)
+            .await
+    }
+
+    /// Run `drop` (not in a dry run) if the lock `lock` is free, holding it
+    /// meanwhile (whoever makes or uses the thing holds it while it works).
+    /// A held lock or a failed drop (a session still connected, say) is
+    /// reported as skipped: one busy database or role must not stop the
+    /// sweep.
+    async fn drop_if_free(
+        &mut self,
+        lock: LockId,
+        item: Item,
+        busy: &'static str,
+        drop: impl AsyncFnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let dry_run = self.dry_run;
+        let work = async || if dry_run { Ok(()) } else { drop().await };
+        match self.admin.if_free(lock, work).await? {
+            None => self.skip(item, busy),
+            Some(Ok(())) => self.out.removed.push(item),
+            Some(Err(e)) => {
                 self.ui.warn(e.message);
                 self.skip(item, "drop failed");
             }

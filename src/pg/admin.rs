@@ -10,7 +10,10 @@ use super::{db_error, quote_ident, quote_literal, ConnInfo};
 use crate::error::{Error, Result};
 use crate::key::{Key, LockId};
 use crate::names::DbName;
+use std::sync::Arc;
 use tokio_postgres::Client;
+
+pub use super::lock::AdvisoryLock;
 
 pub use crate::names::PREFIX as TEMPLATE_PREFIX;
 /// v2: the comment also names the digest of the inputs the template was
@@ -57,19 +60,6 @@ pub enum CloneStrategy {
 const DB_INFO_COLUMNS: &str =
     "datname, datistemplate, datallowconn, coalesce(shobj_description(oid, 'pg_database'), ''), oid, \
      datdba = (SELECT oid FROM pg_roles WHERE rolname = current_user)";
-
-/// A database `Admin::scratch_clone` made; `Admin::drop_scratch` drops it.
-#[derive(Debug)]
-#[must_use = "drop it with `Admin::drop_scratch`"]
-pub struct Scratch {
-    name: DbName,
-}
-
-impl Scratch {
-    pub fn name(&self) -> String {
-        self.name.to_string()
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct DbInfo {
@@ -141,7 +131,9 @@ impl DbInfo {
 }
 
 pub struct Admin {
-    pub client: Client,
+    /// Shared with the `AdvisoryLock`s taken on it, which release
+    /// themselves on this connection when dropped.
+    pub client: Arc<Client>,
     pub conn: ConnInfo,
     pub version_num: u32,
     /// The server process of `client`: an interrupted run names it to stop
@@ -161,7 +153,7 @@ impl Admin {
             .map_err(|e| db_error("cannot read the server version", e))?;
         let version_num: i32 = row.get(0);
         Ok(Admin {
-            client,
+            client: Arc::new(client),
             conn: conn.clone(),
             version_num: version_num.max(0) as u32,
             pid: row.get(1),
@@ -448,58 +440,88 @@ impl Admin {
         })
     }
 
-    /// A throwaway clone of `template` (`None`: an empty database) under a
-    /// fresh `migsnap_plan_*` name, for reading a snapshot: templates do not
-    /// accept connections, and a reader must not hold a template open while
-    /// `prepare` clones it. The name's lock is held while the clone exists
-    /// (`gc` takes an unlocked one for a killed run's leftover); give the
-    /// clone back with `drop_scratch`.
-    pub async fn scratch_clone(&self, template: Option<&str>) -> Result<Scratch> {
-        let name = DbName::plan()?;
-        self.lock_key(name.lock_id(), || {}).await?;
-        let scratch = Scratch { name };
-        if let Err(e) = self
-            .create(&scratch.name(), template, CloneStrategy::Default)
-            .await
-        {
-            let _ = self.drop_scratch(scratch).await;
-            return Err(e);
+    /// Create `name` (a clone of `template`, or an empty database), run
+    /// `work` on it, and drop it afterwards whether `work` succeeded or not.
+    /// The caller holds whatever lock makes `name` its own.
+    ///
+    /// A failed create wins over a failed drop, which wins over a failed
+    /// `work`: the first is why there was nothing to work on, the second
+    /// leaves a database behind the user should know about.
+    pub async fn with_database<T>(
+        &self,
+        name: &str,
+        template: Option<&str>,
+        work: impl AsyncFnOnce(&str) -> Result<T>,
+    ) -> Result<T> {
+        // Outer error: the create's; inner: `work`'s.
+        let worked = async {
+            self.create(name, template, CloneStrategy::Default).await?;
+            Ok::<_, Error>(work(name).await)
         }
-        Ok(scratch)
-    }
-
-    /// Drop a `scratch_clone` and release its lock.
-    pub async fn drop_scratch(&self, scratch: Scratch) -> Result<()> {
-        let dropped = match self.database(&scratch.name()).await? {
-            Some(info) => self.drop(&info).await,
-            None => Ok(()),
+        .await;
+        let dropped = match self.database(name).await {
+            Ok(Some(info)) => self.drop(&info).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
         };
-        let _ = self.unlock_key(scratch.name.lock_id()).await;
-        dropped
+        let worked = worked?;
+        dropped?;
+        worked
     }
 
-    /// Session-level advisory lock for building `key`. Released when the
-    /// admin connection closes, so a killed process never leaves it held.
-    pub async fn lock_key(&self, id: LockId, on_wait: impl FnOnce()) -> Result<()> {
-        if !self.try_lock_key(id).await? {
-            on_wait();
-            self.client
-                .execute("SELECT pg_advisory_lock($1)", &[&id.0])
-                .await
-                .map_err(|e| db_error("cannot take the build lock", e))?;
+    /// `with_database` on a throwaway clone of `template` under a fresh
+    /// `migsnap_plan_*` name, for reading a snapshot: templates do not
+    /// accept connections, and a reader must not hold a template open while
+    /// `prepare` clones it. The name's lock is held while the clone exists,
+    /// so `gc` takes an unlocked one for a killed run's leftover.
+    pub async fn with_scratch<T>(
+        &self,
+        template: Option<&str>,
+        work: impl AsyncFnOnce(&str) -> Result<T>,
+    ) -> Result<T> {
+        let name = DbName::plan()?;
+        let lock = self.lock_key(name.lock_id(), || {}).await?;
+        let worked = self.with_database(&name.to_string(), template, work).await;
+        lock.release().await;
+        worked
+    }
+
+    /// The advisory lock `id` (`Key::lock_id`, `DbName::lock_id`), waiting
+    /// for it if another session holds it (`on_wait` says so first).
+    /// Session-level: a killed process never leaves it held.
+    pub async fn lock_key(&self, id: LockId, on_wait: impl FnOnce()) -> Result<AdvisoryLock> {
+        if let Some(lock) = self.try_lock_key(id).await? {
+            return Ok(lock);
         }
-        Ok(())
+        on_wait();
+        self.client
+            .execute("SELECT pg_advisory_lock($1)", &[&id.0])
+            .await
+            .map_err(|e| db_error("cannot take the build lock", e))?;
+        Ok(AdvisoryLock::held(&self.client, id, false))
     }
 
-    /// The build lock `id` (`Key::lock_id`, `DbName::lock_id`) if nobody
-    /// holds it.
-    pub async fn try_lock_key(&self, id: LockId) -> Result<bool> {
-        Ok(self
+    /// The advisory lock `id` if nobody holds it.
+    pub async fn try_lock_key(&self, id: LockId) -> Result<Option<AdvisoryLock>> {
+        let locked: bool = self
             .client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&id.0])
             .await
             .map_err(|e| db_error("cannot take the build lock", e))?
-            .get(0))
+            .get(0);
+        Ok(locked.then(|| AdvisoryLock::held(&self.client, id, false)))
+    }
+
+    /// Run `work` under the lock `id` if nobody holds it (the maker of a
+    /// database holds its name's lock while it works), releasing it after.
+    /// `None`: somebody does, and `work` did not run.
+    pub async fn if_free<T>(&self, id: LockId, work: impl AsyncFnOnce() -> T) -> Result<Option<T>> {
+        let Some(lock) = self.try_lock_key(id).await? else {
+            return Ok(None);
+        };
+        let done = work().await;
+        lock.release().await;
+        Ok(Some(done))
     }
 
     /// A login role that owns `build` and nothing else, for restoring a
@@ -718,33 +740,17 @@ impl Admin {
             .map_err(|e| db_error(format!("cannot drop role `{role}`"), e))
     }
 
-    pub async fn unlock_key(&self, id: LockId) -> Result<()> {
-        self.client
-            .execute("SELECT pg_advisory_unlock($1)", &[&id.0])
-            .await
-            .map_err(|e| db_error("cannot release the build lock", e))?;
-        Ok(())
-    }
-
     /// Say that this session waits for something under `id` (a key's
     /// template): a shared advisory lock, which nobody ever takes
     /// exclusively, so it never blocks and others can count it
-    /// (`others_holding`). Released by `release_shared` or when the
-    /// session ends, so a killed process stops counting at once.
-    pub async fn hold_shared(&self, id: LockId) -> Result<()> {
+    /// (`others_holding`). Released with the guard or when the session
+    /// ends, so a killed process stops counting at once.
+    pub async fn hold_shared(&self, id: LockId) -> Result<AdvisoryLock> {
         self.client
             .execute("SELECT pg_advisory_lock_shared($1)", &[&id.0])
             .await
             .map_err(|e| db_error("cannot take a shared advisory lock", e))?;
-        Ok(())
-    }
-
-    pub async fn release_shared(&self, id: LockId) -> Result<()> {
-        self.client
-            .execute("SELECT pg_advisory_unlock_shared($1)", &[&id.0])
-            .await
-            .map_err(|e| db_error("cannot release a shared advisory lock", e))?;
-        Ok(())
+        Ok(AdvisoryLock::held(&self.client, id, true))
     }
 
     /// How many other sessions hold `hold_shared(id)`. A bigint advisory

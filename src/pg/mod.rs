@@ -5,6 +5,7 @@ pub mod admin;
 pub mod dump;
 pub mod dump_reader;
 pub mod extension;
+pub mod lock;
 pub mod restore;
 pub mod tools;
 
