@@ -47,6 +47,10 @@ pub struct GlobalArgs {
     /// Also show Django's own output while it runs
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// How progress, status and warnings are written on stderr: `text` for
+    /// people, `json` (one object a line) for programs
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
+    pub progress: crate::render::Progress,
 }
 
 impl Cli {
@@ -83,8 +87,8 @@ impl Cli {
         };
         let Some(hint) = hint else { e.exit() };
         let _ = e.print();
-        let color = migsnap::ui::stderr_color();
-        eprintln!("{} {hint}", migsnap::ui::Label::Hint.prefix(color));
+        let color = crate::render::stderr_color();
+        eprintln!("{} {hint}", migsnap::error::Label::Hint.prefix(color));
         std::process::exit(e.exit_code());
     }
 }
@@ -319,7 +323,7 @@ pub struct GcArgs {
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub keep: usize,
     /// Then remove the oldest kept snapshots until the cache holds at most SIZE (e.g. 500M, 2G)
-    #[arg(long, value_name = "SIZE", value_parser = migsnap::ui::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = migsnap::units::parse_size)]
     pub max_size: Option<u64>,
     /// Say what would be removed, remove nothing
     #[arg(long)]

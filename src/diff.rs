@@ -15,8 +15,8 @@ use crate::error::Result;
 use crate::fingerprint;
 use crate::key::Key;
 use crate::pg::{db_error, ConnInfo};
+use crate::report::Events;
 use crate::schema::{self, Column, Schema, Table};
-use crate::ui::Ui;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -166,7 +166,7 @@ pub struct Diffed {
 /// Compare the current key's schema with the database at `url` (a libpq
 /// URL, opened read only). The URL is checked and connected to first, so a
 /// mistyped one fails before any build.
-pub async fn against(ctx: &Ctx, url: &str, ui: &Ui) -> Result<Diffed> {
+pub async fn against(ctx: &Ctx, url: &str, ui: &Events) -> Result<Diffed> {
     let conn = ConnInfo::from_url(url)?;
     let db = conn.admin_db.clone();
     let client = conn.connect_read_only(&db, "the --against URL").await?;

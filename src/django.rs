@@ -8,7 +8,8 @@ use crate::context::DjangoRunner;
 use crate::depends::ShimInputs;
 use crate::error::{Error, Kind, Result};
 use crate::pg::ConnInfo;
-use crate::ui::{self, Ui};
+use crate::report::{self, Events};
+use crate::units;
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::process::Stdio;
@@ -371,7 +372,7 @@ pub async fn migrate(
     django: &DjangoRunner,
     conn: &ConnInfo,
     db: &str,
-    ui: &Ui,
+    ui: &Events,
     check: Option<InputsCheck<'_>>,
 ) -> Result<MigrateReport, MigrateFailure> {
     run_shim_checked(django, conn, db, Mode::Migrate, ui, check, &[]).await
@@ -386,7 +387,7 @@ pub async fn plan(
     db: &str,
     targets: &[String],
     with_sql: bool,
-    ui: &Ui,
+    ui: &Events,
 ) -> Result<Insight> {
     let targets = serde_json::to_string(targets)
         .map_err(|e| Error::internal("cannot serialise the targets").source(e))?;
@@ -410,7 +411,7 @@ pub async fn plan(
 pub async fn aliases(
     django: &DjangoRunner,
     conn: &ConnInfo,
-    ui: &Ui,
+    ui: &Events,
 ) -> Result<Vec<crate::aliases::AliasInfo>> {
     let report = run_shim_checked(django, conn, "postgres", Mode::Aliases, ui, None, &[])
         .await
@@ -426,7 +427,7 @@ pub async fn run_shim(
     conn: &ConnInfo,
     db: &str,
     mode: Mode,
-    ui: &Ui,
+    ui: &Events,
 ) -> Result<MigrateReport, MigrateFailure> {
     run_shim_checked(django, conn, db, mode, ui, None, &[]).await
 }
@@ -436,7 +437,7 @@ async fn run_shim_checked(
     conn: &ConnInfo,
     db: &str,
     mode: Mode,
-    ui: &Ui,
+    ui: &Events,
     check: Option<InputsCheck<'_>>,
     extra_env: &[(&str, String)],
 ) -> Result<MigrateReport, MigrateFailure> {
@@ -548,9 +549,8 @@ async fn run_shim_checked(
             },
             line = read_line(&mut output, &mut out_buf), if output_open => match line {
                 Some(line) => {
-                    if django.echo_output && !ui.quiet {
-                        ui.clear_progress();
-                        eprintln!("{line}");
+                    if django.echo_output {
+                        ui.output(line.clone());
                     }
                     push_tail(&mut tail, line);
                 }
@@ -563,7 +563,7 @@ async fn run_shim_checked(
         .wait()
         .await
         .map_err(|e| Error::internal("python did not finish").source(e))?;
-    ui.clear_progress();
+    ui.end_progress();
     if let Some(why) = refused {
         return Err(MigrateFailure {
             kind: Failure::History,
@@ -633,7 +633,7 @@ async fn run_shim_checked(
         ui.info(format!(
             "applied {} migration(s) in {}",
             report.applied.len(),
-            ui::duration(started.elapsed())
+            units::duration(started.elapsed())
         ));
         ui.info(format!("slowest: {}", slowest(&report.applied).join(", ")));
         for a in report.applied.iter().filter(|a| row_by_row(a)) {
@@ -657,7 +657,7 @@ fn slowest(applied: &[Applied]) -> Vec<String> {
             format!(
                 "{} {} ({} queries)",
                 a.name,
-                ui::duration(Duration::from_secs_f64(a.seconds)),
+                units::duration(Duration::from_secs_f64(a.seconds)),
                 a.round_trips
             )
         })
@@ -694,9 +694,10 @@ fn push_tail(tail: &mut VecDeque<String>, line: String) {
     tail.push_back(line);
 }
 
-/// Migrations applied of total, the current one, elapsed: redrawn in place
-/// on a terminal; elsewhere one line per migration, plus a "still running"
-/// line every 10 s so a slow migration never looks like a hang.
+/// Migrations applied of total, the current one, elapsed: an `Applying`
+/// event per migration and a `StillApplying` one twice a second, so a slow
+/// migration never looks like a hang (the renderer decides how often a
+/// log shows it).
 #[derive(Default)]
 struct Progress {
     total: usize,
@@ -704,11 +705,10 @@ struct Progress {
     /// Round trips of the current migration so far.
     queries: u64,
     applied: Vec<Applied>,
-    last_plain: Option<Instant>,
 }
 
 impl Progress {
-    fn on_event(&mut self, ev: Event, ui: &Ui) {
+    fn on_event(&mut self, ev: Event, ui: &Events) {
         match ev {
             Event::Ready { settings, django } => {
                 ui.info(format!("running Django {django} ({settings})"))
@@ -720,17 +720,13 @@ impl Progress {
                 }
             }
             Event::Start { migration } => {
-                if !ui.tty {
-                    ui.info(format!(
-                        "[{}/{}] applying {migration}",
-                        self.applied.len() + 1,
-                        self.total
-                    ));
-                    self.last_plain = Some(Instant::now());
-                }
+                ui.report(report::Event::Applying {
+                    index: self.applied.len() + 1,
+                    total: self.total,
+                    migration: migration.clone(),
+                });
                 self.current = Some((migration, Instant::now()));
                 self.queries = 0;
-                self.redraw(ui);
             }
             Event::Queries { round_trips, .. } => self.queries = round_trips,
             Event::Done {
@@ -759,30 +755,17 @@ impl Progress {
         }
     }
 
-    fn redraw(&mut self, ui: &Ui) {
+    fn redraw(&mut self, ui: &Events) {
         let Some((name, since)) = &self.current else {
             return;
         };
-        let elapsed = since.elapsed();
-        if ui.tty {
-            ui.progress(&format!(
-                "[{}/{}] applying {name} ({}, {} queries)",
-                self.applied.len() + 1,
-                self.total,
-                ui::duration(elapsed),
-                self.queries
-            ));
-        } else if self
-            .last_plain
-            .is_some_and(|t| t.elapsed() >= Duration::from_secs(10))
-        {
-            ui.info(format!(
-                "still applying {name} ({}, {} queries)",
-                ui::duration(elapsed),
-                self.queries
-            ));
-            self.last_plain = Some(Instant::now());
-        }
+        ui.report(report::Event::StillApplying {
+            index: self.applied.len() + 1,
+            total: self.total,
+            migration: name.clone(),
+            elapsed_ms: since.elapsed().as_millis() as u64,
+            queries: self.queries,
+        });
     }
 }
 

@@ -22,7 +22,7 @@
 use crate::env;
 use crate::error::{Context, Error, Kind, Result};
 use crate::pg::{tools, ConnInfo};
-use crate::ui::Ui;
+use crate::report::Events;
 use nix::libc;
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -250,7 +250,7 @@ impl Embedded {
     /// Initialise the cluster if needed and start it if it is not running.
     /// Serialised with a lock file in `runtime_dir`, so sixteen `prepare`
     /// runs arriving together start it once.
-    pub fn start(&self, ui: &Ui) -> Result<()> {
+    pub fn start(&self, ui: &Events) -> Result<()> {
         let _lock = self.lock(ui)?;
         let user = server_user()?;
         if let Some(user) = &user {
@@ -341,7 +341,7 @@ impl Embedded {
 
     /// initdb into `data.tmp`, configure, then rename to `data`: a crash
     /// mid-way leaves no half-made cluster that a later run would trust.
-    fn init(&self, ui: &Ui) -> Result<()> {
+    fn init(&self, ui: &Events) -> Result<()> {
         ui.info(format!(
             "creating the embedded PostgreSQL cluster in {}",
             self.dir.display()
@@ -457,7 +457,7 @@ impl Embedded {
     /// Take the start lock, waiting at most MIGSNAP_SERVER_LOCK_TIMEOUT
     /// seconds. The holder writes its pid into the file, so a wait that
     /// times out can say who holds it.
-    fn lock(&self, ui: &Ui) -> Result<std::fs::File> {
+    fn lock(&self, ui: &Events) -> Result<std::fs::File> {
         let runtime = runtime_dir();
         let mode = if nix::unistd::geteuid().is_root() {
             0o711
@@ -491,7 +491,7 @@ impl Embedded {
             })?;
         if file.try_lock().is_err() {
             let timeout = lock_timeout()?;
-            ui.info(format!(
+            ui.waiting(format!(
                 "waiting for another migsnap starting the embedded server{}…",
                 holder(&path)
             ));

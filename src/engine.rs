@@ -34,10 +34,11 @@ use crate::fingerprint::{self, Fingerprint, MigrationGlobs};
 use crate::key::Key;
 use crate::pg::admin::{self, Admin};
 use crate::pg::{dump, extension, restore, ConnInfo};
+use crate::report::Events;
 use crate::shared::{Origin, Shared};
 use crate::store::Applied;
 use crate::store::{self, BuildInfo, Manifest, Store};
-use crate::ui::{self, Ui};
+use crate::units;
 use std::path::Path;
 use std::time::Instant;
 
@@ -147,14 +148,14 @@ pub async fn connect_if_running(ctx: &Ctx) -> Result<Option<Admin>> {
 }
 
 /// Connect to the configured server; the embedded one is started on demand.
-pub async fn connect(ctx: &Ctx, ui: &Ui) -> Result<Admin> {
+pub async fn connect(ctx: &Ctx, ui: &Events) -> Result<Admin> {
     match &ctx.server {
         ServerChoice::Url(url) => Admin::connect(&ConnInfo::from_url(url)?).await,
         ServerChoice::Embedded(server) => {
             if let Some(admin) = running(server).await {
                 return Ok(admin);
             }
-            let (s, u) = (server.clone(), *ui);
+            let (s, u) = (server.clone(), ui.clone());
             crate::error::blocking("starting the server", move || s.start(&u)).await??;
             Admin::connect(&server.conn_info()).await
         }
@@ -175,7 +176,7 @@ pub async fn ensure_template(
     admin: &Admin,
     ctx: &Ctx,
     fp: &Fingerprint,
-    ui: &Ui,
+    ui: &Events,
 ) -> Result<String> {
     let template = admin::template_name(&fp.key);
     let inputs = current_inputs(&ctx.store()?, fp, ctx.project_dir());
@@ -204,7 +205,7 @@ pub async fn build(
     admin: &Admin,
     ctx: &Ctx,
     fp: &Fingerprint,
-    ui: &Ui,
+    ui: &Events,
     req: Request<'_>,
 ) -> Result<Snapshot> {
     // Before any lock or wait: a build needs manage.py, so say now if it is missing.
@@ -224,21 +225,21 @@ async fn build_wanting(
     ctx: &Ctx,
     fp: &Fingerprint,
     store: &Store,
-    ui: &Ui,
+    ui: &Events,
     req: Request<'_>,
 ) -> Result<Snapshot> {
     let key = &fp.key;
     let short = fp.short();
     let _file_lock = store
         .lock(key, || {
-            ui.info(format!(
+            ui.waiting(format!(
                 "waiting for another migsnap building snapshot {short} (cache lock)…"
             ))
         })
         .await?;
     let build_lock = admin
         .lock_key(key.lock_id(), || {
-            ui.info(format!(
+            ui.waiting(format!(
                 "waiting for another migsnap building snapshot {short} on the server…"
             ))
         })
@@ -250,7 +251,7 @@ async fn build_wanting(
         pid: admin.pid,
         store: store.clone(),
         key: key.clone(),
-        ui: *ui,
+        ui: ui.clone(),
         armed: true,
     };
     let shared = Shared::new(ctx, ui);
@@ -284,7 +285,7 @@ struct Unfinished {
     pid: i32,
     store: Store,
     key: Key,
-    ui: Ui,
+    ui: Events,
     armed: bool,
 }
 
@@ -293,7 +294,7 @@ impl Drop for Unfinished {
         if !self.armed {
             return;
         }
-        self.ui.clear_progress();
+        self.ui.end_progress();
         let (conn, build) = (self.conn.clone(), admin::build_name(&self.key));
         let (name, pid) = (build.clone(), self.pid);
         let dropped = std::thread::spawn(move || {
@@ -332,7 +333,7 @@ async fn build_locked(
     fp: &Fingerprint,
     store: &Store,
     shared: &Shared<'_>,
-    ui: &Ui,
+    ui: &Events,
     req: Request<'_>,
 ) -> Result<Snapshot> {
     let rebuild = req.rebuild;
@@ -524,7 +525,7 @@ async fn restore_own(
     old: Option<&admin::DbInfo>,
     req: Request<'_>,
     on_reject: OnReject,
-    ui: &Ui,
+    ui: &Events,
 ) -> Result<Option<bool>> {
     let t = Instant::now();
     if !m.authenticated {
@@ -548,14 +549,14 @@ async fn restore_own(
             }
             ui.info(format!(
                 "restored in {} into `{}`; the template follows in the background",
-                ui::duration(t.elapsed()),
+                units::duration(t.elapsed()),
                 to.target
             ));
             return Ok(Some(true));
         }
     }
     promote(admin, build, m, old).await?;
-    ui.info(format!("restored in {}", ui::duration(t.elapsed())));
+    ui.info(format!("restored in {}", units::duration(t.elapsed())));
     Ok(Some(false))
 }
 
@@ -595,7 +596,7 @@ fn ancestor_snapshot(
     store: &Store,
     key: &Key,
     server_version_num: u32,
-    ui: &Ui,
+    ui: &Events,
 ) -> Option<Manifest> {
     let reject = |why: store::ManifestError| {
         reject_snapshot(store, key, false, &why, ui);
@@ -614,7 +615,7 @@ fn ancestor_snapshot(
 }
 
 /// A dump never goes into an older server major version than it came from.
-fn fits_server(m: &Manifest, server_version_num: u32, ui: &Ui) -> bool {
+fn fits_server(m: &Manifest, server_version_num: u32, ui: &Events) -> bool {
     let fits = m.server_major() <= server_version_num / 10000;
     if !fits {
         ui.warn(format!(
@@ -634,7 +635,7 @@ fn reject_snapshot(
     key: &Key,
     ours: bool,
     why: &(dyn std::error::Error + 'static),
-    ui: &Ui,
+    ui: &Events,
 ) {
     let why = crate::error::one_line(why);
     if ours {
@@ -655,7 +656,7 @@ async fn incremental(
     build: &str,
     replacing: Option<&admin::DbInfo>,
     on_reject: OnReject,
-    ui: &Ui,
+    ui: &Events,
 ) -> Result<Snapshot, MigrateFailure> {
     let t = Instant::now();
     let base_short = base.key.short();
@@ -751,7 +752,7 @@ async fn restore_or_drop(
     m: &Manifest,
     build: &str,
     on_reject: OnReject,
-    ui: &Ui,
+    ui: &Events,
 ) -> Result<bool> {
     let key = &m.key;
     let dump = store.dump_path(key);
@@ -846,7 +847,7 @@ fn reject(
     key: &Key,
     on_reject: OnReject,
     why: &(dyn std::error::Error + 'static),
-    ui: &Ui,
+    ui: &Events,
 ) {
     match on_reject {
         OnReject::Discard => reject_snapshot(store, key, true, why, ui),
@@ -887,7 +888,7 @@ async fn migrate_checked(
     ctx: &Ctx,
     admin: &Admin,
     build: &str,
-    ui: &Ui,
+    ui: &Events,
     check: Option<django::InputsCheck<'_>>,
 ) -> Result<django::MigrateReport, MigrateFailure> {
     crate::pg::tools::find("pg_dump", Some(admin.major()))?;
@@ -935,7 +936,7 @@ async fn finish_or_drop(
     fp: &Fingerprint,
     store: &Store,
     built: Built<'_>,
-    ui: &Ui,
+    ui: &Events,
 ) -> Result<()> {
     let build = built.build;
     let result = finish(admin, ctx, fp, store, built, ui).await;
@@ -954,7 +955,7 @@ async fn finish(
     fp: &Fingerprint,
     store: &Store,
     built: Built<'_>,
-    ui: &Ui,
+    ui: &Events,
 ) -> Result<()> {
     let Built {
         build,
@@ -973,12 +974,14 @@ async fn finish(
     // restore of this snapshot creates only trusted extensions, so say now
     // rather than refuse it later without a word about why.
     for e in extension::untrusted(&extensions, &ctx.build.trusted_extensions) {
-        ui.warn(format!(
-            "the migrations create extension `{}`, which trusted-extensions does not name: the template of snapshot {} serves this server, but its dump will not be restored (a new server, the store) and it is not pushed",
-            e.name,
-            fp.short()
-        ));
-        ui.hint(untrusted_hint(&e.name));
+        ui.warn_with_hint(
+            format!(
+                "the migrations create extension `{}`, which trusted-extensions does not name: the template of snapshot {} serves this server, but its dump will not be restored (a new server, the store) and it is not pushed",
+                e.name,
+                fp.short()
+            ),
+            untrusted_hint(&e.name),
+        );
     }
     let applied = identity.applied();
     // Everything Django said it applied must be recorded in the build
@@ -1052,7 +1055,7 @@ async fn finish(
         "saved snapshot {} ({} KiB) in {}",
         fp.short(),
         manifest.dump.size / 1024,
-        ui::duration(t.elapsed())
+        units::duration(t.elapsed())
     ));
     promote(admin, build, &manifest, replacing).await
 }
@@ -1065,7 +1068,7 @@ async fn settled_inputs(
     ctx: &Ctx,
     fp: &Fingerprint,
     report: &django::MigrateReport,
-    ui: &Ui,
+    ui: &Events,
 ) -> Result<Depends> {
     let changed = |what: String| {
         Error::usage(format!(

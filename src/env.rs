@@ -47,7 +47,7 @@ pub const DJANGO_SETTINGS_MODULE: &str = "DJANGO_SETTINGS_MODULE";
 /// Set by `activate`; its interpreter is preferred over `python3`.
 pub const VIRTUAL_ENV: &str = "VIRTUAL_ENV";
 /// https://no-color.org: any non-empty value turns colour off. Read by
-/// anstream (`ui::stderr_color`), with CLICOLOR, CLICOLOR_FORCE and TERM.
+/// anstream (`render::stderr_color` in the binary), with CLICOLOR, CLICOLOR_FORCE and TERM.
 pub const NO_COLOR: &str = "NO_COLOR";
 /// Which unprivileged user runs the embedded server when migsnap runs as root.
 pub const SERVER_USER: &str = "MIGSNAP_SERVER_USER";

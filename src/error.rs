@@ -219,3 +219,18 @@ pub async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| Error::internal(format!("{what} failed")).source(e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_plain_without_colour() {
+        assert_eq!(Label::Error.prefix(false), "error:");
+        assert_eq!(Label::Hint.prefix(false), "hint:");
+        assert_eq!(
+            Label::Warning.prefix(true),
+            "\x1b[1m\x1b[33mwarning:\x1b[0m"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod render;
 mod settings;
 
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprint!("{}", e.report(migsnap::ui::stderr_color()));
+            eprint!("{}", e.report(render::stderr_color()));
             ExitCode::from(e.exit_code())
         }
     }

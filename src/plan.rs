@@ -13,7 +13,7 @@ use crate::fingerprint;
 use crate::key::Key;
 use crate::pg::admin::{self, Admin};
 use crate::pg::ConnInfo;
-use crate::ui::Ui;
+use crate::report::Events;
 use serde::Serialize;
 
 /// The version of `plan --json` and `sql --json` (docs/plan.md).
@@ -55,7 +55,7 @@ pub async fn plan(
     against: &Against,
     targets: &[String],
     with_sql: bool,
-    ui: &Ui,
+    ui: &Events,
 ) -> Result<Planned> {
     django::check_manage_py(&ctx.django)?;
     match against {

@@ -24,7 +24,7 @@ use crate::error::Result;
 use crate::key::{Key, LockId};
 use crate::names::DbName;
 use crate::pg::admin::{self, Admin, DbInfo};
-use crate::ui::Ui;
+use crate::report::Events;
 
 const POOL_COMMENT: &str = "migsnap pool key=";
 
@@ -136,7 +136,12 @@ pub struct Maintained {
 /// background run `prepare` leaves, which must not bring back an embedded
 /// server stopped since (`server stop`, a bench or CI cleaning up, its
 /// directory maybe being removed).
-pub async fn maintain(ctx: &Ctx, size: usize, start_server: bool, ui: &Ui) -> Result<Maintained> {
+pub async fn maintain(
+    ctx: &Ctx,
+    size: usize,
+    start_server: bool,
+    ui: &Events,
+) -> Result<Maintained> {
     let admin = if start_server {
         Some(crate::engine::connect(ctx, ui).await?)
     } else {

@@ -15,9 +15,10 @@ use crate::names::DbName;
 use crate::pg::admin::{self, CLONE_COMMENT};
 use crate::pg::ConnInfo;
 use crate::pool;
+use crate::report::Events;
 use crate::shared::Origin;
 use crate::store::Applied;
-use crate::ui::{self, Ui};
+use crate::units;
 use std::time::{Duration, Instant};
 
 /// The database to prepare, and what may be done to get it.
@@ -68,14 +69,14 @@ impl Prepared {
             "{} ready from {}{origin}{applied} in {}",
             self.database,
             self.source.as_str(),
-            ui::duration(self.elapsed)
+            units::duration(self.elapsed)
         )
     }
 }
 
 /// Make `args.database` a fresh clone of the template for the current key,
 /// building the template first if needed.
-pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
+pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> {
     let started = Instant::now();
     let target = args.database.as_str();
     admin::validate_name(target)?;
@@ -130,7 +131,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
     } else {
         admin
             .lock_key(lock.lock_id(), || {
-                ui.info(format!("waiting for another migsnap preparing `{target}`…"))
+                ui.waiting(format!("waiting for another migsnap preparing `{target}`…"))
             })
             .await?
             .until_closed();

@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::fingerprint::{self, Fingerprint};
 use crate::key::Key;
 use crate::pg::db_error;
-use crate::ui::Ui;
+use crate::report::Events;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use tokio_postgres::Client;
@@ -145,12 +145,12 @@ pub struct Described {
 
 /// The current key's schema, read from a scratch clone of its template
 /// (built first if the server has none for the current inputs).
-pub async fn current(ctx: &Ctx, ui: &Ui) -> Result<Described> {
+pub async fn current(ctx: &Ctx, ui: &Events) -> Result<Described> {
     of_key(ctx, &fingerprint::compute(&ctx.key)?, ui).await
 }
 
 /// `current` for a key already computed.
-pub async fn of_key(ctx: &Ctx, fp: &Fingerprint, ui: &Ui) -> Result<Described> {
+pub async fn of_key(ctx: &Ctx, fp: &Fingerprint, ui: &Events) -> Result<Described> {
     let admin = engine::connect(ctx, ui).await?;
     let template = engine::ensure_template(&admin, ctx, fp, ui).await?;
     let schema = admin

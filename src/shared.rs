@@ -14,8 +14,9 @@ use crate::context::Ctx;
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
 use crate::remote::{Pushed, Remote, RemoteError};
+use crate::report::Events;
 use crate::store::{Manifest, Store};
-use crate::ui::{self, Ui};
+use crate::units;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -33,7 +34,7 @@ pub enum Origin {
 /// The store as one build uses it.
 pub struct Shared<'a> {
     ctx: &'a Ctx,
-    ui: &'a Ui,
+    ui: &'a Events,
     remote: Option<Remote>,
     /// Set at the first failure of the store itself: not asked again.
     down: Cell<bool>,
@@ -50,7 +51,7 @@ pub struct Shared<'a> {
 impl<'a> Shared<'a> {
     /// The configured store, if any; one that cannot even be opened (a
     /// file:// directory that is gone) counts as down.
-    pub fn new(ctx: &'a Ctx, ui: &'a Ui) -> Shared<'a> {
+    pub fn new(ctx: &'a Ctx, ui: &'a Events) -> Shared<'a> {
         let mut shared = Shared {
             ctx,
             ui,
@@ -99,9 +100,9 @@ impl<'a> Shared<'a> {
     /// A warning (and its hint) unless this run said it already.
     fn warn_once(&self, warning: String, hint: Option<String>) {
         if self.said.borrow_mut().insert(warning.clone()) {
-            self.ui.warn(warning);
-            if let Some(h) = hint {
-                self.ui.hint(h);
+            match hint {
+                Some(h) => self.ui.warn_with_hint(warning, h),
+                None => self.ui.warn(warning),
             }
         }
     }
@@ -147,7 +148,7 @@ impl<'a> Shared<'a> {
         self.ui.info(format!(
             "downloading snapshot {} ({}) from {}",
             m.key.short(),
-            ui::size(m.dump.size),
+            units::size(m.dump.size),
             remote.url()
         ));
         match remote
@@ -156,7 +157,7 @@ impl<'a> Shared<'a> {
         {
             Ok(_) => {
                 self.ui
-                    .info(format!("downloaded in {}", ui::duration(t.elapsed())));
+                    .info(format!("downloaded in {}", units::duration(t.elapsed())));
                 Some(m.clone())
             }
             Err(e) => {
@@ -276,9 +277,9 @@ impl<'a> Shared<'a> {
             Ok(Pushed::Uploaded { bytes }) => self.ui.info(format!(
                 "pushed snapshot {} ({}) to {} in {}",
                 key.short(),
-                ui::size(bytes),
+                units::size(bytes),
                 remote.url(),
-                ui::duration(t.elapsed())
+                units::duration(t.elapsed())
             )),
             Ok(Pushed::AlreadyThere) => self.ui.info(format!(
                 "{} already has snapshot {}",
@@ -323,12 +324,12 @@ pub enum Pulled {
 /// Download the store's snapshot for `key` into the cache dir, and nothing
 /// else (`migsnap pull`). Under the key's cache lock, as a build writes it;
 /// a snapshot the cache dir already has in good order is kept.
-pub async fn pull(ctx: &Ctx, key: &Key, ui: &Ui) -> crate::error::Result<Pulled> {
+pub async fn pull(ctx: &Ctx, key: &Key, ui: &Events) -> crate::error::Result<Pulled> {
     let remote = configured(ctx)?;
     let store = ctx.store()?;
     let _lock = store
         .lock(key, || {
-            ui.info(format!(
+            ui.waiting(format!(
                 "waiting for another migsnap writing snapshot {} (cache lock)…",
                 key.short()
             ))

@@ -173,3 +173,50 @@ fn the_shared_store_renders_what_it_holds() {
         insta::assert_snapshot!("prepare_store_down", warning);
     });
 }
+
+/// `--progress json`: what programs read (the pytest plugin, Django's
+/// runner). Every line of stderr is an event; a cold build says each
+/// migration as it starts, in order, out of the plan's total; the text
+/// each event carries is what a person would read.
+#[test]
+fn progress_json_is_one_event_a_line() {
+    let p = Project::example("out_progress");
+    let db = p.db("a");
+    let out = p.run(&["prepare", "--json", "--progress", "json", "--database", &db]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let kind = |e: &serde_json::Value| e["event"].as_str().unwrap_or("").to_string();
+    let applying: Vec<&serde_json::Value> =
+        events.iter().filter(|e| kind(e) == "applying").collect();
+    assert!(
+        applying.len() > 3,
+        "a cold build applies migrations: {events:?}"
+    );
+    for (i, e) in applying.iter().enumerate() {
+        assert_eq!(e["index"].as_u64(), Some(i as u64 + 1), "{e}");
+        assert_eq!(e["total"].as_u64(), Some(applying.len() as u64), "{e}");
+        let migration = e["migration"].as_str().expect("migration");
+        assert_eq!(
+            e["text"].as_str(),
+            Some(format!("[{}/{}] applying {migration}", i + 1, applying.len()).as_str())
+        );
+    }
+    assert!(
+        events.iter().any(|e| kind(e) == "status"),
+        "status lines are events too: {events:?}"
+    );
+
+    // --quiet keeps warnings only: nothing here.
+    let db2 = p.db("b");
+    let quiet = p.run(&["prepare", "-q", "--progress", "json", "--database", &db2]);
+    assert!(quiet.status.success(), "{}", stderr(&quiet));
+    assert_eq!(stderr(&quiet), "", "quiet says nothing");
+
+    // A mistake is still the error report, in text.
+    let bad = p.run(&["prepare", "--progress", "json", "--database", ""]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).starts_with("error: "), "{}", stderr(&bad));
+}

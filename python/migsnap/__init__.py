@@ -14,10 +14,11 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-__all__ = ["MigsnapError", "Preparing", "find_binary", "prepare"]
+__all__ = ["MigsnapError", "Preparing", "Said", "find_binary", "prepare"]
 
 #: Path of the migsnap binary to use instead of searching for it.
 BIN_ENV = "MIGSNAP_BIN"
@@ -25,6 +26,69 @@ BIN_ENV = "MIGSNAP_BIN"
 
 class MigsnapError(RuntimeError):
     """migsnap is missing or failed; the message says which and why."""
+
+
+#: Away from a terminal, a migration still running is shown this often (in
+#: seconds), as migsnap's own text output does.
+HEARTBEAT = 10.0
+
+
+class Said(str):
+    """One thing migsnap said while it worked: the line a person reads
+    (``migsnap: [3/10] applying app.0003_x``), with what it is as data.
+    migsnap runs with ``--progress json`` and this is made from its JSON
+    line, so what the plugin does never depends on the wording.
+
+    ``event`` is the event's kind (``status``, ``waiting``, ``applying``,
+    ``still_applying``, ``warning``, ``hint``, ``output``; docs/usage.md), or
+    None for a line that is no event (a report printed as text); ``data``
+    its fields. ``live_only`` marks a ``still_applying`` that only a line
+    redrawn in place should show: elsewhere one every ``HEARTBEAT`` seconds
+    is enough."""
+
+    event: Optional[str]
+    data: Dict[str, Any]
+    live_only: bool
+
+    def __new__(cls, text: str, event: Optional[str] = None, data: Optional[Dict[str, Any]] = None) -> "Said":
+        said = super().__new__(cls, text)
+        said.event = event
+        said.data = data or {}
+        said.live_only = False
+        return said
+
+    @property
+    def progress(self) -> bool:
+        """A progress line: redrawn in place where that can be done."""
+        return self.event in ("applying", "still_applying")
+
+
+def _said(line: str) -> List[Said]:
+    """What one line of ``--progress json`` stderr says, as lines a person
+    reads (a warning with a hint is two); a line that is not an event is
+    itself (an error report, or an older migsnap's text)."""
+    data: Any = None
+    if line.startswith("{"):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            data = None
+    if not isinstance(data, dict) or not isinstance(data.get("event"), str):
+        return [Said(line)]
+    event = data["event"]
+    text = str(data.get("text", ""))
+    if event == "progress_end":
+        return []
+    if event == "output":
+        return [Said(text, event, data)]
+    if event == "warning":
+        said = [Said("migsnap: warning: " + text, event, data)]
+        if data.get("hint"):
+            said.append(Said("migsnap: hint: %s" % data["hint"], "hint", data))
+        return said
+    if event == "hint":
+        return [Said("migsnap: hint: " + text, event, data)]
+    return [Said("migsnap: " + text, event, data)]
 
 
 def find_binary() -> str:
@@ -111,7 +175,7 @@ class Preparing:
         env: Optional[Dict[str, str]] = None,
     ) -> None:
         self.database = database
-        args = [find_binary(), "prepare", "--json", "--database", database, "--alias", alias]
+        args = [find_binary(), "prepare", "--json", "--progress", "json", "--database", database, "--alias", alias]
         if rebuild:
             args.append("--rebuild")
         if force:
@@ -122,8 +186,8 @@ class Preparing:
         # The interpreter running the tests has the project's Django; prefer it
         # unless the user chose one for migsnap explicitly.
         child_env.setdefault("MIGSNAP_PYTHON", sys.executable)
-        # Its stderr is read here line by line (`error:`, `migsnap: warning:`)
-        # and shown by pytest: plain text, whatever CLICOLOR_FORCE says.
+        # Its stderr is read here line by line (JSON events, and the error
+        # report) and shown by pytest: plain text, whatever CLICOLOR_FORCE says.
         child_env["NO_COLOR"] = "1"
         self._proc = subprocess.Popen(
             args,
@@ -147,22 +211,32 @@ class Preparing:
         assert self._proc.stdout is not None
         self._out.append(self._proc.stdout.read())
 
-    def result(self, echo: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-        """Wait for migsnap, passing its progress to ``echo`` as it comes;
-        its JSON result, or MigsnapError with its error report."""
+    def result(self, echo: Optional[Callable[[Said], None]] = None) -> Dict[str, Any]:
+        """Wait for migsnap, passing what it says (``Said`` lines) to
+        ``echo`` as it comes; its JSON result, or MigsnapError with its
+        error report."""
         if echo is None:
             echo = _echo_to_stderr
         proc = self._proc
         assert proc.stdout is not None and proc.stderr is not None
         said: List[str] = []
         report: List[str] = []
+        last_progress = 0.0
         for raw in proc.stderr:
             line = raw.rstrip("\n")
-            said.append(line)
             if report or line.startswith("error:"):
                 report.append(line)
-            else:
-                echo(line)
+                said.append(line)
+                continue
+            for one in _said(line):
+                said.append(one)
+                if one.progress:
+                    now = time.monotonic()
+                    if one.event == "still_applying" and now - last_progress < HEARTBEAT:
+                        one.live_only = True
+                    else:
+                        last_progress = now
+                echo(one)
         self._reader.join()
         out = "".join(self._out)
         code = proc.wait()
@@ -187,6 +261,8 @@ class Preparing:
             self._proc.send_signal(signal.SIGINT)
 
 
-def _echo_to_stderr(line: str) -> None:
+def _echo_to_stderr(line: Said) -> None:
+    if line.live_only:
+        return
     sys.stderr.write(line + "\n")
     sys.stderr.flush()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -28,13 +27,8 @@ from typing import Any, Dict, IO, Iterator, List, Optional
 
 import pytest
 
-from migsnap import _databases
+from migsnap import Said, _databases
 
-#: migsnap's per-migration lines (src/django.rs, Progress): redrawn in place.
-_PROGRESS = re.compile(r"migsnap: (\[\d+/\d+\] applying |still applying )")
-_WARNING = "migsnap: warning: "
-#: Another migsnap holds the lock and does the work (src/engine.rs, prepare.rs).
-_WAITING = "migsnap: waiting for "
 
 #: workerinput key: the file whose lock elects the worker that draws progress.
 DRAWER_LOCK = "migsnap_drawer_lock"
@@ -58,18 +52,18 @@ class Voice:
         self._lock: Optional[IO[str]] = None  # held while this worker draws
         self._redrawing = False  # an unfinished progress line is on the terminal
 
-    def migsnap_said(self, line: str) -> None:
-        """One line of migsnap's stderr, as it comes."""
-        if line.startswith(_WARNING):
+    def migsnap_said(self, line: Said) -> None:
+        """One thing migsnap said (its JSON events, as lines), as it comes."""
+        if line.event in ("warning", "hint"):
             self.warn(line)
             return
-        if line.startswith(_WAITING):
+        if line.event == "waiting":
             # Another migsnap does the work: let the worker doing it draw.
             self._release()
             if self._worker is not None:
                 return
         if self._verbosity >= 0 and self._draws():
-            self._write(line, transient=_PROGRESS.match(line) is not None)
+            self._write(line, transient=line.progress, live_only=line.live_only)
 
     def warn(self, text: str) -> None:
         """Always shown, by every process."""
@@ -114,9 +108,11 @@ class Voice:
             return None
         return self._config.pluginmanager.get_plugin("terminalreporter")
 
-    def _write(self, text: str, *, transient: bool = False, **markup: bool) -> None:
+    def _write(self, text: str, *, transient: bool = False, live_only: bool = False, **markup: bool) -> None:
         with self._uncaptured():
             reporter = self._reporter()
+            if live_only and not (transient and reporter is not None and bool(reporter.isatty)):
+                return  # a heartbeat for a live line; none is drawn here
             if reporter is None:
                 tag = "[%s] " % self._worker if self._worker else ""
                 err = sys.__stderr__ or sys.stderr

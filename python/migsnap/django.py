@@ -98,6 +98,8 @@ def _project_dir() -> Optional[str]:
 
 
 def _say(line: str) -> None:
+    if getattr(line, "live_only", False):  # a log needs no line twice a second
+        return
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
 

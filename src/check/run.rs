@@ -15,8 +15,8 @@ use crate::key::Key;
 use crate::names::DbName;
 use crate::pg::admin::Admin;
 use crate::pg::{db_error, quote_ident};
+use crate::report::Events;
 use crate::store::Store;
-use crate::ui::Ui;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
@@ -31,7 +31,7 @@ pub struct Checked {
 
 /// Compare the current key's migrated indexes with its model state.
 /// `refresh`: recompute the catalogs even if cached.
-pub async fn run(ctx: &Ctx, refresh: bool, ui: &Ui) -> Result<Checked> {
+pub async fn run(ctx: &Ctx, refresh: bool, ui: &Events) -> Result<Checked> {
     let fp = fingerprint::compute(&ctx.key)?;
     let store = ctx.store()?;
     let cached = match refresh {
@@ -58,14 +58,14 @@ pub async fn run(ctx: &Ctx, refresh: bool, ui: &Ui) -> Result<Checked> {
 /// current key and inputs; `None` (without connecting to anything or
 /// starting Python) otherwise. For `lint`, which must not build a
 /// model-state database to lint a plan.
-pub fn cached(ctx: &Ctx, ui: &Ui) -> Result<Option<Checked>> {
+pub fn cached(ctx: &Ctx, ui: &Events) -> Result<Option<Checked>> {
     let fp = fingerprint::compute(&ctx.key)?;
     let store = ctx.store()?;
     Ok(load_current(ctx, &fp, &store, ui).map(|cache| checked(ctx, fp, &cache)))
 }
 
 /// The cache of `fp`, if it is there and built from the current inputs.
-fn load_current(ctx: &Ctx, fp: &Fingerprint, store: &Store, ui: &Ui) -> Option<CheckCache> {
+fn load_current(ctx: &Ctx, fp: &Fingerprint, store: &Store, ui: &Events) -> Option<CheckCache> {
     let inputs = engine::current_inputs(store, fp, ctx.project_dir())?;
     load_cache(&store.check_path(&fp.key), &fp.key, &inputs, ui)
 }
@@ -104,7 +104,7 @@ struct CheckCache {
     migration_files: Vec<MigrationFile>,
 }
 
-fn load_cache(path: &Path, key: &Key, inputs: &str, ui: &Ui) -> Option<CheckCache> {
+fn load_cache(path: &Path, key: &Key, inputs: &str, ui: &Events) -> Option<CheckCache> {
     let bytes = std::fs::read(path).ok()?;
     match serde_json::from_slice::<CheckCache>(&bytes) {
         Ok(c) if c.format == super::CACHE_FORMAT && &c.key == key => {
@@ -121,7 +121,7 @@ fn load_cache(path: &Path, key: &Key, inputs: &str, ui: &Ui) -> Option<CheckCach
 /// Compute both catalogs: the migrated side from a throwaway clone of the
 /// key's template (built through the same engine as `prepare`), the model
 /// side from a database the shim fills from Django's migration state.
-async fn build_cache(ctx: &Ctx, fp: &Fingerprint, ui: &Ui) -> Result<CheckCache> {
+async fn build_cache(ctx: &Ctx, fp: &Fingerprint, ui: &Events) -> Result<CheckCache> {
     let admin = engine::connect(ctx, ui).await?;
     let template = engine::ensure_template(&admin, ctx, fp, ui).await?;
     let store = ctx.store()?;
@@ -132,7 +132,7 @@ async fn build_cache(ctx: &Ctx, fp: &Fingerprint, ui: &Ui) -> Result<CheckCache>
     // The key's lock keeps two checks from fighting over the scratch names.
     let lock = admin
         .lock_key(fp.key.lock_id(), || {
-            ui.info("waiting for another migsnap working on this key…")
+            ui.waiting("waiting for another migsnap working on this key…")
         })
         .await?;
     let result = build_cache_locked(&admin, ctx, fp, &template, inputs, ui).await;
@@ -146,7 +146,7 @@ async fn build_cache_locked(
     fp: &Fingerprint,
     template: &str,
     inputs: String,
-    ui: &Ui,
+    ui: &Events,
 ) -> Result<CheckCache> {
     let migrated_db = DbName::check(&fp.key).to_string();
     let state_db = DbName::state(&fp.key).to_string();
@@ -212,7 +212,7 @@ async fn build_state(
     db: &str,
     extensions: &[String],
     prerequisites: &[String],
-    ui: &Ui,
+    ui: &Events,
 ) -> Result<(Catalog, Vec<IndexConflict>, Vec<MigrationFile>)> {
     // Models alone cannot create extensions, but their indexes may need
     // them (gin_trgm_ops, btree_gin): install what the migrated side has.

@@ -6,7 +6,7 @@ use crate::settings::Settings;
 use migsnap::check::{self, BaselineEntry, Finding, FindingKind};
 use migsnap::error::{exit, Result};
 use migsnap::key::Key;
-use migsnap::ui::Ui;
+use migsnap::report::Events;
 use serde::Serialize;
 use std::collections::BTreeSet;
 
@@ -24,7 +24,7 @@ struct Summary {
     baselined: usize,
 }
 
-pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Ui) -> Result<u8> {
+pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Events) -> Result<u8> {
     let check::Checked { key, mut findings } = check::run(&settings.ctx, args.refresh, ui).await?;
     let fail_on: BTreeSet<FindingKind> = settings.check_fail_on.iter().copied().collect();
     for f in &mut findings {

@@ -6,8 +6,8 @@ use crate::settings::Settings;
 use migsnap::diff::{DiffKind, Difference};
 use migsnap::error::{exit, Result};
 use migsnap::key::Key;
+use migsnap::report::Events;
 use migsnap::schema::SCHEMA_VERSION;
-use migsnap::ui::Ui;
 
 #[derive(serde::Serialize)]
 struct Report<'a> {
@@ -26,7 +26,7 @@ struct Summary {
     failing: usize,
 }
 
-pub async fn run(settings: &Settings, args: &DiffArgs, ui: &Ui) -> Result<u8> {
+pub async fn run(settings: &Settings, args: &DiffArgs, ui: &Events) -> Result<u8> {
     let diffed = migsnap::diff::against(&settings.ctx, &args.against, ui).await?;
     let differences = &diffed.differences;
     let failing = differences.iter().filter(|d| d.fails).count();

@@ -17,8 +17,9 @@ use migsnap::fingerprint;
 use migsnap::key::{Key, LockId, SHORT_LEN};
 use migsnap::names::DbName;
 use migsnap::pg::admin::{self, Admin, DbInfo, TEMPLATE_PREFIX};
+use migsnap::report::Events;
 use migsnap::store::{Manifest, Store};
-use migsnap::ui::{self, Ui};
+use migsnap::units;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
@@ -118,7 +119,7 @@ impl GcOutput {
 
 const IN_USE: &str = "in use by another migsnap";
 
-pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
+pub async fn run(settings: &Settings, args: &GcArgs, ui: &Events) -> Result<u8> {
     if args.remote {
         return run_remote(settings, args, ui).await;
     }
@@ -166,7 +167,7 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
 /// left (dumps and signatures no manifest names, once an hour old). A
 /// manifest that fails its checks (signed with another secret, damaged) is
 /// left alone and reported: it may be someone else's.
-async fn run_remote(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
+async fn run_remote(settings: &Settings, args: &GcArgs, ui: &Events) -> Result<u8> {
     use migsnap::remote::{Listing, ObjectKind};
     let fp = fingerprint::compute(&settings.ctx.key)?;
     let remote = migsnap::shared::configured(&settings.ctx)?;
@@ -274,7 +275,7 @@ fn select(
 struct Gc<'a> {
     admin: &'a Admin,
     store: &'a Store,
-    ui: &'a Ui,
+    ui: &'a Events,
     dry_run: bool,
     /// The pool size in force: with none, every pool member goes.
     pool: usize,
@@ -538,7 +539,7 @@ fn render(out: &GcOutput) -> String {
         };
         let size = i
             .size
-            .map(|s| format!(" ({})", ui::size(s)))
+            .map(|s| format!(" ({})", units::size(s)))
             .unwrap_or_default();
         text.push_str(&format!("{verb} {} {name}{size}\n", i.kind.label()));
     }
@@ -553,7 +554,7 @@ fn render(out: &GcOutput) -> String {
     text.push_str(&format!(
         "{} {}; kept {} snapshot(s)\n",
         if out.dry_run { "would free" } else { "freed" },
-        ui::size(out.freed_bytes),
+        units::size(out.freed_bytes),
         out.kept.len()
     ));
     if out.other_projects > 0 {

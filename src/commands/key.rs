@@ -4,8 +4,8 @@ use crate::cli::KeyArgs;
 use crate::settings::Settings;
 use migsnap::error::{exit, Error, Result};
 use migsnap::fingerprint::{self, KeySpec, MigrationGlobs};
+use migsnap::report::Events;
 use migsnap::store::Store;
-use migsnap::ui::Ui;
 
 #[derive(serde::Serialize)]
 struct KeyOutput<'a> {
@@ -16,7 +16,7 @@ struct KeyOutput<'a> {
     key_inputs: Vec<&'a str>,
 }
 
-pub fn run(settings: &Settings, args: &KeyArgs, ui: &Ui) -> Result<u8> {
+pub fn run(settings: &Settings, args: &KeyArgs, ui: &Events) -> Result<u8> {
     let (spec, recorded) = with_recorded_dirs(settings)?;
     let (fp, dangling) = fingerprint::compute_noting_links(&spec)?;
     let globs = &settings.ctx.key.migrations;

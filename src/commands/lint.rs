@@ -8,7 +8,7 @@ use migsnap::check::{self, FindingKind};
 use migsnap::error::{exit, Result};
 use migsnap::lint::{LintFinding, RuleLevel, Severity, UndeclaredIndex};
 use migsnap::plan::{Against, Base, SCHEMA_VERSION};
-use migsnap::ui::Ui;
+use migsnap::report::Events;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize)]
@@ -48,7 +48,7 @@ impl BaselineEntry {
     }
 }
 
-pub async fn run(settings: &Settings, args: &LintArgs, ui: &Ui) -> Result<u8> {
+pub async fn run(settings: &Settings, args: &LintArgs, ui: &Events) -> Result<u8> {
     let against = match &args.against {
         Some(url) => Against::Database(url.clone()),
         None => Against::Snapshot,
@@ -100,7 +100,7 @@ pub async fn run(settings: &Settings, args: &LintArgs, ui: &Ui) -> Result<u8> {
 /// current key only. Computing them needs a database built from Django's
 /// model state (seconds, and a second Python start); `lint` says so and
 /// leaves the rule out instead.
-fn undeclared_indexes(settings: &Settings, ui: &Ui) -> Result<Vec<UndeclaredIndex>> {
+fn undeclared_indexes(settings: &Settings, ui: &Events) -> Result<Vec<UndeclaredIndex>> {
     const RULE: &str = "runsql-index-not-in-model-state";
     if settings.lint_rules.get(RULE) == Some(&RuleLevel::Off) {
         return Ok(vec![]);

@@ -8,8 +8,9 @@ use migsnap::fingerprint;
 use migsnap::key::Key;
 use migsnap::names::DbName;
 use migsnap::pg::admin::{DbInfo, TEMPLATE_PREFIX};
+use migsnap::report::Events;
 use migsnap::store::{self, Manifest, Store};
-use migsnap::ui::{self, Ui};
+use migsnap::units;
 use std::collections::BTreeSet;
 
 #[derive(serde::Serialize)]
@@ -94,7 +95,7 @@ struct RefusedRow {
     reason: String,
 }
 
-pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
+pub async fn run(settings: &Settings, args: &LsArgs, ui: &Events) -> Result<u8> {
     if args.remote {
         return run_remote(settings, args, ui).await;
     }
@@ -211,8 +212,8 @@ impl<'a> SnapshotRow<'a> {
             "  {}{}  {:>10}  {:>8} ago  {:>4} migrations  {}{base}{alias}{mark}\n",
             self.key.short(),
             if self.current { "*" } else { " " },
-            ui::size(self.size),
-            ui::age(self.age_seconds),
+            units::size(self.size),
+            units::age(self.age_seconds),
             self.migrations,
             self.source,
         )
@@ -239,7 +240,7 @@ fn snapshot_lines<'a>(
 /// The store's snapshots, from their manifests (downloaded once and kept
 /// in the cache dir). A store that cannot be read is this command's
 /// failure (exit 6).
-async fn run_remote(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
+async fn run_remote(settings: &Settings, args: &LsArgs, ui: &Events) -> Result<u8> {
     let fp = fingerprint::compute(&settings.ctx.key)?;
     let remote = migsnap::shared::configured(&settings.ctx)?;
     let store = settings.ctx.store()?;
@@ -292,7 +293,7 @@ async fn run_remote(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
 /// Templates on the server as (name, key from the comment), and the pool.
 type Listed = (Vec<(String, Option<Key>)>, Vec<DbInfo>);
 
-async fn list_templates(settings: &Settings, ui: &Ui) -> Result<Listed> {
+async fn list_templates(settings: &Settings, ui: &Events) -> Result<Listed> {
     let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
     let mut templates = Vec::new();
     let mut pool = Vec::new();

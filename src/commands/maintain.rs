@@ -8,11 +8,11 @@ use crate::settings::{Settings, POOL_HINT_FILE};
 use migsnap::context::ServerChoice;
 use migsnap::error::{exit, Result};
 use migsnap::key::Key;
-use migsnap::ui::Ui;
+use migsnap::report::Events;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-pub async fn run(settings: &Settings, args: &MaintainArgs, ui: &Ui) -> Result<u8> {
+pub async fn run(settings: &Settings, args: &MaintainArgs, ui: &Events) -> Result<u8> {
     let done =
         migsnap::pool::maintain(&settings.ctx, settings.ctx.pool, !args.background, ui).await?;
     if args.json {
@@ -39,7 +39,7 @@ pub async fn run(settings: &Settings, args: &MaintainArgs, ui: &Ui) -> Result<u8
 /// it), and every setting passed explicitly rather than re-read from
 /// flags it never saw (secrets through the environment only). A failure to start is a warning: nothing depends on
 /// it but speed, and the next prepare or `gc` does the same work.
-pub fn spawn(settings: &Settings, ui: &Ui) {
+pub fn spawn(settings: &Settings, ui: &Events) {
     use std::os::unix::process::CommandExt;
     let ctx = &settings.ctx;
     let Ok(exe) = std::env::current_exe() else {
@@ -81,7 +81,7 @@ pub fn spawn(settings: &Settings, ui: &Ui) {
 
 /// Record the pool size the pytest plugin asked for (its worker count), for
 /// runs that configure none; `pool` in the config and MIGSNAP_POOL win.
-pub fn remember_pool_size(settings: &Settings, key: &Key, n: usize, ui: &Ui) {
+pub fn remember_pool_size(settings: &Settings, key: &Key, n: usize, ui: &Events) {
     let written = settings.ctx.store().and_then(|store| {
         // Named as a temp file of the current key, so a crash mid-write
         // leaves something gc knows how to sweep.

@@ -19,7 +19,7 @@ mod sync;
 use crate::cli::{Cli, Command};
 use crate::settings::Settings;
 use migsnap::error::{Error, Kind, Result};
-use migsnap::ui::Ui;
+use migsnap::report::Events;
 use std::io::Write;
 use std::path::Path;
 
@@ -32,7 +32,7 @@ fn run_command(cli: Cli) -> Result<u8> {
     let mut overrides = cli.global.overrides();
     overrides.alias = cli.command.alias().map(str::to_string);
     let settings = Settings::resolve(&overrides)?;
-    let ui = Ui::new(settings.quiet);
+    let ui = crate::render::events(cli.global.progress, settings.quiet);
     // `gc --remote` works on the store alone: no server to start.
     let starts_slow_work = match &cli.command {
         Command::Prepare(_)
@@ -77,18 +77,22 @@ enum Outcome<'a> {
 /// the advisory locks.
 async fn interruptible<T>(
     work: impl std::future::Future<Output = Result<T>>,
-    ui: &Ui,
+    ui: &Events,
 ) -> Result<T> {
     tokio::select! {
         res = work => res,
         _ = tokio::signal::ctrl_c() => {
-            ui.clear_progress();
+            ui.end_progress();
             Err(Error::new(Kind::Interrupted, "interrupted").hint("nothing was saved; run the command again"))
         }
     }
 }
 
-async fn dispatch<'a>(command: &'a Command, settings: &Settings, ui: &Ui) -> Result<Outcome<'a>> {
+async fn dispatch<'a>(
+    command: &'a Command,
+    settings: &Settings,
+    ui: &Events,
+) -> Result<Outcome<'a>> {
     let code = match command {
         Command::Run(args) => {
             let prepared =
@@ -170,7 +174,7 @@ impl Baseline<'_> {
         &self,
         findings: &mut Vec<F>,
         entry: impl Fn(&F) -> E,
-        ui: &Ui,
+        ui: &Events,
     ) -> Result<Option<usize>> {
         if let Some(path) = self.write {
             let mut entries: Vec<E> = findings.iter().map(entry).collect();

@@ -6,7 +6,7 @@ use crate::settings::Settings;
 use migsnap::django::{PlannedMigration, PlannedOperation};
 use migsnap::error::{exit, Result};
 use migsnap::plan::{Against, Base, SCHEMA_VERSION};
-use migsnap::ui::Ui;
+use migsnap::report::Events;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -27,7 +27,7 @@ struct PlanOutput<'a> {
     migrations: &'a [PlannedMigration],
 }
 
-pub async fn run(settings: &Settings, args: &PlanArgs, view: View, ui: &Ui) -> Result<u8> {
+pub async fn run(settings: &Settings, args: &PlanArgs, view: View, ui: &Events) -> Result<u8> {
     let against = match &args.against {
         Some(url) => Against::Database(url.clone()),
         None => Against::Snapshot,

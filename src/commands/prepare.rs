@@ -7,8 +7,8 @@ use migsnap::error::{exit, Result};
 use migsnap::key::Key;
 pub use migsnap::prepare::Prepared;
 use migsnap::prepare::Target;
+use migsnap::report::Events;
 use migsnap::shared::Origin;
-use migsnap::ui::Ui;
 
 #[derive(serde::Serialize)]
 struct PrepareOutput<'a> {
@@ -60,7 +60,7 @@ impl<'a> From<&'a migsnap::depends::Checked> for BuiltWith<'a> {
     }
 }
 
-pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8> {
+pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Events) -> Result<u8> {
     // The plugin's worker count sizes the pool of this run already (its
     // refill, and whether a restore may go straight to the target), not
     // only the next one's, unless the project sets a size.
@@ -121,7 +121,7 @@ fn output<'a>(p: &'a Prepared, alias: &'a str, mirror_of: Option<&'a str>) -> Pr
 /// Django's test setup names them, all at once (each alias is a snapshot
 /// of its own); one entry per alias, mirrors and aliases sharing a
 /// database with the entry of the database they use.
-async fn all_aliases(settings: &Settings, args: &PrepareArgs, ui: &Ui) -> Result<u8> {
+async fn all_aliases(settings: &Settings, args: &PrepareArgs, ui: &Events) -> Result<u8> {
     let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
     let found = migsnap::django::aliases(&settings.ctx.django, &admin.conn, ui).await?;
     drop(admin);
@@ -211,7 +211,7 @@ pub async fn prepare(
     settings: &Settings,
     database: &str,
     how: &TargetOpts,
-    ui: &Ui,
+    ui: &Events,
 ) -> Result<Prepared> {
     let target = Target {
         database: database.to_string(),

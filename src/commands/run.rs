@@ -8,7 +8,7 @@
 use super::prepare::Prepared;
 use crate::cli::RunArgs;
 use migsnap::error::Error;
-use migsnap::ui::Ui;
+use migsnap::report::Events;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -16,7 +16,7 @@ use std::process::Command;
 pub const DATABASE_URL: &str = "DATABASE_URL";
 
 /// Replace this process with the command; returns only if exec failed.
-pub fn exec(prepared: &Prepared, args: &RunArgs, ui: &Ui) -> Error {
+pub fn exec(prepared: &Prepared, args: &RunArgs, ui: &Events) -> Error {
     ui.info(prepared.summary());
     let Some((program, rest)) = args.command.split_first() else {
         return Error::usage("no command given").hint("migsnap run --database test_app -- pytest");

@@ -5,8 +5,8 @@ use crate::cli::SchemaArgs;
 use crate::settings::Settings;
 use migsnap::error::{exit, Result};
 use migsnap::key::Key;
+use migsnap::report::Events;
 use migsnap::schema::{Schema, SCHEMA_VERSION};
-use migsnap::ui::Ui;
 
 #[derive(serde::Serialize)]
 struct Output<'a> {
@@ -17,7 +17,7 @@ struct Output<'a> {
     schema: &'a Schema,
 }
 
-pub async fn run(settings: &Settings, args: &SchemaArgs, ui: &Ui) -> Result<u8> {
+pub async fn run(settings: &Settings, args: &SchemaArgs, ui: &Events) -> Result<u8> {
     let described = migsnap::schema::current(&settings.ctx, ui).await?;
     if args.json {
         super::print_json(&Output {

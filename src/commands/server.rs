@@ -7,7 +7,7 @@ use crate::settings::Settings;
 use migsnap::context::ServerChoice;
 use migsnap::embedded::{self, Embedded, Status};
 use migsnap::error::{blocking, exit, Error, Result};
-use migsnap::ui::Ui;
+use migsnap::report::Events;
 use std::path::PathBuf;
 
 /// One row of `server ls` / `server stop --all`.
@@ -21,7 +21,7 @@ struct Listed {
     stopped: bool,
 }
 
-pub async fn run(settings: &Settings, action: &ServerAction, ui: &Ui) -> Result<u8> {
+pub async fn run(settings: &Settings, action: &ServerAction, ui: &Events) -> Result<u8> {
     match action {
         ServerAction::Ls(a) => return list(settings, Stop::None, a.json, ui).await,
         ServerAction::Stop(a) if a.everywhere => {
@@ -48,7 +48,7 @@ pub async fn run(settings: &Settings, action: &ServerAction, ui: &Ui) -> Result<
     };
     match action {
         ServerAction::Start(_) | ServerAction::Url(_) => {
-            let (s, u) = (server.clone(), *ui);
+            let (s, u) = (server.clone(), ui.clone());
             blocking("starting the server", move || s.start(&u)).await??;
         }
         ServerAction::Stop(_) => {
@@ -96,7 +96,7 @@ enum Stop {
 /// `server ls`, and `server stop --all` / `--everywhere`: the default
 /// server dirs, this project's configured one, and `<cache dir>/server`
 /// where earlier versions put it.
-async fn list(settings: &Settings, stop: Stop, json: bool, ui: &Ui) -> Result<u8> {
+async fn list(settings: &Settings, stop: Stop, json: bool, ui: &Events) -> Result<u8> {
     let current = match &settings.ctx.server {
         ServerChoice::Embedded(s) => Some(s.dir.clone()),
         ServerChoice::Url(_) => None,
@@ -104,7 +104,7 @@ async fn list(settings: &Settings, stop: Stop, json: bool, ui: &Ui) -> Result<u8
     let mut own: Vec<PathBuf> = current.iter().cloned().collect();
     own.push(settings.ctx.cache.dir.join("server"));
     let also = own.clone();
-    let u = *ui;
+    let u = ui.clone();
     let rows = blocking("listing the embedded servers", move || {
         let mut rows = Vec::new();
         let mut failed = None;

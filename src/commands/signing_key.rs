@@ -5,8 +5,8 @@
 use crate::cli::{SigningKeyAction, SigningKeyArgs};
 use crate::settings::Settings;
 use migsnap::error::{exit, Error, Result};
+use migsnap::report::Events;
 use migsnap::sign;
-use migsnap::ui::Ui;
 
 #[derive(serde::Serialize)]
 struct KeyOutput {
@@ -20,7 +20,7 @@ struct KeyOutput {
     created: bool,
 }
 
-pub fn run(settings: &Settings, args: &SigningKeyArgs, ui: &Ui) -> Result<u8> {
+pub fn run(settings: &Settings, args: &SigningKeyArgs, ui: &Events) -> Result<u8> {
     if let Some(SigningKeyAction::Generate { path }) = &args.action {
         let public = sign::generate(path)?;
         ui.info(format!(

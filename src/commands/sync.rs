@@ -6,8 +6,9 @@ use crate::settings::Settings;
 use migsnap::error::{exit, Error, Result};
 use migsnap::key::Key;
 use migsnap::remote::Pushed;
+use migsnap::report::Events;
 use migsnap::shared::{self, Pulled};
-use migsnap::ui::{self, Ui};
+use migsnap::units;
 use std::time::Instant;
 
 #[derive(serde::Serialize)]
@@ -22,7 +23,7 @@ struct SyncOutput<'a> {
     elapsed_ms: u64,
 }
 
-pub async fn push(settings: &Settings, args: &SyncArgs, ui: &Ui) -> Result<u8> {
+pub async fn push(settings: &Settings, args: &SyncArgs, ui: &Events) -> Result<u8> {
     let key = key_of(settings, args)?;
     let started = Instant::now();
     let remote = shared::configured(&settings.ctx)?;
@@ -38,7 +39,7 @@ pub async fn push(settings: &Settings, args: &SyncArgs, ui: &Ui) -> Result<u8> {
     report(args, &key, remote.url(), result, bytes, started)
 }
 
-pub async fn pull(settings: &Settings, args: &SyncArgs, ui: &Ui) -> Result<u8> {
+pub async fn pull(settings: &Settings, args: &SyncArgs, ui: &Events) -> Result<u8> {
     let key = key_of(settings, args)?;
     let started = Instant::now();
     let remote = shared::configured(&settings.ctx)?;
@@ -68,13 +69,13 @@ fn report(
         super::print_json(&out)?;
     } else {
         let size = bytes
-            .map(|b| format!(" ({})", ui::size(b)))
+            .map(|b| format!(" ({})", units::size(b)))
             .unwrap_or_default();
         super::print_stdout(&format!(
             "{} {}{size} in {}\n",
             key.short(),
             result.replace('_', " "),
-            ui::duration(started.elapsed())
+            units::duration(started.elapsed())
         ));
     }
     Ok(exit::OK)

@@ -1,75 +1,6 @@
-//! Messages and progress on stderr. stdout carries only results (plain or
-//! JSON); everything a human reads while waiting goes through here.
+//! How durations, ages and sizes are written in messages and listings.
 
-pub use crate::error::Label;
-use std::io::{IsTerminal, Write};
 use std::time::Duration;
-
-#[derive(Debug, Clone, Copy)]
-pub struct Ui {
-    /// stderr is a terminal: redraw one progress line in place.
-    pub tty: bool,
-    pub quiet: bool,
-    pub color: bool,
-}
-
-/// Whether messages on stderr get colour: a terminal that supports it,
-/// unless NO_COLOR (or CLICOLOR=0) turns it off; CLICOLOR_FORCE turns it on
-/// anywhere. anstream decides, so migsnap agrees with clap, cargo and uv.
-pub fn stderr_color() -> bool {
-    anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never
-}
-
-impl Ui {
-    pub fn new(quiet: bool) -> Ui {
-        let tty = std::io::stderr().is_terminal();
-        Ui {
-            tty,
-            quiet,
-            color: stderr_color(),
-        }
-    }
-
-    /// A progress/status line (suppressed by --quiet).
-    pub fn info(&self, msg: impl AsRef<str>) {
-        if !self.quiet {
-            self.line(msg.as_ref());
-        }
-    }
-
-    /// Always shown: something the user should know about.
-    pub fn warn(&self, msg: impl AsRef<str>) {
-        let label = Label::Warning.prefix(self.color);
-        self.line(&format!("{label} {}", msg.as_ref()));
-    }
-
-    /// Always shown, after a warning: how to fix what it is about.
-    pub fn hint(&self, msg: impl AsRef<str>) {
-        let label = Label::Hint.prefix(self.color);
-        self.line(&format!("{label} {}", msg.as_ref()));
-    }
-
-    fn line(&self, msg: &str) {
-        let mut err = std::io::stderr().lock();
-        let clear = if self.tty { "\r\x1b[K" } else { "" };
-        let _ = writeln!(err, "{clear}migsnap: {msg}");
-    }
-
-    /// Redraw the single progress line (terminal only).
-    pub fn progress(&self, msg: &str) {
-        if self.tty && !self.quiet {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[Kmigsnap: {msg}");
-            let _ = err.flush();
-        }
-    }
-
-    pub fn clear_progress(&self) {
-        if self.tty && !self.quiet {
-            let _ = write!(std::io::stderr().lock(), "\r\x1b[K");
-        }
-    }
-}
 
 /// `1.234s`, `85ms`, `2m03s`: short and unambiguous.
 pub fn duration(d: Duration) -> String {
@@ -134,16 +65,6 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefixes_are_plain_without_colour() {
-        assert_eq!(Label::Error.prefix(false), "error:");
-        assert_eq!(Label::Hint.prefix(false), "hint:");
-        assert_eq!(
-            Label::Warning.prefix(true),
-            "\x1b[1m\x1b[33mwarning:\x1b[0m"
-        );
-    }
 
     #[test]
     fn sizes_parse_with_binary_units() {
