@@ -282,27 +282,31 @@ impl std::fmt::Display for DjangoError {
     }
 }
 
-/// Why migrate failed: the kind (which decides whether an incremental
-/// build falls back to cold) and the report for the user.
-#[derive(Debug)]
-pub struct MigrateFailure {
-    pub kind: Failure,
-    pub error: Error,
+/// Whether `error` says the starting database does not fit these
+/// migrations (an incremental build then goes cold), as the shim or the
+/// build's inputs check decided it; never read from the message.
+pub fn is_history(error: &Error) -> bool {
+    error
+        .find::<DjangoError>()
+        .is_some_and(|d| d.kind == Failure::History)
 }
 
-impl MigrateFailure {
-    /// The starting database does not fit these migrations.
-    pub fn history(&self) -> bool {
-        self.kind == Failure::History
-    }
+/// Django cannot be started at all: what is missing, as data (the binary
+/// says how to fix it: `commands::hints`).
+#[derive(Debug, thiserror::Error)]
+pub enum NoDjango {
+    #[error("no manage.py at `{}`", .0.display())]
+    ManagePy(std::path::PathBuf),
+    #[error("cannot run the Python interpreter `{}`", .python.display())]
+    Interpreter {
+        python: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
-impl From<Error> for MigrateFailure {
-    fn from(error: Error) -> Self {
-        MigrateFailure {
-            kind: Failure::Migration,
-            error,
-        }
+impl From<NoDjango> for Error {
+    fn from(e: NoDjango) -> Error {
+        Error::usage(e.to_string()).source(e)
     }
 }
 
@@ -310,8 +314,7 @@ impl From<Error> for MigrateFailure {
 pub fn check_manage_py(django: &DjangoRunner) -> Result<()> {
     let manage = &django.manage_py;
     if !manage.is_file() {
-        return Err(Error::usage(format!("no manage.py at `{}`", manage.display()))
-            .hint("run migsnap from the Django project root, pass `-C DIR`, or set `manage-py` in [tool.migsnap]"));
+        return Err(NoDjango::ManagePy(manage.clone()).into());
     }
     Ok(())
 }
@@ -374,7 +377,7 @@ pub async fn migrate(
     db: &str,
     ui: &Events,
     check: Option<InputsCheck<'_>>,
-) -> Result<MigrateReport, MigrateFailure> {
+) -> Result<MigrateReport> {
     run_shim_checked(django, conn, db, Mode::Migrate, ui, check, &[]).await
 }
 
@@ -398,9 +401,7 @@ pub async fn plan(
             if with_sql { "1" } else { "0" }.to_string(),
         ),
     ];
-    let report = run_shim_checked(django, conn, db, Mode::Plan, ui, None, &env)
-        .await
-        .map_err(|f| f.error)?;
+    let report = run_shim_checked(django, conn, db, Mode::Plan, ui, None, &env).await?;
     report
         .insight
         .map(|i| *i)
@@ -413,9 +414,7 @@ pub async fn aliases(
     conn: &ConnInfo,
     ui: &Events,
 ) -> Result<Vec<crate::aliases::AliasInfo>> {
-    let report = run_shim_checked(django, conn, "postgres", Mode::Aliases, ui, None, &[])
-        .await
-        .map_err(|f| f.error)?;
+    let report = run_shim_checked(django, conn, "postgres", Mode::Aliases, ui, None, &[]).await?;
     report
         .aliases
         .ok_or_else(|| Error::internal("the shim reported no aliases"))
@@ -428,7 +427,7 @@ pub async fn run_shim(
     db: &str,
     mode: Mode,
     ui: &Events,
-) -> Result<MigrateReport, MigrateFailure> {
+) -> Result<MigrateReport> {
     run_shim_checked(django, conn, db, mode, ui, None, &[]).await
 }
 
@@ -440,7 +439,7 @@ async fn run_shim_checked(
     ui: &Events,
     check: Option<InputsCheck<'_>>,
     extra_env: &[(&str, String)],
-) -> Result<MigrateReport, MigrateFailure> {
+) -> Result<MigrateReport> {
     check_manage_py(django)?;
     let manage = &django.manage_py;
     let mut cmd = Command::new(&django.python);
@@ -484,10 +483,9 @@ async fn run_shim_checked(
     if let Some(module) = &django.settings_module {
         cmd.env(crate::env::DJANGO_SETTINGS_MODULE, module);
     }
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::usage(format!("cannot run the Python interpreter `{}`", django.python.display()))
-            .source(e)
-            .hint("set MIGSNAP_PYTHON (or --python, or `python` in [tool.migsnap]) to the project's interpreter, e.g. .venv/bin/python")
+    let mut child = cmd.spawn().map_err(|source| NoDjango::Interpreter {
+        python: django.python.clone(),
+        source,
     })?;
     let stdout = child
         .stdout
@@ -565,10 +563,12 @@ async fn run_shim_checked(
         .map_err(|e| Error::internal("python did not finish").source(e))?;
     ui.end_progress();
     if let Some(why) = refused {
-        return Err(MigrateFailure {
+        return Err(Error::new(Kind::Django, why.clone()).source(DjangoError {
+            what: "migrate",
             kind: Failure::History,
-            error: Error::new(Kind::Django, why),
-        });
+            exception: "the snapshot built on".into(),
+            message: why,
+        }));
     }
 
     // Success means the shim said it finished (having reported what it
@@ -615,12 +615,9 @@ async fn run_shim_checked(
             Failure::Target | Failure::Alias => Kind::Usage,
             _ => Kind::Django,
         };
-        return Err(MigrateFailure {
-            kind,
-            error: Error::new(exit_kind, failed.to_string())
-                .detail(detail)
-                .source(failed),
-        });
+        return Err(Error::new(exit_kind, failed.to_string())
+            .detail(detail)
+            .source(failed));
     };
     let report = MigrateReport {
         applied: progress.applied,

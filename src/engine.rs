@@ -27,7 +27,7 @@
 
 use crate::context::{Ctx, ServerChoice};
 use crate::depends::{Checked, Depends};
-use crate::django::{self, MigrateFailure};
+use crate::django;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::fingerprint::{self, Fingerprint, MigrationGlobs};
@@ -446,7 +446,7 @@ async fn build_locked(
                 Origin::Local => OnReject::Leave,
             };
             let built = incremental(admin, ctx, fp, store, &base, &build, old, on_reject, ui).await;
-            if built.as_ref().is_err_and(|f| f.history()) && origin == Origin::Remote {
+            if built.as_ref().is_err_and(cannot_build_on) && origin == Origin::Remote {
                 shared.skip(&base.key);
             }
             match built {
@@ -456,17 +456,17 @@ async fn build_locked(
                         ..snapshot
                     })
                 }
-                Err(f) if f.history() => {
+                Err(e) if cannot_build_on(&e) => {
                     ui.warn(format!(
                         "cannot build on snapshot {} ({}); migrating from empty instead",
                         base.key.short(),
-                        f.error.message
+                        e.message
                     ));
                     drop_build(admin, &build).await?;
                 }
-                Err(f) => {
+                Err(e) => {
                     let _ = drop_build(admin, &build).await;
-                    return Err(f.error);
+                    return Err(e);
                 }
             }
         }
@@ -481,9 +481,9 @@ async fn build_locked(
     failpoint::point("build.created");
     let report = match migrate_checked(ctx, admin, &build, ui, None).await {
         Ok(r) => r,
-        Err(f) => {
+        Err(e) => {
             let _ = drop_build(admin, &build).await;
-            return Err(f.error);
+            return Err(e);
         }
     };
     let built = Built {
@@ -646,6 +646,25 @@ fn reject_snapshot(
     }
 }
 
+/// The snapshot an incremental build would start from cannot be used
+/// (gone from the server and its dump unusable or refused): the build
+/// goes cold, as when Django finds the history does not fit.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BaseUnusable(String);
+
+impl BaseUnusable {
+    fn error(why: String) -> Error {
+        Error::internal(why.clone()).source(BaseUnusable(why))
+    }
+}
+
+/// Whether an incremental build failed because its base does not fit
+/// (then it goes cold) rather than for a reason a cold build would hit too.
+fn cannot_build_on(e: &Error) -> bool {
+    django::is_history(e) || e.find::<BaseUnusable>().is_some()
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn incremental(
     admin: &Admin,
@@ -657,7 +676,7 @@ async fn incremental(
     replacing: Option<&admin::DbInfo>,
     on_reject: OnReject,
     ui: &Events,
-) -> Result<Snapshot, MigrateFailure> {
+) -> Result<Snapshot> {
     let t = Instant::now();
     let base_short = base.key.short();
     ui.info(format!(
@@ -676,18 +695,16 @@ async fn incremental(
         }
         false => {
             let Some(m) = ancestor_snapshot(store, &base.key, admin.version_num, ui) else {
-                return Err(MigrateFailure {
-                    kind: django::Failure::History,
-                    error: Error::internal(format!("snapshot {base_short} is unusable")),
-                });
+                return Err(BaseUnusable::error(format!(
+                    "snapshot {base_short} is unusable"
+                )));
             };
             admin.create(build, None, ctx.clone_strategy()).await?;
             failpoint::point("build.created");
             if !restore_or_drop(admin, ctx, store, &m, build, on_reject, ui).await? {
-                return Err(MigrateFailure {
-                    kind: django::Failure::History,
-                    error: Error::internal(format!("snapshot {base_short} is damaged")),
-                });
+                return Err(BaseUnusable::error(format!(
+                    "snapshot {base_short} is damaged"
+                )));
             }
         }
     }
@@ -890,7 +907,7 @@ async fn migrate_checked(
     build: &str,
     ui: &Events,
     check: Option<django::InputsCheck<'_>>,
-) -> Result<django::MigrateReport, MigrateFailure> {
+) -> Result<django::MigrateReport> {
     crate::pg::tools::find("pg_dump", Some(admin.major()))?;
     django::migrate(&ctx.django, &admin.conn, build, ui, check).await
 }

@@ -100,6 +100,19 @@ impl Error {
         self.kind.exit_code()
     }
 
+    /// The first cause of type `T` in this error's chain: how a caller
+    /// asks what went wrong as data, never from the message's wording.
+    pub fn find<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(self);
+        while let Some(e) = next {
+            if let Some(found) = e.downcast_ref::<T>() {
+                return Some(found);
+            }
+            next = e.source();
+        }
+        None
+    }
+
     /// The full report for stderr: message, causes, detail, hint; the
     /// `error:` and `hint:` prefixes in colour when `color`.
     pub fn report(&self, color: bool) -> String {

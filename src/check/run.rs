@@ -236,9 +236,7 @@ async fn build_state(
                 .map_err(|e| db_error(format!("cannot recreate `{sql}` in `{db}`"), e))?;
         }
     }
-    let report = django::run_shim(&ctx.django, &admin.conn, db, Mode::ModelState, ui)
-        .await
-        .map_err(|f| f.error)?;
+    let report = django::run_shim(&ctx.django, &admin.conn, db, Mode::ModelState, ui).await?;
     let files = report.migration_files();
     Ok((read(admin, db).await?, report.index_conflicts, files))
 }

@@ -3,7 +3,7 @@
 //! errors carry typed sources (`BadTarget`, `DjangoError`); this is the one
 //! place that turns them into advice, so the library never names a flag.
 
-use migsnap::django::{DjangoError, Failure};
+use migsnap::django::{DjangoError, Failure, NoDjango};
 use migsnap::error::Error;
 use migsnap::pg::admin::BadTarget;
 
@@ -12,25 +12,24 @@ pub fn add(error: Error) -> Error {
     if error.hint.is_some() {
         return error;
     }
-    let hint = cause::<BadTarget>(&error)
+    let hint = error
+        .find::<BadTarget>()
         .map(target_hint)
-        .or_else(|| cause::<DjangoError>(&error).map(|d| django_hint(d.kind)));
+        .or_else(|| error.find::<DjangoError>().map(|d| django_hint(d.kind)))
+        .or_else(|| error.find::<NoDjango>().map(no_django_hint));
     match hint {
         Some(h) => error.hint(h),
         None => error,
     }
 }
 
-/// The first cause of type `T` in `error`'s chain.
-fn cause<T: std::error::Error + 'static>(error: &Error) -> Option<&T> {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    while let Some(e) = next {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
+fn no_django_hint(missing: &NoDjango) -> &'static str {
+    match missing {
+        NoDjango::ManagePy(_) => {
+            "run migsnap from the Django project root, pass `-C DIR`, or set `manage-py` in [tool.migsnap]"
         }
-        next = e.source();
+        NoDjango::Interpreter { .. } => django_hint(Failure::Interpreter),
     }
-    None
 }
 
 fn target_hint(bad: &BadTarget) -> &'static str {
