@@ -33,6 +33,7 @@ use crate::failpoint;
 use crate::fingerprint::{self, Fingerprint, MigrationGlobs};
 use crate::key::Key;
 use crate::pg::admin::{self, Admin, TemplateState};
+use crate::pg::mark::Mark;
 use crate::pg::{dump, extension, restore, ConnInfo};
 use crate::shared::{Origin, Shared};
 use crate::store::Applied;
@@ -100,8 +101,8 @@ pub struct Request<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct HandOut<'a> {
     pub target: &'a str,
-    /// The comment a clone of the template would carry.
-    pub comment: &'a str,
+    /// The mark a clone of the template would carry.
+    pub mark: &'a Mark,
     /// `--force`: replace the target even if its name is not a test one.
     pub force: bool,
 }
@@ -563,7 +564,7 @@ async fn hand_out(admin: &Admin, build: &str, to: HandOut<'_>) -> Result<()> {
     admin.wait_for_sessions_to_end(build).await?;
     let existing = admin.database(to.target).await?;
     admin
-        .put_in_place(build, to.target, to.comment, existing.as_ref(), to.force)
+        .put_in_place(build, to.target, to.mark, existing.as_ref(), to.force)
         .await?;
     failpoint::point("handout.after");
     Ok(())

@@ -224,7 +224,6 @@ pub async fn maintain(ctx: &Ctx, size: usize, start_server: bool, ui: &Ui) -> Re
     }
     let mut ready = current.len().min(size);
     if let (Some(mark), Some(t)) = (want, &template) {
-        let comment = mark.encode();
         while ready < size {
             let name = DbName::pool()?;
             // Held until the member is marked: `gc` leaves it alone meanwhile.
@@ -234,7 +233,7 @@ pub async fn maintain(ctx: &Ctx, size: usize, start_server: bool, ui: &Ui) -> Re
                 admin
                     .create_with(&n, Some(&t.name), ctx.clone_strategy(), false)
                     .await?;
-                admin.comment(&n, &comment).await
+                admin.mark(&n, &mark).await
             }
             .await;
             making.release().await;

@@ -143,10 +143,9 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
             && admin::template_state(Some(d), &fp.key, inputs.as_deref()).serves(trust_unsigned)
     });
     let ready = served.is_some();
-    let clone_comment = Mark::Clone {
+    let clone_mark = Mark::Clone {
         short: fp.short().into(),
-    }
-    .encode();
+    };
     // Members ready for the template now in place, before any is taken.
     let mut pool_ready = 0;
 
@@ -159,7 +158,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
             let aside = existing.map(|_| DbName::trash()).transpose()?;
             let aside_name = aside.as_ref().map(DbName::to_string);
             if admin
-                .swap_in(&m.name, target, &clone_comment, aside_name.as_deref())
+                .swap_in(&m.name, target, &clone_mark, aside_name.as_deref())
                 .await?
             {
                 crate::failpoint::point("clone.commented");
@@ -188,7 +187,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
         // made with the refill, off the path the caller waits on.
         let hand_out = (ctx.pool > 0).then_some(engine::HandOut {
             target,
-            comment: &clone_comment,
+            mark: &clone_mark,
             force: args.force,
         });
         let req = engine::Request {
@@ -256,13 +255,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Ui) -> Result<Prepared> {
         admin.database(target).await?
     };
     let aside = admin
-        .put_in_place(
-            &scratch,
-            target,
-            &clone_comment,
-            existing.as_ref(),
-            args.force,
-        )
+        .put_in_place(&scratch, target, &clone_mark, existing.as_ref(), args.force)
         .await?;
     crate::failpoint::point("clone.commented");
 

@@ -281,11 +281,12 @@ impl Admin {
         })
     }
 
-    pub async fn comment(&self, name: &str, text: &str) -> Result<()> {
+    /// Put `mark` on `name` as its comment: how migsnap claims a database.
+    pub async fn mark(&self, name: &str, mark: &Mark) -> Result<()> {
         let sql = format!(
             "COMMENT ON DATABASE {} IS {}",
             quote_ident(name),
-            quote_literal(text)
+            quote_literal(&mark.encode())
         );
         self.client
             .batch_execute(&sql)
@@ -445,7 +446,7 @@ impl Admin {
         &self,
         new: &str,
         target: &str,
-        comment: &str,
+        mark: &Mark,
         aside: Option<&str>,
     ) -> Result<bool> {
         let (n, t) = (quote_ident(new), quote_ident(target));
@@ -455,7 +456,7 @@ impl Admin {
         let sql = format!(
             "BEGIN; {set_aside}COMMENT ON DATABASE {n} IS {c}; \
              ALTER DATABASE {n} ALLOW_CONNECTIONS true; ALTER DATABASE {n} RENAME TO {t}; COMMIT",
-            c = quote_literal(comment),
+            c = quote_literal(&mark.encode()),
         );
         let res = self.client.batch_execute(&sql).await;
         if res.is_err() {
@@ -824,7 +825,7 @@ impl Admin {
         &self,
         new: &str,
         target: &str,
-        comment: &str,
+        mark: &Mark,
         existing: Option<&DbInfo>,
         force: bool,
     ) -> Result<Option<String>> {
@@ -835,7 +836,7 @@ impl Admin {
             }
             None => None,
         };
-        if !self.swap_in(new, target, comment, aside.as_deref()).await? {
+        if !self.swap_in(new, target, mark, aside.as_deref()).await? {
             return Err(Error::internal(format!(
                 "the new database `{new}` vanished before it was put in place"
             )));
