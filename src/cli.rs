@@ -102,6 +102,7 @@ const IGNORED: &[(&[&str], &[&str])] = &[
     (&["key"], &["server_url", "remote_url", "python", "verbose"]),
     (&["ls"], &["python", "verbose"]),
     (&["gc"], &["python", "verbose"]),
+    (&["drop"], &["remote_url", "python", "settings", "verbose"]),
     (&["push"], &["server_url", "python", "verbose"]),
     (&["pull"], &["server_url", "python", "verbose"]),
     (&["signing-key"], SIGNING_KEY_IGNORES),
@@ -179,6 +180,8 @@ pub enum Command {
     Ls(LsArgs),
     /// Remove old snapshots, their templates, and leftovers of interrupted runs
     Gc(GcArgs),
+    /// Drop a database migsnap made (a clone it handed out, a pool member, a template); refuse any other
+    Drop(DropArgs),
     /// Print the migration-set key (no server needed; use it as a CI cache key)
     Key(KeyArgs),
     /// Upload the current key's snapshot from the cache dir to the shared snapshot store
@@ -280,6 +283,16 @@ pub struct PrepareArgs {
     /// Remember N as the pool size for runs that configure none (the pytest plugin passes its worker count)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=64))]
     pub pool_default: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct DropArgs {
+    /// Name of the database to drop
+    #[arg(short, long, value_name = "NAME")]
+    pub database: String,
+    /// Print the result as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -32,7 +32,8 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::fingerprint::{self, Fingerprint, MigrationGlobs};
 use crate::key::Key;
-use crate::pg::admin::{self, Admin};
+use crate::pg::admin::{self, Admin, TemplateState};
+use crate::pg::mark::Mark;
 use crate::pg::{dump, extension, restore, ConnInfo};
 use crate::report::Events;
 use crate::shared::{Origin, Shared};
@@ -101,8 +102,8 @@ pub struct Request<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct HandOut<'a> {
     pub target: &'a str,
-    /// The comment a clone of the template would carry.
-    pub comment: &'a str,
+    /// The mark a clone of the template would carry.
+    pub mark: &'a Mark,
     /// `--force`: replace the target even if its name is not a test one.
     pub force: bool,
 }
@@ -180,12 +181,8 @@ pub async fn ensure_template(
 ) -> Result<String> {
     let template = admin::template_name(&fp.key);
     let inputs = current_inputs(&ctx.store()?, fp, ctx.project_dir());
-    let ready = admin.database(&template).await?.is_some_and(|d| {
-        inputs
-            .as_deref()
-            .is_some_and(|i| d.serves(&fp.key, i, ctx.cache.trust.trust_unsigned))
-    });
-    if !ready {
+    let state = admin.template_state(&fp.key, inputs.as_deref()).await?;
+    if !state.serves(ctx.cache.trust.trust_unsigned) {
         build(admin, ctx, fp, ui, Request::default()).await?;
     }
     Ok(template)
@@ -361,24 +358,24 @@ async fn build_locked(
     // An old template stays until its replacement is complete (dumped and
     // ready to promote): a failed or interrupted rebuild leaves it in place.
     let old = admin.database(&template).await?;
-    if let Some(existing) = &old {
-        if !existing.made_by_migsnap() {
-            return Err(Error::usage(format!(
-                "database `{template}` exists but was not created by migsnap; refusing to replace it"
-            ))
-            .hint(format!("rename or drop `{template}` yourself")));
+    let state = admin::template_state(old.as_ref(), key, holds.as_deref());
+    if state == TemplateState::NotOurs {
+        return Err(Error::usage(format!(
+            "database `{template}` exists but was not created by migsnap; refusing to replace it"
+        ))
+        .hint(format!("rename or drop `{template}` yourself")));
+    }
+    if !rebuild && state != TemplateState::Missing {
+        if state.serves(ctx.cache.trust.trust_unsigned) {
+            // Another process finished it while we waited for the lock.
+            return Ok(Snapshot::ready(template, own.map(|m| m.depends.checked)));
         }
-        if let Some(inputs) = holds.as_deref() {
-            if existing.serves(key, inputs, ctx.cache.trust.trust_unsigned) && !rebuild {
-                // Another process finished it while we waited for the lock.
-                return Ok(Snapshot::ready(template, own.map(|m| m.depends.checked)));
-            }
-            if !rebuild {
-                ui.warn(format!(
-                    "template `{template}` does not match key {}; rebuilding it",
-                    fp.short()
-                ));
-            }
+        // Without recorded inputs there is nothing it could have matched.
+        if holds.is_some() {
+            ui.warn(format!(
+                "template `{template}` does not match key {}; rebuilding it",
+                fp.short()
+            ));
         }
     }
     let old = old.as_ref();
@@ -568,7 +565,7 @@ async fn hand_out(admin: &Admin, build: &str, to: HandOut<'_>) -> Result<()> {
     admin.wait_for_sessions_to_end(build).await?;
     let existing = admin.database(to.target).await?;
     admin
-        .put_in_place(build, to.target, to.comment, existing.as_ref(), to.force)
+        .put_in_place(build, to.target, to.mark, existing.as_ref(), to.force)
         .await?;
     failpoint::point("handout.after");
     Ok(())
@@ -580,12 +577,10 @@ async fn hand_out(admin: &Admin, build: &str, to: HandOut<'_>) -> Result<()> {
 /// store now has an authenticated manifest for its key: what is in it came
 /// from the foreign dump.
 async fn base_template_ready(admin: &Admin, base: &Manifest) -> Result<bool> {
-    let name = admin::template_name(&base.key);
-    Ok(admin.database(&name).await?.is_some_and(|info| {
-        base.authenticated
-            && !info.is_foreign()
-            && info.is_template_for(&base.key, &base.depends.digest())
-    }))
+    let state = admin
+        .template_state(&base.key, Some(&base.depends.digest()))
+        .await?;
+    Ok(base.authenticated && state.builds_on())
 }
 
 /// An ancestor's cached snapshot (`key` is not ours), if its manifest

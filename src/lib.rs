@@ -21,6 +21,7 @@ pub mod context;
 pub mod depends;
 pub mod diff;
 pub mod django;
+pub mod drop;
 pub mod embedded;
 pub mod engine;
 pub mod env;

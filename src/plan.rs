@@ -91,10 +91,11 @@ async fn nearest_snapshot(ctx: &Ctx, admin: &Admin) -> Result<(Option<String>, B
     let store = ctx.store()?;
     let ready = |key: Key, inputs: Option<String>| async move {
         let template = admin::template_name(&key);
-        let ok = match (admin.database(&template).await?, inputs) {
-            (Some(info), Some(inputs)) => info.is_template_for(&key, &inputs),
-            _ => false,
-        };
+        // A foreign snapshot's template too: `plan` only reads it.
+        let ok = admin
+            .template_state(&key, inputs.as_deref())
+            .await?
+            .is_ready();
         Ok::<_, crate::error::Error>(ok.then_some(template))
     };
     let inputs = engine::current_inputs(&store, &fp, ctx.project_dir());

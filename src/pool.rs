@@ -24,29 +24,35 @@ use crate::error::Result;
 use crate::key::{Key, LockId};
 use crate::names::DbName;
 use crate::pg::admin::{self, Admin, DbInfo};
+use crate::pg::mark::Mark;
 use crate::report::Events;
 
-const POOL_COMMENT: &str = "migsnap pool key=";
-
-/// The comment a pool member of `template` carries. `project` tells a
+/// The mark a pool member of `template` carries. `project` tells a
 /// project's own members of an older key (dropped when the key changes)
 /// from another project's on the same server (theirs to keep).
-pub fn member_comment(key: &Key, inputs: &str, template: &DbInfo, project: &str) -> String {
-    format!(
-        "{POOL_COMMENT}{key} inputs={inputs} template={} project={project}",
-        template.oid
-    )
+pub fn member_mark(key: &Key, inputs: &str, template: &DbInfo, project: &str) -> Mark {
+    Mark::Pool {
+        key: key.clone(),
+        inputs: inputs.into(),
+        template: template.oid,
+        project: project.into(),
+    }
 }
 
 /// Which project a pool member belongs to (`Ctx::project_tag`).
-fn member_project(info: &DbInfo) -> Option<&str> {
-    info.comment.rsplit_once(" project=").map(|(_, p)| p)
+fn member_project(info: &DbInfo) -> Option<String> {
+    match info.mark()? {
+        Mark::Pool { project, .. } => Some(project),
+        _ => None,
+    }
 }
 
-/// The key a pool member was made for, from its comment.
+/// The key a pool member was made for, from its mark.
 pub fn member_key(info: &DbInfo) -> Option<Key> {
-    let rest = info.comment.strip_prefix(POOL_COMMENT)?;
-    Key::parse(rest.split(' ').next()?).ok()
+    match info.mark()? {
+        Mark::Pool { key, .. } => Some(key),
+        _ => None,
+    }
 }
 
 /// The lock only one refiller of `key`'s pool holds.
@@ -79,9 +85,9 @@ pub fn ready_members<'a>(
     template: &DbInfo,
     project: &str,
 ) -> Vec<&'a DbInfo> {
-    let want = member_comment(key, inputs, template, project);
+    let want = Some(member_mark(key, inputs, template, project));
     pool.iter()
-        .filter(|d| d.comment == want && !d.allow_conn && d.owned)
+        .filter(|d| d.mark() == want && !d.allow_conn && d.owned)
         .collect()
 }
 
@@ -167,9 +173,9 @@ pub async fn maintain(
     let inputs = crate::engine::current_inputs(&store, &fp, ctx.project_dir());
     let template_name = admin::template_name(&fp.key);
     // Only a template marked for this key and these inputs is cloned.
-    let current = |found: Option<DbInfo>| match (&inputs, found) {
-        (Some(i), Some(t)) if t.serves(&fp.key, i, ctx.cache.trust.trust_unsigned) => Some(t),
-        _ => None,
+    let current = |found: Option<DbInfo>| {
+        let state = admin::template_state(found.as_ref(), &fp.key, inputs.as_deref());
+        found.filter(|_| state.serves(ctx.cache.trust.trust_unsigned))
     };
     let mut template = current(admin.database(&template_name).await?);
     // The pool is refilled from the template: when it is missing (with a
@@ -198,17 +204,18 @@ pub async fn maintain(
     // member whose key has no template on the server any more (or that was
     // never marked, made by a run that died).
     let want = match (&inputs, &template) {
-        (Some(i), Some(t)) => Some(member_comment(&fp.key, i, t, &project)),
+        (Some(i), Some(t)) => Some(member_mark(&fp.key, i, t, &project)),
         _ => None,
     };
     let mut current = Vec::new();
     for m in &pool {
-        if want.as_deref() == Some(m.comment.as_str()) && !m.allow_conn && m.owned {
+        if want.is_some() && m.mark() == want && !m.allow_conn && m.owned {
             current.push(m);
             continue;
         }
         // This project's members of any key but this template's go.
-        let ours = member_key(m).as_ref() == Some(&fp.key) || member_project(m) == Some(&project);
+        let ours =
+            member_key(m).as_ref() == Some(&fp.key) || member_project(m).as_ref() == Some(&project);
         let stale = ours || orphaned(&admin, m).await?;
         if stale && drop_unlocked(&admin, m).await? {
             done.pool_dropped += 1;
@@ -221,7 +228,7 @@ pub async fn maintain(
         }
     }
     let mut ready = current.len().min(size);
-    if let (Some(comment), Some(t)) = (want, &template) {
+    if let (Some(mark), Some(t)) = (want, &template) {
         while ready < size {
             let name = DbName::pool()?;
             // Held until the member is marked: `gc` leaves it alone meanwhile.
@@ -231,7 +238,7 @@ pub async fn maintain(
                 admin
                     .create_with(&n, Some(&t.name), ctx.clone_strategy(), false)
                     .await?;
-                admin.comment(&n, &comment).await
+                admin.mark(&n, &mark).await
             }
             .await;
             making.release().await;

@@ -12,7 +12,8 @@ use crate::error::Result;
 use crate::fingerprint;
 use crate::key::Key;
 use crate::names::DbName;
-use crate::pg::admin::{self, CLONE_COMMENT};
+use crate::pg::admin;
+use crate::pg::mark::Mark;
 use crate::pg::ConnInfo;
 use crate::pool;
 use crate::report::Events;
@@ -97,12 +98,6 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
     let inputs = record.as_ref().map(Checked::digest);
     let admin = admin?;
     let template = admin::template_name(&fp.key);
-    let is_ours = |d: &admin::DbInfo| {
-        d.name == template
-            && inputs
-                .as_deref()
-                .is_some_and(|i| d.serves(&fp.key, i, ctx.cache.trust.trust_unsigned))
-    };
 
     let scratch = admin::clone_scratch_name(target);
     // One prepare per target at a time: two would fight over the scratch
@@ -143,21 +138,28 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
     }
     let existing = found.iter().find(|d| d.name == target);
     admin::target_check(target, existing, &admin.conn.admin_db, args.force)?;
-    let ready = found.iter().any(is_ours);
-    let clone_comment = format!("{CLONE_COMMENT}{}", fp.short());
+    let trust_unsigned = ctx.cache.trust.trust_unsigned;
+    let served = found.iter().find(|d| {
+        d.name == template
+            && admin::template_state(Some(d), &fp.key, inputs.as_deref()).serves(trust_unsigned)
+    });
+    let ready = served.is_some();
+    let clone_mark = Mark::Clone {
+        short: fp.short().into(),
+    };
     // Members ready for the template now in place, before any is taken.
     let mut pool_ready = 0;
 
     // A ready clone from the pool, by rename: the same few milliseconds at
     // any schema size.
-    if let (Some(t), Some(i), false) = (found.iter().find(|d| is_ours(d)), &inputs, args.rebuild) {
+    if let (Some(t), Some(i), false) = (served, &inputs, args.rebuild) {
         let available = pool::ready_members(&members, &fp.key, i, t, &ctx.project_tag());
         pool_ready = available.len();
         for m in available {
             let aside = existing.map(|_| DbName::trash()).transpose()?;
             let aside_name = aside.as_ref().map(DbName::to_string);
             if admin
-                .swap_in(&m.name, target, &clone_comment, aside_name.as_deref())
+                .swap_in(&m.name, target, &clone_mark, aside_name.as_deref())
                 .await?
             {
                 crate::failpoint::point("clone.commented");
@@ -186,7 +188,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
         // made with the refill, off the path the caller waits on.
         let hand_out = (ctx.pool > 0).then_some(engine::HandOut {
             target,
-            comment: &clone_comment,
+            mark: &clone_mark,
             force: args.force,
         });
         let req = engine::Request {
@@ -228,11 +230,10 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
         // is the error to report.
         // After a build, the manifest names the inputs anew.
         let inputs = engine::current_inputs(&store, &fp, ctx.project_dir());
-        let still_there = admin.database(&snapshot.template).await?.is_some_and(|d| {
-            inputs
-                .as_deref()
-                .is_some_and(|i| d.serves(&fp.key, i, ctx.cache.trust.trust_unsigned))
-        });
+        let still_there = admin
+            .template_state(&fp.key, inputs.as_deref())
+            .await?
+            .serves(trust_unsigned);
         if still_there {
             return Err(e);
         }
@@ -255,13 +256,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
         admin.database(target).await?
     };
     let aside = admin
-        .put_in_place(
-            &scratch,
-            target,
-            &clone_comment,
-            existing.as_ref(),
-            args.force,
-        )
+        .put_in_place(&scratch, target, &clone_mark, existing.as_ref(), args.force)
         .await?;
     crate::failpoint::point("clone.commented");
 

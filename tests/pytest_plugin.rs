@@ -583,6 +583,45 @@ fn an_early_database_no_test_uses_is_dropped() {
     assert!(!database_exists(&db), "no test used it: dropped\n{text}");
 }
 
+/// Teardown drops the clone only if `migsnap drop` finds migsnap's mark on
+/// it: a test that put its own comment there (one starting the way the
+/// clone mark does, which the plugin once took for it) keeps its database,
+/// with a warning saying why.
+#[test]
+fn teardown_keeps_a_database_that_lost_migsnaps_mark() {
+    let p = suite_project("pytest_teardown_mark");
+    let db = format!("test_{}", p.name);
+    p.track(&db);
+    p.write(
+        "test_unmark.py",
+        "import pytest\n\n\n\
+         @pytest.mark.django_db(transaction=True)\n\
+         def test_unmark():\n    \
+             from django.db import connection\n\n    \
+             with connection.cursor() as cursor:\n        \
+                 cursor.execute(\n            \
+                     'COMMENT ON DATABASE \"%s\" IS %%s' % connection.settings_dict['NAME'],\n            \
+                     ['migsnap clone of my own data'],\n        \
+                 )\n",
+    );
+    let (out, _) = pytest(&p, &["test_unmark.py"]);
+    let text = report(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "migsnap: not dropping `{db}`: refusing to drop database `{db}`: it does not carry migsnap's mark"
+        )),
+        "{text}"
+    );
+    assert!(database_exists(&db), "{text}");
+
+    // With its mark, the clone goes at the end of the run.
+    psql("postgres", &format!("DROP DATABASE \"{db}\""));
+    let (out, _) = pytest(&p, &["-k", "data_migration"]);
+    assert!(out.status.success(), "{}", report(&out));
+    assert!(!database_exists(&db), "{}", report(&out));
+}
+
 #[test]
 fn a_test_database_renamed_by_a_conftest_gets_its_own_clone() {
     let p = suite_project("pytest_early_renamed");

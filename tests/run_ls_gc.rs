@@ -540,3 +540,98 @@ fn ls_and_gc_act_on_the_current_project_in_a_shared_cache_dir() {
         .collect();
     assert_eq!(removed, vec![keys[0].as_str()]);
 }
+
+/// `migsnap drop` (what the pytest plugin's teardown calls) drops what
+/// migsnap marked, the clone `prepare` made, and refuses anything else,
+/// leaving it as it was: a database of the user's, one whose comment only
+/// looks like migsnap's mark, a system database.
+#[test]
+fn drop_takes_only_what_carries_migsnaps_mark() {
+    let p = Project::example("drop");
+    let db = p.db("a");
+    p.prepare(&db);
+    let v = json(&p.run(&["drop", "--database", &db, "--json"]));
+    assert_eq!(v["dropped"], true, "{v}");
+    assert_eq!(v["was"], "clone", "{v}");
+    assert!(!database_exists(&db));
+    // Gone already (teardown after a cleanup): nothing to do, no error.
+    let v = json(&p.run(&["drop", "--database", &db, "--json"]));
+    assert_eq!(v["dropped"], false, "{v}");
+
+    let theirs = p.db("theirs");
+    psql("postgres", &format!("CREATE DATABASE \"{theirs}\""));
+    for comment in [
+        None,
+        Some("my own test data"),
+        // The start of the clone mark, typed by hand: not a mark.
+        Some("migsnap clone of my own data"),
+    ] {
+        if let Some(c) = comment {
+            psql(
+                "postgres",
+                &format!("COMMENT ON DATABASE \"{theirs}\" IS '{c}'"),
+            );
+        }
+        let out = p.run(&["drop", "--database", &theirs, "--json"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{comment:?}: {err}");
+        assert!(
+            err.starts_with(&format!(
+                "error: refusing to drop database `{theirs}`: it does not carry migsnap's mark\n"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("\nhint: "), "{err}");
+        assert!(out.stdout.is_empty(), "stdout is data only");
+        assert!(
+            database_exists(&theirs),
+            "{comment:?}: {theirs} was dropped"
+        );
+    }
+
+    let out = p.run(&["drop", "--database", "postgres"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(database_exists("postgres"));
+}
+
+/// A clone that a `prepare` of the same target is working on is not
+/// dropped under it: `drop` takes that prepare's lock first, never waits,
+/// and refuses with exit code 5.
+#[test]
+fn drop_refuses_a_clone_a_running_prepare_holds() {
+    use std::io::{BufRead, BufReader};
+    require_failpoints();
+    let p = Project::example("drop_busy");
+    let db = p.db("a");
+    p.prepare(&db);
+    let go = p.cache.path().join("go");
+    let mut child = p
+        .cmd(&["prepare", "--database", &db, "--json"])
+        .env("MIGSNAP_PAUSE_AT", format!("clone.before:{}", go.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut said = String::new();
+    while !said.contains("paused at `clone.before`") {
+        let mut line = String::new();
+        if lines.read_line(&mut line).expect("read") == 0 {
+            panic!("the paused prepare never reached the clone: {said}");
+        }
+        said.push_str(&line);
+    }
+    let out = p.run(&["drop", "--database", &db]);
+    let _ = std::fs::write(&go, "");
+    let rest = child.wait_with_output().expect("wait");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "error: database `{db}` is in use by another migsnap run\n"
+        )),
+        "{err}"
+    );
+    assert!(rest.status.success(), "{}", stderr(&rest));
+    assert!(database_exists(&db));
+}

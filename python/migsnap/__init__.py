@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-__all__ = ["MigsnapError", "Preparing", "Said", "find_binary", "prepare"]
+__all__ = ["MigsnapError", "Preparing", "Said", "drop", "find_binary", "prepare"]
 
 #: Path of the migsnap binary to use instead of searching for it.
 BIN_ENV = "MIGSNAP_BIN"
@@ -182,17 +182,10 @@ class Preparing:
             args.append("--force")
         if pool_default is not None:
             args += ["--pool-default", str(pool_default)]
-        child_env = dict(os.environ if env is None else env)
-        # The interpreter running the tests has the project's Django; prefer it
-        # unless the user chose one for migsnap explicitly.
-        child_env.setdefault("MIGSNAP_PYTHON", sys.executable)
-        # Its stderr is read here line by line (JSON events, and the error
-        # report) and shown by pytest: plain text, whatever CLICOLOR_FORCE says.
-        child_env["NO_COLOR"] = "1"
         self._proc = subprocess.Popen(
             args,
             cwd=cwd,
-            env=child_env,
+            env=_child_env(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -259,6 +252,56 @@ class Preparing:
         half-made database, its Django child) and leaves the old state."""
         if self._proc.poll() is None:
             self._proc.send_signal(signal.SIGINT)
+
+
+def drop(
+    database: str,
+    *,
+    cwd: Optional[os.PathLike] = None,
+    env: Optional[Dict[str, str]] = None,
+) -> Dict[str, Any]:
+    """Run ``migsnap drop --json --database DATABASE``: drop it if migsnap
+    made it (a clone ``prepare`` handed out, a pool member, a template), and
+    return the JSON result (``database``, ``dropped``: false when there was
+    no such database). migsnap alone decides from its mark what is its to
+    drop; for any other database it refuses, and this raises MigsnapError
+    with its report (``error:`` and ``hint:`` lines). ``cwd`` and ``env``
+    as for ``prepare``, so that it finds the same server."""
+    proc = subprocess.run(
+        [find_binary(), "--quiet", "drop", "--json", "--database", database],
+        cwd=cwd,
+        env=_child_env(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+    )
+    if proc.returncode != 0:
+        said = proc.stderr.splitlines()
+        # From the `error:` line on; without one (killed by a signal, say),
+        # what it said last.
+        starts = [i for i, line in enumerate(said) if line.startswith("error:")]
+        report = said[starts[0] :] if starts else said[-20:]
+        raise MigsnapError(
+            "`migsnap drop --database %s` failed (exit code %d):\n%s"
+            % (database, proc.returncode, "\n".join(report).rstrip())
+        )
+    try:
+        return json.loads(proc.stdout)
+    except ValueError as e:
+        raise MigsnapError("migsnap printed no JSON result: %s\n%s" % (e, proc.stdout)) from e
+
+
+def _child_env(env: Optional[Dict[str, str]]) -> Dict[str, str]:
+    """The environment migsnap runs in: ``env`` (default: this process's)."""
+    child_env = dict(os.environ if env is None else env)
+    # The interpreter running the tests has the project's Django; prefer it
+    # unless the user chose one for migsnap explicitly.
+    child_env.setdefault("MIGSNAP_PYTHON", sys.executable)
+    # Its stderr is read here line by line (JSON events, and the error
+    # report) and shown by pytest: plain text, whatever CLICOLOR_FORCE says.
+    child_env["NO_COLOR"] = "1"
+    return child_env
 
 
 def _echo_to_stderr(line: Said) -> None:

@@ -17,14 +17,13 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from os import PathLike
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
+import migsnap
 from migsnap import MigsnapError, Preparing
 
 DEFAULT = "default"
-#: Comment migsnap puts on the databases it clones (src/pg/admin.rs,
-#: CLONE_COMMENT): teardown drops only a database that carries it.
-CLONE_COMMENT = "migsnap clone of "
 
 
 class Background:
@@ -225,26 +224,26 @@ def _point(alias: str, changes: Dict[str, str]) -> None:
             target.get("OPTIONS", {}).pop(key, None)
 
 
-def drop_clone(alias: str, name: str) -> Optional[str]:
+def drop_clone(alias: str, name: str, cwd: Optional[PathLike] = None) -> Optional[str]:
     """Drop ``name`` (on ``alias``'s server) if, and only if, it is a
-    database migsnap cloned; a warning to show otherwise."""
+    database migsnap made; a warning to show otherwise. ``migsnap drop``
+    decides, from the mark it put on the database: nothing here reads it."""
     from django.db import connections
 
-    connection = connections[alias]
-    connection.close()
-    with connection.creation._nodb_cursor() as cursor:
-        cursor.execute(
-            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') "
-            "FROM pg_database WHERE datname = %s",
-            [name],
-        )
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        if not row[0].startswith(CLONE_COMMENT):
-            return "migsnap: not dropping `%s`: it is not marked as a migsnap clone" % name
-        cursor.execute("DROP DATABASE %s" % connection.ops.quote_name(name))
+    # Our own session would keep the database from being dropped.
+    connections[alias].close()
+    try:
+        migsnap.drop(name, cwd=cwd)
+    except MigsnapError as e:
+        return "migsnap: not dropping `%s`: %s" % (name, _report(str(e)))
     return None
+
+
+def _report(message: str) -> str:
+    """migsnap's error report (after the line saying which command failed),
+    on one line: `refusing to drop …; hint: …`."""
+    lines = [line for line in message.splitlines()[1:] if line.strip()] or [message]
+    return "; ".join(line.removeprefix("error: ") for line in lines)
 
 
 def loads_as_built(result: Dict[str, Any]) -> bool:
@@ -376,8 +375,10 @@ class Setup:
     undoes it. ``results`` holds each prepared database's ``prepare``
     result by alias."""
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, cwd: Optional[PathLike] = None) -> None:
         self.layout = layout
+        #: Where migsnap runs (finds the project, its config and server).
+        self.cwd = cwd
         self.results: Dict[str, Dict[str, Any]] = {}
         #: (alias, name) of every clone made for this run: dropped at the end.
         self.made: List[Tuple[str, str]] = []
@@ -503,7 +504,7 @@ class Setup:
         if keepdb:
             return warnings
         for alias, name in self.made:
-            said = drop_clone(alias, name)
+            said = drop_clone(alias, name, self.cwd)
             if said:
                 warnings.append(said)
         for alias, old_name in self.others.items():

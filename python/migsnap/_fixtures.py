@@ -66,7 +66,7 @@ def django_db_setup(
                 "migsnap needs a PostgreSQL `default` database (found %s)"
                 % connections[DEFAULT_DB_ALIAS].vendor
             )
-        setup = _databases.Setup(layout)
+        setup = _databases.Setup(layout, config.rootpath)
         try:
             setup.prepare(
                 lambda db, name, again: _start(config, db.alias, name, again),
@@ -246,7 +246,7 @@ def _rebuild_in_controller(config: pytest.Config) -> None:
 
     voice = _voice.voice(config)
     try:
-        setup = _databases.Setup(_databases.layout(connections))
+        setup = _databases.Setup(_databases.layout(connections), config.rootpath)
     except MigsnapError as e:
         raise pytest.UsageError(str(e)) from None
     with config.stash[blocking_manager_key].unblock():
@@ -288,7 +288,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
     _databases.point_at("default", made)
     with config.stash[blocking_manager_key].unblock():
-        said = _databases.drop_clone("default", made["dbname"])
+        said = _databases.drop_clone("default", made["dbname"], config.rootpath)
     if said:
         _voice.voice(config).warn(said)
 

@@ -55,7 +55,7 @@ class DiscoverRunner(_DjangoDiscoverRunner):
 
         setup = _databases.Setup(_databases.Layout([], {}, []))
         try:
-            setup = _databases.Setup(_databases.layout(aliases))
+            setup = _databases.Setup(_databases.layout(aliases), cwd)
             setup.prepare(start, _say, rebuild=False, verify=True, warn=_say, clones=workers)
         except MigsnapError as e:
             for said in setup.teardown(verbosity=0, keepdb=False):

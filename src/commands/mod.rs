@@ -2,6 +2,7 @@
 
 mod check;
 mod diff;
+mod drop;
 mod gc;
 mod hints;
 mod key;
@@ -106,6 +107,7 @@ async fn dispatch<'a>(
         Command::Prepare(args) => prepare::run(settings, args, ui).await?,
         Command::Ls(args) => ls::run(settings, args, ui).await?,
         Command::Gc(args) => gc::run(settings, args, ui).await?,
+        Command::Drop(args) => drop::run(settings, args, ui).await?,
         Command::Server { action } => server::run(settings, action, ui).await?,
         Command::Key(args) => key::run(settings, args, ui)?,
         Command::SigningKey(args) => signing_key::run(settings, args, ui)?,

@@ -2,10 +2,12 @@
 //! clone, drop, and promote a build database to a template.
 //!
 //! Naming is the ownership rule (the shapes are in `crate::names`): migsnap
-//! drops only databases it named, and marks clones with a comment. Beyond
+//! drops only databases it named, and marks what it makes with a comment
+//! (`super::mark`). Beyond
 //! those it drops only a target the user named that looks like a test
 //! database (see `target_check`).
 
+use super::mark::Mark;
 use super::{db_error, quote_ident, quote_literal, ConnInfo};
 use crate::error::{Error, Result};
 use crate::key::{Key, LockId};
@@ -16,15 +18,6 @@ use tokio_postgres::Client;
 pub use super::lock::AdvisoryLock;
 
 pub use crate::names::PREFIX as TEMPLATE_PREFIX;
-/// v2: the comment also names the digest of the inputs the template was
-/// built from (`depends`); v1 templates match no key and are rebuilt.
-const TEMPLATE_COMMENT: &str = "migsnap template v2 key=";
-const INPUTS_MARK: &str = " inputs=";
-/// Ends the comment of a template restored from a foreign snapshot (kept
-/// under `trust-unsigned`, issue #21): it serves its own key, but is never
-/// the start of an incremental build.
-const FOREIGN_MARK: &str = " foreign";
-pub const CLONE_COMMENT: &str = "migsnap clone of ";
 /// PostgreSQL truncates identifiers at NAMEDATALEN-1 bytes.
 pub const MAX_NAME_BYTES: usize = 63;
 
@@ -39,10 +32,6 @@ pub fn build_name(key: &Key) -> String {
 /// Where `prepare` clones before renaming to the target (`DbName::Clone`).
 pub fn clone_scratch_name(target: &str) -> String {
     DbName::clone_for(target).to_string()
-}
-
-pub fn template_comment(key: &Key, inputs: &str) -> String {
-    format!("{TEMPLATE_COMMENT}{key}{INPUTS_MARK}{inputs}")
 }
 
 /// How `CREATE DATABASE … TEMPLATE` copies files (PostgreSQL 15+).
@@ -87,46 +76,91 @@ impl DbInfo {
         }
     }
 
-    /// A finished template for exactly this key, built from exactly these
-    /// inputs (the digest of its recorded `Depends`). The rename that creates
-    /// the name is the last step of a transaction that also sets the comment
-    /// and the template flags, so all three agree or the name does not exist.
-    /// It must also belong to the role migsnap connects as, as everything
-    /// migsnap makes does: on a shared server another role with CREATEDB
-    /// could otherwise plant a template under the name with a copied comment.
-    pub fn is_template_for(&self, key: &Key, inputs: &str) -> bool {
-        let comment = self
-            .comment
-            .strip_suffix(FOREIGN_MARK)
-            .unwrap_or(&self.comment);
-        self.is_template
-            && !self.allow_conn
-            && self.owned
-            && comment == template_comment(key, inputs)
+    /// What its comment says it is to migsnap (`None`: no mark of ours).
+    pub fn mark(&self) -> Option<Mark> {
+        Mark::parse(&self.comment)
     }
 
-    /// Whether it may be cloned for `key`: the key's finished template, and
-    /// not one a foreign snapshot made unless such snapshots are trusted
-    /// now (`trust-unsigned` turned off again must not leave the foreign
-    /// schema served from the server).
-    pub fn serves(&self, key: &Key, inputs: &str, trust_unsigned: bool) -> bool {
-        self.is_template_for(key, inputs) && (trust_unsigned || !self.is_foreign())
-    }
-
-    /// Restored from a foreign snapshot: never built on.
-    pub fn is_foreign(&self) -> bool {
-        self.comment.ends_with(FOREIGN_MARK)
-    }
-    /// The full key a finished template was made for (from its comment).
+    /// The full key a finished template was made for (from its mark).
     pub fn template_key(&self) -> Option<Key> {
-        let rest = self
-            .comment
-            .strip_prefix(TEMPLATE_COMMENT)
-            .filter(|_| self.is_template)?;
-        Key::parse(rest.split_once(INPUTS_MARK).map_or(rest, |(key, _)| key)).ok()
+        match self.mark() {
+            Some(Mark::Template { key, .. }) if self.is_template => Some(key),
+            _ => None,
+        }
     }
+
+    /// Carries a mark of migsnap's, of this version's formats or an older
+    /// one's (see `mark::by_migsnap`).
     pub fn made_by_migsnap(&self) -> bool {
-        self.comment.starts_with("migsnap ")
+        super::mark::by_migsnap(&self.comment)
+    }
+}
+
+/// What the database under a key's template name is, for the key and the
+/// inputs its snapshot records now: every "is the template ready?" asks
+/// this (`template_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateState {
+    /// No database has the name.
+    Missing,
+    /// One migsnap did not make (no mark of its own): never replaced.
+    NotOurs,
+    /// migsnap's, but not the finished template of this key built from these
+    /// inputs (another key with the same short form, other inputs, none
+    /// recorded now, an older format, another role's): built again.
+    Stale,
+    /// The finished template for this key and these inputs. `foreign`:
+    /// restored from a snapshot no trusted key signed.
+    Ready { foreign: bool },
+}
+
+impl TemplateState {
+    /// Whether it may be cloned: ready, and not made from a foreign
+    /// snapshot unless such snapshots are trusted now (`trust-unsigned`
+    /// turned off again must not leave the foreign schema served).
+    pub fn serves(self, trust_unsigned: bool) -> bool {
+        matches!(self, TemplateState::Ready { foreign } if trust_unsigned || !foreign)
+    }
+
+    /// Whether an incremental build may start from it: never from a
+    /// foreign snapshot's template (issue #21), whatever is trusted.
+    pub fn builds_on(self) -> bool {
+        self == TemplateState::Ready { foreign: false }
+    }
+
+    pub fn is_ready(self) -> bool {
+        matches!(self, TemplateState::Ready { .. })
+    }
+}
+
+/// What `found` (the database under `key`'s template name, if any) is for
+/// `key` built from `inputs` (the digest of its recorded `Depends`; `None`:
+/// no snapshot records any now, so no template can be current).
+///
+/// Ready takes the mark, the template flags and the owner together. The
+/// rename that creates the name is the last step of a transaction that also
+/// sets the mark and the flags (`promote`), so all agree or the name does not
+/// exist. It must also belong to the role migsnap connects as, as everything
+/// migsnap makes does: on a shared server another role with CREATEDB could
+/// otherwise plant a template under the name with a copied mark.
+pub fn template_state(found: Option<&DbInfo>, key: &Key, inputs: Option<&str>) -> TemplateState {
+    let Some(info) = found else {
+        return TemplateState::Missing;
+    };
+    if !info.made_by_migsnap() {
+        return TemplateState::NotOurs;
+    }
+    let finished = info.is_template && !info.allow_conn && info.owned;
+    match (info.mark(), inputs) {
+        (
+            Some(Mark::Template {
+                key: k,
+                inputs: i,
+                foreign,
+            }),
+            Some(inputs),
+        ) if finished && k == *key && i == inputs => TemplateState::Ready { foreign },
+        _ => TemplateState::Stale,
     }
 }
 
@@ -179,6 +213,12 @@ impl Admin {
 
     pub async fn database(&self, name: &str) -> Result<Option<DbInfo>> {
         Ok(self.databases(&[name]).await?.into_iter().next())
+    }
+
+    /// `template_state` of what is under `key`'s template name now.
+    pub async fn template_state(&self, key: &Key, inputs: Option<&str>) -> Result<TemplateState> {
+        let found = self.database(&template_name(key)).await?;
+        Ok(template_state(found.as_ref(), key, inputs))
     }
 
     /// Every database whose name starts with `prefix`.
@@ -241,11 +281,12 @@ impl Admin {
         })
     }
 
-    pub async fn comment(&self, name: &str, text: &str) -> Result<()> {
+    /// Put `mark` on `name` as its comment: how migsnap claims a database.
+    pub async fn mark(&self, name: &str, mark: &Mark) -> Result<()> {
         let sql = format!(
             "COMMENT ON DATABASE {} IS {}",
             quote_ident(name),
-            quote_literal(text)
+            quote_literal(&mark.encode())
         );
         self.client
             .batch_execute(&sql)
@@ -348,11 +389,14 @@ impl Admin {
              ALTER DATABASE {b} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false; \
              ALTER DATABASE {b} RENAME TO {t}; \
              COMMIT",
-            c = quote_literal(&format!(
-                "{}{}",
-                template_comment(key, inputs),
-                if foreign { FOREIGN_MARK } else { "" }
-            ))
+            c = quote_literal(
+                &Mark::Template {
+                    key: key.clone(),
+                    inputs: inputs.into(),
+                    foreign
+                }
+                .encode()
+            )
         );
         let res = self.client.batch_execute(&sql).await;
         if res.is_err() {
@@ -402,7 +446,7 @@ impl Admin {
         &self,
         new: &str,
         target: &str,
-        comment: &str,
+        mark: &Mark,
         aside: Option<&str>,
     ) -> Result<bool> {
         let (n, t) = (quote_ident(new), quote_ident(target));
@@ -412,7 +456,7 @@ impl Admin {
         let sql = format!(
             "BEGIN; {set_aside}COMMENT ON DATABASE {n} IS {c}; \
              ALTER DATABASE {n} ALLOW_CONNECTIONS true; ALTER DATABASE {n} RENAME TO {t}; COMMIT",
-            c = quote_literal(comment),
+            c = quote_literal(&mark.encode()),
         );
         let res = self.client.batch_execute(&sql).await;
         if res.is_err() {
@@ -781,7 +825,7 @@ impl Admin {
         &self,
         new: &str,
         target: &str,
-        comment: &str,
+        mark: &Mark,
         existing: Option<&DbInfo>,
         force: bool,
     ) -> Result<Option<String>> {
@@ -792,7 +836,7 @@ impl Admin {
             }
             None => None,
         };
-        if !self.swap_in(new, target, comment, aside.as_deref()).await? {
+        if !self.swap_in(new, target, mark, aside.as_deref()).await? {
             return Err(Error::internal(format!(
                 "the new database `{new}` vanished before it was put in place"
             )));
@@ -846,7 +890,8 @@ pub fn target_check(
         return Err(BadTarget::Reserved { name: name.into() });
     }
     let Some(info) = existing else { return Ok(()) };
-    if info.comment.starts_with(CLONE_COMMENT) || name.starts_with("test_") || force {
+    let clone = matches!(info.mark(), Some(Mark::Clone { .. }));
+    if clone || name.starts_with("test_") || force {
         return Ok(());
     }
     Err(BadTarget::NotOurs { name: name.into() })
@@ -888,7 +933,7 @@ mod tests {
         assert!(target_check("test_app", Some(&db("test_app", "")), "postgres", false).is_ok());
         assert!(target_check(
             "ci_app",
-            Some(&db("ci_app", "migsnap clone of ab")),
+            Some(&db("ci_app", "migsnap clone of 0123456789abcdef")),
             "postgres",
             false
         )
@@ -910,5 +955,81 @@ mod tests {
             );
         }
         assert!(target_check(&"x".repeat(64), None, "postgres", false).is_err());
+    }
+
+    #[test]
+    fn a_template_is_ready_only_as_promote_leaves_it() {
+        const K: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        const I: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+        let key = Key::parse(K).expect("key");
+        let other = Key::parse(&"f".repeat(64)).expect("key");
+        let mark = |key: &Key, foreign| {
+            Mark::Template {
+                key: key.clone(),
+                inputs: I.into(),
+                foreign,
+            }
+            .encode()
+        };
+        let finished = |comment: &str| DbInfo {
+            is_template: true,
+            allow_conn: false,
+            ..db("migsnap_0123456789abcdef", comment)
+        };
+        let state = |info: &DbInfo| template_state(Some(info), &key, Some(I));
+        use TemplateState::*;
+
+        assert_eq!(template_state(None, &key, Some(I)), Missing);
+        assert_eq!(
+            state(&finished(&mark(&key, false))),
+            Ready { foreign: false }
+        );
+        assert_eq!(state(&finished(&mark(&key, true))), Ready { foreign: true });
+        // Someone else's database under the name.
+        assert_eq!(state(&finished("")), NotOurs);
+        assert_eq!(state(&finished("my template")), NotOurs);
+        // migsnap's, but not this key's template from these inputs.
+        assert_eq!(state(&finished(&mark(&other, false))), Stale);
+        assert_eq!(
+            template_state(
+                Some(&finished(&mark(&key, false))),
+                &key,
+                Some(&"0".repeat(64))
+            ),
+            Stale
+        );
+        assert_eq!(
+            template_state(Some(&finished(&mark(&key, false))), &key, None),
+            Stale
+        );
+        assert_eq!(
+            state(&finished(&format!("migsnap template v1 key={K}"))),
+            Stale
+        );
+        assert_eq!(state(&finished("migsnap clone of 0123456789abcdef")), Stale);
+        // The mark without the flags promote sets with it, or another role's.
+        let unflagged = DbInfo {
+            is_template: false,
+            ..finished(&mark(&key, false))
+        };
+        let open = DbInfo {
+            allow_conn: true,
+            ..finished(&mark(&key, false))
+        };
+        let planted = DbInfo {
+            owned: false,
+            ..finished(&mark(&key, false))
+        };
+        for info in [unflagged, open, planted] {
+            assert_eq!(state(&info), Stale, "{info:?}");
+        }
+
+        // Served, and built on.
+        assert!(Ready { foreign: false }.serves(false));
+        assert!(Ready { foreign: true }.serves(true));
+        assert!(!Ready { foreign: true }.serves(false));
+        assert!(!Stale.serves(true) && !Missing.serves(true) && !NotOurs.serves(true));
+        assert!(Ready { foreign: false }.builds_on());
+        assert!(!Ready { foreign: true }.builds_on());
     }
 }

@@ -6,6 +6,7 @@ pub mod dump;
 pub mod dump_reader;
 pub mod extension;
 pub mod lock;
+pub mod mark;
 pub mod restore;
 pub mod tools;
 
