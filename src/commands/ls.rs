@@ -26,6 +26,33 @@ struct LsOutput<'a> {
     /// Snapshots in the cache dir of other projects (or of no recorded
     /// project), not listed without `--all-projects`.
     other_projects: usize,
+    /// This project's snapshots whose manifest `prepare` refuses (unsigned,
+    /// signed by an untrusted key, a signature that does not verify): it
+    /// discards and rebuilds them, so they are not in `snapshots`.
+    refused: Vec<RefusedRow>,
+}
+
+/// `listed` (read without refusing any) split into what `strict` (the
+/// trust `prepare` uses) accepts and what it refuses, with why.
+fn refused_apart(listed: Vec<Manifest>, strict: &Store) -> (Vec<Manifest>, Vec<RefusedRow>) {
+    let mut kept = Vec::new();
+    let mut refused = Vec::new();
+    for m in listed {
+        // Authenticated, or accepted as foreign under `trust-unsigned`.
+        if m.authenticated || strict.trust().trust_unsigned {
+            kept.push(m);
+            continue;
+        }
+        match strict.load(&m.key) {
+            Ok(Some(_)) => kept.push(m),
+            Ok(None) => {}
+            Err(e) => refused.push(RefusedRow {
+                key: m.key,
+                reason: migsnap::error::one_line(&e),
+            }),
+        }
+    }
+    (kept, refused)
 }
 
 #[derive(serde::Serialize)]
@@ -99,19 +126,22 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
         return run_remote(settings, args, ui).await;
     }
     let fp = fingerprint::compute(&settings.ctx.key)?;
-    // Every snapshot in the cache dir, foreign or not, as before signatures
-    // were checked by default: a listing restores nothing.
+    // Every snapshot in the cache dir, foreign or not (a listing restores
+    // nothing), judged as `prepare` judges it: what it would refuse is
+    // listed apart with the reason, never as a snapshot it serves.
     let store = Store::new(&settings.ctx.cache.dir).with_trust(migsnap::sign::Trust {
         trust_unsigned: true,
         ..settings.ctx.cache.trust.clone()
     });
+    let strict = Store::new(&settings.ctx.cache.dir).with_trust(settings.ctx.cache.trust.clone());
     // Each alias's current key is current (`*`).
     let current = fp.current_keys(
         &settings.ctx.key,
         store.aliases().iter().map(String::as_str),
     );
-    let (manifests, others) =
+    let (listed, others) =
         store.project_manifests(settings.ctx.project_dir(), &current, args.all_projects);
+    let (manifests, refused) = refused_apart(listed, &strict);
     let cached: BTreeSet<&Key> = manifests.iter().map(|m| &m.key).collect();
     // Templates of snapshots another project built are that project's.
     let theirs: BTreeSet<&Key> = others.iter().map(|m| &m.key).collect();
@@ -168,6 +198,7 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
         pool,
         pool_size: settings.ctx.pool,
         other_projects: others.len(),
+        refused,
     };
     if args.json {
         super::print_json(&out)?;
@@ -318,6 +349,9 @@ fn render(out: &LsOutput<'_>) -> String {
         .iter()
         .map(|s| (s, if s.template { "  [template]" } else { "" }));
     let mut text = snapshot_lines(&out.cache_dir, &out.current_key, rows);
+    for r in &out.refused {
+        text.push_str(&format!("  {}!  refused: {}\n", r.key.short(), r.reason));
+    }
     match &out.templates {
         None => text.push_str("templates: (server unreachable)\n"),
         Some(ts) => {
