@@ -306,10 +306,7 @@ impl Settings {
                 alias,
             },
             server,
-            cache: CacheDir {
-                dir: cache_dir,
-                trust,
-            },
+            cache: CacheDir::new(cache_dir, trust),
             build: BuildOptions {
                 clone_strategy: file.clone_strategy.unwrap_or_default(),
                 restore_jobs,
