@@ -157,7 +157,7 @@ pub async fn maintain(ctx: &Ctx, size: usize, start_server: bool, ui: &Ui) -> Re
         }
     }
 
-    let fp = crate::fingerprint::compute(&ctx.key)?;
+    let fp = crate::fingerprint::compute_async(&ctx.key).await?;
     let store = ctx.store()?;
     let inputs = crate::engine::current_inputs(&store, &fp, ctx.project_dir());
     let template_name = admin::template_name(&fp.key);

@@ -233,3 +233,39 @@ fn the_checker_sees_a_cycle_when_there_is_one() {
         Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
     );
 }
+
+/// Hashing the migration files reads every one of them: from async code it
+/// runs on the blocking pool (`fingerprint::compute_async`, or inside a
+/// `blocking(` closure), never inline on the runtime, where it stalls the
+/// connection tasks and Ctrl-C (issue #23). Only the synchronous `key`
+/// command hashes inline.
+#[test]
+fn hashing_never_runs_on_the_runtime() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    let mut inline = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(&src).expect("under src");
+        let rel = rel.to_str().expect("utf-8 path").to_string();
+        if rel == "fingerprint.rs" || rel == "commands/key.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("read source");
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        let lines: Vec<&str> = code.split('\n').collect();
+        for (i, line) in lines.iter().enumerate() {
+            let hashes = ["fingerprint::compute(", "compute_noting_links("]
+                .iter()
+                .any(|c| line.contains(c));
+            // The closure opens at most a few lines above the call.
+            let off_runtime = lines[i.saturating_sub(3)..=i]
+                .iter()
+                .any(|l| l.contains("blocking(") || l.contains("spawn_blocking("));
+            if hashes && !off_runtime {
+                inline.push(format!("{rel}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(inline.is_empty(), "hashing inline: {inline:?}");
+}

@@ -122,7 +122,7 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
     if args.remote {
         return run_remote(settings, args, ui).await;
     }
-    let fp = fingerprint::compute(&settings.ctx.key)?;
+    let fp = fingerprint::compute_async(&settings.ctx.key).await?;
     let store = settings.ctx.store()?;
     let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
     let current = fp.current_keys(
@@ -168,7 +168,7 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
 /// left alone and reported: it may be someone else's.
 async fn run_remote(settings: &Settings, args: &GcArgs, ui: &Ui) -> Result<u8> {
     use migsnap::remote::{Listing, ObjectKind};
-    let fp = fingerprint::compute(&settings.ctx.key)?;
+    let fp = fingerprint::compute_async(&settings.ctx.key).await?;
     let remote = migsnap::shared::configured(&settings.ctx)?;
     let cache = remote.manifest_cache(settings.ctx.store()?.dir())?;
     let found = remote.manifests(&cache).await?;

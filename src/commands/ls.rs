@@ -125,7 +125,7 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
     if args.remote {
         return run_remote(settings, args, ui).await;
     }
-    let fp = fingerprint::compute(&settings.ctx.key)?;
+    let fp = fingerprint::compute_async(&settings.ctx.key).await?;
     // Every snapshot in the cache dir, foreign or not (a listing restores
     // nothing), judged as `prepare` judges it: what it would refuse is
     // listed apart with the reason, never as a snapshot it serves.
@@ -271,7 +271,7 @@ fn snapshot_lines<'a>(
 /// in the cache dir). A store that cannot be read is this command's
 /// failure (exit 6).
 async fn run_remote(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
-    let fp = fingerprint::compute(&settings.ctx.key)?;
+    let fp = fingerprint::compute_async(&settings.ctx.key).await?;
     let remote = migsnap::shared::configured(&settings.ctx)?;
     let store = settings.ctx.store()?;
     let found = remote

@@ -23,7 +23,7 @@ struct SyncOutput<'a> {
 }
 
 pub async fn push(settings: &Settings, args: &SyncArgs, ui: &Ui) -> Result<u8> {
-    let key = key_of(settings, args)?;
+    let key = key_of(settings, args).await?;
     let started = Instant::now();
     let remote = shared::configured(&settings.ctx)?;
     ui.info(format!(
@@ -39,7 +39,7 @@ pub async fn push(settings: &Settings, args: &SyncArgs, ui: &Ui) -> Result<u8> {
 }
 
 pub async fn pull(settings: &Settings, args: &SyncArgs, ui: &Ui) -> Result<u8> {
-    let key = key_of(settings, args)?;
+    let key = key_of(settings, args).await?;
     let started = Instant::now();
     let remote = shared::configured(&settings.ctx)?;
     let (result, bytes) = match shared::pull(&settings.ctx, &key, ui).await? {
@@ -81,11 +81,13 @@ fn report(
 }
 
 /// `--key`, else the current migration files' key.
-fn key_of(settings: &Settings, args: &SyncArgs) -> Result<Key> {
+async fn key_of(settings: &Settings, args: &SyncArgs) -> Result<Key> {
     match &args.key {
         Some(k) => Key::parse(k).map_err(|e| {
             Error::usage(e.to_string()).hint("pass the full key, as `migsnap key` prints it")
         }),
-        None => Ok(migsnap::fingerprint::compute(&settings.ctx.key)?.key),
+        None => Ok(migsnap::fingerprint::compute_async(&settings.ctx.key)
+            .await?
+            .key),
     }
 }
