@@ -48,6 +48,9 @@ pub struct BuildOptions {
     /// Extensions migsnap creates before restoring a snapshot that needs
     /// them (`trusted-extensions`); a snapshot needing any other is refused.
     pub trusted_extensions: Vec<String>,
+    /// Where pg_dump is found (on any server; the embedded one has its own
+    /// copy for initdb and pg_ctl).
+    pub programs: crate::pg::tools::Programs,
 }
 
 /// The cache dir, and what signs what is written to it (and pushed) and
@@ -201,7 +204,7 @@ impl Ctx {
             return Ok(());
         }
         for program in ["pg_dump", "initdb", "pg_ctl"] {
-            crate::pg::tools::find(program, None)?;
+            server.host.programs.find(program, None)?;
         }
         Ok(())
     }

@@ -42,6 +42,9 @@ pub const SERVER_PORT: &str = "MIGSNAP_SERVER_PORT";
 pub const POOL: &str = "MIGSNAP_POOL";
 /// Directory holding pg_dump, initdb, pg_ctl; searched before PATH.
 pub const PG_BINDIR: &str = "MIGSNAP_PG_BINDIR";
+/// The shell's search path: PostgreSQL's programs are looked for in it
+/// after `MIGSNAP_PG_BINDIR`.
+pub const PATH: &str = "PATH";
 /// Django's own settings variable; used when no settings module is configured.
 pub const DJANGO_SETTINGS_MODULE: &str = "DJANGO_SETTINGS_MODULE";
 /// Set by `activate`; its interpreter is preferred over `python3`.
@@ -178,6 +181,13 @@ pub fn path(name: &str) -> Option<std::path::PathBuf> {
     std::env::var_os(name)
         .filter(|v| !v.is_empty())
         .map(std::path::PathBuf::from)
+}
+
+/// A search-path variable (`PATH`) as its directories, in order.
+pub fn dirs(name: &str) -> Vec<std::path::PathBuf> {
+    std::env::var_os(name)
+        .map(|v| std::env::split_paths(&v).collect())
+        .unwrap_or_default()
 }
 
 /// A variable's bytes (a secret need not be text); empty is unset.

@@ -110,6 +110,9 @@ pub struct Settings {
     /// `pool` came from MIGSNAP_POOL or the config, not from what the
     /// pytest plugin recorded (`prepare --pool-default` may then set it).
     pub pool_configured: bool,
+    /// How embedded servers run here, for any of them (`server ls`), not
+    /// only the configured one.
+    pub host: migsnap::embedded::Host,
 }
 
 impl Settings {
@@ -181,6 +184,19 @@ impl Settings {
 
         let trust = trust(&file, cache_secret, &rel)?;
 
+        // Where the PostgreSQL programs are, and how the embedded server
+        // runs: resolved here, so the library reads no environment.
+        let programs = migsnap::pg::tools::Programs {
+            bindir: env::path(env::PG_BINDIR),
+            path: env::dirs(env::PATH),
+        };
+        let host = migsnap::embedded::Host {
+            programs: programs.clone(),
+            lock_timeout: env::seconds(env::SERVER_LOCK_TIMEOUT)?
+                .unwrap_or(migsnap::embedded::DEFAULT_LOCK_TIMEOUT),
+            user: env::var(env::SERVER_USER).unwrap_or_else(|| "postgres".to_string()),
+        };
+
         let server = match args
             .server_url
             .clone()
@@ -192,7 +208,7 @@ impl Settings {
                 let dir = env::path(env::SERVER_DIR)
                     .or_else(|| file.server_dir.as_deref().map(rel))
                     .unwrap_or_else(|| migsnap::embedded::default_server_dir(&cache_dir));
-                ServerChoice::Embedded(migsnap::embedded::Embedded::new(&dir, port))
+                ServerChoice::Embedded(migsnap::embedded::Embedded::new(&dir, port, host.clone()))
             }
         };
 
@@ -313,6 +329,7 @@ impl Settings {
                 trusted_extensions: file
                     .trusted_extensions
                     .unwrap_or_else(|| owned(migsnap::pg::extension::DEFAULT_TRUSTED)),
+                programs,
             },
             pool,
             remote,
@@ -325,6 +342,7 @@ impl Settings {
             lint_rules: lint_rules(file.lint_rules.unwrap_or_default())?,
             quiet: args.quiet,
             pool_configured,
+            host,
         })
     }
 }

@@ -234,6 +234,63 @@ fn the_checker_sees_a_cycle_when_there_is_one() {
     );
 }
 
+/// Every library source file (not the binary's: `main`, `cli`,
+/// `commands/`, `settings`) as (path under src, text without unit tests).
+fn library_sources() -> Vec<(String, String)> {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    files
+        .into_iter()
+        .filter_map(|file| {
+            let rel = file.strip_prefix(&src).expect("under src");
+            let rel = rel.to_str().expect("utf-8 path").to_string();
+            let binary = ["main.rs", "cli.rs", "settings.rs"].contains(&rel.as_str())
+                || rel.starts_with("commands/");
+            if binary {
+                return None;
+            }
+            let text = std::fs::read_to_string(&file).expect("read source");
+            let code = text.split("#[cfg(test)]").next().unwrap_or("").to_string();
+            Some((rel, code))
+        })
+        .collect()
+}
+
+/// The library is told its settings (`context::Ctx`), never reads them from
+/// the environment behind the settings' back (issue #23): only `env` (the
+/// readers the settings call) and the test-only `failpoint` hooks read
+/// variables. Naming a variable in a message is fine.
+#[test]
+fn the_library_reads_no_environment() {
+    const READS: &[&str] = &[
+        "env::var(",
+        "env::var_os(",
+        "env::vars(",
+        "env::path(",
+        "env::bytes(",
+        "env::seconds(",
+        "env::dirs(",
+        "env::backend_vars(",
+        "env::check(",
+    ];
+    let mut found = Vec::new();
+    for (rel, code) in library_sources() {
+        if rel == "env.rs" || rel == "failpoint.rs" {
+            continue;
+        }
+        for read in READS {
+            if code.contains(read) {
+                found.push(format!("{rel}: {read}"));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "environment read in the library: {found:?}"
+    );
+}
+
 /// Hashing the migration files reads every one of them: from async code it
 /// runs on the blocking pool (`fingerprint::compute_async`, or inside a
 /// `blocking(` closure), never inline on the runtime, where it stalls the
