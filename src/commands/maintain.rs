@@ -135,7 +135,8 @@ mod tests {
             alias: Some("other".into()),
             ..Default::default()
         };
-        let settings = Settings::resolve(&overrides).expect("resolve");
+        let settings = Settings::resolve_in(&overrides, &migsnap::env::Environment::default())
+            .expect("resolve");
         let cmd = command(&settings, std::path::Path::new("migsnap"));
         assert_eq!(
             env_of(&cmd, migsnap::env::REMOTE),
@@ -159,8 +160,8 @@ mod tests {
             remote: None,
             ..overrides
         };
-        let mut settings = Settings::resolve(&none).expect("resolve");
-        settings.ctx.remote = None;
+        let settings =
+            Settings::resolve_in(&none, &migsnap::env::Environment::default()).expect("resolve");
         let cmd = command(&settings, std::path::Path::new("migsnap"));
         assert_eq!(
             env_of(&cmd, migsnap::env::REMOTE),
