@@ -15,6 +15,8 @@
 //!   (`src/settings.rs`) live in the binary, so no library module can reach
 //!   them (the compiler enforces that one); the library takes a resolved
 //!   `context::Ctx`;
+//! - what `ls` lists and `gc` keeps (`listing`) is decided from manifests
+//!   alone: no server, no Django, no settings, no store client;
 //! - the use cases (`prepare`, `check`, `plan`, `schema`, `diff`) sit on
 //!   top: nothing below them (the key, the store, `pg`) reaches up into
 //!   one; `schema` reads a catalog with `check`'s index reader, and `diff`
@@ -190,6 +192,13 @@ fn the_layers_keep_their_arrows() {
             &[
                 "django", "store", "context", "engine", "embedded", "depends", "plan", "schema",
                 "diff",
+            ],
+        ),
+        // What `ls` lists and `gc` keeps is decided from manifests alone.
+        (
+            "listing",
+            &[
+                "pg", "embedded", "django", "engine", "context", "remote", "shared",
             ],
         ),
         // `check` compares catalogs; `schema` and `diff` build on it, not

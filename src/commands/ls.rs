@@ -6,6 +6,7 @@ use crate::settings::Settings;
 use migsnap::error::{exit, Result};
 use migsnap::fingerprint;
 use migsnap::key::Key;
+use migsnap::listing::Refused;
 use migsnap::names::DbName;
 use migsnap::pg::admin::{DbInfo, TEMPLATE_PREFIX};
 use migsnap::store::{self, Manifest, Store};
@@ -29,30 +30,7 @@ struct LsOutput<'a> {
     /// This project's snapshots whose manifest `prepare` refuses (unsigned,
     /// signed by an untrusted key, a signature that does not verify): it
     /// discards and rebuilds them, so they are not in `snapshots`.
-    refused: Vec<RefusedRow>,
-}
-
-/// `listed` (read without refusing any) split into what `strict` (the
-/// trust `prepare` uses) accepts and what it refuses, with why.
-fn refused_apart(listed: Vec<Manifest>, strict: &Store) -> (Vec<Manifest>, Vec<RefusedRow>) {
-    let mut kept = Vec::new();
-    let mut refused = Vec::new();
-    for m in listed {
-        // Authenticated, or accepted as foreign under `trust-unsigned`.
-        if m.authenticated || strict.trust().trust_unsigned {
-            kept.push(m);
-            continue;
-        }
-        match strict.load(&m.key) {
-            Ok(Some(_)) => kept.push(m),
-            Ok(None) => {}
-            Err(e) => refused.push(RefusedRow {
-                key: m.key,
-                reason: migsnap::error::one_line(&e),
-            }),
-        }
-    }
-    (kept, refused)
+    refused: Vec<Refused>,
 }
 
 #[derive(serde::Serialize)]
@@ -104,7 +82,7 @@ struct RemoteLsOutput<'a> {
     remote: String,
     snapshots: Vec<RemoteRow<'a>>,
     /// Snapshots whose manifest failed its checks (damaged, unsigned, …).
-    refused: Vec<RefusedRow>,
+    refused: Vec<Refused>,
 }
 
 #[derive(serde::Serialize)]
@@ -113,12 +91,6 @@ struct RemoteRow<'a> {
     row: SnapshotRow<'a>,
     /// This cache dir has the snapshot too.
     cached: bool,
-}
-
-#[derive(serde::Serialize)]
-struct RefusedRow {
-    key: Key,
-    reason: String,
 }
 
 pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
@@ -141,7 +113,7 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
     );
     let (listed, others) =
         store.project_manifests(settings.ctx.project_dir(), &current, args.all_projects);
-    let (manifests, refused) = refused_apart(listed, &strict);
+    let (manifests, refused) = migsnap::listing::refused_apart(listed, &strict);
     let cached: BTreeSet<&Key> = manifests.iter().map(|m| &m.key).collect();
     // Templates of snapshots another project built are that project's.
     let theirs: BTreeSet<&Key> = others.iter().map(|m| &m.key).collect();
@@ -297,7 +269,7 @@ async fn run_remote(settings: &Settings, args: &LsArgs, ui: &Ui) -> Result<u8> {
         refused: found
             .refused
             .into_iter()
-            .map(|(key, e)| RefusedRow {
+            .map(|(key, e)| Refused {
                 key,
                 reason: migsnap::error::one_line(&e),
             })
