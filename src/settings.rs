@@ -8,6 +8,12 @@
 //! config's `settings`, then `DJANGO_SETTINGS_MODULE` (Django's variable,
 //! which a shell or pytest-django may export for its own reasons). Unknown
 //! config keys are an error: a typo must not silently fall back to a default.
+//!
+//! Each layered setting is written once as `flag.combine(env).combine(file)`
+//! over values that keep their `Origin`, so the order is visible per field
+//! and a message can name where a bad value was set. The environment is
+//! read once (`env::Environment`), which also lets the unit tests below pin
+//! the precedence without touching the process's environment.
 
 use migsnap::context::{
     BuildOptions, CacheDir, CloneStrategy, Ctx, DjangoRunner, RemoteSettings, ServerChoice,
