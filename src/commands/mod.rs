@@ -49,7 +49,8 @@ fn run_command(cli: Cli) -> Result<u8> {
     if starts_slow_work {
         settings.ctx.check_before_starting()?;
     }
-    // A current-thread runtime starts no thread: `key` pays nothing for it.
+    // A current-thread runtime: `key` pays for one thread only, the blocking
+    // one its hashing runs on.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -103,7 +104,7 @@ async fn dispatch<'a>(command: &'a Command, settings: &Settings, ui: &Ui) -> Res
         Command::Ls(args) => ls::run(settings, args, ui).await?,
         Command::Gc(args) => gc::run(settings, args, ui).await?,
         Command::Server { action } => server::run(settings, action, ui).await?,
-        Command::Key(args) => key::run(settings, args, ui)?,
+        Command::Key(args) => key::run(settings, args, ui).await?,
         Command::SigningKey(args) => signing_key::run(settings, args, ui)?,
         Command::Push(args) => sync::push(settings, args, ui).await?,
         Command::Pull(args) => sync::pull(settings, args, ui).await?,
