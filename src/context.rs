@@ -11,6 +11,7 @@ use crate::remote::{Remote, RemoteError};
 use crate::sign::Trust;
 use crate::store::Store;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Where the database server is.
@@ -47,6 +48,9 @@ pub struct BuildOptions {
     /// Extensions migsnap creates before restoring a snapshot that needs
     /// them (`trusted-extensions`); a snapshot needing any other is refused.
     pub trusted_extensions: Vec<String>,
+    /// Where pg_dump is found (on any server; the embedded one has its own
+    /// copy for initdb and pg_ctl).
+    pub programs: crate::pg::tools::Programs,
 }
 
 /// The cache dir, and what signs what is written to it (and pushed) and
@@ -55,6 +59,57 @@ pub struct BuildOptions {
 pub struct CacheDir {
     pub dir: PathBuf,
     pub trust: Trust,
+    /// `Ctx::store`, once made: the mkdir and the ownership check run once
+    /// per command, not once per use case that asks (issue #23).
+    opened: OnceLock<Store>,
+}
+
+impl CacheDir {
+    pub fn new(dir: PathBuf, trust: Trust) -> CacheDir {
+        CacheDir {
+            dir,
+            trust,
+            opened: OnceLock::new(),
+        }
+    }
+
+    /// The cache dir, created on first use (0700: only we may write the
+    /// SQL it holds) and refused when others could write to it, as a store
+    /// that signs and checks with the configured keys and secret. Made
+    /// once; a failure is not kept, so it is reported wherever it is asked.
+    pub fn store(&self) -> Result<Store> {
+        if let Some(store) = self.opened.get() {
+            return Ok(store.clone());
+        }
+        let store = self.open_store()?;
+        Ok(self.opened.get_or_init(|| store).clone())
+    }
+
+    fn open_store(&self) -> Result<Store> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = &self.dir;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                let what = if dir.exists() {
+                    "it exists and is not a directory"
+                } else {
+                    "it must be a directory you can create and write"
+                };
+                Error::usage(format!(
+                    "cannot create the cache directory `{}`",
+                    dir.display()
+                ))
+                .source(e)
+                .hint(format!(
+                    "{what}: point MIGSNAP_CACHE_DIR (or --cache-dir) at one"
+                ))
+            })?;
+        crate::store::check_cache_dir(dir)?;
+        Ok(Store::new(dir).with_trust(self.trust.clone()))
+    }
 }
 
 /// The shared snapshot store (`remote`), when one is configured.
@@ -111,33 +166,9 @@ impl Ctx {
         }
     }
 
-    /// The cache dir, created on first use (0700: only we may write the
-    /// SQL it holds) and refused when others could write to it, as a store
-    /// that signs and checks with the configured keys and secret.
+    /// The cache dir as a store (`CacheDir::store`).
     pub fn store(&self) -> Result<Store> {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = &self.cache.dir;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| {
-                let what = if dir.exists() {
-                    "it exists and is not a directory"
-                } else {
-                    "it must be a directory you can create and write"
-                };
-                Error::usage(format!(
-                    "cannot create the cache directory `{}`",
-                    dir.display()
-                ))
-                .source(e)
-                .hint(format!(
-                    "{what}: point MIGSNAP_CACHE_DIR (or --cache-dir) at one"
-                ))
-            })?;
-        crate::store::check_cache_dir(dir)?;
-        Ok(Store::new(dir).with_trust(self.cache.trust.clone()))
+        self.cache.store()
     }
 
     /// The client for the configured snapshot store, signing and checking
@@ -173,8 +204,33 @@ impl Ctx {
             return Ok(());
         }
         for program in ["pg_dump", "initdb", "pg_ctl"] {
-            crate::pg::tools::find(program, None)?;
+            server.host.programs.find(program, None)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The cache dir is created and checked when first asked for, then the
+    /// same store is handed out: a dir opened to others since is not
+    /// noticed by the same command (a fresh one refuses it).
+    #[test]
+    fn the_store_is_opened_once_per_cache_dir() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("cache");
+        let cache = CacheDir::new(dir.clone(), Trust::default());
+        let store = cache.store().expect("made and checked");
+        assert_eq!(store.dir(), dir);
+        let mode = std::fs::metadata(&dir).expect("made").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert_eq!(cache.store().expect("not checked again").dir(), dir);
+        assert_eq!(cache.clone().store().expect("clones share it").dir(), dir);
+        let fresh = CacheDir::new(dir, Trust::default());
+        assert!(fresh.store().is_err(), "a dir others can write is refused");
     }
 }

@@ -175,7 +175,7 @@ pub async fn against(ctx: &Ctx, url: &str, ui: &Events) -> Result<Diffed> {
         .map_err(|e| db_error(format!("cannot read the schema of `{db}`"), e))?;
     drop(client);
 
-    let fp = fingerprint::compute(&ctx.key)?;
+    let fp = fingerprint::compute_async(&ctx.key).await?;
     let expected = schema::of_key(ctx, &fp, ui).await?;
     let mut differences = compare(&expected.schema, &live);
     let sources = check::migration_sources(ctx, &fp, &[]);

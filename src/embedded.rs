@@ -21,7 +21,8 @@
 
 use crate::env;
 use crate::error::{Context, Error, Kind, Result};
-use crate::pg::{tools, ConnInfo};
+use crate::pg::tools::Programs;
+use crate::pg::ConnInfo;
 use crate::report::Events;
 use nix::libc;
 use std::io::{Read, Write};
@@ -111,6 +112,30 @@ pub struct Embedded {
     /// Also listen on 127.0.0.1 at this port (`server-port`); None = Unix
     /// socket only.
     pub tcp_port: Option<u16>,
+    pub host: Host,
+}
+
+/// How this machine runs an embedded server, as the caller resolved it
+/// (the library reads no environment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// Where initdb and pg_ctl are found.
+    pub programs: Programs,
+    /// How long `start` waits for another migsnap starting the same
+    /// server (`MIGSNAP_SERVER_LOCK_TIMEOUT`).
+    pub lock_timeout: Duration,
+    /// As root, the unprivileged user that runs it (`MIGSNAP_SERVER_USER`).
+    pub user: String,
+}
+
+impl Default for Host {
+    fn default() -> Host {
+        Host {
+            programs: Programs::default(),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            user: "postgres".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -127,22 +152,23 @@ pub struct Status {
 }
 
 impl Embedded {
-    pub fn new(dir: &Path, tcp_port: Option<u16>) -> Embedded {
+    pub fn new(dir: &Path, tcp_port: Option<u16>, host: Host) -> Embedded {
         Embedded {
             dir: dir.to_path_buf(),
             tcp_port,
+            host,
         }
     }
 
     /// The server in `dir` as it was started: with the port its
     /// postmaster.pid records (the socket's name), for `server ls`.
-    pub fn found(dir: &Path) -> Embedded {
-        let server = Embedded::new(dir, None);
-        let port = read_nofollow(&server.data().join("postmaster.pid"))
+    pub fn found(dir: &Path, host: Host) -> Embedded {
+        let mut server = Embedded::new(dir, None, host);
+        server.tcp_port = read_nofollow(&server.data().join("postmaster.pid"))
             .ok()
             .and_then(|t| t.split('\n').nth(3)?.trim().parse::<u16>().ok())
             .filter(|p| *p != DEFAULT_PORT);
-        Embedded::new(dir, port)
+        server
     }
 
     pub fn port(&self) -> u16 {
@@ -208,7 +234,7 @@ impl Embedded {
     /// after `start` when connecting fails; a foreign dir makes `start` say
     /// why it refuses.
     pub fn probably_running(&self) -> bool {
-        let owner = match server_user() {
+        let owner = match self.server_user() {
             Ok(user) => user.map_or(nix::unistd::geteuid(), |u| u.uid),
             Err(_) => return false,
         };
@@ -240,7 +266,7 @@ impl Embedded {
 
     fn pg_ctl_status(&self) -> Result<bool> {
         let out = self.run_as_server(
-            tools::find("pg_ctl", self.cluster_major())?,
+            self.host.programs.find("pg_ctl", self.cluster_major())?,
             &["status", "-D"],
             &[self.data().as_os_str()],
         )?;
@@ -252,7 +278,7 @@ impl Embedded {
     /// runs arriving together start it once.
     pub fn start(&self, ui: &Events) -> Result<()> {
         let _lock = self.lock(ui)?;
-        let user = server_user()?;
+        let user = self.server_user()?;
         if let Some(user) = &user {
             check_reachable(&self.dir, user)?;
         }
@@ -290,7 +316,7 @@ impl Embedded {
             "starting the embedded PostgreSQL server in {}",
             self.dir.display()
         ));
-        let pg_ctl = tools::find("pg_ctl", self.cluster_major())?;
+        let pg_ctl = self.host.programs.find("pg_ctl", self.cluster_major())?;
         // Port and listener are start options, not config, so changing
         // `server-port` needs only a restart.
         let listen = if self.tcp_port.is_some() {
@@ -368,7 +394,7 @@ impl Embedded {
             .with_kind(Kind::Internal, || {
                 format!("cannot create `{}`", pwfile.display())
             })?;
-        if let Some(user) = server_user()? {
+        if let Some(user) = self.server_user()? {
             std::os::unix::fs::fchown(&file, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
                 .with_kind(Kind::Internal, || {
                     format!("cannot hand `{}` to `{}`", pwfile.display(), user.name)
@@ -380,7 +406,7 @@ impl Embedded {
             })?;
         drop(file);
         let pwfile_arg = format!("--pwfile={}", pwfile.display());
-        let initdb = tools::find("initdb", None)?;
+        let initdb = self.host.programs.find("initdb", None)?;
         let out = self.run_as_server(
             initdb,
             &[
@@ -437,13 +463,15 @@ impl Embedded {
             return Ok(false);
         }
         // pg_ctl signals the pid a postmaster.pid names: only trust ours.
-        let owner = server_user()?.map_or(nix::unistd::geteuid(), |u| u.uid);
+        let owner = self
+            .server_user()?
+            .map_or(nix::unistd::geteuid(), |u| u.uid);
         check_existing_dir(&self.dir, owner)?;
         if !self.data().join("PG_VERSION").is_file() || !self.pg_ctl_status()? {
             return Ok(false);
         }
         let out = self.run_as_server(
-            tools::find("pg_ctl", self.cluster_major())?,
+            self.host.programs.find("pg_ctl", self.cluster_major())?,
             &["stop", "-m", "fast", "-w", "-D"],
             &[self.data().as_os_str()],
         )?;
@@ -490,7 +518,7 @@ impl Embedded {
                     ))
             })?;
         if file.try_lock().is_err() {
-            let timeout = lock_timeout()?;
+            let timeout = self.host.lock_timeout;
             ui.waiting(format!(
                 "waiting for another migsnap starting the embedded server{}…",
                 holder(&path)
@@ -559,7 +587,7 @@ impl Embedded {
         // initdb and pg_ctl read PGDATA, PGPORT, PGOPTIONS…: only our
         // arguments may decide what they do.
         crate::pg::scrub_pg_env(&mut cmd);
-        if let Some(user) = server_user()? {
+        if let Some(user) = self.server_user()? {
             cmd.uid(user.uid.as_raw())
                 .gid(user.gid.as_raw())
                 .env("HOME", &self.dir)
@@ -730,10 +758,6 @@ fn holder(lock: &Path) -> String {
         .map_or(String::new(), |pid| format!(" (held by pid {pid})"))
 }
 
-fn lock_timeout() -> Result<Duration> {
-    Ok(env::seconds(env::SERVER_LOCK_TIMEOUT)?.unwrap_or(DEFAULT_LOCK_TIMEOUT))
-}
-
 /// The hint for a failed initdb: a full disk says so in its stderr.
 fn initdb_hint(stderr: &str, dir: &Path) -> String {
     if stderr.contains("No space left on device") {
@@ -746,18 +770,20 @@ fn initdb_hint(stderr: &str, dir: &Path) -> String {
     }
 }
 
-/// As root: the unprivileged user that runs the server. Otherwise None.
-fn server_user() -> Result<Option<nix::unistd::User>> {
-    if !nix::unistd::geteuid().is_root() {
-        return Ok(None);
-    }
-    let name = env::var(env::SERVER_USER).unwrap_or_else(|| "postgres".to_string());
-    match nix::unistd::User::from_name(&name) {
-        Ok(Some(u)) if !u.uid.is_root() => Ok(Some(u)),
-        _ => Err(Error::usage(format!(
-            "running as root, but there is no unprivileged user `{name}` to run the embedded PostgreSQL server"
-        ))
-        .hint("create one (`useradd --system postgres`), set MIGSNAP_SERVER_USER, or run migsnap as a normal user")),
+impl Embedded {
+    /// As root: the unprivileged user that runs the server. Otherwise None.
+    fn server_user(&self) -> Result<Option<nix::unistd::User>> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(None);
+        }
+        let name = &self.host.user;
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) if !u.uid.is_root() => Ok(Some(u)),
+            _ => Err(Error::usage(format!(
+                "running as root, but there is no unprivileged user `{name}` to run the embedded PostgreSQL server"
+            ))
+            .hint("create one (`useradd --system postgres`), set MIGSNAP_SERVER_USER, or run migsnap as a normal user")),
+        }
     }
 }
 

@@ -903,7 +903,7 @@ async fn migrate_checked(
     ui: &Events,
     check: Option<django::InputsCheck<'_>>,
 ) -> Result<django::MigrateReport> {
-    crate::pg::tools::find("pg_dump", Some(admin.major()))?;
+    ctx.build.programs.find("pg_dump", Some(admin.major()))?;
     django::migrate(&ctx.django, &admin.conn, build, ui, check).await
 }
 
@@ -1009,7 +1009,8 @@ async fn finish(
         .hint("the settings must not point DATABASES['default'] elsewhere (OPTIONS, routers)"));
     }
     let t = Instant::now();
-    let (conn, db, major, st, key) = (
+    let (programs, conn, db, major, st, key) = (
+        ctx.build.programs.clone(),
         admin.conn.clone(),
         build.to_string(),
         admin.major(),
@@ -1020,7 +1021,7 @@ async fn finish(
         let tmp = st.temp_file(&key)?;
         let dir = st.dir().to_path_buf();
         let write_error = |e| store::cache_write_error(&dir, e);
-        let (tmp, dumped) = dump::dump(&conn, &db, major, tmp, &identity, write_error)?;
+        let (tmp, dumped) = dump::dump(&programs, &conn, &db, major, tmp, &identity, write_error)?;
         failpoint::point("dump.written");
         st.persist(tmp, &st.dump_path(&key))?;
         failpoint::point("dump.renamed");

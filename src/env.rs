@@ -1,6 +1,10 @@
 //! Every environment variable migsnap reads, in one place, so the table in
 //! docs/configuration.md and the code cannot drift apart.
 
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::time::Duration;
+
 /// Server to use instead of the embedded one (any libpq-style postgres:// URL).
 pub const SERVER_URL: &str = "MIGSNAP_SERVER_URL";
 /// Where snapshots (dumps + manifests) live.
@@ -42,6 +46,9 @@ pub const SERVER_PORT: &str = "MIGSNAP_SERVER_PORT";
 pub const POOL: &str = "MIGSNAP_POOL";
 /// Directory holding pg_dump, initdb, pg_ctl; searched before PATH.
 pub const PG_BINDIR: &str = "MIGSNAP_PG_BINDIR";
+/// The shell's search path: PostgreSQL's programs are looked for in it
+/// after `MIGSNAP_PG_BINDIR`.
+pub const PATH: &str = "PATH";
 /// Django's own settings variable; used when no settings module is configured.
 pub const DJANGO_SETTINGS_MODULE: &str = "DJANGO_SETTINGS_MODULE";
 /// Set by `activate`; its interpreter is preferred over `python3`.
@@ -98,43 +105,136 @@ const TEXT: &[&str] = &[
 /// `activate`'s). `CACHE_SECRET` is bytes too: a secret need not be text.
 pub const PATHS: &[&str] = &[CACHE_DIR, PYTHON, SERVER_DIR, PG_BINDIR, VIRTUAL_ENV];
 
-/// Check what can be checked of the environment before anything runs, so
-/// that a bad value exits 2 naming its variable instead of being taken as
-/// unset: text that is not UTF-8 (migsnap's variables and the backend's
-/// `AWS_*`), a `MIGSNAP_PG_BINDIR` that is not a directory (PostgreSQL's
-/// programs would otherwise silently come from somewhere else), and a
-/// `MIGSNAP_SERVER_LOCK_TIMEOUT` that is not a positive number of seconds.
-/// The other numbers are checked where the settings are resolved.
-pub fn check() -> Result<(), crate::error::Error> {
-    for name in TEXT {
-        if let Some(v) = std::env::var_os(name) {
-            if v.to_str().is_none() {
-                return Err(not_utf8(name, &v));
-            }
-        }
-    }
-    for (name, value) in std::env::vars_os() {
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with(BACKEND_PREFIX) && value.to_str().is_none() {
-            return Err(not_utf8(name, &value));
-        }
-    }
-    if let Some(dir) = path(PG_BINDIR) {
-        if !dir.is_dir() {
-            return Err(crate::error::Error::usage(format!(
-                "{PG_BINDIR} is `{}`, which is not a directory",
-                dir.display()
-            ))
-            .hint(format!(
-                "point {PG_BINDIR} at the directory holding pg_dump, initdb and pg_ctl (e.g. /usr/lib/postgresql/16/bin), or unset it"
-            )));
-        }
-    }
-    seconds(SERVER_LOCK_TIMEOUT)?;
-    Ok(())
+/// The environment as migsnap reads it, taken once: the settings resolve
+/// from it, so the library never reads a variable itself, and a test can
+/// resolve settings from a given set without touching the process's.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    vars: Vec<(OsString, OsString)>,
 }
 
-fn not_utf8(name: &str, value: &std::ffi::OsStr) -> crate::error::Error {
+impl Environment {
+    /// This process's environment.
+    pub fn from_process() -> Environment {
+        Environment {
+            vars: std::env::vars_os().collect(),
+        }
+    }
+
+    /// Exactly these variables (for tests).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Environment {
+        Environment {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+                .collect(),
+        }
+    }
+
+    /// The raw value; the last one wins, as with the process's.
+    fn get(&self, name: &str) -> Option<&OsStr> {
+        self.vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_os_str())
+    }
+
+    /// Check what can be checked before anything runs, so that a bad value
+    /// exits 2 naming its variable instead of being taken as unset: text
+    /// that is not UTF-8 (migsnap's variables and the backend's `AWS_*`), a
+    /// `MIGSNAP_PG_BINDIR` that is not a directory (PostgreSQL's programs
+    /// would otherwise silently come from somewhere else), and a
+    /// `MIGSNAP_SERVER_LOCK_TIMEOUT` that is not a positive number of
+    /// seconds. The other numbers are checked where the settings are
+    /// resolved.
+    pub fn check(&self) -> Result<(), crate::error::Error> {
+        for name in TEXT {
+            if let Some(v) = self.get(name) {
+                if v.to_str().is_none() {
+                    return Err(not_utf8(name, v));
+                }
+            }
+        }
+        for (name, value) in &self.vars {
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(BACKEND_PREFIX) && value.to_str().is_none() {
+                return Err(not_utf8(name, value));
+            }
+        }
+        if let Some(dir) = self.path(PG_BINDIR) {
+            if !dir.is_dir() {
+                return Err(crate::error::Error::usage(format!(
+                    "{PG_BINDIR} is `{}`, which is not a directory",
+                    dir.display()
+                ))
+                .hint(format!(
+                    "point {PG_BINDIR} at the directory holding pg_dump, initdb and pg_ctl (e.g. /usr/lib/postgresql/16/bin), or unset it"
+                )));
+            }
+        }
+        self.seconds(SERVER_LOCK_TIMEOUT)?;
+        Ok(())
+    }
+
+    /// A whole, positive number of seconds from `name`, if set.
+    pub fn seconds(&self, name: &str) -> Result<Option<Duration>, crate::error::Error> {
+        let Some(v) = self.var(name) else {
+            return Ok(None);
+        };
+        match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Some(Duration::from_secs(n))),
+            _ => Err(crate::error::Error::usage(format!(
+                "{name} must be a whole number of seconds above 0, not `{v}`"
+            ))
+            .hint(format!("e.g. {name}=300, or unset it for the default"))),
+        }
+    }
+
+    /// The backend's variables (`BACKEND_PREFIX`), for `remote::Options`.
+    /// Those that are not UTF-8 are refused by `check`; here they are left
+    /// out.
+    pub fn backend_vars(&self) -> Vec<(String, String)> {
+        self.vars
+            .iter()
+            .filter_map(|(name, value)| Some((name.to_str()?, value.to_str()?)))
+            .filter(|(name, _)| name.starts_with(BACKEND_PREFIX))
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
+    /// A variable, treating an empty value like an unset one (CI systems
+    /// often export empty strings for "not configured"). A value that is
+    /// not UTF-8 reads as unset here: `check` refuses it first, naming it.
+    pub fn var(&self, name: &str) -> Option<String> {
+        self.get(name)
+            .and_then(OsStr::to_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    }
+
+    /// A path variable, whatever its bytes (see `PATHS`); empty is unset.
+    pub fn path(&self, name: &str) -> Option<PathBuf> {
+        self.get(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+    }
+
+    /// A search-path variable (`PATH`) as its directories, in order.
+    pub fn dirs(&self, name: &str) -> Vec<PathBuf> {
+        self.get(name)
+            .map(|v| std::env::split_paths(v).collect())
+            .unwrap_or_default()
+    }
+
+    /// A variable's bytes (a secret need not be text); empty is unset.
+    pub fn bytes(&self, name: &str) -> Option<Vec<u8>> {
+        use std::os::unix::ffi::OsStrExt;
+        self.get(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.as_bytes().to_vec())
+    }
+}
+
+fn not_utf8(name: &str, value: &OsStr) -> crate::error::Error {
     crate::error::Error::usage(format!(
         "{name} is not valid UTF-8: `{}`",
         value.to_string_lossy().escape_debug()
@@ -142,48 +242,8 @@ fn not_utf8(name: &str, value: &std::ffi::OsStr) -> crate::error::Error {
     .hint(format!("set {name} to UTF-8 text, or unset it"))
 }
 
-/// A whole, positive number of seconds from `name`, if set.
-pub fn seconds(name: &str) -> Result<Option<std::time::Duration>, crate::error::Error> {
-    let Some(v) = var(name) else {
-        return Ok(None);
-    };
-    match v.trim().parse::<u64>() {
-        Ok(n) if n > 0 => Ok(Some(std::time::Duration::from_secs(n))),
-        _ => Err(crate::error::Error::usage(format!(
-            "{name} must be a whole number of seconds above 0, not `{v}`"
-        ))
-        .hint(format!("e.g. {name}=300, or unset it for the default"))),
-    }
-}
-
-/// The backend's variables (`BACKEND_PREFIX`), for `remote::Options`.
-/// Those that are not UTF-8 are refused by `check`; here they are left out
-/// rather than panicking (`std::env::vars` panics on one).
-pub fn backend_vars() -> Vec<(String, String)> {
-    std::env::vars_os()
-        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
-        .filter(|(name, _)| name.starts_with(BACKEND_PREFIX))
-        .collect()
-}
-
-/// Read a variable, treating an empty value like an unset one (CI systems
-/// often export empty strings for "not configured"). A value that is not
-/// UTF-8 reads as unset here: `check` refuses it first, naming it.
+/// One variable of this process, for the test-only hooks (`failpoint`),
+/// which run before and beside any settings; empty is unset.
 pub fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// A path variable, whatever its bytes (see `PATHS`); empty is unset.
-pub fn path(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os(name)
-        .filter(|v| !v.is_empty())
-        .map(std::path::PathBuf::from)
-}
-
-/// A variable's bytes (a secret need not be text); empty is unset.
-pub fn bytes(name: &str) -> Option<Vec<u8>> {
-    use std::os::unix::ffi::OsStringExt;
-    std::env::var_os(name)
-        .filter(|v| !v.is_empty())
-        .map(|v| v.into_vec())
 }

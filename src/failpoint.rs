@@ -26,6 +26,7 @@
 //! | `clone.before` | about to clone the template (the warm path looked without a lock) |
 //! | `clone.created` | the template was cloned under the scratch name; the old target is still there |
 //! | `clone.commented` | the clone is marked and in place as the target (the old one renamed aside in the same transaction), nothing printed yet |
+//! | `maintain.spawn` | `prepare` answered and is about to start the background `maintain` (pause only) |
 //! | `remote.before_manifest` | a push uploaded the dump (and signature), not the manifest that commits them |
 //!
 //! All of it exists only with the `failpoints` cargo feature, which the test

@@ -140,6 +140,14 @@ pub fn compute(spec: &KeySpec) -> Result<Fingerprint> {
     compute_noting_links(spec).map(|(fp, _)| fp)
 }
 
+/// `compute` for async code: hashing reads every migration file, so it
+/// runs on the blocking pool, leaving the runtime free for the connection
+/// tasks and Ctrl-C (issue #23).
+pub async fn compute_async(spec: &KeySpec) -> Result<Fingerprint> {
+    let spec = spec.clone();
+    crate::error::blocking("hashing the migrations", move || compute(&spec)).await?
+}
+
 /// `compute`, and the links that point at nothing but that a glob matches
 /// (relative paths, sorted): left out of the key, for the caller to name.
 ///

@@ -32,6 +32,7 @@ pub mod fingerprint;
 pub mod hash;
 pub mod key;
 pub mod lint;
+pub mod listing;
 pub mod names;
 pub mod pg;
 pub mod plan;

@@ -87,7 +87,7 @@ pub async fn plan(
 /// the ancestor an incremental build would start from; `None`: an empty
 /// database (nothing migrated yet).
 async fn nearest_snapshot(ctx: &Ctx, admin: &Admin) -> Result<(Option<String>, Base)> {
-    let fp = fingerprint::compute(&ctx.key)?;
+    let fp = fingerprint::compute_async(&ctx.key).await?;
     let store = ctx.store()?;
     let ready = |key: Key, inputs: Option<String>| async move {
         let template = admin::template_name(&key);

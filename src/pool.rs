@@ -168,7 +168,7 @@ pub async fn maintain(
         }
     }
 
-    let fp = crate::fingerprint::compute(&ctx.key)?;
+    let fp = crate::fingerprint::compute_async(&ctx.key).await?;
     let store = ctx.store()?;
     let inputs = crate::engine::current_inputs(&store, &fp, ctx.project_dir());
     let template_name = admin::template_name(&fp.key);

@@ -146,7 +146,7 @@ pub struct Described {
 /// The current key's schema, read from a scratch clone of its template
 /// (built first if the server has none for the current inputs).
 pub async fn current(ctx: &Ctx, ui: &Events) -> Result<Described> {
-    of_key(ctx, &fingerprint::compute(&ctx.key)?, ui).await
+    of_key(ctx, &fingerprint::compute_async(&ctx.key).await?, ui).await
 }
 
 /// `current` for a key already computed.

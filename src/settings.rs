@@ -8,6 +8,12 @@
 //! config's `settings`, then `DJANGO_SETTINGS_MODULE` (Django's variable,
 //! which a shell or pytest-django may export for its own reasons). Unknown
 //! config keys are an error: a typo must not silently fall back to a default.
+//!
+//! Each layered setting is written once as `flag.combine(env).combine(file)`
+//! over values that keep their `Origin`, so the order is visible per field
+//! and a message can name where a bad value was set. The environment is
+//! read once (`env::Environment`), which also lets the unit tests below pin
+//! the precedence without touching the process's environment.
 
 use migsnap::context::{
     BuildOptions, CacheDir, CloneStrategy, Ctx, DjangoRunner, RemoteSettings, ServerChoice,
@@ -64,6 +70,82 @@ pub struct FileConfig {
     pub lint_rules: Option<std::collections::BTreeMap<String, migsnap::lint::RuleLevel>>,
 }
 
+/// Where a setting's value came from, kept beside it so that a message
+/// about a bad value names the place to fix it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag, e.g. `--cache-dir`.
+    Flag(&'static str),
+    /// An environment variable.
+    Env(&'static str),
+    /// A key of `[tool.migsnap]` / migsnap.toml.
+    File(&'static str),
+}
+
+impl Origin {
+    /// `value`, if given, as coming from here.
+    fn with<T>(self, value: Option<T>) -> Option<Sourced<T>> {
+        value.map(|value| Sourced {
+            value,
+            origin: self,
+        })
+    }
+}
+
+impl Origin {
+    /// The flag, variable or key alone.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Origin::Flag(name) | Origin::Env(name) | Origin::File(name) => name,
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "`{flag}`"),
+            Origin::Env(var) => write!(f, "{var}"),
+            Origin::File(key) => write!(f, "`{key}` in the config"),
+        }
+    }
+}
+
+/// A setting's value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+/// uv's `Combine`: keep `self` when it has a value, else take `other`. A
+/// setting's precedence is then one line, `flag.combine(env).combine(file)`,
+/// the order docs/configuration.md states.
+trait Combine {
+    fn combine(self, other: Self) -> Self;
+}
+
+impl<T> Combine for Option<Sourced<T>> {
+    fn combine(self, other: Self) -> Self {
+        self.or(other)
+    }
+}
+
+/// The Django settings module: the one setting whose config key beats its
+/// variable (docs/configuration.md). `DJANGO_SETTINGS_MODULE` is Django's,
+/// which a shell or pytest-django may export for its own reasons; the
+/// project's config says what migsnap is for. None: manage.py's default.
+fn settings_module(
+    args: &Overrides,
+    file: &FileConfig,
+    e: &env::Environment,
+) -> Option<Sourced<String>> {
+    Origin::Flag("--settings")
+        .with(args.settings.clone())
+        .combine(Origin::File("settings").with(file.settings.clone()))
+        .combine(Origin::Env(env::DJANGO_SETTINGS_MODULE).with(e.var(env::DJANGO_SETTINGS_MODULE)))
+}
+
 pub const DEFAULT_MIGRATIONS: &[&str] = &["**/migrations/*.py"];
 /// Where projects declare their dependencies: a changed dependency may bring
 /// new or changed third-party migrations (which the snapshot also records
@@ -110,6 +192,9 @@ pub struct Settings {
     /// `pool` came from MIGSNAP_POOL or the config, not from what the
     /// pytest plugin recorded (`prepare --pool-default` may then set it).
     pub pool_configured: bool,
+    /// How embedded servers run here, for any of them (`server ls`), not
+    /// only the configured one.
+    pub host: migsnap::embedded::Host,
 }
 
 impl Settings {
@@ -122,8 +207,15 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The settings from `args`, this process's environment and the
+    /// config file.
     pub fn resolve(args: &Overrides) -> Result<Settings> {
-        env::check()?;
+        Settings::resolve_in(args, &env::Environment::from_process())
+    }
+
+    /// The settings from `args`, the environment `e` and the config file.
+    pub fn resolve_in(args: &Overrides, e: &env::Environment) -> Result<Settings> {
+        e.check()?;
         let cwd = std::env::current_dir()
             .with_kind(Kind::Usage, || "cannot read the current directory".into())?;
         let project_dir = match &args.project_dir {
@@ -143,17 +235,16 @@ impl Settings {
         let (file, config_file) = load_config(&project_dir)?;
         let rel = |p: &Path| project_dir.join(p);
 
-        let cache_dir = match args
-            .cache_dir
-            .clone()
-            .or_else(|| env::path(env::CACHE_DIR))
-            .or_else(|| file.cache_dir.as_deref().map(rel))
+        let cache_dir = match Origin::Flag("--cache-dir")
+            .with(args.cache_dir.clone())
+            .combine(Origin::Env(env::CACHE_DIR).with(e.path(env::CACHE_DIR)))
+            .combine(Origin::File("cache-dir").with(file.cache_dir.as_deref().map(rel)))
         {
-            Some(dir) => explicit_cache_dir(&project_dir.join(dir))?,
+            Some(dir) => explicit_cache_dir(&project_dir.join(&dir.value), dir.origin)?,
             None => default_cache_dir()?,
         };
 
-        let cache_secret = match env::bytes(env::CACHE_SECRET) {
+        let cache_secret = match e.bytes(env::CACHE_SECRET) {
             Some(s) => migsnap::store::CacheSecret::new(s),
             None => match &file.cache_secret_file {
                 Some(f) => Some(read_secret_file(&rel(f))?),
@@ -163,7 +254,7 @@ impl Settings {
 
         // Checked whether or not the embedded server is used: a bad value
         // is a mistake to say, not one to keep until it matters.
-        let port = match env::var(env::SERVER_PORT) {
+        let port = match e.var(env::SERVER_PORT) {
             Some(p) => Some(p.parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(|| {
                 Error::usage(format!(
                     "{} must be a port number (1 to 65535), not `{p}`",
@@ -179,29 +270,47 @@ impl Settings {
             None => file.server_port,
         };
 
-        let trust = trust(&file, cache_secret, &rel)?;
+        let trust = trust(e, &file, cache_secret, &rel)?;
 
-        let server = match args
-            .server_url
-            .clone()
-            .or_else(|| env::var(env::SERVER_URL))
-            .or_else(|| file.server_url.clone())
+        // Where the PostgreSQL programs are, and how the embedded server
+        // runs: resolved here, so the library reads no environment.
+        let programs = migsnap::pg::tools::Programs {
+            bindir: e.path(env::PG_BINDIR),
+            path: e.dirs(env::PATH),
+        };
+        let host = migsnap::embedded::Host {
+            programs: programs.clone(),
+            lock_timeout: e
+                .seconds(env::SERVER_LOCK_TIMEOUT)?
+                .unwrap_or(migsnap::embedded::DEFAULT_LOCK_TIMEOUT),
+            user: e
+                .var(env::SERVER_USER)
+                .unwrap_or_else(|| "postgres".to_string()),
+        };
+
+        let server = match Origin::Flag("--server-url")
+            .with(args.server_url.clone())
+            .combine(Origin::Env(env::SERVER_URL).with(e.var(env::SERVER_URL)))
+            .combine(Origin::File("server-url").with(file.server_url.clone()))
         {
-            Some(url) => ServerChoice::Url(url),
+            Some(url) => ServerChoice::Url(url.value),
             None => {
-                let dir = env::path(env::SERVER_DIR)
-                    .or_else(|| file.server_dir.as_deref().map(rel))
-                    .unwrap_or_else(|| migsnap::embedded::default_server_dir(&cache_dir));
-                ServerChoice::Embedded(migsnap::embedded::Embedded::new(&dir, port))
+                let dir = Origin::Env(env::SERVER_DIR)
+                    .with(e.path(env::SERVER_DIR))
+                    .combine(Origin::File("server-dir").with(file.server_dir.as_deref().map(rel)))
+                    .map_or_else(
+                        || migsnap::embedded::default_server_dir(&cache_dir),
+                        |d| d.value,
+                    );
+                ServerChoice::Embedded(migsnap::embedded::Embedded::new(&dir, port, host.clone()))
             }
         };
 
-        let python = args
-            .python
-            .clone()
-            .or_else(|| env::path(env::PYTHON))
-            .or_else(|| file.python.as_deref().map(rel))
-            .unwrap_or_else(|| default_python(&project_dir));
+        let python = Origin::Flag("--python")
+            .with(args.python.clone())
+            .combine(Origin::Env(env::PYTHON).with(e.path(env::PYTHON)))
+            .combine(Origin::File("python").with(file.python.as_deref().map(rel)))
+            .map_or_else(|| default_python(e, &project_dir), |p| p.value);
 
         let restore_jobs = match file.restore_jobs {
             None => migsnap::pg::restore::DEFAULT_JOBS,
@@ -218,14 +327,10 @@ impl Settings {
                 )
             }
         };
-        let django_settings = args
-            .settings
-            .clone()
-            .or_else(|| file.settings.clone())
-            .or_else(|| env::var(env::DJANGO_SETTINGS_MODULE));
+        let django_settings = settings_module(args, &file, e).map(|m| m.value);
 
-        let pool_configured = env::var(env::POOL).is_some() || file.pool.is_some();
-        let pool = match env::var(env::POOL) {
+        let pool_configured = e.var(env::POOL).is_some() || file.pool.is_some();
+        let pool = match e.var(env::POOL) {
             Some(p) => p
                 .parse::<usize>()
                 .ok()
@@ -247,7 +352,7 @@ impl Settings {
                 None => read_pool_hint(&cache_dir),
             },
         };
-        let remote = remote_settings(args, &file)?;
+        let remote = remote_settings(e, args, &file)?;
         let manage_py = rel(file.manage_py.as_deref().unwrap_or(Path::new("manage.py")));
         // The key names the module that will be used: the one given, else
         // manage.py's default (one small read), so that naming that default
@@ -306,16 +411,14 @@ impl Settings {
                 alias,
             },
             server,
-            cache: CacheDir {
-                dir: cache_dir,
-                trust,
-            },
+            cache: CacheDir::new(cache_dir, trust),
             build: BuildOptions {
                 clone_strategy: file.clone_strategy.unwrap_or_default(),
                 restore_jobs,
                 trusted_extensions: file
                     .trusted_extensions
                     .unwrap_or_else(|| owned(migsnap::pg::extension::DEFAULT_TRUSTED)),
+                programs,
             },
             pool,
             remote,
@@ -328,6 +431,7 @@ impl Settings {
             lint_rules: lint_rules(file.lint_rules.unwrap_or_default())?,
             quiet: args.quiet,
             pool_configured,
+            host,
         })
     }
 }
@@ -374,13 +478,19 @@ const MAX_REMOTE_MIN_RATE: f64 = 10.0 * 1024.0 * 1024.0;
 
 /// `remote`, `remote-push`, `remote-timeout`: flag over environment over
 /// config. `MIGSNAP_REMOTE=off` turns a configured store off for one run.
-fn remote_settings(args: &Overrides, file: &FileConfig) -> Result<Option<RemoteSettings>> {
+fn remote_settings(
+    e: &env::Environment,
+    args: &Overrides,
+    file: &FileConfig,
+) -> Result<Option<RemoteSettings>> {
     let push = env_bool(
+        e,
         env::REMOTE_PUSH,
         "e.g. MIGSNAP_REMOTE_PUSH=true on the default branch's CI job only",
     )?
     .unwrap_or(file.remote_push.unwrap_or(false));
     let timeout = bounded_number(
+        e,
         (env::REMOTE_TIMEOUT, "remote-timeout"),
         file.remote_timeout,
         (0.001, MAX_REMOTE_TIMEOUT),
@@ -393,6 +503,7 @@ fn remote_settings(args: &Overrides, file: &FileConfig) -> Result<Option<RemoteS
     );
     // At least one byte per second: below that, nothing is a stall.
     let min_rate = bounded_number(
+        e,
         (env::REMOTE_MIN_RATE, "remote-min-rate"),
         file.remote_min_rate,
         (1.0 / 1024.0, MAX_REMOTE_MIN_RATE),
@@ -401,21 +512,20 @@ fn remote_settings(args: &Overrides, file: &FileConfig) -> Result<Option<RemoteS
     )?
     .map_or(migsnap::remote::DEFAULT_MIN_RATE, |r| (r * 1024.0) as u64);
     // The values above are checked even with no store configured.
-    let url = args
-        .remote
-        .clone()
-        .or_else(|| env::var(env::REMOTE))
-        .or_else(|| file.remote.clone());
-    let Some(url) = url.filter(|u| u != "off") else {
+    let url = Origin::Flag("--remote-url")
+        .with(args.remote.clone())
+        .combine(Origin::Env(env::REMOTE).with(e.var(env::REMOTE)))
+        .combine(Origin::File("remote").with(file.remote.clone()));
+    let Some(url) = url.filter(|u| u.value != "off") else {
         return Ok(None);
     };
-    let url = migsnap::remote::Url::parse(&url)?;
+    let url = migsnap::remote::Url::parse(&url.value)?;
     Ok(Some(RemoteSettings {
         url,
         push,
         timeout,
         min_rate,
-        env: env::backend_vars(),
+        env: e.backend_vars(),
     }))
 }
 
@@ -423,6 +533,7 @@ fn remote_settings(args: &Overrides, file: &FileConfig) -> Result<Option<RemoteS
 /// key `key`, within `lo..=hi`. An error names where the bad value came
 /// from: the variable, or the key.
 fn bounded_number(
+    e: &env::Environment,
     (var, key): (&str, &str),
     file: Option<f64>,
     (lo, hi): (f64, f64),
@@ -430,7 +541,7 @@ fn bounded_number(
     example: &str,
 ) -> Result<Option<f64>> {
     let fits = |v: f64| v.is_finite() && v >= lo && v <= hi;
-    if let Some(text) = env::var(var) {
+    if let Some(text) = e.var(var) {
         return match text.trim().parse::<f64>() {
             Ok(v) if fits(v) => Ok(Some(v)),
             _ => Err(Error::usage(format!(
@@ -536,54 +647,59 @@ fn read_secret_file(path: &Path) -> Result<migsnap::store::CacheSecret> {
 /// signing key is read when something is signed, never on the warm path),
 /// only named and parsed.
 fn trust(
+    e: &env::Environment,
     file: &FileConfig,
     secret: Option<migsnap::store::CacheSecret>,
     rel: &dyn Fn(&Path) -> PathBuf,
 ) -> Result<migsnap::sign::Trust> {
     use migsnap::sign::{KeySource, PublicKey, Signer, Trust};
-    let source = match env::var(env::SIGNING_KEY_FILE) {
-        Some(p) => KeySource::File(rel(Path::new(&p))),
-        None => match &file.signing_key_file {
-            Some(p) => KeySource::File(rel(p)),
-            None => KeySource::UserDir(user_key_dir()?),
-        },
+    let source = match Origin::Env(env::SIGNING_KEY_FILE)
+        .with(e.var(env::SIGNING_KEY_FILE).map(PathBuf::from))
+        .combine(Origin::File("signing-key-file").with(file.signing_key_file.clone()))
+    {
+        Some(p) => KeySource::File(rel(&p.value)),
+        None => KeySource::UserDir(user_key_dir()?),
     };
-    let (texts, origin): (Vec<String>, &str) = match env::var(env::TRUSTED_KEYS) {
-        Some(v) => (
-            v.split([',', ' ', '\n'])
-                .filter(|t| !t.trim().is_empty())
-                .map(str::to_string)
-                .collect(),
-            env::TRUSTED_KEYS,
-        ),
-        None => (
-            file.trusted_keys.clone().unwrap_or_default(),
-            "trusted-keys",
-        ),
+    let listed = |v: String| {
+        v.split([',', ' ', '\n'])
+            .filter(|t| !t.trim().is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
     };
-    let keys = texts
-        .iter()
-        .map(|t| {
-            PublicKey::parse(t).ok_or_else(|| {
-                Error::usage(format!(
-                    "{origin}: `{}` is not an Ed25519 public key",
-                    t.trim()
-                ))
-                .hint("write each as `ed25519:<base64>`, as `migsnap signing-key` prints it")
+    let trusted = Origin::Env(env::TRUSTED_KEYS)
+        .with(e.var(env::TRUSTED_KEYS).map(listed))
+        .combine(Origin::File("trusted-keys").with(file.trusted_keys.clone()));
+    let keys = trusted.map_or(Ok(vec![]), |Sourced { value, origin }| {
+        value
+            .iter()
+            .map(|t| {
+                PublicKey::parse(t).ok_or_else(|| {
+                    Error::usage(format!(
+                        "{}: `{}` is not an Ed25519 public key",
+                        origin.name(),
+                        t.trim()
+                    ))
+                    .hint("write each as `ed25519:<base64>`, as `migsnap signing-key` prints it")
+                })
             })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let trust_unsigned = env_bool(
-        env::TRUST_UNSIGNED,
-        "MIGSNAP_TRUST_UNSIGNED=1 uses snapshots no trusted key signed; leave it unset unless you must",
-    )?
-    .unwrap_or_else(|| file.trust_unsigned.unwrap_or(false));
+            .collect::<Result<Vec<_>>>()
+    })?;
     Ok(Trust {
         signer: Some(std::sync::Arc::new(Signer::new(source))),
         keys,
         secret,
-        trust_unsigned,
+        trust_unsigned: trust_unsigned(e, file)?,
     })
+}
+
+/// `trust-unsigned`: the variable, else the config, else off.
+fn trust_unsigned(e: &env::Environment, file: &FileConfig) -> Result<bool> {
+    Ok(env_bool(
+        e,
+        env::TRUST_UNSIGNED,
+        "MIGSNAP_TRUST_UNSIGNED=1 uses snapshots no trusted key signed; leave it unset unless you must",
+    )?
+    .unwrap_or_else(|| file.trust_unsigned.unwrap_or(false)))
 }
 
 /// Where the per-user signing key lives: the user's data dir, not the
@@ -731,7 +847,7 @@ fn in_words(message: &str) -> String {
 
 /// An explicitly configured cache dir may be created, but not its parents: a
 /// typo in the path should not grow a directory tree somewhere unexpected.
-fn explicit_cache_dir(dir: &Path) -> Result<PathBuf> {
+fn explicit_cache_dir(dir: &Path, origin: Origin) -> Result<PathBuf> {
     if !dir.is_dir() {
         let parent_ok = dir.parent().is_some_and(|p| p.is_dir());
         if !parent_ok {
@@ -740,7 +856,7 @@ fn explicit_cache_dir(dir: &Path) -> Result<PathBuf> {
                 dir.display()
             ))
             .hint(format!(
-                "create it first (`mkdir -p {}`) or fix the path",
+                "create it first (`mkdir -p {}`) or fix the path in {origin}",
                 dir.display()
             )));
         }
@@ -759,8 +875,8 @@ fn default_cache_dir() -> Result<PathBuf> {
 
 /// MIGSNAP_PYTHON and config are handled by the caller; then an active
 /// virtualenv, the project's `.venv`, and finally `python3` on PATH.
-fn default_python(project_dir: &Path) -> PathBuf {
-    if let Some(venv) = env::path(env::VIRTUAL_ENV) {
+fn default_python(e: &env::Environment, project_dir: &Path) -> PathBuf {
+    if let Some(venv) = e.path(env::VIRTUAL_ENV) {
         let p = venv.join("bin/python");
         if p.exists() {
             return p;
@@ -776,8 +892,8 @@ fn default_python(project_dir: &Path) -> PathBuf {
 /// A boolean environment variable (`1`/`true`/`yes`/`on` or
 /// `0`/`false`/`no`/`off`, any case), None when unset; anything else is
 /// an error naming the variable.
-fn env_bool(name: &str, hint: &str) -> Result<Option<bool>> {
-    let Some(v) = env::var(name) else {
+fn env_bool(e: &env::Environment, name: &str, hint: &str) -> Result<Option<bool>> {
+    let Some(v) = e.var(name) else {
         return Ok(None);
     };
     match v.to_ascii_lowercase().as_str() {
@@ -792,6 +908,150 @@ fn env_bool(name: &str, hint: &str) -> Result<Option<bool>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A project dir with `config` as its migsnap.toml.
+    fn project(config: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("migsnap.toml"), config).expect("write config");
+        dir
+    }
+
+    fn resolved(dir: &Path, args: Overrides, vars: &[(&str, &str)]) -> Settings {
+        let args = Overrides {
+            project_dir: Some(dir.to_path_buf()),
+            ..args
+        };
+        Settings::resolve_in(&args, &env::Environment::from_pairs(vars.iter().copied()))
+            .expect("resolve")
+    }
+
+    /// docs/configuration.md: the settings module is `--settings`, then the
+    /// config's `settings`, then DJANGO_SETTINGS_MODULE (the one setting
+    /// whose config key beats its variable), then manage.py's default.
+    #[test]
+    fn the_settings_module_is_flag_then_config_then_environment() {
+        let with_key = project("settings = \"from.config\"\n");
+        let without = project("");
+        let env = [(env::DJANGO_SETTINGS_MODULE, "from.env")];
+        let module = |dir: &Path, flag: Option<&str>, vars: &[(&str, &str)]| {
+            let args = Overrides {
+                settings: flag.map(str::to_string),
+                ..Default::default()
+            };
+            resolved(dir, args, vars).ctx.django.settings_module
+        };
+        assert_eq!(
+            module(with_key.path(), Some("from.flag"), &env).as_deref(),
+            Some("from.flag")
+        );
+        assert_eq!(
+            module(with_key.path(), None, &env).as_deref(),
+            Some("from.config")
+        );
+        assert_eq!(
+            module(without.path(), None, &env).as_deref(),
+            Some("from.env")
+        );
+        assert_eq!(module(without.path(), None, &[]), None);
+        let file: FileConfig = toml::from_str("settings = \"from.config\"").expect("toml");
+        let picked = settings_module(
+            &Overrides::default(),
+            &file,
+            &env::Environment::from_pairs(env),
+        );
+        assert_eq!(picked.map(|m| m.origin), Some(Origin::File("settings")));
+    }
+
+    /// Every other setting: flag, then environment, then config file.
+    #[test]
+    fn every_other_setting_is_flag_then_environment_then_config() {
+        let dirs: Vec<tempfile::TempDir> = (0..3)
+            .map(|_| tempfile::tempdir().expect("tempdir"))
+            .collect();
+        let [flag_dir, env_dir, file_dir] = [0, 1, 2].map(|i| dirs[i].path().to_path_buf());
+        let p = project(&format!(
+            "cache-dir = \"{}\"\npython = \"/file/python\"\nserver-url = \"postgres://file\"\nremote = \"file:///file-store\"\npool = 2\n",
+            file_dir.display()
+        ));
+        let flags = Overrides {
+            cache_dir: Some(flag_dir.clone()),
+            python: Some("/flag/python".into()),
+            server_url: Some("postgres://flag".into()),
+            remote: Some("file:///flag-store".into()),
+            ..Default::default()
+        };
+        let vars = [
+            (env::CACHE_DIR, env_dir.to_str().expect("utf-8")),
+            (env::PYTHON, "/env/python"),
+            (env::SERVER_URL, "postgres://env"),
+            (env::REMOTE, "file:///env-store"),
+            (env::POOL, "3"),
+        ];
+        let seen = |s: &Settings| {
+            let server = match &s.ctx.server {
+                ServerChoice::Url(u) => u.clone(),
+                ServerChoice::Embedded(_) => "embedded".into(),
+            };
+            let remote = s.ctx.remote.as_ref().map(|r| r.url.to_string());
+            (
+                s.ctx.cache.dir.clone(),
+                s.ctx.django.python.display().to_string(),
+                server,
+                remote.unwrap_or_default(),
+                s.ctx.pool,
+            )
+        };
+        assert_eq!(
+            seen(&resolved(p.path(), flags, &vars)),
+            (
+                flag_dir,
+                "/flag/python".into(),
+                "postgres://flag".into(),
+                "file:///flag-store".into(),
+                3
+            )
+        );
+        assert_eq!(
+            seen(&resolved(p.path(), Overrides::default(), &vars)),
+            (
+                env_dir,
+                "/env/python".into(),
+                "postgres://env".into(),
+                "file:///env-store".into(),
+                3
+            )
+        );
+        assert_eq!(
+            seen(&resolved(p.path(), Overrides::default(), &[])),
+            (
+                file_dir,
+                "/file/python".into(),
+                "postgres://file".into(),
+                "file:///file-store".into(),
+                2
+            )
+        );
+    }
+
+    /// A bad value's message names where it came from.
+    #[test]
+    fn a_bad_cache_dir_names_where_it_was_set() {
+        let p = project("");
+        let missing = p.path().join("no/such/cache");
+        let args = Overrides {
+            project_dir: Some(p.path().to_path_buf()),
+            ..Default::default()
+        };
+        let vars = [(env::CACHE_DIR, missing.to_str().expect("utf-8"))];
+        let err =
+            Settings::resolve_in(&args, &env::Environment::from_pairs(vars)).expect_err("refused");
+        assert!(
+            err.hint
+                .as_deref()
+                .is_some_and(|h| h.contains(env::CACHE_DIR)),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn misspelt_keys_are_matched_to_the_nearest_known_one() {

@@ -15,6 +15,8 @@
 //!   (`src/settings.rs`) live in the binary, so no library module can reach
 //!   them (the compiler enforces that one); the library takes a resolved
 //!   `context::Ctx`;
+//! - what `ls` lists and `gc` keeps (`listing`) is decided from manifests
+//!   alone: no server, no Django, no settings, no store client;
 //! - the use cases (`prepare`, `check`, `plan`, `schema`, `diff`) sit on
 //!   top: nothing below them (the key, the store, `pg`) reaches up into
 //!   one; `schema` reads a catalog with `check`'s index reader, and `diff`
@@ -192,6 +194,13 @@ fn the_layers_keep_their_arrows() {
                 "diff",
             ],
         ),
+        // What `ls` lists and `gc` keeps is decided from manifests alone.
+        (
+            "listing",
+            &[
+                "pg", "embedded", "django", "engine", "context", "remote", "shared",
+            ],
+        ),
         // `check` compares catalogs; `schema` and `diff` build on it, not
         // the other way round; `schema` reads one database and compares
         // nothing.
@@ -232,4 +241,96 @@ fn the_checker_sees_a_cycle_when_there_is_one() {
         cycle(&edges),
         Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
     );
+}
+
+/// Every library source file (not the binary's: `main`, `cli`,
+/// `commands/`, `settings`) as (path under src, text without unit tests).
+fn library_sources() -> Vec<(String, String)> {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    files
+        .into_iter()
+        .filter_map(|file| {
+            let rel = file.strip_prefix(&src).expect("under src");
+            let rel = rel.to_str().expect("utf-8 path").to_string();
+            let binary = ["main.rs", "cli.rs", "settings.rs"].contains(&rel.as_str())
+                || rel.starts_with("commands/");
+            if binary {
+                return None;
+            }
+            let text = std::fs::read_to_string(&file).expect("read source");
+            let code = text.split("#[cfg(test)]").next().unwrap_or("").to_string();
+            Some((rel, code))
+        })
+        .collect()
+}
+
+/// The library is told its settings (`context::Ctx`), never reads them from
+/// the environment behind the settings' back (issue #23): only `env` (the
+/// readers the settings call) and the test-only `failpoint` hooks read
+/// variables. Naming a variable in a message is fine.
+#[test]
+fn the_library_reads_no_environment() {
+    const READS: &[&str] = &[
+        "env::var(",
+        "env::var_os(",
+        "env::vars(",
+        "env::path(",
+        "env::bytes(",
+        "env::seconds(",
+        "env::dirs(",
+        "env::backend_vars(",
+        "env::check(",
+    ];
+    let mut found = Vec::new();
+    for (rel, code) in library_sources() {
+        if rel == "env.rs" || rel == "failpoint.rs" {
+            continue;
+        }
+        for read in READS {
+            if code.contains(read) {
+                found.push(format!("{rel}: {read}"));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "environment read in the library: {found:?}"
+    );
+}
+
+/// Hashing the migration files reads every one of them: from async code it
+/// runs on the blocking pool (`fingerprint::compute_async`, or inside a
+/// `blocking(` closure), never inline on the runtime, where it stalls the
+/// connection tasks and Ctrl-C (issue #23).
+#[test]
+fn hashing_never_runs_on_the_runtime() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    let mut inline = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(&src).expect("under src");
+        let rel = rel.to_str().expect("utf-8 path").to_string();
+        if rel == "fingerprint.rs" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("read source");
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        let lines: Vec<&str> = code.split('\n').collect();
+        for (i, line) in lines.iter().enumerate() {
+            let hashes = ["fingerprint::compute(", "compute_noting_links("]
+                .iter()
+                .any(|c| line.contains(c));
+            // The closure opens at most a few lines above the call.
+            let off_runtime = lines[i.saturating_sub(3)..=i]
+                .iter()
+                .any(|l| l.contains("blocking(") || l.contains("spawn_blocking("));
+            if hashes && !off_runtime {
+                inline.push(format!("{rel}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(inline.is_empty(), "hashing inline: {inline:?}");
 }

@@ -409,3 +409,86 @@ fn killed_around_a_hand_out_the_next_run_restores_again() {
         });
     }
 }
+
+/// The background maintenance works with the settings `prepare` had from
+/// its command line, not only those it can re-read from the environment
+/// and the config: given `--remote-url`, it makes the template from the
+/// store when the cached dump is gone by the time it runs (issue #23: the
+/// flag was lost, and with it the store).
+#[test]
+fn the_background_maintenance_uses_the_store_named_on_the_command_line() {
+    require_failpoints();
+    use std::io::BufRead;
+    let p = Project::example("maintain_remote");
+    let store = tempfile::tempdir().expect("tempdir");
+    let url = format!("file://{}", store.path().display());
+    let (ci_db, db) = (p.db("ci"), p.db("t"));
+
+    // A CI job (its own cache dir) builds and pushes.
+    let ci_cache = tempfile::tempdir().expect("tempdir");
+    p.track(&ci_db);
+    let out = p
+        .cmd(&[
+            "--remote-url",
+            &url,
+            "prepare",
+            "--database",
+            &ci_db,
+            "--json",
+        ])
+        .env("MIGSNAP_CACHE_DIR", ci_cache.path())
+        .env("MIGSNAP_REMOTE_PUSH", "true")
+        .env("MIGSNAP_POOL", "0")
+        .output()
+        .expect("run");
+    let key = json_out(&succeeded(out, "the CI prepare"))["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    drop_template(&key);
+
+    // Here: restored from the store straight into the target (a pool is
+    // configured), then paused before the maintenance starts.
+    let go = p.cache.path().join("go");
+    let mut here = p
+        .cmd(&["--remote-url", &url, "prepare", "--database", &db, "--json"])
+        .env_remove("MIGSNAP_REMOTE")
+        .env("MIGSNAP_POOL", "1")
+        .env(
+            "MIGSNAP_PAUSE_AT",
+            format!("maintain.spawn:{}", go.display()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    p.track(&db);
+    let mut lines = std::io::BufReader::new(here.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    while !seen.contains("paused at `maintain.spawn`") {
+        let mut line = String::new();
+        if lines.read_line(&mut line).expect("read") == 0 {
+            panic!("never paused: {seen}");
+        }
+        seen.push_str(&line);
+    }
+    let drain = std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+    // The cached dump goes (its manifest stays, and with it what the
+    // maintenance needs to know the key's inputs): only the store has the
+    // dump now.
+    std::fs::remove_file(p.cache.path().join(format!("{key}.sql.zst"))).expect("rm cached dump");
+    std::fs::write(&go, "").expect("release the pause");
+    let out = here.wait_with_output().expect("wait");
+    let _ = drain.join();
+    assert!(out.status.success(), "prepare failed: {seen}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["origin"], "remote", "{v}");
+
+    eventually(
+        "the background maintenance makes the template from the store and fills the pool",
+        || members(&key).len() == 1,
+    );
+    assert!(database_exists(&template_name(&key)));
+    // Its pool member is handed out next.
+    assert_eq!(prepare_with_pool(&p, &db, "1")["source"], "pool");
+}

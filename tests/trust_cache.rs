@@ -791,6 +791,74 @@ fn with_trust_unsigned_a_foreign_snapshot_serves_its_key_but_is_never_built_on()
     assert!(!p.cache.path().join(format!("{key}.sig")).exists());
 }
 
+/// `ls --json` with `secret` as MIGSNAP_CACHE_SECRET (or none): the keys
+/// it lists as snapshots, and those it lists as refused (with why).
+fn ls_keys(p: &Project, secret: Option<&str>) -> (Vec<String>, Vec<(String, String)>) {
+    let mut cmd = p.cmd(&["ls", "--json"]);
+    match secret {
+        Some(s) => cmd.env("MIGSNAP_CACHE_SECRET", s),
+        None => cmd.env_remove("MIGSNAP_CACHE_SECRET"),
+    };
+    let v = json_out(&succeeded(cmd.output().expect("run migsnap"), "ls"));
+    let keys = |field: &str| -> Vec<Value> { v[field].as_array().expect(field).clone() };
+    (
+        keys("snapshots")
+            .iter()
+            .map(|s| s["key"].as_str().expect("key").to_string())
+            .collect(),
+        keys("refused")
+            .iter()
+            .map(|r| {
+                let key = r["key"].as_str().expect("key").to_string();
+                (key, r["reason"].as_str().expect("reason").to_string())
+            })
+            .collect(),
+    )
+}
+
+/// `ls` judges each snapshot as `prepare` does (the keys, the cache
+/// secret): what `prepare` would refuse and rebuild is listed as refused,
+/// never as a snapshot it serves (issue #23).
+#[test]
+fn ls_lists_as_snapshots_only_what_prepare_would_use() {
+    let p = Project::example("ls_trust");
+    let db = p.db("t");
+    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    p.track(&template_name(&key));
+    assert_eq!(ls_keys(&p, None), (vec![key.clone()], vec![]));
+
+    // Its signature gone: refused by prepare, so by ls.
+    std::fs::remove_file(p.cache.path().join(format!("{key}.sig"))).expect("rm sig");
+    let (listed, refused) = ls_keys(&p, None);
+    assert!(listed.is_empty(), "an unsigned snapshot listed: {listed:?}");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, key);
+    assert!(
+        refused[0].1.contains("not signed by a trusted key"),
+        "{refused:?}"
+    );
+    let text = String::from_utf8_lossy(&p.run(&["ls"]).stdout).into_owned();
+    assert!(text.contains("!  refused: "), "{text}");
+
+    // Rebuilt by another machine's key with a cache secret: only that
+    // secret vouches for it here, as it does for prepare.
+    drop_template(&key);
+    let (v, err) = prepare_with(&p, &db, Some("s3cret"));
+    assert_eq!(v["source"], "cold", "{err}");
+    assert_eq!(ls_keys(&p, Some("s3cret")), (vec![key.clone()], vec![]));
+    let (listed, refused) = ls_keys(&p, Some("other"));
+    assert!(
+        listed.is_empty(),
+        "listed with the wrong secret: {listed:?}"
+    );
+    assert!(
+        refused.len() == 1 && refused[0].1.contains("does not verify"),
+        "{refused:?}"
+    );
+    let (listed, _) = ls_keys(&p, None);
+    assert!(listed.is_empty(), "listed without the secret: {listed:?}");
+}
+
 #[test]
 fn a_signing_key_others_can_read_is_refused_with_a_hint() {
     let p = Project::example("key_mode");

@@ -32,7 +32,7 @@ pub struct Checked {
 /// Compare the current key's migrated indexes with its model state.
 /// `refresh`: recompute the catalogs even if cached.
 pub async fn run(ctx: &Ctx, refresh: bool, ui: &Events) -> Result<Checked> {
-    let fp = fingerprint::compute(&ctx.key)?;
+    let fp = fingerprint::compute_async(&ctx.key).await?;
     let store = ctx.store()?;
     let cached = match refresh {
         false => load_current(ctx, &fp, &store, ui),
@@ -58,8 +58,8 @@ pub async fn run(ctx: &Ctx, refresh: bool, ui: &Events) -> Result<Checked> {
 /// current key and inputs; `None` (without connecting to anything or
 /// starting Python) otherwise. For `lint`, which must not build a
 /// model-state database to lint a plan.
-pub fn cached(ctx: &Ctx, ui: &Events) -> Result<Option<Checked>> {
-    let fp = fingerprint::compute(&ctx.key)?;
+pub async fn cached(ctx: &Ctx, ui: &Events) -> Result<Option<Checked>> {
+    let fp = fingerprint::compute_async(&ctx.key).await?;
     let store = ctx.store()?;
     Ok(load_current(ctx, &fp, &store, ui).map(|cache| checked(ctx, fp, &cache)))
 }

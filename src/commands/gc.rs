@@ -123,7 +123,7 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Events) -> Result<u8> 
     if args.remote {
         return run_remote(settings, args, ui).await;
     }
-    let fp = fingerprint::compute(&settings.ctx.key)?;
+    let fp = fingerprint::compute_async(&settings.ctx.key).await?;
     let store = settings.ctx.store()?;
     let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
     let current = fp.current_keys(
@@ -132,7 +132,7 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Events) -> Result<u8> 
     );
     let (ours, other_projects) =
         store.project_manifests(settings.ctx.project_dir(), &current, args.all_projects);
-    let (keep, remove) = select(ours, &current, args.keep, args.max_size);
+    let (keep, remove) = migsnap::listing::select(ours, &current, args.keep, args.max_size);
     let mut gc = Gc {
         admin: &admin,
         store: &store,
@@ -169,7 +169,7 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Events) -> Result<u8> 
 /// left alone and reported: it may be someone else's.
 async fn run_remote(settings: &Settings, args: &GcArgs, ui: &Events) -> Result<u8> {
     use migsnap::remote::{Listing, ObjectKind};
-    let fp = fingerprint::compute(&settings.ctx.key)?;
+    let fp = fingerprint::compute_async(&settings.ctx.key).await?;
     let remote = migsnap::shared::configured(&settings.ctx)?;
     let cache = remote.manifest_cache(settings.ctx.store()?.dir())?;
     let found = remote.manifests(&cache).await?;
@@ -182,7 +182,8 @@ async fn run_remote(settings: &Settings, args: &GcArgs, ui: &Events) -> Result<u
     }
     let aliases: BTreeSet<&str> = found.manifests.iter().map(|m| m.alias.as_str()).collect();
     let current = fp.current_keys(&settings.ctx.key, aliases);
-    let (keep, remove) = select(found.manifests, &current, args.keep, args.max_size);
+    let (keep, remove) =
+        migsnap::listing::select(found.manifests, &current, args.keep, args.max_size);
     // The prefix names the project: builders' project dirs differ from
     // machine to machine, so every snapshot under it counts as this one's.
     let mut out = GcOutput::new(args.dry_run, (&fp.key, &current), &keep, 0);
@@ -236,39 +237,6 @@ async fn run_remote(settings: &Settings, args: &GcArgs, ui: &Events) -> Result<u
         super::print_stdout(&render(&out));
     }
     Ok(exit::OK)
-}
-
-/// Split snapshots (newest first) into kept and removed: the `keep` newest,
-/// trimmed from the oldest end until their total fits `max_size`, plus the
-/// current keys' (one per alias) whatever their age and size.
-fn select(
-    all: Vec<Manifest>,
-    current: &BTreeSet<Key>,
-    keep: usize,
-    max_size: Option<u64>,
-) -> (Vec<Manifest>, Vec<Manifest>) {
-    let mut total: u64 = all
-        .iter()
-        .filter(|m| current.contains(&m.key))
-        .map(|m| m.dump.size)
-        .sum();
-    let (mut kept, mut removed) = (Vec::new(), Vec::new());
-    for (i, m) in all.into_iter().enumerate() {
-        if current.contains(&m.key) {
-            kept.push(m);
-            continue;
-        }
-        let fits = max_size.is_none_or(|max| total + m.dump.size <= max);
-        // Once one goes, every older one goes too: the limits trim the
-        // oldest end, they do not pick an arbitrary subset that fits.
-        if i < keep && fits && removed.is_empty() {
-            total += m.dump.size;
-            kept.push(m);
-        } else {
-            removed.push(m);
-        }
-    }
-    (kept, removed)
 }
 
 /// One gc pass: what it works on, and what it has done so far.
@@ -564,82 +532,4 @@ fn render(out: &GcOutput) -> String {
         ));
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use migsnap::store::{BuildInfo, DumpInfo, MANIFEST_FORMAT};
-
-    fn snap(key: &str, created: u64, size: u64) -> Manifest {
-        Manifest {
-            format: MANIFEST_FORMAT,
-            key: Key::parse(&key.repeat(64)).expect("test key"),
-            created_unix: created,
-            migsnap_version: String::new(),
-            server_version_num: 150000,
-            dump: DumpInfo {
-                file: String::new(),
-                sha256: String::new(),
-                size,
-            },
-            migrations: Default::default(),
-            key_inputs: Default::default(),
-            salt_sha256: String::new(),
-            applied: vec![],
-            build: BuildInfo {
-                source: "cold".into(),
-                base_key: None,
-                seconds: 0.0,
-                migrations: vec![],
-            },
-            depends: Default::default(),
-            extensions: vec![],
-            project_dir: None,
-            alias: "default".into(),
-            authenticated: true,
-        }
-    }
-
-    /// The current keys made of repeated hex letters.
-    fn k(letters: &str) -> BTreeSet<Key> {
-        letters
-            .chars()
-            .map(|c| Key::parse(&c.to_string().repeat(64)).expect("test key"))
-            .collect()
-    }
-
-    fn keys(v: &[Manifest]) -> Vec<&str> {
-        v.iter().map(|m| &m.key.as_str()[..1]).collect()
-    }
-
-    #[test]
-    fn keeps_the_newest_and_always_the_current() {
-        // Newest first, as Store::manifests returns them.
-        let all = || {
-            vec![
-                snap("d", 4, 10),
-                snap("c", 3, 10),
-                snap("b", 2, 10),
-                snap("a", 1, 10),
-            ]
-        };
-        let (kept, removed) = select(all(), &k("a"), 2, None);
-        assert_eq!(keys(&kept), ["d", "c", "a"]);
-        assert_eq!(keys(&removed), ["b"]);
-        let (kept, removed) = select(all(), &k("d"), 0, None);
-        assert_eq!(keys(&kept), ["d"]);
-        assert_eq!(keys(&removed), ["c", "b", "a"]);
-        // 25 bytes: current (10) + one more; the oldest go first.
-        let (kept, removed) = select(all(), &k("a"), 10, Some(25));
-        assert_eq!(keys(&kept), ["d", "a"]);
-        assert_eq!(keys(&removed), ["c", "b"]);
-        // The current one stays even when it alone is over the limit.
-        let (kept, _) = select(all(), &k("b"), 10, Some(1));
-        assert_eq!(keys(&kept), ["b"]);
-        // Every alias's current key stays (each alias is its own snapshot).
-        let (kept, removed) = select(all(), &k("ab"), 0, None);
-        assert_eq!(keys(&kept), ["b", "a"]);
-        assert_eq!(keys(&removed), ["d", "c"]);
-    }
 }

@@ -16,9 +16,15 @@ struct KeyOutput<'a> {
     key_inputs: Vec<&'a str>,
 }
 
-pub fn run(settings: &Settings, args: &KeyArgs, ui: &Events) -> Result<u8> {
-    let (spec, recorded) = with_recorded_dirs(settings)?;
-    let (fp, dangling) = fingerprint::compute_noting_links(&spec)?;
+pub async fn run(settings: &Settings, args: &KeyArgs, ui: &Events) -> Result<u8> {
+    // Reading every migration file is blocking work: off the runtime, so
+    // that a Ctrl-C is heard meanwhile (issue #23).
+    let (spec, cache_dir) = (settings.ctx.key.clone(), settings.ctx.cache.dir.clone());
+    let hashed = migsnap::error::blocking("hashing the migrations", move || {
+        let (spec, recorded) = with_recorded_dirs(spec, &cache_dir)?;
+        Ok::<_, Error>((fingerprint::compute_noting_links(&spec)?, recorded))
+    });
+    let ((fp, dangling), recorded) = hashed.await??;
     let globs = &settings.ctx.key.migrations;
     let dir = settings.ctx.project_dir().display();
     let manage_py = &settings.ctx.django.manage_py;
@@ -100,11 +106,13 @@ fn root_hint(dir: &std::path::Path) -> String {
 /// `migsnap key` would never change when those migrations do; no Python
 /// runs for them. Before any build there is no record, and the key is the
 /// globs' alone.
-fn with_recorded_dirs(settings: &Settings) -> Result<(KeySpec, Vec<String>)> {
-    let mut spec = settings.ctx.key.clone();
+fn with_recorded_dirs(
+    mut spec: KeySpec,
+    cache_dir: &std::path::Path,
+) -> Result<(KeySpec, Vec<String>)> {
     let globs = MigrationGlobs::new(&spec)?;
-    let recorded: Vec<String> = Store::new(&settings.ctx.cache.dir)
-        .recorded_migration_dirs(settings.ctx.project_dir())
+    let recorded: Vec<String> = Store::new(cache_dir)
+        .recorded_migration_dirs(&spec.root)
         .into_iter()
         .filter(|dir| !globs.is_match(&format!("{dir}/0001_probe.py")))
         .filter(|dir| spec.root.join(dir).is_dir())

@@ -56,7 +56,7 @@ pub async fn run(settings: &Settings, args: &LintArgs, ui: &Events) -> Result<u8
     let targets = super::plan::targets(&args.migrations);
     let mut planned = migsnap::plan::plan(&settings.ctx, &against, &targets, true, ui).await?;
     super::plan::project_relative(&mut planned.insight, settings);
-    let undeclared = undeclared_indexes(settings, ui)?;
+    let undeclared = undeclared_indexes(settings, ui).await?;
     let mut findings = migsnap::lint::lint(&planned.insight, &undeclared, &settings.lint_rules);
 
     let baseline = super::Baseline {
@@ -100,12 +100,12 @@ pub async fn run(settings: &Settings, args: &LintArgs, ui: &Events) -> Result<u8
 /// current key only. Computing them needs a database built from Django's
 /// model state (seconds, and a second Python start); `lint` says so and
 /// leaves the rule out instead.
-fn undeclared_indexes(settings: &Settings, ui: &Events) -> Result<Vec<UndeclaredIndex>> {
+async fn undeclared_indexes(settings: &Settings, ui: &Events) -> Result<Vec<UndeclaredIndex>> {
     const RULE: &str = "runsql-index-not-in-model-state";
     if settings.lint_rules.get(RULE) == Some(&RuleLevel::Off) {
         return Ok(vec![]);
     }
-    let Some(checked) = check::cached(&settings.ctx, ui)? else {
+    let Some(checked) = check::cached(&settings.ctx, ui).await? else {
         ui.info(format!(
             "rule {RULE} skipped: no `migsnap check` results for this key (run `migsnap check` first)"
         ));

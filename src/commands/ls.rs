@@ -6,6 +6,7 @@ use crate::settings::Settings;
 use migsnap::error::{exit, Result};
 use migsnap::fingerprint;
 use migsnap::key::Key;
+use migsnap::listing::Refused;
 use migsnap::names::DbName;
 use migsnap::pg::admin::{DbInfo, TEMPLATE_PREFIX};
 use migsnap::report::Events;
@@ -27,6 +28,10 @@ struct LsOutput<'a> {
     /// Snapshots in the cache dir of other projects (or of no recorded
     /// project), not listed without `--all-projects`.
     other_projects: usize,
+    /// This project's snapshots whose manifest `prepare` refuses (unsigned,
+    /// signed by an untrusted key, a signature that does not verify): it
+    /// discards and rebuilds them, so they are not in `snapshots`.
+    refused: Vec<Refused>,
 }
 
 #[derive(serde::Serialize)]
@@ -78,7 +83,7 @@ struct RemoteLsOutput<'a> {
     remote: String,
     snapshots: Vec<RemoteRow<'a>>,
     /// Snapshots whose manifest failed its checks (damaged, unsigned, …).
-    refused: Vec<RefusedRow>,
+    refused: Vec<Refused>,
 }
 
 #[derive(serde::Serialize)]
@@ -89,30 +94,27 @@ struct RemoteRow<'a> {
     cached: bool,
 }
 
-#[derive(serde::Serialize)]
-struct RefusedRow {
-    key: Key,
-    reason: String,
-}
-
 pub async fn run(settings: &Settings, args: &LsArgs, ui: &Events) -> Result<u8> {
     if args.remote {
         return run_remote(settings, args, ui).await;
     }
-    let fp = fingerprint::compute(&settings.ctx.key)?;
-    // Every snapshot in the cache dir, foreign or not, as before signatures
-    // were checked by default: a listing restores nothing.
+    let fp = fingerprint::compute_async(&settings.ctx.key).await?;
+    // Every snapshot in the cache dir, foreign or not (a listing restores
+    // nothing), judged as `prepare` judges it: what it would refuse is
+    // listed apart with the reason, never as a snapshot it serves.
     let store = Store::new(&settings.ctx.cache.dir).with_trust(migsnap::sign::Trust {
         trust_unsigned: true,
         ..settings.ctx.cache.trust.clone()
     });
+    let strict = Store::new(&settings.ctx.cache.dir).with_trust(settings.ctx.cache.trust.clone());
     // Each alias's current key is current (`*`).
     let current = fp.current_keys(
         &settings.ctx.key,
         store.aliases().iter().map(String::as_str),
     );
-    let (manifests, others) =
+    let (listed, others) =
         store.project_manifests(settings.ctx.project_dir(), &current, args.all_projects);
+    let (manifests, refused) = migsnap::listing::refused_apart(listed, &strict);
     let cached: BTreeSet<&Key> = manifests.iter().map(|m| &m.key).collect();
     // Templates of snapshots another project built are that project's.
     let theirs: BTreeSet<&Key> = others.iter().map(|m| &m.key).collect();
@@ -169,6 +171,7 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Events) -> Result<u8> 
         pool,
         pool_size: settings.ctx.pool,
         other_projects: others.len(),
+        refused,
     };
     if args.json {
         super::print_json(&out)?;
@@ -241,7 +244,7 @@ fn snapshot_lines<'a>(
 /// in the cache dir). A store that cannot be read is this command's
 /// failure (exit 6).
 async fn run_remote(settings: &Settings, args: &LsArgs, ui: &Events) -> Result<u8> {
-    let fp = fingerprint::compute(&settings.ctx.key)?;
+    let fp = fingerprint::compute_async(&settings.ctx.key).await?;
     let remote = migsnap::shared::configured(&settings.ctx)?;
     let store = settings.ctx.store()?;
     let found = remote
@@ -267,7 +270,7 @@ async fn run_remote(settings: &Settings, args: &LsArgs, ui: &Events) -> Result<u
         refused: found
             .refused
             .into_iter()
-            .map(|(key, e)| RefusedRow {
+            .map(|(key, e)| Refused {
                 key,
                 reason: migsnap::error::one_line(&e),
             })
@@ -319,6 +322,9 @@ fn render(out: &LsOutput<'_>) -> String {
         .iter()
         .map(|s| (s, if s.template { "  [template]" } else { "" }));
     let mut text = snapshot_lines(&out.cache_dir, &out.current_key, rows);
+    for r in &out.refused {
+        text.push_str(&format!("  {}!  refused: {}\n", r.key.short(), r.reason));
+    }
     match &out.templates {
         None => text.push_str("templates: (server unreachable)\n"),
         Some(ts) => {

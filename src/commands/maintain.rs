@@ -36,15 +36,25 @@ pub async fn run(settings: &Settings, args: &MaintainArgs, ui: &Events) -> Resul
 /// Start `migsnap maintain` for the same project, detached: its own process
 /// group (a Ctrl-C meant for the terminal's job does not reach it), no
 /// inherited stdio (a caller reading our stdout to EOF does not wait for
-/// it), and every setting passed explicitly rather than re-read from
-/// flags it never saw (secrets through the environment only). A failure to start is a warning: nothing depends on
-/// it but speed, and the next prepare or `gc` does the same work.
+/// it). A failure to start is a warning: nothing depends on it but speed,
+/// and the next prepare or `gc` does the same work.
 pub fn spawn(settings: &Settings, ui: &Events) {
-    use std::os::unix::process::CommandExt;
-    let ctx = &settings.ctx;
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
+    if let Err(e) = command(settings, &exe).spawn() {
+        ui.warn(format!("cannot start the background maintenance: {e}"));
+    }
+}
+
+/// The background `maintain`'s command line: every setting this run
+/// resolved from a flag is passed explicitly, since the child never saw
+/// our flags (it re-reads only the environment and the config file, which
+/// it shares with us). A `--remote-url` was once lost here, so the child
+/// fell back to the config's store, or none.
+fn command(settings: &Settings, exe: &std::path::Path) -> Command {
+    use std::os::unix::process::CommandExt;
+    let ctx = &settings.ctx;
     let mut cmd = Command::new(exe);
     cmd.arg("--quiet")
         .arg("--project-dir")
@@ -60,6 +70,10 @@ pub fn spawn(settings: &Settings, ui: &Events) {
         ServerChoice::Url(url) => cmd.env(migsnap::env::SERVER_URL, url),
         ServerChoice::Embedded(_) => cmd.env_remove(migsnap::env::SERVER_URL),
     };
+    // The store as this run resolved it (`off`: none, whatever the config
+    // says), in the environment like the server's URL.
+    let remote = ctx.remote.as_ref().map(|r| r.url.to_string());
+    cmd.env(migsnap::env::REMOTE, remote.as_deref().unwrap_or("off"));
     if let Some(module) = &ctx.django.settings_module {
         cmd.arg("--settings").arg(module);
     }
@@ -74,9 +88,7 @@ pub fn spawn(settings: &Settings, ui: &Events) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
-    if let Err(e) = cmd.spawn() {
-        ui.warn(format!("cannot start the background maintenance: {e}"));
-    }
+    cmd
 }
 
 /// Record the pool size the pytest plugin asked for (its worker count), for
@@ -92,5 +104,68 @@ pub fn remember_pool_size(settings: &Settings, key: &Key, n: usize, ui: &Events)
     });
     if let Err(e) = written {
         ui.warn(format!("cannot record the pool size: {}", e.message));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Overrides;
+    use clap::Parser;
+    use std::ffi::OsStr;
+
+    fn env_of<'a>(cmd: &'a Command, name: &str) -> Option<Option<&'a OsStr>> {
+        cmd.get_envs()
+            .find(|(k, _)| *k == OsStr::new(name))
+            .map(|(_, v)| v)
+    }
+
+    /// What `prepare` resolved from its flags reaches the background
+    /// `maintain`, which never saw them: the store above all (it restores
+    /// the template from it when the cached dump is gone).
+    #[test]
+    fn the_background_maintain_gets_the_settings_the_flags_gave() {
+        let project = tempfile::tempdir().expect("tempdir");
+        let cache = tempfile::tempdir().expect("tempdir");
+        let overrides = Overrides {
+            project_dir: Some(project.path().to_path_buf()),
+            cache_dir: Some(cache.path().to_path_buf()),
+            remote: Some("file:///tmp/migsnap-store".into()),
+            settings: Some("mysite.settings_test".into()),
+            alias: Some("other".into()),
+            ..Default::default()
+        };
+        let settings = Settings::resolve_in(&overrides, &migsnap::env::Environment::default())
+            .expect("resolve");
+        let cmd = command(&settings, std::path::Path::new("migsnap"));
+        assert_eq!(
+            env_of(&cmd, migsnap::env::REMOTE),
+            Some(Some(OsStr::new("file:///tmp/migsnap-store")))
+        );
+        let args = std::iter::once(OsStr::new("migsnap")).chain(cmd.get_args());
+        let cli = crate::cli::Cli::try_parse_from(args).expect("the child's command line parses");
+        let mut child = cli.global.overrides();
+        child.alias = cli.command.alias().map(str::to_string);
+        assert_eq!(
+            child.project_dir.as_deref(),
+            Some(settings.ctx.project_dir())
+        );
+        assert_eq!(child.cache_dir.as_deref(), Some(cache.path()));
+        assert_eq!(child.settings.as_deref(), Some("mysite.settings_test"));
+        assert_eq!(child.alias.as_deref(), Some("other"));
+
+        // No store for this run: none for the child either, whatever the
+        // shared config file says.
+        let none = Overrides {
+            remote: None,
+            ..overrides
+        };
+        let settings =
+            Settings::resolve_in(&none, &migsnap::env::Environment::default()).expect("resolve");
+        let cmd = command(&settings, std::path::Path::new("migsnap"));
+        assert_eq!(
+            env_of(&cmd, migsnap::env::REMOTE),
+            Some(Some(OsStr::new("off")))
+        );
     }
 }

@@ -50,7 +50,8 @@ fn run_command(cli: Cli) -> Result<u8> {
     if starts_slow_work {
         settings.ctx.check_before_starting()?;
     }
-    // A current-thread runtime starts no thread: `key` pays nothing for it.
+    // A current-thread runtime: `key` pays for one thread only, the blocking
+    // one its hashing runs on.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -109,7 +110,7 @@ async fn dispatch<'a>(
         Command::Gc(args) => gc::run(settings, args, ui).await?,
         Command::Drop(args) => drop::run(settings, args, ui).await?,
         Command::Server { action } => server::run(settings, action, ui).await?,
-        Command::Key(args) => key::run(settings, args, ui)?,
+        Command::Key(args) => key::run(settings, args, ui).await?,
         Command::SigningKey(args) => signing_key::run(settings, args, ui)?,
         Command::Push(args) => sync::push(settings, args, ui).await?,
         Command::Pull(args) => sync::pull(settings, args, ui).await?,

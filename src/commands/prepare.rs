@@ -90,6 +90,7 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Events) -> Result
     }
     // After the answer is out: whoever waits for it does not wait for this.
     if p.maintenance {
+        migsnap::failpoint::pause("maintain.spawn").await;
         super::maintain::spawn(settings, ui);
     }
     Ok(exit::OK)

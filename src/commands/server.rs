@@ -104,13 +104,14 @@ async fn list(settings: &Settings, stop: Stop, json: bool, ui: &Events) -> Resul
     let mut own: Vec<PathBuf> = current.iter().cloned().collect();
     own.push(settings.ctx.cache.dir.join("server"));
     let also = own.clone();
+    let host = settings.host.clone();
     let u = ui.clone();
     let rows = blocking("listing the embedded servers", move || {
         let mut rows = Vec::new();
         let mut failed = None;
         let mut others = 0;
         for dir in embedded::known_server_dirs(&also) {
-            let server = Embedded::found(&dir);
+            let server = Embedded::found(&dir, host.clone());
             let mut stopped = false;
             let mine = own.contains(&dir);
             if stop == Stop::Own && !mine {

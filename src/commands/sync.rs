@@ -24,7 +24,7 @@ struct SyncOutput<'a> {
 }
 
 pub async fn push(settings: &Settings, args: &SyncArgs, ui: &Events) -> Result<u8> {
-    let key = key_of(settings, args)?;
+    let key = key_of(settings, args).await?;
     let started = Instant::now();
     let remote = shared::configured(&settings.ctx)?;
     ui.info(format!(
@@ -40,7 +40,7 @@ pub async fn push(settings: &Settings, args: &SyncArgs, ui: &Events) -> Result<u
 }
 
 pub async fn pull(settings: &Settings, args: &SyncArgs, ui: &Events) -> Result<u8> {
-    let key = key_of(settings, args)?;
+    let key = key_of(settings, args).await?;
     let started = Instant::now();
     let remote = shared::configured(&settings.ctx)?;
     let (result, bytes) = match shared::pull(&settings.ctx, &key, ui).await? {
@@ -82,11 +82,13 @@ fn report(
 }
 
 /// `--key`, else the current migration files' key.
-fn key_of(settings: &Settings, args: &SyncArgs) -> Result<Key> {
+async fn key_of(settings: &Settings, args: &SyncArgs) -> Result<Key> {
     match &args.key {
         Some(k) => Key::parse(k).map_err(|e| {
             Error::usage(e.to_string()).hint("pass the full key, as `migsnap key` prints it")
         }),
-        None => Ok(migsnap::fingerprint::compute(&settings.ctx.key)?.key),
+        None => Ok(migsnap::fingerprint::compute_async(&settings.ctx.key)
+            .await?
+            .key),
     }
 }

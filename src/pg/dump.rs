@@ -35,6 +35,7 @@ pub struct Dumped {
 /// into the caller's error (it knows where `out` lives). Blocking: call it
 /// from `spawn_blocking`.
 pub fn dump<W: Write>(
+    programs: &tools::Programs,
     conn: &ConnInfo,
     db: &str,
     server_major: u32,
@@ -42,7 +43,7 @@ pub fn dump<W: Write>(
     expected: &Identity,
     write_error: impl Fn(std::io::Error) -> Error,
 ) -> Result<(W, Dumped)> {
-    let pg_dump = tools::find("pg_dump", Some(server_major))?;
+    let pg_dump = programs.find("pg_dump", Some(server_major))?;
     let mut cmd = Command::new(&pg_dump);
     // A complete connection on the command line and no inherited PG*: a
     // stale PGSERVICE or PGOPTIONS once dumped another database (issue #10).

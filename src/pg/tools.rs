@@ -1,30 +1,56 @@
 //! Find PostgreSQL client and server programs: MIGSNAP_PG_BINDIR, PATH,
 //! `pg_config --bindir`, then /usr/lib/postgresql/*/bin (newest first).
 
-use crate::env;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn candidate_dirs() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Some(d) = env::path(env::PG_BINDIR) {
-        dirs.push(d);
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        if out.status.success() {
-            dirs.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+/// Where to look for PostgreSQL's programs first, as the caller resolved
+/// it (MIGSNAP_PG_BINDIR, then PATH): the library reads no environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Programs {
+    /// Searched before everything else (`MIGSNAP_PG_BINDIR`).
+    pub bindir: Option<PathBuf>,
+    /// The directories of PATH, in order.
+    pub path: Vec<PathBuf>,
+}
+
+impl Programs {
+    fn candidate_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self.bindir.iter().cloned().collect();
+        dirs.extend(self.path.iter().cloned());
+        if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+            if out.status.success() {
+                dirs.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+            }
         }
+        let mut versioned: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|rd| rd.flatten().map(|e| e.path().join("bin")).collect())
+            .unwrap_or_default();
+        versioned.sort_by_key(|p| std::cmp::Reverse(major_of_dir(p)));
+        dirs.extend(versioned);
+        dirs
     }
-    let mut versioned: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.flatten().map(|e| e.path().join("bin")).collect())
-        .unwrap_or_default();
-    versioned.sort_by_key(|p| std::cmp::Reverse(major_of_dir(p)));
-    dirs.extend(versioned);
-    dirs
+
+    /// The first `name` found, optionally of at least major version
+    /// `min_major` (pg_dump refuses servers newer than itself). Prefers an
+    /// exact major match.
+    pub fn find(&self, name: &str, min_major: Option<u32>) -> Result<PathBuf> {
+        let found: Vec<PathBuf> = self
+            .candidate_dirs()
+            .into_iter()
+            .map(|d| d.join(name))
+            .filter(|p| p.is_file())
+            .collect();
+        let Some(min) = min_major else {
+            return found.into_iter().next().ok_or_else(|| missing(name));
+        };
+        let with_versions: Vec<(PathBuf, u32)> = found
+            .into_iter()
+            .filter_map(|p| version_major(&p).map(|v| (p, v)))
+            .collect();
+        choose(name, &with_versions, min)
+    }
 }
 
 fn major_of_dir(bin: &Path) -> u32 {
@@ -41,24 +67,6 @@ pub fn version_major(program: &Path) -> Option<u32> {
     let text = String::from_utf8_lossy(&out.stdout);
     let ver = text.split(") ").nth(1)?.split_whitespace().next()?;
     ver.split(['.', 'b', 'r']).next()?.parse().ok()
-}
-
-/// The first `name` found, optionally of at least major version `min_major`
-/// (pg_dump refuses servers newer than itself). Prefers an exact major match.
-pub fn find(name: &str, min_major: Option<u32>) -> Result<PathBuf> {
-    let found: Vec<PathBuf> = candidate_dirs()
-        .into_iter()
-        .map(|d| d.join(name))
-        .filter(|p| p.is_file())
-        .collect();
-    let Some(min) = min_major else {
-        return found.into_iter().next().ok_or_else(|| missing(name));
-    };
-    let with_versions: Vec<(PathBuf, u32)> = found
-        .into_iter()
-        .filter_map(|p| version_major(&p).map(|v| (p, v)))
-        .collect();
-    choose(name, &with_versions, min)
 }
 
 /// Among programs found (in search order) with their major versions, the
