@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::fingerprint::{self, Fingerprint, MigrationGlobs};
 use crate::key::Key;
-use crate::pg::admin::{self, Admin, TemplateState};
+use crate::pg::admin::{self, Admin};
 use crate::pg::mark::Mark;
 use crate::pg::{dump, extension, restore, ConnInfo};
 use crate::report::Events;
@@ -40,6 +40,8 @@ use crate::shared::{Origin, Shared};
 use crate::store::Applied;
 use crate::store::{self, BuildInfo, Manifest, Store};
 use crate::units;
+
+mod plan;
 use std::path::Path;
 use std::time::Instant;
 
@@ -109,6 +111,38 @@ pub struct HandOut<'a> {
 }
 
 impl Snapshot {
+    /// The key's own dump restored, from `origin`: made the template, or
+    /// handed out to the caller's target.
+    fn restored(template: String, origin: Origin, handed_out: bool, m: &Manifest) -> Snapshot {
+        Snapshot {
+            template,
+            source: Source::Cache,
+            base_key: None,
+            applied: vec![],
+            origin: Some(origin),
+            handed_out,
+            built_with: Some(m.depends.checked.clone()),
+        }
+    }
+
+    /// A template Django just migrated (`base_key`: what it started from).
+    fn built(
+        template: String,
+        source: Source,
+        base_key: Option<Key>,
+        applied: Vec<Applied>,
+    ) -> Snapshot {
+        Snapshot {
+            template,
+            source,
+            base_key,
+            applied,
+            origin: None,
+            handed_out: false,
+            built_with: None,
+        }
+    }
+
     /// A template that needed no work, marked with the digest of `record`.
     pub fn ready(template: String, record: Option<Checked>) -> Snapshot {
         Snapshot {
@@ -324,6 +358,24 @@ impl Drop for Unfinished {
     }
 }
 
+/// One build under its locks: what every step needs, carried together.
+struct BuildSession<'a> {
+    admin: &'a Admin,
+    ctx: &'a Ctx,
+    fp: &'a Fingerprint,
+    store: &'a Store,
+    shared: &'a Shared<'a>,
+    ui: &'a Events,
+    req: Request<'a>,
+    /// The key's template name, and the database there now (replaced only
+    /// once its successor is complete).
+    template: String,
+    old: Option<admin::DbInfo>,
+    /// The `migsnap_build_*` database every step builds in.
+    build: String,
+}
+
+/// Find what there is, `plan::plan` what to try, and try it in order.
 async fn build_locked(
     admin: &Admin,
     ctx: &Ctx,
@@ -333,7 +385,6 @@ async fn build_locked(
     ui: &Events,
     req: Request<'_>,
 ) -> Result<Snapshot> {
-    let rebuild = req.rebuild;
     let key = &fp.key;
     let template = admin::template_name(key);
     // The key's own snapshot, if what it recorded beyond the key still holds.
@@ -359,68 +410,166 @@ async fn build_locked(
     // ready to promote): a failed or interrupted rebuild leaves it in place.
     let old = admin.database(&template).await?;
     let state = admin::template_state(old.as_ref(), key, holds.as_deref());
-    if state == TemplateState::NotOurs {
-        return Err(Error::usage(format!(
+    let own_state = match &own {
+        None => plan::Own::Absent,
+        Some(m) if too_new(m, admin.version_num) => plan::Own::TooNew,
+        Some(_) => plan::Own::Usable,
+    };
+    let plan = plan::plan(&plan::Found {
+        rebuild: req.rebuild,
+        cache_only: req.cache_only,
+        template: state,
+        trust_unsigned: ctx.cache.trust.trust_unsigned,
+        own: own_state,
+        inputs_recorded: holds.is_some(),
+        store: shared.configured(),
+    });
+    match plan.steps.first() {
+        Some(plan::Step::RefuseNotOurs) => return Err(Error::usage(format!(
             "database `{template}` exists but was not created by migsnap; refusing to replace it"
         ))
-        .hint(format!("rename or drop `{template}` yourself")));
-    }
-    if !rebuild && state != TemplateState::Missing {
-        if state.serves(ctx.cache.trust.trust_unsigned) {
-            // Another process finished it while we waited for the lock.
-            return Ok(Snapshot::ready(template, own.map(|m| m.depends.checked)));
+        .hint(format!("rename or drop `{template}` yourself"))),
+        // Another process finished it while we waited for the lock.
+        Some(plan::Step::Ready) => {
+            return Ok(Snapshot::ready(template, own.map(|m| m.depends.checked)))
         }
-        // Without recorded inputs there is nothing it could have matched.
-        if holds.is_some() {
-            ui.warn(format!(
-                "template `{template}` does not match key {}; rebuilding it",
-                fp.short()
-            ));
+        _ => {}
+    }
+    if plan.warn_stale_template {
+        ui.warn(format!(
+            "template `{template}` does not match key {}; rebuilding it",
+            fp.short()
+        ));
+    }
+    if own_state == plan::Own::TooNew && !req.rebuild {
+        if let Some(m) = &own {
+            warn_too_new(m, admin.version_num, ui);
         }
     }
-    let old = old.as_ref();
     store.clean_temp(key);
     let build = admin::build_name(key);
     if admin.database(&build).await?.is_some() {
         ui.info(format!("removing `{build}` left by an interrupted run"));
         admin.drop_build(&build).await?;
     }
-
-    if !rebuild {
-        let restored = |origin, handed_out, m: &Manifest| Snapshot {
-            template: template.clone(),
-            source: Source::Cache,
-            base_key: None,
-            applied: vec![],
-            origin: Some(origin),
-            handed_out,
-            built_with: Some(m.depends.checked.clone()),
+    let session = BuildSession {
+        admin,
+        ctx,
+        fp,
+        store,
+        shared,
+        ui,
+        req,
+        template,
+        old,
+        build,
+    };
+    for step in plan.steps {
+        let done = match step {
+            plan::Step::Ready | plan::Step::RefuseNotOurs => unreachable!("decided above"),
+            plan::Step::RestoreOwn => {
+                let m = own
+                    .as_ref()
+                    .expect("planned only with a snapshot of its own");
+                session
+                    .restore_own(m, Origin::Local, OnReject::Discard)
+                    .await?
+            }
+            plan::Step::RestoreFromStore => match shared.own(fp, store, admin.version_num).await {
+                Some(m) => {
+                    let restored = session
+                        .restore_own(&m, Origin::Remote, OnReject::SkipStore)
+                        .await?;
+                    if restored.is_none() {
+                        // Damaged or refused: not built on, not pushed over.
+                        shared.skip(&m.key);
+                    }
+                    restored
+                }
+                None => None,
+            },
+            plan::Step::NothingCached => {
+                return Err(Error::usage(format!(
+                    "no usable cached snapshot of key {} to make its template from",
+                    fp.short()
+                ))
+                .hint("run `migsnap prepare` to build it"))
+            }
+            plan::Step::Ancestor => session.on_ancestor().await?,
+            plan::Step::Cold => Some(session.cold().await?),
         };
-        let own = own.filter(|m| fits_server(m, admin.version_num, ui));
-        if let Some(m) = own {
-            let on_reject = OnReject::Discard;
-            if let Some(handed_out) =
-                restore_own(admin, ctx, store, &m, &build, old, req, on_reject, ui).await?
-            {
-                return Ok(restored(Origin::Local, handed_out, &m));
+        if let Some(snapshot) = done {
+            return Ok(snapshot);
+        }
+    }
+    unreachable!("every plan ends in a step that ends the build")
+}
+
+impl BuildSession<'_> {
+    /// Restore the key's own snapshot `m` (its dump in the cache dir) into
+    /// the build database, then hand it out as the request's target when
+    /// nobody else waits for the template, else promote it. None: the dump
+    /// turned out damaged or refused, and went as `on_reject` says
+    /// (`restore_or_drop`).
+    async fn restore_own(
+        &self,
+        m: &Manifest,
+        origin: Origin,
+        on_reject: OnReject,
+    ) -> Result<Option<Snapshot>> {
+        let (admin, ui, build) = (self.admin, self.ui, self.build.as_str());
+        let t = Instant::now();
+        if !m.authenticated {
+            ui.warn(format!(
+                "snapshot {} is not signed by a trusted key; restoring it for its own key only, as trust-unsigned allows (its triggers run as whoever runs the tests)",
+                m.key.short()
+            ));
+        }
+        ui.info(format!("restoring cached snapshot {}", m.key.short()));
+        admin.create(build, None, self.ctx.clone_strategy()).await?;
+        failpoint::point("build.created");
+        if !restore_or_drop(admin, self.ctx, self.store, m, build, on_reject, ui).await? {
+            return Ok(None);
+        }
+        failpoint::pause("restore.done").await;
+        let handed_out = match self.req.hand_out {
+            Some(to) => {
+                let waiting = admin.others_holding(wanting_lock(&m.key)).await?;
+                match plan::after_restore(true, waiting) {
+                    plan::AfterRestore::HandOut => Some(to),
+                    plan::AfterRestore::Promote => None,
+                }
             }
-        }
-        if let Some(m) = shared.own(fp, store, admin.version_num).await {
-            let on_reject = OnReject::SkipStore;
-            match restore_own(admin, ctx, store, &m, &build, old, req, on_reject, ui).await? {
-                Some(handed_out) => return Ok(restored(Origin::Remote, handed_out, &m)),
-                // Damaged or refused: not built on, not pushed over.
-                None => shared.skip(&m.key),
+            None => None,
+        };
+        if let Some(to) = handed_out {
+            if let Err(e) = hand_out(admin, build, to).await {
+                let _ = drop_build(admin, build).await;
+                return Err(e);
             }
+            ui.info(format!(
+                "restored in {} into `{}`; the template follows in the background",
+                units::duration(t.elapsed()),
+                to.target
+            ));
+        } else {
+            promote(admin, build, m, self.old.as_ref()).await?;
+            ui.info(format!("restored in {}", units::duration(t.elapsed())));
         }
-        if req.cache_only {
-            return Err(Error::usage(format!(
-                "no usable cached snapshot of key {} to make its template from",
-                fp.short()
-            ))
-            .hint("run `migsnap prepare` to build it"));
-        }
-        let replaced = crate::depends::Replaced::new(ctx.project_dir(), fp);
+        Ok(Some(Snapshot::restored(
+            self.template.clone(),
+            origin,
+            handed_out.is_some(),
+            m,
+        )))
+    }
+
+    /// Build on the best older snapshot, the cache dir's or the store's.
+    /// None: there is none, or Django found it does not fit (said; the
+    /// build database is gone and the next step starts from empty).
+    async fn on_ancestor(&self) -> Result<Option<Snapshot>> {
+        let (admin, fp, store, shared) = (self.admin, self.fp, self.store, self.shared);
+        let replaced = crate::depends::Replaced::new(self.ctx.project_dir(), fp);
         let replaced = |path: &str| replaced.covers(path);
         let local = store.best_ancestor(fp, admin.version_num, &replaced);
         let better = shared
@@ -431,130 +580,85 @@ async fn build_locked(
         // own ancestor serves after all.
         let (base, origin) = match better {
             Some(b) if base_template_ready(admin, &b).await? => (Some(b), Origin::Local),
-            Some(b) if shared.fetch_ancestor(&b, store, key).await => (Some(b), Origin::Remote),
+            Some(b) if shared.fetch_ancestor(&b, store, &fp.key).await => (Some(b), Origin::Remote),
             _ => (local, Origin::Local),
         };
-        if let Some(base) = base {
-            // A base just downloaded is the store's: a rejected one is
-            // skipped (its copy discarded) and not pushed over.
-            let on_reject = match origin {
-                Origin::Remote if base.key == *key => OnReject::SkipStore,
-                Origin::Remote => OnReject::SkipStoreAncestor,
-                Origin::Local => OnReject::Leave,
-            };
-            let built = incremental(admin, ctx, fp, store, &base, &build, old, on_reject, ui).await;
-            if built.as_ref().is_err_and(cannot_build_on) && origin == Origin::Remote {
-                shared.skip(&base.key);
+        let Some(base) = base else {
+            return Ok(None);
+        };
+        // A base just downloaded is the store's: a rejected one is
+        // skipped (its copy discarded) and not pushed over.
+        let on_reject = match origin {
+            Origin::Remote if base.key == fp.key => OnReject::SkipStore,
+            Origin::Remote => OnReject::SkipStoreAncestor,
+            Origin::Local => OnReject::Leave,
+        };
+        let built = self.incremental(&base, on_reject).await;
+        if built.as_ref().is_err_and(cannot_build_on) && origin == Origin::Remote {
+            shared.skip(&base.key);
+        }
+        match built {
+            Ok(snapshot) => Ok(Some(Snapshot {
+                origin: Some(origin),
+                ..snapshot
+            })),
+            Err(e) if cannot_build_on(&e) => {
+                self.ui.warn(format!(
+                    "cannot build on snapshot {} ({}); migrating from empty instead",
+                    base.key.short(),
+                    e.message
+                ));
+                drop_build(admin, &self.build).await?;
+                Ok(None)
             }
-            match built {
-                Ok(snapshot) => {
-                    return Ok(Snapshot {
-                        origin: Some(origin),
-                        ..snapshot
-                    })
-                }
-                Err(e) if cannot_build_on(&e) => {
-                    ui.warn(format!(
-                        "cannot build on snapshot {} ({}); migrating from empty instead",
-                        base.key.short(),
-                        e.message
-                    ));
-                    drop_build(admin, &build).await?;
-                }
-                Err(e) => {
-                    let _ = drop_build(admin, &build).await;
-                    return Err(e);
-                }
+            Err(e) => {
+                let _ = drop_build(admin, &self.build).await;
+                Err(e)
             }
         }
     }
 
-    let t = Instant::now();
-    ui.info(format!(
-        "no snapshot for key {}: migrating from an empty database",
-        fp.short()
-    ));
-    admin.create(&build, None, ctx.clone_strategy()).await?;
-    failpoint::point("build.created");
-    let report = match migrate_checked(ctx, admin, &build, ui, None).await {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = drop_build(admin, &build).await;
-            return Err(e);
-        }
-    };
-    let built = Built {
-        build: &build,
-        report: &report,
-        info: BuildInfo {
-            source: "cold".into(),
-            base_key: None,
-            seconds: 0.0,
-            migrations: vec![],
-        },
-        started: t,
-        replacing: old,
-    };
-    finish_or_drop(admin, ctx, fp, store, built, ui).await?;
-    Ok(Snapshot {
-        template,
-        source: Source::Cold,
-        base_key: None,
-        applied: report.applied,
-        origin: None,
-        handed_out: false,
-        built_with: None,
-    })
-}
-
-/// Restore the key's own snapshot `m` (its dump in the cache dir) into a
-/// new `build` database, then hand it out as `req`'s target when nobody
-/// else waits for the template, else promote it. None: the dump turned
-/// out damaged or refused, and was discarded (`restore_or_drop`);
-/// Some(handed_out) otherwise.
-#[allow(clippy::too_many_arguments)]
-async fn restore_own(
-    admin: &Admin,
-    ctx: &Ctx,
-    store: &Store,
-    m: &Manifest,
-    build: &str,
-    old: Option<&admin::DbInfo>,
-    req: Request<'_>,
-    on_reject: OnReject,
-    ui: &Events,
-) -> Result<Option<bool>> {
-    let t = Instant::now();
-    if !m.authenticated {
-        ui.warn(format!(
-            "snapshot {} is not signed by a trusted key; restoring it for its own key only, as trust-unsigned allows (its triggers run as whoever runs the tests)",
-            m.key.short()
+    /// `migrate` from an empty database.
+    async fn cold(&self) -> Result<Snapshot> {
+        let (admin, ctx, ui, build) = (self.admin, self.ctx, self.ui, self.build.as_str());
+        let t = Instant::now();
+        ui.info(format!(
+            "no snapshot for key {}: migrating from an empty database",
+            self.fp.short()
         ));
-    }
-    ui.info(format!("restoring cached snapshot {}", m.key.short()));
-    admin.create(build, None, ctx.clone_strategy()).await?;
-    failpoint::point("build.created");
-    if !restore_or_drop(admin, ctx, store, m, build, on_reject, ui).await? {
-        return Ok(None);
-    }
-    failpoint::pause("restore.done").await;
-    if let Some(to) = req.hand_out {
-        if admin.others_holding(wanting_lock(&m.key)).await? == 0 {
-            if let Err(e) = hand_out(admin, build, to).await {
+        admin.create(build, None, ctx.clone_strategy()).await?;
+        failpoint::point("build.created");
+        let report = match migrate_checked(ctx, admin, build, ui, None).await {
+            Ok(r) => r,
+            Err(e) => {
                 let _ = drop_build(admin, build).await;
                 return Err(e);
             }
-            ui.info(format!(
-                "restored in {} into `{}`; the template follows in the background",
-                units::duration(t.elapsed()),
-                to.target
-            ));
-            return Ok(Some(true));
-        }
+        };
+        self.finish_or_drop(Built {
+            build,
+            report: &report,
+            info: BuildInfo {
+                source: store::BuiltBy::Cold,
+                base_key: None,
+                seconds: 0.0,
+                migrations: vec![],
+            },
+            started: t,
+            replacing: self.old.as_ref(),
+        })
+        .await?;
+        Ok(Snapshot::built(
+            self.template.clone(),
+            Source::Cold,
+            None,
+            report.applied,
+        ))
     }
-    promote(admin, build, m, old).await?;
-    ui.info(format!("restored in {}", units::duration(t.elapsed())));
-    Ok(Some(false))
+
+    async fn finish_or_drop(&self, built: Built<'_>) -> Result<()> {
+        finish_or_drop(self.admin, self.ctx, self.fp, self.store, built, self.ui).await
+    }
 }
 
 /// Rename the restored `build` into the target's place, as a clone of
@@ -610,17 +714,27 @@ fn ancestor_snapshot(
 }
 
 /// A dump never goes into an older server major version than it came from.
+fn too_new(m: &Manifest, server_version_num: u32) -> bool {
+    m.server_major() > server_version_num / 10000
+}
+
+fn warn_too_new(m: &Manifest, server_version_num: u32, ui: &Events) {
+    ui.warn(format!(
+        "cached snapshot {} comes from PostgreSQL {}, newer than this server ({}); not using it",
+        m.key.short(),
+        m.server_major(),
+        server_version_num / 10000
+    ));
+}
+
+/// Whether `m` can be restored on this server (a newer major's dump may
+/// not load here): said when it cannot.
 fn fits_server(m: &Manifest, server_version_num: u32, ui: &Events) -> bool {
-    let fits = m.server_major() <= server_version_num / 10000;
-    if !fits {
-        ui.warn(format!(
-            "cached snapshot {} comes from PostgreSQL {}, newer than this server ({}); not using it",
-            m.key.short(),
-            m.server_major(),
-            server_version_num / 10000
-        ));
+    if too_new(m, server_version_num) {
+        warn_too_new(m, server_version_num, ui);
+        return false;
     }
-    fits
+    true
 }
 
 /// Say why a cached snapshot is unusable; discard it if the caller holds its
@@ -660,78 +774,73 @@ fn cannot_build_on(e: &Error) -> bool {
     django::is_history(e) || e.find::<BaseUnusable>().is_some()
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn incremental(
-    admin: &Admin,
-    ctx: &Ctx,
-    fp: &Fingerprint,
-    store: &Store,
-    base: &Manifest,
-    build: &str,
-    replacing: Option<&admin::DbInfo>,
-    on_reject: OnReject,
-    ui: &Events,
-) -> Result<Snapshot> {
-    let t = Instant::now();
-    let base_short = base.key.short();
-    ui.info(format!(
-        "building on snapshot {base_short}: {} of {} migration files unchanged",
-        store::ancestor_rank(base, fp).0,
-        fp.migrations.len()
-    ));
-    // The ancestor's template, if still on the server, is the fastest start.
-    match base_template_ready(admin, base).await? {
-        true => {
-            let base_template = admin::template_name(&base.key);
-            admin
-                .create(build, Some(&base_template), ctx.clone_strategy())
-                .await?;
-            failpoint::point("build.created");
-        }
-        false => {
-            let Some(m) = ancestor_snapshot(store, &base.key, admin.version_num, ui) else {
-                return Err(BaseUnusable::error(format!(
-                    "snapshot {base_short} is unusable"
-                )));
-            };
-            admin.create(build, None, ctx.clone_strategy()).await?;
-            failpoint::point("build.created");
-            if !restore_or_drop(admin, ctx, store, &m, build, on_reject, ui).await? {
-                return Err(BaseUnusable::error(format!(
-                    "snapshot {base_short} is damaged"
-                )));
+impl BuildSession<'_> {
+    /// Build on `base`: its template if still on the server, else its dump;
+    /// then `migrate` forward, Django checking that the base still fits.
+    async fn incremental(&self, base: &Manifest, on_reject: OnReject) -> Result<Snapshot> {
+        let (admin, ctx, fp, store, ui) = (self.admin, self.ctx, self.fp, self.store, self.ui);
+        let (build, replacing) = (self.build.as_str(), self.old.as_ref());
+        let t = Instant::now();
+        let base_short = base.key.short();
+        ui.info(format!(
+            "building on snapshot {base_short}: {} of {} migration files unchanged",
+            store::ancestor_rank(base, fp).0,
+            fp.migrations.len()
+        ));
+        // The ancestor's template, if still on the server, is the fastest start.
+        match base_template_ready(admin, base).await? {
+            true => {
+                let base_template = admin::template_name(&base.key);
+                admin
+                    .create(build, Some(&base_template), ctx.clone_strategy())
+                    .await?;
+                failpoint::point("build.created");
+            }
+            false => {
+                let Some(m) = ancestor_snapshot(store, &base.key, admin.version_num, ui) else {
+                    return Err(BaseUnusable::error(format!(
+                        "snapshot {base_short} is unusable"
+                    )));
+                };
+                admin.create(build, None, ctx.clone_strategy()).await?;
+                failpoint::point("build.created");
+                if !restore_or_drop(admin, ctx, store, &m, build, on_reject, ui).await? {
+                    return Err(BaseUnusable::error(format!(
+                        "snapshot {base_short} is damaged"
+                    )));
+                }
             }
         }
+        // Django decides, once it has loaded the migrations, whether the base
+        // still fits: same Django, no app removed, everything it applied unchanged.
+        let fits = |now: &crate::depends::ShimInputs| {
+            Depends::compatible(&base.depends, &base.applied, now, ctx.project_dir())
+                .map_err(|c| c.to_string())
+        };
+        let report = migrate_checked(ctx, admin, build, ui, Some(&fits)).await?;
+        let built = Built {
+            build,
+            report: &report,
+            info: BuildInfo {
+                source: store::BuiltBy::Incremental,
+                base_key: Some(base.key.clone()),
+                seconds: 0.0,
+                migrations: base.build.migrations.clone(),
+            },
+            started: t,
+            replacing,
+        };
+        finish_or_drop(admin, ctx, fp, store, built, ui).await?;
+        Ok(Snapshot {
+            origin: Some(Origin::Local),
+            ..Snapshot::built(
+                self.template.clone(),
+                Source::Incremental,
+                Some(base.key.clone()),
+                report.applied,
+            )
+        })
     }
-    // Django decides, once it has loaded the migrations, whether the base
-    // still fits: same Django, no app removed, everything it applied unchanged.
-    let fits = |now: &crate::depends::ShimInputs| {
-        Depends::compatible(&base.depends, &base.applied, now, ctx.project_dir())
-            .map_err(|c| c.to_string())
-    };
-    let report = migrate_checked(ctx, admin, build, ui, Some(&fits)).await?;
-    let built = Built {
-        build,
-        report: &report,
-        info: BuildInfo {
-            source: "incremental".into(),
-            base_key: Some(base.key.clone()),
-            seconds: 0.0,
-            migrations: base.build.migrations.clone(),
-        },
-        started: t,
-        replacing,
-    };
-    finish_or_drop(admin, ctx, fp, store, built, ui).await?;
-    Ok(Snapshot {
-        template: admin::template_name(&fp.key),
-        source: Source::Incremental,
-        base_key: Some(base.key.clone()),
-        applied: report.applied,
-        origin: Some(Origin::Local),
-        handed_out: false,
-        built_with: None,
-    })
 }
 
 /// What becomes of a snapshot `restore_or_drop` cannot restore.

@@ -91,7 +91,7 @@ mod tests {
             salt_sha256: String::new(),
             applied: vec![],
             build: BuildInfo {
-                source: "cold".into(),
+                source: crate::store::BuiltBy::Cold,
                 base_key: None,
                 seconds: 0.0,
                 migrations: vec![],

@@ -107,6 +107,11 @@ impl<'a> Shared<'a> {
         }
     }
 
+    /// Whether a store is configured (it may still turn out to be down).
+    pub fn configured(&self) -> bool {
+        self.remote.is_some()
+    }
+
     /// The key's own snapshot from the store, downloaded into `store` (the
     /// caller holds the key's cache lock), if the store has one, what it
     /// recorded beyond the key holds for this project, and its server is

@@ -94,8 +94,7 @@ pub struct DumpInfo {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BuildInfo {
-    /// `cold` or `incremental`.
-    pub source: String,
+    pub source: BuiltBy,
     pub base_key: Option<Key>,
     pub seconds: f64,
     /// What each migration of the snapshot cost when it was applied, in
@@ -103,6 +102,26 @@ pub struct BuildInfo {
     /// Empty in manifests written before migsnap recorded them.
     #[serde(default)]
     pub migrations: Vec<Applied>,
+}
+
+/// How a snapshot's build started: written as `cold` or `incremental` in
+/// the manifest (the only two values any version wrote).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuiltBy {
+    /// `migrate` from an empty database.
+    Cold,
+    /// An older snapshot, then `migrate` forward (`base_key` says which).
+    Incremental,
+}
+
+impl std::fmt::Display for BuiltBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BuiltBy::Cold => "cold",
+            BuiltBy::Incremental => "incremental",
+        })
+    }
 }
 
 /// One migration as a build applied it: wall time, and what it sent to

@@ -79,7 +79,7 @@ fn cached(key: &Key, dump: &[u8], secret: Option<&CacheSecret>) -> (tempfile::Te
         salt_sha256: "cd".repeat(32),
         applied: vec!["app.0001_initial".into()],
         build: BuildInfo {
-            source: "cold".into(),
+            source: migsnap::store::BuiltBy::Cold,
             base_key: None,
             seconds: 1.0,
             migrations: Vec::new(),

@@ -51,7 +51,7 @@ struct SnapshotRow<'a> {
     /// Migration files hashed into the key.
     migrations: usize,
     /// `cold` or `incremental`.
-    source: String,
+    source: migsnap::store::BuiltBy,
     base_key: Option<Key>,
     /// Seconds the build took, and what each migration cost when applied.
     build_seconds: f64,
@@ -189,7 +189,7 @@ impl<'a> SnapshotRow<'a> {
             created_unix: m.created_unix,
             age_seconds: now.saturating_sub(m.created_unix),
             migrations: m.migrations.len(),
-            source: m.build.source.clone(),
+            source: m.build.source,
             base_key: m.build.base_key.clone(),
             build_seconds: m.build.seconds,
             costs: super::costs(&m.build.migrations),
