@@ -425,10 +425,12 @@ async fn build_locked(
         store: shared.configured(),
     });
     match plan.steps.first() {
-        Some(plan::Step::RefuseNotOurs) => return Err(Error::usage(format!(
+        Some(plan::Step::RefuseNotOurs) => {
+            return Err(Error::usage(format!(
             "database `{template}` exists but was not created by migsnap; refusing to replace it"
         ))
-        .hint(format!("rename or drop `{template}` yourself"))),
+            .hint(format!("rename or drop `{template}` yourself")))
+        }
         // Another process finished it while we waited for the lock.
         Some(plan::Step::Ready) => {
             return Ok(Snapshot::ready(template, own.map(|m| m.depends.checked)))
