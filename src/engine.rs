@@ -143,6 +143,15 @@ impl Snapshot {
         }
     }
 
+    /// A pool member of `template` handed out by rename; it was cloned
+    /// from the template marked with the digest of `record`.
+    pub fn pooled(template: String, record: Option<Checked>) -> Snapshot {
+        Snapshot {
+            source: Source::Pool,
+            ..Snapshot::ready(template, record)
+        }
+    }
+
     /// A template that needed no work, marked with the digest of `record`.
     pub fn ready(template: String, record: Option<Checked>) -> Snapshot {
         Snapshot {

@@ -75,6 +75,47 @@ impl Prepared {
     }
 }
 
+/// How `prepare` serves its target, decided from what it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Take a ready pool member by rename, else clone the template.
+    Pool,
+    /// Clone the template.
+    Template,
+    /// Build the template first (`engine::build`); with a pool, a restore
+    /// may go straight into the target (`hand_out`).
+    Build { hand_out: bool },
+}
+
+/// `serves`: the key's template is there and may be cloned; `inputs_known`:
+/// the cache dir records what it was built from (pool members carry it);
+/// `pool`: the pool size.
+fn route(serves: bool, inputs_known: bool, rebuild: bool, pool: usize) -> Route {
+    match (serves && !rebuild, inputs_known && pool > 0) {
+        (true, true) => Route::Pool,
+        (true, false) => Route::Template,
+        // With a pool, background work for this key follows anyway: a
+        // restore may go straight into the target and the template be
+        // made with the refill, off the path the caller waits on.
+        (false, _) => Route::Build { hand_out: pool > 0 },
+    }
+}
+
+/// Whether `pool::maintain` has work: a target set aside to drop, or a
+/// pool short of its size (`maintain` hashes the project again, so it is
+/// spawned only for work there is).
+fn needs_maintenance(set_aside: bool, pool_ready: usize, pool: usize) -> bool {
+    set_aside || pool_ready < pool
+}
+
+/// What `prepare` found under its target's lock.
+struct Found {
+    /// The target, the key's template and the scratch clone, as they are.
+    databases: Vec<admin::DbInfo>,
+    /// The pool's members (listed only when there is a pool).
+    members: Vec<admin::DbInfo>,
+}
+
 /// Make `args.database` a fresh clone of the template for the current key,
 /// building the template first if needed.
 pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> {
@@ -98,105 +139,23 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
     let inputs = record.as_ref().map(Checked::digest);
     let admin = admin?;
     let template = admin::template_name(&fp.key);
-
     let scratch = admin::clone_scratch_name(target);
-    // One prepare per target at a time: two would fight over the scratch
-    // clone and the rename. Held until this connection closes; gc drops a
-    // scratch clone only when this lock is free. Taken in the same round
-    // trip as the look-up.
-    let lock = crate::names::DbName::clone_for(target);
-    let names = [template.as_str(), target, scratch.as_str()];
-    // The pool is looked at only when there is to be one: with none, the
-    // warm path stays one look-up and one clone.
-    let listing = async {
-        if ctx.pool == 0 {
-            return Ok(Vec::new());
-        }
-        pool::list(&admin).await.map(|(members, _)| members)
-    };
-    let (locked, found, members) = tokio::join!(
-        admin.try_lock_key(lock.lock_id()),
-        admin.databases(&names),
-        listing
-    );
-    let members = members?;
-    let found = if let Some(held) = locked? {
-        held.until_closed();
-        found?
-    } else {
-        admin
-            .lock_key(lock.lock_id(), || {
-                ui.waiting(format!("waiting for another migsnap preparing `{target}`…"))
-            })
-            .await?
-            .until_closed();
-        admin.databases(&names).await?
-    };
-    if let Some(leftover) = found.iter().find(|d| d.name == scratch) {
+
+    let found = look(ctx, &admin, target, &template, &scratch, ui).await?;
+    if let Some(leftover) = found.databases.iter().find(|d| d.name == scratch) {
         // A run killed between clone and rename left it: ours by name.
         admin.drop(leftover).await?;
     }
-    let existing = found.iter().find(|d| d.name == target);
+    let existing = found.databases.iter().find(|d| d.name == target);
     admin::target_check(target, existing, &admin.conn.admin_db, args.force)?;
     let trust_unsigned = ctx.cache.trust.trust_unsigned;
-    let served = found.iter().find(|d| {
+    let served = found.databases.iter().find(|d| {
         d.name == template
             && admin::template_state(Some(d), &fp.key, inputs.as_deref()).serves(trust_unsigned)
     });
     let ready = served.is_some();
     let clone_mark = Mark::Clone {
         short: fp.short().into(),
-    };
-    // Members ready for the template now in place, before any is taken.
-    let mut pool_ready = 0;
-
-    // A ready clone from the pool, by rename: the same few milliseconds at
-    // any schema size.
-    if let (Some(t), Some(i), false) = (served, &inputs, args.rebuild) {
-        let available = pool::ready_members(&members, &fp.key, i, t, &ctx.project_tag());
-        pool_ready = available.len();
-        for m in available {
-            let aside = existing.map(|_| DbName::trash()).transpose()?;
-            let aside_name = aside.as_ref().map(DbName::to_string);
-            if admin
-                .swap_in(&m.name, target, &clone_mark, aside_name.as_deref())
-                .await?
-            {
-                crate::failpoint::point("clone.commented");
-                return Ok(Prepared {
-                    database: target.to_string(),
-                    key: fp.key,
-                    source: Source::Pool,
-                    base_key: None,
-                    applied: vec![],
-                    origin: None,
-                    elapsed: started.elapsed(),
-                    conn: admin.conn.clone(),
-                    // One member fewer: refill (and drop what went aside).
-                    maintenance: true,
-                    built_with: record,
-                });
-            }
-        }
-    }
-
-    let mut snapshot = if ready && !args.rebuild {
-        Snapshot::ready(template, record)
-    } else {
-        // With a pool, background work for this key follows anyway: a
-        // restore may go straight into the target and the template be
-        // made with the refill, off the path the caller waits on.
-        let hand_out = (ctx.pool > 0).then_some(engine::HandOut {
-            target,
-            mark: &clone_mark,
-            force: args.force,
-        });
-        let req = engine::Request {
-            rebuild: args.rebuild,
-            hand_out,
-            cache_only: false,
-        };
-        engine::build(&admin, ctx, &fp, ui, req).await?
     };
     let done = |snapshot: Snapshot, key: Key, maintenance: bool| Prepared {
         database: target.to_string(),
@@ -210,43 +169,54 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
         maintenance,
         built_with: snapshot.built_with,
     };
+    // Members ready for the template now in place, before any is taken.
+    let mut pool_ready = 0;
+
+    let route = route(ready, inputs.is_some(), args.rebuild, ctx.pool);
+    let mut snapshot = match route {
+        Route::Pool | Route::Template => {
+            if let (Route::Pool, Some(t), Some(i)) = (route, served, &inputs) {
+                // A ready clone from the pool, by rename: the same few
+                // milliseconds at any schema size.
+                let available =
+                    pool::ready_members(&found.members, &fp.key, i, t, &ctx.project_tag());
+                pool_ready = available.len();
+                for m in available {
+                    let aside = existing.map(|_| DbName::trash()).transpose()?;
+                    let aside_name = aside.as_ref().map(DbName::to_string);
+                    if admin
+                        .swap_in(&m.name, target, &clone_mark, aside_name.as_deref())
+                        .await?
+                    {
+                        crate::failpoint::point("clone.commented");
+                        // One member fewer: refill (and drop what went aside).
+                        let snapshot = Snapshot::pooled(template, record);
+                        return Ok(done(snapshot, fp.key, true));
+                    }
+                }
+            }
+            Snapshot::ready(template, record)
+        }
+        Route::Build { hand_out } => {
+            let hand_out = hand_out.then_some(engine::HandOut {
+                target,
+                mark: &clone_mark,
+                force: args.force,
+            });
+            let req = engine::Request {
+                rebuild: args.rebuild,
+                hand_out,
+                cache_only: false,
+            };
+            engine::build(&admin, ctx, &fp, ui, req).await?
+        }
+    };
     if snapshot.handed_out {
         // The template (and the pool) are still to be made, and the
         // replaced target, if any, to be dropped.
         return Ok(done(snapshot, fp.key, true));
     }
-
-    // Clone first, under the scratch name: the old target goes only once
-    // its replacement exists, so a failed clone leaves it as it was.
-    crate::failpoint::pause("clone.before").await;
-    crate::failpoint::point("clone.before");
-    let cloned = admin
-        .create(&scratch, Some(&snapshot.template), ctx.clone_strategy())
-        .await;
-    if let Err(e) = cloned {
-        // The warm path looks without a lock: a concurrent `--rebuild`
-        // or `gc` may have dropped the template since. Then build it
-        // again (under the locks) and clone once more; any other failure
-        // is the error to report.
-        // After a build, the manifest names the inputs anew.
-        let inputs = engine::current_inputs(&store, &fp, ctx.project_dir());
-        let still_there = admin
-            .template_state(&fp.key, inputs.as_deref())
-            .await?
-            .serves(trust_unsigned);
-        if still_there {
-            return Err(e);
-        }
-        ui.warn(format!(
-            "template `{}` disappeared before it could be cloned; rebuilding it",
-            snapshot.template
-        ));
-        let rebuilt = engine::build(&admin, ctx, &fp, ui, engine::Request::default()).await?;
-        admin
-            .create(&scratch, Some(&rebuilt.template), ctx.clone_strategy())
-            .await?;
-        snapshot = rebuilt;
-    }
+    snapshot = clone_template(ctx, &admin, &fp, &store, snapshot, &scratch, ui).await?;
     crate::failpoint::point("clone.created");
     // The target may have appeared while we built; look again before
     // setting it aside.
@@ -259,9 +229,124 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
         .put_in_place(&scratch, target, &clone_mark, existing.as_ref(), args.force)
         .await?;
     crate::failpoint::point("clone.commented");
-
-    // Spawned only for work there is: a target set aside, or a pool
-    // short of its size (`maintain` hashes the project again).
-    let maintenance = aside.is_some() || pool_ready < ctx.pool;
+    let maintenance = needs_maintenance(aside.is_some(), pool_ready, ctx.pool);
     Ok(done(snapshot, fp.key, maintenance))
+}
+
+/// Take the target's lock (one prepare per target at a time: two would
+/// fight over the scratch clone and the rename; held until this connection
+/// closes, and gc drops a scratch clone only when it is free) and look at
+/// the target, the template and the scratch clone, in the same round trip
+/// as the lock when nobody else holds it.
+async fn look(
+    ctx: &Ctx,
+    admin: &admin::Admin,
+    target: &str,
+    template: &str,
+    scratch: &str,
+    ui: &Events,
+) -> Result<Found> {
+    let lock = crate::names::DbName::clone_for(target);
+    let names = [template, target, scratch];
+    // The pool is looked at only when there is to be one: with none, the
+    // warm path stays one look-up and one clone.
+    let listing = async {
+        if ctx.pool == 0 {
+            return Ok(Vec::new());
+        }
+        pool::list(admin).await.map(|(members, _)| members)
+    };
+    let (locked, found, members) = tokio::join!(
+        admin.try_lock_key(lock.lock_id()),
+        admin.databases(&names),
+        listing
+    );
+    let members = members?;
+    let databases = if let Some(held) = locked? {
+        held.until_closed();
+        found?
+    } else {
+        admin
+            .lock_key(lock.lock_id(), || {
+                ui.waiting(format!("waiting for another migsnap preparing `{target}`…"))
+            })
+            .await?
+            .until_closed();
+        admin.databases(&names).await?
+    };
+    Ok(Found { databases, members })
+}
+
+/// Clone the template under the scratch name: the old target goes only
+/// once its replacement exists, so a failed clone leaves it as it was.
+/// The warm path looks without a lock: a concurrent `--rebuild` or `gc`
+/// may have dropped the template since; then it is built again (under the
+/// locks) and cloned once more. The snapshot the clone came from.
+async fn clone_template(
+    ctx: &Ctx,
+    admin: &admin::Admin,
+    fp: &fingerprint::Fingerprint,
+    store: &crate::store::Store,
+    snapshot: Snapshot,
+    scratch: &str,
+    ui: &Events,
+) -> Result<Snapshot> {
+    crate::failpoint::pause("clone.before").await;
+    crate::failpoint::point("clone.before");
+    let Err(e) = admin
+        .create(scratch, Some(&snapshot.template), ctx.clone_strategy())
+        .await
+    else {
+        return Ok(snapshot);
+    };
+    // After a build, the manifest names the inputs anew.
+    let inputs = engine::current_inputs(store, fp, ctx.project_dir());
+    let still_there = admin
+        .template_state(&fp.key, inputs.as_deref())
+        .await?
+        .serves(ctx.cache.trust.trust_unsigned);
+    if still_there {
+        return Err(e);
+    }
+    ui.warn(format!(
+        "template `{}` disappeared before it could be cloned; rebuilding it",
+        snapshot.template
+    ));
+    let rebuilt = engine::build(admin, ctx, fp, ui, engine::Request::default()).await?;
+    admin
+        .create(scratch, Some(&rebuilt.template), ctx.clone_strategy())
+        .await?;
+    Ok(rebuilt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_serving_template_is_cloned_or_a_pool_member_taken_else_built() {
+        // The pool only with a size and a record its members carry.
+        assert_eq!(route(true, true, false, 2), Route::Pool);
+        assert_eq!(route(true, true, false, 0), Route::Template);
+        assert_eq!(route(true, false, false, 2), Route::Template);
+        // --rebuild, or nothing that serves: build; a restore may go
+        // straight to the target only with a pool behind it.
+        assert_eq!(route(true, true, true, 2), Route::Build { hand_out: true });
+        assert_eq!(
+            route(false, true, false, 0),
+            Route::Build { hand_out: false }
+        );
+        assert_eq!(
+            route(false, false, false, 3),
+            Route::Build { hand_out: true }
+        );
+    }
+
+    #[test]
+    fn maintenance_only_for_work_there_is() {
+        assert!(!needs_maintenance(false, 2, 2));
+        assert!(!needs_maintenance(false, 0, 0));
+        assert!(needs_maintenance(true, 2, 2), "a target set aside");
+        assert!(needs_maintenance(false, 1, 2), "a pool short of its size");
+    }
 }
