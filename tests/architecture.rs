@@ -277,6 +277,23 @@ fn library_sources() -> Vec<(String, String)> {
         .collect()
 }
 
+/// Where the library's sources (but `except`) contain one of `needles`:
+/// `file: needle` for each.
+fn library_uses(needles: &[&str], except: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (rel, code) in library_sources() {
+        if except.contains(&rel.as_str()) {
+            continue;
+        }
+        for needle in needles {
+            if code.contains(needle) {
+                found.push(format!("{rel}: {needle}"));
+            }
+        }
+    }
+    found
+}
+
 /// The library never writes to the terminal (issue #23): it reports
 /// `report::Event`s, and the binary renders them (`src/render.rs`). Only
 /// the test-only `failpoint` hooks say something themselves.
@@ -290,17 +307,7 @@ fn the_library_writes_nothing_to_the_terminal() {
         "io::stderr",
         "io::stdout",
     ];
-    let mut found = Vec::new();
-    for (rel, code) in library_sources() {
-        if rel == "failpoint.rs" {
-            continue;
-        }
-        for write in WRITES {
-            if code.contains(write) {
-                found.push(format!("{rel}: {write}"));
-            }
-        }
-    }
+    let found = library_uses(WRITES, &["failpoint.rs"]);
     assert!(
         found.is_empty(),
         "the library writes to the terminal: {found:?}"
@@ -324,17 +331,7 @@ fn the_library_reads_no_environment() {
         "env::backend_vars(",
         "env::check(",
     ];
-    let mut found = Vec::new();
-    for (rel, code) in library_sources() {
-        if rel == "env.rs" || rel == "failpoint.rs" {
-            continue;
-        }
-        for read in READS {
-            if code.contains(read) {
-                found.push(format!("{rel}: {read}"));
-            }
-        }
-    }
+    let found = library_uses(READS, &["env.rs", "failpoint.rs"]);
     assert!(
         found.is_empty(),
         "environment read in the library: {found:?}"

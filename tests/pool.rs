@@ -305,7 +305,6 @@ fn with_a_pool_a_restore_goes_straight_to_the_target_and_the_template_follows() 
 #[test]
 fn a_restore_another_process_waits_for_becomes_the_template() {
     require_failpoints();
-    use std::io::BufRead;
     let p = Project::example("handout_wait");
     let (a, b) = (p.db("a"), p.db("b"));
     let key = prepare_with_pool(&p, &a, "1")["key"]
@@ -324,20 +323,7 @@ fn a_restore_another_process_waits_for_becomes_the_template() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let read_until = |child: &mut std::process::Child, what: &str| {
-        let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-        let mut seen = String::new();
-        while !seen.contains(what) {
-            let mut line = String::new();
-            if lines.read_line(&mut line).expect("read") == 0 {
-                panic!("never said `{what}`: {seen}");
-            }
-            seen.push_str(&line);
-        }
-        // Keep draining, so the child never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()))
-    };
-    let drain_first = read_until(&mut first, "paused at `restore.done`");
+    let (_, drain_first) = stderr_until(&mut first, "paused at `restore.done`");
     // B needs the same template and waits for A's lock.
     let mut second = p
         .cmd(&["prepare", "--database", &b, "--json"])
@@ -347,7 +333,7 @@ fn a_restore_another_process_waits_for_becomes_the_template() {
         .spawn()
         .expect("spawn");
     p.track(&b);
-    let drain_second = read_until(&mut second, "waiting for another migsnap building");
+    let (_, drain_second) = stderr_until(&mut second, "waiting for another migsnap building");
     std::fs::write(&go, "").expect("release the pause");
 
     let json = |child: std::process::Child| -> Value {
@@ -418,7 +404,6 @@ fn killed_around_a_hand_out_the_next_run_restores_again() {
 #[test]
 fn the_background_maintenance_uses_the_store_named_on_the_command_line() {
     require_failpoints();
-    use std::io::BufRead;
     let p = Project::example("maintain_remote");
     let store = tempfile::tempdir().expect("tempdir");
     let url = format!("file://{}", store.path().display());
@@ -463,16 +448,7 @@ fn the_background_maintenance_uses_the_store_named_on_the_command_line() {
         .spawn()
         .expect("spawn");
     p.track(&db);
-    let mut lines = std::io::BufReader::new(here.stderr.take().expect("stderr"));
-    let mut seen = String::new();
-    while !seen.contains("paused at `maintain.spawn`") {
-        let mut line = String::new();
-        if lines.read_line(&mut line).expect("read") == 0 {
-            panic!("never paused: {seen}");
-        }
-        seen.push_str(&line);
-    }
-    let drain = std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+    let (seen, drain) = stderr_until(&mut here, "paused at `maintain.spawn`");
     // The cached dump goes (its manifest stays, and with it what the
     // maintenance needs to know the key's inputs): only the store has the
     // dump now.

@@ -694,25 +694,15 @@ fn a_template_dropped_between_look_and_clone_is_rebuilt() {
         .spawn()
         .expect("spawn");
     // Wait until the run says it paused there.
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut err = String::new();
-    while !err.contains("paused at `clone.before`") {
-        let mut line = String::new();
-        if lines.read_line(&mut line).expect("read") == 0 {
-            panic!("the paused run never reached the clone: {err}");
-        }
-        err.push_str(&line);
-    }
+    let (mut err, rest) = stderr_until(&mut child, "paused at `clone.before`");
     assert!(
         database_exists(&db),
         "the old target stays until the clone is made"
     );
     drop_template(&key);
     std::fs::write(&go, "").expect("release the pause");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut lines, &mut rest).expect("read");
-    err.push_str(&rest);
     let out = child.wait_with_output().expect("wait");
+    err.push_str(&rest.join().expect("stderr reader"));
     assert!(out.status.success(), "{err}");
     assert!(
         err.contains("disappeared before it could be cloned"),

@@ -599,7 +599,6 @@ fn drop_takes_only_what_carries_migsnaps_mark() {
 /// and refuses with exit code 5.
 #[test]
 fn drop_refuses_a_clone_a_running_prepare_holds() {
-    use std::io::{BufRead, BufReader};
     require_failpoints();
     let p = Project::example("drop_busy");
     let db = p.db("a");
@@ -612,18 +611,11 @@ fn drop_refuses_a_clone_a_running_prepare_holds() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut said = String::new();
-    while !said.contains("paused at `clone.before`") {
-        let mut line = String::new();
-        if lines.read_line(&mut line).expect("read") == 0 {
-            panic!("the paused prepare never reached the clone: {said}");
-        }
-        said.push_str(&line);
-    }
+    let (_, drain) = stderr_until(&mut child, "paused at `clone.before`");
     let out = p.run(&["drop", "--database", &db]);
     let _ = std::fs::write(&go, "");
     let rest = child.wait_with_output().expect("wait");
+    let _ = drain.join();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(

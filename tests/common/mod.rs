@@ -696,3 +696,29 @@ pub fn succeeded(out: Output, what: &str) -> Output {
 pub fn json_out(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
 }
+
+/// Read `child`'s stderr until it says `what` (a pause point's "paused at
+/// `…`", a "waiting for…"); what it said so far, and a thread that keeps
+/// reading the rest (so the child never blocks on a full pipe) and
+/// returns it.
+pub fn stderr_until(
+    child: &mut std::process::Child,
+    what: &str,
+) -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, Read};
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr piped"));
+    let mut seen = String::new();
+    while !seen.contains(what) {
+        let mut line = String::new();
+        if lines.read_line(&mut line).expect("read stderr") == 0 {
+            panic!("never said `{what}`: {seen}");
+        }
+        seen.push_str(&line);
+    }
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = lines.read_to_string(&mut rest);
+        rest
+    });
+    (seen, rest)
+}
