@@ -4,7 +4,7 @@
 //! where a value came from, so its messages name no flag.
 
 use crate::embedded::Embedded;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fingerprint::KeySpec;
 pub use crate::pg::admin::CloneStrategy;
 use crate::remote::{Remote, RemoteError};
@@ -92,20 +92,10 @@ impl CacheDir {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| {
-                let what = if dir.exists() {
-                    "it exists and is not a directory"
-                } else {
-                    "it must be a directory you can create and write"
-                };
-                Error::usage(format!(
-                    "cannot create the cache directory `{}`",
-                    dir.display()
-                ))
-                .source(e)
-                .hint(format!(
-                    "{what}: point MIGSNAP_CACHE_DIR (or --cache-dir) at one"
-                ))
+            .map_err(|source| crate::store::BadCacheDir::Create {
+                dir: dir.clone(),
+                exists: dir.exists(),
+                source,
             })?;
         crate::store::check_cache_dir(dir)?;
         Ok(Store::new(dir).with_trust(self.trust.clone()))

@@ -771,36 +771,59 @@ fn check_as<T: serde::de::DeserializeOwned + Named>(
     Ok((m, authenticated))
 }
 
+/// A cache dir migsnap will not use, as data: the binary says how to fix
+/// it (`commands::hints`), naming its own flags.
+#[derive(Debug, thiserror::Error)]
+pub enum BadCacheDir {
+    #[error("cannot create the cache directory `{}`", .dir.display())]
+    Create {
+        dir: PathBuf,
+        /// Something that is not a directory has the name.
+        exists: bool,
+        source: std::io::Error,
+    },
+    #[error("cannot read the cache dir `{}`", .dir.display())]
+    Unreadable {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("refusing the cache dir `{}`: it is owned by uid {owner}, not by you (uid {me})", .dir.display())]
+    NotYours { dir: PathBuf, owner: u32, me: u32 },
+    #[error("refusing the cache dir `{}`: its mode {mode:04o} lets group or others write to it", .dir.display())]
+    OthersWrite { dir: PathBuf, mode: u32 },
+}
+
+impl From<BadCacheDir> for Error {
+    fn from(e: BadCacheDir) -> Error {
+        Error::usage(e.to_string()).source(e)
+    }
+}
+
 /// Refuse a cache dir that someone else could write to: its snapshots run
 /// as SQL with the connecting role's rights. Like ssh with `~/.ssh`, the
 /// dir must be owned by the user running migsnap and not writable by group
 /// or others.
 pub fn check_cache_dir(dir: &Path) -> Result<()> {
-    let meta = std::fs::metadata(dir).map_err(|e| {
-        Error::usage(format!("cannot read the cache dir `{}`", dir.display())).source(e)
+    let meta = std::fs::metadata(dir).map_err(|source| BadCacheDir::Unreadable {
+        dir: dir.to_path_buf(),
+        source,
     })?;
     let mode = meta.permissions().mode() & 0o7777;
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
-        return Err(Error::usage(format!(
-            "refusing the cache dir `{}`: it is owned by uid {}, not by you (uid {me})",
-            dir.display(),
-            meta.uid()
-        ))
-        .hint(format!(
-            "whoever can write the cache dir decides what SQL migsnap runs: use a cache dir of your own (MIGSNAP_CACHE_DIR / --cache-dir), or `chown {me} {}`",
-            dir.display()
-        )));
+        return Err(BadCacheDir::NotYours {
+            dir: dir.to_path_buf(),
+            owner: meta.uid(),
+            me,
+        }
+        .into());
     }
     if mode & 0o022 != 0 {
-        return Err(Error::usage(format!(
-            "refusing the cache dir `{}`: its mode {mode:04o} lets group or others write to it",
-            dir.display()
-        ))
-        .hint(format!(
-            "whoever can write the cache dir decides what SQL migsnap runs: `chmod go-w {}`, or choose another cache dir",
-            dir.display()
-        )));
+        return Err(BadCacheDir::OthersWrite {
+            dir: dir.to_path_buf(),
+            mode,
+        }
+        .into());
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 use migsnap::django::{DjangoError, Failure, NoDjango};
 use migsnap::error::Error;
 use migsnap::pg::admin::BadTarget;
+use migsnap::store::BadCacheDir;
 
 /// Add the hint for a typed cause, unless the library already gave one.
 pub fn add(error: Error) -> Error {
@@ -14,13 +15,40 @@ pub fn add(error: Error) -> Error {
     }
     let hint = error
         .find::<BadTarget>()
-        .map(target_hint)
-        .or_else(|| error.find::<DjangoError>().map(|d| django_hint(d.kind)))
-        .or_else(|| error.find::<NoDjango>().map(no_django_hint));
+        .map(|b| target_hint(b).to_string())
+        .or_else(|| {
+            error
+                .find::<DjangoError>()
+                .map(|d| django_hint(d.kind).into())
+        })
+        .or_else(|| error.find::<NoDjango>().map(|n| no_django_hint(n).into()))
+        .or_else(|| error.find::<BadCacheDir>().and_then(cache_dir_hint));
     match hint {
         Some(h) => error.hint(h),
         None => error,
     }
+}
+
+fn cache_dir_hint(bad: &BadCacheDir) -> Option<String> {
+    Some(match bad {
+        BadCacheDir::Create { exists, .. } => format!(
+            "{}: point MIGSNAP_CACHE_DIR (or --cache-dir) at one",
+            if *exists {
+                "it exists and is not a directory"
+            } else {
+                "it must be a directory you can create and write"
+            }
+        ),
+        BadCacheDir::Unreadable { .. } => return None,
+        BadCacheDir::NotYours { dir, me, .. } => format!(
+            "whoever can write the cache dir decides what SQL migsnap runs: use a cache dir of your own (MIGSNAP_CACHE_DIR / --cache-dir), or `chown {me} {}`",
+            dir.display()
+        ),
+        BadCacheDir::OthersWrite { dir, .. } => format!(
+            "whoever can write the cache dir decides what SQL migsnap runs: `chmod go-w {}`, or choose another cache dir",
+            dir.display()
+        ),
+    })
 }
 
 fn no_django_hint(missing: &NoDjango) -> &'static str {
