@@ -13,6 +13,7 @@ use crate::names::DbName;
 use crate::pg::admin::{self, DbInfo};
 use crate::pg::mark::Mark;
 use crate::report::Events;
+use std::time::{Duration, Instant};
 
 /// What `drop` did.
 #[derive(Debug, serde::Serialize)]
@@ -90,6 +91,9 @@ fn lock_of(info: &DbInfo, admin_db: &str) -> std::result::Result<(LockId, &'stat
     Ok(found)
 }
 
+/// How long `drop` waits for a database's lock before calling it in use.
+const BUSY_PATIENCE: Duration = Duration::from_secs(3);
+
 /// Drop `name` if it is migsnap's (see `lock_of`) and nobody uses it; a
 /// database that does not exist is not an error (teardown after a cleanup).
 pub async fn drop_database(ctx: &Ctx, name: &str, ui: &Events) -> Result<Dropped> {
@@ -103,12 +107,25 @@ pub async fn drop_database(ctx: &Ctx, name: &str, ui: &Events) -> Result<Dropped
         });
     };
     let (lock, was) = lock_of(&info, &admin.conn.admin_db)?;
-    match admin
-        .if_free(lock, async || admin.drop(&info).await)
-        .await?
-    {
-        Some(dropped) => dropped?,
-        None => return Err(Refused::Busy { name: name.into() }.into()),
+    // A run that just ended may still hold the lock for a moment: its
+    // session ends on the server only after the process has gone (the
+    // pytest teardown right after a `prepare`). A run still at work holds
+    // it longer than this, and is refused.
+    let patience = Instant::now();
+    loop {
+        match admin
+            .if_free(lock, async || admin.drop(&info).await)
+            .await?
+        {
+            Some(dropped) => {
+                dropped?;
+                break;
+            }
+            None if patience.elapsed() < BUSY_PATIENCE => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            None => return Err(Refused::Busy { name: name.into() }.into()),
+        }
     }
     Ok(Dropped {
         database: name.into(),
