@@ -314,16 +314,9 @@ fn a_restore_another_process_waits_for_becomes_the_template() {
     forget_server_state(&p, &key, &a);
 
     // A restores and stops before deciding where the restore goes.
-    let go = p.cache.path().join("go");
-    let mut first = p
-        .cmd(&["prepare", "--database", &a, "--json"])
-        .env("MIGSNAP_POOL", "1")
-        .env("MIGSNAP_PAUSE_AT", format!("restore.done:{}", go.display()))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let (_, drain_first) = stderr_until(&mut first, "paused at `restore.done`");
+    let mut cmd = p.cmd(&["prepare", "--database", &a, "--json"]);
+    cmd.env("MIGSNAP_POOL", "1");
+    let first = p.spawn_paused(cmd, "restore.done");
     // B needs the same template and waits for A's lock.
     let mut second = p
         .cmd(&["prepare", "--database", &b, "--json"])
@@ -334,15 +327,15 @@ fn a_restore_another_process_waits_for_becomes_the_template() {
         .expect("spawn");
     p.track(&b);
     let (_, drain_second) = stderr_until(&mut second, "waiting for another migsnap building");
-    std::fs::write(&go, "").expect("release the pause");
+    first.go_on();
 
     let json = |child: std::process::Child| -> Value {
         let out = child.wait_with_output().expect("wait");
         assert!(out.status.success(), "prepare failed");
         serde_json::from_slice(&out.stdout).expect("json")
     };
-    let (va, vb) = (json(first), json(second));
-    let _ = (drain_first.join(), drain_second.join());
+    let (va, vb) = (json(first.child), json(second));
+    let _ = (first.rest.join(), drain_second.join());
     // With someone waiting, A's restore became the template, which both
     // then cloned: B did not restore the dump a second time.
     assert_eq!(va["source"], "cache", "{va}");
@@ -434,29 +427,18 @@ fn the_background_maintenance_uses_the_store_named_on_the_command_line() {
 
     // Here: restored from the store straight into the target (a pool is
     // configured), then paused before the maintenance starts.
-    let go = p.cache.path().join("go");
-    let mut here = p
-        .cmd(&["--remote-url", &url, "prepare", "--database", &db, "--json"])
-        .env_remove("MIGSNAP_REMOTE")
-        .env("MIGSNAP_POOL", "1")
-        .env(
-            "MIGSNAP_PAUSE_AT",
-            format!("maintain.spawn:{}", go.display()),
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut cmd = p.cmd(&["--remote-url", &url, "prepare", "--database", &db, "--json"]);
+    cmd.env_remove("MIGSNAP_REMOTE").env("MIGSNAP_POOL", "1");
     p.track(&db);
-    let (seen, drain) = stderr_until(&mut here, "paused at `maintain.spawn`");
+    let here = p.spawn_paused(cmd, "maintain.spawn");
     // The cached dump goes (its manifest stays, and with it what the
     // maintenance needs to know the key's inputs): only the store has the
     // dump now.
     std::fs::remove_file(p.cache.path().join(format!("{key}.sql.zst"))).expect("rm cached dump");
-    std::fs::write(&go, "").expect("release the pause");
-    let out = here.wait_with_output().expect("wait");
-    let _ = drain.join();
-    assert!(out.status.success(), "prepare failed: {seen}");
+    here.go_on();
+    let out = here.child.wait_with_output().expect("wait");
+    let _ = here.rest.join();
+    assert!(out.status.success(), "prepare failed: {}", here.said);
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["origin"], "remote", "{v}");
 

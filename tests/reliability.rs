@@ -685,24 +685,18 @@ fn a_template_dropped_between_look_and_clone_is_rebuilt() {
     let p = Project::example("vanish");
     let db = p.db("t");
     let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
-    let go = p.cache.path().join("go");
-    let mut child = p
-        .cmd(&["prepare", "--database", &db, "--json"])
-        .env("MIGSNAP_PAUSE_AT", format!("clone.before:{}", go.display()))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    // Wait until the run says it paused there.
-    let (mut err, rest) = stderr_until(&mut child, "paused at `clone.before`");
+    let paused = p.spawn_paused(
+        p.cmd(&["prepare", "--database", &db, "--json"]),
+        "clone.before",
+    );
     assert!(
         database_exists(&db),
         "the old target stays until the clone is made"
     );
     drop_template(&key);
-    std::fs::write(&go, "").expect("release the pause");
-    let out = child.wait_with_output().expect("wait");
-    err.push_str(&rest.join().expect("stderr reader"));
+    paused.go_on();
+    let out = paused.child.wait_with_output().expect("wait");
+    let err = paused.said + &paused.rest.join().expect("stderr reader");
     assert!(out.status.success(), "{err}");
     assert!(
         err.contains("disappeared before it could be cloned"),

@@ -603,19 +603,14 @@ fn drop_refuses_a_clone_a_running_prepare_holds() {
     let p = Project::example("drop_busy");
     let db = p.db("a");
     p.prepare(&db);
-    let go = p.cache.path().join("go");
-    let mut child = p
-        .cmd(&["prepare", "--database", &db, "--json"])
-        .env("MIGSNAP_PAUSE_AT", format!("clone.before:{}", go.display()))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let (_, drain) = stderr_until(&mut child, "paused at `clone.before`");
+    let paused = p.spawn_paused(
+        p.cmd(&["prepare", "--database", &db, "--json"]),
+        "clone.before",
+    );
     let out = p.run(&["drop", "--database", &db]);
-    let _ = std::fs::write(&go, "");
-    let rest = child.wait_with_output().expect("wait");
-    let _ = drain.join();
+    paused.go_on();
+    let rest = paused.child.wait_with_output().expect("wait");
+    let said = paused.rest.join().expect("stderr reader");
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(
@@ -624,6 +619,6 @@ fn drop_refuses_a_clone_a_running_prepare_holds() {
         )),
         "{err}"
     );
-    assert!(rest.status.success(), "{}", stderr(&rest));
+    assert!(rest.status.success(), "{said}");
     assert!(database_exists(&db));
 }

@@ -722,3 +722,41 @@ pub fn stderr_until(
     });
     (seen, rest)
 }
+
+/// A migsnap run stopped at a pause point (`MIGSNAP_PAUSE_AT`).
+pub struct Paused {
+    pub child: std::process::Child,
+    /// What it said on stderr up to the pause.
+    pub said: String,
+    /// The rest of its stderr, read meanwhile.
+    pub rest: std::thread::JoinHandle<String>,
+    go: PathBuf,
+}
+
+impl Paused {
+    /// Let it go on past the pause.
+    pub fn go_on(&self) {
+        std::fs::write(&self.go, "").expect("release the pause");
+    }
+}
+
+impl Project {
+    /// Start `cmd` (from `Project::cmd`) with stdout and stderr piped and
+    /// wait until it pauses at the failpoint `point`.
+    pub fn spawn_paused(&self, mut cmd: Command, point: &str) -> Paused {
+        let go = self.cache.path().join(format!("go-{point}"));
+        let mut child = cmd
+            .env("MIGSNAP_PAUSE_AT", format!("{point}:{}", go.display()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let (said, rest) = stderr_until(&mut child, &format!("paused at `{point}`"));
+        Paused {
+            child,
+            said,
+            rest,
+            go,
+        }
+    }
+}
