@@ -399,6 +399,9 @@ pub struct LintArgs {
     /// Relative to this database's django_migrations (a libpq URL; opened read only)
     #[arg(long, value_name = "URL")]
     pub against: Option<String>,
+    /// Weigh findings by the size of their tables in this database (a libpq URL; read only): small tables give notes
+    #[arg(long, value_name = "URL")]
+    pub stats_from: Option<String>,
     /// Accept the findings listed in FILE; fail only on new ones
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,

@@ -14,6 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// A finding on a table `--stats-from` measured as small: reported,
+    /// never failing the run.
+    Note,
     Warning,
     Error,
 }
@@ -120,6 +123,58 @@ pub struct LintFinding {
     pub operation: Option<usize>,
     /// The statement the rule matched, if it was a statement.
     pub statement: Option<String>,
+    /// The existing table the statement changes, when a statement rule
+    /// fired (`--stats-from` looks its size up by this name).
+    pub table: Option<String>,
+}
+
+/// A table's size in the database `--stats-from` names: the planner's row
+/// estimate (`None`: never analyzed) and its size on disk with indexes and
+/// TOAST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TableSize {
+    pub rows: Option<i64>,
+    pub bytes: i64,
+}
+
+/// Below both, a table is small: rewriting or scanning it under a lock is
+/// over in milliseconds, so its findings drop to notes.
+pub const SMALL_ROWS: i64 = 10_000;
+pub const SMALL_BYTES: i64 = 8 * 1024 * 1024;
+
+impl TableSize {
+    pub fn is_small(&self) -> bool {
+        self.bytes < SMALL_BYTES && self.rows.is_none_or(|r| r < SMALL_ROWS)
+    }
+}
+
+/// Findings on tables `sizes` measured as small drop to notes, with the
+/// size in the message; on a table it does not know (not in that
+/// database), they stay as they are.
+pub fn weigh(findings: &mut [LintFinding], sizes: &BTreeMap<String, TableSize>) {
+    for f in findings {
+        let Some(size) = f.table.as_ref().and_then(|t| sizes.get(t)) else {
+            continue;
+        };
+        let rows = match size.rows {
+            Some(r) => format!("about {r} rows"),
+            None => "never analyzed".to_string(),
+        };
+        let size_text = crate::units::size(u64::try_from(size.bytes).unwrap_or(0));
+        if size.is_small() {
+            f.severity = Severity::Note;
+            f.message
+                .push_str(&format!(" (a small table: {rows}, {size_text})"));
+        } else {
+            f.message.push_str(&format!(" ({rows}, {size_text})"));
+        }
+    }
+}
+
+/// The existing tables the findings name, for `--stats-from` to measure.
+pub fn tables(findings: &[LintFinding]) -> Vec<String> {
+    let set: BTreeSet<&String> = findings.iter().filter_map(|f| f.table.as_ref()).collect();
+    set.into_iter().cloned().collect()
 }
 
 /// Run every rule not turned off over the plan. `levels` overrides rules'
@@ -191,6 +246,7 @@ fn finding(
         line: op.and_then(|o| o.line),
         operation: op.map(|o| o.index),
         statement: statement.map(str::to_string),
+        table: None,
     }
 }
 
@@ -313,7 +369,17 @@ fn statement_rules(
             true => statement_text(sql, raw.stmt_location, raw.stmt_len),
             false => sql.trim(),
         };
-        let mut push = |rule, message: String| out.push(finding(rule, m, op, message, Some(text)));
+        let table = |node: &NodeEnum| match node {
+            NodeEnum::IndexStmt(i) => i.relation.as_ref().map(|r| r.relname.clone()),
+            NodeEnum::AlterTableStmt(a) => a.relation.as_ref().map(|r| r.relname.clone()),
+            _ => None,
+        };
+        let on = table(node);
+        let mut push = |rule, message: String| {
+            let mut f = finding(rule, m, op, message, Some(text));
+            f.table = on.clone();
+            out.push(f);
+        };
         if is_concurrent(node) && m.atomic && op.is_some_and(|o| o.r#type == "RunSQL") {
             push(
                 "concurrent-in-atomic",

@@ -645,4 +645,45 @@ class Migration(migrations.Migration):
             .is_some_and(|s| s.contains("SET NOT NULL")),
         "{scan}"
     );
+
+    // `--stats-from`: weighed against a database where catalog_category
+    // is big (analyzed) and catalog_product small, only the big table's
+    // finding still fails the run.
+    let db = p.db("stats");
+    p.prepare(&db);
+    psql(
+        &db,
+        "INSERT INTO catalog_category (name, slug) SELECT 'c' || i, 's' || i FROM generate_series(1, 20000) i; ANALYZE catalog_category;",
+    );
+    let out = p.run(&["lint", "--json", "--stats-from", &db_url(&db), file]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let severity_of = |rule: &str| -> (String, String) {
+        let f = v["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .find(|f| f["rule"] == rule)
+            .unwrap_or_else(|| panic!("{rule}: {v}"));
+        (
+            f["severity"].as_str().expect("severity").to_string(),
+            f["message"].as_str().expect("message").to_string(),
+        )
+    };
+    let (severity, message) = severity_of("unique-not-concurrent");
+    assert_eq!(severity, "error", "{message}");
+    assert!(message.contains("about 2000"), "{message}");
+    let (severity, message) = severity_of("set-not-null");
+    assert_eq!(severity, "note", "{message}");
+    assert!(message.contains("a small table"), "{message}");
+    assert_eq!(v["summary"]["errors"], 1, "{v}");
+    // The big table's finding gone (a baseline), only notes are left: exit 0.
+    psql(
+        &db,
+        "TRUNCATE catalog_category CASCADE; ANALYZE catalog_category;",
+    );
+    let out = p.run(&["lint", "--stats-from", &db_url(&db), file]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("note[unique-not-concurrent]"), "{text}");
 }
