@@ -51,6 +51,11 @@ enum Event {
         #[serde(default)]
         round_trips: u64,
     },
+    /// A migration unapplied (`migrate` to a target behind what an
+    /// earlier target applied).
+    Undone {
+        migration: String,
+    },
     /// The running migration's counts so far (at most every 0.5 s).
     Queries {
         round_trips: u64,
@@ -277,6 +282,9 @@ impl std::fmt::Display for DjangoError {
                 f,
                 "the Django settings failed to load: {exception}: {message}"
             ),
+            // The user's own words, refused before anything ran: the
+            // exception's class (the shim's own) says nothing more.
+            Failure::Target => write!(f, "{message}"),
             _ => write!(f, "{what} failed: {exception}: {message}"),
         }
     }
@@ -370,15 +378,25 @@ fn string_literals(code: &str) -> impl Iterator<Item = String> + '_ {
     })
 }
 
-/// `manage.py migrate` into `db`, with progress on stderr.
+/// `manage.py migrate` into `db`, with progress on stderr; with `targets`
+/// (`app.name` or absolute file paths), `manage.py migrate APP NAME` to
+/// each, one after another. The shim resolves them all before it migrates
+/// anything: a target it does not know is a `Failure::Target`.
 pub async fn migrate(
     django: &DjangoRunner,
     conn: &ConnInfo,
     db: &str,
     ui: &Events,
     check: Option<InputsCheck<'_>>,
+    targets: &[String],
 ) -> Result<MigrateReport> {
-    run_shim_checked(django, conn, db, Mode::Migrate, ui, check, &[]).await
+    let mut env = vec![];
+    if !targets.is_empty() {
+        let targets = serde_json::to_string(targets)
+            .map_err(|e| Error::internal("cannot serialise the targets").source(e))?;
+        env.push(("MIGSNAP_MIGRATE_TARGETS", targets));
+    }
+    run_shim_checked(django, conn, db, Mode::Migrate, ui, check, &env).await
 }
 
 /// The migrations that would run against `db` (read only), or those
@@ -726,6 +744,8 @@ impl Progress {
                 self.queries = 0;
             }
             Event::Queries { round_trips, .. } => self.queries = round_trips,
+            // What the database no longer has was not applied by this run.
+            Event::Undone { migration } => self.applied.retain(|a| a.name != migration),
             Event::Done {
                 migration,
                 seconds,

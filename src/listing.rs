@@ -100,6 +100,7 @@ mod tests {
             extensions: vec![],
             project_dir: None,
             alias: "default".into(),
+            at: vec![],
             authenticated: true,
         }
     }

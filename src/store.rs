@@ -67,6 +67,11 @@ pub struct Manifest {
     /// manifests written before aliases were known are `default`'s.
     #[serde(default = "default_alias")]
     pub alias: String,
+    /// `prepare --at`: the migration targets it was migrated to, in order
+    /// (`Fingerprint::at`); empty for a fully migrated snapshot. Such a
+    /// snapshot serves its own key only: it is never an ancestor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub at: Vec<String>,
     /// Whether a trusted key (or the cache secret) signed this manifest, as
     /// found when it was loaded; never stored in it. A new build's is true.
     /// False only with `trust-unsigned`: such a snapshot serves its own key
@@ -625,6 +630,11 @@ impl Store {
             // Another alias's schema is another database's (the routers
             // decide what lands where): never a base for this one.
             .filter(|m| m.alias == fp.alias)
+            // A database migrated part of the way (`prepare --at`) stops
+            // short of migrations whose files it shares with `fp`, and
+            // `migrate` to a target may have unapplied some: it is no
+            // proven start for anything but its own key.
+            .filter(|m| m.at.is_empty())
             .filter(|m| {
                 m.migrations
                     .iter()
