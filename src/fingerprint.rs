@@ -67,18 +67,7 @@ impl Fingerprint {
         if targets.is_empty() {
             return self;
         }
-        let mut h = Sha256::new();
-        let mut field = |tag: &[u8], s: &str| {
-            h.update(tag);
-            h.update((s.len() as u64).to_le_bytes());
-            h.update(s.as_bytes());
-        };
-        field(b"F", AT_FORMAT);
-        field(b"K", self.key.as_str());
-        for t in &targets {
-            field(b"T", t);
-        }
-        self.key = Key::from_digest(&h.finalize().into());
+        self.key = at_key(&self.key, &targets);
         self.at = targets;
         self
     }
@@ -314,6 +303,23 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         at: Vec::new(),
     };
     Ok((fp, dangling))
+}
+
+/// The key of the database `migrate` reaches at `targets` (non-empty),
+/// one after another, from the files whose full key is `full`.
+pub fn at_key(full: &Key, targets: &[String]) -> Key {
+    let mut h = Sha256::new();
+    let mut field = |tag: &[u8], s: &str| {
+        h.update(tag);
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    field(b"F", AT_FORMAT);
+    field(b"K", full.as_str());
+    for t in targets {
+        field(b"T", t);
+    }
+    Key::from_digest(&h.finalize().into())
 }
 
 /// Whether a migration target names a file (as `plan` and `prepare --at`

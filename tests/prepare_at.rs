@@ -122,6 +122,28 @@ fn at_one_migration_equals_a_plain_partial_migrate_and_is_cloned_the_second_time
     assert_eq!(full_again["key"], full_key.as_str());
     assert!(full_again["at"].as_array().expect("at").is_empty());
     Reference::of(&p).check(&full_db, "the full key after --at");
+
+    // Made from the current files, it is as current as the full one: `ls`
+    // marks it and `gc` keeps it.
+    let ls = json_of(&p, &["ls", "--json"]);
+    let row = ls["snapshots"]
+        .as_array()
+        .expect("snapshots")
+        .iter()
+        .find(|s| s["key"] == key.as_str())
+        .expect("listed")
+        .clone();
+    assert_eq!(row["current"], true, "{row}");
+    assert_eq!(row["at"], serde_json::json!(["catalog.0002"]));
+    let gc = p.run(&["gc", "--keep", "0", "--json"]);
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    for k in [&key, &full_key] {
+        assert!(
+            p.cache.path().join(format!("{k}.json")).is_file(),
+            "gc kept {k}: {}",
+            String::from_utf8_lossy(&gc.stdout)
+        );
+    }
 }
 
 #[test]
@@ -207,9 +229,18 @@ fn an_unknown_target_is_refused_before_anything_is_migrated() {
         assert_eq!(out.status.code(), Some(2), "{at:?}: {err}");
         assert!(err.contains(says), "{at:?}: {err}");
         assert!(err.contains("hint: "), "{at:?}: {err}");
-        assert!(!err.contains("Applying"), "{at:?}: nothing migrated: {err}");
+        assert!(
+            !err.contains("] applying"),
+            "{at:?}: nothing migrated: {err}"
+        );
     }
     assert!(!database_exists(&db), "no database was made");
+    // Those Django refused: their build databases went with the refusal.
+    let full = parse_key(&p.key());
+    for at in ["catalog.9999", "nosuchapp.0001"] {
+        let key = migsnap::fingerprint::at_key(&full, &[at.to_string()]);
+        assert!(!database_exists(&build_name(key.as_str())), "{at}");
+    }
     let saved: Vec<_> = std::fs::read_dir(p.cache.path())
         .expect("cache dir")
         .flatten()
