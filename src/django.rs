@@ -51,6 +51,10 @@ enum Event {
         #[serde(default)]
         round_trips: u64,
     },
+    /// `at` mode's answer: the index of the candidate to start from.
+    AtBase {
+        index: Option<usize>,
+    },
     /// A migration unapplied (`migrate` to a target behind what an
     /// earlier target applied).
     Undone {
@@ -175,6 +179,9 @@ pub enum Mode {
     Plan,
     /// Report the settings' DATABASES (no connection, nothing migrated).
     Aliases,
+    /// `prepare --at`: resolve the targets and choose the snapshot to
+    /// start from (no connection, nothing migrated).
+    At,
 }
 
 pub use crate::store::Applied;
@@ -189,6 +196,8 @@ pub struct MigrateReport {
     pub insight: Option<Box<Insight>>,
     /// `aliases` mode's answer.
     pub aliases: Option<Vec<crate::aliases::AliasInfo>>,
+    /// `at` mode's answer: the candidate to start from, if any.
+    pub at_base: Option<Option<usize>>,
     /// Model-state mode: index names declared twice, differently.
     pub index_conflicts: Vec<IndexConflict>,
 }
@@ -426,6 +435,33 @@ pub async fn plan(
         .ok_or_else(|| Error::internal("the shim reported no plan"))
 }
 
+/// `prepare --at`: which of `candidates` (manifest files, their
+/// django_migrations rows) `migrate` to `targets`, one after another,
+/// reaches exactly as it does from an empty database, only applying
+/// migrations (the one with the most rows); None: start from empty.
+/// Django resolves the targets first: one it does not know is a
+/// `Failure::Target`, before any database is made.
+pub async fn choose_base(
+    django: &DjangoRunner,
+    conn: &ConnInfo,
+    targets: &[String],
+    candidates: &[std::path::PathBuf],
+    ui: &Events,
+) -> Result<Option<usize>> {
+    let targets = serde_json::to_string(targets)
+        .map_err(|e| Error::internal("cannot serialise the targets").source(e))?;
+    let candidates = serde_json::to_string(candidates)
+        .map_err(|e| Error::internal("cannot serialise the candidates").source(e))?;
+    let env = [
+        ("MIGSNAP_MIGRATE_TARGETS", targets),
+        ("MIGSNAP_AT_CANDIDATES", candidates),
+    ];
+    let report = run_shim_checked(django, conn, "postgres", Mode::At, ui, None, &env).await?;
+    report
+        .at_base
+        .ok_or_else(|| Error::internal("the shim chose no base"))
+}
+
 /// The settings' DATABASES as Django's test setup sees them.
 pub async fn aliases(
     django: &DjangoRunner,
@@ -472,6 +508,7 @@ async fn run_shim_checked(
                 Mode::ModelState => "state",
                 Mode::Plan => "plan",
                 Mode::Aliases => "aliases",
+                Mode::At => "at",
             },
         )
         .envs(extra_env.iter().map(|(k, v)| (k, v)))
@@ -494,7 +531,7 @@ async fn run_shim_checked(
     // Listing the aliases opens no connection and reads names only: in the
     // environment the tests run in, so that settings that take NAME from
     // PGDATABASE name the test databases as the test run will.
-    if !matches!(mode, Mode::Aliases) {
+    if !matches!(mode, Mode::Aliases | Mode::At) {
         crate::pg::scrub_pg_env(cmd.as_std_mut());
         cmd.envs(conn.child_env(db));
     }
@@ -527,6 +564,7 @@ async fn run_shim_checked(
     let mut inputs: Option<ShimInputs> = None;
     let mut insight: Option<Box<Insight>> = None;
     let mut aliases: Option<Vec<crate::aliases::AliasInfo>> = None;
+    let mut at_base: Option<Option<usize>> = None;
     let mut index_conflicts: Vec<IndexConflict> = Vec::new();
     let mut refused: Option<String> = None;
     let mut finished = false;
@@ -553,6 +591,7 @@ async fn run_shim_checked(
                             Event::Finished => finished = true,
                             Event::Insight(found) => insight = Some(found.clone()),
                             Event::Aliases { aliases: found } => aliases = Some(found.clone()),
+                            Event::AtBase { index } => at_base = Some(*index),
                             Event::Created { conflicts, .. } => index_conflicts = conflicts.clone(),
                             _ => {}
                         }
@@ -595,6 +634,7 @@ async fn run_shim_checked(
     let complete = match mode {
         Mode::Plan => insight.is_some(),
         Mode::Aliases => aliases.is_some(),
+        Mode::At => at_base.is_some(),
         Mode::Migrate | Mode::ModelState => inputs.is_some(),
     };
     let succeeded = status.success() && failure.is_none() && finished && complete;
@@ -614,6 +654,7 @@ async fn run_shim_checked(
             Mode::ModelState => "building the model-state database",
             Mode::Plan => "reading the migrations",
             Mode::Aliases => "reading the settings' DATABASES",
+            Mode::At => "reading the migrations",
         };
         let detail = match shown.len() {
             0 => String::new(),
@@ -642,6 +683,7 @@ async fn run_shim_checked(
         inputs: inputs.unwrap_or_default(),
         insight,
         aliases,
+        at_base,
         index_conflicts,
     };
     if !report.applied.is_empty() {
@@ -768,7 +810,8 @@ impl Progress {
             | Event::Finished
             | Event::Inputs(_)
             | Event::Insight(_)
-            | Event::Aliases { .. } => self.current = None,
+            | Event::Aliases { .. }
+            | Event::AtBase { .. } => self.current = None,
         }
     }
 

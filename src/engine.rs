@@ -436,7 +436,6 @@ async fn build_locked(
         inputs_recorded: holds.is_some(),
         // Never pushed, so never in the store.
         store: shared.configured() && fp.at.is_empty(),
-        at: !fp.at.is_empty(),
     });
     match plan.steps.first() {
         Some(plan::Step::RefuseNotOurs) => {
@@ -584,6 +583,9 @@ impl BuildSession<'_> {
     /// None: there is none, or Django found it does not fit (said; the
     /// build database is gone and the next step starts from empty).
     async fn on_ancestor(&self) -> Result<Option<Snapshot>> {
+        if !self.fp.at.is_empty() {
+            return self.on_at_ancestor().await;
+        }
         let (admin, fp, store, shared) = (self.admin, self.fp, self.store, self.shared);
         let replaced = crate::depends::Replaced::new(self.ctx.project_dir(), fp);
         let replaced = |path: &str| replaced.covers(path);
@@ -602,6 +604,14 @@ impl BuildSession<'_> {
         let Some(base) = base else {
             return Ok(None);
         };
+        self.build_on(&base, origin).await
+    }
+
+    /// Build on `base` (from `origin`); None: it does not fit after all
+    /// (said; the build database is gone and the next step starts from
+    /// empty).
+    async fn build_on(&self, base: &Manifest, origin: Origin) -> Result<Option<Snapshot>> {
+        let (admin, fp, shared) = (self.admin, self.fp, self.shared);
         // A base just downloaded is the store's: a rejected one is
         // skipped (its copy discarded) and not pushed over.
         let on_reject = match origin {
@@ -609,7 +619,7 @@ impl BuildSession<'_> {
             Origin::Remote => OnReject::SkipStoreAncestor,
             Origin::Local => OnReject::Leave,
         };
-        let built = self.incremental(&base, on_reject).await;
+        let built = self.incremental(base, on_reject).await;
         if built.as_ref().is_err_and(cannot_build_on) && origin == Origin::Remote {
             shared.skip(&base.key);
         }
@@ -631,6 +641,31 @@ impl BuildSession<'_> {
                 let _ = drop_build(admin, &self.build).await;
                 Err(e)
             }
+        }
+    }
+
+    /// `prepare --at`: build on the snapshot in the cache dir with the
+    /// most migrations applied from which Django reaches the targets as
+    /// it would from empty: a step that would unapply a migration, or a
+    /// snapshot past the targets, rules one out (`django::choose_base`).
+    /// The targets are resolved there, before any database is made.
+    async fn on_at_ancestor(&self) -> Result<Option<Snapshot>> {
+        let (admin, ctx, fp, store) = (self.admin, self.ctx, self.fp, self.store);
+        let replaced = crate::depends::Replaced::new(ctx.project_dir(), fp);
+        let candidates = store.at_candidates(fp, admin.version_num, &|p| replaced.covers(p));
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let manifests: Vec<_> = candidates
+            .iter()
+            .map(|m| store.manifest_path(&m.key))
+            .collect();
+        let targets = shim_targets(&fp.at, ctx.project_dir());
+        let chosen =
+            django::choose_base(&ctx.django, &admin.conn, &targets, &manifests, self.ui).await?;
+        match chosen.and_then(|i| candidates.get(i)) {
+            Some(base) => self.build_on(base, Origin::Local).await,
+            None => Ok(None),
         }
     }
 
@@ -838,7 +873,8 @@ impl BuildSession<'_> {
             Depends::compatible(&base.depends, &base.applied, now, ctx.project_dir())
                 .map_err(|c| c.to_string())
         };
-        let report = migrate_checked(ctx, admin, build, ui, Some(&fits), &[]).await?;
+        let targets = shim_targets(&fp.at, ctx.project_dir());
+        let report = migrate_checked(ctx, admin, build, ui, Some(&fits), &targets).await?;
         let built = Built {
             build,
             report: &report,

@@ -263,3 +263,63 @@ fn an_unknown_target_is_refused_before_anything_is_migrated() {
         );
     }
 }
+
+fn applied(v: &Value) -> Vec<&str> {
+    v["applied"]
+        .as_array()
+        .expect("applied")
+        .iter()
+        .map(|a| a.as_str().expect("str"))
+        .collect()
+}
+
+#[test]
+fn at_a_later_migration_builds_on_a_snapshot_at_or_before_it_and_only_then() {
+    let p = Project::example("at_on");
+    let db = p.db("on");
+    let first = prepare_at(&p, &db, &["catalog.0002"]);
+    assert_eq!(first["source"], "cold");
+
+    // catalog.0002's database is on the way to catalog.0004: only the
+    // two after it run.
+    let later = prepare_at(&p, &db, &["catalog.0004"]);
+    assert_eq!(later["source"], "incremental", "{later}");
+    assert_eq!(later["base_key"], first["key"]);
+    assert_eq!(
+        applied(&later),
+        [
+            "catalog.0003_default_categories",
+            "catalog.0004_product_is_active"
+        ]
+    );
+    let reference = p.db("plain_on");
+    plain_migrate_to(&p, &reference, &[("catalog", "0004")]);
+    assert_same(&db, &reference);
+
+    // Targets that go back: nothing is known to be on their way (from
+    // catalog.0002's, the first target would be reached, then undone),
+    // so from empty, and as a plain run leaves it.
+    let back = prepare_at(&p, &db, &["catalog.0003", "catalog.0002"]);
+    assert_eq!(back["source"], "cold", "{back}");
+    let reference_back = p.db("plain_back");
+    plain_migrate_to(
+        &p,
+        &reference_back,
+        &[("catalog", "0003"), ("catalog", "0002")],
+    );
+    assert_same(&db, &reference_back);
+
+    // With snapshots to choose from, Django refuses an unknown target
+    // before any database is made.
+    let out = p.run(&["prepare", "--database", &db, "--at", "catalog.9999"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no migration `catalog.9999`"), "{err}");
+    assert!(err.contains("hint: "), "{err}");
+    let key = migsnap::fingerprint::at_key(&parse_key(&p.key()), &["catalog.9999".into()]);
+    assert!(!database_exists(&build_name(key.as_str())));
+    assert!(
+        !err.contains("migrating from an empty database"),
+        "refused before a build: {err}"
+    );
+}

@@ -445,6 +445,50 @@ def migrate():
             )
 
 
+def choose_base():
+    """`prepare --at`: which of the candidate snapshots (manifest files
+    migsnap names, each read for its django_migrations rows) the targets
+    can be reached from exactly as from an empty database: `migrate` to
+    each target in turn, as Django plans it from that snapshot's rows,
+    only ever applies migrations, and ends with the same rows as from
+    empty, where it only applies too. The one with the most rows, else
+    none. No connection: Django plans from the rows given, and a target it
+    does not know is refused here, before any database is made."""
+    import django
+
+    django.setup()
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(None)
+    names = json.loads(os.environ.get("MIGSNAP_MIGRATE_TARGETS") or "[]")
+    targets = resolve_targets(executor.loader, names, zero=True)
+    loader = executor.loader
+
+    def reach(applied):
+        """The rows after the targets from `applied`, or None if a step
+        would unapply something."""
+        applied = dict.fromkeys(applied, True)
+        for target in targets:
+            loader.applied_migrations = applied
+            for migration, backwards in executor.migration_plan([target]):
+                if backwards:
+                    return None
+                applied[(migration.app_label, migration.name)] = True
+        return set(applied)
+
+    goal = reach([])
+    best = None
+    if goal is not None:
+        for i, path in enumerate(json.loads(os.environ.get("MIGSNAP_AT_CANDIDATES") or "[]")):
+            with open(path, encoding="utf-8") as f:
+                rows = [tuple(r.split(".", 1)) for r in json.load(f).get("applied", [])]
+            if not rows or (best is not None and len(rows) <= best[1]):
+                continue
+            if reach(rows) == goal:
+                best = (i, len(rows))
+    emit("at_base", index=None if best is None else best[0])
+
+
 def plan_through(executor, targets):
     """The migrations `migrate` will apply, in order (for the progress
     count): to the leaves, or to each target after the one before, as
@@ -836,6 +880,10 @@ def run(argv=None):
     mode = os.environ.get("MIGSNAP_MODE", "migrate")
     if mode == "aliases":
         list_aliases()
+        emit("finished")
+        return
+    if mode == "at":
+        choose_base()
         emit("finished")
         return
     settings = point_default_database_at_target()

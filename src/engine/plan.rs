@@ -39,10 +39,6 @@ pub struct Found {
     pub inputs_recorded: bool,
     /// A snapshot store is configured.
     pub store: bool,
-    /// `prepare --at`: migrated part of the way. No ancestor is known to
-    /// stop at or before the targets (a fully migrated one is past them),
-    /// so it is built from empty, as a plain `migrate` to them would be.
-    pub at: bool,
 }
 
 /// One way of getting the key's template, in the order tried.
@@ -62,7 +58,9 @@ pub enum Step {
     /// not migrate: an error.
     NothingCached,
     /// Build on the best older snapshot (the cache dir's or the store's):
-    /// its template or dump, then `migrate` forward.
+    /// its template or dump, then `migrate` forward. For `prepare --at`,
+    /// one of the cache dir's that Django finds the targets are reached
+    /// from as from empty (`django::choose_base`).
     Ancestor,
     /// `migrate` from an empty database.
     Cold,
@@ -112,9 +110,7 @@ pub fn plan(found: &Found) -> BuildPlan {
                 steps,
             };
         }
-        if !found.at {
-            steps.push(Step::Ancestor);
-        }
+        steps.push(Step::Ancestor);
     }
     steps.push(Step::Cold);
     BuildPlan {
@@ -159,7 +155,6 @@ mod tests {
             own: Own::Absent,
             inputs_recorded: false,
             store: false,
-            at: false,
         }
     }
 
@@ -265,30 +260,6 @@ mod tests {
     }
 
     #[test]
-    fn a_database_part_of_the_way_is_its_own_snapshot_or_built_from_empty() {
-        let at = Found {
-            at: true,
-            own: Own::Usable,
-            ..found()
-        };
-        assert_eq!(steps(at), [RestoreOwn, Cold]);
-        assert_eq!(
-            steps(Found {
-                own: Own::Absent,
-                ..at
-            }),
-            [Cold]
-        );
-        assert_eq!(
-            steps(Found {
-                template: TemplateState::Ready { foreign: false },
-                ..at
-            }),
-            [Ready]
-        );
-    }
-
-    #[test]
     fn background_work_restores_or_fails_and_never_migrates() {
         let cache_only = Found {
             cache_only: true,
@@ -331,13 +302,12 @@ mod tests {
         ];
         for template in templates {
             for own in [Own::Absent, Own::TooNew, Own::Usable] {
-                for bits in 0..32u8 {
+                for bits in 0..16u8 {
                     let f = Found {
                         rebuild: bits & 1 != 0,
                         cache_only: bits & 2 != 0,
                         trust_unsigned: bits & 4 != 0,
                         store: bits & 8 != 0,
-                        at: bits & 16 != 0,
                         inputs_recorded: true,
                         template,
                         own,
