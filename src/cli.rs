@@ -283,6 +283,14 @@ pub struct PrepareArgs {
     /// Remember N as the pool size for runs that configure none (the pytest plugin passes its worker count)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=64))]
     pub pool_default: Option<u16>,
+    /// Migrate only to these migrations (`app.name`, `app.zero` or a migration file), one after another, as `manage.py migrate APP NAME` would: a snapshot of its own
+    #[arg(
+        long,
+        value_name = "MIGRATION",
+        num_args = 1..,
+        conflicts_with_all = ["all_aliases", "pool_default"]
+    )]
+    pub at: Vec<String>,
 }
 
 #[derive(Debug, Args)]
