@@ -410,6 +410,12 @@ pub struct LintArgs {
     /// Relative to this database's django_migrations (a libpq URL; opened read only)
     #[arg(long, value_name = "URL")]
     pub against: Option<String>,
+    /// Also apply the migrations to a scratch clone of the nearest snapshot and report measured rewrites under an ACCESS EXCLUSIVE lock (see `migsnap trace`)
+    #[arg(long, conflicts_with = "against")]
+    pub trace: bool,
+    /// With --trace: fill each existing table the migrations name with N synthetic rows first
+    #[arg(long, value_name = "N", requires = "trace")]
+    pub rows: Option<u64>,
     /// Weigh findings by the size of their tables in this database (a libpq URL; read only): small tables give notes
     #[arg(long, value_name = "URL")]
     pub stats_from: Option<String>,

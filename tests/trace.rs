@@ -212,3 +212,92 @@ fn trace_drops_its_scratch_clone_when_a_migration_fails_and_refuses_an_applied_o
     assert!(stderr(&out).contains("no_such_type"), "{}", stderr(&out));
     assert_eq!(scratch_clones(), "");
 }
+
+/// A table made in the range and retyped at once: rewritten, but nobody
+/// else can be using it yet.
+const NEW_TABLE: &str = r#"from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("catalog", "0006_longer_name")]
+
+    operations = [
+        migrations.CreateModel("Tag", fields=[("id", models.BigAutoField(primary_key=True)), ("weight", models.IntegerField())]),
+        migrations.AlterField("tag", "weight", models.CharField(max_length=10)),
+    ]
+"#;
+
+#[test]
+fn lint_trace_reports_a_measured_rewrite_of_an_existing_table_under_access_exclusive() {
+    let _one = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
+    let p = Project::example("linttrace");
+    p.prepare(&p.db("a"));
+    p.write("catalog/migrations/0005_price_float.py", RETYPE);
+    p.write("catalog/migrations/0006_longer_name.py", WIDEN);
+    p.write("catalog/migrations/0007_tag.py", NEW_TABLE);
+    let rule = "rewrite-under-exclusive-lock";
+    let of_rule = |v: &Value| -> Vec<Value> {
+        v["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .filter(|f| f["rule"] == rule)
+            .cloned()
+            .collect()
+    };
+    // Without --trace nothing is measured, and lint says so.
+    let out = p.run(&["lint", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(of_rule(&v), Vec::<Value>::new());
+    assert!(
+        stderr(&out).contains(&format!("rule {rule} skipped")),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = p.run(&["lint", "--json", "--trace", "--rows", "100"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let found = of_rule(&v);
+    // The type change of the existing table only: not the longer varchar
+    // (no rewrite), not the table the range made.
+    assert_eq!(found.len(), 1, "{v}");
+    let f = &found[0];
+    assert_eq!(f["migration"], "catalog.0005_price_float");
+    assert_eq!(f["path"], "catalog/migrations/0005_price_float.py");
+    assert_eq!(f["line"], 8);
+    assert_eq!(f["operation"], 0);
+    assert_eq!(f["table"], "catalog_product");
+    assert_eq!(f["severity"], "error");
+    assert!(
+        f["message"].as_str().is_some_and(
+            |m| m.contains("`catalog_product` was rewritten under an ACCESS EXCLUSIVE lock")
+        ),
+        "{f}"
+    );
+    // The made-and-retyped table was rewritten all the same: trace says
+    // so, and that it is new.
+    let t = p.run(&["trace", "--json", "catalog.0007_tag"]);
+    assert!(t.status.success(), "{}", stderr(&t));
+    let t: Value = serde_json::from_slice(&t.stdout).expect("json");
+    let names: Vec<&str> = t["migrations"]
+        .as_array()
+        .expect("migrations")
+        .iter()
+        .map(|m| m["migration"].as_str().expect("migration"))
+        .collect();
+    assert_eq!(names, ["catalog.0007_tag"], "named: only it is reported");
+    let tag = migration(&t, "catalog.0007_tag");
+    assert_eq!(rewritten(tag), ["catalog_tag"]);
+    assert_eq!(table(tag, "catalog_tag")["existed"], false);
+    assert_eq!(strings_of(&tag["new_tables"]), ["catalog_tag"]);
+    assert_eq!(scratch_clones(), "");
+}
+
+fn strings_of(v: &Value) -> Vec<String> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|s| s.as_str().expect("str").to_string())
+        .collect()
+}
