@@ -207,7 +207,12 @@ fn trace_drops_its_scratch_clone_when_a_migration_fails_and_refuses_an_applied_o
         "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n    dependencies = [(\"catalog\", \"0004_product_is_active\")]\n    operations = [migrations.RunSQL(\"ALTER TABLE catalog_product ADD COLUMN x no_such_type\", migrations.RunSQL.noop)]\n",
     );
     let out = p.run(&["trace", "--json"]);
-    assert!(!out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "Django failed: {}",
+        stderr(&out)
+    );
     assert!(out.stdout.is_empty(), "no document on failure");
     assert!(stderr(&out).contains("no_such_type"), "{}", stderr(&out));
     assert_eq!(scratch_clones(), "");
