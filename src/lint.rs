@@ -803,6 +803,52 @@ mod tests {
     }
 
     #[test]
+    fn a_measured_rewrite_is_reported_for_existing_tables_under_access_exclusive() {
+        let mut m = migration();
+        m.operations = vec![serde_json::from_value(serde_json::json!({
+            "index": 0, "type": "AlterField", "description": "Alter field price on product",
+            "arguments": {}, "reversible": true, "reduces_to_sql": true, "line": 8
+        }))
+        .expect("an operation")];
+        let insight = Insight {
+            database_applied: 0,
+            pending: vec![],
+            migrations: vec![m],
+        };
+        let traced = |atomic: bool, rewritten: &str, new: &[&str]| -> TracedMigration {
+            let locks = atomic.then(|| {
+                serde_json::json!([
+                    {"relation": rewritten, "kind": "table", "mode": "ACCESS EXCLUSIVE"}
+                ])
+            });
+            serde_json::from_value(serde_json::json!({
+                "migration": "catalog.0005_x", "path": null, "atomic": atomic,
+                "duration_ms": 50.0, "operations": [], "new_tables": new,
+                "statements": [{"sql": "ALTER TABLE x", "operation": 0, "at_ms": 10.0,
+                                "duration_ms": 30.0, "locks": locks,
+                                "rewritten": [rewritten], "rows": null}]
+            }))
+            .expect("a traced migration")
+        };
+        let found = |t: TracedMigration| {
+            let mut out = vec![];
+            rewrite_rule(&insight, &[t], &mut out);
+            out
+        };
+        let f = found(traced(true, "catalog_product", &[]));
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].rule, "rewrite-under-exclusive-lock");
+        assert_eq!((f[0].line, f[0].operation), (Some(8), Some(0)));
+        assert_eq!(f[0].table.as_deref(), Some("catalog_product"));
+        assert!(f[0].message.contains("held 40ms"), "{}", f[0].message);
+        // A table the range made: nobody else uses it yet.
+        assert!(found(traced(true, "catalog_tag", &["catalog_tag"])).is_empty());
+        // Outside a transaction: held for the statement.
+        let f = found(traced(false, "catalog_product", &[]));
+        assert!(f[0].message.contains("held 30ms"), "{}", f[0].message);
+    }
+
+    #[test]
     fn concurrently_is_found_in_every_statement_that_has_it() {
         for sql in [
             "CREATE INDEX CONCURRENTLY a ON catalog_product (x)",
