@@ -91,7 +91,7 @@ pub fn summarize(
     }
     let mut out: Vec<TableLock> = tables.into_values().collect();
     // The strongest first: what blocks the most is what a reader wants.
-    out.sort_by(|a, b| b.strongest_lock.cmp(&a.strongest_lock));
+    out.sort_by_key(|t| std::cmp::Reverse(t.strongest_lock));
     out
 }
 
