@@ -1202,22 +1202,37 @@ def synthetic(typname, category, typmod, sqltype):
 
 
 def seed(executor, migrations, rows):
-    """Fill each table `seed_tables` names with `rows` synthetic rows, the
-    tables a foreign key points at first (its values are taken from their
-    rows), then ANALYZE them: what a rewrite or an index build costs needs
-    rows. A table that cannot be filled this way (a constraint the values
-    break, a type with no obvious value) is left as it is and said so."""
+    """Fill each table `seed_tables` names with `rows` synthetic rows, and
+    any empty table a foreign key of theirs points at (else no row could
+    reference one), those first: a foreign key's values are taken from the
+    rows there. Then ANALYZE them: what a rewrite or an index build costs
+    needs rows. A table that cannot be filled this way (a constraint the
+    values break, a type with no obvious value) is left as it is and said
+    so. Tables are named as `regclass` prints them, which is also valid SQL."""
     from django.db import DatabaseError
 
     connection = executor.connection
-    tables = seed_tables(executor, migrations)
     plans = {}
     with connection.cursor() as cursor:
-        for table in tables:
-            cursor.execute(COLUMNS_QUERY, [quote(table)])
+        todo = []
+        for table in seed_tables(executor, migrations):
+            cursor.execute("SELECT to_regclass(%s)::text", [quote(table)])
+            (name,) = cursor.fetchone()
+            if name and name not in todo:
+                todo.append(name)
+        while todo:
+            table = todo.pop(0)
+            cursor.execute(COLUMNS_QUERY, [table])
             plans[table] = cursor.fetchall()
-    done, results = [], []
-    pending = list(tables)
+            for *_c, fk in plans[table]:
+                ref = json.loads(fk)[0] if fk else None
+                if ref is None or ref in plans or ref in todo:
+                    continue
+                cursor.execute("SELECT NOT EXISTS (SELECT FROM %s)" % ref)
+                if cursor.fetchone()[0]:
+                    todo.append(ref)
+    results = []
+    pending = list(plans)
     while pending:
         # The tables whose foreign keys point at nothing still to fill.
         ready = [
@@ -1231,10 +1246,10 @@ def seed(executor, migrations, rows):
         for table in ready:
             pending.remove(table)
             results.append(seed_table(connection, table, plans[table], rows, DatabaseError))
-    filled = [r["table"] for r in results if r.get("rows")]
     with connection.cursor() as cursor:
-        for table in filled:
-            cursor.execute("ANALYZE %s" % quote(table))
+        for r in results:
+            if r["rows"]:
+                cursor.execute("ANALYZE %s" % r["table"])
     return results
 
 
@@ -1261,7 +1276,7 @@ def seed_table(connection, table, columns, rows, DatabaseError):
         values.append("(%s)::%s" % (value, sqltype))
     sql = "%sINSERT INTO %s (%s) SELECT %s FROM generate_series(1, %d) g%s" % (
         "WITH %s " % ", ".join(refs) if refs else "",
-        quote(table),
+        table,
         ", ".join(names),
         ", ".join(values),
         rows,
