@@ -38,6 +38,27 @@ class Migration(migrations.Migration):
     ]
 "#;
 
+/// A data migration on a table whose foreign key points at products (none
+/// in the snapshot): `--rows` fills both, and the UPDATE counts its rows.
+const BUMP: &str = r#"from django.db import migrations, models
+
+
+def bump(apps, schema_editor):
+    Order = apps.get_model("orders", "Order")
+    Order.objects.update(quantity=models.F("quantity") + 1)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("orders", "0004_lower_status_index")]
+
+    operations = [
+        # No SQL; it names the model, so --rows fills its table (a
+        # RunPython names none that can be known).
+        migrations.AlterModelOptions("order", {"verbose_name": "order"}),
+        migrations.RunPython(bump, migrations.RunPython.noop),
+    ]
+"#;
+
 fn scratch_clones() -> String {
     psql(
         "postgres",
@@ -81,6 +102,7 @@ fn trace_measures_the_lock_and_rewrite_of_a_type_change_and_none_for_a_longer_va
     p.prepare(&before);
     p.write("catalog/migrations/0005_price_float.py", RETYPE);
     p.write("catalog/migrations/0006_longer_name.py", WIDEN);
+    p.write("orders/migrations/0005_bump.py", BUMP);
 
     let out = p.run(&["trace", "--json", "--rows", "300"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -89,23 +111,56 @@ fn trace_measures_the_lock_and_rewrite_of_a_type_change_and_none_for_a_longer_va
     assert_eq!(v["base"]["kind"], "snapshot");
     assert_eq!(v["base"]["current"], false);
     assert_eq!(v["rows"], 300);
-    let names: Vec<&str> = v["migrations"]
+    let mut names: Vec<&str> = v["migrations"]
         .as_array()
         .expect("migrations")
         .iter()
         .map(|m| m["migration"].as_str().expect("migration"))
         .collect();
+    names.sort();
     assert_eq!(
         names,
-        ["catalog.0005_price_float", "catalog.0006_longer_name"]
+        [
+            "catalog.0005_price_float",
+            "catalog.0006_longer_name",
+            "orders.0005_bump"
+        ]
     );
-    // The table the AlterFields name was filled first.
-    let seeded = v["seeded"].as_array().expect("seeded");
-    assert!(
-        seeded
-            .iter()
-            .any(|s| s["table"] == "catalog_product" && s["rows"] == 300),
-        "{v}"
+    // The tables the migrations name were filled first, and the products
+    // before the orders that point at them.
+    let seeded: Vec<(String, Value)> = v["seeded"]
+        .as_array()
+        .expect("seeded")
+        .iter()
+        .map(|s| {
+            (
+                s["table"].as_str().expect("table").to_string(),
+                s["rows"].clone(),
+            )
+        })
+        .collect();
+    let filled = |t: &str| seeded.iter().position(|(n, rows)| n == t && *rows == 300);
+    let product = filled("catalog_product").unwrap_or_else(|| panic!("{v}"));
+    let order = filled("orders_order").unwrap_or_else(|| panic!("{v}"));
+    assert!(product < order, "{v}");
+    // The RunPython's UPDATE: its rows, at its operation.
+    let bump = migration(&v, "orders.0005_bump");
+    let update = bump["statements"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .find(|s| {
+            s["sql"]
+                .as_str()
+                .is_some_and(|q| q.starts_with("UPDATE \"orders_order\""))
+        })
+        .unwrap_or_else(|| panic!("{bump}"));
+    assert_eq!(update["rows"], 300, "{update}");
+    assert_eq!(update["operation"], 1, "{update}");
+    assert_eq!(
+        table(bump, "orders_order")["strongest_lock"],
+        "ROW EXCLUSIVE",
+        "{bump}"
     );
 
     // The type change: ACCESS EXCLUSIVE on the table, taken by the
@@ -182,6 +237,7 @@ fn trace_measures_the_lock_and_rewrite_of_a_type_change_and_none_for_a_longer_va
     assert_eq!(scratch_clones(), "");
     std::fs::remove_file(p.path().join("catalog/migrations/0005_price_float.py")).expect("rm");
     std::fs::remove_file(p.path().join("catalog/migrations/0006_longer_name.py")).expect("rm");
+    std::fs::remove_file(p.path().join("orders/migrations/0005_bump.py")).expect("rm");
     let after = p.db("after");
     let made = p.prepare(&after);
     assert_eq!(made["source"], "template", "{made}");
