@@ -385,6 +385,9 @@ pub enum Failure {
     Exit,
     /// A migration named on the command line does not exist.
     Target,
+    /// A migration named to `trace` is already in the snapshot it starts
+    /// from: there is nothing to apply.
+    Applied,
     /// The settings' DATABASES has no such alias.
     Alias,
     /// A migration used another alias than the one being built: that
@@ -426,7 +429,7 @@ impl std::fmt::Display for DjangoError {
             ),
             // The user's own words, refused before anything ran: the
             // exception's class (the shim's own) says nothing more.
-            Failure::Target => write!(f, "{message}"),
+            Failure::Target | Failure::Applied => write!(f, "{message}"),
             _ => write!(f, "{what} failed: {exception}: {message}"),
         }
     }
@@ -834,7 +837,7 @@ async fn run_shim_checked(
         };
         let exit_kind = match kind {
             Failure::Server => Kind::Server,
-            Failure::Target | Failure::Alias => Kind::Usage,
+            Failure::Target | Failure::Applied | Failure::Alias => Kind::Usage,
             _ => Kind::Django,
         };
         return Err(Error::new(exit_kind, failed.to_string())

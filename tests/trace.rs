@@ -258,6 +258,11 @@ fn trace_drops_its_scratch_clone_when_a_migration_fails_and_refuses_an_applied_o
         "{}",
         stderr(&out)
     );
+    assert!(
+        stderr(&out).contains("hint: name migrations added since the nearest snapshot"),
+        "{}",
+        stderr(&out)
+    );
     p.write(
         "catalog/migrations/0005_broken.py",
         "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n    dependencies = [(\"catalog\", \"0004_product_is_active\")]\n    operations = [migrations.RunSQL(\"ALTER TABLE catalog_product ADD COLUMN x no_such_type\", migrations.RunSQL.noop)]\n",

@@ -1082,7 +1082,7 @@ def trace():
                 raise MigsnapError(
                     "`%s.%s` is already applied in the snapshot traced: trace applies only "
                     "migrations it lacks" % key,
-                    category="target",
+                    category="applied",
                 )
     else:
         targets = loader.graph.leaf_nodes()
