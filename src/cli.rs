@@ -196,6 +196,8 @@ pub enum Command {
     Sql(PlanArgs),
     /// Lint the migrations that would run (or the named ones): locks, rewrites, irreversibility
     Lint(LintArgs),
+    /// Apply the migrations that would run (or the named ones) to a scratch clone and measure their locks and rewrites
+    Trace(TraceArgs),
     /// The end-state schema of the current key: tables, columns, indexes, constraints, sequences
     Schema(SchemaArgs),
     /// Compare the current key's end-state schema with a live database (read only)
@@ -230,6 +232,7 @@ impl Command {
             Command::Check(a) => &a.alias,
             Command::Plan(a) | Command::Sql(a) => &a.alias,
             Command::Lint(a) => &a.alias,
+            Command::Trace(a) => &a.alias,
             Command::Schema(a) => &a.alias,
             Command::Diff(a) => &a.alias,
             _ => return None,
@@ -407,6 +410,12 @@ pub struct LintArgs {
     /// Relative to this database's django_migrations (a libpq URL; opened read only)
     #[arg(long, value_name = "URL")]
     pub against: Option<String>,
+    /// Also apply the migrations to a scratch clone of the nearest snapshot and report measured rewrites under an ACCESS EXCLUSIVE lock (see `migsnap trace`)
+    #[arg(long, conflicts_with = "against")]
+    pub trace: bool,
+    /// With --trace: fill each existing table the migrations name with N synthetic rows first
+    #[arg(long, value_name = "N", requires = "trace")]
+    pub rows: Option<u64>,
     /// Weigh findings by the size of their tables in this database (a libpq URL; read only): small tables give notes
     #[arg(long, value_name = "URL")]
     pub stats_from: Option<String>,
@@ -417,6 +426,22 @@ pub struct LintArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "baseline")]
     pub write_baseline: Option<PathBuf>,
     /// Only these migrations, as `app.name` or file paths (e.g. from `git diff --name-only`)
+    #[arg(value_name = "PATH|app.name")]
+    pub migrations: Vec<String>,
+}
+
+/// `trace`: which migrations, and how much data to give them.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub alias: AliasArg,
+    /// One JSON document (schema in docs/trace.md)
+    #[arg(long)]
+    pub json: bool,
+    /// First fill each existing table the migrations name with N synthetic rows, so rewrites and index builds cost something
+    #[arg(long, value_name = "N")]
+    pub rows: Option<u64>,
+    /// Only these migrations (and what they need), as `app.name` or file paths
     #[arg(value_name = "PATH|app.name")]
     pub migrations: Vec<String>,
 }

@@ -80,6 +80,8 @@ enum Event {
     Inputs(Box<ShimInputs>),
     /// `plan` mode's answer.
     Insight(Box<Insight>),
+    /// `trace` mode's answer.
+    Trace(Box<Trace>),
     /// `aliases` mode's answer.
     Aliases {
         aliases: Vec<crate::aliases::AliasInfo>,
@@ -147,6 +149,132 @@ pub struct PlannedOperation {
     pub error: Option<String>,
 }
 
+/// What `trace` mode reports (shim.py, `trace`): the range applied to a
+/// scratch database, each statement with what it locked and rewrote.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct Trace {
+    /// Synthetic rows asked for per table (`--rows`), if any.
+    pub rows: Option<u64>,
+    /// The tables filled before applying, or why one was not.
+    pub seeded: Vec<Seeded>,
+    pub migrations: Vec<TracedMigration>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct Seeded {
+    pub table: String,
+    /// Rows inserted; `None`: skipped (see `skipped`).
+    pub rows: Option<u64>,
+    pub skipped: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct TracedMigration {
+    /// `app.name`.
+    pub migration: String,
+    pub path: Option<std::path::PathBuf>,
+    pub atomic: bool,
+    /// From its first statement to the end of its transaction (the commit),
+    /// the time spent reading the locks left out.
+    pub duration_ms: f64,
+    pub operations: Vec<TracedOperation>,
+    pub statements: Vec<TracedStatement>,
+    /// Tables this migration created (they did not exist when the range
+    /// started).
+    pub new_tables: Vec<String>,
+    /// Per table: the strongest lock and how long it was held (computed
+    /// from the statements, `trace::summarize`).
+    #[serde(default)]
+    pub tables: Vec<TableLock>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct TracedOperation {
+    pub index: usize,
+    pub r#type: String,
+    pub description: String,
+    pub line: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct TracedStatement {
+    pub sql: String,
+    /// The operation it belongs to (the one that deferred it, for deferred
+    /// SQL); `None`: the schema editor's own.
+    pub operation: Option<usize>,
+    /// When it started, from the start of the migration.
+    pub at_ms: f64,
+    pub duration_ms: f64,
+    /// Locks it took that the transaction did not hold yet; `None` outside
+    /// a transaction (a non-atomic migration), where they end with it.
+    pub locks: Option<Vec<Lock>>,
+    /// Tables whose file it replaced (`relfilenode` changed): rewritten.
+    pub rewritten: Vec<String>,
+    /// Rows an INSERT, UPDATE, DELETE, MERGE or COPY changed.
+    pub rows: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct Lock {
+    pub relation: String,
+    /// `table`, `index`, `sequence`…
+    pub kind: String,
+    pub mode: LockMode,
+}
+
+/// PostgreSQL's table lock modes, weakest first (the order of the table
+/// "Conflicting Lock Modes" in its documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+pub enum LockMode {
+    #[serde(rename = "ACCESS SHARE")]
+    AccessShare,
+    #[serde(rename = "ROW SHARE")]
+    RowShare,
+    #[serde(rename = "ROW EXCLUSIVE")]
+    RowExclusive,
+    #[serde(rename = "SHARE UPDATE EXCLUSIVE")]
+    ShareUpdateExclusive,
+    #[serde(rename = "SHARE")]
+    Share,
+    #[serde(rename = "SHARE ROW EXCLUSIVE")]
+    ShareRowExclusive,
+    #[serde(rename = "EXCLUSIVE")]
+    Exclusive,
+    #[serde(rename = "ACCESS EXCLUSIVE")]
+    AccessExclusive,
+}
+
+impl LockMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::AccessShare => "ACCESS SHARE",
+            LockMode::RowShare => "ROW SHARE",
+            LockMode::RowExclusive => "ROW EXCLUSIVE",
+            LockMode::ShareUpdateExclusive => "SHARE UPDATE EXCLUSIVE",
+            LockMode::Share => "SHARE",
+            LockMode::ShareRowExclusive => "SHARE ROW EXCLUSIVE",
+            LockMode::Exclusive => "EXCLUSIVE",
+            LockMode::AccessExclusive => "ACCESS EXCLUSIVE",
+        }
+    }
+}
+
+/// One table of a traced migration: the strongest lock the migration took
+/// on it, from which statement, how long it held it.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+pub struct TableLock {
+    pub table: String,
+    pub strongest_lock: LockMode,
+    /// The statement (index in `statements`) that first took it.
+    pub statement: usize,
+    /// From that statement's start to the end of the transaction.
+    pub held_ms: f64,
+    /// Some statement of the migration rewrote it.
+    pub rewritten: bool,
+    /// It existed before the range (not created by it).
+    pub existed: bool,
+}
+
 /// A migration module Django loaded (the project's and third-party ones).
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct MigrationFile {
@@ -182,6 +310,9 @@ pub enum Mode {
     /// `prepare --at`: resolve the targets and choose the snapshot to
     /// start from (no connection, nothing migrated).
     At,
+    /// Apply the range to a scratch database, statement by statement,
+    /// reading the locks and files after each.
+    Trace,
 }
 
 pub use crate::store::Applied;
@@ -194,6 +325,8 @@ pub struct MigrateReport {
     pub inputs: ShimInputs,
     /// `plan` mode's answer.
     pub insight: Option<Box<Insight>>,
+    /// `trace` mode's answer.
+    pub trace: Option<Box<Trace>>,
     /// `aliases` mode's answer.
     pub aliases: Option<Vec<crate::aliases::AliasInfo>>,
     /// `at` mode's answer: the candidate to start from, if any.
@@ -252,6 +385,9 @@ pub enum Failure {
     Exit,
     /// A migration named on the command line does not exist.
     Target,
+    /// A migration named to `trace` is already in the snapshot it starts
+    /// from: there is nothing to apply.
+    Applied,
     /// The settings' DATABASES has no such alias.
     Alias,
     /// A migration used another alias than the one being built: that
@@ -293,7 +429,7 @@ impl std::fmt::Display for DjangoError {
             ),
             // The user's own words, refused before anything ran: the
             // exception's class (the shim's own) says nothing more.
-            Failure::Target => write!(f, "{message}"),
+            Failure::Target | Failure::Applied => write!(f, "{message}"),
             _ => write!(f, "{what} failed: {exception}: {message}"),
         }
     }
@@ -435,6 +571,31 @@ pub async fn plan(
         .ok_or_else(|| Error::internal("the shim reported no plan"))
 }
 
+/// Apply `targets` (as `plan` takes them; empty: what migrate would run)
+/// to `db`, a scratch database, and report each statement's locks,
+/// rewrites, time and rows; with `rows`, fill the tables the range names
+/// with that many synthetic rows first.
+pub async fn trace(
+    django: &DjangoRunner,
+    conn: &ConnInfo,
+    db: &str,
+    targets: &[String],
+    rows: Option<u64>,
+    ui: &Events,
+) -> Result<Trace> {
+    let targets = serde_json::to_string(targets)
+        .map_err(|e| Error::internal("cannot serialise the targets").source(e))?;
+    let mut env = vec![("MIGSNAP_PLAN_TARGETS", targets)];
+    if let Some(n) = rows {
+        env.push(("MIGSNAP_TRACE_ROWS", n.to_string()));
+    }
+    let report = run_shim_checked(django, conn, db, Mode::Trace, ui, None, &env).await?;
+    report
+        .trace
+        .map(|t| *t)
+        .ok_or_else(|| Error::internal("the shim reported no trace"))
+}
+
 /// `prepare --at`: which of `candidates` (manifest files, their
 /// django_migrations rows) `migrate` to `targets`, one after another,
 /// reaches exactly as it does from an empty database, only applying
@@ -509,6 +670,7 @@ async fn run_shim_checked(
                 Mode::Plan => "plan",
                 Mode::Aliases => "aliases",
                 Mode::At => "at",
+                Mode::Trace => "trace",
             },
         )
         .envs(extra_env.iter().map(|(k, v)| (k, v)))
@@ -563,6 +725,7 @@ async fn run_shim_checked(
     let mut failure: Option<(String, String, Failure)> = None;
     let mut inputs: Option<ShimInputs> = None;
     let mut insight: Option<Box<Insight>> = None;
+    let mut trace: Option<Box<Trace>> = None;
     let mut aliases: Option<Vec<crate::aliases::AliasInfo>> = None;
     let mut at_base: Option<Option<usize>> = None;
     let mut index_conflicts: Vec<IndexConflict> = Vec::new();
@@ -590,6 +753,7 @@ async fn run_shim_checked(
                             }
                             Event::Finished => finished = true,
                             Event::Insight(found) => insight = Some(found.clone()),
+                            Event::Trace(found) => trace = Some(found.clone()),
                             Event::Aliases { aliases: found } => aliases = Some(found.clone()),
                             Event::AtBase { index } => at_base = Some(*index),
                             Event::Created { conflicts, .. } => index_conflicts = conflicts.clone(),
@@ -633,6 +797,7 @@ async fn run_shim_checked(
     // pass for a migrated database.
     let complete = match mode {
         Mode::Plan => insight.is_some(),
+        Mode::Trace => trace.is_some(),
         Mode::Aliases => aliases.is_some(),
         Mode::At => at_base.is_some(),
         Mode::Migrate | Mode::ModelState => inputs.is_some(),
@@ -655,6 +820,7 @@ async fn run_shim_checked(
             Mode::Plan => "reading the migrations",
             Mode::Aliases => "reading the settings' DATABASES",
             Mode::At => "reading the migrations",
+            Mode::Trace => "tracing the migrations",
         };
         let detail = match shown.len() {
             0 => String::new(),
@@ -671,7 +837,7 @@ async fn run_shim_checked(
         };
         let exit_kind = match kind {
             Failure::Server => Kind::Server,
-            Failure::Target | Failure::Alias => Kind::Usage,
+            Failure::Target | Failure::Applied | Failure::Alias => Kind::Usage,
             _ => Kind::Django,
         };
         return Err(Error::new(exit_kind, failed.to_string())
@@ -682,6 +848,7 @@ async fn run_shim_checked(
         applied: progress.applied,
         inputs: inputs.unwrap_or_default(),
         insight,
+        trace,
         aliases,
         at_base,
         index_conflicts,
@@ -810,6 +977,7 @@ impl Progress {
             | Event::Finished
             | Event::Inputs(_)
             | Event::Insight(_)
+            | Event::Trace(_)
             | Event::Aliases { .. }
             | Event::AtBase { .. } => self.current = None,
         }

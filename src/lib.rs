@@ -44,4 +44,5 @@ pub mod schema;
 pub mod shared;
 pub mod sign;
 pub mod store;
+pub mod trace;
 pub mod units;

@@ -3,7 +3,7 @@
 //! of the operation. The SQL is Django's own (collected per operation by
 //! the shim's plan mode), so the rules read what PostgreSQL would run.
 
-use crate::django::{Insight, PlannedMigration, PlannedOperation};
+use crate::django::{Insight, LockMode, PlannedMigration, PlannedOperation, TracedMigration};
 use pg_query::protobuf::{
     AlterTableCmd, AlterTableType, ColumnDef, ConstrType, Constraint, RangeVar,
 };
@@ -86,6 +86,11 @@ pub const RULES: &[(&str, Severity, &str)] = &[
         "run-sql-no-reverse",
         Severity::Warning,
         "pass reverse_sql (migrations.RunSQL.noop if there is nothing to undo)",
+    ),
+    (
+        "rewrite-under-exclusive-lock",
+        Severity::Error,
+        "do not rewrite a table in use: add a new column, backfill it in batches, switch over; or run the migration in a maintenance window",
     ),
     (
         "runsql-index-not-in-model-state",
@@ -180,13 +185,17 @@ pub fn tables(findings: &[LintFinding]) -> Vec<String> {
 /// Run every rule not turned off over the plan. `levels` overrides rules'
 /// severities (`off` drops the rule). `undeclared`: `check`'s indexes
 /// that only migrations make (empty when there are no check results).
+/// `traced`: what `trace` measured applying the same range (empty when it
+/// was not asked for).
 pub fn lint(
     insight: &Insight,
     undeclared: &[UndeclaredIndex],
+    traced: &[TracedMigration],
     levels: &BTreeMap<String, RuleLevel>,
 ) -> Vec<LintFinding> {
     let mut out = Vec::new();
     undeclared_rule(insight, undeclared, &mut out);
+    rewrite_rule(insight, traced, &mut out);
     // Tables created inside the range: changing them locks nobody.
     let mut created: BTreeSet<String> = BTreeSet::new();
     for m in &insight.migrations {
@@ -311,6 +320,60 @@ fn undeclared_rule(insight: &Insight, undeclared: &[UndeclaredIndex], out: &mut 
         // line is still known.
         f.line = f.line.or(u32::try_from(u.line).ok());
         out.push(f);
+    }
+}
+
+/// `rewrite-under-exclusive-lock`: each statement `trace` saw give a table
+/// that existed before the range a new file (a rewrite) while the
+/// migration held ACCESS EXCLUSIVE on it, reported at its operation. The
+/// lock is held from the statement that took it to the commit; outside a
+/// transaction (a non-atomic migration) no lock is read, and a rewrite,
+/// which always takes ACCESS EXCLUSIVE, holds it for the statement.
+fn rewrite_rule(insight: &Insight, traced: &[TracedMigration], out: &mut Vec<LintFinding>) {
+    let mut created: BTreeSet<&str> = BTreeSet::new();
+    for t in traced {
+        created.extend(t.new_tables.iter().map(String::as_str));
+        let Some(m) = insight
+            .migrations
+            .iter()
+            .find(|m| format!("{}.{}", m.app, m.name) == t.migration)
+        else {
+            continue;
+        };
+        // When each table's ACCESS EXCLUSIVE lock was taken.
+        let mut exclusive: BTreeMap<&str, f64> = BTreeMap::new();
+        for s in &t.statements {
+            for lock in s.locks.iter().flatten() {
+                if lock.mode == LockMode::AccessExclusive {
+                    exclusive.entry(lock.relation.as_str()).or_insert(s.at_ms);
+                }
+            }
+            for table in &s.rewritten {
+                if created.contains(table.as_str()) {
+                    continue;
+                }
+                let held_ms = match (&s.locks, exclusive.get(table.as_str())) {
+                    (None, _) => s.duration_ms,
+                    (Some(_), Some(at)) => t.duration_ms - at,
+                    (Some(_), None) => continue,
+                };
+                let op = s
+                    .operation
+                    .and_then(|i| m.operations.iter().find(|o| o.index == i));
+                let mut f = finding(
+                    "rewrite-under-exclusive-lock",
+                    m,
+                    op,
+                    format!(
+                        "`{table}` was rewritten under an ACCESS EXCLUSIVE lock, held {} on the scratch clone: reads and writes of it wait that long",
+                        crate::units::duration(std::time::Duration::from_secs_f64(held_ms.max(0.0) / 1000.0))
+                    ),
+                    Some(s.sql.trim()),
+                );
+                f.table = Some(table.clone());
+                out.push(f);
+            }
+        }
     }
 }
 
@@ -737,6 +800,52 @@ mod tests {
             rules("CREATE INDEX %s ON catalog_product (x)"),
             [] as [&str; 0]
         );
+    }
+
+    #[test]
+    fn a_measured_rewrite_is_reported_for_existing_tables_under_access_exclusive() {
+        let mut m = migration();
+        m.operations = vec![serde_json::from_value(serde_json::json!({
+            "index": 0, "type": "AlterField", "description": "Alter field price on product",
+            "arguments": {}, "reversible": true, "reduces_to_sql": true, "line": 8
+        }))
+        .expect("an operation")];
+        let insight = Insight {
+            database_applied: 0,
+            pending: vec![],
+            migrations: vec![m],
+        };
+        let traced = |atomic: bool, rewritten: &str, new: &[&str]| -> TracedMigration {
+            let locks = atomic.then(|| {
+                serde_json::json!([
+                    {"relation": rewritten, "kind": "table", "mode": "ACCESS EXCLUSIVE"}
+                ])
+            });
+            serde_json::from_value(serde_json::json!({
+                "migration": "catalog.0005_x", "path": null, "atomic": atomic,
+                "duration_ms": 50.0, "operations": [], "new_tables": new,
+                "statements": [{"sql": "ALTER TABLE x", "operation": 0, "at_ms": 10.0,
+                                "duration_ms": 30.0, "locks": locks,
+                                "rewritten": [rewritten], "rows": null}]
+            }))
+            .expect("a traced migration")
+        };
+        let found = |t: TracedMigration| {
+            let mut out = vec![];
+            rewrite_rule(&insight, &[t], &mut out);
+            out
+        };
+        let f = found(traced(true, "catalog_product", &[]));
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].rule, "rewrite-under-exclusive-lock");
+        assert_eq!((f[0].line, f[0].operation), (Some(8), Some(0)));
+        assert_eq!(f[0].table.as_deref(), Some("catalog_product"));
+        assert!(f[0].message.contains("held 40ms"), "{}", f[0].message);
+        // A table the range made: nobody else uses it yet.
+        assert!(found(traced(true, "catalog_tag", &["catalog_tag"])).is_empty());
+        // Outside a transaction: held for the statement.
+        let f = found(traced(false, "catalog_product", &[]));
+        assert!(f[0].message.contains("held 30ms"), "{}", f[0].message);
     }
 
     #[test]

@@ -35,9 +35,9 @@ pub enum DbName {
     /// `migsnap_pool_<16 random hex>`: a ready clone of a template, waiting
     /// to be handed out by rename (its comment names the key and inputs).
     Pool(String),
-    /// `migsnap_plan_<16 random hex>`: a read-only clone of a snapshot
-    /// (`plan`, `sql`, `schema`, `diff`: `Admin::with_scratch`), dropped
-    /// when they finish.
+    /// `migsnap_plan_<16 random hex>`: a throwaway clone of a snapshot
+    /// (`plan`, `sql`, `schema`, `diff` read it; `trace` applies migrations
+    /// to it: `Admin::with_scratch`), dropped when they finish.
     Plan(String),
 }
 

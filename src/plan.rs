@@ -86,7 +86,7 @@ pub async fn plan(
 /// The template to clone: the current key's if it is ready, else that of
 /// the ancestor an incremental build would start from; `None`: an empty
 /// database (nothing migrated yet).
-async fn nearest_snapshot(ctx: &Ctx, admin: &Admin) -> Result<(Option<String>, Base)> {
+pub(crate) async fn nearest_snapshot(ctx: &Ctx, admin: &Admin) -> Result<(Option<String>, Base)> {
     let fp = fingerprint::compute_async(&ctx.key).await?;
     let store = ctx.store()?;
     let ready = |key: Key, inputs: Option<String>| async move {

@@ -21,7 +21,9 @@
 //!   top: nothing below them (the key, the store, `pg`) reaches up into
 //!   one; `schema` reads a catalog with `check`'s index reader, and `diff`
 //!   compares two schemas with `check`'s pairing and attribution, so
-//!   `check` knows neither.
+//!   `check` knows neither;
+//! - `trace` applies the range `plan` resolves, so `plan` does not know
+//!   it, and `lint` stays pure: it gets what `trace` measured as data.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -192,7 +194,7 @@ fn the_layers_keep_their_arrows() {
             "pg",
             &[
                 "django", "store", "context", "engine", "embedded", "depends", "plan", "schema",
-                "diff",
+                "diff", "trace",
             ],
         ),
         // What `ls` lists and `gc` keeps is decided from manifests alone.
@@ -206,7 +208,10 @@ fn the_layers_keep_their_arrows() {
         // the other way round; `schema` reads one database and compares
         // nothing.
         ("check", &["schema", "diff"]),
-        ("schema", &["diff", "django", "plan"]),
+        ("schema", &["diff", "django", "plan", "trace"]),
+        // `plan` resolves the range and its base; `trace` applies it, on
+        // top of `plan`, never the other way round.
+        ("plan", &["trace"]),
         // What the use cases take (`Ctx`) is resolved settings and the
         // clients made from them: it knows none of the use cases, nor
         // Django's runs, nor how progress is reported.
@@ -214,7 +219,7 @@ fn the_layers_keep_their_arrows() {
             "context",
             &[
                 "engine", "prepare", "pool", "shared", "check", "plan", "schema", "diff", "lint",
-                "drop", "listing", "django", "report",
+                "drop", "listing", "django", "report", "trace",
             ],
         ),
     ];
@@ -222,7 +227,7 @@ fn the_layers_keep_their_arrows() {
     // `lint` is pure: rules over the plan the shim reported.
     let lint: &[&str] = &[
         "pg", "embedded", "engine", "store", "context", "prepare", "check", "plan", "schema",
-        "diff",
+        "diff", "trace",
     ];
     let forbidden: Vec<(&str, &[&str])> = forbidden
         .iter()

@@ -1,4 +1,4 @@
-//! What people read, pinned: `check`'s and `diff`'s text and GitHub formats, `ls`, `gc`,
+//! What people read, pinned: `check`'s and `diff`'s text and GitHub formats, `trace`, `ls`, `gc`,
 //! and the error report, from the real binary against the example project.
 //! Keys, sizes, ages, timings and temp paths are filtered; everything else
 //! must match the committed snapshot (tests/snapshots/), so a change of
@@ -219,4 +219,21 @@ fn progress_json_is_one_event_a_line() {
     let bad = p.run(&["prepare", "--progress", "json", "--database", ""]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).starts_with("error: "), "{}", stderr(&bad));
+}
+
+#[test]
+fn trace_reports_the_strongest_lock_per_table() {
+    let p = Project::example("out_trace");
+    p.prepare(&p.db("a"));
+    p.write(
+        "catalog/migrations/0005_price_float.py",
+        "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    dependencies = [(\"catalog\", \"0004_product_is_active\")]\n    operations = [migrations.AlterField(\"product\", \"price\", models.FloatField())]\n",
+    );
+    p.write(
+        "catalog/migrations/0006_tag.py",
+        "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    dependencies = [(\"catalog\", \"0005_price_float\")]\n    operations = [\n        migrations.CreateModel(\"Tag\", fields=[(\"id\", models.BigAutoField(primary_key=True)), (\"product\", models.ForeignKey(\"catalog.Product\", on_delete=models.CASCADE))]),\n    ]\n",
+    );
+    let text = p.run(&["trace"]);
+    assert_eq!(text.status.code(), Some(0), "{}", stderr(&text));
+    settings(&p).bind(|| insta::assert_snapshot!("trace_text", stdout(&text)));
 }

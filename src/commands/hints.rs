@@ -101,6 +101,9 @@ fn django_hint(kind: Failure) -> &'static str {
         Failure::Target => {
             "name migrations as `app.name` (a unique prefix of the name will do; `prepare --at` also takes `app.zero`) or by the path of a migration file of an installed app"
         }
+        Failure::Applied => {
+            "name migrations added since the nearest snapshot, or run `migsnap trace` without arguments to trace all of them"
+        }
         Failure::History | Failure::Migration | Failure::Exit => {
             "fix the migration or settings named above; no snapshot was saved"
         }

@@ -59,7 +59,9 @@ pub async fn run(settings: &Settings, args: &LintArgs, ui: &Events) -> Result<u8
     let mut planned = migsnap::plan::plan(&settings.ctx, &against, &targets, true, ui).await?;
     super::plan::project_relative(&mut planned.insight, settings);
     let undeclared = undeclared_indexes(settings, ui).await?;
-    let mut findings = migsnap::lint::lint(&planned.insight, &undeclared, &settings.lint_rules);
+    let traced = traced(settings, args, &targets, ui).await?;
+    let mut findings =
+        migsnap::lint::lint(&planned.insight, &undeclared, &traced, &settings.lint_rules);
     if let Some(url) = &args.stats_from {
         let tables = migsnap::lint::tables(&findings);
         let sizes = migsnap::plan::table_sizes(url, &tables).await?;
@@ -137,6 +139,29 @@ async fn undeclared_indexes(settings: &Settings, ui: &Events) -> Result<Vec<Unde
             })
         })
         .collect())
+}
+
+/// What `trace` measures applying the same range, for the
+/// `rewrite-under-exclusive-lock` rule: only with `--trace` (it applies
+/// the migrations to a scratch clone, with `--rows` rows per table).
+async fn traced(
+    settings: &Settings,
+    args: &LintArgs,
+    targets: &[String],
+    ui: &Events,
+) -> Result<Vec<migsnap::django::TracedMigration>> {
+    const RULE: &str = "rewrite-under-exclusive-lock";
+    if settings.lint_rules.get(RULE) == Some(&RuleLevel::Off) {
+        return Ok(vec![]);
+    }
+    if !args.trace {
+        ui.info(format!(
+            "rule {RULE} skipped: it measures, pass --trace to apply the migrations to a scratch clone"
+        ));
+        return Ok(vec![]);
+    }
+    let traced = migsnap::trace::trace(&settings.ctx, targets, args.rows, ui).await?;
+    Ok(traced.trace.migrations)
 }
 
 fn severity(s: Severity) -> &'static str {

@@ -16,6 +16,7 @@ mod schema;
 mod server;
 mod signing_key;
 mod sync;
+mod trace;
 
 use crate::cli::{Cli, Command};
 use crate::settings::Settings;
@@ -42,6 +43,7 @@ fn run_command(cli: Cli) -> Result<u8> {
         | Command::Plan(_)
         | Command::Sql(_)
         | Command::Lint(_)
+        | Command::Trace(_)
         | Command::Schema(_)
         | Command::Diff(_) => true,
         Command::Gc(args) => !args.remote,
@@ -118,6 +120,7 @@ async fn dispatch<'a>(
         Command::Plan(args) => plan::run(settings, args, plan::View::Plan, ui).await?,
         Command::Sql(args) => plan::run(settings, args, plan::View::Sql, ui).await?,
         Command::Lint(args) => lint::run(settings, args, ui).await?,
+        Command::Trace(args) => trace::run(settings, args, ui).await?,
         Command::Schema(args) => schema::run(settings, args, ui).await?,
         Command::Diff(args) => diff::run(settings, args, ui).await?,
     };

@@ -88,7 +88,7 @@ fn target(t: &str) -> String {
     t.to_string()
 }
 
-fn relative(path: &Path, project: &Path) -> PathBuf {
+pub(super) fn relative(path: &Path, project: &Path) -> PathBuf {
     let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
     canon(path)
         .strip_prefix(canon(project))
@@ -96,7 +96,7 @@ fn relative(path: &Path, project: &Path) -> PathBuf {
         .unwrap_or_else(|_| path.to_path_buf())
 }
 
-fn describe_base(base: &Base, n: usize) -> String {
+pub(super) fn describe_base(base: &Base, n: usize) -> String {
     let what = match base {
         Base::Snapshot { key, current: true } => {
             format!("the current key's snapshot {}", key.short())

@@ -847,6 +847,449 @@ def plan():
     )
 
 
+#: pg_locks' names of the eight table lock modes, as PostgreSQL's documentation
+#: and LOCK TABLE spell them. Other lock kinds (advisory, SIRead) are not
+#: relation locks a migration takes.
+LOCK_MODES = {
+    "AccessShareLock": "ACCESS SHARE",
+    "RowShareLock": "ROW SHARE",
+    "RowExclusiveLock": "ROW EXCLUSIVE",
+    "ShareUpdateExclusiveLock": "SHARE UPDATE EXCLUSIVE",
+    "ShareLock": "SHARE",
+    "ShareRowExclusiveLock": "SHARE ROW EXCLUSIVE",
+    "ExclusiveLock": "EXCLUSIVE",
+    "AccessExclusiveLock": "ACCESS EXCLUSIVE",
+}
+
+RELKINDS = {
+    "r": "table",
+    "p": "partitioned table",
+    "m": "materialized view",
+    "i": "index",
+    "I": "partitioned index",
+    "S": "sequence",
+    "v": "view",
+    "f": "foreign table",
+    "c": "composite type",
+}
+
+#: Read after each statement of a traced migration, on the migration's own
+#: connection (inside its transaction): the relation locks this backend
+#: holds, and every user relation with its file (a table whose relfilenode
+#: changed was rewritten). One round trip; system schemas left out (the
+#: query's own catalog locks, TOAST, temporary tables).
+TRACE_QUERY = """
+SELECT
+  (SELECT coalesce(json_agg(json_build_array(l.relation::text, l.mode)), '[]')
+     FROM pg_locks l
+    WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))::text,
+  (SELECT coalesce(json_object_agg(c.oid::text,
+            json_build_array(c.oid::regclass::text, c.relkind::text, c.relfilenode::text)), '{}')
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname <> 'information_schema' AND n.nspname !~ '^pg_')::text
+"""
+
+
+class Tracer:
+    """Django's `execute_wrapper` around every statement of the traced
+    migrations (the schema editor's DDL and deferred SQL, RunSQL, a
+    RunPython's ORM calls): after each, on the same connection and so in
+    the migration's transaction, which locks it took, which tables got a
+    new file, how long it ran and how many rows it changed. The time spent
+    reading pg_locks is kept out of every figure."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.migration = None
+        self.operation = None
+        #: (deferred statement, index of the operation that deferred it)
+        self.deferred = []
+        self.busy = False
+        self.bookkeeping = False
+        #: oids of the tables there were when the range started.
+        self.start_tables = None
+
+    def relations(self):
+        with self.connection.connection.cursor() as c:
+            c.execute(TRACE_QUERY)
+            locks, rels = c.fetchone()
+        return json.loads(locks), json.loads(rels)
+
+    def start(self, migration):
+        _locks, rels = self.relations()
+        if self.start_tables is None:
+            self.start_tables = {o for o, (_n, k, _f) in rels.items() if k in "rpm"}
+        self.migration = {
+            "migration": label(migration),
+            "atomic": bool(migration.atomic),
+            "statements": [],
+            "new_tables": [],
+        }
+        self.rels = rels
+        self.held = set()
+        self.overhead = 0.0
+        self.started = time.perf_counter()
+        self.operation = None
+        self.deferred = []
+
+    def stop(self):
+        """The migration committed: its figures, with the end of its
+        transaction on the same clock as its statements."""
+        m, self.migration = self.migration, None
+        m["duration_ms"] = (time.perf_counter() - self.started - self.overhead) * 1000
+        return m
+
+    def owner(self, sql):
+        """The operation a statement belongs to: the running one, else (the
+        schema editor's deferred SQL, run as it exits) the one that deferred
+        it."""
+        if self.operation is not None:
+            return self.operation
+        for statement, index in self.deferred:
+            if str(statement) == sql:
+                return index
+        return None
+
+    def __call__(self, execute, sql, params, many, context):
+        m = self.migration
+        if m is None or self.busy or self.bookkeeping:
+            return execute(sql, params, many, context)
+        begin = time.perf_counter()
+        result = execute(sql, params, many, context)
+        end = time.perf_counter()
+        self.busy = True
+        try:
+            locks, rels = self.relations()
+        finally:
+            self.busy = False
+        text = str(sql)
+        entry = {
+            "sql": text,
+            "operation": self.owner(text),
+            "at_ms": (begin - self.started - self.overhead) * 1000,
+            "duration_ms": (end - begin) * 1000,
+            "locks": None,
+            "rewritten": [],
+            "rows": None,
+        }
+        # Outside a transaction (a non-atomic migration) a statement's locks
+        # end with it: there is nothing left to read.
+        if self.connection.in_atomic_block:
+            taken = []
+            for oid, mode in locks:
+                rel = rels.get(oid) or self.rels.get(oid)
+                if rel is None or mode not in LOCK_MODES or (oid, mode) in self.held:
+                    continue
+                self.held.add((oid, mode))
+                lock = {"relation": rel[0], "kind": RELKINDS.get(rel[1], rel[1]), "mode": LOCK_MODES[mode]}
+                # An index rebuilt under its own name: two oids, one name.
+                if lock not in taken:
+                    taken.append(lock)
+            entry["locks"] = taken
+        for oid, (name, kind, node) in rels.items():
+            if kind not in "rpm":
+                continue
+            old = self.rels.get(oid)
+            if old is None:
+                if oid not in self.start_tables and name not in m["new_tables"]:
+                    m["new_tables"].append(name)
+            elif old[2] != node and node != "0":
+                entry["rewritten"].append(name)
+        cursor = context.get("cursor")
+        status = (getattr(cursor, "statusmessage", None) or "").split(" ")[0].upper()
+        if status in ("INSERT", "UPDATE", "DELETE", "MERGE", "COPY"):
+            rowcount = getattr(cursor, "rowcount", -1)
+            entry["rows"] = rowcount if rowcount is not None and rowcount >= 0 else None
+        self.rels = rels
+        m["statements"].append(entry)
+        self.overhead += time.perf_counter() - end
+        return result
+
+    def follow(self, migration):
+        """Note which operation runs, and which deferred statements each
+        leaves for the end of the migration."""
+        for i, op in enumerate(migration.operations):
+
+            def database_forwards(*a, _i=i, _orig=op.database_forwards, **kw):
+                editor = a[1] if len(a) > 1 else kw.get("schema_editor")
+                before = {id(s) for s in getattr(editor, "deferred_sql", [])}
+                self.operation = _i
+                try:
+                    return _orig(*a, **kw)
+                finally:
+                    self.operation = None
+                    for s in getattr(editor, "deferred_sql", []):
+                        if id(s) not in before:
+                            self.deferred.append((s, _i))
+
+            op.database_forwards = database_forwards
+
+
+def trace():
+    """`migsnap trace`: apply the range `plan` reports (what migrate would
+    run here, or the named migrations and what they need) to this scratch
+    database with Django's own executor, statement by statement under a
+    Tracer; with MIGSNAP_TRACE_ROWS, first fill the tables the range's
+    operations name with that many synthetic rows each."""
+    from django.db import connections
+    from django.db.migrations.executor import MigrationExecutor
+
+    connection = connections[ALIAS]
+    tracer = Tracer(connection)
+    out = []
+    wanted = set()
+
+    def progress(action, migration=None, fake=False):
+        if action == "apply_start":
+            emit("start", migration=label(migration))
+            tracer.follow(migration)
+            tracer.start(migration)
+        elif action == "apply_success":
+            m = tracer.stop()
+            n = len(m["statements"])
+            emit(
+                "done",
+                migration=m["migration"],
+                seconds=m["duration_ms"] / 1000,
+                statements=n,
+                round_trips=n,
+            )
+            if (migration.app_label, migration.name) in wanted:
+                path = getattr(sys.modules.get(type(migration).__module__), "__file__", None)
+                lines = operation_lines(path) if path else []
+                m["path"] = os.path.abspath(path) if path else None
+                m["operations"] = [
+                    {
+                        "index": i,
+                        "type": type(op).__name__,
+                        "description": op.describe(),
+                        "line": lines[i] if i < len(lines) else None,
+                    }
+                    for i, op in enumerate(migration.operations)
+                ]
+                out.append(m)
+
+    executor = MigrationExecutor(connection, progress)
+    loader = executor.loader
+    names = json.loads(os.environ.get("MIGSNAP_PLAN_TARGETS") or "[]")
+    rows = int(os.environ.get("MIGSNAP_TRACE_ROWS") or "0")
+    applied = set(loader.applied_migrations)
+    if names:
+        targets = resolve_targets(loader, names)
+        for key in targets:
+            if key in applied:
+                raise MigsnapError(
+                    "`%s.%s` is already applied in the snapshot traced: trace applies only "
+                    "migrations it lacks" % key,
+                    category="applied",
+                )
+    else:
+        targets = loader.graph.leaf_nodes()
+    plan = executor.migration_plan(targets)
+    wanted.update(targets if names else [(m.app_label, m.name) for m, _ in plan])
+    emit("plan", migrations=[label(m) for m, _ in plan])
+    seeded = seed(executor, [m for m, _ in plan], rows) if rows > 0 else []
+    # The django_migrations row is migsnap's bookkeeping as much as Django's:
+    # not a statement of the migration to report.
+    record = executor.record_migration
+
+    def record_migration(migration):
+        tracer.bookkeeping = True
+        try:
+            return record(migration)
+        finally:
+            tracer.bookkeeping = False
+
+    executor.record_migration = record_migration
+    with connection.execute_wrapper(tracer):
+        executor.migrate(targets, plan=plan)
+    emit("trace", rows=rows or None, seeded=seeded, migrations=out)
+
+
+def seed_tables(executor, migrations):
+    """The tables, existing before the range, of the models its operations
+    name (as Django's own `references_model` answers, so a foreign key's
+    target counts too); RunSQL and RunPython name none that can be known."""
+    from django.db.migrations.operations.base import Operation
+
+    state = executor._create_project_state(with_applied_migrations=True)
+    ops = [
+        op
+        for m in migrations
+        for op in m.operations
+        if type(op).references_model is not Operation.references_model
+    ]
+    tables = []
+    for app_label, name in sorted(state.models):
+        if not any(op.references_model(name, app_label) for op in ops):
+            continue
+        model = state.apps.get_model(app_label, name)
+        if model._meta.proxy or not model._meta.managed:
+            continue
+        if model._meta.db_table not in tables:
+            tables.append(model._meta.db_table)
+    return tables
+
+
+#: Each column of a table to fill: its name, type (as SQL), base type, type
+#: category, typmod, NOT NULL, whether it fills itself (a sequence, an
+#: identity, a generated column), and the column a foreign key on it points
+#: at, if any.
+COLUMNS_QUERY = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typname, t.typcategory, a.atttypmod,
+       a.attnotnull,
+       a.attidentity <> '' OR a.attgenerated <> ''
+         OR coalesce(left(pg_get_expr(d.adbin, d.adrelid), 8) = 'nextval(', false),
+       (SELECT json_build_array(k.confrelid::regclass::text, fa.attname)::text
+          FROM pg_constraint k
+          JOIN pg_attribute fa ON fa.attrelid = k.confrelid AND fa.attnum = k.confkey[1]
+         WHERE k.conrelid = a.attrelid AND k.contype = 'f' AND k.conkey = ARRAY[a.attnum]
+         LIMIT 1)
+  FROM pg_attribute a
+  JOIN pg_type t ON t.oid = a.atttypid
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+ WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attnum
+"""
+
+
+def quote(name):
+    return '"%s"' % name.replace('"', '""')
+
+
+def synthetic(typname, category, typmod, sqltype):
+    """A value of the type for row `g` of the series, distinct per row where
+    the type allows; None when there is no obvious one."""
+    if typname == "bool":
+        return "(mod(g, 2) = 0)"
+    if typname == "int2":
+        return "mod(g, 32767)::int2"
+    if typname in ("int4", "int8", "oid"):
+        return "g"
+    if typname == "numeric":
+        if typmod > 4:
+            precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
+            return "mod(g, %d)" % max(10 ** max(precision - scale, 0) - 1, 1)
+        return "g"
+    if typname in ("float4", "float8"):
+        return "(g / 7.0)"
+    if typname in ("varchar", "bpchar") and typmod > 4:
+        return "right(g::text, %d)" % (typmod - 4)
+    if category == "S":  # text, varchar, citext, name
+        return "g::text"
+    if typname == "uuid":
+        return "md5(g::text)::uuid"
+    if typname == "date":
+        return "(date '2000-01-01' + mod(g, 2000000)::int4)"
+    if typname in ("timestamp", "timestamptz"):
+        return "(timestamp '2000-01-01' + g * interval '1 second')"
+    if typname in ("time", "timetz"):
+        return "(time '00:00' + mod(g, 86400) * interval '1 second')"
+    if typname == "interval":
+        return "(g * interval '1 second')"
+    if typname in ("json", "jsonb"):
+        return "json_build_object('n', g)"
+    if typname == "bytea":
+        return "int4send(g::int4)"
+    if typname in ("inet", "cidr"):
+        return "('10.0.0.0'::inet + g)"
+    if category == "A":
+        return "'{}'"
+    if category == "E":
+        return "(enum_range(NULL::%s))[1]" % sqltype
+    return None
+
+
+def seed(executor, migrations, rows):
+    """Fill each table `seed_tables` names with `rows` synthetic rows, and
+    any empty table a foreign key of theirs points at (else no row could
+    reference one), those first: a foreign key's values are taken from the
+    rows there. Then ANALYZE them: what a rewrite or an index build costs
+    needs rows. A table that cannot be filled this way (a constraint the
+    values break, a type with no obvious value) is left as it is and said
+    so. Tables are named as `regclass` prints them, which is also valid SQL."""
+    from django.db import DatabaseError
+
+    connection = executor.connection
+    plans = {}
+    with connection.cursor() as cursor:
+        todo = []
+        for table in seed_tables(executor, migrations):
+            cursor.execute("SELECT to_regclass(%s)::text", [quote(table)])
+            (name,) = cursor.fetchone()
+            if name and name not in todo:
+                todo.append(name)
+        while todo:
+            table = todo.pop(0)
+            cursor.execute(COLUMNS_QUERY, [table])
+            plans[table] = cursor.fetchall()
+            for *_c, fk in plans[table]:
+                ref = json.loads(fk)[0] if fk else None
+                if ref is None or ref in plans or ref in todo:
+                    continue
+                cursor.execute("SELECT NOT EXISTS (SELECT FROM %s)" % ref)
+                if cursor.fetchone()[0]:
+                    todo.append(ref)
+    results = []
+    pending = list(plans)
+    while pending:
+        # The tables whose foreign keys point at nothing still to fill.
+        ready = [
+            t
+            for t in pending
+            if not any(
+                fk and json.loads(fk)[0] in pending and json.loads(fk)[0] != t
+                for *_c, fk in plans[t]
+            )
+        ] or pending[:1]
+        for table in ready:
+            pending.remove(table)
+            results.append(seed_table(connection, table, plans[table], rows, DatabaseError))
+    with connection.cursor() as cursor:
+        for r in results:
+            if r["rows"]:
+                cursor.execute("ANALYZE %s" % r["table"])
+    return results
+
+
+def seed_table(connection, table, columns, rows, DatabaseError):
+    names, values, refs = [], [], []
+    for name, sqltype, typname, category, typmod, notnull, fills_itself, fk in columns:
+        if fills_itself:
+            continue
+        if fk:
+            ref_table, ref_column = json.loads(fk)
+            alias = "r%d" % len(refs)
+            refs.append(
+                "%s AS (SELECT array_agg(x) AS a FROM (SELECT %s AS x FROM %s LIMIT 1000) s)"
+                % (alias, quote(ref_column), ref_table)
+            )
+            value = "%s.a[1 + mod(g, cardinality(%s.a))]" % (alias, alias)
+        else:
+            value = synthetic(typname, category, typmod, sqltype)
+        if value is None:
+            if notnull:
+                return {"table": table, "rows": None, "skipped": "no synthetic value for column %s of type %s" % (name, sqltype)}
+            continue
+        names.append(quote(name))
+        values.append("(%s)::%s" % (value, sqltype))
+    sql = "%sINSERT INTO %s (%s) SELECT %s FROM generate_series(1, %d) g%s" % (
+        "WITH %s " % ", ".join(refs) if refs else "",
+        table,
+        ", ".join(names),
+        ", ".join(values),
+        rows,
+        "".join(", r%d" % i for i in range(len(refs))),
+    )
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+    except DatabaseError as e:
+        return {"table": table, "rows": None, "skipped": first_line(e)}
+    return {"table": table, "rows": rows, "skipped": None}
+
+
 def list_aliases():
     """The settings' DATABASES as Django's test setup sees them (for
     `prepare --all-aliases`): each alias's backend, the test database it
@@ -903,6 +1346,8 @@ def run(argv=None):
         build_model_state()
     elif mode == "plan":
         plan()
+    elif mode == "trace":
+        trace()
     else:
         raise RuntimeError("unknown MIGSNAP_MODE %r" % mode)
     emit("finished")

@@ -514,9 +514,10 @@ impl Admin {
     }
 
     /// `with_database` on a throwaway clone of `template` under a fresh
-    /// `migsnap_plan_*` name, for reading a snapshot: templates do not
-    /// accept connections, and a reader must not hold a template open while
-    /// `prepare` clones it. The name's lock is held while the clone exists,
+    /// `migsnap_plan_*` name, for reading a snapshot (or, `trace`, writing
+    /// to a copy of it): templates do not accept connections, a reader must
+    /// not hold a template open while `prepare` clones it, and nothing may
+    /// write to a template. The name's lock is held while the clone exists,
     /// so `gc` takes an unlocked one for a killed run's leftover.
     pub async fn with_scratch<T>(
         &self,
