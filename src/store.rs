@@ -793,9 +793,9 @@ pub enum BadCacheDir {
     OthersWrite { dir: PathBuf, mode: u32 },
 }
 
-impl From<BadCacheDir> for Error {
-    fn from(e: BadCacheDir) -> Error {
-        Error::usage(e.to_string()).source(e)
+impl crate::error::Typed for BadCacheDir {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Usage
     }
 }
 

@@ -1,31 +1,87 @@
 //! How to fix what the library reports as data: the hints that name this
-//! binary's flags, settings and the pytest plugin's options. The library's
-//! errors carry typed sources (`BadTarget`, `DjangoError`); this is the one
-//! place that turns them into advice, so the library never names a flag.
+//! binary's flags, settings, environment variables and the pytest plugin's
+//! options. The library's errors carry typed causes (`BadTarget`,
+//! `DjangoError`, `EnvError`, …: one enum per module, see
+//! `migsnap::error::Typed`); this is the one place that turns them into
+//! advice, so the library never writes a hint (tests/architecture.rs keeps
+//! it so).
 
 use migsnap::django::{DjangoError, Failure, NoDjango};
+use migsnap::drop::Refused;
+use migsnap::env::{self, EnvError};
 use migsnap::error::Error;
 use migsnap::pg::admin::BadTarget;
 use migsnap::store::BadCacheDir;
+use std::error::Error as StdError;
 
-/// Add the hint for a typed cause, unless the library already gave one.
+/// Add the hint for the first typed cause that has one, unless the error
+/// has one already.
 pub fn add(error: Error) -> Error {
     if error.hint.is_some() {
         return error;
     }
-    let hint = error
-        .find::<BadTarget>()
-        .map(|b| target_hint(b).to_string())
-        .or_else(|| {
-            error
-                .find::<DjangoError>()
-                .map(|d| django_hint(d.kind).into())
-        })
-        .or_else(|| error.find::<NoDjango>().map(|n| no_django_hint(n).into()))
-        .or_else(|| error.find::<BadCacheDir>().and_then(cache_dir_hint));
-    match hint {
+    match of(&error) {
         Some(h) => error.hint(h),
         None => error,
+    }
+}
+
+/// The hint for the first cause in `error`'s chain that migsnap knows a
+/// fix for (also what warnings about a typed cause carry).
+pub fn of(error: &(dyn StdError + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(h) = hint(e) {
+            return Some(h);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// The hint for this one error, if it is a typed cause that has one.
+fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
+    if let Some(b) = e.downcast_ref::<BadTarget>() {
+        return Some(target_hint(b).into());
+    }
+    if let Some(d) = e.downcast_ref::<DjangoError>() {
+        return Some(django_hint(d.kind).into());
+    }
+    if let Some(n) = e.downcast_ref::<NoDjango>() {
+        return Some(no_django_hint(n).into());
+    }
+    if let Some(b) = e.downcast_ref::<BadCacheDir>() {
+        return cache_dir_hint(b);
+    }
+    if let Some(v) = e.downcast_ref::<EnvError>() {
+        return Some(env_hint(v));
+    }
+    if let Some(r) = e.downcast_ref::<Refused>() {
+        return Some(drop_hint(r));
+    }
+    None
+}
+
+fn env_hint(bad: &EnvError) -> String {
+    match bad {
+        EnvError::NotUtf8 { name, .. } => format!("set {name} to UTF-8 text, or unset it"),
+        EnvError::BinDirNotDir { .. } => format!(
+            "point {} at the directory holding pg_dump, initdb and pg_ctl (e.g. /usr/lib/postgresql/16/bin), or unset it",
+            env::PG_BINDIR
+        ),
+        EnvError::NotSeconds { name, .. } => {
+            format!("e.g. {name}=300, or unset it for the default")
+        }
+    }
+}
+
+fn drop_hint(refused: &Refused) -> String {
+    match refused {
+        Refused::System { .. } => "name a test database".into(),
+        Refused::NotMarked { name } | Refused::NotOwned { name } => format!(
+            "migsnap drops only the databases it made (the clones it handed out, its pool members and templates); drop `{name}` yourself if it is yours to drop"
+        ),
+        Refused::Busy { .. } => "wait for the other migsnap to finish, then retry".into(),
     }
 }
 

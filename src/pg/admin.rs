@@ -871,9 +871,9 @@ pub enum BadTarget {
     NotOurs { name: String },
 }
 
-impl From<BadTarget> for Error {
-    fn from(bad: BadTarget) -> Error {
-        Error::usage(bad.to_string()).source(bad)
+impl crate::error::Typed for BadTarget {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Usage
     }
 }
 
