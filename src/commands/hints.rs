@@ -11,6 +11,7 @@ use migsnap::drop::Refused;
 use migsnap::env::{self, EnvError};
 use migsnap::error::Error;
 use migsnap::pg::admin::BadTarget;
+use migsnap::sign::{KeyFileError, Refusal};
 use migsnap::store::BadCacheDir;
 use std::error::Error as StdError;
 
@@ -59,7 +60,45 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(r) = e.downcast_ref::<Refused>() {
         return Some(drop_hint(r));
     }
+    if let Some(k) = e.downcast_ref::<KeyFileError>() {
+        return key_file_hint(k);
+    }
     None
+}
+
+fn key_file_hint(bad: &KeyFileError) -> Option<String> {
+    Some(match bad {
+        KeyFileError::Missing { path } => format!(
+            "make one with `migsnap signing-key generate {}`, or unset signing-key-file / MIGSNAP_SIGNING_KEY_FILE",
+            path.display()
+        ),
+        KeyFileError::Refused { path, why } => match why {
+            Refusal::Symlink => format!(
+                "whoever controls the link chooses the key that signs your snapshots: put the key file itself at `{}`",
+                path.display()
+            ),
+            Refusal::NotYours { me, .. } => format!(
+                "a signing key must be your own: `chown {me} {0}`, or make a new one with `migsnap signing-key generate PATH`",
+                path.display()
+            ),
+            Refusal::Readable { .. } => format!("`chmod 600 {}`", path.display()),
+            Refusal::NotAKey => {
+                "make one with `migsnap signing-key generate PATH` (or `openssl genpkey -algorithm ed25519`)".into()
+            }
+        },
+        KeyFileError::Unreadable { .. } => {
+            "check its permissions, or point MIGSNAP_SIGNING_KEY_FILE at another key".into()
+        }
+        KeyFileError::CreateDir { .. } => {
+            "set MIGSNAP_SIGNING_KEY_FILE to a key made with `migsnap signing-key generate PATH`"
+                .into()
+        }
+        KeyFileError::DirNotYours { dir, .. } => format!("`chmod 700 {}` if it is yours", dir.display()),
+        KeyFileError::Exists { .. } => {
+            "choose another path: an existing key is never overwritten".into()
+        }
+        KeyFileError::Unwritable { .. } | KeyFileError::ReadDir { .. } => return None,
+    })
 }
 
 fn env_hint(bad: &EnvError) -> String {
