@@ -435,10 +435,10 @@ async fn build_locked(
     });
     match plan.steps.first() {
         Some(plan::Step::RefuseNotOurs) => {
-            return Err(Error::usage(format!(
-            "database `{template}` exists but was not created by migsnap; refusing to replace it"
-        ))
-            .hint(format!("rename or drop `{template}` yourself")))
+            return Err(BuildError::NotOurs {
+                template: template.to_string(),
+            }
+            .into())
         }
         // Another process finished it while we waited for the lock.
         Some(plan::Step::Ready) => {
@@ -500,11 +500,7 @@ async fn build_locked(
                 None => None,
             },
             plan::Step::NothingCached => {
-                return Err(Error::usage(format!(
-                    "no usable cached snapshot of key {} to make its template from",
-                    fp.short()
-                ))
-                .hint("run `migsnap prepare` to build it"))
+                return Err(BuildError::NothingCached { short: fp.short().to_string() }.into())
             }
             plan::Step::Ancestor => session.on_ancestor().await?,
             plan::Step::Cold => Some(session.cold().await?),
@@ -910,13 +906,12 @@ async fn restore_or_drop(
     let untrusted = extension::untrusted(&expected.extensions, &ctx.build.trusted_extensions);
     if let Some(first) = untrusted.first() {
         let _ = drop_build(admin, build).await;
-        let why = Error::usage(format!(
-            "refused snapshot {}: it needs extension `{}`, which trusted-extensions does not name",
-            key.short(),
-            first.name
-        ));
+        let why = BuildError::UntrustedExtension {
+            short: key.short().to_string(),
+            extension: first.name.clone(),
+        };
         reject(store, key, on_reject, &why, ui);
-        ui.hint(untrusted_hint(&first.name));
+        ui.advise(&why);
         return Ok(false);
     }
     let authenticated = expected.authenticated;
@@ -1003,10 +998,43 @@ fn reject(
     }
 }
 
-fn untrusted_hint(name: &str) -> String {
-    format!(
-        "CREATE EXTENSION runs as the superuser: if you trust `{name}`, add it to `trusted-extensions` in [tool.migsnap] (docs/security.md)"
-    )
+/// Why a build or a restore stopped (or what it warns about), as data:
+/// the binary says how to fix each (`commands::hints`).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("database `{template}` exists but was not created by migsnap; refusing to replace it")]
+    NotOurs { template: String },
+    #[error("no usable cached snapshot of key {short} to make its template from")]
+    NothingCached { short: String },
+    /// A snapshot's dump needs an extension the config does not trust.
+    #[error(
+        "refused snapshot {short}: it needs extension `{extension}`, which trusted-extensions does not name"
+    )]
+    UntrustedExtension { short: String, extension: String },
+    /// A warning: the user's own migrations created one.
+    #[error(
+        "the migrations create extension `{extension}`, which trusted-extensions does not name: the template of snapshot {short} serves this server, but its dump will not be restored (a new server, the store) and it is not pushed"
+    )]
+    CreatesUntrusted { extension: String, short: String },
+    /// Django migrated some other database than the build database.
+    #[error(
+        "Django reported applying {migration} but `{build}` does not record it; nothing was saved"
+    )]
+    NotRecorded { migration: String, build: String },
+    /// `what` says which files changed while migrate ran.
+    #[error(
+        "{what} while migrate ran; nothing was saved, since the database may not match the files"
+    )]
+    Changed { what: String },
+}
+
+impl crate::error::Typed for BuildError {
+    fn kind(&self) -> crate::error::Kind {
+        match self {
+            BuildError::NotRecorded { .. } => crate::error::Kind::Django,
+            _ => crate::error::Kind::Usage,
+        }
+    }
 }
 
 async fn drop_build(admin: &Admin, build: &str) -> Result<()> {
@@ -1106,27 +1134,21 @@ async fn finish(
     // restore of this snapshot creates only trusted extensions, so say now
     // rather than refuse it later without a word about why.
     for e in extension::untrusted(&extensions, &ctx.build.trusted_extensions) {
-        ui.warn_with_hint(
-            format!(
-                "the migrations create extension `{}`, which trusted-extensions does not name: the template of snapshot {} serves this server, but its dump will not be restored (a new server, the store) and it is not pushed",
-                e.name,
-                fp.short()
-            ),
-            untrusted_hint(&e.name),
-        );
+        let warning = BuildError::CreatesUntrusted {
+            extension: e.name.clone(),
+            short: fp.short().to_string(),
+        };
+        ui.warn_about(warning.to_string(), &warning);
     }
     let applied = identity.applied();
     // Everything Django said it applied must be recorded in the build
     // database; else it migrated some other database.
     if let Some(missing) = report.applied.iter().find(|a| !applied.contains(&a.name)) {
-        return Err(Error::new(
-            crate::error::Kind::Django,
-            format!(
-                "Django reported applying {} but `{build}` does not record it; nothing was saved",
-                missing.name
-            ),
-        )
-        .hint("the settings must not point DATABASES['default'] elsewhere (OPTIONS, routers)"));
+        return Err(BuildError::NotRecorded {
+            migration: missing.name.clone(),
+            build: build.to_string(),
+        }
+        .into());
     }
     let t = Instant::now();
     let (programs, conn, db, major, st, key) = (
@@ -1203,12 +1225,7 @@ async fn settled_inputs(
     report: &django::MigrateReport,
     ui: &Events,
 ) -> Result<Depends> {
-    let changed = |what: String| {
-        Error::usage(format!(
-            "{what} while migrate ran; nothing was saved, since the database may not match the files"
-        ))
-        .hint("run the command again once the checkout is settled")
-    };
+    let changed = |what: String| -> Error { BuildError::Changed { what }.into() };
     let globs = MigrationGlobs::new(&ctx.key)?;
     let recorded = Depends::record(ctx.project_dir(), fp, &report.inputs, |rel| {
         globs.is_match(rel)

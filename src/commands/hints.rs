@@ -6,11 +6,15 @@
 //! advice, so the library never writes a hint (tests/architecture.rs keeps
 //! it so).
 
+use migsnap::check::CheckError;
 use migsnap::django::{DjangoError, Failure, NoDjango};
 use migsnap::drop::Refused;
+use migsnap::engine::BuildError;
 use migsnap::env::{self, EnvError};
 use migsnap::error::Error;
+use migsnap::fingerprint::FilesError;
 use migsnap::pg::admin::BadTarget;
+use migsnap::remote::RemoteError;
 use migsnap::sign::{KeyFileError, Refusal};
 use migsnap::store::BadCacheDir;
 use std::error::Error as StdError;
@@ -63,7 +67,91 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(k) = e.downcast_ref::<KeyFileError>() {
         return key_file_hint(k);
     }
+    if let Some(r) = e.downcast_ref::<RemoteError>() {
+        return remote_hint(r);
+    }
+    if let Some(f) = e.downcast_ref::<FilesError>() {
+        return Some(files_hint(f).into());
+    }
+    if let Some(b) = e.downcast_ref::<BuildError>() {
+        return Some(build_hint(b));
+    }
+    if let Some(CheckError::Unsettled) = e.downcast_ref::<CheckError>() {
+        return Some("run `migsnap check` again once they are settled".into());
+    }
     None
+}
+
+fn files_hint(bad: &FilesError) -> &'static str {
+    match bad {
+        FilesError::Unreadable { .. } | FilesError::Walk { .. } => {
+            "make it readable by this user, or leave it out with `exclude` in [tool.migsnap]"
+        }
+        FilesError::BadGlob { .. } => {
+            "globs are relative to the project dir, e.g. `**/migrations/*.py`"
+        }
+    }
+}
+
+fn build_hint(e: &BuildError) -> String {
+    match e {
+        BuildError::NotOurs { template } => format!("rename or drop `{template}` yourself"),
+        BuildError::NothingCached { .. } => "run `migsnap prepare` to build it".into(),
+        BuildError::UntrustedExtension { extension, .. }
+        | BuildError::CreatesUntrusted { extension, .. } => format!(
+            "CREATE EXTENSION runs as the superuser: if you trust `{extension}`, add it to `trusted-extensions` in [tool.migsnap] (docs/security.md)"
+        ),
+        BuildError::NotRecorded { .. } => {
+            "the settings must not point DATABASES['default'] elsewhere (OPTIONS, routers)".into()
+        }
+        BuildError::Changed { .. } => "run the command again once the checkout is settled".into(),
+    }
+}
+
+fn remote_hint(e: &RemoteError) -> Option<String> {
+Some(match e {
+        RemoteError::BadUrl { .. } => {
+            "use s3://BUCKET/PREFIX or file:///ABSOLUTE/DIR as `remote` in [tool.migsnap] (or MIGSNAP_REMOTE)".into()
+        }
+        RemoteError::Unreachable { .. } => {
+            "check the URL, the endpoint (AWS_ENDPOINT_URL) and the region (AWS_REGION), and that the store is up".into()
+        }
+        RemoteError::Timeout { .. } => {
+            "the store may be overloaded or the network slow: raise `remote-timeout` (MIGSNAP_REMOTE_TIMEOUT, seconds) if it is only slow".into()
+        }
+        RemoteError::TooSlow { .. } => {
+            "the store or the network is too slow to beat a local build: lower `remote-min-rate` (MIGSNAP_REMOTE_MIN_RATE, KiB/s) if it is only slow".into()
+        }
+        RemoteError::Interrupted { .. } => {
+            "the store or the network dropped the connection; the next run tries again".into()
+        }
+        RemoteError::OddNames { .. } => {
+            "someone wrote objects to the store's prefix that migsnap cannot list: remove them with the store's own tools (migsnap never does)".into()
+        }
+        RemoteError::Denied { .. } => {
+            "check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) and that they may read the bucket (and write it, to push)".into()
+        }
+        RemoteError::Refused { .. } => {
+            "snapshots in the store must be signed by a key in `trusted-keys` (MIGSNAP_TRUSTED_KEYS; `migsnap signing-key` prints the pusher's) or with the cache secret: push them from a job that holds one".into()
+        }
+        RemoteError::Damaged { .. } => {
+            "migsnap skips it; delete the snapshot's manifest from the store (`migsnap gc --remote` removes the rest) so that the next push replaces it".into()
+        }
+        RemoteError::NotCached { .. } => {
+            "run `migsnap prepare` first (it builds the snapshot for the current key), or name a cached one with --key".into()
+        }
+        RemoteError::LocalRefused { .. } | RemoteError::LocalDamaged { .. } => {
+            "run `migsnap prepare --rebuild` to build it here (a foreign snapshot is never pushed), then push again".into()
+        }
+        RemoteError::NotConfigured => {
+            "set `remote = \"s3://BUCKET/PREFIX\"` in [tool.migsnap], or MIGSNAP_REMOTE".into()
+        }
+        RemoteError::NoSnapshot { .. } => {
+            "push it from a machine that built it (`migsnap push`), or let `prepare` build it".into()
+        }
+        // The cache dir's own error, further down the chain, has it.
+        RemoteError::Local(_) | RemoteError::Missing | RemoteError::Exists => return None,
+    })
 }
 
 fn key_file_hint(bad: &KeyFileError) -> Option<String> {
@@ -143,6 +231,17 @@ fn cache_dir_hint(bad: &BadCacheDir) -> Option<String> {
             "whoever can write the cache dir decides what SQL migsnap runs: `chmod go-w {}`, or choose another cache dir",
             dir.display()
         ),
+        // By kind, not errno: tempfile wraps the OS error with the path.
+        BadCacheDir::Write { source, .. } => match source.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                "the disk holding the cache dir is full: free space (old snapshots in it may be deleted)"
+            }
+            std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied => {
+                "the cache dir is read-only: point MIGSNAP_CACHE_DIR at a writable directory"
+            }
+            _ => "check that the cache dir is writable (MIGSNAP_CACHE_DIR / --cache-dir)",
+        }
+        .into(),
     })
 }
 
