@@ -14,6 +14,10 @@ use migsnap::env::{self, EnvError};
 use migsnap::error::Error;
 use migsnap::fingerprint::FilesError;
 use migsnap::pg::admin::BadTarget;
+use migsnap::pg::dump::PgDumpError;
+use migsnap::pg::restore::RoleLogin;
+use migsnap::pg::tools::ToolError;
+use migsnap::pg::{ConnectFailure, PgError, UrlOrigin};
 use migsnap::remote::RemoteError;
 use migsnap::sign::{KeyFileError, Refusal};
 use migsnap::store::BadCacheDir;
@@ -76,10 +80,120 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(b) = e.downcast_ref::<BuildError>() {
         return Some(build_hint(b));
     }
+    if let Some(p) = e.downcast_ref::<PgError>() {
+        return pg_hint(p);
+    }
+    if let Some(t) = e.downcast_ref::<ToolError>() {
+        return Some(tool_hint(t));
+    }
+    if let Some(d) = e.downcast_ref::<PgDumpError>() {
+        return dump_hint(d).map(str::to_string);
+    }
+    if let Some(r) = e.downcast_ref::<RoleLogin>() {
+        return Some(format!(
+            "the restore logs in as the role `{}`, made for it, with a password over the same host and port: let such a role connect (pg_hba.conf), or connect migsnap as a role that is not a superuser",
+            r.role
+        ));
+    }
     if let Some(CheckError::Unsettled) = e.downcast_ref::<CheckError>() {
         return Some("run `migsnap check` again once they are settled".into());
     }
     None
+}
+
+/// Where the user set the URL a connection came from.
+fn url_setting(url: UrlOrigin) -> &'static str {
+    match url {
+        UrlOrigin::Server => "MIGSNAP_SERVER_URL / --server-url",
+        UrlOrigin::Against => "the --against URL",
+    }
+}
+
+fn pg_hint(e: &PgError) -> Option<String> {
+    use tokio_postgres::error::SqlState;
+    Some(match e {
+        PgError::BadUrl { .. } => {
+            "use a libpq URL such as `postgres://user:password@localhost:5432/postgres`".into()
+        }
+        PgError::SslRequire => {
+            "test servers are usually local: use sslmode=disable or prefer".into()
+        }
+        PgError::Connect {
+            database,
+            user,
+            url,
+            why,
+            ..
+        } => {
+            let origin = url_setting(*url);
+            match why {
+                ConnectFailure::PasswordRefused => {
+                    format!("the password was refused: fix it in {origin}")
+                }
+                ConnectFailure::RoleRefused => format!(
+                    "the server refused role `{user}` (no such role, or pg_hba.conf rejects it): check the user in {origin}"
+                ),
+                ConnectFailure::NoDatabase => format!(
+                    "database `{database}` does not exist: put an existing database (e.g. postgres) in the URL path"
+                ),
+                ConnectFailure::PasswordMissing => format!(
+                    "the server wants a password for `{user}` and the URL has none: put it in the URL (postgres://{user}:PASSWORD@…) in {origin}"
+                ),
+                ConnectFailure::NoAnswer if *url == UrlOrigin::Server => {
+                    "is the server running? Check MIGSNAP_SERVER_URL, or unset it to use the embedded server".into()
+                }
+                ConnectFailure::NoAnswer => {
+                    format!("is the server running? Check the host and port in {origin}")
+                }
+                ConnectFailure::Other => format!("check the host, port and user in {origin}"),
+            }
+        }
+        PgError::NotReadOnly { url, .. } => format!(
+            "connect directly to the server in {}, not through a pooler that drops the `options` startup parameter",
+            url_setting(*url)
+        ),
+        PgError::Query {
+            database, source, ..
+        } => match source.code() {
+            Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
+                "the server role needs the CREATEDB privilege: `ALTER ROLE … CREATEDB`".into()
+            }
+            Some(c) if *c == SqlState::OBJECT_IN_USE => match database {
+                Some(name) => format!(
+                    "another session is connected to `{name}`: close it (or stop the test run using it) and retry"
+                ),
+                None => {
+                    "close the other sessions using it (psql, a running test, an IDE) and retry"
+                        .into()
+                }
+            },
+            _ => return None,
+        },
+    })
+}
+
+fn tool_hint(e: &ToolError) -> String {
+    match e {
+        ToolError::Missing { .. } => {
+            "install PostgreSQL (e.g. `apt-get install postgresql`) or set MIGSNAP_PG_BINDIR to its bin directory".into()
+        }
+        ToolError::TooOld { server, .. } => format!(
+            "install the PostgreSQL {server} client tools, or set MIGSNAP_PG_BINDIR to their bin directory"
+        ),
+    }
+}
+
+fn dump_hint(e: &PgDumpError) -> Option<&'static str> {
+    match e {
+        PgDumpError::Failed {
+            version_mismatch: true,
+            ..
+        } => Some("install pg_dump of the server's major version or newer, or set MIGSNAP_PG_BINDIR"),
+        PgDumpError::Failed { .. } => None,
+        PgDumpError::OtherDatabase { .. } => Some(
+            "pg_dump reached another database: check for a connection pooler or proxy in front of the server that routes by something other than the database name",
+        ),
+    }
 }
 
 fn files_hint(bad: &FilesError) -> &'static str {

@@ -59,6 +59,21 @@ pub enum Failure {
     Other(Error),
 }
 
+/// The restore's own role (made for it, not a superuser) could not log
+/// in: the connect error, and the role, for the binary's hint.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct RoleLogin {
+    pub role: String,
+    source: Error,
+}
+
+impl crate::error::Typed for RoleLogin {
+    fn kind(&self) -> crate::error::Kind {
+        self.source.kind
+    }
+}
+
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         Failure::Other(e)
@@ -114,10 +129,11 @@ pub async fn restore(
     let lanes_connect = async {
         lanes_connect.await.map_err(|e| {
             if runners.restricted() {
-                e.hint(format!(
-                    "the restore logs in as the role `{}`, made for it, with a password over the same host and port: let such a role connect (pg_hba.conf), or connect migsnap as a role that is not a superuser",
-                    runners.lanes.user
-                ))
+                RoleLogin {
+                    role: runners.lanes.user.clone(),
+                    source: e,
+                }
+                .into()
             } else {
                 e
             }
@@ -240,9 +256,9 @@ async fn create_extensions(
             );
             return Err(match cause {
                 Cause::Server | Cause::Lost => Failure::Other(error),
-                Cause::Denied | Cause::Statement => Failure::Refused(error.hint(
-                    "the snapshot needs an extension this server does not offer in that version: install it, or let migsnap build locally",
-                )),
+                // Said as a warning (the snapshot is skipped, the build
+                // goes on locally), which the error's one line is.
+                Cause::Denied | Cause::Statement => Failure::Refused(error),
             });
         }
     }
