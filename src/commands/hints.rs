@@ -9,6 +9,7 @@
 use migsnap::check::CheckError;
 use migsnap::django::{DjangoError, Failure, NoDjango};
 use migsnap::drop::Refused;
+use migsnap::embedded::{EmbeddedError, RuntimeDir};
 use migsnap::engine::BuildError;
 use migsnap::env::{self, EnvError};
 use migsnap::error::Error;
@@ -95,10 +96,62 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
             r.role
         ));
     }
+    if let Some(r) = e.downcast_ref::<RuntimeDir>() {
+        return Some(format!(
+            "`{}` holds migsnap's locks: remove it if it is yours, or set TMPDIR to a directory only you can write (e.g. `mkdir -m 700 ~/.tmp && export TMPDIR=~/.tmp`)",
+            r.dir.display()
+        ));
+    }
+    if let Some(m) = e.downcast_ref::<EmbeddedError>() {
+        return Some(embedded_hint(m));
+    }
     if let Some(CheckError::Unsettled) = e.downcast_ref::<CheckError>() {
         return Some("run `migsnap check` again once they are settled".into());
     }
     None
+}
+
+fn embedded_hint(e: &EmbeddedError) -> String {
+    match e {
+        EmbeddedError::OtherPort { .. } => {
+            "run `migsnap server stop`, then retry: it restarts with the current settings".into()
+        }
+        EmbeddedError::DidNotStart { dir, log } => format!(
+            "see {}; `migsnap server stop` then retry, or delete {} to start afresh",
+            log.display(),
+            dir.display()
+        ),
+        EmbeddedError::Initdb {
+            dir,
+            disk_full: true,
+        } => format!(
+            "the disk holding `{}` is full: free some space, or set MIGSNAP_SERVER_DIR to a directory on another disk",
+            dir.display()
+        ),
+        EmbeddedError::Initdb { .. } => {
+            "set MIGSNAP_SERVER_URL to use an existing server instead".into()
+        }
+        EmbeddedError::LockFile { path, .. } => format!(
+            "`{}` must be a plain file of yours (not a link): remove it and retry",
+            path.display()
+        ),
+        EmbeddedError::LockTimeout { dir, .. } => format!(
+            "another migsnap is starting the embedded server in {}; if that process is stuck, stop it and retry (the wait is set by {})",
+            dir.display(),
+            env::SERVER_LOCK_TIMEOUT
+        ),
+        EmbeddedError::Unreachable { .. } => {
+            "set MIGSNAP_SERVER_DIR to a directory under /tmp, or `chmod o+x` that directory".into()
+        }
+        EmbeddedError::UnsafeDir { dir, .. } => format!(
+            "migsnap keeps the server in a directory it creates itself (mode 0700): remove `{}` if it is not yours to keep, or point {} at a path that does not exist yet",
+            dir.display(),
+            env::SERVER_DIR
+        ),
+        EmbeddedError::NoServerUser { .. } => {
+            "create one (`useradd --system postgres`), set MIGSNAP_SERVER_USER, or run migsnap as a normal user".into()
+        }
+    }
 }
 
 /// Where the user set the URL a connection came from.
@@ -412,5 +465,46 @@ fn django_hint(kind: Failure) -> &'static str {
         Failure::History | Failure::Migration | Failure::Exit => {
             "fix the migration or settings named above; no snapshot was saved"
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_full_disk_gets_a_disk_hint() {
+        let dir = PathBuf::from("/tmp/s");
+        let full = EmbeddedError::Initdb {
+            dir: dir.clone(),
+            disk_full: true,
+        };
+        assert!(embedded_hint(&full).contains("disk holding `/tmp/s` is full"));
+        let other = EmbeddedError::Initdb {
+            dir,
+            disk_full: false,
+        };
+        assert!(embedded_hint(&other).contains("MIGSNAP_SERVER_URL"));
+    }
+
+    #[test]
+    fn a_typed_cause_deep_in_the_chain_gets_its_hint_once() {
+        // Wrapped twice, as callers do: the hint still comes from the data.
+        let inner: Error = EnvError::NotSeconds {
+            name: "X".into(),
+            value: "y".into(),
+        }
+        .into();
+        let outer = Error::new(migsnap::error::Kind::Usage, "cannot start").source(inner);
+        let outer = add(outer);
+        assert_eq!(
+            outer.hint.as_deref(),
+            Some("e.g. X=300, or unset it for the default")
+        );
+        assert_eq!(
+            outer.report(false),
+            "error: cannot start\n  Caused by: X must be a whole number of seconds above 0, not `y`\nhint: e.g. X=300, or unset it for the default\n"
+        );
     }
 }
