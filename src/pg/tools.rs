@@ -157,7 +157,14 @@ mod tests {
             "{}",
             err.message
         );
-        assert!(err.hint.is_some_and(|h| h.contains("MIGSNAP_PG_BINDIR")));
+        assert!(matches!(
+            err.find::<ToolError>(),
+            Some(ToolError::TooOld {
+                version: 17,
+                server: 18,
+                ..
+            })
+        ));
         assert!(choose("pg_dump", &[], 15).is_err());
     }
 }
