@@ -500,7 +500,10 @@ async fn build_locked(
                 None => None,
             },
             plan::Step::NothingCached => {
-                return Err(BuildError::NothingCached { short: fp.short().to_string() }.into())
+                return Err(BuildError::NothingCached {
+                    short: fp.short().to_string(),
+                }
+                .into())
             }
             plan::Step::Ancestor => session.on_ancestor().await?,
             plan::Step::Cold => Some(session.cold().await?),

@@ -288,9 +288,7 @@ pub fn read_key_file(path: &Path) -> Result<Option<Ed25519KeyPair>> {
     let file = match crate::files::open_no_follow(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return refuse(Refusal::Symlink)
-        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return refuse(Refusal::Symlink),
         Err(e) => return Err(unreadable(e).into()),
     };
     let meta = file.metadata().map_err(unreadable)?;

@@ -299,4 +299,3 @@ impl crate::error::Typed for CheckError {
         crate::error::Kind::Usage
     }
 }
-

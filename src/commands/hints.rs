@@ -276,7 +276,7 @@ fn build_hint(e: &BuildError) -> String {
 }
 
 fn remote_hint(e: &RemoteError) -> Option<String> {
-Some(match e {
+    Some(match e {
         RemoteError::BadUrl { .. } => {
             "use s3://BUCKET/PREFIX or file:///ABSOLUTE/DIR as `remote` in [tool.migsnap] (or MIGSNAP_REMOTE)".into()
         }

@@ -308,7 +308,11 @@ impl Admin {
         }
         let sql = format!("DROP DATABASE IF EXISTS {q}");
         self.client.batch_execute(&sql).await.map_err(|e| {
-            super::db_error_on(format!("cannot drop database `{}`", info.name), &info.name, e)
+            super::db_error_on(
+                format!("cannot drop database `{}`", info.name),
+                &info.name,
+                e,
+            )
         })
     }
 

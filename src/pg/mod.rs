@@ -101,7 +101,12 @@ pub struct ConnInfo {
 
 impl ConnInfo {
     pub fn from_url(url: &str) -> Result<ConnInfo> {
-        let bad = |why: &str| -> Error { PgError::BadUrl { why: why.to_string() }.into() };
+        let bad = |why: &str| -> Error {
+            PgError::BadUrl {
+                why: why.to_string(),
+            }
+            .into()
+        };
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(bad("it must start with postgres:// or postgresql://"));
         }
