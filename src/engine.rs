@@ -1019,6 +1019,12 @@ pub enum BuildError {
         "the migrations create extension `{extension}`, which trusted-extensions does not name: the template of snapshot {short} serves this server, but its dump will not be restored (a new server, the store) and it is not pushed"
     )]
     CreatesUntrusted { extension: String, short: String },
+    /// A warning: Django read migrations from `dir`, which the key's
+    /// globs do not cover (the settings' text does not name it either).
+    #[error(
+        "migrations in `{dir}` are not covered by the `migrations` globs, and the settings' text does not name them in MIGRATION_MODULES: migsnap records and checks them, and `migsnap key` covers them once a build recorded them, but a CI job that computes its cache key before restoring the cache does not"
+    )]
+    Unkeyed { dir: String },
     /// Django migrated some other database than the build database.
     #[error(
         "Django reported applying {migration} but `{build}` does not record it; nothing was saved"
@@ -1235,9 +1241,8 @@ async fn settled_inputs(
     })
     .map_err(|c| changed(c.0))?;
     for dir in &recorded.unkeyed_dirs {
-        ui.warn(format!(
-            "migrations in `{dir}` are not covered by the `migrations` globs, and the settings' text does not name them in MIGRATION_MODULES: migsnap records and checks them, and `migsnap key` covers them once a build recorded them, but a CI job that computes its cache key before restoring the cache does not; add `{dir}/*.py` to `migrations` in [tool.migsnap]"
-        ));
+        let warning = BuildError::Unkeyed { dir: dir.clone() };
+        ui.warn_about(warning.to_string(), &warning);
     }
     let (spec, depends) = (ctx.key.clone(), recorded.depends);
     let (again, depends) = crate::error::blocking("hashing the migrations", move || {

@@ -272,6 +272,7 @@ fn build_hint(e: &BuildError) -> String {
             "the settings must not point DATABASES['default'] elsewhere (OPTIONS, routers)".into()
         }
         BuildError::Changed { .. } => "run the command again once the checkout is settled".into(),
+        BuildError::Unkeyed { dir } => format!("add `{dir}/*.py` to `migrations` in [tool.migsnap]"),
     }
 }
 
