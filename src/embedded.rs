@@ -469,8 +469,10 @@ impl Embedded {
             &[self.data().as_os_str()],
         )?;
         if !out.status.success() {
-            return Err(Error::server("could not stop the embedded server")
-                .detail(String::from_utf8_lossy(&out.stderr).into_owned()));
+            return Err(Error::from(EmbeddedError::DidNotStop {
+                dir: self.dir.clone(),
+            })
+            .detail(String::from_utf8_lossy(&out.stderr).into_owned()));
         }
         Ok(true)
     }
@@ -616,7 +618,13 @@ fn private_dir(dir: &Path, mode: u32, user: Option<&nix::unistd::User>) -> Resul
             let owner = user.map_or(nix::unistd::geteuid(), |u| u.uid);
             return check_existing_dir(dir, owner);
         }
-        Err(e) => return Err(Error::usage(format!("cannot create `{}`", dir.display())).source(e)),
+        Err(source) => {
+            return Err(EmbeddedError::CreateDir {
+                dir: dir.to_path_buf(),
+                source,
+            }
+            .into())
+        }
     }
     // Through a handle on the directory just made, never the path again.
     let fix = || -> std::io::Result<()> {
@@ -749,6 +757,14 @@ pub enum EmbeddedError {
     /// pg_ctl's output and the log's tail go in the error's detail.
     #[error("the embedded PostgreSQL server did not start")]
     DidNotStart { dir: PathBuf, log: PathBuf },
+    /// pg_ctl's stderr goes in the error's detail.
+    #[error("could not stop the embedded server")]
+    DidNotStop { dir: PathBuf },
+    #[error("cannot create `{}`", .dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     /// initdb's stderr goes in the error's detail.
     #[error("initdb failed for the embedded server")]
     Initdb { dir: PathBuf, disk_full: bool },
@@ -790,6 +806,7 @@ impl crate::error::Typed for EmbeddedError {
     fn kind(&self) -> Kind {
         match self {
             EmbeddedError::DidNotStart { .. }
+            | EmbeddedError::DidNotStop { .. }
             | EmbeddedError::Initdb { .. }
             | EmbeddedError::LockTimeout { .. } => Kind::Server,
             _ => Kind::Usage,

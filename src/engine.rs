@@ -350,7 +350,7 @@ impl Drop for Unfinished {
                 };
                 tokio::time::timeout(std::time::Duration::from_secs(10), work)
                     .await
-                    .map_err(|_| Error::server("the server did not answer in 10 s"))?
+                    .map_err(|_| BuildError::NoAnswer { secs: 10 })?
             })
         })
         .join();
@@ -935,12 +935,14 @@ async fn restore_or_drop(
     if restored.is_ok() && !authenticated {
         restored = match admin.borrowed_rights(build, &runners.lanes.user).await {
             Ok(found) if found.is_empty() => Ok(()),
-            Ok(found) => Err(restore::Failure::Refused(Error::usage(format!(
-                "refused snapshot {}: it is not authenticated and its {}, which would run with the rights of `{}`",
-                key.short(),
-                found.join(", "),
-                admin.conn.user
-            )))),
+            Ok(found) => Err(restore::Failure::Refused(
+                BuildError::BorrowsRights {
+                    short: key.short().to_string(),
+                    found: found.join(", "),
+                    role: admin.conn.user.clone(),
+                }
+                .into(),
+            )),
             // The server rejecting the check's own query means the dump
             // left something in its way: its fault, not the server's.
             Err(e) => Err(restore::Failure::after_restore(e)),
@@ -1025,6 +1027,19 @@ pub enum BuildError {
         "migrations in `{dir}` are not covered by the `migrations` globs, and the settings' text does not name them in MIGRATION_MODULES: migsnap records and checks them, and `migsnap key` covers them once a build recorded them, but a CI job that computes its cache key before restoring the cache does not"
     )]
     Unkeyed { dir: String },
+    /// A snapshot that is not authenticated left objects that would run
+    /// with the rights of migsnap's `role`: `found` lists them.
+    #[error(
+        "refused snapshot {short}: it is not authenticated and its {found}, which would run with the rights of `{role}`"
+    )]
+    BorrowsRights {
+        short: String,
+        found: String,
+        role: String,
+    },
+    /// Removing an interrupted build's database took longer than `secs`.
+    #[error("the server did not answer in {secs} s")]
+    NoAnswer { secs: u64 },
     /// Django migrated some other database than the build database.
     #[error(
         "Django reported applying {migration} but `{build}` does not record it; nothing was saved"
@@ -1041,6 +1056,7 @@ impl crate::error::Typed for BuildError {
     fn kind(&self) -> crate::error::Kind {
         match self {
             BuildError::NotRecorded { .. } => crate::error::Kind::Django,
+            BuildError::NoAnswer { .. } => crate::error::Kind::Server,
             _ => crate::error::Kind::Usage,
         }
     }

@@ -79,7 +79,7 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
         return Some(files_hint(f).into());
     }
     if let Some(b) = e.downcast_ref::<BuildError>() {
-        return Some(build_hint(b));
+        return build_hint(b);
     }
     if let Some(p) = e.downcast_ref::<PgError>() {
         return pg_hint(p);
@@ -103,7 +103,7 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
         ));
     }
     if let Some(m) = e.downcast_ref::<EmbeddedError>() {
-        return Some(embedded_hint(m));
+        return embedded_hint(m);
     }
     if let Some(CheckError::Unsettled) = e.downcast_ref::<CheckError>() {
         return Some("run `migsnap check` again once they are settled".into());
@@ -111,8 +111,8 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
     None
 }
 
-fn embedded_hint(e: &EmbeddedError) -> String {
-    match e {
+fn embedded_hint(e: &EmbeddedError) -> Option<String> {
+    Some(match e {
         EmbeddedError::OtherPort { .. } => {
             "run `migsnap server stop`, then retry: it restarts with the current settings".into()
         }
@@ -151,7 +151,8 @@ fn embedded_hint(e: &EmbeddedError) -> String {
         EmbeddedError::NoServerUser { .. } => {
             "create one (`useradd --system postgres`), set MIGSNAP_SERVER_USER, or run migsnap as a normal user".into()
         }
-    }
+        EmbeddedError::DidNotStop { .. } | EmbeddedError::CreateDir { .. } => return None,
+    })
 }
 
 /// Where the user set the URL a connection came from.
@@ -260,8 +261,8 @@ fn files_hint(bad: &FilesError) -> &'static str {
     }
 }
 
-fn build_hint(e: &BuildError) -> String {
-    match e {
+fn build_hint(e: &BuildError) -> Option<String> {
+    Some(match e {
         BuildError::NotOurs { template } => format!("rename or drop `{template}` yourself"),
         BuildError::NothingCached { .. } => "run `migsnap prepare` to build it".into(),
         BuildError::UntrustedExtension { extension, .. }
@@ -273,7 +274,8 @@ fn build_hint(e: &BuildError) -> String {
         }
         BuildError::Changed { .. } => "run the command again once the checkout is settled".into(),
         BuildError::Unkeyed { dir } => format!("add `{dir}/*.py` to `migrations` in [tool.migsnap]"),
-    }
+        BuildError::BorrowsRights { .. } | BuildError::NoAnswer { .. } => return None,
+    })
 }
 
 fn remote_hint(e: &RemoteError) -> Option<String> {
@@ -481,12 +483,13 @@ mod tests {
             dir: dir.clone(),
             disk_full: true,
         };
-        assert!(embedded_hint(&full).contains("disk holding `/tmp/s` is full"));
+        let hint = |e| embedded_hint(&e).unwrap_or_default();
+        assert!(hint(full).contains("disk holding `/tmp/s` is full"));
         let other = EmbeddedError::Initdb {
             dir,
             disk_full: false,
         };
-        assert!(embedded_hint(&other).contains("MIGSNAP_SERVER_URL"));
+        assert!(hint(other).contains("MIGSNAP_SERVER_URL"));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use split::Msg;
 pub use split::{statements, Expected};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
@@ -480,9 +480,66 @@ fn rejected_error(line: u64, e: tokio_postgres::Error) -> Error {
         .as_db_error()
         .map(|d| d.message().to_string())
         .unwrap_or_else(|| e.to_string());
-    Error::usage(format!(
-        "the server rejected a statement near line {line} ({said})"
-    ))
+    DumpFault::Rejected { line, said }.into()
+}
+
+/// What is wrong with a snapshot's dump, as data: said in the warning that
+/// discards the snapshot (or skips the store's), then built locally.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpFault {
+    /// Missing, or a link (refused by O_NOFOLLOW).
+    #[error("cannot open dump `{}`", .path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("dump `{}` is unreadable", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: crate::pg::dump_reader::DumpError,
+    },
+    #[error("dump `{}` is unreadable: the statement at line {line} is over {max} bytes", .path.display())]
+    TooLong {
+        path: PathBuf,
+        line: u64,
+        max: usize,
+    },
+    /// Its size or its sha256 is not the manifest's.
+    #[error("dump `{}` does not match its manifest ({})", .path.display(), mismatch(*.size, *.expected))]
+    NotAsRecorded {
+        path: PathBuf,
+        size: u64,
+        expected: u64,
+    },
+    /// Something pg_dump of one database never writes (`allow`): `why`
+    /// says what it is, `excerpt` shows it.
+    #[error(
+        "refused dump `{}`: line {line} has `{excerpt}` ({why}), which pg_dump of one database never writes",
+        .path.display()
+    )]
+    Planted {
+        path: PathBuf,
+        line: u64,
+        excerpt: String,
+        why: String,
+    },
+    /// The server rejected a statement: `said` is its message.
+    #[error("the server rejected a statement near line {line} ({said})")]
+    Rejected { line: u64, said: String },
+}
+
+fn mismatch(size: u64, expected: u64) -> String {
+    if size != expected {
+        format!("{size} bytes instead of {expected}")
+    } else {
+        "checksum differs".to_string()
+    }
+}
+
+impl crate::error::Typed for DumpFault {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Usage
+    }
 }
 
 fn restore_error(db: &str, line: u64, e: tokio_postgres::Error) -> Error {
