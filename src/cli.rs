@@ -283,6 +283,14 @@ pub struct PrepareArgs {
     /// Remember N as the pool size for runs that configure none (the pytest plugin passes its worker count)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=64))]
     pub pool_default: Option<u16>,
+    /// Migrate only to these migrations (`app.name`, `app.zero` or a migration file), one after another, as `manage.py migrate APP NAME` would: a snapshot of its own
+    #[arg(
+        long,
+        value_name = "MIGRATION",
+        num_args = 1..,
+        conflicts_with_all = ["all_aliases", "pool_default"]
+    )]
+    pub at: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -399,6 +407,9 @@ pub struct LintArgs {
     /// Relative to this database's django_migrations (a libpq URL; opened read only)
     #[arg(long, value_name = "URL")]
     pub against: Option<String>,
+    /// Weigh findings by the size of their tables in this database (a libpq URL; read only): small tables give notes
+    #[arg(long, value_name = "URL")]
+    pub stats_from: Option<String>,
     /// Accept the findings listed in FILE; fail only on new ones
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,

@@ -51,6 +51,15 @@ enum Event {
         #[serde(default)]
         round_trips: u64,
     },
+    /// `at` mode's answer: the index of the candidate to start from.
+    AtBase {
+        index: Option<usize>,
+    },
+    /// A migration unapplied (`migrate` to a target behind what an
+    /// earlier target applied).
+    Undone {
+        migration: String,
+    },
     /// The running migration's counts so far (at most every 0.5 s).
     Queries {
         round_trips: u64,
@@ -170,6 +179,9 @@ pub enum Mode {
     Plan,
     /// Report the settings' DATABASES (no connection, nothing migrated).
     Aliases,
+    /// `prepare --at`: resolve the targets and choose the snapshot to
+    /// start from (no connection, nothing migrated).
+    At,
 }
 
 pub use crate::store::Applied;
@@ -184,6 +196,8 @@ pub struct MigrateReport {
     pub insight: Option<Box<Insight>>,
     /// `aliases` mode's answer.
     pub aliases: Option<Vec<crate::aliases::AliasInfo>>,
+    /// `at` mode's answer: the candidate to start from, if any.
+    pub at_base: Option<Option<usize>>,
     /// Model-state mode: index names declared twice, differently.
     pub index_conflicts: Vec<IndexConflict>,
 }
@@ -277,6 +291,9 @@ impl std::fmt::Display for DjangoError {
                 f,
                 "the Django settings failed to load: {exception}: {message}"
             ),
+            // The user's own words, refused before anything ran: the
+            // exception's class (the shim's own) says nothing more.
+            Failure::Target => write!(f, "{message}"),
             _ => write!(f, "{what} failed: {exception}: {message}"),
         }
     }
@@ -370,15 +387,25 @@ fn string_literals(code: &str) -> impl Iterator<Item = String> + '_ {
     })
 }
 
-/// `manage.py migrate` into `db`, with progress on stderr.
+/// `manage.py migrate` into `db`, with progress on stderr; with `targets`
+/// (`app.name` or absolute file paths), `manage.py migrate APP NAME` to
+/// each, one after another. The shim resolves them all before it migrates
+/// anything: a target it does not know is a `Failure::Target`.
 pub async fn migrate(
     django: &DjangoRunner,
     conn: &ConnInfo,
     db: &str,
     ui: &Events,
     check: Option<InputsCheck<'_>>,
+    targets: &[String],
 ) -> Result<MigrateReport> {
-    run_shim_checked(django, conn, db, Mode::Migrate, ui, check, &[]).await
+    let mut env = vec![];
+    if !targets.is_empty() {
+        let targets = serde_json::to_string(targets)
+            .map_err(|e| Error::internal("cannot serialise the targets").source(e))?;
+        env.push(("MIGSNAP_MIGRATE_TARGETS", targets));
+    }
+    run_shim_checked(django, conn, db, Mode::Migrate, ui, check, &env).await
 }
 
 /// The migrations that would run against `db` (read only), or those
@@ -406,6 +433,33 @@ pub async fn plan(
         .insight
         .map(|i| *i)
         .ok_or_else(|| Error::internal("the shim reported no plan"))
+}
+
+/// `prepare --at`: which of `candidates` (manifest files, their
+/// django_migrations rows) `migrate` to `targets`, one after another,
+/// reaches exactly as it does from an empty database, only applying
+/// migrations (the one with the most rows); None: start from empty.
+/// Django resolves the targets first: one it does not know is a
+/// `Failure::Target`, before any database is made.
+pub async fn choose_base(
+    django: &DjangoRunner,
+    conn: &ConnInfo,
+    targets: &[String],
+    candidates: &[std::path::PathBuf],
+    ui: &Events,
+) -> Result<Option<usize>> {
+    let targets = serde_json::to_string(targets)
+        .map_err(|e| Error::internal("cannot serialise the targets").source(e))?;
+    let candidates = serde_json::to_string(candidates)
+        .map_err(|e| Error::internal("cannot serialise the candidates").source(e))?;
+    let env = [
+        ("MIGSNAP_MIGRATE_TARGETS", targets),
+        ("MIGSNAP_AT_CANDIDATES", candidates),
+    ];
+    let report = run_shim_checked(django, conn, "postgres", Mode::At, ui, None, &env).await?;
+    report
+        .at_base
+        .ok_or_else(|| Error::internal("the shim chose no base"))
 }
 
 /// The settings' DATABASES as Django's test setup sees them.
@@ -454,6 +508,7 @@ async fn run_shim_checked(
                 Mode::ModelState => "state",
                 Mode::Plan => "plan",
                 Mode::Aliases => "aliases",
+                Mode::At => "at",
             },
         )
         .envs(extra_env.iter().map(|(k, v)| (k, v)))
@@ -476,7 +531,7 @@ async fn run_shim_checked(
     // Listing the aliases opens no connection and reads names only: in the
     // environment the tests run in, so that settings that take NAME from
     // PGDATABASE name the test databases as the test run will.
-    if !matches!(mode, Mode::Aliases) {
+    if !matches!(mode, Mode::Aliases | Mode::At) {
         crate::pg::scrub_pg_env(cmd.as_std_mut());
         cmd.envs(conn.child_env(db));
     }
@@ -509,6 +564,7 @@ async fn run_shim_checked(
     let mut inputs: Option<ShimInputs> = None;
     let mut insight: Option<Box<Insight>> = None;
     let mut aliases: Option<Vec<crate::aliases::AliasInfo>> = None;
+    let mut at_base: Option<Option<usize>> = None;
     let mut index_conflicts: Vec<IndexConflict> = Vec::new();
     let mut refused: Option<String> = None;
     let mut finished = false;
@@ -535,6 +591,7 @@ async fn run_shim_checked(
                             Event::Finished => finished = true,
                             Event::Insight(found) => insight = Some(found.clone()),
                             Event::Aliases { aliases: found } => aliases = Some(found.clone()),
+                            Event::AtBase { index } => at_base = Some(*index),
                             Event::Created { conflicts, .. } => index_conflicts = conflicts.clone(),
                             _ => {}
                         }
@@ -577,6 +634,7 @@ async fn run_shim_checked(
     let complete = match mode {
         Mode::Plan => insight.is_some(),
         Mode::Aliases => aliases.is_some(),
+        Mode::At => at_base.is_some(),
         Mode::Migrate | Mode::ModelState => inputs.is_some(),
     };
     let succeeded = status.success() && failure.is_none() && finished && complete;
@@ -596,6 +654,7 @@ async fn run_shim_checked(
             Mode::ModelState => "building the model-state database",
             Mode::Plan => "reading the migrations",
             Mode::Aliases => "reading the settings' DATABASES",
+            Mode::At => "reading the migrations",
         };
         let detail = match shown.len() {
             0 => String::new(),
@@ -624,6 +683,7 @@ async fn run_shim_checked(
         inputs: inputs.unwrap_or_default(),
         insight,
         aliases,
+        at_base,
         index_conflicts,
     };
     if !report.applied.is_empty() {
@@ -726,6 +786,8 @@ impl Progress {
                 self.queries = 0;
             }
             Event::Queries { round_trips, .. } => self.queries = round_trips,
+            // What the database no longer has was not applied by this run.
+            Event::Undone { migration } => self.applied.retain(|a| a.name != migration),
             Event::Done {
                 migration,
                 seconds,
@@ -748,7 +810,8 @@ impl Progress {
             | Event::Finished
             | Event::Inputs(_)
             | Event::Insight(_)
-            | Event::Aliases { .. } => self.current = None,
+            | Event::Aliases { .. }
+            | Event::AtBase { .. } => self.current = None,
         }
     }
 

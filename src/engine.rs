@@ -304,7 +304,10 @@ async fn build_wanting(
     // Outside the locks: those waiting for the template need not wait for
     // the upload too.
     if let Ok(s) = &result {
-        if matches!(s.source, Source::Cold | Source::Incremental) {
+        // A database part of the way (`prepare --at`) stays in the cache
+        // dir: the store's other readers (older migsnaps among them) would
+        // not know it from a fully migrated one.
+        if matches!(s.source, Source::Cold | Source::Incremental) && fp.at.is_empty() {
             shared.push_built(store, key).await;
         }
     }
@@ -431,7 +434,8 @@ async fn build_locked(
         trust_unsigned: ctx.cache.trust.trust_unsigned,
         own: own_state,
         inputs_recorded: holds.is_some(),
-        store: shared.configured(),
+        // Never pushed, so never in the store.
+        store: shared.configured() && fp.at.is_empty(),
     });
     match plan.steps.first() {
         Some(plan::Step::RefuseNotOurs) => {
@@ -578,6 +582,9 @@ impl BuildSession<'_> {
     /// None: there is none, or Django found it does not fit (said; the
     /// build database is gone and the next step starts from empty).
     async fn on_ancestor(&self) -> Result<Option<Snapshot>> {
+        if !self.fp.at.is_empty() {
+            return self.on_at_ancestor().await;
+        }
         let (admin, fp, store, shared) = (self.admin, self.fp, self.store, self.shared);
         let replaced = crate::depends::Replaced::new(self.ctx.project_dir(), fp);
         let replaced = |path: &str| replaced.covers(path);
@@ -596,6 +603,14 @@ impl BuildSession<'_> {
         let Some(base) = base else {
             return Ok(None);
         };
+        self.build_on(&base, origin).await
+    }
+
+    /// Build on `base` (from `origin`); None: it does not fit after all
+    /// (said; the build database is gone and the next step starts from
+    /// empty).
+    async fn build_on(&self, base: &Manifest, origin: Origin) -> Result<Option<Snapshot>> {
+        let (admin, fp, shared) = (self.admin, self.fp, self.shared);
         // A base just downloaded is the store's: a rejected one is
         // skipped (its copy discarded) and not pushed over.
         let on_reject = match origin {
@@ -603,7 +618,7 @@ impl BuildSession<'_> {
             Origin::Remote => OnReject::SkipStoreAncestor,
             Origin::Local => OnReject::Leave,
         };
-        let built = self.incremental(&base, on_reject).await;
+        let built = self.incremental(base, on_reject).await;
         if built.as_ref().is_err_and(cannot_build_on) && origin == Origin::Remote {
             shared.skip(&base.key);
         }
@@ -628,17 +643,47 @@ impl BuildSession<'_> {
         }
     }
 
+    /// `prepare --at`: build on the snapshot in the cache dir with the
+    /// most migrations applied from which Django reaches the targets as
+    /// it would from empty: a step that would unapply a migration, or a
+    /// snapshot past the targets, rules one out (`django::choose_base`).
+    /// The targets are resolved there, before any database is made.
+    async fn on_at_ancestor(&self) -> Result<Option<Snapshot>> {
+        let (admin, ctx, fp, store) = (self.admin, self.ctx, self.fp, self.store);
+        let replaced = crate::depends::Replaced::new(ctx.project_dir(), fp);
+        let candidates = store.at_candidates(fp, admin.version_num, &|p| replaced.covers(p));
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let manifests: Vec<_> = candidates
+            .iter()
+            .map(|m| store.manifest_path(&m.key))
+            .collect();
+        let targets = shim_targets(&fp.at, ctx.project_dir());
+        let chosen =
+            django::choose_base(&ctx.django, &admin.conn, &targets, &manifests, self.ui).await?;
+        match chosen.and_then(|i| candidates.get(i)) {
+            Some(base) => self.build_on(base, Origin::Local).await,
+            None => Ok(None),
+        }
+    }
+
     /// `migrate` from an empty database.
     async fn cold(&self) -> Result<Snapshot> {
         let (admin, ctx, ui, build) = (self.admin, self.ctx, self.ui, self.build.as_str());
         let t = Instant::now();
+        let to = match self.fp.at.as_slice() {
+            [] => String::new(),
+            at => format!(" to {}", at.join(", then ")),
+        };
         ui.info(format!(
-            "no snapshot for key {}: migrating from an empty database",
+            "no snapshot for key {}: migrating from an empty database{to}",
             self.fp.short()
         ));
         admin.create(build, None, ctx.clone_strategy()).await?;
         failpoint::point("build.created");
-        let report = match migrate_checked(ctx, admin, build, ui, None).await {
+        let targets = shim_targets(&self.fp.at, ctx.project_dir());
+        let report = match migrate_checked(ctx, admin, build, ui, None, &targets).await {
             Ok(r) => r,
             Err(e) => {
                 let _ = drop_build(admin, build).await;
@@ -827,7 +872,8 @@ impl BuildSession<'_> {
             Depends::compatible(&base.depends, &base.applied, now, ctx.project_dir())
                 .map_err(|c| c.to_string())
         };
-        let report = migrate_checked(ctx, admin, build, ui, Some(&fits)).await?;
+        let targets = shim_targets(&fp.at, ctx.project_dir());
+        let report = migrate_checked(ctx, admin, build, ui, Some(&fits), &targets).await?;
         let built = Built {
             build,
             report: &report,
@@ -1066,18 +1112,34 @@ async fn drop_build(admin: &Admin, build: &str) -> Result<()> {
     admin.drop_build(build).await
 }
 
-/// `migrate` into `build`, once it is sure the result can be saved: a pg_dump
-/// fit for this server must exist (a few stats and `pg_dump --version`;
-/// only builds that migrate need it, so the cache path does not pay).
+/// `migrate` into `build` (to `targets`, one after another, when there are
+/// any), once it is sure the result can be saved: a pg_dump fit for this
+/// server must exist (a few stats and `pg_dump --version`; only builds
+/// that migrate need it, so the cache path does not pay).
 async fn migrate_checked(
     ctx: &Ctx,
     admin: &Admin,
     build: &str,
     ui: &Events,
     check: Option<django::InputsCheck<'_>>,
+    targets: &[String],
 ) -> Result<django::MigrateReport> {
     ctx.build.programs.find("pg_dump", Some(admin.major()))?;
-    django::migrate(&ctx.django, &admin.conn, build, ui, check).await
+    django::migrate(&ctx.django, &admin.conn, build, ui, check, targets).await
+}
+
+/// `Fingerprint::at`'s targets as the shim takes them: a project-relative
+/// file path (kept so in the key, so that the key is the same in every
+/// checkout) made absolute again.
+fn shim_targets(at: &[String], project_dir: &Path) -> Vec<String> {
+    at.iter()
+        .map(
+            |t| match fingerprint::is_file_target(t) && Path::new(t).is_relative() {
+                true => project_dir.join(t).to_string_lossy().into_owned(),
+                false => t.clone(),
+            },
+        )
+        .collect()
 }
 
 /// The promotion, between two crash points. The template it replaces (a
@@ -1227,6 +1289,7 @@ async fn finish(
             .collect(),
         project_dir: Some(ctx.project_dir().to_path_buf()),
         alias: fp.alias.clone(),
+        at: fp.at.clone(),
         // Built here (cold, or on an authenticated ancestor): signed as ours.
         authenticated: true,
     };
@@ -1260,9 +1323,9 @@ async fn settled_inputs(
         let warning = BuildError::Unkeyed { dir: dir.clone() };
         ui.warn_about(warning.to_string(), &warning);
     }
-    let (spec, depends) = (ctx.key.clone(), recorded.depends);
+    let (spec, depends, at) = (ctx.key.clone(), recorded.depends, fp.at.clone());
     let (again, depends) = crate::error::blocking("hashing the migrations", move || {
-        let again = fingerprint::compute(&spec);
+        let again = fingerprint::compute(&spec).map(|fp| fp.at(at));
         let holds = depends.verify(&spec.root);
         (again.map(|fp| (fp, holds)), depends)
     })

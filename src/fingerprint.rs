@@ -19,6 +19,10 @@ use std::sync::Mutex;
 /// Bump when the key serialisation or the snapshot contents change meaning.
 pub const KEY_FORMAT: &str = "migsnap-key-v2";
 
+/// The format of a `prepare --at` key (`Fingerprint::at`): the full key and
+/// the targets, in order.
+pub const AT_FORMAT: &str = "migsnap-at-v1";
+
 /// Django's `DEFAULT_DB_ALIAS`.
 pub const DEFAULT_ALIAS: &str = "default";
 
@@ -46,9 +50,28 @@ pub struct Fingerprint {
     pub salt_sha256: String,
     /// The alias it is for (`KeySpec::alias`).
     pub alias: String,
+    /// `prepare --at`: the migration targets `migrate` is run to, one after
+    /// another (`app.name`, or a migration file's path, project-relative
+    /// when inside the project); empty: fully migrated. Part of `key`
+    /// (`Fingerprint::at`).
+    pub at: Vec<String>,
 }
 
 impl Fingerprint {
+    /// The fingerprint of the database `migrate` reaches at `targets`, one
+    /// after another, from these files: a snapshot of its own, so its key
+    /// covers the targets as well as the files, and never equals the full
+    /// key (the fields are tagged apart from `key_of`'s, under a format
+    /// name of their own). No targets: the full migration, unchanged.
+    pub fn at(mut self, targets: Vec<String>) -> Fingerprint {
+        if targets.is_empty() {
+            return self;
+        }
+        self.key = at_key(&self.key, &targets);
+        self.at = targets;
+        self
+    }
+
     /// First 16 hex chars: the template database suffix.
     pub fn short(&self) -> &str {
         self.key.short()
@@ -277,8 +300,52 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         packages,
         salt_sha256: hash_normalized(spec.salt.as_bytes()),
         alias: spec.alias.clone(),
+        at: Vec::new(),
     };
     Ok((fp, dangling))
+}
+
+/// The key of the database `migrate` reaches at `targets` (non-empty),
+/// one after another, from the files whose full key is `full`.
+pub fn at_key(full: &Key, targets: &[String]) -> Key {
+    let mut h = Sha256::new();
+    let mut field = |tag: &[u8], s: &str| {
+        h.update(tag);
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    field(b"F", AT_FORMAT);
+    field(b"K", full.as_str());
+    for t in targets {
+        field(b"T", t);
+    }
+    Key::from_digest(&h.finalize().into())
+}
+
+/// Whether a migration target names a file (as `plan` and `prepare --at`
+/// take them, and the shim tells them apart): a `/` in it, or `.py` at
+/// its end; else it is `app.name`.
+pub fn is_file_target(target: &str) -> bool {
+    target.contains('/') || target.ends_with(".py")
+}
+
+/// A `prepare --at` target as its key covers it: a migration file inside
+/// the project by its path relative to it (with `/`), so that every
+/// checkout of the project shares the key; any other target as it is.
+/// `target` is a path made absolute by the caller, or `app.name`.
+pub fn at_target(project_dir: &Path, target: &str) -> String {
+    if !is_file_target(target) {
+        return target.to_string();
+    }
+    let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    match canon(Path::new(target)).strip_prefix(canon(project_dir)) {
+        Ok(rel) => rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/"),
+        Err(_) => target.to_string(),
+    }
 }
 
 /// The key over already-hashed files. Each field is length-prefixed so no
@@ -557,6 +624,48 @@ fn globset(patterns: &[String], what: &str) -> Result<GlobSet> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_at_key_covers_the_targets_in_order_and_is_never_the_full_key() {
+        let fp = Fingerprint {
+            key: Key::from_digest(&[7; 32]),
+            migrations: BTreeMap::new(),
+            key_inputs: BTreeMap::new(),
+            packages: BTreeMap::new(),
+            salt_sha256: String::new(),
+            alias: DEFAULT_ALIAS.into(),
+            at: vec![],
+        };
+        let at = |t: &[&str]| fp.clone().at(t.iter().map(|s| s.to_string()).collect());
+        assert_eq!(at(&[]).key, fp.key, "no targets: the full key");
+        let one = at(&["catalog.0002"]);
+        assert_ne!(one.key, fp.key);
+        assert_eq!(one.at, ["catalog.0002"]);
+        assert_eq!(
+            one.key,
+            at(&["catalog.0002"]).key,
+            "a function of its inputs"
+        );
+        assert_ne!(
+            at(&["a.1", "b.1"]).key,
+            at(&["b.1", "a.1"]).key,
+            "order counts"
+        );
+        assert_ne!(
+            at(&["a.1b.1"]).key,
+            at(&["a.1", "b.1"]).key,
+            "length-delimited"
+        );
+        let other_files = Fingerprint {
+            key: Key::from_digest(&[8; 32]),
+            ..fp.clone()
+        };
+        assert_ne!(
+            other_files.at(vec!["catalog.0002".into()]).key,
+            one.key,
+            "the files count too"
+        );
+    }
 
     #[test]
     fn key_depends_on_path_content_salt_and_kind() {

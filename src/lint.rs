@@ -4,12 +4,19 @@
 //! the shim's plan mode), so the rules read what PostgreSQL would run.
 
 use crate::django::{Insight, PlannedMigration, PlannedOperation};
+use pg_query::protobuf::{
+    AlterTableCmd, AlterTableType, ColumnDef, ConstrType, Constraint, RangeVar,
+};
+use pg_query::{NodeEnum, NodeRef};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// A finding on a table `--stats-from` measured as small: reported,
+    /// never failing the run.
+    Note,
     Warning,
     Error,
 }
@@ -54,6 +61,21 @@ pub const RULES: &[(&str, Severity, &str)] = &[
         "constraint-not-valid",
         Severity::Warning,
         "add the constraint NOT VALID (RunSQL or SeparateDatabaseAndState), then VALIDATE CONSTRAINT in a later migration",
+    ),
+    (
+        "stored-generated-column",
+        Severity::Error,
+        "add a plain nullable column and fill it in batches (on PostgreSQL 18, a VIRTUAL generated column stores nothing and rewrites nothing)",
+    ),
+    (
+        "set-not-null",
+        Severity::Warning,
+        "add CHECK (column IS NOT NULL) NOT VALID, VALIDATE CONSTRAINT in a later migration, then SET NOT NULL: PostgreSQL 12 and later trust the validated check instead of scanning",
+    ),
+    (
+        "unique-not-concurrent",
+        Severity::Error,
+        "build the unique index first with CREATE UNIQUE INDEX CONCURRENTLY (a migration with atomic = False), then ADD CONSTRAINT … UNIQUE USING INDEX",
     ),
     (
         "run-python-no-reverse",
@@ -101,6 +123,58 @@ pub struct LintFinding {
     pub operation: Option<usize>,
     /// The statement the rule matched, if it was a statement.
     pub statement: Option<String>,
+    /// The existing table the statement changes, when a statement rule
+    /// fired (`--stats-from` looks its size up by this name).
+    pub table: Option<String>,
+}
+
+/// A table's size in the database `--stats-from` names: the planner's row
+/// estimate (`None`: never analyzed) and its size on disk with indexes and
+/// TOAST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TableSize {
+    pub rows: Option<i64>,
+    pub bytes: i64,
+}
+
+/// Below both, a table is small: rewriting or scanning it under a lock is
+/// over in milliseconds, so its findings drop to notes.
+pub const SMALL_ROWS: i64 = 10_000;
+pub const SMALL_BYTES: i64 = 8 * 1024 * 1024;
+
+impl TableSize {
+    pub fn is_small(&self) -> bool {
+        self.bytes < SMALL_BYTES && self.rows.is_none_or(|r| r < SMALL_ROWS)
+    }
+}
+
+/// Findings on tables `sizes` measured as small drop to notes, with the
+/// size in the message; on a table it does not know (not in that
+/// database), they stay as they are.
+pub fn weigh(findings: &mut [LintFinding], sizes: &BTreeMap<String, TableSize>) {
+    for f in findings {
+        let Some(size) = f.table.as_ref().and_then(|t| sizes.get(t)) else {
+            continue;
+        };
+        let rows = match size.rows {
+            Some(r) => format!("about {r} rows"),
+            None => "never analyzed".to_string(),
+        };
+        let size_text = crate::units::size(u64::try_from(size.bytes).unwrap_or(0));
+        if size.is_small() {
+            f.severity = Severity::Note;
+            f.message
+                .push_str(&format!(" (a small table: {rows}, {size_text})"));
+        } else {
+            f.message.push_str(&format!(" ({rows}, {size_text})"));
+        }
+    }
+}
+
+/// The existing tables the findings name, for `--stats-from` to measure.
+pub fn tables(findings: &[LintFinding]) -> Vec<String> {
+    let set: BTreeSet<&String> = findings.iter().filter_map(|f| f.table.as_ref()).collect();
+    set.into_iter().cloned().collect()
 }
 
 /// Run every rule not turned off over the plan. `levels` overrides rules'
@@ -132,10 +206,7 @@ pub fn lint(
             ));
         }
         for (op, s) in statements {
-            if let Some(t) = created_table(s) {
-                created.insert(t);
-            }
-            statement_rules(m, op, s, &created, &mut out);
+            statement_rules(m, op, s, &mut created, &mut out);
         }
     }
     out.retain_mut(|f| match levels.get(f.rule) {
@@ -175,6 +246,7 @@ fn finding(
         line: op.and_then(|o| o.line),
         operation: op.map(|o| o.index),
         statement: statement.map(str::to_string),
+        table: None,
     }
 }
 
@@ -242,217 +314,450 @@ fn undeclared_rule(insight: &Insight, undeclared: &[UndeclaredIndex], out: &mut 
     }
 }
 
-/// Functions whose DEFAULT makes PostgreSQL rewrite every row of the table
-/// (a non-volatile default is stored once, PostgreSQL 11 and later).
+/// Functions whose DEFAULT makes PostgreSQL rewrite every row of the table:
+/// a volatile default is evaluated once a row. A non-volatile one (a
+/// constant, `now()`, `statement_timestamp()`, both stable) is evaluated
+/// once and stored in the catalog, PostgreSQL 11 and later.
 const VOLATILE: &[&str] = &[
-    "RANDOM(",
-    "CLOCK_TIMESTAMP(",
-    "TIMEOFDAY(",
-    "GEN_RANDOM_UUID(",
-    "UUID_GENERATE_V1(",
-    "UUID_GENERATE_V4(",
-    "NEXTVAL(",
-    "STATEMENT_TIMESTAMP(",
+    "random",
+    "random_normal",
+    "clock_timestamp",
+    "timeofday",
+    "gen_random_uuid",
+    "uuid_generate_v1",
+    "uuid_generate_v1mc",
+    "uuid_generate_v4",
+    "uuidv4",
+    "uuidv7",
+    "nextval",
 ];
 
+/// Column types that are a sequence default in disguise (`serial`): adding
+/// one fills every existing row from the sequence.
+const SERIAL: &[&str] = &[
+    "smallserial",
+    "serial",
+    "bigserial",
+    "serial2",
+    "serial4",
+    "serial8",
+];
+
+/// The rules over one piece of SQL an operation runs, read with
+/// PostgreSQL's own grammar (libpg_query): a `RunSQL` may hold several
+/// statements, quoted names and comments that a reading of the text would
+/// get wrong. SQL the grammar cannot read (a psql meta-command, a
+/// placeholder) gives no finding. Tables the statements create are added to
+/// `created`: changing them later in the range locks nobody.
 fn statement_rules(
     m: &PlannedMigration,
     op: Option<&PlannedOperation>,
     sql: &str,
-    created: &BTreeSet<String>,
+    created: &mut BTreeSet<String>,
     out: &mut Vec<LintFinding>,
 ) {
-    let upper = sql.to_ascii_uppercase();
-    let words: Vec<&str> = upper.split_whitespace().collect();
-    let starts = |prefix: &[&str]| words.len() >= prefix.len() && words[..prefix.len()] == *prefix;
-    let existing = |table: Option<String>| table.filter(|t| !created.contains(t));
-    let mut push = |rule, message: String| out.push(finding(rule, m, op, message, Some(sql)));
-
-    if (starts(&["CREATE", "INDEX"]) || starts(&["CREATE", "UNIQUE", "INDEX"]))
-        && !upper.contains(" CONCURRENTLY ")
-    {
-        if let Some(t) = existing(index_table(sql)) {
-            push(
-                "index-not-concurrent",
-                format!("CREATE INDEX without CONCURRENTLY on the existing table `{t}` blocks its writes while the index builds"),
-            );
-        }
-    }
-    if upper.contains(" CONCURRENTLY ") && m.atomic && op.is_some_and(|o| o.r#type == "RunSQL") {
-        push(
-            "concurrent-in-atomic",
-            "CONCURRENTLY in an atomic migration fails: it cannot run in a transaction".into(),
-        );
-    }
-    if !starts(&["ALTER", "TABLE"]) {
-        return;
-    }
-    let Some((table, actions)) = altered_table(sql) else {
+    let Ok(parsed) = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT) else {
         return;
     };
-    let Some(table) = existing(Some(table)) else {
-        return;
-    };
-    for clause in split_clauses(&actions.to_ascii_uppercase()) {
-        let clause = clause.trim();
-        if let Some(column) = clause.strip_prefix("ADD COLUMN ") {
-            let has_default = column.contains(" DEFAULT ");
-            if has_default && VOLATILE.iter().any(|f| column.contains(f)) {
-                push(
-                    "volatile-default",
-                    format!("adding a column with a volatile default to `{table}` rewrites every row under an exclusive lock"),
-                );
-            } else if !has_default
-                && column.contains(" NOT NULL")
-                && !column.contains(" GENERATED ")
-            {
-                push(
-                    "not-null-without-default",
-                    format!("adding a NOT NULL column without a default to `{table}` fails if it has rows"),
-                );
-            }
-            // Django adds a foreign key column with its constraint inline,
-            // which cannot be NOT VALID.
-            if column.contains(" REFERENCES ") {
-                push(
-                    "constraint-not-valid",
-                    format!("adding a column with a foreign key to `{table}` validates it under a lock (an inline constraint cannot be NOT VALID)"),
-                );
-            }
-        }
-        if clause.starts_with("ALTER COLUMN ") && clause.contains(" TYPE ") {
+    let several = parsed.protobuf.stmts.len() > 1;
+    for raw in &parsed.protobuf.stmts {
+        let Some(node) = raw.stmt.as_ref().and_then(|n| n.node.as_ref()) else {
+            continue;
+        };
+        // The statement's own text when the SQL holds several.
+        let text = match several {
+            true => statement_text(sql, raw.stmt_location, raw.stmt_len),
+            false => sql.trim(),
+        };
+        let table = |node: &NodeEnum| match node {
+            NodeEnum::IndexStmt(i) => i.relation.as_ref().map(|r| r.relname.clone()),
+            NodeEnum::AlterTableStmt(a) => a.relation.as_ref().map(|r| r.relname.clone()),
+            _ => None,
+        };
+        let on = table(node);
+        let mut push = |rule, message: String| {
+            let mut f = finding(rule, m, op, message, Some(text));
+            f.table = on.clone();
+            out.push(f);
+        };
+        if is_concurrent(node) && m.atomic && op.is_some_and(|o| o.r#type == "RunSQL") {
             push(
-                "alter-column-type",
-                format!("changing a column's type on `{table}` may rewrite the table under an exclusive lock"),
+                "concurrent-in-atomic",
+                "CONCURRENTLY in an atomic migration fails: it cannot run in a transaction".into(),
             );
         }
-        if clause.starts_with("ADD CONSTRAINT ")
-            && (clause.contains(" FOREIGN KEY ") || clause.contains(" CHECK "))
-            && !clause.contains(" NOT VALID")
-        {
-            push(
-                "constraint-not-valid",
-                format!("adding a foreign key or check constraint to `{table}` without NOT VALID scans the table under a lock"),
-            );
-        }
-    }
-}
-
-/// The comma-separated actions of an ALTER TABLE (what follows its
-/// table), outside parentheses and quotes, up to the first `;`.
-fn split_clauses(body: &str) -> Vec<&str> {
-    let (mut depth, mut quoted, mut start, mut parts) = (0i32, false, 0, vec![]);
-    for (i, c) in body.char_indices() {
-        match c {
-            '\'' | '"' => quoted = !quoted,
-            '(' if !quoted => depth += 1,
-            ')' if !quoted => depth -= 1,
-            ',' if !quoted && depth == 0 => {
-                parts.push(&body[start..i]);
-                start = i + 1;
+        match node {
+            NodeEnum::CreateStmt(c) => {
+                if let Some(t) = &c.relation {
+                    created.insert(t.relname.clone());
+                }
             }
-            ';' if !quoted && depth == 0 => {
-                parts.push(&body[start..i]);
-                return parts;
+            NodeEnum::IndexStmt(i) if !i.concurrent => {
+                if let Some(t) = existing(i.relation.as_ref(), created) {
+                    push(
+                        "index-not-concurrent",
+                        format!("CREATE INDEX without CONCURRENTLY on the existing table `{t}` blocks its writes while the index builds"),
+                    );
+                }
+            }
+            NodeEnum::AlterTableStmt(a) => {
+                let Some(table) = existing(a.relation.as_ref(), created) else {
+                    continue;
+                };
+                for cmd in &a.cmds {
+                    if let Some(NodeEnum::AlterTableCmd(cmd)) = &cmd.node {
+                        alter_table_rules(table, cmd, &mut push);
+                    }
+                }
             }
             _ => {}
         }
     }
-    parts.push(&body[start..]);
-    parts
 }
 
-/// The (possibly schema-qualified) identifier at the start of `rest`:
-/// `"quoted"` or a bare word (folded to lower case), and what follows it.
-fn identifier(rest: &str) -> Option<(String, &str)> {
-    let rest = rest.trim_start();
-    let (name, after) = if let Some(q) = rest.strip_prefix('"') {
-        let end = q.find('"')?;
-        (q[..end].to_string(), &q[end + 1..])
-    } else {
-        let end = rest
-            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .unwrap_or(rest.len());
-        if end == 0 {
-            return None;
+/// One action of an `ALTER TABLE` on a table that exists before the range.
+fn alter_table_rules(
+    table: &str,
+    cmd: &AlterTableCmd,
+    push: &mut impl FnMut(&'static str, String),
+) {
+    match cmd.subtype() {
+        AlterTableType::AtAddColumn => {
+            let Some(NodeEnum::ColumnDef(column)) = cmd.def.as_ref().and_then(|d| d.node.as_ref()) else {
+                return;
+            };
+            add_column_rules(table, column, push);
         }
-        (rest[..end].to_ascii_lowercase(), &rest[end..])
+        AlterTableType::AtAlterColumnType => push(
+            "alter-column-type",
+            format!("changing a column's type on `{table}` may rewrite the table under an exclusive lock"),
+        ),
+        AlterTableType::AtSetNotNull => push(
+            "set-not-null",
+            format!(
+                "SET NOT NULL on `{table}`.`{}` scans every row under an ACCESS EXCLUSIVE lock",
+                cmd.name
+            ),
+        ),
+        AlterTableType::AtSetExpression => push(
+            "stored-generated-column",
+            format!("changing a generated column's expression on `{table}` rewrites every row under an exclusive lock"),
+        ),
+        AlterTableType::AtAddConstraint => {
+            let Some(NodeEnum::Constraint(k)) = cmd.def.as_ref().and_then(|d| d.node.as_ref()) else {
+                return;
+            };
+            constraint_rules(table, k, push);
+        }
+        _ => {}
+    }
+}
+
+fn add_column_rules(table: &str, column: &ColumnDef, push: &mut impl FnMut(&'static str, String)) {
+    let constraints: Vec<&Constraint> = column
+        .constraints
+        .iter()
+        .filter_map(|c| match &c.node {
+            Some(NodeEnum::Constraint(k)) => Some(k.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let has = |t: ConstrType| constraints.iter().any(|k| k.contype() == t);
+    let default = constraints
+        .iter()
+        .find(|k| k.contype() == ConstrType::ConstrDefault)
+        .and_then(|k| k.raw_expr.as_deref())
+        .and_then(|e| e.node.as_ref());
+    let type_name = column
+        .type_name
+        .as_ref()
+        .and_then(|t| t.names.last())
+        .and_then(|n| match &n.node {
+            Some(NodeEnum::String(s)) => Some(s.sval.as_str()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let stored = constraints.iter().any(|k| {
+        // PostgreSQL 18 reads `GENERATED ALWAYS AS (…)` without a kind as
+        // VIRTUAL; earlier majors only have STORED, and Django writes
+        // STORED for `db_persist=True`.
+        k.contype() == ConstrType::ConstrGenerated && k.generated_kind != "v"
+    });
+    if stored {
+        push(
+            "stored-generated-column",
+            format!("adding a STORED generated column to `{table}` rewrites every row under an exclusive lock"),
+        );
+    } else if default.is_some_and(calls_volatile) || SERIAL.contains(&type_name) {
+        push(
+            "volatile-default",
+            format!("adding a column with a volatile default to `{table}` rewrites every row under an exclusive lock"),
+        );
+    } else if has(ConstrType::ConstrIdentity) {
+        push(
+            "volatile-default",
+            format!("adding an identity column to `{table}` rewrites every row under an exclusive lock to number them"),
+        );
+    } else if default.is_none() && has(ConstrType::ConstrNotnull) {
+        push(
+            "not-null-without-default",
+            format!("adding a NOT NULL column without a default to `{table}` fails if it has rows"),
+        );
+    }
+    // Django adds a foreign key column with its constraint inline, which
+    // cannot be NOT VALID.
+    if has(ConstrType::ConstrForeign) {
+        push(
+            "constraint-not-valid",
+            format!("adding a column with a foreign key to `{table}` validates it under a lock (an inline constraint cannot be NOT VALID)"),
+        );
+    }
+    if has(ConstrType::ConstrUnique) || has(ConstrType::ConstrPrimary) {
+        push(
+            "unique-not-concurrent",
+            format!("adding a column with a UNIQUE or PRIMARY KEY constraint to `{table}` builds its index while writes are blocked"),
+        );
+    }
+}
+
+fn constraint_rules(table: &str, k: &Constraint, push: &mut impl FnMut(&'static str, String)) {
+    match k.contype() {
+        ConstrType::ConstrForeign | ConstrType::ConstrCheck if !k.skip_validation => push(
+            "constraint-not-valid",
+            format!("adding a foreign key or check constraint to `{table}` without NOT VALID scans the table under a lock"),
+        ),
+        // `USING INDEX` adopts an index built beforehand (concurrently,
+        // if it was built well): nothing to build under the lock.
+        ConstrType::ConstrUnique | ConstrType::ConstrPrimary | ConstrType::ConstrExclusion
+            if k.indexname.is_empty() =>
+        {
+            push(
+                "unique-not-concurrent",
+                format!("adding a UNIQUE, PRIMARY KEY or EXCLUDE constraint to `{table}` builds its index while writes are blocked"),
+            )
+        }
+        _ => {}
+    }
+}
+
+/// The table's name when it exists before the range (not created by an
+/// earlier statement of it).
+fn existing<'a>(relation: Option<&'a RangeVar>, created: &BTreeSet<String>) -> Option<&'a str> {
+    relation
+        .map(|r| r.relname.as_str())
+        .filter(|t| !created.contains(*t))
+}
+
+/// Whether an expression calls a volatile function anywhere in it.
+fn calls_volatile(expr: &NodeEnum) -> bool {
+    expr.nodes().iter().any(|(n, ..)| match n {
+        NodeRef::FuncCall(f) => f.funcname.last().is_some_and(|name| {
+            matches!(&name.node, Some(NodeEnum::String(s)) if VOLATILE.contains(&s.sval.to_ascii_lowercase().as_str()))
+        }),
+        _ => false,
+    })
+}
+
+/// Whether a statement runs CONCURRENTLY (and so cannot run in a
+/// transaction).
+fn is_concurrent(node: &NodeEnum) -> bool {
+    match node {
+        NodeEnum::IndexStmt(i) => i.concurrent,
+        NodeEnum::DropStmt(d) => d.concurrent,
+        NodeEnum::ReindexStmt(r) => r
+            .params
+            .iter()
+            .any(|p| matches!(&p.node, Some(NodeEnum::DefElem(d)) if d.defname == "concurrently")),
+        NodeEnum::RefreshMatViewStmt(r) => r.concurrent,
+        NodeEnum::AlterTableStmt(a) => a.cmds.iter().any(|c| {
+            matches!(&c.node, Some(NodeEnum::AlterTableCmd(cmd))
+                if cmd.subtype() == AlterTableType::AtDetachPartition
+                    && matches!(cmd.def.as_ref().and_then(|d| d.node.as_ref()),
+                        Some(NodeEnum::PartitionCmd(p)) if p.concurrent))
+        }),
+        _ => false,
+    }
+}
+
+/// One statement's text out of several, from the parser's byte offsets
+/// (a length of 0 means "to the end").
+fn statement_text(sql: &str, location: i32, len: i32) -> &str {
+    let start = usize::try_from(location).unwrap_or(0).min(sql.len());
+    let end = match usize::try_from(len) {
+        Ok(0) | Err(_) => sql.len(),
+        Ok(n) => (start + n).min(sql.len()),
     };
-    match after.strip_prefix('.') {
-        // `schema.table`: the table is what counts.
-        Some(more) => identifier(more),
-        None => Some((name, after)),
-    }
-}
-
-fn after_keywords<'a>(sql: &'a str, keywords: &[&str]) -> Option<&'a str> {
-    let mut rest = sql.trim_start();
-    for k in keywords {
-        let head = rest.get(..k.len())?;
-        if !head.eq_ignore_ascii_case(k) {
-            return None;
-        }
-        rest = rest[k.len()..].trim_start();
-    }
-    Some(rest)
-}
-
-fn skip_optional<'a>(mut rest: &'a str, words: &[&str]) -> &'a str {
-    for w in words {
-        if let Some(r) = after_keywords(rest, &[w]) {
-            rest = r;
-        }
-    }
-    rest
-}
-
-fn created_table(sql: &str) -> Option<String> {
-    let rest = after_keywords(sql, &["CREATE", "TABLE"])?;
-    identifier(skip_optional(rest, &["IF NOT EXISTS"])).map(|(t, _)| t)
-}
-
-/// The table an ALTER TABLE changes, and its actions.
-fn altered_table(sql: &str) -> Option<(String, &str)> {
-    let rest = after_keywords(sql, &["ALTER", "TABLE"])?;
-    identifier(skip_optional(rest, &["IF EXISTS", "ONLY"]))
-}
-
-fn index_table(sql: &str) -> Option<String> {
-    let upper = sql.to_ascii_uppercase();
-    let on = upper.find(" ON ")?;
-    identifier(skip_optional(&sql[on + 4..], &["ONLY"])).map(|(t, _)| t)
+    sql.get(start..end).unwrap_or(sql).trim()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn migration() -> PlannedMigration {
+        serde_json::from_value(serde_json::json!({
+            "app": "catalog", "name": "0005_x", "path": null, "atomic": true,
+            "initial": false, "applied": false, "dependencies": [], "replaces": [],
+            "operations": [], "deferred_sql": null, "sql": null
+        }))
+        .expect("a planned migration")
+    }
+
+    /// The rules each statement of `sql` fires on `catalog_product`, an
+    /// existing table.
+    fn rules(sql: &str) -> Vec<&'static str> {
+        let mut out = vec![];
+        statement_rules(&migration(), None, sql, &mut BTreeSet::new(), &mut out);
+        out.iter().map(|f| f.rule).collect()
+    }
+
     #[test]
-    fn tables_are_read_from_the_statements() {
+    fn what_rewrites_or_scans_an_existing_table() {
+        let t = r#"ALTER TABLE "catalog_product" "#;
         assert_eq!(
-            index_table(r#"CREATE INDEX "a_b_idx" ON "app_model" ("b")"#).as_deref(),
-            Some("app_model")
+            rules(&format!("{t}ADD COLUMN \"c\" integer DEFAULT 0 NOT NULL")),
+            [] as [&str; 0]
         );
         assert_eq!(
-            index_table("CREATE INDEX x ON ONLY app_model USING gin (payload)").as_deref(),
-            Some("app_model")
+            rules(&format!("{t}ADD COLUMN c integer NOT NULL")),
+            ["not-null-without-default"]
         );
-        let (t, rest) =
-            altered_table(r#"ALTER TABLE "t" ADD COLUMN "c" integer DEFAULT 0 NOT NULL"#)
-                .expect("t");
         assert_eq!(
-            (t.as_str(), rest.trim()),
-            ("t", r#"ADD COLUMN "c" integer DEFAULT 0 NOT NULL"#)
+            rules(&format!("{t}ADD COLUMN c uuid DEFAULT gen_random_uuid()")),
+            ["volatile-default"]
         );
-        let (t, _) = altered_table("alter table ONLY public.Orders add column x int").expect("t");
-        assert_eq!(t, "orders");
         assert_eq!(
-            created_table(r#"CREATE TABLE "t" ("id" bigint)"#).as_deref(),
-            Some("t")
+            rules(&format!(
+                "{t}ADD COLUMN c uuid DEFAULT (public.GEN_RANDOM_UUID())::uuid"
+            )),
+            ["volatile-default"]
         );
-        let clauses = split_clauses(
-            r#" ADD COLUMN "c" numeric(10, 2) NOT NULL, ADD CONSTRAINT "k" CHECK ("c" > 0); SET CONSTRAINTS x IMMEDIATE"#,
+        // Stable, stored once: no rewrite.
+        assert_eq!(
+            rules(&format!(
+                "{t}ADD COLUMN c timestamptz DEFAULT (STATEMENT_TIMESTAMP()) NOT NULL"
+            )),
+            [] as [&str; 0]
         );
-        assert_eq!(clauses.len(), 2, "{clauses:?}");
+        assert_eq!(
+            rules(&format!("{t}ADD COLUMN c bigserial")),
+            ["volatile-default"]
+        );
+        assert_eq!(
+            rules(&format!(
+                "{t}ADD COLUMN c integer GENERATED BY DEFAULT AS IDENTITY"
+            )),
+            ["volatile-default"]
+        );
+        assert_eq!(
+            rules(&format!("{t}ADD COLUMN \"total\" numeric(10, 2) GENERATED ALWAYS AS ((\"price\" * 2)) STORED")),
+            ["stored-generated-column"]
+        );
+        // PostgreSQL 18's virtual columns store nothing.
+        assert_eq!(
+            rules(&format!(
+                "{t}ADD COLUMN c integer GENERATED ALWAYS AS (1) VIRTUAL"
+            )),
+            [] as [&str; 0]
+        );
+        assert_eq!(
+            rules(&format!("{t}ALTER COLUMN \"sku\" SET NOT NULL")),
+            ["set-not-null"]
+        );
+        assert_eq!(
+            rules(&format!("{t}ALTER COLUMN \"sku\" TYPE text")),
+            ["alter-column-type"]
+        );
+        assert_eq!(
+            rules(&format!("{t}ADD CONSTRAINT k UNIQUE (sku)")),
+            ["unique-not-concurrent"]
+        );
+        assert_eq!(
+            rules(&format!("{t}ADD CONSTRAINT k UNIQUE USING INDEX k_idx")),
+            [] as [&str; 0]
+        );
+        assert_eq!(
+            rules(&format!("{t}ADD CONSTRAINT k CHECK (price > 0)")),
+            ["constraint-not-valid"]
+        );
+        assert_eq!(
+            rules(&format!("{t}ADD CONSTRAINT k CHECK (price > 0) NOT VALID")),
+            [] as [&str; 0]
+        );
+        assert_eq!(
+            rules(&format!("{t}ADD COLUMN p bigint NULL CONSTRAINT f REFERENCES catalog_category(id) DEFERRABLE INITIALLY DEFERRED")),
+            ["constraint-not-valid"]
+        );
+        assert_eq!(
+            rules(&format!("{t}ADD COLUMN c integer DEFAULT 0 NOT NULL, ALTER COLUMN d SET NOT NULL, ADD CONSTRAINT k CHECK (c > 0)")),
+            ["set-not-null", "constraint-not-valid"]
+        );
+    }
+
+    #[test]
+    fn sql_is_read_as_postgresql_reads_it() {
+        // A comment and a string that look like statements are neither.
+        assert_eq!(
+            rules("-- CREATE INDEX a ON catalog_product (x)\nSELECT 'ALTER TABLE t ADD COLUMN c int NOT NULL'"),
+            [] as [&str; 0]
+        );
+        // Several statements in one RunSQL: each is read, and each finding
+        // quotes its own statement.
+        let mut out = vec![];
+        statement_rules(
+            &migration(),
+            None,
+            "CREATE TABLE \"new\" (id int); CREATE INDEX a ON \"new\" (id);\nCREATE INDEX b ON ONLY public.catalog_product USING gin (payload)",
+            &mut BTreeSet::new(),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].rule, "index-not-concurrent");
+        assert_eq!(
+            out[0].statement.as_deref(),
+            Some("CREATE INDEX b ON ONLY public.catalog_product USING gin (payload)")
+        );
+        assert!(
+            out[0].message.contains("`catalog_product`"),
+            "{}",
+            out[0].message
+        );
+        // A quoted name keeps its case; an unquoted one is folded.
+        let mut created = BTreeSet::new();
+        statement_rules(
+            &migration(),
+            None,
+            "CREATE TABLE \"Orders\" (id int); CREATE TABLE Items (id int)",
+            &mut created,
+            &mut vec![],
+        );
+        assert_eq!(created.into_iter().collect::<Vec<_>>(), ["Orders", "items"]);
+        // What the grammar cannot read gives nothing, not a guess.
+        assert_eq!(
+            rules("CREATE INDEX %s ON catalog_product (x)"),
+            [] as [&str; 0]
+        );
+    }
+
+    #[test]
+    fn concurrently_is_found_in_every_statement_that_has_it() {
+        for sql in [
+            "CREATE INDEX CONCURRENTLY a ON catalog_product (x)",
+            "DROP INDEX CONCURRENTLY a",
+            "REINDEX (CONCURRENTLY) INDEX a",
+            "REINDEX INDEX CONCURRENTLY a",
+            "REFRESH MATERIALIZED VIEW CONCURRENTLY v",
+            "ALTER TABLE p DETACH PARTITION c CONCURRENTLY",
+        ] {
+            let node = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT)
+                .expect(sql)
+                .protobuf
+                .stmts[0]
+                .stmt
+                .as_ref()
+                .and_then(|n| n.node.clone())
+                .expect(sql);
+            assert!(is_concurrent(&node), "{sql}");
+        }
     }
 }

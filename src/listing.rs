@@ -46,6 +46,23 @@ pub fn select(
     (kept, removed)
 }
 
+/// `current` with the `prepare --at` snapshots of each current key among
+/// `all`: made from the same files, they are as current as the fully
+/// migrated one (a migration test suite asks for them run after run), so
+/// `gc` keeps them and `ls` marks them; they go once the files change.
+pub fn with_at_snapshots(current: &BTreeSet<Key>, all: &[Manifest]) -> BTreeSet<Key> {
+    let mut out = current.clone();
+    for m in all.iter().filter(|m| !m.at.is_empty()) {
+        if current
+            .iter()
+            .any(|full| crate::fingerprint::at_key(full, &m.at) == m.key)
+        {
+            out.insert(m.key.clone());
+        }
+    }
+    out
+}
+
 /// `listed` (read without refusing any) split into what `strict` (the
 /// trust `prepare` uses) accepts and what it refuses, with why.
 pub fn refused_apart(listed: Vec<Manifest>, strict: &Store) -> (Vec<Manifest>, Vec<Refused>) {
@@ -72,6 +89,30 @@ pub fn refused_apart(listed: Vec<Manifest>, strict: &Store) -> (Vec<Manifest>, V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_at_snapshot_is_current_with_its_full_key() {
+        let full = Key::from_digest(&[1; 32]);
+        let old = Key::from_digest(&[2; 32]);
+        let at = vec!["catalog.0002".to_string()];
+        let of = |key: Key, at: &[String]| Manifest {
+            key,
+            at: at.to_vec(),
+            ..snap("a", 1, 1)
+        };
+        let all = [
+            of(full.clone(), &[]),
+            of(crate::fingerprint::at_key(&full, &at), &at),
+            of(crate::fingerprint::at_key(&old, &at), &at),
+            // Claims targets its key does not cover: not current.
+            of(Key::from_digest(&[3; 32]), &at),
+        ];
+        let current = with_at_snapshots(&BTreeSet::from([full.clone()]), &all);
+        assert_eq!(
+            current,
+            BTreeSet::from([full.clone(), crate::fingerprint::at_key(&full, &at)])
+        );
+    }
     use crate::store::{BuildInfo, DumpInfo, MANIFEST_FORMAT};
 
     fn snap(key: &str, created: u64, size: u64) -> Manifest {
@@ -100,6 +141,7 @@ mod tests {
             extensions: vec![],
             project_dir: None,
             alias: "default".into(),
+            at: vec![],
             authenticated: true,
         }
     }

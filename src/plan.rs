@@ -128,3 +128,39 @@ impl Insight {
         }
     }
 }
+
+/// The size of each of `tables` in the database `url` names, for `lint
+/// --stats-from`: the planner's row estimate and the bytes on disk, looked
+/// up on a read-only connection among the tables its search_path shows. A
+/// table that database does not have is left out.
+pub async fn table_sizes(
+    url: &str,
+    tables: &[String],
+) -> Result<std::collections::BTreeMap<String, crate::lint::TableSize>> {
+    let conn = ConnInfo::from_url(url)?;
+    let db = conn.admin_db.clone();
+    let client = conn.connect_read_only(&db, "the --stats-from URL").await?;
+    // reltuples is -1 until the table is first analyzed (PostgreSQL 14 and
+    // later; 0 before, which reads as empty).
+    let rows = client
+        .query(
+            "SELECT c.relname, c.reltuples::bigint, pg_total_relation_size(c.oid)
+               FROM pg_class c
+              WHERE c.relkind IN ('r', 'p') AND c.relname = ANY($1)
+                AND pg_table_is_visible(c.oid)",
+            &[&tables],
+        )
+        .await
+        .map_err(|e| crate::pg::db_error(format!("cannot read table sizes in `{db}`"), e))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let estimate: i64 = r.get(1);
+            let size = crate::lint::TableSize {
+                rows: (estimate >= 0).then_some(estimate),
+                bytes: r.get(2),
+            };
+            (r.get::<_, String>(0), size)
+        })
+        .collect())
+}

@@ -8,7 +8,7 @@
 use crate::context::Ctx;
 use crate::depends::Checked;
 use crate::engine::{self, Snapshot, Source};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fingerprint;
 use crate::key::Key;
 use crate::names::DbName;
@@ -30,6 +30,10 @@ pub struct Target {
     pub force: bool,
     /// Ignore templates and cached dumps: migrate from empty and re-snapshot.
     pub rebuild: bool,
+    /// `--at`: migrate to these targets, one after another, rather than
+    /// all the way (`app.name`, or a migration file's absolute path); a
+    /// snapshot of its own (`Fingerprint::at`). Empty: fully migrated.
+    pub at: Vec<String>,
 }
 
 /// A database that is ready, and how it got there. `run` and `prepare` both
@@ -53,6 +57,9 @@ pub struct Prepared {
     /// certain (see `Snapshot::built_with`): what Django loaded for that
     /// build, which the pytest plugin compares with its own process.
     pub built_with: Option<Checked>,
+    /// The targets it was migrated to (`Fingerprint::at`: file paths
+    /// project-relative); empty: fully migrated.
+    pub at: Vec<String>,
 }
 
 impl Prepared {
@@ -66,8 +73,12 @@ impl Prepared {
             Some(Origin::Remote) => " (downloaded from the snapshot store)",
             _ => "",
         };
+        let at = match self.at.as_slice() {
+            [] => String::new(),
+            at => format!(" (migrated to {})", at.join(", then ")),
+        };
         format!(
-            "{} ready from {}{origin}{applied} in {}",
+            "{}{at} ready from {}{origin}{applied} in {}",
             self.database,
             self.source.as_str(),
             units::duration(self.elapsed)
@@ -122,6 +133,10 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
     let started = Instant::now();
     let target = args.database.as_str();
     admin::validate_name(target)?;
+    let at = at_targets(ctx, &args.at)?;
+    // A database part of the way is no pool's: the pool holds clones of
+    // the fully migrated template.
+    let pool = if at.is_empty() { ctx.pool } else { 0 };
     // Hash while connecting: the two do not depend on each other, and over
     // a network link the connection (TCP, authentication, the version
     // query) costs several round trips. The key's errors come first, as
@@ -129,7 +144,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
     let store = ctx.store()?;
     let (spec, st) = (ctx.key.clone(), store.clone());
     let hashing = crate::error::blocking("hashing the migrations", move || {
-        let fp = fingerprint::compute(&spec)?;
+        let fp = fingerprint::compute(&spec)?.at(at);
         let record = engine::current_record(&st, &fp, &spec.root);
         Ok::<_, crate::error::Error>((fp, record))
     });
@@ -168,11 +183,12 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
         conn: admin.conn.clone(),
         maintenance,
         built_with: snapshot.built_with,
+        at: fp.at.clone(),
     };
     // Members ready for the template now in place, before any is taken.
     let mut pool_ready = 0;
 
-    let route = route(ready, inputs.is_some(), args.rebuild, ctx.pool);
+    let route = route(ready, inputs.is_some(), args.rebuild, pool);
     let mut snapshot = match route {
         Route::Pool | Route::Template => {
             if let (Route::Pool, Some(t), Some(i)) = (route, served, &inputs) {
@@ -229,8 +245,34 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
         .put_in_place(&scratch, target, &clone_mark, existing.as_ref(), args.force)
         .await?;
     crate::failpoint::point("clone.commented");
-    let maintenance = needs_maintenance(aside.is_some(), pool_ready, ctx.pool);
+    let maintenance = needs_maintenance(aside.is_some(), pool_ready, pool);
     Ok(done(snapshot, fp.key, maintenance))
+}
+
+/// `--at`'s targets as the key covers them (`fingerprint::at_target`),
+/// checked for what can be told without Django: a file that exists, or
+/// `app.name`. Whether Django knows the migration is the shim's to say,
+/// before it migrates anything.
+fn at_targets(ctx: &Ctx, targets: &[String]) -> Result<Vec<String>> {
+    let bad = |why: String| {
+        Err(Error::usage(why).hint(
+            "name migrations as `app.name` (a unique prefix of the name will do, `app.zero` for none of the app's) or by the path of a migration file",
+        ))
+    };
+    for t in targets {
+        if fingerprint::is_file_target(t) {
+            if !std::path::Path::new(t).is_file() {
+                return bad(format!("`{t}`: no such migration file"));
+            }
+        } else if !matches!(t.split_once('.'), Some((app, name)) if !app.is_empty() && !name.is_empty())
+        {
+            return bad(format!("`{t}` names no migration: expected `app.name`"));
+        }
+    }
+    Ok(targets
+        .iter()
+        .map(|t| fingerprint::at_target(ctx.project_dir(), t))
+        .collect())
 }
 
 /// Take the target's lock (one prepare per target at a time: two would

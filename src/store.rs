@@ -67,6 +67,11 @@ pub struct Manifest {
     /// manifests written before aliases were known are `default`'s.
     #[serde(default = "default_alias")]
     pub alias: String,
+    /// `prepare --at`: the migration targets it was migrated to, in order
+    /// (`Fingerprint::at`); empty for a fully migrated snapshot. Such a
+    /// snapshot serves its own key only: it is never an ancestor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub at: Vec<String>,
     /// Whether a trusted key (or the cache secret) signed this manifest, as
     /// found when it was loaded; never stored in it. A new build's is true.
     /// False only with `trust-unsigned`: such a snapshot serves its own key
@@ -615,26 +620,62 @@ impl Store {
     ) -> Option<Manifest> {
         self.manifests()
             .into_iter()
-            .filter(|m| m.server_major() <= server_version_num / 10000)
-            // Never a foreign one (issue #21): `migrate` on top of it would
-            // fire whatever triggers it planted.
-            .filter(|m| m.authenticated)
-            // Same salt (a new salt invalidates everything), and at least one
-            // migration in common: an empty snapshot is nobody's ancestor.
-            .filter(|m| m.salt_sha256 == fp.salt_sha256 && ancestor_rank(m, fp).0 > 0)
-            // Another alias's schema is another database's (the routers
-            // decide what lands where): never a base for this one.
-            .filter(|m| m.alias == fp.alias)
-            .filter(|m| {
-                m.migrations
-                    .iter()
-                    .all(|(path, hash)| match fp.migrations.get(path) {
-                        Some(now) => now == hash,
-                        None => replaced(path),
-                    })
-            })
+            .filter(|m| builds_on(m, fp, server_version_num, replaced))
+            // A database migrated part of the way (`prepare --at`) stops
+            // short of migrations whose files it shares with `fp`, and
+            // `migrate` to a target may have unapplied some: it is no
+            // proven start for a full build.
+            .filter(|m| m.at.is_empty())
             .max_by_key(|m| ancestor_rank(m, fp))
     }
+
+    /// The snapshots a `prepare --at` build (`fp`) may start from: those a
+    /// full build could (`best_ancestor`'s), and those made part of the
+    /// way too, newest first. Whether the targets are reached from one as
+    /// from empty is Django's to say (`django::choose_base`).
+    pub fn at_candidates(
+        &self,
+        fp: &Fingerprint,
+        server_version_num: u32,
+        replaced: &dyn Fn(&str) -> bool,
+    ) -> Vec<Manifest> {
+        let mut found: Vec<Manifest> = self
+            .manifests()
+            .into_iter()
+            .filter(|m| m.key != fp.key && builds_on(m, fp, server_version_num, replaced))
+            .collect();
+        found.sort_by_key(|m| std::cmp::Reverse(m.created_unix));
+        found
+    }
+}
+
+/// Whether a build of `fp` may start from `m` at all: a server that can
+/// load it, authenticated, the same salt and alias, and every migration
+/// file it was made from unchanged (or replaced by a squash).
+fn builds_on(
+    m: &Manifest,
+    fp: &Fingerprint,
+    server_version_num: u32,
+    replaced: &dyn Fn(&str) -> bool,
+) -> bool {
+    m.server_major() <= server_version_num / 10000
+        // Never a foreign one (issue #21): `migrate` on top of it would
+        // fire whatever triggers it planted.
+        && m.authenticated
+        // Same salt (a new salt invalidates everything), and at least one
+        // migration in common: an empty snapshot is nobody's ancestor.
+        && m.salt_sha256 == fp.salt_sha256
+        && ancestor_rank(m, fp).0 > 0
+        // Another alias's schema is another database's (the routers
+        // decide what lands where): never a base for this one.
+        && m.alias == fp.alias
+        && m
+            .migrations
+            .iter()
+            .all(|(path, hash)| match fp.migrations.get(path) {
+                Some(now) => now == hash,
+                None => replaced(path),
+            })
 }
 
 fn default_alias() -> String {

@@ -545,3 +545,71 @@ class Migration(migrations.Migration):
         String::from_utf8_lossy(&text.stdout)
     );
 }
+
+/// Issue #25: an index named after a table or column that a later
+/// migration renamed keeps its old name in the migrated database (PostgreSQL
+/// renames no index with its table or column), while the model state names
+/// it after the new one. No migration mentions such a name; `check` says
+/// which rename left it.
+#[test]
+fn names_left_by_a_rename_are_explained_by_the_rename() {
+    let p = Project::example("check_leftover");
+    let file = "catalog/migrations/0005_renames.py";
+    p.write(
+        file,
+        r#"from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("catalog", "0004_product_is_active")]
+    operations = [
+        migrations.RenameModel(
+            old_name="Category",
+            new_name="Group",
+        ),
+        migrations.RenameField(
+            model_name="product",
+            old_name="brand",
+            new_name="maker",
+        ),
+    ]
+"#,
+    );
+    track_check_dbs(&p);
+    let (_, v) = check_json(&p, &[]);
+    let findings = v["findings"].as_array().expect("findings").clone();
+    let left = |prefix: &str| -> Vec<Value> {
+        findings
+            .iter()
+            .filter(|f| f["index"].as_str().is_some_and(|i| i.starts_with(prefix)))
+            .cloned()
+            .collect()
+    };
+    let category = left("catalog_category_");
+    assert!(!category.is_empty(), "the old table's names: {v}");
+    for f in &category {
+        assert_eq!(f["left_by"]["operation"], "RenameModel", "{f}");
+        assert_eq!(f["left_by"]["old_name"], "catalog_category", "{f}");
+        assert_eq!(f["migration"]["path"], file, "{f}");
+        assert_eq!(f["migration"]["line"], 7, "{f}");
+    }
+    let brand = left("catalog_product_brand_");
+    assert!(!brand.is_empty(), "the old column's names: {v}");
+    for f in &brand {
+        assert_eq!(f["left_by"]["operation"], "RenameField", "{f}");
+        assert_eq!(f["left_by"]["old_name"], "brand", "{f}");
+        assert_eq!(f["migration"]["line"], 11, "{f}");
+    }
+    // Nothing else is put on the renames.
+    assert_eq!(
+        findings.iter().filter(|f| !f["left_by"].is_null()).count(),
+        category.len() + brand.len(),
+        "{v}"
+    );
+    let text = p.run(&["check"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("the name is left from `catalog_category` before RenameModel renamed it"),
+        "{text}"
+    );
+}

@@ -581,3 +581,109 @@ fn lint_reports_a_runsql_index_the_model_state_lacks_once_check_has_run() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(of_rule(&v), Vec::<Value>::new());
 }
+
+/// Issue #25: what PostgreSQL rewrites or scans, read from the SQL Django
+/// writes for each operation (with PostgreSQL's own grammar), and what it
+/// does not: a stable `db_default` is stored once, a nullable column costs
+/// nothing.
+#[test]
+fn lint_knows_what_rewrites_or_scans_an_existing_table() {
+    let p = Project::example("lintscan");
+    let modern = django_major() >= 5;
+    let mut text = String::from(
+        r#"from django.db import migrations, models
+from django.db.models.functions import Now
+
+
+class Migration(migrations.Migration):
+    dependencies = [("catalog", "0004_product_is_active")]
+
+    operations = [
+        migrations.AddField("product", "label", models.CharField(max_length=20, null=True)),
+        migrations.AlterField("product", "label", models.CharField(max_length=20, default="")),
+        migrations.AddConstraint("category", models.UniqueConstraint(fields=["name"], name="catalog_category_name_uniq")),
+"#,
+    );
+    if modern {
+        // Lines 12 and 13: GeneratedField and db_default came in Django 5.0.
+        text.push_str(
+            r#"        migrations.AddField("product", "doubled", models.GeneratedField(expression=models.F("price") * 2, output_field=models.DecimalField(max_digits=12, decimal_places=2), db_persist=True)),
+        migrations.AddField("product", "seen", models.DateTimeField(db_default=Now())),
+"#,
+        );
+    }
+    text.push_str("    ]\n");
+    let file = "catalog/migrations/0005_scans.py";
+    p.write(file, &text);
+    let out = p.run(&["lint", "--json", file]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut expected = vec![
+        ("set-not-null".to_string(), 10),
+        ("unique-not-concurrent".to_string(), 11),
+    ];
+    if modern {
+        expected.push(("stored-generated-column".to_string(), 12));
+    }
+    expected.sort();
+    assert_eq!(rule_lines(&v), expected, "{v}");
+    let scan = v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["rule"] == "set-not-null")
+        .expect("set-not-null");
+    assert!(
+        scan["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`catalog_product`.`label`")),
+        "{scan}"
+    );
+    assert!(
+        scan["statement"]
+            .as_str()
+            .is_some_and(|s| s.contains("SET NOT NULL")),
+        "{scan}"
+    );
+
+    // `--stats-from`: weighed against a database where catalog_category
+    // is big (analyzed) and catalog_product small, only the big table's
+    // finding still fails the run.
+    let db = p.db("stats");
+    p.prepare(&db);
+    psql(
+        &db,
+        "INSERT INTO catalog_category (name, slug) SELECT 'c' || i, 's' || i FROM generate_series(1, 20000) i; ANALYZE catalog_category;",
+    );
+    let out = p.run(&["lint", "--json", "--stats-from", &db_url(&db), file]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let severity_of = |rule: &str| -> (String, String) {
+        let f = v["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .find(|f| f["rule"] == rule)
+            .unwrap_or_else(|| panic!("{rule}: {v}"));
+        (
+            f["severity"].as_str().expect("severity").to_string(),
+            f["message"].as_str().expect("message").to_string(),
+        )
+    };
+    let (severity, message) = severity_of("unique-not-concurrent");
+    assert_eq!(severity, "error", "{message}");
+    assert!(message.contains("about 2000"), "{message}");
+    let (severity, message) = severity_of("set-not-null");
+    assert_eq!(severity, "note", "{message}");
+    assert!(message.contains("a small table"), "{message}");
+    assert_eq!(v["summary"]["errors"], 1, "{v}");
+    // The big table's finding gone (a baseline), only notes are left: exit 0.
+    psql(
+        &db,
+        "TRUNCATE catalog_category CASCADE; ANALYZE catalog_category;",
+    );
+    let out = p.run(&["lint", "--stats-from", &db_url(&db), file]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("note[unique-not-concurrent]"), "{text}");
+}

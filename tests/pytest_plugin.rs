@@ -773,6 +773,79 @@ fn migsnap_fresh_db_swaps_in_a_new_clone_after_each_test() {
     );
 }
 
+/// django-test-migrations' API over `prepare --at`: the old state and
+/// database at catalog.0002 (a build the first time, a clone the second),
+/// the tested migration applied in the test, and a fully migrated database
+/// for the tests after (a fresh clone, not a migrate).
+const MIGRATOR_TESTS: &str = r#"from django.db import connection
+
+SOURCES = []
+
+
+def _catalog_migrations():
+    with connection.cursor() as c:
+        c.execute("SELECT name FROM django_migrations WHERE app = 'catalog' ORDER BY name")
+        return [r[0] for r in c.fetchall()]
+
+
+def test_a_initial_then_tested(migsnap_migrator):
+    old = migsnap_migrator.apply_initial_migration(("catalog", "0002_trigram_name_index"))
+    SOURCES.append(migsnap_migrator.prepared["source"])
+    assert _catalog_migrations() == ["0001_initial", "0002_trigram_name_index"]
+    Category = old.apps.get_model("catalog", "Category")
+    assert Category.objects.count() == 0, "the data migration has not run yet"
+    assert "is_active" not in [f.name for f in old.apps.get_model("catalog", "Product")._meta.fields]
+    new = migsnap_migrator.apply_tested_migration(("catalog", "0003_default_categories"))
+    Category = new.apps.get_model("catalog", "Category")
+    assert sorted(Category.objects.values_list("slug", flat=True)) == ["books", "electronics", "garden"]
+
+
+def test_b_initial_again_is_a_clone(migsnap_migrator):
+    migsnap_migrator.apply_initial_migration([("catalog", "0002_trigram_name_index")])
+    SOURCES.append(migsnap_migrator.prepared["source"])
+    assert _catalog_migrations() == ["0001_initial", "0002_trigram_name_index"]
+    assert SOURCES == ["cold", "template"], SOURCES
+
+
+def test_c_fully_migrated_after(migsnap_fresh_db):
+    from catalog.models import Category, Product
+
+    assert _catalog_migrations()[-1] == "0004_product_is_active"
+    assert Product.objects.filter(is_active=True).count() == 0
+    assert Category.objects.filter(slug="books").exists()
+"#;
+
+#[test]
+fn migsnap_migrator_starts_from_a_prepare_at_clone_and_resets_to_a_full_one() {
+    let p = suite_project("pytest_migrator");
+    let db = format!("test_{}", p.name);
+    p.track(&db);
+    p.write("test_migrator.py", MIGRATOR_TESTS);
+    let (out, _) = pytest(&p, &["test_migrator.py"]);
+    let text = report(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("3 passed"), "{text}");
+    // The database at catalog.0002 is a snapshot of its own in the cache.
+    let at_snapshots = std::fs::read_dir(p.cache.path())
+        .expect("cache dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter_map(|e| serde_json::from_slice::<Value>(&std::fs::read(e.path()).ok()?).ok())
+        .filter(|m| m["at"] == serde_json::json!(["catalog.0002_trigram_name_index"]))
+        .count();
+    assert_eq!(at_snapshots, 1, "{text}");
+    for e in std::fs::read_dir(p.cache.path())
+        .expect("cache dir")
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(key) = name.strip_suffix(".json").filter(|k| k.len() == 64) {
+            p.track(&template_name(key));
+        }
+    }
+    assert!(!database_exists(&db), "dropped at the end of the session");
+}
+
 #[test]
 fn a_cold_build_whose_json_result_outgrows_a_pipe_does_not_hang_the_plugin() {
     // 400 more migrations with long names: the cold build's JSON result

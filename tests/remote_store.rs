@@ -88,6 +88,7 @@ fn cached(key: &Key, dump: &[u8], secret: Option<&CacheSecret>) -> (tempfile::Te
         extensions: vec![],
         project_dir: None,
         alias: "default".into(),
+        at: vec![],
         authenticated: true,
     };
     store.write_manifest(&manifest).expect("write manifest");

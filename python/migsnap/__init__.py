@@ -131,6 +131,7 @@ def prepare(
     cwd: Optional[os.PathLike] = None,
     env: Optional[Dict[str, str]] = None,
     echo: Optional[Callable[[str], None]] = None,
+    at: Optional[List[str]] = None,
 ) -> Dict[str, Any]:
     """Run ``migsnap prepare --json --database DATABASE --alias ALIAS`` and
     return its JSON result (``host``, ``port``, ``user``, ``password``,
@@ -146,6 +147,11 @@ def prepare(
     so a build that takes minutes is never silent. The error report that
     migsnap prints when it fails (from its ``error:`` line on) is not echoed:
     it is the message of the ``MigsnapError`` raised instead.
+
+    ``at`` passes ``--at``: the database as ``manage.py migrate APP NAME``
+    to each of these migrations (``app.name``, ``app.zero`` or a file path),
+    one after another, leaves it on an empty database; a snapshot of its
+    own. It excludes ``pool_default``.
     """
     return Preparing(
         database,
@@ -155,6 +161,7 @@ def prepare(
         pool_default=pool_default,
         cwd=cwd,
         env=env,
+        at=at,
     ).result(echo)
 
 
@@ -173,6 +180,7 @@ class Preparing:
         pool_default: Optional[int] = None,
         cwd: Optional[os.PathLike] = None,
         env: Optional[Dict[str, str]] = None,
+        at: Optional[List[str]] = None,
     ) -> None:
         self.database = database
         args = [find_binary(), "prepare", "--json", "--progress", "json", "--database", database, "--alias", alias]
@@ -182,6 +190,9 @@ class Preparing:
             args.append("--force")
         if pool_default is not None:
             args += ["--pool-default", str(pool_default)]
+        # `--at`: migrated only to these migrations, one after another.
+        if at:
+            args += ["--at", *at]
         self._proc = subprocess.Popen(
             args,
             cwd=cwd,

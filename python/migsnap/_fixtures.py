@@ -8,7 +8,7 @@ snapshot once rather than once per worker.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, Generator
+from typing import Any, Dict, Generator, List, Optional
 
 import pytest
 
@@ -111,13 +111,19 @@ def _databases_for_setup(items: Any) -> Any:
         return {"default"}, set()
     aliases, serialized = _get_databases_for_setup(items)
     # pytest-django knows its own fixtures only.
-    if any(FRESH_DB in getattr(item, "fixturenames", ()) for item in items):
+    if any(
+        FRESH_DB in names or MIGRATOR in names
+        for names in (getattr(item, "fixturenames", ()) for item in items)
+    ):
         aliases = set(aliases) | {"default"}
     return aliases, serialized
 
 
 #: The fixture that gives a test a fresh database (pytest_plugin.py).
 FRESH_DB = "migsnap_fresh_db"
+
+#: The fixture with django-test-migrations' `migrator` API (pytest_plugin.py).
+MIGRATOR = "migsnap_migrator"
 
 #: Why the session's database is no longer fit for tests: a
 #: `migsnap_fresh_db` teardown could not swap a new clone in, so the database
@@ -144,7 +150,6 @@ def fresh_db(request: pytest.FixtureRequest) -> Generator[Dict[str, Any], None, 
     tables data migrations filled), `prepare` swaps a new clone in under
     the same name: a pool member by rename when one is ready."""
     from django.core.management import call_command
-    from django.db import connections
 
     request.getfixturevalue("django_db_setup")
     blocker = request.getfixturevalue("django_db_blocker")
@@ -156,22 +161,86 @@ def fresh_db(request: pytest.FixtureRequest) -> Generator[Dict[str, Any], None, 
         )
     with blocker.unblock():
         yield prepared
-        # Nothing may hold the old database open while it is renamed aside.
-        connections.close_all()
-        try:
-            result = _prepare(config, "default", prepared["dbname"], rebuild=False)
-        except PrepareFailed as e:
+        result = _swap_in(request, prepared["dbname"], FRESH_DB)
+        call_command("createcachetable", database="default")
+        _voice.count_fresh(config, result)
+
+
+def _swap_in(
+    request: pytest.FixtureRequest, dbname: str, fixture: str, at: Optional[List[str]] = None
+) -> Dict[str, Any]:
+    """A new clone under the session database's name `dbname` (of the
+    snapshot migrated to `at` with `prepare --at`; else of the full one),
+    Django pointed at it. When a full clone cannot be swapped in, the
+    database still holds what the test left, and the later database tests
+    are failed rather than run on it."""
+    from django.db import connections
+
+    config = request.config
+    # Nothing may hold the old database open while it is renamed aside.
+    connections.close_all()
+    try:
+        if at is None:
+            result = _prepare(config, "default", dbname, rebuild=False)
+        else:
+            result = _prepare_at(config, dbname, at)
+    except PrepareFailed as e:
+        if at is None:
             config.stash[used_key] = (
                 "error: the database `%s` still holds what %s left: %s could not swap a "
                 "new clone in after it (%s)\nhint: see that test's teardown error (a "
                 "connection the test left open keeps the database from being replaced); "
                 "the later database tests are not run on it"
-                % (prepared["dbname"], request.node.nodeid, FRESH_DB, e.headline.removeprefix("error: "))
+                % (dbname, request.node.nodeid, fixture, e.headline.removeprefix("error: "))
             )
-            raise
-        _databases.point_at("default", result)
+        raise
+    _databases.point_at("default", result)
+    # Content types cached from the database before: a database part of
+    # the way has other ids (and fewer types).
+    from django.apps import apps
+
+    if apps.is_installed("django.contrib.contenttypes"):
+        from django.contrib.contenttypes.models import ContentType
+
+        ContentType.objects.clear_cache()
+    return result
+
+
+def _prepare_at(config: pytest.Config, dbname: str, at: List[str]) -> Dict[str, Any]:
+    """`migsnap prepare --at` for the session database's name, its words
+    on the terminal as it runs (no pool: `--at` has none)."""
+    voice = _voice.voice(config)
+    try:
+        return Preparing(dbname, force=_force(config), cwd=config.rootpath, at=at).result(voice.migsnap_said)
+    except MigsnapError as e:
+        raise PrepareFailed(str(e)) from None
+    finally:
+        voice.finished()
+
+
+def migrator(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
+    """`migsnap_migrator` with migsnap on: as `migsnap_fresh_db`, the test
+    runs outside any transaction; `apply_initial_migration` swaps in a
+    clone of the database at its targets, and afterwards (`reset`) a clone
+    of the fully migrated snapshot is swapped back in, whatever the test
+    left."""
+    from django.core.management import call_command
+
+    from migsnap._migrator import Migrator
+
+    request.getfixturevalue("django_db_setup")
+    blocker = request.getfixturevalue("django_db_blocker")
+    prepared = request.config.stash.get(result_key, None)
+    if prepared is None:
+        raise pytest.UsageError(
+            "%s: migsnap prepared no default database for this session" % MIGRATOR
+        )
+    dbname = prepared["dbname"]
+    with blocker.unblock():
+        it = Migrator(lambda at: _swap_in(request, dbname, MIGRATOR, at))
+        yield it
+        it.reset()
         call_command("createcachetable", database="default")
-        _voice.count_fresh(config, result)
 
 
 def _worker_input(config: pytest.Config) -> Dict[str, Any]:

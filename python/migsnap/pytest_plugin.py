@@ -126,3 +126,22 @@ def migsnap_fresh_db(request: pytest.FixtureRequest) -> Generator[Optional[Dict[
     from migsnap import _fixtures
 
     yield from _fixtures.fresh_db(request)
+
+
+@pytest.fixture
+def migsnap_migrator(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
+    """django-test-migrations' ``migrator``, with the same API
+    (``apply_initial_migration(targets)`` returning the old ProjectState,
+    ``apply_tested_migration(targets)`` returning the new one, ``reset()``),
+    whose initial database is a clone of ``migsnap prepare --at`` targets'
+    snapshot rather than a migration from empty: the database as
+    ``manage.py migrate APP NAME`` to each target leaves it. The test runs
+    outside any transaction; afterwards the database is fully migrated
+    again (a fresh clone). With --no-migsnap it is django-test-migrations'
+    own ``migrator``, if installed."""
+    if not enabled(request.config):
+        yield request.getfixturevalue("migrator")
+        return
+    from migsnap import _fixtures
+
+    yield from _fixtures.migrator(request)

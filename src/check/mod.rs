@@ -11,6 +11,7 @@
 //! the migration sources, so they are unit-tested here without a server.
 
 pub mod columns;
+pub mod leftover;
 mod run;
 pub use run::{cached, migration_sources, run, CheckError, Checked};
 
@@ -331,6 +332,10 @@ pub struct Finding {
     /// models, models removed from state only): a useful filter.
     pub table_in_model_state: bool,
     pub migration: Option<MigrationRef>,
+    /// When no migration names the index: the rename whose old name it
+    /// still carries (`migration` is then that operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_by: Option<leftover::LeftBy>,
     /// Whether this finding fails the run (after config and baseline).
     pub fails: bool,
 }
@@ -365,6 +370,7 @@ pub fn compare(migrated: &Catalog, state: &Catalog) -> Vec<Finding> {
             model_state_definition: None,
             table_in_model_state: in_state,
             migration: None,
+            left_by: None,
             fails: false,
         };
         let key = |i: &IndexInfo| (i.shape(), i.constraint.clone());
@@ -418,6 +424,7 @@ pub fn conflict_findings(conflicts: &[crate::django::IndexConflict]) -> Vec<Find
             model_state_definition: Some(c.kept.clone()),
             table_in_model_state: true,
             migration: None,
+            left_by: None,
             fails: false,
         })
         .collect()
@@ -490,6 +497,13 @@ pub fn attribute_all(findings: &mut [Finding], sources: &[MigrationSource]) {
     let refs = attribute(&wanted, sources);
     for (f, r) in findings.iter_mut().zip(refs) {
         f.migration = r;
+        // A name Django made up after a table or column that a later
+        // migration renamed: no migration mentions it, the rename
+        // explains it. (A name only the model state has is the new one.)
+        if f.migration.is_none() && f.kind != FindingKind::OnlyInModelState {
+            f.left_by = leftover::explain(&f.index, &f.table, sources);
+            f.migration = f.left_by.as_ref().map(|l| l.migration.clone());
+        }
     }
 }
 
@@ -811,6 +825,7 @@ mod tests {
             model_state_definition: None,
             table_in_model_state: true,
             migration: None,
+            left_by: None,
             fails: true,
         };
         let mut f = vec![

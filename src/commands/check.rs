@@ -105,6 +105,12 @@ fn text(findings: &[Finding], s: &Summary) -> String {
             )),
             None => out.push_str("    --> no migration mentions this index\n"),
         }
+        if let Some(l) = &f.left_by {
+            out.push_str(&format!(
+                "    the name is left from `{}` before {} renamed it (PostgreSQL keeps index names when a table or column is renamed)\n",
+                l.old_name, l.operation
+            ));
+        }
     }
     out.push_str(&super::findings_summary(
         s.total,

@@ -130,6 +130,8 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Events) -> Result<u8> 
         &settings.ctx.key,
         store.aliases().iter().map(String::as_str),
     );
+    // With the `prepare --at` snapshots made from the same files.
+    let current = migsnap::listing::with_at_snapshots(&current, &store.manifests());
     let (ours, other_projects) =
         store.project_manifests(settings.ctx.project_dir(), &current, args.all_projects);
     let (keep, remove) = migsnap::listing::select(ours, &current, args.keep, args.max_size);

@@ -463,7 +463,7 @@ fn django_hint(kind: Failure) -> &'static str {
             "the server crashed, restarted or was stopped (not a fault of the migration): check its log, then retry; no snapshot was saved"
         }
         Failure::Target => {
-            "name migrations as `app.name` (a unique prefix of the name will do) or by the path of a migration file of an installed app"
+            "name migrations as `app.name` (a unique prefix of the name will do; `prepare --at` also takes `app.zero`) or by the path of a migration file of an installed app"
         }
         Failure::History | Failure::Migration | Failure::Exit => {
             "fix the migration or settings named above; no snapshot was saved"

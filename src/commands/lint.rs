@@ -25,6 +25,8 @@ struct Report<'a> {
 struct Summary {
     total: usize,
     errors: usize,
+    /// Findings on tables `--stats-from` measured as small.
+    notes: usize,
     baselined: usize,
 }
 
@@ -58,6 +60,11 @@ pub async fn run(settings: &Settings, args: &LintArgs, ui: &Events) -> Result<u8
     super::plan::project_relative(&mut planned.insight, settings);
     let undeclared = undeclared_indexes(settings, ui).await?;
     let mut findings = migsnap::lint::lint(&planned.insight, &undeclared, &settings.lint_rules);
+    if let Some(url) = &args.stats_from {
+        let tables = migsnap::lint::tables(&findings);
+        let sizes = migsnap::plan::table_sizes(url, &tables).await?;
+        migsnap::lint::weigh(&mut findings, &sizes);
+    }
 
     let baseline = super::Baseline {
         write: args.write_baseline.as_deref(),
@@ -71,9 +78,14 @@ pub async fn run(settings: &Settings, args: &LintArgs, ui: &Events) -> Result<u8
         .iter()
         .filter(|f| f.severity == Severity::Error)
         .count();
+    let notes = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Note)
+        .count();
     let summary = Summary {
         total: findings.len(),
         errors,
+        notes,
         baselined,
     };
     match args.format.or_json(args.json) {
@@ -131,6 +143,7 @@ fn severity(s: Severity) -> &'static str {
     match s {
         Severity::Error => "error",
         Severity::Warning => "warning",
+        Severity::Note => "note",
     }
 }
 
@@ -172,7 +185,11 @@ fn github(findings: &[LintFinding]) -> String {
         .iter()
         .map(|f| {
             super::annotation(
-                severity(f.severity),
+                // GitHub's word for a note.
+                match f.severity {
+                    Severity::Note => "notice",
+                    s => severity(s),
+                },
                 f.path.as_deref(),
                 f.line.map(|l| l as usize),
                 &format!("migsnap lint: {}", f.rule),

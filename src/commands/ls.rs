@@ -63,6 +63,10 @@ struct SnapshotRow<'a> {
     template: bool,
     /// The project that built it; `None` if its manifest predates that.
     project_dir: Option<String>,
+    /// `prepare --at`: the migrations it was migrated to, in order (left
+    /// out for a fully migrated one).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    at: &'a [String],
 }
 
 #[derive(serde::Serialize)]
@@ -112,6 +116,8 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Events) -> Result<u8> 
         &settings.ctx.key,
         store.aliases().iter().map(String::as_str),
     );
+    // With the `prepare --at` snapshots made from the same files.
+    let current = migsnap::listing::with_at_snapshots(&current, &store.manifests());
     let (listed, others) =
         store.project_manifests(settings.ctx.project_dir(), &current, args.all_projects);
     let (manifests, refused) = migsnap::listing::refused_apart(listed, &strict);
@@ -197,6 +203,7 @@ impl<'a> SnapshotRow<'a> {
             alias: &m.alias,
             template,
             project_dir: m.project_dir.as_ref().map(|p| p.display().to_string()),
+            at: &m.at,
         }
     }
 
@@ -211,8 +218,12 @@ impl<'a> SnapshotRow<'a> {
         } else {
             format!("  [alias {}]", self.alias)
         };
+        let at = match self.at {
+            [] => String::new(),
+            at => format!("  [at {}]", at.join(", ")),
+        };
         format!(
-            "  {}{}  {:>10}  {:>8} ago  {:>4} migrations  {}{base}{alias}{mark}\n",
+            "  {}{}  {:>10}  {:>8} ago  {:>4} migrations  {}{base}{alias}{at}{mark}\n",
             self.key.short(),
             if self.current { "*" } else { " " },
             units::size(self.size),

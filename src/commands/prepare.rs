@@ -39,6 +39,9 @@ struct PrepareOutput<'a> {
     /// known for certain; else null. The pytest plugin checks the database
     /// against Django's migration loader only when its own process differs.
     built_with: Option<BuiltWith<'a>>,
+    /// `--at`: the migrations it was migrated to, in order (a file inside
+    /// the project by its project-relative path); empty: fully migrated.
+    at: &'a [String],
 }
 
 #[derive(serde::Serialize)]
@@ -76,7 +79,8 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Events) -> Result
     let Some(database) = &args.database else {
         return all_aliases(settings, args, ui).await;
     };
-    let p = prepare(settings, database, &args.how, ui).await?;
+    let at = super::plan::targets(&args.at);
+    let p = prepare_at(settings, database, &args.how, &at, ui).await?;
     if let Some(n) = args.pool_default {
         super::maintain::remember_pool_size(settings, &p.key, usize::from(n), ui);
     }
@@ -115,6 +119,7 @@ fn output<'a>(p: &'a Prepared, alias: &'a str, mirror_of: Option<&'a str>) -> Pr
         dbname: &p.database,
         url: p.conn.url(&p.database),
         built_with: p.built_with.as_ref().map(BuiltWith::from),
+        at: &p.at,
     }
 }
 
@@ -214,10 +219,23 @@ pub async fn prepare(
     how: &TargetOpts,
     ui: &Events,
 ) -> Result<Prepared> {
+    prepare_at(settings, database, how, &[], ui).await
+}
+
+/// `prepare`, migrated only to `at` (`--at`, file paths made absolute) when
+/// it names targets.
+async fn prepare_at(
+    settings: &Settings,
+    database: &str,
+    how: &TargetOpts,
+    at: &[String],
+    ui: &Events,
+) -> Result<Prepared> {
     let target = Target {
         database: database.to_string(),
         force: how.force,
         rebuild: how.rebuild,
+        at: at.to_vec(),
     };
     migsnap::prepare::prepare(&settings.ctx, &target, ui).await
 }

@@ -402,14 +402,20 @@ def migrate():
 
     executor = MigrationExecutor(connections[ALIAS])
     report_inputs(executor.loader)
-    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    emit("plan", migrations=[label(m) for m, _backwards in plan])
+    # `prepare --at`: every target resolved before anything is migrated, so
+    # that a wrong one costs no migration.
+    names = json.loads(os.environ.get("MIGSNAP_MIGRATE_TARGETS") or "[]")
+    targets = resolve_targets(executor.loader, names, zero=True) if names else None
+    plan = plan_through(executor, targets)
+    emit("plan", migrations=[label(m) for m in plan])
 
     original = migrate_command.Command.migration_progress_callback
     started = {}
     cost = QueryCount()
 
     def progress(self, action, migration=None, fake=False):
+        if action == "unapply_success":
+            emit("undone", migration=label(migration))
         if action == "apply_start":
             started[label(migration)] = time.perf_counter()
             cost.start(label(migration))
@@ -428,7 +434,84 @@ def migrate():
 
     migrate_command.Command.migration_progress_callback = progress
     with connections[ALIAS].execute_wrapper(cost):
-        call_command("migrate", database=ALIAS, interactive=False, verbosity=1)
+        if targets is None:
+            call_command("migrate", database=ALIAS, interactive=False, verbosity=1)
+        # As `migrate APP NAME` run once per target, in order: each run
+        # its own plan and its own post_migrate (content types,
+        # permissions), as a plain migrate to each would have.
+        for app, name in targets or []:
+            call_command(
+                "migrate", app, name or "zero", database=ALIAS, interactive=False, verbosity=1
+            )
+
+
+def choose_base():
+    """`prepare --at`: which of the candidate snapshots (manifest files
+    migsnap names, each read for its django_migrations rows) the targets
+    can be reached from exactly as from an empty database: `migrate` to
+    each target in turn, as Django plans it from that snapshot's rows,
+    only ever applies migrations, and ends with the same rows as from
+    empty, where it only applies too. The one with the most rows, else
+    none. No connection: Django plans from the rows given, and a target it
+    does not know is refused here, before any database is made."""
+    import django
+
+    django.setup()
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(None)
+    names = json.loads(os.environ.get("MIGSNAP_MIGRATE_TARGETS") or "[]")
+    targets = resolve_targets(executor.loader, names, zero=True)
+    loader = executor.loader
+
+    def reach(applied):
+        """The rows after the targets from `applied`, or None if a step
+        would unapply something."""
+        applied = dict.fromkeys(applied, True)
+        for target in targets:
+            loader.applied_migrations = applied
+            for migration, backwards in executor.migration_plan([target]):
+                if backwards:
+                    return None
+                applied[(migration.app_label, migration.name)] = True
+        return set(applied)
+
+    goal = reach([])
+    best = None
+    if goal is not None:
+        for i, path in enumerate(json.loads(os.environ.get("MIGSNAP_AT_CANDIDATES") or "[]")):
+            with open(path, encoding="utf-8") as f:
+                rows = [tuple(r.split(".", 1)) for r in json.load(f).get("applied", [])]
+            if not rows or (best is not None and len(rows) <= best[1]):
+                continue
+            if reach(rows) == goal:
+                best = (i, len(rows))
+    emit("at_base", index=None if best is None else best[0])
+
+
+def plan_through(executor, targets):
+    """The migrations `migrate` will apply, in order (for the progress
+    count): to the leaves, or to each target after the one before, as
+    `migrate` plans it from what the previous one left applied."""
+    if targets is None:
+        return [m for m, _ in executor.migration_plan(executor.loader.graph.leaf_nodes())]
+    loader = executor.loader
+    saved = loader.applied_migrations
+    applied = dict(saved)
+    forwards = []
+    try:
+        for target in targets:
+            loader.applied_migrations = applied
+            for migration, backwards in executor.migration_plan([target]):
+                key = (migration.app_label, migration.name)
+                if backwards:
+                    applied.pop(key, None)
+                else:
+                    applied[key] = migration
+                    forwards.append(migration)
+    finally:
+        loader.applied_migrations = saved
+    return forwards
 
 
 class QueryCount:
@@ -652,10 +735,11 @@ def collect_sql(migration, state, connection):
     return state, per_op, (deferred, deferred_owners), collected, errors
 
 
-def resolve_targets(loader, names):
+def resolve_targets(loader, names, zero=False):
     """Migrations named as `app.name` (a unique prefix of the name is
     enough, as for sqlmigrate) or by file path (absolute, as migsnap passes
-    them): a set of graph keys."""
+    them): their graph keys, in the order named. With `zero`, `app.zero`
+    is `(app, None)`, as `migrate app zero` takes it."""
     from django.db.migrations.exceptions import AmbiguityError
 
     by_path = {}
@@ -663,7 +747,7 @@ def resolve_targets(loader, names):
         path = getattr(sys.modules.get(type(migration).__module__), "__file__", None)
         if path:
             by_path[os.path.realpath(path)] = key
-    keys = set()
+    keys = []
     for name in names:
         if name.endswith(".py") or os.sep in name:
             key = by_path.get(os.path.realpath(name))
@@ -671,16 +755,24 @@ def resolve_targets(loader, names):
                 raise MigsnapError(
                     "`%s` is not a migration file Django loaded" % name, category="target"
                 )
-            keys.add(key)
+            keys.append(key)
             continue
         app, _, prefix = name.partition(".")
+        if app not in loader.migrated_apps:
+            raise MigsnapError(
+                "no migration `%s`: no installed app `%s` has migrations" % (name, app),
+                category="target",
+            )
+        if zero and prefix == "zero":
+            keys.append((app, None))
+            continue
         try:
             migration = loader.get_migration_by_prefix(app, prefix)
         except AmbiguityError:
             raise MigsnapError("`%s` matches more than one migration" % name, category="target")
         except KeyError:
             raise MigsnapError("no migration `%s`" % name, category="target")
-        keys.add((migration.app_label, migration.name))
+        keys.append((migration.app_label, migration.name))
     return keys
 
 
@@ -701,7 +793,7 @@ def plan():
     with_sql = os.environ.get("MIGSNAP_PLAN_SQL", "1") == "1"
     leaves = loader.graph.leaf_nodes()
     pending = [(m.app_label, m.name) for m, _ in executor.migration_plan(leaves)]
-    wanted = resolve_targets(loader, names) if names else set(pending)
+    wanted = set(resolve_targets(loader, names)) if names else set(pending)
     full = [m for m, _ in executor.migration_plan(leaves, clean_start=True)]
     last = max([i for i, m in enumerate(full) if (m.app_label, m.name) in wanted] or [-1])
     state = ProjectState(real_apps=loader.unmigrated_apps)
@@ -788,6 +880,10 @@ def run(argv=None):
     mode = os.environ.get("MIGSNAP_MODE", "migrate")
     if mode == "aliases":
         list_aliases()
+        emit("finished")
+        return
+    if mode == "at":
+        choose_base()
         emit("finished")
         return
     settings = point_default_database_at_target()

@@ -58,7 +58,9 @@ pub enum Step {
     /// not migrate: an error.
     NothingCached,
     /// Build on the best older snapshot (the cache dir's or the store's):
-    /// its template or dump, then `migrate` forward.
+    /// its template or dump, then `migrate` forward. For `prepare --at`,
+    /// one of the cache dir's that Django finds the targets are reached
+    /// from as from empty (`django::choose_base`).
     Ancestor,
     /// `migrate` from an empty database.
     Cold,
