@@ -19,6 +19,7 @@ use migsnap::pg::dump::PgDumpError;
 use migsnap::pg::restore::RoleLogin;
 use migsnap::pg::tools::ToolError;
 use migsnap::pg::{ConnectFailure, PgError, UrlOrigin};
+use migsnap::prepare::AtTargetError;
 use migsnap::remote::RemoteError;
 use migsnap::sign::{KeyFileError, Refusal};
 use migsnap::store::BadCacheDir;
@@ -105,6 +106,9 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(m) = e.downcast_ref::<EmbeddedError>() {
         return embedded_hint(m);
     }
+    if e.downcast_ref::<AtTargetError>().is_some() {
+        return Some("name migrations as `app.name` (a unique prefix of the name will do, `app.zero` for none of the app's) or by the path of a migration file".into());
+    }
     if let Some(CheckError::Unsettled) = e.downcast_ref::<CheckError>() {
         return Some("run `migsnap check` again once they are settled".into());
     }
@@ -160,6 +164,7 @@ fn url_setting(url: UrlOrigin) -> &'static str {
     match url {
         UrlOrigin::Server => "MIGSNAP_SERVER_URL / --server-url",
         UrlOrigin::Against => "the --against URL",
+        UrlOrigin::StatsFrom => "the --stats-from URL",
     }
 }
 

@@ -25,6 +25,8 @@ pub enum UrlOrigin {
     Server,
     /// `diff --against`: a database migsnap only looks at.
     Against,
+    /// `lint --stats-from`: a database whose table sizes are read.
+    StatsFrom,
 }
 
 /// Why connecting failed, as far as the client can tell: what the binary's
