@@ -169,7 +169,9 @@ pub struct Diffed {
 pub async fn against(ctx: &Ctx, url: &str, ui: &Events) -> Result<Diffed> {
     let conn = ConnInfo::from_url(url)?;
     let db = conn.admin_db.clone();
-    let client = conn.connect_read_only(&db, "the --against URL").await?;
+    let client = conn
+        .connect_read_only(&db, crate::pg::UrlOrigin::Against)
+        .await?;
     let live = schema::read(&client)
         .await
         .map_err(|e| db_error(format!("cannot read the schema of `{db}`"), e))?;

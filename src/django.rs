@@ -457,9 +457,9 @@ pub enum NoDjango {
     },
 }
 
-impl From<NoDjango> for Error {
-    fn from(e: NoDjango) -> Error {
-        Error::usage(e.to_string()).source(e)
+impl crate::error::Typed for NoDjango {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Usage
     }
 }
 

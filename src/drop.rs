@@ -7,7 +7,7 @@
 //! made teardown refuse every clone, or drop what it must not.
 
 use crate::context::Ctx;
-use crate::error::{Error, Kind, Result};
+use crate::error::{Kind, Result};
 use crate::key::LockId;
 use crate::names::DbName;
 use crate::pg::admin::{self, DbInfo};
@@ -41,24 +41,12 @@ pub enum Refused {
     Busy { name: String },
 }
 
-impl From<Refused> for Error {
-    fn from(refused: Refused) -> Error {
-        let (kind, hint) = match &refused {
-            Refused::System { .. } => (Kind::Usage, "name a test database".to_string()),
-            Refused::NotMarked { name } | Refused::NotOwned { name } => (
-                Kind::Usage,
-                format!(
-                    "migsnap drops only the databases it made (the clones it handed out, its pool members and templates); drop `{name}` yourself if it is yours to drop"
-                ),
-            ),
-            Refused::Busy { .. } => (
-                Kind::Server,
-                "wait for the other migsnap to finish, then retry".to_string(),
-            ),
-        };
-        Error::new(kind, refused.to_string())
-            .hint(hint)
-            .source(refused)
+impl crate::error::Typed for Refused {
+    fn kind(&self) -> Kind {
+        match self {
+            Refused::Busy { .. } => Kind::Server,
+            _ => Kind::Usage,
+        }
     }
 }
 

@@ -19,7 +19,6 @@
 //! links, and a wait for one ends after `MIGSNAP_SERVER_LOCK_TIMEOUT` seconds
 //! with the holder's pid.
 
-use crate::env;
 use crate::error::{Context, Error, Kind, Result};
 use crate::pg::tools::Programs;
 use crate::pg::ConnInfo;
@@ -301,13 +300,10 @@ impl Embedded {
                     self.dir.display()
                 ));
             } else if !self.socket_file().exists() {
-                return Err(Error::usage(format!(
-                    "the embedded server in {} is running with another port",
-                    self.dir.display()
-                ))
-                .hint(
-                    "run `migsnap server stop`, then retry: it restarts with the current settings",
-                ));
+                return Err(EmbeddedError::OtherPort {
+                    dir: self.dir.clone(),
+                }
+                .into());
             } else {
                 return Ok(());
             }
@@ -347,20 +343,16 @@ impl Embedded {
         if !out.status.success() {
             let log = read_nofollow(&self.log()).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            return Err(
-                Error::server("the embedded PostgreSQL server did not start")
-                    .detail(format!(
-                        "{}{}\n{}",
-                        String::from_utf8_lossy(&out.stdout),
-                        String::from_utf8_lossy(&out.stderr),
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    ))
-                    .hint(format!(
-                        "see {}; `migsnap server stop` then retry, or delete {} to start afresh",
-                        self.log().display(),
-                        self.dir.display()
-                    )),
-            );
+            let failed = EmbeddedError::DidNotStart {
+                dir: self.dir.clone(),
+                log: self.log(),
+            };
+            return Err(Error::from(failed).detail(format!(
+                "{}{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )));
         }
         Ok(())
     }
@@ -424,10 +416,11 @@ impl Embedded {
         )?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-            let hint = initdb_hint(&stderr, &self.dir);
-            return Err(Error::server("initdb failed for the embedded server")
-                .detail(stderr)
-                .hint(hint));
+            let failed = EmbeddedError::Initdb {
+                dir: self.dir.clone(),
+                disk_full: disk_full(&stderr),
+            };
+            return Err(Error::from(failed).detail(stderr));
         }
         let socket = self.socket_dir();
         let conf = format!(
@@ -476,8 +469,10 @@ impl Embedded {
             &[self.data().as_os_str()],
         )?;
         if !out.status.success() {
-            return Err(Error::server("could not stop the embedded server")
-                .detail(String::from_utf8_lossy(&out.stderr).into_owned()));
+            return Err(Error::from(EmbeddedError::DidNotStop {
+                dir: self.dir.clone(),
+            })
+            .detail(String::from_utf8_lossy(&out.stderr).into_owned()));
         }
         Ok(true)
     }
@@ -494,11 +489,9 @@ impl Embedded {
         };
         // Another local user can create this name first in a shared temp
         // dir; migsnap never uses it then, and only TMPDIR moves it.
-        private_dir(&runtime, mode, None).map_err(|e| {
-            e.hint(format!(
-                "`{}` holds migsnap's locks: remove it if it is yours, or set TMPDIR to a directory only you can write (e.g. `mkdir -m 700 ~/.tmp && export TMPDIR=~/.tmp`)",
-                runtime.display()
-            ))
+        private_dir(&runtime, mode, None).map_err(|e| RuntimeDir {
+            dir: runtime.clone(),
+            source: e,
         })?;
         let path = self.lock_path();
         let mut file = std::fs::File::options()
@@ -509,13 +502,9 @@ impl Embedded {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(|e| {
-                Error::usage(format!("cannot open the lock file `{}`", path.display()))
-                    .source(e)
-                    .hint(format!(
-                        "`{}` must be a plain file of yours (not a link): remove it and retry",
-                        path.display()
-                    ))
+            .map_err(|source| EmbeddedError::LockFile {
+                path: path.clone(),
+                source,
             })?;
         if file.try_lock().is_err() {
             let timeout = self.host.lock_timeout;
@@ -526,17 +515,13 @@ impl Embedded {
             let deadline = Instant::now() + timeout;
             while file.try_lock().is_err() {
                 if Instant::now() >= deadline {
-                    return Err(Error::server(format!(
-                        "gave up after {} s waiting for the lock `{}`{}",
-                        timeout.as_secs(),
-                        path.display(),
-                        holder(&path)
-                    ))
-                    .hint(format!(
-                        "another migsnap is starting the embedded server in {}; if that process is stuck, stop it and retry (the wait is set by {})",
-                        self.dir.display(),
-                        env::SERVER_LOCK_TIMEOUT
-                    )));
+                    return Err(EmbeddedError::LockTimeout {
+                        secs: timeout.as_secs(),
+                        path: path.clone(),
+                        holder: holder(&path),
+                        dir: self.dir.clone(),
+                    }
+                    .into());
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -610,15 +595,12 @@ fn check_reachable(dir: &Path, user: &nix::unistd::User) -> Result<()> {
         let others_x = meta.mode() & 0o001 != 0;
         let group_x = meta.mode() & 0o010 != 0 && meta.gid() == user.gid.as_raw();
         if !(others_x || group_x || meta.uid() == user.uid.as_raw()) {
-            return Err(Error::usage(format!(
-                "the embedded server runs as `{}`, which cannot reach `{}`: `{}` is closed to it",
-                user.name,
-                dir.display(),
-                ancestor.display()
-            ))
-            .hint(
-                "set MIGSNAP_SERVER_DIR to a directory under /tmp, or `chmod o+x` that directory",
-            ));
+            return Err(EmbeddedError::Unreachable {
+                user: user.name.clone(),
+                dir: dir.to_path_buf(),
+                closed: ancestor.to_path_buf(),
+            }
+            .into());
         }
     }
     Ok(())
@@ -636,7 +618,13 @@ fn private_dir(dir: &Path, mode: u32, user: Option<&nix::unistd::User>) -> Resul
             let owner = user.map_or(nix::unistd::geteuid(), |u| u.uid);
             return check_existing_dir(dir, owner);
         }
-        Err(e) => return Err(Error::usage(format!("cannot create `{}`", dir.display())).source(e)),
+        Err(source) => {
+            return Err(EmbeddedError::CreateDir {
+                dir: dir.to_path_buf(),
+                source,
+            }
+            .into())
+        }
     }
     // Through a handle on the directory just made, never the path again.
     let fix = || -> std::io::Result<()> {
@@ -688,15 +676,11 @@ pub fn check_existing_dir(dir: &Path, owner: nix::unistd::Uid) -> Result<()> {
     };
     match problem {
         None => Ok(()),
-        Some(why) => Err(Error::usage(format!(
-            "refusing to use `{}` for the embedded server: it {why}",
-            dir.display()
-        ))
-        .hint(format!(
-            "migsnap keeps the server in a directory it creates itself (mode 0700): remove `{}` if it is not yours to keep, or point {} at a path that does not exist yet",
-            dir.display(),
-            env::SERVER_DIR
-        ))),
+        Some(why) => Err(EmbeddedError::UnsafeDir {
+            dir: dir.to_path_buf(),
+            why,
+        }
+        .into()),
     }
 }
 
@@ -759,14 +743,89 @@ fn holder(lock: &Path) -> String {
 }
 
 /// The hint for a failed initdb: a full disk says so in its stderr.
-fn initdb_hint(stderr: &str, dir: &Path) -> String {
-    if stderr.contains("No space left on device") {
-        format!(
-            "the disk holding `{}` is full: free some space, or set MIGSNAP_SERVER_DIR to a directory on another disk",
-            dir.display()
-        )
-    } else {
-        "set MIGSNAP_SERVER_URL to use an existing server instead".to_string()
+/// Whether initdb failed for want of disk space.
+fn disk_full(stderr: &str) -> bool {
+    stderr.contains("No space left on device")
+}
+
+/// Why the embedded server could not be used, as data: its directory, the
+/// lock, the user it runs as (the binary says how to fix each).
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("the embedded server in {} is running with another port", .dir.display())]
+    OtherPort { dir: PathBuf },
+    /// pg_ctl's output and the log's tail go in the error's detail.
+    #[error("the embedded PostgreSQL server did not start")]
+    DidNotStart { dir: PathBuf, log: PathBuf },
+    /// pg_ctl's stderr goes in the error's detail.
+    #[error("could not stop the embedded server")]
+    DidNotStop { dir: PathBuf },
+    #[error("cannot create `{}`", .dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// initdb's stderr goes in the error's detail.
+    #[error("initdb failed for the embedded server")]
+    Initdb { dir: PathBuf, disk_full: bool },
+    #[error("cannot open the lock file `{}`", .path.display())]
+    LockFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `holder` says who holds it, when the file says (or is empty).
+    #[error("gave up after {secs} s waiting for the lock `{}`{holder}", .path.display())]
+    LockTimeout {
+        secs: u64,
+        path: PathBuf,
+        holder: String,
+        dir: PathBuf,
+    },
+    /// As root: the server's user cannot get through `closed` to `dir`.
+    #[error(
+        "the embedded server runs as `{user}`, which cannot reach `{}`: `{}` is closed to it",
+        .dir.display(),
+        .closed.display()
+    )]
+    Unreachable {
+        user: String,
+        dir: PathBuf,
+        closed: PathBuf,
+    },
+    /// An existing directory that is a link, not a directory, writable by
+    /// others or someone else's: `why` says which.
+    #[error("refusing to use `{}` for the embedded server: it {why}", .dir.display())]
+    UnsafeDir { dir: PathBuf, why: String },
+    #[error(
+        "running as root, but there is no unprivileged user `{name}` to run the embedded PostgreSQL server"
+    )]
+    NoServerUser { name: String },
+}
+
+impl crate::error::Typed for EmbeddedError {
+    fn kind(&self) -> Kind {
+        match self {
+            EmbeddedError::DidNotStart { .. }
+            | EmbeddedError::DidNotStop { .. }
+            | EmbeddedError::Initdb { .. }
+            | EmbeddedError::LockTimeout { .. } => Kind::Server,
+            _ => Kind::Usage,
+        }
+    }
+}
+
+/// The runtime dir that holds migsnap's locks could not be used: the
+/// directory's own error, and which directory it is, for the hint.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct RuntimeDir {
+    pub dir: PathBuf,
+    source: Error,
+}
+
+impl crate::error::Typed for RuntimeDir {
+    fn kind(&self) -> Kind {
+        self.source.kind
     }
 }
 
@@ -779,10 +838,7 @@ impl Embedded {
         let name = &self.host.user;
         match nix::unistd::User::from_name(name) {
             Ok(Some(u)) if !u.uid.is_root() => Ok(Some(u)),
-            _ => Err(Error::usage(format!(
-                "running as root, but there is no unprivileged user `{name}` to run the embedded PostgreSQL server"
-            ))
-            .hint("create one (`useradd --system postgres`), set MIGSNAP_SERVER_USER, or run migsnap as a normal user")),
+            _ => Err(EmbeddedError::NoServerUser { name: name.clone() }.into()),
         }
     }
 }
@@ -792,12 +848,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_full_disk_gets_a_disk_hint() {
-        let dir = Path::new("/tmp/s");
+    fn a_full_disk_is_told_from_other_initdb_failures() {
         let full = "initdb: error: could not create directory \"/tmp/s/data.tmp/base\": No space left on device\n";
-        assert!(initdb_hint(full, dir).contains("disk holding `/tmp/s` is full"));
+        assert!(disk_full(full));
         let other = "initdb: error: invalid locale settings\n";
-        assert!(initdb_hint(other, dir).contains("MIGSNAP_SERVER_URL"));
+        assert!(!disk_full(other));
     }
 
     #[test]

@@ -353,7 +353,7 @@ impl Drop for Unfinished {
                 };
                 tokio::time::timeout(std::time::Duration::from_secs(10), work)
                     .await
-                    .map_err(|_| Error::server("the server did not answer in 10 s"))?
+                    .map_err(|_| BuildError::NoAnswer { secs: 10 })?
             })
         })
         .join();
@@ -439,10 +439,10 @@ async fn build_locked(
     });
     match plan.steps.first() {
         Some(plan::Step::RefuseNotOurs) => {
-            return Err(Error::usage(format!(
-            "database `{template}` exists but was not created by migsnap; refusing to replace it"
-        ))
-            .hint(format!("rename or drop `{template}` yourself")))
+            return Err(BuildError::NotOurs {
+                template: template.to_string(),
+            }
+            .into())
         }
         // Another process finished it while we waited for the lock.
         Some(plan::Step::Ready) => {
@@ -504,11 +504,10 @@ async fn build_locked(
                 None => None,
             },
             plan::Step::NothingCached => {
-                return Err(Error::usage(format!(
-                    "no usable cached snapshot of key {} to make its template from",
-                    fp.short()
-                ))
-                .hint("run `migsnap prepare` to build it"))
+                return Err(BuildError::NothingCached {
+                    short: fp.short().to_string(),
+                }
+                .into())
             }
             plan::Step::Ancestor => session.on_ancestor().await?,
             plan::Step::Cold => Some(session.cold().await?),
@@ -956,13 +955,12 @@ async fn restore_or_drop(
     let untrusted = extension::untrusted(&expected.extensions, &ctx.build.trusted_extensions);
     if let Some(first) = untrusted.first() {
         let _ = drop_build(admin, build).await;
-        let why = Error::usage(format!(
-            "refused snapshot {}: it needs extension `{}`, which trusted-extensions does not name",
-            key.short(),
-            first.name
-        ));
+        let why = BuildError::UntrustedExtension {
+            short: key.short().to_string(),
+            extension: first.name.clone(),
+        };
         reject(store, key, on_reject, &why, ui);
-        ui.hint(untrusted_hint(&first.name));
+        ui.advise(&why);
         return Ok(false);
     }
     let authenticated = expected.authenticated;
@@ -983,12 +981,14 @@ async fn restore_or_drop(
     if restored.is_ok() && !authenticated {
         restored = match admin.borrowed_rights(build, &runners.lanes.user).await {
             Ok(found) if found.is_empty() => Ok(()),
-            Ok(found) => Err(restore::Failure::Refused(Error::usage(format!(
-                "refused snapshot {}: it is not authenticated and its {}, which would run with the rights of `{}`",
-                key.short(),
-                found.join(", "),
-                admin.conn.user
-            )))),
+            Ok(found) => Err(restore::Failure::Refused(
+                BuildError::BorrowsRights {
+                    short: key.short().to_string(),
+                    found: found.join(", "),
+                    role: admin.conn.user.clone(),
+                }
+                .into(),
+            )),
             // The server rejecting the check's own query means the dump
             // left something in its way: its fault, not the server's.
             Err(e) => Err(restore::Failure::after_restore(e)),
@@ -1049,10 +1049,63 @@ fn reject(
     }
 }
 
-fn untrusted_hint(name: &str) -> String {
-    format!(
-        "CREATE EXTENSION runs as the superuser: if you trust `{name}`, add it to `trusted-extensions` in [tool.migsnap] (docs/security.md)"
-    )
+/// Why a build or a restore stopped (or what it warns about), as data:
+/// the binary says how to fix each (`commands::hints`).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("database `{template}` exists but was not created by migsnap; refusing to replace it")]
+    NotOurs { template: String },
+    #[error("no usable cached snapshot of key {short} to make its template from")]
+    NothingCached { short: String },
+    /// A snapshot's dump needs an extension the config does not trust.
+    #[error(
+        "refused snapshot {short}: it needs extension `{extension}`, which trusted-extensions does not name"
+    )]
+    UntrustedExtension { short: String, extension: String },
+    /// A warning: the user's own migrations created one.
+    #[error(
+        "the migrations create extension `{extension}`, which trusted-extensions does not name: the template of snapshot {short} serves this server, but its dump will not be restored (a new server, the store) and it is not pushed"
+    )]
+    CreatesUntrusted { extension: String, short: String },
+    /// A warning: Django read migrations from `dir`, which the key's
+    /// globs do not cover (the settings' text does not name it either).
+    #[error(
+        "migrations in `{dir}` are not covered by the `migrations` globs, and the settings' text does not name them in MIGRATION_MODULES: migsnap records and checks them, and `migsnap key` covers them once a build recorded them, but a CI job that computes its cache key before restoring the cache does not"
+    )]
+    Unkeyed { dir: String },
+    /// A snapshot that is not authenticated left objects that would run
+    /// with the rights of migsnap's `role`: `found` lists them.
+    #[error(
+        "refused snapshot {short}: it is not authenticated and its {found}, which would run with the rights of `{role}`"
+    )]
+    BorrowsRights {
+        short: String,
+        found: String,
+        role: String,
+    },
+    /// Removing an interrupted build's database took longer than `secs`.
+    #[error("the server did not answer in {secs} s")]
+    NoAnswer { secs: u64 },
+    /// Django migrated some other database than the build database.
+    #[error(
+        "Django reported applying {migration} but `{build}` does not record it; nothing was saved"
+    )]
+    NotRecorded { migration: String, build: String },
+    /// `what` says which files changed while migrate ran.
+    #[error(
+        "{what} while migrate ran; nothing was saved, since the database may not match the files"
+    )]
+    Changed { what: String },
+}
+
+impl crate::error::Typed for BuildError {
+    fn kind(&self) -> crate::error::Kind {
+        match self {
+            BuildError::NotRecorded { .. } => crate::error::Kind::Django,
+            BuildError::NoAnswer { .. } => crate::error::Kind::Server,
+            _ => crate::error::Kind::Usage,
+        }
+    }
 }
 
 async fn drop_build(admin: &Admin, build: &str) -> Result<()> {
@@ -1168,27 +1221,21 @@ async fn finish(
     // restore of this snapshot creates only trusted extensions, so say now
     // rather than refuse it later without a word about why.
     for e in extension::untrusted(&extensions, &ctx.build.trusted_extensions) {
-        ui.warn_with_hint(
-            format!(
-                "the migrations create extension `{}`, which trusted-extensions does not name: the template of snapshot {} serves this server, but its dump will not be restored (a new server, the store) and it is not pushed",
-                e.name,
-                fp.short()
-            ),
-            untrusted_hint(&e.name),
-        );
+        let warning = BuildError::CreatesUntrusted {
+            extension: e.name.clone(),
+            short: fp.short().to_string(),
+        };
+        ui.warn_about(warning.to_string(), &warning);
     }
     let applied = identity.applied();
     // Everything Django said it applied must be recorded in the build
     // database; else it migrated some other database.
     if let Some(missing) = report.applied.iter().find(|a| !applied.contains(&a.name)) {
-        return Err(Error::new(
-            crate::error::Kind::Django,
-            format!(
-                "Django reported applying {} but `{build}` does not record it; nothing was saved",
-                missing.name
-            ),
-        )
-        .hint("the settings must not point DATABASES['default'] elsewhere (OPTIONS, routers)"));
+        return Err(BuildError::NotRecorded {
+            migration: missing.name.clone(),
+            build: build.to_string(),
+        }
+        .into());
     }
     let t = Instant::now();
     let (programs, conn, db, major, st, key) = (
@@ -1266,21 +1313,15 @@ async fn settled_inputs(
     report: &django::MigrateReport,
     ui: &Events,
 ) -> Result<Depends> {
-    let changed = |what: String| {
-        Error::usage(format!(
-            "{what} while migrate ran; nothing was saved, since the database may not match the files"
-        ))
-        .hint("run the command again once the checkout is settled")
-    };
+    let changed = |what: String| -> Error { BuildError::Changed { what }.into() };
     let globs = MigrationGlobs::new(&ctx.key)?;
     let recorded = Depends::record(ctx.project_dir(), fp, &report.inputs, |rel| {
         globs.is_match(rel)
     })
     .map_err(|c| changed(c.0))?;
     for dir in &recorded.unkeyed_dirs {
-        ui.warn(format!(
-            "migrations in `{dir}` are not covered by the `migrations` globs, and the settings' text does not name them in MIGRATION_MODULES: migsnap records and checks them, and `migsnap key` covers them once a build recorded them, but a CI job that computes its cache key before restoring the cache does not; add `{dir}/*.py` to `migrations` in [tool.migsnap]"
-        ));
+        let warning = BuildError::Unkeyed { dir: dir.clone() };
+        ui.warn_about(warning.to_string(), &warning);
     }
     let (spec, depends, at) = (ctx.key.clone(), recorded.depends, fp.at.clone());
     let (again, depends) = crate::error::blocking("hashing the migrations", move || {

@@ -164,13 +164,7 @@ impl Environment {
         }
         if let Some(dir) = self.path(PG_BINDIR) {
             if !dir.is_dir() {
-                return Err(crate::error::Error::usage(format!(
-                    "{PG_BINDIR} is `{}`, which is not a directory",
-                    dir.display()
-                ))
-                .hint(format!(
-                    "point {PG_BINDIR} at the directory holding pg_dump, initdb and pg_ctl (e.g. /usr/lib/postgresql/16/bin), or unset it"
-                )));
+                return Err(EnvError::BinDirNotDir { dir }.into());
             }
         }
         self.seconds(SERVER_LOCK_TIMEOUT)?;
@@ -184,10 +178,11 @@ impl Environment {
         };
         match v.trim().parse::<u64>() {
             Ok(n) if n > 0 => Ok(Some(Duration::from_secs(n))),
-            _ => Err(crate::error::Error::usage(format!(
-                "{name} must be a whole number of seconds above 0, not `{v}`"
-            ))
-            .hint(format!("e.g. {name}=300, or unset it for the default"))),
+            _ => Err(EnvError::NotSeconds {
+                name: name.to_string(),
+                value: v,
+            }
+            .into()),
         }
     }
 
@@ -235,11 +230,30 @@ impl Environment {
 }
 
 fn not_utf8(name: &str, value: &OsStr) -> crate::error::Error {
-    crate::error::Error::usage(format!(
-        "{name} is not valid UTF-8: `{}`",
-        value.to_string_lossy().escape_debug()
-    ))
-    .hint(format!("set {name} to UTF-8 text, or unset it"))
+    EnvError::NotUtf8 {
+        name: name.to_string(),
+        value: value.to_string_lossy().escape_debug().to_string(),
+    }
+    .into()
+}
+
+/// A variable migsnap reads holds a value it cannot use, as data: the
+/// variable's name and its value (the binary says how to fix it).
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    /// `value` is the lossy, escaped text of the bytes.
+    #[error("{name} is not valid UTF-8: `{value}`")]
+    NotUtf8 { name: String, value: String },
+    #[error("{} is `{}`, which is not a directory", PG_BINDIR, .dir.display())]
+    BinDirNotDir { dir: PathBuf },
+    #[error("{name} must be a whole number of seconds above 0, not `{value}`")]
+    NotSeconds { name: String, value: String },
+}
+
+impl crate::error::Typed for EnvError {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Usage
+    }
 }
 
 /// One variable of this process, for the test-only hooks (`failpoint`),

@@ -65,6 +65,24 @@ pub struct Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A module's own error enum: what went wrong as data (the path, the
+/// database, the variable, the cause as its `#[source]`), and which kind of
+/// failure each variant is. Converting one into `Error` keeps it as the
+/// first cause, so the binary finds it with `Error::find` and renders its
+/// hint there (src/commands/hints.rs): the library never writes advice.
+pub trait Typed: std::error::Error + Send + Sync + 'static {
+    /// The kind of failure, which decides the exit code.
+    fn kind(&self) -> Kind;
+}
+
+impl<T: Typed> From<T> for Error {
+    fn from(e: T) -> Error {
+        // The message is the variant's own text; `report` skips the first
+        // cause for saying it again, and goes on with the variant's source.
+        Error::new(e.kind(), e.to_string()).source(e)
+    }
+}
+
 impl Error {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
         Error {
@@ -203,9 +221,16 @@ impl std::error::Error for Error {
 /// system's or the library's own words), for warnings.
 pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
     let mut why = e.to_string();
+    let mut last = why.clone();
     let mut cause = e.source();
     while let Some(c) = cause {
-        why.push_str(&format!(": {c}"));
+        let text = c.to_string();
+        // A typed error wrapped into `Error` is its first cause and says
+        // the same words: say them once.
+        if text != last {
+            why.push_str(&format!(": {text}"));
+        }
+        last = text;
         cause = c.source();
     }
     why

@@ -405,11 +405,49 @@ fn read_into(path: &Path, buf: &mut Vec<u8>) -> Result<()> {
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(buf))
         .map(|_| ())
-        .map_err(|e| {
-            Error::usage(format!("cannot read `{}`", path.display()))
-                .source(e)
-                .hint("make it readable by this user, or leave it out with `exclude` in [tool.migsnap]")
+        .map_err(|source| {
+            FilesError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            }
+            .into()
         })
+}
+
+/// A project file or directory the key cannot be computed without, or a
+/// glob that cannot be read, as data (the binary says how to fix it).
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("cannot read `{}`", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `path` is None when the walker does not say which directory.
+    #[error("cannot read {} while looking for migrations", which(.path))]
+    Walk {
+        path: Option<PathBuf>,
+        source: ignore::Error,
+    },
+    #[error("invalid glob `{glob}` in `{setting}`")]
+    BadGlob {
+        glob: String,
+        setting: String,
+        source: globset::Error,
+    },
+}
+
+fn which(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => format!("`{}`", p.display()),
+        None => "a directory".to_string(),
+    }
+}
+
+impl crate::error::Typed for FilesError {
+    fn kind(&self) -> Kind {
+        Kind::Usage
+    }
 }
 
 fn is_pyproject(rel: &str) -> bool {
@@ -554,12 +592,10 @@ fn is_symlink(path: &Path) -> bool {
 /// error, like an unreadable file, never a silent skip.
 fn walk_error(e: ignore::Error) -> Error {
     let path = match &e {
-        ignore::Error::WithPath { path, .. } => format!("`{}`", path.display()),
-        _ => "a directory".to_string(),
+        ignore::Error::WithPath { path, .. } => Some(path.clone()),
+        _ => None,
     };
-    Error::usage(format!("cannot read {path} while looking for migrations"))
-        .source(e)
-        .hint("make it readable by this user, or leave it out with `exclude` in [tool.migsnap]")
+    FilesError::Walk { path, source: e }.into()
 }
 
 fn relative(root: &Path, path: &Path) -> Option<String> {
@@ -574,10 +610,10 @@ fn globset(patterns: &[String], what: &str) -> Result<GlobSet> {
         let glob = globset::GlobBuilder::new(p)
             .literal_separator(true)
             .build()
-            .map_err(|e| {
-                Error::usage(format!("invalid glob `{p}` in `{what}`"))
-                    .source(e)
-                    .hint("globs are relative to the project dir, e.g. `**/migrations/*.py`")
+            .map_err(|source| FilesError::BadGlob {
+                glob: p.clone(),
+                setting: what.to_string(),
+                source,
             })?;
         b.add(glob);
     }

@@ -139,7 +139,9 @@ pub async fn table_sizes(
 ) -> Result<std::collections::BTreeMap<String, crate::lint::TableSize>> {
     let conn = ConnInfo::from_url(url)?;
     let db = conn.admin_db.clone();
-    let client = conn.connect_read_only(&db, "the --stats-from URL").await?;
+    let client = conn
+        .connect_read_only(&db, crate::pg::UrlOrigin::StatsFrom)
+        .await?;
     // reltuples is -1 until the table is first analyzed (PostgreSQL 14 and
     // later; 0 before, which reads as empty).
     let rows = client

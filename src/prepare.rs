@@ -8,7 +8,7 @@
 use crate::context::Ctx;
 use crate::depends::Checked;
 use crate::engine::{self, Snapshot, Source};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fingerprint;
 use crate::key::Key;
 use crate::names::DbName;
@@ -249,24 +249,35 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
     Ok(done(snapshot, fp.key, maintenance))
 }
 
+/// A `prepare --at` target that names no migration, as data (the binary
+/// says how to name one).
+#[derive(Debug, thiserror::Error)]
+pub enum AtTargetError {
+    #[error("`{target}`: no such migration file")]
+    NoFile { target: String },
+    #[error("`{target}` names no migration: expected `app.name`")]
+    NotAName { target: String },
+}
+
+impl crate::error::Typed for AtTargetError {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Usage
+    }
+}
+
 /// `--at`'s targets as the key covers them (`fingerprint::at_target`),
 /// checked for what can be told without Django: a file that exists, or
 /// `app.name`. Whether Django knows the migration is the shim's to say,
 /// before it migrates anything.
 fn at_targets(ctx: &Ctx, targets: &[String]) -> Result<Vec<String>> {
-    let bad = |why: String| {
-        Err(Error::usage(why).hint(
-            "name migrations as `app.name` (a unique prefix of the name will do, `app.zero` for none of the app's) or by the path of a migration file",
-        ))
-    };
     for t in targets {
         if fingerprint::is_file_target(t) {
             if !std::path::Path::new(t).is_file() {
-                return bad(format!("`{t}`: no such migration file"));
+                return Err(AtTargetError::NoFile { target: t.clone() }.into());
             }
         } else if !matches!(t.split_once('.'), Some((app, name)) if !app.is_empty() && !name.is_empty())
         {
-            return bad(format!("`{t}` names no migration: expected `app.name`"));
+            return Err(AtTargetError::NotAName { target: t.clone() }.into());
         }
     }
     Ok(targets

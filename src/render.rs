@@ -82,6 +82,10 @@ impl Text {
 }
 
 impl Reporter for Text {
+    fn advise(&self, cause: &(dyn std::error::Error + 'static)) -> Option<String> {
+        crate::commands::hints::of(cause)
+    }
+
     fn report(&self, event: Event) {
         match &event {
             Event::Warning { message, hint } => {
@@ -134,6 +138,10 @@ struct Json {
 }
 
 impl Reporter for Json {
+    fn advise(&self, cause: &(dyn std::error::Error + 'static)) -> Option<String> {
+        crate::commands::hints::of(cause)
+    }
+
     fn report(&self, event: Event) {
         match &event {
             Event::Warning { .. } | Event::Hint { .. } => {}

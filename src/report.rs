@@ -88,6 +88,13 @@ impl Event {
 /// reports too); an implementation must not block for long.
 pub trait Reporter: Send + Sync {
     fn report(&self, event: Event);
+
+    /// How to fix what a typed cause (a module's error enum) says, for a
+    /// warning about it: the binary knows, since its advice names flags
+    /// and settings; the library gives none.
+    fn advise(&self, _cause: &(dyn std::error::Error + 'static)) -> Option<String> {
+        None
+    }
 }
 
 /// Drops every event: for library users with nothing to show, and tests.
@@ -144,19 +151,24 @@ impl Events {
         })
     }
 
-    /// A warning and how to fix what it is about.
-    pub fn warn_with_hint(&self, message: impl Into<String>, hint: impl Into<String>) {
+    /// A warning about a typed cause, with the reporter's advice for it.
+    pub fn warn_about(
+        &self,
+        message: impl Into<String>,
+        cause: &(dyn std::error::Error + 'static),
+    ) {
         self.report(Event::Warning {
             message: message.into(),
-            hint: Some(hint.into()),
+            hint: self.0.advise(cause),
         })
     }
 
-    /// How to fix what the last warning is about.
-    pub fn hint(&self, message: impl Into<String>) {
-        self.report(Event::Hint {
-            message: message.into(),
-        })
+    /// The reporter's advice for a typed cause, after a warning about it
+    /// that said more than the cause (nothing when it has none).
+    pub fn advise(&self, cause: &(dyn std::error::Error + 'static)) {
+        if let Some(message) = self.0.advise(cause) {
+            self.report(Event::Hint { message })
+        }
     }
 
     /// A line Django printed.

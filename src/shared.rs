@@ -89,21 +89,18 @@ impl<'a> Shared<'a> {
     fn trouble(&self, e: RemoteError) {
         if e.is_store_failure() || matches!(e, RemoteError::BadUrl { .. }) {
             if !self.down.replace(true) {
-                self.warn_once(format!("{e}; going on without it"), e.hint());
+                self.warn_once(format!("{e}; going on without it"), &e);
             }
         } else {
-            let hint = e.hint();
-            self.warn_once(format!("{}; skipping it", crate::error::one_line(&e)), hint);
+            self.warn_once(format!("{}; skipping it", crate::error::one_line(&e)), &e);
         }
     }
 
-    /// A warning (and its hint) unless this run said it already.
-    fn warn_once(&self, warning: String, hint: Option<String>) {
+    /// A warning (and the reporter's hint for `e`) unless this run said it
+    /// already.
+    fn warn_once(&self, warning: String, e: &RemoteError) {
         if self.said.borrow_mut().insert(warning.clone()) {
-            match hint {
-                Some(h) => self.ui.warn_with_hint(warning, h),
-                None => self.ui.warn(warning),
-            }
+            self.ui.warn_about(warning, e);
         }
     }
 
@@ -201,7 +198,9 @@ impl<'a> Shared<'a> {
             }
         };
         if let Some(w) = found.odd_names {
-            self.warn_once(w, None);
+            if self.said.borrow_mut().insert(w.clone()) {
+                self.ui.warn(w);
+            }
         }
         for (key, e) in found.refused {
             self.failed.borrow_mut().insert(key);
@@ -302,10 +301,7 @@ impl<'a> Shared<'a> {
 pub fn configured(ctx: &Ctx) -> crate::error::Result<Remote> {
     match ctx.remote() {
         Some(r) => Ok(r?),
-        None => Err(
-            crate::error::Error::usage("no snapshot store is configured")
-                .hint("set `remote = \"s3://BUCKET/PREFIX\"` in [tool.migsnap], or MIGSNAP_REMOTE"),
-        ),
+        None => Err(RemoteError::NotConfigured.into()),
     }
 }
 
@@ -345,12 +341,11 @@ pub async fn pull(ctx: &Ctx, key: &Key, ui: &Events) -> crate::error::Result<Pul
     }
     store.clean_temp(key);
     let Some(fetched) = remote.fetch(key).await? else {
-        return Err(crate::error::Error::usage(format!(
-            "the snapshot store `{}` has no snapshot {}",
-            remote.url(),
-            key.short()
-        ))
-        .hint("push it from a machine that built it (`migsnap push`), or let `prepare` build it"));
+        return Err(RemoteError::NoSnapshot {
+            url: remote.url().to_string(),
+            short: key.short().to_string(),
+        }
+        .into());
     };
     let bytes = remote
         .download(&fetched, &store, Some(ctx.project_dir()))

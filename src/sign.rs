@@ -207,69 +207,101 @@ pub fn public_of(pair: &Ed25519KeyPair) -> PublicKey {
 }
 
 fn missing_key(path: &Path) -> Error {
-    Error::usage(format!("the signing key file `{}` does not exist", path.display())).hint(
-        format!(
-            "make one with `migsnap signing-key generate {}`, or unset signing-key-file / MIGSNAP_SIGNING_KEY_FILE",
-            path.display()
-        ),
-    )
+    KeyFileError::Missing {
+        path: path.to_path_buf(),
+    }
+    .into()
+}
+
+/// A signing key file (or its directory) migsnap will not use or cannot
+/// make, as data: the path and why (the binary says how to fix it).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("the signing key file `{}` does not exist", .path.display())]
+    Missing { path: PathBuf },
+    #[error("refusing the signing key file `{}`: {why}", .path.display())]
+    Refused { path: PathBuf, why: Refusal },
+    #[error("cannot read the signing key file `{}`", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the signing key file `{}`", .path.display())]
+    Unwritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create the signing key directory `{}`", .dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read `{}`", .dir.display())]
+    ReadDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "refusing the signing key directory `{}`: it is not yours alone (owner uid {owner}, mode {mode:04o})",
+        .dir.display()
+    )]
+    DirNotYours { dir: PathBuf, owner: u32, mode: u32 },
+    /// `signing-key generate` never overwrites a file.
+    #[error("`{}` already exists", .path.display())]
+    Exists { path: PathBuf },
+}
+
+/// Why a signing key file is refused, as ssh refuses a private key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("it is a symbolic link")]
+    Symlink,
+    #[error("it is owned by uid {owner}, not by you (uid {me})")]
+    NotYours { owner: u32, me: u32 },
+    #[error("its mode {mode:04o} lets group or others read it")]
+    Readable { mode: u32 },
+    #[error("it is not an Ed25519 private key in PKCS#8 PEM")]
+    NotAKey,
+}
+
+impl crate::error::Typed for KeyFileError {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Usage
+    }
 }
 
 /// Read a private key file, None when it does not exist. Refused, like
 /// ssh refuses a private key: a symlink, a file of another user, a file
 /// group or others may read.
 pub fn read_key_file(path: &Path) -> Result<Option<Ed25519KeyPair>> {
-    let refuse = |why: String, hint: String| {
-        Err(Error::usage(format!(
-            "refusing the signing key file `{}`: {why}",
-            path.display()
-        ))
-        .hint(hint))
+    let refuse = |why: Refusal| {
+        Err(KeyFileError::Refused {
+            path: path.to_path_buf(),
+            why,
+        }
+        .into())
+    };
+    let unreadable = |source| KeyFileError::Unreadable {
+        path: path.to_path_buf(),
+        source,
     };
     let file = match crate::files::open_no_follow(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return refuse(
-                "it is a symbolic link".into(),
-                format!(
-                    "whoever controls the link chooses the key that signs your snapshots: put the key file itself at `{}`",
-                    path.display()
-                ),
-            )
-        }
-        Err(e) => {
-            return Err(Error::usage(format!(
-                "cannot read the signing key file `{}`",
-                path.display()
-            ))
-            .source(e)
-            .hint("check its permissions, or point MIGSNAP_SIGNING_KEY_FILE at another key"))
-        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return refuse(Refusal::Symlink),
+        Err(e) => return Err(unreadable(e).into()),
     };
-    let meta = file.metadata().map_err(|e| {
-        Error::usage(format!(
-            "cannot read the signing key file `{}`",
-            path.display()
-        ))
-        .source(e)
-    })?;
+    let meta = file.metadata().map_err(unreadable)?;
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
-        return refuse(
-            format!("it is owned by uid {}, not by you (uid {me})", meta.uid()),
-            format!(
-                "a signing key must be your own: `chown {me} {0}`, or make a new one with `migsnap signing-key generate PATH`",
-                path.display()
-            ),
-        );
+        return refuse(Refusal::NotYours {
+            owner: meta.uid(),
+            me,
+        });
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return refuse(
-            format!("its mode {mode:04o} lets group or others read it"),
-            format!("`chmod 600 {}`", path.display()),
-        );
+        return refuse(Refusal::Readable { mode });
     }
     let mut text = String::new();
     use std::io::Read;
@@ -277,10 +309,7 @@ pub fn read_key_file(path: &Path) -> Result<Option<Ed25519KeyPair>> {
     let pair = read.ok().and_then(|_| parse_pem(&text));
     match pair {
         Some(pair) => Ok(Some(pair)),
-        None => refuse(
-            "it is not an Ed25519 private key in PKCS#8 PEM".into(),
-            "make one with `migsnap signing-key generate PATH` (or `openssl genpkey -algorithm ed25519`)".into(),
-        ),
+        None => refuse(Refusal::NotAKey),
     }
 }
 
@@ -299,22 +328,23 @@ fn make_key_dir(dir: &Path) -> Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| {
-            Error::usage(format!("cannot create the signing key directory `{}`", dir.display()))
-                .source(e)
-                .hint("set MIGSNAP_SIGNING_KEY_FILE to a key made with `migsnap signing-key generate PATH`")
+        .map_err(|source| KeyFileError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
         })?;
-    let meta = std::fs::metadata(dir)
-        .map_err(|e| Error::usage(format!("cannot read `{}`", dir.display())).source(e))?;
+    let meta = std::fs::metadata(dir).map_err(|source| KeyFileError::ReadDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let me = nix::unistd::geteuid().as_raw();
     let mode = meta.permissions().mode() & 0o777;
     if meta.uid() != me || mode & 0o022 != 0 {
-        return Err(Error::usage(format!(
-            "refusing the signing key directory `{}`: it is not yours alone (owner uid {}, mode {mode:04o})",
-            dir.display(),
-            meta.uid()
-        ))
-        .hint(format!("`chmod 700 {}` if it is yours", dir.display())));
+        return Err(KeyFileError::DirNotYours {
+            dir: dir.to_path_buf(),
+            owner: meta.uid(),
+            mode,
+        }
+        .into());
     }
     Ok(())
 }
@@ -340,12 +370,12 @@ pub fn write_new_key(path: &Path) -> Result<Option<Ed25519KeyPair>> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let write_err = |e: std::io::Error| {
-        Error::usage(format!(
-            "cannot write the signing key file `{}`",
-            path.display()
-        ))
-        .source(e)
+    let write_err = |source: std::io::Error| -> Error {
+        KeyFileError::Unwritable {
+            path: path.to_path_buf(),
+            source,
+        }
+        .into()
     };
     // tempfile makes its files 0600.
     let mut tmp = tempfile::Builder::new()
@@ -368,8 +398,10 @@ pub fn write_new_key(path: &Path) -> Result<Option<Ed25519KeyPair>> {
 pub fn generate(path: &Path) -> Result<PublicKey> {
     match write_new_key(path)? {
         Some(pair) => Ok(public_of(&pair)),
-        None => Err(Error::usage(format!("`{}` already exists", path.display()))
-            .hint("choose another path: an existing key is never overwritten")),
+        None => Err(KeyFileError::Exists {
+            path: path.to_path_buf(),
+        }
+        .into()),
     }
 }
 

@@ -694,20 +694,11 @@ pub fn ancestor_rank(m: &Manifest, fp: &Fingerprint) -> (usize, u64) {
 }
 
 pub fn cache_write_error(dir: &Path, e: std::io::Error) -> Error {
-    // By kind, not errno: tempfile wraps the OS error with the path.
-    use std::io::ErrorKind as K;
-    let hint = match e.kind() {
-        K::StorageFull | K::QuotaExceeded => {
-            "the disk holding the cache dir is full: free space (old snapshots in it may be deleted)"
-        }
-        K::ReadOnlyFilesystem | K::PermissionDenied => {
-            "the cache dir is read-only: point MIGSNAP_CACHE_DIR at a writable directory"
-        }
-        _ => "check that the cache dir is writable (MIGSNAP_CACHE_DIR / --cache-dir)",
-    };
-    Error::usage(format!("cannot write to the cache dir `{}`", dir.display()))
-        .source(e)
-        .hint(hint)
+    BadCacheDir::Write {
+        dir: dir.to_path_buf(),
+        source: e,
+    }
+    .into()
 }
 
 pub fn now_unix() -> u64 {
@@ -832,11 +823,17 @@ pub enum BadCacheDir {
     NotYours { dir: PathBuf, owner: u32, me: u32 },
     #[error("refusing the cache dir `{}`: its mode {mode:04o} lets group or others write to it", .dir.display())]
     OthersWrite { dir: PathBuf, mode: u32 },
+    /// Writing failed: full, read-only, denied (the source's kind says).
+    #[error("cannot write to the cache dir `{}`", .dir.display())]
+    Write {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
 }
 
-impl From<BadCacheDir> for Error {
-    fn from(e: BadCacheDir) -> Error {
-        Error::usage(e.to_string()).source(e)
+impl crate::error::Typed for BadCacheDir {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Usage
     }
 }
 

@@ -377,3 +377,18 @@ fn hashing_never_runs_on_the_runtime() {
     }
     assert!(inline.is_empty(), "hashing inline: {inline:?}");
 }
+
+/// The library reports what went wrong as data and never writes advice
+/// (issue #23): a hint names the binary's flags, settings and variables, or
+/// the pytest plugin's options, which the library must not know. Each
+/// module's error enum carries the path, database or cause in its fields
+/// (`error::Typed`), and `src/commands/hints.rs` words the hint; a warning
+/// about a typed cause gets its hint from the reporter (`Events::warn_about`).
+#[test]
+fn the_library_writes_no_hints() {
+    let found = library_uses(&[".hint("], &[]);
+    assert!(
+        found.is_empty(),
+        "a hint written in the library (move it to src/commands/hints.rs, keyed on a typed error): {found:?}"
+    );
+}

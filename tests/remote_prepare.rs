@@ -532,6 +532,12 @@ fn a_snapshot_pushed_with_a_ci_key_is_accepted_where_its_public_key_is_trusted()
         err.contains("which is not in trusted-keys") && err.contains("skipping it"),
         "{err}"
     );
+    // The hint for a refused manifest, from the typed cause the warning
+    // is about (the binary's reporter words it).
+    assert!(
+        err.contains("hint: snapshots in the store must be signed by a key in `trusted-keys`"),
+        "{err}"
+    );
     assert!(
         !err.contains("downloading snapshot"),
         "refused before the download: {err}"

@@ -13,7 +13,7 @@
 pub mod columns;
 pub mod leftover;
 mod run;
-pub use run::{cached, migration_sources, run, Checked};
+pub use run::{cached, migration_sources, run, CheckError, Checked};
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

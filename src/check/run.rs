@@ -9,7 +9,7 @@ use super::{Catalog, Finding, MigrationSource};
 use crate::context::Ctx;
 use crate::django::{self, IndexConflict, MigrationFile, Mode};
 use crate::engine;
-use crate::error::{Context as _, Error, Kind, Result};
+use crate::error::{Context as _, Kind, Result};
 use crate::fingerprint::{self, Fingerprint};
 use crate::key::Key;
 use crate::names::DbName;
@@ -125,10 +125,8 @@ async fn build_cache(ctx: &Ctx, fp: &Fingerprint, ui: &Events) -> Result<CheckCa
     let admin = engine::connect(ctx, ui).await?;
     let template = engine::ensure_template(&admin, ctx, fp, ui).await?;
     let store = ctx.store()?;
-    let inputs = engine::current_inputs(&store, fp, ctx.project_dir()).ok_or_else(|| {
-        Error::usage("the project's files changed while the snapshot was built")
-            .hint("run `migsnap check` again once they are settled")
-    })?;
+    let inputs =
+        engine::current_inputs(&store, fp, ctx.project_dir()).ok_or(CheckError::Unsettled)?;
     // The key's lock keeps two checks from fighting over the scratch names.
     let lock = admin
         .lock_key(fp.key.lock_id(), || {
@@ -287,4 +285,17 @@ fn write_atomic(store: &Store, key: &Key, dest: &Path, bytes: &[u8]) -> Result<(
     tmp.write_all(bytes)
         .map_err(|e| crate::store::cache_write_error(store.dir(), e))?;
     store.persist(tmp, dest)
+}
+
+/// Why `check` could not compare, as data (the binary says how to fix it).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("the project's files changed while the snapshot was built")]
+    Unsettled,
+}
+
+impl crate::error::Typed for CheckError {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Usage
+    }
 }

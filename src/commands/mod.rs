@@ -4,7 +4,7 @@ mod check;
 mod diff;
 mod drop;
 mod gc;
-mod hints;
+pub mod hints;
 mod key;
 mod lint;
 mod ls;

@@ -308,16 +308,11 @@ impl Admin {
         }
         let sql = format!("DROP DATABASE IF EXISTS {q}");
         self.client.batch_execute(&sql).await.map_err(|e| {
-            let in_use = e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE);
-            let err = db_error(format!("cannot drop database `{}`", info.name), e);
-            if in_use {
-                err.hint(format!(
-                    "another session is connected to `{}`: close it (or stop the test run using it) and retry",
-                    info.name
-                ))
-            } else {
-                err
-            }
+            super::db_error_on(
+                format!("cannot drop database `{}`", info.name),
+                &info.name,
+                e,
+            )
         })
     }
 
@@ -468,19 +463,11 @@ impl Admin {
             }
         }
         res.map(|()| true).map_err(|e| {
-            let in_use = e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE);
             let what = match aside {
                 Some(_) => format!("cannot replace database `{target}`"),
                 None => format!("cannot rename the new clone to `{target}`"),
             };
-            let err = db_error(what, e);
-            if in_use {
-                err.hint(format!(
-                    "another session is connected to `{target}`: close it (or stop the test run using it) and retry"
-                ))
-            } else {
-                err
-            }
+            super::db_error_on(what, target, e)
         })
     }
 
@@ -872,9 +859,9 @@ pub enum BadTarget {
     NotOurs { name: String },
 }
 
-impl From<BadTarget> for Error {
-    fn from(bad: BadTarget) -> Error {
-        Error::usage(bad.to_string()).source(bad)
+impl crate::error::Typed for BadTarget {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Usage
     }
 }
 

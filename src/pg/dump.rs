@@ -100,14 +100,12 @@ pub fn dump<W: Write>(
     copied.map_err(&write_error)?;
     if !status.success() {
         let first = stderr.lines().next().unwrap_or("").to_string();
-        let mut err =
-            Error::server(format!("pg_dump of `{db}` failed: {first}")).detail(stderr.clone());
-        if stderr.contains("server version mismatch") {
-            err = err.hint(
-                "install pg_dump of the server's major version or newer, or set MIGSNAP_PG_BINDIR",
-            );
-        }
-        return Err(err);
+        let failed = PgDumpError::Failed {
+            database: db.to_string(),
+            first,
+            version_mismatch: stderr.contains("server version mismatch"),
+        };
+        return Err(Error::from(failed).detail(stderr));
     }
     let HashingWriter {
         inner: out,
@@ -234,11 +232,42 @@ impl Identity {
             None => "no django_migrations table".to_string(),
             Some(rows) => format!("{} django_migrations row(s) of other origin", rows.len()),
         };
-        Err(Error::server(format!(
-            "the dump is not of the build database `{db}`: it has {seen}, the build database has {} row(s); nothing was saved",
-            self.rows.len()
-        ))
-        .hint("pg_dump reached another database: check for a connection pooler or proxy in front of the server that routes by something other than the database name"))
+        Err(PgDumpError::OtherDatabase {
+            database: db.to_string(),
+            seen,
+            rows: self.rows.len(),
+        }
+        .into())
+    }
+}
+
+/// Why a dump was not saved, as data (the binary says how to fix it).
+#[derive(Debug, thiserror::Error)]
+pub enum PgDumpError {
+    /// `first` is the first line pg_dump wrote to stderr (all of it goes
+    /// in the error's detail).
+    #[error("pg_dump of `{database}` failed: {first}")]
+    Failed {
+        database: String,
+        first: String,
+        /// pg_dump is older than the server.
+        version_mismatch: bool,
+    },
+    /// The dump's `django_migrations` rows are not the build database's:
+    /// pg_dump reached another database. `seen` says what it found.
+    #[error(
+        "the dump is not of the build database `{database}`: it has {seen}, the build database has {rows} row(s); nothing was saved"
+    )]
+    OtherDatabase {
+        database: String,
+        seen: String,
+        rows: usize,
+    },
+}
+
+impl crate::error::Typed for PgDumpError {
+    fn kind(&self) -> Kind {
+        Kind::Server
     }
 }
 

@@ -17,7 +17,77 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 /// Where the server URL comes from, as the connection hints name it.
-const SERVER_URL_ORIGIN: &str = "MIGSNAP_SERVER_URL / --server-url";
+/// Which URL a connection was made from: the binary's hints name the
+/// setting that holds it, the library does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlOrigin {
+    /// migsnap's own server (the embedded one's, or the configured URL).
+    Server,
+    /// `diff --against`: a database migsnap only looks at.
+    Against,
+    /// `lint --stats-from`: a database whose table sizes are read.
+    StatsFrom,
+}
+
+/// Why connecting failed, as far as the client can tell: what the binary's
+/// hint is chosen by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// 28P01.
+    PasswordRefused,
+    /// 28000: no such role, or pg_hba.conf rejects it.
+    RoleRefused,
+    /// 3D000: the database in the URL's path does not exist.
+    NoDatabase,
+    /// The server asked for a password the URL does not carry; the
+    /// client gives up before the server can say 28P01.
+    PasswordMissing,
+    /// Nothing answered (refused, no such socket, unreachable, timed out).
+    NoAnswer,
+    Other,
+}
+
+/// What went wrong talking to PostgreSQL, as data (the binary says how to
+/// fix each: `commands::hints`).
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// `why` is the URL parser's words.
+    #[error("invalid server URL: {why}")]
+    BadUrl { why: String },
+    #[error("sslmode=require is not supported yet")]
+    SslRequire,
+    /// `at` is `host:port` or the socket path.
+    #[error("cannot connect to PostgreSQL at {at} (database `{database}`, user `{user}`)")]
+    Connect {
+        at: String,
+        database: String,
+        user: String,
+        url: UrlOrigin,
+        why: ConnectFailure,
+        source: tokio_postgres::Error,
+    },
+    /// A pooler dropped the `options` startup parameter.
+    #[error("the connection to `{database}` is not read only, so migsnap will not use it")]
+    NotReadOnly { database: String, url: UrlOrigin },
+    /// A statement failed: `what` says what it was for; `database` names
+    /// the database it was about, when that is the point (dropping or
+    /// renaming one that someone else is connected to).
+    #[error("{what}")]
+    Query {
+        what: String,
+        database: Option<String>,
+        source: tokio_postgres::Error,
+    },
+}
+
+impl crate::error::Typed for PgError {
+    fn kind(&self) -> Kind {
+        match self {
+            PgError::BadUrl { .. } | PgError::SslRequire => Kind::Usage,
+            _ => Kind::Server,
+        }
+    }
+}
 
 /// Where and as whom to connect; the database varies per call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,17 +103,18 @@ pub struct ConnInfo {
 
 impl ConnInfo {
     pub fn from_url(url: &str) -> Result<ConnInfo> {
-        let bad = |why: &str| {
-            Error::usage(format!("invalid server URL: {why}"))
-                .hint("use a libpq URL such as `postgres://user:password@localhost:5432/postgres`")
+        let bad = |why: &str| -> Error {
+            PgError::BadUrl {
+                why: why.to_string(),
+            }
+            .into()
         };
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(bad("it must start with postgres:// or postgresql://"));
         }
         let cfg: tokio_postgres::Config = url.parse().map_err(|e| bad(&format!("{e}")))?;
         if cfg.get_ssl_mode() == SslMode::Require {
-            return Err(Error::usage("sslmode=require is not supported yet")
-                .hint("test servers are usually local: use sslmode=disable or prefer"));
+            return Err(PgError::SslRequire.into());
         }
         let host = match cfg.get_hosts().first() {
             Some(Host::Tcp(h)) => h.clone(),
@@ -81,15 +152,15 @@ impl ConnInfo {
     }
 
     pub async fn connect(&self, dbname: &str) -> Result<Client> {
-        self.connect_with(self.config(dbname), dbname, SERVER_URL_ORIGIN)
+        self.connect_with(self.config(dbname), dbname, UrlOrigin::Server)
             .await
     }
 
     /// A connection to `dbname` in which every transaction is read only
     /// (`default_transaction_read_only=on`), for a database migsnap only
-    /// looks at (`diff --against`). `origin` names where the URL came from,
-    /// for the hints (`the --against URL`).
-    pub async fn connect_read_only(&self, dbname: &str, origin: &str) -> Result<Client> {
+    /// looks at (`diff --against`). `origin` says where the URL came from,
+    /// for the hints.
+    pub async fn connect_read_only(&self, dbname: &str, origin: UrlOrigin) -> Result<Client> {
         let mut config = self.config(dbname);
         config.options("-c default_transaction_read_only=on");
         let client = self.connect_with(config, dbname, origin).await?;
@@ -100,12 +171,11 @@ impl ConnInfo {
             .await
             .map_err(|e| db_error(format!("cannot query `{dbname}`"), e))?;
         if row.get::<_, String>(0) != "on" {
-            return Err(Error::server(format!(
-                "the connection to `{dbname}` is not read only, so migsnap will not use it"
-            ))
-            .hint(format!(
-                "connect directly to the server in {origin}, not through a pooler that drops the `options` startup parameter"
-            )));
+            return Err(PgError::NotReadOnly {
+                database: dbname.to_string(),
+                url: origin,
+            }
+            .into());
         }
         Ok(client)
     }
@@ -114,7 +184,7 @@ impl ConnInfo {
         &self,
         config: tokio_postgres::Config,
         dbname: &str,
-        origin: &str,
+        origin: UrlOrigin,
     ) -> Result<Client> {
         let (client, conn) = config
             .connect(NoTls)
@@ -126,35 +196,30 @@ impl ConnInfo {
         Ok(client)
     }
 
-    fn connect_error(&self, dbname: &str, e: tokio_postgres::Error, origin: &str) -> Error {
-        let at = self.display_host();
-        let code = e.code().cloned();
-        let err = Error::server(format!(
-            "cannot connect to PostgreSQL at {at} (database `{dbname}`, user `{}`)",
-            self.user
-        ));
-        let hint = match code {
-            Some(c) if c == SqlState::INVALID_PASSWORD => {
-                format!("the password was refused: fix it in {origin}")
+    fn connect_error(&self, dbname: &str, e: tokio_postgres::Error, origin: UrlOrigin) -> Error {
+        let why = match e.code() {
+            Some(c) if *c == SqlState::INVALID_PASSWORD => ConnectFailure::PasswordRefused,
+            Some(c) if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
+                ConnectFailure::RoleRefused
             }
-            Some(c) if c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => format!(
-                "the server refused role `{}` (no such role, or pg_hba.conf rejects it): check the user in {origin}",
-                self.user
-            ),
-            Some(c) if c == SqlState::INVALID_CATALOG_NAME => format!(
-                "database `{dbname}` does not exist: put an existing database (e.g. postgres) in the URL path"
-            ),
-            // The server asked for a password the URL does not carry; the
-            // client gives up before the server can say 28P01.
-            _ if self.password.is_none() && chain(&e).any(|c| c.to_string() == "password missing") => format!(
-                "the server wants a password for `{}` and the URL has none: put it in the URL (postgres://{}:PASSWORD@…) in {origin}",
-                self.user, self.user
-            ),
-            _ if refused(&e) && origin == SERVER_URL_ORIGIN => "is the server running? Check MIGSNAP_SERVER_URL, or unset it to use the embedded server".to_string(),
-            _ if refused(&e) => format!("is the server running? Check the host and port in {origin}"),
-            _ => format!("check the host, port and user in {origin}"),
+            Some(c) if *c == SqlState::INVALID_CATALOG_NAME => ConnectFailure::NoDatabase,
+            _ if self.password.is_none()
+                && chain(&e).any(|c| c.to_string() == "password missing") =>
+            {
+                ConnectFailure::PasswordMissing
+            }
+            _ if refused(&e) => ConnectFailure::NoAnswer,
+            _ => ConnectFailure::Other,
         };
-        err.source(e).hint(hint)
+        PgError::Connect {
+            at: self.display_host(),
+            database: dbname.to_string(),
+            user: self.user.clone(),
+            url: origin,
+            why,
+            source: e,
+        }
+        .into()
     }
 
     pub fn display_host(&self) -> String {
@@ -291,20 +356,26 @@ pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// Turn a server error into a user-facing one, with a hint where the cause
-/// is a known misconfiguration.
+/// Turn a server error into a user-facing one; the binary gives the hint
+/// where its SQLSTATE is a known misconfiguration.
 pub fn db_error(what: impl Into<String>, e: tokio_postgres::Error) -> Error {
-    let code = e.code().cloned();
-    let mut err = Error::new(Kind::Server, what).source(e);
-    if let Some(c) = code {
-        if c == SqlState::INSUFFICIENT_PRIVILEGE {
-            err = err.hint("the server role needs the CREATEDB privilege: `ALTER ROLE … CREATEDB`");
-        } else if c == SqlState::OBJECT_IN_USE {
-            err = err
-                .hint("close the other sessions using it (psql, a running test, an IDE) and retry");
-        }
+    PgError::Query {
+        what: what.into(),
+        database: None,
+        source: e,
     }
-    err
+    .into()
+}
+
+/// `db_error` about database `name` itself (dropping, renaming it), so the
+/// hint for a busy one can name it.
+pub fn db_error_on(what: impl Into<String>, name: &str, e: tokio_postgres::Error) -> Error {
+    PgError::Query {
+        what: what.into(),
+        database: Some(name.to_string()),
+        source: e,
+    }
+    .into()
 }
 
 /// Whether connecting failed because nothing answered (refused, no such

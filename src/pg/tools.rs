@@ -83,20 +83,47 @@ fn choose(name: &str, found: &[(PathBuf, u32)], min: u32) -> Result<PathBuf> {
         return Ok(p.clone());
     }
     match found.iter().max_by_key(|(_, v)| *v) {
-        Some((p, v)) => Err(Error::usage(format!(
-            "the newest {name} found, `{}`, is PostgreSQL {v} but the server is {min}: {name} cannot handle a newer server",
-            p.display()
-        ))
-        .hint(format!(
-            "install the PostgreSQL {min} client tools, or set MIGSNAP_PG_BINDIR to their bin directory"
-        ))),
+        Some((p, v)) => Err(ToolError::TooOld {
+            program: name.to_string(),
+            path: p.clone(),
+            version: *v,
+            server: min,
+        }
+        .into()),
         None => Err(missing(name)),
     }
 }
 
 fn missing(name: &str) -> Error {
-    Error::usage(format!("cannot find the PostgreSQL program `{name}`"))
-        .hint("install PostgreSQL (e.g. `apt-get install postgresql`) or set MIGSNAP_PG_BINDIR to its bin directory")
+    ToolError::Missing {
+        program: name.to_string(),
+    }
+    .into()
+}
+
+/// A PostgreSQL program migsnap needs and cannot use, as data (the binary
+/// says how to fix it).
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("cannot find the PostgreSQL program `{program}`")]
+    Missing { program: String },
+    /// Every one found is older than the server (major versions).
+    #[error(
+        "the newest {program} found, `{}`, is PostgreSQL {version} but the server is {server}: {program} cannot handle a newer server",
+        .path.display()
+    )]
+    TooOld {
+        program: String,
+        path: PathBuf,
+        version: u32,
+        server: u32,
+    },
+}
+
+impl crate::error::Typed for ToolError {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Usage
+    }
 }
 
 #[cfg(test)]
@@ -130,7 +157,14 @@ mod tests {
             "{}",
             err.message
         );
-        assert!(err.hint.is_some_and(|h| h.contains("MIGSNAP_PG_BINDIR")));
+        assert!(matches!(
+            err.find::<ToolError>(),
+            Some(ToolError::TooOld {
+                version: 17,
+                server: 18,
+                ..
+            })
+        ));
         assert!(choose("pg_dump", &[], 15).is_err());
     }
 }

@@ -1,4 +1,6 @@
-//! Why the snapshot store could not be used, in words a user can act on.
+//! Why the snapshot store could not be used, as data: the URL, the object,
+//! the server's own words. The binary says how to fix each
+//! (`commands::hints`), since its advice names settings and variables.
 
 use crate::error::{Error, Kind};
 use crate::store::ManifestError;
@@ -54,6 +56,12 @@ pub enum RemoteError {
     Damaged { object: PathBuf, why: String },
     #[error("the cache dir has no snapshot {short} to push")]
     NotCached { short: String },
+    /// `push`, `pull` and the `--remote` commands need one.
+    #[error("no snapshot store is configured")]
+    NotConfigured,
+    /// `pull` of a key the store does not hold.
+    #[error("the snapshot store `{url}` has no snapshot {short}")]
+    NoSnapshot { url: String, short: String },
     #[error("cannot push snapshot {short}")]
     LocalRefused {
         short: String,
@@ -74,47 +82,6 @@ pub enum RemoteError {
 }
 
 impl RemoteError {
-    /// How to fix it, when migsnap knows.
-    pub fn hint(&self) -> Option<String> {
-        Some(match self {
-            RemoteError::BadUrl { .. } => {
-                "use s3://BUCKET/PREFIX or file:///ABSOLUTE/DIR as `remote` in [tool.migsnap] (or MIGSNAP_REMOTE)".into()
-            }
-            RemoteError::Unreachable { .. } => {
-                "check the URL, the endpoint (AWS_ENDPOINT_URL) and the region (AWS_REGION), and that the store is up".into()
-            }
-            RemoteError::Timeout { .. } => {
-                "the store may be overloaded or the network slow: raise `remote-timeout` (MIGSNAP_REMOTE_TIMEOUT, seconds) if it is only slow".into()
-            }
-            RemoteError::TooSlow { .. } => {
-                "the store or the network is too slow to beat a local build: lower `remote-min-rate` (MIGSNAP_REMOTE_MIN_RATE, KiB/s) if it is only slow".into()
-            }
-            RemoteError::Interrupted { .. } => {
-                "the store or the network dropped the connection; the next run tries again".into()
-            }
-            RemoteError::OddNames { .. } => {
-                "someone wrote objects to the store's prefix that migsnap cannot list: remove them with the store's own tools (migsnap never does)".into()
-            }
-            RemoteError::Denied { .. } => {
-                "check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) and that they may read the bucket (and write it, to push)".into()
-            }
-            RemoteError::Refused { .. } => {
-                "snapshots in the store must be signed by a key in `trusted-keys` (MIGSNAP_TRUSTED_KEYS; `migsnap signing-key` prints the pusher's) or with the cache secret: push them from a job that holds one".into()
-            }
-            RemoteError::Damaged { .. } => {
-                "migsnap skips it; delete the snapshot's manifest from the store (`migsnap gc --remote` removes the rest) so that the next push replaces it".into()
-            }
-            RemoteError::NotCached { .. } => {
-                "run `migsnap prepare` first (it builds the snapshot for the current key), or name a cached one with --key".into()
-            }
-            RemoteError::LocalRefused { .. } | RemoteError::LocalDamaged { .. } => {
-                "run `migsnap prepare --rebuild` to build it here (a foreign snapshot is never pushed), then push again".into()
-            }
-            RemoteError::Local(e) => return e.hint.clone(),
-            RemoteError::Missing | RemoteError::Exists => return None,
-        })
-    }
-
     /// The store itself failed (down, slow, denying): what `prepare` warns
     /// about once before going on without it.
     pub fn is_store_failure(&self) -> bool {
@@ -130,27 +97,29 @@ impl RemoteError {
     }
 }
 
-impl From<RemoteError> for Error {
-    fn from(e: RemoteError) -> Error {
-        let kind = match &e {
-            RemoteError::BadUrl { .. } | RemoteError::NotCached { .. } => Kind::Usage,
+impl RemoteError {
+    /// The kind of failure, which decides the exit code: the store's own
+    /// failures are `Remote`, a bad request is `Usage`.
+    pub fn kind(&self) -> Kind {
+        match self {
+            RemoteError::BadUrl { .. }
+            | RemoteError::NotCached { .. }
+            | RemoteError::NotConfigured
+            | RemoteError::NoSnapshot { .. } => Kind::Usage,
             RemoteError::Local(inner) => inner.kind,
             _ => Kind::Remote,
-        };
+        }
+    }
+}
+
+impl From<RemoteError> for Error {
+    fn from(e: RemoteError) -> Error {
         if let RemoteError::Local(inner) = e {
             return inner;
         }
-        let hint = e.hint();
-        let message = e.to_string();
-        let mut err = match e {
-            // Keep the manifest's own fault as the cause.
-            RemoteError::Refused { why, .. } | RemoteError::LocalRefused { why, .. } => {
-                Error::new(kind, message).source(why)
-            }
-            _ => Error::new(kind, message),
-        };
-        err.hint = hint;
-        err
+        // Kept as the first cause (the binary finds it for the hint); the
+        // manifest's own fault, where there is one, is its source.
+        Error::new(e.kind(), e.to_string()).source(e)
     }
 }
 

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use split::Msg;
 pub use split::{statements, Expected};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
@@ -57,6 +57,21 @@ pub enum Failure {
     /// server rejects is `Damaged` (issue #21: one bad statement must not
     /// fail every run).
     Other(Error),
+}
+
+/// The restore's own role (made for it, not a superuser) could not log
+/// in: the connect error, and the role, for the binary's hint.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct RoleLogin {
+    pub role: String,
+    source: Error,
+}
+
+impl crate::error::Typed for RoleLogin {
+    fn kind(&self) -> crate::error::Kind {
+        self.source.kind
+    }
 }
 
 impl From<Error> for Failure {
@@ -114,10 +129,11 @@ pub async fn restore(
     let lanes_connect = async {
         lanes_connect.await.map_err(|e| {
             if runners.restricted() {
-                e.hint(format!(
-                    "the restore logs in as the role `{}`, made for it, with a password over the same host and port: let such a role connect (pg_hba.conf), or connect migsnap as a role that is not a superuser",
-                    runners.lanes.user
-                ))
+                RoleLogin {
+                    role: runners.lanes.user.clone(),
+                    source: e,
+                }
+                .into()
             } else {
                 e
             }
@@ -240,9 +256,9 @@ async fn create_extensions(
             );
             return Err(match cause {
                 Cause::Server | Cause::Lost => Failure::Other(error),
-                Cause::Denied | Cause::Statement => Failure::Refused(error.hint(
-                    "the snapshot needs an extension this server does not offer in that version: install it, or let migsnap build locally",
-                )),
+                // Said as a warning (the snapshot is skipped, the build
+                // goes on locally), which the error's one line is.
+                Cause::Denied | Cause::Statement => Failure::Refused(error),
             });
         }
     }
@@ -464,9 +480,66 @@ fn rejected_error(line: u64, e: tokio_postgres::Error) -> Error {
         .as_db_error()
         .map(|d| d.message().to_string())
         .unwrap_or_else(|| e.to_string());
-    Error::usage(format!(
-        "the server rejected a statement near line {line} ({said})"
-    ))
+    DumpFault::Rejected { line, said }.into()
+}
+
+/// What is wrong with a snapshot's dump, as data: said in the warning that
+/// discards the snapshot (or skips the store's), then built locally.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpFault {
+    /// Missing, or a link (refused by O_NOFOLLOW).
+    #[error("cannot open dump `{}`", .path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("dump `{}` is unreadable", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: crate::pg::dump_reader::DumpError,
+    },
+    #[error("dump `{}` is unreadable: the statement at line {line} is over {max} bytes", .path.display())]
+    TooLong {
+        path: PathBuf,
+        line: u64,
+        max: usize,
+    },
+    /// Its size or its sha256 is not the manifest's.
+    #[error("dump `{}` does not match its manifest ({})", .path.display(), mismatch(*.size, *.expected))]
+    NotAsRecorded {
+        path: PathBuf,
+        size: u64,
+        expected: u64,
+    },
+    /// Something pg_dump of one database never writes (`allow`): `why`
+    /// says what it is, `excerpt` shows it.
+    #[error(
+        "refused dump `{}`: line {line} has `{excerpt}` ({why}), which pg_dump of one database never writes",
+        .path.display()
+    )]
+    Planted {
+        path: PathBuf,
+        line: u64,
+        excerpt: String,
+        why: String,
+    },
+    /// The server rejected a statement: `said` is its message.
+    #[error("the server rejected a statement near line {line} ({said})")]
+    Rejected { line: u64, said: String },
+}
+
+fn mismatch(size: u64, expected: u64) -> String {
+    if size != expected {
+        format!("{size} bytes instead of {expected}")
+    } else {
+        "checksum differs".to_string()
+    }
+}
+
+impl crate::error::Typed for DumpFault {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Usage
+    }
 }
 
 fn restore_error(db: &str, line: u64, e: tokio_postgres::Error) -> Error {

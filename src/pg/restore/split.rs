@@ -23,8 +23,8 @@
 //! (`SET …`, `set_config`) go to every lane before its next statement, so
 //! each lane runs with what the dump set up.
 
-use super::{allow, copy_rows, parse, Failure};
-use crate::error::{Error, Kind};
+use super::{allow, copy_rows, parse, DumpFault, Failure};
+use crate::error::Error;
 use crate::pg::dump_reader::{DumpError, DumpReader, Item};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -91,22 +91,22 @@ pub fn read(
 ) -> Result<(), Failure> {
     // A dump that is missing (or a link, refused by O_NOFOLLOW) leaves
     // the snapshot unusable, like a damaged one: discarded and rebuilt.
-    let mut file = crate::files::open_no_follow(path).map_err(|e| {
+    let mut file = crate::files::open_no_follow(path).map_err(|source| {
         Failure::Damaged(
-            Error::new(
-                Kind::Usage,
-                format!("cannot open dump `{}`", path.display()),
-            )
-            .source(e),
+            DumpFault::Open {
+                path: path.to_path_buf(),
+                source,
+            }
+            .into(),
         )
     })?;
-    let bad = |e: DumpError| {
+    let bad = |source: DumpError| {
         Failure::Damaged(
-            Error::new(
-                Kind::Usage,
-                format!("dump `{}` is unreadable", path.display()),
-            )
-            .source(e),
+            DumpFault::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            }
+            .into(),
         )
     };
     // The check pass also hashes the very bytes it reads, so that what is
@@ -133,18 +133,14 @@ pub fn read(
     let (hash, size) = seen.take();
     let sum = crate::hash::hex(&hash.finalize());
     if (sum.as_str(), size) != (expected.sha256.as_str(), expected.size) {
-        return Err(Failure::Damaged(Error::new(
-            Kind::Usage,
-            format!(
-                "dump `{}` does not match its manifest ({})",
-                path.display(),
-                if size != expected.size {
-                    format!("{size} bytes instead of {}", expected.size)
-                } else {
-                    "checksum differs".to_string()
-                }
-            ),
-        )));
+        return Err(Failure::Damaged(
+            DumpFault::NotAsRecorded {
+                path: path.to_path_buf(),
+                size,
+                expected: expected.size,
+            }
+            .into(),
+        ));
     }
     file.seek(SeekFrom::Start(0)).map_err(reread)?;
     let mut reader = dump_reader(path, &file)?;
@@ -352,20 +348,24 @@ fn check<R: std::io::BufRead>(
     let mut pending_line = 0;
     let mut parsed = 0usize;
     let refuse = |line: u64, text: &str, why: &str| {
-        Failure::Refused(Error::usage(format!(
-            "refused dump `{}`: line {line} has `{}` ({why}), which pg_dump of one database never writes",
-            path.display(),
-            excerpt(text),
-        )))
+        Failure::Refused(
+            DumpFault::Planted {
+                path: path.to_path_buf(),
+                line,
+                excerpt: excerpt(text),
+                why: why.to_string(),
+            }
+            .into(),
+        )
     };
     loop {
-        let item = reader.next_item().map_err(|e| {
+        let item = reader.next_item().map_err(|source| {
             Failure::Damaged(
-                Error::new(
-                    Kind::Usage,
-                    format!("dump `{}` is unreadable", path.display()),
-                )
-                .source(e),
+                DumpFault::Unreadable {
+                    path: path.to_path_buf(),
+                    source,
+                }
+                .into(),
             )
         })?;
         let line = reader.item_line();
@@ -394,11 +394,14 @@ fn check<R: std::io::BufRead>(
                 parsed += text.len();
                 if text.len() > crate::pg::dump_reader::MAX_STATEMENT {
                     // Pieces are capped by the reader; joined ones here.
-                    return Err(Failure::Damaged(Error::usage(format!(
-                        "dump `{}` is unreadable: the statement at line {pending_line} is over {} bytes",
-                        path.display(),
-                        crate::pg::dump_reader::MAX_STATEMENT
-                    ))));
+                    return Err(Failure::Damaged(
+                        DumpFault::TooLong {
+                            path: path.to_path_buf(),
+                            line: pending_line,
+                            max: crate::pg::dump_reader::MAX_STATEMENT,
+                        }
+                        .into(),
+                    ));
                 }
                 if parsed > parse::PARSE_BUDGET {
                     return Err(refuse(
