@@ -43,5 +43,6 @@ pub mod report;
 pub mod schema;
 pub mod shared;
 pub mod sign;
+pub mod statcache;
 pub mod store;
 pub mod units;
