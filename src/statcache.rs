@@ -91,8 +91,10 @@ impl Stat {
     pub fn of(meta: &Metadata) -> Stat {
         Stat {
             size: meta.size(),
-            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            // Saturating: a file may carry any timestamp (`touch -d` far in
+            // the future); it then only never counts as settled.
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
             ino: meta.ino(),
             dev: meta.dev(),
         }
@@ -100,10 +102,14 @@ impl Stat {
 
     /// Whether the file last changed early enough before `started_ns` for
     /// any later change to show in its stat (see the module's doc).
-    fn settled_before(&self, started_ns: i64) -> bool {
+    pub fn settled_before(&self, started_ns: i64) -> bool {
         let last = self.mtime_ns.max(self.ctime_ns);
         last < started_ns.saturating_sub(RACY_MARGIN_NS)
     }
+}
+
+fn ns(secs: i64, nsecs: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsecs)
 }
 
 /// One file's record: its stat when it was hashed, and the hash (sha256).
