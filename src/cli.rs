@@ -283,6 +283,9 @@ pub struct PrepareArgs {
     /// Remember N as the pool size for runs that configure none (the pytest plugin passes its worker count)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=64))]
     pub pool_default: Option<u16>,
+    /// Leave everything as it is when a ready pool member waits (printing `"prepared": false`); else prepare as usual (the pytest plugin starts `prepare` early with it)
+    #[arg(long, conflicts_with_all = ["rebuild", "all_aliases"])]
+    pub unless_ready: bool,
 }
 
 #[derive(Debug, Args)]
