@@ -966,8 +966,8 @@ DJANGO_SETTINGS_MODULE = "site.settings"
         .expect("key");
         let mut entries: Vec<_> = fp
             .migrations
-            .iter()
-            .map(|(rel, _)| statcache::Entry {
+            .keys()
+            .map(|rel| statcache::Entry {
                 kind: HashKind::Content,
                 path: rel.clone(),
                 stat: Stat::of(&std::fs::metadata(spec.root.join(rel)).expect("stat")),

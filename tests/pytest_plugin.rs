@@ -640,10 +640,13 @@ fn an_early_database_no_test_uses_is_dropped() {
         "def test_plain():\n    assert 1 + 1 == 2\n",
     );
     collection_waits_for(&p, &db, 300);
-    let (out, _) = pytest(
-        &p,
-        &["--noconftest", "test_collection_waits.py", "test_plain.py"],
-    );
+    // No pool (the plugin's --pool-default yields to MIGSNAP_POOL): the
+    // early prepare has a clone to make, not a ready member to leave.
+    let out = pytest_cmd(&p, &bin())
+        .args(["--noconftest", "test_collection_waits.py", "test_plain.py"])
+        .env("MIGSNAP_POOL", "0")
+        .output()
+        .expect("run pytest");
     let text = report(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("2 passed"), "{text}");
