@@ -75,7 +75,17 @@ log "cold build ($files migration files)"
 host=$("$after" server url 2>/dev/null | sed -n 's/.*host=\([^&]*\).*/\1/p' | python3 -c 'import sys,urllib.parse;print(urllib.parse.unquote(sys.stdin.read().strip()))')
 P="psql -X -q -h $host -U postgres -d postgres"
 manifest=$(ls -S "$MIGSNAP_CACHE_DIR"/*.json | head -n 1)
-ms() { local t0 t1; t0=$(date +%s%N); "$@" >"$work/last.json" 2>"$work/last.err"; t1=$(date +%s%N); echo $(( (t1 - t0) / 1000 )); }
+# Wall time and CPU time (user + system, of the process and its threads), in
+# µs. `ms` runs in a command substitution, a subshell of its own, so `times`
+# there reports the one command it waited for (the maintenance that command
+# leaves running is not waited for, and not counted). On a machine others
+# load, the wall time waits for a core and the CPU time does not.
+ms() {
+  local t0 t1
+  t0=$(date +%s%N); "$@" >"$work/last.json" 2>"$work/last.err"; t1=$(date +%s%N)
+  times >"$work/rusage"  # a builtin: this shell's children, as it counted them
+  echo "$(( (t1 - t0) / 1000 )) $(tail -n 1 "$work/rusage" | tr 'ms' '  ' | awk '{ printf "%d", ($1 * 60 + $2 + $3 * 60 + $4) * 1000000 }')"
+}
 source_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("source"))' "$work/last.json"; }
 
 log "pool hand-out: $runs runs each of before, after (plus one warm-up each)"
@@ -103,15 +113,18 @@ echo "project: $files migration files; manifest $(( $(stat -c %s "$manifest") / 
 python3 - "$work/times" <<'EOF'
 import collections, statistics, sys
 d = collections.defaultdict(list)
+c = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    case, side, us, source = line.split()
+    case, side, us, cpu_us, source = line.split()
     if source != case:
         sys.exit(f"bench_pool: {case} {side} took the {source} path, not {case}")
     d[(case, side)].append(int(us) / 1000)
-print("| case | side | p50 | min | max | runs |")
-print("|---|---|---|---|---|---|")
+    c[(case, side)].append(int(cpu_us) / 1000)
+print("| case | side | wall p50 | min | max | CPU p50 | runs |")
+print("|---|---|---|---|---|---|---|")
 for (case, side), v in sorted(d.items(), key=lambda kv: (kv[0][0] != "pool", kv[0][0], kv[0][1] != "before")):
-    print(f"| {case} | {side} | {statistics.median(v):.1f} ms | {min(v):.1f} | {max(v):.1f} | {len(v)} |")
+    cpu = statistics.median(c[(case, side)])
+    print(f"| {case} | {side} | {statistics.median(v):.1f} ms | {min(v):.1f} | {max(v):.1f} | {cpu:.1f} ms | {len(v)} |")
 EOF
 exit
 }
