@@ -294,6 +294,9 @@ pub struct PrepareArgs {
         conflicts_with_all = ["all_aliases", "pool_default"]
     )]
     pub at: Vec<String>,
+    /// Leave everything as it is when a ready pool member waits (printing `"prepared": false`); else prepare as usual (the pytest plugin starts `prepare` early with it)
+    #[arg(long, conflicts_with_all = ["rebuild", "all_aliases", "at"])]
+    pub unless_ready: bool,
 }
 
 #[derive(Debug, Args)]

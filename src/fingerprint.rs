@@ -10,6 +10,7 @@
 use crate::error::{Context, Error, Kind, Result};
 use crate::hash::hash_normalized;
 use crate::key::Key;
+use crate::statcache::{self, HashKind, Stat, StatCache};
 use globset::{GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -124,6 +125,10 @@ pub struct KeySpec {
     /// The database alias the snapshot is migrated for (`migrate
     /// --database ALIAS`): the routers give each alias its own schema.
     pub alias: String,
+    /// Where the hashes of the last run are remembered with each file's
+    /// stat (`statcache`), so that only what changed is read again (issue
+    /// #24); None: every file is read.
+    pub stat_cache: Option<PathBuf>,
 }
 
 /// Which project-relative paths are migration files the key hashes.
@@ -186,6 +191,14 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
     let found: Mutex<(Vec<HashedFile>, Vec<HashedFile>, Vec<HashedFile>)> = Mutex::default();
     let failure: Mutex<Option<Error>> = Mutex::default();
     let dangling: Mutex<Vec<String>> = Mutex::default();
+    // Taken before any file is read: the stat cache trusts a recorded hash
+    // only for files that had settled before the run that recorded it.
+    let started_ns = statcache::now_ns();
+    let scope = stat_scope(root);
+    let remembered = spec
+        .stat_cache
+        .as_deref()
+        .map(|path| Remembered::load(path, &scope));
 
     // `ignore` gives us .gitignore handling and a parallel walker; hidden
     // directories (.venv, .git, .tox) are skipped by its defaults.
@@ -205,8 +218,14 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         })
         .build_parallel();
     {
-        let (migrations, inputs, found, failure, dangling) =
-            (&migrations, &inputs, &found, &failure, &dangling);
+        let (migrations, inputs, found, failure, dangling, remembered) = (
+            &migrations,
+            &inputs,
+            &found,
+            &failure,
+            &dangling,
+            remembered.as_ref(),
+        );
         walker.run(|| {
             // One buffer per walker thread: reading into it skips the statx and
             // the allocation std::fs::read makes for every one of 10,000 files.
@@ -249,12 +268,16 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
                 }
                 // A migrations package's __init__.py counts by its presence
                 // only: what is in it does not change what Django loads.
+                let kind = match is_input && is_pyproject(&rel) {
+                    true => HashKind::PyprojectDeps,
+                    false => HashKind::Content,
+                };
                 let hashed = if is_part && rel.ends_with("/__init__.py") {
                     Ok("present".to_string())
-                } else if is_input && is_pyproject(&rel) {
-                    read_into(entry.path(), &mut buf).map(|()| hash_pyproject(&buf))
+                } else if let Some(remembered) = remembered {
+                    remembered.hash(entry.path(), &rel, kind, &mut buf)
                 } else {
-                    hash_file_with(entry.path(), &mut buf)
+                    hash_as(entry.path(), kind, &mut buf)
                 };
                 match hashed {
                     Ok(h) => {
@@ -278,6 +301,9 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
     }
     if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
+    }
+    if let (Some(remembered), Some(path)) = (remembered, &spec.stat_cache) {
+        remembered.save(path, &scope, started_ns);
     }
     let (m, i, parts) = found.into_inner().unwrap_or_else(|p| p.into_inner());
     let migrations: BTreeMap<_, _> = m.into_iter().collect();
@@ -392,11 +418,89 @@ pub fn key_of(
     Key::from_digest(&h.finalize().into())
 }
 
-/// sha256 of the content with CRLF folded to LF, so a Windows checkout with
-/// autocrlf shares snapshots with Linux CI.
-fn hash_file_with(path: &Path, buf: &mut Vec<u8>) -> Result<String> {
+/// The hash of one file of `kind`: of its content with CRLF folded to LF
+/// (so a Windows checkout with autocrlf shares snapshots with Linux CI), or
+/// of pyproject.toml's dependency tables.
+fn hash_as(path: &Path, kind: HashKind, buf: &mut Vec<u8>) -> Result<String> {
     read_into(path, buf)?;
-    Ok(hash_normalized(buf))
+    Ok(match kind {
+        HashKind::Content => hash_normalized(buf),
+        HashKind::PyprojectDeps => hash_pyproject(buf),
+    })
+}
+
+/// What the stat cache's hashes depend on besides the files: the key
+/// format, the pyproject canonical form and the root the paths are under.
+fn stat_scope(root: &Path) -> String {
+    format!(
+        "{KEY_FORMAT}\n{PYPROJECT_CANONICAL}\n{}",
+        root.to_string_lossy()
+    )
+}
+
+/// The stat cache as one `compute` uses it: the hashes loaded, and the
+/// entries of this run, to write back when something was hashed anew.
+struct Remembered {
+    loaded: StatCache,
+    recorded: Mutex<Vec<statcache::Entry>>,
+    /// A file was read (not in the cache, changed, or not yet settled):
+    /// the cache is written again.
+    stale: std::sync::atomic::AtomicBool,
+}
+
+impl Remembered {
+    fn load(path: &Path, scope: &str) -> Remembered {
+        Remembered {
+            loaded: StatCache::load(path, scope),
+            recorded: Mutex::default(),
+            stale: Default::default(),
+        }
+    }
+
+    /// The file's hash: the one recorded when its stat has not changed
+    /// since, else read and hashed (and recorded with the stat taken
+    /// before the read, so that a write during it shows next time).
+    fn hash(&self, path: &Path, rel: &str, kind: HashKind, buf: &mut Vec<u8>) -> Result<String> {
+        use std::sync::atomic::Ordering;
+        let stat = std::fs::metadata(path).ok().map(|m| Stat::of(&m));
+        let known = stat.and_then(|s| self.loaded.lookup(kind, rel, &s));
+        let (hash, sha256) = match known {
+            Some(sha) => (crate::hash::hex(&sha), sha),
+            None => {
+                self.stale.store(true, Ordering::Relaxed);
+                let hash = hash_as(path, kind, buf)?;
+                match crate::hash::unhex32(&hash) {
+                    Some(sha) => (hash, sha),
+                    None => return Ok(hash),
+                }
+            }
+        };
+        if let Some(stat) = stat {
+            self.recorded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(statcache::Entry {
+                    kind,
+                    path: rel.to_string(),
+                    stat,
+                    sha256,
+                });
+        }
+        Ok(hash)
+    }
+
+    /// Write the cache back if this run hashed a file or the set of files
+    /// changed; nothing to write on a run that found everything as it was.
+    fn save(self, path: &Path, scope: &str, started_ns: i64) {
+        let mut recorded = self
+            .recorded
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        let stale = self.stale.into_inner() || recorded.len() != self.loaded.len();
+        if stale {
+            statcache::save(path, scope, started_ns, &mut recorded);
+        }
+    }
 }
 
 fn read_into(path: &Path, buf: &mut Vec<u8>) -> Result<()> {
@@ -477,6 +581,9 @@ const PYPROJECT_DEPENDENCY_TABLES: &[&[&str]] = &[
     &["tool", "pipenv"],
 ];
 
+/// The first line of what `hash_pyproject` hashes: names its form.
+const PYPROJECT_CANONICAL: &str = "pyproject-dependencies-v1";
+
 /// The hash of pyproject.toml's dependency tables: each present one, by its
 /// path, in a canonical form (keys sorted, so reformatting or reordering
 /// them changes nothing). A file that is not TOML is hashed whole, as
@@ -488,7 +595,7 @@ fn hash_pyproject(bytes: &[u8]) -> String {
     else {
         return hash_normalized(bytes);
     };
-    let mut canonical = String::from("pyproject-dependencies-v1\n");
+    let mut canonical = format!("{PYPROJECT_CANONICAL}\n");
     for path in PYPROJECT_DEPENDENCY_TABLES {
         let mut value = None;
         let mut table = Some(&doc);
@@ -838,6 +945,7 @@ DJANGO_SETTINGS_MODULE = "site.settings"
             salt: String::new(),
             settings_module: None,
             alias: DEFAULT_ALIAS.into(),
+            stat_cache: None,
         };
         let (fp, dangling) = compute_noting_links(&spec).expect("no error for links to nothing");
         assert_eq!(
@@ -847,6 +955,180 @@ DJANGO_SETTINGS_MODULE = "site.settings"
         assert_eq!(
             dangling,
             ["app/migrations/0002_gone.py", "app/migrations/self.py"]
+        );
+    }
+
+    /// A project of three migrations in a fresh dir, with a private cache
+    /// dir beside it, and a spec that uses a stat cache there.
+    fn cached_project() -> (tempfile::TempDir, KeySpec) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("proj");
+        let cache = dir.path().join("cache");
+        std::fs::create_dir_all(root.join("app/migrations")).expect("mkdir");
+        std::fs::create_dir(&cache).expect("mkdir");
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        for (name, text) in [
+            ("0001_a.py", "one\n"),
+            ("0002_b.py", "two\n"),
+            ("__init__.py", ""),
+        ] {
+            std::fs::write(root.join("app/migrations").join(name), text).expect("write");
+        }
+        std::fs::write(
+            root.join("pyproject.toml"),
+            "[project]\ndependencies = [\"django\"]\n",
+        )
+        .expect("write");
+        let spec = KeySpec {
+            stat_cache: Some(crate::statcache::path_for(&cache, &root)),
+            root,
+            migrations: vec!["**/migrations/*.py".into()],
+            exclude: vec![],
+            inputs: vec!["pyproject.toml".into()],
+            salt: String::new(),
+            settings_module: None,
+            alias: DEFAULT_ALIAS.into(),
+        };
+        (dir, spec)
+    }
+
+    fn uncached(spec: &KeySpec) -> Key {
+        let plain = KeySpec {
+            stat_cache: None,
+            ..spec.clone()
+        };
+        compute(&plain).expect("key").key
+    }
+
+    /// Rewrite the stat cache as a run that began well after every file's
+    /// last change would have: every entry is then trusted, as on a warm
+    /// run minutes after the last edit. `forge` may change the entries.
+    fn settle(spec: &KeySpec, forge: impl Fn(&mut crate::statcache::Entry)) {
+        let path = spec.stat_cache.as_deref().expect("a stat cache");
+        let mut entries = Vec::new();
+        let later = statcache::now_ns() + 10 * statcache::RACY_MARGIN_NS;
+        let fp = compute(&KeySpec {
+            stat_cache: None,
+            ..spec.clone()
+        })
+        .expect("key");
+        for (rel, hash) in fp.migrations.iter().chain(&fp.key_inputs) {
+            let meta = std::fs::metadata(spec.root.join(rel)).expect("stat");
+            let kind = match is_pyproject(rel) {
+                true => HashKind::PyprojectDeps,
+                false => HashKind::Content,
+            };
+            let mut e = statcache::Entry {
+                kind,
+                path: rel.clone(),
+                stat: Stat::of(&meta),
+                sha256: crate::hash::unhex32(hash).expect("hex"),
+            };
+            forge(&mut e);
+            entries.push(e);
+        }
+        assert!(statcache::save(
+            path,
+            &stat_scope(&spec.root),
+            later,
+            &mut entries
+        ));
+    }
+
+    #[test]
+    fn the_stat_cache_gives_the_key_hashing_gives() {
+        let (_dir, spec) = cached_project();
+        let plain = uncached(&spec);
+        assert_eq!(compute(&spec).expect("key").key, plain, "no cache yet");
+        assert!(
+            spec.stat_cache.as_deref().is_some_and(Path::exists),
+            "written"
+        );
+        assert_eq!(compute(&spec).expect("key").key, plain, "from the cache");
+        settle(&spec, |_| {});
+        assert_eq!(
+            compute(&spec).expect("key").key,
+            plain,
+            "every entry trusted"
+        );
+
+        // Edits after the cache was written: the key follows them.
+        let migrations = spec.root.join("app/migrations");
+        std::fs::write(migrations.join("0002_b.py"), "two, edited\n").expect("write");
+        std::fs::write(migrations.join("0003_c.py"), "three\n").expect("write");
+        std::fs::remove_file(migrations.join("0001_a.py")).expect("remove");
+        let edited = uncached(&spec);
+        assert_ne!(edited, plain);
+        assert_eq!(compute(&spec).expect("key").key, edited, "a stale cache");
+        assert_eq!(compute(&spec).expect("key").key, edited, "rewritten");
+    }
+
+    #[test]
+    fn a_trusted_entry_is_used_and_a_changed_stat_is_not() {
+        let (_dir, spec) = cached_project();
+        let plain = uncached(&spec);
+        // A settled cache that remembers another hash for 0001: used, so
+        // the key is not the files' (the cache is read, not decorative).
+        let lie = |e: &mut crate::statcache::Entry| {
+            if e.path.ends_with("0001_a.py") {
+                e.sha256 = [7; 32];
+            }
+        };
+        settle(&spec, lie);
+        assert_ne!(
+            compute(&spec).expect("key").key,
+            plain,
+            "the entry was trusted"
+        );
+
+        // The same content length, the old mtime put back (`touch -d`,
+        // `rsync -t`): the ctime moved, so the file is hashed again.
+        settle(&spec, lie);
+        let file = spec.root.join("app/migrations/0001_a.py");
+        let mtime = std::fs::metadata(&file)
+            .expect("stat")
+            .modified()
+            .expect("mtime");
+        std::fs::write(&file, "ONE\n").expect("write");
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .and_then(|f| f.set_modified(mtime))
+            .expect("restore the mtime");
+        let now = std::fs::metadata(&file).expect("stat");
+        assert_eq!(now.modified().expect("mtime"), mtime);
+        assert_eq!(compute(&spec).expect("key").key, uncached(&spec));
+        assert_ne!(uncached(&spec), plain);
+
+        // The same stat, but recorded by a run that began right after the
+        // last change (within the racy margin): hashed again, not trusted.
+        let path = spec.stat_cache.as_deref().expect("a stat cache");
+        let fp = compute(&KeySpec {
+            stat_cache: None,
+            ..spec.clone()
+        })
+        .expect("key");
+        let mut entries: Vec<_> = fp
+            .migrations
+            .keys()
+            .map(|rel| statcache::Entry {
+                kind: HashKind::Content,
+                path: rel.clone(),
+                stat: Stat::of(&std::fs::metadata(spec.root.join(rel)).expect("stat")),
+                sha256: [9; 32],
+            })
+            .collect();
+        assert!(statcache::save(
+            path,
+            &stat_scope(&spec.root),
+            statcache::now_ns(),
+            &mut entries
+        ));
+        assert_eq!(
+            compute(&spec).expect("key").key,
+            fp.key,
+            "racy entries are hashed"
         );
     }
 }

@@ -40,6 +40,20 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// 64 hex digits (either case) back into the 32 bytes of a sha256.
+pub fn unhex32(text: &str) -> Option<[u8; 32]> {
+    let digits = text.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let value = |b: u8| char::from(b).to_digit(16).map(|v| v as u8);
+    let mut out = [0u8; 32];
+    for (i, pair) in digits.chunks_exact(2).enumerate() {
+        out[i] = value(pair[0])? << 4 | value(pair[1])?;
+    }
+    Some(out)
+}
+
 /// `bytes` random bytes from the kernel, in hex (passwords migsnap makes).
 pub fn random_hex(bytes: usize) -> crate::error::Result<String> {
     use crate::error::{Context, Kind};
@@ -66,5 +80,9 @@ mod tests {
     fn hex_is_lowercase_and_zero_padded() {
         assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
         assert_eq!(hex(&[]), "");
+        let sha = [0xa5u8; 32];
+        assert_eq!(unhex32(&hex(&sha)), Some(sha));
+        assert_eq!(unhex32("ab"), None);
+        assert_eq!(unhex32(&"g".repeat(64)), None);
     }
 }

@@ -43,6 +43,7 @@ pub mod report;
 pub mod schema;
 pub mod shared;
 pub mod sign;
+pub mod statcache;
 pub mod store;
 pub mod trace;
 pub mod units;

@@ -286,6 +286,46 @@ fn at_targets(ctx: &Ctx, targets: &[String]) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Whether `prepare` would hand out a ready pool member right now: the
+/// server runs, the current key's template serves, and a member made from
+/// it waits. Nothing is made, changed or started (a stopped embedded server
+/// stays stopped: then the answer is no). The pytest plugin asks this
+/// before starting `prepare` early (issue #24): a member takes milliseconds
+/// to hand out when the fixture asks for it, so only a build, a restore or
+/// a clone is worth overlapping with collection. The key's key is returned
+/// with the answer.
+pub async fn pool_member_ready(ctx: &Ctx) -> Result<(Key, bool)> {
+    let store = ctx.store()?;
+    let (spec, st) = (ctx.key.clone(), store.clone());
+    let hashing = crate::error::blocking("hashing the migrations", move || {
+        let fp = fingerprint::compute(&spec)?;
+        let record = engine::current_record(&st, &fp, &spec.root);
+        Ok::<_, crate::error::Error>((fp, record))
+    });
+    let (hashed, admin) = tokio::join!(hashing, engine::connect_if_running(ctx));
+    let (fp, record) = hashed??;
+    let (Some(admin), Some(inputs), true) =
+        (admin?, record.as_ref().map(Checked::digest), ctx.pool > 0)
+    else {
+        return Ok((fp.key, false));
+    };
+    let template = admin::template_name(&fp.key);
+    let names = [template.as_str()];
+    let (found, members) = tokio::join!(admin.databases(&names), pool::list(&admin));
+    let found = found?;
+    let served = found.iter().find(|d| {
+        admin::template_state(Some(d), &fp.key, Some(&inputs))
+            .serves(ctx.cache.trust.trust_unsigned)
+    });
+    let ready = match served {
+        Some(t) => {
+            !pool::ready_members(&members?.0, &fp.key, &inputs, t, &ctx.project_tag()).is_empty()
+        }
+        None => false,
+    };
+    Ok((fp.key, ready))
+}
+
 /// Take the target's lock (one prepare per target at a time: two would
 /// fight over the scratch clone and the rename; held until this connection
 /// closes, and gc drops a scratch clone only when it is free) and look at

@@ -392,6 +392,7 @@ impl Settings {
                 }
             }
         }
+        let stat_cache = migsnap::statcache::path_for(&cache_dir, &project_dir);
         let ctx = Ctx {
             django: DjangoRunner {
                 python,
@@ -409,6 +410,7 @@ impl Settings {
                 salt: file.key_salt.unwrap_or_default(),
                 settings_module: key_settings,
                 alias,
+                stat_cache: Some(stat_cache),
             },
             server,
             cache: CacheDir::new(cache_dir, trust),

@@ -21,6 +21,7 @@ use crate::failpoint;
 use crate::files::read_no_follow;
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
+use crate::statcache::{self, Stat};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -144,6 +145,53 @@ pub struct Applied {
     /// data migration multiplies.
     #[serde(default)]
     pub round_trips: u64,
+}
+
+/// Bump when `Warm` changes.
+const WARM_FORMAT: u32 = 1;
+
+/// `<key>.warm.json` (`Store::load_checked`).
+#[derive(Serialize, Deserialize)]
+struct Warm {
+    format: u32,
+    key: Key,
+    /// The manifest's stat when the record was taken from it.
+    manifest: StatRecord,
+    /// When that run began: the manifest must have settled before it.
+    started_ns: i64,
+    checked: Checked,
+}
+
+/// `statcache::Stat`, as JSON.
+#[derive(Serialize, Deserialize)]
+struct StatRecord {
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    ino: u64,
+    dev: u64,
+}
+
+impl StatRecord {
+    fn of(s: &Stat) -> StatRecord {
+        StatRecord {
+            size: s.size,
+            mtime_ns: s.mtime_ns,
+            ctime_ns: s.ctime_ns,
+            ino: s.ino,
+            dev: s.dev,
+        }
+    }
+
+    fn stat(&self) -> Stat {
+        Stat {
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            ctime_ns: self.ctime_ns,
+            ino: self.ino,
+            dev: self.dev,
+        }
+    }
 }
 
 /// Why a snapshot's manifest cannot be trusted: reported with a warning,
@@ -320,22 +368,81 @@ impl Store {
         Ok(self.load_with_bytes(key)?.map(|(m, _)| m))
     }
 
+    /// `<key>.warm.json`: the manifest's `depends.checked` alone, with the
+    /// manifest's stat when it was read (see `load_checked`).
+    pub fn warm_path(&self, key: &Key) -> PathBuf {
+        self.dir.join(format!("{key}.warm.json"))
+    }
+
     /// Only what the warm path needs from the manifest for `key`: what its
-    /// build read beyond the key. The rest (a thousand migrations' hashes,
-    /// the applied rows) is skipped by the parser, not built: a fraction of
-    /// what `load` costs.
+    /// build read beyond the key. Taken from `<key>.warm.json` (a few KB)
+    /// while the manifest's stat is what it was when that was written, and
+    /// the manifest had settled before (`statcache`'s rule: a manifest is
+    /// only ever replaced by a rename, so a new one has a new inode and
+    /// ctime); otherwise read from the manifest (454 KB on a 1,000-migration
+    /// project, most of it skipped by the parser, not built) and the small
+    /// file written for the next run (issue #24).
     pub fn load_checked(&self, key: &Key) -> Option<Checked> {
+        let manifest = std::fs::symlink_metadata(self.manifest_path(key)).ok()?;
+        if !manifest.is_file() {
+            return None;
+        }
+        let stat = Stat::of(&manifest);
+        if let Some(checked) = self.load_warm(key, &stat) {
+            return Some(checked);
+        }
+        let started_ns = statcache::now_ns();
+        let checked = self.load_checked_from_manifest(key)?;
+        self.write_warm(key, &stat, started_ns, &checked);
+        Some(checked)
+    }
+
+    /// The record in `<key>.warm.json`, if it was taken from the manifest
+    /// now in place (same stat, settled before it was written).
+    fn load_warm(&self, key: &Key, manifest: &Stat) -> Option<Checked> {
+        let bytes = read_no_follow(&self.warm_path(key)).ok()?;
+        let warm: Warm = serde_json::from_slice(&bytes).ok()?;
+        let same = warm.format == WARM_FORMAT
+            && &warm.key == key
+            && warm.manifest.stat() == *manifest
+            && manifest.settled_before(warm.started_ns);
+        same.then_some(warm.checked)
+    }
+
+    /// Best effort: without it, the next run reads the manifest again.
+    fn write_warm(&self, key: &Key, manifest: &Stat, started_ns: i64, checked: &Checked) {
+        let warm = Warm {
+            format: WARM_FORMAT,
+            key: key.clone(),
+            manifest: StatRecord::of(manifest),
+            started_ns,
+            checked: checked.clone(),
+        };
+        let Ok(json) = serde_json::to_vec(&warm) else {
+            return;
+        };
+        // No fsync: a torn file does not parse, and costs one manifest read.
+        let Ok(mut tmp) = self.temp_file(key) else {
+            return;
+        };
+        if tmp.write_all(&json).is_ok() {
+            let _ = tmp.persist(self.warm_path(key));
+        }
+    }
+
+    /// `depends.checked` of the manifest for `key`, parsed from it.
+    fn load_checked_from_manifest(&self, key: &Key) -> Option<Checked> {
         #[derive(Deserialize)]
-        struct Warm {
+        struct Part {
             format: u32,
             key: Key,
-            depends: WarmDepends,
+            depends: PartDepends,
         }
         #[derive(Deserialize)]
-        struct WarmDepends {
+        struct PartDepends {
             checked: Checked,
         }
-        impl Named for Warm {
+        impl Named for Part {
             fn names(&self) -> (u32, &Key) {
                 (self.format, &self.key)
             }
@@ -343,9 +450,9 @@ impl Store {
         // No signature check (the warm path reads no key): nothing here is
         // restored, and a forged record cannot make a template be served,
         // since the template's comment must carry the digest of a record
-        // that still holds.
+        // that still holds. The same holds for `<key>.warm.json`.
         Some(
-            self.load_bytes_as::<Warm>(key, false)
+            self.load_bytes_as::<Part>(key, false)
                 .ok()??
                 .0
                 .depends
@@ -495,6 +602,7 @@ impl Store {
         let _ = std::fs::remove_file(self.manifest_path(key));
         let _ = std::fs::remove_file(self.dump_path(key));
         let _ = std::fs::remove_file(self.sig_path(key));
+        let _ = std::fs::remove_file(self.warm_path(key));
     }
 
     /// A temp file in the cache dir that `persist` renames into place.
@@ -586,6 +694,7 @@ impl Store {
             self.dump_path(key),
             self.sig_path(key),
             self.check_path(key),
+            self.warm_path(key),
         ] {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -864,4 +973,84 @@ pub fn check_cache_dir(dir: &Path) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store in a private temp dir, with a manifest for `key` that holds
+    /// only what `load_checked` reads, its record naming Django `django`.
+    fn store_with(django: &str) -> (tempfile::TempDir, Store, Key) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let store = Store::new(dir.path());
+        let key = Key::parse(&"ab".repeat(32)).expect("key");
+        put_manifest(&store, &key, django);
+        (dir, store, key)
+    }
+
+    /// Replace the manifest the way migsnap does: a new file renamed in.
+    fn put_manifest(store: &Store, key: &Key, django: &str) {
+        let json = serde_json::json!({
+            "format": MANIFEST_FORMAT,
+            "key": key,
+            "depends": {"checked": Checked { django: django.into(), ..Checked::default() }},
+        });
+        let tmp = store.dir().join("manifest.tmp");
+        std::fs::write(&tmp, json.to_string()).expect("write");
+        std::fs::rename(&tmp, store.manifest_path(key)).expect("rename");
+    }
+
+    fn warm_of(store: &Store, key: &Key) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(store.warm_path(key)).expect("warm file"))
+            .expect("json")
+    }
+
+    /// Rewrite the warm file as if its run began long after the manifest
+    /// settled, with `django` in its record instead of the manifest's.
+    fn settle_warm(store: &Store, key: &Key, django: &str) {
+        let mut warm = warm_of(store, key);
+        warm["started_ns"] = (statcache::now_ns() + 10 * statcache::RACY_MARGIN_NS).into();
+        warm["checked"]["django"] = django.into();
+        std::fs::write(store.warm_path(key), warm.to_string()).expect("write");
+    }
+
+    #[test]
+    fn the_warm_record_is_read_from_its_small_file_while_the_manifest_is_unchanged() {
+        let (_dir, store, key) = store_with("5.0");
+        let django = |s: &Store| s.load_checked(&key).map(|c| c.django);
+        assert_eq!(django(&store).as_deref(), Some("5.0"), "from the manifest");
+        assert_eq!(warm_of(&store, &key)["checked"]["django"], "5.0", "written");
+        // Settled: the small file is what is read (shown by a record that
+        // differs from the manifest's, which only a forger would write).
+        settle_warm(&store, &key, "from the warm file");
+        assert_eq!(django(&store).as_deref(), Some("from the warm file"));
+
+        // A new manifest of the same size: a new inode and ctime, so the
+        // small file no longer speaks for it.
+        settle_warm(&store, &key, "stale");
+        put_manifest(&store, &key, "5.1");
+        assert_eq!(django(&store).as_deref(), Some("5.1"));
+        assert_eq!(
+            warm_of(&store, &key)["checked"]["django"],
+            "5.1",
+            "rewritten"
+        );
+
+        // Not settled (the manifest changed within the margin before the
+        // small file's run began): the manifest is read.
+        let mut warm = warm_of(&store, &key);
+        warm["checked"]["django"] = "racy".into();
+        std::fs::write(store.warm_path(&key), warm.to_string()).expect("write");
+        assert_eq!(django(&store).as_deref(), Some("5.1"));
+
+        // Damaged: ignored. No manifest: nothing, whatever the small file says.
+        std::fs::write(store.warm_path(&key), b"{\"format\": 1, ").expect("write");
+        assert_eq!(django(&store).as_deref(), Some("5.1"));
+        settle_warm(&store, &key, "orphan");
+        std::fs::remove_file(store.manifest_path(&key)).expect("remove");
+        assert_eq!(django(&store), None);
+    }
 }

@@ -2,7 +2,7 @@
 //! cycles, and the arrows that keep the layers apart. The rule, written down:
 //!
 //! - `hash`, `files`, `env`, `error` are leaves (they may use `error`), and
-//!   `key` uses only those;
+//!   `key` uses only those; the key's stat cache (`statcache`) only those too;
 //! - the key (`fingerprint`, `depends`) and the cache dir (`store`) know no
 //!   server, no Django and no settings (`context`);
 //! - `pg` (connection, admin, dump, restore) knows no Django, no store, no
@@ -127,6 +127,23 @@ fn the_layers_keep_their_arrows() {
     let forbidden: &[(&str, &[&str])] = &[
         ("hash", &["*"]),
         ("files", &["*"]),
+        // The key's stat cache: bytes and stats, no key, no store, no server.
+        (
+            "statcache",
+            &[
+                "pg",
+                "embedded",
+                "django",
+                "engine",
+                "context",
+                "store",
+                "key",
+                "fingerprint",
+                "depends",
+                "names",
+                "remote",
+            ],
+        ),
         ("error", &["*"]),
         (
             "key",

@@ -450,3 +450,48 @@ fn the_background_maintenance_uses_the_store_named_on_the_command_line() {
     // Its pool member is handed out next.
     assert_eq!(prepare_with_pool(&p, &db, "1")["source"], "pool");
 }
+
+/// `prepare --unless-ready` (the pytest plugin's early start, issue #24):
+/// with a ready member it changes nothing and answers `"prepared": false`,
+/// so the member waits for the prepare that needs it; with none it
+/// prepares as usual.
+#[test]
+fn unless_ready_leaves_a_ready_member_waiting_and_prepares_otherwise() {
+    let p = Project::example("unless_ready");
+    let db = p.db("t");
+    let first = prepare_with_pool(&p, &db, "1");
+    let key = first["key"].as_str().expect("key").to_string();
+    p.track(&template_name(&key));
+    eventually("the pool fills to 1", || members(&key).len() == 1);
+    let waiting = members(&key);
+    psql("postgres", &format!("DROP DATABASE \"{db}\""));
+    let unless_ready = |pool: &str| -> Value {
+        let out = p
+            .cmd(&["prepare", "--database", &db, "--json", "--unless-ready"])
+            .env("MIGSNAP_POOL", pool)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let v = unless_ready("1");
+    assert_eq!(v["prepared"], false, "{v}");
+    assert_eq!(v["key"], key.as_str(), "{v}");
+    assert!(!database_exists(&db), "nothing prepared");
+    assert_eq!(members(&key), waiting, "the member still waits");
+
+    // Without a pool there is no member to wait for: a clone, now.
+    let v = unless_ready("0");
+    assert_eq!(v["prepared"], true, "{v}");
+    assert_eq!(v["source"], "template", "{v}");
+    assert!(database_exists(&db));
+
+    // No pool wanted any more: gc removes the member.
+    let gc = p
+        .cmd(&["gc", "--json"])
+        .env("MIGSNAP_POOL", "0")
+        .output()
+        .expect("gc");
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    assert!(members(&key).is_empty(), "{:?}", members(&key));
+}

@@ -244,6 +244,62 @@ fn key_is_a_pure_function_of_the_migration_files() {
     assert_eq!(json["key_inputs"], serde_json::json!(["requirements.txt"]));
 }
 
+/// The key's stat cache (issue #24): `key` reuses the hashes an earlier
+/// run recorded, and still gives the key a fresh cache dir gives after
+/// edits, including one that keeps the size and puts the mtime back.
+#[test]
+fn key_with_a_stale_stat_cache_is_the_key_without_one() {
+    let p = Project::example("statcache_key");
+    let key_in = |cache: &std::path::Path| {
+        let out = p
+            .cmd(&["key"])
+            .env("MIGSNAP_CACHE_DIR", cache)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let fresh = || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        key_in(&dir.path().join("cache"))
+    };
+    // Files that settled before the run that records them: the cache
+    // trusts their hashes on the next run (see statcache's racy margin).
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let first = key_in(p.cache.path());
+    let cached = std::fs::read_dir(p.cache.path())
+        .expect("cache dir")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("statcache-"));
+    assert!(cached, "the stat cache is written");
+    assert_eq!(key_in(p.cache.path()), first, "from the cache");
+    assert_eq!(fresh(), first);
+
+    // Same size, same mtime, other content: the ctime gives it away.
+    let f = p.path().join("orders/migrations/0001_initial.py");
+    let text = std::fs::read_to_string(&f).expect("read");
+    let mtime = std::fs::metadata(&f)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    std::fs::write(&f, text.replacen("models", "MODELS", 1)).expect("write");
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .and_then(|file| file.set_modified(mtime))
+        .expect("put the mtime back");
+    let edited = key_in(p.cache.path());
+    assert_ne!(edited, first, "the edit is seen");
+    assert_eq!(edited, fresh());
+    // Added and removed files.
+    p.write("orders/migrations/0005_new.py", "# new\n");
+    std::fs::remove_file(p.path().join("audit/migrations/0002_payload_gin_index.py"))
+        .expect("remove");
+    let changed = key_in(p.cache.path());
+    assert_ne!(changed, edited);
+    assert_eq!(changed, fresh());
+    assert_eq!(key_in(p.cache.path()), changed);
+}
+
 #[test]
 fn refuses_to_replace_a_database_that_is_not_a_test_database() {
     let p = Project::example("refuse");
@@ -316,7 +372,8 @@ fn failing_migration_saves_no_snapshot_and_leaves_nothing_behind() {
         .expect("cache")
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.ends_with(".lock"))
+        // The key's stat cache is no snapshot: the hashes stay valid.
+        .filter(|n| !n.ends_with(".lock") && !n.starts_with("statcache-"))
         .collect();
     assert!(leftovers.is_empty(), "no snapshot files: {leftovers:?}");
     let key = p.key();

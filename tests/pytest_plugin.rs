@@ -558,6 +558,73 @@ fn the_database_is_prepared_while_pytest_collects() {
     );
 }
 
+/// The current key's pool members that are ready (closed to connections).
+fn ready_members(key: &str) -> usize {
+    psql(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'migsnap\\_pool\\_%' \
+             AND NOT datallowconn \
+             AND shobj_description(oid, 'pg_database') LIKE 'migsnap pool key={key} %'"
+        ),
+    )
+    .trim()
+    .parse()
+    .expect("a count")
+}
+
+/// Issue #24: `prepare` starts with the session only when it has work that
+/// takes time (a build, a restore, a clone). When a ready pool member
+/// waits, the early one does nothing and the fixture takes the member.
+#[test]
+fn the_early_prepare_starts_only_when_a_ready_pool_member_does_not_wait() {
+    let p = suite_project("pytest_early_ready");
+    let db = format!("test_{}", p.name);
+    p.track(&db);
+    let key = suite_key(&p);
+    p.track(&template_name(&key));
+    // Nothing built: the build starts before collection, as always.
+    let (out, records) = pytest(&p, &["-k", "data_migration"]);
+    let text = report(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(records[0]["source"], "cold", "{text}");
+    assert_eq!(records[0]["early"], true, "{text}");
+    // The plugin asked for a pool of 1 (its worker count): wait for the
+    // background refill to make the member.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while ready_members(&key) < 1 {
+        assert!(std::time::Instant::now() < deadline, "no pool member made");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // A member waits: nothing is prepared early; the fixture takes it.
+    let (out, records) = pytest(&p, &["-k", "data_migration"]);
+    let text = report(&out);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(records[0]["source"], "pool", "{text}");
+    assert_eq!(records[0]["early"], false, "{text}");
+    assert_eq!(
+        lines_with(&text, &format!("migsnap: {db} from pool in ")),
+        1,
+        "{text}"
+    );
+    assert!(!database_exists(&db), "dropped at the end of the session");
+    // The refill's members are this test's to remove.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while ready_members(&key) < 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let members = psql(
+        "postgres",
+        &format!(
+            "SELECT datname FROM pg_database WHERE shobj_description(oid, 'pg_database') \
+             LIKE 'migsnap pool key={key} %'"
+        ),
+    );
+    for member in members.lines() {
+        psql("postgres", &format!("DROP DATABASE IF EXISTS \"{member}\""));
+    }
+}
+
 #[test]
 fn an_early_database_no_test_uses_is_dropped() {
     let p = suite_project("pytest_early_unused");
@@ -573,10 +640,13 @@ fn an_early_database_no_test_uses_is_dropped() {
         "def test_plain():\n    assert 1 + 1 == 2\n",
     );
     collection_waits_for(&p, &db, 300);
-    let (out, _) = pytest(
-        &p,
-        &["--noconftest", "test_collection_waits.py", "test_plain.py"],
-    );
+    // No pool (the plugin's --pool-default yields to MIGSNAP_POOL): the
+    // early prepare has a clone to make, not a ready member to leave.
+    let out = pytest_cmd(&p, &bin())
+        .args(["--noconftest", "test_collection_waits.py", "test_plain.py"])
+        .env("MIGSNAP_POOL", "0")
+        .output()
+        .expect("run pytest");
     let text = report(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("2 passed"), "{text}");

@@ -181,11 +181,16 @@ class Preparing:
         cwd: Optional[os.PathLike] = None,
         env: Optional[Dict[str, str]] = None,
         at: Optional[List[str]] = None,
+        unless_ready: bool = False,
     ) -> None:
         self.database = database
         args = [find_binary(), "prepare", "--json", "--progress", "json", "--database", database, "--alias", alias]
         if rebuild:
             args.append("--rebuild")
+        if unless_ready:
+            # Nothing is done when a ready pool member waits: the result is
+            # then `{"prepared": false, ...}`.
+            args.append("--unless-ready")
         if force:
             args.append("--force")
         if pool_default is not None:

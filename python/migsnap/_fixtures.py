@@ -269,7 +269,9 @@ def _prepare(config: pytest.Config, alias: str, name: str, *, rebuild: bool) -> 
         voice.finished()
 
 
-def _begin(config: pytest.Config, name: str, *, alias: str = "default", rebuild: bool) -> Preparing:
+def _begin(
+    config: pytest.Config, name: str, *, alias: str = "default", rebuild: bool, unless_ready: bool = False
+) -> Preparing:
     return Preparing(
         name,
         alias=alias,
@@ -277,6 +279,7 @@ def _begin(config: pytest.Config, name: str, *, alias: str = "default", rebuild:
         force=_force(config),
         pool_default=_worker_count(config),
         cwd=config.rootpath,
+        unless_ready=unless_ready,
     )
 
 
@@ -304,7 +307,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if config.getoption("collectonly") or not config.getini("migsnap_early"):
         return
     rebuild = config.getoption("create_db") and not _worker_input(config).get(WORKER_REBUILT)
-    _early.start(config, rebuild=rebuild, begin=lambda name: _begin(config, name, rebuild=rebuild))
+    _early.start(
+        config,
+        rebuild=rebuild,
+        begin=lambda name: _begin(config, name, rebuild=rebuild, unless_ready=not rebuild),
+        later=lambda name: _begin(config, name, rebuild=rebuild),
+    )
 
 
 def _rebuild_in_controller(config: pytest.Config) -> None:

@@ -12,6 +12,8 @@ use migsnap::shared::Origin;
 
 #[derive(serde::Serialize)]
 struct PrepareOutput<'a> {
+    /// Always true here; false only in `NotPrepared` (`--unless-ready`).
+    prepared: bool,
     database: &'a str,
     /// The DATABASES alias it is for.
     alias: &'a str,
@@ -42,6 +44,15 @@ struct PrepareOutput<'a> {
     /// `--at`: the migrations it was migrated to, in order (a file inside
     /// the project by its project-relative path); empty: fully migrated.
     at: &'a [String],
+}
+
+/// `prepare --unless-ready` when a pool member was ready: nothing done.
+#[derive(serde::Serialize)]
+struct NotPrepared<'a> {
+    prepared: bool,
+    database: &'a str,
+    alias: &'a str,
+    key: &'a Key,
 }
 
 #[derive(serde::Serialize)]
@@ -79,6 +90,26 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Events) -> Result
     let Some(database) = &args.database else {
         return all_aliases(settings, args, ui).await;
     };
+    if args.unless_ready {
+        // Could not tell (the server refused, a damaged cache dir): prepare,
+        // which reports the problem in full.
+        if let Ok((key, true)) = migsnap::prepare::pool_member_ready(&settings.ctx).await {
+            let alias = &settings.ctx.django.alias;
+            if args.json {
+                super::print_json(&NotPrepared {
+                    prepared: false,
+                    database,
+                    alias,
+                    key: &key,
+                })?;
+            } else {
+                ui.info(format!(
+                    "a pool member is ready for `{database}`: nothing prepared now"
+                ));
+            }
+            return Ok(exit::OK);
+        }
+    }
     let at = super::plan::targets(&args.at);
     let p = prepare_at(settings, database, &args.how, &at, ui).await?;
     if let Some(n) = args.pool_default {
@@ -102,6 +133,7 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Events) -> Result
 
 fn output<'a>(p: &'a Prepared, alias: &'a str, mirror_of: Option<&'a str>) -> PrepareOutput<'a> {
     PrepareOutput {
+        prepared: true,
         database: &p.database,
         alias,
         mirror_of,

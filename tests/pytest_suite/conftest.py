@@ -58,6 +58,9 @@ def record_worker(django_db_setup, django_db_blocker, worker_id, migsnap_prepare
         "worker": worker_id,
         "source": prepared and prepared["source"],
         "verified": prepared and prepared.get("verified"),
+        # Whether the database came from the prepare started with the
+        # session (None: no early start at all).
+        "early": prepared and prepared.get("early"),
         "database": connection.settings_dict["NAME"],
         "comment": comment,
         "applied": APPLIED,
