@@ -32,19 +32,7 @@ while [ $# -gt 0 ]; do
     *) echo "bench_compare: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-for b in "$before" "$after"; do
-  [ -x "$b" ] || { echo "error: --before and --after must name migsnap binaries" >&2; exit 2; }
-done
-scripts/venv.sh
-ensure_postgres
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/migsnap-compare-XXXXXX")
-chmod 755 "$work"
-shm=''
-if [ -z "$server_dir" ]; then
-  shm=$(mktemp -d /dev/shm/migsnap-compare-XXXXXX) && chmod 755 "$shm"
-  server_dir="$shm/server"
-fi
+compare_setup migsnap-compare
 export MIGSNAP_SERVER_DIR=$server_dir MIGSNAP_PYTHON="$root/.venv/bin/python"
 cleanup() {
   "$after" server stop -q >/dev/null 2>&1 || true

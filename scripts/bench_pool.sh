@@ -41,19 +41,7 @@ while [ $# -gt 0 ]; do
     *) echo "bench_pool: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-for b in "$before" "$after"; do
-  [ -x "$b" ] || { echo "error: --before and --after must name migsnap binaries" >&2; exit 2; }
-done
-scripts/venv.sh
-ensure_postgres
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/migsnap-benchpool-XXXXXX")
-chmod 755 "$work"
-shm=''
-if [ -z "$server_dir" ]; then
-  shm=$(mktemp -d /dev/shm/migsnap-benchpool-XXXXXX) && chmod 755 "$shm"
-  server_dir="$shm/server"
-fi
+compare_setup migsnap-benchpool
 export MIGSNAP_SERVER_DIR=$server_dir MIGSNAP_PYTHON="$root/.venv/bin/python" MIGSNAP_POOL=1
 export MIGSNAP_CACHE_DIR=${cache_dir:-$work/cache}
 mkdir -p -m 700 "$MIGSNAP_CACHE_DIR"

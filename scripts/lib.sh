@@ -127,3 +127,23 @@ stat_of() {
     else if (NR % 2) print a[(NR+1)/2]
     else print (a[NR/2] + a[NR/2+1]) / 2 }'
 }
+
+# For the before/after benches (bench_compare, bench_pool): check that
+# $before and $after name binaries, make the venv, a work dir ($work) and,
+# unless $server_dir is set, a server dir on tmpfs ($shm/server); both named
+# after $1.
+compare_setup() {
+  local b
+  for b in "$before" "$after"; do
+    [ -x "$b" ] || { echo "error: --before and --after must name migsnap binaries" >&2; exit 2; }
+  done
+  scripts/venv.sh
+  ensure_postgres
+  work=$(mktemp -d "${TMPDIR:-/tmp}/$1-XXXXXX")
+  chmod 755 "$work"
+  shm=''
+  if [ -z "$server_dir" ]; then
+    shm=$(mktemp -d "/dev/shm/$1-XXXXXX") && chmod 755 "$shm"
+    server_dir="$shm/server"
+  fi
+}
