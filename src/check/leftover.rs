@@ -259,34 +259,34 @@ mod tests {
     ]
 "#,
         )];
-        let left =
-            explain("catalog_category_slug_key", "catalog_group", &sources).expect("explained");
-        assert_eq!(
-            (left.operation.as_str(), left.old_name.as_str()),
-            ("RenameModel", "catalog_category")
-        );
-        assert_eq!(left.migration.line, 3);
-        let left = explain(
-            "catalog_product_title_0a1b2c3d_like",
-            "catalog_product",
-            &sources,
-        )
-        .expect("explained");
-        assert_eq!(
-            (left.operation.as_str(), left.old_name.as_str()),
-            ("RenameField", "title")
-        );
-        assert_eq!(left.migration.line, 7);
-        let left = explain(
-            "catalog_product_brand_9f8e7d6c",
-            "catalog_product",
-            &sources,
-        )
-        .expect("explained");
-        assert_eq!(
-            (left.operation.as_str(), left.migration.line),
-            ("AlterField", 8)
-        );
+        // (index, its table) -> (operation, old name, line of the operation)
+        for (index, table, expected) in [
+            (
+                "catalog_category_slug_key",
+                "catalog_group",
+                ("RenameModel", "catalog_category", 3),
+            ),
+            (
+                "catalog_product_title_0a1b2c3d_like",
+                "catalog_product",
+                ("RenameField", "title", 7),
+            ),
+            (
+                "catalog_product_brand_9f8e7d6c",
+                "catalog_product",
+                ("AlterField", "brand", 8),
+            ),
+        ] {
+            let left = explain(index, table, &sources).expect(index);
+            assert_eq!(
+                (
+                    left.operation.as_str(),
+                    left.old_name.as_str(),
+                    left.migration.line
+                ),
+                expected
+            );
+        }
         // A name after the current table and columns: nothing to explain.
         assert_eq!(
             explain("catalog_group_slug_key", "catalog_group", &sources),
