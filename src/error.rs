@@ -226,8 +226,8 @@ pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
     while let Some(c) = cause {
         let text = c.to_string();
         // A typed error wrapped into `Error` is its first cause and says
-        // the same words: say them once.
-        if text != last {
+        // the same words, and a message may quote its cause: say them once.
+        if text != last && !why.contains(&text) {
             why.push_str(&format!(": {text}"));
         }
         last = text;
@@ -261,6 +261,25 @@ pub async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_says_a_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("refused snapshot abc: {0}")]
+        struct Refused(#[source] std::io::Error);
+        let cause = std::io::Error::other("bad signature");
+        let e = Error::new(
+            Kind::Remote,
+            "in the store: refused snapshot abc: bad signature",
+        )
+        .source(Refused(cause));
+        assert_eq!(
+            one_line(&e),
+            "in the store: refused snapshot abc: bad signature"
+        );
+        let e = Error::new(Kind::Remote, "cannot list").source(std::io::Error::other("timeout"));
+        assert_eq!(one_line(&e), "cannot list: timeout");
+    }
 
     #[test]
     fn prefixes_are_plain_without_colour() {
