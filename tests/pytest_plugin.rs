@@ -1014,13 +1014,16 @@ fn migrator_test_case_runs_a_data_migration_test_from_a_prepare_at_clone() {
             continue;
         };
         p.track(&template_name(key));
-        let meta: Value = serde_json::from_slice(&std::fs::read(e.path()).expect("read"))
-            .expect("snapshot json");
+        let meta: Value =
+            serde_json::from_slice(&std::fs::read(e.path()).expect("read")).expect("snapshot json");
         if meta["at"] == serde_json::json!(["catalog.0004_product_is_active"]) {
             at_snapshots += 1;
         }
     }
-    assert_eq!(at_snapshots, 1, "the database at 0004 is a snapshot: {text}");
+    assert_eq!(
+        at_snapshots, 1,
+        "the database at 0004 is a snapshot: {text}"
+    );
     assert!(!database_exists(&db), "dropped at the end of the run");
 
     // Under Django's own runner the database is Django's: the test case
@@ -1029,7 +1032,8 @@ fn migrator_test_case_runs_a_data_migration_test_from_a_prepare_at_clone() {
     let text = report(&out);
     assert!(!out.status.success(), "{text}");
     assert!(
-        text.contains("needs migsnap's test runner") && text.contains("--testrunner migsnap.django.DiscoverRunner"),
+        text.contains("needs migsnap's test runner")
+            && text.contains("--testrunner migsnap.django.DiscoverRunner"),
         "{text}"
     );
 }
