@@ -26,9 +26,12 @@
 #                 the fully migrated snapshot exists, as it would for a
 #                 project's other tests
 #   migsnap-warm  `migsnap_migrator`, the `--at` snapshot there: a clone
-# Reported per case: the test (its setup, call and teardown, without the
-# session's database setup, `django_db_setup`) and the whole pytest session
-# (wall clock, including Python's start and Django's setup).
+# Reported per case: how many migrations the test's starting database has
+# (its django_migrations rows: django-test-migrations applies every migration
+# the full plan puts before the target, `migrate app020 0050` only that
+# migration's dependencies), the test (its setup, call and teardown, without
+# the session's database setup, `django_db_setup`) and the whole pytest
+# session (wall clock, including Python's start and Django's setup).
 #
 # The Python packages, pinned, go into a venv of this bench's own
 # (target/bench-migrator-venv, with django-test-migrations), the project's
@@ -116,6 +119,14 @@ def test_contract_sku_from_label(FIXTURE):
     Contract = old.apps.get_model("app020", "Contract")
     for i in range(3):
         Contract.objects.create(label="contract %d" % i, phone="555-%d" % i)
+    from django.db import connection
+
+    with connection.cursor() as c:
+        c.execute("SELECT count(*) FROM django_migrations")
+        rows = c.fetchone()[0]
+    if os.environ.get("BENCH_ROWS"):
+        with open(os.environ["BENCH_ROWS"], "w") as f:
+            f.write("%d\n" % rows)
     if os.environ.get("BENCH_PREPARED") and hasattr(FIXTURE, "prepared"):
         with open(os.environ["BENCH_PREPARED"], "w") as f:
             json.dump(FIXTURE.prepared, f)
@@ -163,15 +174,17 @@ EOF
 # session CASE: one pytest session; its test time and wall time appended to
 # CASE.test and CASE.ms.
 session() {
-  local case=$1 t0 t1 args
+  local case=$1 t0 t1 args db
   case "$case" in
-    dtm) args=(-c pytest-dtm.ini --reuse-db test_dtm.py) ;;
-    migsnap-*) args=(-c pytest-migsnap.ini -p migsnap.pytest_plugin test_migsnap.py) ;;
+    # Test databases of their own (test_dtm, test_snap): migsnap's session
+    # drops its own at the end, which must not be pytest-django's kept one.
+    dtm) args=(-c pytest-dtm.ini --reuse-db test_dtm.py) db=dtm ;;
+    migsnap-*) args=(-c pytest-migsnap.ini -p migsnap.pytest_plugin test_migsnap.py) db=snap ;;
   esac
   rm -f "$work/prepared.json"
   t0=$(date +%s%N)
-  if ! (cd "$proj" && PYTHONPATH="$root/python" BENCH_TEST_MS="$work/test_ms" \
-        BENCH_PREPARED="$work/prepared.json" "$py" -m pytest -q -p no:cacheprovider "${args[@]}") \
+  if ! (cd "$proj" && PGDATABASE=$db PYTHONPATH="$root/python" BENCH_TEST_MS="$work/test_ms" \
+        BENCH_ROWS="$work/rows" BENCH_PREPARED="$work/prepared.json" "$py" -m pytest -q -p no:cacheprovider "${args[@]}") \
         >"$work/last.out" 2>&1; then
     cat "$work/last.out" >&2
     die "$case: the test failed"
@@ -179,6 +192,7 @@ session() {
   t1=$(date +%s%N)
   echo $(( (t1 - t0) / 1000000 )) >>"$res/$case.ms"
   cat "$work/test_ms" >>"$res/$case.test"
+  cat "$work/rows" >"$res/$case.rows"
   case "$case" in
     migsnap-cold) check_source cold
       # The key of the `--at` snapshot, to drop it before the next cold run.
@@ -205,7 +219,7 @@ drop_at_snapshot() {
 log "untimed: the fully migrated snapshot (migsnap) and the kept test database (pytest-django)"
 (cd "$proj" && "$bin" prepare --database bench_first) >/dev/null 2>"$work/first.err" || { cat "$work/first.err" >&2; die "the first prepare failed"; }
 psql -X -q -d "$admin_db" -c 'DROP DATABASE bench_first' >/dev/null
-(cd "$proj" && "$py" -m pytest -q -p no:cacheprovider -c pytest-dtm.ini --reuse-db test_first.py) \
+(cd "$proj" && PGDATABASE=dtm "$py" -m pytest -q -p no:cacheprovider -c pytest-dtm.ini --reuse-db test_first.py) \
   >"$work/last.out" 2>&1 || { cat "$work/last.out" >&2; die "making pytest-django's test database failed"; }
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -228,15 +242,15 @@ cell() { echo "$(secs "$(stat_file "$1" median)") ($(secs "$(stat_file "$1" min)
 
 echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); command: \`scripts/bench_migrator.sh --runs $runs\`"
 echo "- load average (1, 5, 15 min) at the start: $load_start; at the end: $load_end; $(nproc) cores"
-echo "- tested: app020.0051 (RunPython) from app020.$before, 1,000 migrations before it in the project"
+echo "- tested: app020.0051 (RunPython), starting at app020.$before; the project's apps have $(ls "$proj"/app*/migrations/0*.py | wc -l) migrations"
 echo
-echo "| case | the test, median (min–max) | the pytest session, median (min–max) | runs |"
-echo "|---|---|---|---|"
+echo "| case | migrations in the test's starting database | the test, median (min–max) | the pytest session, median (min–max) | runs |"
+echo "|---|---|---|---|---|"
 declare -A label=(
   [dtm]="django-test-migrations \`migrator\` (\`--reuse-db\`)"
   [migsnap-cold]="\`migsnap_migrator\`, cold (builds the \`--at\` snapshot)"
   [migsnap-warm]="\`migsnap_migrator\`, warm (a clone)"
 )
 for case in dtm migsnap-cold migsnap-warm; do
-  echo "| ${label[$case]} | $(cell "$res/$case.test") | $(cell "$res/$case.ms") | $(wc -l <"$res/$case.ms") |"
+  echo "| ${label[$case]} | $(cat "$res/$case.rows") | $(cell "$res/$case.test") | $(cell "$res/$case.ms") | $(wc -l <"$res/$case.ms") |"
 done
