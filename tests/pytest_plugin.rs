@@ -972,3 +972,138 @@ fn a_cold_build_whose_json_result_outgrows_a_pipe_does_not_hang_the_plugin() {
         "402"
     );
 }
+
+/// A data migration for the example project: every product's SKU in
+/// capitals, so a test can create lower-case ones before it and see them
+/// changed after.
+const UPPER_SKUS: &str = r#"from django.db import migrations
+from django.db.models.functions import Upper
+
+
+def upper_skus(apps, schema_editor):
+    Product = apps.get_model("catalog", "Product")
+    Product.objects.using(schema_editor.connection.alias).update(sku=Upper("sku"))
+
+
+class Migration(migrations.Migration):
+    dependencies = [("catalog", "0004_product_is_active")]
+    operations = [migrations.RunPython(upper_skus, migrations.RunPython.noop)]
+"#;
+
+/// django-test-migrations' `MigratorTestCase` API under `manage.py test`:
+/// rows made in the old state by `prepare()`, transformed by the tested
+/// migration; the first test's database at 0004 is a build, the second's a
+/// clone. `test_z_after` (a later module, the same kind of test case, so
+/// it runs after) sees a fully migrated database with the rows 0003 seeded:
+/// swapped in, not flushed.
+const MIGRATOR_TESTCASE: &str = r#"from django.db import connection
+
+from migsnap.django import MigratorTestCase
+
+SOURCES = []
+
+
+class UpperSkus(MigratorTestCase):
+    migrate_from = ("catalog", "0004_product_is_active")
+    migrate_to = ("catalog", "0005_upper_skus")
+
+    def prepare(self):
+        SOURCES.append(self._migrator.prepared["source"])
+        with connection.cursor() as c:
+            c.execute("SELECT max(name) FROM django_migrations WHERE app = 'catalog'")
+            assert c.fetchone()[0] == "0004_product_is_active"
+        Category = self.old_state.apps.get_model("catalog", "Category")
+        Product = self.old_state.apps.get_model("catalog", "Product")
+        books = Category.objects.get(slug="books")
+        for sku in ("ab-1", "cd-2"):
+            Product.objects.create(category=books, sku=sku, name=sku, price=1, brand="b")
+
+    def test_a_skus_are_upper_case(self):
+        Product = self.new_state.apps.get_model("catalog", "Product")
+        self.assertEqual(sorted(Product.objects.values_list("sku", flat=True)), ["AB-1", "CD-2"])
+
+    def test_b_the_second_start_is_a_clone(self):
+        self.assertEqual(SOURCES, ["cold", "template"])
+"#;
+
+const AFTER_MIGRATOR: &str = r#"from django.db import connection
+from django.test import TransactionTestCase
+
+
+class After(TransactionTestCase):
+    def test_z_fully_migrated_and_not_flushed(self):
+        from catalog.models import Category, Product
+
+        with connection.cursor() as c:
+            c.execute("SELECT max(name) FROM django_migrations WHERE app = 'catalog'")
+            self.assertEqual(c.fetchone()[0], "0005_upper_skus")
+        self.assertEqual(Product.objects.count(), 0)
+        self.assertTrue(Category.objects.filter(slug="books").exists())
+"#;
+
+/// `manage.py test ARGS` in the example project, its database on the test
+/// server.
+fn manage_test(p: &Project, args: &[&str]) -> Output {
+    let mut c = Command::new(python());
+    c.args(["manage.py", "test"])
+        .args(args)
+        .current_dir(p.path())
+        .env("PYTHONPATH", repo().join("python"))
+        .env("MIGSNAP_BIN", bin())
+        .env("MIGSNAP_SERVER_URL", server_url())
+        .env("MIGSNAP_CACHE_DIR", p.cache.path())
+        .envs(libpq_env(&p.name))
+        .env_remove("DJANGO_SETTINGS_MODULE")
+        .env_remove("MIGSNAP_PYTHON");
+    p.isolate_keys(&mut c);
+    c.output().expect("run manage.py test")
+}
+
+#[test]
+fn migrator_test_case_runs_a_data_migration_test_from_a_prepare_at_clone() {
+    let p = Project::example("migrator_testcase");
+    let db = format!("test_{}", p.name);
+    p.track(&db);
+    p.write("catalog/migrations/0005_upper_skus.py", UPPER_SKUS);
+    p.write("test_migrator.py", MIGRATOR_TESTCASE);
+    p.write("test_zafter.py", AFTER_MIGRATOR);
+    let out = manage_test(
+        &p,
+        &["--testrunner", "migsnap.django.DiscoverRunner", "-v", "2"],
+    );
+    let text = report(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Ran 3 tests"), "{text}");
+    let mut at_snapshots = 0;
+    for e in std::fs::read_dir(p.cache.path())
+        .expect("cache dir")
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(key) = name.strip_suffix(".json").filter(|k| k.len() == 64) else {
+            continue;
+        };
+        p.track(&template_name(key));
+        let meta: Value =
+            serde_json::from_slice(&std::fs::read(e.path()).expect("read")).expect("snapshot json");
+        if meta["at"] == serde_json::json!(["catalog.0004_product_is_active"]) {
+            at_snapshots += 1;
+        }
+    }
+    assert_eq!(
+        at_snapshots, 1,
+        "the database at 0004 is a snapshot: {text}"
+    );
+    assert!(!database_exists(&db), "dropped at the end of the run");
+
+    // Under Django's own runner the database is Django's: the test case
+    // says what it needs, and no test runs.
+    let out = manage_test(&p, &["test_migrator", "-v", "1"]);
+    let text = report(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("needs migsnap's test runner")
+            && text.contains("--testrunner migsnap.django.DiscoverRunner"),
+        "{text}"
+    );
+}

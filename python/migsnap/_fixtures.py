@@ -174,16 +174,17 @@ def _swap_in(
     Django pointed at it. When a full clone cannot be swapped in, the
     database still holds what the test left, and the later database tests
     are failed rather than run on it."""
-    from django.db import connections
+    from migsnap._migrator import swap_in
 
     config = request.config
-    # Nothing may hold the old database open while it is renamed aside.
-    connections.close_all()
-    try:
+
+    def prepare() -> Dict[str, Any]:
         if at is None:
-            result = _prepare(config, "default", dbname, rebuild=False)
-        else:
-            result = _prepare_at(config, dbname, at)
+            return _prepare(config, "default", dbname, rebuild=False)
+        return _prepare_at(config, dbname, at)
+
+    try:
+        return swap_in(prepare)
     except PrepareFailed as e:
         if at is None:
             config.stash[used_key] = (
@@ -194,16 +195,6 @@ def _swap_in(
                 % (dbname, request.node.nodeid, fixture, e.headline.removeprefix("error: "))
             )
         raise
-    _databases.point_at("default", result)
-    # Content types cached from the database before: a database part of
-    # the way has other ids (and fewer types).
-    from django.apps import apps
-
-    if apps.is_installed("django.contrib.contenttypes"):
-        from django.contrib.contenttypes.models import ContentType
-
-        ContentType.objects.clear_cache()
-    return result
 
 
 def _prepare_at(config: pytest.Config, dbname: str, at: List[str]) -> Dict[str, Any]:
@@ -224,8 +215,6 @@ def migrator(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
     clone of the database at its targets, and afterwards (`reset`) a clone
     of the fully migrated snapshot is swapped back in, whatever the test
     left."""
-    from django.core.management import call_command
-
     from migsnap._migrator import Migrator
 
     request.getfixturevalue("django_db_setup")
@@ -240,7 +229,6 @@ def migrator(request: pytest.FixtureRequest) -> Generator[Any, None, None]:
         it = Migrator(lambda at: _swap_in(request, dbname, MIGRATOR, at))
         yield it
         it.reset()
-        call_command("createcachetable", database="default")
 
 
 def _worker_input(config: pytest.Config) -> Dict[str, Any]:

@@ -67,11 +67,39 @@ class Migrator:
 
     def reset(self) -> None:
         """The database fully migrated again: a fresh clone of the snapshot,
-        not a ``migrate``."""
+        not a ``migrate``; with its cache tables, as after the session's
+        setup (``createcachetable``: snapshots hold none)."""
+        from django.core.management import call_command
+
         self.prepared = self._swap(None)
+        call_command("createcachetable", database=self._database)
 
     def _executor(self) -> Any:
         from django.db import connections
         from django.db.migrations.executor import MigrationExecutor
 
         return MigrationExecutor(connections[self._database])
+
+
+def swap_in(
+    prepare: Callable[[], Dict[str, Any]], alias: str = "default"
+) -> Dict[str, Any]:
+    """A new database under ``alias``'s name: ``prepare`` runs migsnap
+    (``prepare --database NAME``, with ``--at`` or not) and returns its
+    result; ``alias`` is pointed at it. Raises what ``prepare`` raises."""
+    from django.apps import apps
+    from django.db import connections
+
+    from migsnap import _databases
+
+    # Nothing may hold the old database open while it is renamed aside.
+    connections.close_all()
+    result = prepare()
+    _databases.point_at(alias, result)
+    # Content types cached from the database before: a database part of
+    # the way has other ids (and fewer types).
+    if apps.is_installed("django.contrib.contenttypes"):
+        from django.contrib.contenttypes.models import ContentType
+
+        ContentType.objects.clear_cache()
+    return result
