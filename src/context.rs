@@ -36,6 +36,9 @@ pub struct DjangoRunner {
     pub echo_output: bool,
     /// The database alias to migrate (`migrate --database ALIAS`).
     pub alias: String,
+    /// `build-accelerator`: `migrate` mode calls `fastmig.install()` first
+    /// when the project's environment has django-fastmig (issue #24).
+    pub accelerate: bool,
 }
 
 /// How snapshots are copied and restored.
@@ -51,6 +54,9 @@ pub struct BuildOptions {
     /// Where pg_dump is found (on any server; the embedded one has its own
     /// copy for initdb and pg_ctl).
     pub programs: crate::pg::tools::Programs,
+    /// `verify-build`: an accelerated build is checked against stock
+    /// Django's `migrate` into a scratch database before it is saved.
+    pub verify: bool,
 }
 
 /// The cache dir, and what signs what is written to it (and pushed) and

@@ -86,6 +86,14 @@ enum Event {
     Aliases {
         aliases: Vec<crate::aliases::AliasInfo>,
     },
+    /// `migrate` mode with `MIGSNAP_ACCELERATE`: whether django-fastmig
+    /// patched Django's migration state before migrating (`active`), and
+    /// if not, why (`missing`: the import failed).
+    Accelerator {
+        active: bool,
+        #[serde(default)]
+        missing: Option<String>,
+    },
     Finished,
 }
 
@@ -296,7 +304,7 @@ pub struct IndexConflict {
 }
 
 /// What the shim can be asked to do.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// `manage.py migrate`.
     Migrate,
@@ -333,6 +341,9 @@ pub struct MigrateReport {
     pub at_base: Option<Option<usize>>,
     /// Model-state mode: index names declared twice, differently.
     pub index_conflicts: Vec<IndexConflict>,
+    /// `migrate` ran with django-fastmig installed (`build-accelerator`,
+    /// and the project's environment has it).
+    pub accelerated: bool,
 }
 
 impl MigrateReport {
@@ -455,6 +466,24 @@ pub enum NoDjango {
         python: std::path::PathBuf,
         source: std::io::Error,
     },
+}
+
+/// A warning: `build-accelerator` is on, but `import fastmig` failed in
+/// the project's interpreter; the build went on with stock Django.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "build-accelerator is on but django-fastmig is not installed in the project's environment (`{}`: {why}); migrated with stock Django",
+    .python.display()
+)]
+pub struct NoAccelerator {
+    pub python: std::path::PathBuf,
+    pub why: String,
+}
+
+impl crate::error::Typed for NoAccelerator {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Usage
+    }
 }
 
 impl crate::error::Typed for NoDjango {
@@ -674,6 +703,15 @@ async fn run_shim_checked(
             },
         )
         .envs(extra_env.iter().map(|(k, v)| (k, v)))
+        // Only `migrate` builds what is saved; the other modes read.
+        .env(
+            "MIGSNAP_ACCELERATE",
+            if django.accelerate && mode == Mode::Migrate {
+                "1"
+            } else {
+                ""
+            },
+        )
         .env("MIGSNAP_ALIAS", &django.alias)
         .env("MIGSNAP_DB_NAME", db)
         .env("MIGSNAP_DB_HOST", &conn.host)
@@ -730,6 +768,7 @@ async fn run_shim_checked(
     let mut at_base: Option<Option<usize>> = None;
     let mut index_conflicts: Vec<IndexConflict> = Vec::new();
     let mut refused: Option<String> = None;
+    let mut accelerated = false;
     let mut finished = false;
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let (mut events_open, mut output_open) = (true, true);
@@ -757,6 +796,16 @@ async fn run_shim_checked(
                             Event::Aliases { aliases: found } => aliases = Some(found.clone()),
                             Event::AtBase { index } => at_base = Some(*index),
                             Event::Created { conflicts, .. } => index_conflicts = conflicts.clone(),
+                            Event::Accelerator { active, missing } => {
+                                accelerated = *active;
+                                if let Some(why) = missing {
+                                    let warning = NoAccelerator {
+                                        python: django.python.clone(),
+                                        why: why.clone(),
+                                    };
+                                    ui.warn_about(warning.to_string(), &warning);
+                                }
+                            }
                             _ => {}
                         }
                         progress.on_event(ev, ui);
@@ -852,6 +901,7 @@ async fn run_shim_checked(
         aliases,
         at_base,
         index_conflicts,
+        accelerated,
     };
     if !report.applied.is_empty() {
         ui.info(format!(
@@ -980,6 +1030,11 @@ impl Progress {
             | Event::Trace(_)
             | Event::Aliases { .. }
             | Event::AtBase { .. } => self.current = None,
+            Event::Accelerator { active: true, .. } => {
+                ui.info("migrating with django-fastmig (build-accelerator)")
+            }
+            // Not installed: warned where the event is read.
+            Event::Accelerator { .. } => {}
         }
     }
 

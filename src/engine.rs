@@ -42,6 +42,7 @@ use crate::store::{self, BuildInfo, Manifest, Store};
 use crate::units;
 
 mod plan;
+mod verify;
 use std::path::Path;
 use std::time::Instant;
 
@@ -85,6 +86,10 @@ pub struct Snapshot {
     /// it for certain (a template it found marked with its digest, or the
     /// manifest of a dump it restored); None after a build.
     pub built_with: Option<Checked>,
+    /// Whether the build that made the snapshot ran with the accelerator,
+    /// when this run knows (it built it, or restored its dump and read the
+    /// manifest); None for a template or pool member found ready.
+    pub accelerated: Option<bool>,
 }
 
 /// What a build is asked for.
@@ -122,6 +127,7 @@ impl Snapshot {
             origin: Some(origin),
             handed_out,
             built_with: Some(m.depends.checked.clone()),
+            accelerated: Some(m.build.accelerated),
         }
     }
 
@@ -130,16 +136,17 @@ impl Snapshot {
         template: String,
         source: Source,
         base_key: Option<Key>,
-        applied: Vec<Applied>,
+        report: django::MigrateReport,
     ) -> Snapshot {
         Snapshot {
             template,
             source,
             base_key,
-            applied,
+            applied: report.applied,
             origin: None,
             handed_out: false,
             built_with: None,
+            accelerated: Some(report.accelerated),
         }
     }
 
@@ -162,6 +169,7 @@ impl Snapshot {
             origin: None,
             handed_out: false,
             built_with: record,
+            accelerated: None,
         }
     }
 }
@@ -698,6 +706,8 @@ impl BuildSession<'_> {
                 base_key: None,
                 seconds: 0.0,
                 migrations: vec![],
+                accelerated: false,
+                verified: false,
             },
             started: t,
             replacing: self.old.as_ref(),
@@ -707,7 +717,7 @@ impl BuildSession<'_> {
             self.template.clone(),
             Source::Cold,
             None,
-            report.applied,
+            report,
         ))
     }
 
@@ -882,6 +892,8 @@ impl BuildSession<'_> {
                 base_key: Some(base.key.clone()),
                 seconds: 0.0,
                 migrations: base.build.migrations.clone(),
+                accelerated: false,
+                verified: false,
             },
             started: t,
             replacing,
@@ -893,7 +905,7 @@ impl BuildSession<'_> {
                 self.template.clone(),
                 Source::Incremental,
                 Some(base.key.clone()),
-                report.applied,
+                report,
             )
         })
     }
@@ -1096,12 +1108,20 @@ pub enum BuildError {
         "{what} while migrate ran; nothing was saved, since the database may not match the files"
     )]
     Changed { what: String },
+    /// `verify-build`: the accelerated build is not what stock Django's
+    /// `migrate` makes (`what`: the first difference).
+    #[error(
+        "verify-build: the accelerated build of snapshot {short} differs from stock Django's: {what}; nothing was saved"
+    )]
+    Unverified { short: String, what: String },
 }
 
 impl crate::error::Typed for BuildError {
     fn kind(&self) -> crate::error::Kind {
         match self {
-            BuildError::NotRecorded { .. } => crate::error::Kind::Django,
+            BuildError::NotRecorded { .. } | BuildError::Unverified { .. } => {
+                crate::error::Kind::Django
+            }
             BuildError::NoAnswer { .. } => crate::error::Kind::Server,
             _ => crate::error::Kind::Usage,
         }
@@ -1236,6 +1256,12 @@ async fn finish(
             build: build.to_string(),
         }
         .into());
+    }
+    // Before the dump: a build that fails its check is never saved.
+    info.accelerated = report.accelerated;
+    if report.accelerated && ctx.build.verify {
+        verify::against_stock(admin, ctx, fp, build, ui).await?;
+        info.verified = true;
     }
     let t = Instant::now();
     let (programs, conn, db, major, st, key) = (

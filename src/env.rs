@@ -24,6 +24,12 @@ pub const SIGNING_KEY_FILE: &str = "MIGSNAP_SIGNING_KEY_FILE";
 /// `1`: use snapshots no trusted key signed, for their own key only, never
 /// as the base of an incremental build (overrides `trust-unsigned`).
 pub const TRUST_UNSIGNED: &str = "MIGSNAP_TRUST_UNSIGNED";
+/// `1`: migrate with django-fastmig when the project's environment has it
+/// (overrides `build-accelerator`; off by default while it is experimental).
+pub const BUILD_ACCELERATOR: &str = "MIGSNAP_BUILD_ACCELERATOR";
+/// `1`: check every accelerated build against stock Django's `migrate` into
+/// a scratch database before saving it (overrides `verify-build`).
+pub const VERIFY_BUILD: &str = "MIGSNAP_VERIFY_BUILD";
 /// The shared snapshot store: `s3://bucket/prefix` or `file:///dir`
 /// (overrides `remote` in the config; `off` turns a configured one off).
 pub const REMOTE: &str = "MIGSNAP_REMOTE";
@@ -74,6 +80,9 @@ pub const PAUSE_AT: &str = "MIGSNAP_PAUSE_AT";
 /// authenticated (as an unsigned one under `trust-unsigned` will), so the
 /// tests reach the stricter checks such a snapshot gets (`failpoint`).
 pub const TEST_UNAUTHENTICATED: &str = "MIGSNAP_TEST_UNAUTHENTICATED";
+/// Test hook: any value makes `verify-build` find the accelerated build
+/// different from stock Django's (a table is added to it first).
+pub const TEST_VERIFY_SKEW: &str = "MIGSNAP_TEST_VERIFY_SKEW";
 
 /// The snapshot store's backend reads its own standard variables, those
 /// that start with this: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,

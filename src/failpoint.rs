@@ -130,3 +130,19 @@ pub fn unauthenticated() -> bool {
 pub fn unauthenticated() -> bool {
     false
 }
+
+/// `MIGSNAP_TEST_VERIFY_SKEW`: before `verify-build` compares an
+/// accelerated build with stock Django's, add a table to the accelerated
+/// one, so the tests see a real difference caught (an honest fastmig bug
+/// cannot be had on demand).
+#[cfg(feature = "failpoints")]
+pub fn verify_skew() -> bool {
+    crate::env::var(crate::env::TEST_VERIFY_SKEW).is_some()
+}
+
+/// Without the `failpoints` feature: never.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn verify_skew() -> bool {
+    false
+}

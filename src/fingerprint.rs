@@ -23,6 +23,11 @@ pub const KEY_FORMAT: &str = "migsnap-key-v2";
 /// The format of a `prepare --at` key (`Fingerprint::at`): the full key and
 /// the targets, in order.
 pub const AT_FORMAT: &str = "migsnap-at-v1";
+/// The marker that `build-accelerator` adds to a key (issue #24): a
+/// snapshot built by the accelerated path has a key of its own, so a stock
+/// run never restores one (and the warm path still starts no Python to
+/// tell them apart).
+pub const ACCELERATED_FORMAT: &str = "migsnap-accelerated-v1";
 
 /// Django's `DEFAULT_DB_ALIAS`.
 pub const DEFAULT_ALIAS: &str = "default";
@@ -51,6 +56,10 @@ pub struct Fingerprint {
     pub salt_sha256: String,
     /// The alias it is for (`KeySpec::alias`).
     pub alias: String,
+    /// `build-accelerator` was on: the key carries `ACCELERATED_FORMAT`,
+    /// and what is built for it is migrated with django-fastmig when the
+    /// project's environment has it.
+    pub accelerated: bool,
     /// `prepare --at`: the migration targets `migrate` is run to, one after
     /// another (`app.name`, or a migration file's path, project-relative
     /// when inside the project); empty: fully migrated. Part of `key`
@@ -82,14 +91,15 @@ impl Fingerprint {
     /// files, hashed once): what `ls` and `gc` treat as current besides
     /// this one's.
     pub fn key_for_alias(&self, spec: &KeySpec, alias: &str) -> Key {
-        key_of(
+        let key = key_of(
             &spec.salt,
             spec.settings_module.as_deref(),
             alias,
             &self.migrations,
             &self.key_inputs,
             &self.packages,
-        )
+        );
+        accelerated_key(key, spec.accelerated)
     }
 
     /// The current keys of this alias and of every alias in `aliases`.
@@ -125,6 +135,8 @@ pub struct KeySpec {
     /// The database alias the snapshot is migrated for (`migrate
     /// --database ALIAS`): the routers give each alias its own schema.
     pub alias: String,
+    /// `build-accelerator`: the key carries `ACCELERATED_FORMAT`.
+    pub accelerated: bool,
     /// Where the hashes of the last run are remembered with each file's
     /// stat (`statcache`), so that only what changed is read again (issue
     /// #24); None: every file is read.
@@ -317,6 +329,7 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         &key_inputs,
         &packages,
     );
+    let key = accelerated_key(key, spec.accelerated);
     let mut dangling = dangling.into_inner().unwrap_or_else(|p| p.into_inner());
     dangling.sort();
     let fp = Fingerprint {
@@ -326,9 +339,26 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         packages,
         salt_sha256: hash_normalized(spec.salt.as_bytes()),
         alias: spec.alias.clone(),
+        accelerated: spec.accelerated,
         at: Vec::new(),
     };
     Ok((fp, dangling))
+}
+
+/// `key` as the accelerated path's, when `on`: the stock key under a format
+/// name of its own (as `at_key` does), so the two never collide and a stock
+/// key is what it always was.
+pub fn accelerated_key(key: Key, on: bool) -> Key {
+    if !on {
+        return key;
+    }
+    let mut h = Sha256::new();
+    for (tag, s) in [(b"F", ACCELERATED_FORMAT), (b"K", key.as_str())] {
+        h.update(tag);
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    }
+    Key::from_digest(&h.finalize().into())
 }
 
 /// The key of the database `migrate` reaches at `targets` (non-empty),
@@ -732,6 +762,22 @@ fn globset(patterns: &[String], what: &str) -> Result<GlobSet> {
 mod tests {
     use super::*;
 
+    /// `build-accelerator` gives the same files a key of their own, and
+    /// leaves the stock key as it was.
+    #[test]
+    fn an_accelerated_key_is_its_own_and_the_stock_key_is_unchanged() {
+        let stock = Key::from_digest(&[7; 32]);
+        assert_eq!(accelerated_key(stock.clone(), false), stock);
+        let fast = accelerated_key(stock.clone(), true);
+        assert_ne!(fast, stock);
+        assert_eq!(
+            fast,
+            accelerated_key(stock.clone(), true),
+            "a function of the key"
+        );
+        assert_ne!(fast, accelerated_key(Key::from_digest(&[8; 32]), true));
+    }
+
     #[test]
     fn an_at_key_covers_the_targets_in_order_and_is_never_the_full_key() {
         let fp = Fingerprint {
@@ -741,6 +787,7 @@ mod tests {
             packages: BTreeMap::new(),
             salt_sha256: String::new(),
             alias: DEFAULT_ALIAS.into(),
+            accelerated: false,
             at: vec![],
         };
         let at = |t: &[&str]| fp.clone().at(t.iter().map(|s| s.to_string()).collect());
@@ -946,6 +993,7 @@ DJANGO_SETTINGS_MODULE = "site.settings"
             settings_module: None,
             alias: DEFAULT_ALIAS.into(),
             stat_cache: None,
+            accelerated: false,
         };
         let (fp, dangling) = compute_noting_links(&spec).expect("no error for links to nothing");
         assert_eq!(
@@ -989,6 +1037,7 @@ DJANGO_SETTINGS_MODULE = "site.settings"
             salt: String::new(),
             settings_module: None,
             alias: DEFAULT_ALIAS.into(),
+            accelerated: false,
         };
         (dir, spec)
     }

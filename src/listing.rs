@@ -136,6 +136,8 @@ mod tests {
                 base_key: None,
                 seconds: 0.0,
                 migrations: vec![],
+                accelerated: false,
+                verified: false,
             },
             depends: Default::default(),
             extensions: vec![],

@@ -60,6 +60,9 @@ pub struct Prepared {
     /// The targets it was migrated to (`Fingerprint::at`: file paths
     /// project-relative); empty: fully migrated.
     pub at: Vec<String>,
+    /// The build that made its snapshot ran with the accelerator
+    /// (`build-accelerator`, django-fastmig installed).
+    pub accelerated: bool,
 }
 
 impl Prepared {
@@ -174,6 +177,17 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
     };
     let done = |snapshot: Snapshot, key: Key, maintenance: bool| Prepared {
         database: target.to_string(),
+        // A template found ready says nothing of how it was built; its
+        // manifest does. Only an accelerated key can have an accelerated
+        // build, so a stock warm path reads nothing more.
+        accelerated: snapshot.accelerated.unwrap_or_else(|| {
+            fp.accelerated
+                && store
+                    .load(&key)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|m| m.build.accelerated)
+        }),
         key,
         source: snapshot.source,
         base_key: snapshot.base_key,

@@ -46,6 +46,10 @@ pub struct FileConfig {
     pub signing_key_file: Option<PathBuf>,
     /// Use snapshots no trusted key signed (for their own key only).
     pub trust_unsigned: Option<bool>,
+    /// Migrate with django-fastmig when the project's environment has it.
+    pub build_accelerator: Option<bool>,
+    /// Check an accelerated build against stock Django before saving it.
+    pub verify_build: Option<bool>,
     pub server_dir: Option<PathBuf>,
     /// Let the embedded server also listen on 127.0.0.1 at this port.
     pub server_port: Option<u16>,
@@ -393,6 +397,19 @@ impl Settings {
             }
         }
         let stat_cache = migsnap::statcache::path_for(&cache_dir, &project_dir);
+        // Opt-in while django-fastmig is experimental (docs/accelerator.md).
+        let accelerate = env_bool(
+            e,
+            env::BUILD_ACCELERATOR,
+            "MIGSNAP_BUILD_ACCELERATOR=1 migrates with django-fastmig when the project's environment has it; 0 turns it off",
+        )?
+        .unwrap_or_else(|| file.build_accelerator.unwrap_or(false));
+        let verify = env_bool(
+            e,
+            env::VERIFY_BUILD,
+            "MIGSNAP_VERIFY_BUILD=1 checks every accelerated build against stock Django's",
+        )?
+        .unwrap_or_else(|| file.verify_build.unwrap_or(false));
         let ctx = Ctx {
             django: DjangoRunner {
                 python,
@@ -401,6 +418,7 @@ impl Settings {
                 project_dir: project_dir.clone(),
                 echo_output: args.verbose,
                 alias: alias.clone(),
+                accelerate,
             },
             key: migsnap::fingerprint::KeySpec {
                 root: project_dir,
@@ -411,6 +429,7 @@ impl Settings {
                 settings_module: key_settings,
                 alias,
                 stat_cache: Some(stat_cache),
+                accelerated: accelerate,
             },
             server,
             cache: CacheDir::new(cache_dir, trust),
@@ -421,6 +440,7 @@ impl Settings {
                     .trusted_extensions
                     .unwrap_or_else(|| owned(migsnap::pg::extension::DEFAULT_TRUSTED)),
                 programs,
+                verify,
             },
             pool,
             remote,

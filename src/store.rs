@@ -108,6 +108,14 @@ pub struct BuildInfo {
     /// Empty in manifests written before migsnap recorded them.
     #[serde(default)]
     pub migrations: Vec<Applied>,
+    /// `build-accelerator`: this build's `migrate` ran with django-fastmig
+    /// (issue #24). Absent (false) in stock builds and older manifests.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accelerated: bool,
+    /// `verify-build`: the accelerated build was compared with stock
+    /// Django's `migrate` and found equal (`engine::verify`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verified: bool,
 }
 
 /// How a snapshot's build started: written as `cold` or `incremental` in
@@ -778,6 +786,13 @@ fn builds_on(
         // Another alias's schema is another database's (the routers
         // decide what lands where): never a base for this one.
         && m.alias == fp.alias
+        // Issue #24: an accelerated build is judged whole (verify-build
+        // compares it with stock Django's migrate from empty), so it may
+        // start from any snapshot; a stock build starts only from what is
+        // known to be stock Django's result: a stock snapshot, or an
+        // accelerated one that verify-build found equal to it. An
+        // unverified accelerated snapshot serves its own key only.
+        && (fp.accelerated || !m.build.accelerated || m.build.verified)
         && m
             .migrations
             .iter()

@@ -83,6 +83,8 @@ fn cached(key: &Key, dump: &[u8], secret: Option<&CacheSecret>) -> (tempfile::Te
             base_key: None,
             seconds: 1.0,
             migrations: Vec::new(),
+            accelerated: false,
+            verified: false,
         },
         depends: Default::default(),
         extensions: vec![],

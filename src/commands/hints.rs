@@ -7,7 +7,7 @@
 //! it so).
 
 use migsnap::check::CheckError;
-use migsnap::django::{DjangoError, Failure, NoDjango};
+use migsnap::django::{DjangoError, Failure, NoAccelerator, NoDjango};
 use migsnap::drop::Refused;
 use migsnap::embedded::{EmbeddedError, RuntimeDir};
 use migsnap::engine::BuildError;
@@ -57,6 +57,9 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
     }
     if let Some(d) = e.downcast_ref::<DjangoError>() {
         return Some(django_hint(d.kind).into());
+    }
+    if e.downcast_ref::<NoAccelerator>().is_some() {
+        return Some("`pip install django-fastmig` into the interpreter migsnap runs (`python` in [tool.migsnap], MIGSNAP_PYTHON), or set build-accelerator = false".into());
     }
     if let Some(n) = e.downcast_ref::<NoDjango>() {
         return Some(no_django_hint(n).into());
@@ -279,6 +282,7 @@ fn build_hint(e: &BuildError) -> Option<String> {
         }
         BuildError::Changed { .. } => "run the command again once the checkout is settled".into(),
         BuildError::Unkeyed { dir } => format!("add `{dir}/*.py` to `migrations` in [tool.migsnap]"),
+        BuildError::Unverified { .. } => "set build-accelerator = false (or MIGSNAP_BUILD_ACCELERATOR=0) to build with stock Django, and report the difference to django-fastmig (docs/accelerator.md)".into(),
         BuildError::BorrowsRights { .. } | BuildError::NoAnswer { .. } => return None,
     })
 }

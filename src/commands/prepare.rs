@@ -44,6 +44,9 @@ struct PrepareOutput<'a> {
     /// `--at`: the migrations it was migrated to, in order (a file inside
     /// the project by its project-relative path); empty: fully migrated.
     at: &'a [String],
+    /// Whether the build that made this database's snapshot ran with the
+    /// accelerator (`build-accelerator` with django-fastmig installed).
+    accelerated: bool,
 }
 
 /// `prepare --unless-ready` when a pool member was ready: nothing done.
@@ -152,6 +155,7 @@ fn output<'a>(p: &'a Prepared, alias: &'a str, mirror_of: Option<&'a str>) -> Pr
         url: p.conn.url(&p.database),
         built_with: p.built_with.as_ref().map(BuiltWith::from),
         at: &p.at,
+        accelerated: p.accelerated,
     }
 }
 

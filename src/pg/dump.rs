@@ -34,6 +34,42 @@ pub struct Dumped {
 /// has proved to be of `db` (`expected`). `write_error` turns a failed write
 /// into the caller's error (it knows where `out` lives). Blocking: call it
 /// from `spawn_blocking`.
+/// `pg_dump --schema-only` of `db` as text, less the `\restrict` and
+/// `\unrestrict` lines (a random token per run): what two databases built
+/// the same way share byte for byte (`verify-build`).
+pub fn schema_text(
+    programs: &tools::Programs,
+    conn: &ConnInfo,
+    db: &str,
+    server_major: u32,
+) -> Result<String> {
+    let pg_dump = programs.find("pg_dump", Some(server_major))?;
+    let mut cmd = Command::new(&pg_dump);
+    let out = super::scrub_pg_env(&mut cmd)
+        .args(["--schema-only", "--no-owner", "--no-privileges"])
+        .arg(format!("--dbname={}", conn.conninfo(db)))
+        .envs(conn.child_env(db))
+        .stdin(Stdio::null())
+        .output()
+        .with_kind(Kind::Usage, || {
+            format!("cannot run `{}`", pg_dump.display())
+        })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let failed = PgDumpError::Failed {
+            database: db.to_string(),
+            first: stderr.lines().next().unwrap_or("").to_string(),
+            version_mismatch: stderr.contains("server version mismatch"),
+        };
+        return Err(Error::from(failed).detail(stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+        .collect())
+}
+
 pub fn dump<W: Write>(
     programs: &tools::Programs,
     conn: &ConnInfo,

@@ -1,0 +1,222 @@
+//! `verify-build` (issue #24): an accelerated build proves it made what
+//! stock Django's `migrate` makes, before it is saved.
+//!
+//! The accelerator (django-fastmig) reimplements part of Django's migration
+//! state; if it gets a case wrong, the snapshot is wrong for every test
+//! that uses it. So with `verify-build` on, stock Django migrates a scratch
+//! database (always dropped) to the same targets, and the two are compared
+//! as the benchmark compares them (scripts/bench_accel.sh): the
+//! `pg_dump --schema-only` text byte for byte (less its random
+//! `\restrict` token), the (app, name) rows of `django_migrations`, and
+//! every table's row count. Row values are not compared: data migrations
+//! that write `now()` differ between any two plain runs. Equal: the
+//! manifest says `verified`. Different: the build fails and nothing is
+//! saved.
+//!
+//! It runs in the build, so a verified build costs one stock `migrate`
+//! more; doing it in the background after the snapshot is served is a
+//! later optimisation (the snapshot would then be unverified until it
+//! finishes).
+
+use super::BuildError;
+use crate::context::Ctx;
+use crate::django;
+use crate::error::Result;
+use crate::failpoint;
+use crate::fingerprint::Fingerprint;
+use crate::pg::admin::Admin;
+use crate::pg::{db_error, dump, quote_ident};
+use crate::report::Events;
+
+/// What two builds of the same migrations must share.
+#[derive(Debug, PartialEq, Eq)]
+struct Facts {
+    schema: String,
+    applied: Vec<(String, String)>,
+    /// `schema.table` -> rows, sorted by name.
+    rows: Vec<(String, i64)>,
+}
+
+/// Compare the accelerated `build` with stock Django's `migrate` into a
+/// scratch database; an error (`BuildError::Unverified`) names the first
+/// difference.
+pub(super) async fn against_stock(
+    admin: &Admin,
+    ctx: &Ctx,
+    fp: &Fingerprint,
+    build: &str,
+    ui: &Events,
+) -> Result<()> {
+    if failpoint::verify_skew() {
+        let client = admin.conn.connect(build).await?;
+        client
+            .batch_execute(r#"CREATE TABLE "migsnap_verify_skew" ("id" integer)"#)
+            .await
+            .map_err(|e| db_error("cannot skew the build (failpoint)", e))?;
+    }
+    ui.info(format!(
+        "verify-build: migrating a scratch database with stock Django to check snapshot {}",
+        fp.short()
+    ));
+    let built = facts(admin, ctx, build).await?;
+    let stock = crate::context::DjangoRunner {
+        accelerate: false,
+        ..ctx.django.clone()
+    };
+    let targets = super::shim_targets(&fp.at, ctx.project_dir());
+    let reference = admin
+        .with_scratch(None, async |scratch| {
+            django::migrate(&stock, &admin.conn, scratch, ui, None, &targets).await?;
+            facts(admin, ctx, scratch).await
+        })
+        .await?;
+    match first_difference(&built, &reference) {
+        None => Ok(()),
+        Some(what) => Err(BuildError::Unverified {
+            short: fp.short().to_string(),
+            what,
+        }
+        .into()),
+    }
+}
+
+async fn facts(admin: &Admin, ctx: &Ctx, db: &str) -> Result<Facts> {
+    let (programs, conn, name, major) = (
+        ctx.build.programs.clone(),
+        admin.conn.clone(),
+        db.to_string(),
+        admin.major(),
+    );
+    let schema = crate::error::blocking("the schema dump", move || {
+        dump::schema_text(&programs, &conn, &name, major)
+    })
+    .await??;
+    let client = admin.conn.connect(db).await?;
+    let query = |what: &'static str| move |e| db_error(format!("cannot read {what} of `{db}`"), e);
+    let applied = client
+        .query(
+            "SELECT app::text, name::text FROM django_migrations ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(query("django_migrations"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let tables = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') \
+             AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+             AND n.nspname NOT LIKE 'pg\\_toast%' \
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(query("the tables"))?;
+    let mut rows = Vec::with_capacity(tables.len());
+    for t in &tables {
+        let (schema, table): (String, String) = (t.get(0), t.get(1));
+        // Names from the catalog, quoted: never text formatted into SQL.
+        let sql = format!(
+            "SELECT count(*) FROM {}.{}",
+            quote_ident(&schema),
+            quote_ident(&table)
+        );
+        let n: i64 = client
+            .query_one(sql.as_str(), &[])
+            .await
+            .map_err(query("a table's rows"))?
+            .get(0);
+        rows.push((format!("{schema}.{table}"), n));
+    }
+    Ok(Facts {
+        schema,
+        applied,
+        rows,
+    })
+}
+
+/// The first way `built` (accelerated) differs from `stock`, in words.
+fn first_difference(built: &Facts, stock: &Facts) -> Option<String> {
+    if built.schema != stock.schema {
+        let (a, b): (Vec<&str>, Vec<&str>) = (
+            built.schema.split('\n').collect(),
+            stock.schema.split('\n').collect(),
+        );
+        let at = (0..a.len().max(b.len()))
+            .find(|&i| a.get(i) != b.get(i))
+            .unwrap_or(0);
+        let line = |v: &[&str]| v.get(at).map_or("(end)".to_string(), |l| format!("`{l}`"));
+        return Some(format!(
+            "the schema differs at line {} of pg_dump: {} here, {} with stock Django",
+            at + 1,
+            line(&a),
+            line(&b)
+        ));
+    }
+    if let Some(m) = built.applied.iter().find(|m| !stock.applied.contains(m)) {
+        return Some(format!(
+            "django_migrations records {}.{} here, not with stock Django",
+            m.0, m.1
+        ));
+    }
+    if let Some(m) = stock.applied.iter().find(|m| !built.applied.contains(m)) {
+        return Some(format!(
+            "django_migrations lacks {}.{} here, which stock Django records",
+            m.0, m.1
+        ));
+    }
+    let count = |facts: &Facts, t: &str| facts.rows.iter().find(|r| r.0 == t).map(|r| r.1);
+    let tables = built.rows.iter().chain(&stock.rows).map(|r| r.0.as_str());
+    for t in tables {
+        let (here, there) = (count(built, t), count(stock, t));
+        if here != there {
+            let n = |c: Option<i64>| c.map_or("no table".to_string(), |n| format!("{n} rows"));
+            return Some(format!(
+                "table {t} has {} here, {} with stock Django",
+                n(here),
+                n(there)
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(schema: &str, applied: &[(&str, &str)], rows: &[(&str, i64)]) -> Facts {
+        Facts {
+            schema: schema.to_string(),
+            applied: applied
+                .iter()
+                .map(|(a, n)| (a.to_string(), n.to_string()))
+                .collect(),
+            rows: rows.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_first_difference_is_named_schema_then_history_then_rows() {
+        let base = facts("a\nb\n", &[("app", "0001")], &[("public.t", 1)]);
+        assert_eq!(first_difference(&base, &base), None);
+        let schema = facts("a\nc\n", &[("app", "0001")], &[("public.t", 2)]);
+        assert_eq!(
+            first_difference(&schema, &base).as_deref(),
+            Some("the schema differs at line 2 of pg_dump: `c` here, `b` with stock Django")
+        );
+        let history = facts("a\nb\n", &[], &[("public.t", 1)]);
+        assert_eq!(
+            first_difference(&history, &base).as_deref(),
+            Some("django_migrations lacks app.0001 here, which stock Django records")
+        );
+        let rows = facts("a\nb\n", &[("app", "0001")], &[("public.t", 3)]);
+        assert_eq!(
+            first_difference(&rows, &base).as_deref(),
+            Some("table public.t has 3 rows here, 1 rows with stock Django")
+        );
+    }
+}
