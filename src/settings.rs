@@ -1075,6 +1075,35 @@ mod tests {
         );
     }
 
+    /// `build-accelerator` reaches the key, the shim and nothing else;
+    /// `verify-build` the build; the variable beats the config; both off
+    /// by default.
+    #[test]
+    fn the_accelerator_settings_are_off_unless_asked_and_the_variable_wins() {
+        let accel = |s: &Settings| {
+            (
+                s.ctx.key.accelerated,
+                s.ctx.django.accelerate,
+                s.ctx.build.verify,
+            )
+        };
+        let p = project("");
+        assert_eq!(
+            accel(&resolved(p.path(), Overrides::default(), &[])),
+            (false, false, false)
+        );
+        let p = project("build-accelerator = true\nverify-build = true\n");
+        assert_eq!(
+            accel(&resolved(p.path(), Overrides::default(), &[])),
+            (true, true, true)
+        );
+        let off = [(env::BUILD_ACCELERATOR, "0"), (env::VERIFY_BUILD, "no")];
+        assert_eq!(
+            accel(&resolved(p.path(), Overrides::default(), &off)),
+            (false, false, false)
+        );
+    }
+
     #[test]
     fn misspelt_keys_are_matched_to_the_nearest_known_one() {
         let known: Vec<String> = ["python", "cache-dir", "server-port", "pool"]
