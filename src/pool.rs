@@ -19,13 +19,13 @@
 //! leaves at worst an unmarked member or trash, which `gc` and the next
 //! `maintain` remove.
 
-use crate::context::Ctx;
 use crate::error::Result;
 use crate::key::{Key, LockId};
 use crate::names::DbName;
 use crate::pg::admin::{self, Admin, DbInfo};
 use crate::pg::mark::Mark;
 use crate::report::Events;
+use crate::session::Session;
 
 /// The mark a pool member of `template` carries. `project` tells a
 /// project's own members of an older key (dropped when the key changes)
@@ -143,15 +143,16 @@ pub struct Maintained {
 /// server stopped since (`server stop`, a bench or CI cleaning up, its
 /// directory maybe being removed).
 pub async fn maintain(
-    ctx: &Ctx,
+    session: &Session<'_>,
     size: usize,
     start_server: bool,
     ui: &Events,
 ) -> Result<Maintained> {
+    let ctx = session.ctx;
     let admin = if start_server {
-        Some(crate::engine::connect(ctx, ui).await?)
+        Some(session.admin(ui).await?)
     } else {
-        crate::engine::connect_if_running(ctx).await?
+        session.admin_if_running().await?
     };
     let Some(admin) = admin else {
         return Ok(Maintained {
@@ -168,9 +169,9 @@ pub async fn maintain(
         }
     }
 
-    let fp = crate::fingerprint::compute_async(&ctx.key).await?;
-    let store = ctx.store()?;
-    let inputs = crate::engine::current_inputs(&store, &fp, ctx.project_dir());
+    let fp = session.fingerprint().await?;
+    let store = session.store()?;
+    let inputs = crate::engine::current_inputs(&store, fp, ctx.project_dir());
     let template_name = admin::template_name(&fp.key);
     // Only a template marked for this key and these inputs is cloned.
     let current = |found: Option<DbInfo>| {
@@ -187,7 +188,7 @@ pub async fn maintain(
             cache_only: true,
             ..Default::default()
         };
-        match crate::engine::build(&admin, ctx, &fp, ui, req).await {
+        match crate::engine::build(admin, ctx, fp, ui, req).await {
             Ok(_) => {
                 done.template_made = true;
                 template = current(admin.database(&template_name).await?);
