@@ -14,8 +14,8 @@ use crate::error::Result;
 use crate::key::Key;
 use crate::pg::{db_error, ConnInfo};
 use crate::report::Events;
-use crate::session::Session;
 use crate::schema::{self, Column, Schema, Table};
+use crate::session::Session;
 use serde::Serialize;
 use std::collections::BTreeMap;
 

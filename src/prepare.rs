@@ -339,7 +339,7 @@ async fn current(
 
 /// Take the target's lock (one prepare per target at a time: two would
 /// fight over the scratch clone and the rename; held until this connection
-/// closes, and gc drops a scratch clone only when it is free) and look at
+/// closes, with the caller's session, and gc drops a scratch clone only when it is free) and look at
 /// the target, the template and the scratch clone, in the same round trip
 /// as the lock when nobody else holds it.
 async fn look(

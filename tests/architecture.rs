@@ -255,8 +255,8 @@ fn the_layers_keep_their_arrows() {
         (
             "context",
             &[
-                "session", "engine", "prepare", "pool", "shared", "check", "plan", "schema", "diff", "lint",
-                "drop", "listing", "django", "report", "trace",
+                "session", "engine", "prepare", "pool", "shared", "check", "plan", "schema",
+                "diff", "lint", "drop", "listing", "django", "report", "trace",
             ],
         ),
     ];
