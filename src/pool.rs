@@ -162,9 +162,9 @@ pub async fn maintain(
     };
     let mut done = Maintained::default();
     let project = ctx.project_tag();
-    let (_, trash) = list(&admin).await?;
+    let (_, trash) = list(admin).await?;
     for t in &trash {
-        if drop_unlocked(&admin, t).await? {
+        if drop_unlocked(admin, t).await? {
             done.trash_dropped += 1;
         }
     }
@@ -200,7 +200,7 @@ pub async fn maintain(
     // the first may have counted a member that was handed out since. The
     // pool is listed only once the lock is held, for the same reason.
     let refilling = admin.lock_key(refill_lock(&fp.key), || {}).await?;
-    let (pool, _) = list(&admin).await?;
+    let (pool, _) = list(admin).await?;
     // Stale: this key's members for another template or inputs, and any
     // member whose key has no template on the server any more (or that was
     // never marked, made by a run that died).
@@ -217,14 +217,14 @@ pub async fn maintain(
         // This project's members of any key but this template's go.
         let ours =
             member_key(m).as_ref() == Some(&fp.key) || member_project(m).as_ref() == Some(&project);
-        let stale = ours || orphaned(&admin, m).await?;
-        if stale && drop_unlocked(&admin, m).await? {
+        let stale = ours || orphaned(admin, m).await?;
+        if stale && drop_unlocked(admin, m).await? {
             done.pool_dropped += 1;
         }
     }
     // Trim: the pool never grows past its size.
     for m in current.iter().skip(size) {
-        if drop_unlocked(&admin, m).await? {
+        if drop_unlocked(admin, m).await? {
             done.pool_dropped += 1;
         }
     }

@@ -152,7 +152,7 @@ pub async fn prepare(session: &Session<'_>, args: &Target, ui: &Events) -> Resul
     let template = admin::template_name(&fp.key);
     let scratch = admin::clone_scratch_name(target);
 
-    let found = look(ctx, &admin, target, &template, &scratch, ui).await?;
+    let found = look(ctx, admin, target, &template, &scratch, ui).await?;
     if let Some(leftover) = found.databases.iter().find(|d| d.name == scratch) {
         // A run killed between clone and rename left it: ours by name.
         admin.drop(leftover).await?;
@@ -220,7 +220,7 @@ pub async fn prepare(session: &Session<'_>, args: &Target, ui: &Events) -> Resul
                 hand_out,
                 cache_only: false,
             };
-            engine::build(&admin, ctx, &fp, ui, req).await?
+            engine::build(admin, ctx, &fp, ui, req).await?
         }
     };
     if snapshot.handed_out {
@@ -228,7 +228,7 @@ pub async fn prepare(session: &Session<'_>, args: &Target, ui: &Events) -> Resul
         // replaced target, if any, to be dropped.
         return Ok(done(snapshot, fp.key, true));
     }
-    snapshot = clone_template(ctx, &admin, &fp, &store, snapshot, &scratch, ui).await?;
+    snapshot = clone_template(ctx, admin, &fp, &store, snapshot, &scratch, ui).await?;
     crate::failpoint::point("clone.created");
     // The target may have appeared while we built; look again before
     // setting it aside.
@@ -305,7 +305,7 @@ pub async fn pool_member_ready(session: &Session<'_>) -> Result<(Key, bool)> {
     };
     let template = admin::template_name(&fp.key);
     let names = [template.as_str()];
-    let (found, members) = tokio::join!(admin.databases(&names), pool::list(&admin));
+    let (found, members) = tokio::join!(admin.databases(&names), pool::list(admin));
     let found = found?;
     let served = found.iter().find(|d| {
         admin::template_state(Some(d), &fp.key, Some(&inputs))
