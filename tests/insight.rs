@@ -528,15 +528,7 @@ fn lint_reports_a_runsql_index_the_model_state_lacks_once_check_has_run() {
     let file = "catalog/migrations/0005_product_note.py";
     p.write(file, NEW_MIGRATION);
     let rule = "runsql-index-not-in-model-state";
-    let of_rule = |v: &Value| -> Vec<Value> {
-        v["findings"]
-            .as_array()
-            .expect("findings")
-            .iter()
-            .filter(|f| f["rule"] == rule)
-            .cloned()
-            .collect()
-    };
+    let of_rule = |v: &Value| findings_of_rule(v, rule);
     // No check results for this key: the rule is left out, and lint says so
     // (it builds no model-state database itself).
     let out = p.run(&["lint", "--json", file]);

@@ -302,15 +302,7 @@ fn lint_trace_reports_a_measured_rewrite_of_an_existing_table_under_access_exclu
     p.write("catalog/migrations/0006_longer_name.py", WIDEN);
     p.write("catalog/migrations/0007_tag.py", NEW_TABLE);
     let rule = "rewrite-under-exclusive-lock";
-    let of_rule = |v: &Value| -> Vec<Value> {
-        v["findings"]
-            .as_array()
-            .expect("findings")
-            .iter()
-            .filter(|f| f["rule"] == rule)
-            .cloned()
-            .collect()
-    };
+    let of_rule = |v: &Value| findings_of_rule(v, rule);
     // Without --trace nothing is measured, and lint says so.
     let out = p.run(&["lint", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");

@@ -760,3 +760,14 @@ impl Project {
         }
     }
 }
+
+/// The findings of one rule in a `lint --json` document.
+pub fn findings_of_rule(v: &Value, rule: &str) -> Vec<Value> {
+    v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["rule"] == rule)
+        .cloned()
+        .collect()
+}
