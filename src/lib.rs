@@ -41,7 +41,6 @@ pub mod prepare;
 pub mod remote;
 pub mod report;
 pub mod schema;
-pub mod session;
 pub mod shared;
 pub mod sign;
 pub mod statcache;

@@ -4,11 +4,12 @@
 //! guessing it from the SQL. The clone is always dropped; the snapshot is
 //! only read (cloned).
 
+use crate::context::Ctx;
 use crate::django::{self, TableLock, Trace, TracedMigration};
+use crate::engine;
 use crate::error::Result;
 use crate::plan::{self, Base};
 use crate::report::Events;
-use crate::session::Session;
 use std::collections::BTreeMap;
 
 /// The version of `trace --json` (docs/trace.md).
@@ -24,15 +25,14 @@ pub struct Traced {
 /// what migrate would run on the nearest snapshot), with `rows` synthetic
 /// rows per table the range names.
 pub async fn trace(
-    session: &Session<'_>,
+    ctx: &Ctx,
     targets: &[String],
     rows: Option<u64>,
     ui: &Events,
 ) -> Result<Traced> {
-    let ctx = session.ctx;
     django::check_manage_py(&ctx.django)?;
-    let admin = session.admin(ui).await?;
-    let (template, base) = plan::nearest_snapshot(session, admin).await?;
+    let admin = engine::connect(ctx, ui).await?;
+    let (template, base) = plan::nearest_snapshot(ctx, &admin).await?;
     let mut trace = admin
         .with_scratch(template.as_deref(), async |scratch| {
             django::trace(&ctx.django, &admin.conn, scratch, targets, rows, ui).await
