@@ -37,11 +37,21 @@ export MIGSNAP_TEST_WHEEL
 MIGSNAP_TEST_PG13_BINDIR=$(scripts/pg_major.sh 13)
 export MIGSNAP_TEST_PG13_BINDIR
 servers=("$MIGSNAP_TEST_SERVER_DIR")
+# Each server's PostgreSQL programs ("": the default ones): stopping a
+# cluster of another major needs its own pg_ctl, and a server that could
+# not be stopped would go on running under a removed directory.
+bindirs=("")
 s3_dir="${TMPDIR:-/tmp}/migsnap-test-s3-$$"
 cleanup() {
-  for dir in "${servers[@]}"; do
-    MIGSNAP_SERVER_DIR="$dir" target/debug/migsnap server stop -q >/dev/null 2>&1 || true
-    rm -rf "$dir"
+  local i
+  for i in "${!servers[@]}"; do
+    if [ -n "${bindirs[$i]}" ]; then
+      MIGSNAP_PG_BINDIR="${bindirs[$i]}" MIGSNAP_SERVER_DIR="${servers[$i]}" \
+        target/debug/migsnap server stop -q >/dev/null 2>&1 || true
+    else
+      MIGSNAP_SERVER_DIR="${servers[$i]}" target/debug/migsnap server stop -q >/dev/null 2>&1 || true
+    fi
+    rm -rf "${servers[$i]}"
   done
   scripts/s3_server.sh stop "$s3_dir" || true
   rm -rf "$s3_dir"
@@ -61,6 +71,7 @@ for major in $majors; do
   bindir=$(scripts/pg_major.sh "$major")
   dir="${TMPDIR:-/tmp}/migsnap-test-server-$$-pg$major"
   servers+=("$dir")
+  bindirs+=("$bindir")
   subset=(--test prepare --test pool --test check)
   [ -n "${MIGSNAP_TEST_PG_MAJORS:-}" ] && subset=()
   echo "test.sh: the suite against PostgreSQL $major (${subset[*]:-every test})" >&2
