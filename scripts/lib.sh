@@ -32,7 +32,9 @@ ensure_postgres() {
 # parser, for the restore's allow-list). Installed from Debian's packages when
 # we are root; otherwise say how.
 ensure_build_tools() {
-  if [ -n "${LIBCLANG_PATH:-}" ] || ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang-*.so* >/dev/null 2>&1; then
+  # libclang.so* or libclang-<version>.so*, never libclang-cpp (the C++
+  # interface, which other packages pull in and bindgen cannot load).
+  if [ -n "${LIBCLANG_PATH:-}" ] || ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1; then
     return 0
   fi
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
