@@ -307,13 +307,18 @@ fn library_uses(needles: &[&str], except: &[&str]) -> Vec<String> {
         if except.contains(&rel.as_str()) {
             continue;
         }
-        for needle in needles {
-            if code.contains(needle) {
-                found.push(format!("{rel}: {needle}"));
-            }
-        }
+        found.extend(uses(&rel, &code, needles));
     }
     found
+}
+
+/// `rel: needle` for each of `needles` that `code` contains.
+fn uses(rel: &str, code: &str, needles: &[&str]) -> Vec<String> {
+    needles
+        .iter()
+        .filter(|n| code.contains(*n))
+        .map(|n| format!("{rel}: {n}"))
+        .collect()
 }
 
 /// The library never writes to the terminal (issue #23): it reports
@@ -408,4 +413,46 @@ fn the_library_writes_no_hints() {
         found.is_empty(),
         "a hint written in the library (move it to src/commands/hints.rs, keyed on a typed error): {found:?}"
     );
+}
+
+/// The library's errors are data (issue #23): each module's thiserror
+/// enum carries the path, the database, the uid, the cause, and becomes an
+/// `Error` through `error::Typed` (or `Error::typed`), so the binary can
+/// render it and find its hint by type. A message built from a string in
+/// place carries none of that: only `error.rs` (which defines the
+/// constructors) may build one; the binary may, for its own flags.
+const STRING_ERRORS: &[&str] = &[
+    "Error::new(",
+    "Error::usage(",
+    "Error::internal(",
+    "Error::server(",
+    ".with_kind(",
+];
+
+#[test]
+fn the_library_builds_no_errors_from_strings() {
+    let found = library_uses(STRING_ERRORS, &["error.rs"]);
+    assert!(
+        found.is_empty(),
+        "an error built from a string in the library (make it a variant of the module's error enum): {found:?}"
+    );
+}
+
+#[test]
+fn the_string_error_rule_sees_a_planted_call() {
+    // The rule above must be able to fail, whichever way the call is spelt.
+    let planted = [
+        "return Err(Error::internal(format!(\"cannot lock `{}`\", p.display())));",
+        "let e = crate::error::Error::new(Kind::Usage, why);",
+        "std::fs::read(p).with_kind(Kind::Usage, || \"cannot read\".into())?;",
+    ];
+    for code in planted {
+        assert_eq!(uses("planted.rs", code, STRING_ERRORS).len(), 1, "{code}");
+    }
+    assert!(uses(
+        "typed.rs",
+        "Err(PgError::NotABuild { name }.into())",
+        STRING_ERRORS
+    )
+    .is_empty());
 }

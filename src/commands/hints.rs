@@ -7,7 +7,7 @@
 //! it so).
 
 use migsnap::check::CheckError;
-use migsnap::django::{DjangoError, Failure, NoAccelerator, NoDjango};
+use migsnap::django::{DjangoError, Failure, NoAccelerator, NoDjango, ShimError};
 use migsnap::drop::Refused;
 use migsnap::embedded::{EmbeddedError, RuntimeDir};
 use migsnap::engine::BuildError;
@@ -58,6 +58,9 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(d) = e.downcast_ref::<DjangoError>() {
         return Some(django_hint(d.kind).into());
     }
+    if let Some(ShimError::Unfit { .. }) = e.downcast_ref::<ShimError>() {
+        return Some(django_hint(Failure::History).into());
+    }
     if e.downcast_ref::<NoAccelerator>().is_some() {
         return Some("`pip install django-fastmig` into the interpreter migsnap runs (`python` in [tool.migsnap], MIGSNAP_PYTHON), or set build-accelerator = false".into());
     }
@@ -80,7 +83,7 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
         return remote_hint(r);
     }
     if let Some(f) = e.downcast_ref::<FilesError>() {
-        return Some(files_hint(f).into());
+        return files_hint(f).map(str::to_string);
     }
     if let Some(b) = e.downcast_ref::<BuildError>() {
         return build_hint(b);
@@ -89,7 +92,7 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
         return pg_hint(p);
     }
     if let Some(t) = e.downcast_ref::<ToolError>() {
-        return Some(tool_hint(t));
+        return tool_hint(t);
     }
     if let Some(d) = e.downcast_ref::<PgDumpError>() {
         return dump_hint(d).map(str::to_string);
@@ -158,7 +161,16 @@ fn embedded_hint(e: &EmbeddedError) -> Option<String> {
         EmbeddedError::NoServerUser { .. } => {
             "create one (`useradd --system postgres`), set MIGSNAP_SERVER_USER, or run migsnap as a normal user".into()
         }
-        EmbeddedError::DidNotStop { .. } | EmbeddedError::CreateDir { .. } => return None,
+        EmbeddedError::DidNotStop { .. }
+        | EmbeddedError::CreateDir { .. }
+        | EmbeddedError::Inspect { .. }
+        | EmbeddedError::SetUpDir { .. }
+        | EmbeddedError::RemoveHalfMade { .. }
+        | EmbeddedError::Remove { .. }
+        | EmbeddedError::CreateFile { .. }
+        | EmbeddedError::HandOver { .. }
+        | EmbeddedError::WriteFile { .. }
+        | EmbeddedError::MoveIntoPlace { .. } => return None,
     })
 }
 
@@ -231,18 +243,20 @@ fn pg_hint(e: &PgError) -> Option<String> {
             },
             _ => return None,
         },
+        PgError::NotABuild { .. } | PgError::Vanished { .. } => return None,
     })
 }
 
-fn tool_hint(e: &ToolError) -> String {
-    match e {
+fn tool_hint(e: &ToolError) -> Option<String> {
+    Some(match e {
         ToolError::Missing { .. } => {
             "install PostgreSQL (e.g. `apt-get install postgresql`) or set MIGSNAP_PG_BINDIR to its bin directory".into()
         }
         ToolError::TooOld { server, .. } => format!(
             "install the PostgreSQL {server} client tools, or set MIGSNAP_PG_BINDIR to their bin directory"
         ),
-    }
+        ToolError::Run { .. } => return None,
+    })
 }
 
 fn dump_hint(e: &PgDumpError) -> Option<&'static str> {
@@ -251,22 +265,23 @@ fn dump_hint(e: &PgDumpError) -> Option<&'static str> {
             version_mismatch: true,
             ..
         } => Some("install pg_dump of the server's major version or newer, or set MIGSNAP_PG_BINDIR"),
-        PgDumpError::Failed { .. } => None,
+        PgDumpError::Failed { .. } | PgDumpError::NoStdout | PgDumpError::Wait(_) => None,
         PgDumpError::OtherDatabase { .. } => Some(
             "pg_dump reached another database: check for a connection pooler or proxy in front of the server that routes by something other than the database name",
         ),
     }
 }
 
-fn files_hint(bad: &FilesError) -> &'static str {
-    match bad {
+fn files_hint(bad: &FilesError) -> Option<&'static str> {
+    Some(match bad {
         FilesError::Unreadable { .. } | FilesError::Walk { .. } => {
             "make it readable by this user, or leave it out with `exclude` in [tool.migsnap]"
         }
         FilesError::BadGlob { .. } => {
             "globs are relative to the project dir, e.g. `**/migrations/*.py`"
         }
-    }
+        FilesError::Globs { .. } => return None,
+    })
 }
 
 fn build_hint(e: &BuildError) -> Option<String> {
@@ -283,7 +298,10 @@ fn build_hint(e: &BuildError) -> Option<String> {
         BuildError::Changed { .. } => "run the command again once the checkout is settled".into(),
         BuildError::Unkeyed { dir } => format!("add `{dir}/*.py` to `migrations` in [tool.migsnap]"),
         BuildError::Unverified { .. } => "set build-accelerator = false (or MIGSNAP_BUILD_ACCELERATOR=0) to build with stock Django, and report the difference to django-fastmig (docs/accelerator.md)".into(),
-        BuildError::BorrowsRights { .. } | BuildError::NoAnswer { .. } => return None,
+        BuildError::BorrowsRights { .. }
+        | BuildError::NoAnswer { .. }
+        | BuildError::BaseUnusable { .. }
+        | BuildError::Runtime(_) => return None,
     })
 }
 
@@ -329,7 +347,10 @@ fn remote_hint(e: &RemoteError) -> Option<String> {
             "push it from a machine that built it (`migsnap push`), or let `prepare` build it".into()
         }
         // The cache dir's own error, further down the chain, has it.
-        RemoteError::Local(_) | RemoteError::Missing | RemoteError::Exists => return None,
+        RemoteError::Local(_)
+        | RemoteError::Task { .. }
+        | RemoteError::Missing
+        | RemoteError::Exists => return None,
     })
 }
 
@@ -364,7 +385,10 @@ fn key_file_hint(bad: &KeyFileError) -> Option<String> {
         KeyFileError::Exists { .. } => {
             "choose another path: an existing key is never overwritten".into()
         }
-        KeyFileError::Unwritable { .. } | KeyFileError::ReadDir { .. } => return None,
+        KeyFileError::Unwritable { .. }
+        | KeyFileError::ReadDir { .. }
+        | KeyFileError::Generate
+        | KeyFileError::ReadBack => return None,
     })
 }
 
