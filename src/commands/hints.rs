@@ -6,6 +6,7 @@
 //! advice, so the library never writes a hint (tests/architecture.rs keeps
 //! it so).
 
+use crate::settings::{ConfigFix, SettingsError, MAX_POOL};
 use migsnap::check::CheckError;
 use migsnap::django::{DjangoError, Failure, NoAccelerator, NoDjango, ShimError};
 use migsnap::drop::Refused;
@@ -52,6 +53,9 @@ pub fn of(error: &(dyn StdError + 'static)) -> Option<String> {
 
 /// The hint for this one error, if it is a typed cause that has one.
 fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
+    if let Some(s) = e.downcast_ref::<SettingsError>() {
+        return settings_hint(s);
+    }
     if let Some(b) = e.downcast_ref::<BadTarget>() {
         return Some(target_hint(b).into());
     }
@@ -119,6 +123,91 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
         return Some("run `migsnap check` again once they are settled".into());
     }
     None
+}
+
+fn settings_hint(e: &SettingsError) -> Option<String> {
+    Some(match e {
+        SettingsError::NoProjectDir { .. } => {
+            "run migsnap from your Django project root or pass `-C DIR`".into()
+        }
+        SettingsError::PortVar { .. } => {
+            "e.g. MIGSNAP_SERVER_PORT=54329, or unset it for Unix-socket only".into()
+        }
+        SettingsError::PortZero => {
+            "use a port number from 1 to 65535, or leave it out for Unix-socket only".into()
+        }
+        SettingsError::RestoreJobs { config, .. } => format!(
+            "use 1 (one connection) to {} in {}",
+            migsnap::pg::restore::MAX_JOBS,
+            config
+                .as_deref()
+                .map_or("the config".into(), |p| p.display().to_string())
+        ),
+        SettingsError::PoolVar { .. } => {
+            "e.g. MIGSNAP_POOL=4 (one per pytest-xdist worker), or 0 for no pool".into()
+        }
+        SettingsError::PoolKey { .. } => format!("use 0 (no pool) to {MAX_POOL}"),
+        SettingsError::Alias { .. } => {
+            "name a key of the settings' DATABASES: letters, digits, `_` and `-`, at most 63".into()
+        }
+        SettingsError::LintRule { .. } => {
+            let known: Vec<&str> = migsnap::lint::RULES.iter().map(|(id, ..)| *id).collect();
+            format!("the rules are: {}", known.join(", "))
+        }
+        SettingsError::NumberVar { var, .. } => {
+            let example = match *var {
+                env::REMOTE_TIMEOUT => "30",
+                env::REMOTE_MIN_RATE => "256",
+                _ => return None,
+            };
+            format!("e.g. {var}={example}, or unset it for the default")
+        }
+        SettingsError::NumberKey { what, hi, .. } => {
+            format!("use {what} above 0 and at most {hi}")
+        }
+        SettingsError::SecretUnreadable { path, .. } | SettingsError::SecretEmpty { path } => {
+            format!(
+                "write a random secret to it with `head -c 32 /dev/urandom | base64 > {0} && chmod 600 {0}`, or set MIGSNAP_CACHE_SECRET",
+                path.display()
+            )
+        }
+        SettingsError::SecretOpen { path, .. } => format!("`chmod 600 {}`", path.display()),
+        SettingsError::PublicKey { .. } => {
+            "write each as `ed25519:<base64>`, as `migsnap signing-key` prints it".into()
+        }
+        SettingsError::NoDataDir => "make a key with `migsnap signing-key generate PATH` and set MIGSNAP_SIGNING_KEY_FILE to it".into(),
+        SettingsError::Config { fix, .. } => match fix {
+            ConfigFix::DidYouMean(near) => format!("did you mean `{near}`?"),
+            ConfigFix::KnownKeys(known) => format!(
+                "the keys migsnap reads are {}",
+                known
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            ConfigFix::Type => "see docs/configuration.md for each key's type".into(),
+            ConfigFix::Toml => {
+                "this is not valid TOML: fix the line shown (https://toml.io)".into()
+            }
+        },
+        SettingsError::NoCacheParent { dir, origin } => format!(
+            "create it first (`mkdir -p {}`) or fix the path in {origin}",
+            dir.display()
+        ),
+        SettingsError::NoCacheDir => "set MIGSNAP_CACHE_DIR or pass --cache-dir".into(),
+        SettingsError::NotBool { name, .. } => match *name {
+            env::BUILD_ACCELERATOR => "MIGSNAP_BUILD_ACCELERATOR=1 migrates with django-fastmig when the project's environment has it; 0 turns it off",
+            env::VERIFY_BUILD => "MIGSNAP_VERIFY_BUILD=1 checks every accelerated build against stock Django's",
+            env::REMOTE_PUSH => "e.g. MIGSNAP_REMOTE_PUSH=true on the default branch's CI job only",
+            env::TRUST_UNSIGNED => "MIGSNAP_TRUST_UNSIGNED=1 uses snapshots no trusted key signed; leave it unset unless you must",
+            _ => return None,
+        }
+        .into(),
+        SettingsError::Cwd(_) | SettingsError::Resolve { .. } | SettingsError::Read { .. } => {
+            return None
+        }
+    })
 }
 
 fn embedded_hint(e: &EmbeddedError) -> Option<String> {
