@@ -456,3 +456,48 @@ fn the_string_error_rule_sees_a_planted_call() {
     )
     .is_empty());
 }
+
+/// Every typed error of the library (`impl … Typed for X`) is named in
+/// src/commands/hints.rs, where the binary words its hint or says why it
+/// has none: a new error type cannot be left out of the renderer unseen.
+/// (Within a type, each hint function matches every variant, which the
+/// compiler checks.)
+#[test]
+fn every_typed_error_is_seen_by_the_hints() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let hints = std::fs::read_to_string(src.join("commands/hints.rs")).expect("read hints.rs");
+    let mut typed = Vec::new();
+    for (rel, code) in library_sources() {
+        for line in code.split('\n') {
+            let Some(rest) = line.trim().strip_prefix("impl ") else {
+                continue;
+            };
+            if let Some((trait_path, ty)) = rest.split_once(" for ") {
+                if trait_path.ends_with("Typed") {
+                    let ty: String = ty
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    typed.push((rel.clone(), ty));
+                }
+            }
+        }
+    }
+    assert!(
+        typed.len() > 10,
+        "the walk found the typed errors: {typed:?}"
+    );
+    let unseen: Vec<String> = typed
+        .iter()
+        .filter(|(_, ty)| {
+            !hints
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .any(|w| w == ty)
+        })
+        .map(|(rel, ty)| format!("{rel}: {ty}"))
+        .collect();
+    assert!(
+        unseen.is_empty(),
+        "typed errors src/commands/hints.rs does not name (give each a hint, or say there why it has none): {unseen:?}"
+    );
+}

@@ -4,7 +4,14 @@
 //! `DjangoError`, `EnvError`, …: one enum per module, see
 //! `migsnap::error::Typed`); this is the one place that turns them into
 //! advice, so the library never writes a hint (tests/architecture.rs keeps
-//! it so).
+//! it so). The settings' own errors (`SettingsError`) get theirs here too.
+//!
+//! Every typed error is named in this file (tests/architecture.rs checks):
+//! those below have no hint, on purpose. `DumpFault` is said in a warning
+//! that discards the snapshot, and the rebuild that follows is the fix;
+//! `RestoreError`, `StoreError`, `TaskFailed` and `NoRandomness` are
+//! migsnap's own or the system's failures (exit code 3), with nothing for
+//! the user to change.
 
 use crate::settings::{ConfigFix, SettingsError, MAX_POOL};
 use migsnap::check::CheckError;
