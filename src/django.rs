@@ -373,8 +373,9 @@ pub type InputsCheck<'a> = &'a (dyn Fn(&ShimInputs) -> std::result::Result<(), S
 #[serde(rename_all = "snake_case")]
 pub enum Failure {
     /// The starting database does not fit these migrations
-    /// (InconsistentMigrationHistory, NodeNotFoundError, or a base the
-    /// build's inputs check refused): an incremental build goes cold.
+    /// (InconsistentMigrationHistory, NodeNotFoundError; a base the
+    /// build's inputs check refused is `ShimError::Unfit`): an incremental
+    /// build goes cold.
     History,
     /// The connection to PostgreSQL was lost or refused mid-run.
     Server,
@@ -446,6 +447,16 @@ impl std::fmt::Display for DjangoError {
     }
 }
 
+impl crate::error::Typed for DjangoError {
+    fn kind(&self) -> Kind {
+        match self.kind {
+            Failure::Server => Kind::Server,
+            Failure::Target | Failure::Applied | Failure::Alias => Kind::Usage,
+            _ => Kind::Django,
+        }
+    }
+}
+
 /// Whether `error` says the starting database does not fit these
 /// migrations (an incremental build then goes cold), as the shim or the
 /// build's inputs check decided it; never read from the message.
@@ -453,6 +464,44 @@ pub fn is_history(error: &Error) -> bool {
     error
         .find::<DjangoError>()
         .is_some_and(|d| d.kind == Failure::History)
+        || matches!(error.find::<ShimError>(), Some(ShimError::Unfit { .. }))
+}
+
+/// A run of the shim that failed other than by Django raising: the
+/// build's inputs check refused the base (`Unfit`), or migsnap's own side
+/// of the protocol broke (exit code 3).
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    /// The inputs check's `why`: the base no longer fits, so an
+    /// incremental build goes cold, as on a `Failure::History`.
+    #[error("{why}")]
+    Unfit { why: String },
+    /// `what`: the targets or the candidates handed to the shim.
+    #[error("cannot serialise the {what}")]
+    Serialise {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    /// The shim finished without the report its mode makes (`what`:
+    /// plan, trace, aliases).
+    #[error("the shim reported no {what}")]
+    NoReport { what: &'static str },
+    #[error("the shim chose no base")]
+    NoBase,
+    /// The child was spawned with pipes and has none (`which`).
+    #[error("no {which} from python")]
+    NoPipe { which: &'static str },
+    #[error("python did not finish")]
+    Wait(#[source] std::io::Error),
+}
+
+impl crate::error::Typed for ShimError {
+    fn kind(&self) -> Kind {
+        match self {
+            ShimError::Unfit { .. } => Kind::Django,
+            _ => Kind::Internal,
+        }
+    }
 }
 
 /// Django cannot be started at all: what is missing, as data (the binary
@@ -566,8 +615,10 @@ pub async fn migrate(
 ) -> Result<MigrateReport> {
     let mut env = vec![];
     if !targets.is_empty() {
-        let targets = serde_json::to_string(targets)
-            .map_err(|e| Error::internal("cannot serialise the targets").source(e))?;
+        let targets = serde_json::to_string(targets).map_err(|source| ShimError::Serialise {
+            what: "targets",
+            source,
+        })?;
         env.push(("MIGSNAP_MIGRATE_TARGETS", targets));
     }
     run_shim_checked(django, conn, db, Mode::Migrate, ui, check, &env).await
@@ -584,8 +635,10 @@ pub async fn plan(
     with_sql: bool,
     ui: &Events,
 ) -> Result<Insight> {
-    let targets = serde_json::to_string(targets)
-        .map_err(|e| Error::internal("cannot serialise the targets").source(e))?;
+    let targets = serde_json::to_string(targets).map_err(|source| ShimError::Serialise {
+        what: "targets",
+        source,
+    })?;
     let env = [
         ("MIGSNAP_PLAN_TARGETS", targets),
         (
@@ -597,7 +650,7 @@ pub async fn plan(
     report
         .insight
         .map(|i| *i)
-        .ok_or_else(|| Error::internal("the shim reported no plan"))
+        .ok_or_else(|| ShimError::NoReport { what: "plan" }.into())
 }
 
 /// Apply `targets` (as `plan` takes them; empty: what migrate would run)
@@ -612,8 +665,10 @@ pub async fn trace(
     rows: Option<u64>,
     ui: &Events,
 ) -> Result<Trace> {
-    let targets = serde_json::to_string(targets)
-        .map_err(|e| Error::internal("cannot serialise the targets").source(e))?;
+    let targets = serde_json::to_string(targets).map_err(|source| ShimError::Serialise {
+        what: "targets",
+        source,
+    })?;
     let mut env = vec![("MIGSNAP_PLAN_TARGETS", targets)];
     if let Some(n) = rows {
         env.push(("MIGSNAP_TRACE_ROWS", n.to_string()));
@@ -622,7 +677,7 @@ pub async fn trace(
     report
         .trace
         .map(|t| *t)
-        .ok_or_else(|| Error::internal("the shim reported no trace"))
+        .ok_or_else(|| ShimError::NoReport { what: "trace" }.into())
 }
 
 /// `prepare --at`: which of `candidates` (manifest files, their
@@ -638,18 +693,20 @@ pub async fn choose_base(
     candidates: &[std::path::PathBuf],
     ui: &Events,
 ) -> Result<Option<usize>> {
-    let targets = serde_json::to_string(targets)
-        .map_err(|e| Error::internal("cannot serialise the targets").source(e))?;
-    let candidates = serde_json::to_string(candidates)
-        .map_err(|e| Error::internal("cannot serialise the candidates").source(e))?;
+    let targets = serde_json::to_string(targets).map_err(|source| ShimError::Serialise {
+        what: "targets",
+        source,
+    })?;
+    let candidates = serde_json::to_string(candidates).map_err(|source| ShimError::Serialise {
+        what: "candidates",
+        source,
+    })?;
     let env = [
         ("MIGSNAP_MIGRATE_TARGETS", targets),
         ("MIGSNAP_AT_CANDIDATES", candidates),
     ];
     let report = run_shim_checked(django, conn, "postgres", Mode::At, ui, None, &env).await?;
-    report
-        .at_base
-        .ok_or_else(|| Error::internal("the shim chose no base"))
+    report.at_base.ok_or_else(|| ShimError::NoBase.into())
 }
 
 /// The settings' DATABASES as Django's test setup sees them.
@@ -661,7 +718,7 @@ pub async fn aliases(
     let report = run_shim_checked(django, conn, "postgres", Mode::Aliases, ui, None, &[]).await?;
     report
         .aliases
-        .ok_or_else(|| Error::internal("the shim reported no aliases"))
+        .ok_or_else(|| ShimError::NoReport { what: "aliases" }.into())
 }
 
 /// Run the shim in `mode` against `db`.
@@ -745,11 +802,11 @@ async fn run_shim_checked(
     let stdout = child
         .stdout
         .take()
-        .ok_or_else(|| Error::internal("no stdout from python"))?;
+        .ok_or(ShimError::NoPipe { which: "stdout" })?;
     let stderr = child
         .stderr
         .take()
-        .ok_or_else(|| Error::internal("no stderr from python"))?;
+        .ok_or(ShimError::NoPipe { which: "stderr" })?;
     // Read raw lines and decode lossily: a migration printing invalid UTF-8
     // must not stop us draining its pipe (Python would block on a full pipe
     // and both sides would wait forever).
@@ -827,18 +884,10 @@ async fn run_shim_checked(
             _ = ticker.tick() => progress.redraw(ui),
         }
     }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| Error::internal("python did not finish").source(e))?;
+    let status = child.wait().await.map_err(ShimError::Wait)?;
     ui.end_progress();
     if let Some(why) = refused {
-        return Err(Error::new(Kind::Django, why.clone()).source(DjangoError {
-            what: "migrate",
-            kind: Failure::History,
-            exception: "the snapshot built on".into(),
-            message: why,
-        }));
+        return Err(ShimError::Unfit { why }.into());
     }
 
     // Success means the shim said it finished (having reported what it
@@ -884,14 +933,7 @@ async fn run_shim_checked(
             exception,
             message,
         };
-        let exit_kind = match kind {
-            Failure::Server => Kind::Server,
-            Failure::Target | Failure::Applied | Failure::Alias => Kind::Usage,
-            _ => Kind::Django,
-        };
-        return Err(Error::new(exit_kind, failed.to_string())
-            .detail(detail)
-            .source(failed));
+        return Err(Error::from(failed).detail(detail));
     };
     let report = MigrateReport {
         applied: progress.applied,

@@ -19,8 +19,8 @@
 //! links, and a wait for one ends after `MIGSNAP_SERVER_LOCK_TIMEOUT` seconds
 //! with the holder's pid.
 
-use crate::error::{Context, Error, Kind, Result};
-use crate::pg::tools::Programs;
+use crate::error::{Error, Kind, Result};
+use crate::pg::tools::{Programs, ToolError};
 use crate::pg::ConnInfo;
 use crate::report::Events;
 use nix::libc;
@@ -282,8 +282,9 @@ impl Embedded {
             check_reachable(&self.dir, user)?;
         }
         let parent = self.dir.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(parent).with_kind(Kind::Usage, || {
-            format!("cannot create `{}`", parent.display())
+        std::fs::create_dir_all(parent).map_err(|source| EmbeddedError::CreateDir {
+            dir: parent.to_path_buf(),
+            source,
         })?;
         private_dir(&self.dir, 0o700, user.as_ref())?;
         let socket_dir = self.socket_dir();
@@ -366,8 +367,10 @@ impl Embedded {
         ));
         let tmp = self.dir.join("data.tmp");
         if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)
-                .with_kind(Kind::Usage, || format!("cannot remove `{}`", tmp.display()))?;
+            std::fs::remove_dir_all(&tmp).map_err(|source| EmbeddedError::RemoveHalfMade {
+                path: tmp.clone(),
+                source,
+            })?;
         }
         // The socket lives in a directory only the server user (and root) can
         // enter, so it may trust; TCP, when `server-port` turns it on, is
@@ -383,18 +386,22 @@ impl Embedded {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&pwfile)
-            .with_kind(Kind::Internal, || {
-                format!("cannot create `{}`", pwfile.display())
+            .map_err(|source| EmbeddedError::CreateFile {
+                path: pwfile.clone(),
+                source,
             })?;
         if let Some(user) = self.server_user()? {
             std::os::unix::fs::fchown(&file, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
-                .with_kind(Kind::Internal, || {
-                    format!("cannot hand `{}` to `{}`", pwfile.display(), user.name)
+                .map_err(|source| EmbeddedError::HandOver {
+                    path: pwfile.clone(),
+                    user: user.name.clone(),
+                    source,
                 })?;
         }
         file.write_all(password.as_bytes())
-            .with_kind(Kind::Internal, || {
-                format!("cannot write `{}`", pwfile.display())
+            .map_err(|source| EmbeddedError::WriteFile {
+                path: pwfile.clone(),
+                source,
             })?;
         drop(file);
         let pwfile_arg = format!("--pwfile={}", pwfile.display());
@@ -443,11 +450,16 @@ impl Embedded {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&conf_path)
             .and_then(|mut f| f.write_all(conf.as_bytes()))
-            .with_kind(Kind::Internal, || {
-                format!("cannot write `{}`", conf_path.display())
+            .map_err(|source| EmbeddedError::WriteFile {
+                path: conf_path.clone(),
+                source,
             })?;
-        std::fs::rename(&tmp, self.data()).with_kind(Kind::Internal, || {
-            format!("cannot move `{}` into place", tmp.display())
+        std::fs::rename(&tmp, self.data()).map_err(|source| {
+            EmbeddedError::MoveIntoPlace {
+                path: tmp.clone(),
+                source,
+            }
+            .into()
         })
     }
 
@@ -578,8 +590,12 @@ impl Embedded {
                 .env("HOME", &self.dir)
                 .env("USER", &user.name);
         }
-        cmd.output().with_kind(Kind::Usage, || {
-            format!("cannot run `{}`", program.display())
+        cmd.output().map_err(|source| {
+            ToolError::Run {
+                path: program,
+                source,
+            }
+            .into()
         })
     }
 }
@@ -639,16 +655,21 @@ fn private_dir(dir: &Path, mode: u32, user: Option<&nix::unistd::User>) -> Resul
         }
         Ok(())
     };
-    fix().with_kind(Kind::Internal, || {
-        format!("cannot set up the new directory `{}`", dir.display())
+    fix().map_err(|source| {
+        EmbeddedError::SetUpDir {
+            dir: dir.to_path_buf(),
+            source,
+        }
+        .into()
     })
 }
 
 /// An existing directory migsnap keeps private files in must be a real
 /// directory (not a link), owned by `owner`, that no other user can write.
 pub fn check_existing_dir(dir: &Path, owner: nix::unistd::Uid) -> Result<()> {
-    let meta = std::fs::symlink_metadata(dir).with_kind(Kind::Usage, || {
-        format!("cannot inspect `{}`", dir.display())
+    let meta = std::fs::symlink_metadata(dir).map_err(|source| EmbeddedError::Inspect {
+        dir: dir.to_path_buf(),
+        source,
     })?;
     let name = |uid: u32| {
         nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
@@ -716,7 +737,11 @@ fn remove_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::internal(format!("cannot remove `{}`", path.display())).source(e)),
+        Err(source) => Err(EmbeddedError::Remove {
+            path: path.to_path_buf(),
+            source,
+        }
+        .into()),
     }
 }
 
@@ -800,6 +825,52 @@ pub enum EmbeddedError {
         "running as root, but there is no unprivileged user `{name}` to run the embedded PostgreSQL server"
     )]
     NoServerUser { name: String },
+    #[error("cannot inspect `{}`", .dir.display())]
+    Inspect {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// Setting the mode or owner of a directory just made.
+    #[error("cannot set up the new directory `{}`", .dir.display())]
+    SetUpDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    /// A cluster left half-made by a crashed initdb, in the way of a new one.
+    #[error("cannot remove `{}`", .path.display())]
+    RemoveHalfMade {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A file of the server dir to be made anew (the password file).
+    #[error("cannot remove `{}`", .path.display())]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot create `{}`", .path.display())]
+    CreateFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// As root: giving the server `user` a file it must read.
+    #[error("cannot hand `{}` to `{user}`", .path.display())]
+    HandOver {
+        path: PathBuf,
+        user: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write `{}`", .path.display())]
+    WriteFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The new cluster's directory renamed to where the server runs it.
+    #[error("cannot move `{}` into place", .path.display())]
+    MoveIntoPlace {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl crate::error::Typed for EmbeddedError {
@@ -809,6 +880,13 @@ impl crate::error::Typed for EmbeddedError {
             | EmbeddedError::DidNotStop { .. }
             | EmbeddedError::Initdb { .. }
             | EmbeddedError::LockTimeout { .. } => Kind::Server,
+            // Files of a directory migsnap made itself: the system failed.
+            EmbeddedError::SetUpDir { .. }
+            | EmbeddedError::Remove { .. }
+            | EmbeddedError::CreateFile { .. }
+            | EmbeddedError::HandOver { .. }
+            | EmbeddedError::WriteFile { .. }
+            | EmbeddedError::MoveIntoPlace { .. } => Kind::Internal,
             _ => Kind::Usage,
         }
     }

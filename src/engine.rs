@@ -352,7 +352,7 @@ impl Drop for Unfinished {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| Error::internal("cannot start a runtime").source(e))?;
+                .map_err(|e| Error::from(BuildError::Runtime(e)))?;
             runtime.block_on(async {
                 let work = async {
                     let admin = Admin::connect(&conn).await?;
@@ -820,23 +820,14 @@ fn reject_snapshot(
     }
 }
 
-/// The snapshot an incremental build would start from cannot be used
-/// (gone from the server and its dump unusable or refused): the build
-/// goes cold, as when Django finds the history does not fit.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct BaseUnusable(String);
-
-impl BaseUnusable {
-    fn error(why: String) -> Error {
-        Error::internal(why.clone()).source(BaseUnusable(why))
-    }
-}
-
 /// Whether an incremental build failed because its base does not fit
 /// (then it goes cold) rather than for a reason a cold build would hit too.
 fn cannot_build_on(e: &Error) -> bool {
-    django::is_history(e) || e.find::<BaseUnusable>().is_some()
+    django::is_history(e)
+        || matches!(
+            e.find::<BuildError>(),
+            Some(BuildError::BaseUnusable { .. })
+        )
 }
 
 impl BuildSession<'_> {
@@ -863,16 +854,20 @@ impl BuildSession<'_> {
             }
             false => {
                 let Some(m) = ancestor_snapshot(store, &base.key, admin.version_num, ui) else {
-                    return Err(BaseUnusable::error(format!(
-                        "snapshot {base_short} is unusable"
-                    )));
+                    return Err(BuildError::BaseUnusable {
+                        short: base_short.to_string(),
+                        damaged: false,
+                    }
+                    .into());
                 };
                 admin.create(build, None, ctx.clone_strategy()).await?;
                 failpoint::point("build.created");
                 if !restore_or_drop(admin, ctx, store, &m, build, on_reject, ui).await? {
-                    return Err(BaseUnusable::error(format!(
-                        "snapshot {base_short} is damaged"
-                    )));
+                    return Err(BuildError::BaseUnusable {
+                        short: base_short.to_string(),
+                        damaged: true,
+                    }
+                    .into());
                 }
             }
         }
@@ -1114,6 +1109,15 @@ pub enum BuildError {
         "verify-build: the accelerated build of snapshot {short} differs from stock Django's: {what}; nothing was saved"
     )]
     Unverified { short: String, what: String },
+    /// The snapshot an incremental build would start from cannot be used
+    /// (gone from the server and its dump `damaged`, or unusable or
+    /// refused): the build goes cold, as when Django finds the history
+    /// does not fit.
+    #[error("snapshot {short} is {}", if *.damaged { "damaged" } else { "unusable" })]
+    BaseUnusable { short: String, damaged: bool },
+    /// Removing an interrupted build's database needs a runtime of its own.
+    #[error("cannot start a runtime")]
+    Runtime(#[source] std::io::Error),
 }
 
 impl crate::error::Typed for BuildError {
@@ -1123,6 +1127,9 @@ impl crate::error::Typed for BuildError {
                 crate::error::Kind::Django
             }
             BuildError::NoAnswer { .. } => crate::error::Kind::Server,
+            BuildError::BaseUnusable { .. } | BuildError::Runtime(_) => {
+                crate::error::Kind::Internal
+            }
             _ => crate::error::Kind::Usage,
         }
     }

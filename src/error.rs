@@ -77,9 +77,8 @@ pub trait Typed: std::error::Error + Send + Sync + 'static {
 
 impl<T: Typed> From<T> for Error {
     fn from(e: T) -> Error {
-        // The message is the variant's own text; `report` skips the first
-        // cause for saying it again, and goes on with the variant's source.
-        Error::new(e.kind(), e.to_string()).source(e)
+        let kind = e.kind();
+        Error::typed(kind, e)
     }
 }
 
@@ -92,6 +91,13 @@ impl Error {
             detail: None,
             source: None,
         }
+    }
+    /// `e` as the error, of `kind`: its message is the typed error's own
+    /// text, and `e` is kept as the first cause (`find` finds it; `report`
+    /// skips it for saying the message again, and goes on with its source).
+    /// How every library error is made (tests/architecture.rs).
+    pub fn typed(kind: Kind, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::new(kind, e.to_string()).source(e)
     }
     pub fn usage(message: impl Into<String>) -> Self {
         Self::new(Kind::Usage, message)
@@ -253,9 +259,26 @@ pub async fn blocking<T: Send + 'static>(
     what: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::internal(format!("{what} failed")).source(e))
+    tokio::task::spawn_blocking(f).await.map_err(|source| {
+        Error::from(TaskFailed {
+            what: what.to_string(),
+            source,
+        })
+    })
+}
+
+/// Blocking work (`blocking`) panicked or was cancelled: `what` names it.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} failed")]
+pub struct TaskFailed {
+    pub what: String,
+    source: tokio::task::JoinError,
+}
+
+impl Typed for TaskFailed {
+    fn kind(&self) -> Kind {
+        Kind::Internal
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! renaming or editing any migration changes it, and bumping
 //! `KEY_FORMAT` invalidates every old snapshot at once.
 
-use crate::error::{Context, Error, Kind, Result};
+use crate::error::{Error, Kind, Result};
 use crate::hash::hash_normalized;
 use crate::key::Key;
 use crate::statcache::{self, HashKind, Stat, StatCache};
@@ -569,6 +569,12 @@ pub enum FilesError {
         setting: String,
         source: globset::Error,
     },
+    /// Each glob of `setting` parsed, but not all of them together.
+    #[error("invalid globs in `{setting}`")]
+    Globs {
+        setting: String,
+        source: globset::Error,
+    },
 }
 
 fn which(path: &Option<PathBuf>) -> String {
@@ -754,8 +760,13 @@ fn globset(patterns: &[String], what: &str) -> Result<GlobSet> {
             })?;
         b.add(glob);
     }
-    b.build()
-        .with_kind(Kind::Usage, || format!("invalid globs in `{what}`"))
+    b.build().map_err(|source| {
+        FilesError::Globs {
+            setting: what.to_string(),
+            source,
+        }
+        .into()
+    })
 }
 
 #[cfg(test)]

@@ -56,13 +56,23 @@ pub fn unhex32(text: &str) -> Option<[u8; 32]> {
 
 /// `bytes` random bytes from the kernel, in hex (passwords migsnap makes).
 pub fn random_hex(bytes: usize) -> crate::error::Result<String> {
-    use crate::error::{Context, Kind};
     use std::io::Read;
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
-        .with_kind(Kind::Internal, || "cannot read /dev/urandom".into())?;
+        .map_err(NoRandomness)?;
     Ok(hex(&buf))
+}
+
+/// The kernel's random bytes could not be read: a broken system.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read /dev/urandom")]
+pub struct NoRandomness(#[source] std::io::Error);
+
+impl crate::error::Typed for NoRandomness {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Internal
+    }
 }
 
 #[cfg(test)]

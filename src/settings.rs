@@ -19,7 +19,7 @@ use migsnap::context::{
     BuildOptions, CacheDir, CloneStrategy, Ctx, DjangoRunner, RemoteSettings, ServerChoice,
 };
 use migsnap::env;
-use migsnap::error::{Context, Error, Kind, Result};
+use migsnap::error::{Error, Kind, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -220,22 +220,20 @@ impl Settings {
     /// The settings from `args`, the environment `e` and the config file.
     pub fn resolve_in(args: &Overrides, e: &env::Environment) -> Result<Settings> {
         e.check()?;
-        let cwd = std::env::current_dir()
-            .with_kind(Kind::Usage, || "cannot read the current directory".into())?;
+        let cwd = std::env::current_dir().map_err(SettingsError::Cwd)?;
         let project_dir = match &args.project_dir {
             Some(p) => cwd.join(p),
             None => cwd,
         };
         if !project_dir.is_dir() {
-            return Err(Error::usage(format!(
-                "project directory `{}` does not exist",
-                project_dir.display()
-            ))
-            .hint("run migsnap from your Django project root or pass `-C DIR`"));
+            return Err(SettingsError::NoProjectDir { dir: project_dir }.into());
         }
-        let project_dir = project_dir.canonicalize().with_kind(Kind::Usage, || {
-            format!("cannot resolve `{}`", project_dir.display())
-        })?;
+        let project_dir = project_dir
+            .canonicalize()
+            .map_err(|source| SettingsError::Resolve {
+                dir: project_dir.clone(),
+                source,
+            })?;
         let (file, config_file) = load_config(&project_dir)?;
         let rel = |p: &Path| project_dir.join(p);
 
@@ -259,18 +257,13 @@ impl Settings {
         // Checked whether or not the embedded server is used: a bad value
         // is a mistake to say, not one to keep until it matters.
         let port = match e.var(env::SERVER_PORT) {
-            Some(p) => Some(p.parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                Error::usage(format!(
-                    "{} must be a port number (1 to 65535), not `{p}`",
-                    env::SERVER_PORT
-                ))
-                .hint("e.g. MIGSNAP_SERVER_PORT=54329, or unset it for Unix-socket only")
-            })?),
-            None if file.server_port == Some(0) => {
-                return Err(Error::usage("server-port = 0 is out of range").hint(
-                    "use a port number from 1 to 65535, or leave it out for Unix-socket only",
-                ))
-            }
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(SettingsError::PortVar { value: p })?,
+            ),
+            None if file.server_port == Some(0) => return Err(SettingsError::PortZero.into()),
             None => file.server_port,
         };
 
@@ -320,15 +313,11 @@ impl Settings {
             None => migsnap::pg::restore::DEFAULT_JOBS,
             Some(n @ 1..=migsnap::pg::restore::MAX_JOBS) => n,
             Some(n) => {
-                return Err(
-                    Error::usage(format!("restore-jobs = {n} is out of range")).hint(format!(
-                        "use 1 (one connection) to {} in {}",
-                        migsnap::pg::restore::MAX_JOBS,
-                        config_file
-                            .as_deref()
-                            .map_or("the config".into(), |p| p.display().to_string())
-                    )),
-                )
+                return Err(SettingsError::RestoreJobs {
+                    n,
+                    config: config_file,
+                }
+                .into())
             }
         };
         let django_settings = settings_module(args, &file, e).map(|m| m.value);
@@ -339,18 +328,9 @@ impl Settings {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| *n <= MAX_POOL)
-                .ok_or_else(|| {
-                    Error::usage(format!(
-                        "{} must be a number from 0 to {MAX_POOL}, not `{p}`",
-                        env::POOL
-                    ))
-                    .hint("e.g. MIGSNAP_POOL=4 (one per pytest-xdist worker), or 0 for no pool")
-                })?,
+                .ok_or(SettingsError::PoolVar { value: p })?,
             None => match file.pool {
-                Some(n) if n > MAX_POOL => {
-                    return Err(Error::usage(format!("pool = {n} is out of range"))
-                        .hint(format!("use 0 (no pool) to {MAX_POOL}")))
-                }
+                Some(n) if n > MAX_POOL => return Err(SettingsError::PoolKey { n }.into()),
                 Some(n) => n,
                 // What the last pytest run asked for (its worker count).
                 None => read_pool_hint(&cache_dir),
@@ -398,18 +378,10 @@ impl Settings {
         }
         let stat_cache = migsnap::statcache::path_for(&cache_dir, &project_dir);
         // Opt-in while django-fastmig is experimental (docs/accelerator.md).
-        let accelerate = env_bool(
-            e,
-            env::BUILD_ACCELERATOR,
-            "MIGSNAP_BUILD_ACCELERATOR=1 migrates with django-fastmig when the project's environment has it; 0 turns it off",
-        )?
-        .unwrap_or_else(|| file.build_accelerator.unwrap_or(false));
-        let verify = env_bool(
-            e,
-            env::VERIFY_BUILD,
-            "MIGSNAP_VERIFY_BUILD=1 checks every accelerated build against stock Django's",
-        )?
-        .unwrap_or_else(|| file.verify_build.unwrap_or(false));
+        let accelerate = env_bool(e, env::BUILD_ACCELERATOR)?
+            .unwrap_or_else(|| file.build_accelerator.unwrap_or(false));
+        let verify =
+            env_bool(e, env::VERIFY_BUILD)?.unwrap_or_else(|| file.verify_build.unwrap_or(false));
         let ctx = Ctx {
             django: DjangoRunner {
                 python,
@@ -470,11 +442,10 @@ fn checked_alias(alias: &str) -> Result<String> {
     if ok {
         Ok(alias.to_string())
     } else {
-        Err(
-            Error::usage(format!("`{alias}` is not a database alias migsnap can use")).hint(
-                "name a key of the settings' DATABASES: letters, digits, `_` and `-`, at most 63",
-            ),
-        )
+        Err(SettingsError::Alias {
+            alias: alias.to_string(),
+        }
+        .into())
     }
 }
 
@@ -483,10 +454,7 @@ fn lint_rules(
 ) -> Result<std::collections::BTreeMap<String, migsnap::lint::RuleLevel>> {
     let known: Vec<&str> = migsnap::lint::RULES.iter().map(|(id, ..)| *id).collect();
     if let Some(bad) = rules.keys().find(|id| !known.contains(&id.as_str())) {
-        return Err(
-            Error::usage(format!("unknown lint rule `{bad}` in lint-rules"))
-                .hint(format!("the rules are: {}", known.join(", "))),
-        );
+        return Err(SettingsError::LintRule { rule: bad.clone() }.into());
     }
     Ok(rules)
 }
@@ -505,19 +473,13 @@ fn remote_settings(
     args: &Overrides,
     file: &FileConfig,
 ) -> Result<Option<RemoteSettings>> {
-    let push = env_bool(
-        e,
-        env::REMOTE_PUSH,
-        "e.g. MIGSNAP_REMOTE_PUSH=true on the default branch's CI job only",
-    )?
-    .unwrap_or(file.remote_push.unwrap_or(false));
+    let push = env_bool(e, env::REMOTE_PUSH)?.unwrap_or(file.remote_push.unwrap_or(false));
     let timeout = bounded_number(
         e,
         (env::REMOTE_TIMEOUT, "remote-timeout"),
         file.remote_timeout,
         (0.001, MAX_REMOTE_TIMEOUT),
         "a number of seconds",
-        "30",
     )?
     .map_or(
         migsnap::remote::DEFAULT_TIMEOUT,
@@ -530,7 +492,6 @@ fn remote_settings(
         file.remote_min_rate,
         (1.0 / 1024.0, MAX_REMOTE_MIN_RATE),
         "a number of KiB per second",
-        "256",
     )?
     .map_or(migsnap::remote::DEFAULT_MIN_RATE, |r| (r * 1024.0) as u64);
     // The values above are checked even with no store configured.
@@ -556,25 +517,32 @@ fn remote_settings(
 /// from: the variable, or the key.
 fn bounded_number(
     e: &env::Environment,
-    (var, key): (&str, &str),
+    (var, key): (&'static str, &'static str),
     file: Option<f64>,
     (lo, hi): (f64, f64),
-    what: &str,
-    example: &str,
+    what: &'static str,
 ) -> Result<Option<f64>> {
     let fits = |v: f64| v.is_finite() && v >= lo && v <= hi;
     if let Some(text) = e.var(var) {
         return match text.trim().parse::<f64>() {
             Ok(v) if fits(v) => Ok(Some(v)),
-            _ => Err(Error::usage(format!(
-                "{var} must be {what} above 0 and at most {hi}, not `{text}`"
-            ))
-            .hint(format!("e.g. {var}={example}, or unset it for the default"))),
+            _ => Err(SettingsError::NumberVar {
+                var,
+                what,
+                hi,
+                value: text,
+            }
+            .into()),
         };
     }
     match file {
-        Some(v) if !fits(v) => Err(Error::usage(format!("{key} = {v} is out of range"))
-            .hint(format!("use {what} above 0 and at most {hi}"))),
+        Some(value) if !fits(value) => Err(SettingsError::NumberKey {
+            key,
+            what,
+            hi,
+            value,
+        }
+        .into()),
         other => Ok(other),
     }
 }
@@ -628,40 +596,29 @@ fn load_config(project_dir: &Path) -> Result<(FileConfig, Option<PathBuf>)> {
 /// whitespace (the newline of `echo … > file`) is not part of it.
 fn read_secret_file(path: &Path) -> Result<migsnap::store::CacheSecret> {
     use std::os::unix::fs::PermissionsExt;
-    let hint = |e: Error| {
-        e.hint(format!(
-            "write a random secret to it with `head -c 32 /dev/urandom | base64 > {0} && chmod 600 {0}`, or set MIGSNAP_CACHE_SECRET",
-            path.display()
-        ))
-    };
-    let bytes = std::fs::read(path).map_err(|e| {
-        hint(
-            Error::usage(format!(
-                "cannot read the cache secret file `{}`",
-                path.display()
-            ))
-            .source(e),
-        )
+    let bytes = std::fs::read(path).map_err(|source| SettingsError::SecretUnreadable {
+        path: path.to_path_buf(),
+        source,
     })?;
     let mode = std::fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o777)
         .unwrap_or(0);
     if mode & 0o077 != 0 {
-        return Err(Error::usage(format!(
-            "the cache secret file `{}` has mode {mode:04o}: group or others have access to it",
-            path.display()
-        ))
-        .hint(format!("`chmod 600 {}`", path.display())));
+        return Err(SettingsError::SecretOpen {
+            path: path.to_path_buf(),
+            mode,
+        }
+        .into());
     }
     let end = bytes
         .iter()
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(0, |i| i + 1);
     migsnap::store::CacheSecret::new(bytes[..end].to_vec()).ok_or_else(|| {
-        hint(Error::usage(format!(
-            "the cache secret file `{}` is empty",
-            path.display()
-        )))
+        SettingsError::SecretEmpty {
+            path: path.to_path_buf(),
+        }
+        .into()
     })
 }
 
@@ -696,12 +653,11 @@ fn trust(
             .iter()
             .map(|t| {
                 PublicKey::parse(t).ok_or_else(|| {
-                    Error::usage(format!(
-                        "{}: `{}` is not an Ed25519 public key",
-                        origin.name(),
-                        t.trim()
-                    ))
-                    .hint("write each as `ed25519:<base64>`, as `migsnap signing-key` prints it")
+                    SettingsError::PublicKey {
+                        origin,
+                        key: t.trim().to_string(),
+                    }
+                    .into()
                 })
             })
             .collect::<Result<Vec<_>>>()
@@ -716,12 +672,7 @@ fn trust(
 
 /// `trust-unsigned`: the variable, else the config, else off.
 fn trust_unsigned(e: &env::Environment, file: &FileConfig) -> Result<bool> {
-    Ok(env_bool(
-        e,
-        env::TRUST_UNSIGNED,
-        "MIGSNAP_TRUST_UNSIGNED=1 uses snapshots no trusted key signed; leave it unset unless you must",
-    )?
-    .unwrap_or_else(|| file.trust_unsigned.unwrap_or(false)))
+    Ok(env_bool(e, env::TRUST_UNSIGNED)?.unwrap_or_else(|| file.trust_unsigned.unwrap_or(false)))
 }
 
 /// Where the per-user signing key lives: the user's data dir, not the
@@ -731,15 +682,17 @@ fn trust_unsigned(e: &env::Environment, file: &FileConfig) -> Result<bool> {
 pub fn user_key_dir() -> Result<PathBuf> {
     directories::ProjectDirs::from("", "", "migsnap")
         .map(|d| d.data_dir().join("keys"))
-        .ok_or_else(|| {
-            Error::usage("cannot find a data directory for this user's signing key (no home directory)")
-                .hint("make a key with `migsnap signing-key generate PATH` and set MIGSNAP_SIGNING_KEY_FILE to it")
-        })
+        .ok_or_else(|| SettingsError::NoDataDir.into())
 }
 
 fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path)
-        .with_kind(Kind::Usage, || format!("cannot read `{}`", path.display()))
+    std::fs::read_to_string(path).map_err(|source| {
+        SettingsError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
+        .into()
+    })
 }
 
 /// One line saying where (`file:line:col`) and what, in words; the line
@@ -763,31 +716,25 @@ fn config_error(path: &Path, text: &str, e: toml::de::Error) -> Error {
     }
     // toml's message may span lines; keep the gist.
     let message = e.message().trim().replace('\n', " ");
-    let (message, hint) = match unknown_key(&message) {
+    let (message, fix) = match unknown_key(&message) {
         Some((key, known)) => {
-            let hint = match closest(&key, &known) {
-                Some(near) => format!("did you mean `{near}`?"),
-                None => format!(
-                    "the keys migsnap reads are {}",
-                    known
-                        .iter()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+            let fix = match closest(&key, &known) {
+                Some(near) => ConfigFix::DidYouMean(near.to_string()),
+                None => ConfigFix::KnownKeys(known),
             };
-            (format!("unknown key `{key}`"), hint)
+            (format!("unknown key `{key}`"), fix)
         }
-        None if message.starts_with("invalid type") || message.starts_with("invalid value") => (
-            in_words(&message),
-            "see docs/configuration.md for each key's type".to_string(),
-        ),
-        None => (
-            message,
-            "this is not valid TOML: fix the line shown (https://toml.io)".to_string(),
-        ),
+        None if message.starts_with("invalid type") || message.starts_with("invalid value") => {
+            (in_words(&message), ConfigFix::Type)
+        }
+        None => (message, ConfigFix::Toml),
     };
-    let err = Error::usage(format!("invalid config `{at}`{section}: {message}")).hint(hint);
+    let err = Error::from(SettingsError::Config {
+        at,
+        section,
+        message,
+        fix,
+    });
     match detail {
         Some(d) => err.detail(d),
         None => err,
@@ -873,14 +820,11 @@ fn explicit_cache_dir(dir: &Path, origin: Origin) -> Result<PathBuf> {
     if !dir.is_dir() {
         let parent_ok = dir.parent().is_some_and(|p| p.is_dir());
         if !parent_ok {
-            return Err(Error::usage(format!(
-                "cache directory `{}` does not exist and neither does its parent",
-                dir.display()
-            ))
-            .hint(format!(
-                "create it first (`mkdir -p {}`) or fix the path in {origin}",
-                dir.display()
-            )));
+            return Err(SettingsError::NoCacheParent {
+                dir: dir.to_path_buf(),
+                origin,
+            }
+            .into());
         }
     }
     Ok(dir.to_path_buf())
@@ -889,10 +833,7 @@ fn explicit_cache_dir(dir: &Path, origin: Origin) -> Result<PathBuf> {
 fn default_cache_dir() -> Result<PathBuf> {
     directories::ProjectDirs::from("", "", "migsnap")
         .map(|d| d.cache_dir().to_path_buf())
-        .ok_or_else(|| {
-            Error::usage("cannot find a cache directory for this user (no home directory)")
-                .hint("set MIGSNAP_CACHE_DIR or pass --cache-dir")
-        })
+        .ok_or_else(|| SettingsError::NoCacheDir.into())
 }
 
 /// MIGSNAP_PYTHON and config are handled by the caller; then an active
@@ -914,16 +855,122 @@ fn default_python(e: &env::Environment, project_dir: &Path) -> PathBuf {
 /// A boolean environment variable (`1`/`true`/`yes`/`on` or
 /// `0`/`false`/`no`/`off`, any case), None when unset; anything else is
 /// an error naming the variable.
-fn env_bool(e: &env::Environment, name: &str, hint: &str) -> Result<Option<bool>> {
+fn env_bool(e: &env::Environment, name: &'static str) -> Result<Option<bool>> {
     let Some(v) = e.var(name) else {
         return Ok(None);
     };
     match v.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(Some(true)),
         "0" | "false" | "no" | "off" => Ok(Some(false)),
-        _ => Err(
-            Error::usage(format!("{name} must be true or false, not `{v}`")).hint(hint.to_string()),
-        ),
+        _ => Err(SettingsError::NotBool { name, value: v }.into()),
+    }
+}
+
+/// A setting migsnap cannot use, as data: where it was set and what is
+/// wrong with it. `commands::hints` says how to fix each, beside the
+/// library's errors, so every hint is written in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read the current directory")]
+    Cwd(#[source] std::io::Error),
+    #[error("project directory `{}` does not exist", .dir.display())]
+    NoProjectDir { dir: PathBuf },
+    #[error("cannot resolve `{}`", .dir.display())]
+    Resolve {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{} must be a port number (1 to 65535), not `{value}`",
+        env::SERVER_PORT
+    )]
+    PortVar { value: String },
+    #[error("server-port = 0 is out of range")]
+    PortZero,
+    /// `config`: the file that set it.
+    #[error("restore-jobs = {n} is out of range")]
+    RestoreJobs { n: usize, config: Option<PathBuf> },
+    #[error("{} must be a number from 0 to {MAX_POOL}, not `{value}`", env::POOL)]
+    PoolVar { value: String },
+    #[error("pool = {n} is out of range")]
+    PoolKey { n: usize },
+    #[error("`{alias}` is not a database alias migsnap can use")]
+    Alias { alias: String },
+    #[error("unknown lint rule `{rule}` in lint-rules")]
+    LintRule { rule: String },
+    /// A number variable (`var`) that does not parse or is out of range;
+    /// `what` says what it counts.
+    #[error("{var} must be {what} above 0 and at most {hi}, not `{value}`")]
+    NumberVar {
+        var: &'static str,
+        what: &'static str,
+        hi: f64,
+        value: String,
+    },
+    /// The same, from the config's `key`.
+    #[error("{key} = {value} is out of range")]
+    NumberKey {
+        key: &'static str,
+        what: &'static str,
+        hi: f64,
+        value: f64,
+    },
+    #[error("cannot read the cache secret file `{}`", .path.display())]
+    SecretUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the cache secret file `{}` has mode {mode:04o}: group or others have access to it",
+        .path.display()
+    )]
+    SecretOpen { path: PathBuf, mode: u32 },
+    #[error("the cache secret file `{}` is empty", .path.display())]
+    SecretEmpty { path: PathBuf },
+    #[error("{}: `{key}` is not an Ed25519 public key", .origin.name())]
+    PublicKey { origin: Origin, key: String },
+    #[error("cannot find a data directory for this user's signing key (no home directory)")]
+    NoDataDir,
+    #[error("cannot read `{}`", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `at` is `file:line:col` (the line goes in the error's detail),
+    /// `section` ` in [tool.migsnap]` for pyproject.toml.
+    #[error("invalid config `{at}`{section}: {message}")]
+    Config {
+        at: String,
+        section: &'static str,
+        message: String,
+        fix: ConfigFix,
+    },
+    /// An explicit cache dir may be created, not its parents.
+    #[error("cache directory `{}` does not exist and neither does its parent", .dir.display())]
+    NoCacheParent { dir: PathBuf, origin: Origin },
+    #[error("cannot find a cache directory for this user (no home directory)")]
+    NoCacheDir,
+    /// A boolean variable `name` set to something else.
+    #[error("{name} must be true or false, not `{value}`")]
+    NotBool { name: &'static str, value: String },
+}
+
+/// What is wrong with a config file, for its hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigFix {
+    /// An unknown key, close to this known one.
+    DidYouMean(String),
+    /// An unknown key near none of these, the keys migsnap reads.
+    KnownKeys(Vec<String>),
+    /// A value of the wrong type.
+    Type,
+    /// Not TOML at all.
+    Toml,
+}
+
+impl migsnap::error::Typed for SettingsError {
+    fn kind(&self) -> Kind {
+        Kind::Usage
     }
 }
 
@@ -1067,6 +1114,8 @@ mod tests {
         let vars = [(env::CACHE_DIR, missing.to_str().expect("utf-8"))];
         let err =
             Settings::resolve_in(&args, &env::Environment::from_pairs(vars)).expect_err("refused");
+        // The hint is written where every hint is, from the error's data.
+        let err = crate::commands::hints::add(err);
         assert!(
             err.hint
                 .as_deref()

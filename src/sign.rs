@@ -249,6 +249,12 @@ pub enum KeyFileError {
     /// `signing-key generate` never overwrites a file.
     #[error("`{}` already exists", .path.display())]
     Exists { path: PathBuf },
+    /// ring could not make a key (it says no more than that).
+    #[error("cannot generate an Ed25519 key")]
+    Generate,
+    /// ring refused the key it had just made.
+    #[error("cannot read back the generated Ed25519 key")]
+    ReadBack,
 }
 
 /// Why a signing key file is refused, as ssh refuses a private key.
@@ -266,7 +272,10 @@ pub enum Refusal {
 
 impl crate::error::Typed for KeyFileError {
     fn kind(&self) -> crate::error::Kind {
-        crate::error::Kind::Usage
+        match self {
+            KeyFileError::Generate | KeyFileError::ReadBack => crate::error::Kind::Internal,
+            _ => crate::error::Kind::Usage,
+        }
     }
 }
 
@@ -354,10 +363,8 @@ fn make_key_dir(dir: &Path) -> Result<()> {
 /// exists already: a key is never replaced.
 pub fn write_new_key(path: &Path) -> Result<Option<Ed25519KeyPair>> {
     let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
-        .map_err(|_| Error::internal("cannot generate an Ed25519 key"))?;
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
-        .map_err(|_| Error::internal("cannot read back the generated Ed25519 key"))?;
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyFileError::Generate)?;
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| KeyFileError::ReadBack)?;
     let mut pem = format!("{PEM_BEGIN}\n");
     let b64 = B64.encode(pkcs8.as_ref());
     for chunk in b64.as_bytes().chunks(64) {

@@ -16,7 +16,7 @@
 //! false, which serves its own key and is never built on.
 
 use crate::depends::Checked;
-use crate::error::{Context, Error, Kind, Result};
+use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::files::read_no_follow;
 use crate::fingerprint::Fingerprint;
@@ -333,9 +333,11 @@ impl Store {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
                 Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(
-                        Error::internal(format!("cannot lock `{}`", path.display())).source(e)
-                    )
+                    return Err(StoreError::Lock {
+                        path: path.clone(),
+                        source: e,
+                    }
+                    .into())
                 }
             }
             let held = file.metadata().map(|m| (m.dev(), m.ino()));
@@ -639,8 +641,7 @@ impl Store {
     /// snapshot kept under `trust-unsigned` stays foreign, never signed
     /// into trust).
     pub fn write_manifest(&self, m: &Manifest) -> Result<()> {
-        let json = serde_json::to_vec_pretty(m)
-            .with_kind(Kind::Internal, || "cannot serialise the manifest".into())?;
+        let json = serde_json::to_vec_pretty(m).map_err(StoreError::Serialise)?;
         // Signed before anything is written: a refused key file leaves the
         // snapshot as it was.
         let sig = match m.authenticated {
@@ -925,6 +926,26 @@ fn check_as<T: serde::de::DeserializeOwned + Named>(
         });
     }
     Ok((m, authenticated))
+}
+
+/// The cache dir failing migsnap for a reason that is neither the dir's
+/// nor the user's: the system's, or a bug (exit code 3).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `flock` itself failed (not "held by another").
+    #[error("cannot lock `{}`", .path.display())]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot serialise the manifest")]
+    Serialise(#[source] serde_json::Error),
+}
+
+impl crate::error::Typed for StoreError {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Internal
+    }
 }
 
 /// A cache dir migsnap will not use, as data: the binary says how to fix

@@ -307,13 +307,18 @@ fn library_uses(needles: &[&str], except: &[&str]) -> Vec<String> {
         if except.contains(&rel.as_str()) {
             continue;
         }
-        for needle in needles {
-            if code.contains(needle) {
-                found.push(format!("{rel}: {needle}"));
-            }
-        }
+        found.extend(uses(&rel, &code, needles));
     }
     found
+}
+
+/// `rel: needle` for each of `needles` that `code` contains.
+fn uses(rel: &str, code: &str, needles: &[&str]) -> Vec<String> {
+    needles
+        .iter()
+        .filter(|n| code.contains(*n))
+        .map(|n| format!("{rel}: {n}"))
+        .collect()
 }
 
 /// The library never writes to the terminal (issue #23): it reports
@@ -407,5 +412,92 @@ fn the_library_writes_no_hints() {
     assert!(
         found.is_empty(),
         "a hint written in the library (move it to src/commands/hints.rs, keyed on a typed error): {found:?}"
+    );
+}
+
+/// The library's errors are data (issue #23): each module's thiserror
+/// enum carries the path, the database, the uid, the cause, and becomes an
+/// `Error` through `error::Typed` (or `Error::typed`), so the binary can
+/// render it and find its hint by type. A message built from a string in
+/// place carries none of that: only `error.rs` (which defines the
+/// constructors) may build one; the binary may, for its own flags.
+const STRING_ERRORS: &[&str] = &[
+    "Error::new(",
+    "Error::usage(",
+    "Error::internal(",
+    "Error::server(",
+    ".with_kind(",
+];
+
+#[test]
+fn the_library_builds_no_errors_from_strings() {
+    let found = library_uses(STRING_ERRORS, &["error.rs"]);
+    assert!(
+        found.is_empty(),
+        "an error built from a string in the library (make it a variant of the module's error enum): {found:?}"
+    );
+}
+
+#[test]
+fn the_string_error_rule_sees_a_planted_call() {
+    // The rule above must be able to fail, whichever way the call is spelt.
+    let planted = [
+        "return Err(Error::internal(format!(\"cannot lock `{}`\", p.display())));",
+        "let e = crate::error::Error::new(Kind::Usage, why);",
+        "std::fs::read(p).with_kind(Kind::Usage, || \"cannot read\".into())?;",
+    ];
+    for code in planted {
+        assert_eq!(uses("planted.rs", code, STRING_ERRORS).len(), 1, "{code}");
+    }
+    assert!(uses(
+        "typed.rs",
+        "Err(PgError::NotABuild { name }.into())",
+        STRING_ERRORS
+    )
+    .is_empty());
+}
+
+/// Every typed error of the library (`impl … Typed for X`) is named in
+/// src/commands/hints.rs, where the binary words its hint or says why it
+/// has none: a new error type cannot be left out of the renderer unseen.
+/// (Within a type, each hint function matches every variant, which the
+/// compiler checks.)
+#[test]
+fn every_typed_error_is_seen_by_the_hints() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let hints = std::fs::read_to_string(src.join("commands/hints.rs")).expect("read hints.rs");
+    let mut typed = Vec::new();
+    for (rel, code) in library_sources() {
+        for line in code.split('\n') {
+            let Some(rest) = line.trim().strip_prefix("impl ") else {
+                continue;
+            };
+            if let Some((trait_path, ty)) = rest.split_once(" for ") {
+                if trait_path.ends_with("Typed") {
+                    let ty: String = ty
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    typed.push((rel.clone(), ty));
+                }
+            }
+        }
+    }
+    assert!(
+        typed.len() > 10,
+        "the walk found the typed errors: {typed:?}"
+    );
+    let unseen: Vec<String> = typed
+        .iter()
+        .filter(|(_, ty)| {
+            !hints
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .any(|w| w == ty)
+        })
+        .map(|(rel, ty)| format!("{rel}: {ty}"))
+        .collect();
+    assert!(
+        unseen.is_empty(),
+        "typed errors src/commands/hints.rs does not name (give each a hint, or say there why it has none): {unseen:?}"
     );
 }

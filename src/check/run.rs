@@ -9,7 +9,7 @@ use super::{Catalog, Finding, MigrationSource};
 use crate::context::Ctx;
 use crate::django::{self, IndexConflict, MigrationFile, Mode};
 use crate::engine;
-use crate::error::{Context as _, Kind, Result};
+use crate::error::Result;
 use crate::fingerprint::{self, Fingerprint};
 use crate::key::Key;
 use crate::names::DbName;
@@ -42,8 +42,7 @@ pub async fn run(ctx: &Ctx, refresh: bool, ui: &Events) -> Result<Checked> {
         Some(c) => c,
         None => {
             let c = build_cache(ctx, &fp, ui).await?;
-            let bytes = serde_json::to_vec_pretty(&c)
-                .with_kind(Kind::Internal, || "cannot serialise the check cache".into())?;
+            let bytes = serde_json::to_vec_pretty(&c).map_err(CheckError::Serialise)?;
             // Under the key's lock: a concurrent build cleans this key's
             // temp files while it holds that lock.
             let _lock = store.lock(&fp.key, || {}).await?;
@@ -292,10 +291,15 @@ fn write_atomic(store: &Store, key: &Key, dest: &Path, bytes: &[u8]) -> Result<(
 pub enum CheckError {
     #[error("the project's files changed while the snapshot was built")]
     Unsettled,
+    #[error("cannot serialise the check cache")]
+    Serialise(#[source] serde_json::Error),
 }
 
 impl crate::error::Typed for CheckError {
     fn kind(&self) -> crate::error::Kind {
-        crate::error::Kind::Usage
+        match self {
+            CheckError::Unsettled => crate::error::Kind::Usage,
+            CheckError::Serialise(_) => crate::error::Kind::Internal,
+        }
     }
 }

@@ -4,10 +4,18 @@
 //! `DjangoError`, `EnvError`, …: one enum per module, see
 //! `migsnap::error::Typed`); this is the one place that turns them into
 //! advice, so the library never writes a hint (tests/architecture.rs keeps
-//! it so).
+//! it so). The settings' own errors (`SettingsError`) get theirs here too.
+//!
+//! Every typed error is named in this file (tests/architecture.rs checks):
+//! those below have no hint, on purpose. `DumpFault` is said in a warning
+//! that discards the snapshot, and the rebuild that follows is the fix;
+//! `RestoreError`, `StoreError`, `TaskFailed` and `NoRandomness` are
+//! migsnap's own or the system's failures (exit code 3), with nothing for
+//! the user to change.
 
+use crate::settings::{ConfigFix, SettingsError, MAX_POOL};
 use migsnap::check::CheckError;
-use migsnap::django::{DjangoError, Failure, NoAccelerator, NoDjango};
+use migsnap::django::{DjangoError, Failure, NoAccelerator, NoDjango, ShimError};
 use migsnap::drop::Refused;
 use migsnap::embedded::{EmbeddedError, RuntimeDir};
 use migsnap::engine::BuildError;
@@ -52,11 +60,17 @@ pub fn of(error: &(dyn StdError + 'static)) -> Option<String> {
 
 /// The hint for this one error, if it is a typed cause that has one.
 fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
+    if let Some(s) = e.downcast_ref::<SettingsError>() {
+        return settings_hint(s);
+    }
     if let Some(b) = e.downcast_ref::<BadTarget>() {
         return Some(target_hint(b).into());
     }
     if let Some(d) = e.downcast_ref::<DjangoError>() {
         return Some(django_hint(d.kind).into());
+    }
+    if let Some(ShimError::Unfit { .. }) = e.downcast_ref::<ShimError>() {
+        return Some(django_hint(Failure::History).into());
     }
     if e.downcast_ref::<NoAccelerator>().is_some() {
         return Some("`pip install django-fastmig` into the interpreter migsnap runs (`python` in [tool.migsnap], MIGSNAP_PYTHON), or set build-accelerator = false".into());
@@ -80,7 +94,7 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
         return remote_hint(r);
     }
     if let Some(f) = e.downcast_ref::<FilesError>() {
-        return Some(files_hint(f).into());
+        return files_hint(f).map(str::to_string);
     }
     if let Some(b) = e.downcast_ref::<BuildError>() {
         return build_hint(b);
@@ -89,7 +103,7 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
         return pg_hint(p);
     }
     if let Some(t) = e.downcast_ref::<ToolError>() {
-        return Some(tool_hint(t));
+        return tool_hint(t);
     }
     if let Some(d) = e.downcast_ref::<PgDumpError>() {
         return dump_hint(d).map(str::to_string);
@@ -116,6 +130,91 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
         return Some("run `migsnap check` again once they are settled".into());
     }
     None
+}
+
+fn settings_hint(e: &SettingsError) -> Option<String> {
+    Some(match e {
+        SettingsError::NoProjectDir { .. } => {
+            "run migsnap from your Django project root or pass `-C DIR`".into()
+        }
+        SettingsError::PortVar { .. } => {
+            "e.g. MIGSNAP_SERVER_PORT=54329, or unset it for Unix-socket only".into()
+        }
+        SettingsError::PortZero => {
+            "use a port number from 1 to 65535, or leave it out for Unix-socket only".into()
+        }
+        SettingsError::RestoreJobs { config, .. } => format!(
+            "use 1 (one connection) to {} in {}",
+            migsnap::pg::restore::MAX_JOBS,
+            config
+                .as_deref()
+                .map_or("the config".into(), |p| p.display().to_string())
+        ),
+        SettingsError::PoolVar { .. } => {
+            "e.g. MIGSNAP_POOL=4 (one per pytest-xdist worker), or 0 for no pool".into()
+        }
+        SettingsError::PoolKey { .. } => format!("use 0 (no pool) to {MAX_POOL}"),
+        SettingsError::Alias { .. } => {
+            "name a key of the settings' DATABASES: letters, digits, `_` and `-`, at most 63".into()
+        }
+        SettingsError::LintRule { .. } => {
+            let known: Vec<&str> = migsnap::lint::RULES.iter().map(|(id, ..)| *id).collect();
+            format!("the rules are: {}", known.join(", "))
+        }
+        SettingsError::NumberVar { var, .. } => {
+            let example = match *var {
+                env::REMOTE_TIMEOUT => "30",
+                env::REMOTE_MIN_RATE => "256",
+                _ => return None,
+            };
+            format!("e.g. {var}={example}, or unset it for the default")
+        }
+        SettingsError::NumberKey { what, hi, .. } => {
+            format!("use {what} above 0 and at most {hi}")
+        }
+        SettingsError::SecretUnreadable { path, .. } | SettingsError::SecretEmpty { path } => {
+            format!(
+                "write a random secret to it with `head -c 32 /dev/urandom | base64 > {0} && chmod 600 {0}`, or set MIGSNAP_CACHE_SECRET",
+                path.display()
+            )
+        }
+        SettingsError::SecretOpen { path, .. } => format!("`chmod 600 {}`", path.display()),
+        SettingsError::PublicKey { .. } => {
+            "write each as `ed25519:<base64>`, as `migsnap signing-key` prints it".into()
+        }
+        SettingsError::NoDataDir => "make a key with `migsnap signing-key generate PATH` and set MIGSNAP_SIGNING_KEY_FILE to it".into(),
+        SettingsError::Config { fix, .. } => match fix {
+            ConfigFix::DidYouMean(near) => format!("did you mean `{near}`?"),
+            ConfigFix::KnownKeys(known) => format!(
+                "the keys migsnap reads are {}",
+                known
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            ConfigFix::Type => "see docs/configuration.md for each key's type".into(),
+            ConfigFix::Toml => {
+                "this is not valid TOML: fix the line shown (https://toml.io)".into()
+            }
+        },
+        SettingsError::NoCacheParent { dir, origin } => format!(
+            "create it first (`mkdir -p {}`) or fix the path in {origin}",
+            dir.display()
+        ),
+        SettingsError::NoCacheDir => "set MIGSNAP_CACHE_DIR or pass --cache-dir".into(),
+        SettingsError::NotBool { name, .. } => match *name {
+            env::BUILD_ACCELERATOR => "MIGSNAP_BUILD_ACCELERATOR=1 migrates with django-fastmig when the project's environment has it; 0 turns it off",
+            env::VERIFY_BUILD => "MIGSNAP_VERIFY_BUILD=1 checks every accelerated build against stock Django's",
+            env::REMOTE_PUSH => "e.g. MIGSNAP_REMOTE_PUSH=true on the default branch's CI job only",
+            env::TRUST_UNSIGNED => "MIGSNAP_TRUST_UNSIGNED=1 uses snapshots no trusted key signed; leave it unset unless you must",
+            _ => return None,
+        }
+        .into(),
+        SettingsError::Cwd(_) | SettingsError::Resolve { .. } | SettingsError::Read { .. } => {
+            return None
+        }
+    })
 }
 
 fn embedded_hint(e: &EmbeddedError) -> Option<String> {
@@ -158,7 +257,16 @@ fn embedded_hint(e: &EmbeddedError) -> Option<String> {
         EmbeddedError::NoServerUser { .. } => {
             "create one (`useradd --system postgres`), set MIGSNAP_SERVER_USER, or run migsnap as a normal user".into()
         }
-        EmbeddedError::DidNotStop { .. } | EmbeddedError::CreateDir { .. } => return None,
+        EmbeddedError::DidNotStop { .. }
+        | EmbeddedError::CreateDir { .. }
+        | EmbeddedError::Inspect { .. }
+        | EmbeddedError::SetUpDir { .. }
+        | EmbeddedError::RemoveHalfMade { .. }
+        | EmbeddedError::Remove { .. }
+        | EmbeddedError::CreateFile { .. }
+        | EmbeddedError::HandOver { .. }
+        | EmbeddedError::WriteFile { .. }
+        | EmbeddedError::MoveIntoPlace { .. } => return None,
     })
 }
 
@@ -231,18 +339,20 @@ fn pg_hint(e: &PgError) -> Option<String> {
             },
             _ => return None,
         },
+        PgError::NotABuild { .. } | PgError::Vanished { .. } => return None,
     })
 }
 
-fn tool_hint(e: &ToolError) -> String {
-    match e {
+fn tool_hint(e: &ToolError) -> Option<String> {
+    Some(match e {
         ToolError::Missing { .. } => {
             "install PostgreSQL (e.g. `apt-get install postgresql`) or set MIGSNAP_PG_BINDIR to its bin directory".into()
         }
         ToolError::TooOld { server, .. } => format!(
             "install the PostgreSQL {server} client tools, or set MIGSNAP_PG_BINDIR to their bin directory"
         ),
-    }
+        ToolError::Run { .. } => return None,
+    })
 }
 
 fn dump_hint(e: &PgDumpError) -> Option<&'static str> {
@@ -251,22 +361,23 @@ fn dump_hint(e: &PgDumpError) -> Option<&'static str> {
             version_mismatch: true,
             ..
         } => Some("install pg_dump of the server's major version or newer, or set MIGSNAP_PG_BINDIR"),
-        PgDumpError::Failed { .. } => None,
+        PgDumpError::Failed { .. } | PgDumpError::NoStdout | PgDumpError::Wait(_) => None,
         PgDumpError::OtherDatabase { .. } => Some(
             "pg_dump reached another database: check for a connection pooler or proxy in front of the server that routes by something other than the database name",
         ),
     }
 }
 
-fn files_hint(bad: &FilesError) -> &'static str {
-    match bad {
+fn files_hint(bad: &FilesError) -> Option<&'static str> {
+    Some(match bad {
         FilesError::Unreadable { .. } | FilesError::Walk { .. } => {
             "make it readable by this user, or leave it out with `exclude` in [tool.migsnap]"
         }
         FilesError::BadGlob { .. } => {
             "globs are relative to the project dir, e.g. `**/migrations/*.py`"
         }
-    }
+        FilesError::Globs { .. } => return None,
+    })
 }
 
 fn build_hint(e: &BuildError) -> Option<String> {
@@ -283,7 +394,10 @@ fn build_hint(e: &BuildError) -> Option<String> {
         BuildError::Changed { .. } => "run the command again once the checkout is settled".into(),
         BuildError::Unkeyed { dir } => format!("add `{dir}/*.py` to `migrations` in [tool.migsnap]"),
         BuildError::Unverified { .. } => "set build-accelerator = false (or MIGSNAP_BUILD_ACCELERATOR=0) to build with stock Django, and report the difference to django-fastmig (docs/accelerator.md)".into(),
-        BuildError::BorrowsRights { .. } | BuildError::NoAnswer { .. } => return None,
+        BuildError::BorrowsRights { .. }
+        | BuildError::NoAnswer { .. }
+        | BuildError::BaseUnusable { .. }
+        | BuildError::Runtime(_) => return None,
     })
 }
 
@@ -329,7 +443,10 @@ fn remote_hint(e: &RemoteError) -> Option<String> {
             "push it from a machine that built it (`migsnap push`), or let `prepare` build it".into()
         }
         // The cache dir's own error, further down the chain, has it.
-        RemoteError::Local(_) | RemoteError::Missing | RemoteError::Exists => return None,
+        RemoteError::Local(_)
+        | RemoteError::Task { .. }
+        | RemoteError::Missing
+        | RemoteError::Exists => return None,
     })
 }
 
@@ -364,7 +481,10 @@ fn key_file_hint(bad: &KeyFileError) -> Option<String> {
         KeyFileError::Exists { .. } => {
             "choose another path: an existing key is never overwritten".into()
         }
-        KeyFileError::Unwritable { .. } | KeyFileError::ReadDir { .. } => return None,
+        KeyFileError::Unwritable { .. }
+        | KeyFileError::ReadDir { .. }
+        | KeyFileError::Generate
+        | KeyFileError::ReadBack => return None,
     })
 }
 

@@ -8,7 +8,7 @@
 //! database (see `target_check`).
 
 use super::mark::Mark;
-use super::{db_error, quote_ident, quote_literal, ConnInfo};
+use super::{db_error, quote_ident, quote_literal, ConnInfo, PgError};
 use crate::error::{Error, Result};
 use crate::key::{Key, LockId};
 use crate::names::DbName;
@@ -344,9 +344,7 @@ impl Admin {
     /// SIGKILL), never to a live build.
     pub async fn drop_build(&self, name: &str) -> Result<()> {
         if !matches!(DbName::parse(name), Some(DbName::Build(_))) {
-            return Err(Error::internal(format!(
-                "refusing to force-drop `{name}`: not a build database"
-            )));
+            return Err(PgError::NotABuild { name: name.into() }.into());
         }
         let q = quote_ident(name);
         let sql = if self.major() >= 13 {
@@ -825,9 +823,7 @@ impl Admin {
             None => None,
         };
         if !self.swap_in(new, target, mark, aside.as_deref()).await? {
-            return Err(Error::internal(format!(
-                "the new database `{new}` vanished before it was put in place"
-            )));
+            return Err(PgError::Vanished { name: new.into() }.into());
         }
         Ok(aside)
     }

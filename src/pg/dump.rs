@@ -11,8 +11,9 @@
 //! other database (issue #10: an inherited PGSERVICE redirected pg_dump)
 //! is thrown away with an error instead of becoming the snapshot.
 
+use super::tools::ToolError;
 use super::{db_error, tools, ConnInfo};
-use crate::error::{Context, Error, Kind, Result};
+use crate::error::{Error, Kind, Result};
 use crate::failpoint;
 use crate::hash::hex;
 use sha2::{Digest, Sha256};
@@ -51,8 +52,9 @@ pub fn schema_text(
         .envs(conn.child_env(db))
         .stdin(Stdio::null())
         .output()
-        .with_kind(Kind::Usage, || {
-            format!("cannot run `{}`", pg_dump.display())
+        .map_err(|source| ToolError::Run {
+            path: pg_dump.clone(),
+            source,
         })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -98,8 +100,9 @@ pub fn dump<W: Write>(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_kind(Kind::Usage, || {
-            format!("cannot run `{}`", pg_dump.display())
+        .map_err(|source| ToolError::Run {
+            path: pg_dump.clone(),
+            source,
         })?;
 
     // Drain stderr on its own thread so a chatty pg_dump cannot block on a full pipe.
@@ -121,15 +124,10 @@ pub fn dump<W: Write>(
     let copied = {
         let mut enc = zstd::Encoder::new(&mut hashing, ZSTD_LEVEL).map_err(&write_error)?;
         enc.include_checksum(true).map_err(&write_error)?;
-        let mut stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::internal("pg_dump has no stdout"))?;
+        let mut stdout = child.stdout.take().ok_or(PgDumpError::NoStdout)?;
         copy_chunks(&mut stdout, &mut enc, &mut tap).and_then(|_| enc.finish().map(|_| ()))
     };
-    let status = child
-        .wait()
-        .with_kind(Kind::Internal, || "pg_dump did not finish".into())?;
+    let status = child.wait().map_err(PgDumpError::Wait)?;
     let stderr = err_thread.join().unwrap_or_default();
     // A failed write (full or read-only cache dir) comes first: pg_dump then
     // dies of the closed pipe, and its error would hide the real cause.
@@ -299,11 +297,19 @@ pub enum PgDumpError {
         seen: String,
         rows: usize,
     },
+    /// The child was spawned with a pipe for its stdout and has none.
+    #[error("pg_dump has no stdout")]
+    NoStdout,
+    #[error("pg_dump did not finish")]
+    Wait(#[source] std::io::Error),
 }
 
 impl crate::error::Typed for PgDumpError {
     fn kind(&self) -> Kind {
-        Kind::Server
+        match self {
+            PgDumpError::Failed { .. } | PgDumpError::OtherDatabase { .. } => Kind::Server,
+            PgDumpError::NoStdout | PgDumpError::Wait(_) => Kind::Internal,
+        }
     }
 }
 

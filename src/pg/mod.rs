@@ -78,12 +78,20 @@ pub enum PgError {
         database: Option<String>,
         source: tokio_postgres::Error,
     },
+    /// Asked to force-drop a database that is not a build database: a bug,
+    /// caught before it could end someone's sessions.
+    #[error("refusing to force-drop `{name}`: not a build database")]
+    NotABuild { name: String },
+    /// A database just made was gone when it was to be renamed into place.
+    #[error("the new database `{name}` vanished before it was put in place")]
+    Vanished { name: String },
 }
 
 impl crate::error::Typed for PgError {
     fn kind(&self) -> Kind {
         match self {
             PgError::BadUrl { .. } | PgError::SslRequire => Kind::Usage,
+            PgError::NotABuild { .. } | PgError::Vanished { .. } => Kind::Internal,
             _ => Kind::Server,
         }
     }

@@ -118,6 +118,12 @@ pub enum ToolError {
         version: u32,
         server: u32,
     },
+    /// Found but it would not start (not executable, a broken binary).
+    #[error("cannot run `{}`", .path.display())]
+    Run {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl crate::error::Typed for ToolError {

@@ -73,6 +73,13 @@ pub enum RemoteError {
     /// The cache dir could not take what was downloaded.
     #[error(transparent)]
     Local(Error),
+    /// A task of the transfer panicked or was cancelled: `what` says which
+    /// (`listing`, `download`, `upload`).
+    #[error("the {what} failed")]
+    Task {
+        what: &'static str,
+        source: tokio::task::JoinError,
+    },
     /// The object asked for is not there (handled inside this module).
     #[error("no such object")]
     Missing,
@@ -107,6 +114,7 @@ impl RemoteError {
             | RemoteError::NotConfigured
             | RemoteError::NoSnapshot { .. } => Kind::Usage,
             RemoteError::Local(inner) => inner.kind,
+            RemoteError::Task { .. } => Kind::Internal,
             _ => Kind::Remote,
         }
     }
@@ -119,7 +127,7 @@ impl From<RemoteError> for Error {
         }
         // Kept as the first cause (the binary finds it for the hint); the
         // manifest's own fault, where there is one, is its source.
-        Error::new(e.kind(), e.to_string()).source(e)
+        Error::typed(e.kind(), e)
     }
 }
 

@@ -65,9 +65,10 @@ impl Remote {
                         url: self.url.clone(),
                         reason: e.to_string(),
                     }),
-                    Ok(Err(e)) => Err(RemoteError::Local(
-                        crate::error::Error::internal("the listing failed").source(e),
-                    )),
+                    Ok(Err(source)) => Err(RemoteError::Task {
+                        what: "listing",
+                        source,
+                    }),
                     Err(_) => Err(RemoteError::Timeout {
                         url: self.url.clone(),
                         secs: self.timeout.as_secs_f64(),

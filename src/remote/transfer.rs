@@ -164,8 +164,9 @@ pub(super) async fn download(
         }
     };
     drop(tx);
-    let written = writer.await.map_err(|e| {
-        RemoteError::Local(crate::error::Error::internal("the download failed").source(e))
+    let written = writer.await.map_err(|source| RemoteError::Task {
+        what: "download",
+        source,
     })?;
     streamed?;
     let (tmp, sha256, size) =
@@ -321,9 +322,10 @@ pub(super) async fn upload(
         ))),
         Ok(Ok(_)) => Err(local_damaged("does not match its manifest's sha256".into())),
         Ok(Err(e)) => Err(local_damaged(format!("cannot be read: {e}"))),
-        Err(e) => Err(RemoteError::Local(
-            crate::error::Error::internal("the upload failed").source(e),
-        )),
+        Err(source) => Err(RemoteError::Task {
+            what: "upload",
+            source,
+        }),
     };
     let path = remote.path(name);
     // The slowest upload accepted: a part that does not get through at the

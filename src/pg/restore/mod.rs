@@ -74,6 +74,43 @@ impl crate::error::Typed for RoleLogin {
     }
 }
 
+/// A restore that could not run its course for migsnap's own reasons (a
+/// thread that would not start or panicked, work handed over out of
+/// order): neither the dump's fault nor the server's, so the snapshot is
+/// kept and the run fails (exit code 3).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("cannot start the dump reader thread")]
+    ReaderThread(#[source] std::io::Error),
+    #[error("the dump reader thread failed")]
+    ReaderPanicked,
+    #[error("a restore task failed")]
+    Task(#[source] tokio::task::JoinError),
+    /// A lane's connection closed its channel before the dump was done.
+    #[error("a restore connection ended early")]
+    EndedEarly,
+    /// `what` (`data`, `end`) came with no COPY started.
+    #[error("COPY {0} outside a COPY")]
+    OutOfOrder(&'static str),
+    /// The second pass could not read the file the first pass checked.
+    #[error("cannot reread `{}`", .path.display())]
+    Reread {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot decompress `{}`", .path.display())]
+    Decompress {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl crate::error::Typed for RestoreError {
+    fn kind(&self) -> crate::error::Kind {
+        crate::error::Kind::Internal
+    }
+}
+
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         Failure::Other(e)
@@ -123,7 +160,7 @@ pub async fn restore(
             }
             let _ = finished.send(());
         })
-        .map_err(|e| Error::internal("cannot start the dump reader thread").source(e))?;
+        .map_err(|e| Error::from(RestoreError::ReaderThread(e)))?;
     let lanes_connect =
         futures_util::future::try_join_all((0..jobs).map(|_| runners.lanes.connect(db)));
     let lanes_connect = async {
@@ -169,7 +206,7 @@ pub async fn restore(
             }
             Err(e) if e.is_cancelled() => {}
             Err(e) => {
-                lane_error.get_or_insert(Error::internal("a restore task failed").source(e).into());
+                lane_error.get_or_insert(Error::from(RestoreError::Task(e)).into());
             }
         }
     }
@@ -177,7 +214,7 @@ pub async fn restore(
     // joining is then immediate.
     let _ = reader_done.await;
     if reader.join().is_err() {
-        return Err(Error::internal("the dump reader thread failed").into());
+        return Err(Error::from(RestoreError::ReaderPanicked).into());
     }
     match (dispatched, lane_error) {
         (Err(Some(f)), _) => Err(f),
@@ -197,7 +234,7 @@ pub async fn restore(
             }
             Cause::Lost | Cause::Server => Failure::Other(error),
         }),
-        (Err(None), None) => Err(Error::internal("a restore connection ended early").into()),
+        (Err(None), None) => Err(Error::from(RestoreError::EndedEarly).into()),
         (Ok(()), None) => Ok(()),
     }
 }
@@ -447,9 +484,9 @@ async fn run_lane(
                 sink = Some(Box::pin(s));
             }
             Work::CopyData(data) => {
-                let s = sink
-                    .as_mut()
-                    .ok_or_else(|| LaneError::from(Error::internal("COPY data outside a COPY")))?;
+                let s = sink.as_mut().ok_or_else(|| {
+                    LaneError::from(Error::from(RestoreError::OutOfOrder("data")))
+                })?;
                 s.send(data)
                     .await
                     .map_err(|e| lane_error(&db, copy_line, e))?;
@@ -458,7 +495,7 @@ async fn run_lane(
             Work::CopyEnd => {
                 let mut s = sink
                     .take()
-                    .ok_or_else(|| LaneError::from(Error::internal("COPY end outside a COPY")))?;
+                    .ok_or_else(|| LaneError::from(Error::from(RestoreError::OutOfOrder("end"))))?;
                 s.as_mut()
                     .finish()
                     .await

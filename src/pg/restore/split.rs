@@ -23,8 +23,7 @@
 //! (`SET …`, `set_config`) go to every lane before its next statement, so
 //! each lane runs with what the dump set up.
 
-use super::{allow, copy_rows, parse, DumpFault, Failure};
-use crate::error::Error;
+use super::{allow, copy_rows, parse, DumpFault, Failure, RestoreError};
 use crate::pg::dump_reader::{DumpError, DumpReader, Item};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -126,7 +125,13 @@ pub fn read(
         tx.is_closed()
     })?;
     let reread = |e: std::io::Error| {
-        Failure::Other(Error::internal(format!("cannot reread `{}`", path.display())).source(e))
+        Failure::Other(
+            RestoreError::Reread {
+                path: path.to_path_buf(),
+                source: e,
+            }
+            .into(),
+        )
     };
     // Whatever the decoder left unread (trailing bytes) counts too.
     std::io::copy(&mut tee(), &mut std::io::sink()).map_err(reread)?;
@@ -223,7 +228,13 @@ fn dump_reader<R: Read>(
     file: R,
 ) -> Result<DumpReader<BufReader<zstd::Decoder<'static, BufReader<R>>>>, Failure> {
     let decoder = zstd::Decoder::new(file).map_err(|e| {
-        Failure::Other(Error::internal(format!("cannot decompress `{}`", path.display())).source(e))
+        Failure::Other(
+            RestoreError::Decompress {
+                path: path.to_path_buf(),
+                source: e,
+            }
+            .into(),
+        )
     })?;
     Ok(DumpReader::new(BufReader::with_capacity(1 << 20, decoder)))
 }
