@@ -90,6 +90,9 @@ pub struct Snapshot {
     /// when this run knows (it built it, or restored its dump and read the
     /// manifest); None for a template or pool member found ready.
     pub accelerated: Option<bool>,
+    /// The migrations that build applied with stock Django although
+    /// accelerated (`BuildInfo::stock_migrations`), when this run knows.
+    pub stock_migrations: Option<Vec<String>>,
 }
 
 /// What a build is asked for.
@@ -128,6 +131,7 @@ impl Snapshot {
             handed_out,
             built_with: Some(m.depends.checked.clone()),
             accelerated: Some(m.build.accelerated),
+            stock_migrations: Some(m.build.stock_migrations.clone()),
         }
     }
 
@@ -147,6 +151,7 @@ impl Snapshot {
             handed_out: false,
             built_with: None,
             accelerated: Some(report.accelerated),
+            stock_migrations: Some(report.stock),
         }
     }
 
@@ -170,6 +175,7 @@ impl Snapshot {
             handed_out: false,
             built_with: record,
             accelerated: None,
+            stock_migrations: None,
         }
     }
 }
@@ -708,6 +714,7 @@ impl BuildSession<'_> {
                 migrations: vec![],
                 accelerated: false,
                 verified: false,
+                stock_migrations: vec![],
             },
             started: t,
             replacing: self.old.as_ref(),
@@ -897,6 +904,7 @@ impl BuildSession<'_> {
                     migrations: base.build.migrations.clone(),
                     accelerated: false,
                     verified: false,
+                    stock_migrations: vec![],
                 },
                 started: t,
                 replacing,
@@ -1291,6 +1299,7 @@ async fn finish(
     }
     // Before the dump: a build that fails its check is never saved.
     info.accelerated = report.accelerated;
+    info.stock_migrations = report.stock.clone();
     if report.accelerated && ctx.build.verify {
         verify::against_stock(admin, ctx, fp, build, start, ui).await?;
         info.verified = base_is_stock;

@@ -204,9 +204,45 @@ fn a_build_that_fails_verification_saves_nothing() {
 /// The project whose migrations take the shapes the accelerator changes
 /// how Django handles (tests/accelproj/accelproj/settings.py): renames,
 /// foreign key and primary key type changes, multi-table inheritance,
-/// proxies, explicit through models, RunPython reading historical models.
+/// proxies, explicit through models, RunPython reading historical models;
+/// and two migrations with a package's things (`THIRD_PARTY`), which must
+/// run with stock Django.
 fn accelproj(test: &str) -> Project {
     Project::copy_of(&repo().join("tests/accelproj"), test)
+}
+
+/// The migrations with a package's things (tests/accelproj/extops), in
+/// the order applied, and what django-fastmig does not know in each: an
+/// operation it gets wrong (django-fastmig alone leaves
+/// authors_country.name at varchar(50) where stock Django widens it to
+/// varchar(80)), and a relation field that is not Django's own.
+const THIRD_PARTY: [(&str, &str); 2] = [
+    (
+        "authors.0010_widen_names",
+        "operation extops.AlterFieldsReloadingOne",
+    ),
+    (
+        "stores.0009_outlet_manager",
+        "relation field extops.LabelledForeignKey",
+    ),
+];
+
+fn third_party() -> Value {
+    THIRD_PARTY.iter().map(|(m, _)| *m).collect()
+}
+
+/// `prepare`'s stderr and JSON say the `THIRD_PARTY` migrations ran with
+/// stock Django.
+fn assert_stock_for_third_party(v: &Value, err: &str) {
+    assert_eq!(v["stock_migrations"], third_party(), "{err}");
+    for (migration, what) in THIRD_PARTY {
+        assert!(
+            err.contains(&format!(
+                "django-fastmig does not know the {what} in {migration}: stock Django applies it"
+            )),
+            "{err}"
+        );
+    }
 }
 
 /// The migrations an incremental build applies on top of a snapshot of
@@ -217,6 +253,7 @@ const SECOND_HALF: &[&str] = &[
     "authors/migrations/0007_country_code_3.py",
     "authors/migrations/0008_author_bigautofield.py",
     "authors/migrations/0009_probe.py",
+    "authors/migrations/0010_widen_names.py",
     "books/migrations/0004_publication_fields.py",
     "books/migrations/0005_proxies.py",
     "books/migrations/0006_renames.py",
@@ -229,6 +266,7 @@ const SECOND_HALF: &[&str] = &[
     "stores/migrations/0006_store_options_proxy.py",
     "stores/migrations/0007_outlet.py",
     "stores/migrations/0008_probe.py",
+    "stores/migrations/0009_outlet_manager.py",
 ];
 
 fn remove_second_half(p: &Project) {
@@ -254,12 +292,15 @@ fn every_shape_built_accelerated_and_stock_equals_a_plain_migrate() {
     let (v, err) = prepare_with(&p, &db, &[]);
     assert_eq!(v["source"], "cold", "{err}");
     assert_eq!(v["accelerated"], true, "{err}");
+    assert_stock_for_third_party(&v, &err);
     let build = build_record(&p, v["key"].as_str().expect("key"));
     assert_eq!(build["verified"], true, "{err}");
+    assert_eq!(build["stock_migrations"], third_party());
     reference.check_exact(&db, "accelerated");
     // Served from its template: the manifest still says so.
     let (again, _) = prepare_with(&p, &p.db("again"), &[]);
     assert_eq!(again["source"], "template");
+    assert_eq!(again["stock_migrations"], third_party());
 
     // Stock, from empty: a cache dir of its own, so that it cannot start
     // from the accelerated snapshot.
@@ -276,6 +317,7 @@ fn every_shape_built_accelerated_and_stock_equals_a_plain_migrate() {
     );
     assert_eq!(v["source"], "cold", "{err}");
     assert_eq!(v["accelerated"], false, "{err}");
+    assert_eq!(v["stock_migrations"], serde_json::json!([]), "{err}");
     reference.check_exact(&db, "stock");
 }
 
@@ -307,6 +349,7 @@ fn every_shape_built_incrementally_with_the_accelerator_equals_a_plain_migrate_i
     assert_eq!(v["source"], "incremental", "{err}");
     assert_eq!(v["base_key"], base.as_str(), "{err}");
     assert_eq!(v["accelerated"], true, "{err}");
+    assert_stock_for_third_party(&v, &err);
     let build = build_record(&p, v["key"].as_str().expect("key"));
     assert_eq!(build["verified"], true, "{err}");
     reference.check_exact(&db, "the rest, accelerated, on the accelerated first half");

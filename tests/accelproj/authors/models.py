@@ -3,12 +3,12 @@ from django.db import models
 
 class Country(models.Model):
     code = models.CharField(max_length=3, primary_key=True)
-    name = models.CharField(max_length=50)
+    name = models.CharField(max_length=80)
 
 
 class Author(models.Model):
     id = models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")
-    full_name = models.CharField(max_length=100)
+    full_name = models.CharField(max_length=120)
     born = models.IntegerField(null=True)
     country = models.ForeignKey(Country, null=True, on_delete=models.SET_NULL, related_name="writers")
 

@@ -1,5 +1,7 @@
 from django.db import models
 
+import extops
+
 
 class Store(models.Model):
     name = models.CharField(max_length=50)
@@ -18,6 +20,9 @@ class StoreProxy(Store):
 
 class Outlet(Store):
     city = models.CharField(max_length=50)
+    manager = extops.LabelledForeignKey(
+        "authors.Author", null=True, on_delete=models.SET_NULL, related_name="managed_outlets"
+    )
 
 
 class Inventory(models.Model):

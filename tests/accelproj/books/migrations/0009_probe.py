@@ -35,5 +35,5 @@ def probe(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("books", "0008_publication_bigautofield"), ("authors", "0009_probe")]
+    dependencies = [("books", "0008_publication_bigautofield"), ("authors", "0010_widen_names")]
     operations = [migrations.RunPython(probe, migrations.RunPython.noop)]
