@@ -377,11 +377,16 @@ fn a_verified_increment_on_an_unverified_base_stays_unverified() {
     let (first, err) = prepare_with(&p, &p.db("a"), &[]);
     assert_eq!(first["accelerated"], true, "{err}");
     p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);
+    // The base from its dump (the other test builds on its template):
+    // restored into the build database, which verify-build then copies.
+    drop_template(first["key"].as_str().expect("key"));
     let db = p.db("b");
     let (v, err) = prepare_with(&p, &db, &[("MIGSNAP_VERIFY_BUILD", "1")]);
     assert_eq!(v["source"], "incremental", "{err}");
     assert_eq!(v["base_key"], first["key"], "{err}");
+    // Stock Django applied the one new migration to the copy of the base.
     assert!(err.contains("verify-build: migrating"), "checked: {err}");
+    assert_eq!(err.matches("applied 1 migration(s)").count(), 2, "{err}");
     let build = build_record(&p, v["key"].as_str().expect("key"));
     assert_eq!(build["accelerated"], true);
     assert_eq!(
