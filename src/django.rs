@@ -94,6 +94,13 @@ enum Event {
         #[serde(default)]
         missing: Option<String>,
     },
+    /// An accelerated `migrate` applied (or unapplied) `migration` with
+    /// stock Django: it holds something django-fastmig does not know
+    /// (`why`: a third-party operation, a package's relation field).
+    Stock {
+        migration: String,
+        why: String,
+    },
     Finished,
 }
 
@@ -344,6 +351,9 @@ pub struct MigrateReport {
     /// `migrate` ran with django-fastmig installed (`build-accelerator`,
     /// and the project's environment has it).
     pub accelerated: bool,
+    /// The migrations that accelerated `migrate` applied with stock Django
+    /// (`Event::Stock`), in order, each once.
+    pub stock: Vec<String>,
 }
 
 impl MigrateReport {
@@ -826,6 +836,7 @@ async fn run_shim_checked(
     let mut index_conflicts: Vec<IndexConflict> = Vec::new();
     let mut refused: Option<String> = None;
     let mut accelerated = false;
+    let mut stock: Vec<String> = Vec::new();
     let mut finished = false;
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let (mut events_open, mut output_open) = (true, true);
@@ -853,6 +864,9 @@ async fn run_shim_checked(
                             Event::Aliases { aliases: found } => aliases = Some(found.clone()),
                             Event::AtBase { index } => at_base = Some(*index),
                             Event::Created { conflicts, .. } => index_conflicts = conflicts.clone(),
+                            Event::Stock { migration, .. } if !stock.contains(migration) => {
+                                stock.push(migration.clone())
+                            }
                             Event::Accelerator { active, missing } => {
                                 accelerated = *active;
                                 if let Some(why) = missing {
@@ -944,6 +958,7 @@ async fn run_shim_checked(
         at_base,
         index_conflicts,
         accelerated,
+        stock,
     };
     if !report.applied.is_empty() {
         ui.info(format!(
@@ -1077,6 +1092,9 @@ impl Progress {
             }
             // Not installed: warned where the event is read.
             Event::Accelerator { .. } => {}
+            Event::Stock { migration, why } => ui.info(format!(
+                "django-fastmig does not know the {why} in {migration}: stock Django applies it"
+            )),
         }
     }
 

@@ -90,6 +90,9 @@ pub struct Snapshot {
     /// when this run knows (it built it, or restored its dump and read the
     /// manifest); None for a template or pool member found ready.
     pub accelerated: Option<bool>,
+    /// The migrations that build applied with stock Django although
+    /// accelerated (`BuildInfo::stock_migrations`), when this run knows.
+    pub stock_migrations: Option<Vec<String>>,
 }
 
 /// What a build is asked for.
@@ -128,6 +131,7 @@ impl Snapshot {
             handed_out,
             built_with: Some(m.depends.checked.clone()),
             accelerated: Some(m.build.accelerated),
+            stock_migrations: Some(m.build.stock_migrations.clone()),
         }
     }
 
@@ -147,6 +151,7 @@ impl Snapshot {
             handed_out: false,
             built_with: None,
             accelerated: Some(report.accelerated),
+            stock_migrations: Some(report.stock),
         }
     }
 
@@ -170,6 +175,7 @@ impl Snapshot {
             handed_out: false,
             built_with: record,
             accelerated: None,
+            stock_migrations: None,
         }
     }
 }
@@ -708,9 +714,12 @@ impl BuildSession<'_> {
                 migrations: vec![],
                 accelerated: false,
                 verified: false,
+                stock_migrations: vec![],
             },
             started: t,
             replacing: self.old.as_ref(),
+            start: None,
+            base_is_stock: true,
         })
         .await?;
         Ok(Snapshot::built(
@@ -878,22 +887,43 @@ impl BuildSession<'_> {
                 .map_err(|c| c.to_string())
         };
         let targets = shim_targets(&fp.at, ctx.project_dir());
-        let report = migrate_checked(ctx, admin, build, ui, Some(&fits), &targets).await?;
-        let built = Built {
-            build,
-            report: &report,
-            info: BuildInfo {
-                source: store::BuiltBy::Incremental,
-                base_key: Some(base.key.clone()),
-                seconds: 0.0,
-                migrations: base.build.migrations.clone(),
-                accelerated: false,
-                verified: false,
-            },
-            started: t,
-            replacing,
+        let migrate_and_finish = async |start: Option<&str>| {
+            let report = migrate_checked(ctx, admin, build, ui, Some(&fits), &targets).await?;
+            let built = Built {
+                build,
+                report: &report,
+                info: BuildInfo {
+                    source: store::BuiltBy::Incremental,
+                    base_key: Some(base.key.clone()),
+                    seconds: 0.0,
+                    migrations: base.build.migrations.clone(),
+                    accelerated: false,
+                    verified: false,
+                    stock_migrations: vec![],
+                },
+                started: t,
+                replacing,
+                start,
+                base_is_stock: !base.build.accelerated || base.build.verified,
+            };
+            finish_or_drop(admin, ctx, fp, store, built, ui).await?;
+            Ok::<_, Error>(report)
         };
-        finish_or_drop(admin, ctx, fp, store, built, ui).await?;
+        // `verify-build` compares an accelerated increment with stock
+        // Django's from the same start (a copy of the base, taken before
+        // migrating): from empty, the content types and permissions the
+        // base's post_migrate made for a model renamed or removed since
+        // would differ, as after any incremental build.
+        let report = match ctx.django.accelerate && ctx.build.verify {
+            true => {
+                admin
+                    .with_scratch(Some(build), async |start| {
+                        migrate_and_finish(Some(start)).await
+                    })
+                    .await?
+            }
+            false => migrate_and_finish(None).await?,
+        };
         Ok(Snapshot {
             origin: Some(Origin::Local),
             ..Snapshot::built(
@@ -1199,6 +1229,14 @@ struct Built<'a> {
     info: BuildInfo,
     started: Instant,
     replacing: Option<&'a admin::DbInfo>,
+    /// `verify-build`: a copy of the database the build started from
+    /// (an incremental build's base), for stock Django to migrate; None:
+    /// from empty.
+    start: Option<&'a str>,
+    /// What the build started from is stock Django's result (empty, a
+    /// stock snapshot, a verified accelerated one): only then is a
+    /// verified build equal to stock Django's whole.
+    base_is_stock: bool,
 }
 
 /// `finish`, dropping the build database when it fails (a full or
@@ -1237,6 +1275,8 @@ async fn finish(
         mut info,
         started,
         replacing,
+        start,
+        base_is_stock,
     } = built;
     let depends = settled_inputs(ctx, fp, report, ui).await?;
     let identity = dump::identity(&admin.conn, build).await?;
@@ -1266,9 +1306,10 @@ async fn finish(
     }
     // Before the dump: a build that fails its check is never saved.
     info.accelerated = report.accelerated;
+    info.stock_migrations = report.stock.clone();
     if report.accelerated && ctx.build.verify {
-        verify::against_stock(admin, ctx, fp, build, ui).await?;
-        info.verified = true;
+        verify::against_stock(admin, ctx, fp, build, start, ui).await?;
+        info.verified = base_is_stock;
     }
     let t = Instant::now();
     let (programs, conn, db, major, st, key) = (

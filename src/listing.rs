@@ -138,6 +138,7 @@ mod tests {
                 migrations: vec![],
                 accelerated: false,
                 verified: false,
+                stock_migrations: vec![],
             },
             depends: Default::default(),
             extensions: vec![],

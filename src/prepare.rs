@@ -63,6 +63,10 @@ pub struct Prepared {
     /// The build that made its snapshot ran with the accelerator
     /// (`build-accelerator`, django-fastmig installed).
     pub accelerated: bool,
+    /// The migrations that accelerated build applied with stock Django,
+    /// because django-fastmig does not know something in them (empty for a
+    /// stock build).
+    pub stock_migrations: Vec<String>,
 }
 
 impl Prepared {
@@ -175,29 +179,34 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
     let clone_mark = Mark::Clone {
         short: fp.short().into(),
     };
-    let done = |snapshot: Snapshot, key: Key, maintenance: bool| Prepared {
-        database: target.to_string(),
+    let done = |snapshot: Snapshot, key: Key, maintenance: bool| {
         // A template found ready says nothing of how it was built; its
         // manifest does. Only an accelerated key can have an accelerated
         // build, so a stock warm path reads nothing more.
-        accelerated: snapshot.accelerated.unwrap_or_else(|| {
-            fp.accelerated
-                && store
-                    .load(&key)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|m| m.build.accelerated)
-        }),
-        key,
-        source: snapshot.source,
-        base_key: snapshot.base_key,
-        origin: snapshot.origin,
-        applied: snapshot.applied,
-        elapsed: started.elapsed(),
-        conn: admin.conn.clone(),
-        maintenance,
-        built_with: snapshot.built_with,
-        at: fp.at.clone(),
+        let (accelerated, stock_migrations) =
+            match (snapshot.accelerated, snapshot.stock_migrations) {
+                (Some(a), Some(s)) => (a, s),
+                _ if !fp.accelerated => (false, vec![]),
+                _ => match store.load(&key).ok().flatten() {
+                    Some(m) => (m.build.accelerated, m.build.stock_migrations),
+                    None => (false, vec![]),
+                },
+            };
+        Prepared {
+            database: target.to_string(),
+            accelerated,
+            stock_migrations,
+            key,
+            source: snapshot.source,
+            base_key: snapshot.base_key,
+            origin: snapshot.origin,
+            applied: snapshot.applied,
+            elapsed: started.elapsed(),
+            conn: admin.conn.clone(),
+            maintenance,
+            built_with: snapshot.built_with,
+            at: fp.at.clone(),
+        }
     };
     // Members ready for the template now in place, before any is taken.
     let mut pool_ready = 0;

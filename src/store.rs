@@ -116,6 +116,10 @@ pub struct BuildInfo {
     /// Django's `migrate` and found equal (`engine::verify`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub verified: bool,
+    /// The migrations this accelerated build applied with stock Django
+    /// (what django-fastmig does not know). Absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stock_migrations: Vec<String>,
 }
 
 /// How a snapshot's build started: written as `cold` or `incremental` in

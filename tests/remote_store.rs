@@ -85,6 +85,7 @@ fn cached(key: &Key, dump: &[u8], secret: Option<&CacheSecret>) -> (tempfile::Te
             migrations: Vec::new(),
             accelerated: false,
             verified: false,
+            stock_migrations: vec![],
         },
         depends: Default::default(),
         extensions: vec![],

@@ -47,6 +47,9 @@ struct PrepareOutput<'a> {
     /// Whether the build that made this database's snapshot ran with the
     /// accelerator (`build-accelerator` with django-fastmig installed).
     accelerated: bool,
+    /// The migrations that accelerated build applied with stock Django
+    /// (something in them django-fastmig does not know); empty otherwise.
+    stock_migrations: &'a [String],
 }
 
 /// `prepare --unless-ready` when a pool member was ready: nothing done.
@@ -156,6 +159,7 @@ fn output<'a>(p: &'a Prepared, alias: &'a str, mirror_of: Option<&'a str>) -> Pr
         built_with: p.built_with.as_ref().map(BuiltWith::from),
         at: &p.at,
         accelerated: p.accelerated,
+        stock_migrations: &p.stock_migrations,
     }
 }
 

@@ -1368,7 +1368,79 @@ def accelerate():
         emit("accelerator", active=False, missing=first_line(e))
         return
     fastmig.install()
-    emit("accelerator", active=bool(fastmig.installed()))
+    active = bool(fastmig.installed())
+    emit("accelerator", active=active)
+    if active:
+        stock_where_unknown(fastmig)
+
+
+def stock_where_unknown(fastmig):
+    """The accelerator knows Django's own operations and relation fields
+    (django-fastmig is tested on Django's suite); a migration with anything
+    else (a third-party operation that changes several models' state but
+    reloads one, a relation field of a package's own) is applied, or
+    unapplied, with stock Django: fastmig taken out around it and put back
+    after, its relation graph (a cache of the state's models) dropped from
+    the state so that it is rebuilt from what stock Django left. Each such
+    migration is reported (`stock` events; `prepare --json` lists them)."""
+    from django.db.migrations.migration import Migration
+
+    def stock_for(name):
+        original = getattr(Migration, name)
+
+        def wrapper(self, project_state, *args, **kwargs):
+            why = unknown_to_accelerator(self)
+            if why is None:
+                return original(self, project_state, *args, **kwargs)
+            if name != "mutate_state":
+                emit("stock", migration=label(self), why=why)
+            fastmig.uninstall()
+            try:
+                state = original(self, project_state, *args, **kwargs)
+            finally:
+                fastmig.install()
+                project_state.__dict__.pop("_fastmig_graph", None)
+            state.__dict__.pop("_fastmig_graph", None)
+            return state
+
+        setattr(Migration, name, wrapper)
+
+    # `mutate_state` too: unapplying computes every state on the way first.
+    for name in ("apply", "unapply", "mutate_state"):
+        stock_for(name)
+
+
+def unknown_to_accelerator(migration):
+    """Why the accelerator must not handle `migration` (None: it may):
+    the first operation, or relation field an operation carries, whose
+    class is not Django's own."""
+    cached = migration.__dict__.get("_migsnap_unknown", False)
+    if cached is not False:
+        return cached
+    why = None
+    pending = list(migration.operations)
+    while pending and why is None:
+        op = pending.pop(0)
+        if not is_djangos(type(op)):
+            why = "operation %s" % qualified(type(op))
+            break
+        # SeparateDatabaseAndState: the operations inside count.
+        pending += getattr(op, "state_operations", []) + getattr(op, "database_operations", [])
+        fields = [f for _, f in getattr(op, "fields", [])] + [getattr(op, "field", None)]
+        for field in fields:
+            if getattr(field, "is_relation", False) and not is_djangos(type(field)):
+                why = "relation field %s" % qualified(type(field))
+                break
+    migration.__dict__["_migsnap_unknown"] = why
+    return why
+
+
+def is_djangos(cls):
+    return cls.__module__ == "django" or cls.__module__.startswith("django.")
+
+
+def qualified(cls):
+    return "%s.%s" % (cls.__module__, cls.__qualname__)
 
 
 _called = False

@@ -130,17 +130,33 @@ pub fn schema(db: &str) -> String {
 /// Every row of every table in `public`, order-independent, without the
 /// columns that legitimately differ between equivalent builds (serial ids
 /// and the applied timestamp).
-/// One psql for all tables: a session-temporary function (gone with the
-/// session, so never in a schema dump) aggregates each table's rows.
 pub fn data(db: &str) -> String {
+    rows_without(db, &["id", "applied", "content_type_id"])
+}
+
+/// Every row of every table in `public` with every column but
+/// `django_migrations.applied` (a timestamp): for builds that must agree
+/// even on the ids they handed out (the same migrations applied from the
+/// same start).
+pub fn exact_data(db: &str) -> String {
+    rows_without(db, &["applied"])
+}
+
+/// One psql for all tables: a session-temporary function (gone with the
+/// session, so never in a schema dump) aggregates each table's rows, less
+/// the columns `dropped`.
+fn rows_without(db: &str, dropped: &[&str]) -> String {
+    let minus: String = dropped.iter().map(|c| format!(" - ''{c}''")).collect();
     psql(
         db,
-        "CREATE FUNCTION pg_temp.migsnap_rows(t text) RETURNS text LANGUAGE plpgsql AS $f$ \
-         DECLARE r text; BEGIN EXECUTE format('SELECT coalesce(jsonb_agg(j ORDER BY j::text), ''[]'')::text \
-         FROM (SELECT to_jsonb(x) - ''id'' - ''applied'' - ''content_type_id'' AS j FROM public.%I x) s', t) \
-         INTO r; RETURN r; END $f$; \
-         SELECT tablename || ': ' || pg_temp.migsnap_rows(tablename) FROM pg_tables \
-         WHERE schemaname = 'public' ORDER BY tablename",
+        &format!(
+            "CREATE FUNCTION pg_temp.migsnap_rows(t text) RETURNS text LANGUAGE plpgsql AS $f$ \
+             DECLARE r text; BEGIN EXECUTE format('SELECT coalesce(jsonb_agg(j ORDER BY j::text), ''[]'')::text \
+             FROM (SELECT to_jsonb(x){minus} AS j FROM public.%I x) s', t) \
+             INTO r; RETURN r; END $f$; \
+             SELECT tablename || ': ' || pg_temp.migsnap_rows(tablename) FROM pg_tables \
+             WHERE schemaname = 'public' ORDER BY tablename"
+        ),
     )
 }
 
@@ -169,6 +185,7 @@ pub struct Reference {
     schema: String,
     migrations: Vec<String>,
     data: String,
+    exact: String,
 }
 
 impl Reference {
@@ -191,15 +208,23 @@ impl Reference {
         }
         let db = p.db("ref");
         p.plain_migrate(&db);
-        let r = std::sync::Arc::new(Reference {
-            schema: schema(&db),
-            migrations: django_migrations(&db),
-            data: data(&db),
-        });
+        let r = std::sync::Arc::new(Reference::read(&db));
         if pristine {
             *memo.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.clone());
         }
         r
+    }
+
+    /// What `db` holds now: the reference for a result made some other
+    /// way than one plain migrate (e.g. a plain migrate in two steps, as an
+    /// incremental build is made).
+    pub fn read(db: &str) -> Reference {
+        Reference {
+            schema: schema(db),
+            migrations: django_migrations(db),
+            data: data(db),
+            exact: exact_data(db),
+        }
     }
 
     pub fn check(&self, db: &str, context: &str) {
@@ -210,6 +235,16 @@ impl Reference {
             "{context}: django_migrations differs"
         );
         assert_eq!(data(db), self.data, "{context}: rows differ");
+    }
+
+    /// `check`, and the rows with their ids too (`exact_data`).
+    pub fn check_exact(&self, db: &str, context: &str) {
+        self.check(db, context);
+        assert_eq!(
+            exact_data(db),
+            self.exact,
+            "{context}: rows or their ids differ"
+        );
     }
 }
 
@@ -407,6 +442,12 @@ impl Project {
         self.track(db);
         psql("postgres", &format!("DROP DATABASE IF EXISTS \"{db}\""));
         psql("postgres", &format!("CREATE DATABASE \"{db}\""));
+        self.migrate_on(db);
+    }
+
+    /// Plain `manage.py migrate` into `db` as it is (a plain migrate done
+    /// in steps, as an incremental build is made).
+    pub fn migrate_on(&self, db: &str) {
         let out = Command::new(python())
             .args(["manage.py", "migrate", "--noinput", "-v", "0"])
             .current_dir(self.path())
