@@ -115,6 +115,7 @@ mod tests {
                 settings_module: None,
                 alias: "default".into(),
                 stat_cache: None,
+                accelerated: false,
             },
             django: DjangoRunner {
                 python: "python".into(),
@@ -123,6 +124,7 @@ mod tests {
                 project_dir: root.to_path_buf(),
                 echo_output: false,
                 alias: "default".into(),
+                accelerate: false,
             },
             // Never reached: the test asks for no connection.
             server: ServerChoice::Url("postgresql://localhost:1/none".into()),
@@ -132,6 +134,7 @@ mod tests {
                 restore_jobs: 1,
                 trusted_extensions: vec![],
                 programs: Default::default(),
+                verify: false,
             },
             pool: 0,
             remote: None,
