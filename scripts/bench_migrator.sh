@@ -59,16 +59,7 @@ bench_build
 
 pins=(Django==5.2.8 'psycopg[binary]==3.2.12' pytest==8.4.2 pytest-django==4.11.1
   django-test-migrations==1.7.0)
-pvenv="$root/target/bench-migrator-venv"
-pstamp="$pvenv/.bench-migrator-requirements"
-if [ ! -x "$pvenv/bin/python" ] || [ "$(cat "$pstamp" 2>/dev/null)" != "${pins[*]}" ]; then
-  log "installing ${pins[*]} into $pvenv"
-  rm -rf "$pvenv"
-  python3 -m venv "$pvenv"
-  "$pvenv/bin/python" -m pip install --quiet --disable-pip-version-check "${pins[@]}"
-  echo "${pins[*]}" >"$pstamp"
-fi
-py="$pvenv/bin/python"
+pinned_venv bench-migrator-venv "${pins[@]}"
 
 bench_workdir migsnap-bench-migrator
 res="$work/res"

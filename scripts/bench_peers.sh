@@ -65,16 +65,7 @@ bench_build
 # as tests/requirements.txt makes it). Rebuilt when the pins change.
 peers=(Django==5.2.8 'psycopg[binary]==3.2.12' pytest==8.4.2 pytest-django==4.11.1
   pytest-xdist==3.8.0 django-migrations-ci==0.14 django-pg-baseline==0.3.1)
-pvenv="$root/target/bench-peers-venv"
-pstamp="$pvenv/.bench-peers-requirements"
-if [ ! -x "$pvenv/bin/python" ] || [ "$(cat "$pstamp" 2>/dev/null)" != "${peers[*]}" ]; then
-  log "installing the peers into $pvenv: ${peers[*]}"
-  rm -rf "$pvenv"
-  python3 -m venv "$pvenv"
-  "$pvenv/bin/python" -m pip install --quiet --disable-pip-version-check "${peers[@]}"
-  echo "${peers[*]}" >"$pstamp"
-fi
-py="$pvenv/bin/python"
+pinned_venv bench-peers-venv "${peers[@]}"
 
 bench_workdir migsnap-bench-peers
 res="$work/results"

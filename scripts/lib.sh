@@ -149,3 +149,20 @@ compare_setup() {
     server_dir="$shm/server"
   fi
 }
+
+# pinned_venv NAME PKG...: a venv of a bench's own, target/NAME, holding
+# exactly the pinned packages (the project's .venv stays as
+# tests/requirements.txt makes it); made again when the pins change. Sets py.
+pinned_venv() {
+  local name=$1
+  shift
+  local dir="$root/target/$name" stamp="$root/target/$name/.pins"
+  if [ ! -x "$dir/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$*" ]; then
+    log "installing $* into $dir"
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+    echo "$*" >"$stamp"
+  fi
+  py="$dir/bin/python"
+}

@@ -1,7 +1,9 @@
 //! What the use cases (`prepare`, `check`, `engine::build`) take: small,
 //! already-resolved values. The binary resolves flags, environment and the
 //! config file into a `Ctx` (its `settings` module); the library never sees
-//! where a value came from, so its messages name no flag.
+//! where a value came from, so its messages name no flag. The use cases get
+//! it inside a `session::Session`, which adds what is resolved from it once
+//! per command (the key, the connection).
 
 use crate::embedded::Embedded;
 use crate::error::Result;

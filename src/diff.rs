@@ -10,13 +10,12 @@
 //! redirect.
 
 use crate::check::{self, MigrationRef};
-use crate::context::Ctx;
 use crate::error::Result;
-use crate::fingerprint;
 use crate::key::Key;
 use crate::pg::{db_error, ConnInfo};
 use crate::report::Events;
 use crate::schema::{self, Column, Schema, Table};
+use crate::session::Session;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -166,7 +165,7 @@ pub struct Diffed {
 /// Compare the current key's schema with the database at `url` (a libpq
 /// URL, opened read only). The URL is checked and connected to first, so a
 /// mistyped one fails before any build.
-pub async fn against(ctx: &Ctx, url: &str, ui: &Events) -> Result<Diffed> {
+pub async fn against(session: &Session<'_>, url: &str, ui: &Events) -> Result<Diffed> {
     let conn = ConnInfo::from_url(url)?;
     let db = conn.admin_db.clone();
     let client = conn
@@ -177,13 +176,13 @@ pub async fn against(ctx: &Ctx, url: &str, ui: &Events) -> Result<Diffed> {
         .map_err(|e| db_error(format!("cannot read the schema of `{db}`"), e))?;
     drop(client);
 
-    let fp = fingerprint::compute_async(&ctx.key).await?;
-    let expected = schema::of_key(ctx, &fp, ui).await?;
+    let expected = schema::current(session, ui).await?;
     let mut differences = compare(&expected.schema, &live);
-    let sources = check::migration_sources(ctx, &fp, &[]);
+    let fp = session.fingerprint().await?;
+    let sources = check::migration_sources(session.ctx, fp, &[]);
     attribute(&mut differences, &sources);
     Ok(Diffed {
-        key: fp.key,
+        key: expected.key,
         database: conn.shown_url(&db),
         differences,
     })

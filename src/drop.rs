@@ -6,13 +6,13 @@
 //! copy of the clone format; a change of format on one side would have
 //! made teardown refuse every clone, or drop what it must not.
 
-use crate::context::Ctx;
 use crate::error::{Kind, Result};
 use crate::key::LockId;
 use crate::names::DbName;
 use crate::pg::admin::{self, DbInfo};
 use crate::pg::mark::Mark;
 use crate::report::Events;
+use crate::session::Session;
 use std::time::{Duration, Instant};
 
 /// What `drop` did.
@@ -84,9 +84,9 @@ const BUSY_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Drop `name` if it is migsnap's (see `lock_of`) and nobody uses it; a
 /// database that does not exist is not an error (teardown after a cleanup).
-pub async fn drop_database(ctx: &Ctx, name: &str, ui: &Events) -> Result<Dropped> {
+pub async fn drop_database(session: &Session<'_>, name: &str, ui: &Events) -> Result<Dropped> {
     admin::validate_name(name)?;
-    let admin = crate::engine::connect(ctx, ui).await?;
+    let admin = session.admin(ui).await?;
     let Some(info) = admin.database(name).await? else {
         return Ok(Dropped {
             database: name.into(),

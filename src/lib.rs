@@ -41,6 +41,7 @@ pub mod prepare;
 pub mod remote;
 pub mod report;
 pub mod schema;
+pub mod session;
 pub mod shared;
 pub mod sign;
 pub mod statcache;

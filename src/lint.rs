@@ -452,7 +452,7 @@ fn statement_rules(
         match node {
             NodeEnum::CreateStmt(c) => {
                 if let Some(t) = &c.relation {
-                    created.insert(t.relname.clone());
+                    created.insert(qualified(t));
                 }
             }
             NodeEnum::IndexStmt(i) if !i.concurrent => {
@@ -604,11 +604,23 @@ fn constraint_rules(table: &str, k: &Constraint, push: &mut impl FnMut(&'static 
 }
 
 /// The table's name when it exists before the range (not created by an
-/// earlier statement of it).
+/// earlier statement of it). Compared with its schema: a table of the same
+/// name made in another schema must not hide the existing one's findings.
 fn existing<'a>(relation: Option<&'a RangeVar>, created: &BTreeSet<String>) -> Option<&'a str> {
     relation
+        .filter(|r| !created.contains(&qualified(r)))
         .map(|r| r.relname.as_str())
-        .filter(|t| !created.contains(*t))
+}
+
+/// `schema.table` as PostgreSQL resolves it for Django: an unqualified
+/// name is `public`'s, the first schema of the default search_path that
+/// Django's migrations run under.
+fn qualified(r: &RangeVar) -> String {
+    let schema = match r.schemaname.as_str() {
+        "" => "public",
+        s => s,
+    };
+    format!("{schema}.{}", r.relname)
 }
 
 /// Whether an expression calls a volatile function anywhere in it.
@@ -794,7 +806,21 @@ mod tests {
             &mut created,
             &mut vec![],
         );
-        assert_eq!(created.into_iter().collect::<Vec<_>>(), ["Orders", "items"]);
+        assert_eq!(
+            created.into_iter().collect::<Vec<_>>(),
+            ["public.Orders", "public.items"]
+        );
+        // A table of the same name in another schema is another table: the
+        // existing one's index still blocks its writes.
+        assert_eq!(
+            rules("CREATE TABLE archive.catalog_product (id int); CREATE INDEX i ON catalog_product (id)"),
+            ["index-not-concurrent"]
+        );
+        assert_eq!(
+            rules("CREATE TABLE public.fresh (id int); CREATE INDEX i ON fresh (id)"),
+            [] as [&str; 0],
+            "the same table, named both ways"
+        );
         // What the grammar cannot read gives nothing, not a guess.
         assert_eq!(
             rules("CREATE INDEX %s ON catalog_product (x)"),

@@ -5,15 +5,14 @@
 //! to the database looked at: the shim's connection is read only, and the
 //! snapshot is looked at through a scratch clone.
 
-use crate::context::Ctx;
 use crate::django::{self, Insight};
 use crate::engine;
 use crate::error::Result;
-use crate::fingerprint;
 use crate::key::Key;
 use crate::pg::admin::{self, Admin};
 use crate::pg::ConnInfo;
 use crate::report::Events;
+use crate::session::Session;
 use serde::Serialize;
 
 /// The version of `plan --json` and `sql --json` (docs/plan.md).
@@ -51,12 +50,13 @@ pub struct Planned {
 /// The plan for `targets` (`app.name` or absolute migration file paths;
 /// empty: what migrate would run), with SQL if `with_sql`.
 pub async fn plan(
-    ctx: &Ctx,
+    session: &Session<'_>,
     against: &Against,
     targets: &[String],
     with_sql: bool,
     ui: &Events,
 ) -> Result<Planned> {
+    let ctx = session.ctx;
     django::check_manage_py(&ctx.django)?;
     match against {
         Against::Database(url) => {
@@ -71,8 +71,8 @@ pub async fn plan(
             })
         }
         Against::Snapshot => {
-            let admin = engine::connect(ctx, ui).await?;
-            let (template, base) = nearest_snapshot(ctx, &admin).await?;
+            let admin = session.admin(ui).await?;
+            let (template, base) = nearest_snapshot(session, admin).await?;
             let insight = admin
                 .with_scratch(template.as_deref(), async |scratch| {
                     django::plan(&ctx.django, &admin.conn, scratch, targets, with_sql, ui).await
@@ -86,9 +86,13 @@ pub async fn plan(
 /// The template to clone: the current key's if it is ready, else that of
 /// the ancestor an incremental build would start from; `None`: an empty
 /// database (nothing migrated yet).
-pub(crate) async fn nearest_snapshot(ctx: &Ctx, admin: &Admin) -> Result<(Option<String>, Base)> {
-    let fp = fingerprint::compute_async(&ctx.key).await?;
-    let store = ctx.store()?;
+pub(crate) async fn nearest_snapshot(
+    session: &Session<'_>,
+    admin: &Admin,
+) -> Result<(Option<String>, Base)> {
+    let ctx = session.ctx;
+    let fp = session.fingerprint().await?;
+    let store = session.store()?;
     let ready = |key: Key, inputs: Option<String>| async move {
         let template = admin::template_name(&key);
         // A foreign snapshot's template too: `plan` only reads it.
@@ -98,7 +102,7 @@ pub(crate) async fn nearest_snapshot(ctx: &Ctx, admin: &Admin) -> Result<(Option
             .is_ready();
         Ok::<_, crate::error::Error>(ok.then_some(template))
     };
-    let inputs = engine::current_inputs(&store, &fp, ctx.project_dir());
+    let inputs = engine::current_inputs(&store, fp, ctx.project_dir());
     if let Some(t) = ready(fp.key.clone(), inputs).await? {
         let base = Base::Snapshot {
             key: fp.key.clone(),
@@ -106,9 +110,9 @@ pub(crate) async fn nearest_snapshot(ctx: &Ctx, admin: &Admin) -> Result<(Option
         };
         return Ok((Some(t), base));
     }
-    let replaced = crate::depends::Replaced::new(ctx.project_dir(), &fp);
+    let replaced = crate::depends::Replaced::new(ctx.project_dir(), fp);
     let replaced = |path: &str| replaced.covers(path);
-    if let Some(m) = store.best_ancestor(&fp, admin.version_num, &replaced) {
+    if let Some(m) = store.best_ancestor(fp, admin.version_num, &replaced) {
         if let Some(t) = ready(m.key.clone(), Some(m.depends.digest())).await? {
             let base = Base::Snapshot {
                 key: m.key.clone(),

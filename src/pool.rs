@@ -19,13 +19,13 @@
 //! leaves at worst an unmarked member or trash, which `gc` and the next
 //! `maintain` remove.
 
-use crate::context::Ctx;
 use crate::error::Result;
 use crate::key::{Key, LockId};
 use crate::names::DbName;
 use crate::pg::admin::{self, Admin, DbInfo};
 use crate::pg::mark::Mark;
 use crate::report::Events;
+use crate::session::Session;
 
 /// The mark a pool member of `template` carries. `project` tells a
 /// project's own members of an older key (dropped when the key changes)
@@ -143,15 +143,16 @@ pub struct Maintained {
 /// server stopped since (`server stop`, a bench or CI cleaning up, its
 /// directory maybe being removed).
 pub async fn maintain(
-    ctx: &Ctx,
+    session: &Session<'_>,
     size: usize,
     start_server: bool,
     ui: &Events,
 ) -> Result<Maintained> {
+    let ctx = session.ctx;
     let admin = if start_server {
-        Some(crate::engine::connect(ctx, ui).await?)
+        Some(session.admin(ui).await?)
     } else {
-        crate::engine::connect_if_running(ctx).await?
+        session.admin_if_running().await?
     };
     let Some(admin) = admin else {
         return Ok(Maintained {
@@ -161,16 +162,16 @@ pub async fn maintain(
     };
     let mut done = Maintained::default();
     let project = ctx.project_tag();
-    let (_, trash) = list(&admin).await?;
+    let (_, trash) = list(admin).await?;
     for t in &trash {
-        if drop_unlocked(&admin, t).await? {
+        if drop_unlocked(admin, t).await? {
             done.trash_dropped += 1;
         }
     }
 
-    let fp = crate::fingerprint::compute_async(&ctx.key).await?;
-    let store = ctx.store()?;
-    let inputs = crate::engine::current_inputs(&store, &fp, ctx.project_dir());
+    let fp = session.fingerprint().await?;
+    let store = session.store()?;
+    let inputs = crate::engine::current_inputs(&store, fp, ctx.project_dir());
     let template_name = admin::template_name(&fp.key);
     // Only a template marked for this key and these inputs is cloned.
     let current = |found: Option<DbInfo>| {
@@ -187,7 +188,7 @@ pub async fn maintain(
             cache_only: true,
             ..Default::default()
         };
-        match crate::engine::build(&admin, ctx, &fp, ui, req).await {
+        match crate::engine::build(admin, ctx, fp, ui, req).await {
             Ok(_) => {
                 done.template_made = true;
                 template = current(admin.database(&template_name).await?);
@@ -199,7 +200,7 @@ pub async fn maintain(
     // the first may have counted a member that was handed out since. The
     // pool is listed only once the lock is held, for the same reason.
     let refilling = admin.lock_key(refill_lock(&fp.key), || {}).await?;
-    let (pool, _) = list(&admin).await?;
+    let (pool, _) = list(admin).await?;
     // Stale: this key's members for another template or inputs, and any
     // member whose key has no template on the server any more (or that was
     // never marked, made by a run that died).
@@ -216,14 +217,14 @@ pub async fn maintain(
         // This project's members of any key but this template's go.
         let ours =
             member_key(m).as_ref() == Some(&fp.key) || member_project(m).as_ref() == Some(&project);
-        let stale = ours || orphaned(&admin, m).await?;
-        if stale && drop_unlocked(&admin, m).await? {
+        let stale = ours || orphaned(admin, m).await?;
+        if stale && drop_unlocked(admin, m).await? {
             done.pool_dropped += 1;
         }
     }
     // Trim: the pool never grows past its size.
     for m in current.iter().skip(size) {
-        if drop_unlocked(&admin, m).await? {
+        if drop_unlocked(admin, m).await? {
             done.pool_dropped += 1;
         }
     }

@@ -9,7 +9,7 @@ use crate::context::Ctx;
 use crate::depends::Checked;
 use crate::engine::{self, Snapshot, Source};
 use crate::error::Result;
-use crate::fingerprint;
+use crate::fingerprint::{self, Fingerprint};
 use crate::key::Key;
 use crate::names::DbName;
 use crate::pg::admin;
@@ -17,6 +17,7 @@ use crate::pg::mark::Mark;
 use crate::pg::ConnInfo;
 use crate::pool;
 use crate::report::Events;
+use crate::session::Session;
 use crate::shared::Origin;
 use crate::store::Applied;
 use crate::units;
@@ -136,8 +137,9 @@ struct Found {
 
 /// Make `args.database` a fresh clone of the template for the current key,
 /// building the template first if needed.
-pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> {
+pub async fn prepare(session: &Session<'_>, args: &Target, ui: &Events) -> Result<Prepared> {
     let started = Instant::now();
+    let ctx = session.ctx;
     let target = args.database.as_str();
     admin::validate_name(target)?;
     let at = at_targets(ctx, &args.at)?;
@@ -148,22 +150,16 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
     // a network link the connection (TCP, authentication, the version
     // query) costs several round trips. The key's errors come first, as
     // they would without the server.
-    let store = ctx.store()?;
-    let (spec, st) = (ctx.key.clone(), store.clone());
-    let hashing = crate::error::blocking("hashing the migrations", move || {
-        let fp = fingerprint::compute(&spec)?.at(at);
-        let record = engine::current_record(&st, &fp, &spec.root);
-        Ok::<_, crate::error::Error>((fp, record))
-    });
-    let (hashed, admin) = tokio::join!(hashing, engine::connect(ctx, ui));
-    let (fp, record) = hashed??;
+    let store = session.store()?;
+    let (hashed, admin) = tokio::join!(current(session, &store, at), session.admin(ui));
+    let (fp, record) = hashed?;
     // What the template must be marked with to be served.
     let inputs = record.as_ref().map(Checked::digest);
     let admin = admin?;
     let template = admin::template_name(&fp.key);
     let scratch = admin::clone_scratch_name(target);
 
-    let found = look(ctx, &admin, target, &template, &scratch, ui).await?;
+    let found = look(ctx, admin, target, &template, &scratch, ui).await?;
     if let Some(leftover) = found.databases.iter().find(|d| d.name == scratch) {
         // A run killed between clone and rename left it: ours by name.
         admin.drop(leftover).await?;
@@ -247,7 +243,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
                 hand_out,
                 cache_only: false,
             };
-            engine::build(&admin, ctx, &fp, ui, req).await?
+            engine::build(admin, ctx, &fp, ui, req).await?
         }
     };
     if snapshot.handed_out {
@@ -255,7 +251,7 @@ pub async fn prepare(ctx: &Ctx, args: &Target, ui: &Events) -> Result<Prepared> 
         // replaced target, if any, to be dropped.
         return Ok(done(snapshot, fp.key, true));
     }
-    snapshot = clone_template(ctx, &admin, &fp, &store, snapshot, &scratch, ui).await?;
+    snapshot = clone_template(ctx, admin, &fp, &store, snapshot, &scratch, ui).await?;
     crate::failpoint::point("clone.created");
     // The target may have appeared while we built; look again before
     // setting it aside.
@@ -317,24 +313,22 @@ fn at_targets(ctx: &Ctx, targets: &[String]) -> Result<Vec<String>> {
 /// to hand out when the fixture asks for it, so only a build, a restore or
 /// a clone is worth overlapping with collection. The key's key is returned
 /// with the answer.
-pub async fn pool_member_ready(ctx: &Ctx) -> Result<(Key, bool)> {
-    let store = ctx.store()?;
-    let (spec, st) = (ctx.key.clone(), store.clone());
-    let hashing = crate::error::blocking("hashing the migrations", move || {
-        let fp = fingerprint::compute(&spec)?;
-        let record = engine::current_record(&st, &fp, &spec.root);
-        Ok::<_, crate::error::Error>((fp, record))
-    });
-    let (hashed, admin) = tokio::join!(hashing, engine::connect_if_running(ctx));
-    let (fp, record) = hashed??;
+pub async fn pool_member_ready(session: &Session<'_>) -> Result<(Key, bool)> {
+    let ctx = session.ctx;
+    let store = session.store()?;
+    let (hashed, admin) = tokio::join!(
+        current(session, &store, Vec::new()),
+        session.admin_if_running()
+    );
+    let (fp, record) = hashed?;
     let (Some(admin), Some(inputs), true) =
         (admin?, record.as_ref().map(Checked::digest), ctx.pool > 0)
     else {
-        return Ok((fp.key, false));
+        return Ok((fp.key.clone(), false));
     };
     let template = admin::template_name(&fp.key);
     let names = [template.as_str()];
-    let (found, members) = tokio::join!(admin.databases(&names), pool::list(&admin));
+    let (found, members) = tokio::join!(admin.databases(&names), pool::list(admin));
     let found = found?;
     let served = found.iter().find(|d| {
         admin::template_state(Some(d), &fp.key, Some(&inputs))
@@ -346,12 +340,29 @@ pub async fn pool_member_ready(ctx: &Ctx) -> Result<(Key, bool)> {
         }
         None => false,
     };
-    Ok((fp.key, ready))
+    Ok((fp.key.clone(), ready))
+}
+
+/// The session's fingerprint, migrated to `at` (`Fingerprint::at`), and
+/// the record of what its cached snapshot was built from, checked on the
+/// blocking pool (it hashes what the build read beyond the key).
+async fn current(
+    session: &Session<'_>,
+    store: &crate::store::Store,
+    at: Vec<String>,
+) -> Result<(Fingerprint, Option<Checked>)> {
+    let fp = session.fingerprint().await?.clone().at(at);
+    let (st, root) = (store.clone(), session.ctx.project_dir().to_path_buf());
+    crate::error::blocking("checking the snapshot's inputs", move || {
+        let record = engine::current_record(&st, &fp, &root);
+        (fp, record)
+    })
+    .await
 }
 
 /// Take the target's lock (one prepare per target at a time: two would
 /// fight over the scratch clone and the rename; held until this connection
-/// closes, and gc drops a scratch clone only when it is free) and look at
+/// closes, with the caller's session, and gc drops a scratch clone only when it is free) and look at
 /// the target, the template and the scratch clone, in the same round trip
 /// as the lock when nobody else holds it.
 async fn look(

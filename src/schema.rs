@@ -12,13 +12,12 @@
 //! part of the schema, its content is not).
 
 use crate::check::{self, IndexInfo, NOT_SYSTEM};
-use crate::context::Ctx;
 use crate::engine;
 use crate::error::Result;
-use crate::fingerprint::{self, Fingerprint};
 use crate::key::Key;
 use crate::pg::db_error;
 use crate::report::Events;
+use crate::session::Session;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use tokio_postgres::Client;
@@ -145,14 +144,10 @@ pub struct Described {
 
 /// The current key's schema, read from a scratch clone of its template
 /// (built first if the server has none for the current inputs).
-pub async fn current(ctx: &Ctx, ui: &Events) -> Result<Described> {
-    of_key(ctx, &fingerprint::compute_async(&ctx.key).await?, ui).await
-}
-
-/// `current` for a key already computed.
-pub async fn of_key(ctx: &Ctx, fp: &Fingerprint, ui: &Events) -> Result<Described> {
-    let admin = engine::connect(ctx, ui).await?;
-    let template = engine::ensure_template(&admin, ctx, fp, ui).await?;
+pub async fn current(session: &Session<'_>, ui: &Events) -> Result<Described> {
+    let fp = session.fingerprint().await?;
+    let admin = session.admin(ui).await?;
+    let template = engine::ensure_template(admin, session.ctx, fp, ui).await?;
     let schema = admin
         .with_scratch(Some(&template), async |scratch| {
             let client = admin.conn.connect(scratch).await?;

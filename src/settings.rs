@@ -202,6 +202,12 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// One command's session over these settings: the key, the store and
+    /// the connection resolved once, for every use case it runs.
+    pub fn session(&self) -> migsnap::session::Session<'_> {
+        migsnap::session::Session::new(&self.ctx)
+    }
+
     /// The same settings, for another alias of the settings' DATABASES.
     pub fn for_alias(&self, alias: &str) -> Result<Settings> {
         let alias = checked_alias(alias)?;

@@ -4,12 +4,11 @@
 //! guessing it from the SQL. The clone is always dropped; the snapshot is
 //! only read (cloned).
 
-use crate::context::Ctx;
 use crate::django::{self, TableLock, Trace, TracedMigration};
-use crate::engine;
 use crate::error::Result;
 use crate::plan::{self, Base};
 use crate::report::Events;
+use crate::session::Session;
 use std::collections::BTreeMap;
 
 /// The version of `trace --json` (docs/trace.md).
@@ -25,14 +24,15 @@ pub struct Traced {
 /// what migrate would run on the nearest snapshot), with `rows` synthetic
 /// rows per table the range names.
 pub async fn trace(
-    ctx: &Ctx,
+    session: &Session<'_>,
     targets: &[String],
     rows: Option<u64>,
     ui: &Events,
 ) -> Result<Traced> {
+    let ctx = session.ctx;
     django::check_manage_py(&ctx.django)?;
-    let admin = engine::connect(ctx, ui).await?;
-    let (template, base) = plan::nearest_snapshot(ctx, &admin).await?;
+    let admin = session.admin(ui).await?;
+    let (template, base) = plan::nearest_snapshot(session, admin).await?;
     let mut trace = admin
         .with_scratch(template.as_deref(), async |scratch| {
             django::trace(&ctx.django, &admin.conn, scratch, targets, rows, ui).await

@@ -23,7 +23,11 @@
 //!   compares two schemas with `check`'s pairing and attribution, so
 //!   `check` knows neither;
 //! - `trace` applies the range `plan` resolves, so `plan` does not know
-//!   it, and `lint` stays pure: it gets what `trace` measured as data.
+//!   it, and `lint` stays pure: it gets what `trace` measured as data;
+//! - one command's key, store and connection are resolved once, by a
+//!   `session::Session` the use cases take: it sits on the engine and
+//!   `context`, knows no use case, and neither the engine nor `context`
+//!   knows it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -229,14 +233,30 @@ fn the_layers_keep_their_arrows() {
         // `plan` resolves the range and its base; `trace` applies it, on
         // top of `plan`, never the other way round.
         ("plan", &["trace"]),
+        // The session resolves what the use cases share; it is theirs, not
+        // the other way round, and below it nothing knows it.
+        (
+            "session",
+            &[
+                "prepare", "pool", "shared", "check", "plan", "schema", "diff", "lint", "drop",
+                "listing", "trace",
+            ],
+        ),
+        (
+            "engine",
+            &[
+                "session", "prepare", "pool", "check", "plan", "schema", "diff", "lint", "drop",
+                "trace",
+            ],
+        ),
         // What the use cases take (`Ctx`) is resolved settings and the
         // clients made from them: it knows none of the use cases, nor
         // Django's runs, nor how progress is reported.
         (
             "context",
             &[
-                "engine", "prepare", "pool", "shared", "check", "plan", "schema", "diff", "lint",
-                "drop", "listing", "django", "report", "trace",
+                "session", "engine", "prepare", "pool", "shared", "check", "plan", "schema",
+                "diff", "lint", "drop", "listing", "django", "report", "trace",
             ],
         ),
     ];
@@ -499,5 +519,44 @@ fn every_typed_error_is_seen_by_the_hints() {
     assert!(
         unseen.is_empty(),
         "typed errors src/commands/hints.rs does not name (give each a hint, or say there why it has none): {unseen:?}"
+    );
+}
+
+/// The key is hashed and the server connected to once per command (issue
+/// #23, part 5): a use case or a command asks its `session::Session`,
+/// which caches both, and never calls `fingerprint::compute_async` or
+/// `engine::connect` itself (that was 14 places, some hashing twice in one
+/// run). `engine::settled_inputs` hashes again on purpose, to notice a
+/// file changed during a build, with `fingerprint::compute` on the
+/// blocking pool; `migsnap key` needs `compute_noting_links`.
+#[test]
+fn the_key_and_the_connection_are_resolved_by_the_session() {
+    const RESOLVES: &[&str] = &[
+        "compute_async(",
+        "engine::connect(",
+        "engine::connect_if_running(",
+    ];
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(&src).expect("under src");
+        let rel = rel.to_str().expect("utf-8 path").to_string();
+        // Where they are defined, and the one caller.
+        if ["session.rs", "fingerprint.rs", "engine.rs"].contains(&rel.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("read source");
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for needle in RESOLVES {
+            if code.contains(needle) {
+                found.push(format!("{rel}: {needle}"));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "resolved outside the session (ask `Session::fingerprint` or `Session::admin`): {found:?}"
     );
 }

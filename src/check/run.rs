@@ -10,12 +10,13 @@ use crate::context::Ctx;
 use crate::django::{self, IndexConflict, MigrationFile, Mode};
 use crate::engine;
 use crate::error::Result;
-use crate::fingerprint::{self, Fingerprint};
+use crate::fingerprint::Fingerprint;
 use crate::key::Key;
 use crate::names::DbName;
 use crate::pg::admin::Admin;
 use crate::pg::{db_error, quote_ident};
 use crate::report::Events;
+use crate::session::Session;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -31,17 +32,18 @@ pub struct Checked {
 
 /// Compare the current key's migrated indexes with its model state.
 /// `refresh`: recompute the catalogs even if cached.
-pub async fn run(ctx: &Ctx, refresh: bool, ui: &Events) -> Result<Checked> {
-    let fp = fingerprint::compute_async(&ctx.key).await?;
-    let store = ctx.store()?;
+pub async fn run(session: &Session<'_>, refresh: bool, ui: &Events) -> Result<Checked> {
+    let ctx = session.ctx;
+    let fp = session.fingerprint().await?;
+    let store = session.store()?;
     let cached = match refresh {
-        false => load_current(ctx, &fp, &store, ui),
+        false => load_current(ctx, fp, &store, ui),
         true => None,
     };
     let cache = match cached {
         Some(c) => c,
         None => {
-            let c = build_cache(ctx, &fp, ui).await?;
+            let c = build_cache(session, fp, ui).await?;
             let bytes = serde_json::to_vec_pretty(&c).map_err(CheckError::Serialise)?;
             // Under the key's lock: a concurrent build cleans this key's
             // temp files while it holds that lock.
@@ -57,10 +59,11 @@ pub async fn run(ctx: &Ctx, refresh: bool, ui: &Events) -> Result<Checked> {
 /// current key and inputs; `None` (without connecting to anything or
 /// starting Python) otherwise. For `lint`, which must not build a
 /// model-state database to lint a plan.
-pub async fn cached(ctx: &Ctx, ui: &Events) -> Result<Option<Checked>> {
-    let fp = fingerprint::compute_async(&ctx.key).await?;
-    let store = ctx.store()?;
-    Ok(load_current(ctx, &fp, &store, ui).map(|cache| checked(ctx, fp, &cache)))
+pub async fn cached(session: &Session<'_>, ui: &Events) -> Result<Option<Checked>> {
+    let ctx = session.ctx;
+    let fp = session.fingerprint().await?;
+    let store = session.store()?;
+    Ok(load_current(ctx, fp, &store, ui).map(|cache| checked(ctx, fp, &cache)))
 }
 
 /// The cache of `fp`, if it is there and built from the current inputs.
@@ -70,14 +73,14 @@ fn load_current(ctx: &Ctx, fp: &Fingerprint, store: &Store, ui: &Events) -> Opti
 }
 
 /// The comparison, attributed to migration files.
-fn checked(ctx: &Ctx, fp: Fingerprint, cache: &CheckCache) -> Checked {
+fn checked(ctx: &Ctx, fp: &Fingerprint, cache: &CheckCache) -> Checked {
     let mut findings = super::compare(&cache.migrated, &cache.model_state);
     findings.extend(super::conflict_findings(&cache.model_state_conflicts));
     super::sort(&mut findings);
-    let sources = migration_sources(ctx, &fp, &cache.migration_files);
+    let sources = migration_sources(ctx, fp, &cache.migration_files);
     super::attribute_all(&mut findings, &sources);
     Checked {
-        key: fp.key,
+        key: fp.key.clone(),
         findings,
     }
 }
@@ -120,10 +123,11 @@ fn load_cache(path: &Path, key: &Key, inputs: &str, ui: &Events) -> Option<Check
 /// Compute both catalogs: the migrated side from a throwaway clone of the
 /// key's template (built through the same engine as `prepare`), the model
 /// side from a database the shim fills from Django's migration state.
-async fn build_cache(ctx: &Ctx, fp: &Fingerprint, ui: &Events) -> Result<CheckCache> {
-    let admin = engine::connect(ctx, ui).await?;
-    let template = engine::ensure_template(&admin, ctx, fp, ui).await?;
-    let store = ctx.store()?;
+async fn build_cache(session: &Session<'_>, fp: &Fingerprint, ui: &Events) -> Result<CheckCache> {
+    let ctx = session.ctx;
+    let admin = session.admin(ui).await?;
+    let template = engine::ensure_template(admin, ctx, fp, ui).await?;
+    let store = session.store()?;
     let inputs =
         engine::current_inputs(&store, fp, ctx.project_dir()).ok_or(CheckError::Unsettled)?;
     // The key's lock keeps two checks from fighting over the scratch names.
@@ -132,7 +136,7 @@ async fn build_cache(ctx: &Ctx, fp: &Fingerprint, ui: &Events) -> Result<CheckCa
             ui.waiting("waiting for another migsnap working on this key…")
         })
         .await?;
-    let result = build_cache_locked(&admin, ctx, fp, &template, inputs, ui).await;
+    let result = build_cache_locked(admin, ctx, fp, &template, inputs, ui).await;
     lock.release().await;
     result
 }

@@ -25,7 +25,8 @@ struct Summary {
 }
 
 pub async fn run(settings: &Settings, args: &CheckArgs, ui: &Events) -> Result<u8> {
-    let check::Checked { key, mut findings } = check::run(&settings.ctx, args.refresh, ui).await?;
+    let check::Checked { key, mut findings } =
+        check::run(&settings.session(), args.refresh, ui).await?;
     let fail_on: BTreeSet<FindingKind> = settings.check_fail_on.iter().copied().collect();
     for f in &mut findings {
         f.fails = fail_on.contains(&f.kind);

@@ -27,7 +27,7 @@ struct Summary {
 }
 
 pub async fn run(settings: &Settings, args: &DiffArgs, ui: &Events) -> Result<u8> {
-    let diffed = migsnap::diff::against(&settings.ctx, &args.against, ui).await?;
+    let diffed = migsnap::diff::against(&settings.session(), &args.against, ui).await?;
     let differences = &diffed.differences;
     let failing = differences.iter().filter(|d| d.fails).count();
     match args.format.or_json(args.json) {

@@ -7,7 +7,7 @@ use migsnap::error::{exit, Result};
 use migsnap::report::Events;
 
 pub async fn run(settings: &Settings, args: &DropArgs, ui: &Events) -> Result<u8> {
-    let done = migsnap::drop::drop_database(&settings.ctx, &args.database, ui).await?;
+    let done = migsnap::drop::drop_database(&settings.session(), &args.database, ui).await?;
     if args.json {
         super::print_json(&done)?;
     } else if let Some(was) = done.was {

@@ -13,7 +13,6 @@
 use crate::cli::GcArgs;
 use crate::settings::Settings;
 use migsnap::error::{exit, Result};
-use migsnap::fingerprint;
 use migsnap::key::{Key, LockId, SHORT_LEN};
 use migsnap::names::DbName;
 use migsnap::pg::admin::{self, Admin, DbInfo, TEMPLATE_PREFIX};
@@ -123,9 +122,10 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Events) -> Result<u8> 
     if args.remote {
         return run_remote(settings, args, ui).await;
     }
-    let fp = fingerprint::compute_async(&settings.ctx.key).await?;
-    let store = settings.ctx.store()?;
-    let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
+    let session = settings.session();
+    let fp = session.fingerprint().await?;
+    let store = session.store()?;
+    let admin = session.admin(ui).await?;
     let current = fp.current_keys(
         &settings.ctx.key,
         store.aliases().iter().map(String::as_str),
@@ -136,7 +136,7 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Events) -> Result<u8> 
         store.project_manifests(settings.ctx.project_dir(), &current, args.all_projects);
     let (keep, remove) = migsnap::listing::select(ours, &current, args.keep, args.max_size);
     let mut gc = Gc {
-        admin: &admin,
+        admin,
         store: &store,
         ui,
         dry_run: args.dry_run,
@@ -171,7 +171,8 @@ pub async fn run(settings: &Settings, args: &GcArgs, ui: &Events) -> Result<u8> 
 /// left alone and reported: it may be someone else's.
 async fn run_remote(settings: &Settings, args: &GcArgs, ui: &Events) -> Result<u8> {
     use migsnap::remote::{Listing, ObjectKind};
-    let fp = fingerprint::compute_async(&settings.ctx.key).await?;
+    let session = settings.session();
+    let fp = session.fingerprint().await?;
     let remote = migsnap::shared::configured(&settings.ctx)?;
     let cache = remote.manifest_cache(settings.ctx.store()?.dir())?;
     let found = remote.manifests(&cache).await?;

@@ -9,6 +9,7 @@ use migsnap::error::{exit, Result};
 use migsnap::lint::{LintFinding, RuleLevel, Severity, UndeclaredIndex};
 use migsnap::plan::{Against, Base, SCHEMA_VERSION};
 use migsnap::report::Events;
+use migsnap::session::Session;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize)]
@@ -56,10 +57,13 @@ pub async fn run(settings: &Settings, args: &LintArgs, ui: &Events) -> Result<u8
         None => Against::Snapshot,
     };
     let targets = super::plan::targets(&args.migrations);
-    let mut planned = migsnap::plan::plan(&settings.ctx, &against, &targets, true, ui).await?;
+    // One key and one connection for the plan, check's cache and the trace.
+    let session = settings.session();
+    let mut planned = migsnap::plan::plan(&session, &against, &targets, true, ui).await?;
     super::plan::project_relative(&mut planned.insight, settings);
-    let undeclared = undeclared_indexes(settings, ui).await?;
-    let traced = traced(settings, args, &targets, ui).await?;
+    let undeclared = undeclared_indexes(settings, &session, ui).await?;
+    let traced = traced(settings, &session, args, &targets, ui).await?;
+    drop(session);
     let mut findings =
         migsnap::lint::lint(&planned.insight, &undeclared, &traced, &settings.lint_rules);
     if let Some(url) = &args.stats_from {
@@ -114,12 +118,16 @@ pub async fn run(settings: &Settings, args: &LintArgs, ui: &Events) -> Result<u8
 /// current key only. Computing them needs a database built from Django's
 /// model state (seconds, and a second Python start); `lint` says so and
 /// leaves the rule out instead.
-async fn undeclared_indexes(settings: &Settings, ui: &Events) -> Result<Vec<UndeclaredIndex>> {
+async fn undeclared_indexes(
+    settings: &Settings,
+    session: &Session<'_>,
+    ui: &Events,
+) -> Result<Vec<UndeclaredIndex>> {
     const RULE: &str = "runsql-index-not-in-model-state";
     if settings.lint_rules.get(RULE) == Some(&RuleLevel::Off) {
         return Ok(vec![]);
     }
-    let Some(checked) = check::cached(&settings.ctx, ui).await? else {
+    let Some(checked) = check::cached(session, ui).await? else {
         ui.info(format!(
             "rule {RULE} skipped: no `migsnap check` results for this key (run `migsnap check` first)"
         ));
@@ -146,6 +154,7 @@ async fn undeclared_indexes(settings: &Settings, ui: &Events) -> Result<Vec<Unde
 /// the migrations to a scratch clone, with `--rows` rows per table).
 async fn traced(
     settings: &Settings,
+    session: &Session<'_>,
     args: &LintArgs,
     targets: &[String],
     ui: &Events,
@@ -160,7 +169,7 @@ async fn traced(
         ));
         return Ok(vec![]);
     }
-    let traced = migsnap::trace::trace(&settings.ctx, targets, args.rows, ui).await?;
+    let traced = migsnap::trace::trace(session, targets, args.rows, ui).await?;
     Ok(traced.trace.migrations)
 }
 

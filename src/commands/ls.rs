@@ -10,6 +10,7 @@ use migsnap::listing::Refused;
 use migsnap::names::DbName;
 use migsnap::pg::admin::{DbInfo, TEMPLATE_PREFIX};
 use migsnap::report::Events;
+use migsnap::session::Session;
 use migsnap::store::{self, Manifest, Store};
 use migsnap::units;
 use std::collections::BTreeSet;
@@ -102,7 +103,8 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Events) -> Result<u8> 
     if args.remote {
         return run_remote(settings, args, ui).await;
     }
-    let fp = fingerprint::compute_async(&settings.ctx.key).await?;
+    let session = settings.session();
+    let fp = session.fingerprint().await?;
     // Every snapshot in the cache dir, foreign or not (a listing restores
     // nothing), judged as `prepare` judges it: what it would refuse is
     // listed apart with the reason, never as a snapshot it serves.
@@ -126,7 +128,7 @@ pub async fn run(settings: &Settings, args: &LsArgs, ui: &Events) -> Result<u8> 
     let theirs: BTreeSet<&Key> = others.iter().map(|m| &m.key).collect();
 
     // The cache is worth listing even when the server is down.
-    let (templates, pool) = match list_templates(settings, ui).await {
+    let (templates, pool) = match list_templates(&session, ui).await {
         Ok((dbs, members)) => (
             Some(
                 dbs.into_iter()
@@ -255,9 +257,10 @@ fn snapshot_lines<'a>(
 /// in the cache dir). A store that cannot be read is this command's
 /// failure (exit 6).
 async fn run_remote(settings: &Settings, args: &LsArgs, ui: &Events) -> Result<u8> {
-    let fp = fingerprint::compute_async(&settings.ctx.key).await?;
+    let session = settings.session();
+    let fp = session.fingerprint().await?;
     let remote = migsnap::shared::configured(&settings.ctx)?;
-    let store = settings.ctx.store()?;
+    let store = session.store()?;
     let found = remote
         .manifests(&remote.manifest_cache(store.dir())?)
         .await?;
@@ -307,8 +310,8 @@ async fn run_remote(settings: &Settings, args: &LsArgs, ui: &Events) -> Result<u
 /// Templates on the server as (name, key from the comment), and the pool.
 type Listed = (Vec<(String, Option<Key>)>, Vec<DbInfo>);
 
-async fn list_templates(settings: &Settings, ui: &Events) -> Result<Listed> {
-    let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
+async fn list_templates(session: &Session<'_>, ui: &Events) -> Result<Listed> {
+    let admin = session.admin(ui).await?;
     let mut templates = Vec::new();
     let mut pool = Vec::new();
     for d in admin.databases_like(TEMPLATE_PREFIX).await? {

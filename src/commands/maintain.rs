@@ -14,7 +14,8 @@ use std::process::{Command, Stdio};
 
 pub async fn run(settings: &Settings, args: &MaintainArgs, ui: &Events) -> Result<u8> {
     let done =
-        migsnap::pool::maintain(&settings.ctx, settings.ctx.pool, !args.background, ui).await?;
+        migsnap::pool::maintain(&settings.session(), settings.ctx.pool, !args.background, ui)
+            .await?;
     if args.json {
         super::print_json(&done)?;
     } else if done.server_stopped {

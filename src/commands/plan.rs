@@ -34,7 +34,8 @@ pub async fn run(settings: &Settings, args: &PlanArgs, view: View, ui: &Events) 
     };
     let targets = targets(&args.migrations);
     // The plan shows each operation's statement count too: SQL always.
-    let mut planned = migsnap::plan::plan(&settings.ctx, &against, &targets, true, ui).await?;
+    let mut planned =
+        migsnap::plan::plan(&settings.session(), &against, &targets, true, ui).await?;
     planned.insight.exclude_operations(&args.exclude_op);
     project_relative(&mut planned.insight, settings);
     let insight = &planned.insight;

@@ -8,6 +8,7 @@ use migsnap::key::Key;
 pub use migsnap::prepare::Prepared;
 use migsnap::prepare::Target;
 use migsnap::report::Events;
+use migsnap::session::Session;
 use migsnap::shared::Origin;
 
 #[derive(serde::Serialize)]
@@ -96,10 +97,12 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Events) -> Result
     let Some(database) = &args.database else {
         return all_aliases(settings, args, ui).await;
     };
+    // One key (and connection) for the `--unless-ready` look and the prepare.
+    let session = settings.session();
     if args.unless_ready {
         // Could not tell (the server refused, a damaged cache dir): prepare,
         // which reports the problem in full.
-        if let Ok((key, true)) = migsnap::prepare::pool_member_ready(&settings.ctx).await {
+        if let Ok((key, true)) = migsnap::prepare::pool_member_ready(&session).await {
             let alias = &settings.ctx.django.alias;
             if args.json {
                 super::print_json(&NotPrepared {
@@ -117,7 +120,10 @@ pub async fn run(settings: &Settings, args: &PrepareArgs, ui: &Events) -> Result
         }
     }
     let at = super::plan::targets(&args.at);
-    let p = prepare_at(settings, database, &args.how, &at, ui).await?;
+    let p = prepare_at(&session, database, &args.how, &at, ui).await?;
+    // The target's lock is held until the connection closes: not while
+    // the answer is written.
+    drop(session);
     if let Some(n) = args.pool_default {
         super::maintain::remember_pool_size(settings, &p.key, usize::from(n), ui);
     }
@@ -168,9 +174,11 @@ fn output<'a>(p: &'a Prepared, alias: &'a str, mirror_of: Option<&'a str>) -> Pr
 /// of its own); one entry per alias, mirrors and aliases sharing a
 /// database with the entry of the database they use.
 async fn all_aliases(settings: &Settings, args: &PrepareArgs, ui: &Events) -> Result<u8> {
-    let admin = migsnap::engine::connect(&settings.ctx, ui).await?;
+    let session = settings.session();
+    let admin = session.admin(ui).await?;
     let found = migsnap::django::aliases(&settings.ctx.django, &admin.conn, ui).await?;
-    drop(admin);
+    // Each alias is prepared in a session of its own (its own key).
+    drop(session);
     let layout = migsnap::aliases::Layout::of(&found);
     // Said before anything is prepared: the databases made would be wrong
     // (one replacing the other) or an alias left out without a word.
@@ -259,13 +267,13 @@ pub async fn prepare(
     how: &TargetOpts,
     ui: &Events,
 ) -> Result<Prepared> {
-    prepare_at(settings, database, how, &[], ui).await
+    prepare_at(&settings.session(), database, how, &[], ui).await
 }
 
 /// `prepare`, migrated only to `at` (`--at`, file paths made absolute) when
 /// it names targets.
 async fn prepare_at(
-    settings: &Settings,
+    session: &Session<'_>,
     database: &str,
     how: &TargetOpts,
     at: &[String],
@@ -277,5 +285,5 @@ async fn prepare_at(
         rebuild: how.rebuild,
         at: at.to_vec(),
     };
-    migsnap::prepare::prepare(&settings.ctx, &target, ui).await
+    migsnap::prepare::prepare(session, &target, ui).await
 }

@@ -18,7 +18,7 @@ struct Output<'a> {
 }
 
 pub async fn run(settings: &Settings, args: &SchemaArgs, ui: &Events) -> Result<u8> {
-    let described = migsnap::schema::current(&settings.ctx, ui).await?;
+    let described = migsnap::schema::current(&settings.session(), ui).await?;
     if args.json {
         super::print_json(&Output {
             schema_version: SCHEMA_VERSION,

@@ -87,8 +87,6 @@ async fn key_of(settings: &Settings, args: &SyncArgs) -> Result<Key> {
         Some(k) => Key::parse(k).map_err(|e| {
             Error::usage(e.to_string()).hint("pass the full key, as `migsnap key` prints it")
         }),
-        None => Ok(migsnap::fingerprint::compute_async(&settings.ctx.key)
-            .await?
-            .key),
+        None => Ok(settings.session().fingerprint().await?.key.clone()),
     }
 }

@@ -23,7 +23,7 @@ struct TraceOutput<'a> {
 
 pub async fn run(settings: &Settings, args: &TraceArgs, ui: &Events) -> Result<u8> {
     let targets = super::plan::targets(&args.migrations);
-    let mut traced = migsnap::trace::trace(&settings.ctx, &targets, args.rows, ui).await?;
+    let mut traced = migsnap::trace::trace(&settings.session(), &targets, args.rows, ui).await?;
     let project = settings.ctx.project_dir();
     for m in &mut traced.trace.migrations {
         m.path = m.path.take().map(|p| super::plan::relative(&p, project));
