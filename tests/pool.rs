@@ -8,15 +8,18 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::time::{Duration, Instant};
 
-/// Wait (bounded) for `done`: the background maintenance runs on its own.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !done() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Once this project's background maintenance has ended, `done` holds.
+/// Waiting for the processes themselves, not polling for the result: a
+/// member is marked a moment before its maker lets go of its lock, and a
+/// pool that stays short must fail with what the maintenance said.
+fn settled(p: &Project, what: &str, done: impl FnOnce() -> bool) {
+    p.wait_for_maintenance();
+    assert!(
+        done(),
+        "not so once the maintenance ended: {what}; its log:\n{}",
+        p.maintain_log()
+    );
 }
 
 fn oid(db: &str) -> String {
@@ -71,7 +74,7 @@ fn a_replaced_target_is_set_aside_then_dropped_off_the_critical_path() {
     assert_eq!(again["source"], "template");
     assert_ne!(oid(&db), before, "the target is a new clone");
     // Renamed aside in the swap, then dropped by the background maintenance.
-    eventually("the replaced database is dropped", || {
+    settled(&p, "the replaced database is dropped", || {
         name_of_oid(&before).is_empty()
     });
     Reference::of(&p).check(&db, "after the swap");
@@ -109,7 +112,7 @@ fn the_pool_hands_out_ready_clones_by_rename_and_refills_to_its_size() {
     let db = p.db("t");
     let first = prepare_with_pool(&p, &db, "2");
     let key = first["key"].as_str().expect("key").to_string();
-    eventually("the pool fills to 2", || members(&key).len() == 2);
+    settled(&p, "the pool fills to 2", || members(&key).len() == 2);
     let ready = members(&key);
     assert!(
         ready.iter().all(|(_, allow)| !allow),
@@ -129,7 +132,7 @@ fn the_pool_hands_out_ready_clones_by_rename_and_refills_to_its_size() {
         prepare_with_pool(&p, &db, "2");
         assert!(members(&key).len() <= 2, "{:?}", members(&key));
     }
-    eventually("the pool refills to 2", || members(&key).len() == 2);
+    settled(&p, "the pool refills to 2", || members(&key).len() == 2);
     let ls: Value = serde_json::from_slice(
         &p.cmd(&["ls", "--json"])
             .env("MIGSNAP_POOL", "2")
@@ -165,7 +168,7 @@ fn the_pool_hands_out_ready_clones_by_rename_and_refills_to_its_size() {
         !used.iter().any(|(_, o)| *o == oid(&db)),
         "a used member was handed out: {next}"
     );
-    eventually("the used members are replaced", || {
+    settled(&p, "the used members are replaced", || {
         let m = members(&key);
         m.len() == 2
             && m.iter()
@@ -177,8 +180,12 @@ fn the_pool_hands_out_ready_clones_by_rename_and_refills_to_its_size() {
     let changed = prepare_with_pool(&p, &db, "2");
     let new_key = changed["key"].as_str().expect("key").to_string();
     assert_ne!(new_key, key);
-    eventually("the old key's pool is dropped", || members(&key).is_empty());
-    eventually("the new key's pool fills", || members(&new_key).len() == 2);
+    settled(&p, "the old key's pool is dropped", || {
+        members(&key).is_empty()
+    });
+    settled(&p, "the new key's pool fills", || {
+        members(&new_key).len() == 2
+    });
 
     // No pool wanted any more: gc removes the members.
     let gc = p
@@ -201,7 +208,7 @@ fn a_member_another_role_owns_is_never_handed_out() {
         .as_str()
         .expect("key")
         .to_string();
-    eventually("the pool fills", || members(&key).len() == 1);
+    settled(&p, "the pool fills", || members(&key).len() == 1);
     let (real, _) = members(&key)[0].clone();
     let comment = psql(
         "postgres",
@@ -253,7 +260,7 @@ fn a_template_another_role_owns_is_never_cloned() {
 /// A fresh server with the cache dir carried over (a CI job restoring its
 /// cache): no template, no pool, no target; only the dump and manifest.
 fn forget_server_state(p: &Project, key: &str, db: &str) {
-    eventually("the first maintenance ends", || members(key).len() == 1);
+    settled(p, "the first maintenance ends", || members(key).len() == 1);
     let gc = p
         .cmd(&["gc"])
         .env("MIGSNAP_POOL", "0")
@@ -285,7 +292,7 @@ fn with_a_pool_a_restore_goes_straight_to_the_target_and_the_template_follows() 
     // made from it: the template, restored again in the background, is
     // younger than the target (a clone is always younger than its template).
     let template = template_name(&key);
-    eventually("the background maintenance makes the template", || {
+    settled(&p, "the background maintenance makes the template", || {
         database_exists(&template)
     });
     let (target_oid, template_oid): (u32, u32) = (
@@ -297,7 +304,7 @@ fn with_a_pool_a_restore_goes_straight_to_the_target_and_the_template_follows() 
         "the target ({target_oid}) was cloned from the template ({template_oid})"
     );
     // And the pool is refilled from it, so the next run is a rename.
-    eventually("the pool is refilled", || members(&key).len() == 1);
+    settled(&p, "the pool is refilled", || members(&key).len() == 1);
     assert_eq!(prepare_with_pool(&p, &db, "1")["source"], "pool");
     Reference::of(&p).check(&db, "the pool member made after a hand-out");
 }
@@ -383,7 +390,7 @@ fn killed_around_a_hand_out_the_next_run_restores_again() {
         Reference::of(&p).check(&db, point);
         // The background maintenance restores the template under the build
         // name; what the killed run left is gone once it is done.
-        eventually("the template is made and no build is left", || {
+        settled(&p, "the template is made and no build is left", || {
             database_exists(&template_name(&key)) && !database_exists(&build_name(&key))
         });
     }
@@ -442,7 +449,8 @@ fn the_background_maintenance_uses_the_store_named_on_the_command_line() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["origin"], "remote", "{v}");
 
-    eventually(
+    settled(
+        &p,
         "the background maintenance makes the template from the store and fills the pool",
         || members(&key).len() == 1,
     );
@@ -462,7 +470,7 @@ fn unless_ready_leaves_a_ready_member_waiting_and_prepares_otherwise() {
     let first = prepare_with_pool(&p, &db, "1");
     let key = first["key"].as_str().expect("key").to_string();
     p.track(&template_name(&key));
-    eventually("the pool fills to 1", || members(&key).len() == 1);
+    settled(&p, "the pool fills to 1", || members(&key).len() == 1);
     let waiting = members(&key);
     psql("postgres", &format!("DROP DATABASE \"{db}\""));
     let unless_ready = |pool: &str| -> Value {

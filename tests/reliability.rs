@@ -14,14 +14,18 @@ use std::process::Stdio;
 
 /// Names in the cache dir, sorted, without lock files and what is derived
 /// from the rest and checked against it on every read (the key's stat
-/// cache, the warm path's copy of a manifest's record: issue #24).
+/// cache, the warm path's copy of a manifest's record: issue #24), nor
+/// the background maintenance's log.
 fn cache_files(p: &Project) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(p.cache.path())
         .expect("cache dir")
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| {
-            !n.ends_with(".lock") && !n.starts_with("statcache-") && !n.ends_with(".warm.json")
+            !n.ends_with(".lock")
+                && !n.starts_with("statcache-")
+                && !n.ends_with(".warm.json")
+                && n != "maintain.log"
         })
         .collect();
     v.sort();

@@ -43,10 +43,47 @@ pub fn spawn(settings: &Settings, ui: &Events) {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
-    if let Err(e) = command(settings, &exe).spawn() {
+    let mut cmd = command(settings, &exe);
+    // What it says (warnings and errors: it runs with --quiet) goes to a
+    // log in the cache dir, where `migsnap maintain` run by hand, a bug
+    // report or a test can read why a pool stayed short. Without one (the
+    // cache dir refused), nowhere, as before.
+    if let Some(log) = settings.ctx.store().ok().and_then(|s| open_log(s.dir())) {
+        cmd.stderr(log);
+    }
+    if let Err(e) = cmd.spawn() {
         ui.warn(format!("cannot start the background maintenance: {e}"));
     }
 }
+
+/// The background maintenance's log (`MAINTAIN_LOG` in the cache dir),
+/// opened for appending: private, never through a link planted there, and
+/// started afresh once it passes `MAINTAIN_LOG_MAX` so it stays small.
+fn open_log(cache_dir: &std::path::Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = cache_dir.join(MAINTAIN_LOG);
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    if meta.len() > MAINTAIN_LOG_MAX {
+        file.set_len(0).ok()?;
+    }
+    Some(file)
+}
+
+/// The background maintenance's log, in the cache dir.
+pub const MAINTAIN_LOG: &str = "maintain.log";
+
+/// Past this size the log starts again: it holds recent runs only.
+const MAINTAIN_LOG_MAX: u64 = 256 << 10;
 
 /// The background `maintain`'s command line: every setting this run
 /// resolved from a flag is passed explicitly, since the child never saw

@@ -356,6 +356,43 @@ impl Project {
         self.dir.path()
     }
 
+    /// What this project's background `maintain` runs said (their log in
+    /// the cache dir), for a failing test's message.
+    pub fn maintain_log(&self) -> String {
+        std::fs::read_to_string(self.cache.path().join("maintain.log")).unwrap_or_default()
+    }
+
+    /// Wait until no background `maintain` of this project runs (found by
+    /// its command line naming this cache dir), so that what it did can be
+    /// asserted exactly rather than polled for: a member marked is not yet
+    /// a maintenance finished (its lock is still held a moment).
+    pub fn wait_for_maintenance(&self) {
+        let cache = self.cache.path().as_os_str().as_encoded_bytes().to_vec();
+        let running = || {
+            std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                .any(|cmd| {
+                    let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+                    args.contains(&&b"maintain"[..])
+                        && args
+                            .windows(2)
+                            .any(|w| w[0] == b"--cache-dir" && w[1] == cache)
+                })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        while running() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the background maintenance never ended; its log:\n{}",
+                self.maintain_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// A database name unique to this test, remembered for cleanup.
     pub fn db(&self, suffix: &str) -> String {
         let n = format!("test_{}_{suffix}", self.name);
