@@ -36,11 +36,13 @@ export MIGSNAP_TEST_WHEEL
 # PostgreSQL 13 for the "too old for this Django" test (tests/pg_majors.rs).
 MIGSNAP_TEST_PG13_BINDIR=$(scripts/pg_major.sh 13)
 export MIGSNAP_TEST_PG13_BINDIR
-servers=("$MIGSNAP_TEST_SERVER_DIR")
+# The tests that act on the whole server take turns on a second one, next
+# to the first (`alone` in tests/common).
+servers=("$MIGSNAP_TEST_SERVER_DIR" "$MIGSNAP_TEST_SERVER_DIR-alone")
 # Each server's PostgreSQL programs ("": the default ones): stopping a
 # cluster of another major needs its own pg_ctl, and a server that could
 # not be stopped would go on running under a removed directory.
-bindirs=("")
+bindirs=("" "")
 s3_dir="${TMPDIR:-/tmp}/migsnap-test-s3-$$"
 cleanup() {
   local i
@@ -70,8 +72,8 @@ majors=${MIGSNAP_TEST_PG_MAJORS:-18}
 for major in $majors; do
   bindir=$(scripts/pg_major.sh "$major")
   dir="${TMPDIR:-/tmp}/migsnap-test-server-$$-pg$major"
-  servers+=("$dir")
-  bindirs+=("$bindir")
+  servers+=("$dir" "$dir-alone")
+  bindirs+=("$bindir" "$bindir")
   subset=(--test prepare --test pool --test check)
   [ -n "${MIGSNAP_TEST_PG_MAJORS:-}" ] && subset=()
   echo "test.sh: the suite against PostgreSQL $major (${subset[*]:-every test})" >&2

@@ -207,6 +207,9 @@ fn manage(p: &Project, db: &str, args: &[&str]) -> String {
 
 #[test]
 fn sql_is_what_sqlmigrate_prints_for_every_migration_of_the_range() {
+    // It counts the scratch clones in use on the server: any other test's
+    // `plan`, `schema` or `trace` would have one.
+    let _alone = alone();
     let p = Project::example("sql");
     // No snapshot yet: every migration of the project is in the range.
     let v = json_of(&p, &["sql", "--json"]);

@@ -297,6 +297,8 @@ fn every_alias_comes_from_migsnap_under_both_runners_as_django_would_build_it() 
 
 #[test]
 fn prepare_all_aliases_and_ls_and_gc_know_each_alias() {
+    // gc sweeps the whole server.
+    let _alone = alone();
     let p = project("multidb_cli");
     let [default, wh, legacy] = test_names(&p);
     for db in [&default, &wh, &legacy] {

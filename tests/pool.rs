@@ -63,6 +63,9 @@ fn prepare_with_pool(p: &Project, db: &str, pool: &str) -> Value {
 
 #[test]
 fn a_replaced_target_is_set_aside_then_dropped_off_the_critical_path() {
+    // gc sweeps the whole server; another test's `maintain` would drop the
+    // trash this one looks for.
+    let _alone = alone();
     let p = Project::example("aside");
     let db = p.db("t");
     p.prepare(&db);
@@ -105,6 +108,8 @@ fn a_replaced_target_is_set_aside_then_dropped_off_the_critical_path() {
 
 #[test]
 fn the_pool_hands_out_ready_clones_by_rename_and_refills_to_its_size() {
+    // gc sweeps the whole server.
+    let _alone = alone();
     let p = Project::example("pool");
     let db = p.db("t");
     let first = prepare_with_pool(&p, &db, "2");
@@ -252,6 +257,7 @@ fn a_template_another_role_owns_is_never_cloned() {
 
 /// A fresh server with the cache dir carried over (a CI job restoring its
 /// cache): no template, no pool, no target; only the dump and manifest.
+/// Its gc sweeps the whole server: its callers hold `alone()`.
 fn forget_server_state(p: &Project, key: &str, db: &str) {
     eventually("the first maintenance ends", || members(key).len() == 1);
     let gc = p
@@ -270,6 +276,8 @@ fn forget_server_state(p: &Project, key: &str, db: &str) {
 
 #[test]
 fn with_a_pool_a_restore_goes_straight_to_the_target_and_the_template_follows() {
+    // gc (`forget_server_state`) sweeps the whole server.
+    let _alone = alone();
     let p = Project::example("handout");
     let db = p.db("t");
     let key = prepare_with_pool(&p, &db, "1")["key"]
@@ -305,6 +313,8 @@ fn with_a_pool_a_restore_goes_straight_to_the_target_and_the_template_follows() 
 #[test]
 fn a_restore_another_process_waits_for_becomes_the_template() {
     require_failpoints();
+    // gc (`forget_server_state`) sweeps the whole server.
+    let _alone = alone();
     let p = Project::example("handout_wait");
     let (a, b) = (p.db("a"), p.db("b"));
     let key = prepare_with_pool(&p, &a, "1")["key"]
@@ -351,6 +361,8 @@ fn a_restore_another_process_waits_for_becomes_the_template() {
 #[test]
 fn killed_around_a_hand_out_the_next_run_restores_again() {
     require_failpoints();
+    // gc (`forget_server_state`) sweeps the whole server.
+    let _alone = alone();
     let p = Project::example("handout_kill");
     let db = p.db("t");
     let key = prepare_with_pool(&p, &db, "1")["key"]
@@ -457,6 +469,8 @@ fn the_background_maintenance_uses_the_store_named_on_the_command_line() {
 /// prepares as usual.
 #[test]
 fn unless_ready_leaves_a_ready_member_waiting_and_prepares_otherwise() {
+    // gc sweeps the whole server.
+    let _alone = alone();
     let p = Project::example("unless_ready");
     let db = p.db("t");
     let first = prepare_with_pool(&p, &db, "1");

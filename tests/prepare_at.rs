@@ -69,6 +69,8 @@ fn content_types(db: &str) -> String {
 
 #[test]
 fn at_one_migration_equals_a_plain_partial_migrate_and_is_cloned_the_second_time() {
+    // gc sweeps the whole server.
+    let _alone = alone();
     let p = Project::example("at_one");
     // The fully migrated snapshot first: `--at` must neither build on it
     // (it is past the target) nor disturb it.

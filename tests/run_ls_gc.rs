@@ -36,14 +36,6 @@ fn three_snapshots(p: &Project, db: &str) -> Vec<String> {
     keys
 }
 
-/// `gc` sweeps the whole test server: two gc tests at once sweep each
-/// other's planted leftovers (a dead build, a scratch clone) and fail. They
-/// take turns.
-fn gc_turn() -> std::sync::MutexGuard<'static, ()> {
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    TURN.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn template(key: &str) -> String {
     template_name(key)
 }
@@ -201,7 +193,8 @@ fn ls_lists_snapshots_and_templates_and_marks_the_current_key() {
 
 #[test]
 fn gc_removes_old_snapshots_and_leftovers_but_nothing_in_use() {
-    let _turn = gc_turn();
+    // gc sweeps the whole server.
+    let _alone = alone();
     let p = Project::example("gc");
     let db = p.db("a");
     let keys = three_snapshots(&p, &db);
@@ -359,7 +352,8 @@ fn hold_lock(id: i64) -> std::process::Child {
 /// and leaves alone the ones whose lock a live migsnap holds.
 #[test]
 fn gc_sweeps_every_scratch_shape_but_not_live_ones() {
-    let _turn = gc_turn();
+    // gc sweeps the whole server.
+    let _alone = alone();
     use migsnap::names::DbName;
     let p = Project::example("gcshapes");
     p.prepare(&p.db("a"));
@@ -409,7 +403,8 @@ fn gc_sweeps_every_scratch_shape_but_not_live_ones() {
 /// gc drops it once no live migsnap holds that key's lock.
 #[test]
 fn gc_drops_restore_roles_a_killed_restore_left() {
-    let _turn = gc_turn();
+    // gc sweeps the whole server.
+    let _alone = alone();
     let p = Project::example("gcroles");
     p.prepare(&p.db("a"));
     let hex = |tag: &str| {
@@ -443,7 +438,8 @@ fn gc_drops_restore_roles_a_killed_restore_left() {
 
 #[test]
 fn ls_and_gc_act_on_the_current_project_in_a_shared_cache_dir() {
-    let _turn = gc_turn();
+    // gc sweeps the whole server.
+    let _alone = alone();
     let a = Project::example("proj_a");
     let b = Project::example("proj_b");
     // Both use a's cache dir, as two projects on one machine share the
@@ -505,8 +501,8 @@ fn ls_and_gc_act_on_the_current_project_in_a_shared_cache_dir() {
     assert_eq!(all, want);
 
     // gc in b never removes a's snapshot, however little it keeps.
-    // Only what belongs to a project counts: the server is shared with the
-    // other tests of this binary, whose replaced databases any gc may sweep.
+    // Only what belongs to a project counts: the sweep also reports what
+    // the tests before this one left on the server (replaced databases).
     let owned = |v: &Value| -> Vec<String> {
         v["removed"]
             .as_array()

@@ -6,12 +6,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::sync::Mutex;
-
-/// One trace at a time in this binary: each test checks that no scratch
-/// clone is left on the server, which another test's running trace would
-/// have.
-static SCRATCH: Mutex<()> = Mutex::new(());
 
 /// A type change: PostgreSQL rewrites the table (numeric to double
 /// precision is no binary-coercible cast).
@@ -96,7 +90,9 @@ fn rewritten(m: &Value) -> Vec<String> {
 
 #[test]
 fn trace_measures_the_lock_and_rewrite_of_a_type_change_and_none_for_a_longer_varchar() {
-    let _one = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
+    // It checks that no scratch clone is left on the server, which any
+    // other test's `plan`, `schema` or `trace` would have.
+    let _alone = alone();
     let p = Project::example("trace");
     let before = p.db("before");
     p.prepare(&before);
@@ -247,7 +243,9 @@ fn trace_measures_the_lock_and_rewrite_of_a_type_change_and_none_for_a_longer_va
 
 #[test]
 fn trace_drops_its_scratch_clone_when_a_migration_fails_and_refuses_an_applied_one() {
-    let _one = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
+    // It checks that no scratch clone is left on the server, which any
+    // other test's `plan`, `schema` or `trace` would have.
+    let _alone = alone();
     let p = Project::example("tracefail");
     p.prepare(&p.db("a"));
     // Already in the snapshot: nothing to apply, a usage error.
@@ -295,7 +293,9 @@ class Migration(migrations.Migration):
 
 #[test]
 fn lint_trace_reports_a_measured_rewrite_of_an_existing_table_under_access_exclusive() {
-    let _one = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
+    // It checks that no scratch clone is left on the server, which any
+    // other test's `plan`, `schema` or `trace` would have.
+    let _alone = alone();
     let p = Project::example("linttrace");
     p.prepare(&p.db("a"));
     p.write("catalog/migrations/0005_price_float.py", RETYPE);

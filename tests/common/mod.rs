@@ -7,13 +7,20 @@
 //! example project, its own cache dir and a unique key salt, so template
 //! names never collide between tests running in parallel. Databases a test
 //! made are dropped when it passes and kept (and printed) when it fails.
+//!
+//! A test that acts on the whole server, not only on what it made (`gc`
+//! sweeps every leftover on it; a count of every scratch clone; a session
+//! on `template1`, which holds up every `CREATE DATABASE`), calls [`alone`]
+//! first: it then runs on a second server that only such tests use, one at
+//! a time.
 #![allow(dead_code)]
 
 use serde_json::Value;
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_migsnap"))
@@ -42,28 +49,89 @@ pub fn server_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("migsnap-test-server"))
 }
 
-/// URL of the shared test server, started once per process (the start is
-/// idempotent and locked, so parallel test binaries share one server).
+/// Where [`alone`]'s server lives: next to the shared one, so whatever
+/// stops and removes that one (scripts/test.sh) finds it by the same name.
+pub fn alone_server_dir() -> PathBuf {
+    let mut dir = server_dir().into_os_string();
+    dir.push("-alone");
+    PathBuf::from(dir)
+}
+
+thread_local! {
+    /// Whether the test on this thread holds [`alone`]'s turn (libtest runs
+    /// each test on a thread of its own).
+    static ALONE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// URL of the server this test uses: the shared one, or [`alone`]'s while
+/// the test holds its turn.
 pub fn server_url() -> &'static str {
+    if ALONE.with(Cell::get) {
+        alone_server_url()
+    } else {
+        shared_server_url()
+    }
+}
+
+/// The server of every test but [`alone`]'s, started once per process (the
+/// start is idempotent and locked, so two test processes share one server).
+fn shared_server_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
-        if let Ok(url) = std::env::var("MIGSNAP_TEST_SERVER_URL") {
-            return url;
-        }
-        let out = Command::new(bin())
-            .args(["server", "start", "--json"])
-            .env("MIGSNAP_SERVER_DIR", server_dir())
-            .env_remove("MIGSNAP_SERVER_URL")
-            .output()
-            .expect("run migsnap server start");
-        assert!(
-            out.status.success(),
-            "server start failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).expect("server start --json");
-        v["url"].as_str().expect("url").to_string()
+        std::env::var("MIGSNAP_TEST_SERVER_URL").unwrap_or_else(|_| start_server(&server_dir()))
     })
+}
+
+/// [`alone`]'s server: always an embedded one, also when the shared server
+/// is given as a URL (a second server is what isolates the sweeping tests).
+fn alone_server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| start_server(&alone_server_dir()))
+}
+
+fn start_server(dir: &Path) -> String {
+    let out = Command::new(bin())
+        .args(["server", "start", "--json"])
+        .env("MIGSNAP_SERVER_DIR", dir)
+        .env_remove("MIGSNAP_SERVER_URL")
+        .output()
+        .expect("run migsnap server start");
+    assert!(
+        out.status.success(),
+        "server start in {} failed:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("server start --json");
+    v["url"].as_str().expect("url").to_string()
+}
+
+/// This test's turn on a server of its own, until the guard is dropped;
+/// call it before making a [`Project`] (a project keeps the server it was
+/// made on). For the tests that act on the whole server: `gc` sweeps every
+/// dead build, scratch clone, pool member and restore role on it, which
+/// would take another test's planted leftovers from under it (and another
+/// test's leftovers would show in its own report); a count of the scratch
+/// clones on the server counts everyone's; a session on `template1` makes
+/// every `CREATE DATABASE` on the server wait, then fail. Such tests take
+/// turns on their server; every other test runs beside them, never on it.
+pub fn alone() -> Alone {
+    static TURN: Mutex<()> = Mutex::new(());
+    // A test that failed holding the turn leaves nothing the next needs.
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    ALONE.with(|a| a.set(true));
+    Alone { _turn: turn }
+}
+
+/// See [`alone`].
+pub struct Alone {
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        ALONE.with(|a| a.set(false));
+    }
 }
 
 /// psql against the test server, failing the test on error.
@@ -78,9 +146,13 @@ pub fn psql(db: &str, sql: &str) -> String {
 }
 
 pub fn psql_output(db: &str, sql: &str) -> Output {
+    psql_output_at(server_url(), db, sql)
+}
+
+fn psql_output_at(server: &str, db: &str, sql: &str) -> Output {
     Command::new("psql")
         .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(db_url(db))
+        .arg(db_url_at(server, db))
         .args(["-c", sql])
         .output()
         .expect("run psql")
@@ -88,7 +160,10 @@ pub fn psql_output(db: &str, sql: &str) -> Output {
 
 /// The server URL with its database replaced.
 pub fn db_url(db: &str) -> String {
-    let url = server_url();
+    db_url_at(server_url(), db)
+}
+
+fn db_url_at(url: &str, db: &str) -> String {
     let (head, query) = url
         .split_once('?')
         .map(|(h, q)| (h, Some(q)))
@@ -275,6 +350,9 @@ pub struct Project {
     /// per-user signing key is made. No test writes the real user's key.
     pub data_home: tempfile::TempDir,
     pub name: String,
+    /// The server it was made on (see [`alone`]): its commands and its
+    /// cleanup go there, whatever thread drops it.
+    server: &'static str,
     created: Mutex<Vec<String>>,
 }
 
@@ -313,6 +391,7 @@ impl Project {
             cache,
             data_home,
             name,
+            server: server_url(),
             created: Mutex::new(Vec::new()),
         }
     }
@@ -338,7 +417,7 @@ impl Project {
         let mut c = Command::new(bin());
         c.args(args)
             .current_dir(self.path())
-            .env("MIGSNAP_SERVER_URL", server_url())
+            .env("MIGSNAP_SERVER_URL", self.server)
             .env("MIGSNAP_CACHE_DIR", self.cache.path())
             .env("MIGSNAP_PYTHON", python())
             .env_remove("DJANGO_SETTINGS_MODULE")
@@ -433,18 +512,23 @@ impl Drop for Project {
         if std::thread::panicking() {
             eprintln!(
                 "test failed: kept databases {dbs:?} on {} and project {}",
-                server_url(),
+                self.server,
                 self.dir.path().display()
             );
             let _ = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir")).keep();
             return;
         }
         for db in dbs {
-            let _ = psql_output(
+            let _ = psql_output_at(
+                self.server,
                 "postgres",
                 &format!("UPDATE pg_database SET datistemplate = false WHERE datname = '{db}'"),
             );
-            let _ = psql_output("postgres", &format!("DROP DATABASE IF EXISTS \"{db}\""));
+            let _ = psql_output_at(
+                self.server,
+                "postgres",
+                &format!("DROP DATABASE IF EXISTS \"{db}\""),
+            );
         }
     }
 }
