@@ -3,7 +3,7 @@
 //! options. The library's errors carry typed causes (`BadTarget`,
 //! `DjangoError`, `EnvError`, …: one enum per module, see
 //! `migsnap::error::Typed`); this is the one place that turns them into
-//! advice, so the library never writes a hint (tests/architecture.rs keeps
+//! advice, so the library never writes a hint (tests/it/architecture.rs keeps
 //! it so).
 
 use migsnap::check::CheckError;
