@@ -269,10 +269,7 @@ fn database_names() {
                  WHERE datname = $n${odd}$n$"
             )
         ),
-        format!(
-            "migsnap clone of {}",
-            &v["key"].as_str().expect("key")[..16]
-        ),
+        clone_mark(v["key"].as_str().expect("key")),
     );
     psql("postgres", &format!("DROP DATABASE {quoted}"));
     // Over PostgreSQL's 63 bytes: refused before anything happens.

@@ -247,10 +247,7 @@ fn every_alias_comes_from_migsnap_under_both_runners_as_django_would_build_it() 
         .as_object()
         .expect("databases")
         .values()
-        .map(|v| {
-            let comment = v[1].as_str().expect("comment");
-            format!("migsnap_{}", &comment["migsnap clone of ".len()..])
-        })
+        .map(|v| template_of_clone_mark(v[1].as_str().expect("comment")))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();

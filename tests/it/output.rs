@@ -89,10 +89,10 @@ fn ls_and_gc_render_what_there_is() {
     assert!(gc.status.success(), "{}", stderr(&gc));
     // The shared test server holds other tests' templates: keep the lines
     // about this project's own snapshot, and the totals.
-    let short = &p.key()[..16];
+    let short = short(&p.key());
     let own = |s: String| {
         s.lines()
-            .filter(|l| l.contains(short) || !l.contains("migsnap_"))
+            .filter(|l| l.contains(&short) || !l.contains("migsnap_"))
             .collect::<Vec<_>>()
             .join("\n")
     };

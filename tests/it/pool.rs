@@ -211,7 +211,9 @@ fn a_member_another_role_owns_is_never_handed_out() {
         &format!("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{real}'"),
     );
     let role = format!("pool_foreign_{}", std::process::id());
-    let planted = format!("migsnap_pool_{:016x}", u64::from(std::process::id()) << 20);
+    let planted =
+        migsnap::names::DbName::Pool(format!("{:016x}", u64::from(std::process::id()) << 20))
+            .to_string();
     psql("postgres", &format!("CREATE ROLE {role}"));
     psql(
         "postgres",

@@ -438,7 +438,7 @@ fn concurrent_prepares_build_the_snapshot_once() {
     assert!(
         stderrs.iter().any(|e| e.contains(&format!(
             "waiting for another migsnap building snapshot {}",
-            &results[0]["key"].as_str().expect("key")[..16]
+            short(results[0]["key"].as_str().expect("key"))
         ))),
         "no process said it was waiting: {stderrs:#?}"
     );

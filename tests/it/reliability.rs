@@ -674,7 +674,7 @@ fn killed_between_clone_and_rename_the_target_needs_no_force() {
     );
     assert_eq!(
         psql("postgres", &format!("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{db}'")),
-        format!("migsnap clone of {}", &again["key"].as_str().expect("key")[..16])
+        clone_mark(again["key"].as_str().expect("key"))
     );
 }
 

@@ -252,7 +252,7 @@ fn a_damaged_snapshot_in_the_store_is_skipped_and_built_locally() {
 
     // Truncate the dump in the store, as a broken upload or disk would.
     let dump = std::fs::read(ci.path().join(format!("{key}.sql.zst"))).expect("dump");
-    let name = format!("{key}.{}.sql.zst", &sha256_hex(&dump)[..16]);
+    let name = store_dump_name(key, &dump);
     raw_put(&url, &name, dump[..dump.len() / 2].to_vec());
 
     fresh_server(&db, &[&built]);

@@ -180,14 +180,13 @@ async fn push_then_download_into_an_empty_cache_dir() {
             bytes: dump.len() as u64
         }
     );
-    let sha = sha256_hex(&dump);
     // In the order a listing gives: by name, so by the hashes in them.
     let mut expected = vec![
-        format!(
-            "{key}.{}.sig",
-            &sha256_hex(&std::fs::read(source.manifest_path(&key)).expect("manifest"))[..16]
+        Remote::signature_name(
+            &key,
+            &std::fs::read(source.manifest_path(&key)).expect("manifest"),
         ),
-        format!("{key}.{}.sql.zst", &sha[..16]),
+        store_dump_name(key.as_str(), &dump),
         format!("{key}.json"),
     ];
     expected.sort();
@@ -286,12 +285,7 @@ async fn a_dump_without_its_manifest_is_ignored_until_gc_takes_it() {
     let key = key_of(20);
     let dump = noise(20, 1000);
     // A push that died before its manifest: only the dump is there.
-    raw_put(
-        &url,
-        &format!("{key}.{}.sql.zst", &sha256_hex(&dump)[..16]),
-        dump,
-    )
-    .await;
+    raw_put(&url, &store_dump_name(key.as_str(), &dump), dump).await;
     assert!(remote.fetch(&key).await.expect("fetch").is_none());
     let (_c, cache) = empty_cache(None);
     let cache = remote.manifest_cache(cache.dir()).expect("manifest cache");
@@ -328,7 +322,7 @@ async fn a_damaged_object_is_reported_and_never_enters_the_cache_dir() {
     let dump = noise(30, 100_000);
     let (_src, source) = cached(&key, &dump, None);
     remote.push(&source, &key).await.expect("push");
-    let dump_name = format!("{key}.{}.sql.zst", &sha256_hex(&dump)[..16]);
+    let dump_name = store_dump_name(key.as_str(), &dump);
     let (_dst, fresh) = empty_cache(None);
     let fetched = remote.fetch(&key).await.expect("fetch").expect("there");
 

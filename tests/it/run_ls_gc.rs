@@ -164,12 +164,13 @@ fn ls_lists_snapshots_and_templates_and_marks_the_current_key() {
     }
 
     let text = String::from_utf8_lossy(&p.run(&["ls"]).stdout).into_owned();
-    assert!(text.contains(&format!("{}*", &keys[2][..16])), "{text}");
+    assert!(text.contains(&format!("{}*", short(&keys[2]))), "{text}");
     assert!(text.contains(&template(&keys[0])), "{text}");
 
     // A database named like a template that migsnap did not make (no
     // comment of ours) is not migsnap's: not listed, not "unfinished".
-    let foreign = "migsnap_0000000000000000";
+    let foreign = migsnap::names::DbName::Template("0".repeat(16)).to_string();
+    let foreign = foreign.as_str();
     if !database_exists(foreign) {
         p.track(foreign);
         psql("postgres", &format!("CREATE DATABASE \"{foreign}\""));
@@ -225,9 +226,8 @@ fn gc_removes_old_snapshots_and_leftovers_but_nothing_in_use() {
         p.track(b);
         psql("postgres", &format!("CREATE DATABASE \"{b}\""));
     }
-    let lock_id = u64::from_str_radix(&keys[1][..16], 16).expect("hex") as i64;
     // A psql session holding the build lock, as a building prepare would.
-    let mut holder = hold_lock(lock_id);
+    let mut holder = hold_lock(lock_id(&keys[1]));
 
     // 1. Dry run: reports, touches nothing.
     let v = json(&p.run(&["gc", "--keep", "0", "--dry-run", "--json"]));
@@ -372,8 +372,7 @@ fn gc_sweeps_every_scratch_shape_but_not_live_ones() {
         p.track(&n);
         psql("postgres", &format!("CREATE DATABASE \"{n}\""));
     }
-    let id = u64::from_str_radix(live.hex(), 16).expect("hex") as i64;
-    let mut holder = hold_lock(id);
+    let mut holder = hold_lock(live.lock_id().0);
 
     let v = json(&p.run(&["gc", "--json"]));
     let names = |list: &str| -> Vec<String> {
@@ -405,18 +404,16 @@ fn gc_drops_restore_roles_a_killed_restore_left() {
     let _alone = alone();
     let p = Project::example("gcroles");
     p.prepare(&p.db("a"));
-    let hex = |tag: &str| {
-        migsnap::hash::hash_normalized(format!("{}{tag}", p.name).as_bytes())[..16].to_string()
-    };
+    // Keys of their own, so no other test's lock or role is involved.
+    let fake = |tag: &str| migsnap::hash::hash_normalized(format!("{}{tag}", p.name).as_bytes());
     let (dead, live) = (
-        format!("migsnap_restore_{}", hex("dead")),
-        format!("migsnap_restore_{}", hex("live")),
+        restore_role_name(&fake("dead")),
+        restore_role_name(&fake("live")),
     );
     for role in [&dead, &live] {
         psql("postgres", &format!("CREATE ROLE \"{role}\" LOGIN"));
     }
-    let id = u64::from_str_radix(&hex("live"), 16).expect("hex") as i64;
-    let mut holder = hold_lock(id);
+    let mut holder = hold_lock(lock_id(&fake("live")));
     let v = json(&p.run(&["gc", "--json"]));
     let role_exists = |r: &str| {
         psql(

@@ -598,7 +598,7 @@ fn planted_code_runs_without_the_superusers_rights() {
     assert!(!role_exists(&role), "the planted function ran as superuser");
     reference.check(&db, "after a planted function was denied");
     assert!(
-        !role_exists(&format!("migsnap_restore_{}", &key[..16])),
+        !role_exists(&restore_role_name(&key)),
         "the restore role is gone"
     );
     // An honest dump restores through the same role, and what it made

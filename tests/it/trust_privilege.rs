@@ -334,7 +334,7 @@ fn a_store_snapshot_the_server_rejects_is_skipped_and_built_locally() {
     );
     let dump = std::fs::read(ci.path().join(format!("{key}.sql.zst"))).expect("dump");
     let planted_sha = sha256_hex(&dump);
-    raw_put(&url, &format!("{key}.{}.sql.zst", &planted_sha[..16]), dump);
+    raw_put(&url, &store_dump_name(&key, &dump), dump);
     let manifest = std::fs::read(ci.path().join(format!("{key}.json"))).expect("manifest");
     raw_put(&url, &format!("{key}.json"), manifest.clone());
 
@@ -504,8 +504,8 @@ REFRESH MATERIALIZED VIEW \"public\".\"planted_mv\";\n",
         !count(
             "postgres",
             &format!(
-                "SELECT count(*) FROM pg_roles WHERE rolname = 'migsnap_restore_{}'",
-                &key[..16]
+                "SELECT count(*) FROM pg_roles WHERE rolname = '{}'",
+                restore_role_name(&key)
             )
         )
         .starts_with('1'),

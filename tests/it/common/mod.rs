@@ -551,6 +551,36 @@ pub fn parse_key(key: &str) -> migsnap::key::Key {
     migsnap::key::Key::parse(key).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The key's short form, as migsnap shows it and names databases with.
+pub fn short(key: &str) -> String {
+    parse_key(key).short().to_string()
+}
+
+/// The advisory lock a live migsnap building `key` holds.
+pub fn lock_id(key: &str) -> i64 {
+    parse_key(key).lock_id().0
+}
+
+/// The comment `prepare` puts on a database it made from `key`'s snapshot.
+pub fn clone_mark(key: &str) -> String {
+    migsnap::pg::mark::Mark::Clone { short: short(key) }.encode()
+}
+
+/// The template a clone was made from, read from the clone's comment;
+/// panics (failing the test) on a comment that is no clone's mark.
+pub fn template_of_clone_mark(comment: &str) -> String {
+    use migsnap::pg::mark::Mark;
+    match Mark::parse(comment) {
+        Some(Mark::Clone { short }) => migsnap::names::DbName::Template(short).to_string(),
+        other => panic!("not a clone's mark: {comment:?} ({other:?})"),
+    }
+}
+
+/// The role a restore of `key`'s dump runs as (`migsnap_restore_<short>`).
+pub fn restore_role_name(key: &str) -> String {
+    migsnap::pg::admin::restore_role_name(&build_name(key))
+}
+
 /// PGHOST & co. for the test server and `db` (the example settings read them).
 pub fn libpq_env(db: &str) -> Vec<(String, String)> {
     let (host, port, user) = split_url(server_url());
@@ -618,7 +648,7 @@ pub fn stderr(o: &Output) -> String {
 /// Drop the template of `key` (the cached dump stays): the next `prepare`
 /// restores from the cache.
 pub fn drop_template(key: &str) {
-    let t = format!("migsnap_{}", &key[..16]);
+    let t = template_name(key);
     psql(
         "postgres",
         &format!("UPDATE pg_database SET datistemplate = false WHERE datname = '{t}'"),
@@ -632,6 +662,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The name of `key`'s dump `dump` in a snapshot store.
+pub fn store_dump_name(key: &str, dump: &[u8]) -> String {
+    migsnap::remote::Remote::dump_name(&parse_key(key), &sha256_hex(dump))
 }
 
 /// Write `bytes` as the dump of `key` and update its manifest's sha256 and
