@@ -26,21 +26,23 @@ fi
 # The suite kills and pauses migsnap at its test points: build them in.
 cargo build --quiet --features failpoints
 # The wheel CI installs: the binary and the pytest plugin in one file.
-# tests/wheel.rs installs it into a fresh venv with no Rust on PATH and runs
+# tests/it/wheel.rs installs it into a fresh venv with no Rust on PATH and runs
 # the plugin end to end. Built from the debug profile: the same packaging as
 # the release wheel a team publishes, from the dependencies just compiled
 # (a release build compiles every crate again: about 4 min on 2 cores; the
 # release binary is built and run by scripts/demo.sh).
 MIGSNAP_TEST_WHEEL=$(MIGSNAP_WHEEL_PROFILE=dev scripts/build_wheel.sh)
 export MIGSNAP_TEST_WHEEL
-# PostgreSQL 13 for the "too old for this Django" test (tests/pg_majors.rs).
+# PostgreSQL 13 for the "too old for this Django" test (tests/it/pg_majors.rs).
 MIGSNAP_TEST_PG13_BINDIR=$(scripts/pg_major.sh 13)
 export MIGSNAP_TEST_PG13_BINDIR
-servers=("$MIGSNAP_TEST_SERVER_DIR")
+# The tests that act on the whole server take turns on a second one, next
+# to the first (`alone` in tests/it/common).
+servers=("$MIGSNAP_TEST_SERVER_DIR" "$MIGSNAP_TEST_SERVER_DIR-alone")
 # Each server's PostgreSQL programs ("": the default ones): stopping a
 # cluster of another major needs its own pg_ctl, and a server that could
 # not be stopped would go on running under a removed directory.
-bindirs=("")
+bindirs=("" "")
 s3_dir="${TMPDIR:-/tmp}/migsnap-test-s3-$$"
 cleanup() {
   local i
@@ -70,11 +72,18 @@ majors=${MIGSNAP_TEST_PG_MAJORS:-18}
 for major in $majors; do
   bindir=$(scripts/pg_major.sh "$major")
   dir="${TMPDIR:-/tmp}/migsnap-test-server-$$-pg$major"
-  servers+=("$dir")
-  bindirs+=("$bindir")
-  subset=(--test prepare --test pool --test check)
-  [ -n "${MIGSNAP_TEST_PG_MAJORS:-}" ] && subset=()
-  echo "test.sh: the suite against PostgreSQL $major (${subset[*]:-every test})" >&2
+  servers+=("$dir" "$dir-alone")
+  bindirs+=("$bindir" "$bindir")
+  # The integration tests are one binary (tests/it): the subset is three of
+  # its modules, by name (`remote_prepare::` contains `prepare::`). Test
+  # names the caller gave after `--` replace them.
+  only=(--test it)
+  names=(-- prepare:: pool:: check:: --skip remote_prepare::)
+  for arg in "$@"; do
+    if [ "$arg" = -- ]; then names=(); fi
+  done
+  [ -n "${MIGSNAP_TEST_PG_MAJORS:-}" ] && only=() && names=()
+  echo "test.sh: the suite against PostgreSQL $major (${only[*]:-every test} ${names[*]:-})" >&2
   MIGSNAP_PG_BINDIR=$bindir PATH="$bindir:$PATH" MIGSNAP_TEST_SERVER_DIR=$dir \
-    cargo test --features failpoints "${subset[@]}" "$@"
+    cargo test --features failpoints "${only[@]}" "$@" "${names[@]}"
 done

@@ -10,7 +10,7 @@
 //! The binary (`main.rs`, with `cli` and `commands` beside it) parses
 //! arguments, resolves settings, calls into this library and renders the
 //! results; the library never sees the command line. The module graph has
-//! no cycles and keeps its layers apart (`tests/architecture.rs` checks
+//! no cycles and keeps its layers apart (`tests/it/architecture.rs` checks
 //! both): `hash`, `files`, `env` and `error` are leaves; the key
 //! (`fingerprint`, `depends`) and the cache dir (`store`) know no server;
 //! `pg` knows neither Django nor the store nor the settings.

@@ -3,10 +3,10 @@
 //! options. The library's errors carry typed causes (`BadTarget`,
 //! `DjangoError`, `EnvError`, …: one enum per module, see
 //! `migsnap::error::Typed`); this is the one place that turns them into
-//! advice, so the library never writes a hint (tests/architecture.rs keeps
+//! advice, so the library never writes a hint (tests/it/architecture.rs keeps
 //! it so). The settings' own errors (`SettingsError`) get theirs here too.
 //!
-//! Every typed error is named in this file (tests/architecture.rs checks):
+//! Every typed error is named in this file (tests/it/architecture.rs checks):
 //! those below have no hint, on purpose. `DumpFault` is said in a warning
 //! that discards the snapshot, and the rebuild that follows is the fix;
 //! `RestoreError`, `StoreError`, `TaskFailed` and `NoRandomness` are

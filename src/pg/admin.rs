@@ -832,7 +832,7 @@ impl Admin {
 const RESTORE_ROLE_PREFIX: &str = "migsnap_restore_";
 
 /// `migsnap_restore_<16 hex>`, from the build database's name.
-fn restore_role_name(build: &str) -> String {
+pub fn restore_role_name(build: &str) -> String {
     let hex = build.rsplit('_').next().unwrap_or(build);
     format!("{RESTORE_ROLE_PREFIX}{hex}")
 }

@@ -320,11 +320,11 @@ impl Remote {
     /// 16 hex of the sha256 tell two builds' dumps apart (the download
     /// checks all 64 against the manifest); names stay short enough for
     /// stores that keep each object in a file named after it.
-    fn dump_name(key: &Key, sha256: &str) -> String {
+    pub fn dump_name(key: &Key, sha256: &str) -> String {
         format!("{key}.{}.sql.zst", &sha256[..sha256.len().min(16)])
     }
 
-    fn signature_name(key: &Key, manifest: &[u8]) -> String {
+    pub fn signature_name(key: &Key, manifest: &[u8]) -> String {
         let digest = crate::hash::sha256(manifest);
         format!("{key}.{}.sig", &digest[..16])
     }
