@@ -33,10 +33,14 @@ ensure_postgres() {
 # we are root; otherwise say how.
 ensure_build_tools() {
   # libclang.so* or libclang-<version>.so*, never libclang-cpp (the C++
-  # interface, which other packages pull in and bindgen cannot load).
-  if [ -n "${LIBCLANG_PATH:-}" ] || ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1; then
-    return 0
-  fi
+  # interface, which other packages pull in and bindgen cannot load). Any
+  # one pattern matching is enough (one `ls` of all three fails when one
+  # does not).
+  [ -n "${LIBCLANG_PATH:-}" ] && return 0
+  local pattern
+  for pattern in '/usr/lib/llvm-*/lib/libclang.so*' '/usr/lib/*/libclang.so*' '/usr/lib/*/libclang-[0-9]*.so*'; do
+    compgen -G "$pattern" >/dev/null && return 0
+  done
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing libclang (for the pg_query crate) from Debian's packages" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null

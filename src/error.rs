@@ -95,7 +95,7 @@ impl Error {
     /// `e` as the error, of `kind`: its message is the typed error's own
     /// text, and `e` is kept as the first cause (`find` finds it; `report`
     /// skips it for saying the message again, and goes on with its source).
-    /// How every library error is made (tests/architecture.rs).
+    /// How every library error is made (tests/it/architecture.rs).
     pub fn typed(kind: Kind, e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Error::new(kind, e.to_string()).source(e)
     }
