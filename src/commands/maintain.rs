@@ -57,7 +57,8 @@ pub fn spawn(settings: &Settings, ui: &Events) {
 }
 
 /// The background maintenance's log (`MAINTAIN_LOG` in the cache dir),
-/// opened for appending: private, never through a link planted there, and
+/// opened for appending: private, never through a link planted there, never
+/// waiting on a FIFO put in its place (O_NONBLOCK: no reader, no log), and
 /// started afresh once it passes `MAINTAIN_LOG_MAX` so it stays small.
 fn open_log(cache_dir: &std::path::Path) -> Option<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -66,7 +67,7 @@ fn open_log(cache_dir: &std::path::Path) -> Option<std::fs::File> {
         .append(true)
         .create(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .ok()?;
     let meta = file.metadata().ok()?;
