@@ -132,6 +132,31 @@ pub struct Maintained {
     /// Nothing was done: the embedded server was not running and the
     /// caller asked not to start it.
     pub server_stopped: bool,
+    /// Why the pool could not be refilled, when it could not: a pool left
+    /// short must say why (in the background, in `maintain.log`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_refilled: Option<NotRefilled>,
+}
+
+/// Why `maintain` made no pool member for the current key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotRefilled {
+    /// The cache dir has no snapshot of the current key whose recorded
+    /// inputs still hold: nothing to clone from without a migrate.
+    NoSnapshot,
+    /// The current key's template is not on the server ready to clone
+    /// (not made, refused, or marked for other inputs).
+    NoTemplate,
+}
+
+impl std::fmt::Display for NotRefilled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotRefilled::NoSnapshot => "no cached snapshot of the current key",
+            NotRefilled::NoTemplate => "no ready template of the current key",
+        })
+    }
 }
 
 /// Drop the trash and bring the current key's pool to `size` members,
@@ -229,6 +254,13 @@ pub async fn maintain(
         }
     }
     let mut ready = current.len().min(size);
+    if ready < size {
+        done.not_refilled = match (&inputs, &template) {
+            (None, _) => Some(NotRefilled::NoSnapshot),
+            (_, None) => Some(NotRefilled::NoTemplate),
+            _ => None,
+        };
+    }
     if let (Some(mark), Some(t)) = (want, &template) {
         while ready < size {
             let name = DbName::pool()?;

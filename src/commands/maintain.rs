@@ -13,6 +13,15 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 pub async fn run(settings: &Settings, args: &MaintainArgs, ui: &Events) -> Result<u8> {
+    if args.background {
+        // Its stderr is `maintain.log`: one line per run says which run
+        // wrote what follows.
+        ui.info(format!(
+            "background maintenance (pid {}) started {}",
+            std::process::id(),
+            humantime::format_rfc3339_millis(std::time::SystemTime::now())
+        ));
+    }
     let done =
         migsnap::pool::maintain(&settings.session(), settings.ctx.pool, !args.background, ui)
             .await?;
@@ -30,6 +39,9 @@ pub async fn run(settings: &Settings, args: &MaintainArgs, ui: &Events) -> Resul
             "{template}dropped {} replaced database(s) and {} stale pool member(s); made {}; {} ready",
             done.trash_dropped, done.pool_dropped, done.pool_made, done.pool_ready
         ));
+        if let Some(why) = done.not_refilled {
+            ui.info(format!("the pool was not refilled: {why}"));
+        }
     }
     Ok(exit::OK)
 }
@@ -44,7 +56,7 @@ pub fn spawn(settings: &Settings, ui: &Events) {
         return;
     };
     let mut cmd = command(settings, &exe);
-    // What it says (warnings and errors: it runs with --quiet) goes to a
+    // What it says (what it did, warnings and errors) goes to a
     // log in the cache dir, where `migsnap maintain` run by hand, a bug
     // report or a test can read why a pool stayed short. Without one (the
     // cache dir refused), nowhere, as before.
@@ -95,8 +107,9 @@ fn command(settings: &Settings, exe: &std::path::Path) -> Command {
     use std::os::unix::process::CommandExt;
     let ctx = &settings.ctx;
     let mut cmd = Command::new(exe);
-    cmd.arg("--quiet")
-        .arg("--project-dir")
+    // Not `--quiet`: what it did, and why a pool stayed short, is worth a
+    // line in its log (stderr is no terminal there: plain lines).
+    cmd.arg("--project-dir")
         .arg(ctx.project_dir())
         .arg("--cache-dir")
         .arg(&ctx.cache.dir)

@@ -15,8 +15,13 @@ fn settled(p: &Project, what: &str, done: impl FnOnce() -> bool) {
     p.wait_for_maintenance();
     assert!(
         done(),
-        "not so once the maintenance ended: {what}; its log:\n{}",
-        p.maintain_log()
+        "not so once the maintenance ended: {what}; its log:\n{}\nmigsnap's databases on the server:\n{}",
+        p.maintain_log(),
+        psql(
+            "postgres",
+            "SELECT datname, datallowconn, datistemplate, shobj_description(oid, 'pg_database') \
+             FROM pg_database WHERE datname LIKE 'migsnap%' ORDER BY oid"
+        )
     );
 }
 
@@ -516,4 +521,44 @@ fn unless_ready_leaves_a_ready_member_waiting_and_prepares_otherwise() {
         .expect("gc");
     assert!(gc.status.success(), "{}", stderr(&gc));
     assert!(members(&key).is_empty(), "{:?}", members(&key));
+}
+
+/// A pool that stays short says why: `maintain --json` names the reason,
+/// and the background run's log has a line for each run with what it did.
+#[test]
+fn maintain_says_why_a_pool_stays_short_and_the_background_run_logs_what_it_did() {
+    // maintain drops other projects' orphaned members: the whole server.
+    let _alone = alone();
+    let p = Project::example("why_short");
+    let maintain = || -> Value {
+        let out = p
+            .cmd(&["maintain", "--json"])
+            .env("MIGSNAP_POOL", "1")
+            .output()
+            .expect("maintain");
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    // Nothing built yet: nothing to clone from without a migrate, which
+    // maintenance never runs.
+    let v = maintain();
+    assert_eq!(v["not_refilled"], "no-snapshot", "{v}");
+    assert_eq!(v["pool_made"], 0, "{v}");
+
+    let db = p.db("t");
+    let key = prepare_with_pool(&p, &db, "1")["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    p.track(&template_name(&key));
+    settled(&p, "the pool fills to 1", || members(&key).len() == 1);
+    let log = p.maintain_log();
+    assert!(
+        log.contains("background maintenance (pid") && log.contains("made 1; 1 ready"),
+        "the background run says what it did: {log}"
+    );
+    // Full: nothing to say.
+    let v = maintain();
+    assert_eq!(v["pool_ready"], 1, "{v}");
+    assert!(v.get("not_refilled").is_none(), "{v}");
 }

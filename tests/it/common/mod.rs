@@ -585,6 +585,12 @@ impl Project {
 
 impl Drop for Project {
     fn drop(&mut self) {
+        // No background `maintain` of this test outlives it: on the shared
+        // server it would still be making and dropping databases while the
+        // next test that acts on the whole server takes its turn.
+        if !std::thread::panicking() {
+            self.wait_for_maintenance();
+        }
         let dbs = self.created.lock().map(|v| v.clone()).unwrap_or_default();
         if std::thread::panicking() {
             eprintln!(
