@@ -93,6 +93,10 @@ enum Event {
         active: bool,
         #[serde(default)]
         missing: Option<String>,
+        /// The version found, when it is not one migsnap was checked
+        /// against (the shim's `ACCELERATOR_VERSIONS`): not used.
+        #[serde(default)]
+        unsupported: Option<String>,
     },
     /// An accelerated `migrate` applied (or unapplied) `migration` with
     /// stock Django: it holds something django-fastmig does not know
@@ -527,17 +531,35 @@ pub enum NoDjango {
     },
 }
 
-/// A warning: `build-accelerator` is on, but `import fastmig` failed in
-/// the project's interpreter; the build went on with stock Django.
+/// A warning: `build-accelerator` is on, but django-fastmig could not be
+/// used in the project's interpreter; the build went on with stock Django.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "build-accelerator is on but django-fastmig is not installed in the project's environment (`{}`: {why}); migrated with stock Django",
-    .python.display()
-)]
-pub struct NoAccelerator {
-    pub python: std::path::PathBuf,
-    pub why: String,
+pub enum NoAccelerator {
+    /// `import fastmig` failed.
+    #[error(
+        "build-accelerator is on but django-fastmig is not installed in the project's environment (`{}`: {why}); migrated with stock Django",
+        .python.display()
+    )]
+    Missing {
+        python: std::path::PathBuf,
+        why: String,
+    },
+    /// It imported, but is a release migsnap was not checked against: the
+    /// shim relies on its internals to run unknown operations stock.
+    #[error(
+        "build-accelerator is on but django-fastmig {version} (in `{}`) is not a release migsnap was checked against ({known}); migrated with stock Django",
+        .python.display(),
+        known = ACCELERATOR_VERSIONS
+    )]
+    Unsupported {
+        python: std::path::PathBuf,
+        version: String,
+    },
 }
+
+/// The django-fastmig releases the shim uses (its `ACCELERATOR_VERSIONS`),
+/// for messages.
+pub const ACCELERATOR_VERSIONS: &str = "0.1.1";
 
 impl crate::error::Typed for NoAccelerator {
     fn kind(&self) -> crate::error::Kind {
@@ -867,13 +889,25 @@ async fn run_shim_checked(
                             Event::Stock { migration, .. } if !stock.contains(migration) => {
                                 stock.push(migration.clone())
                             }
-                            Event::Accelerator { active, missing } => {
+                            Event::Accelerator {
+                                active,
+                                missing,
+                                unsupported,
+                            } => {
                                 accelerated = *active;
-                                if let Some(why) = missing {
-                                    let warning = NoAccelerator {
-                                        python: django.python.clone(),
+                                let python = django.python.clone();
+                                let warning = match (missing, unsupported) {
+                                    (Some(why), _) => Some(NoAccelerator::Missing {
+                                        python,
                                         why: why.clone(),
-                                    };
+                                    }),
+                                    (_, Some(version)) => Some(NoAccelerator::Unsupported {
+                                        python,
+                                        version: version.clone(),
+                                    }),
+                                    _ => None,
+                                };
+                                if let Some(warning) = warning {
                                     ui.warn_about(warning.to_string(), &warning);
                                 }
                             }
@@ -1115,6 +1149,17 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The versions the messages name are the ones the shim uses.
+    #[test]
+    fn the_accelerator_versions_named_are_the_shims() {
+        let line = SHIM
+            .lines()
+            .find(|l| l.starts_with("ACCELERATOR_VERSIONS = "))
+            .expect("the shim names its versions");
+        let named: Vec<&str> = line.split('"').skip(1).step_by(2).collect();
+        assert_eq!(named.join(", "), ACCELERATOR_VERSIONS);
+    }
 
     #[test]
     fn the_settings_module_manage_py_sets_is_read_without_running_it() {

@@ -72,8 +72,11 @@ fn hint(e: &(dyn StdError + 'static)) -> Option<String> {
     if let Some(ShimError::Unfit { .. }) = e.downcast_ref::<ShimError>() {
         return Some(django_hint(Failure::History).into());
     }
-    if e.downcast_ref::<NoAccelerator>().is_some() {
-        return Some("`pip install django-fastmig` into the interpreter migsnap runs (`python` in [tool.migsnap], MIGSNAP_PYTHON), or set build-accelerator = false".into());
+    if let Some(n) = e.downcast_ref::<NoAccelerator>() {
+        return Some(match n {
+            NoAccelerator::Missing { .. } => "`pip install django-fastmig` into the interpreter migsnap runs (`python` in [tool.migsnap], MIGSNAP_PYTHON), or set build-accelerator = false".into(),
+            NoAccelerator::Unsupported { .. } => format!("`pip install 'django-fastmig=={}'` into the interpreter migsnap runs, or set build-accelerator = false", migsnap::django::ACCELERATOR_VERSIONS),
+        });
     }
     if let Some(n) = e.downcast_ref::<NoDjango>() {
         return Some(no_django_hint(n).into());

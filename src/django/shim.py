@@ -1355,6 +1355,11 @@ def run(argv=None):
     emit("finished")
 
 
+# The django-fastmig releases `accelerate` was checked against (tests/accelproj,
+# tests/it/accelerator.rs): only these are used.
+ACCELERATOR_VERSIONS = ("0.1.1",)
+
+
 def accelerate():
     """`build-accelerator` (issue #24): let django-fastmig, if the project's
     environment has it, patch Django's migration state before Django sets
@@ -1366,6 +1371,15 @@ def accelerate():
         import fastmig
     except ImportError as e:
         emit("accelerator", active=False, missing=first_line(e))
+        return
+    # `stock_where_unknown` reaches into fastmig's internals (its relation
+    # graph cached on the state as `_fastmig_graph`, `uninstall()`): with a
+    # version it was not checked against, a renamed cache would outlive a
+    # stock migration unseen. Such a version is not used at all.
+    version = getattr(fastmig, "__version__", None)
+    usable = all(callable(getattr(fastmig, f, None)) for f in ("install", "uninstall", "installed"))
+    if version not in ACCELERATOR_VERSIONS or not usable:
+        emit("accelerator", active=False, unsupported=str(version))
         return
     fastmig.install()
     active = bool(fastmig.installed())

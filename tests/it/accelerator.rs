@@ -398,3 +398,37 @@ fn a_verified_increment_on_an_unverified_base_stays_unverified() {
     let (stock, err) = prepare_with(&p, &p.db("c"), STOCK);
     assert_eq!(stock["source"], "cold", "{err}");
 }
+
+/// A django-fastmig release migsnap was not checked against is never
+/// installed: the shim reaches into its internals around the migrations it
+/// runs stock, and a renamed internal would go unseen. The build is stock
+/// and says which version it found and which it wants.
+#[test]
+fn a_fastmig_release_migsnap_does_not_know_is_not_used() {
+    let p = Project::example("accel_unknown");
+    configure(&p, "build-accelerator = true\n");
+    // A later release on sys.path before the installed one; installing it
+    // fails the build, so a build that succeeds never called it.
+    let shadow = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(shadow.path().join("fastmig")).expect("mkdir");
+    std::fs::write(
+        shadow.path().join("fastmig/__init__.py"),
+        "__version__ = '0.2.0'\n\
+         def install():\n    raise RuntimeError('an unknown release was installed')\n\
+         def uninstall():\n    pass\n\
+         def installed():\n    return True\n",
+    )
+    .expect("write shadow");
+    let path = shadow.path().to_str().expect("utf-8 path");
+    let db = p.db("a");
+    let (v, err) = prepare_with(&p, &db, &[("PYTHONPATH", path)]);
+    assert_eq!(v["source"], "cold", "{err}");
+    assert_eq!(v["accelerated"], false, "{err}");
+    assert!(
+        err.contains("django-fastmig 0.2.0")
+            && err.contains("is not a release migsnap was checked against (0.1.1)"),
+        "{err}"
+    );
+    assert!(err.contains("django-fastmig==0.1.1"), "the hint: {err}");
+    Reference::of(&p).check(&db, "a stock build beside an unknown release");
+}
