@@ -81,7 +81,8 @@ pub const PAUSE_AT: &str = "MIGSNAP_PAUSE_AT";
 /// tests reach the stricter checks such a snapshot gets (`failpoint`).
 pub const TEST_UNAUTHENTICATED: &str = "MIGSNAP_TEST_UNAUTHENTICATED";
 /// Test hook: any value makes `verify-build` find the accelerated build
-/// different from stock Django's (a table is added to it first).
+/// different from stock Django's (a table is added to it first; `rows`:
+/// one value of a row is changed instead).
 pub const TEST_VERIFY_SKEW: &str = "MIGSNAP_TEST_VERIFY_SKEW";
 
 /// The snapshot store's backend reads its own standard variables, those

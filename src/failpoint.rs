@@ -136,13 +136,25 @@ pub fn unauthenticated() -> bool {
 /// one, so the tests see a real difference caught (an honest fastmig bug
 /// cannot be had on demand).
 #[cfg(feature = "failpoints")]
-pub fn verify_skew() -> bool {
-    crate::env::var(crate::env::TEST_VERIFY_SKEW).is_some()
+pub fn verify_skew() -> Option<Skew> {
+    crate::env::var(crate::env::TEST_VERIFY_SKEW).map(|v| match v.as_str() {
+        "rows" => Skew::Rows,
+        _ => Skew::Table,
+    })
 }
 
 /// Without the `failpoints` feature: never.
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
-pub fn verify_skew() -> bool {
-    false
+pub fn verify_skew() -> Option<Skew> {
+    None
+}
+
+/// How `verify_skew` makes the build differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skew {
+    /// A table more: the schema differs.
+    Table,
+    /// One value changed: same schema, same row counts.
+    Rows,
 }

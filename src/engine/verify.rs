@@ -12,8 +12,9 @@
 //! as after any incremental build. Compared: the
 //! `pg_dump --schema-only` text byte for byte (less its random
 //! `\restrict` token), the (app, name) rows of `django_migrations`, and
-//! every table's row count. Row values are not compared: data migrations
-//! that write `now()` differ between any two plain runs. Equal: the
+//! every table's rows: their count, and a digest of their values in every
+//! column but those whose values differ between any two plain runs
+//! (`VOLATILE_TYPES`: `now()`, `uuid4()` written by data migrations). Equal: the
 //! manifest says `verified`. Different: the build fails and nothing is
 //! saved.
 //!
@@ -37,9 +38,34 @@ use crate::report::Events;
 struct Facts {
     schema: String,
     applied: Vec<(String, String)>,
-    /// `schema.table` -> rows, sorted by name.
-    rows: Vec<(String, i64)>,
+    /// Every table, sorted by name.
+    rows: Vec<Rows>,
 }
+
+/// A table's rows, as far as two honest builds agree on them.
+#[derive(Debug, PartialEq, Eq)]
+struct Rows {
+    /// `schema.table`.
+    table: String,
+    count: i64,
+    /// md5 of the rows' text, sorted, over the columns compared (see
+    /// `VOLATILE_TYPES`).
+    digest: String,
+}
+
+/// Column types whose values differ between any two plain runs of the
+/// same migrations: `now()` written by a data migration or `applied` in
+/// django_migrations, `uuid4()` in a RunPython. Their columns are left out
+/// of a table's digest; every other column's values must be equal.
+const VOLATILE_TYPES: &[&str] = &[
+    "date",
+    "time",
+    "timetz",
+    "timestamp",
+    "timestamptz",
+    "interval",
+    "uuid",
+];
 
 /// Compare the accelerated `build` with stock Django's `migrate` into
 /// `start` (a copy of what an incremental build started from, which the
@@ -53,10 +79,17 @@ pub(super) async fn against_stock(
     start: Option<&str>,
     ui: &Events,
 ) -> Result<()> {
-    if failpoint::verify_skew() {
+    if let Some(skew) = failpoint::verify_skew() {
         let client = admin.conn.connect(build).await?;
+        let sql = match skew {
+            failpoint::Skew::Table => r#"CREATE TABLE "migsnap_verify_skew" ("id" integer)"#,
+            failpoint::Skew::Rows => {
+                "UPDATE django_content_type SET model = model || '_skewed' \
+                 WHERE id = (SELECT min(id) FROM django_content_type)"
+            }
+        };
         client
-            .batch_execute(r#"CREATE TABLE "migsnap_verify_skew" ("id" integer)"#)
+            .batch_execute(sql)
             .await
             .map_err(|e| db_error("cannot skew the build (failpoint)", e))?;
     }
@@ -126,18 +159,43 @@ async fn facts(admin: &Admin, ctx: &Ctx, db: &str) -> Result<Facts> {
     let mut rows = Vec::with_capacity(tables.len());
     for t in &tables {
         let (schema, table): (String, String) = (t.get(0), t.get(1));
+        let columns: Vec<String> = client
+            .query(
+                "SELECT a.attname::text FROM pg_attribute a \
+                 JOIN pg_class c ON c.oid = a.attrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 JOIN pg_type ty ON ty.oid = a.atttypid \
+                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 \
+                 AND NOT a.attisdropped AND ty.typname <> ALL($3) ORDER BY a.attnum",
+                &[&schema, &table, &VOLATILE_TYPES],
+            )
+            .await
+            .map_err(query("a table's columns"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         // Names from the catalog, quoted: never text formatted into SQL.
+        let row = if columns.is_empty() {
+            "''".to_string()
+        } else {
+            let quoted: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+            format!("ROW({})::text", quoted.join(", "))
+        };
         let sql = format!(
-            "SELECT count(*) FROM {}.{}",
+            "SELECT count(*), md5(coalesce(string_agg(r, E'\\n' ORDER BY r COLLATE \"C\"), '')) \
+             FROM (SELECT {row} AS r FROM {}.{}) s",
             quote_ident(&schema),
             quote_ident(&table)
         );
-        let n: i64 = client
+        let found = client
             .query_one(sql.as_str(), &[])
             .await
-            .map_err(query("a table's rows"))?
-            .get(0);
-        rows.push((format!("{schema}.{table}"), n));
+            .map_err(query("a table's rows"))?;
+        rows.push(Rows {
+            table: format!("{schema}.{table}"),
+            count: found.get(0),
+            digest: found.get(1),
+        });
     }
     Ok(Facts {
         schema,
@@ -147,7 +205,7 @@ async fn facts(admin: &Admin, ctx: &Ctx, db: &str) -> Result<Facts> {
 }
 
 /// The first way `built` (accelerated) differs from `stock`, in words.
-fn first_difference(built: &Facts, stock: &Facts) -> Option<String> {
+fn first_difference<'a>(built: &'a Facts, stock: &'a Facts) -> Option<String> {
     if built.schema != stock.schema {
         let (a, b): (Vec<&str>, Vec<&str>) = (
             built.schema.split('\n').collect(),
@@ -176,16 +234,27 @@ fn first_difference(built: &Facts, stock: &Facts) -> Option<String> {
             m.0, m.1
         ));
     }
-    let count = |facts: &Facts, t: &str| facts.rows.iter().find(|r| r.0 == t).map(|r| r.1);
-    let tables = built.rows.iter().chain(&stock.rows).map(|r| r.0.as_str());
+    let find = |facts: &'a Facts, t: &str| facts.rows.iter().find(|r| r.table == t);
+    let tables = built
+        .rows
+        .iter()
+        .chain(&stock.rows)
+        .map(|r| r.table.as_str());
     for t in tables {
-        let (here, there) = (count(built, t), count(stock, t));
-        if here != there {
-            let n = |c: Option<i64>| c.map_or("no table".to_string(), |n| format!("{n} rows"));
+        let (here, there) = (find(built, t), find(stock, t));
+        if here.map(|r| r.count) != there.map(|r| r.count) {
+            let n = |r: Option<&Rows>| {
+                r.map_or("no table".to_string(), |r| format!("{} rows", r.count))
+            };
             return Some(format!(
                 "table {t} has {} here, {} with stock Django",
                 n(here),
                 n(there)
+            ));
+        }
+        if here.map(|r| &r.digest) != there.map(|r| &r.digest) {
+            return Some(format!(
+                "the rows of table {t} differ from stock Django's (every column but date, time and uuid ones compared)"
             ));
         }
     }
@@ -203,7 +272,14 @@ mod tests {
                 .iter()
                 .map(|(a, n)| (a.to_string(), n.to_string()))
                 .collect(),
-            rows: rows.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
+            rows: rows
+                .iter()
+                .map(|(t, n)| Rows {
+                    table: t.to_string(),
+                    count: *n,
+                    digest: format!("{n}"),
+                })
+                .collect(),
         }
     }
 
@@ -225,6 +301,12 @@ mod tests {
         assert_eq!(
             first_difference(&rows, &base).as_deref(),
             Some("table public.t has 3 rows here, 1 rows with stock Django")
+        );
+        let mut values = facts("a\nb\n", &[("app", "0001")], &[("public.t", 1)]);
+        values.rows[0].digest = "other".into();
+        assert_eq!(
+            first_difference(&values, &base).as_deref(),
+            Some("the rows of table public.t differ from stock Django's (every column but date, time and uuid ones compared)")
         );
     }
 }

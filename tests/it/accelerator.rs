@@ -432,3 +432,28 @@ fn a_fastmig_release_migsnap_does_not_know_is_not_used() {
     assert!(err.contains("django-fastmig==0.1.1"), "the hint: {err}");
     Reference::of(&p).check(&db, "a stock build beside an unknown release");
 }
+
+/// Same schema, same row counts, one value different: still caught.
+#[test]
+fn verification_compares_the_rows_values_not_only_their_count() {
+    require_failpoints();
+    let p = Project::example("accel_skew_rows");
+    configure(&p, "build-accelerator = true\nverify-build = true\n");
+    let db = p.db("a");
+    let key = p.key();
+    let out = with_vars(
+        p.cmd(&["prepare", "--database", &db, "--json"]),
+        &[("MIGSNAP_TEST_VERIFY_SKEW", "rows")],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("the rows of table public.django_content_type differ from stock Django's"),
+        "names the table: {err}"
+    );
+    assert!(
+        !p.cache.path().join(format!("{key}.json")).exists(),
+        "no manifest"
+    );
+    assert!(!database_exists(&template_name(&key)));
+}
