@@ -183,8 +183,10 @@ pub async fn prepare(session: &Session<'_>, args: &Target, ui: &Events) -> Resul
             match (snapshot.accelerated, snapshot.stock_migrations) {
                 (Some(a), Some(s)) => (a, s),
                 _ if !fp.accelerated => (false, vec![]),
-                _ => match store.load(&key).ok().flatten() {
-                    Some(m) => (m.build.accelerated, m.build.stock_migrations),
+                // The small warm record, not the manifest: this is the
+                // warm path of every accelerated key.
+                _ => match store.how_built(&key) {
+                    Some(b) => (b.accelerated, b.stock_migrations),
                     None => (false, vec![]),
                 },
             };

@@ -160,7 +160,19 @@ pub struct Applied {
 }
 
 /// Bump when `Warm` changes.
-const WARM_FORMAT: u32 = 1;
+const WARM_FORMAT: u32 = 2;
+
+/// How a snapshot was built, as far as `prepare --json` reports it: kept
+/// in `<key>.warm.json` too, so that serving an accelerated key's template
+/// does not read the whole manifest for two fields (issue #24). Reported,
+/// never acted on: a template is served on its mark and inputs alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HowBuilt {
+    #[serde(default)]
+    pub accelerated: bool,
+    #[serde(default)]
+    pub stock_migrations: Vec<String>,
+}
 
 /// `<key>.warm.json` (`Store::load_checked`).
 #[derive(Serialize, Deserialize)]
@@ -172,6 +184,7 @@ struct Warm {
     /// When that run began: the manifest must have settled before it.
     started_ns: i64,
     checked: Checked,
+    built: HowBuilt,
 }
 
 /// `statcache::Stat`, as JSON.
@@ -397,40 +410,58 @@ impl Store {
     /// project, most of it skipped by the parser, not built) and the small
     /// file written for the next run (issue #24).
     pub fn load_checked(&self, key: &Key) -> Option<Checked> {
+        self.load_warm_record(key).map(|(checked, _)| checked)
+    }
+
+    /// How the snapshot of `key` was built, read as `load_checked` reads
+    /// its record (the small file when it is current).
+    pub fn how_built(&self, key: &Key) -> Option<HowBuilt> {
+        self.load_warm_record(key).map(|(_, built)| built)
+    }
+
+    fn load_warm_record(&self, key: &Key) -> Option<(Checked, HowBuilt)> {
         let manifest = std::fs::symlink_metadata(self.manifest_path(key)).ok()?;
         if !manifest.is_file() {
             return None;
         }
         let stat = Stat::of(&manifest);
-        if let Some(checked) = self.load_warm(key, &stat) {
-            return Some(checked);
+        if let Some(found) = self.load_warm(key, &stat) {
+            return Some(found);
         }
         let started_ns = statcache::now_ns();
-        let checked = self.load_checked_from_manifest(key)?;
-        self.write_warm(key, &stat, started_ns, &checked);
-        Some(checked)
+        let (checked, built) = self.load_checked_from_manifest(key)?;
+        self.write_warm(key, &stat, started_ns, &checked, &built);
+        Some((checked, built))
     }
 
     /// The record in `<key>.warm.json`, if it was taken from the manifest
     /// now in place (same stat, settled before it was written).
-    fn load_warm(&self, key: &Key, manifest: &Stat) -> Option<Checked> {
+    fn load_warm(&self, key: &Key, manifest: &Stat) -> Option<(Checked, HowBuilt)> {
         let bytes = read_no_follow(&self.warm_path(key)).ok()?;
         let warm: Warm = serde_json::from_slice(&bytes).ok()?;
         let same = warm.format == WARM_FORMAT
             && &warm.key == key
             && warm.manifest.stat() == *manifest
             && manifest.settled_before(warm.started_ns);
-        same.then_some(warm.checked)
+        same.then_some((warm.checked, warm.built))
     }
 
     /// Best effort: without it, the next run reads the manifest again.
-    fn write_warm(&self, key: &Key, manifest: &Stat, started_ns: i64, checked: &Checked) {
+    fn write_warm(
+        &self,
+        key: &Key,
+        manifest: &Stat,
+        started_ns: i64,
+        checked: &Checked,
+        built: &HowBuilt,
+    ) {
         let warm = Warm {
             format: WARM_FORMAT,
             key: key.clone(),
             manifest: StatRecord::of(manifest),
             started_ns,
             checked: checked.clone(),
+            built: built.clone(),
         };
         let Ok(json) = serde_json::to_vec(&warm) else {
             return;
@@ -444,13 +475,16 @@ impl Store {
         }
     }
 
-    /// `depends.checked` of the manifest for `key`, parsed from it.
-    fn load_checked_from_manifest(&self, key: &Key) -> Option<Checked> {
+    /// `depends.checked` and how it was built, of the manifest for `key`,
+    /// parsed from it.
+    fn load_checked_from_manifest(&self, key: &Key) -> Option<(Checked, HowBuilt)> {
         #[derive(Deserialize)]
         struct Part {
             format: u32,
             key: Key,
             depends: PartDepends,
+            #[serde(default)]
+            build: HowBuilt,
         }
         #[derive(Deserialize)]
         struct PartDepends {
@@ -465,13 +499,10 @@ impl Store {
         // restored, and a forged record cannot make a template be served,
         // since the template's comment must carry the digest of a record
         // that still holds. The same holds for `<key>.warm.json`.
-        Some(
-            self.load_bytes_as::<Part>(key, false)
-                .ok()??
-                .0
-                .depends
-                .checked,
-        )
+        // How it was built is reported only (`prepare --json`), never
+        // acted on.
+        let part = self.load_bytes_as::<Part>(key, false).ok()??.0;
+        Some((part.depends.checked, part.build))
     }
 
     /// The manifest for `key` as `load` checks it, with its exact bytes
@@ -1092,5 +1123,45 @@ mod tests {
         settle_warm(&store, &key, "orphan");
         std::fs::remove_file(store.manifest_path(&key)).expect("remove");
         assert_eq!(django(&store), None);
+    }
+
+    /// How an accelerated snapshot was built rides in the small file, so
+    /// serving its template reads no manifest (issue #24).
+    #[test]
+    fn how_a_snapshot_was_built_is_read_with_the_warm_record() {
+        let (_dir, store, key) = store_with("5.0");
+        let json = serde_json::json!({
+            "format": MANIFEST_FORMAT,
+            "key": key,
+            "depends": {"checked": Checked { django: "5.0".into(), ..Checked::default() }},
+            "build": {"accelerated": true, "stock_migrations": ["shop.0002_x"], "source": "cold"},
+        });
+        std::fs::write(store.manifest_path(&key), json.to_string()).expect("write");
+        let want = HowBuilt {
+            accelerated: true,
+            stock_migrations: vec!["shop.0002_x".into()],
+        };
+        assert_eq!(
+            store.how_built(&key),
+            Some(want.clone()),
+            "from the manifest"
+        );
+        assert_eq!(
+            warm_of(&store, &key)["built"]["accelerated"],
+            true,
+            "written"
+        );
+        // Settled: read from the small file (a value only it holds).
+        let mut warm = warm_of(&store, &key);
+        warm["started_ns"] = (statcache::now_ns() + 10 * statcache::RACY_MARGIN_NS).into();
+        warm["built"]["stock_migrations"] = serde_json::json!(["from.the_warm_file"]);
+        std::fs::write(store.warm_path(&key), warm.to_string()).expect("write");
+        assert_eq!(
+            store.how_built(&key).map(|b| b.stock_migrations),
+            Some(vec!["from.the_warm_file".to_string()])
+        );
+        // A stock manifest: nothing to say.
+        put_manifest(&store, &key, "5.0");
+        assert_eq!(store.how_built(&key), Some(HowBuilt::default()));
     }
 }
