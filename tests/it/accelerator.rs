@@ -45,6 +45,15 @@ fn build_record(p: &Project, key: &str) -> Value {
 
 const STOCK: &[(&str, &str)] = &[("MIGSNAP_BUILD_ACCELERATOR", "0")];
 
+/// `prepare_with` where `import fastmig` finds `module` (its source) first
+/// on sys.path, before the package the test venv installs.
+fn prepare_shadowed(p: &Project, db: &str, module: &str) -> (Value, String) {
+    let shadow = tempfile::tempdir().expect("tempdir");
+    std::fs::write(shadow.path().join("fastmig.py"), module).expect("write shadow");
+    let path = shadow.path().to_str().expect("utf-8 path");
+    prepare_with(p, db, &[("PYTHONPATH", path)])
+}
+
 #[test]
 fn a_verified_accelerated_build_equals_a_plain_migrate_and_may_be_a_stock_builds_base() {
     let p = Project::example("accel_verified");
@@ -108,15 +117,12 @@ fn without_fastmig_the_build_is_stock_and_says_so_once() {
     // The installed package hidden from the project's interpreter: a module
     // of that name earlier on sys.path that fails to import, as a missing
     // one does.
-    let shadow = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        shadow.path().join("fastmig.py"),
-        "raise ModuleNotFoundError(\"No module named 'fastmig'\", name='fastmig')\n",
-    )
-    .expect("write shadow");
-    let path = shadow.path().to_str().expect("utf-8 path");
     let db = p.db("a");
-    let (v, err) = prepare_with(&p, &db, &[("PYTHONPATH", path)]);
+    let (v, err) = prepare_shadowed(
+        &p,
+        &db,
+        "raise ModuleNotFoundError(\"No module named 'fastmig'\", name='fastmig')\n",
+    );
     assert_eq!(v["source"], "cold", "{err}");
     assert_eq!(v["accelerated"], false, "{err}");
     let warning =
@@ -164,37 +170,50 @@ fn the_key_follows_the_setting_and_bad_values_exit_2() {
     }
 }
 
+/// A difference from stock Django fails the build, named, and nothing is
+/// saved: a table more (the schema), and one value changed with the same
+/// schema and row counts (the rows' values are compared, not only counted).
 #[test]
 fn a_build_that_fails_verification_saves_nothing() {
     require_failpoints();
-    let p = Project::example("accel_skew");
-    configure(&p, "build-accelerator = true\nverify-build = true\n");
-    let db = p.db("a");
-    let key = p.key();
-    let out = with_vars(
-        p.cmd(&["prepare", "--database", &db, "--json"]),
-        &[("MIGSNAP_TEST_VERIFY_SKEW", "1")],
-    );
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(4), "{err}");
-    assert!(
-        err.contains("error: verify-build: the accelerated build of snapshot")
-            && err.contains("migsnap_verify_skew"),
-        "names the first difference: {err}"
-    );
-    assert!(err.contains("hint: set build-accelerator = false"), "{err}");
-    assert!(out.stdout.is_empty(), "no JSON for a failed build");
-    assert!(
-        !p.cache.path().join(format!("{key}.json")).exists(),
-        "no manifest"
-    );
-    assert!(
-        !p.cache.path().join(format!("{key}.sql.zst")).exists(),
-        "no dump"
-    );
-    assert!(!database_exists(&db));
-    assert!(!database_exists(&template_name(&key)));
-    assert!(!database_exists(&build_name(&key)));
+    let skews = [
+        ("accel_skew", "1", "migsnap_verify_skew"),
+        (
+            "accel_skew_rows",
+            "rows",
+            "the rows of table public.django_content_type differ from stock Django's",
+        ),
+    ];
+    for (name, skew, named) in skews {
+        let p = Project::example(name);
+        configure(&p, "build-accelerator = true\nverify-build = true\n");
+        let db = p.db("a");
+        let key = p.key();
+        let out = with_vars(
+            p.cmd(&["prepare", "--database", &db, "--json"]),
+            &[("MIGSNAP_TEST_VERIFY_SKEW", skew)],
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "{err}");
+        assert!(
+            err.contains("error: verify-build: the accelerated build of snapshot")
+                && err.contains(named),
+            "names the first difference: {err}"
+        );
+        assert!(err.contains("hint: set build-accelerator = false"), "{err}");
+        assert!(out.stdout.is_empty(), "no JSON for a failed build");
+        assert!(
+            !p.cache.path().join(format!("{key}.json")).exists(),
+            "no manifest"
+        );
+        assert!(
+            !p.cache.path().join(format!("{key}.sql.zst")).exists(),
+            "no dump"
+        );
+        assert!(!database_exists(&db));
+        assert!(!database_exists(&template_name(&key)));
+        assert!(!database_exists(&build_name(&key)));
+    }
 }
 
 // ---- tests/accelproj: every shape django-fastmig re-implements ----
@@ -409,19 +428,15 @@ fn a_fastmig_release_migsnap_does_not_know_is_not_used() {
     configure(&p, "build-accelerator = true\n");
     // A later release on sys.path before the installed one; installing it
     // fails the build, so a build that succeeds never called it.
-    let shadow = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(shadow.path().join("fastmig")).expect("mkdir");
-    std::fs::write(
-        shadow.path().join("fastmig/__init__.py"),
+    let db = p.db("a");
+    let (v, err) = prepare_shadowed(
+        &p,
+        &db,
         "__version__ = '0.2.0'\n\
          def install():\n    raise RuntimeError('an unknown release was installed')\n\
          def uninstall():\n    pass\n\
          def installed():\n    return True\n",
-    )
-    .expect("write shadow");
-    let path = shadow.path().to_str().expect("utf-8 path");
-    let db = p.db("a");
-    let (v, err) = prepare_with(&p, &db, &[("PYTHONPATH", path)]);
+    );
     assert_eq!(v["source"], "cold", "{err}");
     assert_eq!(v["accelerated"], false, "{err}");
     assert!(
@@ -431,29 +446,4 @@ fn a_fastmig_release_migsnap_does_not_know_is_not_used() {
     );
     assert!(err.contains("django-fastmig==0.1.1"), "the hint: {err}");
     Reference::of(&p).check(&db, "a stock build beside an unknown release");
-}
-
-/// Same schema, same row counts, one value different: still caught.
-#[test]
-fn verification_compares_the_rows_values_not_only_their_count() {
-    require_failpoints();
-    let p = Project::example("accel_skew_rows");
-    configure(&p, "build-accelerator = true\nverify-build = true\n");
-    let db = p.db("a");
-    let key = p.key();
-    let out = with_vars(
-        p.cmd(&["prepare", "--database", &db, "--json"]),
-        &[("MIGSNAP_TEST_VERIFY_SKEW", "rows")],
-    );
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(4), "{err}");
-    assert!(
-        err.contains("the rows of table public.django_content_type differ from stock Django's"),
-        "names the table: {err}"
-    );
-    assert!(
-        !p.cache.path().join(format!("{key}.json")).exists(),
-        "no manifest"
-    );
-    assert!(!database_exists(&template_name(&key)));
 }
