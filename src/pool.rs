@@ -106,16 +106,27 @@ pub async fn orphaned(admin: &Admin, member: &DbInfo) -> Result<bool> {
 
 /// Drop `info` if nobody holds its name's lock (the maker of a pool
 /// member, or of a trash name, holds it while it works).
-async fn drop_unlocked(admin: &Admin, info: &DbInfo) -> Result<bool> {
+async fn drop_unlocked(admin: &Admin, info: &DbInfo, ui: &Events) -> Result<bool> {
     let Some(name) = DbName::parse(&info.name) else {
         return Ok(false);
     };
     // One that cannot go (still in use, or not ours to drop on a shared
-    // server) must not stop the rest: gc reports it.
-    let dropped = admin
+    // server) must not stop the rest, but says why it stays: the next
+    // maintenance or `gc` tries again.
+    match admin
         .if_free(name.lock_id(), async || admin.drop(info).await)
-        .await?;
-    Ok(dropped.is_some_and(|d| d.is_ok()))
+        .await?
+    {
+        Some(Ok(())) => Ok(true),
+        Some(Err(e)) => {
+            ui.warn_about(format!("`{}` stays: {e}", info.name), &e);
+            Ok(false)
+        }
+        None => {
+            ui.info(format!("`{}` stays: another migsnap holds it", info.name));
+            Ok(false)
+        }
+    }
 }
 
 /// What `maintain` did.
@@ -189,7 +200,7 @@ pub async fn maintain(
     let project = ctx.project_tag();
     let (_, trash) = list(admin).await?;
     for t in &trash {
-        if drop_unlocked(admin, t).await? {
+        if drop_unlocked(admin, t, ui).await? {
             done.trash_dropped += 1;
         }
     }
@@ -243,13 +254,13 @@ pub async fn maintain(
         let ours =
             member_key(m).as_ref() == Some(&fp.key) || member_project(m).as_ref() == Some(&project);
         let stale = ours || orphaned(admin, m).await?;
-        if stale && drop_unlocked(admin, m).await? {
+        if stale && drop_unlocked(admin, m, ui).await? {
             done.pool_dropped += 1;
         }
     }
     // Trim: the pool never grows past its size.
     for m in current.iter().skip(size) {
-        if drop_unlocked(admin, m).await? {
+        if drop_unlocked(admin, m, ui).await? {
             done.pool_dropped += 1;
         }
     }
