@@ -562,9 +562,16 @@ impl DirCache {
     #[cfg(target_os = "linux")]
     fn stat(&mut self, path: &Path) -> Option<Stat> {
         use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
-        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        // Split at the last `/` by hand: `Path::parent` parses components
+        // from the back, and showed in the profile. A walker path always
+        // has one; anything odd takes the full path.
+        let bytes = path.as_os_str().as_bytes();
+        let split = memchr::memrchr(b'/', bytes).filter(|&at| at > 0 && at + 1 < bytes.len());
+        let Some(at) = split else {
             return std::fs::metadata(path).ok().map(|m| Stat::of(&m));
         };
+        let dir = Path::new(std::ffi::OsStr::from_bytes(&bytes[..at]));
+        let name = std::ffi::OsStr::from_bytes(&bytes[at + 1..]);
         let same = matches!(&self.open, Some((d, _)) if d.as_os_str() == dir.as_os_str());
         if !same {
             // O_PATH: a handle to look up names in, nothing read.

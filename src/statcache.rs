@@ -146,17 +146,21 @@ pub fn now_ns() -> i64 {
 /// The hashes a previous run recorded, as loaded (empty when there is no
 /// usable cache).
 ///
-/// Held as the file holds them, sorted by (kind, path), with the paths in
-/// one buffer and looked up by binary search: a map of one `String` per
-/// entry cost a third of a warm `key` at 5,000 files in allocations and
-/// SipHash (issue #24).
+/// Held as the file holds them, the paths in one buffer, and found through
+/// an index of their own: a map of one `String` per entry cost a third of
+/// a warm `key` at 5,000 files in allocations and SipHash, and a binary
+/// search over the sorted paths as much again in comparisons of their
+/// long shared prefixes (issue #24).
 #[derive(Debug, Default)]
 pub struct StatCache {
     started_ns: i64,
     /// Every entry's path, one after another.
     paths: Vec<u8>,
-    /// Strictly increasing by (kind, path): `decode` refuses anything else.
     records: Vec<Record>,
+    /// Open addressing over `records`: slot `fast_hash(kind, path)` and
+    /// the ones after it hold an entry's index + 1, 0 ends the probe.
+    /// Twice as many slots as entries, a power of two.
+    index: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -197,13 +201,23 @@ impl StatCache {
     /// (`sha256_at`, `entry_at`): a caller can note which entries it used
     /// without copying their paths.
     pub fn find(&self, kind: HashKind, path: &str, now: &Stat) -> Option<usize> {
-        let wanted = (kind as u8, path.as_bytes());
-        let i = self
-            .records
-            .binary_search_by(|r| (r.kind as u8, self.path_of(r)).cmp(&wanted))
-            .ok()?;
+        let i = self.position(kind, path.as_bytes())?;
         let r = &self.records[i];
         (r.stat == *now && r.stat.settled_before(self.started_ns)).then_some(i)
+    }
+
+    /// Where the entry for (kind, path) is, whatever its stat.
+    fn position(&self, kind: HashKind, path: &[u8]) -> Option<usize> {
+        let mask = self.index.len().checked_sub(1)?;
+        let mut slot = fast_hash(kind, path) & mask;
+        loop {
+            let i = usize::try_from(self.index[slot]).ok()?.checked_sub(1)?;
+            let r = &self.records[i];
+            if r.kind == kind && self.path_of(r) == path {
+                return Some(i);
+            }
+            slot = (slot + 1) & mask;
+        }
     }
 
     pub fn sha256_at(&self, i: usize) -> [u8; 32] {
@@ -370,15 +384,8 @@ fn decode(bytes: &[u8], scope: &str) -> Option<StatCache> {
             dev: r.u64()?,
         };
         let sha256: [u8; 32] = r.take(32)?.try_into().ok()?;
-        // Paths are compared as bytes; one that is not UTF-8 is not ours.
-        std::str::from_utf8(&path).ok()?;
-        // `save` sorts; the binary search needs it, and a file out of
-        // order (or with a path twice) is not one `save` wrote.
-        if let Some(last) = records.last() {
-            if (last.kind as u8, &paths[last.start..last.end]) >= (kind as u8, &path[..]) {
-                return None;
-            }
-        }
+        // Paths are compared as bytes: one that is not UTF-8 never
+        // matches a lookup (and `entry_at` leaves it out).
         let start = paths.len();
         paths.extend_from_slice(&path);
         records.push(Record {
@@ -392,11 +399,57 @@ fn decode(bytes: &[u8], scope: &str) -> Option<StatCache> {
     if !r.0.is_empty() {
         return None;
     }
-    Some(StatCache {
+    let mut cache = StatCache {
         started_ns,
         paths,
         records,
-    })
+        index: Vec::new(),
+    };
+    cache.index = cache.build_index()?;
+    Some(cache)
+}
+
+impl StatCache {
+    /// `index` for `records`; None when a (kind, path) is there twice,
+    /// which `save` never writes.
+    fn build_index(&self) -> Option<Vec<u32>> {
+        let slots = (self.records.len() * 2)
+            .max(1)
+            .checked_next_power_of_two()?;
+        let mut index = vec![0u32; slots];
+        let mask = slots - 1;
+        for (i, r) in self.records.iter().enumerate() {
+            let path = self.path_of(r);
+            let mut slot = fast_hash(r.kind, path) & mask;
+            while let Some(j) = index[slot].checked_sub(1) {
+                let other = &self.records[j as usize];
+                if other.kind == r.kind && self.path_of(other) == path {
+                    return None;
+                }
+                slot = (slot + 1) & mask;
+            }
+            index[slot] = u32::try_from(i + 1).ok()?;
+        }
+        Some(index)
+    }
+}
+
+/// A quick, non-cryptographic hash of a path, for `StatCache::index`
+/// only (FxHash's multiply-rotate, 8 bytes at a time): the file is ours
+/// and private, and a bad spread would only cost time.
+fn fast_hash(kind: HashKind, path: &[u8]) -> usize {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let mix = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
+    let mut h = mix(kind as u64, path.len() as u64);
+    let mut chunks = path.chunks_exact(8);
+    for c in &mut chunks {
+        h = mix(h, u64::from_le_bytes(c.try_into().unwrap_or_default()));
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    h = mix(h, u64::from_le_bytes(tail));
+    // The high bits are the well-mixed ones.
+    (h ^ (h >> 29)) as usize
 }
 
 /// The fewest bytes an entry takes in the file (an empty rest of path).
@@ -527,18 +580,42 @@ mod tests {
     }
 
     #[test]
-    fn a_cache_out_of_order_is_not_one_save_wrote() {
+    fn a_cache_with_a_path_twice_is_not_one_save_wrote() {
         let dir = private_tempdir();
         let path = dir.path().join("statcache-x");
         let started = 10 * RACY_MARGIN_NS;
         let entries = [entry("b.py", 2), entry("a.py", 1)];
-        // Written as `save` would, but in the wrong order.
+        // Out of order is still found.
         std::fs::write(&path, encode("s", started, &entries)).expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        assert!(StatCache::load(&path, "s").is_empty(), "out of order");
+        let cache = StatCache::load(&path, "s");
+        for e in &entries {
+            assert_eq!(cache.lookup(e.kind, &e.path, &e.stat), Some(e.sha256));
+        }
         let twice = [entry("a.py", 1), entry("a.py", 3)];
         std::fs::write(&path, encode("s", started, &twice)).expect("write");
         assert!(StatCache::load(&path, "s").is_empty(), "a path twice");
+        // Many entries, in an index of their own: each found, nothing else.
+        let mut many: Vec<Entry> = (0..3000u32)
+            .map(|i| Entry {
+                path: format!("app{:03}/migrations/{i:04}_x.py", i % 50),
+                ..entry("", (i % 251) as u8)
+            })
+            .collect();
+        assert!(save(&path, "s", started, &mut many));
+        let cache = StatCache::load(&path, "s");
+        assert_eq!(cache.len(), many.len());
+        for e in &many {
+            assert_eq!(cache.lookup(e.kind, &e.path, &e.stat), Some(e.sha256));
+        }
+        assert_eq!(
+            cache.lookup(
+                HashKind::Content,
+                "app000/migrations/9999_x.py",
+                &many[0].stat
+            ),
+            None
+        );
         // `save` sorts and keeps one of each.
         let mut saved = vec![entry("b.py", 2), entry("a.py", 1), entry("a.py", 1)];
         assert!(save(&path, "s", started, &mut saved));
