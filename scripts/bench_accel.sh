@@ -15,6 +15,8 @@
 #                   PGDATABASE/PGHOST/PGPORT/PGUSER (the generated one does)
 #   --python PY     the project's interpreter (default: the repo's .venv)
 #   --runs N        runs of each side (default 3); medians are reported
+#   --bin MIGSNAP   a migsnap binary (only its embedded server is used);
+#                   default: a debug build of this checkout
 #   --profile       one more run of each side under cProfile, split into
 #                   where the time goes (reload_model, RunPython's render,
 #                   SQL, the rest)
@@ -31,7 +33,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 bench_messages bench_accel
 
-size=1000 project="" settings="" python="" runs=3 profile="" keep=""
+size=1000 project="" settings="" python="" runs=3 profile="" keep="" bin=""
 while [ $# -gt 0 ]; do
   case $1 in
     --size) size=$2; shift 2 ;;
@@ -39,6 +41,7 @@ while [ $# -gt 0 ]; do
     --settings) settings=$2; shift 2 ;;
     --python) python=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
+    --bin) bin=$2; shift 2 ;;
     --profile) profile=1; shift ;;
     --keep) keep=1; shift ;;
     -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -49,8 +52,10 @@ if [ -n "$project" ] && [ -z "$settings" ]; then die "--project needs --settings
 
 ensure_postgres
 bench_workdir migsnap-bench-accel
-cargo build --quiet
-bin="$root/target/debug/migsnap"
+if [ -z "$bin" ]; then
+  (cd "$root" && cargo build --quiet)
+  bin="${CARGO_TARGET_DIR:-$root/target}/debug/migsnap"
+fi
 python=${python:-$root/.venv/bin/python}
 export MIGSNAP_SERVER_DIR="$work/server"
 bench_cleanup

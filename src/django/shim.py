@@ -1413,11 +1413,24 @@ def stock_where_unknown(fastmig):
                 state = original(self, project_state, *args, **kwargs)
             finally:
                 fastmig.install()
-                project_state.__dict__.pop("_fastmig_graph", None)
-            state.__dict__.pop("_fastmig_graph", None)
+                forget_rendered(project_state)
+            forget_rendered(state)
             return state
 
         setattr(Migration, name, wrapper)
+
+    def forget_rendered(state):
+        """Drop what django-fastmig would carry over from a state stock
+        Django changed: its relation graph, and the rendered classes. Stock
+        Django re-renders related models (taggit's Tag behind a
+        TaggableManager) that classes rendered before still point to;
+        django-fastmig, reloading one of those later, finds the stale
+        target and raises `cannot re-link` for a field it only re-renders
+        (netbox: ipam.0072_prefix_cached_relations after the taggit
+        migrations ran stock). A full render after each such migration is
+        what stock Django would do anyway."""
+        state.__dict__.pop("_fastmig_graph", None)
+        state.__dict__.pop("apps", None)
 
     # `mutate_state` too: unapplying computes every state on the way first.
     for name in ("apply", "unapply", "mutate_state"):
