@@ -100,16 +100,8 @@ PY
 psql_admin() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -d "$admin_db" "$@"; }
 fresh_db() { psql_admin -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"; }
 
-# What must be equal: schema, applied migrations, row counts.
-fingerprint() {
-  local db=$1 out=$2
-  pg_dump --schema-only -d "$db" 2>/dev/null | grep -v '^\\\(un\)\{0,1\}restrict ' >"$out.schema"
-  psql -X -At -d "$db" -c "SELECT app, name FROM django_migrations ORDER BY app, name" >"$out.applied"
-  psql -X -At -d "$db" -c "SELECT format('SELECT %L, count(*) FROM %I.%I;', n.nspname || '.' || c.relname, n.nspname, c.relname)
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-      ORDER BY 1" | psql -X -At -v ON_ERROR_STOP=1 -d "$db" >"$out.rows"
-}
+# What must be equal: schema, applied migrations, row counts (`fingerprint`,
+# scripts/lib.sh).
 
 one_run() {
   local side=$1 i=$2 db="accel_${1}_$2"

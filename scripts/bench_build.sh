@@ -175,16 +175,8 @@ echo "$migrations" >"$work/migration_counts"
 psql_admin() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -d "$admin_db" "$@"; }
 drop_db() { psql_admin -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)"; }
 
-# What must be equal: schema, applied migrations, row counts.
-fingerprint() {
-  local db=$1 out=$2
-  pg_dump --schema-only -d "$db" 2>/dev/null | grep -v '^\\\(un\)\{0,1\}restrict ' >"$out.schema"
-  psql -X -At -d "$db" -c "SELECT app, name FROM django_migrations ORDER BY app, name" >"$out.applied"
-  psql -X -At -d "$db" -c "SELECT format('SELECT %L, count(*) FROM %I.%I;', n.nspname || '.' || c.relname, n.nspname, c.relname)
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-      ORDER BY 1" | psql -X -At -v ON_ERROR_STOP=1 -d "$db" >"$out.rows"
-}
+# What must be equal: schema, applied migrations, row counts (`fingerprint`,
+# scripts/lib.sh).
 
 # compare CASE DB REFERENCE: fingerprint DB and record what differs from
 # REFERENCE's fingerprint (the first time: DB becomes the reference).

@@ -170,3 +170,17 @@ pinned_venv() {
   fi
   py="$dir/bin/python"
 }
+
+# fingerprint DB OUT: what two builds of the same migrations must share, for the
+# benches that compare them (bench_accel.sh, bench_build.sh): OUT.schema
+# (`pg_dump --schema-only`, less its random \restrict token), OUT.applied (the
+# django_migrations (app, name) rows), OUT.rows (every table's row count).
+fingerprint() {
+  local db=$1 out=$2
+  pg_dump --schema-only -d "$db" 2>/dev/null | grep -v '^\\\(un\)\{0,1\}restrict ' >"$out.schema"
+  psql -X -At -d "$db" -c "SELECT app, name FROM django_migrations ORDER BY app, name" >"$out.applied"
+  psql -X -At -d "$db" -c "SELECT format('SELECT %L, count(*) FROM %I.%I;', n.nspname || '.' || c.relname, n.nspname, c.relname)
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      ORDER BY 1" | psql -X -At -v ON_ERROR_STOP=1 -d "$db" >"$out.rows"
+}
