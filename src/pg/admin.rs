@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::key::{Key, LockId};
 use crate::names::DbName;
 use std::sync::Arc;
+use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 pub use super::lock::AdvisoryLock;
@@ -198,13 +199,16 @@ impl Admin {
         self.version_num / 10000
     }
 
-    /// Look up several databases in one round trip.
+    /// Look up several databases in one round trip: `query_typed` (here
+    /// and in the warm path's other look-ups) gives the parameter types, so
+    /// the query is not first prepared in a round trip of its own (issue
+    /// #24: the two were a tenth of a pool hand-out).
     pub async fn databases(&self, names: &[&str]) -> Result<Vec<DbInfo>> {
         let rows = self
             .client
-            .query(
+            .query_typed(
                 &format!("SELECT {DB_INFO_COLUMNS} FROM pg_database WHERE datname = ANY($1)"),
-                &[&names],
+                &[(&names, Type::TEXT_ARRAY)],
             )
             .await
             .map_err(|e| db_error("cannot list databases", e))?;
@@ -225,12 +229,12 @@ impl Admin {
     pub async fn databases_like(&self, prefix: &str) -> Result<Vec<DbInfo>> {
         let rows = self
             .client
-            .query(
+            .query_typed(
                 &format!(
                     "SELECT {DB_INFO_COLUMNS} FROM pg_database \
                      WHERE starts_with(datname, $1) ORDER BY datname"
                 ),
-                &[&prefix],
+                &[(&prefix, Type::TEXT)],
             )
             .await
             .map_err(|e| db_error("cannot list databases", e))?;
@@ -533,12 +537,12 @@ impl Admin {
 
     /// The advisory lock `id` if nobody holds it.
     pub async fn try_lock_key(&self, id: LockId) -> Result<Option<AdvisoryLock>> {
-        let locked: bool = self
+        let rows = self
             .client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&id.0])
+            .query_typed("SELECT pg_try_advisory_lock($1)", &[(&id.0, Type::INT8)])
             .await
-            .map_err(|e| db_error("cannot take the build lock", e))?
-            .get(0);
+            .map_err(|e| db_error("cannot take the build lock", e))?;
+        let locked = rows.first().is_some_and(|r| r.get::<_, bool>(0));
         Ok(locked.then(|| AdvisoryLock::held(&self.client, id, false)))
     }
 
