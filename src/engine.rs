@@ -186,12 +186,12 @@ impl Snapshot {
 /// This is the warm path's whole check: one small file read, a few hundred
 /// hashes at most, no Python, no server.
 pub fn current_inputs(store: &Store, fp: &Fingerprint, project_dir: &Path) -> Option<String> {
-    current_record(store, fp, project_dir).map(|c| c.digest())
+    current_record(store, &fp.key, project_dir).map(|c| c.digest())
 }
 
-/// The record `current_inputs` digests, itself.
-pub fn current_record(store: &Store, fp: &Fingerprint, project_dir: &Path) -> Option<Checked> {
-    let checked = store.load_checked(&fp.key)?;
+/// The record `current_inputs` digests, itself (of the snapshot of `key`).
+pub fn current_record(store: &Store, key: &Key, project_dir: &Path) -> Option<Checked> {
+    let checked = store.load_checked(key)?;
     checked.verify(project_dir).ok()?;
     Some(checked)
 }

@@ -63,6 +63,11 @@ fn refill_lock(key: &Key) -> LockId {
 /// Pool members (finished or not) and trash on the server.
 pub async fn list(admin: &Admin) -> Result<(Vec<DbInfo>, Vec<DbInfo>)> {
     let all = admin.databases_like(admin::TEMPLATE_PREFIX).await?;
+    Ok(split(all))
+}
+
+/// Pool members (finished or not) and trash among migsnap's databases.
+pub fn split(all: Vec<DbInfo>) -> (Vec<DbInfo>, Vec<DbInfo>) {
     let (mut pool, mut trash) = (Vec::new(), Vec::new());
     for d in all {
         match DbName::parse(&d.name) {
@@ -71,7 +76,7 @@ pub async fn list(admin: &Admin) -> Result<(Vec<DbInfo>, Vec<DbInfo>)> {
             _ => {}
         }
     }
-    Ok((pool, trash))
+    (pool, trash)
 }
 
 /// Members ready to be handed out for this template: marked for it, still

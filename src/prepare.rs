@@ -21,6 +21,7 @@ use crate::session::Session;
 use crate::shared::Origin;
 use crate::store::Applied;
 use crate::units;
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 /// The database to prepare, and what may be done to get it.
@@ -129,9 +130,10 @@ fn needs_maintenance(set_aside: bool, pool_ready: usize, pool: usize) -> bool {
 
 /// What `prepare` found under its target's lock.
 struct Found {
-    /// The target, the key's template and the scratch clone, as they are.
+    /// The target and every database of migsnap's (templates, the scratch
+    /// clone), as they are.
     databases: Vec<admin::DbInfo>,
-    /// The pool's members (listed only when there is a pool).
+    /// The pool's members.
     members: Vec<admin::DbInfo>,
 }
 
@@ -146,20 +148,25 @@ pub async fn prepare(session: &Session<'_>, args: &Target, ui: &Events) -> Resul
     // A database part of the way is no pool's: the pool holds clones of
     // the fully migrated template.
     let pool = if at.is_empty() { ctx.pool } else { 0 };
-    // Hash while connecting: the two do not depend on each other, and over
+    // Hash while connecting and looking: neither needs the key, and over
     // a network link the connection (TCP, authentication, the version
-    // query) costs several round trips. The key's errors come first, as
-    // they would without the server.
+    // query) costs several round trips, and a new server process's first
+    // look at the catalogs more than a millisecond even on this machine
+    // (issue #24). The key's errors come first, as they would without the
+    // server.
     let store = session.store()?;
-    let (hashed, admin) = tokio::join!(current(session, &store, at), session.admin(ui));
+    let scratch = admin::clone_scratch_name(target);
+    let (hashed, looked) = tokio::join!(current(session, &store, at), async {
+        let admin = session.admin(ui).await?;
+        let found = look(admin, target, &scratch, ui).await?;
+        Ok::<_, crate::error::Error>((admin, found))
+    });
     let (fp, record) = hashed?;
     // What the template must be marked with to be served.
     let inputs = record.as_ref().map(Checked::digest);
-    let admin = admin?;
+    let (admin, found) = looked?;
     let template = admin::template_name(&fp.key);
-    let scratch = admin::clone_scratch_name(target);
 
-    let found = look(ctx, admin, target, &template, &scratch, ui).await?;
     if let Some(leftover) = found.databases.iter().find(|d| d.name == scratch) {
         // A run killed between clone and rename left it: ours by name.
         admin.drop(leftover).await?;
@@ -228,7 +235,7 @@ pub async fn prepare(session: &Session<'_>, args: &Target, ui: &Events) -> Resul
                         crate::failpoint::point("clone.commented");
                         // One member fewer: refill (and drop what went aside).
                         let snapshot = Snapshot::pooled(template, record);
-                        return Ok(done(snapshot, fp.key, true));
+                        return Ok(done(snapshot, fp.key.clone(), true));
                     }
                 }
             }
@@ -251,7 +258,7 @@ pub async fn prepare(session: &Session<'_>, args: &Target, ui: &Events) -> Resul
     if snapshot.handed_out {
         // The template (and the pool) are still to be made, and the
         // replaced target, if any, to be dropped.
-        return Ok(done(snapshot, fp.key, true));
+        return Ok(done(snapshot, fp.key.clone(), true));
     }
     snapshot = clone_template(ctx, admin, &fp, &store, snapshot, &scratch, ui).await?;
     crate::failpoint::point("clone.created");
@@ -267,7 +274,7 @@ pub async fn prepare(session: &Session<'_>, args: &Target, ui: &Events) -> Resul
         .await?;
     crate::failpoint::point("clone.commented");
     let maintenance = needs_maintenance(aside.is_some(), pool_ready, pool);
-    Ok(done(snapshot, fp.key, maintenance))
+    Ok(done(snapshot, fp.key.clone(), maintenance))
 }
 
 /// A `prepare --at` target that names no migration, as data (the binary
@@ -347,50 +354,51 @@ pub async fn pool_member_ready(session: &Session<'_>) -> Result<(Key, bool)> {
 
 /// The session's fingerprint, migrated to `at` (`Fingerprint::at`), and
 /// the record of what its cached snapshot was built from, checked on the
-/// blocking pool (it hashes what the build read beyond the key).
-async fn current(
-    session: &Session<'_>,
+/// blocking pool (it hashes what the build read beyond the key). Borrowed
+/// when fully migrated: a copy of every file's path and hash cost half a
+/// millisecond of a 5,000-file pool hand-out (issue #24).
+async fn current<'s>(
+    session: &'s Session<'_>,
     store: &crate::store::Store,
     at: Vec<String>,
-) -> Result<(Fingerprint, Option<Checked>)> {
-    let fp = session.fingerprint().await?.clone().at(at);
-    let (st, root) = (store.clone(), session.ctx.project_dir().to_path_buf());
-    crate::error::blocking("checking the snapshot's inputs", move || {
-        let record = engine::current_record(&st, &fp, &root);
-        (fp, record)
+) -> Result<(Cow<'s, Fingerprint>, Option<Checked>)> {
+    let fp = session.fingerprint().await?;
+    let fp = match at.is_empty() {
+        true => Cow::Borrowed(fp),
+        false => Cow::Owned(fp.clone().at(at)),
+    };
+    let (st, root, key) = (
+        store.clone(),
+        session.ctx.project_dir().to_path_buf(),
+        fp.key.clone(),
+    );
+    let record = crate::error::blocking("checking the snapshot's inputs", move || {
+        engine::current_record(&st, &key, &root)
     })
-    .await
+    .await?;
+    Ok((fp, record))
 }
 
 /// Take the target's lock (one prepare per target at a time: two would
 /// fight over the scratch clone and the rename; held until this connection
-/// closes, with the caller's session, and gc drops a scratch clone only when it is free) and look at
-/// the target, the template and the scratch clone, in the same round trip
-/// as the lock when nobody else holds it.
-async fn look(
-    ctx: &Ctx,
-    admin: &admin::Admin,
-    target: &str,
-    template: &str,
-    scratch: &str,
-    ui: &Events,
-) -> Result<Found> {
+/// closes, with the caller's session, and gc drops a scratch clone only
+/// when it is free) and look at the target and every database of
+/// migsnap's (whichever the key's template is, and the scratch clone), in
+/// the same round trip as the lock when nobody else holds it. Nothing here
+/// needs the key: it runs while the files are hashed.
+async fn look(admin: &admin::Admin, target: &str, scratch: &str, ui: &Events) -> Result<Found> {
     let lock = crate::names::DbName::clone_for(target);
-    let names = [template, target, scratch];
-    // The pool is looked at only when there is to be one: with none, the
-    // warm path stays one look-up and one clone.
-    let listing = async {
-        if ctx.pool == 0 {
-            return Ok(Vec::new());
-        }
-        pool::list(admin).await.map(|(members, _)| members)
+    debug_assert!(scratch.starts_with(admin::TEMPLATE_PREFIX));
+    let list = || async {
+        let (ours, target) = tokio::join!(
+            admin.databases_like(admin::TEMPLATE_PREFIX),
+            admin.database(target)
+        );
+        let mut databases = ours?;
+        databases.extend(target?);
+        Ok::<_, crate::error::Error>(databases)
     };
-    let (locked, found, members) = tokio::join!(
-        admin.try_lock_key(lock.lock_id()),
-        admin.databases(&names),
-        listing
-    );
-    let members = members?;
+    let (locked, found) = tokio::join!(admin.try_lock_key(lock.lock_id()), list());
     let databases = if let Some(held) = locked? {
         held.until_closed();
         found?
@@ -401,8 +409,9 @@ async fn look(
             })
             .await?
             .until_closed();
-        admin.databases(&names).await?
+        list().await?
     };
+    let (members, _) = pool::split(databases.clone());
     Ok(Found { databases, members })
 }
 
