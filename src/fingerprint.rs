@@ -10,14 +10,15 @@
 use crate::error::{Error, Kind, Result};
 use crate::hash::hash_normalized;
 use crate::key::Key;
-use crate::statcache::{self, HashKind, Stat, StatCache};
+use crate::statcache::{self, DirCache, HashKind, Stat, StatCache};
+use crate::walkrecord::{self, Class, Hashed, Recording};
 use globset::{GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Bump when the key serialisation or the snapshot contents change meaning.
 pub const KEY_FORMAT: &str = "migsnap-key-v2";
@@ -202,13 +203,31 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
     let inputs = globset(&spec.inputs, "key-inputs")?;
     let root = spec.root.as_path();
 
-    let found: Mutex<(Vec<HashedFile>, Vec<HashedFile>, Vec<HashedFile>)> = Mutex::default();
-    let failure: Mutex<Option<Error>> = Mutex::default();
-    let dangling: Mutex<Vec<String>> = Mutex::default();
     // Taken before any file is read: the stat cache trusts a recorded hash
     // only for files that had settled before the run that recorded it.
     let started_ns = statcache::now_ns();
     let scope = stat_scope(root);
+    // The last walk's record, when nothing it saw has changed: no walk.
+    let record = spec.stat_cache.as_deref().map(walkrecord::path_beside);
+    let config = walk_config(spec, &scope);
+    if let Some(r) = record
+        .as_deref()
+        .and_then(|p| walkrecord::replay(p, &config))
+    {
+        let mut found = Found::default();
+        for (class, rel, hash) in r.files {
+            found.push(class, (rel, hash));
+        }
+        return Ok((finish(spec, found), r.dangling));
+    }
+    let recording = record.as_ref().map(|_| Arc::new(Recording::default()));
+    if let Some(rec) = &recording {
+        rec.ancestors_of(root);
+    }
+
+    let found: Mutex<Found> = Mutex::default();
+    let failure: Mutex<Option<Error>> = Mutex::default();
+    let dangling: Mutex<Vec<String>> = Mutex::default();
     let remembered = spec
         .stat_cache
         .as_deref()
@@ -218,27 +237,49 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
     // directories (.venv, .git, .tox) are skipped by its defaults.
     // Links are followed: a migration file (or package) linked in from
     // elsewhere is read by Django all the same. The walker detects loops.
+    // The ignore files that count are the project's own (`.gitignore`,
+    // `.ignore`, in the tree and its ancestors): not the user's global
+    // excludes nor `.git/info/exclude`, which live outside what a checkout
+    // carries, so a laptop and CI get the same key from the same tree
+    // (and the walk's record watches every file that shapes the walk).
+    let in_record = recording.clone();
     let walker = ignore::WalkBuilder::new(root)
         .require_git(false)
+        .git_global(false)
+        .git_exclude(false)
         .follow_links(true)
-        .filter_entry(|e| {
+        .filter_entry(move |e| {
             let is_dir = e.file_type().is_some_and(|t| t.is_dir());
-            !(is_dir
-                && (e
-                    .file_name()
-                    .to_str()
-                    .is_some_and(|n| SKIP_DIRS.contains(&n))
-                    || e.path().join("pyvenv.cfg").exists()))
+            if !is_dir {
+                return true;
+            }
+            let skipped = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| SKIP_DIRS.contains(&n));
+            if skipped {
+                return false;
+            }
+            if e.path().join("pyvenv.cfg").exists() {
+                // Its listing says whether it still holds one.
+                if let Some(rec) = &in_record {
+                    let stat = std::fs::metadata(e.path()).ok().map(|m| Stat::of(&m));
+                    rec.dir(e.path(), stat);
+                }
+                return false;
+            }
+            true
         })
         .build_parallel();
     {
-        let (migrations, inputs, found, failure, dangling, remembered) = (
+        let (migrations, inputs, found, failure, dangling, remembered, recording) = (
             &migrations,
             &inputs,
             &found,
             &failure,
             &dangling,
             remembered.as_ref(),
+            recording.as_deref(),
         );
         walker.run(|| {
             // One buffer per walker thread: reading into it skips the statx and
@@ -250,6 +291,9 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
                     Ok(entry) => entry,
                     Err(e) if is_loop(&e) => return ignore::WalkState::Continue,
                     Err(e) if dangling_link(&e).is_some() => {
+                        if let (Some(rec), Some(link)) = (recording, dangling_link(&e)) {
+                            rec.dangling(link);
+                        }
                         // Nothing to hash: left out, and named only when a
                         // glob wanted it.
                         let wanted = dangling_link(&e)
@@ -270,6 +314,11 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
                     }
                 };
                 if !entry.file_type().is_some_and(|t| t.is_file()) {
+                    if let Some(rec) =
+                        recording.filter(|_| entry.file_type().is_some_and(|t| t.is_dir()))
+                    {
+                        rec.dir(entry.path(), dirs.stat(entry.path()));
+                    }
                     return ignore::WalkState::Continue;
                 }
                 let Some(rel) = relative(root, entry.path()) else {
@@ -287,23 +336,28 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
                     true => HashKind::PyprojectDeps,
                     false => HashKind::Content,
                 };
-                let hashed = if is_part && rel.ends_with("/__init__.py") {
-                    Ok("present".to_string())
+                let present = is_part && rel.ends_with("/__init__.py");
+                let hashed = if present {
+                    Ok(("present".to_string(), None))
                 } else if let Some(remembered) = remembered {
                     remembered.hash(entry.path(), &rel, kind, &mut dirs, &mut buf)
                 } else {
-                    hash_as(entry.path(), kind, &mut buf)
+                    hash_as(entry.path(), kind, &mut buf).map(|h| (h, None))
+                };
+                let class = match (is_migration, is_input) {
+                    (true, _) => Class::Migration,
+                    (false, true) => Class::Input,
+                    (false, false) => Class::Part,
                 };
                 match hashed {
-                    Ok(h) => {
-                        let mut f = found.lock().unwrap_or_else(|p| p.into_inner());
-                        if is_migration {
-                            f.0.push((rel, h))
-                        } else if is_input {
-                            f.1.push((rel, h))
-                        } else {
-                            f.2.push((rel, h))
+                    Ok((h, stat)) => {
+                        if let Some(rec) = recording {
+                            record_file(rec, class, present, kind, &rel, &h, stat);
                         }
+                        found
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(class, (rel, h));
                         ignore::WalkState::Continue
                     }
                     Err(e) => {
@@ -320,10 +374,95 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
     if let (Some(remembered), Some(path)) = (remembered, &spec.stat_cache) {
         remembered.save(path, &scope, started_ns);
     }
-    let (m, i, parts) = found.into_inner().unwrap_or_else(|p| p.into_inner());
-    let migrations: BTreeMap<_, _> = m.into_iter().collect();
-    let key_inputs: BTreeMap<_, _> = i.into_iter().collect();
-    let packages: BTreeMap<_, _> = parts.into_iter().collect();
+    let mut dangling = dangling.into_inner().unwrap_or_else(|p| p.into_inner());
+    dangling.sort();
+    let rec = recording.and_then(|r| Arc::try_unwrap(r).ok());
+    if let (Some(rec), Some(path)) = (rec, &record) {
+        rec.save(path, root, &config, started_ns, &dangling);
+    }
+    let found = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    Ok((finish(spec, found), dangling))
+}
+
+/// The key files a walk found, by where they count in the key.
+#[derive(Default)]
+struct Found {
+    migrations: Vec<HashedFile>,
+    inputs: Vec<HashedFile>,
+    parts: Vec<HashedFile>,
+}
+
+impl Found {
+    fn push(&mut self, class: Class, file: HashedFile) {
+        match class {
+            Class::Migration => self.migrations.push(file),
+            Class::Input => self.inputs.push(file),
+            Class::Part => self.parts.push(file),
+        }
+    }
+}
+
+/// A key file for the walk's record; a content-hashed one without a stat
+/// (it vanished between the walk and the stat) leaves no record.
+fn record_file(
+    rec: &Recording,
+    class: Class,
+    present: bool,
+    kind: HashKind,
+    rel: &str,
+    hash: &str,
+    stat: Option<Stat>,
+) {
+    let file = match (present, stat, crate::hash::unhex32(hash)) {
+        (true, _, _) => walkrecord::File {
+            class,
+            hashed: Hashed::Present,
+            rel: rel.to_string(),
+            stat: Stat::default(),
+            sha256: [0; 32],
+        },
+        (false, Some(stat), Some(sha256)) => walkrecord::File {
+            class,
+            hashed: Hashed::Content(kind),
+            rel: rel.to_string(),
+            stat,
+            sha256,
+        },
+        _ => return rec.broken(),
+    };
+    rec.file(file);
+}
+
+/// What the walk's result depends on besides the tree: a record made
+/// under other settings is not this walk's.
+fn walk_config(spec: &KeySpec, scope: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut field = |tag: &[u8], value: &[u8]| {
+        h.update(tag);
+        h.update((value.len() as u64).to_le_bytes());
+        h.update(value);
+    };
+    field(b"S", scope.as_bytes());
+    for (tag, globs) in [
+        (b"M", &spec.migrations),
+        (b"E", &spec.exclude),
+        (b"I", &spec.inputs),
+    ] {
+        for g in globs {
+            field(tag, g.as_bytes());
+        }
+    }
+    for d in SKIP_DIRS.iter().chain(walkrecord::IGNORE_FILES) {
+        field(b"D", d.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// The fingerprint of the key files found.
+fn finish(spec: &KeySpec, found: Found) -> Fingerprint {
+    let migrations: BTreeMap<_, _> = found.migrations.into_iter().collect();
+    let key_inputs: BTreeMap<_, _> = found.inputs.into_iter().collect();
+    let packages: BTreeMap<_, _> = found.parts.into_iter().collect();
     let key = key_of(
         &spec.salt,
         spec.settings_module.as_deref(),
@@ -333,9 +472,7 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         &packages,
     );
     let key = accelerated_key(key, spec.accelerated);
-    let mut dangling = dangling.into_inner().unwrap_or_else(|p| p.into_inner());
-    dangling.sort();
-    let fp = Fingerprint {
+    Fingerprint {
         key,
         migrations,
         key_inputs,
@@ -344,8 +481,7 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         alias: spec.alias.clone(),
         accelerated: spec.accelerated,
         at: Vec::new(),
-    };
-    Ok((fp, dangling))
+    }
 }
 
 /// `key` as the accelerated path's, when `on`: the stock key under a format
@@ -507,11 +643,11 @@ impl Remembered {
         kind: HashKind,
         dirs: &mut DirCache,
         buf: &mut Vec<u8>,
-    ) -> Result<String> {
+    ) -> Result<(String, Option<Stat>)> {
         let stat = dirs.stat(path);
         if let Some(i) = stat.and_then(|s| self.loaded.find(kind, rel, &s)) {
             self.used[i].store(true, Ordering::Relaxed);
-            return Ok(crate::hash::hex(&self.loaded.sha256_at(i)));
+            return Ok((crate::hash::hex(&self.loaded.sha256_at(i)), stat));
         }
         self.stale.store(true, Ordering::Relaxed);
         let hash = hash_as(path, kind, buf)?;
@@ -526,7 +662,7 @@ impl Remembered {
                     sha256,
                 });
         }
-        Ok(hash)
+        Ok((hash, stat))
     }
 
     /// Write the cache back if this run hashed a file or the set of files
@@ -542,62 +678,6 @@ impl Remembered {
         let mut recorded = self.hashed.into_inner().unwrap_or_else(|p| p.into_inner());
         recorded.extend(used.into_iter().filter_map(|i| self.loaded.entry_at(i)));
         statcache::save(path, scope, started_ns, &mut recorded);
-    }
-}
-
-/// Each walker thread's last directory, open: a file's stat taken relative
-/// to it looks up one name, where a stat through the full path walks every
-/// component again (a fifth of a warm `key`'s time at 5,000 files, issue
-/// #24). The walker hands out a directory's files together, so one open
-/// serves most of them.
-#[derive(Default)]
-struct DirCache {
-    #[cfg(target_os = "linux")]
-    open: Option<(PathBuf, std::os::fd::OwnedFd)>,
-}
-
-impl DirCache {
-    /// The file's stat (following a link, as `std::fs::metadata` does), or
-    /// None if it cannot be had.
-    #[cfg(target_os = "linux")]
-    fn stat(&mut self, path: &Path) -> Option<Stat> {
-        use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
-        // Split at the last `/` by hand: `Path::parent` parses components
-        // from the back, and showed in the profile. A walker path always
-        // has one; anything odd takes the full path.
-        let bytes = path.as_os_str().as_bytes();
-        let split = memchr::memrchr(b'/', bytes).filter(|&at| at > 0 && at + 1 < bytes.len());
-        let Some(at) = split else {
-            return std::fs::metadata(path).ok().map(|m| Stat::of(&m));
-        };
-        let dir = Path::new(std::ffi::OsStr::from_bytes(&bytes[..at]));
-        let name = std::ffi::OsStr::from_bytes(&bytes[at + 1..]);
-        let same = matches!(&self.open, Some((d, _)) if d.as_os_str() == dir.as_os_str());
-        if !same {
-            // O_PATH: a handle to look up names in, nothing read.
-            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-            self.open = rustix::fs::open(dir, flags, Mode::empty())
-                .ok()
-                .map(|fd| (dir.to_path_buf(), fd));
-        }
-        let Some((_, fd)) = &self.open else {
-            return std::fs::metadata(path).ok().map(|m| Stat::of(&m));
-        };
-        // What std's `metadata` asks for, so that the stat is the one it
-        // would give (the cache compares them exactly).
-        let sx = rustix::fs::statx(
-            fd,
-            name,
-            AtFlags::STATX_SYNC_AS_STAT,
-            StatxFlags::BASIC_STATS,
-        )
-        .ok()?;
-        Some(Stat::of_statx(&sx))
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn stat(&mut self, path: &Path) -> Option<Stat> {
-        std::fs::metadata(path).ok().map(|m| Stat::of(&m))
     }
 }
 
@@ -1304,5 +1384,117 @@ DJANGO_SETTINGS_MODULE = "site.settings"
             fp.key,
             "racy entries are hashed"
         );
+    }
+
+    /// The walk's record, rewritten as a run long after every change
+    /// would have: all of it trusted. With `lie`, it remembers another
+    /// hash for 0001: a key that differs from the files' own then tells
+    /// the record was used.
+    fn settle_record(spec: &KeySpec, lie: bool) {
+        let path = walkrecord::path_beside(spec.stat_cache.as_deref().expect("a stat cache"));
+        let later = statcache::now_ns() + 10 * statcache::RACY_MARGIN_NS;
+        walkrecord::forge(&path, later, |f| {
+            if lie && f.rel.ends_with("0001_a.py") {
+                f.sha256 = [7; 32];
+            }
+        });
+    }
+
+    #[test]
+    fn the_walks_record_is_used_when_nothing_changed_and_gives_the_walks_key() {
+        let (_dir, spec) = cached_project();
+        let plain = uncached(&spec);
+        assert_eq!(compute(&spec).expect("key").key, plain, "the first walk");
+        let path = walkrecord::path_beside(spec.stat_cache.as_deref().expect("a stat cache"));
+        assert!(path.exists(), "the walk is recorded");
+        // Just written: its stats have not settled, so it is not trusted.
+        assert_eq!(compute(&spec).expect("key").key, plain);
+        settle_record(&spec, false);
+        assert_eq!(compute(&spec).expect("key").key, plain, "replayed");
+        settle_record(&spec, true);
+        assert_ne!(
+            compute(&spec).expect("key").key,
+            plain,
+            "the record was used"
+        );
+    }
+
+    /// Every change the walk would see sends a run with a settled record
+    /// back to the walk: the key is the files' own, never the record's.
+    #[test]
+    fn any_change_the_walk_would_see_is_not_replayed() {
+        use std::os::unix::fs::symlink;
+        type Change = fn(&Path, &Path);
+        let changes: &[(&str, Change)] = &[
+            ("a new migration", |root, _| {
+                std::fs::write(root.join("app/migrations/0003_c.py"), "three\n").expect("write")
+            }),
+            ("a migration removed", |root, _| {
+                std::fs::remove_file(root.join("app/migrations/0002_b.py")).expect("rm")
+            }),
+            ("a migration renamed", |root, _| {
+                let m = root.join("app/migrations");
+                std::fs::rename(m.join("0002_b.py"), m.join("0002_renamed.py")).expect("mv")
+            }),
+            ("an edit in place with the old mtime put back", |root, _| {
+                let file = root.join("app/migrations/0002_b.py");
+                let mtime = std::fs::metadata(&file)
+                    .and_then(|m| m.modified())
+                    .expect("mtime");
+                std::fs::write(&file, "TWO\n").expect("write");
+                std::fs::File::options()
+                    .write(true)
+                    .open(&file)
+                    .and_then(|f| f.set_modified(mtime))
+                    .expect("mtime back");
+            }),
+            ("a new .gitignore in a walked directory", |root, _| {
+                std::fs::write(root.join("app/.gitignore"), "migrations/0002_b.py\n")
+                    .expect("write")
+            }),
+            ("a .gitignore edited in place", |root, _| {
+                std::fs::write(root.join(".gitignore"), "app/migrations/0002_b.py\n")
+                    .expect("write")
+            }),
+            ("a .gitignore in an ancestor of the root", |_, outside| {
+                std::fs::write(outside.join(".gitignore"), "0002_b.py\n").expect("write")
+            }),
+            ("a virtualenv that is one no more", |root, _| {
+                std::fs::remove_file(root.join("vendored/pyvenv.cfg")).expect("rm")
+            }),
+            ("a dangling link that now points at a file", |_, outside| {
+                std::fs::write(outside.join("target.py"), "linked\n").expect("write")
+            }),
+            ("a file added behind a linked directory", |_, outside| {
+                std::fs::write(outside.join("shared/migrations/0002_s.py"), "s2\n").expect("write")
+            }),
+        ];
+        for (what, change) in changes {
+            let (dir, spec) = cached_project();
+            let (root, outside) = (spec.root.clone(), dir.path().to_path_buf());
+            // What the changes above need: an ignore file, a virtualenv
+            // with migrations in it, a link to nothing, a linked directory.
+            std::fs::write(root.join(".gitignore"), "*.log\n").expect("write");
+            std::fs::create_dir_all(root.join("vendored/migrations")).expect("mkdir");
+            std::fs::write(root.join("vendored/pyvenv.cfg"), "").expect("write");
+            std::fs::write(root.join("vendored/migrations/0001_v.py"), "v\n").expect("write");
+            symlink(
+                outside.join("target.py"),
+                root.join("app/migrations/0004_link.py"),
+            )
+            .expect("link");
+            std::fs::create_dir_all(outside.join("shared/migrations")).expect("mkdir");
+            std::fs::write(outside.join("shared/migrations/0001_s.py"), "s1\n").expect("write");
+            symlink(outside.join("shared"), root.join("shared")).expect("link");
+
+            let before = uncached(&spec);
+            assert_eq!(compute(&spec).expect("key").key, before, "{what}: recorded");
+            settle_record(&spec, true);
+            assert_ne!(compute(&spec).expect("key").key, before, "{what}: replayed");
+            change(&root, &outside);
+            let after = uncached(&spec);
+            assert_ne!(after, before, "{what}: the change changes the key");
+            assert_eq!(compute(&spec).expect("key").key, after, "{what}: walked");
+        }
     }
 }

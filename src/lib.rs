@@ -48,3 +48,4 @@ pub mod statcache;
 pub mod store;
 pub mod trace;
 pub mod units;
+pub mod walkrecord;

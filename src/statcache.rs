@@ -35,8 +35,10 @@
 //! content (a `chmod`, a backup tool's xattr) only costs a hash.
 
 use sha2::{Digest, Sha256};
+use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -77,7 +79,7 @@ impl HashKind {
 }
 
 /// A file's stat, as far as the cache compares it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stat {
     pub size: u64,
     pub mtime_ns: i64,
@@ -257,7 +259,18 @@ pub fn save(path: &Path, scope: &str, started_ns: i64, entries: &mut Vec<Entry>)
     entries.sort_by(|a, b| (a.kind as u8, &a.path).cmp(&(b.kind as u8, &b.path)));
     // `decode` takes each (kind, path) once, in order.
     entries.dedup_by(|a, b| a.kind == b.kind && a.path == b.path);
-    let bytes = encode(scope, started_ns, entries);
+    write_private(path, &encode(scope, started_ns, entries))
+}
+
+/// Put `bytes` at `path` whole or not at all: a temp file in its directory
+/// (which must be ours and closed to others), renamed into place.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> bool {
+    let Some(dir) = path.parent() else {
+        return false;
+    };
+    if !private_dir(dir) {
+        return false;
+    }
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -269,7 +282,7 @@ pub fn save(path: &Path, scope: &str, started_ns: i64, entries: &mut Vec<Entry>)
     else {
         return false;
     };
-    if tmp.write_all(&bytes).is_err() {
+    if tmp.write_all(bytes).is_err() {
         return false;
     }
     tmp.persist(path).is_ok()
@@ -286,7 +299,7 @@ fn private_dir(dir: &Path) -> bool {
 
 /// The file's bytes, if it is a regular file of ours that only we can read
 /// and write, in a directory as private, and of a sane size.
-fn read_checked(path: &Path) -> Option<Vec<u8>> {
+pub(crate) fn read_checked(path: &Path) -> Option<Vec<u8>> {
     if !private_dir(path.parent()?) {
         return None;
     }
@@ -300,6 +313,62 @@ fn read_checked(path: &Path) -> Option<Vec<u8>> {
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).ok()?);
     file.read_to_end(&mut bytes).ok()?;
     Some(bytes)
+}
+
+/// Each walker thread's last directory, open: a file's stat taken relative
+/// to it looks up one name, where a stat through the full path walks every
+/// component again (a fifth of a warm `key`'s time at 5,000 files, issue
+/// #24). The walker hands out a directory's files together, so one open
+/// serves most of them.
+#[derive(Default)]
+pub(crate) struct DirCache {
+    #[cfg(target_os = "linux")]
+    open: Option<(PathBuf, std::os::fd::OwnedFd)>,
+}
+
+impl DirCache {
+    /// The file's stat (following a link, as `std::fs::metadata` does), or
+    /// None if it cannot be had.
+    #[cfg(target_os = "linux")]
+    pub fn stat(&mut self, path: &Path) -> Option<Stat> {
+        use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
+        // Split at the last `/` by hand: `Path::parent` parses components
+        // from the back, and showed in the profile. A walker path always
+        // has one; anything odd takes the full path.
+        let bytes = path.as_os_str().as_bytes();
+        let split = memchr::memrchr(b'/', bytes).filter(|&at| at > 0 && at + 1 < bytes.len());
+        let Some(at) = split else {
+            return std::fs::metadata(path).ok().map(|m| Stat::of(&m));
+        };
+        let dir = Path::new(OsStr::from_bytes(&bytes[..at]));
+        let name = OsStr::from_bytes(&bytes[at + 1..]);
+        let same = matches!(&self.open, Some((d, _)) if d.as_os_str() == dir.as_os_str());
+        if !same {
+            // O_PATH: a handle to look up names in, nothing read.
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            self.open = rustix::fs::open(dir, flags, Mode::empty())
+                .ok()
+                .map(|fd| (dir.to_path_buf(), fd));
+        }
+        let Some((_, fd)) = &self.open else {
+            return std::fs::metadata(path).ok().map(|m| Stat::of(&m));
+        };
+        // What std's `metadata` asks for, so that the stat is the one it
+        // would give (the cache compares them exactly).
+        let sx = rustix::fs::statx(
+            fd,
+            name,
+            AtFlags::STATX_SYNC_AS_STAT,
+            StatxFlags::BASIC_STATS,
+        )
+        .ok()?;
+        Some(Stat::of_statx(&sx))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn stat(&mut self, path: &Path) -> Option<Stat> {
+        std::fs::metadata(path).ok().map(|m| Stat::of(&m))
+    }
 }
 
 /// Layout (little-endian): MAGIC; scope (u32 length, bytes); the run's
@@ -455,30 +524,30 @@ fn fast_hash(kind: HashKind, path: &[u8]) -> usize {
 /// The fewest bytes an entry takes in the file (an empty rest of path).
 const ENTRY_MIN: usize = 1 + 2 + 2 + 8 * 5 + 32;
 
-struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a>(pub &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let (head, rest) = self.0.split_at_checked(n)?;
         self.0 = rest;
         Some(head)
     }
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+    pub fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N)?.try_into().ok()
     }
-    fn u8(&mut self) -> Option<u8> {
+    pub fn u8(&mut self) -> Option<u8> {
         Some(self.array::<1>()?[0])
     }
-    fn u16(&mut self) -> Option<u16> {
+    pub fn u16(&mut self) -> Option<u16> {
         Some(u16::from_le_bytes(self.array()?))
     }
-    fn u32(&mut self) -> Option<u32> {
+    pub fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.array()?))
     }
-    fn i64(&mut self) -> Option<i64> {
+    pub fn i64(&mut self) -> Option<i64> {
         Some(i64::from_le_bytes(self.array()?))
     }
 }

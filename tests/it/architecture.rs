@@ -2,7 +2,8 @@
 //! cycles, and the arrows that keep the layers apart. The rule, written down:
 //!
 //! - `hash`, `files`, `env`, `error` are leaves (they may use `error`), and
-//!   `key` uses only those; the key's stat cache (`statcache`) only those too;
+//!   `key` uses only those; the key's stat cache (`statcache`) only those too,
+//!   and the walk's record (`walkrecord`) those and the stat cache;
 //! - the key (`fingerprint`, `depends`) and the cache dir (`store`) know no
 //!   server, no Django and no settings (`context`);
 //! - `pg` (connection, admin, dump, restore) knows no Django, no store, no
@@ -125,29 +126,31 @@ fn the_library_module_graph_has_no_cycle() {
     }
 }
 
+/// What the key's caches (`statcache`, `walkrecord`) may not know.
+const BYTES_AND_STATS: &[&str] = &[
+    "pg",
+    "embedded",
+    "django",
+    "engine",
+    "context",
+    "store",
+    "key",
+    "fingerprint",
+    "depends",
+    "names",
+    "remote",
+];
+
 #[test]
 fn the_layers_keep_their_arrows() {
     let edges = graph();
     let forbidden: &[(&str, &[&str])] = &[
         ("hash", &["*"]),
         ("files", &["*"]),
-        // The key's stat cache: bytes and stats, no key, no store, no server.
-        (
-            "statcache",
-            &[
-                "pg",
-                "embedded",
-                "django",
-                "engine",
-                "context",
-                "store",
-                "key",
-                "fingerprint",
-                "depends",
-                "names",
-                "remote",
-            ],
-        ),
+        // The key's stat cache, and the walk's record beside it: bytes and
+        // stats, no key, no store, no server.
+        ("statcache", BYTES_AND_STATS),
+        ("walkrecord", BYTES_AND_STATS),
         ("error", &["*"]),
         (
             "key",

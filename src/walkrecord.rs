@@ -1,0 +1,540 @@
+//! The walk's record (issue #24): what the last full walk of the project
+//! found, so that a warm run checks the tree with one stat per directory
+//! and per key file instead of listing every directory, matching every
+//! name against the globs and the ignore rules and looking each file up in
+//! the stat cache. Git's untracked cache does the same for `git status`.
+//! At 5,000 migration files the walk was half of a pool hand-out.
+//!
+//! Why the stats stand for the walk: the walk's result is a function of
+//! the directories' listings, the key files' contents, the ignore files
+//! the walker read and its configuration, and the record keeps a stat (or
+//! an absence) for each of them:
+//! - every directory the walk listed: adding, removing or renaming an
+//!   entry (a `.gitignore`, a `pyvenv.cfg`, a link retargeted with
+//!   `ln -sf`, which renames over the old link) changes its mtime and
+//!   ctime, and a directory replaced by another has another inode. A
+//!   linked directory is kept as the walk saw it: through the link, so
+//!   its target's stat;
+//! - every directory left out because it holds a `pyvenv.cfg`: its
+//!   listing says whether it still does;
+//! - the `.gitignore` and `.ignore` files of those directories (their
+//!   content is not in any listing) and of every ancestor of the root,
+//!   which the walker reads too (kept as absent when there is none);
+//! - each key file, with the hash the walk gave it: the stat cache's
+//!   rule, so an edit in place (same size, the old mtime put back) still
+//!   moves the ctime;
+//! - each link the walk found pointing at nothing: its target may appear
+//!   without any listing changing, so it is kept as absent;
+//! - the walk's settings (root, globs, formats): `config`, a digest.
+//!
+//! As in the stat cache, a stat counts only if it had settled before the
+//! recording run began (`Stat::settled_before`): a change during or just
+//! before that run leaves a stat the next run will not trust. Anything
+//! that differs, or cannot be read, sends the run to the full walk, which
+//! writes a new record. The file is the stat cache's kind of input: ours,
+//! private, whole (a trailing sha256), else ignored.
+
+use crate::statcache::{self, DirCache, HashKind, Reader, Stat};
+use sha2::{Digest, Sha256};
+use std::ffi::OsStr;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// Bump when the layout or what the walk depends on changes.
+const MAGIC: &[u8] = b"migsnap-walk-v1\n";
+
+/// The ignore files the walker reads in each directory it lists and in
+/// each ancestor of the root (`WalkBuilder` with `git_global` and
+/// `git_exclude` off: see `fingerprint`).
+pub const IGNORE_FILES: &[&str] = &[".gitignore", ".ignore"];
+
+/// Below this many key files one thread checks them all: a second one
+/// costs more to start than it saves.
+const PARALLEL_FROM: usize = 512;
+
+/// Where a key file counts in the key (`Fingerprint`'s three maps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Migration = 0,
+    Input = 1,
+    Part = 2,
+}
+
+impl Class {
+    fn from_byte(b: u8) -> Option<Class> {
+        match b {
+            0 => Some(Class::Migration),
+            1 => Some(Class::Input),
+            2 => Some(Class::Part),
+            _ => None,
+        }
+    }
+}
+
+/// How a key file was hashed: a kind of content hash, or only its
+/// presence (a migrations package's `__init__.py`, which its directory's
+/// listing stands for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hashed {
+    Content(HashKind),
+    Present,
+}
+
+/// One key file as the walk found it.
+#[derive(Debug, Clone)]
+pub struct File {
+    pub class: Class,
+    pub hashed: Hashed,
+    /// Relative to the root, with `/`.
+    pub rel: String,
+    /// Its stat before it was read (unused for `Hashed::Present`).
+    pub stat: Stat,
+    pub sha256: [u8; 32],
+}
+
+/// What a full walk records as it goes, from its threads.
+#[derive(Default)]
+pub struct Recording {
+    dirs: Mutex<Vec<(PathBuf, Stat)>>,
+    watched: Mutex<Vec<(PathBuf, Option<Stat>)>>,
+    files: Mutex<Vec<File>>,
+    /// Something could not be stat'ed: no record is written.
+    broken: AtomicBool,
+}
+
+impl Recording {
+    /// A directory the walk listed, or left out for its `pyvenv.cfg`, and
+    /// the ignore files in it.
+    pub fn dir(&self, path: &Path, stat: Option<Stat>) {
+        let Some(stat) = stat else {
+            return self.broken();
+        };
+        lock(&self.dirs).push((path.to_path_buf(), stat));
+        for name in IGNORE_FILES {
+            // Absent: the directory's listing says if one appears.
+            match presence(&path.join(name)) {
+                Presence::There(stat) => lock(&self.watched).push((path.join(name), Some(stat))),
+                Presence::Absent => {}
+                Presence::Unknown => self.broken(),
+            }
+        }
+    }
+
+    /// The ignore files of every ancestor of `root` (present or not: no
+    /// listing of ours covers those directories).
+    pub fn ancestors_of(&self, root: &Path) {
+        let Ok(canonical) = root.canonicalize() else {
+            return self.broken();
+        };
+        for dir in canonical.ancestors().skip(1) {
+            for name in IGNORE_FILES {
+                self.watch(&dir.join(name));
+            }
+        }
+    }
+
+    /// A link that points at nothing: it must still do so.
+    pub fn dangling(&self, link: &Path) {
+        self.watch(link);
+    }
+
+    pub fn file(&self, file: File) {
+        lock(&self.files).push(file);
+    }
+
+    pub fn broken(&self) {
+        self.broken.store(true, Ordering::Relaxed);
+    }
+
+    fn watch(&self, path: &Path) {
+        match presence(path) {
+            Presence::There(stat) => lock(&self.watched).push((path.to_path_buf(), Some(stat))),
+            Presence::Absent => lock(&self.watched).push((path.to_path_buf(), None)),
+            Presence::Unknown => self.broken(),
+        }
+    }
+
+    /// Write the record of a walk that began at `started_ns` and reported
+    /// `dangling`; nothing when something could not be recorded.
+    pub fn save(
+        self,
+        path: &Path,
+        root: &Path,
+        config: &[u8; 32],
+        started_ns: i64,
+        dangling: &[String],
+    ) {
+        if self.broken.into_inner() {
+            // A record of the walk before stays: it fails its checks, as
+            // the tree it recorded has changed (else this walk could have
+            // stat'ed everything too), and costs one more full walk.
+            let _ = std::fs::remove_file(path);
+            return;
+        }
+        let mut files = self.files.into_inner().unwrap_or_else(|p| p.into_inner());
+        // By path: a directory's files together, so the check's open
+        // directory serves them all.
+        files.sort_by(|a, b| a.rel.cmp(&b.rel));
+        let record = Record {
+            config: *config,
+            started_ns,
+            root: root.to_path_buf(),
+            dirs: self.dirs.into_inner().unwrap_or_else(|p| p.into_inner()),
+            watched: self.watched.into_inner().unwrap_or_else(|p| p.into_inner()),
+            files,
+            dangling: dangling.to_vec(),
+        };
+        statcache::write_private(path, &record.encode());
+    }
+}
+
+/// The walk's result from the record, when every stat in it still holds.
+#[derive(Debug)]
+pub struct Replayed {
+    /// (class, relative path, hash as the key takes it), by path.
+    pub files: Vec<(Class, String, String)>,
+    pub dangling: Vec<String>,
+}
+
+/// The record at `path`, checked against the tree (see the module docs);
+/// None: walk.
+pub fn replay(path: &Path, config: &[u8; 32]) -> Option<Replayed> {
+    let bytes = statcache::read_checked(path)?;
+    let record = Record::decode(&bytes)?;
+    if record.config != *config {
+        return None;
+    }
+    let started = record.started_ns;
+    let holds = |now: Option<Stat>, then: &Stat| {
+        now.is_some_and(|now| now == *then && then.settled_before(started))
+    };
+    let mut dirs = DirCache::default();
+    if !record.dirs.iter().all(|(p, s)| holds(dirs.stat(p), s)) {
+        return None;
+    }
+    let watched_hold = record
+        .watched
+        .iter()
+        .all(|(p, then)| match (presence(p), then) {
+            (Presence::There(now), Some(then)) => holds(Some(now), then),
+            (Presence::Absent, None) => true,
+            _ => false,
+        });
+    if !watched_hold {
+        return None;
+    }
+    if !files_hold(&record.files, &record.root, started) {
+        return None;
+    }
+    let files = record
+        .files
+        .into_iter()
+        .map(|f| {
+            let hash = match f.hashed {
+                Hashed::Present => "present".to_string(),
+                Hashed::Content(_) => crate::hash::hex(&f.sha256),
+            };
+            (f.class, f.rel, hash)
+        })
+        .collect();
+    Some(Replayed {
+        files,
+        dangling: record.dangling,
+    })
+}
+
+/// Every content-hashed file's stat is still the recorded one, checked on
+/// two threads for a large tree (a stat is mostly the kernel's name
+/// look-up: it spreads over cores).
+fn files_hold(files: &[File], root: &Path, started_ns: i64) -> bool {
+    let differs = AtomicBool::new(false);
+    let check = |part: &[File]| {
+        let mut open = DirCache::default();
+        let mut path = root.as_os_str().as_bytes().to_vec();
+        let base = path.len();
+        for f in part {
+            if differs.load(Ordering::Relaxed) {
+                return;
+            }
+            if f.hashed == Hashed::Present {
+                continue;
+            }
+            path.truncate(base);
+            path.push(b'/');
+            path.extend_from_slice(f.rel.as_bytes());
+            let now = open.stat(Path::new(OsStr::from_bytes(&path)));
+            if !now.is_some_and(|now| now == f.stat && f.stat.settled_before(started_ns)) {
+                differs.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
+    };
+    if files.len() < PARALLEL_FROM {
+        check(files);
+    } else {
+        let (first, second) = files.split_at(files.len() / 2);
+        std::thread::scope(|s| {
+            s.spawn(|| check(first));
+            check(second);
+        });
+    }
+    !differs.into_inner()
+}
+
+/// The record of the project whose stat cache is at `stat_cache`: beside
+/// it, under its name (so whatever passes the stat cache over, passes this
+/// over too).
+pub fn path_beside(stat_cache: &Path) -> PathBuf {
+    let mut name = stat_cache.as_os_str().to_os_string();
+    name.push(".walk");
+    PathBuf::from(name)
+}
+
+enum Presence {
+    There(Stat),
+    /// Nothing there, or a link to nothing.
+    Absent,
+    /// Cannot tell (no permission): never recorded, never trusted.
+    Unknown,
+}
+
+/// What is at `path`, following links as the walker does.
+fn presence(path: &Path) -> Presence {
+    match std::fs::metadata(path) {
+        Ok(meta) => Presence::There(Stat::of(&meta)),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) =>
+        {
+            Presence::Absent
+        }
+        Err(_) => Presence::Unknown,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The record as stored.
+struct Record {
+    config: [u8; 32],
+    started_ns: i64,
+    /// What the files' paths are relative to.
+    root: PathBuf,
+    dirs: Vec<(PathBuf, Stat)>,
+    watched: Vec<(PathBuf, Option<Stat>)>,
+    files: Vec<File>,
+    dangling: Vec<String>,
+}
+
+/// The fewest bytes a stat takes.
+const STAT_BYTES: usize = 8 * 5;
+
+impl Record {
+    /// Layout (little-endian): MAGIC; config (32 bytes); the run's start
+    /// (i64 ns); the root (u32 length, bytes); then each list as a count (u32) and its items: a directory
+    /// as its path (u32 length, bytes) and stat (size, mtime, ctime,
+    /// inode, device: 8 bytes each); a watched path as its path, a
+    /// presence byte and the stat when present; a file as class and hash
+    /// kind (u8 each: 0 content, 1 pyproject, 2 present), its relative
+    /// path, stat and sha256; a dangling link as its relative path. Then
+    /// the sha256 of everything before it.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.files.len() * 120);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.config);
+        out.extend_from_slice(&self.started_ns.to_le_bytes());
+        let bytes = |out: &mut Vec<u8>, b: &[u8]| {
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(b);
+        };
+        bytes(&mut out, self.root.as_os_str().as_bytes());
+        let stat = |out: &mut Vec<u8>, s: &Stat| {
+            for v in [s.size, s.mtime_ns as u64, s.ctime_ns as u64, s.ino, s.dev] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        };
+        out.extend_from_slice(&(self.dirs.len() as u32).to_le_bytes());
+        for (p, s) in &self.dirs {
+            bytes(&mut out, p.as_os_str().as_bytes());
+            stat(&mut out, s);
+        }
+        out.extend_from_slice(&(self.watched.len() as u32).to_le_bytes());
+        for (p, s) in &self.watched {
+            bytes(&mut out, p.as_os_str().as_bytes());
+            out.push(u8::from(s.is_some()));
+            if let Some(s) = s {
+                stat(&mut out, s);
+            }
+        }
+        out.extend_from_slice(&(self.files.len() as u32).to_le_bytes());
+        for f in &self.files {
+            out.push(f.class as u8);
+            out.push(match f.hashed {
+                Hashed::Content(kind) => kind as u8,
+                Hashed::Present => 2,
+            });
+            bytes(&mut out, f.rel.as_bytes());
+            stat(&mut out, &f.stat);
+            out.extend_from_slice(&f.sha256);
+        }
+        out.extend_from_slice(&(self.dangling.len() as u32).to_le_bytes());
+        for d in &self.dangling {
+            bytes(&mut out, d.as_bytes());
+        }
+        let sum = Sha256::digest(&out);
+        out.extend_from_slice(&sum);
+        out
+    }
+
+    /// `encode`'s bytes back, or None for anything that is not exactly that.
+    fn decode(all: &[u8]) -> Option<Record> {
+        let (body, sum) = all.split_at_checked(all.len().checked_sub(32)?)?;
+        if Sha256::digest(body).as_slice() != sum {
+            return None;
+        }
+        let mut r = Reader(body);
+        if r.take(MAGIC.len())? != MAGIC {
+            return None;
+        }
+        let config: [u8; 32] = r.array()?;
+        let started_ns = r.i64()?;
+        // No count is trusted to size an allocation beyond what the bytes
+        // could hold.
+        let count = |r: &mut Reader, least: usize| {
+            let n = r.u32()? as usize;
+            (n <= body.len() / least).then_some(n)
+        };
+        let bytes = |r: &mut Reader<'_>| -> Option<Vec<u8>> {
+            let n = r.u32()? as usize;
+            Some(r.take(n)?.to_vec())
+        };
+        let stat = |r: &mut Reader| {
+            Some(Stat {
+                size: r.u64()?,
+                mtime_ns: r.i64()?,
+                ctime_ns: r.i64()?,
+                ino: r.u64()?,
+                dev: r.u64()?,
+            })
+        };
+        let path = |b: Vec<u8>| PathBuf::from(std::ffi::OsString::from_vec(b));
+        let root = path(bytes(&mut r)?);
+        let mut dirs = Vec::new();
+        for _ in 0..count(&mut r, 4 + STAT_BYTES)? {
+            dirs.push((path(bytes(&mut r)?), stat(&mut r)?));
+        }
+        let mut watched = Vec::new();
+        for _ in 0..count(&mut r, 5)? {
+            let p = path(bytes(&mut r)?);
+            let s = match r.u8()? {
+                0 => None,
+                1 => Some(stat(&mut r)?),
+                _ => return None,
+            };
+            watched.push((p, s));
+        }
+        let mut files = Vec::new();
+        for _ in 0..count(&mut r, 2 + 4 + STAT_BYTES + 32)? {
+            let class = Class::from_byte(r.u8()?)?;
+            let hashed = match r.u8()? {
+                0 => Hashed::Content(HashKind::Content),
+                1 => Hashed::Content(HashKind::PyprojectDeps),
+                2 => Hashed::Present,
+                _ => return None,
+            };
+            let rel = String::from_utf8(bytes(&mut r)?).ok()?;
+            let stat = stat(&mut r)?;
+            let sha256 = r.array()?;
+            files.push(File {
+                class,
+                hashed,
+                rel,
+                stat,
+                sha256,
+            });
+        }
+        let mut dangling = Vec::new();
+        for _ in 0..count(&mut r, 4)? {
+            dangling.push(String::from_utf8(bytes(&mut r)?).ok()?);
+        }
+        if !r.0.is_empty() {
+            return None;
+        }
+        Some(Record {
+            config,
+            started_ns,
+            root,
+            dirs,
+            watched,
+            files,
+            dangling,
+        })
+    }
+}
+
+/// Rewrite the record at `path` as if its run had begun at `started_ns`,
+/// with `forge` applied to each file: a test's way to a record every stat
+/// of which has settled, or that lies about a hash (to tell it was used).
+#[cfg(test)]
+pub(crate) fn forge(path: &Path, started_ns: i64, forge: impl Fn(&mut File)) {
+    let bytes = statcache::read_checked(path).expect("a record");
+    let mut record = Record::decode(&bytes).expect("whole");
+    record.started_ns = started_ns;
+    record.files.iter_mut().for_each(forge);
+    assert!(statcache::write_private(path, &record.encode()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_encoded_decodes_back_and_damage_is_refused() {
+        let stat = Stat {
+            size: 1,
+            mtime_ns: 2,
+            ctime_ns: 3,
+            ino: 4,
+            dev: 5,
+        };
+        let record = Record {
+            config: [7; 32],
+            started_ns: 99,
+            root: "/p".into(),
+            dirs: vec![("/p".into(), stat), ("/p/a".into(), stat)],
+            watched: vec![
+                ("/.gitignore".into(), None),
+                ("/p/.ignore".into(), Some(stat)),
+            ],
+            files: vec![File {
+                class: Class::Input,
+                hashed: Hashed::Content(HashKind::PyprojectDeps),
+                rel: "pyproject.toml".into(),
+                stat,
+                sha256: [9; 32],
+            }],
+            dangling: vec!["a/migrations/0002_gone.py".into()],
+        };
+        let bytes = record.encode();
+        let back = Record::decode(&bytes).expect("decodes");
+        assert_eq!(back.encode(), bytes, "the same record");
+        assert_eq!(back.watched[0].1, None);
+        assert_eq!(
+            back.files[0].hashed,
+            Hashed::Content(HashKind::PyprojectDeps)
+        );
+        for at in [0, MAGIC.len() + 3, bytes.len() / 2, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 1;
+            assert!(Record::decode(&bad).is_none(), "a flipped byte at {at}");
+        }
+        assert!(
+            Record::decode(&bytes[..bytes.len() - 1]).is_none(),
+            "cut short"
+        );
+    }
+}
