@@ -113,9 +113,16 @@ impl Recording {
         };
         lock(&self.dirs).push((path.to_path_buf(), stat));
         for name in IGNORE_FILES {
-            // Absent: the directory's listing says if one appears.
-            match presence(&path.join(name)) {
-                Presence::There(stat) => lock(&self.watched).push((path.join(name), Some(stat))),
+            let file = path.join(name);
+            match presence(&file) {
+                Presence::There(stat) => lock(&self.watched).push((file, Some(stat))),
+                // A link to nothing: its target may appear with no listing
+                // changing. Watched here whether or not the walker named it
+                // a dangling link (it may pass hidden names over first).
+                Presence::Absent if file.symlink_metadata().is_ok() => {
+                    lock(&self.watched).push((file, None))
+                }
+                // None at all: the directory's listing says if one appears.
                 Presence::Absent => {}
                 Presence::Unknown => self.broken(),
             }
