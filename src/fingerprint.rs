@@ -1465,9 +1465,10 @@ DJANGO_SETTINGS_MODULE = "site.settings"
             ("a dangling link that now points at a file", |_, outside| {
                 std::fs::write(outside.join("target.py"), "linked\n").expect("write")
             }),
-            ("a .gitignore linked to nothing that now points at rules", |_, outside| {
-                std::fs::write(outside.join("rules"), "0002_b.py\n").expect("write")
-            }),
+            (
+                "a .gitignore linked to nothing that now points at rules",
+                |_, outside| std::fs::write(outside.join("rules"), "0002_b.py\n").expect("write"),
+            ),
             ("a file added behind a linked directory", |_, outside| {
                 std::fs::write(outside.join("shared/migrations/0002_s.py"), "s2\n").expect("write")
             }),
@@ -1489,7 +1490,11 @@ DJANGO_SETTINGS_MODULE = "site.settings"
             std::fs::create_dir_all(outside.join("shared/migrations")).expect("mkdir");
             std::fs::write(outside.join("shared/migrations/0001_s.py"), "s1\n").expect("write");
             symlink(outside.join("shared"), root.join("shared")).expect("link");
-            symlink(outside.join("rules"), root.join("app/migrations/.gitignore")).expect("link");
+            symlink(
+                outside.join("rules"),
+                root.join("app/migrations/.gitignore"),
+            )
+            .expect("link");
 
             let before = uncached(&spec);
             assert_eq!(compute(&spec).expect("key").key, before, "{what}: recorded");
