@@ -1469,6 +1469,37 @@ DJANGO_SETTINGS_MODULE = "site.settings"
                 "a .gitignore linked to nothing that now points at rules",
                 |_, outside| std::fs::write(outside.join("rules"), "0002_b.py\n").expect("write"),
             ),
+            (
+                "a link to a plain file whose target becomes migrations",
+                |_, outside| {
+                    std::fs::remove_file(outside.join("thing")).expect("rm");
+                    std::fs::create_dir_all(outside.join("thing/migrations")).expect("mkdir");
+                    std::fs::write(outside.join("thing/migrations/0001_t.py"), "t\n")
+                        .expect("write")
+                },
+            ),
+            (
+                "a virtualenv whose pyvenv.cfg link points at nothing now",
+                |_, outside| std::fs::remove_file(outside.join("cfg")).expect("rm"),
+            ),
+            (
+                "a package's __init__.py link that points at nothing now",
+                |_, outside| std::fs::remove_file(outside.join("init.py")).expect("rm"),
+            ),
+            (
+                "a link that looped back to the root, now elsewhere",
+                |_, outside| {
+                    std::fs::remove_file(outside.join("m")).expect("rm");
+                    symlink(outside.join("other"), outside.join("m")).expect("link")
+                },
+            ),
+            (
+                "a link an ignore rule hid as a directory, now a file",
+                |_, outside| {
+                    std::fs::remove_dir(outside.join("dir")).expect("rmdir");
+                    std::fs::write(outside.join("dir"), "x\n").expect("write")
+                },
+            ),
             ("a file added behind a linked directory", |_, outside| {
                 std::fs::write(outside.join("shared/migrations/0002_s.py"), "s2\n").expect("write")
             }),
@@ -1478,7 +1509,7 @@ DJANGO_SETTINGS_MODULE = "site.settings"
             let (root, outside) = (spec.root.clone(), dir.path().to_path_buf());
             // What the changes above need: an ignore file, a virtualenv
             // with migrations in it, a link to nothing, a linked directory.
-            std::fs::write(root.join(".gitignore"), "*.log\n").expect("write");
+            std::fs::write(root.join(".gitignore"), "*.log\n0005_x.py/\n").expect("write");
             std::fs::create_dir_all(root.join("vendored/migrations")).expect("mkdir");
             std::fs::write(root.join("vendored/pyvenv.cfg"), "").expect("write");
             std::fs::write(root.join("vendored/migrations/0001_v.py"), "v\n").expect("write");
@@ -1490,6 +1521,28 @@ DJANGO_SETTINGS_MODULE = "site.settings"
             std::fs::create_dir_all(outside.join("shared/migrations")).expect("mkdir");
             std::fs::write(outside.join("shared/migrations/0001_s.py"), "s1\n").expect("write");
             symlink(outside.join("shared"), root.join("shared")).expect("link");
+            // Links whose targets no listing of the tree covers (issue #24's
+            // adversarial review found each of these replayed stale).
+            std::fs::write(outside.join("thing"), "hi\n").expect("write");
+            symlink(outside.join("thing"), root.join("thing")).expect("link");
+            std::fs::create_dir_all(root.join("lib/migrations")).expect("mkdir");
+            std::fs::write(outside.join("cfg"), "").expect("write");
+            symlink(outside.join("cfg"), root.join("lib/pyvenv.cfg")).expect("link");
+            std::fs::write(root.join("lib/migrations/0001_l.py"), "l\n").expect("write");
+            std::fs::create_dir_all(root.join("pkg/migrations")).expect("mkdir");
+            std::fs::write(outside.join("init.py"), "").expect("write");
+            symlink(
+                outside.join("init.py"),
+                root.join("pkg/migrations/__init__.py"),
+            )
+            .expect("link");
+            std::fs::write(root.join("pkg/migrations/0001_p.py"), "p\n").expect("write");
+            std::fs::create_dir_all(outside.join("other/migrations")).expect("mkdir");
+            std::fs::write(outside.join("other/migrations/0001_o.py"), "o\n").expect("write");
+            symlink(&root, outside.join("m")).expect("link");
+            symlink(outside.join("m"), root.join("app/l")).expect("link");
+            std::fs::create_dir(outside.join("dir")).expect("mkdir");
+            symlink(outside.join("dir"), root.join("app/migrations/0005_x.py")).expect("link");
             symlink(
                 outside.join("rules"),
                 root.join("app/migrations/.gitignore"),

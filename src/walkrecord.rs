@@ -105,26 +105,42 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// A directory the walk listed, or left out for its `pyvenv.cfg`, and
-    /// the ignore files in it.
+    /// A directory the walk listed, or left out for its `pyvenv.cfg`, the
+    /// ignore files in it and every link in it.
     pub fn dir(&self, path: &Path, stat: Option<Stat>) {
         let Some(stat) = stat else {
             return self.broken();
         };
         lock(&self.dirs).push((path.to_path_buf(), stat));
+        self.links_in(path);
         for name in IGNORE_FILES {
             let file = path.join(name);
             match presence(&file) {
                 Presence::There(stat) => lock(&self.watched).push((file, Some(stat))),
-                // A link to nothing: its target may appear with no listing
-                // changing. Watched here whether or not the walker named it
-                // a dangling link (it may pass hidden names over first).
-                Presence::Absent if file.symlink_metadata().is_ok() => {
-                    lock(&self.watched).push((file, None))
-                }
-                // None at all: the directory's listing says if one appears.
+                // None, or a link to nothing (`links_in` watches that): the
+                // directory's listing says if one appears.
                 Presence::Absent => {}
                 Presence::Unknown => self.broken(),
+            }
+        }
+    }
+
+    /// Every link in `dir`, through the link: what it points at lives
+    /// where no listing of ours may cover it, and may become a directory
+    /// to walk, a key file, a `pyvenv.cfg` no more, or nothing, while
+    /// `dir`'s listing stays as it was (a link to a plain file, a FIFO, a
+    /// loop, an ignored name, a package's `__init__.py`). Retargeting the
+    /// link itself renames over it: that is in the listing.
+    fn links_in(&self, dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return self.broken();
+        };
+        for entry in entries {
+            match entry {
+                // The type from the directory entry: no stat of its own.
+                Ok(e) if e.file_type().is_ok_and(|t| t.is_symlink()) => self.watch(&e.path()),
+                Ok(_) => {}
+                Err(_) => self.broken(),
             }
         }
     }
