@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// Bump when the layout or what the walk depends on changes.
-const MAGIC: &[u8] = b"migsnap-walk-v1\n";
+const MAGIC: &[u8] = b"migsnap-walk-v2\n";
 
 /// The ignore files the walker reads in each directory it lists and in
 /// each ancestor of the root (`WalkBuilder` with `git_global` and
