@@ -313,12 +313,17 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
                         return ignore::WalkState::Quit;
                     }
                 };
-                if !entry.file_type().is_some_and(|t| t.is_file()) {
-                    if let Some(rec) =
-                        recording.filter(|_| entry.file_type().is_some_and(|t| t.is_dir()))
-                    {
+                if entry.file_type().is_some_and(|t| t.is_dir()) {
+                    if let Some(e) = unreadable_ignore_file(entry.path()) {
+                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        return ignore::WalkState::Quit;
+                    }
+                    if let Some(rec) = recording {
                         rec.dir(entry.path(), dirs.stat(entry.path()));
                     }
+                    return ignore::WalkState::Continue;
+                }
+                if !entry.file_type().is_some_and(|t| t.is_file()) {
                     return ignore::WalkState::Continue;
                 }
                 let Some(rel) = relative(root, entry.path()) else {
@@ -871,6 +876,27 @@ fn unresolvable(e: &ignore::Error) -> bool {
         ignore::Error::WithDepth { err, .. } => unresolvable(err),
         _ => false,
     }
+}
+
+/// An ignore file in `dir` that is there but may not be read: `ignore`
+/// walks on as if it were empty (it drops the error), so the key would
+/// depend on who runs it. An error instead, like an unreadable directory.
+/// Opened without waiting on a FIFO (O_NONBLOCK), and only to ask.
+fn unreadable_ignore_file(dir: &Path) -> Option<Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    walkrecord::IGNORE_FILES.iter().find_map(|name| {
+        let path = dir.join(name);
+        let opened = std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path);
+        match opened {
+            Err(source) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                Some(FilesError::Unreadable { path, source }.into())
+            }
+            _ => None,
+        }
+    })
 }
 
 /// Looked at without following it: only the link itself says it is one.

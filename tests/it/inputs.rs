@@ -357,12 +357,43 @@ fn an_unreadable_directory_is_an_error_not_a_smaller_key() {
     let p = Project::example("unreadable");
     std::fs::create_dir(p.path().join("catalog/locked")).expect("mkdir");
     p.write("catalog/locked/migrations/0001_x.py", "");
+    let locked = p.path().join("catalog/locked");
+    let out = key_with_locked(&p, &locked, 0o000);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot read") && err.contains("catalog/locked"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+}
+
+/// An ignore file nobody may read would leave its rules out without a
+/// word (`ignore` walks on as if it were empty): the key would depend on
+/// who runs it. An error instead, naming the file.
+#[test]
+fn an_unreadable_gitignore_is_an_error_not_another_key() {
+    let p = Project::example("unreadable_ignore");
+    p.write(".gitignore", "orders/\n");
+    let out = key_with_locked(&p, &p.path().join(".gitignore"), 0o600);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot read") && err.contains(".gitignore"),
+        "{err}"
+    );
+}
+
+/// `key` run while `locked` has `mode`, as an unprivileged user when this
+/// runs as root (who reads everything), who can read the rest of the
+/// project; `locked` is opened again afterwards.
+fn key_with_locked(p: &Project, locked: &Path, mode: u32) -> std::process::Output {
     let open = |path: &Path, mode: u32| {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
     };
-    let locked = p.path().join("catalog/locked");
-    open(&locked, 0o000);
+    let was = std::fs::metadata(locked).expect("stat").permissions();
+    open(locked, mode);
     let mut cmd = p.cmd(&["key"]);
     if nix_is_root() {
         // Root reads everything: run as an unprivileged user instead, who
@@ -380,14 +411,8 @@ fn an_unreadable_directory_is_an_error_not_a_smaller_key() {
         cmd = runuser;
     }
     let out = cmd.output().expect("run");
-    open(&locked, 0o755);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("cannot read") && err.contains("catalog/locked"),
-        "{err}"
-    );
-    assert!(err.contains("hint:"), "{err}");
+    std::fs::set_permissions(locked, was).expect("chmod back");
+    out
 }
 
 fn nix_is_root() -> bool {
