@@ -446,18 +446,30 @@ impl Project {
     /// a maintenance finished (its lock is still held a moment).
     pub fn wait_for_maintenance(&self) {
         let cache = self.cache.path().as_os_str().as_encoded_bytes().to_vec();
+        let migsnap = bin().canonicalize().expect("the migsnap binary");
+        // A process is ours while its arguments name this cache dir; or,
+        // for a moment, while it execs migsnap with no arguments to read
+        // yet: `prepare` spawns the maintenance with posix_spawn, which
+        // returns once the child has left the parent's memory, before the
+        // kernel has set up its new arguments. A scan in that window saw
+        // no maintenance and the test went on while it ran (CI, under
+        // load: "the old key's pool is dropped" with the maintenance's
+        // log showing it had just started).
         let running = || {
             std::fs::read_dir("/proc")
                 .into_iter()
                 .flatten()
                 .flatten()
-                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-                .any(|cmd| {
+                .filter_map(|e| Some((std::fs::read(e.path().join("cmdline")).ok()?, e.path())))
+                .any(|(cmd, proc)| {
                     let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-                    args.contains(&&b"maintain"[..])
+                    let ours = args.contains(&&b"maintain"[..])
                         && args
                             .windows(2)
-                            .any(|w| w[0] == b"--cache-dir" && w[1] == cache)
+                            .any(|w| w[0] == b"--cache-dir" && w[1] == cache);
+                    let starting = cmd.is_empty()
+                        && std::fs::read_link(proc.join("exe")).ok() == Some(migsnap.clone());
+                    ours || starting
                 })
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
