@@ -260,7 +260,12 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
             if skipped {
                 return false;
             }
-            if e.path().join("pyvenv.cfg").exists() {
+            let cfg = e.path().join("pyvenv.cfg");
+            let venv = match &in_record {
+                Some(rec) => rec.observe(&cfg),
+                None => cfg.exists(),
+            };
+            if venv {
                 // Its listing says whether it still holds one.
                 if let Some(rec) = &in_record {
                     let stat = std::fs::metadata(e.path()).ok().map(|m| Stat::of(&m));

@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// Bump when the layout or what the walk depends on changes.
-const MAGIC: &[u8] = b"migsnap-walk-v2\n";
+const MAGIC: &[u8] = b"migsnap-walk-v3\n";
 
 /// The ignore files the walker reads in each directory it lists and in
 /// each ancestor of the root (`WalkBuilder` with `git_global` and
@@ -154,6 +154,37 @@ impl Recording {
         for dir in canonical.ancestors().skip(1) {
             for name in IGNORE_FILES {
                 self.watch(&dir.join(name));
+            }
+        }
+    }
+
+    /// Whether `path` is there (through a link, as the walker looks), for
+    /// a decision the walk makes on it (a `pyvenv.cfg`): when it is a
+    /// link, what was seen is kept as seen then. Stat'ed again later (the
+    /// link in its directory's listing, `links_in`), a link outside the
+    /// tree re-pointed in between would leave a record that disagrees with
+    /// the walk it stands for.
+    pub fn observe(&self, path: &Path) -> bool {
+        let seen = presence(path);
+        let is_link = path
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink());
+        match seen {
+            Presence::There(stat) => {
+                if is_link {
+                    lock(&self.watched).push((path.to_path_buf(), Some(stat)));
+                }
+                true
+            }
+            Presence::Absent => {
+                if is_link {
+                    lock(&self.watched).push((path.to_path_buf(), None));
+                }
+                false
+            }
+            Presence::Unknown => {
+                self.broken();
+                path.exists()
             }
         }
     }
