@@ -6,12 +6,17 @@
 # to collect. Not a test: it fails only on a wrong result (a session that did
 # not take the path its case is about), never on a slow one.
 #
-#   scripts/bench_early.sh [--runs N] [--collect-seconds S] [--keep]
+#   scripts/bench_early.sh [--runs N] [--collect-seconds S] [--workers N] [--keep]
 #
 #   --runs N             sessions per case, medians reported (default 3)
 #   --collect-seconds S  how long collecting the test tree takes (default 3):
 #                        40 test modules, each sleeping S/40 s at import, a
 #                        stand-in for the heavy imports of a real test suite
+#   --workers N          run each session under pytest-xdist with N workers
+#                        (`-n N`; default: no xdist). One worker runs the
+#                        database test; the others collect and run the rest
+#                        (issue #24: each worker used to prepare a database
+#                        early although one test needs it)
 #   --keep               keep the temp dir (and the server) for a look afterwards
 #
 # Each pytest session runs one database test first, then 40 modules' worth of
@@ -31,10 +36,11 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$root"
 
-runs=3 collect=3 keep=''
+runs=3 collect=3 keep='' workers=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs=$2; shift 2 ;;
+    --workers) workers=$2; shift 2 ;;
     --collect-seconds) collect=$2; shift 2 ;;
     --keep) keep=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -78,7 +84,8 @@ def pytest_fixture_setup(fixturedef, request):
         return
     began = time.monotonic()
     yield
-    with open(os.environ["BENCH_SETUP_MS"], "w") as f:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open("%s.%s" % (os.environ["BENCH_SETUP_MS"], worker), "w") as f:
         f.write("%.1f\n" % ((time.monotonic() - began) * 1000))
 EOF
 cat >"$proj/benchtests/test_000_first.py" <<'EOF'
@@ -123,6 +130,9 @@ drop_for_cache() {
   settle
   psql -X -q -d postgres -c "ALTER DATABASE \"$template\" IS_TEMPLATE false" \
     -c "DROP DATABASE \"$template\" WITH (FORCE)" -c 'DROP DATABASE IF EXISTS test_bench WITH (FORCE)'
+  for w in $(seq 0 $((workers - 1))); do
+    psql -X -q -d postgres -c "DROP DATABASE IF EXISTS test_bench_gw$w WITH (FORCE)"
+  done
   (cd "$proj" && MIGSNAP_POOL=0 "$bin" gc -q) >/dev/null # the pool's members go with pool = 0
 }
 
@@ -134,14 +144,16 @@ mkdir -p "$res"
 # which imports every migration in the pytest process); its django_db_setup
 # time and wall time appended to CASE-MODE.{setup,wall}.
 session() {
-  local case=$1 mode=$2 expect=$3 t0 t1 out="$work/last.out" opts=()
+  local case=$1 mode=$2 expect=$3 t0 t1 out="$work/last.out" opts=() setup
+  [ "$workers" -gt 0 ] && opts=(-n "$workers")
   case "$mode" in
-    early) opts=(-o migsnap_early=true) ;;
-    late) opts=(-o migsnap_early=false) ;;
-    early-noverify) opts=(-o migsnap_early=true -o migsnap_verify=false) ;;
+    early) opts+=(-o migsnap_early=true) ;;
+    late) opts+=(-o migsnap_early=false) ;;
+    early-noverify) opts+=(-o migsnap_early=true -o migsnap_verify=false) ;;
   esac
   settle
   [ "$case" = cache ] && drop_for_cache
+  rm -f "$work"/setup_ms.*
   t0=$(date +%s%N)
   if ! (cd "$proj" && BENCH_SETUP_MS="$work/setup_ms" "$python" -m pytest -p migsnap.pytest_plugin \
         "${opts[@]}" -q -p no:cacheprovider) >"$out" 2>&1; then
@@ -149,14 +161,17 @@ session() {
     die "$case ($mode): pytest failed"
   fi
   t1=$(date +%s%N)
-  grep -q "migsnap: test_bench from $expect in" "$out" \
+  grep -q "migsnap: test_bench\(_gw[0-9]*\)\? from $expect in" "$out" \
     || { cat "$out" >&2; die "$case ($mode): expected the database from $expect"; }
   if [ "$mode" != late ]; then
     grep -q "tests waited" "$out" || { cat "$out" >&2; die "$case ($mode): the early prepare was not used"; }
   fi
-  cat "$work/setup_ms" >>"$res/$case-$mode.ms"
+  # One test needs the database: one worker timed its setup.
+  setup=$(cat "$work"/setup_ms.* | sort -n | tail -n 1)
+  [ -n "$setup" ] || die "$case ($mode): no django_db_setup was timed"
+  echo "$setup" >>"$res/$case-$mode.ms"
   echo $(( (t1 - t0) / 1000000 )) >>"$res/$case-$mode.wall.ms"
-  log "$case, $mode: setup $(cat "$work/setup_ms") ms, session $(( (t1 - t0) / 1000000 )) ms ($(grep -o 'migsnap: .*' "$out"))"
+  log "$case, $mode: setup $setup ms, session $(( (t1 - t0) / 1000000 )) ms ($(grep -o 'migsnap: .*' "$out" | tr '\n' ' '))"
 }
 
 modes=(early early-noverify late)
@@ -180,7 +195,7 @@ cell() {
   printf "%.0f (%.0f–%.0f); session %.0f" "$(stat_of "$1" median)" "$(stat_of "$1" min)" \
     "$(stat_of "$1" max)" "$(stat_of "$1.wall" median)"
 }
-echo "Database setup seen by the first test: pytest-django's \`django_db_setup\`, timed by a conftest (ms, medians of $runs sessions, range in brackets; then the whole session's median). 1,000-migration project, migsnap's embedded server (PostgreSQL $(psql -X -At -d postgres -c 'SHOW server_version' | cut -d' ' -f1)) in $work, $(nproc) CPUs. Collecting the test tree takes $(( (t1 - t0) / 1000000 )) ms (\`--collect-only\`, Django's setup included)."
+echo "Database setup seen by the first test: pytest-django's \`django_db_setup\`, timed by a conftest (ms, medians of $runs sessions, range in brackets; then the whole session's median). 1,000-migration project, migsnap's embedded server (PostgreSQL $(psql -X -At -d postgres -c 'SHOW server_version' | cut -d' ' -f1)) in $work, $(nproc) CPUs. Collecting the test tree takes $(( (t1 - t0) / 1000000 )) ms (\`--collect-only\`, Django's setup included).$([ "$workers" -gt 0 ] && echo " Each session under pytest-xdist, \`-n $workers\`: the setup is the one worker's that ran the database test.")"
 echo
 echo "| case | early (the default) | early, \`migsnap_verify = false\` | \`migsnap_early = false\` |"
 echo "|---|---|---|---|"
