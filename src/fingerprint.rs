@@ -243,6 +243,15 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
     // carries, so a laptop and CI get the same key from the same tree
     // (and the walk's record watches every file that shapes the walk).
     let in_record = recording.clone();
+    // migsnap's own cache dir, when it is inside the project: nothing in
+    // it is the project's, and its files change on every build (so a walk
+    // that listed it could never be replayed, and a key-input glob such as
+    // `**/*.json` would take in its manifests).
+    let own = spec
+        .stat_cache
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf);
     let walker = ignore::WalkBuilder::new(root)
         .require_git(false)
         .git_global(false)
@@ -256,7 +265,8 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
             let skipped = e
                 .file_name()
                 .to_str()
-                .is_some_and(|n| SKIP_DIRS.contains(&n));
+                .is_some_and(|n| SKIP_DIRS.contains(&n))
+                || own.as_deref() == Some(e.path());
             if skipped {
                 return false;
             }
@@ -1589,5 +1599,31 @@ DJANGO_SETTINGS_MODULE = "site.settings"
             assert_ne!(after, before, "{what}: the change changes the key");
             assert_eq!(compute(&spec).expect("key").key, after, "{what}: walked");
         }
+    }
+
+    /// The cache dir inside the project (`cache-dir = "cache"`) is not the
+    /// project's: a migration-shaped file in it is not in the key, and what
+    /// migsnap writes there does not stop the walk's record from being
+    /// replayed.
+    #[test]
+    fn a_cache_dir_inside_the_project_is_not_walked() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, spec) = cached_project();
+        let cache = spec.root.join("cache");
+        std::fs::create_dir_all(cache.join("migrations")).expect("mkdir");
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let spec = KeySpec {
+            stat_cache: Some(crate::statcache::path_for(&cache, &spec.root)),
+            ..spec
+        };
+        let plain = compute(&spec).expect("key").key;
+        std::fs::write(cache.join("migrations/0009_x.py"), "x\n").expect("write");
+        assert_eq!(compute(&spec).expect("key").key, plain, "not in the key");
+        settle_record(&spec, true);
+        assert_ne!(
+            compute(&spec).expect("key").key,
+            plain,
+            "the record was used"
+        );
     }
 }
