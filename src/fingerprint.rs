@@ -212,7 +212,7 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
     let config = walk_config(spec, &scope);
     if let Some(r) = record
         .as_deref()
-        .and_then(|p| walkrecord::replay(p, &config))
+        .and_then(|p| walkrecord::replay(p, root, &config))
     {
         let mut found = Found::default();
         for (class, rel, hash) in r.files {

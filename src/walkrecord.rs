@@ -252,12 +252,12 @@ pub struct Replayed {
     pub dangling: Vec<String>,
 }
 
-/// The record at `path`, checked against the tree (see the module docs);
-/// None: walk.
-pub fn replay(path: &Path, config: &[u8; 32]) -> Option<Replayed> {
+/// The record at `path` of the walk from `root`, checked against the
+/// tree (see the module docs); None: walk.
+pub fn replay(path: &Path, root: &Path, config: &[u8; 32]) -> Option<Replayed> {
     let bytes = statcache::read_checked(path)?;
     let record = Record::decode(&bytes)?;
-    if record.config != *config {
+    if record.config != *config || record.root != root {
         return None;
     }
     let started = record.started_ns;
