@@ -380,6 +380,20 @@ impl MigrateReport {
 /// stops Django and fails the build as a history failure.
 pub type InputsCheck<'a> = &'a (dyn Fn(&ShimInputs) -> std::result::Result<(), String> + Sync);
 
+/// Told, once Django has started, whether django-fastmig is migrating
+/// (`build-accelerator`): `verify-build` starts its stock build beside an
+/// accelerated one only then.
+pub type OnAccelerator<'a> = &'a (dyn Fn(bool) + Sync);
+
+/// What a caller hears of a running shim before its report: the inputs
+/// Django loaded (to refuse a build that would not fit), whether the
+/// accelerator is on. None: nothing.
+#[derive(Default, Clone, Copy)]
+pub struct Hooks<'a> {
+    pub inputs: Option<InputsCheck<'a>>,
+    pub accelerator: Option<OnAccelerator<'a>>,
+}
+
 /// What kind of failure the shim reported. Decided in Python, with
 /// `isinstance` and the connection's state (shim.py, `category_of`), never
 /// by matching message text here.
@@ -642,7 +656,7 @@ pub async fn migrate(
     conn: &ConnInfo,
     db: &str,
     ui: &Events,
-    check: Option<InputsCheck<'_>>,
+    hooks: Hooks<'_>,
     targets: &[String],
 ) -> Result<MigrateReport> {
     let mut env = vec![];
@@ -653,7 +667,7 @@ pub async fn migrate(
         })?;
         env.push(("MIGSNAP_MIGRATE_TARGETS", targets));
     }
-    run_shim_checked(django, conn, db, Mode::Migrate, ui, check, &env).await
+    run_shim_checked(django, conn, db, Mode::Migrate, ui, hooks, &env).await
 }
 
 /// The migrations that would run against `db` (read only), or those
@@ -678,7 +692,7 @@ pub async fn plan(
             if with_sql { "1" } else { "0" }.to_string(),
         ),
     ];
-    let report = run_shim_checked(django, conn, db, Mode::Plan, ui, None, &env).await?;
+    let report = run_shim_checked(django, conn, db, Mode::Plan, ui, Hooks::default(), &env).await?;
     report
         .insight
         .map(|i| *i)
@@ -705,7 +719,8 @@ pub async fn trace(
     if let Some(n) = rows {
         env.push(("MIGSNAP_TRACE_ROWS", n.to_string()));
     }
-    let report = run_shim_checked(django, conn, db, Mode::Trace, ui, None, &env).await?;
+    let report =
+        run_shim_checked(django, conn, db, Mode::Trace, ui, Hooks::default(), &env).await?;
     report
         .trace
         .map(|t| *t)
@@ -737,7 +752,16 @@ pub async fn choose_base(
         ("MIGSNAP_MIGRATE_TARGETS", targets),
         ("MIGSNAP_AT_CANDIDATES", candidates),
     ];
-    let report = run_shim_checked(django, conn, "postgres", Mode::At, ui, None, &env).await?;
+    let report = run_shim_checked(
+        django,
+        conn,
+        "postgres",
+        Mode::At,
+        ui,
+        Hooks::default(),
+        &env,
+    )
+    .await?;
     report.at_base.ok_or_else(|| ShimError::NoBase.into())
 }
 
@@ -747,7 +771,16 @@ pub async fn aliases(
     conn: &ConnInfo,
     ui: &Events,
 ) -> Result<Vec<crate::aliases::AliasInfo>> {
-    let report = run_shim_checked(django, conn, "postgres", Mode::Aliases, ui, None, &[]).await?;
+    let report = run_shim_checked(
+        django,
+        conn,
+        "postgres",
+        Mode::Aliases,
+        ui,
+        Hooks::default(),
+        &[],
+    )
+    .await?;
     report
         .aliases
         .ok_or_else(|| ShimError::NoReport { what: "aliases" }.into())
@@ -761,7 +794,7 @@ pub async fn run_shim(
     mode: Mode,
     ui: &Events,
 ) -> Result<MigrateReport> {
-    run_shim_checked(django, conn, db, mode, ui, None, &[]).await
+    run_shim_checked(django, conn, db, mode, ui, Hooks::default(), &[]).await
 }
 
 async fn run_shim_checked(
@@ -770,7 +803,7 @@ async fn run_shim_checked(
     db: &str,
     mode: Mode,
     ui: &Events,
-    check: Option<InputsCheck<'_>>,
+    hooks: Hooks<'_>,
     extra_env: &[(&str, String)],
 ) -> Result<MigrateReport> {
     check_manage_py(django)?;
@@ -873,7 +906,7 @@ async fn run_shim_checked(
                                 failure = Some((r#type.clone(), message.clone(), *category))
                             }
                             Event::Inputs(seen) => {
-                                if let Some(Err(why)) = check.map(|c| c(seen)) {
+                                if let Some(Err(why)) = hooks.inputs.map(|c| c(seen)) {
                                     // Whatever Django did so far goes with the build database.
                                     let _ = child.start_kill();
                                     refused = Some(why);
@@ -895,6 +928,9 @@ async fn run_shim_checked(
                                 unsupported,
                             } => {
                                 accelerated = *active;
+                                if let Some(tell) = hooks.accelerator {
+                                    tell(*active);
+                                }
                                 let python = django.python.clone();
                                 let warning = match (missing, unsupported) {
                                     (Some(why), _) => Some(NoAccelerator::Missing {

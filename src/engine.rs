@@ -697,9 +697,19 @@ impl BuildSession<'_> {
         admin.create(build, None, ctx.clone_strategy()).await?;
         failpoint::point("build.created");
         let targets = shim_targets(&self.fp.at, ctx.project_dir());
-        let report = match migrate_checked(ctx, admin, build, ui, None, &targets).await {
-            Ok(r) => r,
-            Err(e) => {
+        let migrate = async |tell: Option<django::OnAccelerator<'_>>| {
+            let hooks = django::Hooks {
+                inputs: None,
+                accelerator: tell,
+            };
+            migrate_checked(ctx, admin, build, ui, hooks, &targets).await
+        };
+        // `verify-build`: stock Django into an empty scratch database,
+        // beside the build.
+        let (report, reference) = beside_stock(admin, ctx, self.fp, None, migrate, ui).await;
+        let (report, reference) = match (report, reference) {
+            (Ok(r), Ok(reference)) => (r, reference),
+            (Err(e), _) | (_, Err(e)) => {
                 let _ = drop_build(admin, build).await;
                 return Err(e);
             }
@@ -718,7 +728,7 @@ impl BuildSession<'_> {
             },
             started: t,
             replacing: self.old.as_ref(),
-            start: None,
+            reference,
             base_is_stock: true,
         })
         .await?;
@@ -887,8 +897,21 @@ impl BuildSession<'_> {
                 .map_err(|c| c.to_string())
         };
         let targets = shim_targets(&fp.at, ctx.project_dir());
-        let migrate_and_finish = async |start: Option<&str>| {
-            let report = migrate_checked(ctx, admin, build, ui, Some(&fits), &targets).await?;
+        // `verify-build` compares an accelerated increment with stock
+        // Django's from the same start (a copy of the base, taken before
+        // migrating, in `beside_stock`): from empty, the content types and
+        // permissions the base's post_migrate made for a model renamed or
+        // removed since would differ, as after any incremental build.
+        let migrate = async |tell: Option<django::OnAccelerator<'_>>| {
+            let hooks = django::Hooks {
+                inputs: Some(&fits),
+                accelerator: tell,
+            };
+            migrate_checked(ctx, admin, build, ui, hooks, &targets).await
+        };
+        let (report, reference) = beside_stock(admin, ctx, fp, Some(build), migrate, ui).await;
+        let (report, reference) = (report?, reference?);
+        {
             let built = Built {
                 build,
                 report: &report,
@@ -903,27 +926,11 @@ impl BuildSession<'_> {
                 },
                 started: t,
                 replacing,
-                start,
+                reference,
                 base_is_stock: !base.build.accelerated || base.build.verified,
             };
             finish_or_drop(admin, ctx, fp, store, built, ui).await?;
-            Ok::<_, Error>(report)
-        };
-        // `verify-build` compares an accelerated increment with stock
-        // Django's from the same start (a copy of the base, taken before
-        // migrating): from empty, the content types and permissions the
-        // base's post_migrate made for a model renamed or removed since
-        // would differ, as after any incremental build.
-        let report = match ctx.django.accelerate && ctx.build.verify {
-            true => {
-                admin
-                    .with_scratch(Some(build), async |start| {
-                        migrate_and_finish(Some(start)).await
-                    })
-                    .await?
-            }
-            false => migrate_and_finish(None).await?,
-        };
+        }
         Ok(Snapshot {
             origin: Some(Origin::Local),
             ..Snapshot::built(
@@ -1139,6 +1146,11 @@ pub enum BuildError {
         "verify-build: the accelerated build of snapshot {short} differs from stock Django's: {what}; nothing was saved"
     )]
     Unverified { short: String, what: String },
+    /// `verify-build` found an accelerated build with no stock result
+    /// beside it to compare with: a bug (`beside_stock` makes one whenever
+    /// the accelerator and verification are on).
+    #[error("verify-build: snapshot {short} was built with the accelerator but no stock build ran beside it; nothing was saved")]
+    NoReference { short: String },
     /// The snapshot an incremental build would start from cannot be used
     /// (gone from the server and its dump `damaged`, or unusable or
     /// refused): the build goes cold, as when Django finds the history
@@ -1157,12 +1169,59 @@ impl crate::error::Typed for BuildError {
                 crate::error::Kind::Django
             }
             BuildError::NoAnswer { .. } => crate::error::Kind::Server,
-            BuildError::BaseUnusable { .. } | BuildError::Runtime(_) => {
-                crate::error::Kind::Internal
-            }
+            BuildError::BaseUnusable { .. }
+            | BuildError::Runtime(_)
+            | BuildError::NoReference { .. } => crate::error::Kind::Internal,
             _ => crate::error::Kind::Usage,
         }
     }
+}
+
+/// `migrate` (the build's), and, with `verify-build` and the accelerator
+/// on, stock Django's `migrate` of the same migrations beside it, into a
+/// scratch database (a copy of `start` taken before `migrate` begins, or an
+/// empty one) that is dropped once its facts are read. The stock build
+/// starts once the build's Django says django-fastmig is migrating (`tell`):
+/// without it there is nothing to verify, and nothing runs. Both results,
+/// the build's first: a failed build is reported before its reference.
+async fn beside_stock<T>(
+    admin: &Admin,
+    ctx: &Ctx,
+    fp: &Fingerprint,
+    start: Option<&str>,
+    migrate: impl AsyncFnOnce(Option<django::OnAccelerator<'_>>) -> Result<T>,
+    ui: &Events,
+) -> (Result<T>, Result<Option<verify::Facts>>) {
+    if !(ctx.django.accelerate && ctx.build.verify) {
+        return (migrate(None).await, Ok(None));
+    }
+    let (copied, copy_made) = tokio::sync::oneshot::channel::<()>();
+    let (told, accelerated) = tokio::sync::oneshot::channel::<bool>();
+    let told = std::sync::Mutex::new(Some(told));
+    let tell = |active: bool| {
+        if let Some(told) = told.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = told.send(active);
+        }
+    };
+    let reference = admin.with_scratch(start, async |db| {
+        let _ = copied.send(());
+        match accelerated.await {
+            Ok(true) => verify::stock_facts(admin, ctx, fp, db, ui).await.map(Some),
+            // Stock Django built it (or it failed before saying): nothing
+            // to verify.
+            _ => Ok(None),
+        }
+    });
+    let build = async {
+        // The copy must be whole before the build changes what it copies;
+        // if it could not be made, the build goes ahead (the reference's
+        // error is reported after it).
+        let _ = copy_made.await;
+        let built = migrate(Some(&tell)).await;
+        tell(false);
+        built
+    };
+    tokio::join!(build, reference)
 }
 
 async fn drop_build(admin: &Admin, build: &str) -> Result<()> {
@@ -1178,11 +1237,11 @@ async fn migrate_checked(
     admin: &Admin,
     build: &str,
     ui: &Events,
-    check: Option<django::InputsCheck<'_>>,
+    hooks: django::Hooks<'_>,
     targets: &[String],
 ) -> Result<django::MigrateReport> {
     ctx.build.programs.find("pg_dump", Some(admin.major()))?;
-    django::migrate(&ctx.django, &admin.conn, build, ui, check, targets).await
+    django::migrate(&ctx.django, &admin.conn, build, ui, hooks, targets).await
 }
 
 /// `Fingerprint::at`'s targets as the shim takes them: a project-relative
@@ -1229,10 +1288,9 @@ struct Built<'a> {
     info: BuildInfo,
     started: Instant,
     replacing: Option<&'a admin::DbInfo>,
-    /// `verify-build`: a copy of the database the build started from
-    /// (an incremental build's base), for stock Django to migrate; None:
-    /// from empty.
-    start: Option<&'a str>,
+    /// `verify-build`: what stock Django's `migrate` made from the same
+    /// start, beside the build (`beside_stock`); None when not asked for.
+    reference: Option<verify::Facts>,
     /// What the build started from is stock Django's result (empty, a
     /// stock snapshot, a verified accelerated one): only then is a
     /// verified build equal to stock Django's whole.
@@ -1275,7 +1333,7 @@ async fn finish(
         mut info,
         started,
         replacing,
-        start,
+        reference,
         base_is_stock,
     } = built;
     let depends = settled_inputs(ctx, fp, report, ui).await?;
@@ -1308,7 +1366,13 @@ async fn finish(
     info.accelerated = report.accelerated;
     info.stock_migrations = report.stock.clone();
     if report.accelerated && ctx.build.verify {
-        verify::against_stock(admin, ctx, fp, build, start, ui).await?;
+        let Some(reference) = &reference else {
+            return Err(BuildError::NoReference {
+                short: fp.short().to_string(),
+            }
+            .into());
+        };
+        verify::against(admin, ctx, fp, build, reference).await?;
         info.verified = base_is_stock;
     }
     let t = Instant::now();

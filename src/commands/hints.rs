@@ -397,6 +397,7 @@ fn build_hint(e: &BuildError) -> Option<String> {
         BuildError::Changed { .. } => "run the command again once the checkout is settled".into(),
         BuildError::Unkeyed { dir } => format!("add `{dir}/*.py` to `migrations` in [tool.migsnap]"),
         BuildError::Unverified { .. } => "set build-accelerator = false (or MIGSNAP_BUILD_ACCELERATOR=0) to build with stock Django, and report the difference to django-fastmig (docs/accelerator.md)".into(),
+        BuildError::NoReference { .. } => "this is a bug in migsnap: set build-accelerator = false (or MIGSNAP_BUILD_ACCELERATOR=0) to build with stock Django meanwhile".into(),
         BuildError::BorrowsRights { .. }
         | BuildError::NoAnswer { .. }
         | BuildError::BaseUnusable { .. }

@@ -18,10 +18,11 @@
 //! manifest says `verified`. Different: the build fails and nothing is
 //! saved.
 //!
-//! It runs in the build, so a verified build costs one stock `migrate`
-//! more; doing it in the background after the snapshot is served is a
-//! later optimisation (the snapshot would then be unverified until it
-//! finishes).
+//! Stock Django migrates beside the accelerated build (two processes at
+//! once), so a verified build costs about the longer of the two, not
+//! their sum; the snapshot is saved only once both have finished and
+//! agree. Serving the snapshot before the check ends would make it
+//! unverified until then: not done.
 
 use super::BuildError;
 use crate::context::Ctx;
@@ -35,7 +36,7 @@ use crate::report::Events;
 
 /// What two builds of the same migrations must share.
 #[derive(Debug, PartialEq, Eq)]
-struct Facts {
+pub(super) struct Facts {
     schema: String,
     applied: Vec<(String, String)>,
     /// Every table, sorted by name.
@@ -67,17 +68,56 @@ const VOLATILE_TYPES: &[&str] = &[
     "uuid",
 ];
 
-/// Compare the accelerated `build` with stock Django's `migrate` into
-/// `start` (a copy of what an incremental build started from, which the
-/// caller drops), else into an empty scratch database; an error
-/// (`BuildError::Unverified`) names the first difference.
-pub(super) async fn against_stock(
+/// Stock Django's `migrate` of `fp` into `db` (a scratch copy of what an
+/// incremental build starts from, made before it migrates, or an empty
+/// one), as the facts an accelerated build must match. It runs beside the
+/// accelerated build (`engine`), so a verified build costs about the
+/// longer of the two rather than their sum; its progress is not shown
+/// (`ui` says it runs), its failure fails the build.
+pub(super) async fn stock_facts(
+    admin: &Admin,
+    ctx: &Ctx,
+    fp: &Fingerprint,
+    db: &str,
+    ui: &Events,
+) -> Result<Facts> {
+    ui.info(format!(
+        "verify-build: migrating a scratch database with stock Django, beside the build, to check snapshot {}",
+        fp.short()
+    ));
+    let stock = crate::context::DjangoRunner {
+        accelerate: false,
+        ..ctx.django.clone()
+    };
+    let targets = super::shim_targets(&fp.at, ctx.project_dir());
+    let started = std::time::Instant::now();
+    // Its progress would interleave with the build's: one line at the end.
+    let report = django::migrate(
+        &stock,
+        &admin.conn,
+        db,
+        &Events::silent(),
+        Default::default(),
+        &targets,
+    )
+    .await?;
+    ui.info(format!(
+        "verify-build: stock Django applied {} migration(s) in {}",
+        report.applied.len(),
+        crate::units::duration(started.elapsed())
+    ));
+    facts(admin, ctx, db).await
+}
+
+/// Compare the accelerated `build` with stock Django's result
+/// (`stock_facts`); an error (`BuildError::Unverified`) names the first
+/// difference.
+pub(super) async fn against(
     admin: &Admin,
     ctx: &Ctx,
     fp: &Fingerprint,
     build: &str,
-    start: Option<&str>,
-    ui: &Events,
+    reference: &Facts,
 ) -> Result<()> {
     if let Some(skew) = failpoint::verify_skew() {
         let client = admin.conn.connect(build).await?;
@@ -93,25 +133,8 @@ pub(super) async fn against_stock(
             .await
             .map_err(|e| db_error("cannot skew the build (failpoint)", e))?;
     }
-    ui.info(format!(
-        "verify-build: migrating a scratch database with stock Django to check snapshot {}",
-        fp.short()
-    ));
     let built = facts(admin, ctx, build).await?;
-    let stock = crate::context::DjangoRunner {
-        accelerate: false,
-        ..ctx.django.clone()
-    };
-    let targets = super::shim_targets(&fp.at, ctx.project_dir());
-    let stock_migrate = async |db: &str| {
-        django::migrate(&stock, &admin.conn, db, ui, None, &targets).await?;
-        facts(admin, ctx, db).await
-    };
-    let reference = match start {
-        Some(start) => stock_migrate(start).await?,
-        None => admin.with_scratch(None, stock_migrate).await?,
-    };
-    match first_difference(&built, &reference) {
+    match first_difference(&built, reference) {
         None => Ok(()),
         Some(what) => Err(BuildError::Unverified {
             short: fp.short().to_string(),
