@@ -169,24 +169,16 @@ impl Recording {
         let is_link = path
             .symlink_metadata()
             .is_ok_and(|m| m.file_type().is_symlink());
-        match seen {
-            Presence::There(stat) => {
-                if is_link {
-                    lock(&self.watched).push((path.to_path_buf(), Some(stat)));
-                }
-                true
-            }
-            Presence::Absent => {
-                if is_link {
-                    lock(&self.watched).push((path.to_path_buf(), None));
-                }
-                false
-            }
-            Presence::Unknown => {
-                self.broken();
-                path.exists()
-            }
+        let there = match &seen {
+            Presence::There(_) => true,
+            Presence::Absent => false,
+            // Kept (below) as a broken record; the walk decides as std would.
+            Presence::Unknown => path.exists(),
+        };
+        if is_link || matches!(seen, Presence::Unknown) {
+            self.keep(path, seen);
         }
+        there
     }
 
     /// A link that points at nothing: it must still do so.
@@ -203,7 +195,12 @@ impl Recording {
     }
 
     fn watch(&self, path: &Path) {
-        match presence(path) {
+        self.keep(path, presence(path));
+    }
+
+    /// `path` as it was `seen`: to be the same on a replay.
+    fn keep(&self, path: &Path, seen: Presence) {
+        match seen {
             Presence::There(stat) => lock(&self.watched).push((path.to_path_buf(), Some(stat))),
             Presence::Absent => lock(&self.watched).push((path.to_path_buf(), None)),
             Presence::Unknown => self.broken(),
