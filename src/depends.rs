@@ -163,7 +163,7 @@ impl Depends {
             d.migrations
                 .insert(format!("{}.{}", m.app, m.name), sha.clone());
             let shown = display(project_dir, path);
-            match fp.migrations.get(&shown) {
+            match fp.migrations().get(&shown) {
                 Some(keyed) if keyed == sha => {}
                 Some(_) => {
                     return Err(Changed(format!(
@@ -354,7 +354,7 @@ impl<'a> Replaced<'a> {
     pub fn covers(&self, path: &str) -> bool {
         let names = self.names.get_or_init(|| {
             let mut names = BTreeSet::new();
-            for rel in self.fp.migrations.keys() {
+            for rel in self.fp.migrations().keys() {
                 if let Ok(text) = std::fs::read(resolve(self.project_dir, rel)) {
                     names.extend(replaces_literals(&String::from_utf8_lossy(&text)));
                 }

@@ -860,7 +860,7 @@ impl BuildSession<'_> {
         ui.info(format!(
             "building on snapshot {base_short}: {} of {} migration files unchanged",
             store::ancestor_rank(base, fp).0,
-            fp.migrations.len()
+            fp.migration_count()
         ));
         // The ancestor's template, if still on the server, is the fastest start.
         match base_template_ready(admin, base).await? {
@@ -1411,8 +1411,8 @@ async fn finish(
         migsnap_version: env!("CARGO_PKG_VERSION").to_string(),
         server_version_num: admin.version_num,
         dump,
-        migrations: fp.migrations.clone(),
-        key_inputs: fp.key_inputs.clone(),
+        migrations: fp.migrations().clone(),
+        key_inputs: fp.key_inputs().clone(),
         salt_sha256: fp.salt_sha256.clone(),
         applied,
         build: info,
@@ -1471,9 +1471,9 @@ async fn settled_inputs(
     let (again, holds) = again?;
     if again.key != fp.key {
         let what = fp
-            .migrations
+            .migrations()
             .iter()
-            .find(|(path, hash)| again.migrations.get(*path) != Some(hash))
+            .find(|(path, hash)| again.migrations().get(*path) != Some(hash))
             .map(|(path, _)| format!("`{path}` changed"))
             .unwrap_or_else(|| "the migration files changed".to_string());
         return Err(changed(what));

@@ -10,15 +10,16 @@
 use crate::error::{Error, Kind, Result};
 use crate::hash::hash_normalized;
 use crate::key::Key;
+use crate::keyfiles::{Class, KeyFiles};
 use crate::statcache::{self, DirCache, HashKind, Stat, StatCache};
-use crate::walkrecord::{self, Class, Hashed, Recording};
+use crate::walkrecord::{self, Hashed, Recording};
 use globset::{GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Bump when the key serialisation or the snapshot contents change meaning.
 pub const KEY_FORMAT: &str = "migsnap-key-v2";
@@ -48,12 +49,11 @@ const SKIP_DIRS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Fingerprint {
     pub key: Key,
-    /// Relative path (with `/`) -> sha256 hex of the normalised content.
-    pub migrations: BTreeMap<String, String>,
-    pub key_inputs: BTreeMap<String, String>,
-    /// The migration packages' `__init__.py` (present) and sourceless `.pyc`
-    /// migrations: what else decides which migrations Django loads.
-    pub packages: BTreeMap<String, String>,
+    /// What the key was computed from (`migrations`, `key_inputs` and
+    /// `packages` as maps, made when first asked for: the warm path never
+    /// asks).
+    files: KeyFiles,
+    maps: OnceLock<[BTreeMap<String, String>; 3]>,
     /// sha256 of the key salt: snapshots only build on snapshots with the
     /// same salt (changing it invalidates every snapshot).
     pub salt_sha256: String,
@@ -71,6 +71,31 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
+    /// Relative path (with `/`) -> sha256 hex of the normalised content.
+    pub fn migrations(&self) -> &BTreeMap<String, String> {
+        &self.maps()[Class::Migration as usize]
+    }
+
+    pub fn key_inputs(&self) -> &BTreeMap<String, String> {
+        &self.maps()[Class::Input as usize]
+    }
+
+    /// The migration packages' `__init__.py` (present) and sourceless `.pyc`
+    /// migrations: what else decides which migrations Django loads.
+    pub fn packages(&self) -> &BTreeMap<String, String> {
+        &self.maps()[Class::Part as usize]
+    }
+
+    /// How many migration files the key covers.
+    pub fn migration_count(&self) -> usize {
+        self.files.iter(Class::Migration).len()
+    }
+
+    fn maps(&self) -> &[BTreeMap<String, String>; 3] {
+        self.maps
+            .get_or_init(|| Class::ALL.map(|c| self.files.map(c)))
+    }
+
     /// The fingerprint of the database `migrate` reaches at `targets`, one
     /// after another, from these files: a snapshot of its own, so its key
     /// covers the targets as well as the files, and never equals the full
@@ -94,13 +119,11 @@ impl Fingerprint {
     /// files, hashed once): what `ls` and `gc` treat as current besides
     /// this one's.
     pub fn key_for_alias(&self, spec: &KeySpec, alias: &str) -> Key {
-        let key = key_of(
+        let key = key_over(
             &spec.salt,
             spec.settings_module.as_deref(),
             alias,
-            &self.migrations,
-            &self.key_inputs,
-            &self.packages,
+            &self.files,
         );
         accelerated_key(key, spec.accelerated)
     }
@@ -119,9 +142,6 @@ impl Fingerprint {
         keys
     }
 }
-
-/// (relative path, content hash)
-type HashedFile = (String, String);
 
 /// What the key is computed from: the project dir and which files count.
 #[derive(Debug, Clone)]
@@ -214,18 +234,14 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         .as_deref()
         .and_then(|p| walkrecord::replay(p, root, &config))
     {
-        let mut found = Found::default();
-        for (class, rel, hash) in r.files {
-            found.push(class, (rel, hash));
-        }
-        return Ok((finish(spec, found), r.dangling));
+        return Ok((finish(spec, r.files), r.dangling));
     }
     let recording = record.as_ref().map(|_| Arc::new(Recording::default()));
     if let Some(rec) = &recording {
         rec.ancestors_of(root);
     }
 
-    let found: Mutex<Found> = Mutex::default();
+    let found: Mutex<Vec<(Class, String, String)>> = Mutex::default();
     let failure: Mutex<Option<Error>> = Mutex::default();
     let dangling: Mutex<Vec<String>> = Mutex::default();
     let remembered = spec
@@ -377,7 +393,7 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
                         found
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .push(class, (rel, h));
+                            .push((class, rel, h));
                         ignore::WalkState::Continue
                     }
                     Err(e) => {
@@ -401,25 +417,7 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         rec.save(path, root, &config, started_ns, &dangling);
     }
     let found = found.into_inner().unwrap_or_else(|p| p.into_inner());
-    Ok((finish(spec, found), dangling))
-}
-
-/// The key files a walk found, by where they count in the key.
-#[derive(Default)]
-struct Found {
-    migrations: Vec<HashedFile>,
-    inputs: Vec<HashedFile>,
-    parts: Vec<HashedFile>,
-}
-
-impl Found {
-    fn push(&mut self, class: Class, file: HashedFile) {
-        match class {
-            Class::Migration => self.migrations.push(file),
-            Class::Input => self.inputs.push(file),
-            Class::Part => self.parts.push(file),
-        }
-    }
+    Ok((finish(spec, KeyFiles::from_unsorted(found)), dangling))
 }
 
 /// A key file for the walk's record; a content-hashed one without a stat
@@ -437,14 +435,14 @@ fn record_file(
         (true, _, _) => walkrecord::File {
             class,
             hashed: Hashed::Present,
-            rel: rel.to_string(),
+            rel: rel.to_string().into(),
             stat: Stat::default(),
             sha256: [0; 32],
         },
         (false, Some(stat), Some(sha256)) => walkrecord::File {
             class,
             hashed: Hashed::Content(kind),
-            rel: rel.to_string(),
+            rel: rel.to_string().into(),
             stat,
             sha256,
         },
@@ -479,24 +477,18 @@ fn walk_config(spec: &KeySpec, scope: &str) -> [u8; 32] {
 }
 
 /// The fingerprint of the key files found.
-fn finish(spec: &KeySpec, found: Found) -> Fingerprint {
-    let migrations: BTreeMap<_, _> = found.migrations.into_iter().collect();
-    let key_inputs: BTreeMap<_, _> = found.inputs.into_iter().collect();
-    let packages: BTreeMap<_, _> = found.parts.into_iter().collect();
-    let key = key_of(
+fn finish(spec: &KeySpec, files: KeyFiles) -> Fingerprint {
+    let key = key_over(
         &spec.salt,
         spec.settings_module.as_deref(),
         &spec.alias,
-        &migrations,
-        &key_inputs,
-        &packages,
+        &files,
     );
     let key = accelerated_key(key, spec.accelerated);
     Fingerprint {
         key,
-        migrations,
-        key_inputs,
-        packages,
+        files,
+        maps: OnceLock::new(),
         salt_sha256: hash_normalized(spec.salt.as_bytes()),
         alias: spec.alias.clone(),
         accelerated: spec.accelerated,
@@ -565,13 +557,41 @@ pub fn at_target(project_dir: &Path, target: &str) -> String {
 
 /// The key over already-hashed files. Each field is length-prefixed so no
 /// two different file sets serialise to the same bytes.
-pub fn key_of(
+pub fn key_of<'a>(
     salt: &str,
     settings_module: Option<&str>,
     alias: &str,
-    migrations: &BTreeMap<String, String>,
-    inputs: &BTreeMap<String, String>,
-    packages: &BTreeMap<String, String>,
+    migrations: &'a BTreeMap<String, String>,
+    inputs: &'a BTreeMap<String, String>,
+    packages: &'a BTreeMap<String, String>,
+) -> Key {
+    let strs = |(p, h): (&'a String, &'a String)| (p.as_str(), h.as_str());
+    key_from(
+        salt,
+        settings_module,
+        alias,
+        [migrations, inputs, packages].map(|m| m.iter().map(strs)),
+    )
+}
+
+/// `key_of` over the files as found: the same key, no maps made.
+fn key_over(salt: &str, settings_module: Option<&str>, alias: &str, files: &KeyFiles) -> Key {
+    debug_assert!(files.in_order());
+    key_from(
+        salt,
+        settings_module,
+        alias,
+        Class::ALL.map(|class| files.iter(class)),
+    )
+}
+
+/// The key of (path, hash) pairs in path order, per class (migrations,
+/// inputs, packages).
+fn key_from<'a>(
+    salt: &str,
+    settings_module: Option<&str>,
+    alias: &str,
+    files: [impl Iterator<Item = (&'a str, &'a str)>; 3],
 ) -> Key {
     let mut h = Sha256::new();
     let mut field = |tag: &[u8], s: &str| {
@@ -592,17 +612,11 @@ pub fn key_of(
     if alias != DEFAULT_ALIAS {
         field(b"A", alias);
     }
-    for (path, hash) in migrations {
-        field(b"M", path);
-        field(b"H", hash);
-    }
-    for (path, hash) in inputs {
-        field(b"I", path);
-        field(b"H", hash);
-    }
-    for (path, hash) in packages {
-        field(b"P", path);
-        field(b"H", hash);
+    for (tag, files) in [b"M", b"I", b"P"].into_iter().zip(files) {
+        for (path, hash) in files {
+            field(tag, path);
+            field(b"H", hash);
+        }
     }
     Key::from_digest(&h.finalize().into())
 }
@@ -1028,9 +1042,8 @@ mod tests {
     fn an_at_key_covers_the_targets_in_order_and_is_never_the_full_key() {
         let fp = Fingerprint {
             key: Key::from_digest(&[7; 32]),
-            migrations: BTreeMap::new(),
-            key_inputs: BTreeMap::new(),
-            packages: BTreeMap::new(),
+            files: KeyFiles::default(),
+            maps: OnceLock::new(),
             salt_sha256: String::new(),
             alias: DEFAULT_ALIAS.into(),
             accelerated: false,
@@ -1243,7 +1256,7 @@ DJANGO_SETTINGS_MODULE = "site.settings"
         };
         let (fp, dangling) = compute_noting_links(&spec).expect("no error for links to nothing");
         assert_eq!(
-            fp.migrations.keys().collect::<Vec<_>>(),
+            fp.migrations().keys().collect::<Vec<_>>(),
             ["app/migrations/0001_initial.py"]
         );
         assert_eq!(
@@ -1308,7 +1321,7 @@ DJANGO_SETTINGS_MODULE = "site.settings"
             ..spec.clone()
         })
         .expect("key");
-        for (rel, hash) in fp.migrations.iter().chain(&fp.key_inputs) {
+        for (rel, hash) in fp.migrations().iter().chain(fp.key_inputs()) {
             let meta = std::fs::metadata(spec.root.join(rel)).expect("stat");
             let kind = match is_pyproject(rel) {
                 true => HashKind::PyprojectDeps,
@@ -1405,7 +1418,7 @@ DJANGO_SETTINGS_MODULE = "site.settings"
         })
         .expect("key");
         let mut entries: Vec<_> = fp
-            .migrations
+            .migrations()
             .keys()
             .map(|rel| statcache::Entry {
                 kind: HashKind::Content,

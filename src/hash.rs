@@ -31,13 +31,19 @@ fn find_crlf(b: &[u8]) -> Option<usize> {
 
 /// Lowercase hex; a table lookup, since `write!` per byte showed up in profiles of `key`.
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
+    hex_into(&mut s, bytes);
     s
+}
+
+/// `hex`, appended to `out` (no string of its own).
+pub fn hex_into(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
 }
 
 /// 64 hex digits (either case) back into the 32 bytes of a sha256.

@@ -31,6 +31,7 @@ pub mod files;
 pub mod fingerprint;
 pub mod hash;
 pub mod key;
+pub mod keyfiles;
 pub mod lint;
 pub mod listing;
 pub mod names;

@@ -832,7 +832,7 @@ fn builds_on(
         && m
             .migrations
             .iter()
-            .all(|(path, hash)| match fp.migrations.get(path) {
+            .all(|(path, hash)| match fp.migrations().get(path) {
                 Some(now) => now == hash,
                 None => replaced(path),
             })
@@ -848,7 +848,7 @@ pub fn ancestor_rank(m: &Manifest, fp: &Fingerprint) -> (usize, u64) {
     let unchanged = m
         .migrations
         .iter()
-        .filter(|(path, hash)| fp.migrations.get(*path) == Some(hash))
+        .filter(|(path, hash)| fp.migrations().get(*path) == Some(hash))
         .count();
     (unchanged, m.created_unix)
 }

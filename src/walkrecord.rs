@@ -34,10 +34,12 @@
 //! writes a new record. The file is the stat cache's kind of input: ours,
 //! private, whole (a trailing sha256), else ignored.
 
+use crate::keyfiles::{Class, KeyFiles};
 use crate::statcache::{self, DirCache, HashKind, Reader, Stat};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::ffi::OsStr;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -54,25 +56,6 @@ pub const IGNORE_FILES: &[&str] = &[".gitignore", ".ignore"];
 /// costs more to start than it saves.
 const PARALLEL_FROM: usize = 512;
 
-/// Where a key file counts in the key (`Fingerprint`'s three maps).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    Migration = 0,
-    Input = 1,
-    Part = 2,
-}
-
-impl Class {
-    fn from_byte(b: u8) -> Option<Class> {
-        match b {
-            0 => Some(Class::Migration),
-            1 => Some(Class::Input),
-            2 => Some(Class::Part),
-            _ => None,
-        }
-    }
-}
-
 /// How a key file was hashed: a kind of content hash, or only its
 /// presence (a migrations package's `__init__.py`, which its directory's
 /// listing stands for).
@@ -82,13 +65,14 @@ pub enum Hashed {
     Present,
 }
 
-/// One key file as the walk found it.
+/// One key file as the walk found it (its path borrowed from a record
+/// read back).
 #[derive(Debug, Clone)]
-pub struct File {
+pub struct File<'a> {
     pub class: Class,
     pub hashed: Hashed,
     /// Relative to the root, with `/`.
-    pub rel: String,
+    pub rel: Cow<'a, str>,
     /// Its stat before it was read (unused for `Hashed::Present`).
     pub stat: Stat,
     pub sha256: [u8; 32],
@@ -99,7 +83,7 @@ pub struct File {
 pub struct Recording {
     dirs: Mutex<Vec<(PathBuf, Stat)>>,
     watched: Mutex<Vec<(PathBuf, Option<Stat>)>>,
-    files: Mutex<Vec<File>>,
+    files: Mutex<Vec<File<'static>>>,
     /// Something could not be stat'ed: no record is written.
     broken: AtomicBool,
 }
@@ -186,7 +170,7 @@ impl Recording {
         self.watch(link);
     }
 
-    pub fn file(&self, file: File) {
+    pub fn file(&self, file: File<'static>) {
         lock(&self.files).push(file);
     }
 
@@ -231,9 +215,9 @@ impl Recording {
         let record = Record {
             config: *config,
             started_ns,
-            root: root.to_path_buf(),
-            dirs: self.dirs.into_inner().unwrap_or_else(|p| p.into_inner()),
-            watched: self.watched.into_inner().unwrap_or_else(|p| p.into_inner()),
+            root: Cow::Borrowed(root),
+            dirs: owned(self.dirs.into_inner().unwrap_or_else(|p| p.into_inner())),
+            watched: owned(self.watched.into_inner().unwrap_or_else(|p| p.into_inner())),
             files,
             dangling: dangling.to_vec(),
         };
@@ -244,8 +228,7 @@ impl Recording {
 /// The walk's result from the record, when every stat in it still holds.
 #[derive(Debug)]
 pub struct Replayed {
-    /// (class, relative path, hash as the key takes it), by path.
-    pub files: Vec<(Class, String, String)>,
+    pub files: KeyFiles,
     pub dangling: Vec<String>,
 }
 
@@ -254,7 +237,7 @@ pub struct Replayed {
 pub fn replay(path: &Path, root: &Path, config: &[u8; 32]) -> Option<Replayed> {
     let bytes = statcache::read_checked(path)?;
     let record = Record::decode(&bytes)?;
-    if record.config != *config || record.root != root {
+    if record.config != *config || *record.root != *root {
         return None;
     }
     let started = record.started_ns;
@@ -279,17 +262,14 @@ pub fn replay(path: &Path, root: &Path, config: &[u8; 32]) -> Option<Replayed> {
     if !files_hold(&record.files, &record.root, started) {
         return None;
     }
-    let files = record
-        .files
-        .into_iter()
-        .map(|f| {
-            let hash = match f.hashed {
-                Hashed::Present => "present".to_string(),
-                Hashed::Content(_) => crate::hash::hex(&f.sha256),
-            };
-            (f.class, f.rel, hash)
-        })
-        .collect();
+    let bytes = record.files.iter().map(|f| f.rel.len() + 64).sum();
+    let mut files = KeyFiles::with_capacity(record.files.len(), bytes);
+    for f in &record.files {
+        files.push(f.class, &f.rel, |text| match f.hashed {
+            Hashed::Present => text.push_str("present"),
+            Hashed::Content(_) => crate::hash::hex_into(text, &f.sha256),
+        });
+    }
     Some(Replayed {
         files,
         dangling: record.dangling,
@@ -299,9 +279,9 @@ pub fn replay(path: &Path, root: &Path, config: &[u8; 32]) -> Option<Replayed> {
 /// Every content-hashed file's stat is still the recorded one, checked on
 /// two threads for a large tree (a stat is mostly the kernel's name
 /// look-up: it spreads over cores).
-fn files_hold(files: &[File], root: &Path, started_ns: i64) -> bool {
+fn files_hold(files: &[File<'_>], root: &Path, started_ns: i64) -> bool {
     let differs = AtomicBool::new(false);
-    let check = |part: &[File]| {
+    let check = |part: &[File<'_>]| {
         let mut open = DirCache::default();
         let mut path = root.as_os_str().as_bytes().to_vec();
         let base = path.len();
@@ -365,26 +345,32 @@ fn presence(path: &Path) -> Presence {
     }
 }
 
+/// Recorded paths as a record's.
+fn owned<T>(paths: Vec<(PathBuf, T)>) -> Vec<(Cow<'static, Path>, T)> {
+    paths.into_iter().map(|(p, t)| (Cow::Owned(p), t)).collect()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The record as stored.
-struct Record {
+/// The record as stored; read back, its paths borrow the bytes read.
+struct Record<'a> {
     config: [u8; 32],
     started_ns: i64,
     /// What the files' paths are relative to.
-    root: PathBuf,
-    dirs: Vec<(PathBuf, Stat)>,
-    watched: Vec<(PathBuf, Option<Stat>)>,
-    files: Vec<File>,
+    root: Cow<'a, Path>,
+    dirs: Vec<(Cow<'a, Path>, Stat)>,
+    watched: Vec<(Cow<'a, Path>, Option<Stat>)>,
+    /// In path order, each path once (`decode` refuses anything else).
+    files: Vec<File<'a>>,
     dangling: Vec<String>,
 }
 
 /// The fewest bytes a stat takes.
 const STAT_BYTES: usize = 8 * 5;
 
-impl Record {
+impl<'a> Record<'a> {
     /// Layout (little-endian): MAGIC; config (32 bytes); the run's start
     /// (i64 ns); the root (u32 length, bytes); then each list as a count (u32) and its items: a directory
     /// as its path (u32 length, bytes) and stat (size, mtime, ctime,
@@ -442,7 +428,7 @@ impl Record {
     }
 
     /// `encode`'s bytes back, or None for anything that is not exactly that.
-    fn decode(all: &[u8]) -> Option<Record> {
+    fn decode(all: &'a [u8]) -> Option<Record<'a>> {
         let (body, sum) = all.split_at_checked(all.len().checked_sub(32)?)?;
         if Sha256::digest(body).as_slice() != sum {
             return None;
@@ -459,9 +445,9 @@ impl Record {
             let n = r.u32()? as usize;
             (n <= body.len() / least).then_some(n)
         };
-        let bytes = |r: &mut Reader<'_>| -> Option<Vec<u8>> {
+        let bytes = |r: &mut Reader<'a>| -> Option<&'a [u8]> {
             let n = r.u32()? as usize;
-            Some(r.take(n)?.to_vec())
+            r.take(n)
         };
         let stat = |r: &mut Reader| {
             Some(Stat {
@@ -472,7 +458,7 @@ impl Record {
                 dev: r.u64()?,
             })
         };
-        let path = |b: Vec<u8>| PathBuf::from(std::ffi::OsString::from_vec(b));
+        let path = |b: &'a [u8]| Cow::Borrowed(Path::new(OsStr::from_bytes(b)));
         let root = path(bytes(&mut r)?);
         let mut dirs = Vec::new();
         for _ in 0..count(&mut r, 4 + STAT_BYTES)? {
@@ -488,7 +474,7 @@ impl Record {
             };
             watched.push((p, s));
         }
-        let mut files = Vec::new();
+        let mut files: Vec<File<'a>> = Vec::new();
         for _ in 0..count(&mut r, 2 + 4 + STAT_BYTES + 32)? {
             let class = Class::from_byte(r.u8()?)?;
             let hashed = match r.u8()? {
@@ -497,20 +483,24 @@ impl Record {
                 2 => Hashed::Present,
                 _ => return None,
             };
-            let rel = String::from_utf8(bytes(&mut r)?).ok()?;
+            let rel = std::str::from_utf8(bytes(&mut r)?).ok()?;
+            // The key takes them in this order, once each.
+            if files.last().is_some_and(|last| *last.rel >= *rel) {
+                return None;
+            }
             let stat = stat(&mut r)?;
             let sha256 = r.array()?;
             files.push(File {
                 class,
                 hashed,
-                rel,
+                rel: Cow::Borrowed(rel),
                 stat,
                 sha256,
             });
         }
         let mut dangling = Vec::new();
         for _ in 0..count(&mut r, 4)? {
-            dangling.push(String::from_utf8(bytes(&mut r)?).ok()?);
+            dangling.push(std::str::from_utf8(bytes(&mut r)?).ok()?.to_string());
         }
         if !r.0.is_empty() {
             return None;
@@ -555,19 +545,31 @@ mod tests {
         let record = Record {
             config: [7; 32],
             started_ns: 99,
-            root: "/p".into(),
-            dirs: vec![("/p".into(), stat), ("/p/a".into(), stat)],
-            watched: vec![
-                ("/.gitignore".into(), None),
-                ("/p/.ignore".into(), Some(stat)),
+            root: Path::new("/p").into(),
+            dirs: vec![
+                (Path::new("/p").into(), stat),
+                (Path::new("/p/a").into(), stat),
             ],
-            files: vec![File {
-                class: Class::Input,
-                hashed: Hashed::Content(HashKind::PyprojectDeps),
-                rel: "pyproject.toml".into(),
-                stat,
-                sha256: [9; 32],
-            }],
+            watched: vec![
+                (Path::new("/.gitignore").into(), None),
+                (Path::new("/p/.ignore").into(), Some(stat)),
+            ],
+            files: vec![
+                File {
+                    class: Class::Migration,
+                    hashed: Hashed::Content(HashKind::Content),
+                    rel: "a/migrations/0001_initial.py".into(),
+                    stat,
+                    sha256: [8; 32],
+                },
+                File {
+                    class: Class::Input,
+                    hashed: Hashed::Content(HashKind::PyprojectDeps),
+                    rel: "pyproject.toml".into(),
+                    stat,
+                    sha256: [9; 32],
+                },
+            ],
             dangling: vec!["a/migrations/0002_gone.py".into()],
         };
         let bytes = record.encode();
@@ -575,7 +577,7 @@ mod tests {
         assert_eq!(back.encode(), bytes, "the same record");
         assert_eq!(back.watched[0].1, None);
         assert_eq!(
-            back.files[0].hashed,
+            back.files[1].hashed,
             Hashed::Content(HashKind::PyprojectDeps)
         );
         for at in [0, MAGIC.len() + 3, bytes.len() / 2, bytes.len() - 1] {
@@ -587,5 +589,21 @@ mod tests {
             Record::decode(&bytes[..bytes.len() - 1]).is_none(),
             "cut short"
         );
+        // The key takes the files in path order, once each: a record that
+        // has them otherwise is not one a walk wrote.
+        for files in [
+            vec![record.files[1].clone(), record.files[0].clone()],
+            vec![record.files[0].clone(), record.files[0].clone()],
+        ] {
+            let odd = Record {
+                files,
+                root: record.root.clone(),
+                dirs: record.dirs.clone(),
+                watched: record.watched.clone(),
+                dangling: record.dangling.clone(),
+                ..record
+            };
+            assert!(Record::decode(&odd.encode()).is_none());
+        }
     }
 }

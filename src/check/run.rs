@@ -264,7 +264,7 @@ pub fn migration_sources(
     let mut sources: Vec<MigrationSource> = from_django.collect();
     if sources.is_empty() {
         sources = fp
-            .migrations
+            .migrations()
             .keys()
             .filter_map(|rel| {
                 let text = std::fs::read_to_string(project.join(rel)).ok()?;

@@ -33,9 +33,9 @@ pub async fn run(settings: &Settings, args: &KeyArgs, ui: &Events) -> Result<u8>
     // too. From an app's subdirectory the globs still match that app's
     // migrations, and the key of those alone is a plausible, wrong CI cache
     // key (issue #22). Only --allow-empty's key of nothing needs no project.
-    let needs_project = !(args.allow_empty && fp.migrations.is_empty());
+    let needs_project = !(args.allow_empty && fp.migration_count() == 0);
     if needs_project && !manage_py.is_file() {
-        if fp.migrations.is_empty() {
+        if fp.migration_count() == 0 {
             // Not a Django project at all (the wrong directory, in a CI
             // step): a key of nothing would match every such mistake.
             return Err(Error::usage(format!(
@@ -60,11 +60,11 @@ pub async fn run(settings: &Settings, args: &KeyArgs, ui: &Events) -> Result<u8>
         ));
     }
     if args.list {
-        for path in fp.migrations.keys().chain(fp.key_inputs.keys()) {
+        for path in fp.migrations().keys().chain(fp.key_inputs().keys()) {
             eprintln!("{path}");
         }
     }
-    if fp.migrations.is_empty() {
+    if fp.migration_count() == 0 {
         // A project with manage.py and no migrations yet is fine.
         ui.warn(format!("no migration files match {globs:?} under {dir}"));
     }
@@ -73,8 +73,8 @@ pub async fn run(settings: &Settings, args: &KeyArgs, ui: &Events) -> Result<u8>
             key: &fp.key,
             short: fp.short(),
             format: fingerprint::KEY_FORMAT,
-            migrations: fp.migrations.len(),
-            key_inputs: fp.key_inputs.keys().map(String::as_str).collect(),
+            migrations: fp.migration_count(),
+            key_inputs: fp.key_inputs().keys().map(String::as_str).collect(),
         })?;
     } else {
         super::print_stdout(&format!("{}\n", fp.key));

@@ -3,7 +3,8 @@
 //!
 //! - `hash`, `files`, `env`, `error` are leaves (they may use `error`), and
 //!   `key` uses only those; the key's stat cache (`statcache`) only those too,
-//!   and the walk's record (`walkrecord`) those and the stat cache;
+//!   and the walk's record (`walkrecord`) those, the stat cache and the
+//!   key's files as found (`keyfiles`, a leaf);
 //! - the key (`fingerprint`, `depends`) and the cache dir (`store`) know no
 //!   server, no Django and no settings (`context`);
 //! - `pg` (connection, admin, dump, restore) knows no Django, no store, no
@@ -147,6 +148,7 @@ fn the_layers_keep_their_arrows() {
     let forbidden: &[(&str, &[&str])] = &[
         ("hash", &["*"]),
         ("files", &["*"]),
+        ("keyfiles", &["*"]),
         // The key's stat cache, and the walk's record beside it: bytes and
         // stats, no key, no store, no server.
         ("statcache", BYTES_AND_STATS),
