@@ -12,7 +12,7 @@ use crate::hash::hash_normalized;
 use crate::key::Key;
 use crate::keyfiles::{Class, KeyFiles};
 use crate::statcache::{self, DirCache, HashKind, Stat, StatCache};
-use crate::walkrecord::{self, Hashed, Recording};
+use crate::walkrecord::{self, Derived, Hashed, Recording};
 use globset::{GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -234,7 +234,10 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         .as_deref()
         .and_then(|p| walkrecord::replay(p, root, &config))
     {
-        return Ok((finish(spec, r.files), r.dangling));
+        // The key as the walk derived it, when what else it depends on is
+        // the same (a settings module or salt of another run is not).
+        let key = (r.derived.from == key_basis(spec)).then(|| Key::from_digest(&r.derived.value));
+        return Ok((finish(spec, r.files, key), r.dangling));
     }
     let recording = record.as_ref().map(|_| Arc::new(Recording::default()));
     if let Some(rec) = &recording {
@@ -412,12 +415,22 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
     }
     let mut dangling = dangling.into_inner().unwrap_or_else(|p| p.into_inner());
     dangling.sort();
+    let files = KeyFiles::from_unsorted(found.into_inner().unwrap_or_else(|p| p.into_inner()));
+    let stock = key_over(
+        &spec.salt,
+        spec.settings_module.as_deref(),
+        &spec.alias,
+        &files,
+    );
     let rec = recording.and_then(|r| Arc::try_unwrap(r).ok());
     if let (Some(rec), Some(path)) = (rec, &record) {
-        rec.save(path, root, &config, started_ns, &dangling);
+        let derived = Derived {
+            from: key_basis(spec),
+            value: crate::hash::unhex32(stock.as_str()).unwrap_or_default(),
+        };
+        rec.save(path, root, &config, started_ns, &dangling, derived);
     }
-    let found = found.into_inner().unwrap_or_else(|p| p.into_inner());
-    Ok((finish(spec, KeyFiles::from_unsorted(found)), dangling))
+    Ok((finish(spec, files, Some(stock)), dangling))
 }
 
 /// A key file for the walk's record; a content-hashed one without a stat
@@ -476,14 +489,17 @@ fn walk_config(spec: &KeySpec, scope: &str) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// The fingerprint of the key files found.
-fn finish(spec: &KeySpec, files: KeyFiles) -> Fingerprint {
-    let key = key_over(
-        &spec.salt,
-        spec.settings_module.as_deref(),
-        &spec.alias,
-        &files,
-    );
+/// The fingerprint of the key files found, whose stock key (before
+/// `accelerated_key`) may be known already.
+fn finish(spec: &KeySpec, files: KeyFiles, stock: Option<Key>) -> Fingerprint {
+    let key = stock.unwrap_or_else(|| {
+        key_over(
+            &spec.salt,
+            spec.settings_module.as_deref(),
+            &spec.alias,
+            &files,
+        )
+    });
     let key = accelerated_key(key, spec.accelerated);
     Fingerprint {
         key,
@@ -572,6 +588,24 @@ pub fn key_of<'a>(
         alias,
         [migrations, inputs, packages].map(|m| m.iter().map(strs)),
     )
+}
+
+/// What the stock key depends on besides the files (`key_from`'s fields
+/// before them): a walk's record keeps the key it derived under this.
+fn key_basis(spec: &KeySpec) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut field = |tag: &[u8], s: &str| {
+        h.update(tag);
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    field(b"F", KEY_FORMAT);
+    field(b"S", &spec.salt);
+    if let Some(module) = &spec.settings_module {
+        field(b"D", module);
+    }
+    field(b"A", &spec.alias);
+    h.finalize().into()
 }
 
 /// `key_of` over the files as found: the same key, no maps made.
@@ -1447,9 +1481,12 @@ DJANGO_SETTINGS_MODULE = "site.settings"
     fn settle_record(spec: &KeySpec, lie: bool) {
         let path = walkrecord::path_beside(spec.stat_cache.as_deref().expect("a stat cache"));
         let later = statcache::now_ns() + 10 * statcache::RACY_MARGIN_NS;
-        walkrecord::forge(&path, later, |f| {
-            if lie && f.rel.ends_with("0001_a.py") {
-                f.sha256 = [7; 32];
+        walkrecord::forge(&path, later, |files, derived| {
+            if lie {
+                for f in files.iter_mut().filter(|f| f.rel.ends_with("0001_a.py")) {
+                    f.sha256 = [7; 32];
+                }
+                derived.value = [7; 32];
             }
         });
     }
@@ -1471,6 +1508,51 @@ DJANGO_SETTINGS_MODULE = "site.settings"
             plain,
             "the record was used"
         );
+    }
+
+    /// The record keeps the key its walk derived, and a replay takes it
+    /// only under the same salt, settings module and alias: under others
+    /// the key is derived again from the recorded files.
+    #[test]
+    fn the_recorded_key_is_taken_only_under_what_it_was_derived_under() {
+        let (_dir, spec) = cached_project();
+        compute(&spec).expect("key");
+        let path = walkrecord::path_beside(spec.stat_cache.as_deref().expect("a stat cache"));
+        let later = statcache::now_ns() + 10 * statcache::RACY_MARGIN_NS;
+        // A recorded key no files give: it shows when it is taken.
+        walkrecord::forge(&path, later, |_, derived| derived.value = [7; 32]);
+        let forged = Key::from_digest(&[7; 32]);
+        assert_eq!(compute(&spec).expect("key").key, forged, "taken");
+        let accelerated = KeySpec {
+            accelerated: true,
+            ..spec.clone()
+        };
+        assert_eq!(
+            compute(&accelerated).expect("key").key,
+            accelerated_key(forged, true),
+            "the accelerated key is made from the stock one"
+        );
+        let others = [
+            KeySpec {
+                salt: "another".into(),
+                ..spec.clone()
+            },
+            KeySpec {
+                settings_module: Some("proj.settings_ci".into()),
+                ..spec.clone()
+            },
+            KeySpec {
+                alias: "replica".into(),
+                ..spec.clone()
+            },
+        ];
+        for other in others {
+            assert_eq!(
+                compute(&other).expect("key").key,
+                uncached(&other),
+                "derived again for {other:?}"
+            );
+        }
     }
 
     /// Every change the walk would see sends a run with a settled record
