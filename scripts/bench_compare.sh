@@ -54,7 +54,8 @@ for side in before after; do run "$side" prepare --database "test_$side" --json 
 host=$(run after server url 2>/dev/null | sed -n 's/.*host=\([^&]*\).*/\1/p' | python3 -c 'import sys,urllib.parse;print(urllib.parse.unquote(sys.stdin.read().strip()))')
 P="psql -X -q -h $host -U postgres -d postgres"
 template=$($P -At -c "SELECT datname FROM pg_database WHERE datistemplate AND datname ~ '^migsnap_[0-9a-f]{16}$' LIMIT 1")
-ms() { local t0 t1; t0=$(date +%s%N); "$@" >"$work/last.json" 2>/dev/null; t1=$(date +%s%N); echo $(( (t1 - t0) / 1000 )); }
+# bash's own clock: `date` is a process whose start would be timed too.
+ms() { local t0 t1; t0=${EPOCHREALTIME//[!0-9]/}; "$@" >"$work/last.json" 2>/dev/null; t1=${EPOCHREALTIME//[!0-9]/}; echo $(( t1 - t0 )); }
 source_of() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["source"])' "$work/last.json"; }
 
 log "warm: $runs runs of raw clone, before, after"

@@ -240,9 +240,12 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         return Ok((finish(spec, r.files, key), r.dangling));
     }
     let recording = record.as_ref().map(|_| Arc::new(Recording::default()));
-    if let Some(rec) = &recording {
-        rec.ancestors_of(root);
+    // The walker waits for ever on a FIFO named like an ignore file; the
+    // root's are read before any filter sees a directory.
+    if let Some(path) = odd_ignore_file(root) {
+        return Err(FilesError::NotAFile { path }.into());
     }
+    let odd: Arc<Mutex<Option<PathBuf>>> = Arc::default();
 
     let found: Mutex<Vec<(Class, String, String)>> = Mutex::default();
     let failure: Mutex<Option<Error>> = Mutex::default();
@@ -257,11 +260,15 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
     // Links are followed: a migration file (or package) linked in from
     // elsewhere is read by Django all the same. The walker detects loops.
     // The ignore files that count are the project's own (`.gitignore`,
-    // `.ignore`, in the tree and its ancestors): not the user's global
-    // excludes nor `.git/info/exclude`, which live outside what a checkout
-    // carries, so a laptop and CI get the same key from the same tree
-    // (and the walk's record watches every file that shapes the walk).
+    // `.ignore`, in the tree): not the user's global excludes nor
+    // `.git/info/exclude`, which live outside what a checkout carries, so
+    // a laptop and CI get the same key from the same tree; and none above
+    // the project dir, which anyone may write (a `/tmp/.gitignore` of
+    // `*.py` took every migration of every project under /tmp out of its
+    // key, so a changed migration kept serving the old snapshot). The
+    // walk's record watches every file that shapes the walk.
     let in_record = recording.clone();
+    let odd_in_tree = odd.clone();
     // migsnap's own cache dir, when it is inside the project: nothing in
     // it is the project's, and its files change on every build (so a walk
     // that listed it could never be replayed, and a key-input glob such as
@@ -273,6 +280,7 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         .map(Path::to_path_buf);
     let walker = ignore::WalkBuilder::new(root)
         .require_git(false)
+        .parents(false)
         .git_global(false)
         .git_exclude(false)
         .follow_links(true)
@@ -287,6 +295,11 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
                 .is_some_and(|n| SKIP_DIRS.contains(&n))
                 || own.as_deref() == Some(e.path());
             if skipped {
+                return false;
+            }
+            if let Some(path) = odd_ignore_file(e.path()) {
+                // Not entered (the walker would read it); the walk fails.
+                *odd_in_tree.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
                 return false;
             }
             let cfg = e.path().join("pyvenv.cfg");
@@ -409,6 +422,9 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
     }
     if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
+    }
+    if let Some(path) = odd.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(FilesError::NotAFile { path }.into());
     }
     if let (Some(remembered), Some(path)) = (remembered, &spec.stat_cache) {
         remembered.save(path, &scope, started_ns);
@@ -785,6 +801,9 @@ pub enum FilesError {
         setting: String,
         source: globset::Error,
     },
+    /// An ignore file the walk would read that is no regular file.
+    #[error("`{}` is not a regular file, and the key's walk reads it as ignore rules", .path.display())]
+    NotAFile { path: PathBuf },
     /// Each glob of `setting` parsed, but not all of them together.
     #[error("invalid globs in `{setting}`")]
     Globs {
@@ -960,6 +979,16 @@ fn unreadable_ignore_file(dir: &Path) -> Option<Error> {
             _ => None,
         }
     })
+}
+
+/// An ignore file in `dir` that is there but no regular file (a FIFO, a
+/// socket, a device, a directory), through links as the walker opens it:
+/// the walker would wait for ever on a FIFO.
+fn odd_ignore_file(dir: &Path) -> Option<PathBuf> {
+    walkrecord::IGNORE_FILES
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|path| std::fs::metadata(path).is_ok_and(|m| !m.is_file()))
 }
 
 /// Looked at without following it: only the link itself says it is one.
@@ -1510,6 +1539,48 @@ DJANGO_SETTINGS_MODULE = "site.settings"
         );
     }
 
+    /// Ignore files above the project dir are not the project's: anyone
+    /// may write `/tmp/.gitignore`, and one of `*.py` took every migration
+    /// of every project under /tmp out of its key.
+    #[test]
+    fn ignore_files_above_the_project_do_not_count() {
+        let (dir, spec) = cached_project();
+        let before = uncached(&spec);
+        std::fs::write(dir.path().join(".gitignore"), "*.py\n").expect("write");
+        std::fs::write(dir.path().join(".ignore"), "0002_b.py\n").expect("write");
+        assert_eq!(uncached(&spec), before, "walked");
+        assert_eq!(compute(&spec).expect("key").key, before, "recorded");
+        // The project's own still count.
+        std::fs::write(spec.root.join(".gitignore"), "0002_b.py\n").expect("write");
+        assert_ne!(uncached(&spec), before, "the project's own .gitignore");
+    }
+
+    /// A FIFO named like an ignore file, at the root or deeper: the walker
+    /// would wait on it for ever; the key is an error instead.
+    #[test]
+    fn an_ignore_file_that_is_a_fifo_is_an_error_not_a_hang() {
+        for at in [".gitignore", "app/.ignore", "app/migrations/.gitignore"] {
+            let (_dir, spec) = cached_project();
+            let fifo = spec.root.join(at);
+            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+            assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+            let (tx, rx) = std::sync::mpsc::channel();
+            let walked = spec.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(compute(&walked).map(|fp| fp.key));
+            });
+            let result = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("{at}: the walk waits on the FIFO"));
+            let e = result.expect_err("an error, not a key");
+            assert!(
+                e.to_string()
+                    .contains(&format!("{at}` is not a regular file")),
+                "{at}: {e}"
+            );
+        }
+    }
+
     /// The record keeps the key its walk derived, and a replay takes it
     /// only under the same salt, settings module and alias: under others
     /// the key is derived again from the recorded files.
@@ -1591,9 +1662,6 @@ DJANGO_SETTINGS_MODULE = "site.settings"
             ("a .gitignore edited in place", |root, _| {
                 std::fs::write(root.join(".gitignore"), "app/migrations/0002_b.py\n")
                     .expect("write")
-            }),
-            ("a .gitignore in an ancestor of the root", |_, outside| {
-                std::fs::write(outside.join(".gitignore"), "0002_b.py\n").expect("write")
             }),
             ("a virtualenv that is one no more", |root, _| {
                 std::fs::remove_file(root.join("vendored/pyvenv.cfg")).expect("rm")

@@ -18,8 +18,8 @@
 //! - every directory left out because it holds a `pyvenv.cfg`: its
 //!   listing says whether it still does;
 //! - the `.gitignore` and `.ignore` files of those directories (their
-//!   content is not in any listing) and of every ancestor of the root,
-//!   which the walker reads too (kept as absent when there is none);
+//!   content is not in any listing; the walker reads none above the
+//!   root);
 //! - each key file, with the hash the walk gave it: the stat cache's
 //!   rule, so an edit in place (same size, the old mtime put back) still
 //!   moves the ctime;
@@ -47,8 +47,8 @@ use std::sync::Mutex;
 /// Bump when the layout or what the walk depends on changes.
 const MAGIC: &[u8] = b"migsnap-walk-v4\n";
 
-/// The ignore files the walker reads in each directory it lists and in
-/// each ancestor of the root (`WalkBuilder` with `git_global` and
+/// The ignore files the walker reads in each directory it lists, and
+/// nowhere else (`WalkBuilder` with `parents`, `git_global` and
 /// `git_exclude` off: see `fingerprint`).
 pub const IGNORE_FILES: &[&str] = &[".gitignore", ".ignore"];
 
@@ -135,19 +135,6 @@ impl Recording {
                 Ok(e) if e.file_type().is_ok_and(|t| t.is_symlink()) => self.watch(&e.path()),
                 Ok(_) => {}
                 Err(_) => self.broken(),
-            }
-        }
-    }
-
-    /// The ignore files of every ancestor of `root` (present or not: no
-    /// listing of ours covers those directories).
-    pub fn ancestors_of(&self, root: &Path) {
-        let Ok(canonical) = root.canonicalize() else {
-            return self.broken();
-        };
-        for dir in canonical.ancestors().skip(1) {
-            for name in IGNORE_FILES {
-                self.watch(&dir.join(name));
             }
         }
     }

@@ -379,6 +379,7 @@ fn files_hint(bad: &FilesError) -> Option<&'static str> {
         FilesError::BadGlob { .. } => {
             "globs are relative to the project dir, e.g. `**/migrations/*.py`"
         }
+        FilesError::NotAFile { .. } => "remove it, or put the rules in a plain file by that name",
         FilesError::Globs { .. } => return None,
     })
 }
