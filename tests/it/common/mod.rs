@@ -632,6 +632,22 @@ pub fn template_of(prepare: &Value) -> String {
     template_name(prepare["key"].as_str().expect("key"))
 }
 
+/// The key a `prepare --json` result names.
+pub fn key_of(prepare: &Value) -> String {
+    prepare["key"].as_str().expect("key").to_string()
+}
+
+/// The example project after one `prepare` of its database `t`, where the
+/// cache and trust tests start from before they damage or plant something:
+/// (the project, what a plain migrate of it builds, `t`, the key).
+pub fn built_example(test: &str) -> (Project, std::sync::Arc<Reference>, String, String) {
+    let p = Project::example(test);
+    let reference = Reference::of(&p);
+    let db = p.db("t");
+    let key = key_of(&p.prepare(&db));
+    (p, reference, db, key)
+}
+
 /// migsnap's own name shapes (`migsnap::names`), so the tests cannot drift
 /// from them.
 pub fn template_name(key: &str) -> String {
@@ -896,6 +912,7 @@ pub fn store_cmd(
 }
 
 /// `out`, after asserting that `what` succeeded (its stderr shown if not).
+#[track_caller]
 pub fn succeeded(out: Output, what: &str) -> Output {
     assert!(
         out.status.success(),
@@ -909,6 +926,31 @@ pub fn succeeded(out: Output, what: &str) -> Output {
 /// The one JSON document a command printed on stdout.
 pub fn json_out(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
+}
+
+/// [`succeeded`], then (the JSON document on stdout, stderr): for the
+/// `--json` runs whose warnings a test reads too.
+#[track_caller]
+pub fn succeeded_json(out: Output, what: &str) -> (Value, String) {
+    let out = succeeded(out, what);
+    (json_out(&out), stderr(&out))
+}
+
+/// Run `cmd` with the crash point `point` (`MIGSNAP_CRASH_AT`): it must
+/// die there by SIGKILL, or the crash the test is about never happened.
+#[track_caller]
+pub fn killed_at(mut cmd: Command, point: &str) {
+    let out = cmd
+        .env("MIGSNAP_CRASH_AT", point)
+        .output()
+        .expect("run migsnap");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(9),
+        "{point}: the crash point was not reached ({}):\n{}",
+        out.status,
+        stderr(&out)
+    );
 }
 
 /// Read `child`'s stderr until it says `what` (a pause point's "paused at
@@ -935,6 +977,22 @@ pub fn stderr_until(
         rest
     });
     (seen, rest)
+}
+
+/// Start `cmd` with stdout and stderr piped, returned once its stderr says
+/// `what`: the child, what it said so far, and the reader of the rest
+/// (see [`stderr_until`]).
+pub fn spawn_until(
+    mut cmd: Command,
+    what: &str,
+) -> (std::process::Child, String, std::thread::JoinHandle<String>) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (seen, rest) = stderr_until(&mut child, what);
+    (child, seen, rest)
 }
 
 /// A migsnap run stopped at a pause point (`MIGSNAP_PAUSE_AT`).
