@@ -588,6 +588,14 @@ impl Project {
         );
     }
 
+    /// `lines` added to its migsnap.toml (after the key salt it holds).
+    pub fn add_config(&self, lines: &str) {
+        let path = self.path().join("migsnap.toml");
+        let mut text = std::fs::read_to_string(&path).expect("read config");
+        text.push_str(lines);
+        std::fs::write(&path, text).expect("write config");
+    }
+
     pub fn write(&self, rel: &str, text: &str) {
         let p = self.path().join(rel);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
@@ -645,6 +653,14 @@ pub fn built_example(test: &str) -> (Project, std::sync::Arc<Reference>, String,
     let reference = Reference::of(&p);
     let db = p.db("t");
     let key = key_of(&p.prepare(&db));
+    (p, reference, db, key)
+}
+
+/// [`built_example`], then its template dropped, as on a machine that has
+/// only the cache dir: the next `prepare` restores the dump.
+pub fn built_elsewhere(test: &str) -> (Project, std::sync::Arc<Reference>, String, String) {
+    let (p, reference, db, key) = built_example(test);
+    drop_template(&key);
     (p, reference, db, key)
 }
 
@@ -792,6 +808,18 @@ pub fn replace_dump_keeping_manifest_in_step(dir: &Path, key: &str, bytes: &[u8]
     std::fs::write(&mpath, serde_json::to_vec(&m).expect("json")).expect("write");
 }
 
+/// Put `sql` in front of the cached dump of `key`, recompress it and
+/// recompute the manifest's checksum, as someone with write access to the
+/// cache dir would.
+pub fn plant(cache: &Path, key: &str, sql: &str) {
+    let path = cache.join(format!("{key}.sql.zst"));
+    let dump = zstd::decode_all(&std::fs::read(&path).expect("read dump")[..]).expect("decode");
+    let mut text = sql.as_bytes().to_vec();
+    text.extend_from_slice(&dump);
+    let bytes = zstd::encode_all(&text[..], 3).expect("encode");
+    replace_dump_keeping_manifest_in_step(cache, key, &bytes);
+}
+
 // ---- the S3-compatible test server (scripts/s3_server.sh) ----
 
 /// Where the snapshot-store tests' S3 server is: scripts/test.sh starts it
@@ -934,6 +962,13 @@ pub fn json_out(out: &Output) -> Value {
 pub fn succeeded_json(out: Output, what: &str) -> (Value, String) {
     let out = succeeded(out, what);
     (json_out(&out), stderr(&out))
+}
+
+/// Run `cmd` (a `prepare --json`), asserting success: (its result, its
+/// stderr).
+#[track_caller]
+pub fn prepare_json(cmd: &mut Command) -> (Value, String) {
+    succeeded_json(cmd.output().expect("run migsnap"), "prepare")
 }
 
 /// Run `cmd` with the crash point `point` (`MIGSNAP_CRASH_AT`): it must
