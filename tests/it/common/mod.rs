@@ -939,6 +939,27 @@ pub fn store_cmd(
     c
 }
 
+/// `prepare --json` of `db` with the snapshot store at `url` (reached with
+/// `env`) and the cache dir `cache`, asserting success: (result, stderr).
+pub fn store_prepare(
+    p: &Project,
+    cache: &Path,
+    url: &str,
+    env: &[(String, String)],
+    db: &str,
+) -> (Value, String) {
+    p.track(db);
+    let out = succeeded(
+        store_cmd(p, cache, url, env, &["prepare", "--database", db, "--json"])
+            .output()
+            .expect("run"),
+        "prepare",
+    );
+    let v = json_out(&out);
+    p.track(&template_of(&v));
+    (v, stderr(&out))
+}
+
 /// `out`, after asserting that `what` succeeded (its stderr shown if not).
 #[track_caller]
 pub fn succeeded(out: Output, what: &str) -> Output {
