@@ -358,6 +358,17 @@ fn files_digest(dir: &Path) -> String {
     migsnap::hash::hash_normalized(&all)
 }
 
+/// `python -m pytest` with migsnap's plugin (and no cache dir of pytest's
+/// own in the project), for [`Project::python_cmd`].
+pub const PYTEST_WITH_PLUGIN: [&str; 6] = [
+    "-m",
+    "pytest",
+    "-p",
+    "migsnap.pytest_plugin",
+    "-p",
+    "no:cacheprovider",
+];
+
 /// A migration to add on top of the example project: one field and one
 /// RunSQL index, so incremental builds have schema and index work to do.
 pub const NEW_MIGRATION: &str = r#"from django.db import migrations, models
@@ -594,6 +605,24 @@ impl Project {
         let mut text = std::fs::read_to_string(&path).expect("read config");
         text.push_str(lines);
         std::fs::write(&path, text).expect("write config");
+    }
+
+    /// The venv's Python in the project, with migsnap's Python package
+    /// from the source tree (its pytest plugin, its test runner) calling
+    /// the binary `migsnap` with this test's server and cache; the example
+    /// settings take the database NAME from PGDATABASE, this test's name.
+    pub fn python_cmd(&self, migsnap: &Path) -> Command {
+        let mut c = Command::new(python());
+        c.current_dir(self.path())
+            .env("PYTHONPATH", repo().join("python"))
+            .env("MIGSNAP_BIN", migsnap)
+            .env("MIGSNAP_SERVER_URL", server_url())
+            .env("MIGSNAP_CACHE_DIR", self.cache.path())
+            .envs(libpq_env(&self.name))
+            .env_remove("DJANGO_SETTINGS_MODULE")
+            .env_remove("MIGSNAP_PYTHON");
+        self.isolate_keys(&mut c);
+        c
     }
 
     pub fn write(&self, rel: &str, text: &str) {
