@@ -8,14 +8,6 @@ use crate::common::*;
 use serde_json::Value;
 use std::process::{Command, Output};
 
-/// `p` with these lines added to its migsnap.toml.
-fn configure(p: &Project, lines: &str) {
-    let path = p.path().join("migsnap.toml");
-    let mut text = std::fs::read_to_string(&path).expect("read config");
-    text.push_str(lines);
-    std::fs::write(&path, text).expect("write config");
-}
-
 /// `prepare --json` into `db` with `vars` set, asserting success.
 fn prepare_with(p: &Project, db: &str, vars: &[(&str, &str)]) -> (Value, String) {
     p.track(db);
@@ -43,21 +35,37 @@ fn build_record(p: &Project, key: &str) -> Value {
     m["build"].clone()
 }
 
+/// The example project with `build-accelerator` on, and `verify-build`
+/// too when `verify`.
+fn accelerated(test: &str, verify: bool) -> Project {
+    let p = Project::example(test);
+    p.add_config(if verify {
+        "build-accelerator = true\nverify-build = true\n"
+    } else {
+        "build-accelerator = true\n"
+    });
+    p
+}
+
 const STOCK: &[(&str, &str)] = &[("MIGSNAP_BUILD_ACCELERATOR", "0")];
 
 /// `prepare_with` where `import fastmig` finds `module` (its source) first
-/// on sys.path, before the package the test venv installs.
+/// on sys.path, before the package the test venv installs: a fastmig
+/// migsnap must not use, so the build is cold and stock.
+#[track_caller]
 fn prepare_shadowed(p: &Project, db: &str, module: &str) -> (Value, String) {
     let shadow = tempfile::tempdir().expect("tempdir");
     std::fs::write(shadow.path().join("fastmig.py"), module).expect("write shadow");
     let path = shadow.path().to_str().expect("utf-8 path");
-    prepare_with(p, db, &[("PYTHONPATH", path)])
+    let (v, err) = prepare_with(p, db, &[("PYTHONPATH", path)]);
+    assert_eq!(v["source"], "cold", "{err}");
+    assert_eq!(v["accelerated"], false, "{err}");
+    (v, err)
 }
 
 #[test]
 fn a_verified_accelerated_build_equals_a_plain_migrate_and_may_be_a_stock_builds_base() {
-    let p = Project::example("accel_verified");
-    configure(&p, "build-accelerator = true\nverify-build = true\n");
+    let p = accelerated("accel_verified", true);
     let db = p.db("a");
     let (v, err) = prepare_with(&p, &db, &[]);
     assert_eq!(v["source"], "cold", "{err}");
@@ -67,7 +75,7 @@ fn a_verified_accelerated_build_equals_a_plain_migrate_and_may_be_a_stock_builds
         err.contains("verify-build: migrating a scratch database"),
         "{err}"
     );
-    let key = v["key"].as_str().expect("key").to_string();
+    let key = key_of(&v);
     let build = build_record(&p, &key);
     assert_eq!(build["accelerated"], true);
     assert_eq!(build["verified"], true);
@@ -89,13 +97,12 @@ fn a_verified_accelerated_build_equals_a_plain_migrate_and_may_be_a_stock_builds
 
 #[test]
 fn an_unverified_accelerated_snapshot_is_never_a_stock_builds_base() {
-    let p = Project::example("accel_unverified");
-    configure(&p, "build-accelerator = true\n");
+    let p = accelerated("accel_unverified", false);
     let db = p.db("a");
     let (v, err) = prepare_with(&p, &db, &[]);
     assert_eq!(v["accelerated"], true, "{err}");
     assert!(!err.contains("verify-build"), "{err}");
-    let key = v["key"].as_str().expect("key").to_string();
+    let key = key_of(&v);
     let build = build_record(&p, &key);
     assert_eq!(build["accelerated"], true);
     assert_eq!(build.get("verified"), None, "not verified: not said");
@@ -112,8 +119,7 @@ fn an_unverified_accelerated_snapshot_is_never_a_stock_builds_base() {
 
 #[test]
 fn without_fastmig_the_build_is_stock_and_says_so_once() {
-    let p = Project::example("accel_missing");
-    configure(&p, "build-accelerator = true\nverify-build = true\n");
+    let p = accelerated("accel_missing", true);
     // The installed package hidden from the project's interpreter: a module
     // of that name earlier on sys.path that fails to import, as a missing
     // one does.
@@ -123,8 +129,6 @@ fn without_fastmig_the_build_is_stock_and_says_so_once() {
         &db,
         "raise ModuleNotFoundError(\"No module named 'fastmig'\", name='fastmig')\n",
     );
-    assert_eq!(v["source"], "cold", "{err}");
-    assert_eq!(v["accelerated"], false, "{err}");
     let warning =
         "build-accelerator is on but django-fastmig is not installed in the project's environment";
     assert_eq!(err.matches(warning).count(), 1, "{err}");
@@ -154,7 +158,7 @@ fn the_key_follows_the_setting_and_bad_values_exit_2() {
         stock,
         "verifying is no other build"
     );
-    configure(&p, "build-accelerator = true\n");
+    p.add_config("build-accelerator = true\n");
     assert_eq!(key(&[]), fast, "the config and the variable agree");
     assert_eq!(key(STOCK), stock, "the variable overrides the config");
 
@@ -185,8 +189,7 @@ fn a_build_that_fails_verification_saves_nothing() {
         ),
     ];
     for (name, skew, named) in skews {
-        let p = Project::example(name);
-        configure(&p, "build-accelerator = true\nverify-build = true\n");
+        let p = accelerated(name, true);
         let db = p.db("a");
         let key = p.key();
         let out = with_vars(
@@ -302,7 +305,7 @@ fn restore_second_half(p: &Project) {
 #[test]
 fn every_shape_built_accelerated_and_stock_equals_a_plain_migrate() {
     let p = accelproj("accel_shapes");
-    configure(&p, "build-accelerator = true\nverify-build = true\n");
+    p.add_config("build-accelerator = true\nverify-build = true\n");
     let reference = Reference::of(&p);
 
     let db = p.db("fast");
@@ -341,7 +344,7 @@ fn every_shape_built_accelerated_and_stock_equals_a_plain_migrate() {
 #[test]
 fn every_shape_built_incrementally_with_the_accelerator_equals_a_plain_migrate_in_two_steps() {
     let p = accelproj("accel_shapes_incr");
-    configure(&p, "build-accelerator = true\nverify-build = true\n");
+    p.add_config("build-accelerator = true\nverify-build = true\n");
     remove_second_half(&p);
     let first = p.db("first");
     let (v, err) = prepare_with(&p, &first, &[]);
@@ -389,8 +392,7 @@ fn every_shape_built_incrementally_with_the_accelerator_equals_a_plain_migrate_i
 
 #[test]
 fn a_verified_increment_on_an_unverified_base_stays_unverified() {
-    let p = Project::example("accel_unverified_base");
-    configure(&p, "build-accelerator = true\n");
+    let p = accelerated("accel_unverified_base", false);
     let (first, err) = prepare_with(&p, &p.db("a"), &[]);
     assert_eq!(first["accelerated"], true, "{err}");
     p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);
@@ -424,12 +426,11 @@ fn a_verified_increment_on_an_unverified_base_stays_unverified() {
 /// and says which version it found and which it wants.
 #[test]
 fn a_fastmig_release_migsnap_does_not_know_is_not_used() {
-    let p = Project::example("accel_unknown");
-    configure(&p, "build-accelerator = true\n");
+    let p = accelerated("accel_unknown", false);
     // A later release on sys.path before the installed one; installing it
     // fails the build, so a build that succeeds never called it.
     let db = p.db("a");
-    let (v, err) = prepare_shadowed(
+    let (_, err) = prepare_shadowed(
         &p,
         &db,
         "__version__ = '0.2.0'\n\
@@ -437,8 +438,6 @@ fn a_fastmig_release_migsnap_does_not_know_is_not_used() {
          def uninstall():\n    pass\n\
          def installed():\n    return True\n",
     );
-    assert_eq!(v["source"], "cold", "{err}");
-    assert_eq!(v["accelerated"], false, "{err}");
     assert!(
         err.contains("django-fastmig 0.2.0")
             && err.contains("is not a release migsnap was checked against (0.1.1)"),

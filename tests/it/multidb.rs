@@ -18,19 +18,17 @@ fn project(test: &str) -> Project {
 /// the settings' databases on the test server (NAME = the project's name),
 /// and migsnap's cache and server this test's.
 fn python_cmd(p: &Project, args: &[&str], records: &std::path::Path) -> Command {
-    let mut c = Command::new(python());
+    let mut c = p.python_cmd(&bin());
     c.args(args)
-        .current_dir(p.path())
-        .env("PYTHONPATH", repo().join("python"))
-        .env("MIGSNAP_BIN", bin())
-        .env("MIGSNAP_SERVER_URL", server_url())
-        .env("MIGSNAP_CACHE_DIR", p.cache.path())
         .env("MULTIDB_RECORDS", records)
-        .envs(libpq_env(&p.name))
-        .env_remove("DJANGO_SETTINGS_MODULE")
-        .env_remove("MIGSNAP_PYTHON")
         .env_remove("MULTIDB_TEST_RUNNER");
-    p.isolate_keys(&mut c);
+    c
+}
+
+/// [`python_cmd`] running pytest with migsnap's plugin and `args`.
+fn pytest_cmd(p: &Project, args: &[&str], records: &std::path::Path) -> Command {
+    let mut c = python_cmd(p, &PYTEST_WITH_PLUGIN, records);
+    c.args(args);
     c
 }
 
@@ -199,23 +197,7 @@ fn every_alias_comes_from_migsnap_under_both_runners_as_django_would_build_it() 
 
     // 4. pytest -n 2 with the plugin: each worker's databases from
     // migsnap, kept with --reuse-db and equal to Django's own.
-    let c = python_cmd(
-        &p,
-        &[
-            "-m",
-            "pytest",
-            "-p",
-            "migsnap.pytest_plugin",
-            "-p",
-            "no:cacheprovider",
-            "-n",
-            "2",
-            "--dist",
-            "each",
-            "--reuse-db",
-        ],
-        dir.path(),
-    );
+    let c = pytest_cmd(&p, &["-n", "2", "--dist", "each", "--reuse-db"], dir.path());
     let out = run(c, "pytest -n 2");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("{wh}_gw1 from ")), "{stdout}");
@@ -267,21 +249,7 @@ fn every_alias_comes_from_migsnap_under_both_runners_as_django_would_build_it() 
             .collect()
     };
     let before = oids();
-    let c = python_cmd(
-        &p,
-        &[
-            "-m",
-            "pytest",
-            "-p",
-            "migsnap.pytest_plugin",
-            "-p",
-            "no:cacheprovider",
-            "-n",
-            "2",
-            "--create-db",
-        ],
-        dir.path(),
-    );
+    let c = pytest_cmd(&p, &["-n", "2", "--create-db"], dir.path());
     run(c, "pytest -n 2 --create-db");
     assert_from_migsnap(&records(dir.path()), &gw);
     let after = oids();

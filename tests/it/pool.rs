@@ -56,6 +56,18 @@ fn members(key: &str) -> Vec<(String, bool)> {
     .collect()
 }
 
+/// `gc` with no pool wanted any more (MIGSNAP_POOL=0), asserting success:
+/// it removes every pool member. Its sweep takes the whole server: its
+/// callers hold `alone()`.
+fn gc_with_no_pool(p: &Project) {
+    let gc = p
+        .cmd(&["gc", "--json"])
+        .env("MIGSNAP_POOL", "0")
+        .output()
+        .expect("gc");
+    assert!(gc.status.success(), "{}", stderr(&gc));
+}
+
 fn prepare_with_pool(p: &Project, db: &str, pool: &str) -> Value {
     p.track(db);
     let out = p
@@ -90,17 +102,7 @@ fn a_replaced_target_is_set_aside_then_dropped_off_the_critical_path() {
     // (or the next maintenance) removes the old one.
     require_failpoints();
     let before = oid(&db);
-    let out = p
-        .cmd(&["prepare", "--database", &db])
-        .env("MIGSNAP_CRASH_AT", "clone.commented")
-        .output()
-        .expect("run");
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&out.status),
-        Some(9),
-        "{}",
-        stderr(&out)
-    );
+    killed_at(p.cmd(&["prepare", "--database", &db]), "clone.commented");
     let aside = name_of_oid(&before);
     assert!(
         aside.starts_with("migsnap_trash_"),
@@ -119,7 +121,7 @@ fn the_pool_hands_out_ready_clones_by_rename_and_refills_to_its_size() {
     let p = Project::example("pool");
     let db = p.db("t");
     let first = prepare_with_pool(&p, &db, "2");
-    let key = first["key"].as_str().expect("key").to_string();
+    let key = key_of(&first);
     settled(&p, "the pool fills to 2", || members(&key).len() == 2);
     let ready = members(&key);
     assert!(
@@ -186,7 +188,7 @@ fn the_pool_hands_out_ready_clones_by_rename_and_refills_to_its_size() {
     // A key change: the old key's pool goes, the new key's fills.
     p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);
     let changed = prepare_with_pool(&p, &db, "2");
-    let new_key = changed["key"].as_str().expect("key").to_string();
+    let new_key = key_of(&changed);
     assert_ne!(new_key, key);
     settled(&p, "the old key's pool is dropped", || {
         members(&key).is_empty()
@@ -196,12 +198,7 @@ fn the_pool_hands_out_ready_clones_by_rename_and_refills_to_its_size() {
     });
 
     // No pool wanted any more: gc removes the members.
-    let gc = p
-        .cmd(&["gc", "--json"])
-        .env("MIGSNAP_POOL", "0")
-        .output()
-        .expect("gc");
-    assert!(gc.status.success(), "{}", stderr(&gc));
+    gc_with_no_pool(&p);
     assert!(members(&new_key).is_empty(), "{:?}", members(&new_key));
 }
 
@@ -212,10 +209,7 @@ fn the_pool_hands_out_ready_clones_by_rename_and_refills_to_its_size() {
 fn a_member_another_role_owns_is_never_handed_out() {
     let p = Project::example("pool_foreign");
     let db = p.db("t");
-    let key = prepare_with_pool(&p, &db, "1")["key"]
-        .as_str()
-        .expect("key")
-        .to_string();
+    let key = key_of(&prepare_with_pool(&p, &db, "1"));
     settled(&p, "the pool fills", || members(&key).len() == 1);
     let (real, _) = members(&key)[0].clone();
     let comment = psql(
@@ -252,7 +246,7 @@ fn a_member_another_role_owns_is_never_handed_out() {
 fn a_template_another_role_owns_is_never_cloned() {
     let p = Project::example("tpl_foreign");
     let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    let key = key_of(&p.prepare(&db));
     let role = format!("tpl_foreign_{}", std::process::id());
     psql("postgres", &format!("CREATE ROLE {role}"));
     let template = template_name(&key);
@@ -272,12 +266,7 @@ fn a_template_another_role_owns_is_never_cloned() {
 /// Its gc sweeps the whole server: its callers hold `alone()`.
 fn forget_server_state(p: &Project, key: &str, db: &str) {
     settled(p, "the first maintenance ends", || members(key).len() == 1);
-    let gc = p
-        .cmd(&["gc"])
-        .env("MIGSNAP_POOL", "0")
-        .output()
-        .expect("gc");
-    assert!(gc.status.success(), "{}", stderr(&gc));
+    gc_with_no_pool(p);
     assert!(
         members(key).is_empty(),
         "gc with pool = 0 drops the members"
@@ -292,10 +281,7 @@ fn with_a_pool_a_restore_goes_straight_to_the_target_and_the_template_follows() 
     let _alone = alone();
     let p = Project::example("handout");
     let db = p.db("t");
-    let key = prepare_with_pool(&p, &db, "1")["key"]
-        .as_str()
-        .expect("key")
-        .to_string();
+    let key = key_of(&prepare_with_pool(&p, &db, "1"));
     forget_server_state(&p, &key, &db);
 
     let v = prepare_with_pool(&p, &db, "1");
@@ -329,10 +315,7 @@ fn a_restore_another_process_waits_for_becomes_the_template() {
     let _alone = alone();
     let p = Project::example("handout_wait");
     let (a, b) = (p.db("a"), p.db("b"));
-    let key = prepare_with_pool(&p, &a, "1")["key"]
-        .as_str()
-        .expect("key")
-        .to_string();
+    let key = key_of(&prepare_with_pool(&p, &a, "1"));
     forget_server_state(&p, &key, &a);
 
     // A restores and stops before deciding where the restore goes.
@@ -340,15 +323,10 @@ fn a_restore_another_process_waits_for_becomes_the_template() {
     cmd.env("MIGSNAP_POOL", "1");
     let first = p.spawn_paused(cmd, "restore.done");
     // B needs the same template and waits for A's lock.
-    let mut second = p
-        .cmd(&["prepare", "--database", &b, "--json"])
-        .env("MIGSNAP_POOL", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
     p.track(&b);
-    let (_, drain_second) = stderr_until(&mut second, "waiting for another migsnap building");
+    let mut cmd = p.cmd(&["prepare", "--database", &b, "--json"]);
+    cmd.env("MIGSNAP_POOL", "1");
+    let (second, _, drain_second) = spawn_until(cmd, "waiting for another migsnap building");
     first.go_on();
 
     let json = |child: std::process::Child| -> Value {
@@ -377,27 +355,15 @@ fn killed_around_a_hand_out_the_next_run_restores_again() {
     let _alone = alone();
     let p = Project::example("handout_kill");
     let db = p.db("t");
-    let key = prepare_with_pool(&p, &db, "1")["key"]
-        .as_str()
-        .expect("key")
-        .to_string();
+    let key = key_of(&prepare_with_pool(&p, &db, "1"));
     p.track(&build_name(&key));
     for point in ["handout.before", "handout.after"] {
         // `forget_server_state` waits for a pool member, which the last
         // round's maintenance made.
         forget_server_state(&p, &key, &db);
-        let out = p
-            .cmd(&["prepare", "--database", &db, "--json"])
-            .env("MIGSNAP_POOL", "1")
-            .env("MIGSNAP_CRASH_AT", point)
-            .output()
-            .expect("run");
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&out.status),
-            Some(9),
-            "{point}: not reached\n{}",
-            stderr(&out)
-        );
+        let mut cmd = p.cmd(&["prepare", "--database", &db, "--json"]);
+        cmd.env("MIGSNAP_POOL", "1");
+        killed_at(cmd, point);
         // Killed before the rename, the build is left (and removed by the
         // next build); after it, the target is in place with no template.
         assert_eq!(database_exists(&db), point == "handout.after", "{point}");
@@ -443,10 +409,7 @@ fn the_background_maintenance_uses_the_store_named_on_the_command_line() {
         .env("MIGSNAP_POOL", "0")
         .output()
         .expect("run");
-    let key = json_out(&succeeded(out, "the CI prepare"))["key"]
-        .as_str()
-        .expect("key")
-        .to_string();
+    let key = key_of(&json_out(&succeeded(out, "the CI prepare")));
     drop_template(&key);
 
     // Here: restored from the store straight into the target (a pool is
@@ -487,7 +450,7 @@ fn unless_ready_leaves_a_ready_member_waiting_and_prepares_otherwise() {
     let p = Project::example("unless_ready");
     let db = p.db("t");
     let first = prepare_with_pool(&p, &db, "1");
-    let key = first["key"].as_str().expect("key").to_string();
+    let key = key_of(&first);
     p.track(&template_name(&key));
     settled(&p, "the pool fills to 1", || members(&key).len() == 1);
     let waiting = members(&key);
@@ -514,12 +477,7 @@ fn unless_ready_leaves_a_ready_member_waiting_and_prepares_otherwise() {
     assert!(database_exists(&db));
 
     // No pool wanted any more: gc removes the member.
-    let gc = p
-        .cmd(&["gc", "--json"])
-        .env("MIGSNAP_POOL", "0")
-        .output()
-        .expect("gc");
-    assert!(gc.status.success(), "{}", stderr(&gc));
+    gc_with_no_pool(&p);
     assert!(members(&key).is_empty(), "{:?}", members(&key));
 }
 
@@ -546,10 +504,7 @@ fn maintain_says_why_a_pool_stays_short_and_the_background_run_logs_what_it_did(
     assert_eq!(v["pool_made"], 0, "{v}");
 
     let db = p.db("t");
-    let key = prepare_with_pool(&p, &db, "1")["key"]
-        .as_str()
-        .expect("key")
-        .to_string();
+    let key = key_of(&prepare_with_pool(&p, &db, "1"));
     p.track(&template_name(&key));
     settled(&p, "the pool fills to 1", || members(&key).len() == 1);
     let log = p.maintain_log();

@@ -63,31 +63,13 @@ fn sites_from_the_environment(p: &Project) {
 /// `python -m pytest` in the project with the plugin from the source tree,
 /// the given migsnap binary, and this test's server, cache and database name.
 fn pytest_cmd(p: &Project, migsnap: &Path) -> Command {
-    let mut c = Command::new(python());
-    c.args([
-        "-m",
-        "pytest",
-        "-p",
-        "migsnap.pytest_plugin",
-        "-p",
-        "no:cacheprovider",
-    ])
-    .current_dir(p.path())
-    .env("PYTHONPATH", repo().join("python"))
-    .env("MIGSNAP_BIN", migsnap)
-    .env("MIGSNAP_SERVER_URL", server_url())
-    .env("MIGSNAP_CACHE_DIR", p.cache.path())
-    // The example settings take NAME from PGDATABASE: test_<this> is
-    // then unique to this test.
-    .envs(libpq_env(&p.name))
-    .env_remove("DJANGO_SETTINGS_MODULE")
-    .env_remove("MIGSNAP_PYTHON")
-    // pytest prints every failure's message in full in its short summary
-    // when it sees a CI environment, and trims it to one line otherwise:
-    // run as on CI everywhere, the stricter case for "shown once".
-    .env("CI", "true")
-    .env_remove("BUILD_NUMBER");
-    p.isolate_keys(&mut c);
+    let mut c = p.python_cmd(migsnap);
+    c.args(PYTEST_WITH_PLUGIN)
+        // pytest prints every failure's message in full in its short summary
+        // when it sees a CI environment, and trims it to one line otherwise:
+        // run as on CI everywhere, the stricter case for "shown once".
+        .env("CI", "true")
+        .env_remove("BUILD_NUMBER");
     c
 }
 
@@ -1042,19 +1024,11 @@ class After(TransactionTestCase):
 /// `manage.py test ARGS` in the example project, its database on the test
 /// server.
 fn manage_test(p: &Project, args: &[&str]) -> Output {
-    let mut c = Command::new(python());
-    c.args(["manage.py", "test"])
+    p.python_cmd(&bin())
+        .args(["manage.py", "test"])
         .args(args)
-        .current_dir(p.path())
-        .env("PYTHONPATH", repo().join("python"))
-        .env("MIGSNAP_BIN", bin())
-        .env("MIGSNAP_SERVER_URL", server_url())
-        .env("MIGSNAP_CACHE_DIR", p.cache.path())
-        .envs(libpq_env(&p.name))
-        .env_remove("DJANGO_SETTINGS_MODULE")
-        .env_remove("MIGSNAP_PYTHON");
-    p.isolate_keys(&mut c);
-    c.output().expect("run manage.py test")
+        .output()
+        .expect("run manage.py test")
 }
 
 #[test]

@@ -6,9 +6,6 @@
 
 use crate::common::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
 
 /// Names in the cache dir, sorted, without lock files and what is derived
 /// from the rest and checked against it on every read (the key's stat
@@ -47,11 +44,26 @@ enum Start {
     Template,
 }
 
-/// For each point: put the project in `start`, run `prepare` with
-/// MIGSNAP_CRASH_AT (it must die by SIGKILL there), then run `prepare`
-/// again: it must succeed from `then`, match the plain-migrate reference,
-/// and have removed the build database and temp files the crash left.
-fn crash_at_each(test: &str, points: &[(&str, Start, &str)]) {
+/// The three files of `key`'s complete, signed snapshot in the cache dir,
+/// in the order `cache_files` lists them.
+fn snapshot_files(key: &str) -> [String; 3] {
+    [
+        format!("{key}.json"),
+        format!("{key}.sig"),
+        format!("{key}.sql.zst"),
+    ]
+}
+
+/// Crash points that start from the same state and end the same way: from
+/// `Start`, the run after the crash must come from the source named.
+type CrashGroup<'a> = (Start, &'a str, &'a [&'a str]);
+
+/// For each point, in order: put the project in its group's start, run
+/// `prepare` with MIGSNAP_CRASH_AT (it must die by SIGKILL there), then run
+/// `prepare` again: it must succeed from the group's source, match the
+/// plain-migrate reference, and have removed the build database and temp
+/// files the crash left.
+fn crash_at_each(test: &str, groups: &[CrashGroup]) {
     require_failpoints();
     let p = Project::example(test);
     // Two tables with rows enough for COPY (small blocks are restored as
@@ -62,7 +74,10 @@ fn crash_at_each(test: &str, points: &[(&str, Start, &str)]) {
     let key = p.key();
     p.track(&template_name(&key));
     p.track(&build_name(&key));
-    for &(point, start, then) in points {
+    let points = groups
+        .iter()
+        .flat_map(|&(start, then, points)| points.iter().map(move |&point| (point, start, then)));
+    for (point, start, then) in points {
         match start {
             Start::Nothing => {
                 drop_template(&key);
@@ -77,29 +92,13 @@ fn crash_at_each(test: &str, points: &[(&str, Start, &str)]) {
                 }
             }
         }
-        let out = p
-            .cmd(&["prepare", "--database", &db, "--json"])
-            .env("MIGSNAP_CRASH_AT", point)
-            .output()
-            .expect("run");
-        assert_eq!(
-            out.status.signal(),
-            Some(9),
-            "{point}: the crash point was not reached ({}):\n{}",
-            out.status,
-            stderr(&out)
-        );
+        killed_at(p.cmd(&["prepare", "--database", &db, "--json"]), point);
         let again = p.prepare(&db);
         assert_eq!(again["source"], then, "{point} from {start:?}");
         reference.check(&db, point);
-        let files = cache_files(&p);
         assert_eq!(
-            files,
-            vec![
-                format!("{key}.json"),
-                format!("{key}.sig"),
-                format!("{key}.sql.zst")
-            ],
+            cache_files(&p),
+            snapshot_files(&key),
             "{point}: the cache holds exactly one complete, signed snapshot"
         );
         assert!(
@@ -130,14 +129,18 @@ class Migration(migrations.Migration):
 fn killed_during_migrate_the_next_run_starts_over() {
     crash_at_each(
         "crash_migrate",
-        &[
-            ("build.locked", Start::Nothing, "cold"),
-            ("build.created", Start::Nothing, "cold"),
-            ("migrate.applied:1", Start::Nothing, "cold"),
-            ("migrate.applied:6", Start::Nothing, "cold"),
-            ("migrate.applied:12", Start::Nothing, "cold"),
-            ("migrate.applied:25", Start::Nothing, "cold"),
-        ],
+        &[(
+            Start::Nothing,
+            "cold",
+            &[
+                "build.locked",
+                "build.created",
+                "migrate.applied:1",
+                "migrate.applied:6",
+                "migrate.applied:12",
+                "migrate.applied:25",
+            ],
+        )],
     );
 }
 
@@ -146,15 +149,24 @@ fn killed_while_saving_the_snapshot_nothing_half_made_is_trusted() {
     crash_at_each(
         "crash_save",
         &[
-            ("dump.chunk:1", Start::Nothing, "cold"),
-            ("dump.written", Start::Nothing, "cold"),
-            // A dump without its manifest is never used.
-            ("dump.renamed", Start::Nothing, "cold"),
-            ("manifest.written", Start::Nothing, "cold"),
+            (
+                Start::Nothing,
+                "cold",
+                &[
+                    "dump.chunk:1",
+                    "dump.written",
+                    // A dump without its manifest is never used.
+                    "dump.renamed",
+                    "manifest.written",
+                ],
+            ),
             // Dump and manifest complete: the next run restores them.
-            ("manifest.renamed", Start::Nothing, "cache"),
-            ("promote.before", Start::Nothing, "cache"),
-            ("promote.after", Start::Nothing, "template"),
+            (
+                Start::Nothing,
+                "cache",
+                &["manifest.renamed", "promote.before"],
+            ),
+            (Start::Nothing, "template", &["promote.after"]),
         ],
     );
 }
@@ -164,22 +176,32 @@ fn killed_while_restoring_or_cloning_the_next_run_starts_over() {
     crash_at_each(
         "crash_restore",
         &[
-            ("build.locked", Start::Cache, "cache"),
-            ("build.created", Start::Cache, "cache"),
-            ("restore.batch:1", Start::Cache, "cache"),
-            ("restore.batch:2", Start::Cache, "cache"),
-            ("restore.batch:4", Start::Cache, "cache"),
-            // BULK_MIGRATION's two big COPY blocks (about 4 chunks each, on
-            // the two connections): points in and after each of them.
-            ("restore.copy_data:1", Start::Cache, "cache"),
-            ("restore.copy_data:3", Start::Cache, "cache"),
-            ("restore.copy_data:6", Start::Cache, "cache"),
-            ("restore.copy:1", Start::Cache, "cache"),
-            ("restore.copy:2", Start::Cache, "cache"),
-            ("promote.before", Start::Cache, "cache"),
-            ("promote.after", Start::Cache, "template"),
-            ("clone.created", Start::Template, "template"),
-            ("clone.commented", Start::Template, "template"),
+            (
+                Start::Cache,
+                "cache",
+                &[
+                    "build.locked",
+                    "build.created",
+                    "restore.batch:1",
+                    "restore.batch:2",
+                    "restore.batch:4",
+                    // BULK_MIGRATION's two big COPY blocks (about 4 chunks
+                    // each, on the two connections): points in and after
+                    // each of them.
+                    "restore.copy_data:1",
+                    "restore.copy_data:3",
+                    "restore.copy_data:6",
+                    "restore.copy:1",
+                    "restore.copy:2",
+                    "promote.before",
+                ],
+            ),
+            (Start::Cache, "template", &["promote.after"]),
+            (
+                Start::Template,
+                "template",
+                &["clone.created", "clone.commented"],
+            ),
         ],
     );
 }
@@ -189,7 +211,7 @@ fn killed_during_an_incremental_build_the_next_run_starts_over() {
     require_failpoints();
     let p = Project::example("crash_incremental");
     let db = p.db("t");
-    let base = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    let base = key_of(&p.prepare(&db));
     p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);
     let reference = Reference::of(&p);
     let key = p.key();
@@ -205,42 +227,20 @@ fn killed_during_an_incremental_build_the_next_run_starts_over() {
     ];
     for (point, then) in points {
         drop_template(&key);
-        for f in [
-            format!("{key}.json"),
-            format!("{key}.sig"),
-            format!("{key}.sql.zst"),
-        ] {
+        for f in snapshot_files(&key) {
             let _ = std::fs::remove_file(p.cache.path().join(f));
         }
         if point.starts_with("restore.") {
             drop_template(&base);
         }
-        let out = p
-            .cmd(&["prepare", "--database", &db, "--json"])
-            .env("MIGSNAP_CRASH_AT", point)
-            .output()
-            .expect("run");
-        assert_eq!(
-            out.status.signal(),
-            Some(9),
-            "{point}: the crash point was not reached ({}):\n{}",
-            out.status,
-            stderr(&out)
-        );
+        killed_at(p.cmd(&["prepare", "--database", &db, "--json"]), point);
         let again = p.prepare(&db);
         assert_eq!(again["source"], then, "{point}");
         if then == "incremental" {
             assert_eq!(again["base_key"], base.as_str(), "{point}");
         }
         reference.check(&db, point);
-        let mut want = vec![
-            format!("{base}.json"),
-            format!("{base}.sig"),
-            format!("{base}.sql.zst"),
-            format!("{key}.json"),
-            format!("{key}.sig"),
-            format!("{key}.sql.zst"),
-        ];
+        let mut want = [snapshot_files(&base), snapshot_files(&key)].concat();
         want.sort();
         assert_eq!(cache_files(&p), want, "{point}");
         assert!(!database_exists(&build_name(&key)), "{point}");
@@ -275,28 +275,15 @@ fn add_slow_migration(p: &Project) -> String {
 }
 
 /// `prepare` of `db`, returned once it is applying the slow migration,
-/// with its stderr reader and what it printed so far.
+/// with what it printed so far and the reader of the rest.
 fn start_slow_build(
     p: &Project,
     db: &str,
-) -> (
-    std::process::Child,
-    BufReader<std::process::ChildStderr>,
-    String,
-) {
-    let mut child = p
-        .cmd(&["prepare", "--database", db])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut seen = String::new();
-    while !seen.contains("applying orders.0005_slow") {
-        let n = err.read_line(&mut seen).expect("read stderr");
-        assert!(n > 0, "prepare ended before the slow migration:\n{seen}");
-    }
-    (child, err, seen)
+) -> (std::process::Child, String, std::thread::JoinHandle<String>) {
+    spawn_until(
+        p.cmd(&["prepare", "--database", db]),
+        "applying orders.0005_slow",
+    )
 }
 
 fn sigint(child: &std::process::Child) {
@@ -311,26 +298,18 @@ fn sigint(child: &std::process::Child) {
 fn ctrl_c_during_migrate_stops_cleanly_and_saves_nothing() {
     let p = Project::example("sigint");
     let (db, key) = (p.db("t"), add_slow_migration(&p));
-    let (mut child, mut err, mut seen) = start_slow_build(&p, &db);
+    let (mut child, mut seen, rest) = start_slow_build(&p, &db);
     assert!(database_exists(&build_name(&key)), "the build is under way");
 
     // A second run waits for the first; Ctrl-C ends the wait at once and
     // touches nothing, since the build belongs to the first run.
     let waiter_db = p.db("w");
-    let mut waiter = p
-        .cmd(&["prepare", "--database", &waiter_db])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut waiter_err = BufReader::new(waiter.stderr.take().expect("stderr"));
-    let mut waiter_seen = String::new();
-    while !waiter_seen.contains("waiting for another migsnap") {
-        let n = waiter_err.read_line(&mut waiter_seen).expect("read stderr");
-        assert!(n > 0, "the second run did not wait:\n{waiter_seen}");
-    }
+    let (mut waiter, mut waiter_seen, waiter_rest) = spawn_until(
+        p.cmd(&["prepare", "--database", &waiter_db]),
+        "waiting for another migsnap",
+    );
     sigint(&waiter);
-    std::io::Read::read_to_string(&mut waiter_err, &mut waiter_seen).expect("read");
+    waiter_seen.push_str(&waiter_rest.join().expect("stderr reader"));
     let status = waiter.wait().expect("wait");
     assert_eq!(status.code(), Some(130), "{waiter_seen}");
     assert!(
@@ -339,8 +318,7 @@ fn ctrl_c_during_migrate_stops_cleanly_and_saves_nothing() {
     );
 
     sigint(&child);
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).expect("read stderr");
+    let rest = rest.join().expect("stderr reader");
     let status = child.wait().expect("wait");
     seen.push_str(&rest);
     assert_eq!(status.code(), Some(130), "{seen}");
@@ -366,11 +344,7 @@ fn ctrl_c_during_migrate_stops_cleanly_and_saves_nothing() {
 type Damage<'a> = &'a dyn Fn(&std::path::Path, &str);
 
 fn damaged_cache_is_rebuilt(test: &str, cases: &[(&str, Damage)]) {
-    let p = Project::example(test);
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let first = p.prepare(&db);
-    let key = first["key"].as_str().expect("key").to_string();
+    let (p, reference, db, key) = built_example(test);
     for (what, damage) in cases {
         drop_template(&key);
         damage(p.cache.path(), &key);
@@ -382,9 +356,7 @@ fn damaged_cache_is_rebuilt(test: &str, cases: &[(&str, Damage)]) {
             .env("MIGSNAP_TRUST_UNSIGNED", "1")
             .output()
             .expect("run migsnap");
-        let err = stderr(&out);
-        assert!(out.status.success(), "{what}: {err}");
-        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        let (v, err) = succeeded_json(out, what);
         assert_eq!(v["source"], "cold", "{what}: {err}");
         assert!(
             err.contains("warning:") && err.contains("discarding it"),
@@ -498,10 +470,7 @@ fn damaged_or_foreign_manifests_are_discarded_and_rebuilt() {
 
 #[test]
 fn a_template_that_does_not_match_its_key_is_never_cloned() {
-    let p = Project::example("bad_template");
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    let (p, reference, db, key) = built_example("bad_template");
     let t = template_name(&key);
 
     // A migsnap template under the right name, but for another key and with
@@ -520,11 +489,8 @@ fn a_template_that_does_not_match_its_key_is_never_cloned() {
         "postgres",
         &format!("ALTER DATABASE \"{t}\" WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"),
     );
-    let out = p.run(&["prepare", "--database", &db, "--json"]);
-    let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
+    let (v, err) = succeeded_json(p.run(&["prepare", "--database", &db, "--json"]), "prepare");
     assert!(err.contains("does not match key"), "{err}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["source"], "cache");
     reference.check(&db, "after a mismatched template");
 
@@ -555,9 +521,10 @@ fn a_template_that_does_not_match_its_key_is_never_cloned() {
     // --rebuild replaces a sound template (unflagging it first).
     psql("postgres", &format!("DROP DATABASE \"{t}\""));
     assert_eq!(p.prepare(&db)["source"], "cache");
-    let out = p.run(&["prepare", "--database", &db, "--rebuild", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (v, _) = succeeded_json(
+        p.run(&["prepare", "--database", &db, "--rebuild", "--json"]),
+        "prepare --rebuild",
+    );
     assert_eq!(v["source"], "cold");
     reference.check(&db, "after --rebuild");
 }
@@ -617,7 +584,7 @@ fn awkward_content_survives_the_dump_and_migsnaps_own_restore() {
     let db = p.db("t");
     let cold = p.prepare(&db);
     assert_eq!(cold["source"], "cold");
-    let key = cold["key"].as_str().expect("key").to_string();
+    let key = key_of(&cold);
     drop_template(&key);
     let restored = p.prepare(&db);
     assert_eq!(
@@ -656,12 +623,7 @@ fn killed_between_clone_and_rename_the_target_needs_no_force() {
     // Killed before and after the clone: the old target is still there,
     // untouched (it goes only once its replacement exists).
     for point in ["clone.before", "clone.created"] {
-        let out = p
-            .cmd(&["prepare", "--database", &db])
-            .env("MIGSNAP_CRASH_AT", point)
-            .output()
-            .expect("run");
-        assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+        killed_at(p.cmd(&["prepare", "--database", &db]), point);
         assert_eq!(psql(&db, "SELECT x FROM kept"), "42", "killed at {point}");
     }
     assert!(
@@ -690,7 +652,7 @@ fn a_template_dropped_between_look_and_clone_is_rebuilt() {
     // there, drop the template, let it go on: it must rebuild and succeed.
     let p = Project::example("vanish");
     let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    let key = key_of(&p.prepare(&db));
     let paused = p.spawn_paused(
         p.cmd(&["prepare", "--database", &db, "--json"]),
         "clone.before",
@@ -719,7 +681,7 @@ fn django_stops_when_migsnap_is_killed_during_migrate() {
     let p = Project::example("orphan");
     let db = p.db("t");
     add_slow_migration(&p);
-    let (mut child, _err, _seen) = start_slow_build(&p, &db);
+    let (mut child, _, _) = start_slow_build(&p, &db);
     let manage = p.path().join("manage.py").display().to_string();
     let running = || {
         std::process::Command::new("pgrep")

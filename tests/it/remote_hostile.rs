@@ -46,24 +46,9 @@ fn pushed(test: &str) -> (Project, String, String, Value) {
     let ci = tempfile::tempdir().expect("tempdir");
     let mut env = s3_env();
     env.push(("MIGSNAP_REMOTE_PUSH".into(), "true".into()));
-    p.track(&db);
-    let out = succeeded(
-        store_cmd(
-            &p,
-            ci.path(),
-            &url,
-            &env,
-            &["prepare", "--database", &db, "--json"],
-        )
-        .output()
-        .expect("run"),
-        "prepare (pushing)",
-    );
-    let built = json_out(&out);
-    assert!(stderr(&out).contains("pushed snapshot"), "{}", stderr(&out));
-    let key = built["key"].as_str().expect("key").to_string();
-    p.track(&template_name(&key));
-    drop_template(&key);
+    let (built, err) = store_prepare(&p, ci.path(), &url, &env, &db);
+    assert!(err.contains("pushed snapshot"), "{err}");
+    drop_template(&key_of(&built));
     psql("postgres", &format!("DROP DATABASE IF EXISTS \"{db}\""));
     (p, url, db, built)
 }
@@ -342,21 +327,8 @@ fn a_file_store_lists_past_odd_names_and_never_follows_a_link() {
     let store = tempfile::tempdir().expect("store");
     let url = format!("file://{}", store.path().display());
     let ci = tempfile::tempdir().expect("tempdir");
-    p.track(&db);
     let env = vec![("MIGSNAP_REMOTE_PUSH".to_string(), "true".to_string())];
-    let built = json_out(&succeeded(
-        store_cmd(
-            &p,
-            ci.path(),
-            &url,
-            &env,
-            &["prepare", "--database", &db, "--json"],
-        )
-        .output()
-        .expect("run"),
-        "prepare (pushing)",
-    ));
-    p.track(&template_of(&built));
+    let (built, _) = store_prepare(&p, ci.path(), &url, &env, &db);
     let key = built["key"].as_str().expect("key");
     let planted = plant_odd_names(store.path(), false);
     // A link named like an orphan dump of the key, to a file outside the
@@ -426,21 +398,9 @@ fn a_damaged_snapshot_in_the_store_is_reported_and_downloaded_once() {
         .expect("put");
 
     let laptop = tempfile::tempdir().expect("tempdir");
-    let out = succeeded(
-        store_cmd(
-            &p,
-            laptop.path(),
-            &url,
-            &s3_env(),
-            &["prepare", "--database", &db, "--json"],
-        )
-        .output()
-        .expect("run"),
-        "prepare",
-    );
-    let err = stderr(&out);
-    assert_eq!(json_out(&out)["source"], "cold", "{err}");
-    assert_eq!(json_out(&out)["key"], key);
+    let (got, err) = store_prepare(&p, laptop.path(), &url, &s3_env(), &db);
+    assert_eq!(got["source"], "cold", "{err}");
+    assert_eq!(got["key"], key);
     // The key's own snapshot is also the best "ancestor" the store has: it
     // was downloaded and reported a second time.
     assert_eq!(err.matches("downloading snapshot").count(), 1, "{err}");

@@ -7,31 +7,11 @@ use crate::common::*;
 use serde_json::Value;
 use std::path::Path;
 
-/// `prepare --json` of `db`, asserting success: (result, stderr).
-fn prepare(
-    p: &Project,
-    cache: &Path,
-    url: &str,
-    env: &[(String, String)],
-    db: &str,
-) -> (Value, String) {
-    p.track(db);
-    let out = succeeded(
-        store_cmd(p, cache, url, env, &["prepare", "--database", db, "--json"])
-            .output()
-            .expect("run"),
-        "prepare",
-    );
-    let v = json_out(&out);
-    p.track(&template_of(&v));
-    (v, stderr(&out))
-}
-
-/// The same with `remote-push` on, as on a trusted CI job.
+/// [`store_prepare`] with `remote-push` on, as on a trusted CI job.
 fn prepare_pushing(p: &Project, cache: &Path, url: &str, db: &str) -> (Value, String) {
     let mut env = s3_env();
     env.push(("MIGSNAP_REMOTE_PUSH".into(), "true".into()));
-    prepare(p, cache, url, &env, db)
+    store_prepare(p, cache, url, &env, db)
 }
 
 /// Another machine: nothing of this key on the server (its template and
@@ -101,7 +81,7 @@ fn push_then_prepare_on_a_fresh_machine_restores_from_the_store() {
     // A new machine: empty cache dir, no template. No Django runs.
     fresh_server(&db, &[&built]);
     let laptop = empty_dir();
-    let (got, err) = prepare(&p, laptop.path(), &url, &s3_env(), &db);
+    let (got, err) = store_prepare(&p, laptop.path(), &url, &s3_env(), &db);
     assert_eq!(got["source"], "cache", "{err}");
     assert_eq!(got["origin"], "remote");
     assert_eq!(got["applied"], serde_json::json!([]));
@@ -155,7 +135,7 @@ fn an_ancestor_from_the_store_is_built_on() {
     let reference = Reference::of(&p);
     fresh_server(&db, &[&main]);
     let laptop = empty_dir();
-    let (got, err) = prepare(&p, laptop.path(), &url, &s3_env(), &db);
+    let (got, err) = store_prepare(&p, laptop.path(), &url, &s3_env(), &db);
     assert_eq!(got["source"], "incremental", "{err}");
     assert_eq!(got["base_key"], main["key"]);
     assert_eq!(got["origin"], "remote");
@@ -175,7 +155,7 @@ fn push_and_pull_move_one_snapshot() {
     let url = s3_url("pushpull");
     let db = p.db("pp");
     let ci = empty_dir();
-    let (built, _) = prepare(&p, ci.path(), &url, &s3_env(), &db);
+    let (built, _) = store_prepare(&p, ci.path(), &url, &s3_env(), &db);
     let key = built["key"].as_str().expect("key").to_string();
 
     let push = |cache: &Path| {
@@ -257,7 +237,7 @@ fn a_damaged_snapshot_in_the_store_is_skipped_and_built_locally() {
 
     fresh_server(&db, &[&built]);
     let laptop = empty_dir();
-    let (got, err) = prepare(&p, laptop.path(), &url, &s3_env(), &db);
+    let (got, err) = store_prepare(&p, laptop.path(), &url, &s3_env(), &db);
     assert_eq!(got["source"], "cold", "{err}");
     assert!(err.contains("is damaged"), "{err}");
     assert!(err.contains("skipping it"), "{err}");
@@ -272,7 +252,7 @@ fn a_store_that_is_down_warns_once_and_the_run_builds_locally() {
     let mut env = s3_env_down();
     env.push(("MIGSNAP_REMOTE_PUSH".into(), "true".into()));
     let cache = empty_dir();
-    let (got, err) = prepare(&p, cache.path(), "s3://migsnap-test/down", &env, &db);
+    let (got, err) = store_prepare(&p, cache.path(), "s3://migsnap-test/down", &env, &db);
     assert_eq!(got["source"], "cold");
     reference.check(&db, "built locally with the store down");
     // Own key, ancestors and the push all would have asked: one warning.
@@ -312,7 +292,7 @@ fn a_store_that_never_answers_times_out_and_the_run_goes_on() {
     );
     env.push(("MIGSNAP_REMOTE_TIMEOUT".into(), "1".into()));
     let cache = empty_dir();
-    let (got, err) = prepare(&p, cache.path(), "s3://migsnap-test/hung", &env, &db);
+    let (got, err) = store_prepare(&p, cache.path(), "s3://migsnap-test/hung", &env, &db);
     assert_eq!(got["source"], "cold");
     assert_eq!(err.matches("warning:").count(), 1, "{err}");
     assert!(err.contains("snapshot store"), "{err}");
@@ -326,7 +306,7 @@ fn a_wrong_credential_is_denied_and_the_run_builds_locally() {
     let s = s3();
     let env = s3_env_with(&s.endpoint, &s.access_key, "wrong-secret");
     let cache = empty_dir();
-    let (got, err) = prepare(&p, cache.path(), &url, &env, &db);
+    let (got, err) = store_prepare(&p, cache.path(), &url, &env, &db);
     assert_eq!(got["source"], "cold");
     assert_eq!(err.matches("denied access").count(), 1, "{err}");
     assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
@@ -349,9 +329,9 @@ fn two_machines_pushing_one_key_at_once_leave_one_whole_snapshot() {
     let db = p.db("race");
     // Two machines built the same key, each its own dump.
     let (a, b) = (empty_dir(), empty_dir());
-    let (first, _) = prepare(&p, a.path(), "off", &[], &db);
+    let (first, _) = store_prepare(&p, a.path(), "off", &[], &db);
     fresh_server(&db, &[&first]);
-    let (second, _) = prepare(&p, b.path(), "off", &[], &db);
+    let (second, _) = store_prepare(&p, b.path(), "off", &[], &db);
     let key = first["key"].as_str().expect("key");
     assert_eq!(second["key"], key);
     for round in 0..3 {
@@ -379,7 +359,7 @@ fn two_machines_pushing_one_key_at_once_leave_one_whole_snapshot() {
         // Whatever stands is whole: a fresh machine restores it.
         fresh_server(&db, &[&first]);
         let c = empty_dir();
-        let (got, err) = prepare(&p, c.path(), &url, &s3_env(), &db);
+        let (got, err) = store_prepare(&p, c.path(), &url, &s3_env(), &db);
         assert_eq!(got["source"], "cache", "round {round}: {err}");
         assert_eq!(got["origin"], "remote");
         reference.check(&db, "restored after two concurrent pushes");
@@ -498,7 +478,7 @@ fn a_snapshot_pushed_with_a_ci_key_is_accepted_where_its_public_key_is_trusted()
         "MIGSNAP_SIGNING_KEY_FILE".into(),
         ci_key.display().to_string(),
     ));
-    let (built, err) = prepare(&p, ci.path(), &url, &env, &db);
+    let (built, err) = store_prepare(&p, ci.path(), &url, &env, &db);
     assert!(err.contains("pushed snapshot"), "{err}");
     assert!(
         !p.user_key_file().exists(),
@@ -516,7 +496,7 @@ fn a_snapshot_pushed_with_a_ci_key_is_accepted_where_its_public_key_is_trusted()
         if let Some(k) = trusted {
             env.push(("MIGSNAP_TRUSTED_KEYS".into(), k.to_string()));
         }
-        let (got, err) = prepare(&p, laptop.path(), &url, &env, &db);
+        let (got, err) = store_prepare(&p, laptop.path(), &url, &env, &db);
         reference.check(&db, "a fork's machine");
         (got, err)
     };
@@ -560,7 +540,7 @@ fn with_trust_unsigned_a_foreign_snapshot_in_the_store_is_never_built_on() {
 
     fresh_server(&db, &[&built]);
     let laptop = empty_dir();
-    let (got, err) = prepare(&p, laptop.path(), &url, &env, &db);
+    let (got, err) = store_prepare(&p, laptop.path(), &url, &env, &db);
     assert_eq!(got["source"], "cache", "its own key is served: {err}");
     assert_eq!(got["origin"], "remote", "{err}");
     assert!(err.contains("is not signed by a trusted key"), "{err}");
@@ -580,12 +560,12 @@ fn with_trust_unsigned_a_foreign_snapshot_in_the_store_is_never_built_on() {
     // nor its template is built on.
     p.write("catalog/migrations/0005_product_note.py", NEW_MIGRATION);
     let reference = Reference::of(&p);
-    let (got, err) = prepare(&p, laptop.path(), &url, &env, &db);
+    let (got, err) = store_prepare(&p, laptop.path(), &url, &env, &db);
     assert_eq!(got["source"], "cold", "{err}");
     reference.check(&db, "cold beside a foreign base");
     fresh_server(&db, &[&built, &got]);
     let elsewhere = empty_dir();
-    let (got, err) = prepare(&p, elsewhere.path(), &url, &env, &db);
+    let (got, err) = store_prepare(&p, elsewhere.path(), &url, &env, &db);
     assert_eq!(got["source"], "cold", "not from the store either: {err}");
     assert!(!err.contains("downloading snapshot"), "{err}");
 }

@@ -10,18 +10,6 @@ use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// Put `sql` in front of the cached dump of `key`, recompress it and
-/// recompute the manifest's checksum, as someone with write access to the
-/// cache dir would.
-fn plant(cache: &Path, key: &str, sql: &str) {
-    let path = cache.join(format!("{key}.sql.zst"));
-    let dump = zstd::decode_all(&std::fs::read(&path).expect("read dump")[..]).expect("decode");
-    let mut text = sql.as_bytes().to_vec();
-    text.extend_from_slice(&dump);
-    let bytes = zstd::encode_all(&text[..], 3).expect("encode");
-    replace_dump_keeping_manifest_in_step(cache, key, &bytes);
-}
-
 fn role_exists(role: &str) -> bool {
     psql(
         "postgres",
@@ -37,15 +25,14 @@ fn role_exists(role: &str) -> bool {
 /// before it found the bad statement fails the test even when the harmless
 /// statement's effect vanished with the dropped build database. `effect`
 /// says whether the planted statement's own effect is visible.
-/// Whether a planted statement's effect is visible.
-type Check<'a> = Box<dyn Fn() -> bool + 'a>;
-
-fn refused_dumps_are_rebuilt(test: &str, cases: &[(&str, String, Check)]) {
-    let p = Project::example(test);
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
-    for (what, bad, effect) in cases {
+fn refused_dumps_are_rebuilt(test: &str, cases: &[Planted]) {
+    let (p, reference, db, key) = built_example(test);
+    for Planted {
+        what,
+        sql: bad,
+        effect,
+    } in cases
+    {
         drop_template(&key);
         plant(
             p.cache.path(),
@@ -94,6 +81,32 @@ fn refused_dumps_are_rebuilt(test: &str, cases: &[(&str, String, Check)]) {
     }
 }
 
+/// A statement planted in front of a dump, and whether its own effect is
+/// visible (outside the build database, which goes with a refused restore).
+struct Planted<'a> {
+    what: &'a str,
+    sql: String,
+    effect: Box<dyn Fn() -> bool + 'a>,
+}
+
+fn planted<'a>(
+    what: &'a str,
+    sql: impl Into<String>,
+    effect: impl Fn() -> bool + 'a,
+) -> Planted<'a> {
+    Planted {
+        what,
+        sql: sql.into(),
+        effect: Box::new(effect),
+    }
+}
+
+/// A planted statement whose effect, had it run, would be gone with the
+/// build database: the reference check is what sees it.
+fn planted_unseen<'a>(what: &'a str, sql: impl Into<String>) -> Planted<'a> {
+    planted(what, sql, || false)
+}
+
 fn marker(name: &str) -> std::path::PathBuf {
     // /tmp: the server's OS user could write there.
     std::env::temp_dir().join(format!("migsnap-planted-{name}-{}", std::process::id()))
@@ -107,39 +120,37 @@ fn planted_commands_reaching_outside_the_database_are_refused() {
     let role = format!("planted_{}", std::process::id());
     let victim = format!("test_planted_victim_{}", std::process::id());
     psql("postgres", &format!("CREATE DATABASE \"{victim}\""));
-    let none = || false;
-    let cases: Vec<(&str, String, Check)> = vec![
-        (
+    let cases = [
+        planted(
             "COPY … TO PROGRAM",
             format!("COPY (SELECT 1) TO PROGRAM 'touch {}';", program.display()),
-            Box::new(|| program.exists()),
+            || program.exists(),
         ),
-        (
+        planted(
             "COPY … TO a file",
             format!("COPY (SELECT 'x') TO '{}';", file.display()),
-            Box::new(|| file.exists()),
+            || file.exists(),
         ),
-        (
+        planted_unseen(
             "COPY … FROM a file",
-            "COPY public.django_migrations (app) FROM '/etc/hostname';".into(),
-            Box::new(none),
+            "COPY public.django_migrations (app) FROM '/etc/hostname';",
         ),
-        (
+        planted(
             "CREATE ROLE",
             format!("CREATE ROLE \"{role}\" SUPERUSER LOGIN;"),
-            Box::new(|| role_exists(&role)),
+            || role_exists(&role),
         ),
-        (
+        planted(
             "DROP DATABASE",
             format!("DROP DATABASE \"{victim}\" WITH (FORCE);"),
-            Box::new(|| !database_exists(&victim)),
+            || !database_exists(&victim),
         ),
-        (
+        planted(
             "\\! shell escape",
             format!("\\! touch {}", shell.display()),
-            Box::new(|| shell.exists()),
+            || shell.exists(),
         ),
-        (
+        planted(
             // Found by an adversarial review: rows into a system catalog
             // made a superuser with no statement the allow-list refused.
             "COPY into pg_catalog.pg_authid",
@@ -149,7 +160,7 @@ fn planted_commands_reaching_outside_the_database_are_refused() {
                  \"rolconnlimit\", \"rolpassword\", \"rolvaliduntil\") FROM stdin;\n\
                  99999\t{role}_copied\tt\tt\tt\tt\tt\tt\tt\t-1\t\\N\t\\N\n\\."
             ),
-            Box::new(|| role_exists(&format!("{role}_copied"))),
+            || role_exists(&format!("{role}_copied")),
         ),
     ];
     refused_dumps_are_rebuilt("refuse_outside", &cases);
@@ -164,24 +175,18 @@ fn planted_session_and_server_changes_are_refused() {
             "SELECT count(*) FROM pg_file_settings WHERE name = 'migsnap_planted.x'",
         ) != "0"
     };
-    let none = || false;
-    let cases: Vec<(&str, String, Check)> = vec![
-        (
+    let cases = [
+        planted(
             "ALTER SYSTEM",
-            "ALTER SYSTEM SET migsnap_planted.x = 'yes';".into(),
-            Box::new(setting),
+            "ALTER SYSTEM SET migsnap_planted.x = 'yes';",
+            setting,
         ),
-        ("\\connect", "\\connect postgres".into(), Box::new(none)),
-        ("SET ROLE", "SET ROLE postgres;".into(), Box::new(none)),
-        (
-            "GRANT",
-            "GRANT ALL ON SCHEMA public TO PUBLIC;".into(),
-            Box::new(none),
-        ),
-        (
+        planted_unseen("\\connect", "\\connect postgres"),
+        planted_unseen("SET ROLE", "SET ROLE postgres;"),
+        planted_unseen("GRANT", "GRANT ALL ON SCHEMA public TO PUBLIC;"),
+        planted_unseen(
             "standard_conforming_strings off through set_config",
-            "SELECT pg_catalog.set_config('standard_conforming_strings', 'off', false);".into(),
-            Box::new(none),
+            "SELECT pg_catalog.set_config('standard_conforming_strings', 'off', false);",
         ),
     ];
     refused_dumps_are_rebuilt("refuse_session", &cases);
@@ -189,22 +194,15 @@ fn planted_session_and_server_changes_are_refused() {
 
 #[test]
 fn planted_code_is_refused() {
-    let none = || false;
-    let cases: Vec<(&str, String, Check)> = vec![
-        (
+    let cases = [
+        planted_unseen(
             "LANGUAGE c function",
-            "CREATE FUNCTION public.planted_c() RETURNS integer\n    LANGUAGE c\n    AS 'libc.so.6', 'getpid';".into(),
-            Box::new(none),
+            "CREATE FUNCTION public.planted_c() RETURNS integer\n    LANGUAGE c\n    AS 'libc.so.6', 'getpid';",
         ),
-        (
-            "DO block",
-            "DO $$BEGIN RAISE NOTICE 'planted'; END$$;".into(),
-            Box::new(none),
-        ),
-        (
+        planted_unseen("DO block", "DO $$BEGIN RAISE NOTICE 'planted'; END$$;"),
+        planted_unseen(
             "a SELECT calling a function",
-            "SELECT pg_catalog.pg_reload_conf();".into(),
-            Box::new(none),
+            "SELECT pg_catalog.pg_reload_conf();",
         ),
     ];
     refused_dumps_are_rebuilt("refuse_code", &cases);
@@ -222,32 +220,29 @@ fn statements_hidden_from_a_hand_written_lexer_are_refused() {
     let role = format!("planted_cr_{}", std::process::id());
     let role2 = format!("planted_atomic_{}", std::process::id());
     let program = marker("cr-program");
-    let cases: Vec<(&str, String, Check)> = vec![
-        (
+    let cases = [
+        planted(
             "\\r ends a comment",
             format!(
                 "COMMENT ON TABLE \"public\".\"planted_before\" IS 'x' --x\r; COPY (SELECT 1) TO PROGRAM 'touch {}'; CREATE ROLE \"{role}\" SUPERUSER LOGIN; --\n;",
                 program.display()
             ),
-            Box::new(|| program.exists() || role_exists(&role)),
+            || program.exists() || role_exists(&role),
         ),
-        (
+        planted(
             "a DO block after a BEGIN ATOMIC body",
             format!(
                 "CREATE FUNCTION \"public\".\"planted_f\"() RETURNS integer LANGUAGE \"sql\" BEGIN ATOMIC SELECT 1 AS \"case\"; END; DO $$ BEGIN EXECUTE 'CREATE ROLE \"{role2}\" SUPERUSER'; END $$;"
             ),
-            Box::new(|| role_exists(&role2)),
+            || role_exists(&role2),
         ),
     ];
     refused_dumps_are_rebuilt("hidden_stmts", &cases);
 
     // Without trust-unsigned the signature layer stops the same dump
     // first: nobody trusted signed it.
-    let p = Project::example("hidden_signed");
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
-    drop_template(&key);
-    plant(p.cache.path(), &key, &cases[0].1);
+    let (p, _, db, key) = built_elsewhere("hidden_signed");
+    plant(p.cache.path(), &key, &cases[0].sql);
     let (v, err) = prepare_json(&mut p.cmd(&["prepare", "--database", &db, "--json"]));
     assert_eq!(v["source"], "cold", "{err}");
     // The old signature stays beside the changed manifest.
@@ -255,7 +250,7 @@ fn statements_hidden_from_a_hand_written_lexer_are_refused() {
         err.contains("refused snapshot") && err.contains("does not verify"),
         "{err}"
     );
-    assert!(!(cases[0].2)(), "the planted statements ran");
+    assert!(!(cases[0].effect)(), "the planted statements ran");
 }
 
 /// Issue #21, finding 7: memory followed the longest statement (a 13 KB
@@ -263,11 +258,7 @@ fn statements_hidden_from_a_hand_written_lexer_are_refused() {
 /// A statement over the cap marks the dump damaged: discarded, rebuilt.
 #[test]
 fn a_statement_over_the_cap_marks_the_dump_damaged() {
-    let p = Project::example("huge_stmt");
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
-    drop_template(&key);
+    let (p, reference, db, key) = built_elsewhere("huge_stmt");
     let huge = format!(
         "COMMENT ON TABLE \"public\".\"django_migrations\" IS '{}';\n",
         "x".repeat(migsnap::pg::dump_reader::MAX_STATEMENT + 1)
@@ -297,6 +288,17 @@ fn sign(secret: &[u8], key: &str, manifest: &[u8]) -> String {
         .expect("a signature")
 }
 
+/// Replace the signature of `key` with one holding only the HMAC with
+/// `secret` over the manifest as it is now.
+fn sign_in_place(cache: &Path, key: &str, secret: &[u8]) {
+    let manifest = std::fs::read(cache.join(format!("{key}.json"))).expect("manifest");
+    std::fs::write(
+        cache.join(format!("{key}.sig")),
+        sign(secret, key, &manifest),
+    )
+    .expect("write sig");
+}
+
 /// `prepare` with `secret` as MIGSNAP_CACHE_SECRET (or none), signing with
 /// a key of its own (`other_key`: a machine whose Ed25519 key this cache
 /// dir's snapshots were not signed with, so only the secret can vouch).
@@ -307,10 +309,7 @@ fn prepare_with(p: &Project, db: &str, secret: Option<&str>) -> (Value, String) 
         None => cmd.env_remove("MIGSNAP_CACHE_SECRET"),
     };
     cmd.env("MIGSNAP_SIGNING_KEY_FILE", other_key(p));
-    let out = cmd.output().expect("run migsnap");
-    let err = stderr(&out);
-    assert!(out.status.success(), "prepare failed:\n{err}");
-    (serde_json::from_slice(&out.stdout).expect("json"), err)
+    prepare_json(&mut cmd)
 }
 
 /// A key file of another machine (made once per project): its signatures
@@ -332,7 +331,7 @@ fn a_cache_secret_vouches_for_snapshots_besides_the_keys() {
 
     // Built with the secret: signed with both (the key and the HMAC).
     let (v, _) = prepare_with(&p, &db, Some("s3cret"));
-    let key = v["key"].as_str().expect("key").to_string();
+    let key = key_of(&v);
     p.track(&template_of(&v));
     let sig = cache.join(format!("{key}.sig"));
     let text = std::fs::read_to_string(&sig).expect("signed");
@@ -344,18 +343,14 @@ fn a_cache_secret_vouches_for_snapshots_besides_the_keys() {
     // Another machine's key (the per-user one, which did not sign it) and
     // the same secret: the HMAC vouches for it.
     drop_template(&key);
-    let out = p
-        .cmd(&["prepare", "--database", &db, "--json"])
-        .env("MIGSNAP_CACHE_SECRET", "s3cret")
-        .output()
-        .expect("run migsnap");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v["source"], "cache", "{}", stderr(&out));
+    let (v, err) = prepare_json(
+        p.cmd(&["prepare", "--database", &db, "--json"])
+            .env("MIGSNAP_CACHE_SECRET", "s3cret"),
+    );
+    assert_eq!(v["source"], "cache", "{err}");
     reference.check(&db, "signed, right secret");
     // Overwrite with an HMAC-only signature: still accepted.
-    let manifest = std::fs::read(cache.join(format!("{key}.json"))).expect("manifest");
-    std::fs::write(&sig, sign(b"s3cret", &key, &manifest)).expect("write sig");
+    sign_in_place(&cache, &key, b"s3cret");
     drop_template(&key);
     let (v, err) = prepare_with(&p, &db, Some("s3cret"));
     assert_eq!(v["source"], "cache", "{err}");
@@ -372,14 +367,10 @@ fn a_cache_secret_vouches_for_snapshots_besides_the_keys() {
     // A planted statement the allow-list lets through (a plain table), with
     // the manifest checksum recomputed and the manifest signed with a
     // guessed secret: only the signature stops it.
+    let planted = "CREATE TABLE public.planted_signed (x integer);\n";
     drop_template(&key);
-    plant(
-        &cache,
-        &key,
-        "CREATE TABLE public.planted_signed (x integer);\n",
-    );
-    let manifest = std::fs::read(cache.join(format!("{key}.json"))).expect("manifest");
-    std::fs::write(&sig, sign(b"guess", &key, &manifest)).expect("write sig");
+    plant(&cache, &key, planted);
+    sign_in_place(&cache, &key, b"guess");
     let (v, err) = prepare_with(&p, &db, Some("other"));
     assert_eq!(v["source"], "cold", "{err}");
     assert!(err.contains("refused snapshot"), "{err}");
@@ -387,13 +378,8 @@ fn a_cache_secret_vouches_for_snapshots_besides_the_keys() {
     // Signed with the real secret, the same change is accepted: it is the
     // signature, not the content, that refused it above.
     drop_template(&key);
-    plant(
-        &cache,
-        &key,
-        "CREATE TABLE public.planted_signed (x integer);\n",
-    );
-    let manifest = std::fs::read(cache.join(format!("{key}.json"))).expect("manifest");
-    std::fs::write(&sig, sign(b"other", &key, &manifest)).expect("write sig");
+    plant(&cache, &key, planted);
+    sign_in_place(&cache, &key, b"other");
     let (v, err) = prepare_with(&p, &db, Some("other"));
     assert_eq!(v["source"], "cache", "{err}");
     assert_eq!(
@@ -422,13 +408,7 @@ fn a_cache_secret_file_must_be_private() {
     let secret = p.path().join("cache.secret");
     std::fs::write(&secret, "s3cret\n").expect("write");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let config = p.path().join("migsnap.toml");
-    let salted = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(
-        &config,
-        format!("{salted}cache-secret-file = \"cache.secret\"\n"),
-    )
-    .expect("write");
+    p.add_config("cache-secret-file = \"cache.secret\"\n");
     let db = p.db("t");
     let out = p.run(&["prepare", "--database", &db]);
     let err = stderr(&out);
@@ -454,7 +434,7 @@ fn a_cache_secret_file_must_be_private() {
     std::fs::write(&secret, "s3cret\n").expect("write");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let v = p.prepare(&db);
-    let key = v["key"].as_str().expect("key");
+    let key = &key_of(&v);
     let manifest = std::fs::read(p.cache.path().join(format!("{key}.json"))).expect("manifest");
     let hmac_line = sign(b"s3cret", key, &manifest)
         .lines()
@@ -480,16 +460,14 @@ fn a_cache_dir_others_can_write_is_refused() {
             .output()
             .expect("run migsnap")
     };
-    let out = run(&["prepare", "--database", &db, "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (v, _) = succeeded_json(run(&["prepare", "--database", &db, "--json"]), "prepare");
     p.track(&template_of(&v));
     let mode = |d: &Path| std::fs::metadata(d).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700);
 
     // The check comes before a snapshot is read or written (the warm path
     // touches no cache file): drop the template so the cache is read.
-    let key = v["key"].as_str().expect("key").to_string();
+    let key = key_of(&v);
     drop_template(&key);
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let out = run(&["prepare", "--database", &db]);
@@ -531,10 +509,7 @@ fn a_cache_dir_others_can_write_is_refused() {
 
 #[test]
 fn symlinks_planted_in_the_cache_dir_are_not_followed() {
-    let p = Project::example("symlinks");
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    let (p, reference, db, key) = built_example("symlinks");
     // The manifest replaced by a link to an identical copy elsewhere.
     let elsewhere = tempfile::tempdir().expect("tempdir");
     let manifest = p.cache.path().join(format!("{key}.json"));
@@ -543,10 +518,7 @@ fn symlinks_planted_in_the_cache_dir_are_not_followed() {
     std::fs::remove_file(&manifest).expect("rm");
     std::os::unix::fs::symlink(&copy, &manifest).expect("symlink");
     drop_template(&key);
-    let out = p.run(&["prepare", "--database", &db, "--json"]);
-    let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (v, err) = prepare_json(&mut p.cmd(&["prepare", "--database", &db, "--json"]));
     assert_eq!(
         v["source"], "cold",
         "the linked manifest is not used: {err}"
@@ -562,11 +534,7 @@ fn planted_code_runs_without_the_superusers_rights() {
     // writes, yet REFRESH runs the function, which ran as the superuser.
     // The restore now runs as a role that owns the build database and
     // nothing else, so the function is denied and the dump discarded.
-    let p = Project::example("planted_fn");
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
-    drop_template(&key);
+    let (p, reference, db, key) = built_elsewhere("planted_fn");
     let role = format!("planted_fn_{}", std::process::id());
     plant(
         p.cache.path(),
@@ -579,14 +547,10 @@ fn planted_code_runs_without_the_superusers_rights() {
         ),
     );
     // Past the signature layer: the restore role is what is tested.
-    let out = p
-        .cmd(&["prepare", "--database", &db, "--json"])
-        .env("MIGSNAP_TRUST_UNSIGNED", "1")
-        .output()
-        .expect("run migsnap");
-    let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (v, err) = prepare_json(
+        p.cmd(&["prepare", "--database", &db, "--json"])
+            .env("MIGSNAP_TRUST_UNSIGNED", "1"),
+    );
     assert_eq!(v["source"], "cold", "{err}");
     // PostgreSQL 15 says "must be superuser", 16 and later "permission
     // denied to create role".
@@ -619,13 +583,6 @@ fn planted_code_runs_without_the_superusers_rights() {
 
 // ---- signatures by default (issue #21) ----
 
-fn prepare_json(c: &mut std::process::Command) -> (Value, String) {
-    let out = c.output().expect("run migsnap");
-    let err = stderr(&out);
-    assert!(out.status.success(), "prepare failed:\n{err}");
-    (serde_json::from_slice(&out.stdout).expect("json"), err)
-}
-
 fn has_table(db: &str, table: &str) -> bool {
     psql(
         db,
@@ -635,10 +592,7 @@ fn has_table(db: &str, table: &str) -> bool {
 
 #[test]
 fn an_unsigned_planted_dump_is_refused_and_rebuilt_by_default() {
-    let p = Project::example("unsigned");
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    let (p, reference, db, key) = built_example("unsigned");
     let sig = p.cache.path().join(format!("{key}.sig"));
     assert!(
         std::fs::read_to_string(&sig)
@@ -677,10 +631,7 @@ fn an_unsigned_planted_dump_is_refused_and_rebuilt_by_default() {
 
 #[test]
 fn a_dump_signed_by_an_untrusted_key_is_refused_unless_trusted() {
-    let p = Project::example("untrusted");
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    let (p, reference, db, key) = built_example("untrusted");
     // Someone else's key, made with the command a CI job would use.
     let theirs = p.data_home.path().join("theirs.key");
     let out = p.run(&["signing-key", "generate", theirs.to_str().expect("utf-8")]);
@@ -732,16 +683,17 @@ fn a_dump_signed_by_an_untrusted_key_is_refused_unless_trusted() {
 
 #[test]
 fn with_trust_unsigned_a_foreign_snapshot_serves_its_key_but_is_never_built_on() {
-    let p = Project::example("foreign");
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
-    drop_template(&key);
-    plant(
-        p.cache.path(),
-        &key,
-        "CREATE TABLE public.planted_foreign (x integer);\n",
-    );
-    std::fs::remove_file(p.cache.path().join(format!("{key}.sig"))).expect("rm sig");
+    let (p, _, db, key) = built_elsewhere("foreign");
+    // A dump someone else wrote: planted, and with no signature.
+    let plant_foreign = || {
+        plant(
+            p.cache.path(),
+            &key,
+            "CREATE TABLE public.planted_foreign (x integer);\n",
+        );
+        std::fs::remove_file(p.cache.path().join(format!("{key}.sig"))).expect("rm sig");
+    };
+    plant_foreign();
     let trusting = |args: &[&str]| {
         let mut c = p.cmd(args);
         c.env("MIGSNAP_TRUST_UNSIGNED", "1");
@@ -764,12 +716,7 @@ fn with_trust_unsigned_a_foreign_snapshot_serves_its_key_but_is_never_built_on()
         "a foreign template served without trust-unsigned: {err}"
     );
     drop_template(&key);
-    plant(
-        p.cache.path(),
-        &key,
-        "CREATE TABLE public.planted_foreign (x integer);\n",
-    );
-    std::fs::remove_file(p.cache.path().join(format!("{key}.sig"))).expect("rm sig");
+    plant_foreign();
     let (v, err) = prepare_json(&mut trusting(&["prepare", "--database", &db, "--json"]));
     assert_eq!(v["source"], "cache", "{err}");
     // A new migration: neither its template (on the server now) nor its
@@ -821,7 +768,7 @@ fn ls_keys(p: &Project, secret: Option<&str>) -> (Vec<String>, Vec<(String, Stri
 fn ls_lists_as_snapshots_only_what_prepare_would_use() {
     let p = Project::example("ls_trust");
     let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    let key = key_of(&p.prepare(&db));
     p.track(&template_name(&key));
     assert_eq!(ls_keys(&p, None), (vec![key.clone()], vec![]));
 
@@ -963,9 +910,7 @@ fn bad_trust_settings_are_configuration_errors() {
             "{var}={value}: {err}"
         );
     }
-    let config = p.path().join("migsnap.toml");
-    let salted = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(&config, format!("{salted}trusted-keys = [\"rsa:abc\"]\n")).expect("write");
+    p.add_config("trusted-keys = [\"rsa:abc\"]\n");
     let out = p.run(&["key"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(

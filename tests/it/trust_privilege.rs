@@ -12,18 +12,12 @@
 use crate::common::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-/// Put `sql` in front of the cached dump of `key`, recompress it and
-/// recompute the manifest's checksum, as someone with write access to the
-/// cache dir would; `manifest` edits the manifest too.
-fn plant(cache: &Path, key: &str, sql: &str, manifest: impl FnOnce(&mut Value)) {
-    let path = cache.join(format!("{key}.sql.zst"));
-    let dump = zstd::decode_all(&std::fs::read(&path).expect("read dump")[..]).expect("decode");
-    let mut text = sql.as_bytes().to_vec();
-    text.extend_from_slice(&dump);
-    let bytes = zstd::encode_all(&text[..], 3).expect("encode");
-    replace_dump_keeping_manifest_in_step(cache, key, &bytes);
+/// [`plant`], and `manifest` edits the manifest too (its checksum kept
+/// in step).
+fn plant_with_manifest(cache: &Path, key: &str, sql: &str, manifest: impl FnOnce(&mut Value)) {
+    plant(cache, key, sql);
     let mpath = cache.join(format!("{key}.json"));
     let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).expect("read")).expect("json");
     manifest(&mut m);
@@ -38,27 +32,10 @@ fn prepare_cmd(p: &Project, db: &str) -> Command {
     c
 }
 
-/// Assert success; (result, stderr).
-fn ok(out: Output) -> (Value, String) {
-    let err = stderr(&out);
-    assert!(
-        out.status.success(),
-        "prepare failed ({}):\n{err}",
-        out.status
-    );
-    (serde_json::from_slice(&out.stdout).expect("json"), err)
-}
-
-/// The example project built once (its snapshot in the cache dir, its
-/// reference from a plain migrate), then its template dropped, as on a
-/// machine that has only the cache dir: the next `prepare` restores.
-fn built_elsewhere(test: &str) -> (Project, std::sync::Arc<Reference>, String, String) {
-    let p = Project::example(test);
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
-    drop_template(&key);
-    (p, reference, db, key)
+/// [`prepare_cmd`] run, asserting success: (its result, its stderr).
+#[track_caller]
+fn prepare_trusting(p: &Project, db: &str) -> (Value, String) {
+    prepare_json(&mut prepare_cmd(p, db))
 }
 
 fn count(db: &str, sql: &str) -> String {
@@ -84,10 +61,7 @@ const CREATE_DBLINK: &str = "CREATE EXTENSION IF NOT EXISTS \"dblink\" WITH SCHE
 #[test]
 fn the_manifest_records_the_extensions_and_a_cache_restore_makes_them() {
     // The example project's catalog app creates pg_trgm (TrigramExtension).
-    let p = Project::example("ext_record");
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    let (p, reference, db, key) = built_example("ext_record");
     let m: Value = serde_json::from_slice(
         &std::fs::read(p.cache.path().join(format!("{key}.json"))).expect("manifest"),
     )
@@ -110,7 +84,7 @@ fn the_manifest_records_the_extensions_and_a_cache_restore_makes_them() {
     assert_eq!(trgm["schema"], "public");
     assert!(trgm["version"].as_str().is_some_and(|v| !v.is_empty()));
     drop_template(&key);
-    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    let (v, err) = prepare_trusting(&p, &db);
     assert_eq!(v["source"], "cache", "{err}");
     assert!(has_extension(&db, "pg_trgm"));
     reference.check(&db, "restored with the recorded extensions");
@@ -124,8 +98,8 @@ fn a_dumps_own_create_extension_never_runs() {
     );
     let (p, reference, db, key) = built_elsewhere("ext_planted");
     // In the dump only: the manifest does not list it.
-    plant(p.cache.path(), &key, CREATE_DBLINK, |_| {});
-    let (_, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    plant(p.cache.path(), &key, CREATE_DBLINK);
+    let (_, err) = prepare_trusting(&p, &db);
     assert!(
         !has_extension(&db, "dblink"),
         "the dump's CREATE EXTENSION ran: {err}"
@@ -147,8 +121,8 @@ fn a_snapshot_needing_an_untrusted_extension_is_refused_until_the_config_trusts_
             .expect("extensions")
             .push(serde_json::json!({"name": "dblink", "schema": "public", "version": "1.2"}));
     };
-    plant(p.cache.path(), &key, CREATE_DBLINK, with_dblink);
-    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    plant_with_manifest(p.cache.path(), &key, CREATE_DBLINK, with_dblink);
+    let (v, err) = prepare_trusting(&p, &db);
     assert_eq!(v["source"], "cold", "{err}");
     assert!(
         err.contains("needs extension `dblink`, which trusted-extensions does not name")
@@ -165,15 +139,9 @@ fn a_snapshot_needing_an_untrusted_extension_is_refused_until_the_config_trusts_
     // Trusted by the config, the same snapshot restores, and migsnap made
     // the extension itself.
     drop_template(&key);
-    plant(p.cache.path(), &key, CREATE_DBLINK, with_dblink);
-    let config = p.path().join("migsnap.toml");
-    let salted = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(
-        &config,
-        format!("{salted}trusted-extensions = [\"pg_trgm\", \"dblink\"]\n"),
-    )
-    .expect("write");
-    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    plant_with_manifest(p.cache.path(), &key, CREATE_DBLINK, with_dblink);
+    p.add_config("trusted-extensions = [\"pg_trgm\", \"dblink\"]\n");
+    let (v, err) = prepare_trusting(&p, &db);
     assert_eq!(v["source"], "cache", "{err}");
     assert!(has_extension(&db, "dblink"), "{err}");
 }
@@ -186,9 +154,8 @@ fn a_statement_the_server_rejects_discards_the_snapshot_and_rebuilds() {
         p.cache.path(),
         &key,
         "SELECT pg_catalog.setval('\"public\".\"nonexistent_seq\"', 1, true);\n",
-        |_| {},
     );
-    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    let (v, err) = prepare_trusting(&p, &db);
     assert_eq!(v["source"], "cold", "{err}");
     let warning = err
         .lines()
@@ -203,7 +170,7 @@ fn a_statement_the_server_rejects_discards_the_snapshot_and_rebuilds() {
     reference.check(&db, "rebuilt after a rejected statement");
     // The rebuilt snapshot is honest: it restores.
     drop_template(&key);
-    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    let (v, err) = prepare_trusting(&p, &db);
     assert_eq!(v["source"], "cache", "{err}");
     reference.check(&db, "restored after the rebuild");
 }
@@ -231,10 +198,7 @@ REFRESH MATERIALIZED VIEW \"public\".\"planted_mv\";\n";
 #[test]
 fn an_unauthenticated_snapshot_lends_no_superuser_rights() {
     require_failpoints();
-    let p = Project::example("definer");
-    let reference = Reference::of(&p);
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    let (p, reference, db, key) = built_example("definer");
     let unauthenticated = |c: &mut Command| {
         c.env("MIGSNAP_TEST_UNAUTHENTICATED", "1");
     };
@@ -242,7 +206,7 @@ fn an_unauthenticated_snapshot_lends_no_superuser_rights() {
     drop_template(&key);
     let mut c = prepare_cmd(&p, &db);
     unauthenticated(&mut c);
-    let (v, err) = ok(c.output().expect("run"));
+    let (v, err) = prepare_json(&mut c);
     assert_eq!(v["source"], "cache", "{err}");
     for (what, planted, found) in [
         (
@@ -258,10 +222,10 @@ fn an_unauthenticated_snapshot_lends_no_superuser_rights() {
         ("grant", GRANTING, "privileges granted"),
     ] {
         drop_template(&key);
-        plant(p.cache.path(), &key, planted, |_| {});
+        plant(p.cache.path(), &key, planted);
         let mut c = prepare_cmd(&p, &db);
         unauthenticated(&mut c);
-        let (v, err) = ok(c.output().expect("run"));
+        let (v, err) = prepare_json(&mut c);
         assert_eq!(v["source"], "cold", "{what}: {err}");
         assert!(err.contains(found), "{what}: {err}");
         assert_eq!(
@@ -319,9 +283,9 @@ fn a_store_snapshot_the_server_rejects_is_skipped_and_built_locally() {
     let ci = tempfile::tempdir().expect("tempdir");
     let mut c = prepare_cmd(&p, &db);
     with_store(&mut c, ci.path());
-    let (built, err) = ok(c.output().expect("run"));
+    let (built, err) = prepare_json(&mut c);
     assert!(err.contains("pushed snapshot"), "{err}");
-    let key = built["key"].as_str().expect("key").to_string();
+    let key = key_of(&built);
     p.track(&template_of(&built));
 
     // Someone who may write the store replaces the snapshot with one whose
@@ -330,7 +294,6 @@ fn a_store_snapshot_the_server_rejects_is_skipped_and_built_locally() {
         ci.path(),
         &key,
         "SELECT pg_catalog.setval('\"public\".\"nonexistent_seq\"', 1, true);\n",
-        |_| {},
     );
     let dump = std::fs::read(ci.path().join(format!("{key}.sql.zst"))).expect("dump");
     let planted_sha = sha256_hex(&dump);
@@ -345,7 +308,7 @@ fn a_store_snapshot_the_server_rejects_is_skipped_and_built_locally() {
     let laptop = tempfile::tempdir().expect("tempdir");
     let mut c = prepare_cmd(&p, &db);
     with_store(&mut c, laptop.path());
-    let (got, err) = ok(c.output().expect("run"));
+    let (got, err) = prepare_json(&mut c);
     assert_eq!(got["source"], "cold", "{err}");
     // Besides trust-unsigned's own notice (the planted snapshot is unsigned).
     let warnings: Vec<&str> = err
@@ -393,7 +356,7 @@ fn an_extension_in_a_schema_of_its_own_restores_as_migrate_left_it() {
     );
     let reference = Reference::of(&p);
     let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
+    let key = key_of(&p.prepare(&db));
     let m: Value = serde_json::from_slice(
         &std::fs::read(p.cache.path().join(format!("{key}.json"))).expect("manifest"),
     )
@@ -405,7 +368,7 @@ fn an_extension_in_a_schema_of_its_own_restores_as_migrate_left_it() {
         "{m}"
     );
     drop_template(&key);
-    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    let (v, err) = prepare_trusting(&p, &db);
     assert_eq!(v["source"], "cache", "{err}");
     assert!(!err.contains("warning:"), "{err}");
     reference.check(&db, "restored with citext in its own schema");
@@ -424,14 +387,14 @@ fn an_extension_version_this_server_lacks_rebuilds_the_snapshot() {
     let (p, reference, db, key) = built_elsewhere("ext_version");
     // A snapshot from a server with another pg_trgm (and a quote to keep
     // the fixed text honest).
-    plant(p.cache.path(), &key, "", |m| {
+    plant_with_manifest(p.cache.path(), &key, "", |m| {
         for e in m["extensions"].as_array_mut().expect("extensions") {
             if e["name"] == "pg_trgm" {
                 e["version"] = "9.9'; CREATE ROLE x".into();
             }
         }
     });
-    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    let (v, err) = prepare_trusting(&p, &db);
     assert_eq!(v["source"], "cold", "{err}");
     assert!(
         err.contains("cannot make what the snapshot needs") && err.contains("discarding it"),
@@ -461,7 +424,7 @@ fn migrations_of_your_own_that_need_an_untrusted_extension_keep_the_template_pat
     let db = p.db("t");
     // The build runs the user's migrations (dblink and all), and says
     // what will not happen with the snapshot.
-    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    let (v, err) = prepare_trusting(&p, &db);
     assert_eq!(v["source"], "cold", "{err}");
     assert!(
         err.contains(
@@ -471,12 +434,12 @@ fn migrations_of_your_own_that_need_an_untrusted_extension_keep_the_template_pat
     );
     assert!(has_extension(&db, "dblink"));
     // The template serves: no rebuild while it is there.
-    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    let (v, err) = prepare_trusting(&p, &db);
     assert_eq!(v["source"], "template", "{err}");
     assert!(!err.contains("warning:"), "{err}");
     // Without it (a new server), the dump is not restored but rebuilt.
-    drop_template(v["key"].as_str().expect("key"));
-    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    drop_template(&key_of(&v));
+    let (v, err) = prepare_trusting(&p, &db);
     assert_eq!(v["source"], "cold", "{err}");
     assert!(has_extension(&db, "dblink"));
 }
@@ -494,9 +457,8 @@ fn what_the_restore_role_cannot_hand_back_discards_the_snapshot() {
         "CREATE FUNCTION \"public\".\"planted_acl\"() RETURNS integer\n    LANGUAGE plpgsql\n    AS $$BEGIN EXECUTE 'ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC'; RETURN 1; END$$;\n\
 CREATE MATERIALIZED VIEW \"public\".\"planted_mv\" AS\n SELECT \"public\".\"planted_acl\"() AS \"x\"\n  WITH NO DATA;\n\
 REFRESH MATERIALIZED VIEW \"public\".\"planted_mv\";\n",
-        |_| {},
     );
-    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    let (v, err) = prepare_trusting(&p, &db);
     assert_eq!(v["source"], "cold", "{err}");
     assert!(err.contains("discarding it"), "{err}");
     reference.check(&db, "rebuilt after a dump that could not be handed back");
@@ -535,8 +497,8 @@ COPY \"public\".\"planted_t\" (\"x\") FROM stdin;\n1\n\\.\n",
         m = marker.display()
     );
     let (p, reference, db, key) = built_elsewhere("blinding");
-    plant(p.cache.path(), &key, &blinding, |_| {});
-    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    plant(p.cache.path(), &key, &blinding);
+    let (v, err) = prepare_trusting(&p, &db);
     assert!(
         !marker.exists(),
         "planted code ran as the superuser:\n{err}"
@@ -561,12 +523,12 @@ CREATE TABLE \"public\".\"planted_t\" (\"x\" integer, CONSTRAINT \"c\" CHECK (\"
 CREATE VIEW \"public\".\"pg_roles\" AS\n SELECT \"r\".\"oid\", \"r\".\"rolname\" FROM \"pg_catalog\".\"pg_roles\" \"r\" WHERE \"public\".\"boom\"();\n\
 COPY \"public\".\"planted_t\" (\"x\") FROM stdin;\n1\n\\.\n";
     let (p, reference, db, key) = built_elsewhere("brick");
-    plant(p.cache.path(), &key, brick, |_| {});
-    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    plant(p.cache.path(), &key, brick);
+    let (v, err) = prepare_trusting(&p, &db);
     assert_eq!(v["source"], "cold", "{err}");
     reference.check(&db, "rebuilt after a bricking dump");
     drop_template(&key);
-    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    let (v, err) = prepare_trusting(&p, &db);
     assert_eq!(v["source"], "cache", "{err}");
 }
 
@@ -581,12 +543,9 @@ fn settings_changed_during_the_restore_do_not_change_how_the_dump_reads() {
 CREATE TABLE \"public\".\"planted_t\" (\"x\" integer, CONSTRAINT \"c\" CHECK (\"public\".\"flip\"()));\n\
 COPY \"public\".\"planted_t\" (\"x\") FROM stdin;\n1\n\\.\n\
 COMMENT ON TABLE \"public\".\"planted_t\" IS 'a\\'\n' ; CREATE TABLE \"public\".\"planted_unseen\" (); -- ';\n";
-    let p = Project::example("flip");
-    let db = p.db("t");
-    let key = p.prepare(&db)["key"].as_str().expect("key").to_string();
-    drop_template(&key);
-    plant(p.cache.path(), &key, flip, |_| {});
-    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    let (p, _, db, key) = built_elsewhere("flip");
+    plant(p.cache.path(), &key, flip);
+    let (v, err) = prepare_trusting(&p, &db);
     // A foreign snapshot with nothing to refuse serves its own key.
     assert_eq!(v["source"], "cache", "{err}");
     assert_eq!(
@@ -614,8 +573,8 @@ fn a_foreign_snapshot_cannot_open_the_public_schema() {
 CREATE MATERIALIZED VIEW \"public\".\"planted_mv\" AS\n SELECT \"public\".\"planted_open\"() AS \"x\"\n  WITH NO DATA;\n\
 REFRESH MATERIALIZED VIEW \"public\".\"planted_mv\";\n";
     let (p, reference, db, key) = built_elsewhere("open_public");
-    plant(p.cache.path(), &key, open, |_| {});
-    let (v, err) = ok(prepare_cmd(&p, &db).output().expect("run"));
+    plant(p.cache.path(), &key, open);
+    let (v, err) = prepare_trusting(&p, &db);
     assert_eq!(v["source"], "cold", "{err}");
     assert!(
         err.contains("schema public lets every role create"),

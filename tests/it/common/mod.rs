@@ -358,6 +358,17 @@ fn files_digest(dir: &Path) -> String {
     migsnap::hash::hash_normalized(&all)
 }
 
+/// `python -m pytest` with migsnap's plugin (and no cache dir of pytest's
+/// own in the project), for [`Project::python_cmd`].
+pub const PYTEST_WITH_PLUGIN: [&str; 6] = [
+    "-m",
+    "pytest",
+    "-p",
+    "migsnap.pytest_plugin",
+    "-p",
+    "no:cacheprovider",
+];
+
 /// A migration to add on top of the example project: one field and one
 /// RunSQL index, so incremental builds have schema and index work to do.
 pub const NEW_MIGRATION: &str = r#"from django.db import migrations, models
@@ -588,6 +599,32 @@ impl Project {
         );
     }
 
+    /// `lines` added to its migsnap.toml (after the key salt it holds).
+    pub fn add_config(&self, lines: &str) {
+        let path = self.path().join("migsnap.toml");
+        let mut text = std::fs::read_to_string(&path).expect("read config");
+        text.push_str(lines);
+        std::fs::write(&path, text).expect("write config");
+    }
+
+    /// The venv's Python in the project, with migsnap's Python package
+    /// from the source tree (its pytest plugin, its test runner) calling
+    /// the binary `migsnap` with this test's server and cache; the example
+    /// settings take the database NAME from PGDATABASE, this test's name.
+    pub fn python_cmd(&self, migsnap: &Path) -> Command {
+        let mut c = Command::new(python());
+        c.current_dir(self.path())
+            .env("PYTHONPATH", repo().join("python"))
+            .env("MIGSNAP_BIN", migsnap)
+            .env("MIGSNAP_SERVER_URL", server_url())
+            .env("MIGSNAP_CACHE_DIR", self.cache.path())
+            .envs(libpq_env(&self.name))
+            .env_remove("DJANGO_SETTINGS_MODULE")
+            .env_remove("MIGSNAP_PYTHON");
+        self.isolate_keys(&mut c);
+        c
+    }
+
     pub fn write(&self, rel: &str, text: &str) {
         let p = self.path().join(rel);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
@@ -630,6 +667,30 @@ impl Drop for Project {
 
 pub fn template_of(prepare: &Value) -> String {
     template_name(prepare["key"].as_str().expect("key"))
+}
+
+/// The key a `prepare --json` result names.
+pub fn key_of(prepare: &Value) -> String {
+    prepare["key"].as_str().expect("key").to_string()
+}
+
+/// The example project after one `prepare` of its database `t`, where the
+/// cache and trust tests start from before they damage or plant something:
+/// (the project, what a plain migrate of it builds, `t`, the key).
+pub fn built_example(test: &str) -> (Project, std::sync::Arc<Reference>, String, String) {
+    let p = Project::example(test);
+    let reference = Reference::of(&p);
+    let db = p.db("t");
+    let key = key_of(&p.prepare(&db));
+    (p, reference, db, key)
+}
+
+/// [`built_example`], then its template dropped, as on a machine that has
+/// only the cache dir: the next `prepare` restores the dump.
+pub fn built_elsewhere(test: &str) -> (Project, std::sync::Arc<Reference>, String, String) {
+    let (p, reference, db, key) = built_example(test);
+    drop_template(&key);
+    (p, reference, db, key)
 }
 
 /// migsnap's own name shapes (`migsnap::names`), so the tests cannot drift
@@ -776,6 +837,18 @@ pub fn replace_dump_keeping_manifest_in_step(dir: &Path, key: &str, bytes: &[u8]
     std::fs::write(&mpath, serde_json::to_vec(&m).expect("json")).expect("write");
 }
 
+/// Put `sql` in front of the cached dump of `key`, recompress it and
+/// recompute the manifest's checksum, as someone with write access to the
+/// cache dir would.
+pub fn plant(cache: &Path, key: &str, sql: &str) {
+    let path = cache.join(format!("{key}.sql.zst"));
+    let dump = zstd::decode_all(&std::fs::read(&path).expect("read dump")[..]).expect("decode");
+    let mut text = sql.as_bytes().to_vec();
+    text.extend_from_slice(&dump);
+    let bytes = zstd::encode_all(&text[..], 3).expect("encode");
+    replace_dump_keeping_manifest_in_step(cache, key, &bytes);
+}
+
 // ---- the S3-compatible test server (scripts/s3_server.sh) ----
 
 /// Where the snapshot-store tests' S3 server is: scripts/test.sh starts it
@@ -895,7 +968,29 @@ pub fn store_cmd(
     c
 }
 
+/// `prepare --json` of `db` with the snapshot store at `url` (reached with
+/// `env`) and the cache dir `cache`, asserting success: (result, stderr).
+pub fn store_prepare(
+    p: &Project,
+    cache: &Path,
+    url: &str,
+    env: &[(String, String)],
+    db: &str,
+) -> (Value, String) {
+    p.track(db);
+    let out = succeeded(
+        store_cmd(p, cache, url, env, &["prepare", "--database", db, "--json"])
+            .output()
+            .expect("run"),
+        "prepare",
+    );
+    let v = json_out(&out);
+    p.track(&template_of(&v));
+    (v, stderr(&out))
+}
+
 /// `out`, after asserting that `what` succeeded (its stderr shown if not).
+#[track_caller]
 pub fn succeeded(out: Output, what: &str) -> Output {
     assert!(
         out.status.success(),
@@ -909,6 +1004,38 @@ pub fn succeeded(out: Output, what: &str) -> Output {
 /// The one JSON document a command printed on stdout.
 pub fn json_out(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
+}
+
+/// [`succeeded`], then (the JSON document on stdout, stderr): for the
+/// `--json` runs whose warnings a test reads too.
+#[track_caller]
+pub fn succeeded_json(out: Output, what: &str) -> (Value, String) {
+    let out = succeeded(out, what);
+    (json_out(&out), stderr(&out))
+}
+
+/// Run `cmd` (a `prepare --json`), asserting success: (its result, its
+/// stderr).
+#[track_caller]
+pub fn prepare_json(cmd: &mut Command) -> (Value, String) {
+    succeeded_json(cmd.output().expect("run migsnap"), "prepare")
+}
+
+/// Run `cmd` with the crash point `point` (`MIGSNAP_CRASH_AT`): it must
+/// die there by SIGKILL, or the crash the test is about never happened.
+#[track_caller]
+pub fn killed_at(mut cmd: Command, point: &str) {
+    let out = cmd
+        .env("MIGSNAP_CRASH_AT", point)
+        .output()
+        .expect("run migsnap");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(9),
+        "{point}: the crash point was not reached ({}):\n{}",
+        out.status,
+        stderr(&out)
+    );
 }
 
 /// Read `child`'s stderr until it says `what` (a pause point's "paused at
@@ -935,6 +1062,22 @@ pub fn stderr_until(
         rest
     });
     (seen, rest)
+}
+
+/// Start `cmd` with stdout and stderr piped, returned once its stderr says
+/// `what`: the child, what it said so far, and the reader of the rest
+/// (see [`stderr_until`]).
+pub fn spawn_until(
+    mut cmd: Command,
+    what: &str,
+) -> (std::process::Child, String, std::thread::JoinHandle<String>) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (seen, rest) = stderr_until(&mut child, what);
+    (child, seen, rest)
 }
 
 /// A migsnap run stopped at a pause point (`MIGSNAP_PAUSE_AT`).
