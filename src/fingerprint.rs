@@ -12,7 +12,7 @@ use crate::hash::hash_normalized;
 use crate::key::Key;
 use crate::keyfiles::{Class, KeyFiles};
 use crate::statcache::{self, DirCache, HashKind, Stat, StatCache};
-use crate::walkrecord::{self, Derived, Hashed, Recording};
+use crate::walkrecord::{self, Derived, Hashed, RecordedFiles, Recording};
 use globset::{GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -52,7 +52,7 @@ pub struct Fingerprint {
     /// What the key was computed from (`migrations`, `key_inputs` and
     /// `packages` as maps, made when first asked for: the warm path never
     /// asks).
-    files: KeyFiles,
+    files: Files,
     maps: OnceLock<[BTreeMap<String, String>; 3]>,
     /// sha256 of the key salt: snapshots only build on snapshots with the
     /// same salt (changing it invalidates every snapshot).
@@ -88,12 +88,12 @@ impl Fingerprint {
 
     /// How many migration files the key covers.
     pub fn migration_count(&self) -> usize {
-        self.files.iter(Class::Migration).len()
+        self.files.get().iter(Class::Migration).len()
     }
 
     fn maps(&self) -> &[BTreeMap<String, String>; 3] {
         self.maps
-            .get_or_init(|| Class::ALL.map(|c| self.files.map(c)))
+            .get_or_init(|| Class::ALL.map(|c| self.files.get().map(c)))
     }
 
     /// The fingerprint of the database `migrate` reaches at `targets`, one
@@ -123,7 +123,7 @@ impl Fingerprint {
             &spec.salt,
             spec.settings_module.as_deref(),
             alias,
-            &self.files,
+            self.files.get(),
         );
         accelerated_key(key, spec.accelerated)
     }
@@ -237,7 +237,7 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         // The key as the walk derived it, when what else it depends on is
         // the same (a settings module or salt of another run is not).
         let key = (r.derived.from == key_basis(spec)).then(|| Key::from_digest(&r.derived.value));
-        return Ok((finish(spec, r.files, key), r.dangling));
+        return Ok((finish(spec, Files::recorded(r.files), key), r.dangling));
     }
     let recording = record.as_ref().map(|_| Arc::new(Recording::default()));
     // The walker waits for ever on a FIFO named like an ignore file; the
@@ -446,7 +446,7 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         };
         rec.save(path, root, &config, started_ns, &dangling, derived);
     }
-    Ok((finish(spec, files, Some(stock)), dangling))
+    Ok((finish(spec, Files::found(files), Some(stock)), dangling))
 }
 
 /// A key file for the walk's record; a content-hashed one without a stat
@@ -507,13 +507,13 @@ fn walk_config(spec: &KeySpec, scope: &str) -> [u8; 32] {
 
 /// The fingerprint of the key files found, whose stock key (before
 /// `accelerated_key`) may be known already.
-fn finish(spec: &KeySpec, files: KeyFiles, stock: Option<Key>) -> Fingerprint {
+fn finish(spec: &KeySpec, files: Files, stock: Option<Key>) -> Fingerprint {
     let key = stock.unwrap_or_else(|| {
         key_over(
             &spec.salt,
             spec.settings_module.as_deref(),
             &spec.alias,
-            &files,
+            files.get(),
         )
     });
     let key = accelerated_key(key, spec.accelerated);
@@ -604,6 +604,39 @@ pub fn key_of<'a>(
         alias,
         [migrations, inputs, packages].map(|m| m.iter().map(strs)),
     )
+}
+
+/// The key files of a fingerprint: as the walk found them, or still in
+/// the walk's record, read out the first time they are asked for.
+#[derive(Debug, Clone, Default)]
+struct Files {
+    read: OnceLock<KeyFiles>,
+    recorded: Option<RecordedFiles>,
+}
+
+impl Files {
+    fn found(files: KeyFiles) -> Files {
+        Files {
+            read: OnceLock::from(files),
+            recorded: None,
+        }
+    }
+
+    fn recorded(files: RecordedFiles) -> Files {
+        Files {
+            read: OnceLock::new(),
+            recorded: Some(files),
+        }
+    }
+
+    fn get(&self) -> &KeyFiles {
+        self.read.get_or_init(|| {
+            self.recorded
+                .as_ref()
+                .map(RecordedFiles::key_files)
+                .unwrap_or_default()
+        })
+    }
 }
 
 /// What the stock key depends on besides the files (`key_from`'s fields
@@ -1105,7 +1138,7 @@ mod tests {
     fn an_at_key_covers_the_targets_in_order_and_is_never_the_full_key() {
         let fp = Fingerprint {
             key: Key::from_digest(&[7; 32]),
-            files: KeyFiles::default(),
+            files: Files::default(),
             maps: OnceLock::new(),
             salt_sha256: String::new(),
             alias: DEFAULT_ALIAS.into(),
@@ -1530,13 +1563,72 @@ DJANGO_SETTINGS_MODULE = "site.settings"
         // Just written: its stats have not settled, so it is not trusted.
         assert_eq!(compute(&spec).expect("key").key, plain);
         settle_record(&spec, false);
-        assert_eq!(compute(&spec).expect("key").key, plain, "replayed");
+        let replayed = compute(&spec).expect("key");
+        assert_eq!(replayed.key, plain, "replayed");
+        // What is read out of the record when asked for is what the walk
+        // found.
+        let walked = compute(&KeySpec {
+            stat_cache: None,
+            ..spec.clone()
+        })
+        .expect("key");
+        assert_eq!(replayed.migrations(), walked.migrations());
+        assert_eq!(replayed.key_inputs(), walked.key_inputs());
+        assert_eq!(replayed.packages(), walked.packages());
+        assert!(!replayed.packages().is_empty(), "the __init__.py counts");
+        assert_eq!(replayed.migration_count(), 2);
+        assert_eq!(
+            replayed.key_for_alias(&spec, "replica"),
+            walked.key_for_alias(&spec, "replica")
+        );
         settle_record(&spec, true);
         assert_ne!(
             compute(&spec).expect("key").key,
             plain,
             "the record was used"
         );
+    }
+
+    /// A tree large enough for the check on two threads: a change in
+    /// either thread's share (the first files, the last files, a listed
+    /// directory, a watched ignore file) is seen as on one thread.
+    #[test]
+    fn a_large_trees_record_is_checked_whole_on_two_threads() {
+        type Change = fn(&Path);
+        let changes: &[(&str, Change)] = &[
+            ("the first file", |root| {
+                std::fs::write(root.join("a/migrations/0000_m.py"), "edited\n").expect("write")
+            }),
+            ("the last file", |root| {
+                std::fs::write(root.join("z/migrations/0299_m.py"), "edited\n").expect("write")
+            }),
+            ("a directory's listing", |root| {
+                std::fs::write(root.join("a/migrations/0300_new.py"), "new\n").expect("write")
+            }),
+            ("an ignore file", |root| {
+                std::fs::write(root.join(".gitignore"), "z/\n").expect("write")
+            }),
+        ];
+        for (what, change) in changes {
+            let (_dir, spec) = cached_project();
+            for app in ["a", "z"] {
+                let dir = spec.root.join(app).join("migrations");
+                std::fs::create_dir_all(&dir).expect("mkdir");
+                for i in 0..300 {
+                    std::fs::write(dir.join(format!("{i:04}_m.py")), format!("{app}{i}\n"))
+                        .expect("write");
+                }
+            }
+            std::fs::write(spec.root.join(".gitignore"), "").expect("write");
+            let before = uncached(&spec);
+            assert_eq!(compute(&spec).expect("key").key, before, "{what}: recorded");
+            settle_record(&spec, true);
+            assert_ne!(compute(&spec).expect("key").key, before, "{what}: replayed");
+            change(&spec.root);
+            let after = uncached(&spec);
+            assert_ne!(after, before, "{what}: the change changes the key");
+            assert_eq!(compute(&spec).expect("key").key, after, "{what}: walked");
+        }
     }
 
     /// Ignore files above the project dir are not the project's: anyone

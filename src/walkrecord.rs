@@ -42,7 +42,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Bump when the layout or what the walk depends on changes.
 const MAGIC: &[u8] = b"migsnap-walk-v4\n";
@@ -228,9 +228,35 @@ impl Recording {
 /// The walk's result from the record, when every stat in it still holds.
 #[derive(Debug)]
 pub struct Replayed {
-    pub files: KeyFiles,
+    pub files: RecordedFiles,
     pub dangling: Vec<String>,
     pub derived: Derived,
+}
+
+/// A replayed record's key files, read out of its bytes only when asked
+/// for: a warm run takes the recorded key (`Derived`) and never asks, and
+/// copying 5,000 paths and hashes out cost it 0.5 ms.
+#[derive(Debug, Clone)]
+pub struct RecordedFiles(Arc<Vec<u8>>);
+
+impl RecordedFiles {
+    pub fn key_files(&self) -> KeyFiles {
+        // The bytes decoded before (`replay`), and nothing changes them.
+        let record = Record::decode(&self.0);
+        debug_assert!(record.is_some(), "a replayed record decodes again");
+        let Some(record) = record else {
+            return KeyFiles::default();
+        };
+        let bytes = record.files.iter().map(|f| f.rel.len() + 64).sum();
+        let mut files = KeyFiles::with_capacity(record.files.len(), bytes);
+        for f in &record.files {
+            files.push(f.class, &f.rel, |text| match f.hashed {
+                Hashed::Present => text.push_str("present"),
+                Hashed::Content(_) => crate::hash::hex_into(text, &f.sha256),
+            });
+        }
+        files
+    }
 }
 
 /// The record at `path` of the walk from `root`, checked against the
@@ -241,79 +267,85 @@ pub fn replay(path: &Path, root: &Path, config: &[u8; 32]) -> Option<Replayed> {
     if record.config != *config || *record.root != *root {
         return None;
     }
-    let started = record.started_ns;
-    let holds = |now: Option<Stat>, then: &Stat| {
-        now.is_some_and(|now| now == *then && then.settled_before(started))
-    };
-    let mut dirs = DirCache::default();
-    if !record.dirs.iter().all(|(p, s)| holds(dirs.stat(p), s)) {
+    if !record.holds() {
         return None;
     }
-    let watched_hold = record
-        .watched
-        .iter()
-        .all(|(p, then)| match (presence(p), then) {
-            (Presence::There(now), Some(then)) => holds(Some(now), then),
-            (Presence::Absent, None) => true,
-            _ => false,
-        });
-    if !watched_hold {
-        return None;
-    }
-    if !files_hold(&record.files, &record.root, started) {
-        return None;
-    }
-    let bytes = record.files.iter().map(|f| f.rel.len() + 64).sum();
-    let mut files = KeyFiles::with_capacity(record.files.len(), bytes);
-    for f in &record.files {
-        files.push(f.class, &f.rel, |text| match f.hashed {
-            Hashed::Present => text.push_str("present"),
-            Hashed::Content(_) => crate::hash::hex_into(text, &f.sha256),
-        });
-    }
+    let (dangling, derived) = (record.dangling, record.derived);
     Some(Replayed {
-        files,
-        dangling: record.dangling,
-        derived: record.derived,
+        files: RecordedFiles(Arc::new(bytes)),
+        dangling,
+        derived,
     })
 }
 
-/// Every content-hashed file's stat is still the recorded one, checked on
-/// two threads for a large tree (a stat is mostly the kernel's name
-/// look-up: it spreads over cores).
-fn files_hold(files: &[File<'_>], root: &Path, started_ns: i64) -> bool {
-    let differs = AtomicBool::new(false);
-    let check = |part: &[File<'_>]| {
-        let mut open = DirCache::default();
-        let mut path = root.as_os_str().as_bytes().to_vec();
-        let base = path.len();
-        for f in part {
-            if differs.load(Ordering::Relaxed) {
-                return;
+impl Record<'_> {
+    /// Every stat in the record still holds: its directories', its
+    /// watched paths' and its content-hashed files', each settled before
+    /// the recording run. On two threads for a large tree (a stat is
+    /// mostly the kernel's name look-up: it spreads over cores): one takes
+    /// the directories and watched paths (each a look-up of a whole path)
+    /// and part of the files, the other the rest of the files.
+    fn holds(&self) -> bool {
+        let started = self.started_ns;
+        let settled = |now: Option<Stat>, then: &Stat| {
+            now.is_some_and(|now| now == *then && then.settled_before(started))
+        };
+        let differs = AtomicBool::new(false);
+        let dirs_hold = || {
+            let mut dirs = DirCache::default();
+            let dirs_hold = self.dirs.iter().all(|(p, s)| settled(dirs.stat(p), s));
+            dirs_hold
+                && self
+                    .watched
+                    .iter()
+                    .all(|(p, then)| match (presence(p), then) {
+                        (Presence::There(now), Some(then)) => settled(Some(now), then),
+                        (Presence::Absent, None) => true,
+                        _ => false,
+                    })
+        };
+        let files_hold = |part: &[File<'_>]| {
+            let mut open = DirCache::default();
+            let mut path = self.root.as_os_str().as_bytes().to_vec();
+            let base = path.len();
+            for f in part {
+                if differs.load(Ordering::Relaxed) {
+                    return false;
+                }
+                if f.hashed == Hashed::Present {
+                    continue;
+                }
+                path.truncate(base);
+                path.push(b'/');
+                path.extend_from_slice(f.rel.as_bytes());
+                if !settled(open.stat(Path::new(OsStr::from_bytes(&path))), &f.stat) {
+                    differs.store(true, Ordering::Relaxed);
+                    return false;
+                }
             }
-            if f.hashed == Hashed::Present {
-                continue;
-            }
-            path.truncate(base);
-            path.push(b'/');
-            path.extend_from_slice(f.rel.as_bytes());
-            let now = open.stat(Path::new(OsStr::from_bytes(&path)));
-            if !now.is_some_and(|now| now == f.stat && f.stat.settled_before(started_ns)) {
-                differs.store(true, Ordering::Relaxed);
-                return;
-            }
+            true
+        };
+        let files = &self.files[..];
+        if files.len() < PARALLEL_FROM {
+            return dirs_hold() && files_hold(files);
         }
-    };
-    if files.len() < PARALLEL_FROM {
-        check(files);
-    } else {
-        let (first, second) = files.split_at(files.len() / 2);
+        // A whole path's look-up costs about what three names in an open
+        // directory do: the first thread's share of files is smaller by
+        // that much.
+        let paths = 3 * (self.dirs.len() + self.watched.len());
+        let (first, second) = files.split_at(files.len().saturating_sub(paths) / 2);
         std::thread::scope(|s| {
-            s.spawn(|| check(first));
-            check(second);
-        });
+            let other = s.spawn(|| {
+                let held = dirs_hold() && files_hold(first);
+                if !held {
+                    differs.store(true, Ordering::Relaxed);
+                }
+                held
+            });
+            let held = files_hold(second);
+            other.join().unwrap_or(false) && held
+        })
     }
-    !differs.into_inner()
 }
 
 /// The record of the project whose stat cache is at `stat_cache`: beside
@@ -466,12 +498,16 @@ impl<'a> Record<'a> {
         };
         let path = |b: &'a [u8]| Cow::Borrowed(Path::new(OsStr::from_bytes(b)));
         let root = path(bytes(&mut r)?);
-        let mut dirs = Vec::new();
-        for _ in 0..count(&mut r, 4 + STAT_BYTES)? {
+        // Each list sized from its count (bounded above): no reallocation
+        // copies a 5,000-file list while it is read.
+        let n = count(&mut r, 4 + STAT_BYTES)?;
+        let mut dirs = Vec::with_capacity(n);
+        for _ in 0..n {
             dirs.push((path(bytes(&mut r)?), stat(&mut r)?));
         }
-        let mut watched = Vec::new();
-        for _ in 0..count(&mut r, 5)? {
+        let n = count(&mut r, 5)?;
+        let mut watched = Vec::with_capacity(n);
+        for _ in 0..n {
             let p = path(bytes(&mut r)?);
             let s = match r.u8()? {
                 0 => None,
@@ -480,8 +516,9 @@ impl<'a> Record<'a> {
             };
             watched.push((p, s));
         }
-        let mut files: Vec<File<'a>> = Vec::new();
-        for _ in 0..count(&mut r, 2 + 4 + STAT_BYTES + 32)? {
+        let n = count(&mut r, 2 + 4 + STAT_BYTES + 32)?;
+        let mut files: Vec<File<'a>> = Vec::with_capacity(n);
+        for _ in 0..n {
             let class = Class::from_byte(r.u8()?)?;
             let hashed = match r.u8()? {
                 0 => Hashed::Content(HashKind::Content),
