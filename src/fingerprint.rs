@@ -219,8 +219,6 @@ pub async fn compute_async(spec: &KeySpec) -> Result<Fingerprint> {
 /// stopped `migsnap key`), so it is no reason to fail. One no glob matches
 /// is none of the key's business and is not reported.
 pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)> {
-    let migrations = MigrationGlobs::new(spec)?;
-    let inputs = globset(&spec.inputs, "key-inputs")?;
     let root = spec.root.as_path();
 
     // Taken before any file is read: the stat cache trusts a recorded hash
@@ -239,6 +237,11 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         let key = (r.derived.from == key_basis(spec)).then(|| Key::from_digest(&r.derived.value));
         return Ok((finish(spec, Files::recorded(r.files), key), r.dangling));
     }
+    // Compiled only for a walk: a record is replayed only under the same
+    // globs (`walk_config`), which compiled when it was recorded, by this
+    // version.
+    let migrations = MigrationGlobs::new(spec)?;
+    let inputs = globset(&spec.inputs, "key-inputs")?;
     let recording = record.as_ref().map(|_| Arc::new(Recording::default()));
     // The walker waits for ever on a FIFO named like an ignore file; the
     // root's are read before any filter sees a directory.
@@ -490,6 +493,8 @@ fn walk_config(spec: &KeySpec, scope: &str) -> [u8; 32] {
         h.update(value);
     };
     field(b"S", scope.as_bytes());
+    // Another version may read globs or ignore rules otherwise.
+    field(b"V", env!("CARGO_PKG_VERSION").as_bytes());
     for (tag, globs) in [
         (b"M", &spec.migrations),
         (b"E", &spec.exclude),

@@ -32,11 +32,10 @@
 //! before that run leaves a stat the next run will not trust. Anything
 //! that differs, or cannot be read, sends the run to the full walk, which
 //! writes a new record. The file is the stat cache's kind of input: ours,
-//! private, whole (a trailing sha256), else ignored.
+//! private, whole (a trailing xxh3 checksum), else ignored.
 
 use crate::keyfiles::{Class, KeyFiles};
 use crate::statcache::{self, DirCache, HashKind, Reader, Stat};
-use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -45,7 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Bump when the layout or what the walk depends on changes.
-const MAGIC: &[u8] = b"migsnap-walk-v4\n";
+const MAGIC: &[u8] = b"migsnap-walk-v5\n";
 
 /// The ignore files the walker reads in each directory it lists, and
 /// nowhere else (`WalkBuilder` with `parents`, `git_global` and
@@ -413,8 +412,9 @@ impl<'a> Record<'a> {
     /// presence byte and the stat when present; a file as class and hash
     /// kind (u8 each: 0 content, 1 pyproject, 2 present), its relative
     /// path, stat and sha256; a dangling link as its relative path; the
-    /// derived value's `from` and value (32 bytes each). Then the sha256
-    /// of everything before it.
+    /// derived value's `from` and value (32 bytes each). Then the 64-bit
+    /// xxh3 of everything before it (damage, not forgery: see
+    /// `Cargo.toml`).
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.files.len() * 120);
         out.extend_from_slice(MAGIC);
@@ -460,15 +460,15 @@ impl<'a> Record<'a> {
         }
         out.extend_from_slice(&self.derived.from);
         out.extend_from_slice(&self.derived.value);
-        let sum = Sha256::digest(&out);
-        out.extend_from_slice(&sum);
+        let sum = xxhash_rust::xxh3::xxh3_64(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
         out
     }
 
     /// `encode`'s bytes back, or None for anything that is not exactly that.
     fn decode(all: &'a [u8]) -> Option<Record<'a>> {
-        let (body, sum) = all.split_at_checked(all.len().checked_sub(32)?)?;
-        if Sha256::digest(body).as_slice() != sum {
+        let (body, sum) = all.split_at_checked(all.len().checked_sub(8)?)?;
+        if xxhash_rust::xxh3::xxh3_64(body).to_le_bytes() != sum {
             return None;
         }
         let mut r = Reader(body);
