@@ -179,13 +179,18 @@ pub struct Admin {
 impl Admin {
     pub async fn connect(conn: &ConnInfo) -> Result<Admin> {
         let client = conn.connect(&conn.admin_db).await?;
-        let row = client
-            .query_one(
+        // `query_typed`: one round trip, not a prepare first (every
+        // command connects; a pool hand-out is a few milliseconds).
+        let rows = client
+            .query_typed(
                 "SELECT current_setting('server_version_num')::int4, pg_backend_pid()",
                 &[],
             )
             .await
             .map_err(|e| db_error("cannot read the server version", e))?;
+        let Some(row) = rows.first() else {
+            return Err(Error::internal("the server version query returned no row"));
+        };
         let version_num: i32 = row.get(0);
         Ok(Admin {
             client: Arc::new(client),
