@@ -27,6 +27,29 @@ pub fn read_no_follow(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The whole of `path`, a plain file of at most `max` bytes (through links:
+/// it is the user's own, as `manage.py` is), opened without waiting on a
+/// FIFO put there and refused when it is none (a FIFO, a device such as
+/// `/dev/zero`, a directory) or larger: an error, never a hang or a read
+/// without end.
+pub fn read_plain(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let invalid =
+        |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_string());
+    if !file.metadata()?.is_file() {
+        return Err(invalid("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(invalid("larger than expected"));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,5 +70,30 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(10))
             .expect("the read waits on the FIFO instead of returning");
         assert!(read.is_err() || read.is_ok_and(|n| n == 0), "nothing read");
+    }
+
+    /// What `read_plain` refuses at once: a FIFO, a device that never
+    /// ends, a directory, a file over the limit.
+    #[test]
+    fn only_a_plain_file_within_the_limit_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("manage.py");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).expect("link");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let paths = [fifo, zero, dir.path().to_path_buf()];
+        std::thread::spawn(move || {
+            let _ = tx.send(paths.map(|p| read_plain(&p, 1 << 20).is_err()));
+        });
+        let refused = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a read waits or never ends");
+        assert_eq!(refused, [true; 3]);
+        let big = dir.path().join("big");
+        std::fs::write(&big, [b'x'; 11]).expect("write");
+        assert!(read_plain(&big, 10).is_err());
+        assert_eq!(read_plain(&big, 11).expect("read").len(), 11);
     }
 }

@@ -281,9 +281,18 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         .as_deref()
         .and_then(Path::parent)
         .map(Path::to_path_buf);
+    // The ignore files are read as custom ones: with `git_ignore` or
+    // `ignore` on, the walker opens those of every ancestor even with
+    // `parents` off (it only leaves their rules out), so a FIFO planted
+    // there hung every key. A later name wins over an earlier one, as
+    // `.ignore` does over `.gitignore` by default.
     let walker = ignore::WalkBuilder::new(root)
         .require_git(false)
         .parents(false)
+        .git_ignore(false)
+        .ignore(false)
+        .add_custom_ignore_filename(walkrecord::IGNORE_FILES[0])
+        .add_custom_ignore_filename(walkrecord::IGNORE_FILES[1])
         .git_global(false)
         .git_exclude(false)
         .follow_links(true)
@@ -300,11 +309,6 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
             if skipped {
                 return false;
             }
-            if let Some(path) = odd_ignore_file(e.path()) {
-                // Not entered (the walker would read it); the walk fails.
-                *odd_in_tree.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
-                return false;
-            }
             let cfg = e.path().join("pyvenv.cfg");
             let venv = match &in_record {
                 Some(rec) => rec.observe(&cfg),
@@ -316,6 +320,11 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
                     let stat = std::fs::metadata(e.path()).ok().map(|m| Stat::of(&m));
                     rec.dir(e.path(), stat);
                 }
+                return false;
+            }
+            if let Some(path) = odd_ignore_file(e.path()) {
+                // Not entered (the walker would read it); the walk fails.
+                *odd_in_tree.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
                 return false;
             }
             true
@@ -1647,6 +1656,24 @@ DJANGO_SETTINGS_MODULE = "site.settings"
         std::fs::write(dir.path().join(".ignore"), "0002_b.py\n").expect("write");
         assert_eq!(uncached(&spec), before, "walked");
         assert_eq!(compute(&spec).expect("key").key, before, "recorded");
+        // Not even opened: a FIFO there would hang the walk.
+        std::fs::remove_file(dir.path().join(".ignore")).expect("rm");
+        let made = std::process::Command::new("mkfifo")
+            .arg(dir.path().join(".ignore"))
+            .status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let walked = KeySpec {
+            stat_cache: None,
+            ..spec.clone()
+        };
+        std::thread::spawn(move || {
+            let _ = tx.send(compute(&walked).map(|fp| fp.key));
+        });
+        let key = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the walk opens an ancestor's FIFO and waits");
+        assert_eq!(key.expect("a key"), before, "a FIFO above the root");
         // The project's own still count.
         std::fs::write(spec.root.join(".gitignore"), "0002_b.py\n").expect("write");
         assert_ne!(uncached(&spec), before, "the project's own .gitignore");
@@ -1676,6 +1703,22 @@ DJANGO_SETTINGS_MODULE = "site.settings"
                 "{at}: {e}"
             );
         }
+    }
+
+    /// A directory the walk leaves out (a virtualenv) is not entered, so
+    /// what is in it, a FIFO named `.gitignore` too, is none of the key's
+    /// business.
+    #[test]
+    fn a_fifo_in_a_directory_left_out_is_no_error() {
+        let (_dir, spec) = cached_project();
+        let before = uncached(&spec);
+        std::fs::create_dir(spec.root.join("venv")).expect("mkdir");
+        std::fs::write(spec.root.join("venv/pyvenv.cfg"), "home = /usr\n").expect("write");
+        let made = std::process::Command::new("mkfifo")
+            .arg(spec.root.join("venv/.gitignore"))
+            .status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        assert_eq!(compute(&spec).expect("key").key, before);
     }
 
     /// The record keeps the key its walk derived, and a replay takes it

@@ -348,8 +348,12 @@ impl Settings {
         // manage.py's default (one small read), so that naming that default
         // explicitly is not another snapshot.
         let key_settings = django_settings.clone().or_else(|| {
-            std::fs::read_to_string(&manage_py)
+            // Not waiting on a FIFO there, nor reading /dev/zero: a manage.py
+            // that is no plain file has no default to give (and the command
+            // stops at it as at a missing one, `django::check_manage_py`).
+            migsnap::files::read_plain(&manage_py, MANAGE_PY_MAX)
                 .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
                 .and_then(|source| migsnap::django::manage_py_settings_module(&source))
         });
         let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -597,14 +601,22 @@ fn load_config(project_dir: &Path) -> Result<(FileConfig, Option<PathBuf>)> {
     Ok((FileConfig::default(), None))
 }
 
+/// The most of `manage.py` read for its default settings module.
+const MANAGE_PY_MAX: u64 = 1 << 20;
+
+/// The most a `cache-secret-file` may hold.
+const SECRET_MAX: u64 = 64 << 10;
+
 /// The secret in `cache-secret-file`: it must exist, be readable, be closed
 /// to group and others (like an ssh key), and not be empty. Trailing
 /// whitespace (the newline of `echo … > file`) is not part of it.
 fn read_secret_file(path: &Path) -> Result<migsnap::store::CacheSecret> {
     use std::os::unix::fs::PermissionsExt;
-    let bytes = std::fs::read(path).map_err(|source| SettingsError::SecretUnreadable {
-        path: path.to_path_buf(),
-        source,
+    let bytes = migsnap::files::read_plain(path, SECRET_MAX).map_err(|source| {
+        SettingsError::SecretUnreadable {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     let mode = std::fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o777)
