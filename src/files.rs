@@ -50,8 +50,32 @@ pub fn read_plain(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Test helpers for what may hang: a FIFO, and a call given a deadline.
+#[cfg(test)]
+pub(crate) mod hang {
+    use std::path::Path;
+
+    /// A FIFO at `path` (`mkfifo`: no unsafe code for mknod).
+    pub fn mkfifo(path: &Path) {
+        let made = std::process::Command::new("mkfifo").arg(path).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", path.display());
+    }
+
+    /// `f`'s result, or a failed test naming `what` when it has not
+    /// returned within 20 s (its thread is left waiting).
+    pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{what}: waits instead of returning"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::hang::{mkfifo, within};
     use super::*;
 
     /// A FIFO planted where a file of ours should be: an error at once,
@@ -60,15 +84,10 @@ mod tests {
     fn a_planted_fifo_is_an_error_not_a_hang() {
         let dir = tempfile::tempdir().expect("tempdir");
         let fifo = dir.path().join("statcache");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(read_no_follow(&fifo).map(|b| b.len()));
+        mkfifo(&fifo);
+        let read = within("the read of a FIFO", move || {
+            read_no_follow(&fifo).map(|b| b.len())
         });
-        let read = rx
-            .recv_timeout(std::time::Duration::from_secs(10))
-            .expect("the read waits on the FIFO instead of returning");
         assert!(read.is_err() || read.is_ok_and(|n| n == 0), "nothing read");
     }
 
@@ -78,18 +97,13 @@ mod tests {
     fn only_a_plain_file_within_the_limit_is_read() {
         let dir = tempfile::tempdir().expect("tempdir");
         let fifo = dir.path().join("manage.py");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        mkfifo(&fifo);
         let zero = dir.path().join("zero");
         std::os::unix::fs::symlink("/dev/zero", &zero).expect("link");
-        let (tx, rx) = std::sync::mpsc::channel();
         let paths = [fifo, zero, dir.path().to_path_buf()];
-        std::thread::spawn(move || {
-            let _ = tx.send(paths.map(|p| read_plain(&p, 1 << 20).is_err()));
+        let refused = within("a read", move || {
+            paths.map(|p| read_plain(&p, 1 << 20).is_err())
         });
-        let refused = rx
-            .recv_timeout(std::time::Duration::from_secs(10))
-            .expect("a read waits or never ends");
         assert_eq!(refused, [true; 3]);
         let big = dir.path().join("big");
         std::fs::write(&big, [b'x'; 11]).expect("write");

@@ -1103,6 +1103,7 @@ fn globset(patterns: &[String], what: &str) -> Result<GlobSet> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::hang::{mkfifo, within};
 
     /// The short way and the long way give the same relative path.
     #[test]
@@ -1567,6 +1568,20 @@ DJANGO_SETTINGS_MODULE = "site.settings"
         });
     }
 
+    /// `change`, made while a settled record of `spec`'s tree is
+    /// replayed (its key a lie that shows when it is taken), is seen: the
+    /// key after it is the walk's, never the record's.
+    fn assert_seen(spec: &KeySpec, what: &str, change: impl FnOnce()) {
+        let before = uncached(spec);
+        assert_eq!(compute(spec).expect("key").key, before, "{what}: recorded");
+        settle_record(spec, true);
+        assert_ne!(compute(spec).expect("key").key, before, "{what}: replayed");
+        change();
+        let after = uncached(spec);
+        assert_ne!(after, before, "{what}: the change changes the key");
+        assert_eq!(compute(spec).expect("key").key, after, "{what}: walked");
+    }
+
     #[test]
     fn the_walks_record_is_used_when_nothing_changed_and_gives_the_walks_key() {
         let (_dir, spec) = cached_project();
@@ -1634,14 +1649,7 @@ DJANGO_SETTINGS_MODULE = "site.settings"
                 }
             }
             std::fs::write(spec.root.join(".gitignore"), "").expect("write");
-            let before = uncached(&spec);
-            assert_eq!(compute(&spec).expect("key").key, before, "{what}: recorded");
-            settle_record(&spec, true);
-            assert_ne!(compute(&spec).expect("key").key, before, "{what}: replayed");
-            change(&spec.root);
-            let after = uncached(&spec);
-            assert_ne!(after, before, "{what}: the change changes the key");
-            assert_eq!(compute(&spec).expect("key").key, after, "{what}: walked");
+            assert_seen(&spec, what, || change(&spec.root));
         }
     }
 
@@ -1658,21 +1666,14 @@ DJANGO_SETTINGS_MODULE = "site.settings"
         assert_eq!(compute(&spec).expect("key").key, before, "recorded");
         // Not even opened: a FIFO there would hang the walk.
         std::fs::remove_file(dir.path().join(".ignore")).expect("rm");
-        let made = std::process::Command::new("mkfifo")
-            .arg(dir.path().join(".ignore"))
-            .status();
-        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
-        let (tx, rx) = std::sync::mpsc::channel();
+        mkfifo(&dir.path().join(".ignore"));
         let walked = KeySpec {
             stat_cache: None,
             ..spec.clone()
         };
-        std::thread::spawn(move || {
-            let _ = tx.send(compute(&walked).map(|fp| fp.key));
+        let key = within("a walk below an ancestor's FIFO", move || {
+            compute(&walked).map(|fp| fp.key)
         });
-        let key = rx
-            .recv_timeout(std::time::Duration::from_secs(20))
-            .expect("the walk opens an ancestor's FIFO and waits");
         assert_eq!(key.expect("a key"), before, "a FIFO above the root");
         // The project's own still count.
         std::fs::write(spec.root.join(".gitignore"), "0002_b.py\n").expect("write");
@@ -1685,17 +1686,9 @@ DJANGO_SETTINGS_MODULE = "site.settings"
     fn an_ignore_file_that_is_a_fifo_is_an_error_not_a_hang() {
         for at in [".gitignore", "app/.ignore", "app/migrations/.gitignore"] {
             let (_dir, spec) = cached_project();
-            let fifo = spec.root.join(at);
-            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-            assert!(made.is_ok_and(|s| s.success()), "mkfifo");
-            let (tx, rx) = std::sync::mpsc::channel();
+            mkfifo(&spec.root.join(at));
             let walked = spec.clone();
-            std::thread::spawn(move || {
-                let _ = tx.send(compute(&walked).map(|fp| fp.key));
-            });
-            let result = rx
-                .recv_timeout(std::time::Duration::from_secs(20))
-                .unwrap_or_else(|_| panic!("{at}: the walk waits on the FIFO"));
+            let result = within(at, move || compute(&walked).map(|fp| fp.key));
             let e = result.expect_err("an error, not a key");
             assert!(
                 e.to_string()
@@ -1714,10 +1707,7 @@ DJANGO_SETTINGS_MODULE = "site.settings"
         let before = uncached(&spec);
         std::fs::create_dir(spec.root.join("venv")).expect("mkdir");
         std::fs::write(spec.root.join("venv/pyvenv.cfg"), "home = /usr\n").expect("write");
-        let made = std::process::Command::new("mkfifo")
-            .arg(spec.root.join("venv/.gitignore"))
-            .status();
-        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        mkfifo(&spec.root.join("venv/.gitignore"));
         assert_eq!(compute(&spec).expect("key").key, before);
     }
 
@@ -1893,14 +1883,7 @@ DJANGO_SETTINGS_MODULE = "site.settings"
             )
             .expect("link");
 
-            let before = uncached(&spec);
-            assert_eq!(compute(&spec).expect("key").key, before, "{what}: recorded");
-            settle_record(&spec, true);
-            assert_ne!(compute(&spec).expect("key").key, before, "{what}: replayed");
-            change(&root, &outside);
-            let after = uncached(&spec);
-            assert_ne!(after, before, "{what}: the change changes the key");
-            assert_eq!(compute(&spec).expect("key").key, after, "{what}: walked");
+            assert_seen(&spec, what, || change(&root, &outside));
         }
     }
 
