@@ -495,12 +495,8 @@ fn record_file(
 /// What the walk's result depends on besides the tree: a record made
 /// under other settings is not this walk's.
 fn walk_config(spec: &KeySpec, scope: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    let mut field = |tag: &[u8], value: &[u8]| {
-        h.update(tag);
-        h.update((value.len() as u64).to_le_bytes());
-        h.update(value);
-    };
+    let mut fields = Fields::default();
+    let mut field = |tag: &[u8], value: &[u8]| fields.add(tag, value);
     field(b"S", scope.as_bytes());
     // Another version may read globs or ignore rules otherwise.
     field(b"V", env!("CARGO_PKG_VERSION").as_bytes());
@@ -516,7 +512,7 @@ fn walk_config(spec: &KeySpec, scope: &str) -> [u8; 32] {
     for d in SKIP_DIRS.iter().chain(walkrecord::IGNORE_FILES) {
         field(b"D", d.as_bytes());
     }
-    h.finalize().into()
+    fields.digest()
 }
 
 /// The fingerprint of the key files found, whose stock key (before
@@ -549,30 +545,24 @@ pub fn accelerated_key(key: Key, on: bool) -> Key {
     if !on {
         return key;
     }
-    let mut h = Sha256::new();
+    let mut fields = Fields::default();
     for (tag, s) in [(b"F", ACCELERATED_FORMAT), (b"K", key.as_str())] {
-        h.update(tag);
-        h.update((s.len() as u64).to_le_bytes());
-        h.update(s.as_bytes());
+        fields.add(tag, s.as_bytes());
     }
-    Key::from_digest(&h.finalize().into())
+    Key::from_digest(&fields.digest())
 }
 
 /// The key of the database `migrate` reaches at `targets` (non-empty),
 /// one after another, from the files whose full key is `full`.
 pub fn at_key(full: &Key, targets: &[String]) -> Key {
-    let mut h = Sha256::new();
-    let mut field = |tag: &[u8], s: &str| {
-        h.update(tag);
-        h.update((s.len() as u64).to_le_bytes());
-        h.update(s.as_bytes());
-    };
+    let mut fields = Fields::default();
+    let mut field = |tag: &[u8], s: &str| fields.add(tag, s.as_bytes());
     field(b"F", AT_FORMAT);
     field(b"K", full.as_str());
     for t in targets {
         field(b"T", t);
     }
-    Key::from_digest(&h.finalize().into())
+    Key::from_digest(&fields.digest())
 }
 
 /// Whether a migration target names a file (as `plan` and `prepare --at`
@@ -653,22 +643,35 @@ impl Files {
     }
 }
 
+/// sha256 over tagged, length-prefixed fields, as every digest of the key
+/// is made: no two lists of fields hash the same bytes.
+#[derive(Default)]
+struct Fields(Sha256);
+
+impl Fields {
+    fn add(&mut self, tag: &[u8], value: &[u8]) {
+        self.0.update(tag);
+        self.0.update((value.len() as u64).to_le_bytes());
+        self.0.update(value);
+    }
+
+    fn digest(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
+
 /// What the stock key depends on besides the files (`key_from`'s fields
 /// before them): a walk's record keeps the key it derived under this.
 fn key_basis(spec: &KeySpec) -> [u8; 32] {
-    let mut h = Sha256::new();
-    let mut field = |tag: &[u8], s: &str| {
-        h.update(tag);
-        h.update((s.len() as u64).to_le_bytes());
-        h.update(s.as_bytes());
-    };
+    let mut fields = Fields::default();
+    let mut field = |tag: &[u8], s: &str| fields.add(tag, s.as_bytes());
     field(b"F", KEY_FORMAT);
     field(b"S", &spec.salt);
     if let Some(module) = &spec.settings_module {
         field(b"D", module);
     }
     field(b"A", &spec.alias);
-    h.finalize().into()
+    fields.digest()
 }
 
 /// `key_of` over the files as found: the same key, no maps made.
@@ -690,12 +693,8 @@ fn key_from<'a>(
     alias: &str,
     files: [impl Iterator<Item = (&'a str, &'a str)>; 3],
 ) -> Key {
-    let mut h = Sha256::new();
-    let mut field = |tag: &[u8], s: &str| {
-        h.update(tag);
-        h.update((s.len() as u64).to_le_bytes());
-        h.update(s.as_bytes());
-    };
+    let mut fields = Fields::default();
+    let mut field = |tag: &[u8], s: &str| fields.add(tag, s.as_bytes());
     field(b"F", KEY_FORMAT);
     field(b"S", salt);
     // The settings module decides INSTALLED_APPS: two of them over the same
@@ -715,7 +714,7 @@ fn key_from<'a>(
             field(b"H", hash);
         }
     }
-    Key::from_digest(&h.finalize().into())
+    Key::from_digest(&fields.digest())
 }
 
 /// The hash of one file of `kind`: of its content with CRLF folded to LF
