@@ -47,8 +47,8 @@ use std::sync::{Arc, Mutex};
 const MAGIC: &[u8] = b"migsnap-walk-v5\n";
 
 /// The ignore files the walker reads in each directory it lists, and
-/// nowhere else (`WalkBuilder` with `parents`, `git_global` and
-/// `git_exclude` off: see `fingerprint`).
+/// nowhere else (as custom ignore files, the later winning, with every
+/// other source off: see `fingerprint`).
 pub const IGNORE_FILES: &[&str] = &[".gitignore", ".ignore"];
 
 /// Below this many key files one thread checks them all: a second one
