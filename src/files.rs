@@ -37,8 +37,7 @@ pub fn read_plain(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
-    let invalid =
-        |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_string());
+    let invalid = |why: &str| std::io::Error::other(why.to_string());
     if !file.metadata()?.is_file() {
         return Err(invalid("not a regular file"));
     }

@@ -342,7 +342,7 @@ fn pg_hint(e: &PgError) -> Option<String> {
             },
             _ => return None,
         },
-        PgError::NotABuild { .. } | PgError::Vanished { .. } => return None,
+        PgError::NotABuild { .. } | PgError::Vanished { .. } | PgError::NoVersion => return None,
     })
 }
 

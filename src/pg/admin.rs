@@ -189,7 +189,7 @@ impl Admin {
             .await
             .map_err(|e| db_error("cannot read the server version", e))?;
         let Some(row) = rows.first() else {
-            return Err(Error::internal("the server version query returned no row"));
+            return Err(PgError::NoVersion.into());
         };
         let version_num: i32 = row.get(0);
         Ok(Admin {

@@ -85,6 +85,9 @@ pub enum PgError {
     /// A database just made was gone when it was to be renamed into place.
     #[error("the new database `{name}` vanished before it was put in place")]
     Vanished { name: String },
+    /// The version query answered without a row (a proxy in between).
+    #[error("the server answered the version query with no row")]
+    NoVersion,
 }
 
 impl crate::error::Typed for PgError {
