@@ -281,6 +281,17 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         .as_deref()
         .and_then(Path::parent)
         .map(Path::to_path_buf);
+    // Left out only when it is not one of the project's packages (a
+    // `cache-dir` set to an app's directory by mistake): its migrations
+    // would leave the key without a word.
+    if let Some(dir) = own.as_deref().filter(|d| *d != root && d.starts_with(root)) {
+        if dir.join("__init__.py").exists() {
+            return Err(FilesError::CacheDirIsAPackage {
+                dir: dir.to_path_buf(),
+            }
+            .into());
+        }
+    }
     // The ignore files are read as custom ones: with `git_ignore` or
     // `ignore` on, the walker opens those of every ancestor even with
     // `parents` off (it only leaves their rules out), so a FIFO planted
@@ -847,6 +858,9 @@ pub enum FilesError {
         setting: String,
         source: globset::Error,
     },
+    /// The cache dir is inside the project and one of its packages.
+    #[error("the cache dir `{}` is one of the project's Python packages (it has an `__init__.py`), and the key leaves the cache dir out", .dir.display())]
+    CacheDirIsAPackage { dir: PathBuf },
     /// An ignore file the walk would read that is no regular file.
     #[error("`{}` is not a regular file, and the key's walk reads it as ignore rules", .path.display())]
     NotAFile { path: PathBuf },
@@ -1695,6 +1709,26 @@ DJANGO_SETTINGS_MODULE = "site.settings"
                 "{at}: {e}"
             );
         }
+    }
+
+    /// A cache dir set to one of the project's packages by mistake would
+    /// take that package's migrations out of the key: an error instead.
+    #[test]
+    fn a_cache_dir_that_is_a_package_of_the_project_is_an_error() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, spec) = cached_project();
+        let app = spec.root.join("app/migrations");
+        std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let spec = KeySpec {
+            stat_cache: Some(crate::statcache::path_for(&app, &spec.root)),
+            ..spec
+        };
+        let e = compute(&spec).expect_err("an error, not a key without app's migrations");
+        assert!(
+            e.to_string()
+                .contains("is one of the project's Python packages"),
+            "{e}"
+        );
     }
 
     /// A directory the walk leaves out (a virtualenv) is not entered, so

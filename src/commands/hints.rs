@@ -380,6 +380,9 @@ fn files_hint(bad: &FilesError) -> Option<&'static str> {
             "globs are relative to the project dir, e.g. `**/migrations/*.py`"
         }
         FilesError::NotAFile { .. } => "remove it, or put the rules in a plain file by that name",
+        FilesError::CacheDirIsAPackage { .. } => {
+            "give the cache a directory of its own (`cache-dir` in [tool.migsnap], or MIGSNAP_CACHE_DIR)"
+        }
         FilesError::Globs { .. } => return None,
     })
 }
