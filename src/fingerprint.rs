@@ -861,8 +861,9 @@ pub enum FilesError {
     /// The cache dir is inside the project and one of its packages.
     #[error("the cache dir `{}` is one of the project's Python packages (it has an `__init__.py`), and the key leaves the cache dir out", .dir.display())]
     CacheDirIsAPackage { dir: PathBuf },
-    /// An ignore file the walk would read that is no regular file.
-    #[error("`{}` is not a regular file, and the key's walk reads it as ignore rules", .path.display())]
+    /// An ignore file the walk would read that is no regular file, or one
+    /// too large to be rules (`IGNORE_FILE_MAX`).
+    #[error("`{}` is not a regular file of at most 1 MiB, and the key's walk reads it whole as ignore rules", .path.display())]
     NotAFile { path: PathBuf },
     /// Each glob of `setting` parsed, but not all of them together.
     #[error("invalid globs in `{setting}`")]
@@ -1042,14 +1043,20 @@ fn unreadable_ignore_file(dir: &Path) -> Option<Error> {
 }
 
 /// An ignore file in `dir` that is there but no regular file (a FIFO, a
-/// socket, a device, a directory), through links as the walker opens it:
-/// the walker would wait for ever on a FIFO.
+/// socket, a device, a directory) or larger than `IGNORE_FILE_MAX`,
+/// through links as the walker opens it: the walker would wait for ever on
+/// a FIFO, and reads a file whole (a 3 GB one took 22 GB of memory).
 fn odd_ignore_file(dir: &Path) -> Option<PathBuf> {
     walkrecord::IGNORE_FILES
         .iter()
         .map(|name| dir.join(name))
-        .find(|path| std::fs::metadata(path).is_ok_and(|m| !m.is_file()))
+        .find(|path| {
+            std::fs::metadata(path).is_ok_and(|m| !m.is_file() || m.len() > IGNORE_FILE_MAX)
+        })
 }
+
+/// The largest ignore file the walk reads (real ones are a few KB).
+const IGNORE_FILE_MAX: u64 = 1 << 20;
 
 /// Looked at without following it: only the link itself says it is one.
 fn is_symlink(path: &Path) -> bool {
@@ -1729,6 +1736,23 @@ DJANGO_SETTINGS_MODULE = "site.settings"
                 .contains("is one of the project's Python packages"),
             "{e}"
         );
+    }
+
+    /// An ignore file too large to be rules (a sparse file of gigabytes
+    /// took 22 GB as the walker read it whole): an error, before the read.
+    #[test]
+    fn an_ignore_file_too_large_to_be_rules_is_an_error() {
+        let (_dir, spec) = cached_project();
+        let file = std::fs::File::create(spec.root.join("app/.gitignore")).expect("create");
+        file.set_len(IGNORE_FILE_MAX + 1).expect("sparse");
+        let e = compute(&spec).expect_err("an error, not a read of it");
+        assert!(
+            e.to_string()
+                .contains("app/.gitignore` is not a regular file of at most"),
+            "{e}"
+        );
+        file.set_len(IGNORE_FILE_MAX).expect("sparse");
+        assert!(compute(&spec).is_ok(), "at the limit");
     }
 
     /// A directory the walk leaves out (a virtualenv) is not entered, so

@@ -601,8 +601,10 @@ fn load_config(project_dir: &Path) -> Result<(FileConfig, Option<PathBuf>)> {
     Ok((FileConfig::default(), None))
 }
 
-/// The most of `manage.py` read for its default settings module.
-const MANAGE_PY_MAX: u64 = 1 << 20;
+/// The most of `manage.py` read for its default settings module (a
+/// generated one is about 700 bytes; the cap only stops a sparse file of
+/// gigabytes from being read whole).
+const MANAGE_PY_MAX: u64 = 64 << 20;
 
 /// The most a `cache-secret-file` may hold.
 const SECRET_MAX: u64 = 64 << 10;
