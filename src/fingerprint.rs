@@ -462,10 +462,13 @@ pub fn compute_noting_links(spec: &KeySpec) -> Result<(Fingerprint, Vec<String>)
         &files,
     );
     let rec = recording.and_then(|r| Arc::try_unwrap(r).ok());
-    if let (Some(rec), Some(path)) = (rec, &record) {
+    // A key is always 64 hex digits; were it not, no record (a zero key
+    // kept in one would be served by every replay).
+    let value = crate::hash::unhex32(stock.as_str());
+    if let (Some(rec), Some(path), Some(value)) = (rec, &record, value) {
         let derived = Derived {
             from: key_basis(spec),
-            value: crate::hash::unhex32(stock.as_str()).unwrap_or_default(),
+            value,
         };
         rec.save(path, root, &config, started_ns, &dangling, derived);
     }
